@@ -1,0 +1,20 @@
+// Package packet is the wire-format layer every packet passes through:
+// typed byte-slice views of IPv4, IPv6 (with the extension headers it
+// walks: hop-by-hop, routing, fragment, destination options), TCP, UDP,
+// ICMPv4 and ICMPv6 headers; Parse, which turns a raw IP packet into a
+// flow tuple, offsets and fragment information in a caller-owned Parsed;
+// RFC 1071 checksums and RFC 1624 incremental updates; and the rewrites a
+// NAT needs — source or destination address and port, the ICMP echo
+// identifier, and the packet quoted inside an ICMP error — each fixing
+// every checksum it touches.
+//
+// Everything here is on the per-packet hot path: Parse and the rewrites do
+// not allocate, take no locks and never panic on malformed input (they
+// return a typed Reason instead; the caller counts it and drops the
+// packet).
+//
+// What this package must not do: any I/O, any notion of flows, state,
+// time or configuration, any import beyond the standard library. Devices
+// live in subpackages (packet/tun, packet/afpacket, packet/pcap); flows
+// live in nat.
+package packet

@@ -1,0 +1,125 @@
+package packet_test
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/vsgate/vsgate/packet"
+)
+
+// fuzzSeeds adds generated valid packets of every kind (the oracle tests'
+// generator, fixed seed) plus hand-picked edge cases.
+func fuzzSeeds(f *testing.F) {
+	r := rand.New(rand.NewPCG(42, 6))
+	for range 64 {
+		f.Add(gen(r).serialize())
+	}
+	f.Add([]byte{})                                // nothing
+	f.Add([]byte{0x45})                            // a version nibble and no header
+	f.Add(tcpSpec(false, 0).serialize()[:20])      // IPv4 header, total length past the buffer
+	f.Add(append(udpSpec(true, 0).serialize(), 0)) // IPv6 with a trailing byte
+}
+
+// checkInvariants fails unless a parsed packet's offsets are ordered and
+// inside the buffer, the flags agree, and parsing again gives the same.
+func checkInvariants(t *testing.T, b []byte, p *packet.Parsed) {
+	t.Helper()
+	if p.Version != 4 && p.Version != 6 {
+		t.Fatalf("parsed with version %d", p.Version)
+	}
+	if !(p.L3Off == 0 && p.L3Off < p.L4Off && p.L4Off <= p.PayloadOff && p.PayloadOff <= p.End && p.End <= len(b)) {
+		t.Fatalf("offsets out of order: L3 %d L4 %d payload %d end %d len %d", p.L3Off, p.L4Off, p.PayloadOff, p.End, len(b))
+	}
+	if p.HasPorts() && p.PayloadOff-p.L4Off < 8 {
+		t.Fatalf("ports with a %d-byte L4 header", p.PayloadOff-p.L4Off)
+	}
+	var again packet.Parsed
+	packet.Parse(b, &again)
+	if again != *p {
+		t.Fatalf("parsing twice differs:\n%+v\n%+v", *p, again)
+	}
+}
+
+// FuzzParse: no panic on any input; what parses satisfies the invariants;
+// an ICMP error's quote parses inside the error.
+func FuzzParse(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p, inner packet.Parsed
+		if packet.Parse(b, &p) != packet.ReasonNone {
+			if p.Version != 0 || p.Reason == packet.ReasonNone {
+				t.Fatalf("failed parse left version %d reason %v", p.Version, p.Reason)
+			}
+			return
+		}
+		checkInvariants(t, b, &p)
+		if p.IsICMPError() && packet.ParseICMPError(b, &p, &inner) == packet.ReasonNone {
+			if inner.L3Off != p.PayloadOff || inner.End > p.End || inner.L4Off > inner.End || !inner.Quoted {
+				t.Fatalf("quote outside its error: outer %+v inner %+v", p, inner)
+			}
+		}
+	})
+}
+
+// FuzzRewrite: a packet that parses, once rewritten, re-parses to the new
+// tuple, and every checksum that was valid before is valid after.
+func FuzzRewrite(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p packet.Parsed
+		if packet.Parse(b, &p) != packet.ReasonNone {
+			return
+		}
+		ipOK := p.Version == 6 || packet.IPv4(b).CalculateChecksum() == packet.IPv4(b).Checksum()
+		l4Want, l4Has := packet.L4Checksum(b, &p)
+		l4OK := l4Has && !p.SourceRouted && l4Want == fieldChecksum(b, &p)
+		// Derive the new tuple from the packet itself, so the fuzzer
+		// explores addresses and ports as it explores bytes.
+		var addr [16]byte
+		copy(addr[:], b[len(b)/2:])
+		if p.Version == 4 {
+			addr = [16]byte{10: 0xff, 11: 0xff, 12: addr[12], 13: addr[13], 14: addr[14], 15: addr[15]}
+		}
+		port := uint16(len(b)*7919 + int(b[0]))
+		toDst := len(b)%2 == 0
+		if toDst {
+			packet.SetDst(b, &p, addr, port)
+		} else {
+			packet.SetSrc(b, &p, addr, port)
+		}
+		var again packet.Parsed
+		if r := packet.Parse(b, &again); r != packet.ReasonNone {
+			t.Fatalf("rewritten packet no longer parses: %v", r)
+		}
+		if again != p {
+			t.Fatalf("re-parse differs from the rewritten tuple:\n%+v\n%+v", again, p)
+		}
+		if toDst && (again.Dst != addr || again.HasPorts() && again.DstPort != port) ||
+			!toDst && (again.Src != addr || again.HasPorts() && again.SrcPort != port) {
+			t.Fatalf("new tuple not in the packet: %+v", again)
+		}
+		if p.Version == 4 && ipOK && packet.IPv4(b).Checksum() != packet.IPv4(b).CalculateChecksum() {
+			t.Fatalf("IPv4 header checksum broken by the rewrite")
+		}
+		if got, _ := packet.L4Checksum(b, &p); l4OK && got != fieldChecksum(b, &p) && !zeroUDP(b, &p) {
+			t.Fatalf("L4 checksum %#04x, field %#04x after rewrite", got, fieldChecksum(b, &p))
+		}
+	})
+}
+
+// fieldChecksum reads the L4 checksum field of a parsed packet.
+func fieldChecksum(b []byte, p *packet.Parsed) uint16 {
+	off := 2 // ICMP
+	switch p.Proto {
+	case packet.ProtoTCP:
+		off = 16
+	case packet.ProtoUDP:
+		off = 6
+	}
+	return uint16(b[p.L4Off+off])<<8 | uint16(b[p.L4Off+off+1])
+}
+
+// zeroUDP reports an IPv4 UDP packet without checksum, which stays so.
+func zeroUDP(b []byte, p *packet.Parsed) bool {
+	return p.Version == 4 && p.Proto == packet.ProtoUDP && fieldChecksum(b, p) == 0
+}
