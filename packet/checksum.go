@@ -90,10 +90,9 @@ func deltaBytes(old, new []byte) uint32 {
 
 // adjust returns checksum field value xsum updated by delta d.
 func adjust(xsum uint16, d uint32) uint16 {
-	s := uint64(^xsum) + uint64(d)
-	s = s&0xffff + s>>16
-	s = s&0xffff + s>>16
-	s = s&0xffff + s>>16
+	s := uint32(^xsum) + d // d stays far below 2^32 - 2^16: no overflow
+	s = s&0xffff + s>>16   // at most 0x1fffe
+	s += s >> 16           // the end-around carry; the low 16 bits are the sum
 	return ^uint16(s)
 }
 
