@@ -1,8 +1,25 @@
-// Package nat is the L4 engine (not built yet: issue 4): virtual services
-// keyed by protocol, VIP and port; the sharded flow table whose lookups are
-// lock-free; TCP/UDP/ICMP state and timeouts; reverse NAT, FULLNAT and
-// masquerade rewrites; ICMP errors and fragments; counters. It takes
-// packets and returns verdicts.
+// Package nat is the L4 engine: virtual services keyed by protocol, VIP and
+// port; the sharded flow table; TCP state (IPVS's state table and
+// timeouts), UDP and ICMP flows; NAT (LVS-NAT) and FULLNAT translation;
+// masquerade (source NAT for the server subnet); ICMP errors about tracked
+// flows; counters. It takes packets and returns verdicts (Worker.Process).
+//
+// How a flow translates: every flow holds two tuples, the original
+// direction (client to VIP) and the reply direction (real server to client,
+// or to the FULLNAT/masquerade address), both in the table. A packet that
+// matches one tuple is rewritten to the other tuple reversed. NAT, FULLNAT
+// and masquerade differ only in the reply tuple they create.
+//
+// The table: lookups are lock-free (every field a lookup reads is atomic;
+// a per-flow generation acts as a seqlock and a per-shard sequence makes a
+// miss reliable while a flow is unlinked); inserts and deletes take the
+// locks of the flow's two shards. Capacity is fixed and flows come from a
+// preallocated slab (120 bytes each), so nothing is allocated per packet or
+// per flow. When a shard is full, the stalest half-open (or UDP/ICMP) flow
+// among a bounded sample is evicted; an established TCP flow never is.
+//
+// Not yet built (see issue 4's note): fragments (dropped and counted as
+// DropFragment), persistence (-p/-M), per-worker counters.
 //
 // What it must not do: any I/O or knowledge of devices, any allocation or
 // lock on the path of an established flow. It imports only packet and sched.

@@ -1,0 +1,309 @@
+package nat
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/sched"
+)
+
+// Verdict is what the caller does with a packet after Process.
+type Verdict uint8
+
+const (
+	// Forward: the packet was translated in place (or, for a flow that
+	// needs no change, left as is); send it on.
+	Forward Verdict = iota
+	// Drop: discard it; the reason was counted.
+	Drop
+	// ToL7: the packet is for an application-layer (HTTP) service; hand
+	// it to the proxy's netstack unchanged.
+	ToL7
+	// Pass: it matched nothing and the configured default is to pass
+	// packets unchanged.
+	Pass
+)
+
+var verdictNames = [...]string{"forward", "drop", "to_l7", "pass"}
+
+func (v Verdict) String() string { return verdictNames[v] }
+
+// Mode is how a virtual service forwards.
+type Mode uint8
+
+const (
+	// ModeNAT rewrites the destination to the real server; replies, which
+	// the real server routes back through the gateway, get the VIP back as
+	// their source (LVS-NAT, ipmasqadm portfw).
+	ModeNAT Mode = iota
+	// ModeFullNAT also rewrites the source to a gateway-owned address and
+	// port from the FULLNAT pool, so real servers need no route back
+	// through the gateway.
+	ModeFullNAT
+	// ModeL7 hands the service's packets to the application-layer proxy.
+	ModeL7
+)
+
+// Backend is one real server of a service.
+type Backend struct {
+	Addr   netip.Addr
+	Port   uint16
+	Weight uint32 // 0 = quiescent: no new flows, existing ones stay
+	Down   bool   // marked down by health checks
+}
+
+// Service is one virtual service: (protocol, VIP, port) to real servers.
+type Service struct {
+	Proto     uint8 // packet.ProtoTCP or packet.ProtoUDP
+	VIP       netip.Addr
+	Port      uint16
+	Mode      Mode
+	Scheduler string       // a sched name: rr, wrr, lc, wlc, sed, nq, sh, dh, mh, p2c, fo
+	Sched     sched.Config // the scheduler's options
+	Backends  []Backend
+	// Sloppy adopts a TCP flow seen first mid-stream (no SYN), as IPVS's
+	// sloppy_tcp; meant for mh, which maps the flow to the same backend
+	// on every gateway.
+	Sloppy bool
+}
+
+// Masquerade is source NAT for a subnet behind the gateway (ipchains -j
+// MASQ): outbound flows from From get To as their source, keeping the
+// source port (or ICMP identifier) when free, else one from Ports.
+type Masquerade struct {
+	From  netip.Prefix
+	To    netip.Addr
+	Ports [2]uint16 // inclusive range; zero means 1024..65535
+}
+
+// Config is the engine's configuration. Services, masquerade rules and the
+// FULLNAT pool can be replaced at run time with Update; the rest is fixed
+// at New.
+type Config struct {
+	Capacity  int           // maximum tracked flows; 0 means 1<<16
+	ShardBits uint          // 2^ShardBits lock shards; 0 means 64 shards
+	Tick      time.Duration // the clock's resolution; 0 means 1 s
+	Timeouts  Timeouts
+	// DropUnmatched drops packets that match no flow, service or rule
+	// (counted); otherwise they pass unchanged.
+	DropUnmatched bool
+
+	Services   []Service
+	Masquerade []Masquerade
+	// FullNATPool is the gateway-owned source addresses of FULLNAT flows
+	// (one per family is enough), with FullNATPorts their port range.
+	FullNATPool  []netip.Addr
+	FullNATPorts [2]uint16
+}
+
+// owner is what a flow counts against: a service's backend, or a
+// masquerade rule (dest nil).
+type owner struct {
+	dest  *sched.Dest
+	svc   *service
+	stats *Stats
+}
+
+type svcKey struct {
+	addr  [16]byte
+	port  uint16
+	proto uint8
+}
+
+type service struct {
+	cfg      Service
+	sched    sched.Scheduler
+	stats    *Stats
+	backends map[uint64]*owner // by sched.Dest ID
+}
+
+type masqRule struct {
+	from  netip.Prefix
+	to    [16]byte
+	ports [2]uint16
+	own   *owner
+}
+
+// snapshot is the immutable configuration workers read with one atomic
+// load per batch.
+type snapshot struct {
+	services map[svcKey]*service
+	masq     []*masqRule
+	masqAddr map[[16]byte]bool
+	fullnat  [2][16]byte // [0] IPv4 (mapped), [1] IPv6; zero if none
+	hasFull  [2]bool
+	fnPorts  [2]uint16
+}
+
+// Engine is the L4 virtual server: it translates packets in place and
+// tracks their flows. Create it with New; it has no usable zero value.
+// Process runs on any number of Workers concurrently; Update, Expire and
+// the read-only accessors may run beside them.
+type Engine struct {
+	tab     *table
+	tick    time.Duration
+	timeout [numTCPStates + 2]int64
+	dropDef bool
+	clock   atomic.Int64 // coarse time in ticks; Advance moves it
+	conf    atomic.Pointer[snapshot]
+	counts  counters
+
+	mu     sync.Mutex              // serialises Update
+	scheds map[svcKey]*service     // kept across updates so sched counters survive
+	masqs  map[netip.Prefix]*owner // likewise for masquerade counters
+	stats  map[string]*Stats       // by service key string, for Stats()
+}
+
+// New builds an engine with its flow table preallocated.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Capacity <= 0 {
+		cfg.Capacity = 1 << 16
+	}
+	if cfg.ShardBits == 0 {
+		cfg.ShardBits = 6
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = time.Second
+	}
+	e := &Engine{
+		tab:     newTable(cfg.Capacity, cfg.ShardBits),
+		tick:    cfg.Tick,
+		timeout: cfg.Timeouts.ticks(cfg.Tick),
+		dropDef: cfg.DropUnmatched,
+		scheds:  map[svcKey]*service{},
+		masqs:   map[netip.Prefix]*owner{},
+		stats:   map[string]*Stats{},
+	}
+	if err := e.Update(cfg); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// ErrConfig wraps every configuration error Update returns.
+var ErrConfig = errors.New("nat config")
+
+func addr16(a netip.Addr) [16]byte { return a.As16() }
+
+// Update replaces services, masquerade rules and the FULLNAT pool.
+// Established flows are untouched: flows to backends that remain keep
+// flowing; flows to removed backends drain until they expire. On error
+// nothing changes.
+func (e *Engine) Update(cfg Config) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	snap := &snapshot{services: map[svcKey]*service{}, masqAddr: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts}
+	if snap.fnPorts == [2]uint16{} {
+		snap.fnPorts = [2]uint16{1024, 65535}
+	}
+	for _, a := range cfg.FullNATPool {
+		fam := 0
+		if a.Is6() && !a.Is4In6() {
+			fam = 1
+		}
+		snap.fullnat[fam], snap.hasFull[fam] = addr16(a), true
+	}
+	seen := map[svcKey]*service{}
+	for i, sc := range cfg.Services {
+		if sc.Proto != packet.ProtoTCP && sc.Proto != packet.ProtoUDP {
+			return fmt.Errorf("%w: service %d: protocol %d: must be TCP (6) or UDP (17)", ErrConfig, i, sc.Proto)
+		}
+		if !sc.VIP.IsValid() {
+			return fmt.Errorf("%w: service %d: no VIP", ErrConfig, i)
+		}
+		k := svcKey{addr16(sc.VIP), sc.Port, sc.Proto}
+		if seen[k] != nil {
+			return fmt.Errorf("%w: service %v:%d listed twice", ErrConfig, sc.VIP, sc.Port)
+		}
+		fam := 0
+		if sc.VIP.Is6() && !sc.VIP.Is4In6() {
+			fam = 1
+		}
+		if sc.Mode == ModeFullNAT && !snap.hasFull[fam] {
+			return fmt.Errorf("%w: service %v:%d is FULLNAT but the FULLNAT pool has no address of its family", ErrConfig, sc.VIP, sc.Port)
+		}
+		svc := e.scheds[k]
+		if svc == nil || svc.cfg.Scheduler != sc.Scheduler || svc.cfg.Sched != sc.Sched {
+			s, err := sched.New(sc.Scheduler, sc.Sched)
+			if err != nil {
+				return fmt.Errorf("%w: service %v:%d: %w", ErrConfig, sc.VIP, sc.Port, err)
+			}
+			st := e.stats[serviceName(sc)]
+			if st == nil {
+				st = &Stats{}
+			}
+			svc = &service{sched: s, stats: st, backends: map[uint64]*owner{}}
+		} else {
+			svc = &service{sched: svc.sched, stats: svc.stats, backends: svc.backends}
+		}
+		svc.cfg = sc
+		for _, b := range sc.Backends {
+			if b.Addr.Is4() != sc.VIP.Is4() {
+				return fmt.Errorf("%w: service %v:%d: backend %v: address family differs from the VIP's", ErrConfig, sc.VIP, sc.Port, b.Addr)
+			}
+		}
+		seen[k] = svc // its scheduler is updated below, once everything validated
+	}
+	for i, m := range cfg.Masquerade {
+		if !m.From.IsValid() || !m.To.IsValid() || m.From.Addr().Is4() != m.To.Is4() {
+			return fmt.Errorf("%w: masquerade rule %d: needs a subnet and an address of the same family", ErrConfig, i)
+		}
+	}
+	// Everything validated: commit.
+	for k, svc := range seen {
+		bs := make([]sched.Backend, len(svc.cfg.Backends))
+		for j, b := range svc.cfg.Backends {
+			bs[j] = sched.Backend{Addr: addr16(b.Addr), Port: b.Port, Weight: b.Weight, Down: b.Down}
+		}
+		if err := svc.sched.Update(bs); err != nil {
+			return fmt.Errorf("%w: service %v:%d: %w", ErrConfig, svc.cfg.VIP, svc.cfg.Port, err)
+		}
+		for _, d := range svc.sched.Dests() {
+			if svc.backends[d.ID()] == nil {
+				svc.backends[d.ID()] = &owner{dest: d, svc: svc, stats: &Stats{}}
+			}
+		}
+		snap.services[k] = svc
+		e.scheds[k] = svc
+		e.stats[serviceName(svc.cfg)] = svc.stats
+	}
+	for _, m := range cfg.Masquerade {
+		own := e.masqs[m.From]
+		if own == nil {
+			own = &owner{stats: &Stats{}}
+			e.masqs[m.From] = own
+		}
+		ports := m.Ports
+		if ports == [2]uint16{} {
+			ports = [2]uint16{1024, 65535}
+		}
+		r := &masqRule{from: m.From, to: addr16(m.To), ports: ports, own: own}
+		snap.masq = append(snap.masq, r)
+		snap.masqAddr[r.to] = true
+	}
+	e.conf.Store(snap)
+	return nil
+}
+
+func serviceName(s Service) string {
+	p := "tcp"
+	if s.Proto == packet.ProtoUDP {
+		p = "udp"
+	}
+	return p + " " + netip.AddrPortFrom(s.VIP, s.Port).String()
+}
+
+// Advance moves the engine's clock to now (the gateway calls it from a
+// ticker; tests pass a fake time).
+func (e *Engine) Advance(now time.Duration) { e.clock.Store(int64(now / e.tick)) }
+
+// Flows returns the number of tracked flows.
+func (e *Engine) Flows() int { return e.tab.len() }
+
+// Capacity returns the flow table's size.
+func (e *Engine) Capacity() int { return e.tab.capacity() }

@@ -1,0 +1,198 @@
+package nat_test
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vsgate/vsgate/nat"
+)
+
+// TestNATHandshake walks a TCP connection through the VIP: the SYN goes to
+// a real server, its replies come back from the VIP, states and connection
+// counts follow IPVS, and the flow expires on the fake clock.
+func TestNATHandshake(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 1024)
+	w := e.NewWorker()
+
+	b := tcp(client, vip, syn, 0)
+	if v := one(w, b); v != nat.Forward {
+		t.Fatalf("SYN verdict %v", v)
+	}
+	src, dst := endpoints(t, b)
+	checksumsValid(t, b)
+	if src != client || dst.Addr() != rips[0] || dst.Port() != 8080 {
+		t.Fatalf("SYN translated to %v > %v, want %v > %v:8080", src, dst, client, rips[0])
+	}
+	rip := dst
+
+	// The real server answers; the client must see the VIP.
+	b = tcp(rip, client, synack, 0)
+	if v := one(w, b); v != nat.Forward {
+		t.Fatalf("SYN-ACK verdict %v", v)
+	}
+	if s, d := endpoints(t, b); s != vip || d != client {
+		t.Fatalf("reply translated to %v > %v, want %v > %v", s, d, vip, client)
+	}
+	checksumsValid(t, b)
+
+	b = tcp(client, vip, ack, 100)
+	one(w, b)
+	if _, d := endpoints(t, b); d != rip {
+		t.Fatalf("data went to %v, want %v", d, rip)
+	}
+	st := e.ServiceStats("tcp 198.18.0.10:80")
+	if st == nil || st.Conns.Load() != 1 || st.PacketsIn.Load() != 2 || st.PacketsOut.Load() != 1 {
+		t.Fatalf("service stats conns %d in %d out %d, want 1 2 1", st.Conns.Load(), st.PacketsIn.Load(), st.PacketsOut.Load())
+	}
+	if e.Flows() != 1 {
+		t.Fatalf("%d flows, want 1", e.Flows())
+	}
+
+	// Established: survives 14 minutes, gone after 15.
+	e.Advance(14 * time.Minute)
+	if n := e.Expire(); n != 0 {
+		t.Fatalf("established flow expired after 14 min")
+	}
+	one(w, tcp(client, vip, finack, 0))
+	one(w, tcp(rip, client, finack, 0))
+	// after FIN both ways: TIME_WAIT (2 min)
+	e.Advance(14*time.Minute + 2*time.Minute + time.Second)
+	if n := e.Expire(); n != 1 || e.Flows() != 0 {
+		t.Fatalf("Expire removed %d, %d flows left; want 1, 0", n, e.Flows())
+	}
+	// A late ACK for the gone flow is dropped.
+	if v := one(w, tcp(client, vip, ack, 0)); v != nat.Drop || e.Drops(nat.DropNoFlow) != 1 {
+		t.Fatalf("ACK after expiry: verdict %v, no_flow drops %d", v, e.Drops(nat.DropNoFlow))
+	}
+}
+
+// TestRoundRobinSpread: 30 new flows from different client ports spread
+// 10/10/10 over the three backends.
+func TestRoundRobinSpread(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 1024)
+	w := e.NewWorker()
+	count := map[netip.Addr]int{}
+	for i := range 30 {
+		c := netip.AddrPortFrom(client.Addr(), uint16(20000+i))
+		b := tcp(c, vip, syn, 0)
+		if v := one(w, b); v != nat.Forward {
+			t.Fatal(v)
+		}
+		_, d := endpoints(t, b)
+		count[d.Addr()]++
+	}
+	for _, r := range rips {
+		if count[r] != 10 {
+			t.Errorf("backend %v got %d flows, want 10 (%v)", r, count[r], count)
+		}
+	}
+}
+
+// TestFullNAT: the source becomes the pool address; replies are reversed on
+// both addresses.
+func TestFullNAT(t *testing.T) {
+	e := engine(t, nat.ModeFullNAT, 1024)
+	w := e.NewWorker()
+	b := tcp(client, vip, syn, 0)
+	one(w, b)
+	s, d := endpoints(t, b)
+	checksumsValid(t, b)
+	if s.Addr() != lip || d.Addr() != rips[0] {
+		t.Fatalf("FULLNAT SYN %v > %v, want %v:* > %v", s, d, lip, rips[0])
+	}
+	r := tcp(d, s, synack, 0)
+	one(w, r)
+	if rs, rd := endpoints(t, r); rs != vip || rd != client {
+		t.Fatalf("FULLNAT reply %v > %v, want %v > %v", rs, rd, vip, client)
+	}
+	checksumsValid(t, r)
+}
+
+// TestMasquerade: outbound from the server subnet gets the masquerade
+// address, keeping its port; the reply comes back; unsolicited inbound to
+// the masquerade address is dropped.
+func TestMasquerade(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 1024)
+	w := e.NewWorker()
+	inside := netip.AddrPortFrom(rips[1], 33000)
+	b := udp(inside, outside, 10)
+	one(w, b)
+	s, d := endpoints(t, b)
+	if s != netip.AddrPortFrom(masqTo, 33000) || d != outside {
+		t.Fatalf("masqueraded %v > %v, want %v:33000 > %v", s, d, masqTo, outside)
+	}
+	checksumsValid(t, b)
+	r := udp(outside, s, 10)
+	one(w, r)
+	if rs, rd := endpoints(t, r); rs != outside || rd != inside {
+		t.Fatalf("reply %v > %v, want %v > %v", rs, rd, outside, inside)
+	}
+	// A second inside host with the same port gets another port.
+	b2 := udp(netip.AddrPortFrom(rips[2], 33000), outside, 10)
+	one(w, b2)
+	if s2, _ := endpoints(t, b2); s2.Addr() != masqTo || s2.Port() == 33000 {
+		t.Fatalf("second host masqueraded to %v, want %v with another port", s2, masqTo)
+	}
+	if v := one(w, udp(outside, netip.AddrPortFrom(masqTo, 9999), 1)); v != nat.Drop || e.Drops(nat.DropMasqUnsolicited) != 1 {
+		t.Fatalf("unsolicited: verdict %v drops %d", v, e.Drops(nat.DropMasqUnsolicited))
+	}
+}
+
+// TestIPv6 runs a v6 flow to a v6 backend and back.
+func TestIPv6(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 1024)
+	w := e.NewWorker()
+	b := tcp(client6, vip6, syn, 0)
+	one(w, b)
+	_, d := endpoints(t, b)
+	checksumsValid(t, b)
+	if d.Addr() != rip6 {
+		t.Fatalf("v6 SYN went to %v", d)
+	}
+	r := tcp(d, client6, synack, 0)
+	one(w, r)
+	if s, _ := endpoints(t, r); s != vip6 {
+		t.Fatalf("v6 reply from %v, want %v", s, vip6)
+	}
+	checksumsValid(t, r)
+}
+
+// TestUnmatched: packets for no service pass unchanged by default and are
+// dropped with DropUnmatched when configured.
+func TestUnmatched(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	b := tcp(client, netip.MustParseAddrPort("198.18.0.99:80"), syn, 0)
+	orig := append([]byte(nil), b...)
+	if v := one(w, b); v != nat.Pass || string(b) != string(orig) {
+		t.Fatalf("unmatched: verdict %v, changed %v", v, string(b) != string(orig))
+	}
+}
+
+// TestTableFull: with the table full of established flows a SYN is dropped;
+// half-open flows are evicted to admit new ones, and counted.
+func TestTableFull(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 8)
+	w := e.NewWorker()
+	for i := 0; e.Flows() < e.Capacity() && i < 1000; i++ {
+		c := netip.AddrPortFrom(client.Addr(), uint16(10000+i))
+		b := tcp(c, vip, syn, 0)
+		if one(w, b) != nat.Forward {
+			continue
+		}
+		_, d := endpoints(t, b)
+		one(w, tcp(d, c, synack, 0))
+		one(w, tcp(c, vip, ack, 0))
+	}
+	if e.Flows() != e.Capacity() {
+		t.Fatalf("filled %d of %d", e.Flows(), e.Capacity())
+	}
+	before := e.Drops(nat.DropTableFull)
+	if v := one(w, tcp(netip.AddrPortFrom(client.Addr(), 65000), vip, syn, 0)); v != nat.Drop || e.Drops(nat.DropTableFull) != before+1 {
+		t.Fatalf("SYN into a table of established flows: %v", v)
+	}
+	if e.Evictions() != 0 {
+		t.Fatalf("an established flow was evicted")
+	}
+}

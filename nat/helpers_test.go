@@ -1,0 +1,138 @@
+package nat_test
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
+)
+
+// Addresses from the benchmark range (RFC 2544) and the documentation
+// prefix: bytes in buffers only, nothing is sent.
+var (
+	client  = netip.MustParseAddrPort("198.18.0.2:40000")
+	vip     = netip.MustParseAddrPort("198.18.0.10:80")
+	rips    = []netip.Addr{netip.MustParseAddr("198.18.2.11"), netip.MustParseAddr("198.18.2.12"), netip.MustParseAddr("198.18.2.13")}
+	lip     = netip.MustParseAddr("198.18.0.30") // FULLNAT pool
+	masqTo  = netip.MustParseAddr("198.18.0.20")
+	outside = netip.MustParseAddrPort("198.18.0.2:7")
+	client6 = netip.MustParseAddrPort("[2001:db8::2]:40000")
+	vip6    = netip.MustParseAddrPort("[2001:db8::10]:80")
+	rip6    = netip.MustParseAddr("2001:db8:2::11")
+)
+
+const (
+	syn    = packet.TCPFlagSYN
+	synack = packet.TCPFlagSYN | packet.TCPFlagACK
+	ack    = packet.TCPFlagACK
+	finack = packet.TCPFlagFIN | packet.TCPFlagACK
+	rst    = packet.TCPFlagRST
+)
+
+// tcp builds a TCP packet with gopacket, checksums computed.
+func tcp(src, dst netip.AddrPort, flags uint8, payload int) []byte {
+	t := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), Seq: 1, Ack: 1, Window: 512,
+		SYN: flags&syn != 0, ACK: flags&ack != 0, FIN: flags&packet.TCPFlagFIN != 0, RST: flags&rst != 0}
+	return build(src.Addr(), dst.Addr(), layers.IPProtocolTCP, t, payload)
+}
+
+// udp builds a UDP packet.
+func udp(src, dst netip.AddrPort, payload int) []byte {
+	u := &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
+	return build(src.Addr(), dst.Addr(), layers.IPProtocolUDP, u, payload)
+}
+
+type checksummed interface {
+	gopacket.SerializableLayer
+	SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+}
+
+func build(src, dst netip.Addr, proto layers.IPProtocol, l4 checksummed, payload int) []byte {
+	var ip interface {
+		gopacket.SerializableLayer
+		gopacket.NetworkLayer
+	}
+	if src.Is4() {
+		ip = &layers.IPv4{Version: 4, TTL: 64, Protocol: proto, SrcIP: net.IP(src.AsSlice()), DstIP: net.IP(dst.AsSlice())}
+	} else {
+		ip = &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto, SrcIP: net.IP(src.AsSlice()), DstIP: net.IP(dst.AsSlice())}
+	}
+	l4.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		ip, l4, gopacket.Payload(make([]byte, payload))); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
+}
+
+// endpoints parses a packet and returns its source and destination.
+func endpoints(t testing.TB, b []byte) (src, dst netip.AddrPort) {
+	t.Helper()
+	var p packet.Parsed
+	if r := packet.Parse(b, &p); r != packet.ReasonNone {
+		t.Fatalf("translated packet does not parse: %v", r)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(p.Src).Unmap(), p.SrcPort),
+		netip.AddrPortFrom(netip.AddrFrom16(p.Dst).Unmap(), p.DstPort)
+}
+
+// checksumsValid verifies every checksum with gopacket.
+func checksumsValid(t testing.TB, b []byte) {
+	t.Helper()
+	first := layers.LayerTypeIPv4
+	if b[0]>>4 == 6 {
+		first = layers.LayerTypeIPv6
+	}
+	pkt := gopacket.NewPacket(b, first, gopacket.Default)
+	for _, l := range pkt.Layers() {
+		if c, ok := l.(interface {
+			SetNetworkLayerForChecksum(gopacket.NetworkLayer) error
+		}); ok {
+			c.SetNetworkLayerForChecksum(pkt.NetworkLayer())
+		}
+		if c, ok := l.(interface {
+			VerifyChecksum() (error, gopacket.ChecksumVerificationResult)
+		}); ok {
+			if err, v := c.VerifyChecksum(); err != nil || !v.Valid {
+				t.Fatalf("%v checksum invalid: %v %+v\n%x", l.LayerType(), err, v, b)
+			}
+		}
+	}
+}
+
+// engine builds an engine with one TCP service on vip over rips, rr.
+func engine(t testing.TB, mode nat.Mode, capacity int) *nat.Engine {
+	t.Helper()
+	var bs []nat.Backend
+	for _, r := range rips {
+		bs = append(bs, nat.Backend{Addr: r, Port: 8080, Weight: 1})
+	}
+	e, err := nat.New(nat.Config{
+		Capacity: capacity, ShardBits: 2,
+		Services: []nat.Service{
+			{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Mode: mode, Scheduler: "rr", Backends: bs},
+			{Proto: packet.ProtoUDP, VIP: vip.Addr(), Port: 53, Mode: mode, Scheduler: "rr", Backends: bs},
+			{Proto: packet.ProtoTCP, VIP: vip6.Addr(), Port: vip6.Port(), Mode: mode, Scheduler: "rr",
+				Backends: []nat.Backend{{Addr: rip6, Port: 8080, Weight: 1}}},
+		},
+		Masquerade:  []nat.Masquerade{{From: netip.MustParsePrefix("198.18.2.0/24"), To: masqTo}},
+		FullNATPool: []netip.Addr{lip, netip.MustParseAddr("2001:db8::30")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// one runs a single packet through a worker.
+func one(w *nat.Worker, b []byte) nat.Verdict {
+	v := []nat.Verdict{0}
+	w.Process([][]byte{b}, v)
+	return v[0]
+}

@@ -1,0 +1,183 @@
+package nat_test
+
+import (
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
+)
+
+// TestICMPFragNeeded: a router between gateway and real server reports
+// "fragmentation needed" for a reply the server sent; the client must get
+// it from the VIP about its own connection (client <- VIP:80), so path-MTU
+// discovery works through the gateway.
+func TestICMPFragNeeded(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	b := tcp(client, vip, syn, 0)
+	one(w, b)
+	_, rip := endpoints(t, b)
+	// The gateway forwarded client -> rip; a router on the way reports
+	// "fragmentation needed" back to the client, quoting that packet.
+	quote := tcp(client, rip, ack, 0)
+	router := netip.MustParseAddr("198.18.2.1")
+	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 4), Seq: 1400}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4}
+	ip.SrcIP, ip.DstIP = net.IP(router.AsSlice()), net.IP(client.Addr().AsSlice())
+	buf := gopacket.NewSerializeBuffer()
+	gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, ic, gopacket.Payload(quote))
+	msg := buf.Bytes()
+	if v := one(w, msg); v != nat.Forward {
+		t.Fatalf("ICMP error verdict %v, drops %d", v, e.Drops(nat.DropICMPNoFlow))
+	}
+	checksumsValid(t, msg)
+	var p, in packet.Parsed
+	packet.Parse(msg, &p)
+	if r := packet.ParseICMPError(msg, &p, &in); r != packet.ReasonNone {
+		t.Fatal(r)
+	}
+	outerSrc := netip.AddrFrom16(p.Src).Unmap()
+	innerDst := netip.AddrPortFrom(netip.AddrFrom16(in.Dst).Unmap(), in.DstPort)
+	innerSrc := netip.AddrPortFrom(netip.AddrFrom16(in.Src).Unmap(), in.SrcPort)
+	if outerSrc != vip.Addr() || innerDst != vip || innerSrc != client {
+		t.Fatalf("ICMP error: outer from %v, quote %v > %v; want from %v, quote %v > %v", outerSrc, innerSrc, innerDst, vip.Addr(), client, vip)
+	}
+	// An error about nothing we track is dropped.
+	quote = tcp(client, netip.MustParseAddrPort("198.18.2.99:1"), ack, 0)
+	buf = gopacket.NewSerializeBuffer()
+	gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, ic, gopacket.Payload(quote))
+	if v := one(w, buf.Bytes()); v != nat.Drop || e.Drops(nat.DropICMPNoFlow) != 1 {
+		t.Fatalf("stray ICMP error: verdict %v", v)
+	}
+}
+
+// TestRoundTripProperty: for random flows, translating the client's packet
+// in, then the real server's answer out, gives the client exactly the
+// packet it would get from the VIP, with valid checksums.
+func TestRoundTripProperty(t *testing.T) {
+	for _, mode := range []nat.Mode{nat.ModeNAT, nat.ModeFullNAT} {
+		e := engine(t, mode, 1<<12)
+		w := e.NewWorker()
+		r := rand.New(rand.NewPCG(42, uint64(mode)))
+		for range 2000 {
+			c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(r.IntN(256))}), uint16(1024+r.IntN(60000)))
+			in := tcp(c, vip, syn, r.IntN(100))
+			if one(w, in) != nat.Forward {
+				continue // the same random client twice: an existing flow's SYN
+			}
+			s, d := endpoints(t, in)
+			checksumsValid(t, in)
+			n := r.IntN(1400)
+			out := tcp(d, s, synack, n)
+			if v := one(w, out); v != nat.Forward {
+				t.Fatalf("reply verdict %v", v)
+			}
+			want := tcp(vip, c, synack, n)
+			if string(out) != string(want) {
+				t.Fatalf("mode %d: client got\n%x\nwant\n%x", mode, out, want)
+			}
+		}
+	}
+}
+
+// TestNoAllocs: an established flow's packet, and a new flow once the
+// table is warm, allocate nothing.
+func TestNoAllocs(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 1<<12)
+	w := e.NewWorker()
+	b := tcp(client, vip, syn, 0)
+	one(w, b)
+	_, rip := endpoints(t, b)
+	pkts := [][]byte{tcp(client, vip, ack, 10), tcp(rip, client, ack, 10)}
+	verdicts := make([]nat.Verdict, 2)
+	if n := testing.AllocsPerRun(1000, func() {
+		// alternate directions: each translation undoes the other's view
+		w.Process(pkts[:1], verdicts)
+		w.Process(pkts[1:], verdicts)
+	}); n != 0 {
+		t.Errorf("established: %v allocs per packet pair", n)
+	}
+	port := uint16(1000)
+	syns := make([][]byte, 600)
+	for i := range syns {
+		syns[i] = tcp(netip.AddrPortFrom(client.Addr(), port+uint16(i)), vip, syn, 0)
+	}
+	i := 0
+	if n := testing.AllocsPerRun(500, func() {
+		w.Process(syns[i:i+1], verdicts)
+		i++
+	}); n != 0 {
+		t.Errorf("new flow: %v allocs", n)
+	}
+}
+
+// TestConcurrent races two workers, the expirer and config updates under
+// -race; afterwards the backends' connection counts equal the flows left.
+func TestConcurrent(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 1<<12)
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := e.NewWorker()
+			v := make([]nat.Verdict, 1)
+			for i := range 3000 {
+				c := netip.AddrPortFrom(client.Addr(), uint16(1000+g*10000+i%500))
+				b := tcp(c, vip, syn, 0)
+				w.Process([][]byte{b}, v)
+				if v[0] == nat.Forward {
+					_, d := endpoints(t, b)
+					w.Process([][]byte{tcp(d, c, synack, 0)}, v)
+					w.Process([][]byte{tcp(c, vip, ack, 0)}, v)
+				}
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := range 50 {
+			e.Advance(time.Duration(i) * time.Minute)
+			e.Expire()
+		}
+	}()
+	wg.Wait()
+	e.Advance(24 * time.Hour)
+	e.Expire()
+	if e.Flows() != 0 {
+		t.Fatalf("%d flows after expiring everything", e.Flows())
+	}
+}
+
+// FuzzEngine feeds random packet sequences (a byte string cut into
+// packets) to the engine: no panic, and every verdict is a known one.
+func FuzzEngine(f *testing.F) {
+	f.Add(tcp(client, vip, syn, 0), tcp(netip.MustParseAddrPort("198.18.2.11:8080"), client, synack, 0))
+	f.Add(udp(netip.AddrPortFrom(rips[0], 4000), outside, 3), udp(outside, netip.AddrPortFrom(masqTo, 4000), 3))
+	f.Add([]byte{0x45, 0, 0, 20}, []byte{0x60})
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		e := engine(t, nat.ModeNAT, 16)
+		w := e.NewWorker()
+		v := make([]nat.Verdict, 3)
+		w.Process([][]byte{a, b, append([]byte(nil), a...)}, v)
+		for _, x := range v {
+			if x > nat.Pass {
+				t.Fatalf("verdict %d", x)
+			}
+		}
+		e.Advance(time.Hour)
+		e.Expire()
+		if e.Flows() != 0 {
+			t.Fatalf("%d flows survive an hour", e.Flows())
+		}
+	})
+}

@@ -1,0 +1,369 @@
+package nat
+
+import (
+	"encoding/binary"
+	"errors"
+	"math/bits"
+	"sync"
+	"sync/atomic"
+)
+
+// Tuple is one direction of a flow: protocol, addresses and ports, as the
+// packet carries them. For ICMP echo both ports hold the identifier. IPv4
+// addresses are IPv4-mapped, as packet.Parsed stores them. It is a plain,
+// pointer-free value.
+type Tuple struct {
+	Src, Dst         [16]byte
+	SrcPort, DstPort uint16
+	Proto            uint8
+}
+
+// tupleWords is a Tuple packed into the five words the table stores and
+// compares: source, destination, then ports and protocol.
+type tupleWords [5]uint64
+
+func (t *Tuple) words() tupleWords {
+	return tupleWords{
+		binary.LittleEndian.Uint64(t.Src[0:8]), binary.LittleEndian.Uint64(t.Src[8:16]),
+		binary.LittleEndian.Uint64(t.Dst[0:8]), binary.LittleEndian.Uint64(t.Dst[8:16]),
+		uint64(t.SrcPort)<<32 | uint64(t.DstPort)<<16 | uint64(t.Proto),
+	}
+}
+
+func (w *tupleWords) tuple() Tuple {
+	var t Tuple
+	binary.LittleEndian.PutUint64(t.Src[0:8], w[0])
+	binary.LittleEndian.PutUint64(t.Src[8:16], w[1])
+	binary.LittleEndian.PutUint64(t.Dst[0:8], w[2])
+	binary.LittleEndian.PutUint64(t.Dst[8:16], w[3])
+	t.SrcPort, t.DstPort, t.Proto = uint16(w[4]>>32), uint16(w[4]>>16), uint8(w[4])
+	return t
+}
+
+// hash mixes the five words (a multiply-xorshift per word, as wyhash's
+// mum; any fixed seed is fine: the table is local to this process).
+func (w *tupleWords) hash() uint64 {
+	const k = 0x9e3779b97f4a7c15
+	h := uint64(0x243f6a8885a308d3)
+	for _, x := range w {
+		hi, lo := bits.Mul64(h^x, k)
+		h = hi ^ lo
+	}
+	return h
+}
+
+// Dir is the direction of a packet within its flow.
+type Dir uint8
+
+const (
+	DirOriginal Dir = 0 // as the flow was first seen: client to VIP, inside host to outside
+	DirReply    Dir = 1 // the answer: real server to client, outside host to masquerade address
+)
+
+// flowRef names one direction of one flow: the flow's slab index times two
+// plus the direction. 0 is nil (slab index 0 is never used).
+type flowRef uint32
+
+func makeRef(idx uint32, d Dir) flowRef { return flowRef(idx<<1 | uint32(d)) }
+func (r flowRef) index() uint32         { return uint32(r) >> 1 }
+func (r flowRef) dir() Dir              { return Dir(r & 1) }
+
+// node is one direction's entry in a hash chain. Every field is atomic: a
+// lookup reads them without a lock while a writer may be recycling the
+// flow, and the flow's generation tells the reader when that happened.
+type node struct {
+	key  [5]atomic.Uint64
+	next atomic.Uint32 // flowRef of the next node in the chain
+}
+
+// flow is one tracked connection: both directions' keys (which also say how
+// to translate each direction: a packet is rewritten to the other
+// direction's tuple, reversed) and its state. 120 bytes.
+type flow struct {
+	// gen is a seqlock: odd while the flow is being (re)initialised or
+	// after it is freed; a reader that sees it change or odd retries.
+	gen      atomic.Uint32
+	state    atomic.Uint32 // TCP state (tcpState), or stateUDP / stateICMP
+	deadline atomic.Int64  // clock tick at which the flow expires
+	nodes    [2]node
+	owner    atomic.Pointer[owner] // the backend or masquerade rule the flow counts against
+}
+
+// ErrTableFull is returned by insert when no slot is free and nothing may
+// be evicted.
+var ErrTableFull = errors.New("flow table full")
+
+// ErrFlowExists is returned by insert when one of the tuples is in use.
+var ErrFlowExists = errors.New("tuple already tracked")
+
+// table is the sharded flow table. Lookups are lock-free; insert and
+// delete take the locks of the (one or two) shards the flow's two tuples
+// hash to, in index order. Capacity is fixed at creation and every flow
+// comes from a preallocated slab: nothing is allocated per flow.
+type table struct {
+	flows     []flow // slab; flows[0] unused so that ref 0 is nil
+	shards    []shard
+	shardBits uint
+	count     atomic.Int64
+}
+
+// shard is one lock domain: its hash buckets and its free slab slots.
+type shard struct {
+	mu      sync.Mutex
+	id      int           // position in table.shards: locks are taken in id order
+	seq     atomic.Uint32 // odd while a node is being unlinked; readers re-check on a miss
+	buckets []atomic.Uint32
+	free    []uint32 // slab indexes, guarded by mu
+	_       [64]byte // keep neighbouring shards' locks off one cache line
+}
+
+// newTable makes a table for capacity flows in 2^shardBits shards.
+func newTable(capacity int, shardBits uint) *table {
+	nShards := 1 << shardBits
+	perShard := (capacity + nShards - 1) / nShards
+	nBuckets := 1
+	for nBuckets < 2*perShard { // load factor <= 1 with two nodes per flow
+		nBuckets <<= 1
+	}
+	t := &table{
+		flows:     make([]flow, nShards*perShard+1),
+		shards:    make([]shard, nShards),
+		shardBits: shardBits,
+	}
+	for i := range t.flows {
+		t.flows[i].gen.Store(1) // free
+	}
+	for s := range t.shards {
+		sh := &t.shards[s]
+		sh.id = s
+		sh.buckets = make([]atomic.Uint32, nBuckets)
+		sh.free = make([]uint32, 0, perShard)
+		for i := perShard - 1; i >= 0; i-- {
+			sh.free = append(sh.free, uint32(1+s*perShard+i))
+		}
+	}
+	return t
+}
+
+func (t *table) capacity() int { return len(t.flows) - 1 }
+
+// locate returns the shard and bucket of a key hash.
+func (t *table) locate(h uint64) (*shard, *atomic.Uint32) {
+	s := &t.shards[h&(uint64(len(t.shards))-1)]
+	return s, &s.buckets[(h>>t.shardBits)&(uint64(len(s.buckets))-1)]
+}
+
+// lookup finds the flow direction whose key is w. It takes no lock and does
+// not allocate. A hit is consistent: the flow's generation was stable and
+// even while its key matched.
+func (t *table) lookup(w *tupleWords) (flowRef, uint32, bool) {
+	s, b := t.locate(w.hash())
+	for {
+		seq := s.seq.Load()
+		if seq&1 == 0 {
+			ref, gen, ok := t.walk(b, w)
+			if ok {
+				return ref, gen, true
+			}
+			if s.seq.Load() == seq {
+				return 0, 0, false // no unlink ran during the walk: a true miss
+			}
+		}
+	}
+}
+
+// walk follows one chain, returning the first matching stable node.
+func (t *table) walk(b *atomic.Uint32, w *tupleWords) (flowRef, uint32, bool) {
+	for ref := flowRef(b.Load()); ref != 0; {
+		f := &t.flows[ref.index()]
+		n := &f.nodes[ref.dir()]
+		gen := f.gen.Load()
+		if gen&1 == 0 && n.key[0].Load() == w[0] && n.key[1].Load() == w[1] &&
+			n.key[2].Load() == w[2] && n.key[3].Load() == w[3] && n.key[4].Load() == w[4] &&
+			f.gen.Load() == gen {
+			return ref, gen, true
+		}
+		ref = flowRef(n.next.Load())
+	}
+	return 0, 0, false
+}
+
+// evictor decides which flows may make room for a new one, and accounts
+// for those that do.
+type evictor interface {
+	// evictable says whether f may be evicted and how stale it is
+	// (the stalest evictable flow goes first).
+	evictable(f *flow) (ok bool, staleness int64)
+	// evicted is called, under the table's locks, just before f's slot
+	// is reused.
+	evicted(f *flow)
+}
+
+// insert tracks a new flow with the given tuples, initialised by init
+// before it becomes visible. When the shard has no free slot, the oldest
+// evictable flow among a bounded sample of the shard's buckets is evicted
+// (its index is returned in evicted, so the caller can account for it).
+func (t *table) insert(orig, reply *tupleWords, ev evictor, init func(f *flow)) (idx uint32, evicted bool, err error) {
+	ho, hr := orig.hash(), reply.hash()
+	so, bo := t.locate(ho)
+	sr, br := t.locate(hr)
+	first, second := so, sr
+	if sr.id < so.id {
+		first, second = sr, so
+	}
+	first.mu.Lock()
+	if second != first {
+		second.mu.Lock()
+	}
+	defer func() {
+		if second != first {
+			second.mu.Unlock()
+		}
+		first.mu.Unlock()
+	}()
+	if t.chainHas(bo, orig) || t.chainHas(br, reply) {
+		return 0, false, ErrFlowExists
+	}
+	if len(so.free) == 0 {
+		victim := t.pickVictim(so, ev)
+		if victim == 0 {
+			return 0, false, ErrTableFull
+		}
+		// The victim's other tuple may live in a shard we do not hold.
+		if !t.unlinkLocked(victim, so, first, second, ev.evicted) {
+			return 0, false, ErrTableFull
+		}
+		evicted = true
+	}
+	idx = so.free[len(so.free)-1]
+	so.free = so.free[:len(so.free)-1]
+	f := &t.flows[idx]
+	// gen is odd (free): readers holding a stale ref to idx will retry.
+	for i := range 5 {
+		f.nodes[DirOriginal].key[i].Store(orig[i])
+		f.nodes[DirReply].key[i].Store(reply[i])
+	}
+	init(f)
+	f.gen.Add(1) // even: valid
+	f.nodes[DirOriginal].next.Store(bo.Load())
+	bo.Store(uint32(makeRef(idx, DirOriginal)))
+	f.nodes[DirReply].next.Store(br.Load())
+	br.Store(uint32(makeRef(idx, DirReply)))
+	t.count.Add(1)
+	return idx, evicted, nil
+}
+
+// count of tracked flows.
+func (t *table) len() int { return int(t.count.Load()) }
+
+// chainHas reports whether a chain holds key w. Caller holds the lock.
+func (t *table) chainHas(b *atomic.Uint32, w *tupleWords) bool {
+	_, _, ok := t.walk(b, w)
+	return ok
+}
+
+// victimSample is how many buckets insert inspects for an evictable flow,
+// as conntrack's early drop bounds its scan.
+const victimSample = 64
+
+// pickVictim returns the oldest evictable flow whose original tuple lives
+// in shard s, from a bounded scan starting at a rotating bucket.
+func (t *table) pickVictim(s *shard, ev evictor) uint32 {
+	var best uint32
+	var bestAge int64 = -1
+	start := int(s.seq.Load()) + len(s.free) // cheap rotation
+	for i := range victimSample {
+		b := &s.buckets[(start+i*7919)&(len(s.buckets)-1)]
+		for ref := flowRef(b.Load()); ref != 0; {
+			f := &t.flows[ref.index()]
+			if ref.dir() == DirOriginal {
+				if ok, age := ev.evictable(f); ok && age > bestAge {
+					best, bestAge = ref.index(), age
+				}
+			}
+			ref = flowRef(f.nodes[ref.dir()].next.Load())
+		}
+	}
+	return best
+}
+
+// remove deletes flow idx if its generation is still gen (so a flow that
+// was already recycled is left alone), calling done under the locks just
+// before the slot is freed. It reports whether it removed the flow.
+func (t *table) remove(idx, gen uint32, done func(f *flow)) bool {
+	f := &t.flows[idx]
+	ow := keyWords(&f.nodes[DirOriginal])
+	rw := keyWords(&f.nodes[DirReply])
+	so, _ := t.locate(ow.hash())
+	sr, _ := t.locate(rw.hash())
+	first, second := so, sr
+	if sr.id < so.id {
+		first, second = sr, so
+	}
+	first.mu.Lock()
+	if second != first {
+		second.mu.Lock()
+	}
+	ok := f.gen.Load() == gen && t.unlinkLocked(idx, so, first, second, done)
+	if second != first {
+		second.mu.Unlock()
+	}
+	first.mu.Unlock()
+	return ok
+}
+
+// unlinkLocked removes flow idx from both chains and frees its slot into
+// shard home. Both shards of the flow must be among the locked ones (a, b);
+// if not, it does nothing and reports false.
+func (t *table) unlinkLocked(idx uint32, home, a, b *shard, done func(f *flow)) bool {
+	f := &t.flows[idx]
+	var shards [2]*shard
+	var buckets [2]*atomic.Uint32
+	for d := range 2 {
+		w := keyWords(&f.nodes[d])
+		shards[d], buckets[d] = t.locate(w.hash())
+		if shards[d] != a && shards[d] != b {
+			return false
+		}
+	}
+	if shards[DirOriginal] != home {
+		return false // its slot belongs to another shard's free list
+	}
+	done(f)
+	for d := range 2 {
+		s := shards[d]
+		s.seq.Add(1) // odd: lock-free readers will re-check a miss
+		unlinkNode(t, buckets[d], makeRef(idx, Dir(d)))
+		s.seq.Add(1)
+	}
+	f.gen.Add(1) // odd: freed
+	home.free = append(home.free, idx)
+	t.count.Add(-1)
+	return true
+}
+
+// unlinkNode removes ref from the chain starting at b.
+func unlinkNode(t *table, b *atomic.Uint32, ref flowRef) {
+	next := t.flows[ref.index()].nodes[ref.dir()].next.Load()
+	if flowRef(b.Load()) == ref {
+		b.Store(next)
+		return
+	}
+	for cur := flowRef(b.Load()); cur != 0; {
+		n := &t.flows[cur.index()].nodes[cur.dir()]
+		nx := flowRef(n.next.Load())
+		if nx == ref {
+			n.next.Store(next)
+			return
+		}
+		cur = nx
+	}
+}
+
+func keyWords(n *node) tupleWords {
+	var w tupleWords
+	for i := range w {
+		w[i] = n.key[i].Load()
+	}
+	return w
+}

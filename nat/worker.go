@@ -1,0 +1,411 @@
+package nat
+
+import (
+	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/sched"
+)
+
+// Worker processes batches of packets for one device queue. It owns its
+// scratch state; one Worker must not be used by two goroutines at once,
+// but any number of Workers share one Engine.
+type Worker struct {
+	e            *Engine
+	p, inner     packet.Parsed
+	snap         *snapshot
+	now          int64
+	portRotation uint32
+}
+
+// NewWorker returns a worker for e.
+func (e *Engine) NewWorker() *Worker { return &Worker{e: e} }
+
+// Process translates each packet of the batch in place and sets its
+// verdict. len(verdicts) must be at least len(pkts). It loads the
+// configuration and the clock once per batch; it does not allocate, and
+// for packets of established flows it takes no lock.
+func (w *Worker) Process(pkts [][]byte, verdicts []Verdict) {
+	w.snap = w.e.conf.Load()
+	w.now = w.e.clock.Load()
+	for i, b := range pkts {
+		verdicts[i] = w.packet(b)
+	}
+}
+
+func (w *Worker) drop(r DropReason) Verdict {
+	w.e.counts.drops[r].Add(1)
+	return Drop
+}
+
+// tupleOf is the flow key of a parsed packet: ports, or for ICMP echo the
+// identifier as both ports.
+func tupleOf(p *packet.Parsed) Tuple {
+	t := Tuple{Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort, Proto: p.Proto}
+	if p.IsICMPEcho() {
+		t.SrcPort, t.DstPort = p.ICMPID, p.ICMPID
+	}
+	return t
+}
+
+func (w *Worker) packet(b []byte) Verdict {
+	p := &w.p
+	if r := packet.Parse(b, p); r != packet.ReasonNone {
+		return w.drop(DropReason(r))
+	}
+	if p.SourceRouted {
+		return w.drop(DropSourceRouted)
+	}
+	if p.IsFragment() {
+		return w.drop(DropFragment)
+	}
+	if p.IsICMPError() {
+		return w.icmpError(b)
+	}
+	k := tupleOf(p)
+	kw := k.words()
+	for {
+		ref, gen, ok := w.e.tab.lookup(&kw)
+		if !ok {
+			return w.newFlow(b, &k, &kw)
+		}
+		if v, ok := w.established(b, ref, gen); ok {
+			return v
+		}
+		// The flow was recycled under us: look again.
+	}
+}
+
+// established translates a packet of a known flow. It reports false if the
+// flow changed generation while being read (the caller retries).
+func (w *Worker) established(b []byte, ref flowRef, gen uint32) (Verdict, bool) {
+	p := &w.p
+	f := &w.e.tab.flows[ref.index()]
+	d := ref.dir()
+	other := keyWords(&f.nodes[1-d])
+	own := f.owner.Load()
+	if f.gen.Load() != gen {
+		return 0, false
+	}
+	o := other.tuple()
+	rewrite(b, p, o.Dst, o.DstPort, o.Src, o.SrcPort)
+	if own != nil {
+		own.stats.count(d, len(b))
+		if own.svc != nil {
+			own.svc.stats.count(d, len(b))
+		}
+	}
+	w.touch(f, d, own)
+	return Forward, true
+}
+
+// rewrite gives the packet source src:sport and destination dst:dport,
+// touching only what differs.
+func rewrite(b []byte, p *packet.Parsed, src [16]byte, sport uint16, dst [16]byte, dport uint16) {
+	if p.IsICMPEcho() {
+		if p.Src != src {
+			packet.SetSrc(b, p, src, 0)
+		}
+		if p.Dst != dst {
+			packet.SetDst(b, p, dst, 0)
+		}
+		if p.ICMPID != sport {
+			packet.SetICMPID(b, p, sport)
+		}
+		return
+	}
+	if p.Src != src || p.SrcPort != sport {
+		packet.SetSrc(b, p, src, sport)
+	}
+	if p.Dst != dst || p.DstPort != dport {
+		packet.SetDst(b, p, dst, dport)
+	}
+}
+
+// touch advances the flow's state for a packet in direction d and pushes
+// its deadline out.
+func (w *Worker) touch(f *flow, d Dir, own *owner) {
+	s := f.state.Load()
+	if s&stateDead != 0 {
+		return
+	}
+	ns := s
+	if s < uint32(numTCPStates) {
+		if ev := tcpEvent(w.p.TCPFlags); ev >= 0 {
+			ns = uint32(tcpTransitions[d][ev][s])
+		}
+		if ns != s {
+			if !f.state.CompareAndSwap(s, ns) {
+				return // removed or moved on concurrently; that path accounts
+			}
+			accountTransition(own, tcpState(s), tcpState(ns))
+		}
+	}
+	if dl := w.now + w.e.timeout[ns]; f.deadline.Load() != dl {
+		f.deadline.Store(dl)
+	}
+}
+
+// accountTransition keeps the backend's active/inactive counts as IPVS
+// does: a flow is active while ESTABLISHED, inactive otherwise.
+func accountTransition(own *owner, from, to tcpState) {
+	if own == nil || own.dest == nil {
+		return
+	}
+	switch {
+	case from != tcpEstablished && to == tcpEstablished:
+		own.dest.Add(1, -1)
+	case from == tcpEstablished && to != tcpEstablished:
+		own.dest.Add(-1, 1)
+	}
+}
+
+// newFlow handles the first packet of a flow: a service's new connection,
+// a masqueraded outbound flow, or nothing.
+func (w *Worker) newFlow(b []byte, k *Tuple, kw *tupleWords) Verdict {
+	p := &w.p
+	if p.HasPorts() {
+		if svc := w.snap.services[svcKey{p.Dst, p.DstPort, p.Proto}]; svc != nil {
+			return w.newServiceFlow(b, svc, k, kw)
+		}
+	}
+	for _, m := range w.snap.masq {
+		if m.from.Contains(addrOf(p.Src)) && !m.from.Contains(addrOf(p.Dst)) && (p.HasPorts() || p.IsICMPEcho()) {
+			return w.newMasqFlow(b, m, k, kw)
+		}
+	}
+	if w.snap.masqAddr[p.Dst] {
+		return w.drop(DropMasqUnsolicited)
+	}
+	if w.e.dropDef {
+		return w.drop(DropUnmatched)
+	}
+	return Pass
+}
+
+func (w *Worker) newServiceFlow(b []byte, svc *service, k *Tuple, kw *tupleWords) Verdict {
+	p := &w.p
+	if svc.cfg.Mode == ModeL7 {
+		return ToL7
+	}
+	state := uint32(stateUDP)
+	if p.Proto == packet.ProtoTCP {
+		syn := p.TCPFlags&(packet.TCPFlagSYN|packet.TCPFlagACK|packet.TCPFlagRST) == packet.TCPFlagSYN
+		if !syn && !(svc.cfg.Sloppy && p.TCPFlags&packet.TCPFlagRST == 0) {
+			return w.drop(DropNoFlow)
+		}
+		state = uint32(tcpTransitions[DirOriginal][tcpEvent(p.TCPFlags)][tcpNone])
+	}
+	d, ok := svc.sched.Pick(sched.Key{Hash: kw.hash(), SrcAddr: p.Src, DstAddr: p.Dst, SrcPort: p.SrcPort})
+	if !ok {
+		return w.drop(DropNoBackend)
+	}
+	own := svc.backends[d.ID()]
+	reply := Tuple{Src: d.Addr(), SrcPort: d.Port(), Dst: p.Src, DstPort: p.SrcPort, Proto: p.Proto}
+	if svc.cfg.Mode == ModeFullNAT {
+		fam := 0
+		if p.Version == 6 {
+			fam = 1
+		}
+		reply.Dst = w.snap.fullnat[fam]
+		return w.insertWithPort(b, k, kw, &reply, w.snap.fnPorts, uint16(kw.hash()), own, state, true)
+	}
+	return w.insertWithPort(b, k, kw, &reply, [2]uint16{}, 0, own, state, false)
+}
+
+func (w *Worker) newMasqFlow(b []byte, m *masqRule, k *Tuple, kw *tupleWords) Verdict {
+	p := &w.p
+	reply := Tuple{Src: p.Dst, SrcPort: k.DstPort, Dst: m.to, DstPort: k.SrcPort, Proto: p.Proto}
+	state := uint32(stateUDP)
+	switch {
+	case p.IsICMPEcho():
+		state = uint32(stateICMP)
+	case p.Proto == packet.ProtoTCP:
+		state = uint32(tcpTransitions[DirOriginal][max(tcpEvent(p.TCPFlags), 0)][tcpNone])
+	}
+	// Keep the source port if it is free; otherwise probe the range.
+	return w.insertWithPort(b, k, kw, &reply, m.ports, k.SrcPort, m.own, state, false)
+}
+
+// portProbes bounds the search for a free port, as conntrack's NAT does.
+const portProbes = 128
+
+// insertWithPort inserts the flow k <-> reply. With a port range, it picks
+// the reply's destination port (the gateway-side port: FULLNAT's local
+// port, masquerade's source port), starting at first, so that no two flows
+// share a reply tuple; mustMove makes it skip first's own value when it is
+// outside the range.
+func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple, ports [2]uint16, first uint16, own *owner, state uint32, mustMove bool) Verdict {
+	e := w.e
+	p := &w.p
+	probes := 1
+	span := uint32(ports[1]) - uint32(ports[0]) + 1
+	if ports != [2]uint16{} {
+		probes = portProbes
+		if first < ports[0] || first > ports[1] || mustMove {
+			first = ports[0] + uint16(uint32(first)%span)
+		}
+	}
+	init := func(f *flow) {
+		f.state.Store(state)
+		f.deadline.Store(w.now + e.timeout[state])
+		f.owner.Store(own)
+	}
+	for i := range probes {
+		if ports != [2]uint16{} {
+			reply.DstPort = ports[0] + uint16((uint32(first-ports[0])+uint32(i)*uint32(w.portStep()))%span)
+			if i == 0 {
+				reply.DstPort = first
+			}
+		}
+		rw := reply.words()
+		_, evicted, err := e.tab.insert(kw, &rw, e, init)
+		if err == ErrFlowExists {
+			continue
+		}
+		if err != nil {
+			return w.drop(DropTableFull)
+		}
+		if evicted {
+			e.counts.evictions.Add(1)
+		}
+		e.counts.created.Add(1)
+		if own != nil {
+			own.stats.Conns.Add(1)
+			if own.svc != nil {
+				own.svc.stats.Conns.Add(1)
+			}
+			if own.dest != nil {
+				if state == uint32(tcpEstablished) {
+					own.dest.Add(1, 0)
+				} else {
+					own.dest.Add(0, 1)
+				}
+			}
+			own.stats.count(DirOriginal, len(b))
+			if own.svc != nil {
+				own.svc.stats.count(DirOriginal, len(b))
+			}
+		}
+		rewrite(b, p, reply.Dst, reply.DstPort, reply.Src, reply.SrcPort)
+		return Forward
+	}
+	if ports == [2]uint16{} {
+		// The reply tuple is taken: in NAT mode, another client flow
+		// through a different VIP maps onto the same backend tuple.
+		return w.drop(DropPortsExhausted)
+	}
+	return w.drop(DropPortsExhausted)
+}
+
+// portStep is an odd stride so successive probes visit the range widely.
+func (w *Worker) portStep() uint32 {
+	w.portRotation += 2
+	return w.portRotation | 1
+}
+
+// evictable: the engine's eviction policy, as DESIGN.md fixes it: only
+// flows not established (half-open TCP, UDP and ICMP) are evicted, oldest
+// deadline first; an established TCP flow never makes room for a new one.
+func (e *Engine) evictable(f *flow) (bool, int64) {
+	s := f.state.Load()
+	if s&stateDead != 0 || tcpState(s) == tcpEstablished {
+		return false, 0
+	}
+	return true, -f.deadline.Load()
+}
+
+// evicted accounts for a flow removed to make room.
+func (e *Engine) evicted(f *flow) { e.retire(f) }
+
+// retire marks a flow dead and gives its connection back to its backend's
+// counters. Called under the table's locks, just before the slot is freed.
+func (e *Engine) retire(f *flow) {
+	for {
+		s := f.state.Load()
+		if f.state.CompareAndSwap(s, s|stateDead) {
+			if own := f.owner.Load(); own != nil && own.dest != nil && s&stateDead == 0 {
+				if tcpState(s) == tcpEstablished {
+					own.dest.Add(-1, 0)
+				} else {
+					own.dest.Add(0, -1)
+				}
+			}
+			return
+		}
+	}
+}
+
+// Expire removes every flow whose deadline has passed and returns how
+// many. The gateway calls it from a ticker after Advance; it takes shard
+// locks only for the flows it removes.
+func (e *Engine) Expire() int {
+	now := e.clock.Load()
+	n := 0
+	for i := 1; i < len(e.tab.flows); i++ {
+		f := &e.tab.flows[i]
+		gen := f.gen.Load()
+		if gen&1 == 1 || f.deadline.Load() > now {
+			continue
+		}
+		if e.tab.remove(uint32(i), gen, e.retire) {
+			n++
+		}
+	}
+	e.counts.expired.Add(uint64(n))
+	return n
+}
+
+// icmpError translates an ICMP error about a tracked flow: the quoted
+// packet went the other way, translated; the error is rewritten as a packet
+// of its own direction and the quote restored to what its sender sent
+// before translation, so path-MTU discovery works through the gateway.
+func (w *Worker) icmpError(b []byte) Verdict {
+	p, in := &w.p, &w.inner
+	if packet.ParseICMPError(b, p, in) != packet.ReasonNone {
+		return w.drop(DropICMPNoFlow)
+	}
+	if in.IsFragment() && !in.HasL4Header() {
+		return w.drop(DropICMPNoFlow)
+	}
+	q := tupleOf(in)
+	// The quote travelled opposite to the error: look up its reverse.
+	rev := Tuple{Src: q.Dst, Dst: q.Src, SrcPort: q.DstPort, DstPort: q.SrcPort, Proto: q.Proto}
+	rw := rev.words()
+	ref, gen, ok := w.e.tab.lookup(&rw)
+	if !ok {
+		return w.drop(DropICMPNoFlow)
+	}
+	f := &w.e.tab.flows[ref.index()]
+	d := ref.dir()
+	other := keyWords(&f.nodes[1-d])
+	if f.gen.Load() != gen {
+		return w.drop(DropICMPNoFlow)
+	}
+	o := other.tuple()
+	// The quote is a packet of direction 1-d as the flow's key has it.
+	if in.IsICMPEcho() {
+		if in.Src != o.Src {
+			packet.SetInnerSrc(b, p, in, o.Src, 0)
+		}
+		if in.Dst != o.Dst {
+			packet.SetInnerDst(b, p, in, o.Dst, 0)
+		}
+		if in.ICMPID != o.SrcPort {
+			packet.SetInnerICMPID(b, p, in, o.SrcPort)
+		}
+	} else {
+		if in.Src != o.Src || in.SrcPort != o.SrcPort {
+			packet.SetInnerSrc(b, p, in, o.Src, o.SrcPort)
+		}
+		if in.Dst != o.Dst || in.DstPort != o.DstPort {
+			packet.SetInnerDst(b, p, in, o.Dst, o.DstPort)
+		}
+	}
+	// The outer header travels in direction d: as the flow's packets do.
+	if p.Src != o.Dst {
+		packet.SetSrc(b, p, o.Dst, 0)
+	}
+	if p.Dst != o.Src {
+		packet.SetDst(b, p, o.Src, 0)
+	}
+	return Forward
+}
