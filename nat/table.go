@@ -207,20 +207,8 @@ func (t *table) insert(orig, reply *tupleWords, ev evictor, init func(f *flow)) 
 	ho, hr := orig.hash(), reply.hash()
 	so, bo := t.locate(ho)
 	sr, br := t.locate(hr)
-	first, second := so, sr
-	if sr.id < so.id {
-		first, second = sr, so
-	}
-	first.mu.Lock()
-	if second != first {
-		second.mu.Lock()
-	}
-	defer func() {
-		if second != first {
-			second.mu.Unlock()
-		}
-		first.mu.Unlock()
-	}()
+	first, second := lockPair(so, sr)
+	defer unlockPair(first, second)
 	if t.chainHas(bo, orig) || t.chainHas(br, reply) {
 		return 0, false, ErrFlowExists
 	}
@@ -296,19 +284,9 @@ func (t *table) remove(idx, gen uint32, done func(f *flow)) bool {
 	rw := keyWords(&f.nodes[DirReply])
 	so, _ := t.locate(ow.hash())
 	sr, _ := t.locate(rw.hash())
-	first, second := so, sr
-	if sr.id < so.id {
-		first, second = sr, so
-	}
-	first.mu.Lock()
-	if second != first {
-		second.mu.Lock()
-	}
+	first, second := lockPair(so, sr)
 	ok := f.gen.Load() == gen && t.unlinkLocked(idx, so, first, second, done)
-	if second != first {
-		second.mu.Unlock()
-	}
-	first.mu.Unlock()
+	unlockPair(first, second)
 	return ok
 }
 
@@ -366,4 +344,25 @@ func keyWords(n *node) tupleWords {
 		w[i] = n.key[i].Load()
 	}
 	return w
+}
+
+// lockPair locks the shards of a flow's two tuples (once if they are the
+// same), in shard order so that two writers never deadlock.
+func lockPair(a, b *shard) (first, second *shard) {
+	first, second = a, b
+	if b.id < a.id {
+		first, second = b, a
+	}
+	first.mu.Lock()
+	if second != first {
+		second.mu.Lock()
+	}
+	return first, second
+}
+
+func unlockPair(first, second *shard) {
+	if second != first {
+		second.mu.Unlock()
+	}
+	first.mu.Unlock()
 }
