@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"net/netip"
 	"sync/atomic"
 
 	"github.com/vsgate/vsgate/packet"
@@ -83,4 +84,22 @@ func (e *Engine) ServiceStats(name string) *Stats {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.stats[name]
+}
+
+// BackendConns sums the active and inactive connection counts over the
+// backends of the service at vip (proto TCP or UDP), as ipvsadm's
+// ActiveConn and InActConn columns would add up.
+func (e *Engine) BackendConns(vip netip.AddrPort, proto uint8) (active, inactive int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	svc := e.scheds[svcKey{vip.Addr().As16(), vip.Port(), proto}]
+	if svc == nil {
+		return 0, 0
+	}
+	for _, own := range svc.backends {
+		a, i := own.dest.Conns()
+		active += a
+		inactive += i
+	}
+	return active, inactive
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
 )
 
 // TestNATHandshake walks a TCP connection through the VIP: the SYN goes to
@@ -194,5 +195,33 @@ func TestTableFull(t *testing.T) {
 	}
 	if e.Evictions() != 0 {
 		t.Fatalf("an established flow was evicted")
+	}
+}
+
+// TestEvictHalfOpen: with the table full of half-open flows, a new SYN
+// evicts the stalest one (counted), and the backend's inactive count stays
+// equal to the number of flows.
+func TestEvictHalfOpen(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 8)
+	w := e.NewWorker()
+	for i := range e.Capacity() {
+		e.Advance(time.Duration(i) * time.Second) // the first SYN is the stalest
+		if v := one(w, tcp(netip.AddrPortFrom(client.Addr(), uint16(10000+i)), vip, syn, 0)); v != nat.Forward {
+			t.Fatalf("SYN %d: %v", i, v)
+		}
+	}
+	if v := one(w, tcp(netip.AddrPortFrom(client.Addr(), 20000), vip, syn, 0)); v != nat.Forward {
+		t.Fatalf("SYN into a table of half-open flows: %v (table_full drops %d)", v, e.Drops(nat.DropTableFull))
+	}
+	if e.Evictions() != 1 || e.Flows() != e.Capacity() {
+		t.Fatalf("evictions %d flows %d, want 1 and %d", e.Evictions(), e.Flows(), e.Capacity())
+	}
+	// The evicted flow was the first: its ACK now finds no flow.
+	if v := one(w, tcp(netip.AddrPortFrom(client.Addr(), 10000), vip, ack, 0)); v != nat.Drop {
+		t.Fatalf("ACK of the evicted flow: %v", v)
+	}
+	active, inactive := e.BackendConns(netip.AddrPortFrom(vip.Addr(), vip.Port()), packet.ProtoTCP)
+	if active != 0 || inactive != int64(e.Capacity()) {
+		t.Fatalf("backend counts active %d inactive %d, want 0 and %d", active, inactive, e.Capacity())
 	}
 }

@@ -3,6 +3,7 @@ package nat
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"math/bits"
 	"sync"
 	"sync/atomic"
@@ -87,6 +88,7 @@ type flow struct {
 	deadline atomic.Int64  // clock tick at which the flow expires
 	nodes    [2]node
 	owner    atomic.Pointer[owner] // the backend or masquerade rule the flow counts against
+	freeNext atomic.Uint32         // next slot on the free stack while free
 }
 
 // ErrTableFull is returned by insert when no slot is free and nothing may
@@ -105,15 +107,19 @@ type table struct {
 	shards    []shard
 	shardBits uint
 	count     atomic.Int64
+	// free is a lock-free stack of free slots: the low 32 bits are the
+	// top slot (0 = empty), the high 32 bits a counter bumped on every
+	// change so that a pop racing with a pop and push of the same slot
+	// (ABA) fails its compare-and-swap.
+	free atomic.Uint64
 }
 
-// shard is one lock domain: its hash buckets and its free slab slots.
+// shard is one lock domain: its hash buckets.
 type shard struct {
 	mu      sync.Mutex
 	id      int           // position in table.shards: locks are taken in id order
 	seq     atomic.Uint32 // odd while a node is being unlinked; readers re-check on a miss
 	buckets []atomic.Uint32
-	free    []uint32 // slab indexes, guarded by mu
 	_       [64]byte // keep neighbouring shards' locks off one cache line
 }
 
@@ -126,21 +132,17 @@ func newTable(capacity int, shardBits uint) *table {
 		nBuckets <<= 1
 	}
 	t := &table{
-		flows:     make([]flow, nShards*perShard+1),
+		flows:     make([]flow, capacity+1),
 		shards:    make([]shard, nShards),
 		shardBits: shardBits,
 	}
-	for i := range t.flows {
+	for i := len(t.flows) - 1; i >= 1; i-- {
 		t.flows[i].gen.Store(1) // free
+		t.push(uint32(i))
 	}
 	for s := range t.shards {
-		sh := &t.shards[s]
-		sh.id = s
-		sh.buckets = make([]atomic.Uint32, nBuckets)
-		sh.free = make([]uint32, 0, perShard)
-		for i := perShard - 1; i >= 0; i-- {
-			sh.free = append(sh.free, uint32(1+s*perShard+i))
-		}
+		t.shards[s].id = s
+		t.shards[s].buckets = make([]atomic.Uint32, nBuckets)
 	}
 	return t
 }
@@ -207,24 +209,34 @@ func (t *table) insert(orig, reply *tupleWords, ev evictor, init func(f *flow)) 
 	ho, hr := orig.hash(), reply.hash()
 	so, bo := t.locate(ho)
 	sr, br := t.locate(hr)
-	first, second := lockPair(so, sr)
-	defer unlockPair(first, second)
-	if t.chainHas(bo, orig) || t.chainHas(br, reply) {
-		return 0, false, ErrFlowExists
-	}
-	if len(so.free) == 0 {
-		victim := t.pickVictim(so, ev)
-		if victim == 0 {
-			return 0, false, ErrTableFull
+	for {
+		first, second := lockPair(so, sr)
+		if t.chainHas(bo, orig) || t.chainHas(br, reply) {
+			unlockPair(first, second)
+			return 0, evicted, ErrFlowExists
 		}
-		// The victim's other tuple may live in a shard we do not hold.
-		if !t.unlinkLocked(victim, so, first, second, ev.evicted) {
+		if idx = t.pop(); idx != 0 {
+			t.publish(idx, orig, reply, bo, br, init)
+			unlockPair(first, second)
+			return idx, evicted, nil
+		}
+		unlockPair(first, second)
+		// Full. Evict one flow (it may live in any shard, so this runs
+		// without our locks), then try once more.
+		if evicted {
+			return 0, true, ErrTableFull
+		}
+		victim, gen := t.pickVictim(so, ev)
+		if victim == 0 || !t.remove(victim, gen, ev.evicted) {
 			return 0, false, ErrTableFull
 		}
 		evicted = true
 	}
-	idx = so.free[len(so.free)-1]
-	so.free = so.free[:len(so.free)-1]
+}
+
+// publish initialises free slot idx with both keys and makes it visible.
+// The caller holds both shards' locks.
+func (t *table) publish(idx uint32, orig, reply *tupleWords, bo, br *atomic.Uint32, init func(f *flow)) {
 	f := &t.flows[idx]
 	// gen is odd (free): readers holding a stale ref to idx will retry.
 	for i := range 5 {
@@ -238,7 +250,6 @@ func (t *table) insert(orig, reply *tupleWords, ev evictor, init func(f *flow)) 
 	f.nodes[DirReply].next.Store(br.Load())
 	br.Store(uint32(makeRef(idx, DirReply)))
 	t.count.Add(1)
-	return idx, evicted, nil
 }
 
 // count of tracked flows.
@@ -254,25 +265,33 @@ func (t *table) chainHas(b *atomic.Uint32, w *tupleWords) bool {
 // as conntrack's early drop bounds its scan.
 const victimSample = 64
 
-// pickVictim returns the oldest evictable flow whose original tuple lives
-// in shard s, from a bounded scan starting at a rotating bucket.
-func (t *table) pickVictim(s *shard, ev evictor) uint32 {
-	var best uint32
-	var bestAge int64 = -1
-	start := int(s.seq.Load()) + len(s.free) // cheap rotation
-	for i := range victimSample {
-		b := &s.buckets[(start+i*7919)&(len(s.buckets)-1)]
-		for ref := flowRef(b.Load()); ref != 0; {
-			f := &t.flows[ref.index()]
-			if ref.dir() == DirOriginal {
-				if ok, age := ev.evictable(f); ok && age > bestAge {
-					best, bestAge = ref.index(), age
+// pickVictim returns the stalest evictable flow (and its generation) from
+// a bounded scan of victimSample buckets, starting at a rotating bucket of
+// shard s and moving on to the next shards if s has fewer buckets. It takes
+// no lock: remove re-checks the generation.
+func (t *table) pickVictim(s *shard, ev evictor) (uint32, uint32) {
+	var best, bestGen uint32
+	bestAge := int64(math.MinInt64)
+	start := int(s.seq.Load()) + int(t.count.Load()) // cheap rotation
+	scanned := 0
+	for si := s.id; scanned < victimSample && si < s.id+len(t.shards); si++ {
+		sh := &t.shards[si&(len(t.shards)-1)]
+		n := min(victimSample-scanned, len(sh.buckets))
+		for i := range n {
+			b := &sh.buckets[(start+i*7919)&(len(sh.buckets)-1)]
+			for ref := flowRef(b.Load()); ref != 0; {
+				f := &t.flows[ref.index()]
+				if gen := f.gen.Load(); gen&1 == 0 {
+					if ok, age := ev.evictable(f); ok && age > bestAge {
+						best, bestGen, bestAge = ref.index(), gen, age
+					}
 				}
+				ref = flowRef(f.nodes[ref.dir()].next.Load())
 			}
-			ref = flowRef(f.nodes[ref.dir()].next.Load())
 		}
+		scanned += n
 	}
-	return best
+	return best, bestGen
 }
 
 // remove deletes flow idx if its generation is still gen (so a flow that
@@ -285,15 +304,15 @@ func (t *table) remove(idx, gen uint32, done func(f *flow)) bool {
 	so, _ := t.locate(ow.hash())
 	sr, _ := t.locate(rw.hash())
 	first, second := lockPair(so, sr)
-	ok := f.gen.Load() == gen && t.unlinkLocked(idx, so, first, second, done)
+	ok := f.gen.Load() == gen && t.unlinkLocked(idx, first, second, done)
 	unlockPair(first, second)
 	return ok
 }
 
-// unlinkLocked removes flow idx from both chains and frees its slot into
-// shard home. Both shards of the flow must be among the locked ones (a, b);
-// if not, it does nothing and reports false.
-func (t *table) unlinkLocked(idx uint32, home, a, b *shard, done func(f *flow)) bool {
+// unlinkLocked removes flow idx from both chains and frees its slot. Both
+// shards of the flow must be among the locked ones (a, b); if not, it does
+// nothing and reports false.
+func (t *table) unlinkLocked(idx uint32, a, b *shard, done func(f *flow)) bool {
 	f := &t.flows[idx]
 	var shards [2]*shard
 	var buckets [2]*atomic.Uint32
@@ -304,9 +323,6 @@ func (t *table) unlinkLocked(idx uint32, home, a, b *shard, done func(f *flow)) 
 			return false
 		}
 	}
-	if shards[DirOriginal] != home {
-		return false // its slot belongs to another shard's free list
-	}
 	done(f)
 	for d := range 2 {
 		s := shards[d]
@@ -315,9 +331,35 @@ func (t *table) unlinkLocked(idx uint32, home, a, b *shard, done func(f *flow)) 
 		s.seq.Add(1)
 	}
 	f.gen.Add(1) // odd: freed
-	home.free = append(home.free, idx)
+	t.push(idx)
 	t.count.Add(-1)
 	return true
+}
+
+// push puts a free slot on the free stack.
+func (t *table) push(idx uint32) {
+	for {
+		h := t.free.Load()
+		t.flows[idx].freeNext.Store(uint32(h))
+		if t.free.CompareAndSwap(h, (h>>32+1)<<32|uint64(idx)) {
+			return
+		}
+	}
+}
+
+// pop takes a free slot, or returns 0 if there is none.
+func (t *table) pop() uint32 {
+	for {
+		h := t.free.Load()
+		idx := uint32(h)
+		if idx == 0 {
+			return 0
+		}
+		next := t.flows[idx].freeNext.Load()
+		if t.free.CompareAndSwap(h, (h>>32+1)<<32|uint64(next)) {
+			return idx
+		}
+	}
 }
 
 // unlinkNode removes ref from the chain starting at b.
