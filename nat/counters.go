@@ -8,25 +8,41 @@ import (
 )
 
 // Stats are the counters of one service, backend or masquerade rule, in
-// the terms of ipvsadm -L --stats: connections, packets and bytes in
-// (client to server) and out. Updated with atomic adds; each Stats sits on
-// its own cache lines. The zero value is ready to use.
+// the terms of ipvsadm -L --stats: connections, and packets and bytes in
+// (client to server) and out. A snapshot value.
 type Stats struct {
-	Conns      atomic.Uint64
-	PacketsIn  atomic.Uint64
-	PacketsOut atomic.Uint64
-	BytesIn    atomic.Uint64
-	BytesOut   atomic.Uint64
-	_          [64 - 40]byte
+	Conns, PacketsIn, PacketsOut, BytesIn, BytesOut uint64
 }
 
-func (s *Stats) count(d Dir, n int) {
+// statID indexes a counter set in every worker's counters. IDs are handed
+// out by the engine and never reused.
+type statID uint32
+
+// Counter slots within a counter set.
+const (
+	cConns = iota
+	cPacketsIn
+	cPacketsOut
+	cBytesIn
+	cBytesOut
+	numCounters
+)
+
+// counterSet is one worker's counters for one statID. Only the owning
+// worker writes them (a load and a store, no lock prefix: on amd64 an
+// atomic store is a plain MOV); readers sum across workers.
+type counterSet [numCounters]atomic.Uint64
+
+func (c *counterSet) add(i int, n uint64) { c[i].Store(c[i].Load() + n) }
+
+// count records one packet of n bytes in direction d.
+func (c *counterSet) count(d Dir, n int) {
 	if d == DirOriginal {
-		s.PacketsIn.Add(1)
-		s.BytesIn.Add(uint64(n))
+		c.add(cPacketsIn, 1)
+		c.add(cBytesIn, uint64(n))
 	} else {
-		s.PacketsOut.Add(1)
-		s.BytesOut.Add(uint64(n))
+		c.add(cPacketsOut, 1)
+		c.add(cBytesOut, uint64(n))
 	}
 }
 
@@ -78,12 +94,39 @@ func (e *Engine) Evictions() uint64 { return e.counts.evictions.Load() }
 // Expired returns how many flows timed out.
 func (e *Engine) Expired() uint64 { return e.counts.expired.Load() }
 
+// newStat hands out a counter set. Caller holds e.mu.
+func (e *Engine) newStat() statID {
+	id := statID(e.nextStat.Load())
+	e.nextStat.Store(uint32(id) + 1)
+	return id
+}
+
+// sum adds up counter set id over every worker.
+func (e *Engine) sum(id statID) Stats {
+	var s Stats
+	for _, w := range e.workers {
+		if int(id) < len(*w.counts.Load()) {
+			c := &(*w.counts.Load())[id]
+			s.Conns += c[cConns].Load()
+			s.PacketsIn += c[cPacketsIn].Load()
+			s.PacketsOut += c[cPacketsOut].Load()
+			s.BytesIn += c[cBytesIn].Load()
+			s.BytesOut += c[cBytesOut].Load()
+		}
+	}
+	return s
+}
+
 // ServiceStats returns the counters of the service named "tcp VIP:port" or
-// "udp VIP:port" (as ipvsadm prints them), or nil.
-func (e *Engine) ServiceStats(name string) *Stats {
+// "udp VIP:port" (as ipvsadm prints them), and whether it exists.
+func (e *Engine) ServiceStats(name string) (Stats, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.stats[name]
+	id, ok := e.stats[name]
+	if !ok {
+		return Stats{}, false
+	}
+	return e.sum(id), true
 }
 
 // BackendConns sums the active and inactive connection counts over the

@@ -104,9 +104,9 @@ type Config struct {
 // owner is what a flow counts against: a service's backend, or a
 // masquerade rule (dest nil).
 type owner struct {
-	dest  *sched.Dest
-	svc   *service
-	stats *Stats
+	dest *sched.Dest
+	svc  *service
+	stat statID
 }
 
 type svcKey struct {
@@ -118,7 +118,7 @@ type svcKey struct {
 type service struct {
 	cfg      Service
 	sched    sched.Scheduler
-	stats    *Stats
+	stat     statID
 	backends map[uint64]*owner // by sched.Dest ID
 }
 
@@ -153,10 +153,13 @@ type Engine struct {
 	conf    atomic.Pointer[snapshot]
 	counts  counters
 
-	mu     sync.Mutex              // serialises Update
-	scheds map[svcKey]*service     // kept across updates so sched counters survive
-	masqs  map[netip.Prefix]*owner // likewise for masquerade counters
-	stats  map[string]*Stats       // by service key string, for Stats()
+	nextStat atomic.Uint32 // statIDs handed out; workers grow their counters to it
+
+	mu      sync.Mutex              // serialises Update; guards what follows
+	scheds  map[svcKey]*service     // kept across updates so sched counters survive
+	masqs   map[netip.Prefix]*owner // likewise for masquerade counters
+	stats   map[string]statID       // services by name, for ServiceStats
+	workers []*Worker
 }
 
 // New builds an engine with its flow table preallocated.
@@ -177,7 +180,7 @@ func New(cfg Config) (*Engine, error) {
 		dropDef: cfg.DropUnmatched,
 		scheds:  map[svcKey]*service{},
 		masqs:   map[netip.Prefix]*owner{},
-		stats:   map[string]*Stats{},
+		stats:   map[string]statID{},
 	}
 	if err := e.Update(cfg); err != nil {
 		return nil, err
@@ -233,13 +236,13 @@ func (e *Engine) Update(cfg Config) error {
 			if err != nil {
 				return fmt.Errorf("%w: service %v:%d: %w", ErrConfig, sc.VIP, sc.Port, err)
 			}
-			st := e.stats[serviceName(sc)]
-			if st == nil {
-				st = &Stats{}
+			st, ok := e.stats[serviceName(sc)]
+			if !ok {
+				st = e.newStat()
 			}
-			svc = &service{sched: s, stats: st, backends: map[uint64]*owner{}}
+			svc = &service{sched: s, stat: st, backends: map[uint64]*owner{}}
 		} else {
-			svc = &service{sched: svc.sched, stats: svc.stats, backends: svc.backends}
+			svc = &service{sched: svc.sched, stat: svc.stat, backends: svc.backends}
 		}
 		svc.cfg = sc
 		for _, b := range sc.Backends {
@@ -265,17 +268,17 @@ func (e *Engine) Update(cfg Config) error {
 		}
 		for _, d := range svc.sched.Dests() {
 			if svc.backends[d.ID()] == nil {
-				svc.backends[d.ID()] = &owner{dest: d, svc: svc, stats: &Stats{}}
+				svc.backends[d.ID()] = &owner{dest: d, svc: svc, stat: e.newStat()}
 			}
 		}
 		snap.services[k] = svc
 		e.scheds[k] = svc
-		e.stats[serviceName(svc.cfg)] = svc.stats
+		e.stats[serviceName(svc.cfg)] = svc.stat
 	}
 	for _, m := range cfg.Masquerade {
 		own := e.masqs[m.From]
 		if own == nil {
-			own = &owner{stats: &Stats{}}
+			own = &owner{stat: e.newStat()}
 			e.masqs[m.From] = own
 		}
 		ports := m.Ports

@@ -42,9 +42,9 @@ func TestNATHandshake(t *testing.T) {
 	if _, d := endpoints(t, b); d != rip {
 		t.Fatalf("data went to %v, want %v", d, rip)
 	}
-	st := e.ServiceStats("tcp 198.18.0.10:80")
-	if st == nil || st.Conns.Load() != 1 || st.PacketsIn.Load() != 2 || st.PacketsOut.Load() != 1 {
-		t.Fatalf("service stats conns %d in %d out %d, want 1 2 1", st.Conns.Load(), st.PacketsIn.Load(), st.PacketsOut.Load())
+	st, ok := e.ServiceStats("tcp 198.18.0.10:80")
+	if !ok || st.Conns != 1 || st.PacketsIn != 2 || st.PacketsOut != 1 {
+		t.Fatalf("service stats %+v (found %v), want conns 1, packets in 2, out 1", st, ok)
 	}
 	if e.Flows() != 1 {
 		t.Fatalf("%d flows, want 1", e.Flows())

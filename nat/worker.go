@@ -1,6 +1,8 @@
 package nat
 
 import (
+	"sync/atomic"
+
 	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/sched"
 )
@@ -10,14 +12,43 @@ import (
 // but any number of Workers share one Engine.
 type Worker struct {
 	e            *Engine
-	p, inner     packet.Parsed
+	p            *packet.Parsed // the packet being handled: &slots[i].p
+	inner        packet.Parsed
+	slots        [batchSize]slot
 	snap         *snapshot
 	now          int64
 	portRotation uint32
+	touched      uint32 // sink for stage 2's loads, so they are not optimised away
+	// counts are this worker's counters, by statID. Replaced (grown) by
+	// the worker itself between batches; the engine reads them to sum.
+	counts atomic.Pointer[[]counterSet]
 }
 
-// NewWorker returns a worker for e.
-func (e *Engine) NewWorker() *Worker { return &Worker{e: e} }
+// NewWorker returns a worker for e, registered so that its counters are
+// included in the engine's statistics.
+func (e *Engine) NewWorker() *Worker {
+	w := &Worker{e: e}
+	c := make([]counterSet, e.nextStat.Load()+16)
+	w.counts.Store(&c)
+	e.mu.Lock()
+	e.workers = append(e.workers, w)
+	e.mu.Unlock()
+	return w
+}
+
+// growCounts makes room for statIDs handed out since the last batch
+// (after an Update added services or backends). It allocates, but only
+// then, never per packet.
+func (w *Worker) growCounts(n int) {
+	old := *w.counts.Load()
+	c := make([]counterSet, n+16)
+	for i := range old {
+		for j := range old[i] {
+			c[i][j].Store(old[i][j].Load())
+		}
+	}
+	w.counts.Store(&c)
+}
 
 // Process translates each packet of the batch in place and sets its
 // verdict. len(verdicts) must be at least len(pkts). It loads the
@@ -26,8 +57,70 @@ func (e *Engine) NewWorker() *Worker { return &Worker{e: e} }
 func (w *Worker) Process(pkts [][]byte, verdicts []Verdict) {
 	w.snap = w.e.conf.Load()
 	w.now = w.e.clock.Load()
+	if n := int(w.e.nextStat.Load()); n > len(*w.counts.Load()) {
+		w.growCounts(n)
+	}
+	for len(pkts) > 0 {
+		n := min(len(pkts), batchSize)
+		w.batch(pkts[:n], verdicts[:n])
+		pkts, verdicts = pkts[n:], verdicts[n:]
+	}
+}
+
+// batchSize is how many packets a worker pipelines at once.
+const batchSize = 64
+
+// slot is one packet's scratch state while its batch is processed.
+type slot struct {
+	p    packet.Parsed
+	k    Tuple
+	kw   tupleWords
+	head flowRef // the first node of the packet's hash chain, loaded early
+	done bool    // verdict already decided in the first stage
+	v    Verdict
+}
+
+// batch processes up to batchSize packets in three stages, so that the
+// cache misses of different packets overlap instead of queueing: at a
+// million flows each packet's bucket and flow are almost surely not in
+// cache, and a DRAM access costs ~100 ns here. Stage 1 parses and hashes;
+// stage 2 loads every packet's bucket, then every candidate flow (loops
+// with nothing else in them, so the CPU has many loads in flight); stage 3
+// does the real work on what is now cached.
+func (w *Worker) batch(pkts [][]byte, verdicts []Verdict) {
+	t := w.e.tab
 	for i, b := range pkts {
-		verdicts[i] = w.packet(b)
+		s := &w.slots[i]
+		s.done = false
+		if r := packet.Parse(b, &s.p); r != packet.ReasonNone {
+			s.done, s.v = true, w.drop(DropReason(r))
+			continue
+		}
+		s.k = tupleOf(&s.p)
+		s.kw = s.k.words()
+	}
+	for i := range pkts {
+		if s := &w.slots[i]; !s.done {
+			_, bucket := t.locate(s.kw.hash())
+			s.head = flowRef(bucket.Load())
+		}
+	}
+	var touched uint32
+	for i := range pkts {
+		if s := &w.slots[i]; !s.done && s.head != 0 {
+			f := &t.flows[s.head.index()]
+			touched += f.gen.Load() + f.nodes[DirReply].next.Load() // both cache lines of the flow
+		}
+	}
+	w.touched = touched
+	for i, b := range pkts {
+		s := &w.slots[i]
+		if s.done {
+			verdicts[i] = s.v
+			continue
+		}
+		w.p = &s.p
+		verdicts[i] = w.packet(b, s)
 	}
 }
 
@@ -46,11 +139,9 @@ func tupleOf(p *packet.Parsed) Tuple {
 	return t
 }
 
-func (w *Worker) packet(b []byte) Verdict {
-	p := &w.p
-	if r := packet.Parse(b, p); r != packet.ReasonNone {
-		return w.drop(DropReason(r))
-	}
+// packet handles one parsed packet (w.p, with its key in s).
+func (w *Worker) packet(b []byte, s *slot) Verdict {
+	p := w.p
 	if p.SourceRouted {
 		return w.drop(DropSourceRouted)
 	}
@@ -60,12 +151,10 @@ func (w *Worker) packet(b []byte) Verdict {
 	if p.IsICMPError() {
 		return w.icmpError(b)
 	}
-	k := tupleOf(p)
-	kw := k.words()
 	for {
-		ref, gen, ok := w.e.tab.lookup(&kw)
+		ref, gen, ok := w.e.tab.lookup(&s.kw)
 		if !ok {
-			return w.newFlow(b, &k, &kw)
+			return w.newFlow(b, &s.k, &s.kw)
 		}
 		if v, ok := w.established(b, ref, gen); ok {
 			return v
@@ -77,7 +166,7 @@ func (w *Worker) packet(b []byte) Verdict {
 // established translates a packet of a known flow. It reports false if the
 // flow changed generation while being read (the caller retries).
 func (w *Worker) established(b []byte, ref flowRef, gen uint32) (Verdict, bool) {
-	p := &w.p
+	p := w.p
 	f := &w.e.tab.flows[ref.index()]
 	d := ref.dir()
 	other := keyWords(&f.nodes[1-d])
@@ -88,13 +177,19 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32) (Verdict, bool) 
 	o := other.tuple()
 	rewrite(b, p, o.Dst, o.DstPort, o.Src, o.SrcPort)
 	if own != nil {
-		own.stats.count(d, len(b))
-		if own.svc != nil {
-			own.svc.stats.count(d, len(b))
-		}
+		w.countPacket(own, d, len(b))
 	}
 	w.touch(f, d, own)
 	return Forward, true
+}
+
+// countPacket counts a packet against its owner and the owner's service.
+func (w *Worker) countPacket(own *owner, d Dir, n int) {
+	counts := *w.counts.Load()
+	counts[own.stat].count(d, n)
+	if own.svc != nil {
+		counts[own.svc.stat].count(d, n)
+	}
 }
 
 // rewrite gives the packet source src:sport and destination dst:dport,
@@ -161,7 +256,7 @@ func accountTransition(own *owner, from, to tcpState) {
 // newFlow handles the first packet of a flow: a service's new connection,
 // a masqueraded outbound flow, or nothing.
 func (w *Worker) newFlow(b []byte, k *Tuple, kw *tupleWords) Verdict {
-	p := &w.p
+	p := w.p
 	if p.HasPorts() {
 		if svc := w.snap.services[svcKey{p.Dst, p.DstPort, p.Proto}]; svc != nil {
 			return w.newServiceFlow(b, svc, k, kw)
@@ -182,7 +277,7 @@ func (w *Worker) newFlow(b []byte, k *Tuple, kw *tupleWords) Verdict {
 }
 
 func (w *Worker) newServiceFlow(b []byte, svc *service, k *Tuple, kw *tupleWords) Verdict {
-	p := &w.p
+	p := w.p
 	if svc.cfg.Mode == ModeL7 {
 		return ToL7
 	}
@@ -212,7 +307,7 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, k *Tuple, kw *tupleWords
 }
 
 func (w *Worker) newMasqFlow(b []byte, m *masqRule, k *Tuple, kw *tupleWords) Verdict {
-	p := &w.p
+	p := w.p
 	reply := Tuple{Src: p.Dst, SrcPort: k.DstPort, Dst: m.to, DstPort: k.SrcPort, Proto: p.Proto}
 	state := uint32(stateUDP)
 	switch {
@@ -235,7 +330,7 @@ const portProbes = 128
 // outside the range.
 func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple, ports [2]uint16, first uint16, own *owner, state uint32, mustMove bool) Verdict {
 	e := w.e
-	p := &w.p
+	p := w.p
 	probes := 1
 	span := uint32(ports[1]) - uint32(ports[0]) + 1
 	if ports != [2]uint16{} {
@@ -269,20 +364,18 @@ func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple
 		}
 		e.counts.created.Add(1)
 		if own != nil {
-			own.stats.Conns.Add(1)
+			counts := *w.counts.Load()
+			counts[own.stat].add(cConns, 1)
 			if own.svc != nil {
-				own.svc.stats.Conns.Add(1)
+				counts[own.svc.stat].add(cConns, 1)
 			}
+			w.countPacket(own, DirOriginal, len(b))
 			if own.dest != nil {
 				if state == uint32(tcpEstablished) {
 					own.dest.Add(1, 0)
 				} else {
 					own.dest.Add(0, 1)
 				}
-			}
-			own.stats.count(DirOriginal, len(b))
-			if own.svc != nil {
-				own.svc.stats.count(DirOriginal, len(b))
 			}
 		}
 		rewrite(b, p, reply.Dst, reply.DstPort, reply.Src, reply.SrcPort)
@@ -359,7 +452,7 @@ func (e *Engine) Expire() int {
 // of its own direction and the quote restored to what its sender sent
 // before translation, so path-MTU discovery works through the gateway.
 func (w *Worker) icmpError(b []byte) Verdict {
-	p, in := &w.p, &w.inner
+	p, in := w.p, &w.inner
 	if packet.ParseICMPError(b, p, in) != packet.ReasonNone {
 		return w.drop(DropICMPNoFlow)
 	}
