@@ -55,7 +55,7 @@ const (
 	DropNoBackend                                              // the scheduler had no available backend
 	DropTableFull                                              // no room for a new flow, nothing evictable
 	DropSourceRouted                                           // a source route still pending
-	DropFragment                                               // fragments are not translated yet
+	DropFragmentNoFirst                                        // a later fragment whose first fragment was not seen (or is too old)
 	DropICMPNoFlow                                             // an ICMP error about no known flow
 	DropMasqUnsolicited                                        // inbound to a masquerade address, no flow
 	DropUnmatched                                              // matched nothing, and the default is drop
@@ -63,7 +63,7 @@ const (
 	numDropReasons
 )
 
-var dropNames = [...]string{"no_flow", "no_backend", "table_full", "source_routed", "fragment",
+var dropNames = [...]string{"no_flow", "no_backend", "table_full", "source_routed", "fragment_no_first",
 	"icmp_no_flow", "masq_unsolicited", "unmatched", "ports_exhausted"}
 
 // String names the reason (the parser's names for parser reasons).

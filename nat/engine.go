@@ -152,6 +152,10 @@ type Engine struct {
 	clock   atomic.Int64 // coarse time in ticks; Advance moves it
 	conf    atomic.Pointer[snapshot]
 	counts  counters
+	frags   fragCache
+	// fragTimeout is how long a first fragment's translation is kept, in
+	// ticks (Linux keeps fragments 30 s: ipfrag_time).
+	fragTimeout int64
 
 	nextStat atomic.Uint32 // statIDs handed out; workers grow their counters to it
 
@@ -182,6 +186,7 @@ func New(cfg Config) (*Engine, error) {
 		masqs:   map[netip.Prefix]*owner{},
 		stats:   map[string]statID{},
 	}
+	e.fragTimeout = int64((30*time.Second + cfg.Tick - 1) / cfg.Tick)
 	if err := e.Update(cfg); err != nil {
 		return nil, err
 	}

@@ -145,18 +145,29 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 	if p.SourceRouted {
 		return w.drop(DropSourceRouted)
 	}
-	if p.IsFragment() {
-		return w.drop(DropFragment)
+	if !p.HasL4Header() {
+		return w.laterFragment(b)
 	}
 	if p.IsICMPError() {
 		return w.icmpError(b)
 	}
+	var fk fragKey
+	if p.MoreFrags {
+		fk = fragKeyOf(p) // the first fragment: remember its translation below
+	}
 	for {
 		ref, gen, ok := w.e.tab.lookup(&s.kw)
 		if !ok {
-			return w.newFlow(b, &s.k, &s.kw)
+			v := w.newFlow(b, &s.k, &s.kw)
+			if v == Forward && p.MoreFrags {
+				w.e.frags.put(fk, p.Src, p.Dst, w.now+w.e.fragTimeout)
+			}
+			return v
 		}
 		if v, ok := w.established(b, ref, gen); ok {
+			if p.MoreFrags {
+				w.e.frags.put(fk, p.Src, p.Dst, w.now+w.e.fragTimeout)
+			}
 			return v
 		}
 		// The flow was recycled under us: look again.
@@ -499,6 +510,23 @@ func (w *Worker) icmpError(b []byte) Verdict {
 	}
 	if p.Dst != o.Src {
 		packet.SetDst(b, p, o.Src, 0)
+	}
+	return Forward
+}
+
+// laterFragment translates a fragment without L4 header with the addresses
+// its first fragment got.
+func (w *Worker) laterFragment(b []byte) Verdict {
+	p := w.p
+	src, dst, ok := w.e.frags.get(fragKeyOf(p), w.now)
+	if !ok {
+		return w.drop(DropFragmentNoFirst)
+	}
+	if p.Src != src {
+		packet.SetSrc(b, p, src, 0)
+	}
+	if p.Dst != dst {
+		packet.SetDst(b, p, dst, 0)
 	}
 	return Forward
 }
