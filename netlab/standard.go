@@ -1,0 +1,251 @@
+package netlab
+
+import (
+	"fmt"
+	"net/netip"
+)
+
+// Well-known names of the standard topologies.
+const (
+	HostClient = "client" // the client of "basic" and "ecmp"
+	HostGW     = "gw"     // the gateway of "basic" and "clients"
+	HostSwitch = "sw"     // the backend-side switch (a bridge in its own namespace)
+	HostCSW    = "csw"    // the client-side switch of "clients"
+	HostRouter = "rtr"    // the upstream router of "ecmp"
+
+	IfGWOut = "out"  // gateway interface towards the clients
+	IfGWIn  = "in"   // gateway interface towards the backends
+	IfHost  = "eth0" // the one interface of a client or backend
+	IfBr    = "br"   // the bridge of a switch
+)
+
+// Names of the standard topologies, for Standard.
+const (
+	TopoBasic   = "basic"
+	TopoClients = "clients"
+	TopoECMP    = "ecmp"
+)
+
+// addr and pfx parse literals of the address plan; they panic on a typo.
+func addr(s string) netip.Addr        { return netip.MustParseAddr(s) }
+func pfx(s string) netip.Prefix       { return netip.MustParsePrefix(s) }
+func def4() netip.Prefix              { return netip.PrefixFrom(netip.IPv4Unspecified(), 0) }
+func def6() netip.Prefix              { return netip.PrefixFrom(netip.IPv6Unspecified(), 0) }
+func host4(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, 32) }
+func host6(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, 128) }
+
+// on returns a with the on-link prefix length of net n.
+func on(a string, n netip.Prefix) netip.Prefix { return netip.PrefixFrom(addr(a), n.Bits()) }
+
+// forwarding are the sysctls of a router.
+func forwarding() []Sysctl {
+	return []Sysctl{
+		{"net.ipv4.ip_forward", "1"},
+		{"net.ipv6.conf.all.forwarding", "1"},
+	}
+}
+
+// Standard returns a standard topology by name: "basic", "clients" (with n
+// clients; n is ignored by the others) or "ecmp".
+func Standard(name string, n int) (*Topology, error) {
+	switch name {
+	case TopoBasic:
+		return Basic(), nil
+	case TopoClients:
+		return Clients(n)
+	case TopoECMP:
+		return ECMP(), nil
+	}
+	return nil, fmt.Errorf("netlab: unknown topology %q: want %s, %s or %s", name, TopoBasic, TopoClients, TopoECMP)
+}
+
+// basicPlan is the address plan shared by the standard topologies.
+func basicPlan() Plan {
+	return Plan{
+		Gateways:   []string{HostGW},
+		Backends:   []string{"b1", "b2", "b3"},
+		VIP4:       addr("198.18.0.10"),
+		VIP6:       addr("2001:db8::10"),
+		Masq4:      addr("198.18.0.20"),
+		Masq6:      addr("2001:db8::20"),
+		ClientNet4: pfx("198.18.0.0/24"),
+		ClientNet6: pfx("2001:db8::/64"),
+		ServerNet4: pfx("198.18.2.0/24"),
+		ServerNet6: pfx("2001:db8:2::/64"),
+		GatewayOut: IfGWOut,
+		GatewayIn:  IfGWIn,
+	}
+}
+
+// backendSide adds the switch, the backends and the gateway's inside link
+// (gateway inside address .1 / ::1) to t.
+func backendSide(t *Topology, gws []string) {
+	p := t.Plan
+	t.Hosts = append(t.Hosts, HostSpec{Name: HostSwitch, Bridges: []BridgeSpec{{Name: IfBr}}})
+	for i, gw := range gws {
+		t.Links = append(t.Links, LinkSpec{
+			A: Endpoint{Host: gw, Name: IfGWIn, Addrs: []netip.Prefix{
+				on(fmt.Sprintf("198.18.2.%d", i+1), p.ServerNet4),
+				on(fmt.Sprintf("2001:db8:2::%d", i+1), p.ServerNet6),
+			}},
+			B: Endpoint{Host: HostSwitch, Name: gw, Master: IfBr},
+		})
+	}
+	for i, b := range p.Backends {
+		t.Hosts = append(t.Hosts, HostSpec{Name: b, Routes: []Route{
+			{Dst: def4(), Via: []netip.Addr{addr("198.18.2.1")}},
+			{Dst: def6(), Via: []netip.Addr{addr("2001:db8:2::1")}},
+		}})
+		t.Links = append(t.Links, LinkSpec{
+			A: Endpoint{Host: b, Name: IfHost, Addrs: []netip.Prefix{
+				on(fmt.Sprintf("198.18.2.%d", 11+i), p.ServerNet4),
+				on(fmt.Sprintf("2001:db8:2::%d", 11+i), p.ServerNet6),
+			}},
+			B: Endpoint{Host: HostSwitch, Name: b, Master: IfBr},
+		})
+	}
+}
+
+// clientRoutes are a client's routes: the VIP (inside the on-link client
+// subnet, so it needs its own route) and the default via the gateway.
+func clientRoutes(p Plan) []Route {
+	gw4, gw6 := addr("198.18.0.1"), addr("2001:db8::1")
+	return []Route{
+		{Dst: host4(p.VIP4), Via: []netip.Addr{gw4}},
+		{Dst: host6(p.VIP6), Via: []netip.Addr{gw6}},
+		{Dst: def4(), Via: []netip.Addr{gw4}},
+		{Dst: def6(), Via: []netip.Addr{gw6}},
+	}
+}
+
+// gatewayOutAddrs are the gateway's outside addresses: .1 and the
+// masquerade address.
+func gatewayOutAddrs(p Plan) []netip.Prefix {
+	return []netip.Prefix{
+		on("198.18.0.1", p.ClientNet4), netip.PrefixFrom(p.Masq4, p.ClientNet4.Bits()),
+		on("2001:db8::1", p.ClientNet6), netip.PrefixFrom(p.Masq6, p.ClientNet6.Bits()),
+	}
+}
+
+// Basic is one client, one gateway, and three backends on a bridge behind
+// the gateway. See the package doc for the address plan.
+//
+//	+----------------+     +-------------------------+     +---------------+
+//	| client         |     | gw                      |     | sw            |     +---------------+
+//	| eth0           +-----+ out             in      +-----+ gw   [br]  b1 +-----+ b1 eth0       |
+//	| 198.18.0.2/24  |     | 198.18.0.1/24   .2.1/24 |     |            b2 +--   | 198.18.2.11   |
+//	| 2001:db8::2/64 |     | 198.18.0.20 (masq)      |     |            b3 +--   | 2001:db8:2::11|
+//	+----------------+     | 2001:db8::1, ::20       |     +---------------+     +---------------+
+//	  VIP 198.18.0.10      | 2001:db8:2::1/64        |       b2 .12 / ::12, b3 .13 / ::13
+//	  2001:db8::10 via gw  +-------------------------+
+func Basic() *Topology {
+	t := &Topology{Name: TopoBasic, Plan: basicPlan()}
+	t.Plan.Clients = []string{HostClient}
+	t.Hosts = []HostSpec{
+		{Name: HostClient, Routes: clientRoutes(t.Plan)},
+		{Name: HostGW, Sysctls: forwarding()},
+	}
+	t.Links = []LinkSpec{{
+		A: Endpoint{Host: HostClient, Name: IfHost, Addrs: []netip.Prefix{
+			on("198.18.0.2", t.Plan.ClientNet4), on("2001:db8::2", t.Plan.ClientNet6)}},
+		B: Endpoint{Host: HostGW, Name: IfGWOut, Addrs: gatewayOutAddrs(t.Plan)},
+	}}
+	backendSide(t, []string{HostGW})
+	return t
+}
+
+// MaxClients is the most clients Clients accepts: they use 198.18.0.101 up
+// to 198.18.0.200 and 2001:db8::101 up to 2001:db8::200 (hex).
+const MaxClients = 100
+
+// Clients is Basic with n clients c1..cn on a client-side switch.
+//
+//	+-----------------+     +-------------------+
+//	| c1 198.18.0.101 +--+  | csw               |     +----+     +----+     +----+
+//	| c2 198.18.0.102 +--+--+ c1 c2 .. [br]  gw +-----+ gw +-----+ sw +-----+ b1 | b2 b3
+//	| ...             |  |  +-------------------+     +----+     +----+     +----+
+//	| cn              +--+   (2001:db8::101 ...)       as in Basic
+//	+-----------------+
+func Clients(n int) (*Topology, error) {
+	if n < 1 || n > MaxClients {
+		return nil, fmt.Errorf("netlab: clients topology: n = %d, want 1..%d", n, MaxClients)
+	}
+	t := &Topology{Name: TopoClients, Plan: basicPlan()}
+	t.Hosts = []HostSpec{
+		{Name: HostCSW, Bridges: []BridgeSpec{{Name: IfBr}}},
+		{Name: HostGW, Sysctls: forwarding()},
+	}
+	t.Links = []LinkSpec{{
+		A: Endpoint{Host: HostGW, Name: IfGWOut, Addrs: gatewayOutAddrs(t.Plan)},
+		B: Endpoint{Host: HostCSW, Name: HostGW, Master: IfBr},
+	}}
+	for i := 1; i <= n; i++ {
+		name := fmt.Sprintf("c%d", i)
+		t.Plan.Clients = append(t.Plan.Clients, name)
+		t.Hosts = append(t.Hosts, HostSpec{Name: name, Routes: clientRoutes(t.Plan)})
+		t.Links = append(t.Links, LinkSpec{
+			A: Endpoint{Host: name, Name: IfHost, Addrs: []netip.Prefix{
+				on(fmt.Sprintf("198.18.0.%d", 100+i), t.Plan.ClientNet4),
+				on(fmt.Sprintf("2001:db8::%x", 0x100+i), t.Plan.ClientNet6)}},
+			B: Endpoint{Host: HostCSW, Name: name, Master: IfBr},
+		})
+	}
+	backendSide(t, []string{HostGW})
+	return t, nil
+}
+
+// ECMP puts an upstream router in front of two gateways: the router has an
+// ECMP multipath route for the VIP over both (L4 hash policy,
+// fib_multipath_hash_policy=1). Both gateways sit on the backend switch
+// (gw1 198.18.2.1, gw2 198.18.2.2); backends route via gw1, so replies
+// through gw2 need FULLNAT or a later change. No masquerade address.
+//
+//	                                      +-----------------+
+//	                                 +----+ gw1 out  198.18.4.2 in 198.18.2.1 +--+
+//	+--------+     +--------------+  |    +-----------------+                   |  +----+
+//	| client +-----+ rtr       g1 +--+                                          +--+ sw +-- b1 b2 b3
+//	| .0.2   |     | c .0.1    g2 +--+    +-----------------+                   |  +----+
+//	+--------+     | VIP: ECMP    |  +----+ gw2 out  198.18.5.2 in 198.18.2.2 +--+
+//	               +--------------+       +-----------------+
+//	  rtr g1 198.18.4.1/24, g2 198.18.5.1/24; IPv6 2001:db8:4::/64, 2001:db8:5::/64
+func ECMP() *Topology {
+	p := basicPlan()
+	p.Gateways = []string{"gw1", "gw2"}
+	p.Router = HostRouter
+	p.Clients = []string{HostClient}
+	p.Masq4, p.Masq6 = netip.Addr{}, netip.Addr{}
+	t := &Topology{Name: TopoECMP, Plan: p}
+	rtrSys := append(forwarding(),
+		Sysctl{"net.ipv4.fib_multipath_hash_policy", "1"},
+		Sysctl{"net.ipv6.fib_multipath_hash_policy", "1"})
+	t.Hosts = []HostSpec{
+		{Name: HostClient, Routes: clientRoutes(p)},
+		{Name: HostRouter, Sysctls: rtrSys, Routes: []Route{
+			{Dst: host4(p.VIP4), Via: []netip.Addr{addr("198.18.4.2"), addr("198.18.5.2")}},
+			{Dst: host6(p.VIP6), Via: []netip.Addr{addr("2001:db8:4::2"), addr("2001:db8:5::2")}},
+			{Dst: p.ServerNet4, Via: []netip.Addr{addr("198.18.4.2")}},
+			{Dst: p.ServerNet6, Via: []netip.Addr{addr("2001:db8:4::2")}},
+		}},
+	}
+	t.Links = []LinkSpec{{
+		A: Endpoint{Host: HostClient, Name: IfHost, Addrs: []netip.Prefix{
+			on("198.18.0.2", p.ClientNet4), on("2001:db8::2", p.ClientNet6)}},
+		B: Endpoint{Host: HostRouter, Name: "c", Addrs: []netip.Prefix{
+			on("198.18.0.1", p.ClientNet4), on("2001:db8::1", p.ClientNet6)}},
+	}}
+	for i, gw := range p.Gateways {
+		net4, net6 := 4+i, 4+i
+		t.Hosts = append(t.Hosts, HostSpec{Name: gw, Sysctls: forwarding(), Routes: []Route{
+			{Dst: def4(), Via: []netip.Addr{addr(fmt.Sprintf("198.18.%d.1", net4))}},
+			{Dst: def6(), Via: []netip.Addr{addr(fmt.Sprintf("2001:db8:%d::1", net6))}},
+		}})
+		t.Links = append(t.Links, LinkSpec{
+			A: Endpoint{Host: HostRouter, Name: fmt.Sprintf("g%d", i+1), Addrs: []netip.Prefix{
+				pfx(fmt.Sprintf("198.18.%d.1/24", net4)), pfx(fmt.Sprintf("2001:db8:%d::1/64", net6))}},
+			B: Endpoint{Host: gw, Name: IfGWOut, Addrs: []netip.Prefix{
+				pfx(fmt.Sprintf("198.18.%d.2/24", net4)), pfx(fmt.Sprintf("2001:db8:%d::2/64", net6))}},
+		})
+	}
+	backendSide(t, p.Gateways)
+	return t
+}
