@@ -18,8 +18,10 @@
 // per flow. When a shard is full, the stalest half-open (or UDP/ICMP) flow
 // among a bounded sample is evicted; an established TCP flow never is.
 //
-// Not yet built (see issue 4's note): fragments (dropped and counted as
-// DropFragment), persistence (-p/-M), per-worker counters.
+// Fragments: a first fragment is translated as its flow's packets are, and
+// its translation is remembered for the later fragments of its datagram
+// (frag.go). Persistence (ipvsadm -p/-M) keeps a client network on one
+// backend (persist.go). Counters are per worker, summed on read.
 //
 // What it must not do: any I/O or knowledge of devices, any allocation or
 // lock on the path of an established flow. It imports only packet and sched.

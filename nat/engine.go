@@ -68,8 +68,16 @@ type Service struct {
 	Backends  []Backend
 	// Sloppy adopts a TCP flow seen first mid-stream (no SYN), as IPVS's
 	// sloppy_tcp; meant for mh, which maps the flow to the same backend
-	// on every gateway.
+	// on every gateway. An adopted flow starts ESTABLISHED (IPVS's table
+	// would put it in CLOSE, which expires a quiet connection in 10 s).
 	Sloppy bool
+	// Persistence sends all connections of one client to the same
+	// backend while the client has connections, and for this long after
+	// the last one ends (ipvsadm -p). 0 disables it.
+	Persistence time.Duration
+	// PersistMask is the prefix length that groups clients for
+	// persistence (ipvsadm -M): 0 means the whole address (32 or 128).
+	PersistMask int
 }
 
 // Masquerade is source NAT for a subnet behind the gateway (ipchains -j
@@ -117,6 +125,9 @@ type svcKey struct {
 
 type service struct {
 	cfg      Service
+	key      svcKey
+	up       map[uint64]bool // backend ID -> in the service and not down (persistence may use it, even at weight 0)
+	persist  int64           // persistence timeout in ticks, 0 = none
 	sched    sched.Scheduler
 	stat     statID
 	backends map[uint64]*owner // by sched.Dest ID
@@ -153,6 +164,7 @@ type Engine struct {
 	conf    atomic.Pointer[snapshot]
 	counts  counters
 	frags   fragCache
+	persist persistTable
 	// fragTimeout is how long a first fragment's translation is kept, in
 	// ticks (Linux keeps fragments 30 s: ipfrag_time).
 	fragTimeout int64
@@ -249,8 +261,20 @@ func (e *Engine) Update(cfg Config) error {
 		} else {
 			svc = &service{sched: svc.sched, stat: svc.stat, backends: svc.backends}
 		}
-		svc.cfg = sc
+		svc.cfg, svc.key = sc, k
+		svc.up = map[uint64]bool{}
+		if sc.Persistence > 0 {
+			svc.persist = max(1, int64(sc.Persistence/e.tick))
+		}
+		bits := 128
+		if sc.VIP.Is4() {
+			bits = 32
+		}
+		if sc.PersistMask < 0 || sc.PersistMask > bits {
+			return fmt.Errorf("%w: service %v:%d: persistence netmask /%d: must be 0..%d", ErrConfig, sc.VIP, sc.Port, sc.PersistMask, bits)
+		}
 		for _, b := range sc.Backends {
+			svc.up[sched.Backend{Addr: addr16(b.Addr), Port: b.Port}.ID()] = !b.Down
 			if b.Addr.Is4() != sc.VIP.Is4() {
 				return fmt.Errorf("%w: service %v:%d: backend %v: address family differs from the VIP's", ErrConfig, sc.VIP, sc.Port, b.Addr)
 			}

@@ -225,3 +225,57 @@ func TestEvictHalfOpen(t *testing.T) {
 		t.Fatalf("backend counts active %d inactive %d, want 0 and %d", active, inactive, e.Capacity())
 	}
 }
+
+// TestDrainAndRemove: a backend set to weight 0 keeps its established
+// flows and gets no new ones; a removed backend's flows drain (keep
+// working until they end) while the others are untouched.
+func TestDrainAndRemove(t *testing.T) {
+	var bs []nat.Backend
+	for _, r := range rips {
+		bs = append(bs, nat.Backend{Addr: r, Port: 8080, Weight: 1})
+	}
+	cfg := nat.Config{Capacity: 256, Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "wrr", Backends: bs}}}
+	e, err := nat.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	conns := map[netip.AddrPort]netip.AddrPort{} // client -> backend
+	for i := range 6 {
+		c := netip.AddrPortFrom(client.Addr(), uint16(3000+i))
+		b := tcp(c, vip, syn, 0)
+		one(w, b)
+		_, d := endpoints(t, b)
+		one(w, tcp(d, c, synack, 0))
+		conns[c] = d
+	}
+	// Drain rips[0], remove rips[1].
+	cfg.Services[0].Backends = []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 0}, {Addr: rips[2], Port: 8080, Weight: 1}}
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for c, d := range conns {
+		b := tcp(c, vip, ack, 10)
+		if v := one(w, b); v != nat.Forward {
+			t.Fatalf("established %v -> %v after update: %v", c, d, v)
+		}
+		if _, got := endpoints(t, b); got != d {
+			t.Fatalf("established %v moved from %v to %v", c, d, got)
+		}
+		r := tcp(d, c, ack, 10)
+		one(w, r)
+		if s, _ := endpoints(t, r); s != vip {
+			t.Fatalf("reply of %v from %v", c, s)
+		}
+	}
+	for i := range 10 {
+		b := tcp(netip.AddrPortFrom(client.Addr(), uint16(5000+i)), vip, syn, 0)
+		one(w, b)
+		if _, d := endpoints(t, b); d.Addr() != rips[2] {
+			t.Fatalf("new flow %d went to %v; only %v takes new flows", i, d, rips[2])
+		}
+	}
+	if err := e.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+}

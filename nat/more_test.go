@@ -151,10 +151,19 @@ func TestConcurrent(t *testing.T) {
 		}
 	}()
 	wg.Wait()
+	if err := e.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
 	e.Advance(24 * time.Hour)
 	e.Expire()
 	if e.Flows() != 0 {
 		t.Fatalf("%d flows after expiring everything", e.Flows())
+	}
+	if err := e.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	if a, i := e.BackendConns(vip, packet.ProtoTCP); a != 0 || i != 0 {
+		t.Fatalf("after every flow expired the backends count %d active, %d inactive", a, i)
 	}
 }
 
@@ -174,10 +183,16 @@ func FuzzEngine(f *testing.F) {
 				t.Fatalf("verdict %d", x)
 			}
 		}
+		if err := e.CheckInvariants(); err != nil {
+			t.Fatal(err)
+		}
 		e.Advance(time.Hour)
 		e.Expire()
 		if e.Flows() != 0 {
 			t.Fatalf("%d flows survive an hour", e.Flows())
+		}
+		if err := e.CheckInvariants(); err != nil {
+			t.Fatal(err)
 		}
 	})
 }

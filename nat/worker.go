@@ -299,12 +299,29 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, k *Tuple, kw *tupleWords
 			return w.drop(DropNoFlow)
 		}
 		state = uint32(tcpTransitions[DirOriginal][tcpEvent(p.TCPFlags)][tcpNone])
+		if !syn {
+			state = uint32(tcpEstablished) // sloppy adoption, see Service.Sloppy
+		}
 	}
-	d, ok := svc.sched.Pick(sched.Key{Hash: kw.hash(), SrcAddr: p.Src, DstAddr: p.Dst, SrcPort: p.SrcPort})
-	if !ok {
-		return w.drop(DropNoBackend)
+	var own *owner
+	var pk persistKey
+	if svc.persist > 0 {
+		pk = persistKeyOf(svc, p.Src)
+		if id, ok := w.e.persist.lookup(pk, w.now, svc.up); ok {
+			own = svc.backends[id]
+		}
 	}
-	own := svc.backends[d.ID()]
+	if own == nil {
+		d, ok := svc.sched.Pick(sched.Key{Hash: kw.hash(), SrcAddr: p.Src, DstAddr: p.Dst, SrcPort: p.SrcPort})
+		if !ok {
+			return w.drop(DropNoBackend)
+		}
+		own = svc.backends[d.ID()]
+		if svc.persist > 0 {
+			w.e.persist.bind(pk, d.ID())
+		}
+	}
+	d := own.dest
 	reply := Tuple{Src: d.Addr(), SrcPort: d.Port(), Dst: p.Src, DstPort: p.SrcPort, Proto: p.Proto}
 	if svc.cfg.Mode == ModeFullNAT {
 		fam := 0
@@ -312,9 +329,18 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, k *Tuple, kw *tupleWords
 			fam = 1
 		}
 		reply.Dst = w.snap.fullnat[fam]
-		return w.insertWithPort(b, k, kw, &reply, w.snap.fnPorts, uint16(kw.hash()), own, state, true)
+		return w.persistOutcome(svc, pk, w.insertWithPort(b, k, kw, &reply, w.snap.fnPorts, uint16(kw.hash()), own, state, true))
 	}
-	return w.insertWithPort(b, k, kw, &reply, [2]uint16{}, 0, own, state, false)
+	return w.persistOutcome(svc, pk, w.insertWithPort(b, k, kw, &reply, [2]uint16{}, 0, own, state, false))
+}
+
+// persistOutcome gives back the template's connection if the flow was not
+// created after all.
+func (w *Worker) persistOutcome(svc *service, pk persistKey, v Verdict) Verdict {
+	if svc.persist > 0 && v != Forward {
+		w.e.persist.release(pk, w.now, svc.persist)
+	}
+	return v
 }
 
 func (w *Worker) newMasqFlow(b []byte, m *masqRule, k *Tuple, kw *tupleWords) Verdict {
@@ -421,17 +447,25 @@ func (e *Engine) evictable(f *flow) (bool, int64) {
 func (e *Engine) evicted(f *flow) { e.retire(f) }
 
 // retire marks a flow dead and gives its connection back to its backend's
-// counters. Called under the table's locks, just before the slot is freed.
+// counters and persistence template. Called under the table's locks, just
+// before the slot is freed.
 func (e *Engine) retire(f *flow) {
 	for {
 		s := f.state.Load()
 		if f.state.CompareAndSwap(s, s|stateDead) {
-			if own := f.owner.Load(); own != nil && own.dest != nil && s&stateDead == 0 {
-				if tcpState(s) == tcpEstablished {
-					own.dest.Add(-1, 0)
-				} else {
-					own.dest.Add(0, -1)
-				}
+			own := f.owner.Load()
+			if own == nil || own.dest == nil || s&stateDead != 0 {
+				return
+			}
+			if tcpState(s) == tcpEstablished {
+				own.dest.Add(-1, 0)
+			} else {
+				own.dest.Add(0, -1)
+			}
+			if svc := own.svc; svc.persist > 0 {
+				orig := keyWords(&f.nodes[DirOriginal])
+				t := orig.tuple()
+				e.persist.release(persistKeyOf(svc, t.Src), e.clock.Load(), svc.persist)
 			}
 			return
 		}
@@ -455,6 +489,7 @@ func (e *Engine) Expire() int {
 		}
 	}
 	e.counts.expired.Add(uint64(n))
+	e.persist.expire(now)
 	return n
 }
 

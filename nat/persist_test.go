@@ -1,0 +1,104 @@
+package nat_test
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
+)
+
+func persistEngine(t *testing.T, backends []nat.Backend) (*nat.Engine, nat.Config) {
+	t.Helper()
+	cfg := nat.Config{Capacity: 256, Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(),
+		Scheduler: "rr", Persistence: 5 * time.Minute, PersistMask: 24, Backends: backends}}}
+	e, err := nat.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, cfg
+}
+
+func threeBackends() []nat.Backend {
+	var bs []nat.Backend
+	for _, r := range rips {
+		bs = append(bs, nat.Backend{Addr: r, Port: 8080, Weight: 1})
+	}
+	return bs
+}
+
+// connect opens a TCP connection from c and returns the backend it got.
+func connect(t *testing.T, w *nat.Worker, c netip.AddrPort) netip.Addr {
+	t.Helper()
+	b := tcp(c, vip, syn, 0)
+	if v := one(w, b); v != nat.Forward {
+		t.Fatalf("SYN from %v: %v", c, v)
+	}
+	_, d := endpoints(t, b)
+	return d.Addr()
+}
+
+// TestPersistence: with -p 300 -M 24 every connection from one /24 goes to
+// one backend (rr would spread them); another /24 may go elsewhere; the
+// template outlives the connections by the timeout and then expires.
+func TestPersistence(t *testing.T) {
+	e, _ := persistEngine(t, threeBackends())
+	w := e.NewWorker()
+	first := connect(t, w, netip.MustParseAddrPort("198.18.1.5:1000"))
+	for i := range 10 {
+		// same /24, different hosts and ports
+		c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(10 + i)}), uint16(2000+i))
+		if got := connect(t, w, c); got != first {
+			t.Fatalf("connection %d from %v went to %v, persistent backend is %v", i, c, got, first)
+		}
+	}
+	other := connect(t, w, netip.MustParseAddrPort("198.18.7.5:1000"))
+	if other == first {
+		t.Fatalf("a second client network landed on the same backend under rr: persistence leaked across /24s")
+	}
+	// All connections time out (SYN_RECV: 60 s); the template lives 5 min more.
+	e.Advance(2 * time.Minute)
+	e.Expire()
+	if e.Flows() != 0 {
+		t.Fatalf("%d flows", e.Flows())
+	}
+	if got := connect(t, w, netip.MustParseAddrPort("198.18.1.99:3000")); got != first {
+		t.Fatalf("within the persistence timeout: %v, want %v", got, first)
+	}
+	e.Advance(20 * time.Minute)
+	e.Expire()
+	// Template gone: rr goes on from where it was, not necessarily first.
+	seen := map[netip.Addr]bool{}
+	for i := range 3 {
+		now := time.Duration(30+i*10) * time.Minute
+		e.Advance(now)
+		e.Expire() // the previous connection ends; its template has 5 min left
+		e.Advance(now + 6*time.Minute)
+		e.Expire() // and now the template is gone
+		seen[connect(t, w, netip.AddrPortFrom(netip.MustParseAddr("198.18.1.1"), uint16(4000+i)))] = true
+	}
+	if len(seen) < 2 {
+		t.Fatalf("after the templates expired, three separate connections still all went to %v", seen)
+	}
+}
+
+// TestPersistenceBackendDown: a template whose backend goes down is not
+// used; the client is rescheduled.
+func TestPersistenceBackendDown(t *testing.T) {
+	bs := threeBackends()
+	e, cfg := persistEngine(t, bs)
+	w := e.NewWorker()
+	first := connect(t, w, netip.MustParseAddrPort("198.18.1.5:1000"))
+	for i := range cfg.Services[0].Backends {
+		if cfg.Services[0].Backends[i].Addr == first {
+			cfg.Services[0].Backends[i].Down = true
+		}
+	}
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := connect(t, w, netip.MustParseAddrPort("198.18.1.6:1000")); got == first {
+		t.Fatalf("persistent client sent to backend %v that is down", got)
+	}
+}
