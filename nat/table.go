@@ -7,6 +7,8 @@ import (
 	"math/bits"
 	"sync"
 	"sync/atomic"
+
+	"github.com/vsgate/vsgate/packet"
 )
 
 // Tuple is one direction of a flow: protocol, addresses and ports, as the
@@ -29,6 +31,28 @@ func (t *Tuple) words() tupleWords {
 		binary.LittleEndian.Uint64(t.Dst[0:8]), binary.LittleEndian.Uint64(t.Dst[8:16]),
 		uint64(t.SrcPort)<<32 | uint64(t.DstPort)<<16 | uint64(t.Proto),
 	}
+}
+
+// fill packs a parsed packet's flow key straight into w: ports, or for
+// ICMP echo the identifier as both ports. (In place: returning the 40-byte
+// value made the compiler build it on the stack and copy it.)
+func (w *tupleWords) fill(p *packet.Parsed) {
+	sp, dp := p.SrcPort, p.DstPort
+	if p.IsICMPEcho() {
+		sp, dp = p.ICMPID, p.ICMPID
+	}
+	w[0] = binary.LittleEndian.Uint64(p.Src[0:8])
+	w[1] = binary.LittleEndian.Uint64(p.Src[8:16])
+	w[2] = binary.LittleEndian.Uint64(p.Dst[0:8])
+	w[3] = binary.LittleEndian.Uint64(p.Dst[8:16])
+	w[4] = uint64(sp)<<32 | uint64(dp)<<16 | uint64(p.Proto)
+}
+
+// addrOfWords rebuilds a 16-byte address from its two key words.
+func addrOfWords(a, b uint64) (r [16]byte) {
+	binary.LittleEndian.PutUint64(r[0:8], a)
+	binary.LittleEndian.PutUint64(r[8:16], b)
+	return r
 }
 
 func (w *tupleWords) tuple() Tuple {

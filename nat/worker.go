@@ -73,7 +73,6 @@ const batchSize = 64
 // slot is one packet's scratch state while its batch is processed.
 type slot struct {
 	p    packet.Parsed
-	k    Tuple
 	kw   tupleWords
 	head flowRef // the first node of the packet's hash chain, loaded early
 	done bool    // verdict already decided in the first stage
@@ -96,8 +95,7 @@ func (w *Worker) batch(pkts [][]byte, verdicts []Verdict) {
 			s.done, s.v = true, w.drop(DropReason(r))
 			continue
 		}
-		s.k = tupleOf(&s.p)
-		s.kw = s.k.words()
+		s.kw.fill(&s.p)
 	}
 	for i := range pkts {
 		if s := &w.slots[i]; !s.done {
@@ -158,13 +156,14 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 	for {
 		ref, gen, ok := w.e.tab.lookup(&s.kw)
 		if !ok {
-			v := w.newFlow(b, &s.k, &s.kw)
+			k := s.kw.tuple()
+			v := w.newFlow(b, &k, &s.kw)
 			if v == Forward && p.MoreFrags {
 				w.e.frags.put(fk, p.Src, p.Dst, w.now+w.e.fragTimeout)
 			}
 			return v
 		}
-		if v, ok := w.established(b, ref, gen); ok {
+		if v, ok := w.established(b, ref, gen, &s.kw); ok {
 			if p.MoreFrags {
 				w.e.frags.put(fk, p.Src, p.Dst, w.now+w.e.fragTimeout)
 			}
@@ -176,7 +175,7 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 
 // established translates a packet of a known flow. It reports false if the
 // flow changed generation while being read (the caller retries).
-func (w *Worker) established(b []byte, ref flowRef, gen uint32) (Verdict, bool) {
+func (w *Worker) established(b []byte, ref flowRef, gen uint32, kw *tupleWords) (Verdict, bool) {
 	p := w.p
 	f := &w.e.tab.flows[ref.index()]
 	d := ref.dir()
@@ -185,8 +184,19 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32) (Verdict, bool) 
 	if f.gen.Load() != gen {
 		return 0, false
 	}
-	o := other.tuple()
-	rewrite(b, p, o.Dst, o.DstPort, o.Src, o.SrcPort)
+	// The packet leaves as the other direction's tuple reversed. Compare
+	// and build addresses as words: no Tuple round trip on this path.
+	sport, dport := uint16(other[4]>>16), uint16(other[4]>>32)
+	if p.IsICMPEcho() {
+		rewrite(b, p, addrOfWords(other[2], other[3]), sport, addrOfWords(other[0], other[1]), dport)
+	} else {
+		if kw[0] != other[2] || kw[1] != other[3] || p.SrcPort != sport {
+			packet.SetSrc(b, p, addrOfWords(other[2], other[3]), sport)
+		}
+		if kw[2] != other[0] || kw[3] != other[1] || p.DstPort != dport {
+			packet.SetDst(b, p, addrOfWords(other[0], other[1]), dport)
+		}
+	}
 	if own != nil {
 		w.countPacket(own, d, len(b))
 	}
