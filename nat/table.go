@@ -183,7 +183,12 @@ func (t *table) locate(h uint64) (*shard, *atomic.Uint32) {
 // not allocate. A hit is consistent: the flow's generation was stable and
 // even while its key matched.
 func (t *table) lookup(w *tupleWords) (flowRef, uint32, bool) {
-	s, b := t.locate(w.hash())
+	return t.lookupHashed(w, w.hash())
+}
+
+// lookupHashed is lookup with the key's hash already computed.
+func (t *table) lookupHashed(w *tupleWords, h uint64) (flowRef, uint32, bool) {
+	s, b := t.locate(h)
 	for {
 		seq := s.seq.Load()
 		if seq&1 == 0 {
@@ -225,12 +230,12 @@ type evictor interface {
 	evicted(f *flow)
 }
 
-// insert tracks a new flow with the given tuples, initialised by init
+// insert tracks a new flow with the given tuples (ho is orig's hash), initialised by init
 // before it becomes visible. When the shard has no free slot, the oldest
 // evictable flow among a bounded sample of the shard's buckets is evicted
 // (its index is returned in evicted, so the caller can account for it).
-func (t *table) insert(orig, reply *tupleWords, ev evictor, init func(f *flow)) (idx uint32, evicted bool, err error) {
-	ho, hr := orig.hash(), reply.hash()
+func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, ev evictor, init func(f *flow)) (idx uint32, evicted bool, err error) {
+	hr := reply.hash()
 	so, bo := t.locate(ho)
 	sr, br := t.locate(hr)
 	for {

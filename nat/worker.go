@@ -13,6 +13,7 @@ import (
 type Worker struct {
 	e            *Engine
 	p            *packet.Parsed // the packet being handled: &slots[i].p
+	h            uint64         // its flow key's hash
 	inner        packet.Parsed
 	slots        [batchSize]slot
 	snap         *snapshot
@@ -74,6 +75,7 @@ const batchSize = 64
 type slot struct {
 	p    packet.Parsed
 	kw   tupleWords
+	h    uint64  // kw.hash()
 	head flowRef // the first node of the packet's hash chain, loaded early
 	done bool    // verdict already decided in the first stage
 	v    Verdict
@@ -99,7 +101,8 @@ func (w *Worker) batch(pkts [][]byte, verdicts []Verdict) {
 	}
 	for i := range pkts {
 		if s := &w.slots[i]; !s.done {
-			_, bucket := t.locate(s.kw.hash())
+			s.h = s.kw.hash()
+			_, bucket := t.locate(s.h)
 			s.head = flowRef(bucket.Load())
 		}
 	}
@@ -117,7 +120,7 @@ func (w *Worker) batch(pkts [][]byte, verdicts []Verdict) {
 			verdicts[i] = s.v
 			continue
 		}
-		w.p = &s.p
+		w.p, w.h = &s.p, s.h
 		verdicts[i] = w.packet(b, s)
 	}
 }
@@ -154,7 +157,7 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 		fk = fragKeyOf(p) // the first fragment: remember its translation below
 	}
 	for {
-		ref, gen, ok := w.e.tab.lookup(&s.kw)
+		ref, gen, ok := w.e.tab.lookupHashed(&s.kw, s.h)
 		if !ok {
 			k := s.kw.tuple()
 			v := w.newFlow(b, &k, &s.kw)
@@ -322,7 +325,7 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, k *Tuple, kw *tupleWords
 		}
 	}
 	if own == nil {
-		d, ok := svc.sched.Pick(sched.Key{Hash: kw.hash(), SrcAddr: p.Src, DstAddr: p.Dst, SrcPort: p.SrcPort})
+		d, ok := svc.sched.Pick(sched.Key{Hash: w.h, SrcAddr: p.Src, DstAddr: p.Dst, SrcPort: p.SrcPort})
 		if !ok {
 			return w.drop(DropNoBackend)
 		}
@@ -339,7 +342,7 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, k *Tuple, kw *tupleWords
 			fam = 1
 		}
 		reply.Dst = w.snap.fullnat[fam]
-		return w.persistOutcome(svc, pk, w.insertWithPort(b, k, kw, &reply, w.snap.fnPorts, uint16(kw.hash()), own, state, true))
+		return w.persistOutcome(svc, pk, w.insertWithPort(b, k, kw, &reply, w.snap.fnPorts, uint16(w.h), own, state, true))
 	}
 	return w.persistOutcome(svc, pk, w.insertWithPort(b, k, kw, &reply, [2]uint16{}, 0, own, state, false))
 }
@@ -399,7 +402,7 @@ func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple
 			}
 		}
 		rw := reply.words()
-		_, evicted, err := e.tab.insert(kw, &rw, e, init)
+		_, evicted, err := e.tab.insert(kw, w.h, &rw, e, init)
 		if err == ErrFlowExists {
 			continue
 		}
