@@ -146,7 +146,8 @@ type snapshot struct {
 	services map[svcKey]*service
 	masq     []*masqRule
 	masqAddr map[[16]byte]bool
-	fullnat  [2][16]byte // [0] IPv4 (mapped), [1] IPv6; zero if none
+	timeout  [numTCPStates + 2]int64 // per state, in ticks
+	fullnat  [2][16]byte             // [0] IPv4 (mapped), [1] IPv6; zero if none
 	hasFull  [2]bool
 	fnPorts  [2]uint16
 }
@@ -158,7 +159,6 @@ type snapshot struct {
 type Engine struct {
 	tab     *table
 	tick    time.Duration
-	timeout [numTCPStates + 2]int64
 	dropDef bool
 	clock   atomic.Int64 // coarse time in ticks; Advance moves it
 	conf    atomic.Pointer[snapshot]
@@ -176,6 +176,8 @@ type Engine struct {
 	masqs   map[netip.Prefix]*owner // likewise for masquerade counters
 	stats   map[string]statID       // services by name, for ServiceStats
 	workers []*Worker
+	cur     Config           // the configuration in force, for listings
+	zero    map[statID]Stats // counters as they were at the last ZeroStats
 }
 
 // New builds an engine with its flow table preallocated.
@@ -192,7 +194,6 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{
 		tab:     newTable(cfg.Capacity, cfg.ShardBits),
 		tick:    cfg.Tick,
-		timeout: cfg.Timeouts.ticks(cfg.Tick),
 		dropDef: cfg.DropUnmatched,
 		scheds:  map[svcKey]*service{},
 		masqs:   map[netip.Prefix]*owner{},
@@ -217,7 +218,8 @@ func addr16(a netip.Addr) [16]byte { return a.As16() }
 func (e *Engine) Update(cfg Config) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	snap := &snapshot{services: map[svcKey]*service{}, masqAddr: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts}
+	snap := &snapshot{services: map[svcKey]*service{}, masqAddr: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts,
+		timeout: cfg.Timeouts.ticks(e.tick)}
 	if snap.fnPorts == [2]uint16{} {
 		snap.fnPorts = [2]uint16{1024, 65535}
 	}
@@ -319,6 +321,7 @@ func (e *Engine) Update(cfg Config) error {
 		snap.masqAddr[r.to] = true
 	}
 	e.conf.Store(snap)
+	e.cur = cfg
 	return nil
 }
 

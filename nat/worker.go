@@ -258,7 +258,7 @@ func (w *Worker) touch(f *flow, d Dir, own *owner) {
 			accountTransition(own, tcpState(s), tcpState(ns))
 		}
 	}
-	if dl := w.now + w.e.timeout[ns]; f.deadline.Load() != dl {
+	if dl := w.now + w.snap.timeout[ns]; f.deadline.Load() != dl {
 		f.deadline.Store(dl)
 	}
 }
@@ -391,7 +391,7 @@ func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple
 	}
 	init := func(f *flow) {
 		f.state.Store(state)
-		f.deadline.Store(w.now + e.timeout[state])
+		f.deadline.Store(w.now + w.snap.timeout[state])
 		f.owner.Store(own)
 	}
 	for i := range probes {

@@ -1,0 +1,132 @@
+package nat
+
+import (
+	"iter"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// BackendInfo describes one real server of a service for listings
+// (ipvsadm -L): its configuration, connection counts and counters.
+type BackendInfo struct {
+	Backend
+	ActiveConns, InactiveConns int64
+	Stats                      Stats
+}
+
+// ServiceInfo describes one virtual service for listings.
+type ServiceInfo struct {
+	Service
+	Stats    Stats
+	Backends []BackendInfo
+}
+
+// Config returns the configuration in force (as last given to New or
+// Update). Slices are copies.
+func (e *Engine) Config() Config {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.cur
+	c.Services = slices.Clone(c.Services)
+	for i := range c.Services {
+		c.Services[i].Backends = slices.Clone(c.Services[i].Backends)
+	}
+	c.Masquerade = slices.Clone(c.Masquerade)
+	c.FullNATPool = slices.Clone(c.FullNATPool)
+	return c
+}
+
+// Services lists the virtual services in configuration order with their
+// backends, connection counts and counters (since the last ZeroStats).
+func (e *Engine) Services() []ServiceInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []ServiceInfo
+	for _, sc := range e.cur.Services {
+		svc := e.scheds[svcKey{addr16(sc.VIP), sc.Port, sc.Proto}]
+		if svc == nil {
+			continue
+		}
+		si := ServiceInfo{Service: sc, Stats: e.statsSinceZero(svc.stat)}
+		si.Backends = make([]BackendInfo, 0, len(sc.Backends))
+		for _, b := range sc.Backends {
+			bi := BackendInfo{Backend: b}
+			for _, own := range svc.backends {
+				if own.dest.Addr() == addr16(b.Addr) && own.dest.Port() == b.Port {
+					bi.ActiveConns, bi.InactiveConns = own.dest.Conns()
+					bi.Stats = e.statsSinceZero(own.stat)
+				}
+			}
+			si.Backends = append(si.Backends, bi)
+		}
+		out = append(out, si)
+	}
+	return out
+}
+
+// statsSinceZero is sum minus the baseline ZeroStats recorded. Caller
+// holds e.mu.
+func (e *Engine) statsSinceZero(id statID) Stats {
+	s := e.sum(id)
+	z := e.zero[id]
+	return Stats{Conns: s.Conns - z.Conns, PacketsIn: s.PacketsIn - z.PacketsIn, PacketsOut: s.PacketsOut - z.PacketsOut,
+		BytesIn: s.BytesIn - z.BytesIn, BytesOut: s.BytesOut - z.BytesOut}
+}
+
+// ZeroStats resets every service's and backend's counters (ipvsadm -Z).
+// Workers keep counting undisturbed: the engine remembers the counts at
+// this moment and reports the difference.
+func (e *Engine) ZeroStats() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.zero == nil {
+		e.zero = map[statID]Stats{}
+	}
+	for id := range statID(e.nextStat.Load()) {
+		e.zero[id] = e.sum(id)
+	}
+}
+
+// FlowInfo is one tracked flow, for connection listings (ipvsadm -L -c).
+type FlowInfo struct {
+	Proto   uint8
+	State   string        // IPVS's name: ESTABLISHED, SYN_RECV, ..., or UDP, ICMP
+	Expires time.Duration // time left
+	// Orig is the flow as first seen (client -> VIP, or inside host ->
+	// outside host); Reply is the answer's tuple (real server -> client,
+	// FULLNAT address or masquerade address).
+	OrigSrc, OrigDst, ReplySrc, ReplyDst netip.AddrPort
+}
+
+// AllFlows iterates over every tracked flow. It reads the table without
+// locking; a flow created or removed meanwhile may or may not be reported.
+func (e *Engine) AllFlows() iter.Seq[FlowInfo] {
+	return e.allFlows
+}
+
+func (e *Engine) allFlows(yield func(FlowInfo) bool) {
+	now := e.clock.Load()
+	t := e.tab
+	for i := 1; i < len(t.flows); i++ {
+		f := &t.flows[i]
+		gen := f.gen.Load()
+		if gen&1 == 1 {
+			continue
+		}
+		o, r := keyWords(&f.nodes[DirOriginal]), keyWords(&f.nodes[DirReply])
+		st := f.state.Load() &^ stateDead
+		dl := f.deadline.Load()
+		if f.gen.Load() != gen {
+			continue
+		}
+		ot, rt := o.tuple(), r.tuple()
+		ap := func(a [16]byte, p uint16) netip.AddrPort { return netip.AddrPortFrom(addrOf(a), p) }
+		fi := FlowInfo{Proto: ot.Proto, State: tcpState(st).String(), Expires: time.Duration(max(dl-now, 0)) * e.tick,
+			OrigSrc: ap(ot.Src, ot.SrcPort), OrigDst: ap(ot.Dst, ot.DstPort),
+			ReplySrc: ap(rt.Src, rt.SrcPort), ReplyDst: ap(rt.Dst, rt.DstPort)}
+		if !yield(fi) {
+			return
+		}
+	}
+}

@@ -1,0 +1,63 @@
+package nat_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
+)
+
+// TestListings: Services reports configuration, connection counts and
+// counters as ipvsadm -L --stats would; ZeroStats resets the counters but
+// not the connections; AllFlows lists the flow with its state and expiry;
+// Update changes timeouts for new packets (ipvsadm --set).
+func TestListings(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	b := tcp(client, vip, syn, 100)
+	one(w, b)
+	_, rip := endpoints(t, b)
+	one(w, tcp(rip, client, synack, 0))
+	one(w, tcp(client, vip, ack, 0))
+
+	svcs := e.Services()
+	if len(svcs) != 3 || svcs[0].VIP != vip.Addr() || svcs[0].Stats.Conns != 1 || svcs[0].Stats.PacketsIn != 2 {
+		t.Fatalf("services %+v", svcs)
+	}
+	var found bool
+	for _, bi := range svcs[0].Backends {
+		if bi.Addr == rip.Addr() {
+			found = true
+			if bi.ActiveConns != 1 || bi.InactiveConns != 0 || bi.Stats.PacketsOut != 1 || bi.Stats.BytesIn == 0 {
+				t.Fatalf("backend %+v", bi)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("backend %v not listed", rip)
+	}
+	e.ZeroStats()
+	if s := e.Services()[0]; s.Stats.Conns != 0 || s.Stats.PacketsIn != 0 || s.Backends[0].ActiveConns != 1 {
+		t.Fatalf("after ZeroStats: %+v", s)
+	}
+	var flows []nat.FlowInfo
+	for f := range e.AllFlows() {
+		flows = append(flows, f)
+	}
+	if len(flows) != 1 || flows[0].State != "ESTABLISHED" || flows[0].Expires != 15*time.Minute ||
+		flows[0].OrigSrc != client || flows[0].OrigDst != vip || flows[0].ReplySrc != rip || flows[0].Proto != packet.ProtoTCP {
+		t.Fatalf("flows %+v", flows)
+	}
+	cfg := e.Config()
+	cfg.Timeouts.TCPEstablished = time.Minute
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	one(w, tcp(client, vip, ack, 0))
+	for f := range e.AllFlows() {
+		if f.Expires != time.Minute {
+			t.Fatalf("after --set tcp 60: expires in %v", f.Expires)
+		}
+	}
+}
