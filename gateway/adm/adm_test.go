@@ -1,0 +1,255 @@
+package adm
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
+)
+
+func run(t *testing.T, cfg nat.Config, line string) (nat.Config, error) {
+	t.Helper()
+	c, err := Parse(strings.Fields(line))
+	if err != nil {
+		return cfg, err
+	}
+	return Apply(cfg, c, Defaults{MasqTo: netip.MustParseAddr("198.18.0.20")})
+}
+
+func mustRun(t *testing.T, cfg nat.Config, lines ...string) nat.Config {
+	t.Helper()
+	for _, l := range lines {
+		var err error
+		if cfg, err = run(t, cfg, l); err != nil {
+			t.Fatalf("%s: %v", l, err)
+		}
+	}
+	return cfg
+}
+
+// TestIpvsadmSession runs the commands of a typical LVS-NAT setup and
+// checks the table they build, then ipvsadm's own errors.
+func TestIpvsadmSession(t *testing.T) {
+	cfg := mustRun(t, nat.Config{},
+		"-A -t 198.18.0.10:80 -s wrr",
+		"-a -t 198.18.0.10:80 -r 198.18.2.11:8080 -m -w 3",
+		"-a -t 198.18.0.10:80 -r 198.18.2.12 -m",
+		"-A -u 198.18.0.10:53 -s rr -p 60 -M 255.255.255.0",
+		"-a -u 198.18.0.10:53 -r 198.18.2.13:53 --fullnat -w 2",
+		"-e -t 198.18.0.10:80 -r 198.18.2.12:80 -w 0",
+		"--set 600 60 120",
+	)
+	if len(cfg.Services) != 2 {
+		t.Fatalf("services %+v", cfg.Services)
+	}
+	web := cfg.Services[0]
+	want := []nat.Backend{
+		{Addr: netip.MustParseAddr("198.18.2.11"), Port: 8080, Weight: 3},
+		{Addr: netip.MustParseAddr("198.18.2.12"), Port: 80, Weight: 0},
+	}
+	if web.Scheduler != "wrr" || web.Mode != nat.ModeNAT || len(web.Backends) != 2 || web.Backends[0] != want[0] || web.Backends[1] != want[1] {
+		t.Fatalf("web service %+v", web)
+	}
+	dns := cfg.Services[1]
+	if dns.Proto != packet.ProtoUDP || dns.Persistence != 60*time.Second || dns.PersistMask != 24 || dns.Mode != nat.ModeFullNAT {
+		t.Fatalf("dns service %+v", dns)
+	}
+	if cfg.Timeouts.TCPEstablished != 600*time.Second || cfg.Timeouts.TCPFinWait != time.Minute || cfg.Timeouts.UDP != 2*time.Minute {
+		t.Fatalf("timeouts %+v", cfg.Timeouts)
+	}
+	for _, tc := range []struct {
+		line string
+		want error
+	}{
+		{"-A -t 198.18.0.10:80", ErrServiceExists},
+		{"-E -t 198.18.0.99:80 -s rr", ErrNoService},
+		{"-D -t 198.18.0.99:80", ErrNoService},
+		{"-a -t 198.18.0.99:80 -r 198.18.2.11", ErrNotDefined},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.11:8080", ErrDestExists},
+		{"-e -t 198.18.0.10:80 -r 198.18.2.99", ErrNoDest},
+		{"-d -t 198.18.0.10:80 -r 198.18.2.99", ErrNoDest},
+		{"-A -t 198.18.0.11:80 -s nosuch", ErrNoScheduler},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.14 --fullnat", ErrUsage},
+	} {
+		if _, err := run(t, cfg, tc.line); !errors.Is(err, tc.want) {
+			t.Errorf("%s: error %v, want %v", tc.line, err, tc.want)
+		}
+	}
+	cfg = mustRun(t, cfg, "-d -t 198.18.0.10:80 -r 198.18.2.12:80", "-D -u 198.18.0.10:53")
+	if len(cfg.Services) != 1 || len(cfg.Services[0].Backends) != 1 {
+		t.Fatalf("after deletes: %+v", cfg.Services)
+	}
+	if cfg = mustRun(t, cfg, "-C"); len(cfg.Services) != 0 {
+		t.Fatalf("after -C: %+v", cfg.Services)
+	}
+}
+
+// TestParseErrors: bad command lines are refused with a message that says
+// what to do.
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct{ line, wantIn string }{
+		{"", "no command"},
+		{"-A", "virtual service is needed"},
+		{"-A -t 198.18.0.10", "needs a port"},
+		{"-A -t nosuch.example:80", "not an address"},
+		{"-a -t 198.18.0.10:80", "real server is needed"},
+		{"-a -t 198.18.0.10:80 -r 2001:db8::1", "family"},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.1 -g", "NAT (-m) or FULLNAT"},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.1 -w 70000", "0..65535"},
+		{"-A -t 198.18.0.10:80 -M 255.0.255.0", "contiguous"},
+		{"-A -t 198.18.0.10:80 -p x", "whole seconds"},
+		{"-A -D -t 198.18.0.10:80", "one command"},
+		{"--set 1 2", "needs a value"},
+		{"-A -t 198.18.0.10:80 --bogus", "unknown option"},
+		{"-A -f 1", "not supported"},
+		{"portfw -a -P tcp -L 198.18.0.10 80", "needs -P proto -L"},
+		{"portfw -a -P sctp", "tcp or udp"},
+		{"ipchains -A input -j MASQ -s 198.18.2.0/24", "forward chain"},
+		{"ipchains -A forward -j ACCEPT -s 198.18.2.0/24", "only -j MASQ"},
+	} {
+		_, err := Parse(strings.Fields(tc.line))
+		if err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), tc.wantIn) {
+			t.Errorf("%q: error %v, want a usage error containing %q", tc.line, err, tc.wantIn)
+		}
+	}
+}
+
+// TestPortfwAndIPChains: the seed's own commands build the same table.
+func TestPortfwAndIPChains(t *testing.T) {
+	cfg := mustRun(t, nat.Config{},
+		"portfw -a -P tcp -L 198.18.0.10 80 -R 198.18.2.11 80",
+		"portfw -a -P tcp -L 198.18.0.10 80 -R 198.18.2.12 80 -p 20",
+		"ipchains -A forward -j MASQ -s 198.18.2.0/255.255.255.0",
+	)
+	s := cfg.Services[0]
+	if s.Scheduler != "wrr" || len(s.Backends) != 2 || s.Backends[0].Weight != PortfwPref || s.Backends[1].Weight != 20 {
+		t.Fatalf("portfw built %+v", s)
+	}
+	if len(cfg.Masquerade) != 1 || cfg.Masquerade[0].From != netip.MustParsePrefix("198.18.2.0/24") || cfg.Masquerade[0].To != netip.MustParseAddr("198.18.0.20") {
+		t.Fatalf("masquerade %+v", cfg.Masquerade)
+	}
+	cfg = mustRun(t, cfg, "portfw -d -P tcp -L 198.18.0.10 80 -R 198.18.2.11 80")
+	if len(cfg.Services[0].Backends) != 1 {
+		t.Fatalf("after portfw -d -R: %+v", cfg.Services[0])
+	}
+	cfg = mustRun(t, cfg, "portfw -f", "ipchains -D forward -j MASQ -s 198.18.2.0/24")
+	if len(cfg.Services) != 0 || len(cfg.Masquerade) != 0 {
+		t.Fatalf("after flush: %+v", cfg)
+	}
+	var buf bytes.Buffer
+	WriteMasq(&buf, mustRun(t, nat.Config{}, "ipchains -A forward -j MASQ -s 198.18.2.0/24 --to 198.18.0.21"))
+	if !strings.Contains(buf.String(), "MASQ       all   ------  198.18.2.0/24") || !strings.Contains(buf.String(), "198.18.0.21") {
+		t.Errorf("ipchains -L:\n%s", buf.String())
+	}
+}
+
+// TestListFormats compares listings with ipvsadm's layout, column for
+// column.
+func TestListFormats(t *testing.T) {
+	rip := netip.MustParseAddr("198.18.2.11")
+	v := &View{Size: 4096, Services: []nat.ServiceInfo{{
+		Service: nat.Service{Proto: packet.ProtoTCP, VIP: netip.MustParseAddr("198.18.0.10"), Port: 80, Scheduler: "rr",
+			Persistence: 300 * time.Second, PersistMask: 24},
+		Stats: nat.Stats{Conns: 100, PacketsIn: 700, BytesIn: 36700, PacketsOut: 123456789},
+		Backends: []nat.BackendInfo{{Backend: nat.Backend{Addr: rip, Port: 8080, Weight: 1}, ActiveConns: 3, InactiveConns: 12,
+			Stats: nat.Stats{Conns: 50, PacketsIn: 350, BytesIn: 18350}}},
+	}}}
+	v.Flows = []nat.FlowInfo{{Proto: packet.ProtoTCP, State: "ESTABLISHED", Expires: 231 * time.Second,
+		OrigSrc: netip.MustParseAddrPort("198.18.0.2:56954"), OrigDst: netip.MustParseAddrPort("198.18.0.10:80"),
+		ReplySrc: netip.MustParseAddrPort("198.18.2.11:8080")}}
+	v.Timeouts = nat.DefaultTimeouts
+	for _, tc := range []struct{ args, want string }{
+		{"-L -n", `IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  198.18.0.10:80 rr persistent 300 mask 255.255.255.0
+  -> 198.18.2.11:8080             Masq    1      3          12        
+`},
+		{"-Ln --stats", `IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes
+  -> RemoteAddress:Port
+TCP  198.18.0.10:80                    100      700  123456K    36700        0
+  -> 198.18.2.11:8080                   50      350        0    18350        0
+`},
+		{"-lnc", `IPVS connection entries
+pro expire state       source             virtual            destination
+TCP 03:51  ESTABLISHED 198.18.0.2:56954   198.18.0.10:80     198.18.2.11:8080
+`},
+		{"-L --timeout", "Timeout (tcp tcpfin udp): 900 120 300\n"},
+	} {
+		c, err := Parse(strings.Fields(tc.args))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		WriteList(&buf, c, v)
+		if buf.String() != tc.want {
+			t.Errorf("ipvsadm %s:\n got:\n%s\nwant:\n%s", tc.args, buf.String(), tc.want)
+		}
+	}
+}
+
+// TestSaveRestore: -S output read back by -R rebuilds the same table.
+func TestSaveRestore(t *testing.T) {
+	cfg := mustRun(t, nat.Config{},
+		"-A -t 198.18.0.10:80 -s wrr -p 120 -M 255.255.0.0",
+		"-a -t 198.18.0.10:80 -r 198.18.2.11:8080 -m -w 3",
+		"-A -u [2001:db8::10]:53 -s sh -b sh-port",
+		"-a -u [2001:db8::10]:53 -r [2001:db8:2::11]:53 --fullnat -w 1",
+	)
+	var buf bytes.Buffer
+	WriteSave(&buf, cfg)
+	want := `-A -t 198.18.0.10:80 -s wrr -p 120 -M 255.255.0.0
+-a -t 198.18.0.10:80 -r 198.18.2.11:8080 -m -w 3
+-A -u [2001:db8::10]:53 -s sh -b sh-port
+-a -u [2001:db8::10]:53 -r [2001:db8:2::11]:53 --fullnat -w 1
+`
+	if buf.String() != want {
+		t.Fatalf("-S:\n%s\nwant:\n%s", buf.String(), want)
+	}
+	back, err := Restore(nat.Config{}, buf.String(), Defaults{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again bytes.Buffer
+	WriteSave(&again, back)
+	if again.String() != want {
+		t.Fatalf("after -R, -S gives:\n%s", again.String())
+	}
+	if _, err := Restore(nat.Config{}, "-A -t 198.18.0.10:80\n-a -t 198.18.0.99:80 -r 198.18.2.1\n", Defaults{}); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("bad restore: %v", err)
+	}
+}
+
+// FuzzParse: no command line crashes Parse or Apply, and a command that
+// applies gives a configuration the engine accepts or rejects cleanly.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"-A -t 198.18.0.10:80 -s wrr", "-a -t 198.18.0.10:80 -r 198.18.2.11:8080 -m -w 3",
+		"-Lnc", "--set 1 2 3", "portfw -a -P tcp -L 198.18.0.10 80 -R 198.18.2.11 80 -p 5",
+		"ipchains -A forward -j MASQ -s 198.18.2.0/24", "-A -u [2001:db8::10]:53 -p -M 64"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		c, err := Parse(strings.Fields(line))
+		if err != nil {
+			return
+		}
+		cfg, err := Apply(nat.Config{Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: netip.MustParseAddr("198.18.0.10"), Port: 80, Scheduler: "rr"}}},
+			c, Defaults{MasqTo: netip.MustParseAddr("198.18.0.20")})
+		if err != nil {
+			return
+		}
+		var buf bytes.Buffer
+		WriteSave(&buf, cfg)
+		WriteMasq(&buf, cfg)
+		if e, err := nat.New(nat.Config{Capacity: 16, Services: cfg.Services, Masquerade: cfg.Masquerade, Timeouts: cfg.Timeouts}); err == nil {
+			var list bytes.Buffer
+			WriteList(&list, &Command{Op: OpList}, &View{Services: e.Services()})
+		}
+	})
+}
