@@ -1,0 +1,123 @@
+package health
+
+import (
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+type event struct {
+	key string
+	up  bool
+}
+
+// waitEvent waits for the next state change (the test's bound is generous:
+// it waits for behaviour, it does not time it).
+func waitEvent(t *testing.T, ch <-chan event) event {
+	t.Helper()
+	select {
+	case e := <-ch:
+		return e
+	case <-time.After(10 * time.Second):
+		t.Fatal("no state change")
+	}
+	return event{}
+}
+
+// TestTCPCheck: a listener that goes away takes its target down after Fall
+// failures; listening again brings it up after Rise successes.
+func TestTCPCheck(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.MustParseAddrPort(ln.Addr().String())
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	ch := make(chan event, 10)
+	c := New(func(k string, up bool, why string) { ch <- event{k, up} })
+	defer c.Close()
+	spec := Spec{Type: "tcp", Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2}
+	c.Set([]Target{{Key: "b1", Addr: addr, Spec: spec}})
+	if !c.Up("b1") {
+		t.Fatal("a new target starts down")
+	}
+	ln.Close()
+	if e := waitEvent(t, ch); e.up || e.key != "b1" {
+		t.Fatalf("got %+v, want b1 down", e)
+	}
+	ln2, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		t.Skipf("cannot listen again on %v: %v", addr, err)
+	}
+	defer ln2.Close()
+	go func() {
+		for {
+			c, err := ln2.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if e := waitEvent(t, ch); !e.up {
+		t.Fatalf("got %+v, want up", e)
+	}
+	if !c.Up("b1") {
+		t.Fatal("Up disagrees with the event")
+	}
+}
+
+// TestHTTPCheck: the expected status keeps a server up (no events over
+// several probes); 503s take it down; 200 brings it back.
+func TestHTTPCheck(t *testing.T) {
+	var status atomic.Int32
+	status.Store(200)
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		if r.URL.Path != "/health" {
+			w.WriteHeader(404)
+			return
+		}
+		w.WriteHeader(int(status.Load()))
+	}))
+	defer srv.Close()
+	addr := netip.MustParseAddrPort(srv.Listener.Addr().String())
+	ch := make(chan event, 10)
+	c := New(func(k string, up bool, why string) { ch <- event{k, up} })
+	defer c.Close()
+	c.Set([]Target{{Key: "web", Addr: addr, Spec: Spec{Type: "http", Path: "/health", Expect: 200,
+		Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 3}}})
+	for hits.Load() < 5 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	select {
+	case e := <-ch:
+		t.Fatalf("state changed while healthy: %+v", e)
+	default:
+	}
+	status.Store(503)
+	if e := waitEvent(t, ch); e.up {
+		t.Fatalf("got %+v after 503s", e)
+	}
+	status.Store(200)
+	if e := waitEvent(t, ch); !e.up {
+		t.Fatalf("got %+v after recovery", e)
+	}
+	c.Set(nil)
+	if n := hits.Load(); n == 0 {
+		t.Fatal("no probes")
+	}
+}
