@@ -1,0 +1,86 @@
+package gateway
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vsgate/vsgate/netlab"
+)
+
+// TestNetworkSetup wires a plan in a netlab gateway namespace (with a TUN
+// device made by netlink) and checks every route, rule, proxy neighbour
+// and sysctl; teardown must leave the namespace as it was.
+func TestNetworkSetup(t *testing.T) {
+	if err := netlab.Check(); err != nil {
+		t.Skip(err)
+	}
+	lab, err := netlab.Build(context.Background(), netlab.Basic(), netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	gw := lab.MustHost(netlab.HostGW)
+	plan := NetPlan{
+		Device: "vsg0",
+		Addrs:  []netip.Addr{netip.MustParseAddr("198.18.0.10"), netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("198.18.0.21")},
+		Steer:  []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24"), netip.MustParsePrefix("2001:db8:2::/64")},
+		Table:  100, RulePriority: 1000,
+	}
+	var before, during, after string
+	snapshot := func() string {
+		out, err := gw.Run(context.Background(), "sh", "-c",
+			"ip -4 route show table all; ip -6 route show table all | grep -v fe80; ip -4 rule; ip -6 rule; ip neigh show proxy; sysctl -n net.ipv4.conf.all.rp_filter net.ipv6.conf."+gw.IfName(netlab.IfGWOut)+".proxy_ndp")
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return string(out)
+	}
+	err = gw.Do(func() error {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if err := h.LinkAdd(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "vsg0"}, Mode: netlink.TUNTAP_MODE_TUN}); err != nil {
+			return err
+		}
+		before = snapshot()
+		st, err := setupNetwork(h, plan)
+		if err != nil {
+			return err
+		}
+		during = snapshot()
+		// Refused: an address that is local already (the kernel would deliver it).
+		bad := plan
+		bad.Addrs = []netip.Addr{netip.MustParseAddr("198.18.0.20")}
+		if _, err := setupNetwork(h, bad); err == nil || !strings.Contains(err.Error(), "local address") {
+			t.Errorf("a local address was accepted: %v", err)
+		}
+		if err := st.teardown(); err != nil {
+			return err
+		}
+		after = snapshot()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"198.18.0.10 dev vsg0", "198.18.0.21 dev vsg0", "2001:db8::10 dev vsg0",
+		"default dev vsg0 table 100",
+		"1000:\tfrom all iif " + gw.IfName(netlab.IfGWIn) + " lookup 100",
+		"198.18.0.10 dev " + gw.IfName(netlab.IfGWOut) + " proxy",
+		"2001:db8::10 dev " + gw.IfName(netlab.IfGWOut) + " proxy",
+	} {
+		if !strings.Contains(during, want) {
+			t.Errorf("while wired, missing %q in:\n%s", want, during)
+		}
+	}
+	if before != after {
+		t.Errorf("teardown left changes:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
