@@ -146,6 +146,7 @@ type snapshot struct {
 	services map[svcKey]*service
 	masq     []*masqRule
 	masqAddr map[[16]byte]bool
+	owned    map[[16]byte]bool // VIPs and FULLNAT addresses: unmatched packets to them are dropped, never passed
 	timeout  [numTCPStates + 2]int64 // per state, in ticks
 	fullnat  [2][16]byte             // [0] IPv4 (mapped), [1] IPv6; zero if none
 	hasFull  [2]bool
@@ -218,7 +219,7 @@ func addr16(a netip.Addr) [16]byte { return a.As16() }
 func (e *Engine) Update(cfg Config) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	snap := &snapshot{services: map[svcKey]*service{}, masqAddr: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts,
+	snap := &snapshot{services: map[svcKey]*service{}, masqAddr: map[[16]byte]bool{}, owned: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts,
 		timeout: cfg.Timeouts.ticks(e.tick)}
 	if snap.fnPorts == [2]uint16{} {
 		snap.fnPorts = [2]uint16{1024, 65535}
@@ -229,6 +230,7 @@ func (e *Engine) Update(cfg Config) error {
 			fam = 1
 		}
 		snap.fullnat[fam], snap.hasFull[fam] = addr16(a), true
+		snap.owned[addr16(a)] = true
 	}
 	seen := map[svcKey]*service{}
 	for i, sc := range cfg.Services {
@@ -303,6 +305,7 @@ func (e *Engine) Update(cfg Config) error {
 			}
 		}
 		snap.services[k] = svc
+		snap.owned[k.addr] = true
 		e.scheds[k] = svc
 		e.stats[serviceName(svc.cfg)] = svc.stat
 	}

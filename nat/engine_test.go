@@ -159,8 +159,8 @@ func TestIPv6(t *testing.T) {
 	checksumsValid(t, r)
 }
 
-// TestUnmatched: packets for no service pass unchanged by default and are
-// dropped with DropUnmatched when configured.
+// TestUnmatched: packets for no service pass unchanged by default, except
+// to a VIP's other ports (they would loop back into the device): dropped.
 func TestUnmatched(t *testing.T) {
 	e := engine(t, nat.ModeNAT, 64)
 	w := e.NewWorker()
@@ -168,6 +168,9 @@ func TestUnmatched(t *testing.T) {
 	orig := append([]byte(nil), b...)
 	if v := one(w, b); v != nat.Pass || string(b) != string(orig) {
 		t.Fatalf("unmatched: verdict %v, changed %v", v, string(b) != string(orig))
+	}
+	if v := one(w, tcp(client, netip.AddrPortFrom(vip.Addr(), 22), syn, 0)); v != nat.Drop || e.Drops(nat.DropUnmatched) != 1 {
+		t.Fatalf("VIP:22 with no service: verdict %v", v)
 	}
 }
 

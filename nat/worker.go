@@ -294,6 +294,11 @@ func (w *Worker) newFlow(b []byte, k *Tuple, kw *tupleWords) Verdict {
 	if w.snap.masqAddr[p.Dst] {
 		return w.drop(DropMasqUnsolicited)
 	}
+	if w.snap.owned[p.Dst] {
+		// To a VIP or FULLNAT address but no service or flow: passing it
+		// would send it back into the device (its address routes there).
+		return w.drop(DropUnmatched)
+	}
 	if w.e.dropDef {
 		return w.drop(DropUnmatched)
 	}
