@@ -110,8 +110,8 @@ var DefaultTimeouts = Timeouts{
 	ICMP:           10 * time.Second,
 }
 
-// withDefaults fills zero fields from DefaultTimeouts.
-func (t Timeouts) withDefaults() Timeouts {
+// Effective is t with zero fields filled from DefaultTimeouts.
+func (t Timeouts) Effective() Timeouts {
 	d := DefaultTimeouts
 	for _, p := range []struct{ v, def *time.Duration }{
 		{&t.TCPEstablished, &d.TCPEstablished}, {&t.TCPSynSent, &d.TCPSynSent}, {&t.TCPSynRecv, &d.TCPSynRecv},
@@ -127,7 +127,7 @@ func (t Timeouts) withDefaults() Timeouts {
 
 // ticks returns the timeout of every state in clock ticks, indexed by state.
 func (t Timeouts) ticks(tick time.Duration) [numTCPStates + 2]int64 {
-	t = t.withDefaults()
+	t = t.Effective()
 	c := func(d time.Duration) int64 { return int64((d + tick - 1) / tick) }
 	return [numTCPStates + 2]int64{
 		tcpNone: c(2 * time.Second), tcpEstablished: c(t.TCPEstablished), tcpSynSent: c(t.TCPSynSent),

@@ -1,9 +1,10 @@
 // Command vsgate is the one vsgate binary. Subcommands:
 //
-//	vsgate lab ...   network-namespace topologies (netlab): up, down, exec, clean
-//	vsgate help      this list
+//	vsgate check -c FILE   validate a configuration file without running it
+//	vsgate lab ...         network-namespace topologies (netlab): up, down, exec, clean
+//	vsgate help            this list
 //
-// run, check, adm and bench arrive with their issues; each is one entry in
+// run, adm and bench arrive with their issues; each is one entry in
 // commands below.
 package main
 
@@ -24,6 +25,7 @@ type command struct {
 // commands lists the subcommands in the order usage shows them.
 func commands() []command {
 	return []command{
+		{"check", "validate a configuration file without running it: -c FILE", runCheck},
 		{"lab", "network-namespace test topologies: up, down, exec, clean", runLab},
 		{"help", "show this help", nil},
 	}

@@ -1,0 +1,254 @@
+package config
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/sched"
+)
+
+// Limits and defaults.
+const (
+	// MaxFileSize is the largest file Load reads.
+	MaxFileSize = 16 << 20
+	// DefaultTableSize is table.size when the file does not set it (the nat
+	// engine's default: 65536 flows, about 8 MB).
+	DefaultTableSize = 1 << 16
+	// MaxTableSize bounds table.size: 2^26 flows are about 8 GB of table.
+	MaxTableSize = 1 << 26
+	// MaxQueues bounds device.queues (the kernel's MAX_TAP_QUEUES).
+	MaxQueues = 256
+	// MaxTimeout bounds every timeout and persistence: one year. Longer
+	// values would overflow the engine's clock arithmetic.
+	MaxTimeout = 365 * 24 * time.Hour
+	// DefaultScheduler is ipvsadm's default scheduler.
+	DefaultScheduler = "wlc"
+	// DefaultSocket is control.socket when the file does not set it.
+	DefaultSocket = "/run/vsgate/vsgate.sock"
+	// DefaultMetrics is metrics.listen when the file does not set it.
+	DefaultMetrics = "127.0.0.1:9100"
+)
+
+// Health check types (Health.Type).
+const (
+	HealthTCP  = "tcp"  // connect to the backend's port; success is a completed handshake
+	HealthHTTP = "http" // GET Health.Path; success is status Health.Expect
+)
+
+// Config is one validated configuration. Parse returns it with every
+// default filled in, so every field is explicit; Validate checks one built
+// in code; the zero Config is not valid. It is a plain value with no
+// methods that change it, safe to read from any goroutine: the gateway
+// keeps the running one and, on reload, replaces it only with one that
+// Parse accepted.
+type Config struct {
+	Device Device
+	// TableSize is the maximum number of tracked flows (nat.Config.Capacity).
+	TableSize int
+	// Timeouts are the flow timeouts; a zero field means IPVS's default
+	// (nat.DefaultTimeouts).
+	Timeouts nat.Timeouts
+	// DropUnmatched drops packets that match no flow, service or rule;
+	// otherwise they pass unchanged (default: pass).
+	DropUnmatched bool
+	Services      []Service
+	Masquerade    []nat.Masquerade // To and Ports are always set
+	// MasqueradeTo is the address masquerade rules get when they do not
+	// name one: the file's rules without "to", and the gateway's
+	// ipchains rules (vsgate adm) without --to. Invalid (zero) if not set.
+	MasqueradeTo netip.Addr
+	FullNAT      FullNAT
+	Control      Control
+	Metrics      Metrics
+	Log          Log
+}
+
+// Device is where packets come from and go to.
+type Device struct {
+	Type     string // "tun" (afpacket arrives later)
+	Name     string // interface name, at most 15 bytes
+	Queues   int    // TUN queues, one worker each: 1..MaxQueues
+	Offloads bool   // reserved for the fast-I/O issue; must be false for now
+}
+
+// Service is one virtual service: protocol, VIP and port to real servers.
+type Service struct {
+	Name      string         // optional label: letters, digits, '.', '_', '-'
+	Proto     uint8          // packet.ProtoTCP or packet.ProtoUDP
+	VIP       netip.AddrPort // the virtual address and port clients connect to
+	Mode      nat.Mode       // ModeNAT or ModeFullNAT (ModeL7 is refused for now)
+	Scheduler string         // one of sched.Names()
+	Sched     sched.Config   // scheduler flags and table size
+	// Persistence sends a client's new flows to the backend it used last
+	// for this long after its last flow (ipvsadm -p); 0 means none.
+	// PersistenceBits is the client prefix length that counts as one
+	// client (ipvsadm -M); Parse sets 32 or 128 when not given.
+	Persistence     time.Duration
+	PersistenceBits int
+	// Sloppy adopts TCP flows first seen mid-stream (IPVS sloppy_tcp).
+	Sloppy   bool
+	Health   *Health // nil: no health checks, backends are always up
+	Backends []Backend
+}
+
+// Backend is one real server.
+type Backend struct {
+	Addr   netip.AddrPort // same family as the VIP
+	Weight uint32         // 0..sched.MaxWeight; 0 is quiescent
+}
+
+// Health is a service's health check, run by the gateway against every
+// backend. A backend is marked down after Fall failures in a row and up
+// again after Rise successes.
+type Health struct {
+	Type     string        // HealthTCP or HealthHTTP
+	Interval time.Duration // time between checks; more than Timeout
+	Timeout  time.Duration // how long one check may take
+	Rise     int           // successes in a row to come up: 1..1000
+	Fall     int           // failures in a row to go down: 1..1000
+	Port     uint16        // port to check; 0 means the backend's port
+	Path     string        // HTTP only: request path, starting with '/'
+	Expect   int           // HTTP only: expected status, 100..599
+}
+
+// FullNAT is the gateway-owned source of FULLNAT flows.
+type FullNAT struct {
+	Pool  []netip.Addr // at most one address per family (the engine uses one)
+	Ports [2]uint16    // inclusive source port range
+}
+
+// Control is the control API (vsgate adm).
+type Control struct {
+	Socket string // absolute path of the Unix socket; the gateway creates it mode 0600
+}
+
+// Metrics is the Prometheus endpoint.
+type Metrics struct {
+	// Listen is the address to serve /metrics on; the zero value means
+	// off. It must be a loopback address unless Public is set.
+	Listen netip.AddrPort
+	Public bool
+}
+
+// Log is how the gateway logs (log/slog).
+type Log struct {
+	Level  slog.Level // slog.LevelDebug, LevelInfo, LevelWarn or LevelError
+	Format string     // "text" or "json"
+}
+
+// Parse reads a configuration from data and validates it. filename is used
+// only in error messages. On success every default is filled in. On
+// failure it returns nil and an Errors holding every problem found, each
+// naming its line and the fix. Unknown keys are reported together with
+// problems with values; other problems with the file's shape (YAML
+// syntax, a list where a value belongs, a tag) are reported alone, since
+// values cannot be read until the shape is right. Parse has no side
+// effects.
+func Parse(data []byte, filename string) (*Config, error) {
+	f, r, err := readFile(data, filename)
+	if err != nil {
+		return nil, err
+	}
+	c := f.convert(r)
+	validate(c, r)
+	for _, e := range r.errs {
+		e.File, e.Line = filename, f.line(e.Path)
+	}
+	if err := r.err(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Load reads the file at path (at most MaxFileSize bytes) and Parses it,
+// naming it path in messages. Read errors are returned as they are, not as
+// Errors.
+func Load(path string) (*Config, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer fh.Close()
+	data, err := io.ReadAll(io.LimitReader(fh, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: read %s: %w", path, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("config: %s: larger than %d bytes", path, MaxFileSize)
+	}
+	return Parse(data, path)
+}
+
+// Validate checks a Config built in code (or changed after Parse) by the
+// same rules Parse applies to values. Problems are reported by path, not
+// line. It returns nil or an Errors.
+func (c *Config) Validate() error {
+	r := &report{}
+	validate(c, r)
+	return r.err()
+}
+
+// Counts returns the number of services, backends (over all services) and
+// masquerade rules.
+func (c *Config) Counts() (services, backends, masquerade int) {
+	for _, s := range c.Services {
+		backends += len(s.Backends)
+	}
+	return len(c.Services), backends, len(c.Masquerade)
+}
+
+// NAT returns the nat engine's configuration: services, masquerade rules,
+// the FULLNAT pool, timeouts, table size and the default verdict. It
+// validates c first and returns its Errors if it is not valid.
+//
+// Health checks, device, control and metrics are for the gateway itself.
+func (c *Config) NAT() (nat.Config, error) {
+	if err := c.Validate(); err != nil {
+		return nat.Config{}, err
+	}
+	n := nat.Config{
+		Capacity:      c.TableSize,
+		Timeouts:      c.Timeouts,
+		DropUnmatched: c.DropUnmatched,
+		Masquerade:    append([]nat.Masquerade(nil), c.Masquerade...),
+		FullNATPool:   append([]netip.Addr(nil), c.FullNAT.Pool...),
+		FullNATPorts:  c.FullNAT.Ports,
+	}
+	for _, s := range c.Services {
+		ns := nat.Service{
+			Proto:     s.Proto,
+			VIP:       s.VIP.Addr(),
+			Port:      s.VIP.Port(),
+			Mode:      s.Mode,
+			Scheduler: s.Scheduler,
+			Sched:     s.Sched,
+			Sloppy:    s.Sloppy,
+			Backends:  make([]nat.Backend, len(s.Backends)),
+
+			Persistence: s.Persistence,
+			PersistMask: s.PersistenceBits,
+		}
+		for i, b := range s.Backends {
+			ns.Backends[i] = nat.Backend{Addr: b.Addr.Addr(), Port: b.Addr.Port(), Weight: b.Weight}
+		}
+		n.Services = append(n.Services, ns)
+	}
+	return n, nil
+}
+
+// protoName is the file's name of a service protocol.
+func protoName(p uint8) string {
+	switch p {
+	case packet.ProtoTCP:
+		return "tcp"
+	case packet.ProtoUDP:
+		return "udp"
+	}
+	return fmt.Sprintf("protocol %d", p)
+}

@@ -1,0 +1,672 @@
+package config
+
+import (
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/sched"
+)
+
+const example = "testdata/vsgate.yaml"
+
+// newEngine builds a nat engine from c with a small table, as a check that
+// the engine accepts what the config accepted.
+func newEngine(tb testing.TB, c *Config) {
+	tb.Helper()
+	n, err := c.NAT()
+	if err != nil {
+		tb.Fatalf("NAT: %v", err)
+	}
+	n.Capacity = 64
+	if _, err := nat.New(n); err != nil {
+		tb.Fatalf("nat.New rejects an accepted config: %v\n%s", err, c.YAML())
+	}
+}
+
+func TestExample(t *testing.T) {
+	c, err := Load(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, b, m := c.Counts(); s != 3 || b != 7 || m != 3 {
+		t.Errorf("counts = %d services, %d backends, %d masquerade; want 3, 7, 3", s, b, m)
+	}
+	want := Service{
+		Name: "dns", Proto: packet.ProtoUDP, VIP: netip.MustParseAddrPort("198.18.0.10:53"), Mode: nat.ModeNAT,
+		Scheduler: "sh", Sched: sched.Config{Port: true, TableSize: 65537}, PersistenceBits: 32,
+		Backends: []Backend{
+			{netip.MustParseAddrPort("198.18.2.11:53"), 1},
+			{netip.MustParseAddrPort("198.18.2.12:53"), 1},
+		},
+	}
+	if !reflect.DeepEqual(c.Services[1], want) {
+		t.Errorf("services[1] = %+v\nwant %+v", c.Services[1], want)
+	}
+	web6 := c.Services[2]
+	if web6.Mode != nat.ModeFullNAT || web6.PersistenceBits != 64 || web6.Persistence != 5*time.Minute ||
+		web6.Backends[0].Addr != netip.MustParseAddrPort("[2001:db8:2::11]:443") {
+		t.Errorf("services[2] = %+v", web6)
+	}
+	if h := c.Services[0].Health; h == nil || *h != (Health{Type: HealthHTTP, Interval: 2 * time.Second, Timeout: time.Second,
+		Rise: 2, Fall: 3, Port: 8080, Path: "/health", Expect: 200}) {
+		t.Errorf("services[0].health = %+v", h)
+	}
+	if m := c.Masquerade[1]; m != (nat.Masquerade{From: netip.MustParsePrefix("198.18.3.0/24"),
+		To: netip.MustParseAddr("198.18.0.20"), Ports: [2]uint16{1024, 65535}}) {
+		t.Errorf("masquerade[1] (ipchains form) = %+v", m)
+	}
+	if c.Timeouts != nat.DefaultTimeouts {
+		t.Errorf("timeouts = %+v, want IPVS's defaults as written", c.Timeouts)
+	}
+	if c.Device != (Device{Type: "tun", Name: "vsg0", Queues: 2}) || c.TableSize != 1<<20 ||
+		c.Metrics.Listen != netip.MustParseAddrPort("127.0.0.1:9100") || c.Log.Level != slog.LevelInfo {
+		t.Errorf("device/table/metrics/log = %+v %d %+v %+v", c.Device, c.TableSize, c.Metrics, c.Log)
+	}
+
+	n, err := c.NAT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Capacity != 1<<20 || len(n.Services) != 3 || len(n.Masquerade) != 3 || len(n.FullNATPool) != 2 ||
+		n.Services[0].Backends[0] != (nat.Backend{Addr: netip.MustParseAddr("198.18.2.11"), Port: 8080, Weight: 3}) ||
+		n.Services[2].VIP != netip.MustParseAddr("2001:db8::10") || n.Services[2].Port != 443 {
+		t.Errorf("NAT() = %+v", n)
+	}
+	newEngine(t, c)
+	roundTrip(t, c)
+}
+
+// roundTrip checks that c.YAML() parses back to c.
+func roundTrip(tb testing.TB, c *Config) {
+	tb.Helper()
+	out := c.YAML()
+	c2, err := Parse(out, "roundtrip.yaml")
+	if err != nil {
+		tb.Fatalf("YAML() output does not parse: %v\n%s", err, out)
+	}
+	a, b := *c, *c2
+	if !reflect.DeepEqual(a, b) {
+		tb.Fatalf("round trip differs:\n%+v\n%+v\n%s", a, b, out)
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	for _, src := range []string{"", "# nothing\n", "---\n", "services: []\n", "device: {}\n"} {
+		c, err := Parse([]byte(src), "empty.yaml")
+		if err != nil {
+			t.Fatalf("%q: %v", src, err)
+		}
+		want := Config{
+			Device:     Device{Type: "tun", Name: "vsg0", Queues: 1},
+			TableSize:  DefaultTableSize,
+			Timeouts:   nat.DefaultTimeouts,
+			FullNAT:    FullNAT{Ports: [2]uint16{1024, 65535}},
+			Control:    Control{Socket: DefaultSocket},
+			Metrics:    Metrics{Listen: netip.MustParseAddrPort(DefaultMetrics)},
+			Log:        Log{Level: slog.LevelInfo, Format: "text"},
+			Services:   c.Services, // nil or empty
+			Masquerade: c.Masquerade,
+		}
+		if !reflect.DeepEqual(*c, want) || len(c.Services) != 0 {
+			t.Errorf("%q: %+v\nwant %+v", src, *c, want)
+		}
+		newEngine(t, c)
+	}
+}
+
+func TestAccepted(t *testing.T) {
+	for _, tc := range []struct {
+		name, src string
+		check     func(*Config) bool
+	}{
+		{"plain seconds and case", "timeouts: {tcp: 900, udp: 1m30s}\ndefault: DROP\nlog: {level: Debug, format: json}\n",
+			func(c *Config) bool {
+				return c.Timeouts.TCPEstablished == 900*time.Second && c.Timeouts.UDP == 90*time.Second &&
+					c.DropUnmatched && c.Log.Level == slog.LevelDebug && c.Log.Format == "json"
+			}},
+		{"metrics off", "metrics: {listen: off}\n", func(c *Config) bool { return !c.Metrics.Listen.IsValid() }},
+		{"metrics public", "metrics: {listen: \"[2001:db8::1]:9100\", public: true}\n",
+			func(c *Config) bool { return c.Metrics.Listen.Port() == 9100 && c.Metrics.Public }},
+		{"netmask dotted", "services:\n  - {proto: tcp, vip: 198.18.0.10:22, persistence: 60, persistence_netmask: 255.255.255.0}\n",
+			func(c *Config) bool {
+				return c.Services[0].PersistenceBits == 24 && c.Services[0].Persistence == time.Minute
+			}},
+		{"ipv4-mapped unmapped", "services:\n  - {proto: udp, vip: \"[::ffff:198.18.0.10]:53\", backends: [{addr: 198.18.2.1}]}\n",
+			func(c *Config) bool {
+				return c.Services[0].VIP.Addr().Is4() && c.Services[0].Backends[0].Addr.Port() == 53
+			}},
+		{"single port range", "fullnat: {pool: [198.18.0.30], ports: 2000}\n",
+			func(c *Config) bool { return c.FullNAT.Ports == [2]uint16{2000, 2000} }},
+		{"anchors and aliases", "x-health: &h {type: tcp, interval: 3s}\n" +
+			"services:\n  - {proto: tcp, vip: 198.18.0.10:80, health: *h}\n  - {proto: tcp, vip: 198.18.0.11:80, health: *h}\n", nil},
+		{"sh fallback, dh fallback", "services:\n  - {proto: tcp, vip: 198.18.0.10:80, scheduler: sh, scheduler_flags: [sh-fallback]}\n" +
+			"  - {proto: tcp, vip: 198.18.0.10:81, scheduler: dh, scheduler_flags: [dh-fallback]}\n",
+			func(c *Config) bool { return c.Services[0].Sched.Fallback && c.Services[1].Sched.Fallback }},
+		{"ipchains long options", "masquerade:\n  - {ipchains: \"ipchains --append forward --jump MASQ --src 198.18.2.0/24 -d 0/0 -p all\", to: 198.18.0.20}\n",
+			func(c *Config) bool { return c.Masquerade[0].From == netip.MustParsePrefix("198.18.2.0/24") }},
+		{"masquerade_to", "masquerade_to: 2001:db8::20\nmasquerade: [{from: 2001:db8:2::/64}, {from: 2001:db8:3::/64, to: 2001:db8::21}]\n",
+			func(c *Config) bool {
+				return c.Masquerade[0].To == netip.MustParseAddr("2001:db8::20") && c.Masquerade[1].To == netip.MustParseAddr("2001:db8::21") &&
+					c.MasqueradeTo == netip.MustParseAddr("2001:db8::20")
+			}},
+		{"weight 0 and max", "services:\n  - proto: tcp\n    vip: 198.18.0.10:80\n    backends: [{addr: 198.18.2.1, weight: 0}, {addr: 198.18.2.2, weight: 65535}]\n",
+			func(c *Config) bool { return c.Services[0].Backends[1].Weight == 65535 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Parse([]byte(tc.src), "ok.yaml")
+			if tc.name == "anchors and aliases" {
+				// x-health is not a key of the schema: anchors must live
+				// inside it. Expect exactly that error.
+				if err == nil || !strings.Contains(err.Error(), `ok.yaml:1: unknown key "x-health"`) {
+					t.Fatalf("err = %v", err)
+				}
+				src := "services:\n  - &s {proto: tcp, vip: 198.18.0.10:80, health: &h {type: tcp, interval: 3s}}\n  - {proto: tcp, vip: 198.18.0.11:80, health: *h}\n"
+				if c, err = Parse([]byte(src), "ok.yaml"); err != nil {
+					t.Fatal(err)
+				}
+				if *c.Services[0].Health != *c.Services[1].Health || c.Services[1].Health.Interval != 3*time.Second {
+					t.Fatalf("aliased health = %+v", c.Services[1].Health)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.check(c) {
+				t.Errorf("%+v", c)
+			}
+			newEngine(t, c)
+			roundTrip(t, c)
+		})
+	}
+}
+
+// badConfigs are configs with exactly one problem each. The line marked
+// "# <-" is where it is; fix is part of the message that says how to fix
+// it.
+var badConfigs = []struct {
+	name, src, fix string
+}{
+	{"unknown scheduler", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    scheduler: wrrr   # <-
+`, "use one of rr, wrr, lc, wlc, sed, nq, sh, dh, mh, p2c, fo"},
+	{"weight above 65535", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    backends:
+      - addr: 198.18.2.11
+      - addr: 198.18.2.12:8080
+        weight: 70000   # <-
+`, "backend 198.18.2.12:8080: weight 70000 is out of range: use 0..65535"},
+	{"negative weight", `
+services:
+  - {proto: tcp, vip: 198.18.0.10:80, backends: [{addr: 198.18.2.11, weight: -1}]}   # <-
+`, "use 0..65535"},
+	{"vip without port", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10   # <-
+    backends: [{addr: 198.18.2.11}]
+`, "add one, such as vip: 198.18.0.10:80"},
+	{"ipv6 vip without port", `
+services:
+  - proto: tcp
+    vip: 2001:db8::10   # <-
+`, `add one, such as vip: "[2001:db8::10]:80"`},
+	{"backend family differs", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    backends:
+      - addr: 198.18.2.11
+      - addr: "[2001:db8:2::12]:80"   # <-
+`, "use an IPv4 backend address"},
+	{"duplicate service", `
+services:
+  - {proto: tcp, vip: 198.18.0.10:80}
+  - {proto: udp, vip: 198.18.0.10:80}
+  - name: again
+    proto: TCP
+    vip: 198.18.0.10:80   # <-
+`, "already defined by service 1: remove one of them"},
+	{"duplicate backend", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    backends:
+      - addr: 198.18.2.11
+      - addr: 198.18.2.11:81
+      - addr: 198.18.2.11:80   # <-
+`, "listed twice in service 198.18.0.10:80 (also backend 1): remove one of them"},
+	{"fullnat without a pool address of the family", `
+fullnat:
+  pool: [198.18.0.30]
+services:
+  - proto: tcp
+    vip: "[2001:db8::10]:80"
+    mode: fullnat   # <-
+`, "add a gateway-owned IPv6 address to fullnat.pool"},
+	{"masquerade family mismatch", `
+masquerade:
+  - from: 198.18.2.0/24
+    to: 2001:db8::20   # <-
+`, "use an IPv4 address"},
+	{"invalid CIDR", `
+masquerade:
+  - from: 198.18.2.0/33   # <-
+    to: 198.18.0.20
+`, "use a prefix length 0..32"},
+	{"host bits set", `
+masquerade:
+  - to: 198.18.0.20
+    from: 198.18.2.1/24   # <-
+`, "did you mean 198.18.2.0/24?"},
+	{"port range inverted", `
+masquerade:
+  - from: 198.18.2.0/24
+    to: 198.18.0.20
+    ports: 65535-1024   # <-
+`, "write 1024-65535"},
+	{"health interval not above timeout", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    health:
+      interval: 1s   # <-
+      timeout: 1s
+`, "make the interval longer than the timeout"},
+	{"health rise below 1", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    health: {type: http, path: /health}
+  - proto: tcp
+    vip: 198.18.0.10:81
+    health:
+      rise: 0   # <-
+`, "health rise 0 is out of range: use 1..1000"},
+	{"queues below 1", `
+device:
+  type: tun
+  queues: 0   # <-
+`, "use 1..256"},
+	{"table size absurd", `
+table:
+  size: 1000000000   # <-
+`, "use 1..67108864"},
+	{"table size zero", `
+table: {size: 0}   # <-
+`, "use 1..67108864"},
+	{"persistence netmask out of range", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:443
+    persistence: 300s
+    persistence_netmask: 33   # <-
+`, "use a prefix length 0..32"},
+	{"unparsable ipchains", `
+masquerade:
+  - ipchains: "-A input -j MASQ -s 198.18.2.0/24"   # <-
+    to: 198.18.0.20
+`, "use -A forward"},
+	{"metrics on a public address", `
+metrics:
+  listen: 198.18.0.1:9100   # <-
+`, "set metrics.public: true"},
+	{"unknown key, near miss", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    backends:
+      - addr: 198.18.2.11
+        wieght: 2   # <-
+`, `unknown key "wieght": did you mean "weight"?`},
+	{"unknown top-level key", `
+device: {type: tun}
+servers: []   # <-
+`, `did you mean "services"?`},
+	{"duplicate key", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    proto: udp   # <-
+`, "remove one"},
+	{"unquoted IPv6 vip with port", `
+services:
+  - proto: tcp
+    vip: [2001:db8::10]:80   # <-
+`, `quote an IPv6 address with a port: "[2001:db8::10]:80"`},
+	{"mode l7 not yet", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    mode: l7   # <-
+    l7:
+      directives: |
+        ProxyPass /sales http://198.18.2.11/
+`, "use mode: nat or fullnat"},
+	{"missing proto", `
+services:
+  - vip: 198.18.0.10:80   # <-
+    backends: [{addr: 198.18.2.11}]
+`, "add proto: tcp or proto: udp"},
+	{"masquerade without to", `
+masquerade:
+  - from: 198.18.2.0/24   # <-
+`, "add the address its outbound flows leave with, such as to: 198.18.0.20 (the gateway's outside address), or set masquerade_to"},
+	{"masquerade without to, default of the other family", `
+masquerade_to: 198.18.0.20
+masquerade:
+  - {from: 198.18.2.0/24}
+  - {from: 2001:db8:2::/64}   # <-
+`, "add the IPv6 address its outbound flows leave with"},
+	{"sh flag on another scheduler", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    scheduler: wrr
+    scheduler_flags:
+      - sh-port   # <-
+`, "sh-port is for the sh scheduler, and this service uses wrr: remove it, or use scheduler: sh"},
+	{"afpacket not yet", `
+device:
+  type: afpacket   # <-
+`, "use type: tun"},
+	{"bad duration", `
+timeouts:
+  udp: 5 minutes   # <-
+`, "write a duration such as 300s, 5m or 1h30m"},
+	{"a list where a value belongs", `
+device:
+  name: [vsg0, vsg1]   # <-
+`, "write name: VALUE on one line"},
+	{"sloppy udp", `
+services:
+  - proto: udp
+    vip: 198.18.0.10:53
+    sloppy: true   # <-
+`, "UDP flows are always adopted"},
+	{"relative control socket", `
+control:
+  socket: vsgate.sock   # <-
+`, "use a path such as /run/vsgate/vsgate.sock"},
+	{"table size not prime", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    scheduler: mh
+    scheduler_table_size: 65536   # <-
+`, "use a prime up to 16777216, such as 65537"},
+	{"two FULLNAT addresses of one family", `
+fullnat:
+  pool:
+    - 198.18.0.30
+    - 198.18.0.31   # <-
+`, "keep one address per family"},
+	{"second document", `
+device: {type: tun}
+---
+table: {size: 10}   # <-
+`, "a config file holds one document"},
+	{"host name", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    backends:
+      - addr: web1.example:80   # <-
+`, "host names are not resolved"},
+	{"boolean", `
+device:
+  offloads: yes   # <-
+`, "use true or false"},
+	{"http expect out of range", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    health:
+      type: http
+      expect: 700   # <-
+`, "health expect 700 is out of range: use 100..599"},
+	{"tcp health with a path", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    health:
+      type: tcp
+      path: /health   # <-
+`, "remove it, or set type: http"},
+	{"duplicate service name", `
+services:
+  - {name: web, proto: tcp, vip: 198.18.0.10:80}
+  - {name: web, proto: tcp, vip: 198.18.0.10:443}   # <-
+`, "give each service its own name"},
+	{"duplicate masquerade subnet", `
+masquerade:
+  - {from: 198.18.2.0/24, to: 198.18.0.20}
+  - {ipchains: "-A forward -j MASQ -s 198.18.2.0/255.255.255.0", to: 198.18.0.21}   # <-
+`, "keep one rule per subnet"},
+	{"offloads not yet", `
+device:
+  offloads: true   # <-
+`, "set offloads: false"},
+	{"backend is the vip", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    backends:
+      - addr: 198.18.0.10   # <-
+`, "use the real server's address"},
+	{"persistence_netmask without persistence", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    persistence_netmask: 24   # <-
+`, "add persistence:"},
+	{"too many mh backends for the table", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    scheduler: mh
+    scheduler_table_size: 2   # <-
+    backends: [{addr: 198.18.2.1}, {addr: 198.18.2.2}, {addr: 198.18.2.3}]
+`, "raise scheduler_table_size"},
+}
+
+// markedLine returns the 1-based line of src holding "# <-".
+func markedLine(tb testing.TB, src string) int {
+	tb.Helper()
+	for i, l := range strings.Split(src, "\n") {
+		if strings.Contains(l, "# <-") {
+			return i + 1
+		}
+	}
+	tb.Fatalf("no line marked # <- in\n%s", src)
+	return 0
+}
+
+func TestBadConfigs(t *testing.T) {
+	if len(badConfigs) < 20 {
+		t.Fatalf("only %d bad configs", len(badConfigs))
+	}
+	for _, tc := range badConfigs {
+		t.Run(tc.name, func(t *testing.T) {
+			line := markedLine(t, tc.src)
+			c, err := Parse([]byte(tc.src), "bad.yaml")
+			if err == nil {
+				t.Fatalf("accepted:\n%s", c.YAML())
+			}
+			if c != nil {
+				t.Errorf("Parse returned a config with its error")
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("error does not wrap ErrInvalid: %v", err)
+			}
+			var es Errors
+			if !errors.As(err, &es) || len(es) != 1 {
+				t.Fatalf("want exactly one error, got:\n%v", err)
+			}
+			e := es[0]
+			if e.File != "bad.yaml" || e.Line != line {
+				t.Errorf("error at %s:%d, want bad.yaml:%d: %v", e.File, e.Line, line, e)
+			}
+			if e.Fix == "" || !strings.Contains(e.Error(), tc.fix) {
+				t.Errorf("error %q\ndoes not contain %q", e, tc.fix)
+			}
+			if prefix := "bad.yaml:" + strconv.Itoa(line) + ": "; !strings.HasPrefix(e.Error(), prefix) || strings.Contains(e.Error(), "\n") {
+				t.Errorf("error %q: want one line starting %q", e, prefix)
+			}
+		})
+	}
+}
+
+// TestEveryError: value problems anywhere in the file are all reported,
+// with unknown keys, one per line in line order.
+func TestEveryError(t *testing.T) {
+	src := `device:
+  queues: 0
+  colour: blue
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    scheduler: nope
+    backends:
+      - {addr: 198.18.2.1, weight: 70000}
+      - {addr: 198.18.2.1, weight: 1}
+masquerade:
+  - {from: 198.18.2.0/24, to: 2001:db8::1}
+metrics: {listen: 0.0.0.0:9100}
+`
+	_, err := Parse([]byte(src), "many.yaml")
+	var es Errors
+	if !errors.As(err, &es) {
+		t.Fatalf("err = %v", err)
+	}
+	want := []string{
+		"many.yaml:2: device queues 0 is out of range: use 1..256",
+		`many.yaml:3: unknown key "colour": remove it; the keys in device are type, name, queues, offloads`,
+		`many.yaml:7: scheduler "nope" is not known: use one of rr, wrr, lc, wlc, sed, nq, sh, dh, mh, p2c, fo`,
+		"many.yaml:9: backend 198.18.2.1:80: weight 70000 is out of range: use 0..65535",
+		"many.yaml:10: backend 198.18.2.1:80 is listed twice in service 198.18.0.10:80 (also backend 1): remove one of them (to give it more traffic, raise its weight)",
+		"many.yaml:12: masquerade to 2001:db8::1 is IPv6 and from 198.18.2.0/24 is IPv4: use an IPv4 address",
+		"many.yaml:13: metrics listen address 0.0.0.0:9100 is not a loopback address: use 127.0.0.1 or [::1], or set metrics.public: true to serve metrics to the network on purpose",
+	}
+	if got := strings.Split(err.Error(), "\n"); !reflect.DeepEqual(got, want) {
+		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestValidateCodeBuilt(t *testing.T) {
+	if err := (&Config{}).Validate(); err == nil {
+		t.Fatal("the zero Config is valid")
+	}
+	c, err := Parse(nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Services = []Service{{Proto: packet.ProtoTCP, VIP: netip.MustParseAddrPort("198.18.0.10:80"), Scheduler: "rr",
+		Backends: []Backend{{netip.MustParseAddrPort("198.18.2.1:80"), 1}, {netip.MustParseAddrPort("198.18.2.2:80"), 70000}}}}
+	if err := c.Validate(); err == nil || err.Error() != "services[0].backends[1].weight: backend 198.18.2.2:80: weight 70000 is out of range: use 0..65535" {
+		t.Errorf("Validate = %v", err)
+	}
+	if _, err := c.NAT(); !errors.Is(err, ErrInvalid) {
+		t.Errorf("NAT of an invalid config: %v", err)
+	}
+	c.Services[0].Backends[1].Weight = 2
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	newEngine(t, c)
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || errors.Is(err, ErrInvalid) || !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	if err := os.WriteFile(big, make([]byte, MaxFileSize+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("big file: %v", err)
+	}
+	// Line numbers count from the file's first line.
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("# c\n\ntable:\n  size: -1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(bad); err == nil || !strings.HasPrefix(err.Error(), bad+":4: table size -1 is out of range") {
+		t.Errorf("bad file: %v", err)
+	}
+}
+
+func TestIPChains(t *testing.T) {
+	for _, tc := range []struct {
+		rule string
+		want string // prefix, or "!" and part of the error
+	}{
+		{"-A forward -j MASQ -s 198.18.2.0/24", "198.18.2.0/24"},
+		{"ipchains -A forward -j MASQ -s 198.18.2.0/24", "198.18.2.0/24"},
+		{"-s 198.18.2.0/255.255.254.0 -j MASQ -A forward", "198.18.2.0/23"},
+		{"-A forward -j MASQ -s 198.18.2.7", "198.18.2.7/32"},
+		{"-A forward -j MASQ -s 0/0", "0.0.0.0/0"},
+		{"-A forward -j MASQ -s 2001:db8:2::/64", "2001:db8:2::/64"},
+		{"-A forward -j MASQ -s 198.18.2.0/24 -d 0.0.0.0/0 -p all", "198.18.2.0/24"},
+		{"", "!no chain"},
+		{"-A forward -s 198.18.2.0/24", "!no target"},
+		{"-A forward -j ACCEPT -s 198.18.2.0/24", "!use -j MASQ"},
+		{"-A input -j MASQ -s 198.18.2.0/24", "!use -A forward"},
+		{"-A forward -j MASQ", "!no source"},
+		{"-A forward -j MASQ -s", "!has no value"},
+		{"-A forward -j MASQ -s ! 198.18.2.0/24", "!negation"},
+		{"-A forward -j MASQ -s 198.18.2.0/24 -d 198.18.9.0/24", "!remove the -d option"},
+		{"-A forward -j MASQ -s 198.18.2.0/24 -p tcp", "!remove the -p option"},
+		{"-A forward -j MASQ -s 198.18.2.0/24 -i eth0", "!option \"-i\" is not supported"},
+		{"-A forward -j MASQ -s 198.18.2.0/255.0.255.0", "!bad mask"},
+		{"-A forward -j MASQ -s 198.18.2.1/24", "!did you mean 198.18.2.0/24?"},
+		{"-A forward -A forward -j MASQ -s 198.18.2.0/24", "!given twice"},
+	} {
+		p, err := ParseIPChains(tc.rule)
+		if bad, ok := strings.CutPrefix(tc.want, "!"); ok {
+			var e *Error
+			if err == nil || !strings.Contains(err.Error(), bad) || !errors.As(err, &e) || e.Fix == "" {
+				t.Errorf("%q: err = %v, want one containing %q", tc.rule, err, bad)
+			}
+			continue
+		}
+		if err != nil || p.String() != tc.want {
+			t.Errorf("%q = %v, %v; want %s", tc.rule, p, err, tc.want)
+		}
+	}
+}
+
+func TestComparePath(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"services[2].vip", "services[10].vip", -1},
+		{"services[10].vip", "services[2].vip", 1},
+		{"services[1].backends[9]", "services[1].backends[10]", -1},
+		{"device.name", "device.name", 0},
+		{"a", "b", -1},
+	} {
+		if got := comparePath(tc.a, tc.b); got != tc.want {
+			t.Errorf("comparePath(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,126 @@
+// Package config reads and validates vsgate's configuration file (YAML) and
+// turns it into the nat engine's configuration.
+//
+// # What it is for
+//
+// [Parse] (or [Load], for a file) takes the file's bytes and returns a
+// [*Config] with every default filled in, or every problem found, each
+// naming the line and the fix:
+//
+//	vsgate.yaml:12: backend 198.18.2.12:8080: weight 70000 is out of range: use 0..65535
+//	vsgate.yaml:7: unknown key "wieght": did you mean "weight"?
+//	vsgate.yaml:21: service 198.18.0.10:80 is FULLNAT but fullnat.pool has no IPv4 address: add a gateway-owned IPv4 address to fullnat.pool, or use mode: nat
+//
+// The error is an [Errors] (a list of [*Error], each wrapping [ErrInvalid]);
+// Error() gives one problem per line, in line order. Problems with the
+// file's shape (YAML syntax, a list where a value belongs, a tag) are
+// reported alone, since values cannot be read until the shape is right;
+// unknown keys are reported together with every problem with values.
+// [Config.NAT] converts a Config into a [nat.Config]; [Config.Validate]
+// checks a Config built or changed in code by the same rules, naming
+// problems by path ("services[0].backends[2].weight"); [Config.YAML] writes
+// a Config back as a file that parses to an equal Config. [ParseIPChains]
+// reads a masquerade rule in ipchains' words, for the config and for adm.
+//
+// "vsgate check -c FILE" is Load plus printing. The gateway's reload is
+// Load then swap: Parse returns nil on any problem, so a bad file never
+// reaches the running configuration.
+//
+// # The file
+//
+// A complete commented example is testdata/vsgate.yaml. Unknown keys and
+// duplicate keys are errors. Keys and list items may be in block or flow
+// style; anchors and aliases work (merge keys cannot then repeat a merged
+// key); YAML tags are refused. Every value is read as text: durations are Go
+// durations ("90s", "1h30m", at most 8760h, millisecond resolution) or
+// whole seconds ("900"); booleans are true or false; names of protocols,
+// modes, schedulers, levels and formats are case-insensitive. An IPv6
+// address with a port must be quoted ("[2001:db8::10]:80"), since YAML
+// reads "[" as a list; a bare IPv6 address needs no quotes.
+//
+//	device:                 how packets reach vsgate
+//	  type: tun             tun (afpacket: later)                       default tun
+//	  name: vsg0            interface name, 1..15 bytes                 default vsg0
+//	  queues: 2             TUN queues, one worker each, 1..256         default 1
+//	  offloads: false       reserved for the fast-I/O work; only false  default false
+//	table:
+//	  size: 1048576         max tracked flows, 1..2^26                  default 65536
+//	timeouts:               flow timeouts, > 0; left out: IPVS's defaults
+//	  tcp: 15m              TCP established        (ipvsadm --set tcp)
+//	  tcpfin: 2m            TCP FIN_WAIT           (ipvsadm --set tcpfin)
+//	  udp: 5m               UDP                    (ipvsadm --set udp)
+//	  icmp: 10s
+//	  tcp_syn_sent: 2m, tcp_syn_recv: 1m, tcp_time_wait: 2m,
+//	  tcp_close: 10s, tcp_close_wait: 1m, tcp_last_ack: 30s
+//	default: pass           pass or drop: packets matching nothing      default pass
+//	services:               virtual services, unique by proto+vip+port
+//	  - name: web           optional label [A-Za-z0-9._-]{1,64}, unique
+//	    proto: tcp          tcp or udp                                  required
+//	    vip: 198.18.0.10:80 address and port                            required
+//	    scheduler: wrr      rr wrr lc wlc sed nq sh dh mh p2c fo        default wlc
+//	    scheduler_flags: [sh-port, sh-fallback]   sh: sh-port, sh-fallback; dh: dh-fallback
+//	    scheduler_table_size: 65537   sh, dh, mh: a prime <= 2^24       default 65537
+//	    mode: nat           nat or fullnat (l7: see below)              default nat
+//	    persistence: 300s   ipvsadm -p; 0 is none                       default 0
+//	    persistence_netmask: 24   ipvsadm -M: prefix length, or an IPv4 netmask;
+//	                        needs persistence                           default 32 / 128
+//	    sloppy: false       adopt TCP flows seen mid-stream (tcp only)  default false
+//	    health:             left out: no checks (backends always up)
+//	      type: http        tcp (connect) or http (GET)                 default tcp
+//	      interval: 2s      longer than timeout                         default 2s
+//	      timeout: 1s                                                   default 1s
+//	      rise: 2           successes to come up, 1..1000               default 2
+//	      fall: 3           failures to go down, 1..1000                default 3
+//	      port: 8080        port to check                               default the backend's
+//	      path: /health     http only, starts with '/'                  default /
+//	      expect: 200       http only, 100..599                         default 200
+//	    backends:
+//	      - addr: 198.18.2.11:8080   address[:port], the VIP's family   port default: the VIP's
+//	        weight: 3       0..65535; 0 = quiescent                     default 1
+//	masquerade:             source NAT for subnets behind the gateway
+//	  - from: 198.18.2.0/24 ADDRESS/BITS, ADDRESS/NETMASK or an address; no host bits
+//	    to: 198.18.0.20     the source address outbound flows get       default masquerade_to
+//	    ports: 1024-65535   source ports when the flow's own is taken   default 1024-65535
+//	  - ipchains: "-A forward -j MASQ -s 198.18.2.0/24"   instead of from (see ParseIPChains)
+//	masquerade_to: 198.18.0.20   "to" of rules without one (also adm's
+//	                        ipchains rules without --to)                default none: to required
+//	fullnat:
+//	  pool: [198.18.0.30, 2001:db8::30]   source of FULLNAT flows, one per family
+//	  ports: 1024-65535                                                 default 1024-65535
+//	control:
+//	  socket: /run/vsgate/vsgate.sock     absolute, <= 107 bytes        default this
+//	metrics:
+//	  listen: 127.0.0.1:9100   address:port, or off                     default 127.0.0.1:9100
+//	  public: false         needed (true) to listen on a non-loopback address
+//	log:
+//	  level: info           debug, info, warn or error                  default info
+//	  format: text          text or json                                default text
+//
+// Decisions worth knowing:
+//
+//   - A masquerade rule's "to" comes from the rule or from masquerade_to
+//     (of the rule's family); with neither, the rule is an error. ipchains
+//     used the outgoing interface's address; vsgate has no outgoing
+//     interface to borrow one from, and guessing would masquerade traffic
+//     behind the wrong address.
+//   - mode: l7 (HTTP services, with an l7: block holding Apache directives
+//     inline as directives: or in a file as file:) is reserved: the keys
+//     parse, and the service is refused with "mode l7 is not supported
+//     yet" until the proxy exists. An l7 block in a service of another mode
+//     is an error.
+//   - The FULLNAT pool holds at most one address per family, because the
+//     engine uses one; a second one is an error rather than ignored.
+//   - Metrics listen on loopback unless public: true says otherwise.
+//   - Addresses are not restricted to any range: this is a real product.
+//     (Tests and testdata use only 198.18.0.0/15 and 2001:db8::/32.)
+//   - Host names are not resolved: every address is an IP address.
+//
+// # What it must not do
+//
+// No I/O beyond Load reading the one file (at most [MaxFileSize] bytes);
+// no netlink, sockets, devices or goroutines; no package-level mutable
+// state; no logging. Parse is a pure function of its input: the gateway
+// decides what to do with the result. A panic inside the YAML library is
+// turned into an error, since a config file must never bring the gateway
+// down.
+package config

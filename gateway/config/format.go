@@ -1,0 +1,154 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vsgate/vsgate/nat"
+)
+
+// YAML returns c as a configuration file with every value explicit, in the
+// schema's order and without comments. For a Config that Parse returned,
+// Parse(c.YAML()) gives back an equal Config: a config
+// dump that can be loaded again.
+func (c *Config) YAML() []byte {
+	var b strings.Builder
+	w := func(indent int, format string, args ...any) {
+		b.WriteString(strings.Repeat("  ", indent))
+		fmt.Fprintf(&b, format, args...)
+		b.WriteByte('\n')
+	}
+	q := strconv.Quote
+	dur := func(d time.Duration) string { return q(d.String()) }
+	ports := func(p [2]uint16) string { return q(fmt.Sprintf("%d-%d", p[0], p[1])) }
+
+	w(0, "device:")
+	w(1, "type: %s", q(c.Device.Type))
+	w(1, "name: %s", q(c.Device.Name))
+	w(1, "queues: %d", c.Device.Queues)
+	w(1, "offloads: %t", c.Device.Offloads)
+	w(0, "table:")
+	w(1, "size: %d", c.TableSize)
+	w(0, "timeouts:")
+	t := c.Timeouts
+	for _, kv := range []struct {
+		k string
+		v time.Duration
+	}{
+		{"tcp", t.TCPEstablished}, {"tcpfin", t.TCPFinWait}, {"udp", t.UDP}, {"icmp", t.ICMP},
+		{"tcp_syn_sent", t.TCPSynSent}, {"tcp_syn_recv", t.TCPSynRecv}, {"tcp_time_wait", t.TCPTimeWait},
+		{"tcp_close", t.TCPClose}, {"tcp_close_wait", t.TCPCloseWait}, {"tcp_last_ack", t.TCPLastAck},
+	} {
+		if kv.v != 0 {
+			w(1, "%s: %s", kv.k, dur(kv.v))
+		}
+	}
+	if c.DropUnmatched {
+		w(0, "default: drop")
+	} else {
+		w(0, "default: pass")
+	}
+
+	w(0, "services:%s", emptyList(len(c.Services)))
+	for _, s := range c.Services {
+		w(1, "- proto: %s", protoName(s.Proto))
+		if s.Name != "" {
+			w(2, "name: %s", q(s.Name))
+		}
+		w(2, "vip: %s", q(s.VIP.String()))
+		w(2, "scheduler: %s", q(s.Scheduler))
+		var flags []string
+		if s.Sched.Port {
+			flags = append(flags, "sh-port")
+		}
+		if s.Sched.Fallback {
+			flags = append(flags, s.Scheduler+"-fallback")
+		}
+		if len(flags) > 0 {
+			w(2, "scheduler_flags: [%s]", strings.Join(flags, ", "))
+		}
+		if s.Sched.TableSize != 0 {
+			w(2, "scheduler_table_size: %d", s.Sched.TableSize)
+		}
+		w(2, "mode: %s", modeName(s.Mode))
+		w(2, "persistence: %s", dur(s.Persistence))
+		if s.Persistence != 0 {
+			w(2, "persistence_netmask: %d", s.PersistenceBits)
+		}
+		w(2, "sloppy: %t", s.Sloppy)
+		if h := s.Health; h != nil {
+			w(2, "health:")
+			w(3, "type: %s", q(h.Type))
+			w(3, "interval: %s", dur(h.Interval))
+			w(3, "timeout: %s", dur(h.Timeout))
+			w(3, "rise: %d", h.Rise)
+			w(3, "fall: %d", h.Fall)
+			if h.Port != 0 {
+				w(3, "port: %d", h.Port)
+			}
+			if h.Type == HealthHTTP {
+				w(3, "path: %s", q(h.Path))
+				w(3, "expect: %d", h.Expect)
+			}
+		}
+		w(2, "backends:%s", emptyList(len(s.Backends)))
+		for _, be := range s.Backends {
+			w(3, "- addr: %s", q(be.Addr.String()))
+			w(4, "weight: %d", be.Weight)
+		}
+	}
+
+	if c.MasqueradeTo.IsValid() {
+		w(0, "masquerade_to: %s", q(c.MasqueradeTo.String()))
+	}
+	w(0, "masquerade:%s", emptyList(len(c.Masquerade)))
+	for _, m := range c.Masquerade {
+		w(1, "- from: %s", q(m.From.String()))
+		w(2, "to: %s", q(m.To.String()))
+		if m.Ports != [2]uint16{} {
+			w(2, "ports: %s", ports(m.Ports))
+		}
+	}
+
+	w(0, "fullnat:")
+	pool := make([]string, len(c.FullNAT.Pool))
+	for i, a := range c.FullNAT.Pool {
+		pool[i] = q(a.String())
+	}
+	w(1, "pool: [%s]", strings.Join(pool, ", "))
+	w(1, "ports: %s", ports(c.FullNAT.Ports))
+	w(0, "control:")
+	w(1, "socket: %s", q(c.Control.Socket))
+	w(0, "metrics:")
+	if c.Metrics.Listen.IsValid() {
+		w(1, "listen: %s", q(c.Metrics.Listen.String()))
+	} else {
+		w(1, "listen: off")
+	}
+	w(1, "public: %t", c.Metrics.Public)
+	w(0, "log:")
+	w(1, "level: %s", strings.ToLower(c.Log.Level.String()))
+	w(1, "format: %s", q(c.Log.Format))
+	return []byte(b.String())
+}
+
+func emptyList(n int) string {
+	if n == 0 {
+		return " []"
+	}
+	return ""
+}
+
+func modeName(m nat.Mode) string {
+	switch m {
+	case nat.ModeNAT:
+		return "nat"
+	case nat.ModeFullNAT:
+		return "fullnat"
+	case nat.ModeL7:
+		return "l7"
+	}
+	return fmt.Sprintf("mode-%d", m)
+}

@@ -1,0 +1,91 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// ParseIPChains reads a masquerade rule written the way the old Linux
+// virtual-server recipe writes it,
+//
+//	ipchains -A forward -j MASQ -s 198.18.2.0/24 [-d 0.0.0.0/0]
+//
+// and returns the source subnet. The leading "ipchains" is optional; the
+// options may come in any order and in their long forms (--append, --jump,
+// --source/--src, --destination/--dst, --protocol). The source may be
+// ADDRESS/BITS, ADDRESS/NETMASK, an address alone (one host) or 0/0
+// (anywhere); a destination, if given, must be anywhere, and a protocol
+// must be all, since vsgate masquerades by source subnet only. The address
+// the flows leave with is not part of the rule (ipchains took the outgoing
+// interface's): the config's masquerade "to" gives it.
+//
+// On failure the error is an *Error (no file or line) saying what is wrong
+// and how to fix it.
+func ParseIPChains(rule string) (netip.Prefix, error) {
+	fail := func(msg, fix string) (netip.Prefix, error) {
+		return netip.Prefix{}, &Error{Msg: "ipchains rule: " + msg, Fix: fix}
+	}
+	const example = `write it as "-A forward -j MASQ -s 198.18.2.0/24"`
+	args := strings.Fields(rule)
+	if len(args) > 0 && args[0] == "ipchains" {
+		args = args[1:]
+	}
+	var chain, target, src, dst string
+	for i := 0; i < len(args); i++ {
+		opt := args[i]
+		var val *string
+		switch opt {
+		case "-A", "--append":
+			val = &chain
+		case "-j", "--jump":
+			val = &target
+		case "-s", "--source", "--src":
+			val = &src
+		case "-d", "--destination", "--dst":
+			val = &dst
+		case "-p", "--protocol":
+			if i+1 < len(args) && strings.EqualFold(args[i+1], "all") {
+				i++
+				continue
+			}
+			return fail(fmt.Sprintf("%s: vsgate masquerades every protocol", opt), "remove the "+opt+" option")
+		default:
+			return fail(fmt.Sprintf("option %q is not supported", opt), example)
+		}
+		if i+1 >= len(args) {
+			return fail(fmt.Sprintf("option %s has no value", opt), example)
+		}
+		if *val != "" {
+			return fail(fmt.Sprintf("option %s is given twice", opt), "give it once")
+		}
+		i++
+		if args[i] == "!" {
+			return fail(fmt.Sprintf("negation (%s !) is not supported", opt), "name the subnet to masquerade itself")
+		}
+		*val = args[i]
+	}
+	switch {
+	case chain == "":
+		return fail("no chain (-A forward)", example)
+	case chain != "forward":
+		return fail(fmt.Sprintf("chain %q: only forward is supported", chain), "use -A forward")
+	case target == "":
+		return fail("no target (-j MASQ)", example)
+	case target != "MASQ":
+		return fail(fmt.Sprintf("target %q: only MASQ is supported", target), "use -j MASQ")
+	case src == "":
+		return fail("no source subnet (-s NET)", example)
+	}
+	if dst != "" {
+		p, msg, _ := parsePrefix(dst)
+		if msg != "" || p.Bits() != 0 {
+			return fail(fmt.Sprintf("destination %s: only anywhere (0.0.0.0/0) is supported", dst), "remove the -d option")
+		}
+	}
+	p, msg, fix := parsePrefix(src)
+	if msg != "" {
+		return fail("source "+msg, fix)
+	}
+	return p, nil
+}
