@@ -1,0 +1,506 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vsgate/vsgate/gateway/adm"
+	"github.com/vsgate/vsgate/gateway/health"
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet/tun"
+)
+
+// Options configure a Gateway. cmd/vsgate builds them from the YAML
+// configuration (gateway/config); tests build them directly.
+type Options struct {
+	// NAT is the engine's configuration: services, masquerade, FULLNAT
+	// pool, timeouts, table size. Health checks mark backends down on top
+	// of it; they never change it.
+	NAT nat.Config
+	// Health maps a service ("tcp VIP:port", as adm.ServiceKey names it)
+	// to how its backends are checked. Services without an entry are not
+	// checked.
+	Health map[string]health.Spec
+
+	// Device is the TUN interface to create (or open) with Queues queues,
+	// one worker each. Ignored when Devices is set.
+	Device string
+	Queues int
+	// Devices, when set, are used instead of opening a TUN (tests use
+	// tuntest.ChanDevice); then no network wiring is done either.
+	Devices []tun.Device
+
+	// Table and RulePriority place the policy rule that steers the real
+	// servers' traffic into the device (DESIGN.md).
+	Table, RulePriority int
+
+	// ControlSocket is the path of the control socket; empty for none.
+	ControlSocket string
+
+	// MasqDefault is the address `ipchains -j MASQ` rules without --to get.
+	MasqDefault netip.Addr
+
+	Logger *slog.Logger
+}
+
+// Gateway is a running virtual server: devices, workers, the engine,
+// network wiring, health checks and the control socket. Create it with
+// New, run it with Run. Methods are safe for concurrent use.
+type Gateway struct {
+	log     *slog.Logger
+	engine  *nat.Engine
+	devices []tun.Device
+	net     *netState
+	checker *health.Checker
+	control *ControlServer
+	start   time.Time
+
+	mu      sync.Mutex // guards opts, desired and down; serialises changes
+	opts    Options
+	desired nat.Config      // what the operator asked for (config file, adm)
+	down    map[string]bool // backends health checks hold down, by health key
+
+	rates  atomic.Pointer[map[string]adm.Rates]
+	counts []workerCounts
+}
+
+// workerCounts are one worker's packet counters, for metrics.
+type workerCounts struct {
+	packets, dropped, toL7 atomic.Uint64
+	_                      [40]byte
+}
+
+// New builds the gateway: the engine, the devices, the network wiring, the
+// health checks and the control socket. Nothing moves packets until Run.
+// On error everything it set up is undone.
+func New(opts Options) (g *Gateway, err error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	g = &Gateway{log: opts.Logger, opts: opts, desired: opts.NAT, down: map[string]bool{}, start: time.Now()}
+	defer func() {
+		if err != nil {
+			g.Close()
+			g = nil
+		}
+	}()
+	if g.engine, err = nat.New(opts.NAT); err != nil {
+		return g, err
+	}
+	g.devices = opts.Devices
+	if len(g.devices) == 0 {
+		if g.devices, err = tun.Open(opts.Device, max(opts.Queues, 1)); err != nil {
+			return g, fmt.Errorf("TUN device %s: %w", opts.Device, err)
+		}
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return g, err
+		}
+		defer h.Close()
+		if g.net, err = setupNetwork(h, g.netPlan()); err != nil {
+			return g, fmt.Errorf("network setup: %w", err)
+		}
+	}
+	g.counts = make([]workerCounts, len(g.devices))
+	g.checker = health.New(g.healthChanged)
+	g.checker.Set(g.healthTargets())
+	if opts.ControlSocket != "" {
+		if g.control, err = ListenControl(opts.ControlSocket, g.handle); err != nil {
+			return g, err
+		}
+	}
+	return g, nil
+}
+
+// netPlan derives the wiring from the configuration: VIPs, masquerade and
+// FULLNAT addresses are routed into the device; traffic from the real
+// servers and masqueraded subnets is steered into it.
+func (g *Gateway) netPlan() NetPlan {
+	p := NetPlan{Device: g.opts.Device, Table: g.opts.Table, RulePriority: g.opts.RulePriority}
+	if p.Table == 0 {
+		p.Table = 100
+	}
+	if p.RulePriority == 0 {
+		p.RulePriority = 1000
+	}
+	addAddr := func(a netip.Addr) {
+		if !slices.Contains(p.Addrs, a) {
+			p.Addrs = append(p.Addrs, a)
+		}
+	}
+	addSteer := func(s netip.Prefix) {
+		if !slices.Contains(p.Steer, s) {
+			p.Steer = append(p.Steer, s)
+		}
+	}
+	c := g.desired
+	for _, s := range c.Services {
+		addAddr(s.VIP)
+		if s.Mode == nat.ModeFullNAT {
+			continue // real servers answer the FULLNAT address, routed below
+		}
+		for _, b := range s.Backends {
+			addSteer(netip.PrefixFrom(b.Addr, b.Addr.BitLen()))
+		}
+	}
+	for _, m := range c.Masquerade {
+		addAddr(m.To)
+		addSteer(m.From)
+	}
+	for _, a := range c.FullNATPool {
+		addAddr(a)
+	}
+	return p
+}
+
+// Engine returns the gateway's engine (for metrics and tests).
+func (g *Gateway) Engine() *nat.Engine { return g.engine }
+
+// Run moves packets until ctx is done: one worker per device queue, the
+// engine's clock and expiry, and the rate estimator. It returns when every
+// worker has stopped; call Close afterwards.
+func (g *Gateway) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(g.devices))
+	for i, d := range g.devices {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.work(i, d); err != nil && ctx.Err() == nil {
+				errs <- fmt.Errorf("worker %d: %w", i, err)
+				cancel()
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		g.housekeeping(ctx)
+	}()
+	<-ctx.Done()
+	for _, d := range g.devices {
+		d.Close() // unblocks the workers' reads
+	}
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+// work is one worker's loop: read a batch, translate it, write back what
+// goes on. It allocates only its buffers, once.
+func (g *Gateway) work(i int, d tun.Device) error {
+	w := g.engine.NewWorker()
+	mtu, err := d.MTU()
+	if err != nil || mtu < 1280 {
+		mtu = 65535
+	}
+	n := d.BatchSize()
+	bufs := make([][]byte, n)
+	for j := range bufs {
+		bufs[j] = make([]byte, mtu)
+	}
+	sizes := make([]int, n)
+	pkts := make([][]byte, n)
+	verdicts := make([]nat.Verdict, n)
+	out := make([][]byte, 0, n)
+	c := &g.counts[i]
+	for {
+		got, rerr := d.Read(bufs, sizes, 0)
+		for j := range got {
+			pkts[j] = bufs[j][:sizes[j]]
+		}
+		w.Process(pkts[:got], verdicts)
+		out = out[:0]
+		var dropped, l7 uint64
+		for j := range got {
+			switch verdicts[j] {
+			case nat.Forward, nat.Pass:
+				out = append(out, pkts[j])
+			case nat.ToL7:
+				l7++ // the L7 proxy arrives with issue 7; until then dropped
+			default:
+				dropped++
+			}
+		}
+		if len(out) > 0 {
+			if _, err := d.Write(out, 0); err != nil && !errors.Is(err, errClosed) {
+				g.log.Warn("write", "device", d.Name(), "err", err)
+			}
+		}
+		c.packets.Add(uint64(got))
+		c.dropped.Add(dropped)
+		c.toL7.Add(l7)
+		if rerr != nil {
+			if errors.Is(rerr, errClosed) {
+				return nil
+			}
+			return rerr
+		}
+	}
+}
+
+// housekeeping drives the engine's clock, expires flows and estimates
+// rates every second.
+func (g *Gateway) housekeeping(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var prev map[string]nat.Stats
+	prevAt := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			g.engine.Advance(now.Sub(g.start))
+			g.engine.Expire()
+			prev, prevAt = g.estimate(prev, prevAt, now)
+		}
+	}
+}
+
+// estimate turns counter differences into per-second rates for
+// ipvsadm --rate.
+func (g *Gateway) estimate(prev map[string]nat.Stats, at, now time.Time) (map[string]nat.Stats, time.Time) {
+	cur := map[string]nat.Stats{}
+	rates := map[string]adm.Rates{}
+	secs := now.Sub(at).Seconds()
+	rate := func(key string, s nat.Stats) {
+		cur[key] = s
+		p, ok := prev[key]
+		if !ok || secs <= 0 {
+			return
+		}
+		per := func(a, b uint64) uint64 {
+			if a < b {
+				return 0 // zeroed meanwhile
+			}
+			return uint64(float64(a-b) / secs)
+		}
+		rates[key] = adm.Rates{CPS: per(s.Conns, p.Conns), InPPS: per(s.PacketsIn, p.PacketsIn), OutPPS: per(s.PacketsOut, p.PacketsOut),
+			InBPS: per(s.BytesIn, p.BytesIn), OutBPS: per(s.BytesOut, p.BytesOut)}
+	}
+	for _, s := range g.engine.Services() {
+		rate(adm.ServiceKey(s.Service), s.Stats)
+		for _, b := range s.Backends {
+			rate(adm.BackendKey(s.Service, b.Backend), b.Stats)
+		}
+	}
+	g.rates.Store(&rates)
+	return cur, now
+}
+
+// Close stops everything New started and undoes the network wiring.
+func (g *Gateway) Close() error {
+	var errs []error
+	if g.control != nil {
+		errs = append(errs, g.control.Close())
+	}
+	if g.checker != nil {
+		g.checker.Close()
+	}
+	for _, d := range g.devices {
+		_ = d.Close()
+	}
+	if g.net != nil {
+		errs = append(errs, g.net.teardown())
+	}
+	return errors.Join(errs...)
+}
+
+// Reload replaces the configuration: the engine's services and rules
+// (established flows to backends that stay are untouched; flows to removed
+// backends drain), health checks, and the routes for addresses that came
+// or went. On error the running configuration stays.
+func (g *Gateway) Reload(opts Options) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old := g.opts
+	g.opts.NAT, g.opts.Health = opts.NAT, opts.Health
+	if err := g.installLocked(opts.NAT); err != nil {
+		g.opts = old
+		return err
+	}
+	g.checker.Set(g.healthTargets())
+	g.log.Info("configuration reloaded", "services", len(opts.NAT.Services))
+	return nil
+}
+
+// installLocked makes desired the operator's configuration and gives the
+// engine that configuration with the health checks' verdicts applied,
+// rewiring routes for addresses that changed. Caller holds g.mu.
+func (g *Gateway) installLocked(desired nat.Config) error {
+	eff := desired
+	eff.Services = slices.Clone(desired.Services)
+	for i := range eff.Services {
+		s := &eff.Services[i]
+		s.Backends = slices.Clone(s.Backends)
+		for j := range s.Backends {
+			if g.down[healthKey(*s, s.Backends[j])] {
+				s.Backends[j].Down = true
+			}
+		}
+	}
+	if err := g.engine.Update(eff); err != nil {
+		return err
+	}
+	prevPlan := g.netPlan()
+	g.desired = desired
+	if g.net != nil {
+		if err := g.rewire(prevPlan, g.netPlan()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rewire adjusts the network wiring from one plan to the next. Addresses
+// are added before the engine needs them and removed after; a change of
+// steering redoes the rules.
+func (g *Gateway) rewire(from, to NetPlan) error {
+	if slices.Equal(from.Addrs, to.Addrs) && slices.Equal(from.Steer, to.Steer) {
+		return nil
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	// Build the new wiring beside the old one, then drop the old: routes
+	// to addresses in both plans are replaced, not interrupted.
+	if err := g.net.teardown(); err != nil {
+		g.log.Warn("rewire: removing old wiring", "err", err)
+	}
+	st, err := setupNetwork(h, to)
+	if err != nil {
+		// Put the old wiring back so the running configuration keeps working.
+		if back, berr := setupNetwork(h, from); berr == nil {
+			g.net = back
+		}
+		return fmt.Errorf("network setup: %w", err)
+	}
+	g.net = st
+	return nil
+}
+
+// healthKey names a backend for the checker.
+func healthKey(s nat.Service, b nat.Backend) string { return adm.BackendKey(s, b) }
+
+// healthTargets lists every backend of every checked service.
+func (g *Gateway) healthTargets() []health.Target {
+	var ts []health.Target
+	for _, s := range g.desired.Services {
+		spec, ok := g.opts.Health[adm.ServiceKey(s)]
+		if !ok {
+			continue
+		}
+		for _, b := range s.Backends {
+			ts = append(ts, health.Target{Key: healthKey(s, b), Addr: netip.AddrPortFrom(b.Addr, b.Port), Spec: spec})
+		}
+	}
+	return ts
+}
+
+// healthChanged applies a checker verdict.
+func (g *Gateway) healthChanged(key string, up bool, why string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if up {
+		delete(g.down, key)
+		g.log.Info("backend up", "backend", key, "check", why)
+	} else {
+		g.down[key] = true
+		g.log.Warn("backend down", "backend", key, "check", why)
+	}
+	if err := g.installLocked(g.desired); err != nil {
+		g.log.Error("applying health state", "err", err)
+	}
+}
+
+// handle runs one control request: ipvsadm's language, portfw and
+// ipchains, as `vsgate adm` sends them.
+func (g *Gateway) handle(_ context.Context, req Request) Response {
+	c, err := adm.Parse(req.Args)
+	if err != nil {
+		return Response{Error: err.Error(), Status: 2}
+	}
+	var out bytes.Buffer
+	switch c.Op {
+	case adm.OpList:
+		adm.WriteList(&out, c, g.view(c))
+	case adm.OpSave:
+		g.mu.Lock()
+		adm.WriteSave(&out, g.desired)
+		g.mu.Unlock()
+	case adm.OpPortfwList:
+		adm.WritePortfw(&out, g.view(c))
+	case adm.OpMasqList:
+		g.mu.Lock()
+		adm.WriteMasq(&out, g.desired)
+		g.mu.Unlock()
+	case adm.OpZero:
+		g.engine.ZeroStats()
+	default:
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		var next nat.Config
+		if c.Op == adm.OpRestore {
+			next, err = adm.Restore(g.desired, req.Stdin, adm.Defaults{MasqTo: g.opts.MasqDefault})
+		} else {
+			next, err = adm.Apply(g.desired, c, adm.Defaults{MasqTo: g.opts.MasqDefault})
+		}
+		if err == nil {
+			err = g.installLocked(next)
+		}
+		if err != nil {
+			return Response{Error: err.Error(), Status: 1}
+		}
+		g.checker.Set(g.healthTargets())
+		g.log.Info("configuration changed", "command", req.Args)
+	}
+	return Response{Output: out.String()}
+}
+
+// view gathers what a listing shows.
+func (g *Gateway) view(c *adm.Command) *adm.View {
+	v := &adm.View{Services: g.engine.Services(), Size: g.engine.Capacity(), Timeouts: g.engine.Config().Timeouts.Effective()}
+	if r := g.rates.Load(); r != nil {
+		v.Rates = *r
+	}
+	if c.Conns {
+		for f := range g.engine.AllFlows() {
+			if g.isServiceFlow(f) {
+				v.Flows = append(v.Flows, f)
+			}
+		}
+	}
+	return v
+}
+
+// isServiceFlow tells virtual-service flows from masquerade flows.
+func (g *Gateway) isServiceFlow(f nat.FlowInfo) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.ContainsFunc(g.desired.Services, func(s nat.Service) bool {
+		return s.Proto == f.Proto && netip.AddrPortFrom(s.VIP, s.Port) == f.OrigDst
+	})
+}
+
+// errClosed is what a closed device's Read and Write wrap.
+var errClosed = os.ErrClosed
