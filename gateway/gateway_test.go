@@ -1,0 +1,106 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/packet/tun"
+	"github.com/vsgate/vsgate/packet/tun/tuntest"
+)
+
+func syn(src, dst netip.AddrPort) []byte {
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: net.IP(src.Addr().AsSlice()), DstIP: net.IP(dst.Addr().AsSlice())}
+	t := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), SYN: true, Window: 100}
+	t.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, t); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
+}
+
+func dst(t *testing.T, b []byte) netip.AddrPort {
+	t.Helper()
+	var p packet.Parsed
+	if r := packet.Parse(b, &p); r != packet.ReasonNone {
+		t.Fatal(r)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(p.Dst).Unmap(), p.DstPort)
+}
+
+// TestGatewayWithFakeDevice runs the gateway on a channel device: packets
+// read are translated and written back; adm commands over the control
+// socket change the table live and list it in ipvsadm's format; a bad
+// command leaves the table as it was.
+func TestGatewayWithFakeDevice(t *testing.T) {
+	dev := tuntest.Start(t, 1500, 16)
+	sock := filepath.Join(t.TempDir(), "vsgate.sock")
+	vip := netip.MustParseAddrPort("198.18.0.10:80")
+	g, err := New(Options{
+		Devices: []tun.Device{dev}, ControlSocket: sock,
+		NAT: nat.Config{Capacity: 1024, Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "rr",
+			Backends: []nat.Backend{{Addr: netip.MustParseAddr("198.18.2.11"), Port: 80, Weight: 1}}}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- g.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		g.Close()
+	}()
+
+	dev.Inbound <- syn(netip.MustParseAddrPort("198.18.0.2:1000"), vip)
+	if got := dst(t, dev.Recv(t, 10*time.Second)); got != netip.MustParseAddrPort("198.18.2.11:80") {
+		t.Fatalf("SYN went to %v", got)
+	}
+	adm := func(args ...string) Response {
+		resp, err := Call(context.Background(), sock, Request{Args: args})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	if r := adm("-a", "-t", "198.18.0.10:80", "-r", "198.18.2.12:80", "-m", "-w", "2"); r.Status != 0 {
+		t.Fatalf("-a: %+v", r)
+	}
+	if r := adm("-a", "-t", "198.18.0.99:80", "-r", "198.18.2.12"); r.Status != 1 || r.Error != "Service not defined" {
+		t.Fatalf("-a to no service: %+v", r)
+	}
+	if r := adm("-Q"); r.Status != 2 {
+		t.Fatalf("bad option: %+v", r)
+	}
+	r := adm("-L", "-n")
+	for _, want := range []string{"TCP  198.18.0.10:80 rr", "  -> 198.18.2.11:80               Masq    1      0          1",
+		"  -> 198.18.2.12:80               Masq    2      0          0"} {
+		if !strings.Contains(r.Output, want) {
+			t.Errorf("-L -n misses %q:\n%s", want, r.Output)
+		}
+	}
+	// The new backend takes new flows (rr: the next one).
+	dev.Inbound <- syn(netip.MustParseAddrPort("198.18.0.2:1001"), vip)
+	if got := dst(t, dev.Recv(t, 10*time.Second)); got.Addr() != netip.MustParseAddr("198.18.2.12") {
+		t.Fatalf("second SYN went to %v", got)
+	}
+	if r := adm("-S", "-n"); r.Output != "-A -t 198.18.0.10:80 -s rr\n-a -t 198.18.0.10:80 -r 198.18.2.11:80 -m -w 1\n-a -t 198.18.0.10:80 -r 198.18.2.12:80 -m -w 2\n" {
+		t.Fatalf("-S:\n%s", r.Output)
+	}
+	if r := adm("-L", "-n", "-c"); !strings.Contains(r.Output, "TCP 01:00  SYN_RECV    198.18.0.2:1000    198.18.0.10:80     198.18.2.11:80") {
+		t.Fatalf("-L -c:\n%s", r.Output)
+	}
+}
