@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"slices"
@@ -18,6 +20,7 @@ import (
 	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/health"
 	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet/pcap"
 	"github.com/vsgate/vsgate/packet/tun"
 )
 
@@ -47,6 +50,9 @@ type Options struct {
 
 	// ControlSocket is the path of the control socket; empty for none.
 	ControlSocket string
+	// MetricsListen is where Prometheus metrics are served (/metrics);
+	// empty for none.
+	MetricsListen string
 
 	// MasqDefault is the address `ipchains -j MASQ` rules without --to get.
 	MasqDefault netip.Addr
@@ -58,21 +64,25 @@ type Options struct {
 // network wiring, health checks and the control socket. Create it with
 // New, run it with Run. Methods are safe for concurrent use.
 type Gateway struct {
-	log     *slog.Logger
-	engine  *nat.Engine
-	devices []tun.Device
-	net     *netState
-	checker *health.Checker
-	control *ControlServer
-	start   time.Time
+	log         *slog.Logger
+	engine      *nat.Engine
+	devices     []tun.Device
+	net         *netState
+	checker     *health.Checker
+	control     *ControlServer
+	metrics     *http.Server
+	metricsAddr net.Addr
+	start       time.Time
 
-	mu      sync.Mutex // guards opts, desired and down; serialises changes
-	opts    Options
-	desired nat.Config      // what the operator asked for (config file, adm)
-	down    map[string]bool // backends health checks hold down, by health key
+	mu          sync.Mutex // guards opts, desired, down and captureFile; serialises changes
+	captureFile *os.File
+	opts        Options
+	desired     nat.Config      // what the operator asked for (config file, adm)
+	down        map[string]bool // backends health checks hold down, by health key
 
-	rates  atomic.Pointer[map[string]adm.Rates]
-	counts []workerCounts
+	capture pcap.Writer // what enters and leaves, when started (--pcap, vsgate adm pcap)
+	rates   atomic.Pointer[map[string]adm.Rates]
+	counts  []workerCounts
 }
 
 // workerCounts are one worker's packet counters, for metrics.
@@ -117,6 +127,11 @@ func New(opts Options) (g *Gateway, err error) {
 	g.checker.Set(g.healthTargets())
 	if opts.ControlSocket != "" {
 		if g.control, err = ListenControl(opts.ControlSocket, g.handle); err != nil {
+			return g, err
+		}
+	}
+	if opts.MetricsListen != "" {
+		if g.metrics, err = g.serveMetrics(opts.MetricsListen); err != nil {
 			return g, err
 		}
 	}
@@ -226,6 +241,13 @@ func (g *Gateway) work(i int, d tun.Device) error {
 		for j := range got {
 			pkts[j] = bufs[j][:sizes[j]]
 		}
+		capturing := g.capture.Enabled()
+		if capturing {
+			now := time.Now()
+			for _, p := range pkts[:got] {
+				g.capture.WritePacket(now, p, pcap.In)
+			}
+		}
 		w.Process(pkts[:got], verdicts)
 		out = out[:0]
 		var dropped, l7 uint64
@@ -237,6 +259,12 @@ func (g *Gateway) work(i int, d tun.Device) error {
 				l7++ // the L7 proxy arrives with issue 7; until then dropped
 			default:
 				dropped++
+			}
+		}
+		if capturing {
+			now := time.Now()
+			for _, p := range out {
+				g.capture.WritePacket(now, p, pcap.Out)
 			}
 		}
 		if len(out) > 0 {
@@ -312,11 +340,18 @@ func (g *Gateway) Close() error {
 	if g.control != nil {
 		errs = append(errs, g.control.Close())
 	}
+	if g.metrics != nil {
+		errs = append(errs, g.metrics.Close())
+	}
 	if g.checker != nil {
 		g.checker.Close()
 	}
 	for _, d := range g.devices {
 		_ = d.Close()
+	}
+	if g.capture.Enabled() {
+		_, err := g.StopCapture()
+		errs = append(errs, err)
 	}
 	if g.net != nil {
 		errs = append(errs, g.net.teardown())
@@ -436,6 +471,9 @@ func (g *Gateway) healthChanged(key string, up bool, why string) {
 // handle runs one control request: ipvsadm's language, portfw and
 // ipchains, as `vsgate adm` sends them.
 func (g *Gateway) handle(_ context.Context, req Request) Response {
+	if len(req.Args) > 0 && req.Args[0] == "pcap" {
+		return g.handlePcap(req.Args[1:])
+	}
 	c, err := adm.Parse(req.Args)
 	if err != nil {
 		return Response{Error: err.Error(), Status: 2}
@@ -504,3 +542,61 @@ func (g *Gateway) isServiceFlow(f nat.FlowInfo) bool {
 
 // errClosed is what a closed device's Read and Write wrap.
 var errClosed = os.ErrClosed
+
+// MetricsAddr is the address metrics are served on ("" if none): useful
+// with port 0.
+func (g *Gateway) MetricsAddr() string {
+	if g.metricsAddr == nil {
+		return ""
+	}
+	return g.metricsAddr.String()
+}
+
+// StartCapture writes what enters and leaves the gateway to path as pcap
+// (readable by tcpdump; direction shows with tcpdump -e).
+func (g *Gateway) StartCapture(path string) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := g.capture.Start(f, pcap.DefaultSnapLen); err != nil {
+		f.Close()
+		return err
+	}
+	g.mu.Lock()
+	g.captureFile = f
+	g.mu.Unlock()
+	g.log.Info("capture started", "file", path)
+	return nil
+}
+
+// StopCapture ends the capture and closes its file.
+func (g *Gateway) StopCapture() (uint64, error) {
+	n, err := g.capture.Stop()
+	g.mu.Lock()
+	f := g.captureFile
+	g.captureFile = nil
+	g.mu.Unlock()
+	if f != nil {
+		err = errors.Join(err, f.Close())
+	}
+	return n, err
+}
+
+// handlePcap is `vsgate adm pcap start FILE` and `vsgate adm pcap stop`.
+func (g *Gateway) handlePcap(args []string) Response {
+	switch {
+	case len(args) == 2 && args[0] == "start":
+		if err := g.StartCapture(args[1]); err != nil {
+			return Response{Error: "pcap: " + err.Error(), Status: 1}
+		}
+		return Response{Output: "capturing to " + args[1] + "\n"}
+	case len(args) == 1 && args[0] == "stop":
+		n, err := g.StopCapture()
+		if err != nil {
+			return Response{Error: "pcap: " + err.Error(), Status: 1}
+		}
+		return Response{Output: fmt.Sprintf("capture stopped: %d packets\n", n)}
+	}
+	return Response{Error: "usage: pcap start FILE | pcap stop", Status: 2}
+}

@@ -2,8 +2,11 @@ package gateway
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
@@ -47,7 +51,7 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 	sock := filepath.Join(t.TempDir(), "vsgate.sock")
 	vip := netip.MustParseAddrPort("198.18.0.10:80")
 	g, err := New(Options{
-		Devices: []tun.Device{dev}, ControlSocket: sock,
+		Devices: []tun.Device{dev}, ControlSocket: sock, MetricsListen: "127.0.0.1:0",
 		NAT: nat.Config{Capacity: 1024, Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "rr",
 			Backends: []nat.Backend{{Addr: netip.MustParseAddr("198.18.2.11"), Port: 80, Weight: 1}}}}},
 	})
@@ -65,16 +69,42 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 		g.Close()
 	}()
 
-	dev.Inbound <- syn(netip.MustParseAddrPort("198.18.0.2:1000"), vip)
-	if got := dst(t, dev.Recv(t, 10*time.Second)); got != netip.MustParseAddrPort("198.18.2.11:80") {
-		t.Fatalf("SYN went to %v", got)
-	}
 	adm := func(args ...string) Response {
 		resp, err := Call(context.Background(), sock, Request{Args: args})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return resp
+	}
+	capFile := filepath.Join(t.TempDir(), "cap.pcap")
+	if r := adm("pcap", "start", capFile); r.Status != 0 {
+		t.Fatalf("pcap start: %+v", r)
+	}
+	dev.Inbound <- syn(netip.MustParseAddrPort("198.18.0.2:1000"), vip)
+	if got := dst(t, dev.Recv(t, 10*time.Second)); got != netip.MustParseAddrPort("198.18.2.11:80") {
+		t.Fatalf("SYN went to %v", got)
+	}
+	if r := adm("pcap", "stop"); r.Status != 0 || r.Output != "capture stopped: 2 packets\n" {
+		t.Fatalf("pcap stop: %+v", r)
+	}
+	if f, err := os.Open(capFile); err != nil {
+		t.Fatal(err)
+	} else {
+		rd, err := pcapgo.NewReader(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for {
+			if _, _, err := rd.ReadPacketData(); err != nil {
+				break
+			}
+			n++
+		}
+		f.Close()
+		if n != 2 {
+			t.Fatalf("capture holds %d packets, want the SYN in and out", n)
+		}
 	}
 	if r := adm("-a", "-t", "198.18.0.10:80", "-r", "198.18.2.12:80", "-m", "-w", "2"); r.Status != 0 {
 		t.Fatalf("-a: %+v", r)
@@ -102,5 +132,22 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 	}
 	if r := adm("-L", "-n", "-c"); !strings.Contains(r.Output, "TCP 01:00  SYN_RECV    198.18.0.2:1000    198.18.0.10:80     198.18.2.11:80") {
 		t.Fatalf("-L -c:\n%s", r.Output)
+	}
+	// Metrics, scraped.
+	resp, err := http.Get("http://" + g.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`vsgate_service_connections_total{service="TCP 198.18.0.10:80"} 2`,
+		`vsgate_backend_inactive_connections{backend="198.18.2.12:80",service="TCP 198.18.0.10:80"} 1`,
+		`vsgate_backend_weight{backend="198.18.2.12:80",service="TCP 198.18.0.10:80"} 2`,
+		`vsgate_flows 2`, `vsgate_worker_packets_total{worker="0"} 2`, `vsgate_drops_total{reason="no_flow"} 0`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics miss %q", want)
+		}
 	}
 }

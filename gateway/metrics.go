@@ -1,0 +1,125 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vsgate/vsgate/gateway/adm"
+	"github.com/vsgate/vsgate/nat"
+)
+
+// Prometheus metrics are read from the engine when scraped: nothing on the
+// packet path feeds them. Service and backend counters follow ipvsadm -Z
+// (a reset shows as a counter reset, which Prometheus handles).
+
+var (
+	descSvcConns   = prometheus.NewDesc("vsgate_service_connections_total", "Connections scheduled by the virtual service.", []string{"service"}, nil)
+	descSvcPackets = prometheus.NewDesc("vsgate_service_packets_total", "Packets of the virtual service by direction (in: client to server).", []string{"service", "direction"}, nil)
+	descSvcBytes   = prometheus.NewDesc("vsgate_service_bytes_total", "Bytes of the virtual service by direction.", []string{"service", "direction"}, nil)
+	descBeConns    = prometheus.NewDesc("vsgate_backend_connections_total", "Connections scheduled to the real server.", []string{"service", "backend"}, nil)
+	descBePackets  = prometheus.NewDesc("vsgate_backend_packets_total", "Packets of the real server by direction.", []string{"service", "backend", "direction"}, nil)
+	descBeBytes    = prometheus.NewDesc("vsgate_backend_bytes_total", "Bytes of the real server by direction.", []string{"service", "backend", "direction"}, nil)
+	descBeActive   = prometheus.NewDesc("vsgate_backend_active_connections", "ESTABLISHED connections to the real server (ipvsadm ActiveConn).", []string{"service", "backend"}, nil)
+	descBeInactive = prometheus.NewDesc("vsgate_backend_inactive_connections", "Other tracked connections to the real server (ipvsadm InActConn).", []string{"service", "backend"}, nil)
+	descBeUp       = prometheus.NewDesc("vsgate_backend_up", "1 if the real server takes new connections (health check up and weight > 0).", []string{"service", "backend"}, nil)
+	descBeWeight   = prometheus.NewDesc("vsgate_backend_weight", "The real server's weight.", []string{"service", "backend"}, nil)
+	descDrops      = prometheus.NewDesc("vsgate_drops_total", "Packets dropped, by reason.", []string{"reason"}, nil)
+	descFlows      = prometheus.NewDesc("vsgate_flows", "Tracked flows.", nil, nil)
+	descCapacity   = prometheus.NewDesc("vsgate_flow_table_capacity", "Size of the flow table.", nil, nil)
+	descEvictions  = prometheus.NewDesc("vsgate_flow_evictions_total", "Flows evicted to admit new ones.", nil, nil)
+	descExpired    = prometheus.NewDesc("vsgate_flows_expired_total", "Flows that timed out.", nil, nil)
+	descWorkerPkts = prometheus.NewDesc("vsgate_worker_packets_total", "Packets read by the worker.", []string{"worker"}, nil)
+	descWorkerDrop = prometheus.NewDesc("vsgate_worker_dropped_total", "Packets the worker dropped.", []string{"worker"}, nil)
+	descWorkerL7   = prometheus.NewDesc("vsgate_worker_l7_total", "Packets for L7 services (dropped until the proxy exists).", []string{"worker"}, nil)
+)
+
+// collector reads a gateway for Prometheus.
+type collector struct{ g *Gateway }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSvcConns, descSvcPackets, descSvcBytes, descBeConns, descBePackets, descBeBytes,
+		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descEvictions, descExpired,
+		descWorkerPkts, descWorkerDrop, descWorkerL7} {
+		ch <- d
+	}
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	g := c.g
+	e := g.engine
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for _, s := range e.Services() {
+		svc := adm.ServiceKey(s.Service)
+		counter(descSvcConns, s.Stats.Conns, svc)
+		counter(descSvcPackets, s.Stats.PacketsIn, svc, "in")
+		counter(descSvcPackets, s.Stats.PacketsOut, svc, "out")
+		counter(descSvcBytes, s.Stats.BytesIn, svc, "in")
+		counter(descSvcBytes, s.Stats.BytesOut, svc, "out")
+		for _, b := range s.Backends {
+			be := b.Addr.String() + ":" + strconv.Itoa(int(b.Port))
+			if b.Addr.Is6() {
+				be = "[" + b.Addr.String() + "]:" + strconv.Itoa(int(b.Port))
+			}
+			counter(descBeConns, b.Stats.Conns, svc, be)
+			counter(descBePackets, b.Stats.PacketsIn, svc, be, "in")
+			counter(descBePackets, b.Stats.PacketsOut, svc, be, "out")
+			counter(descBeBytes, b.Stats.BytesIn, svc, be, "in")
+			counter(descBeBytes, b.Stats.BytesOut, svc, be, "out")
+			gauge(descBeActive, float64(b.ActiveConns), svc, be)
+			gauge(descBeInactive, float64(b.InactiveConns), svc, be)
+			up := 0.0
+			if !b.Down && b.Weight > 0 {
+				up = 1
+			}
+			gauge(descBeUp, up, svc, be)
+			gauge(descBeWeight, float64(b.Weight), svc, be)
+		}
+	}
+	for r := range nat.DropReason(nat.NumDropReasons) {
+		counter(descDrops, e.Drops(r), r.String())
+	}
+	gauge(descFlows, float64(e.Flows()))
+	gauge(descCapacity, float64(e.Capacity()))
+	counter(descEvictions, e.Evictions())
+	counter(descExpired, e.Expired())
+	for i := range g.counts {
+		w := strconv.Itoa(i)
+		counter(descWorkerPkts, g.counts[i].packets.Load(), w)
+		counter(descWorkerDrop, g.counts[i].dropped.Load(), w)
+		counter(descWorkerL7, g.counts[i].toL7.Load(), w)
+	}
+}
+
+// serveMetrics starts the metrics endpoint on addr (/metrics).
+func (g *Gateway) serveMetrics(addr string) (*http.Server, error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(collector{g}); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	g.metricsAddr = ln.Addr()
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			g.log.Error("metrics server", "err", err)
+		}
+	}()
+	return srv, nil
+}
