@@ -446,7 +446,11 @@ func (g *Gateway) healthTargets() []health.Target {
 			continue
 		}
 		for _, b := range s.Backends {
-			ts = append(ts, health.Target{Key: healthKey(s, b), Addr: netip.AddrPortFrom(b.Addr, b.Port), Spec: spec})
+			port := b.Port
+			if spec.Port != 0 {
+				port = spec.Port
+			}
+			ts = append(ts, health.Target{Key: healthKey(s, b), Addr: netip.AddrPortFrom(b.Addr, port), Spec: spec})
 		}
 	}
 	return ts

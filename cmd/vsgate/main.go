@@ -1,11 +1,14 @@
 // Command vsgate is the one vsgate binary. Subcommands:
 //
+//	vsgate run -c FILE     run the gateway on its TUN device
 //	vsgate check -c FILE   validate a configuration file without running it
+//	vsgate adm ARGS        ipvsadm (and portfw, ipchains MASQ) for the running gateway
 //	vsgate lab ...         network-namespace topologies (netlab): up, down, exec, clean
+//	vsgate demo            the end-to-end demo (make demo)
 //	vsgate help            this list
 //
-// run, adm and bench arrive with their issues; each is one entry in
-// commands below.
+// bench arrives with its issue; each command is one entry in commands
+// below.
 package main
 
 import (
@@ -25,7 +28,9 @@ type command struct {
 // commands lists the subcommands in the order usage shows them.
 func commands() []command {
 	return []command{
+		{"run", "run the gateway: -c FILE", runRun},
 		{"check", "validate a configuration file without running it: -c FILE", runCheck},
+		{"adm", "change and list the running gateway, in ipvsadm's language", runAdm},
 		{"lab", "network-namespace test topologies: up, down, exec, clean", runLab},
 		{"help", "show this help", nil},
 	}

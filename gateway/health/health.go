@@ -29,6 +29,7 @@ type Spec struct {
 	Path     string        // http: the path to GET
 	Expect   int           // http: the status expected; 0 means any 2xx or 3xx
 	Host     string        // http: the Host header; empty means the address
+	Port     uint16        // the port to probe; 0 means the server's own
 }
 
 // Target is one server to check: Key names it to the caller (a service and

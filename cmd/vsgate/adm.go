@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/vsgate/vsgate/gateway"
+	"github.com/vsgate/vsgate/gateway/config"
+)
+
+const admUsage = `usage: vsgate adm [--socket PATH] IPVSADM-ARGS...
+       vsgate adm [--socket PATH] portfw -a -P tcp -L VIP PORT -R RIP PORT [-p PREF]
+       vsgate adm [--socket PATH] ipchains -A forward -j MASQ -s NET [--to ADDR]
+
+  Sends the command to the running gateway (vsgate run) over its control
+  socket (default ` + config.DefaultSocket + `, or $VSGATE_SOCKET) and prints
+  its answer. The commands are ipvsadm's:
+    -A|-E -t|-u VIP:PORT [-s SCHED] [-p [SECS]] [-M MASK] [-b FLAGS]
+    -D -t|-u VIP:PORT          -C (clear)        -Z (zero counters)
+    -a|-e -t|-u VIP:PORT -r RIP[:PORT] [-m|--fullnat] [-w WEIGHT]
+    -d -t|-u VIP:PORT -r RIP[:PORT]
+    -L|-l [-n] [--stats|--rate|-c|--timeout] [--exact]
+    -S (save: ipvsadm-save format)   -R (restore from standard input)
+    --set TCP TCPFIN UDP (timeouts, seconds)
+  and ipmasqadm portfw's and ipchains' masquerade rule, as the old
+  virtual-server recipes wrote them. Changes are live; -S saves them.
+`
+
+// runAdm is `vsgate adm`.
+func runAdm(args []string, stdout, stderr io.Writer) int {
+	sock := os.Getenv("VSGATE_SOCKET")
+	if sock == "" {
+		sock = config.DefaultSocket
+	}
+	if len(args) >= 2 && (args[0] == "--socket" || args[0] == "-socket") {
+		sock, args = args[1], args[2:]
+	}
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, admUsage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	req := gateway.Request{Args: args}
+	for _, a := range args {
+		if a == "-R" || a == "--restore" {
+			b, err := io.ReadAll(io.LimitReader(os.Stdin, 16<<20))
+			if err != nil {
+				fmt.Fprintf(stderr, "vsgate adm: reading the restore script: %v\n", err)
+				return 1
+			}
+			req.Stdin = string(b)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := gateway.Call(ctx, sock, req)
+	if err != nil {
+		fmt.Fprintf(stderr, "vsgate adm: %v\n", err)
+		return 1
+	}
+	fmt.Fprint(stdout, resp.Output)
+	if resp.Error != "" {
+		fmt.Fprintln(stderr, resp.Error)
+	}
+	return resp.Status
+}

@@ -1,0 +1,313 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vsgate/vsgate/gateway"
+	"github.com/vsgate/vsgate/netlab"
+)
+
+// Addresses of the demo on top of netlab's basic plan.
+var (
+	fullnatAddr = netip.MustParseAddr("198.18.0.30")
+	fullnatVIP  = netip.MustParseAddrPort("198.18.0.10:8080")
+)
+
+// Env is a running demo: the lab, the gateway process and how to talk to
+// it. Create it with Start; Close tears everything down.
+type Env struct {
+	Lab      *netlab.Lab
+	Dir      string // config, control socket, log
+	Socket   string
+	cmd      *exec.Cmd
+	servers  map[string]*netlab.Server // HTTP servers by backend
+	client   *netlab.Host
+	gw       *netlab.Host
+	exited   chan error
+	logFile  *os.File
+	backends []string
+}
+
+// Start builds the lab, starts the test servers on every backend and runs
+// the vsgate binary at exe in the gateway's namespace.
+func Start(ctx context.Context, exe string) (_ *Env, err error) {
+	if err := netlab.Check(); err != nil {
+		return nil, err
+	}
+	lab, err := netlab.Build(ctx, netlab.Basic(), netlab.Options{})
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{Lab: lab, servers: map[string]*netlab.Server{}, exited: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
+	p := lab.Topo.Plan
+	e.client, e.gw, e.backends = lab.MustHost(netlab.HostClient), lab.MustHost(netlab.HostGW), p.Backends
+	// The masquerade addresses are vsgate's to answer now, not the
+	// kernel's: take them off the gateway's interface (vsgate answers
+	// ARP/ND for them and routes them into its device).
+	out := lab.IfName(netlab.IfGWOut)
+	for _, a := range []netip.Addr{p.Masq4, p.Masq6} {
+		if b, err := e.gw.Run(ctx, "ip", "addr", "del", netip.PrefixFrom(a, map[bool]int{true: 24, false: 64}[a.Is4()]).String(), "dev", out); err != nil {
+			return e, fmt.Errorf("removing %v from the gateway: %v: %s", a, err, b)
+		}
+	}
+	for _, b := range p.Backends {
+		h := lab.MustHost(b)
+		s, err := h.StartHTTP(b, ":80")
+		if err != nil {
+			return e, err
+		}
+		e.servers[b] = s
+		if _, err := h.StartUDPEcho(b, ":53"); err != nil {
+			return e, err
+		}
+		if _, err := h.StartTCPEcho(b, ":7"); err != nil {
+			return e, err
+		}
+	}
+	if e.Dir, err = os.MkdirTemp("", "vsgate-demo-"); err != nil {
+		return e, err
+	}
+	e.Socket = filepath.Join(e.Dir, "vsgate.sock")
+	cfg := filepath.Join(e.Dir, "vsgate.yaml")
+	if err := os.WriteFile(cfg, []byte(e.config(p)), 0o600); err != nil {
+		return e, err
+	}
+	if e.logFile, err = os.Create(filepath.Join(e.Dir, "vsgate.log")); err != nil {
+		return e, err
+	}
+	e.cmd = e.gw.Command(context.Background(), exe, "run", "-c", cfg)
+	e.cmd.Stdout, e.cmd.Stderr = e.logFile, e.logFile
+	if err := e.cmd.Start(); err != nil {
+		return e, fmt.Errorf("starting vsgate: %w", err)
+	}
+	go func() { e.exited <- e.cmd.Wait() }()
+	// Ready when the control socket answers.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := e.Adm(ctx, "-L", "-n"); err == nil {
+			return e, nil
+		}
+		select {
+		case err := <-e.exited:
+			e.exited <- err
+			return e, fmt.Errorf("vsgate exited: %v\n%s", err, e.Log())
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return e, fmt.Errorf("vsgate did not come up\n%s", e.Log())
+		}
+	}
+}
+
+// config is the demo's configuration file.
+func (e *Env) config(p netlab.Plan) string {
+	var b strings.Builder
+	be := func(port uint16, v6 bool) string {
+		var s []string
+		for i := range e.backends {
+			if v6 {
+				s = append(s, fmt.Sprintf("{addr: \"[2001:db8:2::%d]:%d\"}", 11+i, port))
+			} else {
+				s = append(s, fmt.Sprintf("{addr: 198.18.2.%d:%d}", 11+i, port))
+			}
+		}
+		return "[" + strings.Join(s, ", ") + "]"
+	}
+	fmt.Fprintf(&b, `# vsgate demo configuration (written by make demo)
+device: {type: tun, name: vsg0, queues: 2}
+services:
+  - name: web
+    proto: tcp
+    vip: %[1]s:80
+    scheduler: rr
+    health: {type: http, path: /health, expect: 200, interval: 300ms, timeout: 200ms, rise: 1, fall: 2}
+    backends: %[3]s
+  - name: telnet
+    proto: tcp
+    vip: %[1]s:7
+    scheduler: rr
+    backends: %[4]s
+  - name: dns
+    proto: udp
+    vip: %[1]s:53
+    scheduler: rr
+    backends: %[5]s
+  - name: web6
+    proto: tcp
+    vip: "[%[2]s]:80"
+    scheduler: rr
+    backends: %[6]s
+  - name: web-fullnat
+    proto: tcp
+    vip: %[7]s
+    mode: fullnat
+    scheduler: rr
+    backends: %[3]s
+masquerade:
+  - {from: %[8]s, to: %[9]s}
+  - {from: "%[10]s", to: "%[11]s"}
+fullnat: {pool: [%[12]s]}
+control: {socket: %[13]s}
+metrics: {listen: 127.0.0.1:9100}
+`, p.VIP4, p.VIP6, be(80, false), be(7, false), be(53, false), be(80, true), fullnatVIP,
+		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket)
+	return b.String()
+}
+
+// Log returns what vsgate logged so far.
+func (e *Env) Log() string {
+	if e.logFile == nil {
+		return ""
+	}
+	b, _ := os.ReadFile(e.logFile.Name())
+	return string(b)
+}
+
+// Adm runs a vsgate adm command against the demo's gateway.
+func (e *Env) Adm(ctx context.Context, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	r, err := gateway.Call(ctx, e.Socket, gateway.Request{Args: args})
+	if err != nil {
+		return "", err
+	}
+	if r.Status != 0 {
+		return r.Output, fmt.Errorf("vsgate adm %s: %s (status %d)", strings.Join(args, " "), r.Error, r.Status)
+	}
+	return r.Output, nil
+}
+
+// Close stops vsgate (SIGTERM: it removes its routes and rules), then the
+// lab.
+func (e *Env) Close() error {
+	var errs []error
+	if e.cmd != nil && e.cmd.Process != nil {
+		_ = e.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-e.exited:
+			if err != nil {
+				errs = append(errs, fmt.Errorf("vsgate exit: %w", err))
+			}
+		case <-time.After(10 * time.Second):
+			_ = e.cmd.Process.Kill()
+			errs = append(errs, errors.New("vsgate did not stop on SIGTERM: killed"))
+		}
+	}
+	if e.logFile != nil {
+		e.logFile.Close()
+	}
+	if e.Lab != nil {
+		errs = append(errs, e.Lab.Close())
+	}
+	if e.Dir != "" {
+		os.RemoveAll(e.Dir)
+	}
+	return errors.Join(errs...)
+}
+
+// get fetches url from the client and returns the test server's reply.
+func (e *Env) get(ctx context.Context, url string) (netlab.HTTPReply, error) {
+	var rep netlab.HTTPReply
+	req, err := newRequest(ctx, url)
+	if err != nil {
+		return rep, err
+	}
+	resp, err := e.client.HTTPClient(3 * time.Second).Do(req)
+	if err != nil {
+		return rep, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return rep, fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return rep, json.NewDecoder(resp.Body).Decode(&rep)
+}
+
+// spread sends n requests to url and counts them per backend.
+func (e *Env) spread(ctx context.Context, url string, n int) (map[string]int, error) {
+	counts := map[string]int{}
+	for i := range n {
+		rep, err := e.get(ctx, url)
+		if err != nil {
+			return counts, fmt.Errorf("request %d of %d: %w", i+1, n, err)
+		}
+		counts[rep.Backend]++
+	}
+	return counts, nil
+}
+
+// echo sends one line to addr from the client and returns the answer.
+func (e *Env) echo(ctx context.Context, addr, line string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	c, err := e.client.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	dl, _ := ctx.Deadline()
+	_ = c.SetDeadline(dl)
+	if _, err := io.WriteString(c, line+"\n"); err != nil {
+		return "", err
+	}
+	got, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(got), err
+}
+
+// metric reads one value from the gateway's /metrics (inside its namespace).
+func (e *Env) metric(ctx context.Context, line string) (bool, error) {
+	req, err := newRequest(ctx, "http://127.0.0.1:9100/metrics")
+	if err != nil {
+		return false, err
+	}
+	resp, err := e.gw.HTTPClient(3 * time.Second).Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return strings.Contains(string(b), line), err
+}
+
+func fmtSpread(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var s []string
+	for _, k := range keys {
+		s = append(s, fmt.Sprintf("%s=%d", k, m[k]))
+	}
+	return strings.Join(s, " ")
+}
+
+// hostOf strips the port from an "ip:port" the test server reports.
+func hostOf(s string) netip.Addr {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		h, _, _ := net.SplitHostPort(s)
+		a, _ := netip.ParseAddr(h)
+		return a
+	}
+	return ap.Addr().Unmap()
+}

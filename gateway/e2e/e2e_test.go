@@ -1,0 +1,48 @@
+package e2e
+
+import (
+	"context"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestDemo runs every demo step against vsgate on TUN in netlab and
+// asserts each one. It builds the vsgate binary first (without cgo, as
+// make build does, so it drops its capabilities).
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: not in -short")
+	}
+	exe := filepath.Join(t.TempDir(), "vsgate")
+	build := exec.Command("go", "build", "-o", exe, "github.com/vsgate/vsgate/cmd/vsgate")
+	build.Env = append(build.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building vsgate: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e, err := Start(ctx, exe)
+	if err != nil {
+		if e == nil {
+			t.Skip(err) // no root or no namespaces
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	for _, r := range Run(ctx, e, nil) {
+		if r.Err != nil {
+			t.Errorf("%s: %v\n%s", r.Step, r.Err, r.Detail)
+		} else {
+			t.Logf("ok   %s (%v): %s", r.Step, r.Took.Round(time.Millisecond), r.Detail)
+		}
+	}
+	if t.Failed() {
+		t.Logf("vsgate log:\n%s", e.Log())
+	}
+}

@@ -1,0 +1,197 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// Step is one check of the demo.
+type Step struct {
+	Name string
+	Run  func(ctx context.Context, e *Env) (detail string, err error)
+}
+
+// Result is a step's outcome.
+type Result struct {
+	Step   string
+	Detail string
+	Err    error
+	Took   time.Duration
+}
+
+// Steps are the demo's checks, in order (later ones build on earlier
+// ones: the weights changed in one are in force in the next).
+func Steps() []Step {
+	return []Step{
+		{"HTTP: 30 requests to the VIP spread 10/10/10 over three real servers (rr)", stepHTTPSpread},
+		{"TCP line service (telnet-style, port 7) balanced the same way", stepTCPEcho},
+		{"weights changed live with vsgate adm (wrr 3:1:1) and the new spread", stepWeights},
+		{"a real server killed: the health check takes it out, requests keep succeeding", stepHealth},
+		{"masquerade: every real server reaches the client side from the masquerade address (v4 and v6)", stepMasquerade},
+		{"UDP service (port 53) answered by a real server", stepUDP},
+		{"IPv6: 30 requests to [2001:db8::10]:80 spread 10/10/10", stepIPv6},
+		{"FULLNAT: the real server sees the gateway's FULLNAT address, the client sees the VIP", stepFullNAT},
+		{"vsgate adm -L -n --stats (ipvsadm's listing)", stepList},
+	}
+}
+
+// Run runs every step and reports each as it finishes.
+func Run(ctx context.Context, e *Env, report func(Result)) []Result {
+	var rs []Result
+	for _, s := range Steps() {
+		start := time.Now()
+		d, err := s.Run(ctx, e)
+		r := Result{Step: s.Name, Detail: d, Err: err, Took: time.Since(start)}
+		rs = append(rs, r)
+		if report != nil {
+			report(r)
+		}
+	}
+	return rs
+}
+
+func stepHTTPSpread(ctx context.Context, e *Env) (string, error) {
+	counts, err := e.Lab.ScenarioHTTPRoundRobin(ctx, e.Lab.Topo.Plan.VIP4, 10)
+	return fmtSpread(counts), err
+}
+
+func stepTCPEcho(ctx context.Context, e *Env) (string, error) {
+	vip := netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 7).String()
+	seen := map[string]int{}
+	for i := range 3 {
+		got, err := e.echo(ctx, vip, fmt.Sprintf("hello %d", i))
+		if err != nil {
+			return fmtSpread(seen), err
+		}
+		name, rest, ok := strings.Cut(got, ": ")
+		if !ok || rest != fmt.Sprintf("hello %d", i) {
+			return fmtSpread(seen), fmt.Errorf("answer %q", got)
+		}
+		seen[name]++
+	}
+	if len(seen) != 3 {
+		return fmtSpread(seen), fmt.Errorf("3 connections reached %d real servers, want 3 (rr)", len(seen))
+	}
+	return fmtSpread(seen), nil
+}
+
+func stepWeights(ctx context.Context, e *Env) (string, error) {
+	vip := netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 80).String()
+	for _, cmd := range [][]string{
+		{"-E", "-t", vip, "-s", "wrr"},
+		{"-e", "-t", vip, "-r", "198.18.2.11:80", "-w", "3"},
+	} {
+		if _, err := e.Adm(ctx, cmd...); err != nil {
+			return "", err
+		}
+	}
+	counts, err := e.spread(ctx, "http://"+vip+"/", 50)
+	detail := "vsgate adm -E -t " + vip + " -s wrr; -e -r 198.18.2.11:80 -w 3 -> " + fmtSpread(counts)
+	if err != nil {
+		return detail, err
+	}
+	if counts["b1"] != 30 || counts["b2"] != 10 || counts["b3"] != 10 {
+		return detail, fmt.Errorf("want b1=30 b2=10 b3=10")
+	}
+	return detail, nil
+}
+
+func stepHealth(ctx context.Context, e *Env) (string, error) {
+	if err := e.servers["b2"].Close(); err != nil {
+		return "", err
+	}
+	down := `vsgate_backend_up{backend="198.18.2.12:80",service="TCP 198.18.0.10:80"} 0`
+	start := time.Now()
+	for {
+		ok, err := e.metric(ctx, down)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			return "", fmt.Errorf("b2 not marked down within 10 s\n%s", e.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	took := time.Since(start).Round(10 * time.Millisecond)
+	vip := netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 80).String()
+	counts, err := e.spread(ctx, "http://"+vip+"/", 20)
+	detail := fmt.Sprintf("b2's HTTP server stopped; marked down after %v; 20 requests: %s", took, fmtSpread(counts))
+	if err != nil {
+		return detail, err
+	}
+	if counts["b2"] != 0 || counts["b1"]+counts["b3"] != 20 {
+		return detail, fmt.Errorf("requests still reach b2, or failed")
+	}
+	// Bring it back: the check lets it in again.
+	h := e.Lab.MustHost("b2")
+	s, err := h.StartHTTP("b2", ":80")
+	if err != nil {
+		return detail, err
+	}
+	e.servers["b2"] = s
+	up := strings.Replace(down, "} 0", "} 1", 1)
+	for start := time.Now(); ; time.Sleep(100 * time.Millisecond) {
+		if ok, err := e.metric(ctx, up); err != nil || ok {
+			return detail + "; b2 restarted and back up", err
+		}
+		if time.Since(start) > 10*time.Second {
+			return detail, fmt.Errorf("b2 not back up within 10 s")
+		}
+	}
+}
+
+func stepMasquerade(ctx context.Context, e *Env) (string, error) {
+	p := e.Lab.Topo.Plan
+	for _, m := range []netip.Addr{p.Masq4, p.Masq6} {
+		if err := e.Lab.ScenarioMasquerade(ctx, m); err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf("the client saw %v and %v as the source", p.Masq4, p.Masq6), nil
+}
+
+func stepUDP(ctx context.Context, e *Env) (string, error) {
+	return "", e.Lab.ScenarioUDP(ctx, e.Lab.Topo.Plan.VIP4)
+}
+
+func stepIPv6(ctx context.Context, e *Env) (string, error) {
+	counts, err := e.Lab.ScenarioHTTPRoundRobin(ctx, e.Lab.Topo.Plan.VIP6, 10)
+	return fmtSpread(counts), err
+}
+
+func stepFullNAT(ctx context.Context, e *Env) (string, error) {
+	rep, err := e.get(ctx, "http://"+fullnatVIP.String()+"/fullnat")
+	if err != nil {
+		return "", err
+	}
+	detail := fmt.Sprintf("%s saw the connection from %s", rep.Backend, rep.Remote)
+	if hostOf(rep.Remote) != fullnatAddr {
+		return detail, fmt.Errorf("want it from %v", fullnatAddr)
+	}
+	return detail, nil
+}
+
+func stepList(ctx context.Context, e *Env) (string, error) {
+	out, err := e.Adm(ctx, "-L", "-n", "--stats")
+	if err != nil {
+		return out, err
+	}
+	for _, want := range []string{"TCP  198.18.0.10:80", "UDP  198.18.0.10:53", "TCP  [2001:db8::10]:80", "  -> 198.18.2.11:80"} {
+		if !strings.Contains(out, want) {
+			return out, fmt.Errorf("listing lacks %q", want)
+		}
+	}
+	return out, nil
+}
+
+// newRequest is a GET bound to ctx.
+func newRequest(ctx context.Context, url string) (*http.Request, error) {
+	return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+}
