@@ -32,6 +32,7 @@ func commands() []command {
 		{"check", "validate a configuration file without running it: -c FILE", runCheck},
 		{"adm", "change and list the running gateway, in ipvsadm's language", runAdm},
 		{"lab", "network-namespace test topologies: up, down, exec, clean", runLab},
+		{"demo", "the end-to-end demo in netlab (make demo; needs root)", runDemo},
 		{"help", "show this help", nil},
 	}
 }
