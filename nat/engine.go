@@ -146,7 +146,7 @@ type snapshot struct {
 	services map[svcKey]*service
 	masq     []*masqRule
 	masqAddr map[[16]byte]bool
-	owned    map[[16]byte]bool // VIPs and FULLNAT addresses: unmatched packets to them are dropped, never passed
+	owned    map[[16]byte]bool       // VIPs and FULLNAT addresses: unmatched packets to them are dropped, never passed
 	timeout  [numTCPStates + 2]int64 // per state, in ticks
 	fullnat  [2][16]byte             // [0] IPv4 (mapped), [1] IPv6; zero if none
 	hasFull  [2]bool
