@@ -253,7 +253,7 @@ func (g *Gateway) work(i int, d tun.Device) error {
 		var dropped, l7 uint64
 		for j := range got {
 			switch verdicts[j] {
-			case nat.Forward, nat.Pass:
+			case nat.Forward, nat.Pass, nat.Reply:
 				out = append(out, pkts[j])
 			case nat.ToL7:
 				l7++ // the L7 proxy arrives with issue 7; until then dropped

@@ -60,11 +60,12 @@ const (
 	DropMasqUnsolicited                                        // inbound to a masquerade address, no flow
 	DropUnmatched                                              // matched nothing, and the default is drop
 	DropPortsExhausted                                         // no free FULLNAT or masquerade port
+	DropBackendRemoved                                         // a flow of a removed backend, ended (Config.ResetRemoved)
 	numDropReasons
 )
 
 var dropNames = [...]string{"no_flow", "no_backend", "table_full", "source_routed", "fragment_no_first",
-	"icmp_no_flow", "masq_unsolicited", "unmatched", "ports_exhausted"}
+	"icmp_no_flow", "masq_unsolicited", "unmatched", "ports_exhausted", "backend_removed"}
 
 // String names the reason (the parser's names for parser reasons).
 func (r DropReason) String() string {
@@ -83,7 +84,11 @@ type counters struct {
 	evictions atomic.Uint64
 	expired   atomic.Uint64
 	created   atomic.Uint64
+	resets    atomic.Uint64
 }
+
+// Resets returns how many TCP resets the engine sent (Config.ResetRemoved).
+func (e *Engine) Resets() uint64 { return e.counts.resets.Load() }
 
 // Drops returns the number of packets dropped for reason r.
 func (e *Engine) Drops(r DropReason) uint64 { return e.counts.drops[r].Load() }

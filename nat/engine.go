@@ -27,9 +27,13 @@ const (
 	// Pass: it matched nothing and the configured default is to pass
 	// packets unchanged.
 	Pass
+	// Reply: the packet was turned into the answer to its sender (a TCP
+	// reset, see Config.ResetRemoved) and shortened: Process re-sliced
+	// pkts[i] to its new length. Send it on like Forward.
+	Reply
 )
 
-var verdictNames = [...]string{"forward", "drop", "to_l7", "pass"}
+var verdictNames = [...]string{"forward", "drop", "to_l7", "pass", "reply"}
 
 func (v Verdict) String() string { return verdictNames[v] }
 
@@ -100,6 +104,12 @@ type Config struct {
 	// DropUnmatched drops packets that match no flow, service or rule
 	// (counted); otherwise they pass unchanged.
 	DropUnmatched bool
+	// ResetRemoved ends the flows of a backend that was removed (or
+	// whose service was) at their next packet, instead of letting them
+	// drain: a client's TCP segment is answered with a reset, anything
+	// else is dropped, and the flow is forgotten (IPVS's
+	// expire_nodest_conn, plus the reset).
+	ResetRemoved bool
 
 	Services   []Service
 	Masquerade []Masquerade
@@ -113,8 +123,11 @@ type Config struct {
 // masquerade rule (dest nil).
 type owner struct {
 	dest *sched.Dest
-	svc  *service
+	// svc is the owner's service as of the latest Update (nil for a
+	// masquerade rule): Update installs each new snapshot's service.
+	svc  atomic.Pointer[service]
 	stat statID
+	gone atomic.Bool // the backend (or its service) is no longer configured
 }
 
 type svcKey struct {
@@ -143,14 +156,15 @@ type masqRule struct {
 // snapshot is the immutable configuration workers read with one atomic
 // load per batch.
 type snapshot struct {
-	services map[svcKey]*service
-	masq     []*masqRule
-	masqAddr map[[16]byte]bool
-	owned    map[[16]byte]bool       // VIPs and FULLNAT addresses: unmatched packets to them are dropped, never passed
-	timeout  [numTCPStates + 2]int64 // per state, in ticks
-	fullnat  [2][16]byte             // [0] IPv4 (mapped), [1] IPv6; zero if none
-	hasFull  [2]bool
-	fnPorts  [2]uint16
+	services     map[svcKey]*service
+	masq         []*masqRule
+	masqAddr     map[[16]byte]bool
+	owned        map[[16]byte]bool       // VIPs and FULLNAT addresses: unmatched packets to them are dropped, never passed
+	timeout      [numTCPStates + 2]int64 // per state, in ticks
+	resetRemoved bool
+	fullnat      [2][16]byte // [0] IPv4 (mapped), [1] IPv6; zero if none
+	hasFull      [2]bool
+	fnPorts      [2]uint16
 }
 
 // Engine is the L4 virtual server: it translates packets in place and
@@ -220,7 +234,7 @@ func (e *Engine) Update(cfg Config) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	snap := &snapshot{services: map[svcKey]*service{}, masqAddr: map[[16]byte]bool{}, owned: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts,
-		timeout: cfg.Timeouts.ticks(e.tick)}
+		timeout: cfg.Timeouts.ticks(e.tick), resetRemoved: cfg.ResetRemoved}
 	if snap.fnPorts == [2]uint16{} {
 		snap.fnPorts = [2]uint16{1024, 65535}
 	}
@@ -301,8 +315,11 @@ func (e *Engine) Update(cfg Config) error {
 		}
 		for _, d := range svc.sched.Dests() {
 			if svc.backends[d.ID()] == nil {
-				svc.backends[d.ID()] = &owner{dest: d, svc: svc, stat: e.newStat()}
+				svc.backends[d.ID()] = &owner{dest: d, stat: e.newStat()}
 			}
+		}
+		for _, own := range svc.backends {
+			own.svc.Store(svc)
 		}
 		snap.services[k] = svc
 		snap.owned[k.addr] = true
@@ -322,6 +339,14 @@ func (e *Engine) Update(cfg Config) error {
 		r := &masqRule{from: m.From, to: addr16(m.To), ports: ports, own: own}
 		snap.masq = append(snap.masq, r)
 		snap.masqAddr[r.to] = true
+	}
+	// Mark the backends that are gone (their flows drain, or are reset).
+	for k, svc := range e.scheds {
+		cur := snap.services[k]
+		for id, own := range svc.backends {
+			_, configured := svc.up[id]
+			own.gone.Store(cur != svc || !configured)
+		}
 	}
 	e.conf.Store(snap)
 	e.cur = cfg

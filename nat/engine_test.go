@@ -282,3 +282,47 @@ func TestDrainAndRemove(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestResetRemoved: with ResetRemoved, a removed backend's established
+// flow is ended at the client's next segment, which is answered with a
+// reset from the VIP; without it (TestDrainAndRemove) the flow drains.
+func TestResetRemoved(t *testing.T) {
+	cfg := nat.Config{Capacity: 64, ResetRemoved: true, Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(),
+		Scheduler: "rr", Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}, {Addr: rips[1], Port: 8080, Weight: 1}}}}}
+	e, err := nat.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	b := tcp(client, vip, syn, 0)
+	one(w, b)
+	_, d := endpoints(t, b)
+	one(w, tcp(d, client, synack, 0))
+	cfg.Services[0].Backends = []nat.Backend{{Addr: rips[2], Port: 8080, Weight: 1}}
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	pkts := [][]byte{tcp(client, vip, ack, 100)}
+	v := make([]nat.Verdict, 1)
+	w.Process(pkts, v)
+	if v[0] != nat.Reply || len(pkts[0]) != 40 {
+		t.Fatalf("verdict %v, %d bytes; want a 40-byte reset", v[0], len(pkts[0]))
+	}
+	s, dst := endpoints(t, pkts[0])
+	checksumsValid(t, pkts[0])
+	var p packet.Parsed
+	packet.Parse(pkts[0], &p)
+	if s != vip || dst != client || p.TCPFlags != packet.TCPFlagRST {
+		t.Fatalf("reset %v > %v flags %#x", s, dst, p.TCPFlags)
+	}
+	if e.Flows() != 0 || e.Resets() != 1 {
+		t.Fatalf("flows %d resets %d", e.Flows(), e.Resets())
+	}
+	if a, i := e.BackendConns(vip, packet.ProtoTCP); a != 0 || i != 0 {
+		t.Fatalf("counts %d/%d after the reset", a, i)
+	}
+	// The backend's late answer is dropped: the flow is gone.
+	if v := one(w, tcp(d, client, ack, 0)); v == nat.Forward {
+		t.Fatalf("late reply forwarded")
+	}
+}

@@ -79,6 +79,7 @@ type slot struct {
 	head flowRef // the first node of the packet's hash chain, loaded early
 	done bool    // verdict already decided in the first stage
 	v    Verdict
+	n    int // the new length of a Reply
 }
 
 // batch processes up to batchSize packets in three stages, so that the
@@ -122,6 +123,9 @@ func (w *Worker) batch(pkts [][]byte, verdicts []Verdict) {
 		}
 		w.p, w.h = &s.p, s.h
 		verdicts[i] = w.packet(b, s)
+		if verdicts[i] == Reply {
+			pkts[i] = b[:s.n]
+		}
 	}
 }
 
@@ -166,7 +170,7 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 			}
 			return v
 		}
-		if v, ok := w.established(b, ref, gen, &s.kw); ok {
+		if v, ok := w.established(b, ref, gen, s); ok {
 			if p.MoreFrags {
 				w.e.frags.put(fk, p.Src, p.Dst, w.now+w.e.fragTimeout)
 			}
@@ -178,14 +182,17 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 
 // established translates a packet of a known flow. It reports false if the
 // flow changed generation while being read (the caller retries).
-func (w *Worker) established(b []byte, ref flowRef, gen uint32, kw *tupleWords) (Verdict, bool) {
-	p := w.p
+func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdict, bool) {
+	p, kw := w.p, &s.kw
 	f := &w.e.tab.flows[ref.index()]
 	d := ref.dir()
 	other := keyWords(&f.nodes[1-d])
 	own := f.owner.Load()
 	if f.gen.Load() != gen {
 		return 0, false
+	}
+	if own != nil && own.gone.Load() && w.snap.resetRemoved {
+		return w.resetRemoved(b, ref, gen, d, s), true
 	}
 	// The packet leaves as the other direction's tuple reversed. Compare
 	// and build addresses as words: no Tuple round trip on this path.
@@ -211,8 +218,8 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, kw *tupleWords) 
 func (w *Worker) countPacket(own *owner, d Dir, n int) {
 	counts := *w.counts.Load()
 	counts[own.stat].count(d, n)
-	if own.svc != nil {
-		counts[own.svc.stat].count(d, n)
+	if svc := own.svc.Load(); svc != nil {
+		counts[svc.stat].count(d, n)
 	}
 }
 
@@ -421,8 +428,8 @@ func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple
 		if own != nil {
 			counts := *w.counts.Load()
 			counts[own.stat].add(cConns, 1)
-			if own.svc != nil {
-				counts[own.svc.stat].add(cConns, 1)
+			if svc := own.svc.Load(); svc != nil {
+				counts[svc.stat].add(cConns, 1)
 			}
 			w.countPacket(own, DirOriginal, len(b))
 			if own.dest != nil {
@@ -480,7 +487,7 @@ func (e *Engine) retire(f *flow) {
 			} else {
 				own.dest.Add(0, -1)
 			}
-			if svc := own.svc; svc.persist > 0 {
+			if svc := own.svc.Load(); svc.persist > 0 {
 				orig := keyWords(&f.nodes[DirOriginal])
 				t := orig.tuple()
 				e.persist.release(persistKeyOf(svc, t.Src), e.clock.Load(), svc.persist)
@@ -582,4 +589,18 @@ func (w *Worker) laterFragment(b []byte) Verdict {
 		packet.SetDst(b, p, dst, 0)
 	}
 	return Forward
+}
+
+// resetRemoved ends a flow whose backend is gone (Config.ResetRemoved):
+// the flow is removed; a client's TCP segment is answered with a reset.
+func (w *Worker) resetRemoved(b []byte, ref flowRef, gen uint32, d Dir, s *slot) Verdict {
+	w.e.tab.remove(ref.index(), gen, w.e.retire)
+	if d == DirOriginal {
+		if n, ok := packet.MakeTCPReset(b, w.p); ok {
+			s.n = n
+			w.e.counts.resets.Add(1)
+			return Reply
+		}
+	}
+	return w.drop(DropBackendRemoved)
 }

@@ -57,8 +57,11 @@ type Config struct {
 	// DropUnmatched drops packets that match no flow, service or rule;
 	// otherwise they pass unchanged (default: pass).
 	DropUnmatched bool
-	Services      []Service
-	Masquerade    []nat.Masquerade // To and Ports are always set
+	// ResetRemoved resets the flows of removed backends at their next
+	// packet instead of letting them drain (removed_backends: reset).
+	ResetRemoved bool
+	Services     []Service
+	Masquerade   []nat.Masquerade // To and Ports are always set
 	// MasqueradeTo is the address masquerade rules get when they do not
 	// name one: the file's rules without "to", and the gateway's
 	// ipchains rules (vsgate adm) without --to. Invalid (zero) if not set.
@@ -216,6 +219,7 @@ func (c *Config) NAT() (nat.Config, error) {
 		Capacity:      c.TableSize,
 		Timeouts:      c.Timeouts,
 		DropUnmatched: c.DropUnmatched,
+		ResetRemoved:  c.ResetRemoved,
 		Masquerade:    append([]nat.Masquerade(nil), c.Masquerade...),
 		FullNATPool:   append([]netip.Addr(nil), c.FullNAT.Pool...),
 		FullNATPorts:  c.FullNAT.Ports,

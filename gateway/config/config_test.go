@@ -216,6 +216,9 @@ services:
 services:
   - {proto: tcp, vip: 198.18.0.10:80, backends: [{addr: 198.18.2.11, weight: -1}]}   # <-
 `, "use 0..65535"},
+	{"removed_backends unknown", `
+removed_backends: kill   # <-
+`, "drain or reset"},
 	{"vip without port", `
 services:
   - proto: tcp

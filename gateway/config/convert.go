@@ -45,6 +45,7 @@ func (f *file) convert(r *report) *Config {
 		ICMP:           cv.timeout("timeouts.icmp", t.ICMP, def.ICMP),
 	}
 	c.DropUnmatched = cv.enum("default", raw.Default, "pass", "pass", "drop") == "drop"
+	c.ResetRemoved = cv.enum("removed_backends", raw.Removed, "drain", "drain", "reset") == "reset"
 
 	for i := range raw.Services {
 		c.Services = append(c.Services, cv.service(fmt.Sprintf("services[%d]", i), &raw.Services[i]))

@@ -53,6 +53,7 @@
 //	  tcp_syn_sent: 2m, tcp_syn_recv: 1m, tcp_time_wait: 2m,
 //	  tcp_close: 10s, tcp_close_wait: 1m, tcp_last_ack: 30s
 //	default: pass           pass or drop: packets matching nothing      default pass
+//	removed_backends: drain drain or reset: flows of removed backends   default drain
 //	services:               virtual services, unique by proto+vip+port
 //	  - name: web           optional label [A-Za-z0-9._-]{1,64}, unique
 //	    proto: tcp          tcp or udp                                  required

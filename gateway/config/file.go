@@ -22,6 +22,7 @@ type (
 		Table      fileTable     `yaml:"table"`
 		Timeouts   fileTimeouts  `yaml:"timeouts"`
 		Default    string        `yaml:"default"`
+		Removed    string        `yaml:"removed_backends"`
 		Services   []fileService `yaml:"services"`
 		Masquerade []fileMasq    `yaml:"masquerade"`
 		MasqTo     string        `yaml:"masquerade_to"`

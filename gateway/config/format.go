@@ -50,6 +50,11 @@ func (c *Config) YAML() []byte {
 	} else {
 		w(0, "default: pass")
 	}
+	if c.ResetRemoved {
+		w(0, "removed_backends: reset")
+	} else {
+		w(0, "removed_backends: drain")
+	}
 
 	w(0, "services:%s", emptyList(len(c.Services)))
 	for _, s := range c.Services {
