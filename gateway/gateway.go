@@ -236,6 +236,7 @@ func (g *Gateway) work(i int, d tun.Device) error {
 	verdicts := make([]nat.Verdict, n)
 	out := make([][]byte, 0, n)
 	c := &g.counts[i]
+	var warn rateLimited
 	for {
 		got, rerr := d.Read(bufs, sizes, 0)
 		for j := range got {
@@ -269,7 +270,7 @@ func (g *Gateway) work(i int, d tun.Device) error {
 		}
 		if len(out) > 0 {
 			if _, err := d.Write(out, 0); err != nil && !errors.Is(err, errClosed) {
-				g.log.Warn("write", "device", d.Name(), "err", err)
+				warn.log(g.log, "write", "device", d.Name(), "err", err)
 			}
 		}
 		c.packets.Add(uint64(got))
@@ -603,4 +604,23 @@ func (g *Gateway) handlePcap(args []string) Response {
 		return Response{Output: fmt.Sprintf("capture stopped: %d packets\n", n)}
 	}
 	return Response{Error: "usage: pcap start FILE | pcap stop", Status: 2}
+}
+
+// rateLimited logs a per-packet warning at most once a second, saying how
+// many it held back. One per worker: not safe for concurrent use.
+type rateLimited struct {
+	last       time.Time
+	suppressed int
+}
+
+func (r *rateLimited) log(l *slog.Logger, msg string, args ...any) {
+	if now := time.Now(); now.Sub(r.last) >= time.Second {
+		if r.suppressed > 0 {
+			args = append(args, "suppressed", r.suppressed)
+		}
+		l.Warn(msg, args...)
+		r.last, r.suppressed = now, 0
+		return
+	}
+	r.suppressed++
 }

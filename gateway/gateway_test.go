@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
 	"io"
 	"net"
 	"net/http"
@@ -149,5 +150,24 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics miss %q", want)
 		}
+	}
+}
+
+// TestRateLimited: a burst of warnings logs once, and the next one after a
+// second says how many were held back.
+func TestRateLimited(t *testing.T) {
+	var buf strings.Builder
+	l := slog.New(slog.NewTextHandler(&buf, nil))
+	var r rateLimited
+	for range 100 {
+		r.log(l, "write", "err", "boom")
+	}
+	if n := strings.Count(buf.String(), "msg=write"); n != 1 {
+		t.Fatalf("%d warnings logged for a burst, want 1", n)
+	}
+	r.last = r.last.Add(-time.Second)
+	r.log(l, "write", "err", "boom")
+	if !strings.Contains(buf.String(), "suppressed=99") {
+		t.Fatalf("the next warning does not count the held-back ones:\n%s", buf.String())
 	}
 }

@@ -32,6 +32,7 @@ var (
 type Env struct {
 	Lab      *netlab.Lab
 	Dir      string // config, control socket, log
+	Config   string // the configuration file vsgate runs with
 	Socket   string
 	cmd      *exec.Cmd
 	servers  map[string]*netlab.Server // HTTP servers by backend
@@ -88,6 +89,7 @@ func Start(ctx context.Context, exe string) (_ *Env, err error) {
 	}
 	e.Socket = filepath.Join(e.Dir, "vsgate.sock")
 	cfg := filepath.Join(e.Dir, "vsgate.yaml")
+	e.Config = cfg
 	if err := os.WriteFile(cfg, []byte(e.config(p)), 0o600); err != nil {
 		return e, err
 	}

@@ -1,11 +1,18 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -35,6 +42,9 @@ func Steps() []Step {
 		{"UDP service (port 53) answered by a real server", stepUDP},
 		{"IPv6: 30 requests to [2001:db8::10]:80 spread 10/10/10", stepIPv6},
 		{"FULLNAT: the real server sees the gateway's FULLNAT address, the client sees the VIP", stepFullNAT},
+		{"bulk: 200 MB through the VIP arrive intact (SHA-256 of every byte)", stepBulk},
+		{"a connection open across a live reload (SIGHUP) keeps working", stepReload},
+		{"flows to a backend set to weight 0 finish; new ones avoid it", stepQuiesce},
 		{"vsgate adm -L -n --stats (ipvsadm's listing)", stepList},
 	}
 }
@@ -194,4 +204,149 @@ func stepList(ctx context.Context, e *Env) (string, error) {
 // newRequest is a GET bound to ctx.
 func newRequest(ctx context.Context, url string) (*http.Request, error) {
 	return http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+}
+
+// bulkBytes is what stepBulk fetches.
+const bulkBytes = 200 << 20
+
+func stepBulk(ctx context.Context, e *Env) (string, error) {
+	url := fmt.Sprintf("http://%s/big?bytes=%d", netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 80), bulkBytes)
+	req, err := newRequest(ctx, url)
+	if err != nil {
+		return "", err
+	}
+	start := time.Now()
+	resp, err := e.client.HTTPClient(2 * time.Minute).Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	got := sha256.New()
+	n, err := io.Copy(got, resp.Body)
+	took := time.Since(start)
+	detail := fmt.Sprintf("%d MB in %v (%.0f Mbit/s)", n>>20, took.Round(time.Millisecond), float64(n)*8/took.Seconds()/1e6)
+	if err != nil {
+		return detail, err
+	}
+	want := sha256.New()
+	chunk := bytes.Repeat([]byte{'x'}, 1<<20)
+	for range bulkBytes >> 20 {
+		want.Write(chunk)
+	}
+	if n != bulkBytes || !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		return detail, fmt.Errorf("received %d bytes with SHA-256 %x, want %d bytes with %x", n, got.Sum(nil), bulkBytes, want.Sum(nil))
+	}
+	return detail + ", SHA-256 matches", nil
+}
+
+// session is one open line-service connection from the client.
+type session struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+func (e *Env) openSession(ctx context.Context) (*session, error) {
+	c, err := e.client.DialContext(ctx, "tcp", netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 7).String())
+	if err != nil {
+		return nil, err
+	}
+	return &session{c: c, r: bufio.NewReader(c)}, nil
+}
+
+// say sends a line and returns which backend answered.
+func (s *session) say(line string) (string, error) {
+	_ = s.c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(s.c, line+"\n"); err != nil {
+		return "", err
+	}
+	got, err := s.r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	name, rest, ok := strings.Cut(strings.TrimSpace(got), ": ")
+	if !ok || rest != line {
+		return "", fmt.Errorf("answer %q to %q", got, line)
+	}
+	return name, nil
+}
+
+func stepReload(ctx context.Context, e *Env) (string, error) {
+	s, err := e.openSession(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer s.c.Close()
+	before, err := s.say("before")
+	if err != nil {
+		return "", err
+	}
+	// Change the file (the line service's scheduler) and reload.
+	cfg, err := os.ReadFile(e.Config)
+	if err != nil {
+		return "", err
+	}
+	changed := strings.Replace(string(cfg), "  - name: telnet\n    proto: tcp\n    vip: 198.18.0.10:7\n    scheduler: rr", "  - name: telnet\n    proto: tcp\n    vip: 198.18.0.10:7\n    scheduler: lc", 1)
+	if changed == string(cfg) {
+		return "", fmt.Errorf("demo config: telnet service not found")
+	}
+	if err := os.WriteFile(e.Config, []byte(changed), 0o600); err != nil {
+		return "", err
+	}
+	if err := e.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		return "", err
+	}
+	for start := time.Now(); !strings.Contains(e.Log(), "configuration reloaded"); time.Sleep(50 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			return "", fmt.Errorf("no reload logged\n%s", e.Log())
+		}
+	}
+	out, err := e.Adm(ctx, "-L", "-n", "-t", "198.18.0.10:7")
+	if err != nil || !strings.Contains(out, "TCP  198.18.0.10:7 lc") {
+		return out, fmt.Errorf("after the reload the service is not lc: %v", err)
+	}
+	after, err := s.say("after")
+	if err != nil {
+		return "", fmt.Errorf("the open connection broke across the reload: %w", err)
+	}
+	if after != before {
+		return "", fmt.Errorf("the open connection moved from %s to %s", before, after)
+	}
+	return fmt.Sprintf("connection on %s answered before and after the reload (scheduler rr -> lc)", before), nil
+}
+
+func stepQuiesce(ctx context.Context, e *Env) (string, error) {
+	s, err := e.openSession(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer s.c.Close()
+	who, err := s.say("one")
+	if err != nil {
+		return "", err
+	}
+	rip := map[string]string{"b1": "198.18.2.11:7", "b2": "198.18.2.12:7", "b3": "198.18.2.13:7"}[who]
+	if _, err := e.Adm(ctx, "-e", "-t", "198.18.0.10:7", "-r", rip, "-w", "0"); err != nil {
+		return "", err
+	}
+	if again, err := s.say("two"); err != nil || again != who {
+		return "", fmt.Errorf("the open connection to the quiesced %s: %v (answered by %q)", who, err, again)
+	}
+	for i := range 4 {
+		other, err := e.openSession(ctx)
+		if err != nil {
+			return "", err
+		}
+		got, err := other.say(fmt.Sprintf("new %d", i))
+		other.c.Close()
+		if err != nil {
+			return "", err
+		}
+		if got == who {
+			return "", fmt.Errorf("a new connection went to %s at weight 0", who)
+		}
+	}
+	if _, err := s.say("three"); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%s at weight 0: its open connection kept answering, 4 new connections went elsewhere", who), nil
 }
