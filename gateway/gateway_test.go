@@ -2,8 +2,8 @@ package gateway
 
 import (
 	"context"
-	"log/slog"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
