@@ -395,10 +395,11 @@ func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple
 	p := w.p
 	probes := 1
 	span := uint32(ports[1]) - uint32(ports[0]) + 1
+	start := uint32(first) % span // where probing in the range begins
 	if ports != [2]uint16{} {
 		probes = portProbes
-		if first < ports[0] || first > ports[1] || mustMove {
-			first = ports[0] + uint16(uint32(first)%span)
+		if mustMove && (first < ports[0] || first > ports[1]) {
+			first = ports[0] + uint16(start)
 		}
 	}
 	init := func(f *flow) {
@@ -408,9 +409,15 @@ func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple
 	}
 	for i := range probes {
 		if ports != [2]uint16{} {
-			reply.DstPort = ports[0] + uint16((uint32(first-ports[0])+uint32(i)*uint32(w.portStep()))%span)
+			// First the port (or echo identifier) the flow has, if free,
+			// even outside the range, as masquerading keeps it; then
+			// ports of the range.
+			reply.DstPort = ports[0] + uint16((start+uint32(i)*uint32(w.portStep()))%span)
 			if i == 0 {
 				reply.DstPort = first
+			}
+			if p.IsICMPEcho() {
+				reply.SrcPort = reply.DstPort // an echo's identifier is both "ports"
 			}
 		}
 		rw := reply.words()
