@@ -57,6 +57,10 @@ type Options struct {
 	// MasqDefault is the address `ipchains -j MASQ` rules without --to get.
 	MasqDefault netip.Addr
 
+	// Load rereads the configuration (vsgate run reads its file) for
+	// `vsgate adm reload` and ReloadFromSource; nil means there is none.
+	Load func() (Options, error)
+
 	Logger *slog.Logger
 }
 
@@ -378,6 +382,22 @@ func (g *Gateway) Reload(opts Options) error {
 	return nil
 }
 
+// ReloadFromSource rereads the configuration through Options.Load and
+// applies it with Reload (SIGHUP and `vsgate adm reload`).
+func (g *Gateway) ReloadFromSource() error {
+	g.mu.Lock()
+	load := g.opts.Load
+	g.mu.Unlock()
+	if load == nil {
+		return errors.New("no configuration source to reload from")
+	}
+	opts, err := load()
+	if err != nil {
+		return err
+	}
+	return g.Reload(opts)
+}
+
 // installLocked makes desired the operator's configuration and gives the
 // engine that configuration with the health checks' verdicts applied,
 // rewiring routes for addresses that changed. Caller holds g.mu.
@@ -478,6 +498,12 @@ func (g *Gateway) healthChanged(key string, up bool, why string) {
 func (g *Gateway) handle(_ context.Context, req Request) Response {
 	if len(req.Args) > 0 && req.Args[0] == "pcap" {
 		return g.handlePcap(req.Args[1:])
+	}
+	if len(req.Args) == 1 && req.Args[0] == "reload" {
+		if err := g.ReloadFromSource(); err != nil {
+			return Response{Error: "reload refused, the running configuration stays: " + err.Error(), Status: 1}
+		}
+		return Response{Output: "configuration reloaded\n"}
 	}
 	c, err := adm.Parse(req.Args)
 	if err != nil {

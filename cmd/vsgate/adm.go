@@ -27,6 +27,8 @@ const admUsage = `usage: vsgate adm [--socket PATH] IPVSADM-ARGS...
     --set TCP TCPFIN UDP (timeouts, seconds)
   and ipmasqadm portfw's and ipchains' masquerade rule, as the old
   virtual-server recipes wrote them. Changes are live; -S saves them.
+  Also: reload (reread the configuration file, as SIGHUP does),
+  pcap start FILE, pcap stop.
 `
 
 // runAdm is `vsgate adm`.

@@ -56,6 +56,13 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		log.Error("configuration", "err", err)
 		return 1
 	}
+	opts.Load = func() (gateway.Options, error) {
+		c, err := config.Load(*file)
+		if err != nil {
+			return gateway.Options{}, err
+		}
+		return options(c, log)
+	}
 	g, err := gateway.New(opts)
 	if err != nil {
 		log.Error("start", "err", err)
@@ -81,7 +88,9 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			reload(g, *file, log)
+			if err := g.ReloadFromSource(); err != nil {
+				log.Error("reload refused: the running configuration stays", "err", err)
+			}
 		}
 	}()
 	log.Info("vsgate running", "config", *file, "device", opts.Device, "queues", opts.Queues,
@@ -92,22 +101,6 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("vsgate stopped")
 	return 0
-}
-
-// reload rereads the file; on any error the running configuration stays.
-func reload(g *gateway.Gateway, file string, log *slog.Logger) {
-	cfg, err := config.Load(file)
-	if err != nil {
-		log.Error("reload refused: the running configuration stays", "err", err)
-		return
-	}
-	opts, err := options(cfg, log)
-	if err == nil {
-		err = g.Reload(opts)
-	}
-	if err != nil {
-		log.Error("reload refused: the running configuration stays", "err", err)
-	}
 }
 
 // options turns a configuration into gateway options.

@@ -42,9 +42,10 @@ func Steps() []Step {
 		{"UDP service (port 53) answered by a real server", stepUDP},
 		{"IPv6: 30 requests to [2001:db8::10]:80 spread 10/10/10", stepIPv6},
 		{"FULLNAT: the real server sees the gateway's FULLNAT address, the client sees the VIP", stepFullNAT},
-		{"bulk: 200 MB through the VIP arrive intact (SHA-256 of every byte)", stepBulk},
+		{"bulk: 300 MB through the VIP arrive intact (SHA-256 of every byte)", stepBulk},
 		{"a connection open across a live reload (SIGHUP) keeps working", stepReload},
 		{"flows to a backend set to weight 0 finish; new ones avoid it", stepQuiesce},
+		{"privileges: after setup vsgate keeps only CAP_NET_ADMIN", stepCaps},
 		{"vsgate adm -L -n --stats (ipvsadm's listing)", stepList},
 	}
 }
@@ -207,7 +208,7 @@ func newRequest(ctx context.Context, url string) (*http.Request, error) {
 }
 
 // bulkBytes is what stepBulk fetches.
-const bulkBytes = 200 << 20
+const bulkBytes = 300 << 20
 
 func stepBulk(ctx context.Context, e *Env) (string, error) {
 	url := fmt.Sprintf("http://%s/big?bytes=%d", netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 80), bulkBytes)
@@ -311,7 +312,29 @@ func stepReload(ctx context.Context, e *Env) (string, error) {
 	if after != before {
 		return "", fmt.Errorf("the open connection moved from %s to %s", before, after)
 	}
-	return fmt.Sprintf("connection on %s answered before and after the reload (scheduler rr -> lc)", before), nil
+	// The same through the control API, and a bad file changes nothing.
+	if err := os.WriteFile(e.Config, []byte(strings.Replace(changed, "scheduler: lc", "scheduler: wlc", 1)), 0o600); err != nil {
+		return "", err
+	}
+	if _, err := e.Adm(ctx, "reload"); err != nil {
+		return "", err
+	}
+	good, _ := os.ReadFile(e.Config)
+	if err := os.WriteFile(e.Config, []byte(strings.Replace(string(good), "scheduler: wlc", "scheduler: nosuch", 1)), 0o600); err != nil {
+		return "", err
+	}
+	if _, err := e.Adm(ctx, "reload"); err == nil || !strings.Contains(err.Error(), "nosuch") {
+		return "", fmt.Errorf("a bad file was accepted: %v", err)
+	}
+	_ = os.WriteFile(e.Config, good, 0o600)
+	out, err = e.Adm(ctx, "-L", "-n", "-t", "198.18.0.10:7")
+	if err != nil || !strings.Contains(out, "TCP  198.18.0.10:7 wlc") {
+		return out, fmt.Errorf("after adm reload the service is not wlc: %v", err)
+	}
+	if last, err := s.say("last"); err != nil || last != before {
+		return "", fmt.Errorf("the open connection after two reloads: %v (%s)", err, last)
+	}
+	return fmt.Sprintf("connection on %s answered across SIGHUP (rr -> lc) and vsgate adm reload (lc -> wlc); a bad file was refused", before), nil
 }
 
 func stepQuiesce(ctx context.Context, e *Env) (string, error) {
@@ -349,4 +372,21 @@ func stepQuiesce(ctx context.Context, e *Env) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("%s at weight 0: its open connection kept answering, 4 new connections went elsewhere", who), nil
+}
+
+func stepCaps(ctx context.Context, e *Env) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", e.cmd.Process.Pid))
+	if err != nil {
+		return "", err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			v = strings.TrimSpace(v)
+			if v != "0000000000001000" {
+				return "CapEff " + v, fmt.Errorf("want only CAP_NET_ADMIN (0000000000001000)")
+			}
+			return "CapEff " + v + " (CAP_NET_ADMIN)", nil
+		}
+	}
+	return "", fmt.Errorf("no CapEff in /proc/%d/status", e.cmd.Process.Pid)
 }
