@@ -20,8 +20,10 @@ import (
 	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/health"
 	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/packet/pcap"
 	"github.com/vsgate/vsgate/packet/tun"
+	"github.com/vsgate/vsgate/proxy/netstack"
 )
 
 // Options configure a Gateway. cmd/vsgate builds them from the YAML
@@ -61,7 +63,20 @@ type Options struct {
 	// `vsgate adm reload` and ReloadFromSource; nil means there is none.
 	Load func() (Options, error)
 
+	// L7 are the application-layer services: their VIP's TCP is
+	// terminated in the gateway's netstack and served by Handler (the
+	// proxy). NAT must list each as a service with Mode nat.ModeL7 (so the
+	// engine hands its packets over); New adds those entries itself if
+	// they are missing.
+	L7 []L7Service
+
 	Logger *slog.Logger
+}
+
+// L7Service is one HTTP virtual service served in the gateway.
+type L7Service struct {
+	VIP     netip.AddrPort
+	Handler http.Handler
 }
 
 // Gateway is a running virtual server: devices, workers, the engine,
@@ -85,6 +100,9 @@ type Gateway struct {
 	down        map[string]bool // backends health checks hold down, by health key
 
 	capture pcap.Writer // what enters and leaves, when started (--pcap, vsgate adm pcap)
+	l7      *netstack.Stack
+	l7srv   []*http.Server
+	writeMu []sync.Mutex // per device: the worker and the netstack both write
 	rates   atomic.Pointer[map[string]adm.Rates]
 	counts  []workerCounts
 }
@@ -102,6 +120,7 @@ func New(opts Options) (g *Gateway, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	opts.NAT = withL7Services(opts.NAT, opts.L7)
 	g = &Gateway{log: opts.Logger, opts: opts, desired: opts.NAT, down: map[string]bool{}, start: time.Now()}
 	defer func() {
 		if err != nil {
@@ -127,6 +146,12 @@ func New(opts Options) (g *Gateway, err error) {
 		}
 	}
 	g.counts = make([]workerCounts, len(g.devices))
+	g.writeMu = make([]sync.Mutex, len(g.devices))
+	if len(opts.L7) > 0 {
+		if err := g.startL7(opts.L7); err != nil {
+			return g, err
+		}
+	}
 	g.checker = health.New(g.healthChanged)
 	g.checker.Set(g.healthTargets())
 	if opts.ControlSocket != "" {
@@ -261,7 +286,10 @@ func (g *Gateway) work(i int, d tun.Device) error {
 			case nat.Forward, nat.Pass, nat.Reply:
 				out = append(out, pkts[j])
 			case nat.ToL7:
-				l7++ // the L7 proxy arrives with issue 7; until then dropped
+				if g.l7 != nil {
+					g.l7.Inject(pkts[j]) // copied: the buffer is reused
+				}
+				l7++
 			default:
 				dropped++
 			}
@@ -273,7 +301,10 @@ func (g *Gateway) work(i int, d tun.Device) error {
 			}
 		}
 		if len(out) > 0 {
-			if _, err := d.Write(out, 0); err != nil && !errors.Is(err, errClosed) {
+			g.writeMu[i].Lock()
+			_, err := d.Write(out, 0)
+			g.writeMu[i].Unlock()
+			if err != nil && !errors.Is(err, errClosed) {
 				warn.log(g.log, "write", "device", d.Name(), "err", err)
 			}
 		}
@@ -345,6 +376,12 @@ func (g *Gateway) Close() error {
 	if g.control != nil {
 		errs = append(errs, g.control.Close())
 	}
+	for _, s := range g.l7srv {
+		errs = append(errs, s.Close())
+	}
+	if g.l7 != nil {
+		g.l7.Close()
+	}
 	if g.metrics != nil {
 		errs = append(errs, g.metrics.Close())
 	}
@@ -402,6 +439,7 @@ func (g *Gateway) ReloadFromSource() error {
 // engine that configuration with the health checks' verdicts applied,
 // rewiring routes for addresses that changed. Caller holds g.mu.
 func (g *Gateway) installLocked(desired nat.Config) error {
+	desired = withL7Services(desired, g.opts.L7) // L7 services are fixed at New
 	eff := desired
 	eff.Services = slices.Clone(desired.Services)
 	for i := range eff.Services {
@@ -649,4 +687,60 @@ func (r *rateLimited) log(l *slog.Logger, msg string, args ...any) {
 		return
 	}
 	r.suppressed++
+}
+
+// withL7Services adds an engine service (Mode L7) for every L7 VIP that
+// the NAT configuration does not list, so its packets reach the netstack.
+func withL7Services(c nat.Config, l7 []L7Service) nat.Config {
+	for _, s := range l7 {
+		if slices.ContainsFunc(c.Services, func(x nat.Service) bool {
+			return x.Proto == packet.ProtoTCP && x.VIP == s.VIP.Addr() && x.Port == s.VIP.Port()
+		}) {
+			continue
+		}
+		c.Services = append(slices.Clone(c.Services), nat.Service{Proto: packet.ProtoTCP, VIP: s.VIP.Addr(), Port: s.VIP.Port(), Mode: nat.ModeL7, Scheduler: "rr"})
+	}
+	return c
+}
+
+// startL7 starts the netstack, its listeners and their HTTP servers. What
+// the stack sends goes out of the first device (any queue will do: the
+// kernel routes it to the client).
+func (g *Gateway) startL7(services []L7Service) error {
+	mtu, err := g.devices[0].MTU()
+	if err != nil || mtu < 1280 {
+		mtu = 1500
+	}
+	dev := g.devices[0]
+	out := [][]byte{nil}
+	g.l7, err = netstack.New(netstack.Options{MTU: mtu, Output: func(pkt []byte) {
+		if g.capture.Enabled() {
+			g.capture.WritePacket(time.Now(), pkt, pcap.Out)
+		}
+		out[0] = pkt
+		g.writeMu[0].Lock()
+		_, err := dev.Write(out, 0)
+		g.writeMu[0].Unlock()
+		if err != nil && !errors.Is(err, errClosed) {
+			g.log.Warn("l7 write", "err", err)
+		}
+	}})
+	if err != nil {
+		return err
+	}
+	for _, s := range services {
+		ln, err := g.l7.Listen(s.VIP)
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
+		g.l7srv = append(g.l7srv, srv)
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				g.log.Error("l7 service", "vip", s.VIP, "err", err)
+			}
+		}()
+		g.log.Info("l7 service", "vip", s.VIP)
+	}
+	return nil
 }
