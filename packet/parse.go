@@ -68,13 +68,6 @@ type Parsed struct {
 	// SrcPort and DstPort are the TCP or UDP ports. Valid iff HasPorts().
 	SrcPort, DstPort uint16
 
-	// ICMPID is the echo identifier. Valid iff IsICMPEcho().
-	ICMPID uint16
-
-	// Reason is ReasonNone iff the packet parsed; then Version is 4 or 6.
-	// On failure Version is 0 and only Reason is meaningful.
-	Reason Reason
-
 	// Version is the IP version, 4 or 6; 0 if the packet did not parse.
 	Version uint8
 
@@ -86,6 +79,21 @@ type Parsed struct {
 	// TCPFlags is the TCP flags byte. Valid iff Proto is TCP and
 	// HasL4Header() (for a quoted packet, iff the quote reaches it).
 	TCPFlags uint8
+
+	// Reason is ReasonNone iff the packet parsed; then Version is 4 or 6.
+	// On failure Version is 0 and only Reason is meaningful.
+	Reason Reason
+
+	// The next eight bytes (ICMPID to SourceRouted) are zero for the
+	// common TCP/UDP packet; they sit together so that Parse clears them
+	// with one store.
+
+	// ICMPID is the echo identifier. Valid iff IsICMPEcho().
+	ICMPID uint16
+
+	// FragOff is the fragment offset in bytes; non-zero means a later
+	// fragment with no L4 header.
+	FragOff uint16
 
 	// ICMPType and ICMPCode are valid iff IsICMP() and HasL4Header().
 	ICMPType, ICMPCode uint8
@@ -104,10 +112,6 @@ type Parsed struct {
 	// short, so End can be less than the length its header announces and
 	// only the first 8 bytes of its L4 header are guaranteed.
 	Quoted bool
-
-	// FragOff is the fragment offset in bytes; non-zero means a later
-	// fragment with no L4 header.
-	FragOff uint16
 
 	// FragID is the fragment identification (16 bits for IPv4, 32 for
 	// IPv6). Valid iff IsFragment().
@@ -264,11 +268,11 @@ func (p *Parsed) parse(b []byte) Reason {
 	}
 	p.SrcPort = uint16(t[0])<<8 | uint16(t[1])
 	p.DstPort = uint16(t[2])<<8 | uint16(t[3])
-	p.ICMPID, p.ICMPType, p.ICMPCode = 0, 0, 0
 	p.Reason = ReasonNone
 	p.Proto = proto
+	// Adjacent in Parsed: the compiler merges these into one 8-byte store.
+	p.ICMPID, p.FragOff, p.ICMPType, p.ICMPCode = 0, 0, 0, 0
 	p.MoreFrags, p.SourceRouted, p.Quoted = false, false, false
-	p.FragOff = 0
 	p.L3Off, p.L4Off, p.End = 0, l4, end
 	return ReasonNone
 }
