@@ -59,16 +59,7 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- g.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-		g.Close()
-	}()
+	runGateway(t, g)
 
 	adm := func(args ...string) Response {
 		resp, err := Call(context.Background(), sock, Request{Args: args})
@@ -170,4 +161,19 @@ func TestRateLimited(t *testing.T) {
 	if !strings.Contains(buf.String(), "suppressed=99") {
 		t.Fatalf("the next warning does not count the held-back ones:\n%s", buf.String())
 	}
+}
+
+// runGateway runs g until the test ends, then stops and closes it.
+func runGateway(t *testing.T, g *Gateway) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- g.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+		g.Close()
+	})
 }

@@ -34,14 +34,7 @@ func TestL7ThroughGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- g.Run(ctx) }()
-	defer func() {
-		cancel()
-		<-done
-		g.Close()
-	}()
+	runGateway(t, g)
 	client, err := netstack.New(netstack.Options{Output: func(p []byte) {
 		dev.Inbound <- append([]byte(nil), p...)
 	}})
