@@ -1,8 +1,19 @@
-// Package gateway wires vsgate together (not built yet: issue 6): the YAML
-// config, device workers feeding the nat engine, routes and rules through
-// netlink, health checks, the control API, metrics, pcap and live reload.
+// Package gateway runs vsgate as a real virtual server: one worker per
+// TUN queue reading batches, translating them with the nat engine and
+// writing them back; the network wiring in the gateway's namespace
+// (netconf.go: routes into the device, proxy ARP/ND, the steering rule,
+// sysctls — all undone on exit); health checks that mark real servers down
+// and up; live reload that never disturbs established flows to servers
+// that stay; the control socket that `vsgate adm` talks to (control.go,
+// with the ipvsadm language in gateway/adm); Prometheus metrics read from
+// the engine on scrape (metrics.go); pcap capture; and the L7 services,
+// whose packets the engine hands to an embedded netstack (proxy/netstack).
 //
-// What it must not do: touch packets itself (that is nat's and packet's
-// job), or change anything in a network namespace it was not configured
-// for.
+// Subpackages: config (the YAML file), adm (ipvsadm, portfw and ipchains
+// command lines), health (the checkers), e2e (the end-to-end demo and its
+// test in netlab).
+//
+// What it must not do: touch packets itself beyond moving them between the
+// device, the engine and the netstack (that is nat's and packet's job), or
+// change anything in the namespace beyond what it records and undoes.
 package gateway
