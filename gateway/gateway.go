@@ -77,6 +77,12 @@ type Options struct {
 type L7Service struct {
 	VIP     netip.AddrPort
 	Handler http.Handler
+	// Health checks Members (the proxy's real servers) when set, and
+	// SetDown tells the proxy which are down: L4 and L7 share the
+	// checker.
+	Health  *health.Spec
+	Members []netip.AddrPort
+	SetDown func(member netip.AddrPort, down bool)
 }
 
 // Gateway is a running virtual server: devices, workers, the engine,
@@ -409,7 +415,7 @@ func (g *Gateway) Reload(opts Options) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	old := g.opts
-	g.opts.NAT, g.opts.Health = opts.NAT, opts.Health
+	g.opts.NAT, g.opts.Health = opts.NAT, opts.Health // L7 services stay as they started
 	if err := g.installLocked(opts.NAT); err != nil {
 		g.opts = old
 		return err
@@ -512,11 +518,37 @@ func (g *Gateway) healthTargets() []health.Target {
 			ts = append(ts, health.Target{Key: healthKey(s, b), Addr: netip.AddrPortFrom(b.Addr, port), Spec: spec})
 		}
 	}
+	for _, s := range g.opts.L7 {
+		if s.Health == nil {
+			continue
+		}
+		for _, m := range s.Members {
+			addr := m
+			if s.Health.Port != 0 {
+				addr = netip.AddrPortFrom(m.Addr(), s.Health.Port)
+			}
+			ts = append(ts, health.Target{Key: l7HealthKey(s.VIP, m), Addr: addr, Spec: *s.Health})
+		}
+	}
 	return ts
+}
+
+// l7HealthKey names an L7 member for the checker.
+func l7HealthKey(vip, member netip.AddrPort) string {
+	return "L7 " + vip.String() + " " + member.String()
 }
 
 // healthChanged applies a checker verdict.
 func (g *Gateway) healthChanged(key string, up bool, why string) {
+	for _, s := range g.opts.L7 {
+		for _, m := range s.Members {
+			if l7HealthKey(s.VIP, m) == key && s.SetDown != nil {
+				s.SetDown(m, !up)
+				g.log.Info("l7 member health", "member", key, "up", up, "check", why)
+				return
+			}
+		}
+	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if up {

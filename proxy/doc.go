@@ -1,8 +1,26 @@
-// Package proxy is the application-layer virtual server (not built yet:
-// issue 7): an embedded gVisor netstack terminates the clients' TCP for HTTP
-// VIPs, and requests are routed to backend pools with Apache 2.4's
-// ProxyPass semantics.
+// Package proxy is the application-layer virtual server: an HTTP/1.1
+// reverse proxy whose routes are Apache 2.4 directives as written in
+// httpd.conf (ProxyPass, ProxyPassMatch, ProxyPassReverse,
+// <Proxy balancer://NAME> with BalancerMember and ProxySet,
+// ProxyPreserveHost, ProxyAddHeaders, ProxyTimeout) with Apache's exact
+// semantics: route order, prefix matching, path joining, URI
+// canonicalisation, nocanon, X-Forwarded-*, balancer lbmethods
+// (byrequests, bybusyness, bytraffic), failover, retry= and Apache's error
+// statuses. apache.go ports the Apache functions that decide these, and a
+// differential test (apache_test.go) runs the same directives and requests
+// through a real apache2 and through this package and requires equal
+// results.
 //
-// What it must not do: leak gVisor into any other package (it is the only
-// importer, so the L4 fast path stays free of it), or import nat or gateway.
+// Entry points: ParseDirectives (errors name FILE:LINE and the fix) →
+// New → ServeHTTP or Serve(net.Listener). The proxy serves from any
+// listener, so the gateway can hand it the gVisor netstack's listener;
+// SetMemberDown lets health checks take backends out, Members feeds
+// metrics.
+//
+// What it must not do: import nat or gateway; keep package-level mutable
+// state; buffer whole bodies (requests and responses stream, responses are
+// flushed as they arrive); import gVisor. The gVisor netstack that
+// terminates the clients' TCP lives in proxy/netstack (with this package,
+// the only place gVisor may be imported, so the L4 fast path stays free of
+// it); this package serves whatever net.Listener it is given.
 package proxy

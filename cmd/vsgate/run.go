@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -18,6 +19,8 @@ import (
 	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/config"
 	"github.com/vsgate/vsgate/gateway/health"
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/proxy"
 )
 
 const runUsage = `usage: vsgate run -c FILE [--pcap FILE]
@@ -56,6 +59,13 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		log.Error("configuration", "err", err)
 		return 1
 	}
+	l7, closeL7, err := l7Services(cfg, log)
+	if err != nil {
+		log.Error("l7 services", "err", err)
+		return 1
+	}
+	defer closeL7()
+	opts.L7 = l7
 	opts.Load = func() (gateway.Options, error) {
 		c, err := config.Load(*file)
 		if err != nil {
@@ -167,4 +177,49 @@ func dropCapabilities(log *slog.Logger) {
 		return
 	}
 	log.Info("capabilities dropped", "kept", "CAP_NET_ADMIN")
+}
+
+// l7Services builds a proxy for every HTTP service. They are fixed for the
+// life of the process: a reload changes L4 services only.
+func l7Services(cfg *config.Config, log *slog.Logger) ([]gateway.L7Service, func(), error) {
+	var out []gateway.L7Service
+	var proxies []*proxy.Proxy
+	closeAll := func() {
+		for _, p := range proxies {
+			p.Close()
+		}
+	}
+	name, _ := os.Hostname()
+	for _, s := range cfg.Services {
+		if s.Mode != nat.ModeL7 || s.L7 == nil {
+			continue
+		}
+		source := s.L7.File
+		if source == "" {
+			source = fmt.Sprintf("l7 directives of %v", s.VIP)
+		}
+		pc, err := proxy.ParseDirectives(s.L7.Text, source)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		p, err := proxy.New(pc, proxy.Options{ServerName: name, Logger: log})
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		proxies = append(proxies, p)
+		svc := gateway.L7Service{VIP: s.VIP, Handler: p, SetDown: p.SetMemberDown}
+		for _, m := range p.Members() {
+			if ap, err := netip.ParseAddrPort(m.Addr); err == nil {
+				svc.Members = append(svc.Members, ap)
+			}
+		}
+		if h := s.Health; h != nil {
+			svc.Health = &health.Spec{Type: h.Type, Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall,
+				Path: h.Path, Expect: h.Expect, Port: h.Port}
+		}
+		out = append(out, svc)
+	}
+	return out, closeAll, nil
 }

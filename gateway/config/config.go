@@ -85,7 +85,7 @@ type Service struct {
 	Name      string         // optional label: letters, digits, '.', '_', '-'
 	Proto     uint8          // packet.ProtoTCP or packet.ProtoUDP
 	VIP       netip.AddrPort // the virtual address and port clients connect to
-	Mode      nat.Mode       // ModeNAT or ModeFullNAT (ModeL7 is refused for now)
+	Mode      nat.Mode       // ModeNAT, ModeFullNAT or ModeL7
 	Scheduler string         // one of sched.Names()
 	Sched     sched.Config   // scheduler flags and table size
 	// Persistence sends a client's new flows to the backend it used last
@@ -98,6 +98,21 @@ type Service struct {
 	Sloppy   bool
 	Health   *Health // nil: no health checks, backends are always up
 	Backends []Backend
+	// L7 holds the Apache directives of an HTTP service (Mode ModeL7):
+	// its real servers are the directives' ProxyPass and BalancerMember
+	// URLs, so Backends is empty.
+	L7 *L7
+}
+
+// L7 is an HTTP service's Apache 2.4 proxy directives, as written.
+type L7 struct {
+	// File is the directives file as given (inline directives: empty);
+	// a relative path starts at the configuration file's directory.
+	File string
+	// Text is the directives. Parse checked them with
+	// proxy.ParseDirectives; the gateway parses them again to build the
+	// proxy.
+	Text string
 }
 
 // Backend is one real server.

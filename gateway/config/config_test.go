@@ -353,15 +353,29 @@ services:
   - proto: tcp
     vip: [2001:db8::10]:80   # <-
 `, `quote an IPv6 address with a port: "[2001:db8::10]:80"`},
-	{"mode l7 not yet", `
+	{"l7 without directives", `
+services:
+  - proto: tcp   # <-
+    vip: 198.18.0.10:80
+    mode: l7
+`, "add l7: {directives:"},
+	{"l7 directive without a URL", `
 services:
   - proto: tcp
     vip: 198.18.0.10:80
-    mode: l7   # <-
-    l7:
+    mode: l7
+    l7:   # <-
       directives: |
-        ProxyPass /sales http://198.18.2.11/
-`, "use mode: nat or fullnat"},
+        ProxyPass /sales
+`, "Apache 2.4 httpd.conf syntax"},
+	{"l7 with backends", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    mode: l7
+    l7: {directives: "ProxyPass / http://198.18.2.11/"}
+    backends: [{addr: 198.18.2.11}]   # <-
+`, "name them in ProxyPass / BalancerMember"},
 	{"missing proto", `
 services:
   - vip: 198.18.0.10:80   # <-
@@ -671,5 +685,42 @@ func TestComparePath(t *testing.T) {
 		if got := comparePath(tc.a, tc.b); got != tc.want {
 			t.Errorf("comparePath(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
 		}
+	}
+}
+
+// TestL7Service: an HTTP service with inline directives and one with a
+// directives file (relative to the configuration) are accepted, keep their
+// text, and convert to engine services of mode l7 without backends.
+func TestL7Service(t *testing.T) {
+	dir := t.TempDir()
+	conf := "ProxyPass /sales http://198.18.2.11/\nProxyPassReverse /sales http://198.18.2.11/\n"
+	if err := os.WriteFile(filepath.Join(dir, "proxy.conf"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := `services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    mode: l7
+    l7:
+      directives: |
+        ProxyPass /rd http://198.18.2.12/
+  - proto: tcp
+    vip: 198.18.0.10:8000
+    mode: l7
+    l7: {file: proxy.conf}
+`
+	c, err := Parse([]byte(src), filepath.Join(dir, "vsgate.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Services[0].L7 == nil || c.Services[0].L7.Text != "ProxyPass /rd http://198.18.2.12/\n" || c.Services[1].L7.Text != conf {
+		t.Fatalf("L7 blocks: %+v %+v", c.Services[0].L7, c.Services[1].L7)
+	}
+	n, err := c.NAT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Services[0].Mode != nat.ModeL7 || len(n.Services[0].Backends) != 0 {
+		t.Fatalf("engine service %+v", n.Services[0])
 	}
 }

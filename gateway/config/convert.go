@@ -3,14 +3,18 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/proxy"
 	"github.com/vsgate/vsgate/sched"
 )
 
@@ -126,7 +130,10 @@ func (cv *conv) service(path string, fs *fileService) Service {
 		s.Mode = nat.ModeL7
 	}
 	if cv.f.has(path+".l7") && s.Mode != nat.ModeL7 {
-		cv.r.fail(path+".l7", "an l7 block in a service whose mode is not l7", "remove the block (or set mode: l7 once HTTP services exist)")
+		cv.r.fail(path+".l7", "an l7 block in a service whose mode is not l7", "remove the block, or set mode: l7")
+	}
+	if s.Mode == nat.ModeL7 {
+		s.L7 = cv.l7(path, &fs.L7)
 	}
 
 	for i, fl := range fs.SchedulerFlags {
@@ -541,4 +548,51 @@ func exampleAddr(a netip.Addr) string {
 		return "2001:db8::20"
 	}
 	return "198.18.0.20"
+}
+
+// l7 reads an HTTP service's directives (inline or from a file, relative
+// to the configuration file) and checks them with the proxy's parser.
+func (cv *conv) l7(path string, fl *fileL7) *L7 {
+	switch {
+	case fl.Directives == "" && fl.File == "":
+		cv.r.fail(path+".l7", "mode l7 needs Apache proxy directives",
+			"add l7: {directives: \"ProxyPass / http://198.18.2.11/\"} or l7: {file: proxy.conf}")
+		return nil
+	case fl.Directives != "" && fl.File != "":
+		cv.r.fail(path+".l7", "l7 has both directives and file", "keep one of them")
+		return nil
+	}
+	l := &L7{Text: fl.Directives, File: fl.File}
+	source := fmt.Sprintf("%s (l7 block at line %d)", cv.f.name, cv.f.line(path+".l7.directives"))
+	if fl.File != "" {
+		name := fl.File
+		if !filepath.IsAbs(name) {
+			name = filepath.Join(filepath.Dir(cv.f.name), name)
+		}
+		b, err := readLimited(name)
+		if err != nil {
+			cv.r.fail(path+".l7.file", fmt.Sprintf("directives file: %v", err), "give the path of a readable file (relative paths start at this file's directory)")
+			return nil
+		}
+		l.Text, source = string(b), name
+	}
+	if _, err := proxy.ParseDirectives(l.Text, source); err != nil {
+		cv.r.fail(path+".l7", "Apache directives: "+err.Error(), "fix the directive: Apache 2.4 httpd.conf syntax (ProxyPass, ProxyPassMatch, ProxyPassReverse, <Proxy balancer://...>, BalancerMember, ProxySet, ProxyPreserveHost)")
+		return nil
+	}
+	return l
+}
+
+// readLimited reads a file of at most MaxFileSize bytes.
+func readLimited(name string) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err == nil && len(b) > MaxFileSize {
+		err = fmt.Errorf("%s is larger than %d bytes", name, MaxFileSize)
+	}
+	return b, err
 }

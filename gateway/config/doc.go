@@ -61,7 +61,7 @@
 //	    scheduler: wrr      rr wrr lc wlc sed nq sh dh mh p2c fo        default wlc
 //	    scheduler_flags: [sh-port, sh-fallback]   sh: sh-port, sh-fallback; dh: dh-fallback
 //	    scheduler_table_size: 65537   sh, dh, mh: a prime <= 2^24       default 65537
-//	    mode: nat           nat or fullnat (l7: see below)              default nat
+//	    mode: nat           nat, fullnat or l7 (see below)              default nat
 //	    persistence: 300s   ipvsadm -p; 0 is none                       default 0
 //	    persistence_netmask: 24   ipvsadm -M: prefix length, or an IPv4 netmask;
 //	                        needs persistence                           default 32 / 128
@@ -104,11 +104,14 @@
 //     used the outgoing interface's address; vsgate has no outgoing
 //     interface to borrow one from, and guessing would masquerade traffic
 //     behind the wrong address.
-//   - mode: l7 (HTTP services, with an l7: block holding Apache directives
-//     inline as directives: or in a file as file:) is reserved: the keys
-//     parse, and the service is refused with "mode l7 is not supported
-//     yet" until the proxy exists. An l7 block in a service of another mode
-//     is an error.
+//   - mode: l7 is an HTTP service: the gateway terminates TCP itself and
+//     routes requests with the Apache 2.4 directives of its l7: block,
+//     given inline (directives: |) or in a file (file: proxy.conf, relative
+//     to this file). Parse checks them with the proxy's parser; an l7
+//     service has no backends: its real servers are the directives'
+//     ProxyPass and BalancerMember URLs, health-checked with the service's
+//     health: block. An l7 block in a service of another mode is an error.
+//     L7 services are fixed at start: a reload changes L4 services only.
 //   - The FULLNAT pool holds at most one address per family, because the
 //     engine uses one; a second one is an error rather than ignored.
 //   - Metrics listen on loopback unless public: true says otherwise.

@@ -98,6 +98,14 @@ func (c *Config) YAML() []byte {
 				w(3, "expect: %d", h.Expect)
 			}
 		}
+		if l := s.L7; l != nil {
+			w(2, "l7:")
+			if l.File != "" {
+				w(3, "file: %s", q(l.File))
+			} else {
+				w(3, "directives: %s", q(l.Text))
+			}
+		}
 		w(2, "backends:%s", emptyList(len(s.Backends)))
 		for _, be := range s.Backends {
 			w(3, "- addr: %s", q(be.Addr.String()))

@@ -181,7 +181,15 @@ func validateService(s *Service, path string, idx int, pool map[bool]bool, svcs 
 				fmt.Sprintf("add a gateway-owned IPv%s address to fullnat.pool, or use mode: nat", family(vip)))
 		}
 	case nat.ModeL7:
-		r.fail(path+".mode", "mode l7 is not supported yet", "HTTP (L7) services arrive with the proxy; use mode: nat or fullnat")
+		if s.Proto != packet.ProtoTCP {
+			r.fail(path+".proto", "an l7 (HTTP) service is TCP", "use proto: tcp")
+		}
+		if len(s.Backends) > 0 {
+			r.fail(path+".backends", "an l7 service takes its real servers from its directives", "remove backends: and name them in ProxyPass / BalancerMember")
+		}
+		if s.L7 == nil && !r.failedUnder(path+".l7") {
+			r.fail(path+".l7", "mode l7 needs Apache proxy directives", "add an l7: block")
+		}
 	default:
 		r.fail(path+".mode", fmt.Sprintf("mode %d is not known", s.Mode), "use nat or fullnat")
 	}
