@@ -164,6 +164,23 @@ services:
     mode: fullnat
     scheduler: rr
     backends: %[3]s
+  - name: http-l7
+    proto: tcp
+    vip: %[1]s:81
+    mode: l7
+    health: {type: tcp, interval: 300ms, timeout: 200ms, rise: 1, fall: 2}
+    l7:
+      directives: |
+        # the seed's own lines: ProxyPass /sales http://HOST/ ...
+        ProxyPass /sales/ http://198.18.2.11/
+        ProxyPass /rd/ http://198.18.2.12/
+        <Proxy balancer://pool>
+          BalancerMember http://198.18.2.11 loadfactor=1
+          BalancerMember http://198.18.2.12 loadfactor=1
+          BalancerMember http://198.18.2.13 loadfactor=1
+        </Proxy>
+        ProxyPass /lb/ balancer://pool/
+        ProxyPassReverse /sales/ http://198.18.2.11/
 masquerade:
   - {from: %[8]s, to: %[9]s}
   - {from: "%[10]s", to: "%[11]s"}
