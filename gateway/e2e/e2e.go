@@ -3,11 +3,13 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -39,6 +41,7 @@ type Env struct {
 	client   *netlab.Host
 	gw       *netlab.Host
 	exited   chan error
+	extra    []io.Closer // listeners of the extra L7 servers
 	logFile  *os.File
 	backends []string
 }
@@ -83,6 +86,9 @@ func Start(ctx context.Context, exe string) (_ *Env, err error) {
 		if _, err := h.StartTCPEcho(b, ":7"); err != nil {
 			return e, err
 		}
+	}
+	if err := e.startL7Servers(); err != nil {
+		return e, err
 	}
 	if e.Dir, err = os.MkdirTemp("", "vsgate-demo-"); err != nil {
 		return e, err
@@ -180,6 +186,8 @@ services:
           BalancerMember http://198.18.2.13 loadfactor=1
         </Proxy>
         ProxyPass /lb/ balancer://pool/
+        ProxyPass /up/ http://198.18.2.11:8082/
+        ProxyPass /ws/ http://198.18.2.13:8081/ upgrade=websocket
         ProxyPassReverse /sales/ http://198.18.2.11/
 masquerade:
   - {from: %[8]s, to: %[9]s}
@@ -230,6 +238,9 @@ func (e *Env) Close() error {
 			_ = e.cmd.Process.Kill()
 			errs = append(errs, errors.New("vsgate did not stop on SIGTERM: killed"))
 		}
+	}
+	for _, c := range e.extra {
+		c.Close()
 	}
 	if e.logFile != nil {
 		e.logFile.Close()
@@ -329,4 +340,44 @@ func hostOf(s string) netip.Addr {
 		return a
 	}
 	return ap.Addr().Unmap()
+}
+
+// startL7Servers starts what the L7 step needs beyond the test servers: an
+// upload sink on b1:8082 that answers the SHA-256 and length of the body,
+// and an Upgrade (WebSocket-style) echo on b3:8081.
+func (e *Env) startL7Servers() error {
+	up, err := e.Lab.MustHost("b1").Listen("tcp", ":8082")
+	if err != nil {
+		return err
+	}
+	go http.Serve(up, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		fmt.Fprintf(w, "%d %x", n, h.Sum(nil))
+	}))
+	ws, err := e.Lab.MustHost("b3").Listen("tcp", ":8081")
+	if err != nil {
+		up.Close()
+		return err
+	}
+	go http.Serve(ws, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+			http.Error(w, "upgrade required", 426)
+			return
+		}
+		c, brw, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		brw.Flush()
+		io.Copy(c, brw) // echo everything back
+	}))
+	e.extra = append(e.extra, up, ws)
+	return nil
 }

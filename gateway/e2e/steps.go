@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -46,6 +47,7 @@ func Steps() []Step {
 		{"a connection open across a live reload (SIGHUP) keeps working", stepReload},
 		{"flows to a backend set to weight 0 finish; new ones avoid it", stepQuiesce},
 		{"L7: ProxyPass /sales/ and /rd/ route by path; a balancer spreads /lb/ over three servers (gVisor netstack)", stepL7},
+		{"L7: keep-alive reused on both sides, a WebSocket echo, 100 MB streamed up and down intact", stepL7Streams},
 		{"privileges: after setup vsgate keeps only CAP_NET_ADMIN", stepCaps},
 		{"vsgate adm -L -n --stats (ipvsadm's listing)", stepList},
 	}
@@ -420,5 +422,112 @@ func stepL7(ctx context.Context, e *Env) (string, error) {
 	if _, err := e.get(ctx, base+"/nowhere"); err == nil || !strings.Contains(err.Error(), "404") {
 		return strings.Join(parts, "; "), fmt.Errorf("unrouted path: %v, want 404", err)
 	}
+	return strings.Join(parts, "; "), nil
+}
+
+// l7Bytes is what stepL7Streams sends each way.
+const l7Bytes = 100 << 20
+
+func stepL7Streams(ctx context.Context, e *Env) (string, error) {
+	vip := netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 81)
+	base := "http://" + vip.String()
+	var parts []string
+	// Keep-alive: one client connection, five requests; the backend sees
+	// one proxy connection (one source port) for all of them.
+	var dials int
+	hc := &http.Client{Timeout: time.Minute, Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials++
+		return e.client.DialContext(ctx, network, addr)
+	}}}
+	defer hc.CloseIdleConnections()
+	remotes := map[string]bool{}
+	for i := range 5 {
+		resp, err := hc.Get(fmt.Sprintf("%s/sales/k%d", base, i))
+		if err != nil {
+			return "", err
+		}
+		var rep struct{ Remote string }
+		err = json.NewDecoder(resp.Body).Decode(&rep)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return "", err
+		}
+		remotes[rep.Remote] = true
+	}
+	parts = append(parts, fmt.Sprintf("5 requests: %d client connection(s), %d backend connection(s)", dials, len(remotes)))
+	if dials != 1 || len(remotes) != 1 {
+		return strings.Join(parts, "; "), fmt.Errorf("keep-alive not reused")
+	}
+	// WebSocket-style Upgrade: the proxy passes the switched connection.
+	c, err := e.client.DialContext(ctx, "tcp", vip.String())
+	if err != nil {
+		return "", err
+	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET /ws/chat HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n", vip)
+	br := bufio.NewReader(c)
+	status, err := br.ReadString('\n')
+	if err != nil || !strings.Contains(status, " 101 ") {
+		c.Close()
+		return strings.Join(parts, "; "), fmt.Errorf("upgrade: %q %v", status, err)
+	}
+	for {
+		l, err := br.ReadString('\n')
+		if err != nil || l == "\r\n" {
+			break
+		}
+	}
+	io.WriteString(c, "hello over the upgraded connection\n")
+	echo, err := br.ReadString('\n')
+	c.Close()
+	if err != nil || echo != "hello over the upgraded connection\n" {
+		return strings.Join(parts, "; "), fmt.Errorf("echo over the upgrade: %q %v", echo, err)
+	}
+	parts = append(parts, "Upgrade: 101 and echo")
+	// 100 MB up: the backend answers the length and SHA-256 it received.
+	want := sha256.New()
+	chunk := bytes.Repeat([]byte{'y'}, 1<<20)
+	for range l7Bytes >> 20 {
+		want.Write(chunk)
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		for range l7Bytes >> 20 {
+			if _, err := pw.Write(chunk); err != nil {
+				return
+			}
+		}
+		pw.Close()
+	}()
+	start := time.Now()
+	resp, err := hc.Post(base+"/up/sink", "application/octet-stream", pr)
+	if err != nil {
+		return strings.Join(parts, "; "), err
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if exp := fmt.Sprintf("%d %x", l7Bytes, want.Sum(nil)); string(got) != exp {
+		return strings.Join(parts, "; "), fmt.Errorf("upload: backend got %q, want %q", got, exp)
+	}
+	parts = append(parts, fmt.Sprintf("100 MB up in %v", time.Since(start).Round(time.Millisecond)))
+	// 100 MB down.
+	start = time.Now()
+	resp, err = hc.Get(fmt.Sprintf("%s/sales/big?bytes=%d", base, l7Bytes))
+	if err != nil {
+		return strings.Join(parts, "; "), err
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, resp.Body)
+	resp.Body.Close()
+	wantDown := sha256.New()
+	xs := bytes.Repeat([]byte{'x'}, 1<<20)
+	for range l7Bytes >> 20 {
+		wantDown.Write(xs)
+	}
+	if err != nil || n != l7Bytes || !bytes.Equal(h.Sum(nil), wantDown.Sum(nil)) {
+		return strings.Join(parts, "; "), fmt.Errorf("download: %d bytes, %v, SHA-256 match %v", n, err, bytes.Equal(h.Sum(nil), wantDown.Sum(nil)))
+	}
+	parts = append(parts, fmt.Sprintf("100 MB down in %v, SHA-256 both ways", time.Since(start).Round(time.Millisecond)))
 	return strings.Join(parts, "; "), nil
 }
