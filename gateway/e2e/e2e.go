@@ -189,6 +189,13 @@ services:
         ProxyPass /up/ http://198.18.2.11:8082/
         ProxyPass /ws/ http://198.18.2.13:8081/ upgrade=websocket
         ProxyPassReverse /sales/ http://198.18.2.11/
+  - name: http-l7-v6
+    proto: tcp
+    vip: "[%[2]s]:81"
+    mode: l7
+    l7:
+      directives: |
+        ProxyPass /sales/ http://[2001:db8:2::11]/
 masquerade:
   - {from: %[8]s, to: %[9]s}
   - {from: "%[10]s", to: "%[11]s"}

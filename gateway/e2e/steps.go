@@ -46,7 +46,7 @@ func Steps() []Step {
 		{"bulk: 300 MB through the VIP arrive intact (SHA-256 of every byte)", stepBulk},
 		{"a connection open across a live reload (SIGHUP) keeps working", stepReload},
 		{"flows to a backend set to weight 0 finish; new ones avoid it", stepQuiesce},
-		{"L7: ProxyPass /sales/ and /rd/ route by path; a balancer spreads /lb/ over three servers (gVisor netstack)", stepL7},
+		{"L7: ProxyPass /sales/ and /rd/ route by path (v4 and v6); a balancer spreads /lb/ over three servers (gVisor netstack)", stepL7},
 		{"L7: keep-alive reused on both sides, a WebSocket echo, 100 MB streamed up and down intact", stepL7Streams},
 		{"privileges: after setup vsgate keeps only CAP_NET_ADMIN", stepCaps},
 		{"vsgate adm -L -n --stats (ipvsadm's listing)", stepList},
@@ -417,6 +417,15 @@ func stepL7(ctx context.Context, e *Env) (string, error) {
 	}
 	if counts["b1"] != 10 || counts["b2"] != 10 || counts["b3"] != 10 {
 		return strings.Join(parts, "; "), fmt.Errorf("balancer byrequests 1:1:1 should give 10/10/10")
+	}
+	// The same over IPv6, to an IPv6 real server.
+	rep, err := e.get(ctx, "http://"+netip.AddrPortFrom(e.Lab.Topo.Plan.VIP6, 81).String()+"/sales/v6")
+	if err != nil {
+		return strings.Join(parts, "; "), err
+	}
+	parts = append(parts, fmt.Sprintf("IPv6 /sales/v6 -> %s saw %s", rep.Backend, rep.Path))
+	if rep.Backend != "b1" || rep.Path != "/v6" || rep.XFF != "2001:db8::2" {
+		return strings.Join(parts, "; "), fmt.Errorf("IPv6: want b1 to see /v6 with X-Forwarded-For 2001:db8::2, got %+v", rep)
 	}
 	// A path no ProxyPass covers: Apache's 404.
 	if _, err := e.get(ctx, base+"/nowhere"); err == nil || !strings.Contains(err.Error(), "404") {
