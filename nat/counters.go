@@ -145,7 +145,7 @@ func (e *Engine) BackendConns(vip netip.AddrPort, proto uint8) (active, inactive
 		return 0, 0
 	}
 	for _, own := range svc.backends {
-		a, i := own.dest.Conns()
+		a, i := own.dest.Load().Conns()
 		active += a
 		inactive += i
 	}

@@ -3,6 +3,7 @@ package nat
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -122,7 +123,7 @@ type Config struct {
 // owner is what a flow counts against: a service's backend, or a
 // masquerade rule (dest nil).
 type owner struct {
-	dest *sched.Dest
+	dest atomic.Pointer[sched.Dest] // nil for a masquerade rule; replaced when the service's scheduler changes
 	// svc is the owner's service as of the latest Update (nil for a
 	// masquerade rule): Update installs each new snapshot's service.
 	svc  atomic.Pointer[service]
@@ -275,7 +276,13 @@ func (e *Engine) Update(cfg Config) error {
 			if !ok {
 				st = e.newStat()
 			}
-			svc = &service{sched: s, stat: st, backends: map[uint64]*owner{}}
+			// A new scheduler (ipvsadm -E -s): the backends keep their
+			// owners, so their counters and flows carry over (below).
+			backends := map[uint64]*owner{}
+			if svc != nil {
+				maps.Copy(backends, svc.backends)
+			}
+			svc = &service{sched: s, stat: st, backends: backends}
 		} else {
 			svc = &service{sched: svc.sched, stat: svc.stat, backends: svc.backends}
 		}
@@ -314,8 +321,21 @@ func (e *Engine) Update(cfg Config) error {
 			return fmt.Errorf("%w: service %v:%d: %w", ErrConfig, svc.cfg.VIP, svc.cfg.Port, err)
 		}
 		for _, d := range svc.sched.Dests() {
-			if svc.backends[d.ID()] == nil {
-				svc.backends[d.ID()] = &owner{dest: d, stat: e.newStat()}
+			own := svc.backends[d.ID()]
+			if own == nil {
+				own = &owner{stat: e.newStat()}
+				own.dest.Store(d)
+				svc.backends[d.ID()] = own
+				continue
+			}
+			if old := own.dest.Load(); old != d {
+				// The scheduler changed: its new Dest takes over the
+				// connection counts, and the flows account against it
+				// from now on.
+				a, i := old.Conns()
+				d.Add(a, i)
+				old.Add(-a, -i)
+				own.dest.Store(d)
 			}
 		}
 		for _, own := range svc.backends {

@@ -53,8 +53,8 @@ func (e *Engine) Services() []ServiceInfo {
 		for _, b := range sc.Backends {
 			bi := BackendInfo{Backend: b}
 			for _, own := range svc.backends {
-				if own.dest.Addr() == addr16(b.Addr) && own.dest.Port() == b.Port {
-					bi.ActiveConns, bi.InactiveConns = own.dest.Conns()
+				if d := own.dest.Load(); d.Addr() == addr16(b.Addr) && d.Port() == b.Port {
+					bi.ActiveConns, bi.InactiveConns = d.Conns()
 					bi.Stats = e.statsSinceZero(own.stat)
 				}
 			}

@@ -1,6 +1,7 @@
 package nat_test
 
 import (
+	"net/netip"
 	"testing"
 	"time"
 
@@ -59,5 +60,37 @@ func TestListings(t *testing.T) {
 		if f.Expires != time.Minute {
 			t.Fatalf("after --set tcp 60: expires in %v", f.Expires)
 		}
+	}
+}
+
+// TestSchedulerChangeKeepsCounts: changing a service's scheduler (ipvsadm
+// -E -s) keeps each backend's connection counts and counters, and flows
+// that end afterwards are taken off the right count.
+func TestSchedulerChangeKeepsCounts(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	for i := range 3 {
+		c := netip.AddrPortFrom(client.Addr(), uint16(7000+i))
+		b := tcp(c, vip, syn, 0)
+		one(w, b)
+		_, d := endpoints(t, b)
+		one(w, tcp(d, c, synack, 0))
+		one(w, tcp(c, vip, ack, 0))
+	}
+	cfg := e.Config()
+	cfg.Services[0].Scheduler = "wlc"
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	s := e.Services()[0]
+	for _, b := range s.Backends {
+		if b.ActiveConns != 1 || b.Stats.Conns != 1 {
+			t.Fatalf("after the scheduler change %v has %d active, %d conns; want 1, 1", b.Addr, b.ActiveConns, b.Stats.Conns)
+		}
+	}
+	e.Advance(time.Hour)
+	e.Expire()
+	if a, i := e.BackendConns(vip, packet.ProtoTCP); a != 0 || i != 0 {
+		t.Fatalf("after expiry %d/%d", a, i)
 	}
 }

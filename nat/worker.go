@@ -273,14 +273,18 @@ func (w *Worker) touch(f *flow, d Dir, own *owner) {
 // accountTransition keeps the backend's active/inactive counts as IPVS
 // does: a flow is active while ESTABLISHED, inactive otherwise.
 func accountTransition(own *owner, from, to tcpState) {
-	if own == nil || own.dest == nil {
+	if own == nil {
+		return
+	}
+	d := own.dest.Load()
+	if d == nil {
 		return
 	}
 	switch {
 	case from != tcpEstablished && to == tcpEstablished:
-		own.dest.Add(1, -1)
+		d.Add(1, -1)
 	case from == tcpEstablished && to != tcpEstablished:
-		own.dest.Add(-1, 1)
+		d.Add(-1, 1)
 	}
 }
 
@@ -346,7 +350,7 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, k *Tuple, kw *tupleWords
 			w.e.persist.bind(pk, d.ID())
 		}
 	}
-	d := own.dest
+	d := own.dest.Load()
 	reply := Tuple{Src: d.Addr(), SrcPort: d.Port(), Dst: p.Src, DstPort: p.SrcPort, Proto: p.Proto}
 	if svc.cfg.Mode == ModeFullNAT {
 		fam := 0
@@ -439,11 +443,11 @@ func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple
 				counts[svc.stat].add(cConns, 1)
 			}
 			w.countPacket(own, DirOriginal, len(b))
-			if own.dest != nil {
+			if d := own.dest.Load(); d != nil {
 				if state == uint32(tcpEstablished) {
-					own.dest.Add(1, 0)
+					d.Add(1, 0)
 				} else {
-					own.dest.Add(0, 1)
+					d.Add(0, 1)
 				}
 			}
 		}
@@ -486,13 +490,17 @@ func (e *Engine) retire(f *flow) {
 		s := f.state.Load()
 		if f.state.CompareAndSwap(s, s|stateDead) {
 			own := f.owner.Load()
-			if own == nil || own.dest == nil || s&stateDead != 0 {
+			if own == nil || s&stateDead != 0 {
+				return
+			}
+			d := own.dest.Load()
+			if d == nil {
 				return
 			}
 			if tcpState(s) == tcpEstablished {
-				own.dest.Add(-1, 0)
+				d.Add(-1, 0)
 			} else {
-				own.dest.Add(0, -1)
+				d.Add(0, -1)
 			}
 			if svc := own.svc.Load(); svc.persist > 0 {
 				orig := keyWords(&f.nodes[DirOriginal])
