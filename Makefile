@@ -3,7 +3,7 @@ GO       ?= go
 FUZZTIME ?= 30s
 COUNT    ?= 5
 
-.PHONY: help build test vet fmt-check bench fuzz demo
+.PHONY: help build test vet fmt-check bench bench-e2e fuzz demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -25,6 +25,17 @@ test: fmt-check vet ## gofmt check, go vet, every test under -race, every benchm
 
 bench: ## every benchmark, COUNT times (for benchstat), into bench.txt
 	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./... | tee bench.txt
+
+BENCH_OUT ?= $(if $(QUICK),/tmp/vsgate-bench-quick,docs/bench)
+
+bench-e2e: ## end-to-end benchmarks in netlab vs nftables, HAProxy, nginx, Apache (root; QUICK=1: short, for CI) into BENCH_OUT
+	@[ "$$(id -u)" = 0 ] || { echo "make bench-e2e needs root (it creates network namespaces)"; exit 1; }
+	@need=""; for c in ip:iproute2 nft:nftables wrk:wrk iperf3:iperf3 haproxy:haproxy nginx:nginx apache2:apache2; do \
+	  command -v $${c%%:*} >/dev/null 2>&1 || need="$$need $${c##*:}"; done; \
+	[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need="$$need libnginx-mod-stream"; \
+	if [ -n "$$need" ]; then sh .ci/apt-install $$need; fi
+	CGO_ENABLED=0 $(GO) build -o vsgate ./cmd/vsgate
+	./vsgate bench $(if $(QUICK),-quick) -out $(BENCH_OUT)
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@set -e; for pkg in $$($(GO) list ./...); do \

@@ -1,7 +1,47 @@
-// Package bench runs end-to-end benchmarks in netlab (not built yet:
-// issue 8): vsgate side by side with kernel nftables DNAT, HAProxy, nginx
-// and Apache in one run, with a report and a chart.
+// Package bench measures the whole gateway the way a user would choose
+// between vsgate and what they already run: end-to-end benchmarks in
+// netlab, vsgate side by side with kernel nftables DNAT, HAProxy, nginx
+// and Apache, in one run so that the ratios mean something on a small,
+// noisy machine. `vsgate bench` (make bench-e2e) is its command.
 //
-// What it must not do: send traffic anywhere but the namespaces it creates,
-// or run unbounded load loops.
+// # What one run does
+//
+// For each repetition, for each system in turn (interleaved: A B C A B C
+// ...), Run builds a fresh netlab "basic" lab (fresh namespaces, so no
+// TIME_WAIT socket or conntrack entry of one system meets the next),
+// starts the Go HTTP test servers on the three backends and iperf3 -s on
+// b1, starts the system in the gateway namespace, waits until the VIP
+// answers through it, and runs the workloads of its layer from the client:
+//
+//	http-keepalive  wrk -t W -c C -d D --latency          req/s, p50/p99
+//	http-close      the same with Connection: close        new conn/s
+//	tcp-bulk        iperf3 -c VIP -P W -t D (L4 only)     Gbit/s
+//	udp-64          iperf3 -u -l 64 -b 0 (L4 with UDP)     datagrams/s received
+//
+// Systems: L4 — kernel-dnat (baseline: netlab's KernelRef nftables DNAT),
+// vsgate-nat and vsgate-fullnat (`vsgate run` on TUN), haproxy-tcp,
+// nginx-stream; L7 — nginx-http (baseline), haproxy-http, apache-proxy
+// (mpm_event + ProxyPass balancer://), and vsgate-l7, listed as not built
+// yet. Every daemon runs in the foreground with a config generated into a
+// temp dir, with the same worker count (Config.Workers).
+//
+// Around each measurement it reads the CPU time of the gateway's process
+// tree (/proc/PID/stat), the machine's busy time (/proc/stat) and the
+// packets the gateway's interfaces received (netlink), for CPU cost per
+// million packets and per thousand requests. Optionally it profiles
+// vsgate-nat with perf afterwards. The Report (JSON) holds every sample;
+// Summarize gives medians with min–max and ratios to each layer's
+// baseline; WriteOutputs writes the markdown section (e2e.md) and one
+// PNG chart per layer (gonum/plot). SummarizeGoBench turns `go test
+// -bench` output into markdown tables (vsgate bench summarize).
+//
+// # What it must not do
+//
+// Send traffic anywhere but the namespaces it creates (addresses only in
+// 198.18.0.0/15), run an unbounded load loop (every client command has a
+// duration and a context deadline), signal a process it did not start
+// (gateways, helpers and their children are stopped by PID; every child
+// gets SIGKILL if this process dies), or leave a namespace, process or
+// temp dir behind, on success, failure or Ctrl-C. It holds no
+// package-level mutable state.
 package bench

@@ -5,10 +5,10 @@
 //	vsgate adm ARGS        ipvsadm (and portfw, ipchains MASQ) for the running gateway
 //	vsgate lab ...         network-namespace topologies (netlab): up, down, exec, clean
 //	vsgate demo            the end-to-end demo (make demo)
+//	vsgate bench           end-to-end benchmarks in netlab (make bench-e2e)
 //	vsgate help            this list
 //
-// bench arrives with its issue; each command is one entry in commands
-// below.
+// Each command is one entry in commands below.
 package main
 
 import (
@@ -33,6 +33,7 @@ func commands() []command {
 		{"adm", "change and list the running gateway, in ipvsadm's language", runAdm},
 		{"lab", "network-namespace test topologies: up, down, exec, clean", runLab},
 		{"demo", "the end-to-end demo in netlab (make demo; needs root)", runDemo},
+		{"bench", "end-to-end benchmarks in netlab vs nftables, HAProxy, nginx, Apache (root)", runBench},
 		{"help", "show this help", nil},
 	}
 }

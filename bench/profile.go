@@ -1,0 +1,113 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// profileWorkloads are the workloads vsgate-nat is profiled under: the
+// packet-rate-bound ones.
+func profileWorkloads() []string { return []string{"http-keepalive", "udp-64"} }
+
+// profileVsgate runs vsgate-nat once more in a fresh lab and records it
+// with perf (kernel and user stacks of the vsgate process only) during
+// each profiled workload. Without perf it returns profiles that say so.
+func profileVsgate(ctx context.Context, c Config, wls []Workload, pb *progress) []Profile {
+	var sys System
+	for _, s := range Systems() {
+		if s.Name == "vsgate-nat" {
+			sys = s
+		}
+	}
+	var out []Profile
+	perf, perr := exec.LookPath("perf")
+	e, err := setUp(ctx, c, sys)
+	defer func() {
+		if err := tearDown(e); err != nil {
+			pb.logf("teardown profile: %v", err)
+		}
+	}()
+	for _, name := range profileWorkloads() {
+		pb.step("profile vsgate-nat " + name + " (perf)")
+		p := Profile{System: sys.Name, Workload: name}
+		var w Workload
+		for _, x := range wls {
+			if x.Name == name {
+				w = x
+			}
+		}
+		switch {
+		case perr != nil:
+			p.Err = "perf not installed (apt-get install -y linux-perf)"
+		case err != nil:
+			p.Err = err.Error()
+		default:
+			p = perfProfile(ctx, c, e, w, perf, p)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// perfProfile records the vsgate process with perf while w runs and
+// summarises the flat profile.
+func perfProfile(ctx context.Context, c Config, e *sysEnv, w Workload, perf string, p Profile) Profile {
+	data := filepath.Join(e.dir, "perf-"+w.Name+".data")
+	pid := strconv.Itoa(e.procs[0].pid())
+	rctx, cancel := context.WithTimeout(ctx, c.Duration+30*time.Second)
+	defer cancel()
+	rec := exec.CommandContext(rctx, perf, "record", "-q", "-F", "999", "-p", pid, "-o", data,
+		"--", "sleep", durArg(c.Duration))
+	recOut := make(chan error, 1)
+	var recText strings.Builder
+	rec.Stdout, rec.Stderr = &recText, &recText
+	if err := rec.Start(); err != nil {
+		p.Err = "perf record: " + err.Error()
+		return p
+	}
+	go func() { recOut <- rec.Wait() }()
+	if _, err := runClient(ctx, e, w, c); err != nil {
+		p.Err = err.Error()
+	}
+	if err := <-recOut; err != nil {
+		p.Err = fmt.Sprintf("perf record: %v: %s", err, tail([]byte(recText.String())))
+		return p
+	}
+	out, err := exec.CommandContext(rctx, perf, "report", "-i", data, "--stdio", "--no-children",
+		"--sort", "sym", "--percent-limit", "0", "-q").Output()
+	if err != nil {
+		p.Err = "perf report: " + err.Error()
+		return p
+	}
+	p.Kernel, p.Top = parsePerfReport(string(out), 15)
+	return p
+}
+
+// rePerfLine matches a flat perf report line: "  12.34%  [k] symbol".
+var rePerfLine = regexp.MustCompile(`^\s*([0-9.]+)%\s+\[([k.])\]\s+(.+?)\s*$`)
+
+// parsePerfReport returns the share of samples in the kernel and the top
+// n symbols.
+func parsePerfReport(s string, n int) (kernel float64, top []ProfileLine) {
+	for _, l := range strings.Split(s, "\n") {
+		m := rePerfLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		pct, _ := strconv.ParseFloat(m[1], 64)
+		k := m[2] == "k"
+		if k {
+			kernel += pct
+		}
+		if len(top) < n {
+			top = append(top, ProfileLine{Percent: pct, Kernel: k, Symbol: m[3]})
+		}
+	}
+	return kernel, top
+}

@@ -1,0 +1,521 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vsgate/vsgate/netlab"
+)
+
+// Addresses and ports on top of netlab's basic plan: the VIP and
+// vsgate's FULLNAT source address.
+const (
+	vipText     = "198.18.0.10"
+	fullnatAddr = "198.18.0.30"
+
+	httpPort  = 80   // HTTP, balanced round robin over the three backends
+	iperfPort = 5201 // iperf3 TCP and UDP: one backend (b1), since its control and data connections must meet
+)
+
+// System is one system under test: how to start it in a fresh lab's
+// gateway namespace. Plain data; the zero value is unusable.
+type System struct {
+	Name     string
+	Layer    Layer
+	Desc     string
+	Baseline bool
+	UDP      bool     // can forward UDP (iperf3 -u)
+	Tools    []string // executables it needs, with their Debian package after ':'
+	version  []string // command printing its version
+	start    func(ctx context.Context, e *sysEnv) error
+}
+
+// vip4 returns the VIP.
+func vip4() netip.Addr { return netip.MustParseAddr(vipText) }
+
+// Systems returns every system the benchmark knows, in report order
+// (the baseline of each layer first).
+func Systems() []System {
+	return []System{
+		{Name: "kernel-dnat", Layer: L4, Baseline: true, UDP: true, Tools: []string{"nft:nftables"},
+			Desc:    "nftables DNAT (numgen round robin) in the gateway namespace: forwarding in softirq",
+			version: []string{"nft", "--version"}, start: startKernel},
+		{Name: "vsgate-nat", Layer: L4, UDP: true,
+			Desc:  "vsgate run on TUN, NAT mode (DNAT, replies via policy rule)",
+			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat") }},
+		{Name: "vsgate-fullnat", Layer: L4, UDP: true,
+			Desc:  "vsgate run on TUN, FULLNAT mode (source 198.18.0.30)",
+			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "fullnat") }},
+		{Name: "haproxy-tcp", Layer: L4, Tools: []string{"haproxy:haproxy"},
+			Desc:    "HAProxy mode tcp (terminates TCP; no UDP)",
+			version: []string{"haproxy", "-v"}, start: startHAProxy(false)},
+		{Name: "nginx-stream", Layer: L4, UDP: true, Tools: []string{"nginx:nginx", "/usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream"},
+			Desc:    "nginx stream proxy (terminates TCP; UDP proxy for iperf3 -u)",
+			version: []string{"nginx", "-v"}, start: startNginx(false)},
+		{Name: "nginx-http", Layer: L7, Baseline: true, Tools: []string{"nginx:nginx"},
+			Desc:    "nginx proxy_pass to an upstream with keep-alive",
+			version: []string{"nginx", "-v"}, start: startNginx(true)},
+		{Name: "vsgate-l7", Layer: L7,
+			Desc:  "vsgate L7 service: gVisor netstack + ProxyPass to a balancer:// of the three backends",
+			start: startVsgateL7},
+		{Name: "haproxy-http", Layer: L7, Tools: []string{"haproxy:haproxy"},
+			Desc:    "HAProxy mode http (server keep-alive, http-reuse safe)",
+			version: []string{"haproxy", "-v"}, start: startHAProxy(true)},
+		{Name: "apache-proxy", Layer: L7, Tools: []string{"apache2:apache2"},
+			Desc:    "Apache 2.4 mpm_event, ProxyPass to a balancer:// of the three backends",
+			version: []string{"apache2", "-v"}, start: startApache},
+	}
+}
+
+// Missing returns the Debian packages providing the tools s needs that
+// are not installed.
+func (s System) Missing() []string { return missingTools(s.Tools) }
+
+// missingTools returns the packages of tools ("exe:package") not found.
+func missingTools(tools []string) []string {
+	var pkgs []string
+	for _, t := range tools {
+		exe, pkg, _ := strings.Cut(t, ":")
+		if strings.HasPrefix(exe, "/") {
+			if _, err := os.Stat(exe); err == nil {
+				continue
+			}
+		} else if _, err := exec.LookPath(exe); err == nil {
+			continue
+		}
+		pkgs = append(pkgs, pkg)
+	}
+	return pkgs
+}
+
+// sysEnv is one system's fresh lab while it is measured. Not safe for
+// concurrent use.
+type sysEnv struct {
+	lab     *netlab.Lab
+	gw      *netlab.Host
+	client  *netlab.Host
+	dir     string // this system's temp dir (configs, logs)
+	exe     string // vsgate binary
+	workers int
+	procs   []*proc // gateway processes (CPU is measured on their trees)
+	others  []*proc // helper processes (iperf3 server)
+	kernel  bool    // the gateway's work is in the kernel: no process to measure
+}
+
+// backends4 returns the IPv4 addresses of the lab's backends.
+func (e *sysEnv) backends4() []netip.Addr {
+	var out []netip.Addr
+	for i := range e.lab.Topo.Plan.Backends {
+		out = append(out, netip.AddrFrom4([4]byte{198, 18, 2, byte(11 + i)}))
+	}
+	return out
+}
+
+// addVIP makes the VIP a local address of the gateway (for proxies, which
+// listen on it).
+func (e *sysEnv) addVIP() error {
+	link, err := e.gw.Netlink().LinkByName(e.lab.IfName(netlab.IfGWOut))
+	if err != nil {
+		return err
+	}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: vip4().AsSlice(), Mask: net.CIDRMask(32, 32)}}
+	return e.gw.Netlink().AddrAdd(link, a)
+}
+
+// proc is a process the benchmark started (through ip netns exec, which
+// execs it, so the PID is the program's own).
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *os.File
+}
+
+// startProc starts name with args in host h, output to dir/<label>.log.
+// The process gets SIGKILL if this process dies (Pdeathsig).
+func startProc(h *netlab.Host, dir, label, name string, args ...string) (*proc, error) {
+	lf, err := os.Create(filepath.Join(dir, label+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := h.Command(context.Background(), name, args...)
+	cmd.Stdout, cmd.Stderr = lf, lf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, fmt.Errorf("bench: start %s: %w", name, err)
+	}
+	p := &proc{name: label, cmd: cmd, done: make(chan struct{}), log: lf}
+	go func() { _ = cmd.Wait(); close(p.done) }()
+	return p, nil
+}
+
+// pid returns the process ID.
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// exited reports whether the process has ended.
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// logTail returns the end of the process's log.
+func (p *proc) logTail() string {
+	b, _ := os.ReadFile(p.log.Name())
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// stop ends the process: SIGTERM, then SIGKILL to it and to the
+// descendants it had (nginx and Apache workers), all by PID.
+func (p *proc) stop() {
+	defer p.log.Close()
+	if p.exited() {
+		return
+	}
+	kids := descendants(p.pid())
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(5 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	for _, k := range kids {
+		if alive(k, p.pid()) {
+			_ = syscall.Kill(k, syscall.SIGKILL)
+		}
+	}
+}
+
+// alive reports whether pid still exists and was a descendant of root
+// (its parent is root, or it was reparented to init after root ended):
+// guards against signalling a recycled PID.
+func alive(pid, root int) bool {
+	st, err := readStat(pid)
+	return err == nil && (st.ppid == root || st.ppid == 1)
+}
+
+// writeFile writes a config file into the system's dir.
+func (e *sysEnv) writeFile(name, content string) (string, error) {
+	p := filepath.Join(e.dir, name)
+	return p, os.WriteFile(p, []byte(content), 0o644)
+}
+
+// startGateway starts a gateway process in the gateway namespace.
+func (e *sysEnv) startGateway(label, name string, args ...string) error {
+	p, err := startProc(e.gw, e.dir, label, name, args...)
+	if err != nil {
+		return err
+	}
+	e.procs = append(e.procs, p)
+	return nil
+}
+
+// ready waits until the client reaches every port of the VIP through
+// the gateway, or a gateway process exits.
+func (e *sysEnv) ready(ctx context.Context, ports ...uint16) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for _, port := range ports {
+		addr := netip.AddrPortFrom(vip4(), port).String()
+		for {
+			dctx, dcancel := context.WithTimeout(ctx, time.Second)
+			c, err := e.client.DialContext(dctx, "tcp", addr)
+			dcancel()
+			if err == nil {
+				c.Close()
+				break
+			}
+			for _, p := range e.procs {
+				if p.exited() {
+					return fmt.Errorf("bench: %s exited: %s", p.name, p.logTail())
+				}
+			}
+			if ctx.Err() != nil {
+				var logs []string
+				for _, p := range e.procs {
+					logs = append(logs, p.name+": "+p.logTail())
+				}
+				return fmt.Errorf("bench: %s not reachable through the gateway: %v %s", addr, err, strings.Join(logs, "; "))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// close stops every process of the system (gateway first).
+func (e *sysEnv) close() {
+	for _, p := range e.procs {
+		p.stop()
+	}
+	for _, p := range e.others {
+		p.stop()
+	}
+}
+
+func startKernel(ctx context.Context, e *sysEnv) error {
+	e.kernel = true
+	ref, err := e.lab.KernelRefFor()
+	if err != nil {
+		return err
+	}
+	// The reference as the e2e tests use it, narrowed to HTTP over IPv4
+	// and without masquerade; iperf3 goes to one backend (own table).
+	ref.VIPs, ref.TCPPorts, ref.UDPPorts = []netip.Addr{vip4()}, []uint16{httpPort}, nil
+	ref.MasqFrom, ref.MasqTo = nil, nil
+	var b4 []netip.Addr
+	for _, a := range ref.Backends {
+		if a.Is4() {
+			b4 = append(b4, a)
+		}
+	}
+	ref.Backends = b4
+	if err := e.lab.StartKernelRef(ctx, ref); err != nil {
+		return err
+	}
+	rs := fmt.Sprintf(`table ip vsgate_bench {
+	chain pre {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr %[1]s tcp dport %[2]d dnat ip to %[3]s
+		ip daddr %[1]s udp dport %[2]d dnat ip to %[3]s
+	}
+}
+`, vip4(), iperfPort, e.backends4()[0])
+	cmd := e.gw.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rs)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("bench: nft: %w: %s", err, out)
+	}
+	return nil
+}
+
+// vsgateConfig is the configuration of vsgate for the benchmark.
+func (e *sysEnv) vsgateConfig(mode string) string {
+	var be []string
+	for _, a := range e.backends4() {
+		be = append(be, fmt.Sprintf("{addr: %s:%d}", a, httpPort))
+	}
+	one := fmt.Sprintf("[{addr: %s:%d}]", e.backends4()[0], iperfPort)
+	return fmt.Sprintf(`# vsgate bench configuration (written by vsgate bench)
+device: {type: tun, name: vsg0, queues: %[1]d}
+table: {size: 262144}
+services:
+  - {name: web, proto: tcp, vip: "%[2]s:%[3]d", scheduler: rr, mode: %[4]s, backends: [%[5]s]}
+  - {name: bulk, proto: tcp, vip: "%[2]s:%[6]d", scheduler: rr, mode: %[4]s, backends: %[7]s}
+  - {name: udp, proto: udp, vip: "%[2]s:%[6]d", scheduler: rr, mode: %[4]s, backends: %[7]s}
+fullnat: {pool: [%[8]s]}
+control: {socket: %[9]s}
+metrics: {listen: "off"}
+log: {level: warn}
+`, e.workers, vip4(), httpPort, mode, strings.Join(be, ", "), iperfPort, one, fullnatAddr, filepath.Join(e.dir, "vsgate.sock"))
+}
+
+func startVsgate(ctx context.Context, e *sysEnv, mode string) error {
+	if e.exe == "" {
+		return errors.New("bench: no vsgate binary")
+	}
+	cfg, err := e.writeFile("vsgate.yaml", e.vsgateConfig(mode))
+	if err != nil {
+		return err
+	}
+	return e.startGateway("vsgate", e.exe, "run", "-c", cfg)
+}
+
+// startVsgateL7 runs vsgate with one HTTP (L7) service on the VIP, routed
+// like apache-proxy: ProxyPass / to a byrequests balancer of the backends.
+func startVsgateL7(ctx context.Context, e *sysEnv) error {
+	if e.exe == "" {
+		return errors.New("bench: no vsgate binary")
+	}
+	var members strings.Builder
+	for _, a := range e.backends4() {
+		fmt.Fprintf(&members, "          BalancerMember http://%s:%d\n", a, httpPort)
+	}
+	cfg, err := e.writeFile("vsgate.yaml", fmt.Sprintf(`# vsgate bench configuration (L7, written by vsgate bench)
+device: {type: tun, name: vsg0, queues: %[1]d}
+services:
+  - name: web
+    proto: tcp
+    vip: "%[2]s:%[3]d"
+    mode: l7
+    l7:
+      directives: |
+        <Proxy balancer://pool>
+%[4]s        </Proxy>
+        ProxyPass / balancer://pool/
+control: {socket: %[5]s}
+metrics: {listen: "off"}
+log: {level: warn}
+`, e.workers, vip4(), httpPort, members.String(), filepath.Join(e.dir, "vsgate.sock")))
+	if err != nil {
+		return err
+	}
+	return e.startGateway("vsgate", e.exe, "run", "-c", cfg)
+}
+
+func startHAProxy(http bool) func(context.Context, *sysEnv) error {
+	return func(ctx context.Context, e *sysEnv) error {
+		if err := e.addVIP(); err != nil {
+			return err
+		}
+		mode := "tcp"
+		if http {
+			mode = "http"
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, `global
+	nbthread %d
+	maxconn 8000
+defaults
+	mode %s
+	timeout connect 5s
+	timeout client 30s
+	timeout server 30s
+frontend web
+	bind %s:%d
+	default_backend web
+backend web
+	balance roundrobin
+`, e.workers, mode, vip4(), httpPort)
+		if http {
+			b.WriteString("\thttp-reuse safe\n")
+		}
+		for i, a := range e.backends4() {
+			fmt.Fprintf(&b, "\tserver b%d %s:%d\n", i+1, a, httpPort)
+		}
+		fmt.Fprintf(&b, "frontend bulk\n\tmode tcp\n\tbind %s:%d\n\tdefault_backend bulk\nbackend bulk\n\tmode tcp\n\tserver b1 %s:%d\n",
+			vip4(), iperfPort, e.backends4()[0], iperfPort)
+		cfg, err := e.writeFile("haproxy.cfg", b.String())
+		if err != nil {
+			return err
+		}
+		return e.startGateway("haproxy", "haproxy", "-f", cfg, "-db")
+	}
+}
+
+func startNginx(http bool) func(context.Context, *sysEnv) error {
+	return func(ctx context.Context, e *sysEnv) error {
+		if err := e.addVIP(); err != nil {
+			return err
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, `load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+user root;
+worker_processes %d;
+worker_rlimit_nofile 20000;
+pid %[2]s/nginx.pid;
+error_log %[2]s/nginx-error.log warn;
+events { worker_connections 8192; }
+stream {
+	server { listen %[3]s:%[4]d; proxy_pass %[5]s:%[4]d; }
+	server { listen %[3]s:%[4]d udp; proxy_pass %[5]s:%[4]d; proxy_timeout 10s; }
+`, e.workers, e.dir, vip4(), iperfPort, e.backends4()[0])
+		if !http {
+			b.WriteString("\tupstream web {\n")
+			for _, a := range e.backends4() {
+				fmt.Fprintf(&b, "\t\tserver %s:%d;\n", a, httpPort)
+			}
+			fmt.Fprintf(&b, "\t}\n\tserver { listen %s:%d; proxy_pass web; }\n", vip4(), httpPort)
+		}
+		b.WriteString("}\n")
+		if http {
+			fmt.Fprintf(&b, `http {
+	access_log off;
+	keepalive_requests 10000000;
+	client_body_temp_path %[1]s/body;
+	proxy_temp_path %[1]s/proxy;
+	fastcgi_temp_path %[1]s/fastcgi;
+	uwsgi_temp_path %[1]s/uwsgi;
+	scgi_temp_path %[1]s/scgi;
+	upstream web {
+`, e.dir)
+			for _, a := range e.backends4() {
+				fmt.Fprintf(&b, "\t\tserver %s:%d;\n", a, httpPort)
+			}
+			fmt.Fprintf(&b, `		keepalive 64;
+		keepalive_requests 10000000;
+	}
+	server {
+		listen %s:%d;
+		location / {
+			proxy_pass http://web;
+			proxy_http_version 1.1;
+			proxy_set_header Connection "";
+		}
+	}
+}
+`, vip4(), httpPort)
+		}
+		cfg, err := e.writeFile("nginx.conf", b.String())
+		if err != nil {
+			return err
+		}
+		return e.startGateway("nginx", "nginx", "-p", e.dir, "-e", filepath.Join(e.dir, "nginx-error.log"), "-c", cfg, "-g", "daemon off;")
+	}
+}
+
+func startApache(ctx context.Context, e *sysEnv) error {
+	if err := e.addVIP(); err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, m := range []string{"mpm_event", "authz_core", "proxy", "proxy_http", "proxy_balancer", "slotmem_shm", "lbmethod_byrequests"} {
+		fmt.Fprintf(&b, "LoadModule %s_module /usr/lib/apache2/modules/mod_%s.so\n", m, m)
+	}
+	// Two server processes, as the other systems have two workers; each
+	// has enough threads for every client connection.
+	fmt.Fprintf(&b, `ServerRoot %[1]s
+ServerName vsgate-bench
+DefaultRuntimeDir %[1]s
+PidFile %[1]s/apache.pid
+ErrorLog %[1]s/apache-error.log
+LogLevel warn
+Mutex file:%[1]s default
+User www-data
+Group www-data
+Listen %[2]s:%[3]d
+StartServers %[4]d
+ServerLimit %[4]d
+ThreadLimit 64
+ThreadsPerChild 64
+MinSpareThreads 1
+MaxSpareThreads %[5]d
+MaxRequestWorkers %[5]d
+MaxConnectionsPerChild 0
+KeepAlive On
+MaxKeepAliveRequests 0
+KeepAliveTimeout 30
+<Proxy balancer://web>
+`, e.dir, vip4(), httpPort, e.workers, 64*e.workers)
+	for _, a := range e.backends4() {
+		fmt.Fprintf(&b, "\tBalancerMember http://%s:%d\n", a, httpPort)
+	}
+	b.WriteString("</Proxy>\nProxyPass / balancer://web/\n")
+	cfg, err := e.writeFile("apache.conf", b.String())
+	if err != nil {
+		return err
+	}
+	if err := os.Chmod(e.dir, 0o755); err != nil {
+		return err
+	}
+	return e.startGateway("apache", "apache2", "-f", cfg, "-DFOREGROUND")
+}
