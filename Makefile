@@ -23,8 +23,10 @@ test: fmt-check vet ## gofmt check, go vet, every test under -race, every benchm
 	$(GO) test -race -count=1 ./...
 	$(GO) test -run '^$$' -bench . -benchtime=1x ./...
 
-bench: ## every benchmark, COUNT times (for benchstat), into bench.txt
+bench: ## every Go benchmark, COUNT times, into bench.txt (for benchstat) and its medians into bench.md
 	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./... | tee bench.txt
+	$(GO) run ./cmd/vsgate bench summarize -o bench.md bench.txt
+	@echo "medians: bench.md"
 
 BENCH_OUT ?= $(if $(QUICK),/tmp/vsgate-bench-quick,docs/bench)
 
