@@ -19,7 +19,8 @@
 //	udp-64          iperf3 -u -l 64 -b 0 (L4 with UDP)     datagrams/s received
 //
 // Systems: L4 — kernel-dnat (baseline: netlab's KernelRef nftables DNAT),
-// vsgate-nat and vsgate-fullnat (`vsgate run` on TUN), haproxy-tcp,
+// vsgate-nat and vsgate-fullnat (`vsgate run` on TUN without offloads),
+// vsgate-nat-gso (the same with device.offloads: true), haproxy-tcp,
 // nginx-stream; L7 — nginx-http (baseline), haproxy-http, apache-proxy
 // (mpm_event + ProxyPass balancer://), and vsgate-l7, listed as not built
 // yet. Every daemon runs in the foreground with a config generated into a
@@ -29,7 +30,8 @@
 // tree (/proc/PID/stat), the machine's busy time (/proc/stat) and the
 // packets the gateway's interfaces received (netlink), for CPU cost per
 // million packets and per thousand requests. Optionally it profiles
-// vsgate-nat with perf afterwards. The Report (JSON) holds every sample;
+// vsgate-nat-gso (vsgate-nat when that is not selected) with perf
+// afterwards, under every L4 workload. The Report (JSON) holds every sample;
 // Summarize gives medians with min–max and ratios to each layer's
 // baseline; WriteOutputs writes the markdown section (e2e.md) and one
 // PNG chart per layer (gonum/plot). SummarizeGoBench turns `go test

@@ -6,22 +6,35 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// profileWorkloads are the workloads vsgate-nat is profiled under: the
-// packet-rate-bound ones.
-func profileWorkloads() []string { return []string{"http-keepalive", "udp-64"} }
+// profileWorkloads are the workloads vsgate is profiled under: every L4
+// one.
+func profileWorkloads() []string {
+	return []string{"tcp-bulk", "http-keepalive", "http-close", "udp-64"}
+}
 
-// profileVsgate runs vsgate-nat once more in a fresh lab and records it
-// with perf (kernel and user stacks of the vsgate process only) during
-// each profiled workload. Without perf it returns profiles that say so.
+// profiledSystem is the system profiled: vsgate-nat-gso when it is among
+// the selected systems, else vsgate-nat.
+func profiledSystem(c Config) string {
+	if len(c.Systems) == 0 || slices.Contains(c.Systems, "vsgate-nat-gso") {
+		return "vsgate-nat-gso"
+	}
+	return "vsgate-nat"
+}
+
+// profileVsgate runs the profiled system once more in a fresh lab and
+// records it with perf (kernel and user stacks of the vsgate process
+// only) during each profiled workload. Without perf it returns profiles
+// that say so.
 func profileVsgate(ctx context.Context, c Config, wls []Workload, pb *progress) []Profile {
 	var sys System
 	for _, s := range Systems() {
-		if s.Name == "vsgate-nat" {
+		if s.Name == profiledSystem(c) {
 			sys = s
 		}
 	}
@@ -34,7 +47,7 @@ func profileVsgate(ctx context.Context, c Config, wls []Workload, pb *progress) 
 		}
 	}()
 	for _, name := range profileWorkloads() {
-		pb.step("profile vsgate-nat " + name + " (perf)")
+		pb.step("profile " + sys.Name + " " + name + " (perf)")
 		p := Profile{System: sys.Name, Workload: name}
 		var w Workload
 		for _, x := range wls {

@@ -25,7 +25,7 @@ type Config struct {
 	Conns    int           // wrk connections
 	Systems  []string      // names to run; empty: all
 	Exe      string        // the vsgate binary
-	Profile  bool          // profile vsgate-nat with perf after the measurements
+	Profile  bool          // profile vsgate-nat-gso (else vsgate-nat) with perf after the measurements
 	Quick    bool          // recorded in the report
 	Progress io.Writer     // progress output (nil: none)
 }

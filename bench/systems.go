@@ -52,11 +52,14 @@ func Systems() []System {
 			Desc:    "nftables DNAT (numgen round robin) in the gateway namespace: forwarding in softirq",
 			version: []string{"nft", "--version"}, start: startKernel},
 		{Name: "vsgate-nat", Layer: L4, UDP: true,
-			Desc:  "vsgate run on TUN, NAT mode (DNAT, replies via policy rule)",
-			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat") }},
+			Desc:  "vsgate run on TUN, NAT mode (DNAT, replies via policy rule), no offloads",
+			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", false) }},
+		{Name: "vsgate-nat-gso", Layer: L4, UDP: true,
+			Desc:  "vsgate-nat with offloads: TUN virtio-net header, TSO/USO (GSO split on read, GRO on write)",
+			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", true) }},
 		{Name: "vsgate-fullnat", Layer: L4, UDP: true,
-			Desc:  "vsgate run on TUN, FULLNAT mode (source 198.18.0.30)",
-			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "fullnat") }},
+			Desc:  "vsgate run on TUN, FULLNAT mode (source 198.18.0.30), no offloads",
+			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "fullnat", false) }},
 		{Name: "haproxy-tcp", Layer: L4, Tools: []string{"haproxy:haproxy"},
 			Desc:    "HAProxy mode tcp (terminates TCP; no UDP)",
 			version: []string{"haproxy", "-v"}, start: startHAProxy(false)},
@@ -309,14 +312,14 @@ func startKernel(ctx context.Context, e *sysEnv) error {
 }
 
 // vsgateConfig is the configuration of vsgate for the benchmark.
-func (e *sysEnv) vsgateConfig(mode string) string {
+func (e *sysEnv) vsgateConfig(mode string, offloads bool) string {
 	var be []string
 	for _, a := range e.backends4() {
 		be = append(be, fmt.Sprintf("{addr: %s:%d}", a, httpPort))
 	}
 	one := fmt.Sprintf("[{addr: %s:%d}]", e.backends4()[0], iperfPort)
 	return fmt.Sprintf(`# vsgate bench configuration (written by vsgate bench)
-device: {type: tun, name: vsg0, queues: %[1]d}
+device: {type: tun, name: vsg0, queues: %[1]d, offloads: %[10]t}
 table: {size: 262144}
 services:
   - {name: web, proto: tcp, vip: "%[2]s:%[3]d", scheduler: rr, mode: %[4]s, backends: [%[5]s]}
@@ -326,14 +329,14 @@ fullnat: {pool: [%[8]s]}
 control: {socket: %[9]s}
 metrics: {listen: "off"}
 log: {level: warn}
-`, e.workers, vip4(), httpPort, mode, strings.Join(be, ", "), iperfPort, one, fullnatAddr, filepath.Join(e.dir, "vsgate.sock"))
+`, e.workers, vip4(), httpPort, mode, strings.Join(be, ", "), iperfPort, one, fullnatAddr, filepath.Join(e.dir, "vsgate.sock"), offloads)
 }
 
-func startVsgate(ctx context.Context, e *sysEnv, mode string) error {
+func startVsgate(ctx context.Context, e *sysEnv, mode string, offloads bool) error {
 	if e.exe == "" {
 		return errors.New("bench: no vsgate binary")
 	}
-	cfg, err := e.writeFile("vsgate.yaml", e.vsgateConfig(mode))
+	cfg, err := e.writeFile("vsgate.yaml", e.vsgateConfig(mode, offloads))
 	if err != nil {
 		return err
 	}

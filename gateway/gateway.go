@@ -42,6 +42,11 @@ type Options struct {
 	// one worker each. Ignored when Devices is set.
 	Device string
 	Queues int
+	// Offloads opens the TUN with the virtio-net header and TSO/USO
+	// (tun.OpenOffload): the kernel hands over 64 KiB super-packets, split
+	// into segments on read and coalesced again on write. Falls back to a
+	// plain TUN, with a warning, when the kernel refuses.
+	Offloads bool
 	// Devices, when set, are used instead of opening a TUN (tests use
 	// tuntest.ChanDevice); then no network wiring is done either.
 	Devices []tun.Device
@@ -139,7 +144,7 @@ func New(opts Options) (g *Gateway, err error) {
 	}
 	g.devices = opts.Devices
 	if len(g.devices) == 0 {
-		if g.devices, err = tun.Open(opts.Device, max(opts.Queues, 1)); err != nil {
+		if g.devices, err = openDevices(opts, g.log); err != nil {
 			return g, fmt.Errorf("TUN device %s: %w", opts.Device, err)
 		}
 		h, err := netlink.NewHandle()
@@ -253,18 +258,45 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 }
 
-// work is one worker's loop: read a batch, translate it, write back what
-// goes on. It allocates only its buffers, once.
-func (g *Gateway) work(i int, d tun.Device) error {
-	w := g.engine.NewWorker()
+// openDevices opens the TUN queues, with offloads if asked and the kernel
+// has them.
+func openDevices(opts Options, log *slog.Logger) ([]tun.Device, error) {
+	queues := max(opts.Queues, 1)
+	if opts.Offloads {
+		devs, err := tun.OpenOffload(opts.Device, queues)
+		if !errors.Is(err, tun.ErrNoOffload) {
+			return devs, err
+		}
+		log.Warn("TUN offloads unavailable, using a plain TUN", "device", opts.Device, "err", err)
+	}
+	return tun.Open(opts.Device, queues)
+}
+
+// bufferSize is the size of a worker's packet buffers for d: its MTU, or
+// headroom and a whole super-packet for a device with headroom (it
+// coalesces into the buffers on Write).
+func bufferSize(d tun.Device) int {
+	if h := d.Headroom(); h > 0 {
+		return h + tun.MaxPacket
+	}
 	mtu, err := d.MTU()
 	if err != nil || mtu < 1280 {
 		mtu = 65535
 	}
+	return mtu
+}
+
+// work is one worker's loop: read a batch, translate it, write back what
+// goes on. It allocates only its buffers, once. Packets sit at
+// bufs[j][h:], h the device's headroom; out holds bufs[j][:h+len], with
+// the buffer's whole capacity, as the device's Write wants them.
+func (g *Gateway) work(i int, d tun.Device) error {
+	w := g.engine.NewWorker()
+	h, size := d.Headroom(), bufferSize(d)
 	n := d.BatchSize()
 	bufs := make([][]byte, n)
 	for j := range bufs {
-		bufs[j] = make([]byte, mtu)
+		bufs[j] = make([]byte, size)
 	}
 	sizes := make([]int, n)
 	pkts := make([][]byte, n)
@@ -273,9 +305,9 @@ func (g *Gateway) work(i int, d tun.Device) error {
 	c := &g.counts[i]
 	var warn rateLimited
 	for {
-		got, rerr := d.Read(bufs, sizes, 0)
+		got, rerr := d.Read(bufs, sizes, h)
 		for j := range got {
-			pkts[j] = bufs[j][:sizes[j]]
+			pkts[j] = bufs[j][h : h+sizes[j]]
 		}
 		capturing := g.capture.Enabled()
 		if capturing {
@@ -290,7 +322,7 @@ func (g *Gateway) work(i int, d tun.Device) error {
 		for j := range got {
 			switch verdicts[j] {
 			case nat.Forward, nat.Pass, nat.Reply:
-				out = append(out, pkts[j])
+				out = append(out, bufs[j][:h+len(pkts[j])])
 			case nat.ToL7:
 				if g.l7 != nil {
 					g.l7.Inject(pkts[j]) // copied: the buffer is reused
@@ -303,12 +335,12 @@ func (g *Gateway) work(i int, d tun.Device) error {
 		if capturing {
 			now := time.Now()
 			for _, p := range out {
-				g.capture.WritePacket(now, p, pcap.Out)
+				g.capture.WritePacket(now, p[h:], pcap.Out)
 			}
 		}
 		if len(out) > 0 {
 			g.writeMu[i].Lock()
-			_, err := d.Write(out, 0)
+			_, err := d.Write(out, h)
 			g.writeMu[i].Unlock()
 			if err != nil && !errors.Is(err, errClosed) {
 				warn.log(g.log, "write", "device", d.Name(), "err", err)
@@ -744,14 +776,16 @@ func (g *Gateway) startL7(services []L7Service) error {
 		mtu = 1500
 	}
 	dev := g.devices[0]
+	h := dev.Headroom()
+	buf := make([]byte, h+tun.MaxPacket) // guarded by writeMu[0]
 	out := [][]byte{nil}
 	g.l7, err = netstack.New(netstack.Options{MTU: mtu, Output: func(pkt []byte) {
 		if g.capture.Enabled() {
 			g.capture.WritePacket(time.Now(), pkt, pcap.Out)
 		}
-		out[0] = pkt
 		g.writeMu[0].Lock()
-		_, err := dev.Write(out, 0)
+		out[0] = buf[:h+copy(buf[h:], pkt)]
+		_, err := dev.Write(out, h)
 		g.writeMu[0].Unlock()
 		if err != nil && !errors.Is(err, errClosed) {
 			g.log.Warn("l7 write", "err", err)

@@ -267,6 +267,18 @@ func TestConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	// A handler lowers its member's busy count after the response has
+	// gone out (as Apache does), so the client can be done first: wait for
+	// the handlers to finish, then check.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		idle := true
+		for _, m := range p.Members() {
+			idle = idle && m.Busy == 0
+		}
+		if idle {
+			break
+		}
+	}
 	var total uint64
 	for _, m := range p.Members() {
 		total += m.Requests

@@ -120,7 +120,7 @@ func options(cfg *config.Config, log *slog.Logger) (gateway.Options, error) {
 		return gateway.Options{}, err
 	}
 	o := gateway.Options{
-		NAT: n, Device: cfg.Device.Name, Queues: cfg.Device.Queues,
+		NAT: n, Device: cfg.Device.Name, Queues: cfg.Device.Queues, Offloads: cfg.Device.Offloads,
 		ControlSocket: cfg.Control.Socket, MasqDefault: cfg.MasqueradeTo, Logger: log,
 		Health: map[string]health.Spec{},
 	}

@@ -77,7 +77,7 @@ type Device struct {
 	Type     string // "tun" (afpacket arrives later)
 	Name     string // interface name, at most 15 bytes
 	Queues   int    // TUN queues, one worker each: 1..MaxQueues
-	Offloads bool   // reserved for the fast-I/O issue; must be false for now
+	Offloads bool   // TUN with the virtio-net header and TSO/USO (GSO/GRO); default true
 }
 
 // Service is one virtual service: protocol, VIP and port to real servers.

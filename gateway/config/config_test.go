@@ -68,7 +68,7 @@ func TestExample(t *testing.T) {
 	if c.Timeouts != nat.DefaultTimeouts {
 		t.Errorf("timeouts = %+v, want IPVS's defaults as written", c.Timeouts)
 	}
-	if c.Device != (Device{Type: "tun", Name: "vsg0", Queues: 2}) || c.TableSize != 1<<20 ||
+	if c.Device != (Device{Type: "tun", Name: "vsg0", Queues: 2, Offloads: true}) || c.TableSize != 1<<20 ||
 		c.Metrics.Listen != netip.MustParseAddrPort("127.0.0.1:9100") || c.Log.Level != slog.LevelInfo {
 		t.Errorf("device/table/metrics/log = %+v %d %+v %+v", c.Device, c.TableSize, c.Metrics, c.Log)
 	}
@@ -107,7 +107,7 @@ func TestDefaults(t *testing.T) {
 			t.Fatalf("%q: %v", src, err)
 		}
 		want := Config{
-			Device:     Device{Type: "tun", Name: "vsg0", Queues: 1},
+			Device:     Device{Type: "tun", Name: "vsg0", Queues: 1, Offloads: true},
 			TableSize:  DefaultTableSize,
 			Timeouts:   nat.DefaultTimeouts,
 			FullNAT:    FullNAT{Ports: [2]uint16{1024, 65535}},
@@ -476,10 +476,6 @@ masquerade:
   - {from: 198.18.2.0/24, to: 198.18.0.20}
   - {ipchains: "-A forward -j MASQ -s 198.18.2.0/255.255.255.0", to: 198.18.0.21}   # <-
 `, "keep one rule per subnet"},
-	{"offloads not yet", `
-device:
-  offloads: true   # <-
-`, "set offloads: false"},
 	{"backend is the vip", `
 services:
   - proto: tcp

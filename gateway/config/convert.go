@@ -31,7 +31,7 @@ func (f *file) convert(r *report) *Config {
 		Type:     cv.enum("device.type", d.Type, "tun", "tun", "afpacket"),
 		Name:     cv.str(d.Name, "vsg0"),
 		Queues:   int(cv.integer("device.queues", "device queues", d.Queues, 1, 1, MaxQueues)),
-		Offloads: cv.boolean("device.offloads", d.Offloads),
+		Offloads: d.Offloads == "" || cv.boolean("device.offloads", d.Offloads), // default on
 	}
 	c.TableSize = int(cv.integer("table.size", "table size", raw.Table.Size, DefaultTableSize, 1, MaxTableSize))
 

@@ -42,7 +42,10 @@
 //	  type: tun             tun (afpacket: later)                       default tun
 //	  name: vsg0            interface name, 1..15 bytes                 default vsg0
 //	  queues: 2             TUN queues, one worker each, 1..256         default 1
-//	  offloads: false       reserved for the fast-I/O work; only false  default false
+//	  offloads: true        TUN virtio-net header, TSO/USO: the kernel  default true
+//	                        hands over 64 KiB super-packets, split on
+//	                        read, coalesced on write; a kernel without
+//	                        them gets a plain TUN (and a warning)
 //	table:
 //	  size: 1048576         max tracked flows, 1..2^26                  default 65536
 //	timeouts:               flow timeouts, > 0; left out: IPVS's defaults

@@ -118,9 +118,6 @@ func validateDevice(d Device, r *report) {
 	if d.Queues < 1 || d.Queues > MaxQueues {
 		r.fail("device.queues", rangeMsg("device queues", int64(d.Queues)), fmt.Sprintf("use 1..%d", MaxQueues))
 	}
-	if d.Offloads {
-		r.fail("device.offloads", "device offloads are not supported yet", "set offloads: false or remove it")
-	}
 }
 
 // svcID is what makes a service unique: protocol, VIP and port.

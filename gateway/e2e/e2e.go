@@ -44,11 +44,24 @@ type Env struct {
 	extra    []io.Closer // listeners of the extra L7 servers
 	logFile  *os.File
 	backends []string
+	opts     Options
+}
+
+// Options change how Start runs the gateway.
+type Options struct {
+	// NoOffloads runs the TUN without the virtio-net header
+	// (device.offloads: false): every packet crosses it MTU-sized.
+	NoOffloads bool
 }
 
 // Start builds the lab, starts the test servers on every backend and runs
-// the vsgate binary at exe in the gateway's namespace.
-func Start(ctx context.Context, exe string) (_ *Env, err error) {
+// the vsgate binary at exe in the gateway's namespace, with offloads.
+func Start(ctx context.Context, exe string) (*Env, error) {
+	return StartWith(ctx, exe, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(ctx context.Context, exe string, opts Options) (_ *Env, err error) {
 	if err := netlab.Check(); err != nil {
 		return nil, err
 	}
@@ -56,7 +69,7 @@ func Start(ctx context.Context, exe string) (_ *Env, err error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Lab: lab, servers: map[string]*netlab.Server{}, exited: make(chan error, 1)}
+	e := &Env{Lab: lab, servers: map[string]*netlab.Server{}, exited: make(chan error, 1), opts: opts}
 	defer func() {
 		if err != nil {
 			e.Close()
@@ -141,7 +154,7 @@ func (e *Env) config(p netlab.Plan) string {
 		return "[" + strings.Join(s, ", ") + "]"
 	}
 	fmt.Fprintf(&b, `# vsgate demo configuration (written by make demo)
-device: {type: tun, name: vsg0, queues: 2}
+device: {type: tun, name: vsg0, queues: 2, offloads: %[14]t}
 services:
   - name: web
     proto: tcp
@@ -203,7 +216,7 @@ fullnat: {pool: [%[12]s]}
 control: {socket: %[13]s}
 metrics: {listen: 127.0.0.1:9100}
 `, p.VIP4, p.VIP6, be(80, false), be(7, false), be(53, false), be(80, true), fullnatVIP,
-		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket)
+		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, !e.opts.NoOffloads)
 	return b.String()
 }
 

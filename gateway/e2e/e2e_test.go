@@ -11,7 +11,21 @@ import (
 // TestDemo runs every demo step against vsgate on TUN in netlab and
 // asserts each one. It builds the vsgate binary first (without cgo, as
 // make build does, so it drops its capabilities).
+//
+// The gateway runs with offloads (device.offloads: true), the default of
+// the demo; TestBulkOffloads runs the bulk steps without them.
 func TestDemo(t *testing.T) {
+	runSteps(t, Options{}, Steps())
+}
+
+// TestBulkOffloads runs the bulk steps (TCP over IPv4 and IPv6, UDP) with
+// offloads off: TestDemo runs them with offloads on.
+func TestBulkOffloads(t *testing.T) {
+	runSteps(t, Options{NoOffloads: true}, BulkSteps())
+}
+
+// runSteps builds vsgate, starts the demo with opts and runs steps.
+func runSteps(t *testing.T, opts Options, steps []Step) {
 	if testing.Short() {
 		t.Skip("end-to-end: not in -short")
 	}
@@ -23,7 +37,7 @@ func TestDemo(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	e, err := Start(ctx, exe)
+	e, err := StartWith(ctx, exe, opts)
 	if err != nil {
 		if e == nil {
 			t.Skip(err) // no root or no namespaces
@@ -35,7 +49,7 @@ func TestDemo(t *testing.T) {
 			t.Error(err)
 		}
 	})
-	for _, r := range Run(ctx, e, nil) {
+	for _, r := range RunSteps(ctx, e, steps, nil) {
 		if r.Err != nil {
 			t.Errorf("%s: %v\n%s", r.Step, r.Err, r.Detail)
 		} else {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -44,6 +45,8 @@ func Steps() []Step {
 		{"IPv6: 30 requests to [2001:db8::10]:80 spread 10/10/10", stepIPv6},
 		{"FULLNAT: the real server sees the gateway's FULLNAT address, the client sees the VIP", stepFullNAT},
 		{"bulk: 300 MB through the VIP arrive intact (SHA-256 of every byte)", stepBulk},
+		{"bulk IPv6: 300 MB through [2001:db8::10]:80 arrive intact (SHA-256)", stepBulk6},
+		{"bulk UDP: 20 MB of 1400-byte datagrams echoed through the VIP intact (SHA-256)", stepBulkUDP},
 		{"a connection open across a live reload (SIGHUP) keeps working", stepReload},
 		{"flows to a backend set to weight 0 finish; new ones avoid it", stepQuiesce},
 		{"L7: ProxyPass /sales/ and /rd/ route by path (v4 and v6); a balancer spreads /lb/ over three servers (gVisor netstack)", stepL7},
@@ -53,10 +56,27 @@ func Steps() []Step {
 	}
 }
 
+// BulkSteps are the steps that move volume: TCP over IPv4 and IPv6, and
+// UDP (run with offloads on and off by TestBulkOffloads).
+func BulkSteps() []Step {
+	var bulk []Step
+	for _, s := range Steps() {
+		if strings.HasPrefix(s.Name, "bulk") {
+			bulk = append(bulk, s)
+		}
+	}
+	return bulk
+}
+
 // Run runs every step and reports each as it finishes.
 func Run(ctx context.Context, e *Env, report func(Result)) []Result {
+	return RunSteps(ctx, e, Steps(), report)
+}
+
+// RunSteps runs the given steps and reports each as it finishes.
+func RunSteps(ctx context.Context, e *Env, steps []Step, report func(Result)) []Result {
 	var rs []Result
-	for _, s := range Steps() {
+	for _, s := range steps {
 		start := time.Now()
 		d, err := s.Run(ctx, e)
 		r := Result{Step: s.Name, Detail: d, Err: err, Took: time.Since(start)}
@@ -214,7 +234,16 @@ func newRequest(ctx context.Context, url string) (*http.Request, error) {
 const bulkBytes = 300 << 20
 
 func stepBulk(ctx context.Context, e *Env) (string, error) {
-	url := fmt.Sprintf("http://%s/big?bytes=%d", netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 80), bulkBytes)
+	return e.bulk(ctx, e.Lab.Topo.Plan.VIP4)
+}
+
+func stepBulk6(ctx context.Context, e *Env) (string, error) {
+	return e.bulk(ctx, e.Lab.Topo.Plan.VIP6)
+}
+
+// bulk fetches bulkBytes from vip:80 and checks every byte.
+func (e *Env) bulk(ctx context.Context, vip netip.Addr) (string, error) {
+	url := fmt.Sprintf("http://%s/big?bytes=%d", netip.AddrPortFrom(vip, 80), bulkBytes)
 	req, err := newRequest(ctx, url)
 	if err != nil {
 		return "", err
@@ -539,4 +568,94 @@ func stepL7Streams(ctx context.Context, e *Env) (string, error) {
 	}
 	parts = append(parts, fmt.Sprintf("100 MB down in %v, SHA-256 both ways", time.Since(start).Round(time.Millisecond)))
 	return strings.Join(parts, "; "), nil
+}
+
+// UDP bulk: udpDatagrams datagrams of udpPayload bytes, udpWindow in
+// flight at a time (back to back, so that the gateway gets runs of one
+// flow to coalesce).
+const (
+	udpPayload   = 1400
+	udpDatagrams = 15000
+	udpWindow    = 64
+)
+
+// udpDatagram fills b (udpPayload bytes) with datagram seq's content: its
+// number, then bytes derived from it.
+func udpDatagram(b []byte, seq uint32) {
+	binary.BigEndian.PutUint32(b, seq)
+	x := seq*2654435761 + 1
+	for i := 4; i < len(b); i++ {
+		x = x*1664525 + 1013904223
+		b[i] = byte(x >> 24)
+	}
+}
+
+// stepBulkUDP sends datagrams to the UDP service and checks that every
+// echo carries exactly what was sent (the echo server prefixes its name).
+// A window whose echoes do not all come back within a second is sent
+// again, at most three times.
+func stepBulkUDP(ctx context.Context, e *Env) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	c, err := e.client.DialContext(ctx, "udp", netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 53).String())
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	sent, got := sha256.New(), sha256.New()
+	pkt := make([]byte, udpPayload)
+	rbuf := make([]byte, 64<<10)
+	echoes := make([][]byte, udpWindow)
+	resent := 0
+	start := time.Now()
+	for base := uint32(0); base < udpDatagrams; base += udpWindow {
+		n := min(udpWindow, udpDatagrams-int(base))
+		clear(echoes)
+		missing := n
+		for try := 0; missing > 0; try++ {
+			if try == 3 {
+				return "", fmt.Errorf("datagrams %d..%d: %d of %d echoes missing after %d tries", base, int(base)+n-1, missing, n, try)
+			}
+			if try > 0 {
+				resent += missing
+			}
+			for i := range n {
+				if echoes[i] == nil {
+					udpDatagram(pkt, base+uint32(i))
+					if _, err := c.Write(pkt); err != nil {
+						return "", err
+					}
+				}
+			}
+			_ = c.SetReadDeadline(time.Now().Add(time.Second))
+			for missing > 0 {
+				k, err := c.Read(rbuf)
+				if err != nil {
+					break // timeout: send what is missing again
+				}
+				_, body, ok := bytes.Cut(rbuf[:k], []byte(": "))
+				if !ok || len(body) < 4 {
+					return "", fmt.Errorf("echo %q is not \"<backend>: <datagram>\"", rbuf[:min(k, 40)])
+				}
+				seq := binary.BigEndian.Uint32(body)
+				if i := int(seq) - int(base); i >= 0 && i < n && echoes[i] == nil {
+					echoes[i] = append([]byte(nil), body...)
+					missing--
+				}
+			}
+		}
+		for i := range n {
+			udpDatagram(pkt, base+uint32(i))
+			sent.Write(pkt)
+			got.Write(echoes[i])
+		}
+	}
+	took := time.Since(start)
+	total := udpDatagrams * udpPayload
+	detail := fmt.Sprintf("%d datagrams (%d MB) in %v (%.0f Mbit/s each way), %d sent again",
+		udpDatagrams, total>>20, took.Round(time.Millisecond), float64(total)*8/took.Seconds()/1e6, resent)
+	if !bytes.Equal(sent.Sum(nil), got.Sum(nil)) {
+		return detail, fmt.Errorf("echoes have SHA-256 %x, sent %x", got.Sum(nil), sent.Sum(nil))
+	}
+	return detail + ", SHA-256 matches", nil
 }

@@ -55,6 +55,12 @@ type labTUN struct {
 // shows up in a Read.
 func openLabTUN(tb testing.TB, queues int, ipv6 bool) *labTUN {
 	tb.Helper()
+	return openLabTUNWith(tb, queues, ipv6, Open)
+}
+
+// openLabTUNWith is openLabTUN with the given Open (Open or OpenOffload).
+func openLabTUNWith(tb testing.TB, queues int, ipv6 bool, open func(string, int) ([]Device, error)) *labTUN {
+	tb.Helper()
 	if err := netlab.Check(); err != nil {
 		tb.Skip(err)
 	}
@@ -86,7 +92,7 @@ func openLabTUN(tb testing.TB, queues int, ipv6 bool) *labTUN {
 	var devs []Device
 	if err := h.Do(func() error {
 		var err error
-		devs, err = Open(name, queues)
+		devs, err = open(name, queues)
 		return err
 	}); err != nil {
 		tb.Fatal(err)
@@ -107,7 +113,7 @@ func openLabTUN(tb testing.TB, queues int, ipv6 bool) *labTUN {
 	})
 	tb.Cleanup(func() { watchdog.Stop() })
 	nl := h.Netlink()
-	link, err := nl.LinkByIndex(devs[0].(*TUN).Index())
+	link, err := nl.LinkByIndex(devs[0].(interface{ Index() int }).Index())
 	if err != nil {
 		tb.Fatal(err)
 	}

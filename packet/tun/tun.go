@@ -28,9 +28,18 @@ type Device interface {
 	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
 
 	// Write writes bufs[i][offset:] as one packet each and returns how many
-	// were written. offset leaves headroom in front of each packet (for a
-	// virtio-net header later); Write does not touch bufs[i][:offset].
+	// were written. offset leaves headroom in front of each packet; a
+	// device without headroom does not touch bufs[i][:offset]. A device
+	// with headroom (offloads: *OffloadTUN) writes its header there, and
+	// may coalesce packets into the spare capacity of bufs[i] and reorder
+	// bufs.
 	Write(bufs [][]byte, offset int) (int, error)
+
+	// Headroom is the least offset Read and Write accept: 0 for a plain
+	// TUN, OffloadHeadroom for one with the virtio-net header. Callers
+	// pass it as offset and give each buffer Headroom()+MaxPacket bytes
+	// when it is not 0 (room for coalescing).
+	Headroom() int
 
 	// BatchSize is the most packets one Read returns and one Write should
 	// get; callers size their buffer arrays with it.
@@ -293,6 +302,9 @@ func (t *TUN) wrap(op string, err error) error {
 	}
 	return fmt.Errorf("tun %s queue %d: %s: %w", t.name, t.queue, op, err)
 }
+
+// Headroom implements Device: 0, a TUN has no header in front of packets.
+func (t *TUN) Headroom() int { return 0 }
 
 // BatchSize implements Device: DefaultBatchSize.
 func (t *TUN) BatchSize() int { return DefaultBatchSize }

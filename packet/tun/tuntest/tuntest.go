@@ -116,6 +116,9 @@ func (d *ChanDevice) Write(bufs [][]byte, offset int) (int, error) {
 	return len(bufs), nil
 }
 
+// Headroom implements tun.Device: 0.
+func (d *ChanDevice) Headroom() int { return 0 }
+
 // BatchSize implements tun.Device.
 func (d *ChanDevice) BatchSize() int { return d.batch }
 
