@@ -109,7 +109,7 @@ type Balancer struct {
 // Member is one BalancerMember. Plain value.
 type Member struct {
 	Pos    string
-	URL    string // as written, e.g. "http://10.0.0.1:8080/app"
+	URL    string // as written, e.g. "http://198.18.7.1:8080/app"
 	Worker Worker
 }
 

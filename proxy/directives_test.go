@@ -9,17 +9,17 @@ import (
 func TestParseDirectives(t *testing.T) {
 	text := `# comment
 ProxyPass /app/private !
-ProxyPass "/app" http://10.0.0.1:8080/app retry=5 timeout=3 connectiontimeout=2
-ProxyPassMatch ^/img/(.*)$ http://10.0.0.2/i/$1
-ProxyPass ~ ^/x(.*) http://10.0.0.2/y$1
+ProxyPass "/app" http://198.18.7.1:8080/app retry=5 timeout=3 connectiontimeout=2
+ProxyPassMatch ^/img/(.*)$ http://198.18.7.2/i/$1
+ProxyPass ~ ^/x(.*) http://198.18.7.2/y$1
 ProxyPass /lb balancer://Pool/ \
     maxattempts=1
 ProxyPassReverse /lb balancer://pool/
 ProxyPreserveHost On
 ProxyTimeout 7
 <Proxy balancer://pool>
-  BalancerMember http://10.0.0.3:80 loadfactor=2.5 status=+H
-  BalancerMember http://10.0.0.4 retry=0
+  BalancerMember http://198.18.7.3:80 loadfactor=2.5 status=+H
+  BalancerMember http://198.18.7.4 retry=0
   ProxySet lbmethod=bybusyness
 </Proxy>
 `
