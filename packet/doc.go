@@ -6,7 +6,12 @@
 // RFC 1071 checksums and RFC 1624 incremental updates; and the rewrites a
 // NAT needs — source or destination address and port, the ICMP echo
 // identifier, and the packet quoted inside an ICMP error — each fixing
-// every checksum it touches.
+// every checksum it touches. For AF_PACKET mode it also reads Ethernet II
+// frames with up to two VLAN tags (ParseEthernet), validates ARP (ValidARP)
+// and IPv6 neighbour solicitations and advertisements (ParseND, with RFC
+// 4861's validity rules), and writes the ARP and ND frames a gateway that
+// owns its addresses must send (PutARP, PutNeighborSolicit,
+// PutNeighborAdvert).
 //
 // Everything here is on the per-packet hot path: Parse and the rewrites do
 // not allocate, take no locks and never panic on malformed input (they

@@ -123,3 +123,47 @@ func fieldChecksum(b []byte, p *packet.Parsed) uint16 {
 func zeroUDP(b []byte, p *packet.Parsed) bool {
 	return p.Version == 4 && p.Proto == packet.ProtoUDP && fieldChecksum(b, p) == 0
 }
+
+// FuzzParseEthernet: no panic in the L2 parsers on any frame; a parsed
+// frame's payload offset matches its tags; ARP and ND results obey the
+// rules they were validated by.
+func FuzzParseEthernet(f *testing.F) {
+	r := rand.New(rand.NewPCG(42, 11))
+	for range 64 {
+		f.Add(genL2(r).serialize())
+	}
+	f.Add([]byte{})
+	f.Add(make([]byte, 13))
+	f.Add(append(make([]byte, 12), 0x81, 0x00, 0, 1, 0x81, 0x00, 0, 2, 0x81, 0x00))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var l, again packet.L2
+		if packet.ParseEthernet(b, &l) != packet.ReasonNone {
+			if l != (packet.L2{Reason: l.Reason}) || l.Reason == packet.ReasonNone {
+				t.Fatalf("failed parse left %+v", l)
+			}
+			return
+		}
+		if l.PayloadOff != packet.EthernetMinimumSize+packet.VLANTagSize*int(l.NumVLANs) || l.PayloadOff > len(b) || l.EtherType < 0x0600 {
+			t.Fatalf("parsed %+v from %d bytes", l, len(b))
+		}
+		if packet.ParseEthernet(b, &again); again != l {
+			t.Fatalf("parsing twice differs:\n%+v\n%+v", l, again)
+		}
+		payload := b[l.PayloadOff:]
+		switch l.EtherType {
+		case packet.EtherTypeARP:
+			if a, reason := packet.ValidARP(payload); reason == packet.ReasonNone && a.Op() != packet.ARPRequest && a.Op() != packet.ARPReply {
+				t.Fatalf("ARP op %d accepted", a.Op())
+			}
+		case packet.EtherTypeIPv6:
+			var p packet.Parsed
+			var nd packet.ND
+			packet.Parse(payload, &p)
+			if packet.ParseND(payload, &p, &nd) == packet.ReasonNone {
+				if nd.Target.IsMulticast() || nd.Type != p.ICMPType || p.End-p.L4Off < 24 {
+					t.Fatalf("ND %+v accepted from %+v", nd, p)
+				}
+			}
+		}
+	})
+}

@@ -23,6 +23,11 @@ const (
 	ReasonBadUDPLength               // UDP length below 8 or past the packet
 	ReasonNotICMPError               // ParseICMPError on a packet that is not an ICMP error
 	ReasonBadICMPInner               // the packet quoted in an ICMP error is unusable (see the inner Parsed's Reason)
+	ReasonTruncatedEthernet          // frame shorter than its Ethernet header and VLAN tags
+	ReasonTooManyVLANs               // more than MaxVLANTags VLAN tags
+	ReasonNotEthernetII              // 802.3 length field instead of an EtherType
+	ReasonBadARP                     // not an ARP request or reply for IPv4 over Ethernet
+	ReasonBadND                      // neighbour discovery message failing RFC 4861 §7.1 validation
 	numReasons
 )
 
@@ -44,6 +49,11 @@ var reasonNames = [...]string{
 	ReasonBadUDPLength:        "bad_udp_length",
 	ReasonNotICMPError:        "not_icmp_error",
 	ReasonBadICMPInner:        "bad_icmp_inner",
+	ReasonTruncatedEthernet:   "truncated_ethernet",
+	ReasonTooManyVLANs:        "too_many_vlans",
+	ReasonNotEthernetII:       "not_ethernet_ii",
+	ReasonBadARP:              "bad_arp",
+	ReasonBadND:               "bad_nd",
 }
 
 // String returns the reason as a metric-label-friendly word.
