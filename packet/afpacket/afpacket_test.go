@@ -1,0 +1,226 @@
+package afpacket
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"golang.org/x/net/bpf"
+
+	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/packet"
+)
+
+var (
+	vip4   = netip.MustParseAddr("198.18.0.10")
+	vip6   = netip.MustParseAddr("2001:db8::10")
+	other4 = netip.MustParseAddr("198.18.0.99")
+	other6 = netip.MustParseAddr("2001:db8::99")
+	macA   = packet.MAC{0x02, 0, 0x5e, 0x10, 0, 1}
+	macB   = packet.MAC{0x02, 0, 0x5e, 0x10, 0, 2}
+)
+
+// ipFrame returns an Ethernet frame carrying a minimal IPv4 or IPv6 UDP
+// packet to dst, with marker as its payload.
+func ipFrame(dst netip.Addr, marker byte) []byte {
+	b := make([]byte, 128)
+	n := packet.EthernetMinimumSize
+	if dst.Is4() {
+		packet.PutEthernet(b, macB, macA, packet.EtherTypeIPv4)
+		ip := b[n:]
+		ip[0], ip[3], ip[8], ip[9] = 0x45, 20+8+1, 64, packet.ProtoUDP
+		copy(ip[12:16], netip.MustParseAddr("198.18.0.2").AsSlice())
+		copy(ip[16:20], dst.AsSlice())
+		ip[20+5], ip[20+8] = 9, marker
+		return b[:n+20+8+1]
+	}
+	packet.PutEthernet(b, macB, macA, packet.EtherTypeIPv6)
+	ip := b[n:]
+	ip[0], ip[5], ip[6], ip[7] = 0x60, 8+1, packet.ProtoUDP, 64
+	copy(ip[8:24], netip.MustParseAddr("2001:db8::2").AsSlice())
+	copy(ip[24:40], dst.AsSlice())
+	ip[40+5], ip[40+8] = 9, marker
+	return b[:n+40+8+1]
+}
+
+// TestFilter runs the program Filter assembles in x/net/bpf's VM: what
+// vsgate needs passes whole, everything else is refused.
+func TestFilter(t *testing.T) {
+	prog, err := Filter([]netip.Addr{vip4, vip6, netip.MustParseAddr("198.19.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	insns := make([]bpf.Instruction, len(prog))
+	for i, r := range prog {
+		insns[i] = r.Disassemble()
+	}
+	vm, err := bpf.NewVM(insns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arp := make([]byte, 64)
+	arp = arp[:packet.PutARP(arp, packet.ARPRequest, macA, netip.MustParseAddr("198.18.0.2"), packet.MAC{}, vip4)]
+	ns := make([]byte, packet.NDFrameSize)
+	packet.PutNeighborSolicit(ns, macA, netip.MustParseAddr("2001:db8::2"), vip6)
+	na := make([]byte, packet.NDFrameSize)
+	packet.PutNeighborAdvert(na, macA, macB, netip.MustParseAddr("2001:db8::2"), vip6, netip.MustParseAddr("2001:db8::2"), true)
+	lldp := append(ipFrame(vip4, 0)[:12:12], 0x88, 0xcc, 0, 0)
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		pass  bool
+	}{
+		{"ARP", arp, true},
+		{"neighbour solicitation", ns, true},
+		{"neighbour advertisement", na, true},
+		{"IPv4 to the VIP", ipFrame(vip4, 1), true},
+		{"IPv4 to the second IPv4 address", ipFrame(netip.MustParseAddr("198.19.0.1"), 1), true},
+		{"IPv6 to the VIP", ipFrame(vip6, 1), true},
+		{"IPv4 to another host", ipFrame(other4, 1), false},
+		{"IPv6 to another host", ipFrame(other6, 1), false},
+		{"IPv6 differing in the last word", ipFrame(netip.MustParseAddr("2001:db8::11"), 1), false},
+		{"LLDP", lldp, false},
+	} {
+		n, err := vm.Run(c.frame)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		// The VM returns the program's verdict: 0 drops the frame, a
+		// snap length at least the frame's keeps all of it.
+		if got := n >= len(c.frame); got != c.pass || (!c.pass && n != 0) {
+			t.Errorf("%s: filter verdict %d for %d bytes, want pass=%v", c.name, n, len(c.frame), c.pass)
+		}
+	}
+	if _, err := Filter(make([]netip.Addr, maxFilterAddrs+1)); err == nil {
+		t.Error("Filter accepted more addresses than fit")
+	}
+}
+
+// The lab: two namespaces joined by one veth pair, no addresses (the
+// frames are written raw; nothing here depends on the kernel's IP stack).
+//
+//	+-----------+  <prefix>a       <prefix>b  +-----------+
+//	| host "a"  +-----------------------------+ host "b"  |
+//	| Socket    |   frames to the VIP, to     | Socket    |
+//	| (no filter)|  another host, ARP          | (filter)  |
+//	+-----------+                             +-----------+
+func TestSocketInNamespaces(t *testing.T) {
+	if err := netlab.Check(); err != nil {
+		t.Skip(err)
+	}
+	topo := &netlab.Topology{
+		Name:  "afp",
+		Hosts: []netlab.HostSpec{{Name: "a"}, {Name: "b"}},
+		Links: []netlab.LinkSpec{{A: netlab.Endpoint{Host: "a", Name: "a"}, B: netlab.Endpoint{Host: "b", Name: "b"}}},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lab, err := netlab.Build(ctx, topo, netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	open := func(host, ifc string, cfg Config) *Socket {
+		cfg.Interface = lab.IfName(ifc)
+		var s *Socket
+		if err := lab.MustHost(host).Do(func() (err error) { s, err = Open(cfg); return err }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	tx := open("a", "a", Config{})
+	rx := open("b", "b", Config{Addrs: []netip.Addr{vip4, vip6}, FanoutGroup: 7})
+	// A Read that never returns fails the test instead of hanging it.
+	watchdog := time.AfterFunc(20*time.Second, func() { rx.Close() })
+	defer watchdog.Stop()
+
+	arp := make([]byte, 64)
+	arp = arp[:packet.PutARP(arp, packet.ARPRequest, macA, netip.MustParseAddr("198.18.0.2"), packet.MAC{}, vip4)]
+	sent := [][]byte{ipFrame(other4, 1), ipFrame(other6, 2), ipFrame(vip4, 3), arp, ipFrame(vip6, 4)}
+	want := [][]byte{sent[2], sent[3], sent[4]}
+	for _, f := range sent {
+		if err := tx.Write(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 2048)
+	for len(want) > 0 {
+		n, err := rx.Read(buf)
+		if err != nil {
+			t.Fatalf("read, still waiting for %d frames: %v", len(want), err)
+		}
+		got := buf[:n]
+		if bytes.Equal(got, sent[0]) || bytes.Equal(got, sent[1]) {
+			t.Fatalf("the filter let through a frame for another host: %x", got)
+		}
+		if packet.Ethernet(got).Src() != macA {
+			continue // the kernel's own frames (router solicitations, DAD) pass as ND
+		}
+		if !bytes.Equal(got, want[0]) {
+			t.Fatalf("read %x, want %x", got, want[0])
+		}
+		want = want[1:]
+	}
+
+	if err := rx.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rx.Read(buf); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Read after Close: %v, want net.ErrClosed", err)
+	}
+	if err := rx.Write(arp); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("Write after Close: %v, want net.ErrClosed", err)
+	}
+}
+
+// TestCloseUnblocksRead: Close while a Read waits on an idle ring makes the
+// Read return net.ErrClosed rather than touch an unmapped ring.
+func TestCloseUnblocksRead(t *testing.T) {
+	if err := netlab.Check(); err != nil {
+		t.Skip(err)
+	}
+	topo := &netlab.Topology{Name: "afpc", Hosts: []netlab.HostSpec{{Name: "a"}, {Name: "b"}},
+		Links: []netlab.LinkSpec{{A: netlab.Endpoint{Host: "a", Name: "a"}, B: netlab.Endpoint{Host: "b", Name: "b"}}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lab, err := netlab.Build(ctx, topo, netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	var s *Socket
+	if err := lab.MustHost("b").Do(func() (err error) {
+		s, err = Open(Config{Interface: lab.IfName("b"), Addrs: []netip.Addr{vip4}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Read(make([]byte, 2048))
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let the Read reach its poll; correctness does not depend on it
+	s.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("Read returned %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Read did not return after Close")
+	}
+}
