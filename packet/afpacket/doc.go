@@ -11,8 +11,14 @@
 // hand-written ring would do. The filter is assembled with
 // golang.org/x/net/bpf from the address list (Filter).
 //
-// Status (issue 10): this package receives and sends frames and is tested
-// in a namespace over a veth pair; the gateway does not use it yet (the
-// ARP/ND responder, next-hop resolution and the `device: afpacket` config
-// are the next steps, see the issue notes).
+// Responder answers ARP requests and neighbour solicitations for the
+// addresses vsgate owns, which are deliberately not configured on the
+// interface (the kernel would otherwise answer, and route, for them), and
+// writes the gratuitous ARP and unsolicited advertisements sent on start.
+//
+// Status (issue 10): sockets and the responder are tested in namespaces
+// against a real Linux neighbour (it resolves the VIPs to the socket's
+// MAC); the gateway does not use this device yet — next-hop resolution,
+// the egress choice and the `device: afpacket` config are the next steps
+// (see the issue notes).
 package afpacket
