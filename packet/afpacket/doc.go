@@ -16,9 +16,14 @@
 // interface (the kernel would otherwise answer, and route, for them), and
 // writes the gratuitous ARP and unsolicited advertisements sent on start.
 //
-// Status (issue 10): sockets and the responder are tested in namespaces
-// against a real Linux neighbour (it resolves the VIPs to the socket's
-// MAC); the gateway does not use this device yet — next-hop resolution,
-// the egress choice and the `device: afpacket` config are the next steps
-// (see the issue notes).
+// Neighbors resolves next hops the other way: it starts from the kernel's
+// neighbour table (netlink), learns from every ARP and ND frame it sees,
+// asks with Request where it knows nothing, and is read lock-free on the
+// transmit path.
+//
+// Status (issue 10): sockets, the responder and the neighbour table are
+// tested in namespaces against a real Linux neighbour (it resolves the
+// VIPs to the socket's MAC and answers the socket's requests); the gateway
+// does not use this device yet — the egress choice per packet and the
+// `device: afpacket` config are the next steps (see the issue notes).
 package afpacket
