@@ -182,6 +182,86 @@ func TestSocketInNamespaces(t *testing.T) {
 	}
 }
 
+// TestFanoutKeepsFlowsTogether: two sockets in one fanout group split the
+// flows between them, and every packet of a flow reaches the same socket.
+func TestFanoutKeepsFlowsTogether(t *testing.T) {
+	if err := netlab.Check(); err != nil {
+		t.Skip(err)
+	}
+	topo := &netlab.Topology{Name: "afpf", Hosts: []netlab.HostSpec{{Name: "a"}, {Name: "b"}},
+		Links: []netlab.LinkSpec{{A: netlab.Endpoint{Host: "a", Name: "a"}, B: netlab.Endpoint{Host: "b", Name: "b"}}}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lab, err := netlab.Build(ctx, topo, netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	var tx *Socket
+	rx := make([]*Socket, 2)
+	if err := lab.MustHost("a").Do(func() (err error) { tx, err = Open(Config{Interface: lab.IfName("a")}); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tx.Close() })
+	for i := range rx {
+		if err := lab.MustHost("b").Do(func() (err error) {
+			rx[i], err = Open(Config{Interface: lab.IfName("b"), Addrs: []netip.Addr{vip4}, FanoutGroup: 9})
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rx[i].Close() })
+	}
+	const flows, perFlow = 64, 3
+	type arrival struct{ flow, socket int }
+	got := make(chan arrival, flows*perFlow)
+	for i, s := range rx {
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				n, err := s.Read(buf)
+				if err != nil {
+					return
+				}
+				if f := buf[:n]; n == 14+20+8+1 && packet.Ethernet(f).Src() == macA {
+					got <- arrival{int(f[14+20+1]), i} // the flow number is the low byte of the source port
+				}
+			}
+		}()
+	}
+	for range perFlow {
+		for flow := range flows {
+			f := ipFrame(vip4, 0)
+			f[14+20+0], f[14+20+1] = 0x40, byte(flow)
+			if err := tx.Write(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	socketOf := map[int]int{}
+	perSocket := make([]int, len(rx))
+	timeout := time.After(10 * time.Second)
+	for range flows * perFlow {
+		select {
+		case a := <-got:
+			if s, seen := socketOf[a.flow]; seen && s != a.socket {
+				t.Fatalf("flow %d reached sockets %d and %d", a.flow, s, a.socket)
+			}
+			socketOf[a.flow] = a.socket
+			perSocket[a.socket]++
+		case <-timeout:
+			t.Fatalf("only %d flows arrived", len(socketOf))
+		}
+	}
+	if perSocket[0] == 0 || perSocket[1] == 0 {
+		t.Errorf("fanout did not spread %d flows: %v packets per socket", flows, perSocket)
+	}
+}
+
 // TestCloseUnblocksRead: Close while a Read waits on an idle ring makes the
 // Read return net.ErrClosed rather than touch an unmapped ring.
 func TestCloseUnblocksRead(t *testing.T) {
