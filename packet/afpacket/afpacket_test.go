@@ -2,7 +2,6 @@ package afpacket
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -11,7 +10,6 @@ import (
 
 	"golang.org/x/net/bpf"
 
-	"github.com/vsgate/vsgate/netlab"
 	"github.com/vsgate/vsgate/packet"
 )
 
@@ -100,45 +98,14 @@ func TestFilter(t *testing.T) {
 	}
 }
 
-// The lab: two namespaces joined by one veth pair, no addresses (the
-// frames are written raw; nothing here depends on the kernel's IP stack).
-//
-//	+-----------+  <prefix>a       <prefix>b  +-----------+
-//	| host "a"  +-----------------------------+ host "b"  |
-//	| Socket    |   frames to the VIP, to     | Socket    |
-//	| (no filter)|  another host, ARP          | (filter)  |
-//	+-----------+                             +-----------+
+// TestSocketInNamespaces: frames written raw by an unfiltered socket in
+// host "a" (to the VIPs, to another host, ARP) reach a filtered socket in
+// host "b" exactly when they are for vsgate. No addresses: nothing here
+// depends on the kernel's IP stack.
 func TestSocketInNamespaces(t *testing.T) {
-	if err := netlab.Check(); err != nil {
-		t.Skip(err)
-	}
-	topo := &netlab.Topology{
-		Name:  "afp",
-		Hosts: []netlab.HostSpec{{Name: "a"}, {Name: "b"}},
-		Links: []netlab.LinkSpec{{A: netlab.Endpoint{Host: "a", Name: "a"}, B: netlab.Endpoint{Host: "b", Name: "b"}}},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	lab, err := netlab.Build(ctx, topo, netlab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	open := func(host, ifc string, cfg Config) *Socket {
-		cfg.Interface = lab.IfName(ifc)
-		var s *Socket
-		if err := lab.MustHost(host).Do(func() (err error) { s, err = Open(cfg); return err }); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	tx := open("a", "a", Config{})
-	rx := open("b", "b", Config{Addrs: []netip.Addr{vip4, vip6}, FanoutGroup: 7})
+	lab := pairLab(t, "afp", nil)
+	tx := openSocket(t, lab, "a", Config{})
+	rx := openSocket(t, lab, "b", Config{Addrs: []netip.Addr{vip4, vip6}, FanoutGroup: 7})
 	// A Read that never returns fails the test instead of hanging it.
 	watchdog := time.AfterFunc(20*time.Second, func() { rx.Close() })
 	defer watchdog.Stop()
@@ -185,36 +152,11 @@ func TestSocketInNamespaces(t *testing.T) {
 // TestFanoutKeepsFlowsTogether: two sockets in one fanout group split the
 // flows between them, and every packet of a flow reaches the same socket.
 func TestFanoutKeepsFlowsTogether(t *testing.T) {
-	if err := netlab.Check(); err != nil {
-		t.Skip(err)
-	}
-	topo := &netlab.Topology{Name: "afpf", Hosts: []netlab.HostSpec{{Name: "a"}, {Name: "b"}},
-		Links: []netlab.LinkSpec{{A: netlab.Endpoint{Host: "a", Name: "a"}, B: netlab.Endpoint{Host: "b", Name: "b"}}}}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	lab, err := netlab.Build(ctx, topo, netlab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	var tx *Socket
+	lab := pairLab(t, "afpf", nil)
+	tx := openSocket(t, lab, "a", Config{})
 	rx := make([]*Socket, 2)
-	if err := lab.MustHost("a").Do(func() (err error) { tx, err = Open(Config{Interface: lab.IfName("a")}); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { tx.Close() })
 	for i := range rx {
-		if err := lab.MustHost("b").Do(func() (err error) {
-			rx[i], err = Open(Config{Interface: lab.IfName("b"), Addrs: []netip.Addr{vip4}, FanoutGroup: 9})
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { rx[i].Close() })
+		rx[i] = openSocket(t, lab, "b", Config{Addrs: []netip.Addr{vip4}, FanoutGroup: 9})
 	}
 	const flows, perFlow = 64, 3
 	type arrival struct{ flow, socket int }
@@ -265,29 +207,8 @@ func TestFanoutKeepsFlowsTogether(t *testing.T) {
 // TestCloseUnblocksRead: Close while a Read waits on an idle ring makes the
 // Read return net.ErrClosed rather than touch an unmapped ring.
 func TestCloseUnblocksRead(t *testing.T) {
-	if err := netlab.Check(); err != nil {
-		t.Skip(err)
-	}
-	topo := &netlab.Topology{Name: "afpc", Hosts: []netlab.HostSpec{{Name: "a"}, {Name: "b"}},
-		Links: []netlab.LinkSpec{{A: netlab.Endpoint{Host: "a", Name: "a"}, B: netlab.Endpoint{Host: "b", Name: "b"}}}}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	lab, err := netlab.Build(ctx, topo, netlab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	var s *Socket
-	if err := lab.MustHost("b").Do(func() (err error) {
-		s, err = Open(Config{Interface: lab.IfName("b"), Addrs: []netip.Addr{vip4}})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	lab := pairLab(t, "afpc", nil)
+	s := openSocket(t, lab, "b", Config{Addrs: []netip.Addr{vip4}})
 	done := make(chan error, 1)
 	go func() {
 		_, err := s.Read(make([]byte, 2048))

@@ -1,7 +1,6 @@
 package afpacket
 
 import (
-	"context"
 	"net"
 	"net/netip"
 	"testing"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/vsgate/vsgate/netlab"
 	"github.com/vsgate/vsgate/packet"
 )
 
@@ -71,29 +69,8 @@ func TestNeighborsLearn(t *testing.T) {
 //	| 2001:db8::2/64         |                           | asks as .10 / ::10  |
 //	+------------------------+                           +---------------------+
 func TestNeighborsFromLinux(t *testing.T) {
-	if err := netlab.Check(); err != nil {
-		t.Skip(err)
-	}
 	peer4, peer6 := netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("2001:db8::2")
-	topo := &netlab.Topology{
-		Name:  "afpn",
-		Hosts: []netlab.HostSpec{{Name: "a"}, {Name: "b"}},
-		Links: []netlab.LinkSpec{{
-			A: netlab.Endpoint{Host: "a", Name: "a", Addrs: []netip.Prefix{netip.PrefixFrom(peer4, 24), netip.PrefixFrom(peer6, 64)}},
-			B: netlab.Endpoint{Host: "b", Name: "b"},
-		}},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	lab, err := netlab.Build(ctx, topo, netlab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	lab := pairLab(t, "afpn", []netip.Prefix{netip.PrefixFrom(peer4, 24), netip.PrefixFrom(peer6, 64)})
 	a, b := lab.MustHost("a"), lab.MustHost("b")
 	aLink, err := a.Netlink().LinkByName(lab.IfName("a"))
 	if err != nil {
@@ -104,14 +81,7 @@ func TestNeighborsFromLinux(t *testing.T) {
 		t.Fatal(err)
 	}
 	aMAC, bMAC := packet.MAC(aLink.Attrs().HardwareAddr), packet.MAC(bLink.Attrs().HardwareAddr)
-	var s *Socket
-	if err := b.Do(func() (err error) {
-		s, err = Open(Config{Interface: lab.IfName("b"), Addrs: []netip.Addr{vip4, vip6}})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openSocket(t, lab, "b", Config{Addrs: []netip.Addr{vip4, vip6}})
 	watchdog := time.AfterFunc(20*time.Second, func() { s.Close() })
 	defer watchdog.Stop()
 

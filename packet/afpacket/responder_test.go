@@ -1,7 +1,6 @@
 package afpacket
 
 import (
-	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -132,33 +131,9 @@ func fixICMPv6Checksum(t *testing.T, f []byte) {
 //	| arp_accept=1            |                          | for .10, .11, ::10  |
 //	+-------------------------+                          +--------------------+
 func TestKernelResolvesThroughResponder(t *testing.T) {
-	if err := netlab.Check(); err != nil {
-		t.Skip(err)
-	}
 	announced := netip.MustParseAddr("198.18.0.11")
-	topo := &netlab.Topology{
-		Name: "afpr",
-		Hosts: []netlab.HostSpec{
-			{Name: "a", Sysctls: []netlab.Sysctl{{Key: "net.ipv4.conf.all.arp_accept", Value: "1"}}},
-			{Name: "b"},
-		},
-		Links: []netlab.LinkSpec{{
-			A: netlab.Endpoint{Host: "a", Name: "a", Addrs: []netip.Prefix{
-				netip.MustParsePrefix("198.18.0.2/24"), netip.MustParsePrefix("2001:db8::2/64")}},
-			B: netlab.Endpoint{Host: "b", Name: "b"},
-		}},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	lab, err := netlab.Build(ctx, topo, netlab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	lab := pairLab(t, "afpr", []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24"), netip.MustParsePrefix("2001:db8::2/64")},
+		netlab.Sysctl{Key: "net.ipv4.conf.all.arp_accept", Value: "1"})
 	a, b := lab.MustHost("a"), lab.MustHost("b")
 	bLink, err := b.Netlink().LinkByName(lab.IfName("b"))
 	if err != nil {
@@ -166,11 +141,7 @@ func TestKernelResolvesThroughResponder(t *testing.T) {
 	}
 	mac := packet.MAC(bLink.Attrs().HardwareAddr)
 	owned := []netip.Addr{vip4, announced, vip6}
-	var s *Socket
-	if err := b.Do(func() (err error) { s, err = Open(Config{Interface: lab.IfName("b"), Addrs: owned}); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
+	s := openSocket(t, lab, "b", Config{Addrs: owned})
 	r := NewResponder(mac, owned)
 	out := make([]byte, ReplySize)
 	if err := s.Write(out[:r.Announce(out, announced)]); err != nil {

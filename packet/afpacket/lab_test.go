@@ -1,0 +1,58 @@
+package afpacket
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vsgate/vsgate/netlab"
+)
+
+// pairLab builds the lab of this package's namespace tests and removes it
+// when the test ends; without root it skips the test.
+//
+//	+------------------------+   <prefix>a   <prefix>b   +--------------------+
+//	| host "a"               +---------------------------+ host "b"           |
+//	| aAddrs (maybe none),   |                           | no addresses: the  |
+//	| aSysctls               |                           | Socket under test  |
+//	+------------------------+                           +--------------------+
+func pairLab(t *testing.T, name string, aAddrs []netip.Prefix, aSysctls ...netlab.Sysctl) *netlab.Lab {
+	t.Helper()
+	if err := netlab.Check(); err != nil {
+		t.Skip(err)
+	}
+	topo := &netlab.Topology{
+		Name:  name,
+		Hosts: []netlab.HostSpec{{Name: "a", Sysctls: aSysctls}, {Name: "b"}},
+		Links: []netlab.LinkSpec{{
+			A: netlab.Endpoint{Host: "a", Name: "a", Addrs: aAddrs},
+			B: netlab.Endpoint{Host: "b", Name: "b"},
+		}},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lab, err := netlab.Build(ctx, topo, netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return lab
+}
+
+// openSocket opens a Socket on host's end of the pair ("a" or "b"), inside
+// its namespace, and closes it when the test ends.
+func openSocket(t *testing.T, lab *netlab.Lab, host string, cfg Config) *Socket {
+	t.Helper()
+	cfg.Interface = lab.IfName(host)
+	var s *Socket
+	if err := lab.MustHost(host).Do(func() (err error) { s, err = Open(cfg); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
