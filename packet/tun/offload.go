@@ -72,44 +72,10 @@ var _ Device = (*OffloadTUN)(nil)
 // kernel refused; the caller may fall back to Open. An existing interface
 // of that name must have the same flags.
 func OpenOffload(name string, queues int) ([]Device, error) {
-	if len(name) >= unix.IFNAMSIZ {
-		return nil, fmt.Errorf("tun %q: name longer than %d bytes", name, unix.IFNAMSIZ-1)
-	}
-	if queues < 1 || queues > MaxQueues {
-		return nil, fmt.Errorf("tun %q: %d queues: want 1..%d", name, queues, MaxQueues)
-	}
-	ctl, err := newControl()
-	if err != nil {
-		return nil, fmt.Errorf("tun %q: control socket: %w", name, err)
-	}
-	devs := make([]Device, 0, queues)
-	fail := func(err error) ([]Device, error) {
-		for _, d := range devs {
-			d.Close()
-		}
-		ctl.release()
-		return nil, err
-	}
-	for i := range queues {
-		ctl.acquire()
-		t, err := openOffloadQueue(name, i, queues > 1, ctl)
-		if err != nil {
-			ctl.release()
-			return fail(err)
-		}
-		name = t.name
-		devs = append(devs, t)
-	}
-	index, err := ctl.index(name)
-	if err != nil {
-		return fail(fmt.Errorf("tun %s: interface index: %w", name, err))
-	}
-	for _, d := range devs {
-		d.(*OffloadTUN).index = index
-	}
-	ctl.release()
-	return devs, nil
+	return openQueues(name, queues, openOffloadQueue)
 }
+
+func (t *OffloadTUN) setIndex(i int) { t.index = i }
 
 // openOffloadQueue opens queue i: /dev/net/tun, TUNSETIFF with
 // IFF_VNET_HDR, a TUNSETOFFLOAD probe, then wireguard's tun takes the

@@ -121,6 +121,20 @@ var _ Device = (*TUN)(nil)
 // the caller does that over netlink, by Name or Index. A non-persistent
 // interface disappears when its last queue is closed.
 func Open(name string, queues int) ([]Device, error) {
+	return openQueues(name, queues, openQueue)
+}
+
+// queue is one opened queue of either kind, as openQueues handles it.
+type queue interface {
+	Device
+	setIndex(int)
+}
+
+// openQueues opens queues queues of the interface name with open — shared
+// by Open and OpenOffload — and gives each the interface index. The
+// control socket is referenced by every queue it opens; on failure the
+// opened queues are closed.
+func openQueues[Q queue](name string, queues int, open func(name string, i int, multi bool, ctl *control) (Q, error)) ([]Device, error) {
 	if len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("tun %q: name longer than %d bytes", name, unix.IFNAMSIZ-1)
 	}
@@ -141,24 +155,26 @@ func Open(name string, queues int) ([]Device, error) {
 	}
 	for i := range queues {
 		ctl.acquire()
-		t, err := openQueue(name, i, queues > 1, ctl)
+		q, err := open(name, i, queues > 1, ctl)
 		if err != nil {
 			ctl.release()
 			return fail(err)
 		}
-		name = t.name // the kernel's choice if name was empty
-		devs = append(devs, t)
+		name = q.Name() // the kernel's choice if name was empty
+		devs = append(devs, q)
 	}
 	index, err := ctl.index(name)
 	if err != nil {
 		return fail(fmt.Errorf("tun %s: interface index: %w", name, err))
 	}
 	for _, d := range devs {
-		d.(*TUN).index = index
+		d.(queue).setIndex(index)
 	}
 	ctl.release() // the queues hold their own references
 	return devs, nil
 }
+
+func (t *TUN) setIndex(i int) { t.index = i }
 
 // openQueue opens queue i of the interface through water.
 func openQueue(name string, i int, multi bool, ctl *control) (*TUN, error) {
