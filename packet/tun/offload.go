@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"sync"
-	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -50,16 +49,11 @@ var ErrNoOffload = errors.New("TUN offloads not supported by this kernel")
 // Writes with each other, one Read and one Write run in parallel. Read
 // and Write do not allocate.
 type OffloadTUN struct {
-	name      string
-	index     int
-	queue     int
-	fd        int           // for poll(2) only; wg owns it
-	wg        wgtun.Device  // the queue, with the virtio-net header
-	ctl       *control      // shared by the queues of one OpenOffload
-	errClosed error         // preallocated "closed" error
-	closed    atomic.Bool   //
-	rmu       sync.Mutex    // guards pfd
-	pfd       []unix.PollFd // one entry, for the "more to read?" poll
+	queueState
+	fd  int           // for poll(2) only; wg owns it
+	wg  wgtun.Device  // the queue, with the virtio-net header
+	rmu sync.Mutex    // guards pfd
+	pfd []unix.PollFd // one entry, for the "more to read?" poll
 }
 
 var _ Device = (*OffloadTUN)(nil)
@@ -74,8 +68,6 @@ var _ Device = (*OffloadTUN)(nil)
 func OpenOffload(name string, queues int) ([]Device, error) {
 	return openQueues(name, queues, openOffloadQueue)
 }
-
-func (t *OffloadTUN) setIndex(i int) { t.index = i }
 
 // openOffloadQueue opens queue i: /dev/net/tun, TUNSETIFF with
 // IFF_VNET_HDR, a TUNSETOFFLOAD probe, then wireguard's tun takes the
@@ -118,8 +110,7 @@ func openOffloadQueue(name string, i int, multi bool, ctl *control) (*OffloadTUN
 		wg.Close()
 		return nil, fmt.Errorf("tun %q: queue %d: %w (no virtio-net header)", name, i, ErrNoOffload)
 	}
-	t := &OffloadTUN{name: kname, queue: i, fd: fd, wg: wg, ctl: ctl, pfd: []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}}
-	t.errClosed = fmt.Errorf("tun %s queue %d: %w", t.name, i, os.ErrClosed)
+	t := &OffloadTUN{queueState: newQueueState(kname, i, ctl), fd: fd, wg: wg, pfd: []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}}
 	return t, nil
 }
 
@@ -198,36 +189,5 @@ func (t *OffloadTUN) Headroom() int { return OffloadHeadroom }
 // BatchSize implements Device: OffloadBatchSize.
 func (t *OffloadTUN) BatchSize() int { return OffloadBatchSize }
 
-// Name implements Device.
-func (t *OffloadTUN) Name() string { return t.name }
-
-// Index is the interface index, in the namespace OpenOffload ran in.
-func (t *OffloadTUN) Index() int { return t.index }
-
-// Queue is the number of this queue, 0..queues-1.
-func (t *OffloadTUN) Queue() int { return t.queue }
-
-// MTU implements Device, as (*TUN).MTU.
-func (t *OffloadTUN) MTU() (int, error) {
-	if t.closed.Load() {
-		return 0, t.errClosed
-	}
-	mtu, err := t.ctl.mtu(t.name)
-	if err != nil {
-		return 0, fmt.Errorf("tun %s: mtu: %w", t.name, err)
-	}
-	return mtu, nil
-}
-
 // Close implements Device, as (*TUN).Close.
-func (t *OffloadTUN) Close() error {
-	if t.closed.Swap(true) {
-		return nil
-	}
-	err := t.wg.Close()
-	t.ctl.release()
-	if err != nil {
-		return fmt.Errorf("tun %s queue %d: close: %w", t.name, t.queue, err)
-	}
-	return nil
-}
+func (t *OffloadTUN) Close() error { return t.close(t.wg) }

@@ -3,6 +3,7 @@ package tun
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -74,15 +75,9 @@ const DefaultBatchSize = 64
 // other, and one Read and one Write run in parallel. Read and Write do not
 // allocate.
 type TUN struct {
-	name      string
-	index     int
-	queue     int
-	file      *os.File        // from water: non-blocking, in the runtime poller
-	rc        syscall.RawConn // file's, for reads and writes without allocation
-	ctl       *control        // shared by the queues of one Open
-	errClosed error           // preallocated "closed" error
-
-	closed atomic.Bool
+	queueState
+	file *os.File        // from water: non-blocking, in the runtime poller
+	rc   syscall.RawConn // file's, for reads and writes without allocation
 
 	// Read state: rfn is readBatch bound once, so that rc.Read does not
 	// allocate a closure per call; the fields below pass its arguments and
@@ -174,8 +169,6 @@ func openQueues[Q queue](name string, queues int, open func(name string, i int, 
 	return devs, nil
 }
 
-func (t *TUN) setIndex(i int) { t.index = i }
-
 // openQueue opens queue i of the interface through water.
 func openQueue(name string, i int, multi bool, ctl *control) (*TUN, error) {
 	ifce, err := water.New(water.Config{
@@ -202,8 +195,7 @@ func openQueue(name string, i int, multi bool, ctl *control) (*TUN, error) {
 		f.Close()
 		return nil, fmt.Errorf("tun %q: queue %d: %w", name, i, err)
 	}
-	t := &TUN{name: ifce.Name(), queue: i, file: f, rc: rc, ctl: ctl}
-	t.errClosed = fmt.Errorf("tun %s queue %d: %w", t.name, i, os.ErrClosed)
+	t := &TUN{queueState: newQueueState(ifce.Name(), i, ctl), file: f, rc: rc}
 	t.rfn = t.readBatch
 	t.wfn = t.writeBatch
 	return t, nil
@@ -325,40 +317,62 @@ func (t *TUN) Headroom() int { return 0 }
 // BatchSize implements Device: DefaultBatchSize.
 func (t *TUN) BatchSize() int { return DefaultBatchSize }
 
-// Name implements Device.
-func (t *TUN) Name() string { return t.name }
-
-// Index is the interface index, in the namespace Open ran in.
-func (t *TUN) Index() int { return t.index }
-
-// Queue is the number of this queue, 0..queues-1, in Open's order.
-func (t *TUN) Queue() int { return t.queue }
-
-// MTU implements Device. It asks the kernel each time (SIOCGIFMTU on a
-// socket opened in Open's namespace), so it sees changes made later.
-func (t *TUN) MTU() (int, error) {
-	if t.closed.Load() {
-		return 0, t.errClosed
-	}
-	mtu, err := t.ctl.mtu(t.name)
-	if err != nil {
-		return 0, fmt.Errorf("tun %s: mtu: %w", t.name, err)
-	}
-	return mtu, nil
-}
-
 // Close implements Device: it unblocks a pending Read (which returns an
 // error wrapping os.ErrClosed) and closes the queue. Closing the last
 // queue of a non-persistent interface deletes the interface. Close may be
 // called more than once; later calls return nil.
-func (t *TUN) Close() error {
-	if t.closed.Swap(true) {
+func (t *TUN) Close() error { return t.close(t.file) }
+
+// queueState is what a queue of either kind (TUN, OffloadTUN) holds and
+// answers in the same way: its names, the shared control socket, and the
+// closed flag.
+type queueState struct {
+	name      string
+	index     int
+	queue     int
+	ctl       *control // shared by the queues of one Open or OpenOffload
+	errClosed error    // preallocated "closed" error
+	closed    atomic.Bool
+}
+
+func newQueueState(name string, i int, ctl *control) queueState {
+	return queueState{name: name, queue: i, ctl: ctl, errClosed: fmt.Errorf("tun %s queue %d: %w", name, i, os.ErrClosed)}
+}
+
+// Name implements Device.
+func (q *queueState) Name() string { return q.name }
+
+// Index is the interface index, in the namespace Open ran in.
+func (q *queueState) Index() int { return q.index }
+
+// Queue is the number of this queue, 0..queues-1, in Open's order.
+func (q *queueState) Queue() int { return q.queue }
+
+func (q *queueState) setIndex(i int) { q.index = i }
+
+// MTU implements Device. It asks the kernel each time (SIOCGIFMTU on a
+// socket opened in Open's namespace), so it sees changes made later.
+func (q *queueState) MTU() (int, error) {
+	if q.closed.Load() {
+		return 0, q.errClosed
+	}
+	mtu, err := q.ctl.mtu(q.name)
+	if err != nil {
+		return 0, fmt.Errorf("tun %s: mtu: %w", q.name, err)
+	}
+	return mtu, nil
+}
+
+// close marks the queue closed and closes c, the first time only, and
+// drops the queue's reference to the control socket.
+func (q *queueState) close(c io.Closer) error {
+	if q.closed.Swap(true) {
 		return nil
 	}
-	err := t.file.Close()
-	t.ctl.release()
+	err := c.Close()
+	q.ctl.release()
 	if err != nil {
-		return fmt.Errorf("tun %s queue %d: close: %w", t.name, t.queue, err)
+		return fmt.Errorf("tun %s queue %d: close: %w", q.name, q.queue, err)
 	}
 	return nil
 }
