@@ -11,6 +11,9 @@
 // hand-written ring would do. The filter is assembled with
 // golang.org/x/net/bpf from the address list (Filter).
 //
+// ParseControl parses a received ARP or neighbour discovery frame once,
+// for both of the pieces below to read.
+//
 // Responder answers ARP requests and neighbour solicitations for the
 // addresses vsgate owns, which are deliberately not configured on the
 // interface (the kernel would otherwise answer, and route, for them), and

@@ -56,28 +56,18 @@ func (n *Neighbors) Learn(a netip.Addr, mac packet.MAC) {
 	n.snap.Store(&next)
 }
 
-// LearnFrame learns from a received ARP message (its sender's binding) or
-// neighbour solicitation (source and its link-layer option) or
-// advertisement (target and its link-layer option). Other frames are
-// ignored. l, p and nd are the caller's scratch space.
-func (n *Neighbors) LearnFrame(frame []byte, l *packet.L2, p *packet.Parsed, nd *packet.ND) {
-	if packet.ParseEthernet(frame, l) != packet.ReasonNone {
-		return
-	}
-	payload := frame[l.PayloadOff:]
-	switch l.EtherType {
-	case packet.EtherTypeARP:
-		if a, reason := packet.ValidARP(payload); reason == packet.ReasonNone {
-			n.Learn(a.SenderIP(), a.SenderMAC())
-		}
-	case packet.EtherTypeIPv6:
-		if packet.Parse(payload, p) != packet.ReasonNone || packet.ParseND(payload, p, nd) != packet.ReasonNone || !nd.HasLinkAddr {
-			return
-		}
-		if nd.Type == packet.ICMPv6NeighborAdvert {
-			n.Learn(nd.Target, nd.LinkAddr)
+// LearnFrom learns from a parsed control frame: an ARP message (its
+// sender's binding), a neighbour solicitation (its source and link-layer
+// option) or advertisement (its target and link-layer option).
+func (n *Neighbors) LearnFrom(c *Control) {
+	switch {
+	case c.ARP != nil:
+		n.Learn(c.ARP.SenderIP(), c.ARP.SenderMAC())
+	case c.IsND && c.ND.HasLinkAddr:
+		if c.ND.Type == packet.ICMPv6NeighborAdvert {
+			n.Learn(c.ND.Target, c.ND.LinkAddr)
 		} else {
-			n.Learn(netip.AddrFrom16(p.Src), nd.LinkAddr)
+			n.Learn(c.ndSource(), c.ND.LinkAddr)
 		}
 	}
 }

@@ -39,15 +39,19 @@ func TestNeighborsLearn(t *testing.T) {
 		}
 	}
 
-	var l packet.L2
-	var p packet.Parsed
-	var nd packet.ND
+	var c Control
+	learn := func(f []byte) {
+		if !ParseControl(f, &c) {
+			t.Fatalf("not a control frame: %x", f)
+		}
+		n.LearnFrom(&c)
+	}
 	f := make([]byte, packet.NDFrameSize)
-	n.LearnFrame(f[:packet.PutARP(f, packet.ARPReply, macA, netip.MustParseAddr("198.18.0.3"), macB, vip4)], &l, &p, &nd)
+	learn(f[:packet.PutARP(f, packet.ARPReply, macA, netip.MustParseAddr("198.18.0.3"), macB, vip4)])
 	packet.PutNeighborSolicit(f, macA, netip.MustParseAddr("2001:db8::3"), vip6)
-	n.LearnFrame(f, &l, &p, &nd)
+	learn(f)
 	packet.PutNeighborAdvert(f, macB, macA, netip.MustParseAddr("2001:db8::4"), vip6, netip.MustParseAddr("2001:db8::4"), true)
-	n.LearnFrame(f, &l, &p, &nd)
+	learn(f)
 	for addr, want := range map[string]packet.MAC{"198.18.0.3": macA, "2001:db8::3": macA, "2001:db8::4": macB} {
 		if m, ok := n.Lookup(netip.MustParseAddr(addr)); !ok || m != want {
 			t.Errorf("from frames: %s at %v (%v), want %v", addr, m, ok, want)
@@ -60,7 +64,7 @@ func TestNeighborsLearn(t *testing.T) {
 }
 
 // TestNeighborsFromLinux: a Socket's Request gets a real Linux host to
-// answer with its MAC (ARP and ND), which LearnFrame records; LoadKernel
+// answer with its MAC (ARP and ND), which LearnFrom records; LoadKernel
 // copies an entry from the kernel's table.
 //
 //	+------------------------+   <prefix>a   <prefix>b   +---------------------+
@@ -87,9 +91,7 @@ func TestNeighborsFromLinux(t *testing.T) {
 
 	n := NewNeighbors()
 	out, buf := make([]byte, ReplySize), make([]byte, 2048)
-	var l packet.L2
-	var p packet.Parsed
-	var nd packet.ND
+	var ctl Control
 	for _, c := range []struct{ src, peer netip.Addr }{{vip4, peer4}, {vip6, peer6}} {
 		if err := s.Write(out[:Request(out, bMAC, c.src, c.peer)]); err != nil {
 			t.Fatal(err)
@@ -102,7 +104,9 @@ func TestNeighborsFromLinux(t *testing.T) {
 			if err != nil {
 				t.Fatalf("waiting for %v to answer: %v", c.peer, err)
 			}
-			n.LearnFrame(buf[:m], &l, &p, &nd)
+			if ParseControl(buf[:m], &ctl) {
+				n.LearnFrom(&ctl)
+			}
 		}
 		if m, _ := n.Lookup(c.peer); m != aMAC {
 			t.Errorf("%v answered from %v, its interface is %v", c.peer, m, aMAC)

@@ -32,35 +32,31 @@ func (r *Responder) Owns(a netip.Addr) bool { return r.owned[a.Unmap()] }
 // ReplySize is the out buffer Reply and Announce need.
 const ReplySize = packet.NDFrameSize
 
-// Reply looks at a received frame and, if it is an ARP request or a
+// Reply looks at a parsed control frame and, if it is an ARP request or a
 // neighbour solicitation for an owned address, writes the answer into out
-// (ReplySize bytes) and returns its length; otherwise it returns 0. The
-// caller's l, p and nd are scratch space, so Reply does not allocate.
-func (r *Responder) Reply(frame, out []byte, l *packet.L2, p *packet.Parsed, nd *packet.ND) int {
-	if packet.ParseEthernet(frame, l) != packet.ReasonNone {
-		return 0
-	}
-	payload := frame[l.PayloadOff:]
-	switch l.EtherType {
-	case packet.EtherTypeARP:
-		a, reason := packet.ValidARP(payload)
-		if reason != packet.ReasonNone || a.Op() != packet.ARPRequest || a.IsGratuitous() || !r.Owns(a.TargetIP()) {
+// (ReplySize bytes) and returns its length; otherwise it returns 0. It
+// does not allocate.
+func (r *Responder) Reply(c *Control, out []byte) int {
+	switch {
+	case c.ARP != nil:
+		a := c.ARP
+		if a.Op() != packet.ARPRequest || a.IsGratuitous() || !r.Owns(a.TargetIP()) {
 			return 0
 		}
 		return packet.PutARP(out, packet.ARPReply, r.mac, a.TargetIP(), a.SenderMAC(), a.SenderIP())
-	case packet.EtherTypeIPv6:
-		if packet.Parse(payload, p) != packet.ReasonNone || packet.ParseND(payload, p, nd) != packet.ReasonNone ||
-			nd.Type != packet.ICMPv6NeighborSolicit || !r.Owns(nd.Target) {
+	case c.IsND:
+		nd := &c.ND
+		if nd.Type != packet.ICMPv6NeighborSolicit || !r.Owns(nd.Target) {
 			return 0
 		}
-		src := netip.AddrFrom16(p.Src)
+		src := c.ndSource()
 		if src.IsUnspecified() {
 			// Duplicate address detection by someone else: defend the
 			// address to all nodes, unsolicited (RFC 4861 §7.2.4).
 			all := netip.IPv6LinkLocalAllNodes()
 			return packet.PutNeighborAdvert(out, r.mac, packet.MulticastMAC(all), nd.Target, all, nd.Target, false)
 		}
-		dstMAC := l.Src
+		dstMAC := c.L2.Src
 		if nd.HasLinkAddr {
 			dstMAC = nd.LinkAddr
 		}

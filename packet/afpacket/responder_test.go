@@ -19,9 +19,11 @@ func TestResponderReply(t *testing.T) {
 	peer4, peer6 := netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("2001:db8::2")
 	r := NewResponder(macB, []netip.Addr{vip4, vip6})
 	out := make([]byte, ReplySize)
-	var l packet.L2
-	var p packet.Parsed
-	var nd packet.ND
+	var c Control
+	reply := func(f []byte) int {
+		ParseControl(f, &c)
+		return r.Reply(&c, out)
+	}
 	arpFor := func(op uint16, sender, target netip.Addr) []byte {
 		f := make([]byte, 64)
 		return f[:packet.PutARP(f, op, macA, sender, packet.MAC{}, target)]
@@ -34,7 +36,7 @@ func TestResponderReply(t *testing.T) {
 	// answer parses a reply and returns its frame fields, or fails.
 	answer := func(name string, f []byte) (packet.L2, packet.ND, []byte) {
 		t.Helper()
-		n := r.Reply(f, out, &l, &p, &nd)
+		n := reply(f)
 		if n == 0 {
 			t.Fatalf("%s: no reply", name)
 		}
@@ -94,14 +96,14 @@ func TestResponderReply(t *testing.T) {
 		"IPv4 packet to the VIP":       ipFrame(vip4, 1),
 		"runt":                         make([]byte, 10),
 	} {
-		if n := r.Reply(f, out, &l, &p, &nd); n != 0 {
+		if n := reply(f); n != 0 {
 			t.Errorf("%s: replied with %d bytes", name, n)
 		}
 	}
 
 	req := arpFor(packet.ARPRequest, peer4, vip4)
-	if allocs := testing.AllocsPerRun(1000, func() { r.Reply(req, out, &l, &p, &nd) }); allocs != 0 {
-		t.Errorf("Reply allocates %v times per request", allocs)
+	if allocs := testing.AllocsPerRun(1000, func() { reply(req) }); allocs != 0 {
+		t.Errorf("ParseControl + Reply allocate %v times per request", allocs)
 	}
 }
 
@@ -150,16 +152,17 @@ func TestKernelResolvesThroughResponder(t *testing.T) {
 	served := make(chan error, 1)
 	go func() {
 		buf, reply := make([]byte, 2048), make([]byte, ReplySize)
-		var l packet.L2
-		var p packet.Parsed
-		var nd packet.ND
+		var c Control
 		for {
 			n, err := s.Read(buf)
 			if err != nil {
 				served <- err
 				return
 			}
-			if m := r.Reply(buf[:n], reply, &l, &p, &nd); m > 0 {
+			if !ParseControl(buf[:n], &c) {
+				continue
+			}
+			if m := r.Reply(&c, reply); m > 0 {
 				if err := s.Write(reply[:m]); err != nil {
 					served <- err
 					return
