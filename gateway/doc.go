@@ -1,8 +1,10 @@
 // Package gateway runs vsgate as a real virtual server: one worker per
-// TUN queue reading batches, translating them with the nat engine and
-// writing them back; the network wiring in the gateway's namespace
-// (netconf.go: routes into the device, proxy ARP/ND, the steering rule,
-// sysctls — all undone on exit); health checks that mark real servers down
+// device queue — a TUN queue, or in AF_PACKET mode one socket of one
+// Ethernet interface (packet/afpacket) — reading batches, translating them
+// with the nat engine and writing them back; the network wiring in the
+// gateway's namespace (netconf.go, TUN mode: routes into the device, proxy
+// ARP/ND, the steering rule, sysctls — all undone on exit; AF_PACKET mode
+// needs none of it, only forwarding off on the owned interfaces); health checks that mark real servers down
 // and up; live reload that never disturbs established flows to servers
 // that stay; the control socket that `vsgate adm` talks to (control.go,
 // with the ipvsadm language in gateway/adm); Prometheus metrics read from

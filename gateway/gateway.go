@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 	"github.com/vsgate/vsgate/gateway/health"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/packet/afpacket"
 	"github.com/vsgate/vsgate/packet/pcap"
 	"github.com/vsgate/vsgate/packet/tun"
 	"github.com/vsgate/vsgate/proxy/netstack"
@@ -50,6 +52,12 @@ type Options struct {
 	// Devices, when set, are used instead of opening a TUN (tests use
 	// tuntest.ChanDevice); then no network wiring is done either.
 	Devices []tun.Device
+	// AFPacket, when set, runs the gateway on Ethernet interfaces through
+	// AF_PACKET (packet/afpacket) instead of a TUN: vsgate answers ARP
+	// and neighbour discovery for its addresses and sends frames itself;
+	// no routes or rules are added. Device, Queues and Offloads are
+	// ignored.
+	AFPacket *AFPacketOptions
 
 	// Table and RulePriority place the policy rule that steers the real
 	// servers' traffic into the device (DESIGN.md).
@@ -78,6 +86,21 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// AFPacketOptions are the AF_PACKET device's settings (the topology it
+// expects is drawn in packet/afpacket's package doc).
+type AFPacketOptions struct {
+	// Interfaces are the Ethernet interfaces vsgate owns: client side and
+	// server side. The kernel keeps its own addresses on them.
+	Interfaces []string
+	// Queues is the number of sockets, and workers, per interface
+	// (PACKET_FANOUT hash).
+	Queues int
+	// Addrs are addresses vsgate answers for besides those the NAT
+	// configuration names (VIPs, masquerade and FULLNAT addresses):
+	// typically the real servers' default gateway.
+	Addrs []netip.Addr
+}
+
 // L7Service is one HTTP virtual service served in the gateway.
 type L7Service struct {
 	VIP     netip.AddrPort
@@ -97,6 +120,7 @@ type Gateway struct {
 	log         *slog.Logger
 	engine      *nat.Engine
 	devices     []tun.Device
+	link        *afpacket.Link // the AF_PACKET device, when that is the device
 	net         *netState
 	checker     *health.Checker
 	control     *ControlServer
@@ -143,7 +167,11 @@ func New(opts Options) (g *Gateway, err error) {
 		return g, err
 	}
 	g.devices = opts.Devices
-	if len(g.devices) == 0 {
+	if len(g.devices) == 0 && opts.AFPacket != nil {
+		if err := g.openLink(); err != nil {
+			return g, err
+		}
+	} else if len(g.devices) == 0 {
 		if g.devices, err = openDevices(opts, g.log); err != nil {
 			return g, fmt.Errorf("TUN device %s: %w", opts.Device, err)
 		}
@@ -217,6 +245,52 @@ func (g *Gateway) netPlan() NetPlan {
 		addAddr(a)
 	}
 	return p
+}
+
+// ownedAddrs are the addresses vsgate answers ARP/ND for in AF_PACKET
+// mode: the plan's (VIPs, masquerade, FULLNAT) and the configured ones.
+func (g *Gateway) ownedAddrs() []netip.Addr {
+	owned := g.netPlan().Addrs
+	for _, a := range g.opts.AFPacket.Addrs {
+		if !slices.Contains(owned, a) {
+			owned = append(owned, a)
+		}
+	}
+	return owned
+}
+
+// openLink opens the AF_PACKET device, makes sure the kernel does not
+// forward copies of the frames vsgate handles, and announces the owned
+// addresses.
+func (g *Gateway) openLink() (err error) {
+	o := g.opts.AFPacket
+	g.link, err = afpacket.OpenLink(afpacket.LinkConfig{Interfaces: o.Interfaces, Queues: o.Queues, Owned: g.ownedAddrs(), Logger: g.log})
+	if err != nil {
+		return fmt.Errorf("AF_PACKET device: %w", err)
+	}
+	g.devices = g.link.Ports()
+	// The kernel sees every frame vsgate sees. Frames to vsgate's
+	// addresses are not for it, and with forwarding on it would route
+	// them a second time.
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return err
+	}
+	g.net = &netState{h: h}
+	for _, ifc := range o.Interfaces {
+		if err := g.net.sysctl("net/ipv4/conf/"+ifc+"/forwarding", "0"); err != nil {
+			return err
+		}
+	}
+	if v, err := os.ReadFile("/proc/sys/net/ipv6/conf/all/forwarding"); err == nil && strings.TrimSpace(string(v)) != "0" {
+		g.log.Warn("turning IPv6 forwarding off in this namespace while vsgate runs: the kernel would forward copies of vsgate's packets")
+		if err := g.net.sysctl("net/ipv6/conf/all/forwarding", "0"); err != nil {
+			return err
+		}
+	}
+	g.link.Announce()
+	g.log.Info("AF_PACKET device", "interfaces", o.Interfaces, "queues", max(o.Queues, 1), "owned", g.link.Owned())
+	return nil
 }
 
 // Engine returns the gateway's engine (for metrics and tests).
@@ -304,6 +378,13 @@ func (g *Gateway) work(i int, d tun.Device) error {
 	out := make([][]byte, 0, n)
 	c := &g.counts[i]
 	var warn rateLimited
+	// The netstack takes only plain packets; a device that may read
+	// super-packets or partial checksums splits and finishes them for it.
+	seg, _ := d.(segmenter)
+	var inject func([]byte)
+	if g.l7 != nil {
+		inject = g.l7.Inject // copies: the buffer is reused
+	}
 	for {
 		got, rerr := d.Read(bufs, sizes, h)
 		for j := range got {
@@ -321,11 +402,21 @@ func (g *Gateway) work(i int, d tun.Device) error {
 		var dropped, l7 uint64
 		for j := range got {
 			switch verdicts[j] {
-			case nat.Forward, nat.Pass, nat.Reply:
+			case nat.Reply:
+				// The engine wrote a new packet (a reset, an ICMP error)
+				// with complete checksums: what the device left in the
+				// headroom about the packet read no longer holds.
+				clear(bufs[j][:h])
+				out = append(out, bufs[j][:h+len(pkts[j])])
+			case nat.Forward, nat.Pass:
 				out = append(out, bufs[j][:h+len(pkts[j])])
 			case nat.ToL7:
-				if g.l7 != nil {
-					g.l7.Inject(pkts[j]) // copied: the buffer is reused
+				switch {
+				case g.l7 == nil:
+				case seg != nil:
+					seg.Segments(bufs[j], h, len(pkts[j]), inject)
+				default:
+					inject(pkts[j])
 				}
 				l7++
 			default:
@@ -358,6 +449,12 @@ func (g *Gateway) work(i int, d tun.Device) error {
 	}
 }
 
+// segmenter is a device whose packets may be GSO super-packets or carry
+// partial checksums (afpacket.Port): Segments hands out plain ones.
+type segmenter interface {
+	Segments(buf []byte, offset, n int, fn func([]byte))
+}
+
 // housekeeping drives the engine's clock, expires flows and estimates
 // rates every second.
 func (g *Gateway) housekeeping(ctx context.Context) {
@@ -372,6 +469,11 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 		case now := <-t.C:
 			g.engine.Advance(now.Sub(g.start))
 			g.engine.Expire()
+			if g.link != nil {
+				if err := g.link.Refresh(); err != nil {
+					g.log.Warn("AF_PACKET device: rereading routes, addresses and neighbours", "err", err)
+				}
+			}
 			prev, prevAt = g.estimate(prev, prevAt, now)
 		}
 	}
@@ -428,6 +530,9 @@ func (g *Gateway) Close() error {
 	}
 	for _, d := range g.devices {
 		_ = d.Close()
+	}
+	if g.link != nil {
+		errs = append(errs, g.link.Close())
 	}
 	if g.capture.Enabled() {
 		_, err := g.StopCapture()
@@ -494,6 +599,9 @@ func (g *Gateway) installLocked(desired nat.Config) error {
 	}
 	prevPlan := g.netPlan()
 	g.desired = desired
+	if g.link != nil {
+		return g.link.SetOwned(g.ownedAddrs())
+	}
 	if g.net != nil {
 		if err := g.rewire(prevPlan, g.netPlan()); err != nil {
 			return err

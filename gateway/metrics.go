@@ -38,6 +38,7 @@ var (
 	descWorkerPkts = prometheus.NewDesc("vsgate_worker_packets_total", "Packets read by the worker.", []string{"worker"}, nil)
 	descWorkerDrop = prometheus.NewDesc("vsgate_worker_dropped_total", "Packets the worker dropped.", []string{"worker"}, nil)
 	descWorkerL7   = prometheus.NewDesc("vsgate_worker_l7_total", "Packets for L7 services (dropped until the proxy exists).", []string{"worker"}, nil)
+	descLink       = prometheus.NewDesc("vsgate_link_events_total", "AF_PACKET device: ARP/ND answers and requests sent, and packets dropped by the link layer, by event.", []string{"event"}, nil)
 )
 
 // collector reads a gateway for Prometheus.
@@ -46,7 +47,7 @@ type collector struct{ g *Gateway }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcConns, descSvcPackets, descSvcBytes, descBeConns, descBePackets, descBeBytes,
 		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descEvictions, descExpired,
-		descWorkerPkts, descWorkerDrop, descWorkerL7} {
+		descWorkerPkts, descWorkerDrop, descWorkerL7, descLink} {
 		ch <- d
 	}
 }
@@ -99,6 +100,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descWorkerPkts, g.counts[i].packets.Load(), w)
 		counter(descWorkerDrop, g.counts[i].dropped.Load(), w)
 		counter(descWorkerL7, g.counts[i].toL7.Load(), w)
+	}
+	if g.link != nil {
+		st := g.link.Stats()
+		counter(descLink, st.Replies.Load(), "reply_sent")
+		counter(descLink, st.Requests.Load(), "request_sent")
+		counter(descLink, st.NoRoute.Load(), "drop_no_route")
+		counter(descLink, st.ToSelf.Load(), "drop_to_self")
+		counter(descLink, st.Unresolved.Load(), "drop_unresolved")
+		counter(descLink, st.Short.Load(), "drop_short")
 	}
 }
 

@@ -53,11 +53,14 @@
 //	client side   198.18.0.0/24      2001:db8::/64  ("clients": c1..cn at .101.. / ::101..)
 //	server side   198.18.2.0/24      2001:db8:2::/64 (backends route default via gw)
 //	ecmp router   198.18.4.0/24, 198.18.5.0/24, 2001:db8:4::/64, 2001:db8:5::/64
+//	l2 gateway    kernel .0.3 / ::3 and .2.3 / 2001:db8:2::3, no forwarding;
+//	              .0.1, ::1, .2.1 and 2001:db8:2::1 are vsgate's (AF_PACKET)
 //
 // IPv6 duplicate address detection is off in every lab namespace, so
 // addresses are usable as soon as Build returns. The gateway forwards
 // (ip_forward, ipv6 forwarding) but does nothing else until a system under
-// test (the kernel reference, vsgate) is set up in it.
+// test (the kernel reference, vsgate) is set up in it. In "l2" it does not
+// forward: vsgate in AF_PACKET mode does.
 //
 // # Namespaces and threads
 //

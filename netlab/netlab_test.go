@@ -105,7 +105,7 @@ func TestValidate(t *testing.T) {
 			t.Errorf("%s: Validate = %v, want ErrInvalidTopology", tc.name, err)
 		}
 	}
-	for _, name := range []string{TopoBasic, TopoClients, TopoECMP} {
+	for _, name := range []string{TopoBasic, TopoClients, TopoECMP, TopoL2} {
 		topo, err := Standard(name, MaxClients)
 		if err != nil {
 			t.Fatal(err)
@@ -142,7 +142,7 @@ func TestBuildTeardown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, topo := range []*Topology{Basic(), clients3, ECMP()} {
+	for _, topo := range []*Topology{Basic(), clients3, ECMP(), L2()} {
 		t.Run(topo.Name, func(t *testing.T) {
 			start := time.Now()
 			lab := buildLab(t, topo)

@@ -24,6 +24,7 @@ const (
 	TopoBasic   = "basic"
 	TopoClients = "clients"
 	TopoECMP    = "ecmp"
+	TopoL2      = "l2"
 )
 
 // addr and pfx parse literals of the address plan; they panic on a typo.
@@ -46,7 +47,7 @@ func forwarding() []Sysctl {
 }
 
 // Standard returns a standard topology by name: "basic", "clients" (with n
-// clients; n is ignored by the others) or "ecmp".
+// clients; n is ignored by the others), "ecmp" or "l2".
 func Standard(name string, n int) (*Topology, error) {
 	switch name {
 	case TopoBasic:
@@ -55,8 +56,10 @@ func Standard(name string, n int) (*Topology, error) {
 		return Clients(n)
 	case TopoECMP:
 		return ECMP(), nil
+	case TopoL2:
+		return L2(), nil
 	}
-	return nil, fmt.Errorf("netlab: unknown topology %q: want %s, %s or %s", name, TopoBasic, TopoClients, TopoECMP)
+	return nil, fmt.Errorf("netlab: unknown topology %q: want %s, %s, %s or %s", name, TopoBasic, TopoClients, TopoECMP, TopoL2)
 }
 
 // basicPlan is the address plan shared by the standard topologies.
@@ -247,5 +250,49 @@ func ECMP() *Topology {
 		})
 	}
 	backendSide(t, p.Gateways)
+	return t
+}
+
+// L2 is Basic for vsgate's AF_PACKET mode: the gateway does not route;
+// vsgate owns its two interfaces' gateway addresses (198.18.0.1 and
+// 198.18.2.1, 2001:db8::1 and 2001:db8:2::1: Plan.Owned), the VIPs and the
+// masquerade addresses, and answers ARP/ND for them itself. The gateway's
+// kernel keeps addresses of its own (.3 and ::3 on each side) for the
+// host's traffic — health checks, the L7 proxy's connections — and
+// forwards nothing. The client reaches the VIP on-link (it resolves it to
+// vsgate's MAC) and everything else via 198.18.0.1; the backends route via
+// 198.18.2.1, as in Basic.
+//
+//	+----------------+     +----------------------------+     +----------+
+//	| client         |     | gw (no forwarding)         |     | sw       |
+//	| eth0           +-----+ out              in        +-----+ [br]     +-- b1 b2 b3
+//	| 198.18.0.2/24  |     | kernel .0.3/24   .2.3/24   |     |          |   .2.11-.13
+//	| 2001:db8::2/64 |     | vsgate .0.1 .10 .20 .30    |     +----------+   default via
+//	| default via .1 |     |        .2.1 (AF_PACKET)    |                    198.18.2.1
+//	+----------------+     +----------------------------+
+func L2() *Topology {
+	t := &Topology{Name: TopoL2, Plan: basicPlan()}
+	t.Plan.Clients = []string{HostClient}
+	gw4, gw6 := addr("198.18.0.1"), addr("2001:db8::1")
+	t.Plan.Owned = []netip.Addr{gw4, gw6, addr("198.18.2.1"), addr("2001:db8:2::1")}
+	t.Hosts = []HostSpec{
+		{Name: HostClient, Routes: []Route{
+			{Dst: def4(), Via: []netip.Addr{gw4}},
+			{Dst: def6(), Via: []netip.Addr{gw6}},
+		}},
+		{Name: HostGW},
+	}
+	t.Links = []LinkSpec{{
+		A: Endpoint{Host: HostClient, Name: IfHost, Addrs: []netip.Prefix{
+			on("198.18.0.2", t.Plan.ClientNet4), on("2001:db8::2", t.Plan.ClientNet6)}},
+		B: Endpoint{Host: HostGW, Name: IfGWOut, Addrs: []netip.Prefix{
+			on("198.18.0.3", t.Plan.ClientNet4), on("2001:db8::3", t.Plan.ClientNet6)}},
+	}}
+	backendSide(t, []string{HostGW})
+	for i := range t.Links {
+		if a := &t.Links[i].A; a.Host == HostGW && a.Name == IfGWIn {
+			a.Addrs = []netip.Prefix{on("198.18.2.3", t.Plan.ServerNet4), on("2001:db8:2::3", t.Plan.ServerNet6)}
+		}
+	}
 	return t
 }

@@ -118,6 +118,10 @@ type Plan struct {
 
 	GatewayOut string // gateway interface suffix towards the clients
 	GatewayIn  string // gateway interface suffix towards the backends
+
+	// Owned are the gateway addresses that no kernel holds ("l2" only):
+	// vsgate answers ARP/ND for them in AF_PACKET mode.
+	Owned []netip.Addr
 }
 
 // labNet4 and labNet6 are the only address ranges a topology may use

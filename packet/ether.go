@@ -60,6 +60,11 @@ func (h Ethernet) Dst() MAC { return MAC(h[0:6]) }
 // Src is the source MAC.
 func (h Ethernet) Src() MAC { return MAC(h[6:12]) }
 
+// Type is the EtherType of an untagged frame (what AF_PACKET delivers:
+// the kernel moves VLAN tags out of the frame). b must hold
+// EthernetMinimumSize bytes.
+func (h Ethernet) Type() uint16 { return be16(h[12:14]) }
+
 // L2 is what ParseEthernet learns about one frame. Like Parsed it is owned
 // and reused by the caller and overwritten by every parse.
 type L2 struct {

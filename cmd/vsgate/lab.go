@@ -21,7 +21,7 @@ import (
 )
 
 const labUsage = `usage:
-  vsgate lab up [-n N] [-kernel] [-servers=false] [-prefix P] [basic|clients|ecmp]
+  vsgate lab up [-n N] [-kernel] [-servers=false] [-prefix P] [basic|clients|ecmp|l2]
       Build a topology and keep it until Ctrl-C (SIGINT) or SIGTERM, in the
       foreground: the built-in servers (HTTP :80, UDP echo :53, TCP echo :7 on
       every backend) run in this process. -kernel also sets up the kernel

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"unsafe"
 
@@ -103,7 +104,11 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 			}
 		}
 	}()
-	log.Info("vsgate running", "config", *file, "device", opts.Device, "queues", opts.Queues,
+	device := opts.Device
+	if opts.AFPacket != nil {
+		device = "afpacket " + strings.Join(opts.AFPacket.Interfaces, ",")
+	}
+	log.Info("vsgate running", "config", *file, "device", device, "queues", opts.Queues,
 		"services", len(opts.NAT.Services), "control", opts.ControlSocket, "metrics", opts.MetricsListen)
 	if err := g.Run(ctx); err != nil {
 		log.Error("run", "err", err)
@@ -123,6 +128,9 @@ func options(cfg *config.Config, log *slog.Logger) (gateway.Options, error) {
 		NAT: n, Device: cfg.Device.Name, Queues: cfg.Device.Queues, Offloads: cfg.Device.Offloads,
 		ControlSocket: cfg.Control.Socket, MasqDefault: cfg.MasqueradeTo, Logger: log,
 		Health: map[string]health.Spec{},
+	}
+	if cfg.Device.Type == config.DeviceAFPacket {
+		o.AFPacket = &gateway.AFPacketOptions{Interfaces: cfg.Device.Interfaces, Queues: cfg.Device.Queues, Addrs: cfg.Device.Addresses}
 	}
 	if cfg.Metrics.Listen.IsValid() {
 		o.MetricsListen = cfg.Metrics.Listen.String()

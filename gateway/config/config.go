@@ -35,6 +35,12 @@ const (
 	DefaultMetrics = "127.0.0.1:9100"
 )
 
+// Device types (Device.Type).
+const (
+	DeviceTUN      = "tun"      // a TUN interface; the kernel routes packets into it
+	DeviceAFPacket = "afpacket" // AF_PACKET sockets on Ethernet interfaces; vsgate answers ARP/ND itself
+)
+
 // Health check types (Health.Type).
 const (
 	HealthTCP  = "tcp"  // connect to the backend's port; success is a completed handshake
@@ -74,10 +80,15 @@ type Config struct {
 
 // Device is where packets come from and go to.
 type Device struct {
-	Type     string // "tun" (afpacket arrives later)
-	Name     string // interface name, at most 15 bytes
-	Queues   int    // TUN queues, one worker each: 1..MaxQueues
+	Type     string // DeviceTUN or DeviceAFPacket
+	Name     string // TUN: interface name, at most 15 bytes
+	Queues   int    // TUN queues, or AF_PACKET sockets per interface; one worker each: 1..MaxQueues
 	Offloads bool   // TUN with the virtio-net header and TSO/USO (GSO/GRO); default true
+	// AF_PACKET: the Ethernet interfaces vsgate owns, and the addresses it
+	// answers ARP/ND for besides VIPs, masquerade and FULLNAT addresses
+	// (the real servers' default gateway).
+	Interfaces []string
+	Addresses  []netip.Addr
 }
 
 // Service is one virtual service: protocol, VIP and port to real servers.

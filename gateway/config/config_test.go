@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -68,7 +69,7 @@ func TestExample(t *testing.T) {
 	if c.Timeouts != nat.DefaultTimeouts {
 		t.Errorf("timeouts = %+v, want IPVS's defaults as written", c.Timeouts)
 	}
-	if c.Device != (Device{Type: "tun", Name: "vsg0", Queues: 2, Offloads: true}) || c.TableSize != 1<<20 ||
+	if !reflect.DeepEqual(c.Device, Device{Type: "tun", Name: "vsg0", Queues: 2, Offloads: true}) || c.TableSize != 1<<20 ||
 		c.Metrics.Listen != netip.MustParseAddrPort("127.0.0.1:9100") || c.Log.Level != slog.LevelInfo {
 		t.Errorf("device/table/metrics/log = %+v %d %+v %+v", c.Device, c.TableSize, c.Metrics, c.Log)
 	}
@@ -135,6 +136,11 @@ func TestAccepted(t *testing.T) {
 					c.DropUnmatched && c.Log.Level == slog.LevelDebug && c.Log.Format == "json"
 			}},
 		{"metrics off", "metrics: {listen: off}\n", func(c *Config) bool { return !c.Metrics.Listen.IsValid() }},
+		{"afpacket", "device: {type: AFPacket, interfaces: [out, in], queues: 2, addresses: [198.18.2.1, \"2001:db8:2::1\"]}\n",
+			func(c *Config) bool {
+				return c.Device.Type == DeviceAFPacket && slices.Equal(c.Device.Interfaces, []string{"out", "in"}) && c.Device.Queues == 2 &&
+					slices.Equal(c.Device.Addresses, []netip.Addr{netip.MustParseAddr("198.18.2.1"), netip.MustParseAddr("2001:db8:2::1")})
+			}},
 		{"metrics public", "metrics: {listen: \"[2001:db8::1]:9100\", public: true}\n",
 			func(c *Config) bool { return c.Metrics.Listen.Port() == 9100 && c.Metrics.Public }},
 		{"netmask dotted", "services:\n  - {proto: tcp, vip: 198.18.0.10:22, persistence: 60, persistence_netmask: 255.255.255.0}\n",
@@ -399,10 +405,29 @@ services:
     scheduler_flags:
       - sh-port   # <-
 `, "sh-port is for the sh scheduler, and this service uses wrr: remove it, or use scheduler: sh"},
-	{"afpacket not yet", `
+	{"afpacket without interfaces", `
 device:
   type: afpacket   # <-
-`, "use type: tun"},
+`, "add interfaces: [IFACE, ...]"},
+	{"afpacket interface twice", `
+device:
+  type: afpacket
+  interfaces:
+    - eth1
+    - eth1   # <-
+`, "list each interface once"},
+	{"afpacket address with a port", `
+device:
+  type: afpacket
+  interfaces: [eth1]
+  addresses:
+    - 198.18.2.1:80   # <-
+`, "write the address alone (198.18.2.1)"},
+	{"interfaces on a tun", `
+device:
+  type: tun
+  interfaces: [eth1]   # <-
+`, "use type: afpacket"},
 	{"bad duration", `
 timeouts:
   udp: 5 minutes   # <-
@@ -570,7 +595,7 @@ metrics: {listen: 0.0.0.0:9100}
 	}
 	want := []string{
 		"many.yaml:2: device queues 0 is out of range: use 1..256",
-		`many.yaml:3: unknown key "colour": remove it; the keys in device are type, name, queues, offloads`,
+		`many.yaml:3: unknown key "colour": remove it; the keys in device are type, name, queues, offloads, interfaces, addresses`,
 		`many.yaml:7: scheduler "nope" is not known: use one of rr, wrr, lc, wlc, sed, nq, sh, dh, mh, p2c, fo`,
 		"many.yaml:9: backend 198.18.2.1:80: weight 70000 is out of range: use 0..65535",
 		"many.yaml:10: backend 198.18.2.1:80 is listed twice in service 198.18.0.10:80 (also backend 1): remove one of them (to give it more traffic, raise its weight)",

@@ -28,10 +28,19 @@ func (f *file) convert(r *report) *Config {
 
 	d := raw.Device
 	c.Device = Device{
-		Type:     cv.enum("device.type", d.Type, "tun", "tun", "afpacket"),
-		Name:     cv.str(d.Name, "vsg0"),
-		Queues:   int(cv.integer("device.queues", "device queues", d.Queues, 1, 1, MaxQueues)),
-		Offloads: d.Offloads == "" || cv.boolean("device.offloads", d.Offloads), // default on
+		Type:       cv.enum("device.type", d.Type, "tun", "tun", "afpacket"),
+		Name:       cv.str(d.Name, "vsg0"),
+		Queues:     int(cv.integer("device.queues", "device queues", d.Queues, 1, 1, MaxQueues)),
+		Offloads:   d.Offloads == "" || cv.boolean("device.offloads", d.Offloads), // default on
+		Interfaces: d.Interfaces,
+	}
+	for i, s := range d.Addresses {
+		p := fmt.Sprintf("device.addresses[%d]", i)
+		a, port, ok := cv.hostPort(p, "device address", s)
+		if ok && port != 0 {
+			cv.r.fail(p, fmt.Sprintf("device address %s has a port", s), fmt.Sprintf("write the address alone (%s)", a))
+		}
+		c.Device.Addresses = append(c.Device.Addresses, a)
 	}
 	c.TableSize = int(cv.integer("table.size", "table size", raw.Table.Size, DefaultTableSize, 1, MaxTableSize))
 

@@ -39,13 +39,19 @@
 // reads "[" as a list; a bare IPv6 address needs no quotes.
 //
 //	device:                 how packets reach vsgate
-//	  type: tun             tun (afpacket: later)                       default tun
-//	  name: vsg0            interface name, 1..15 bytes                 default vsg0
-//	  queues: 2             TUN queues, one worker each, 1..256         default 1
+//	  type: tun             tun or afpacket                             default tun
+//	  name: vsg0            TUN interface name, 1..15 bytes             default vsg0
+//	  queues: 2             TUN queues, or AF_PACKET sockets per        default 1
+//	                        interface; one worker each, 1..256
 //	  offloads: true        TUN virtio-net header, TSO/USO: the kernel  default true
 //	                        hands over 64 KiB super-packets, split on
 //	                        read, coalesced on write; a kernel without
 //	                        them gets a plain TUN (and a warning)
+//	  interfaces: [eth1, eth2]  afpacket: the Ethernet interfaces vsgate
+//	                        owns (client and server side); required
+//	  addresses: [198.18.2.1]  afpacket: addresses vsgate answers ARP/ND
+//	                        for besides VIPs, masquerade and FULLNAT
+//	                        addresses: the real servers' default gateway
 //	table:
 //	  size: 1048576         max tracked flows, 1..2^26                  default 65536
 //	timeouts:               flow timeouts, > 0; left out: IPVS's defaults

@@ -32,10 +32,12 @@ type (
 		Log        fileLog       `yaml:"log"`
 	}
 	fileDevice struct {
-		Type     string `yaml:"type"`
-		Name     string `yaml:"name"`
-		Queues   string `yaml:"queues"`
-		Offloads string `yaml:"offloads"`
+		Type       string   `yaml:"type"`
+		Name       string   `yaml:"name"`
+		Queues     string   `yaml:"queues"`
+		Offloads   string   `yaml:"offloads"`
+		Interfaces []string `yaml:"interfaces"`
+		Addresses  []string `yaml:"addresses"`
 	}
 	fileTable struct {
 		Size string `yaml:"size"`

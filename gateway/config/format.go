@@ -29,6 +29,20 @@ func (c *Config) YAML() []byte {
 	w(1, "name: %s", q(c.Device.Name))
 	w(1, "queues: %d", c.Device.Queues)
 	w(1, "offloads: %t", c.Device.Offloads)
+	if len(c.Device.Interfaces) > 0 {
+		var ifs []string
+		for _, n := range c.Device.Interfaces {
+			ifs = append(ifs, q(n))
+		}
+		w(1, "interfaces: [%s]", strings.Join(ifs, ", "))
+	}
+	if len(c.Device.Addresses) > 0 {
+		var as []string
+		for _, a := range c.Device.Addresses {
+			as = append(as, q(a.String()))
+		}
+		w(1, "addresses: [%s]", strings.Join(as, ", "))
+	}
 	w(0, "table:")
 	w(1, "size: %d", c.TableSize)
 	w(0, "timeouts:")

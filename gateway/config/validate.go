@@ -105,19 +105,49 @@ func validate(c *Config, r *report) {
 
 func validateDevice(d Device, r *report) {
 	switch d.Type {
-	case "tun":
-	case "afpacket":
-		r.fail("device.type", "device type afpacket is not supported yet", "use type: tun")
+	case DeviceTUN:
+		if n := d.Name; !validIfName(n) {
+			r.fail("device.name", fmt.Sprintf("device name %q is not a valid interface name", n),
+				"use 1 to 15 letters, digits, '-', '_' or '.', such as vsg0")
+		}
+		if len(d.Interfaces) > 0 {
+			r.fail("device.interfaces", "device interfaces are for type afpacket", "remove them, or use type: afpacket")
+		}
+		if len(d.Addresses) > 0 {
+			r.fail("device.addresses", "device addresses are for type afpacket", "remove them, or use type: afpacket")
+		}
+	case DeviceAFPacket:
+		if len(d.Interfaces) == 0 {
+			r.fail("device.type", "device type afpacket needs the Ethernet interfaces it owns",
+				"add interfaces: [IFACE, ...], such as interfaces: [eth1, eth2]")
+		}
+		seen := map[string]bool{}
+		for i, n := range d.Interfaces {
+			p := fmt.Sprintf("device.interfaces[%d]", i)
+			switch {
+			case !validIfName(n):
+				r.fail(p, fmt.Sprintf("interface name %q is not a valid interface name", n), "use 1 to 15 letters, digits, '-', '_' or '.', such as eth1")
+			case seen[n]:
+				r.fail(p, fmt.Sprintf("interface %s is listed twice", n), "list each interface once")
+			}
+			seen[n] = true
+		}
+		for i, a := range d.Addresses {
+			if a.IsValid() && (a.IsUnspecified() || a.IsMulticast() || a.IsLoopback()) {
+				r.fail(fmt.Sprintf("device.addresses[%d]", i), fmt.Sprintf("device address %v is not a unicast address", a), "use the address the real servers route through, such as 198.18.2.1")
+			}
+		}
 	default:
-		r.fail("device.type", fmt.Sprintf("device type %q is not known", d.Type), "use type: tun")
-	}
-	if n := d.Name; n == "" || len(n) > 15 || n == "." || n == ".." || strings.ContainsAny(n, "/:%") || !printable(n) {
-		r.fail("device.name", fmt.Sprintf("device name %q is not a valid interface name", n),
-			"use 1 to 15 letters, digits, '-', '_' or '.', such as vsg0")
+		r.fail("device.type", fmt.Sprintf("device type %q is not known", d.Type), "use type: tun or type: afpacket")
 	}
 	if d.Queues < 1 || d.Queues > MaxQueues {
 		r.fail("device.queues", rangeMsg("device queues", int64(d.Queues)), fmt.Sprintf("use 1..%d", MaxQueues))
 	}
+}
+
+// validIfName reports whether n can name a Linux interface.
+func validIfName(n string) bool {
+	return n != "" && len(n) <= 15 && n != "." && n != ".." && !strings.ContainsAny(n, "/:% ") && printable(n)
 }
 
 // svcID is what makes a service unique: protocol, VIP and port.

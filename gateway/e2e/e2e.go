@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -52,6 +53,9 @@ type Options struct {
 	// NoOffloads runs the TUN without the virtio-net header
 	// (device.offloads: false): every packet crosses it MTU-sized.
 	NoOffloads bool
+	// AFPacket runs vsgate in AF_PACKET mode on netlab's "l2" topology
+	// instead of on a TUN in "basic".
+	AFPacket bool
 }
 
 // Start builds the lab, starts the test servers on every backend and runs
@@ -65,7 +69,11 @@ func StartWith(ctx context.Context, exe string, opts Options) (_ *Env, err error
 	if err := netlab.Check(); err != nil {
 		return nil, err
 	}
-	lab, err := netlab.Build(ctx, netlab.Basic(), netlab.Options{})
+	topo := netlab.Basic()
+	if opts.AFPacket {
+		topo = netlab.L2()
+	}
+	lab, err := netlab.Build(ctx, topo, netlab.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -79,9 +87,13 @@ func StartWith(ctx context.Context, exe string, opts Options) (_ *Env, err error
 	e.client, e.gw, e.backends = lab.MustHost(netlab.HostClient), lab.MustHost(netlab.HostGW), p.Backends
 	// The masquerade addresses are vsgate's to answer now, not the
 	// kernel's: take them off the gateway's interface (vsgate answers
-	// ARP/ND for them and routes them into its device).
+	// ARP/ND for them and routes them into its device). "l2" never gave
+	// them to the kernel.
 	out := lab.IfName(netlab.IfGWOut)
 	for _, a := range []netip.Addr{p.Masq4, p.Masq6} {
+		if opts.AFPacket {
+			break
+		}
 		if b, err := e.gw.Run(ctx, "ip", "addr", "del", netip.PrefixFrom(a, map[bool]int{true: 24, false: 64}[a.Is4()]).String(), "dev", out); err != nil {
 			return e, fmt.Errorf("removing %v from the gateway: %v: %s", a, err, b)
 		}
@@ -154,7 +166,7 @@ func (e *Env) config(p netlab.Plan) string {
 		return "[" + strings.Join(s, ", ") + "]"
 	}
 	fmt.Fprintf(&b, `# vsgate demo configuration (written by make demo)
-device: {type: tun, name: vsg0, queues: 2, offloads: %[14]t}
+device: %[14]s
 services:
   - name: web
     proto: tcp
@@ -216,8 +228,21 @@ fullnat: {pool: [%[12]s]}
 control: {socket: %[13]s}
 metrics: {listen: 127.0.0.1:9100}
 `, p.VIP4, p.VIP6, be(80, false), be(7, false), be(53, false), be(80, true), fullnatVIP,
-		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, !e.opts.NoOffloads)
+		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, e.device(p))
 	return b.String()
+}
+
+// device is the configuration's device line.
+func (e *Env) device(p netlab.Plan) string {
+	if !e.opts.AFPacket {
+		return fmt.Sprintf("{type: tun, name: vsg0, queues: 2, offloads: %t}", !e.opts.NoOffloads)
+	}
+	var owned []string
+	for _, a := range p.Owned {
+		owned = append(owned, strconv.Quote(a.String()))
+	}
+	return fmt.Sprintf("{type: afpacket, interfaces: [%s, %s], queues: 2, addresses: [%s]}",
+		e.Lab.IfName(p.GatewayOut), e.Lab.IfName(p.GatewayIn), strings.Join(owned, ", "))
 }
 
 // Log returns what vsgate logged so far.

@@ -18,6 +18,13 @@ func TestDemo(t *testing.T) {
 	runSteps(t, Options{}, Steps())
 }
 
+// TestDemoAFPacket runs every demo step against vsgate in AF_PACKET mode
+// on netlab's "l2" topology: the gateway's kernel forwards nothing, and
+// vsgate answers ARP/ND for the VIPs and the servers' gateway itself.
+func TestDemoAFPacket(t *testing.T) {
+	runSteps(t, Options{AFPacket: true}, Steps())
+}
+
 // TestBulkOffloads runs the bulk steps (TCP over IPv4 and IPv6, UDP) with
 // offloads off: TestDemo runs them with offloads on.
 func TestBulkOffloads(t *testing.T) {

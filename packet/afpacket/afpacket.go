@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/gopacket/gopacket/afpacket"
 	"golang.org/x/net/bpf"
@@ -22,15 +23,40 @@ type Config struct {
 
 	// FanoutGroup, when non-zero, joins the socket to that PACKET_FANOUT
 	// group in hash mode: open one socket per worker with the same group
-	// and the kernel spreads flows over them.
+	// and the kernel spreads flows over them. Group IDs are per network
+	// namespace; every socket of a group must be on the same interface.
 	FanoutGroup uint16
 
-	// Addrs are the addresses vsgate owns on this interface (VIPs,
-	// masquerade addresses, the gateway address of the server subnet).
-	// Only ARP, neighbour discovery and IP packets to these reach Read;
-	// empty means every frame does.
-	Addrs []netip.Addr
+	// Filter, when set, lets only the frames vsgate handles reach Read
+	// (see Filter); nil lets every frame through.
+	Filter *FilterSpec
+
+	// VNetHdr turns on PACKET_VNET_HDR: every frame read comes with a
+	// virtio-net header (ReadVNet), saying whether its transport checksum
+	// is still partial and whether it is a GSO super-packet of up to 64
+	// KiB (what a veth hands over from a local TCP stack), and every frame
+	// written must start with one (Write). Super-packets then cross the
+	// socket whole in both directions.
+	VNetHdr bool
 }
+
+// FilterSpec is what the socket filter needs to tell vsgate's frames from
+// the host's.
+type FilterSpec struct {
+	// MAC is the interface's own address: IP packets reach vsgate only
+	// when sent to it, and frames from it are vsgate's own transmissions
+	// (an AF_PACKET socket sees what is sent on its interface too).
+	MAC packet.MAC
+	// Local are the kernel's own addresses in the namespace: IP packets to
+	// them are the host's traffic and stay with the kernel alone.
+	Local []netip.Addr
+}
+
+// Ring geometry: see Open.
+const (
+	ringBlockSize = 256 << 10
+	ringBlocks    = 32
+)
 
 // pollTimeout bounds how long one poll of the ring blocks, and so how long
 // Close waits for a reader: gopacket's TPacket.Close unmaps the ring
@@ -43,6 +69,7 @@ const pollTimeout = 100 * time.Millisecond
 type Socket struct {
 	tp   *afpacket.TPacket
 	name string
+	vnet bool // PACKET_VNET_HDR
 
 	mu     sync.RWMutex // held shared by Read and Write, exclusively by Close
 	closed bool         // guarded by mu
@@ -50,24 +77,29 @@ type Socket struct {
 
 // Open opens the socket, attaches the filter and joins the fanout group.
 func Open(cfg Config) (*Socket, error) {
-	tp, err := afpacket.NewTPacket(
+	opts := []any{
 		afpacket.OptInterface(cfg.Interface),
 		afpacket.TPacketVersion3,
 		afpacket.OptPollTimeout(pollTimeout),
 		afpacket.OptBlockTimeout(time.Millisecond), // a lone packet is not held back for a full block
-	)
+		// A block must hold the largest frame (a 64 KiB GSO super-packet
+		// with its headers); 32 of them are 8 MiB of ring per socket,
+		// where gopacket's default is 64 MiB.
+		afpacket.OptBlockSize(ringBlockSize),
+		afpacket.OptNumBlocks(ringBlocks),
+	}
+	if cfg.VNetHdr {
+		opts = append(opts, afpacket.OptVNetHdrSize(VNetHdrSize))
+	}
+	tp, err := afpacket.NewTPacket(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("afpacket %s: %w", cfg.Interface, err)
 	}
-	s := &Socket{tp: tp, name: cfg.Interface}
-	if len(cfg.Addrs) > 0 {
-		prog, err := Filter(cfg.Addrs)
-		if err == nil {
-			err = tp.SetBPF(prog)
-		}
-		if err != nil {
+	s := &Socket{tp: tp, name: cfg.Interface, vnet: cfg.VNetHdr}
+	if cfg.Filter != nil {
+		if err := s.SetFilter(*cfg.Filter); err != nil {
 			tp.Close()
-			return nil, fmt.Errorf("afpacket %s: filter: %w", cfg.Interface, err)
+			return nil, err
 		}
 	}
 	if cfg.FanoutGroup != 0 {
@@ -110,8 +142,52 @@ func (s *Socket) readOnce(buf []byte) (n int, again bool, err error) {
 	}
 }
 
-// Write sends one whole Ethernet frame out of the interface. After Close
-// it returns an error wrapping net.ErrClosed.
+// ErrTruncated is returned (wrapped) by ReadVNet for a frame larger than
+// the ring's blocks, which the kernel cut short.
+var ErrTruncated = errors.New("frame truncated by the ring")
+
+// ReadVNet reads the next frame of a socket opened with VNetHdr: its
+// virtio-net header into hdr (VNetHdrSize bytes) and the frame into buf,
+// whose length it returns. A frame that does not fit buf, or that the
+// ring truncated, is an error wrapping ErrTruncated (the caller drops it
+// and reads on). After Close it returns an error wrapping net.ErrClosed.
+func (s *Socket) ReadVNet(hdr, buf []byte) (int, error) {
+	for {
+		n, again, err := s.readVNetOnce(hdr, buf)
+		if !again {
+			return n, err
+		}
+	}
+}
+
+func (s *Socket) readVNetOnce(hdr, buf []byte) (n int, again bool, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, false, fmt.Errorf("afpacket %s: read: %w", s.name, net.ErrClosed)
+	}
+	data, ci, err := s.tp.ZeroCopyReadPacketData()
+	switch {
+	case err == nil:
+	case errors.Is(err, afpacket.ErrTimeout), errors.Is(err, afpacket.ErrPoll):
+		return 0, true, nil
+	default:
+		return 0, false, fmt.Errorf("afpacket %s: read: %w", s.name, err)
+	}
+	if ci.CaptureLength < ci.Length || len(data) > len(buf) || len(data) == 0 {
+		return 0, false, fmt.Errorf("afpacket %s: read: %d-byte frame: %w", s.name, ci.Length, ErrTruncated)
+	}
+	// The kernel writes the virtio-net header into the ring right in
+	// front of the frame (tpacket_rcv: h.raw + macoff - vnet_hdr_sz), and
+	// data starts at the frame: the header is the ring's bytes before it.
+	copy(hdr, unsafe.Slice((*byte)(unsafe.Add(unsafe.Pointer(unsafe.SliceData(data)), -VNetHdrSize)), VNetHdrSize))
+	return copy(buf, data), false, nil
+}
+
+// Write sends one whole Ethernet frame out of the interface; on a socket
+// opened with VNetHdr the frame must start with its VNetHdrSize-byte
+// virtio-net header. After Close it returns an error wrapping
+// net.ErrClosed.
 func (s *Socket) Write(frame []byte) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -120,6 +196,24 @@ func (s *Socket) Write(frame []byte) error {
 	}
 	if err := s.tp.WritePacketData(frame); err != nil {
 		return fmt.Errorf("afpacket %s: write: %w", s.name, err)
+	}
+	return nil
+}
+
+// SetFilter replaces the socket's filter (the kernel swaps it atomically):
+// the gateway calls it when the host's addresses change.
+func (s *Socket) SetFilter(spec FilterSpec) error {
+	prog, err := Filter(spec)
+	if err != nil {
+		return fmt.Errorf("afpacket %s: filter: %w", s.name, err)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return fmt.Errorf("afpacket %s: filter: %w", s.name, net.ErrClosed)
+	}
+	if err := s.tp.SetBPF(prog); err != nil {
+		return fmt.Errorf("afpacket %s: filter: %w", s.name, err)
 	}
 	return nil
 }
@@ -141,30 +235,44 @@ func (s *Socket) Close() error {
 // 255 instructions ahead.
 const maxFilterAddrs = 24
 
-// Filter returns a classic BPF program that accepts ARP, IPv6 neighbour
-// solicitations and advertisements (ICMPv6 right after the fixed header),
-// and IPv4 or IPv6 packets whose destination is one of addrs; it rejects
-// everything else, so the kernel keeps the host's own traffic. Frames are
-// read untagged: AF_PACKET sees VLAN tags as metadata, not in the frame.
-func Filter(addrs []netip.Addr) ([]bpf.RawInstruction, error) {
-	if len(addrs) > maxFilterAddrs {
-		return nil, fmt.Errorf("%d addresses, at most %d fit one filter", len(addrs), maxFilterAddrs)
+// Filter returns a classic BPF program that gives vsgate what it handles
+// and leaves the host's own traffic to the kernel alone:
+//
+//   - frames sent from spec.MAC are dropped: they are vsgate's (or the
+//     host's) own transmissions, which AF_PACKET also delivers;
+//   - ARP, and IPv6 neighbour solicitations and advertisements (ICMPv6
+//     right after the fixed header), pass: vsgate answers for its
+//     addresses and learns its neighbours from them;
+//   - IPv4 and IPv6 packets pass when they are sent to spec.MAC and not to
+//     one of spec.Local: they are addressed to vsgate's VIPs and
+//     masquerade addresses, or routed through it (the real servers'
+//     replies, whose default gateway vsgate is). Packets to the kernel's
+//     own addresses, broadcasts and multicasts stay with the kernel.
+//
+// Everything else is dropped. Frames are read untagged: AF_PACKET sees
+// VLAN tags as metadata, not in the frame.
+func Filter(spec FilterSpec) ([]bpf.RawInstruction, error) {
+	if len(spec.Local) > maxFilterAddrs {
+		return nil, fmt.Errorf("%d local addresses, at most %d fit one filter", len(spec.Local), maxFilterAddrs)
 	}
 	var v4, v6 []netip.Addr
-	for _, a := range addrs {
+	for _, a := range spec.Local {
 		if a.Unmap().Is4() {
 			v4 = append(v4, a.Unmap())
 		} else {
 			v6 = append(v6, a)
 		}
 	}
+	macHi, macLo := uint32FromBytes(spec.MAC[0:4]), uint32(spec.MAC[4])<<8|uint32(spec.MAC[5])
 	const (
-		typeOff  = 12
-		v4DstOff = packet.EthernetMinimumSize + 16
-		v6NHOff  = packet.EthernetMinimumSize + 6
-		v6DstOff = packet.EthernetMinimumSize + 24
-		icmpOff  = packet.EthernetMinimumSize + packet.IPv6HeaderSize
-		accept   = 1 << 18 // bytes of the frame to keep: all of it
+		dstMACOff = 0
+		srcMACOff = 6
+		typeOff   = 12
+		v4DstOff  = packet.EthernetMinimumSize + 16
+		v6NHOff   = packet.EthernetMinimumSize + 6
+		v6DstOff  = packet.EthernetMinimumSize + 24
+		icmpOff   = packet.EthernetMinimumSize + packet.IPv6HeaderSize
+		accept    = 1 << 18 // bytes of the frame to keep: all of it
 	)
 	// Jumps name a label; they are resolved once every instruction is
 	// placed, because the accept and reject returns come last.
@@ -182,39 +290,53 @@ func Filter(addrs []netip.Addr) ([]bpf.RawInstruction, error) {
 		jumps = append(jumps, jump{at: len(prog), val: val, ifTrue: ifTrue, ifNot: ifNot})
 		emit(nil)
 	}
+	ja := func(to string) {
+		jumps = append(jumps, jump{at: len(prog), always: to})
+		emit(nil)
+	}
 	label := func(name string) { labels[name] = len(prog) }
 
+	emit(bpf.LoadAbsolute{Off: srcMACOff, Size: 4})
+	jeq(macHi, "", "type")
+	emit(bpf.LoadAbsolute{Off: srcMACOff + 4, Size: 2})
+	jeq(macLo, "reject", "type")
+	label("type")
 	emit(bpf.LoadAbsolute{Off: typeOff, Size: 2})
 	jeq(packet.EtherTypeARP, "accept", "")
-	jeq(packet.EtherTypeIPv4, "v4", "")
-	jeq(packet.EtherTypeIPv6, "v6", "reject")
-	label("v4")
-	emit(bpf.LoadAbsolute{Off: v4DstOff, Size: 4})
-	for _, a := range v4 {
-		jeq(uint32FromBytes(a.AsSlice()), "accept", "")
-	}
-	jumps = append(jumps, jump{at: len(prog), always: "reject"})
-	emit(nil)
-	label("v6")
+	jeq(packet.EtherTypeIPv4, "dstmac", "")
+	jeq(packet.EtherTypeIPv6, "", "reject")
 	emit(bpf.LoadAbsolute{Off: v6NHOff, Size: 1})
-	jeq(packet.ProtoICMPv6, "", "v6dst")
+	jeq(packet.ProtoICMPv6, "", "dstmac")
 	emit(bpf.LoadAbsolute{Off: icmpOff, Size: 1})
 	jeq(packet.ICMPv6NeighborSolicit, "accept", "")
-	jeq(packet.ICMPv6NeighborAdvert, "accept", "v6dst")
+	jeq(packet.ICMPv6NeighborAdvert, "accept", "")
+	label("dstmac")
+	emit(bpf.LoadAbsolute{Off: dstMACOff, Size: 4})
+	jeq(macHi, "", "reject")
+	emit(bpf.LoadAbsolute{Off: dstMACOff + 4, Size: 2})
+	jeq(macLo, "", "reject")
+	emit(bpf.LoadAbsolute{Off: typeOff, Size: 2})
+	jeq(packet.EtherTypeIPv4, "", "v6dst")
+	emit(bpf.LoadAbsolute{Off: v4DstOff, Size: 4})
+	for _, a := range v4 {
+		jeq(uint32FromBytes(a.AsSlice()), "reject", "")
+	}
+	ja("accept")
 	label("v6dst")
 	for i, a := range v6 {
 		b := a.As16()
-		next := fmt.Sprintf("v6addr%d", i+1)
+		next := fmt.Sprintf("v6local%d", i+1)
 		for w := range 4 {
 			emit(bpf.LoadAbsolute{Off: uint32(v6DstOff + 4*w), Size: 4})
 			ifTrue := ""
 			if w == 3 {
-				ifTrue = "accept"
+				ifTrue = "reject"
 			}
 			jeq(uint32FromBytes(b[4*w:4*w+4]), ifTrue, next)
 		}
 		label(next)
 	}
+	ja("accept")
 	label("reject")
 	emit(bpf.RetConstant{Val: 0})
 	label("accept")

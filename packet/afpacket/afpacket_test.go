@@ -48,7 +48,8 @@ func ipFrame(dst netip.Addr, marker byte) []byte {
 // TestFilter runs the program Filter assembles in x/net/bpf's VM: what
 // vsgate needs passes whole, everything else is refused.
 func TestFilter(t *testing.T) {
-	prog, err := Filter([]netip.Addr{vip4, vip6, netip.MustParseAddr("198.19.0.1")})
+	local4, local6 := netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("2001:db8::3")
+	prog, err := Filter(FilterSpec{MAC: macB, Local: []netip.Addr{local4, local6, netip.MustParseAddr("198.19.0.1")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,11 +63,15 @@ func TestFilter(t *testing.T) {
 	}
 	arp := make([]byte, 64)
 	arp = arp[:packet.PutARP(arp, packet.ARPRequest, macA, netip.MustParseAddr("198.18.0.2"), packet.MAC{}, vip4)]
+	ownARP := make([]byte, 64)
+	ownARP = ownARP[:packet.PutARP(ownARP, packet.ARPRequest, macB, vip4, packet.MAC{}, vip4)]
 	ns := make([]byte, packet.NDFrameSize)
 	packet.PutNeighborSolicit(ns, macA, netip.MustParseAddr("2001:db8::2"), vip6)
 	na := make([]byte, packet.NDFrameSize)
 	packet.PutNeighborAdvert(na, macA, macB, netip.MustParseAddr("2001:db8::2"), vip6, netip.MustParseAddr("2001:db8::2"), true)
 	lldp := append(ipFrame(vip4, 0)[:12:12], 0x88, 0xcc, 0, 0)
+	toMAC := func(f []byte, m packet.MAC) []byte { copy(f[0:6], m[:]); return f }
+	fromMAC := func(f []byte, m packet.MAC) []byte { copy(f[6:12], m[:]); return f }
 	for _, c := range []struct {
 		name  string
 		frame []byte
@@ -76,11 +81,18 @@ func TestFilter(t *testing.T) {
 		{"neighbour solicitation", ns, true},
 		{"neighbour advertisement", na, true},
 		{"IPv4 to the VIP", ipFrame(vip4, 1), true},
-		{"IPv4 to the second IPv4 address", ipFrame(netip.MustParseAddr("198.19.0.1"), 1), true},
 		{"IPv6 to the VIP", ipFrame(vip6, 1), true},
-		{"IPv4 to another host", ipFrame(other4, 1), false},
-		{"IPv6 to another host", ipFrame(other6, 1), false},
-		{"IPv6 differing in the last word", ipFrame(netip.MustParseAddr("2001:db8::11"), 1), false},
+		{"IPv4 routed through vsgate", ipFrame(other4, 1), true},
+		{"IPv6 routed through vsgate", ipFrame(other6, 1), true},
+		{"IPv4 to the host's own address", ipFrame(local4, 1), false},
+		{"IPv4 to the host's second IPv4 address", ipFrame(netip.MustParseAddr("198.19.0.1"), 1), false},
+		{"IPv6 to the host's own address", ipFrame(local6, 1), false},
+		{"IPv6 differing from it in the last word", ipFrame(netip.MustParseAddr("2001:db8::4"), 1), true},
+		{"IPv4 to another MAC", toMAC(ipFrame(vip4, 1), macA), false},
+		{"IPv6 to another MAC (last byte)", toMAC(ipFrame(vip6, 1), packet.MAC{0x02, 0, 0x5e, 0x10, 0, 3}), false},
+		{"IPv4 broadcast", toMAC(ipFrame(vip4, 1), packet.BroadcastMAC()), false},
+		{"IPv4 sent by vsgate itself", fromMAC(toMAC(ipFrame(vip4, 1), macA), macB), false},
+		{"ARP sent by vsgate itself", ownARP, false},
 		{"LLDP", lldp, false},
 	} {
 		n, err := vm.Run(c.frame)
@@ -93,19 +105,19 @@ func TestFilter(t *testing.T) {
 			t.Errorf("%s: filter verdict %d for %d bytes, want pass=%v", c.name, n, len(c.frame), c.pass)
 		}
 	}
-	if _, err := Filter(make([]netip.Addr, maxFilterAddrs+1)); err == nil {
+	if _, err := Filter(FilterSpec{Local: make([]netip.Addr, maxFilterAddrs+1)}); err == nil {
 		t.Error("Filter accepted more addresses than fit")
 	}
 }
 
 // TestSocketInNamespaces: frames written raw by an unfiltered socket in
-// host "a" (to the VIPs, to another host, ARP) reach a filtered socket in
-// host "b" exactly when they are for vsgate. No addresses: nothing here
+// host "a" (to the VIPs, to the host's own addresses, ARP) reach a
+// filtered socket in host "b" exactly when they are for vsgate. No addresses: nothing here
 // depends on the kernel's IP stack.
 func TestSocketInNamespaces(t *testing.T) {
 	lab := pairLab(t, "afp", nil)
 	tx := openSocket(t, lab, "a", Config{})
-	rx := openSocket(t, lab, "b", Config{Addrs: []netip.Addr{vip4, vip6}, FanoutGroup: 7})
+	rx := openSocket(t, lab, "b", Config{Filter: &FilterSpec{MAC: macB, Local: []netip.Addr{other4, other6}}, FanoutGroup: 7})
 	// A Read that never returns fails the test instead of hanging it.
 	watchdog := time.AfterFunc(20*time.Second, func() { rx.Close() })
 	defer watchdog.Stop()
@@ -127,7 +139,7 @@ func TestSocketInNamespaces(t *testing.T) {
 		}
 		got := buf[:n]
 		if bytes.Equal(got, sent[0]) || bytes.Equal(got, sent[1]) {
-			t.Fatalf("the filter let through a frame for another host: %x", got)
+			t.Fatalf("the filter let through a frame for the host's own address: %x", got)
 		}
 		if packet.Ethernet(got).Src() != macA {
 			continue // the kernel's own frames (router solicitations, DAD) pass as ND
@@ -156,7 +168,7 @@ func TestFanoutKeepsFlowsTogether(t *testing.T) {
 	tx := openSocket(t, lab, "a", Config{})
 	rx := make([]*Socket, 2)
 	for i := range rx {
-		rx[i] = openSocket(t, lab, "b", Config{Addrs: []netip.Addr{vip4}, FanoutGroup: 9})
+		rx[i] = openSocket(t, lab, "b", Config{Filter: &FilterSpec{MAC: macB}, FanoutGroup: 9})
 	}
 	const flows, perFlow = 64, 3
 	type arrival struct{ flow, socket int }
@@ -208,7 +220,7 @@ func TestFanoutKeepsFlowsTogether(t *testing.T) {
 // Read return net.ErrClosed rather than touch an unmapped ring.
 func TestCloseUnblocksRead(t *testing.T) {
 	lab := pairLab(t, "afpc", nil)
-	s := openSocket(t, lab, "b", Config{Addrs: []netip.Addr{vip4}})
+	s := openSocket(t, lab, "b", Config{Filter: &FilterSpec{MAC: macB}})
 	done := make(chan error, 1)
 	go func() {
 		_, err := s.Read(make([]byte, 2048))

@@ -1,32 +1,73 @@
-// Package afpacket is vsgate's second device: an AF_PACKET socket on an
-// Ethernet interface that receives raw frames through a memory-mapped
-// TPACKET_V3 ring, spreads them over workers with PACKET_FANOUT (hash, so
-// both directions of a flow meet the same worker), and lets only the
-// frames vsgate wants — ARP, neighbour discovery, and IP packets addressed
-// to its VIPs and masquerade addresses — past a classic BPF filter, so the
-// host's own traffic on the interface costs vsgate nothing.
+// Package afpacket is vsgate's second device: AF_PACKET sockets on the
+// Ethernet interfaces of the gateway, so that vsgate receives raw frames
+// and sends frames itself — one pass, no kernel forwarding, no routes or
+// policy rules into a TUN.
 //
-// The ring is github.com/gopacket/gopacket/afpacket: pure Go, TPACKET_V3,
-// fanout and BPF attachment, maintained, and its zero-copy read is what a
-// hand-written ring would do. The filter is assembled with
-// golang.org/x/net/bpf from the address list (Filter).
+// # The topology it expects
 //
-// ParseControl parses a received ARP or neighbour discovery frame once,
-// for both of the pieces below to read.
+//	 clients                     the gateway host                      real servers
+//	+----------+   +----------------------------------------------+   +-------------+
+//	| 198.18.  |   | eth "out"                        eth "in"    |   | 198.18.2.11 |
+//	| 0.2      +---+ kernel: 198.18.0.3  (host's own) kernel: .2.3 +---+ .12 .13     |
+//	| VIP is   |   | vsgate: VIP .0.10, masquerade    vsgate: .2.1|   | default via |
+//	| on-link, |   |   .0.20, FULLNAT .0.30, gw .0.1   (servers'  |   | 198.18.2.1  |
+//	| or via   |   |   (ARP/ND answered by vsgate)     gateway)   |   +-------------+
+//	| a router |   | forwarding off on both: the kernel never     |
+//	+----------+   | routes the frames vsgate handles             |
+//	               +----------------------------------------------+
 //
-// Responder answers ARP requests and neighbour solicitations for the
-// addresses vsgate owns, which are deliberately not configured on the
-// interface (the kernel would otherwise answer, and route, for them), and
-// writes the gratuitous ARP and unsolicited advertisements sent on start.
+// vsgate's addresses (VIPs, masquerade and FULLNAT addresses, and the
+// gateway address the real servers route through) are on no interface:
+// the Responder answers ARP and neighbour solicitations for them with the
+// interface's MAC, and Link.Announce sends a gratuitous ARP or an
+// unsolicited advertisement for each on start and when one is added. The
+// kernel keeps addresses of its own on the interfaces for the host's
+// traffic (health checks, the L7 proxy's connections to real servers,
+// ssh): frames to those reach the kernel alone. Packets vsgate sends go
+// out of the interface the namespace's main routing table names for their
+// destination (routes through the owned interfaces only), to the next
+// hop's MAC from Neighbors.
 //
-// Neighbors resolves next hops the other way: it starts from the kernel's
-// neighbour table (netlink), learns from every ARP and ND frame it sees,
-// asks with Request where it knows nothing, and is read lock-free on the
-// transmit path.
+// # What reaches userspace
 //
-// Status (issue 10): sockets, the responder and the neighbour table are
-// tested in namespaces against a real Linux neighbour (it resolves the
-// VIPs to the socket's MAC and answers the socket's requests); the gateway
-// does not use this device yet — the egress choice per packet and the
-// `device: afpacket` config are the next steps (see the issue notes).
+// AF_PACKET gets a copy of every frame; the kernel still gets the
+// original. A classic BPF filter (Filter) keeps the copies vsgate has no
+// use for in the kernel: it passes ARP and neighbour discovery, and IP
+// packets sent to the interface's MAC whose destination is not one of the
+// kernel's addresses — the packets for vsgate's addresses and the packets
+// routed through it (the real servers' replies). With forwarding off on
+// the interfaces (the gateway turns it off), the kernel drops its copy of
+// those. The filter also drops frames from the interface's own MAC, which
+// AF_PACKET delivers too (vsgate's own transmissions).
+//
+// # Rings, fanout, offloads
+//
+// The receive ring is github.com/gopacket/gopacket/afpacket: pure Go,
+// TPACKET_V3, fanout and BPF attachment, maintained, and its zero-copy read
+// is what a hand-written ring would do; github.com/mdlayher/packet has no
+// ring. With Queues > 1 the sockets of an interface join a PACKET_FANOUT
+// hash group, so both directions of a flow meet the same worker.
+//
+// Sockets use PACKET_VNET_HDR: a veth (and a NIC with GRO) hands over TCP
+// super-packets of up to 64 KiB with a partial checksum, which a plain
+// socket would read as one oversized frame with a wrong checksum. With the
+// virtio-net header the engine translates a super-packet whole and Write
+// sends it on whole with its header; the kernel (or the next veth)
+// segments it and finishes the checksum. Partial checksums are refreshed
+// for the rewritten addresses on the way out. Port.Segments splits and
+// finishes them for the L7 netstack, which takes only plain packets.
+//
+// # Pieces
+//
+// Link owns the interfaces, routes, neighbours and the queue of packets
+// waiting for a neighbour's answer; its Ports are tun.Devices, one per
+// socket, which the gateway's workers read and write like TUN queues.
+// Socket is one AF_PACKET socket; ParseControl parses an ARP or neighbour
+// discovery frame once, for the Responder (answers for owned addresses)
+// and Neighbors (learns senders; loads the kernel's neighbour table;
+// lock-free lookups on the transmit path).
+//
+// VLAN tags are not handled: AF_PACKET strips them into metadata on
+// receive and vsgate sends untagged frames. Use a VLAN interface (eth0.100)
+// as the owned interface instead.
 package afpacket

@@ -85,7 +85,7 @@ func TestNeighborsFromLinux(t *testing.T) {
 		t.Fatal(err)
 	}
 	aMAC, bMAC := packet.MAC(aLink.Attrs().HardwareAddr), packet.MAC(bLink.Attrs().HardwareAddr)
-	s := openSocket(t, lab, "b", Config{Addrs: []netip.Addr{vip4, vip6}})
+	s := openSocket(t, lab, "b", Config{Filter: &FilterSpec{MAC: bMAC}})
 	watchdog := time.AfterFunc(20*time.Second, func() { s.Close() })
 	defer watchdog.Stop()
 

@@ -143,7 +143,7 @@ func TestKernelResolvesThroughResponder(t *testing.T) {
 	}
 	mac := packet.MAC(bLink.Attrs().HardwareAddr)
 	owned := []netip.Addr{vip4, announced, vip6}
-	s := openSocket(t, lab, "b", Config{Addrs: owned})
+	s := openSocket(t, lab, "b", Config{Filter: &FilterSpec{MAC: mac}})
 	r := NewResponder(mac, owned)
 	out := make([]byte, ReplySize)
 	if err := s.Write(out[:r.Announce(out, announced)]); err != nil {

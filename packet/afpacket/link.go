@@ -1,0 +1,621 @@
+package afpacket
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/packet/tun"
+)
+
+// LinkConfig says which interfaces a Link owns and what it answers for.
+type LinkConfig struct {
+	// Interfaces are the Ethernet interfaces vsgate receives from and
+	// sends on, in the namespace OpenLink runs in.
+	Interfaces []string
+	// Queues is the number of sockets (and so workers) per interface; more
+	// than one joins them in a PACKET_FANOUT hash group.
+	Queues int
+	// Owned are the addresses vsgate answers ARP and neighbour
+	// solicitations for: VIPs, masquerade and FULLNAT addresses, and the
+	// gateway address the real servers route through. None of them may be
+	// a kernel address in the namespace.
+	Owned  []netip.Addr
+	Logger *slog.Logger
+}
+
+// Link is vsgate's L2 device: AF_PACKET sockets on a set of Ethernet
+// interfaces, with the link-layer work a router does around them —
+// answering ARP/ND for the owned addresses, resolving next hops, choosing
+// the egress interface by the namespace's routing table — so that the
+// gateway's workers see IP packets as they do on a TUN. Its Ports are
+// the workers' devices.
+//
+// The routing table, the kernel's addresses (for the socket filters) and
+// the kernel's neighbour entries are read through netlink by Refresh,
+// which the gateway calls every second. The transmit path reads them from
+// an immutable snapshot: no lock, no allocation.
+type Link struct {
+	log   *slog.Logger
+	nl    *netlink.Handle
+	ifs   []*linkIface
+	ports []*Port
+	neigh *Neighbors
+	state atomic.Pointer[linkState]
+	wait  waiting
+	stats LinkStats
+
+	mu sync.Mutex // serialises Refresh and SetOwned
+}
+
+// LinkStats count the link layer's work. Read them with Stats.
+type LinkStats struct {
+	Replies    atomic.Uint64 // ARP replies and neighbour advertisements sent
+	Requests   atomic.Uint64 // ARP requests and neighbour solicitations sent
+	NoRoute    atomic.Uint64 // packets dropped: no route out of the owned interfaces
+	ToSelf     atomic.Uint64 // packets dropped: addressed to an owned address
+	Unresolved atomic.Uint64 // packets dropped: the next hop did not answer in time, or too many waited
+	Short      atomic.Uint64 // frames dropped: too short for their IP header
+}
+
+// linkIface is one owned interface.
+type linkIface struct {
+	name  string
+	index int
+	mac   packet.MAC
+	mtu   int
+	socks []*Socket
+}
+
+// linkState is what Refresh and SetOwned read from the namespace and the
+// configuration; the packet path reads it through Link.state.
+type linkState struct {
+	owned      map[netip.Addr]bool
+	ownedList  []netip.Addr
+	routes     []route // longest prefix first
+	local      []netip.Addr
+	responders []*Responder    // by interface
+	src        [][2]netip.Addr // by interface: the IPv4 and IPv6 source of our requests
+}
+
+// route is one route of the namespace's main table through an owned
+// interface.
+type route struct {
+	dst   netip.Prefix
+	iface int
+	via   netip.Addr // invalid: on-link
+}
+
+// lookup returns the route for dst.
+func (st *linkState) lookup(dst netip.Addr) (route, bool) {
+	for _, r := range st.routes {
+		if r.dst.Contains(dst) {
+			return r, true
+		}
+	}
+	return route{}, false
+}
+
+// OpenLink opens the sockets, reads the namespace's routes, addresses and
+// neighbours, and answers for cfg.Owned from then on (Announce tells the
+// neighbours). On error nothing stays open.
+func OpenLink(cfg LinkConfig) (_ *Link, err error) {
+	if len(cfg.Interfaces) == 0 {
+		return nil, errors.New("afpacket: no interfaces")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	queues := max(cfg.Queues, 1)
+	l := &Link{log: cfg.Logger, neigh: NewNeighbors()}
+	defer func() {
+		if err != nil {
+			l.Close()
+		}
+	}()
+	if l.nl, err = netlink.NewHandle(); err != nil {
+		return nil, err
+	}
+	local, err := l.localAddrs()
+	if err != nil {
+		return nil, err
+	}
+	for i, name := range cfg.Interfaces {
+		nl, err := l.nl.LinkByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("afpacket: interface %s: %w", name, err)
+		}
+		a := nl.Attrs()
+		if len(a.HardwareAddr) != 6 {
+			return nil, fmt.Errorf("afpacket: interface %s is not Ethernet (hardware address %v)", name, a.HardwareAddr)
+		}
+		if a.Flags&net.FlagUp == 0 {
+			if err := l.nl.LinkSetUp(nl); err != nil {
+				return nil, fmt.Errorf("afpacket: interface %s: up: %w", name, err)
+			}
+		}
+		ifc := &linkIface{name: name, index: a.Index, mac: packet.MAC(a.HardwareAddr), mtu: a.MTU}
+		l.ifs = append(l.ifs, ifc)
+		// One fanout group per interface; IDs are per namespace, so they
+		// are made from the process and the interface.
+		group := uint16((os.Getpid()*64+i)%0xffff + 1) // never 0
+		for q := range queues {
+			c := Config{Interface: name, Filter: &FilterSpec{MAC: ifc.mac, Local: local}, VNetHdr: true}
+			if queues > 1 {
+				c.FanoutGroup = group
+			}
+			s, err := Open(c)
+			if err != nil {
+				return nil, err
+			}
+			ifc.socks = append(ifc.socks, s)
+			l.ports = append(l.ports, &Port{link: l, iface: i, queue: q, sock: s})
+		}
+	}
+	if err := l.refresh(cfg.Owned, local, false); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// Ports are the Link's devices, one per socket: interface by interface,
+// Queues each. Each is read by one worker; any of them sends to any
+// interface.
+func (l *Link) Ports() []tun.Device {
+	ds := make([]tun.Device, len(l.ports))
+	for i, p := range l.ports {
+		ds[i] = p
+	}
+	return ds
+}
+
+// Stats returns the link layer's counters.
+func (l *Link) Stats() *LinkStats { return &l.stats }
+
+// Owned returns the addresses the Link answers for.
+func (l *Link) Owned() []netip.Addr { return slices.Clone(l.state.Load().ownedList) }
+
+// Refresh rereads the namespace: routes, kernel addresses (the sockets'
+// filters change with them) and the kernel's neighbour entries. It also
+// drops packets that waited too long for a neighbour.
+func (l *Link) Refresh() error {
+	l.wait.expire(l)
+	local, err := l.localAddrs()
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.refresh(l.state.Load().ownedList, local, false)
+}
+
+// SetOwned changes the addresses the Link answers for and announces the
+// new ones.
+func (l *Link) SetOwned(owned []netip.Addr) error {
+	local, err := l.localAddrs()
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.refresh(owned, local, true)
+}
+
+// refresh builds and installs a new state. Caller holds l.mu (or owns l
+// alone, in OpenLink).
+func (l *Link) refresh(owned, local []netip.Addr, announce bool) error {
+	old := l.state.Load()
+	st := &linkState{owned: map[netip.Addr]bool{}, local: local}
+	for _, a := range owned {
+		a = a.Unmap()
+		if !st.owned[a] {
+			st.owned[a] = true
+			st.ownedList = append(st.ownedList, a)
+		}
+	}
+	for _, a := range st.ownedList {
+		if slices.Contains(local, a) {
+			return fmt.Errorf("%v is a kernel address in this namespace: in AF_PACKET mode vsgate answers ARP/ND for it itself; remove it (ip addr del %v/... dev ...)", a, a)
+		}
+	}
+	for i, ifc := range l.ifs {
+		st.responders = append(st.responders, NewResponder(ifc.mac, st.ownedList))
+		st.src = append(st.src, [2]netip.Addr{})
+		if err := l.neigh.LoadKernel(l.nl, ifc.index); err != nil {
+			return err
+		}
+		addrs, err := l.nl.AddrList(&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: ifc.index}}, unix.AF_UNSPEC)
+		if err != nil {
+			return fmt.Errorf("addresses of %s: %w", ifc.name, err)
+		}
+		for _, a := range addrs {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if fam := b2i(ip.Is6()); !st.src[i][fam].IsValid() || (ip.Is6() && ip.IsLinkLocalUnicast()) {
+				st.src[i][fam] = ip // IPv6 solicitations prefer the link-local source (RFC 4861 §7.2.2)
+			}
+		}
+	}
+	routes, err := l.routes()
+	if err != nil {
+		return err
+	}
+	st.routes = routes
+	// Requests from an interface without a kernel address come from an
+	// owned address in one of its on-link subnets.
+	for i := range l.ifs {
+		for _, a := range st.ownedList {
+			if fam := b2i(a.Is6()); !st.src[i][fam].IsValid() {
+				if r, ok := st.lookup(a); ok && r.iface == i && !r.via.IsValid() {
+					st.src[i][fam] = a
+				}
+			}
+		}
+	}
+	if old == nil || !slices.Equal(old.local, local) {
+		for _, ifc := range l.ifs {
+			for _, s := range ifc.socks {
+				if err := s.SetFilter(FilterSpec{MAC: ifc.mac, Local: local}); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	l.state.Store(st)
+	if announce {
+		var fresh []netip.Addr
+		for _, a := range st.ownedList {
+			if old == nil || !old.owned[a] {
+				fresh = append(fresh, a)
+			}
+		}
+		l.announce(st, fresh)
+	}
+	return nil
+}
+
+// Announce sends a gratuitous ARP or unsolicited neighbour advertisement
+// for every owned address, on the interfaces whose subnets hold it (on
+// all of them for an address in none), so that neighbours that cached
+// another MAC for it switch to vsgate's.
+func (l *Link) Announce() {
+	st := l.state.Load()
+	l.announce(st, st.ownedList)
+}
+
+func (l *Link) announce(st *linkState, addrs []netip.Addr) {
+	var out controlFrame
+	for _, a := range addrs {
+		r, ok := st.lookup(a)
+		for i, ifc := range l.ifs {
+			if ok && !r.via.IsValid() && r.iface != i {
+				continue
+			}
+			if err := out.send(ifc.socks[0], st.responders[i].Announce(out.frame(), a)); err != nil {
+				l.log.Warn("announce", "addr", a, "interface", ifc.name, "err", err)
+			}
+		}
+	}
+}
+
+// controlFrame is an ARP or neighbour discovery frame to send on a socket
+// with PACKET_VNET_HDR: an empty virtio-net header, then the frame.
+type controlFrame [VNetHdrSize + ReplySize]byte
+
+// frame is where the frame goes (ReplySize bytes).
+func (c *controlFrame) frame() []byte { return c[VNetHdrSize:] }
+
+// send sends the n-byte frame (after an empty header).
+func (c *controlFrame) send(s *Socket, n int) error {
+	clear(c[:VNetHdrSize])
+	return s.Write(c[:VNetHdrSize+n])
+}
+
+// localAddrs lists the kernel's addresses in the namespace, loopback
+// aside: IP packets to them are the host's.
+func (l *Link) localAddrs() ([]netip.Addr, error) {
+	addrs, err := l.nl.AddrList(nil, unix.AF_UNSPEC)
+	if err != nil {
+		return nil, fmt.Errorf("kernel addresses: %w", err)
+	}
+	var local []netip.Addr
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && !ip.Unmap().IsLoopback() && !slices.Contains(local, ip.Unmap()) {
+			local = append(local, ip.Unmap())
+		}
+	}
+	slices.SortFunc(local, netip.Addr.Compare)
+	if len(local) > maxFilterAddrs {
+		return nil, fmt.Errorf("the namespace has %d addresses; the socket filter holds at most %d", len(local), maxFilterAddrs)
+	}
+	return local, nil
+}
+
+// routes reads the main routing table's unicast routes through the owned
+// interfaces, longest prefix first.
+func (l *Link) routes() ([]route, error) {
+	var rs []route
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		list, err := l.nl.RouteList(nil, fam)
+		if err != nil {
+			return nil, fmt.Errorf("routes: %w", err)
+		}
+		for _, r := range list {
+			if r.Type != unix.RTN_UNICAST {
+				continue
+			}
+			i := slices.IndexFunc(l.ifs, func(ifc *linkIface) bool { return ifc.index == r.LinkIndex })
+			if i < 0 {
+				continue
+			}
+			var dst netip.Prefix
+			if r.Dst == nil {
+				dst = netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+				if fam == netlink.FAMILY_V6 {
+					dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+				}
+			} else {
+				a, _ := netip.AddrFromSlice(r.Dst.IP)
+				ones, _ := r.Dst.Mask.Size()
+				dst = netip.PrefixFrom(a.Unmap(), ones).Masked()
+			}
+			via, _ := netip.AddrFromSlice(r.Gw)
+			rs = append(rs, route{dst: dst, iface: i, via: via.Unmap()})
+		}
+	}
+	slices.SortStableFunc(rs, func(a, b route) int { return b.dst.Bits() - a.dst.Bits() })
+	return rs, nil
+}
+
+// Close closes every socket and the netlink handle.
+func (l *Link) Close() error {
+	for _, ifc := range l.ifs {
+		for _, s := range ifc.socks {
+			s.Close()
+		}
+	}
+	if l.nl != nil {
+		l.nl.Close()
+	}
+	return nil
+}
+
+// send transmits the IP packet at b[portHeadroom:] out of the interface
+// its destination routes to, writing the Ethernet header in front of it;
+// b starts with the packet's virtio-net header (as Read left it: a
+// super-packet goes out whole, a partial checksum stays partial). queue
+// picks the interface's socket. A packet whose next hop is not resolved
+// yet waits (a copy) while vsgate asks for it.
+func (l *Link) send(queue int, b []byte) error {
+	frame, ip := b[VNetHdrSize:], b[portHeadroom:]
+	var dst netip.Addr
+	var etherType uint16
+	switch {
+	case len(ip) >= packet.IPv4MinimumSize && ip[0]>>4 == 4:
+		dst, etherType = netip.AddrFrom4([4]byte(ip[16:20])), packet.EtherTypeIPv4
+	case len(ip) >= packet.IPv6HeaderSize && ip[0]>>4 == 6:
+		dst, etherType = netip.AddrFrom16([16]byte(ip[24:40])), packet.EtherTypeIPv6
+	default:
+		l.stats.Short.Add(1)
+		return nil
+	}
+	st := l.state.Load()
+	if st.owned[dst] {
+		// Nothing translated it and it would come straight back.
+		l.stats.ToSelf.Add(1)
+		return nil
+	}
+	r, ok := st.lookup(dst)
+	if !ok {
+		l.stats.NoRoute.Add(1)
+		return nil
+	}
+	hop := dst
+	if r.via.IsValid() {
+		hop = r.via
+	}
+	if h := vnetHdr(b[:VNetHdrSize]); h.partial() {
+		h.refreshPartial(ip)
+	}
+	ifc := l.ifs[r.iface]
+	mac, ok := l.neigh.Lookup(hop)
+	if !ok {
+		l.wait.add(l, st, r.iface, hop, b)
+		return nil
+	}
+	packet.PutEthernet(frame, mac, ifc.mac, etherType)
+	return ifc.socks[queue%len(ifc.socks)].Write(b)
+}
+
+// control handles a received ARP or neighbour discovery frame: learn the
+// sender, release what waited for it, answer if it asks for an owned
+// address.
+func (l *Link) control(p *Port, c *Control) {
+	l.neigh.LearnFrom(c)
+	l.wait.release(l)
+	if n := l.state.Load().responders[p.iface].Reply(c, p.reply.frame()); n > 0 {
+		if err := p.reply.send(p.sock, n); err == nil {
+			l.stats.Replies.Add(1)
+		}
+	}
+}
+
+// request asks on interface i where hop is.
+func (l *Link) request(st *linkState, i int, hop netip.Addr) {
+	ifc := l.ifs[i]
+	var out controlFrame
+	src := st.src[i][b2i(hop.Is6())]
+	if hop.Is6() && !src.IsValid() {
+		src = netip.IPv6Unspecified()
+	} else if !src.IsValid() {
+		src = netip.IPv4Unspecified() // an ARP probe (RFC 5227): still answered
+	}
+	if err := out.send(ifc.socks[0], Request(out.frame(), ifc.mac, src, hop)); err == nil {
+		l.stats.Requests.Add(1)
+	}
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Port is one socket of a Link as a tun.Device: Read returns the IP
+// packets received on it (and handles ARP and neighbour discovery
+// itself); Write sends packets out of whichever interface they route to.
+type Port struct {
+	link  *Link
+	iface int
+	queue int
+	sock  *Socket
+	ctl   Control      // Read's scratch
+	reply controlFrame // Read's scratch
+	seg   []byte       // Segments' scratch
+}
+
+// portHeadroom is what a Port wants in front of every packet: the
+// virtio-net header, then the Ethernet header.
+const portHeadroom = VNetHdrSize + packet.EthernetMinimumSize
+
+var _ tun.Device = (*Port)(nil)
+
+// Headroom is the virtio-net and Ethernet headers: Read leaves them in
+// front of every packet and Write wants them back there.
+func (p *Port) Headroom() int { return portHeadroom }
+
+// BatchSize is 1: the ring is read a frame at a time.
+func (p *Port) BatchSize() int { return 1 }
+
+// MTU is the interface's MTU when the Link was opened.
+func (p *Port) MTU() (int, error) { return p.link.ifs[p.iface].mtu, nil }
+
+// Name is the interface's name.
+func (p *Port) Name() string { return p.link.ifs[p.iface].name }
+
+// Close closes this port's socket; a pending Read returns.
+func (p *Port) Close() error { return p.sock.Close() }
+
+// Read reads the next IP packet into bufs[0][offset:] and returns 1; its
+// Ethernet and virtio-net headers land in front of it (the headroom),
+// where Write finds the virtio-net header again. A packet may be a GSO
+// super-packet of up to 64 KiB, or have a partial transport checksum,
+// as a veth hands them over: the engine translates it whole, the kernel
+// finishes it after Write (Segments splits it for a consumer that needs
+// plain packets). ARP and neighbour discovery frames are handled here and
+// not returned.
+func (p *Port) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	const eth = packet.EthernetMinimumSize
+	if offset < portHeadroom {
+		return 0, fmt.Errorf("afpacket: read offset %d, want at least %d", offset, portHeadroom)
+	}
+	hdr, frame := bufs[0][offset-portHeadroom:offset-eth], bufs[0][offset-eth:]
+	for {
+		n, err := p.sock.ReadVNet(hdr, frame)
+		if errors.Is(err, ErrTruncated) {
+			p.link.stats.Short.Add(1)
+			continue
+		}
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				err = fmt.Errorf("%w: %w", os.ErrClosed, err)
+			}
+			return 0, err
+		}
+		f := frame[:n]
+		if n < eth {
+			continue
+		}
+		switch packet.Ethernet(f).Type() {
+		case packet.EtherTypeIPv4:
+			if n < eth+packet.IPv4MinimumSize {
+				p.link.stats.Short.Add(1)
+				continue
+			}
+		case packet.EtherTypeIPv6:
+			if n < eth+packet.IPv6HeaderSize {
+				p.link.stats.Short.Add(1)
+				continue
+			}
+			if ip := f[eth:]; ip[6] == packet.ProtoICMPv6 && len(ip) > packet.IPv6HeaderSize &&
+				(ip[packet.IPv6HeaderSize] == packet.ICMPv6NeighborSolicit || ip[packet.IPv6HeaderSize] == packet.ICMPv6NeighborAdvert) {
+				if ParseControl(f, &p.ctl) {
+					p.link.control(p, &p.ctl)
+				}
+				continue
+			}
+		default:
+			if ParseControl(f, &p.ctl) {
+				p.link.control(p, &p.ctl)
+			}
+			continue
+		}
+		sizes[0] = ipLength(f[eth:])
+		return 1, nil
+	}
+}
+
+// Segments calls fn with the plain packets that the n-byte packet Read
+// left at buf[offset:] stands for: the segments of a super-packet, or the
+// packet itself, each with complete checksums. It is for consumers that
+// take only such packets (the L7 netstack); fn must not keep its
+// argument. Not safe for concurrent use with itself.
+func (p *Port) Segments(buf []byte, offset, n int, fn func([]byte)) {
+	if p.seg == nil {
+		p.seg = make([]byte, tun.MaxPacket)
+	}
+	if !vnetHdr(buf[offset-portHeadroom:offset-packet.EthernetMinimumSize]).segments(buf[offset:offset+n], p.seg, fn) {
+		p.link.stats.Short.Add(1)
+	}
+}
+
+// ipLength is the length of the IP packet at the start of b without the
+// padding of a minimum-size Ethernet frame. b holds at least the fixed
+// IP header.
+func ipLength(b []byte) int {
+	var n int
+	if b[0]>>4 == 4 {
+		n = int(b[2])<<8 | int(b[3])
+	} else {
+		n = packet.IPv6HeaderSize + (int(b[4])<<8 | int(b[5]))
+	}
+	if n < packet.IPv4MinimumSize || n > len(b) {
+		return len(b) // malformed: the engine drops it and counts why
+	}
+	return n
+}
+
+// Write sends bufs[i][offset:] each as one packet, to the interface and
+// next hop its destination routes to, with the virtio-net header Read
+// left in front of it (a buffer that did not come from Read must have
+// zeros there). It returns len(bufs) unless a socket fails: packets with
+// no route, or to an owned address, are dropped and counted (Stats), not
+// errors.
+func (p *Port) Write(bufs [][]byte, offset int) (int, error) {
+	if offset < portHeadroom {
+		return 0, fmt.Errorf("afpacket: write offset %d, want at least %d", offset, portHeadroom)
+	}
+	for i, b := range bufs {
+		if err := p.link.send(p.queue, b[offset-portHeadroom:]); err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				err = fmt.Errorf("%w: %w", os.ErrClosed, err)
+			}
+			return i, err
+		}
+	}
+	return len(bufs), nil
+}
