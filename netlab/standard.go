@@ -260,8 +260,9 @@ func ECMP() *Topology {
 // kernel keeps addresses of its own (.3 and ::3 on each side) for the
 // host's traffic — health checks, the L7 proxy's connections — and
 // forwards nothing. The client reaches the VIP on-link (it resolves it to
-// vsgate's MAC) and everything else via 198.18.0.1; the backends route via
-// 198.18.2.1, as in Basic.
+// vsgate's MAC) and everything else via 198.18.0.1, and accepts
+// gratuitous ARP (arp_accept); the backends route via 198.18.2.1, as in
+// Basic.
 //
 //	+----------------+     +----------------------------+     +----------+
 //	| client         |     | gw (no forwarding)         |     | sw       |
@@ -276,7 +277,9 @@ func L2() *Topology {
 	gw4, gw6 := addr("198.18.0.1"), addr("2001:db8::1")
 	t.Plan.Owned = []netip.Addr{gw4, gw6, addr("198.18.2.1"), addr("2001:db8:2::1")}
 	t.Hosts = []HostSpec{
-		{Name: HostClient, Routes: []Route{
+		// arp_accept: a gratuitous ARP creates an entry, so the client
+		// shows which announcements it heard.
+		{Name: HostClient, Sysctls: []Sysctl{{"net.ipv4.conf.all.arp_accept", "1"}}, Routes: []Route{
 			{Dst: def4(), Via: []netip.Addr{gw4}},
 			{Dst: def6(), Via: []netip.Addr{gw6}},
 		}},

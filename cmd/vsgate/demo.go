@@ -13,17 +13,41 @@ import (
 	"github.com/vsgate/vsgate/gateway/e2e"
 )
 
-const demoUsage = `usage: vsgate demo
-  Build the netlab "basic" topology (a client, the gateway, three real
-  servers, in network namespaces of their own), run this vsgate binary in
-  the gateway's namespace on a TUN device, check what an operator would
-  check, print a report and remove everything (also on Ctrl-C). Needs
-  root. make demo runs it.
+const demoUsage = `usage: vsgate demo [tun|afpacket|both]
+  Build a netlab topology (a client, the gateway, three real servers, in
+  network namespaces of their own), run this vsgate binary in the
+  gateway's namespace, check what an operator would check, print a report
+  and remove everything (also on Ctrl-C). Needs root. make demo runs it.
+    tun       "basic": vsgate on a TUN device (2 queues); the kernel
+              routes the VIPs into it
+    afpacket  "l2": vsgate on the gateway's two Ethernet interfaces
+              through AF_PACKET (2 sockets each); it answers ARP/ND for
+              the VIPs and the servers' gateway, the kernel forwards
+              nothing
+    both      one pass each (the default)
 `
+
+// demoPass is one run of the demo.
+type demoPass struct {
+	name  string
+	opts  e2e.Options
+	steps []e2e.Step
+	where string // how vsgate runs, for the report
+}
 
 // runDemo is `vsgate demo`.
 func runDemo(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
+	tun := demoPass{"TUN", e2e.Options{}, e2e.Steps(), "on TUN vsg0 (2 queues)"}
+	afp := demoPass{"AF_PACKET", e2e.Options{AFPacket: true}, e2e.AFPacketSteps(), "on AF_PACKET, interfaces out and in (2 sockets each)"}
+	var passes []demoPass
+	switch {
+	case len(args) == 0 || len(args) == 1 && args[0] == "both":
+		passes = []demoPass{tun, afp}
+	case len(args) == 1 && args[0] == "tun":
+		passes = []demoPass{tun}
+	case len(args) == 1 && args[0] == "afpacket":
+		passes = []demoPass{afp}
+	default:
 		fmt.Fprint(stdout, demoUsage)
 		if args[0] == "-h" || args[0] == "--help" {
 			return 0
@@ -41,18 +65,36 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	defer cancel()
 
 	start := time.Now()
-	fmt.Fprintln(stdout, "vsgate demo: building the lab (client, gateway, three real servers) and starting vsgate in the gateway ...")
-	env, err := e2e.Start(ctx, exe)
+	passed, failed := 0, 0
+	for i, p := range passes {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		ok, bad := p.run(ctx, exe, stdout, stderr)
+		passed, failed = passed+ok, failed+bad
+	}
+	fmt.Fprintf(stdout, "\n%d passed, %d failed (%v)\n", passed, failed, time.Since(start).Round(100*time.Millisecond))
+	if failed > 0 {
+		return 1
+	}
+	return 0
+}
+
+// run builds the pass's lab, starts vsgate, runs the steps with a report
+// and removes everything. It returns how many checks passed and failed
+// (a failed start or cleanup counts as one).
+func (p demoPass) run(ctx context.Context, exe string, stdout, stderr io.Writer) (passed, failed int) {
+	fmt.Fprintf(stdout, "== %s: building the lab (client, gateway, three real servers) and starting vsgate in the gateway ...\n", p.name)
+	env, err := e2e.StartWith(ctx, exe, p.opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "vsgate demo: %v\n", err)
 		if env != nil {
 			env.Close()
 		}
-		return 1
+		return 0, 1
 	}
-	fmt.Fprintf(stdout, "  lab %s up; vsgate running in %s-gw on TUN vsg0 (2 queues)\n\n", env.Lab.Prefix, env.Lab.Prefix)
-	failed := 0
-	results := e2e.Run(ctx, env, func(r e2e.Result) {
+	fmt.Fprintf(stdout, "  lab %s (%s) up; vsgate running in %s-gw %s\n\n", env.Lab.Prefix, env.Lab.Topo.Name, env.Lab.Prefix, p.where)
+	results := e2e.RunSteps(ctx, env, p.steps, func(r e2e.Result) {
 		mark := "PASS"
 		if r.Err != nil {
 			mark = "FAIL"
@@ -68,17 +110,14 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stdout, "       error: %v\n", r.Err)
 		}
 	})
+	passed = len(results) - failed
 	if failed > 0 {
 		fmt.Fprintf(stdout, "\nvsgate's log:\n%s\n", env.Log())
 	}
-	fmt.Fprintln(stdout, "\ncleaning up: stopping vsgate (it removes its routes and rules), removing the lab ...")
+	fmt.Fprintln(stdout, "\ncleaning up: stopping vsgate (it undoes what it changed), removing the lab ...")
 	if err := env.Close(); err != nil {
 		fmt.Fprintf(stderr, "vsgate demo: cleanup: %v\n", err)
 		failed++
 	}
-	fmt.Fprintf(stdout, "%d passed, %d failed (%v)\n", len(results)-failed, failed, time.Since(start).Round(100*time.Millisecond))
-	if failed > 0 {
-		return 1
-	}
-	return 0
+	return passed, failed
 }

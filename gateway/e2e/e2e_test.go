@@ -22,7 +22,7 @@ func TestDemo(t *testing.T) {
 // on netlab's "l2" topology: the gateway's kernel forwards nothing, and
 // vsgate answers ARP/ND for the VIPs and the servers' gateway itself.
 func TestDemoAFPacket(t *testing.T) {
-	runSteps(t, Options{AFPacket: true}, Steps())
+	runSteps(t, Options{AFPacket: true}, AFPacketSteps())
 }
 
 // TestBulkOffloads runs the bulk steps (TCP over IPv4 and IPv6, UDP) with

@@ -16,6 +16,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vsgate/vsgate/netlab"
 )
 
 // Step is one check of the demo.
@@ -54,6 +58,15 @@ func Steps() []Step {
 		{"privileges: after setup vsgate keeps only CAP_NET_ADMIN", stepCaps},
 		{"vsgate adm -L -n --stats (ipvsadm's listing)", stepList},
 	}
+}
+
+// AFPacketSteps are the demo's checks in AF_PACKET mode: Steps between a
+// first check of what the client heard on start (before any traffic) and
+// a last one of who resolved what.
+func AFPacketSteps() []Step {
+	steps := []Step{{"ARP on start: a gratuitous ARP put each of vsgate's client-side IPv4 addresses in the client's neighbour table at the gateway's MAC, before any traffic", stepAnnounced}}
+	steps = append(steps, Steps()...)
+	return append(steps, Step{"ARP/ND: the client resolved the VIPs (v4, v6) and the real servers their default gateway (v4, v6) to the gateway's MACs", stepResolved})
 }
 
 // BulkSteps are the steps that move volume: TCP over IPv4 and IPv6, and
@@ -658,4 +671,94 @@ func stepBulkUDP(ctx context.Context, e *Env) (string, error) {
 		return detail, fmt.Errorf("echoes have SHA-256 %x, sent %x", got.Sum(nil), sent.Sum(nil))
 	}
 	return detail + ", SHA-256 matches", nil
+}
+
+// gwMAC is the MAC of the gateway's interface with suffix ifSuffix.
+func (e *Env) gwMAC(ifSuffix string) (net.HardwareAddr, error) {
+	l, err := e.gw.Netlink().LinkByName(e.Lab.IfName(ifSuffix))
+	if err != nil {
+		return nil, err
+	}
+	return l.Attrs().HardwareAddr, nil
+}
+
+// neighbour returns host's neighbour entry for addr on its interface, if
+// it has a usable one.
+func neighbour(h *netlab.Host, ifname string, addr netip.Addr) (net.HardwareAddr, bool) {
+	l, err := h.Netlink().LinkByName(ifname)
+	if err != nil {
+		return nil, false
+	}
+	fam := netlink.FAMILY_V4
+	if addr.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	ns, err := h.Netlink().NeighList(l.Attrs().Index, fam)
+	if err != nil {
+		return nil, false
+	}
+	const usable = netlink.NUD_REACHABLE | netlink.NUD_STALE | netlink.NUD_DELAY | netlink.NUD_PROBE
+	for _, n := range ns {
+		if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == addr && n.State&usable != 0 {
+			return n.HardwareAddr, true
+		}
+	}
+	return nil, false
+}
+
+// expectNeighbours checks that host resolves each address to mac, waiting
+// up to a second for entries still being learned.
+func expectNeighbours(h *netlab.Host, ifname string, mac net.HardwareAddr, addrs ...netip.Addr) error {
+	deadline := time.Now().Add(time.Second)
+	for _, a := range addrs {
+		for {
+			got, ok := neighbour(h, ifname, a)
+			if ok && bytes.Equal(got, mac) {
+				break
+			}
+			if time.Now().After(deadline) {
+				if !ok {
+					return fmt.Errorf("%s has no neighbour entry for %v", h.Name, a)
+				}
+				return fmt.Errorf("%s resolves %v to %v, want the gateway's %v", h.Name, a, got, mac)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+func stepAnnounced(ctx context.Context, e *Env) (string, error) {
+	mac, err := e.gwMAC(netlab.IfGWOut)
+	if err != nil {
+		return "", err
+	}
+	p := e.Lab.Topo.Plan
+	addrs := []netip.Addr{p.VIP4, p.Masq4, fullnatAddr, p.Owned[0]}
+	if err := expectNeighbours(e.client, e.Lab.IfName(netlab.IfHost), mac, addrs...); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("client: %v at %v (not yet asked for)", addrs, mac), nil
+}
+
+func stepResolved(ctx context.Context, e *Env) (string, error) {
+	out, err := e.gwMAC(netlab.IfGWOut)
+	if err != nil {
+		return "", err
+	}
+	in, err := e.gwMAC(netlab.IfGWIn)
+	if err != nil {
+		return "", err
+	}
+	p := e.Lab.Topo.Plan
+	if err := expectNeighbours(e.client, e.Lab.IfName(netlab.IfHost), out, p.VIP4, p.VIP6); err != nil {
+		return "", err
+	}
+	gw4, gw6 := p.Owned[2], p.Owned[3]
+	for _, b := range p.Backends {
+		if err := expectNeighbours(e.Lab.MustHost(b), e.Lab.IfName(netlab.IfHost), in, gw4, gw6); err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf("client: %v, %v at %v; %v: %v, %v at %v", p.VIP4, p.VIP6, out, strings.Join(p.Backends, " "), gw4, gw6, in), nil
 }
