@@ -146,8 +146,14 @@ func workloadsFor(s System, wls []Workload) []Workload {
 // sockets or conntrack entries left by the previous system), starts the
 // backends and the system, and waits until the service answers through
 // it. The caller must call tearDown, also on error.
-func setUp(ctx context.Context, c Config, s System) (*sysEnv, error) {
-	lab, err := netlab.Build(ctx, netlab.Basic(), netlab.Options{})
+func setUp(ctx context.Context, c Config, s System) (_ *sysEnv, err error) {
+	topo := netlab.Basic()
+	if s.topo != "" {
+		if topo, err = netlab.Standard(s.topo, 1); err != nil {
+			return nil, err
+		}
+	}
+	lab, err := netlab.Build(ctx, topo, netlab.Options{})
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,7 @@ type System struct {
 	Tools    []string // executables it needs, with their Debian package after ':'
 	version  []string // command printing its version
 	start    func(ctx context.Context, e *sysEnv) error
+	topo     string // netlab topology: "" for basic, netlab.TopoL2 for the AF_PACKET gateway
 }
 
 // vip4 returns the VIP.
@@ -56,6 +57,9 @@ func Systems() []System {
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", false) }},
 		{Name: "vsgate-nat-gso", Layer: L4, UDP: true,
 			Desc:  "vsgate-nat with offloads: TUN virtio-net header, TSO/USO (GSO split on read, GRO on write)",
+			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", true) }},
+		{Name: "vsgate-afpacket", Layer: L4, UDP: true, topo: netlab.TopoL2,
+			Desc:  "vsgate run on AF_PACKET (l2 topology: vsgate answers ARP for the VIP, the kernel forwards nothing), NAT mode, PACKET_VNET_HDR (GSO whole)",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", true) }},
 		{Name: "vsgate-fullnat", Layer: L4, UDP: true,
 			Desc:  "vsgate run on TUN, FULLNAT mode (source 198.18.0.30), no offloads",
@@ -319,7 +323,7 @@ func (e *sysEnv) vsgateConfig(mode string, offloads bool) string {
 	}
 	one := fmt.Sprintf("[{addr: %s:%d}]", e.backends4()[0], iperfPort)
 	return fmt.Sprintf(`# vsgate bench configuration (written by vsgate bench)
-device: {type: tun, name: vsg0, queues: %[1]d, offloads: %[10]t}
+device: %[1]s
 table: {size: 262144}
 services:
   - {name: web, proto: tcp, vip: "%[2]s:%[3]d", scheduler: rr, mode: %[4]s, backends: [%[5]s]}
@@ -329,7 +333,23 @@ fullnat: {pool: [%[8]s]}
 control: {socket: %[9]s}
 metrics: {listen: "off"}
 log: {level: warn}
-`, e.workers, vip4(), httpPort, mode, strings.Join(be, ", "), iperfPort, one, fullnatAddr, filepath.Join(e.dir, "vsgate.sock"), offloads)
+`, e.vsgateDevice(offloads), vip4(), httpPort, mode, strings.Join(be, ", "), iperfPort, one, fullnatAddr, filepath.Join(e.dir, "vsgate.sock"))
+}
+
+// vsgateDevice is the device line of vsgate's configuration: a TUN with
+// one queue per worker, or in the l2 topology AF_PACKET on the gateway's
+// two interfaces with the workers shared between them.
+func (e *sysEnv) vsgateDevice(offloads bool) string {
+	p := e.lab.Topo.Plan
+	if e.lab.Topo.Name != netlab.TopoL2 {
+		return fmt.Sprintf("{type: tun, name: vsg0, queues: %d, offloads: %t}", e.workers, offloads)
+	}
+	var owned []string
+	for _, a := range p.Owned {
+		owned = append(owned, fmt.Sprintf("%q", a))
+	}
+	return fmt.Sprintf("{type: afpacket, interfaces: [%s, %s], queues: %d, addresses: [%s]}",
+		e.lab.IfName(p.GatewayOut), e.lab.IfName(p.GatewayIn), max(1, e.workers/2), strings.Join(owned, ", "))
 }
 
 func startVsgate(ctx context.Context, e *sysEnv, mode string, offloads bool) error {

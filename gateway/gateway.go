@@ -392,10 +392,7 @@ func (g *Gateway) work(i int, d tun.Device) error {
 		}
 		capturing := g.capture.Enabled()
 		if capturing {
-			now := time.Now()
-			for _, p := range pkts[:got] {
-				g.capture.WritePacket(now, p, pcap.In)
-			}
+			g.captureIn(bufs[:got], pkts[:got], h)
 		}
 		w.Process(pkts[:got], verdicts)
 		out = out[:0]
@@ -423,11 +420,8 @@ func (g *Gateway) work(i int, d tun.Device) error {
 				dropped++
 			}
 		}
-		if capturing {
-			now := time.Now()
-			for _, p := range out {
-				g.capture.WritePacket(now, p[h:], pcap.Out)
-			}
+		if capturing && g.link == nil {
+			g.captureOut(out, h)
 		}
 		if len(out) > 0 {
 			g.writeMu[i].Lock()
@@ -437,6 +431,9 @@ func (g *Gateway) work(i int, d tun.Device) error {
 				warn.log(g.log, "write", "device", d.Name(), "err", err)
 			}
 		}
+		if capturing && g.link != nil {
+			g.captureOut(out, h) // after Write, which wrote the Ethernet headers
+		}
 		c.packets.Add(uint64(got))
 		c.dropped.Add(dropped)
 		c.toL7.Add(l7)
@@ -445,6 +442,32 @@ func (g *Gateway) work(i int, d tun.Device) error {
 				return nil
 			}
 			return rerr
+		}
+	}
+}
+
+// captureIn records what the worker read: IP packets, or on AF_PACKET
+// the whole frames (the Ethernet header is in front of each packet, in
+// the headroom).
+func (g *Gateway) captureIn(bufs, pkts [][]byte, h int) {
+	now := time.Now()
+	for j, p := range pkts {
+		if g.link != nil {
+			g.capture.WriteFrame(now, bufs[j][h-packet.EthernetMinimumSize:h+len(p)])
+		} else {
+			g.capture.WritePacket(now, p, pcap.In)
+		}
+	}
+}
+
+// captureOut records what the worker writes (out as Write takes it).
+func (g *Gateway) captureOut(out [][]byte, h int) {
+	now := time.Now()
+	for _, p := range out {
+		if g.link != nil {
+			g.capture.WriteFrame(now, p[h-packet.EthernetMinimumSize:])
+		} else {
+			g.capture.WritePacket(now, p[h:], pcap.Out)
 		}
 	}
 }
@@ -800,7 +823,11 @@ func (g *Gateway) StartCapture(path string) error {
 	if err != nil {
 		return err
 	}
-	if err := g.capture.Start(f, pcap.DefaultSnapLen); err != nil {
+	start := g.capture.Start
+	if g.link != nil {
+		start = g.capture.StartEthernet // frames, with their Ethernet headers
+	}
+	if err := start(f, pcap.DefaultSnapLen); err != nil {
 		f.Close()
 		return err
 	}
@@ -888,12 +915,16 @@ func (g *Gateway) startL7(services []L7Service) error {
 	buf := make([]byte, h+tun.MaxPacket) // guarded by writeMu[0]
 	out := [][]byte{nil}
 	g.l7, err = netstack.New(netstack.Options{MTU: mtu, Output: func(pkt []byte) {
-		if g.capture.Enabled() {
-			g.capture.WritePacket(time.Now(), pkt, pcap.Out)
-		}
 		g.writeMu[0].Lock()
 		out[0] = buf[:h+copy(buf[h:], pkt)]
+		capturing := g.capture.Enabled()
+		if capturing && g.link == nil {
+			g.captureOut(out, h)
+		}
 		_, err := dev.Write(out, h)
+		if capturing && g.link != nil {
+			g.captureOut(out, h) // after Write, which wrote the Ethernet header
+		}
 		g.writeMu[0].Unlock()
 		if err != nil && !errors.Is(err, errClosed) {
 			g.log.Warn("l7 write", "err", err)

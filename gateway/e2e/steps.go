@@ -13,10 +13,14 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vsgate/vsgate/netlab"
@@ -66,6 +70,7 @@ func Steps() []Step {
 func AFPacketSteps() []Step {
 	steps := []Step{{"ARP on start: a gratuitous ARP put each of vsgate's client-side IPv4 addresses in the client's neighbour table at the gateway's MAC, before any traffic", stepAnnounced}}
 	steps = append(steps, Steps()...)
+	steps = append(steps, Step{"pcap on AF_PACKET: vsgate adm pcap records whole frames, Ethernet headers included, both ways", stepPcapFrames})
 	return append(steps, Step{"ARP/ND: the client resolved the VIPs (v4, v6) and the real servers their default gateway (v4, v6) to the gateway's MACs", stepResolved})
 }
 
@@ -761,4 +766,64 @@ func stepResolved(ctx context.Context, e *Env) (string, error) {
 		}
 	}
 	return fmt.Sprintf("client: %v, %v at %v; %v: %v, %v at %v", p.VIP4, p.VIP6, out, strings.Join(p.Backends, " "), gw4, gw6, in), nil
+}
+
+func stepPcapFrames(ctx context.Context, e *Env) (string, error) {
+	file := filepath.Join(e.Dir, "frames.pcap")
+	if out, err := e.Adm(ctx, "pcap", "start", file); err != nil {
+		return out, err
+	}
+	url := "http://" + netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 80).String() + "/pcap"
+	_, err := e.get(ctx, url)
+	if out, serr := e.Adm(ctx, "pcap", "stop"); serr != nil {
+		return out, serr
+	}
+	if err != nil {
+		return "", err
+	}
+	outMAC, err := e.gwMAC(netlab.IfGWOut)
+	if err != nil {
+		return "", err
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		return "", err
+	}
+	if r.LinkType() != layers.LinkTypeEthernet {
+		return "", fmt.Errorf("link type %v, want Ethernet", r.LinkType())
+	}
+	// The request reaches the gateway's out interface addressed to its
+	// MAC; the reply leaves it from that MAC.
+	var in, out, frames int
+	for {
+		data, _, err := r.ReadPacketData()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
+		frames++
+		p := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Default)
+		eth, _ := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+		ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		if eth == nil || ip == nil {
+			continue
+		}
+		switch {
+		case bytes.Equal(eth.DstMAC, outMAC) && ip.DstIP.Equal(e.Lab.Topo.Plan.VIP4.AsSlice()):
+			in++
+		case bytes.Equal(eth.SrcMAC, outMAC) && ip.SrcIP.Equal(e.Lab.Topo.Plan.VIP4.AsSlice()):
+			out++
+		}
+	}
+	if in == 0 || out == 0 {
+		return "", fmt.Errorf("%d frames: %d to the VIP at %v, %d from it; want both", frames, in, outMAC, out)
+	}
+	return fmt.Sprintf("%d frames (LINKTYPE_ETHERNET): %d client frames to the VIP at %v, %d replies from it", frames, in, outMAC, out), nil
 }

@@ -54,8 +54,8 @@ type FilterSpec struct {
 
 // Ring geometry: see Open.
 const (
-	ringBlockSize = 256 << 10
-	ringBlocks    = 32
+	ringFrameSize = 17 << 12 // 68 KiB: a 64 KiB super-packet with its headers
+	ringFrames    = 128
 )
 
 // pollTimeout bounds how long one poll of the ring blocks, and so how long
@@ -64,7 +64,7 @@ const (
 // that every Read and Write holds.
 const pollTimeout = 100 * time.Millisecond
 
-// Socket is one AF_PACKET socket with a TPACKET_V3 receive ring. Read and
+// Socket is one AF_PACKET socket with a TPACKET_V2 receive ring. Read and
 // Write may run concurrently with each other; Read is for one goroutine.
 type Socket struct {
 	tp   *afpacket.TPacket
@@ -79,14 +79,19 @@ type Socket struct {
 func Open(cfg Config) (*Socket, error) {
 	opts := []any{
 		afpacket.OptInterface(cfg.Interface),
-		afpacket.TPacketVersion3,
+		// TPACKET_V2, not V3: V3 hands a block to userspace only when it
+		// is full or its timer (at least 1 ms) expires, which put a
+		// millisecond into every request-response round trip (HTTP
+		// keep-alive measured 0.37x kernel DNAT with V3, 0.74x with V2,
+		// same run). V2 wakes the reader per frame.
+		afpacket.TPacketVersion2,
 		afpacket.OptPollTimeout(pollTimeout),
-		afpacket.OptBlockTimeout(time.Millisecond), // a lone packet is not held back for a full block
-		// A block must hold the largest frame (a 64 KiB GSO super-packet
-		// with its headers); 32 of them are 8 MiB of ring per socket,
-		// where gopacket's default is 64 MiB.
-		afpacket.OptBlockSize(ringBlockSize),
-		afpacket.OptNumBlocks(ringBlocks),
+		// One frame per block, each large enough for a 64 KiB GSO
+		// super-packet with its headers: 128 of them are 8.5 MiB of ring
+		// per socket (gopacket's default is 64 MiB).
+		afpacket.OptFrameSize(ringFrameSize),
+		afpacket.OptBlockSize(ringFrameSize),
+		afpacket.OptNumBlocks(ringFrames),
 	}
 	if cfg.VNetHdr {
 		opts = append(opts, afpacket.OptVNetHdrSize(VNetHdrSize))

@@ -35,7 +35,8 @@ func (d Direction) String() string {
 	return fmt.Sprintf("Direction(%d)", uint8(d))
 }
 
-// LinkType is the link type of every file Writer writes.
+// LinkType is the link type of the files Start writes (IP packets);
+// StartEthernet writes layers.LinkTypeEthernet (whole frames).
 const LinkType = layers.LinkTypeLinuxSLL
 
 // sllLen is the length of the Linux cooked-capture header.
@@ -97,6 +98,7 @@ type Writer struct {
 	buf     *bufio.Writer  // nil while stopped
 	pw      *pcapgo.Writer // writes into buf
 	snaplen int
+	frames  bool   // an Ethernet capture (StartEthernet): WriteFrame records, WritePacket does not
 	scratch []byte // cooked header + packet, snaplen bytes
 	packets uint64
 	err     error // first write error of this capture; stops it
@@ -108,6 +110,18 @@ type Writer struct {
 // header counts). Start returns ErrRunning if a capture runs already.
 // The caller owns dst: Stop flushes it but does not close it.
 func (w *Writer) Start(dst io.Writer, snaplen int) error {
+	return w.start(dst, snaplen, false)
+}
+
+// StartEthernet is Start for a gateway whose device carries Ethernet
+// frames (AF_PACKET): the file's link type is LINKTYPE_ETHERNET and
+// WriteFrame records whole frames, Ethernet header included (tcpdump -e
+// shows the MACs, and so the direction); WritePacket records nothing.
+func (w *Writer) StartEthernet(dst io.Writer, snaplen int) error {
+	return w.start(dst, snaplen, true)
+}
+
+func (w *Writer) start(dst io.Writer, snaplen int, frames bool) error {
 	if snaplen == 0 {
 		snaplen = DefaultSnapLen
 	}
@@ -121,13 +135,17 @@ func (w *Writer) Start(dst io.Writer, snaplen int) error {
 	}
 	buf := bufio.NewWriterSize(dst, bufSize)
 	pw := pcapgo.NewWriter(buf)
-	if err := pw.WriteFileHeader(uint32(snaplen), LinkType); err != nil {
+	lt := LinkType
+	if frames {
+		lt = layers.LinkTypeEthernet
+	}
+	if err := pw.WriteFileHeader(uint32(snaplen), lt); err != nil {
 		return fmt.Errorf("pcap: file header: %w", err)
 	}
 	if len(w.scratch) != snaplen {
 		w.scratch = make([]byte, snaplen)
 	}
-	w.buf, w.pw, w.snaplen, w.packets, w.err = buf, pw, snaplen, 0, nil
+	w.buf, w.pw, w.snaplen, w.packets, w.err, w.frames = buf, pw, snaplen, 0, nil, frames
 	w.on.Store(true)
 	return nil
 }
@@ -145,8 +163,8 @@ func (w *Writer) WritePacket(t time.Time, pkt []byte, dir Direction) {
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.buf == nil || w.err != nil {
-		return // stopped since the load above
+	if w.buf == nil || w.err != nil || w.frames {
+		return // stopped since the load above, or a capture of frames
 	}
 	rec := w.scratch[:sllLen+min(len(pkt), w.snaplen-sllLen)]
 	clear(rec[:sllLen])
@@ -167,7 +185,30 @@ func (w *Writer) WritePacket(t time.Time, pkt []byte, dir Direction) {
 	}
 	binary.BigEndian.PutUint16(rec[sllProtocol:], proto)
 	copy(rec[sllLen:], pkt)
-	ci := gopacket.CaptureInfo{Timestamp: t, CaptureLength: len(rec), Length: sllLen + len(pkt)}
+	w.write(gopacket.CaptureInfo{Timestamp: t, CaptureLength: len(rec), Length: sllLen + len(pkt)}, rec)
+}
+
+// WriteFrame records frame, a whole Ethernet frame, with its time, if an
+// Ethernet capture (StartEthernet) runs; otherwise it does nothing. The
+// zero time means now. It does not keep frame.
+func (w *Writer) WriteFrame(t time.Time, frame []byte) {
+	if !w.on.Load() {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.buf == nil || w.err != nil || !w.frames {
+		return
+	}
+	rec := frame[:min(len(frame), w.snaplen)]
+	w.write(gopacket.CaptureInfo{Timestamp: t, CaptureLength: len(rec), Length: len(frame)}, rec)
+}
+
+// write writes one record. Caller holds w.mu.
+func (w *Writer) write(ci gopacket.CaptureInfo, rec []byte) {
+	if ci.Timestamp.IsZero() {
+		ci.Timestamp = time.Now()
+	}
 	if err := w.pw.WritePacket(ci, rec); err != nil {
 		w.err = err
 		w.on.Store(false)

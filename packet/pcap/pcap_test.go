@@ -341,3 +341,45 @@ func BenchmarkWritePacket(b *testing.B) {
 		w.Stop()
 	})
 }
+
+// TestEthernetFrames: an Ethernet capture records whole frames under
+// LINKTYPE_ETHERNET, cut to the snap length, and ignores WritePacket; an
+// IP capture ignores WriteFrame.
+func TestEthernetFrames(t *testing.T) {
+	frame := make([]byte, 14+100)
+	copy(frame, []byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00, 0x45})
+	var out bytes.Buffer
+	var w Writer
+	if err := w.StartEthernet(&out, MinSnapLen); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Unix(1700000000, 0)
+	w.WriteFrame(at, frame)
+	w.WritePacket(at, frame[14:], In) // not a frame: ignored
+	if n, err := w.Stop(); n != 1 || err != nil {
+		t.Fatalf("Stop = %d, %v; want 1 frame", n, err)
+	}
+	r, err := pcapgo.NewReader(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.LinkType() != layers.LinkTypeEthernet {
+		t.Fatalf("link type %v, want Ethernet", r.LinkType())
+	}
+	data, ci, err := r.ReadPacketData()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(data, frame[:MinSnapLen]) || ci.Length != len(frame) || !ci.Timestamp.Equal(at) {
+		t.Errorf("record %x (%+v), want the frame cut to %d bytes", data, ci, MinSnapLen)
+	}
+
+	out.Reset()
+	if err := w.Start(&out, 0); err != nil {
+		t.Fatal(err)
+	}
+	w.WriteFrame(at, frame)
+	if n, _ := w.Stop(); n != 0 {
+		t.Errorf("an IP capture recorded %d frames", n)
+	}
+}
