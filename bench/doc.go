@@ -20,10 +20,11 @@
 //
 // Systems: L4 — kernel-dnat (baseline: netlab's KernelRef nftables DNAT),
 // vsgate-nat and vsgate-fullnat (`vsgate run` on TUN without offloads),
-// vsgate-nat-gso (the same with device.offloads: true), haproxy-tcp,
-// nginx-stream; L7 — nginx-http (baseline), haproxy-http, apache-proxy
-// (mpm_event + ProxyPass balancer://), and vsgate-l7, listed as not built
-// yet. Every daemon runs in the foreground with a config generated into a
+// vsgate-nat-gso (the same with device.offloads: true), vsgate-afpacket
+// (`vsgate run` on AF_PACKET in netlab's "l2" topology, the only system
+// not on "basic"), haproxy-tcp, nginx-stream; L7 — nginx-http (baseline),
+// haproxy-http, apache-proxy (mpm_event + ProxyPass balancer://), and
+// vsgate-l7. Every daemon runs in the foreground with a config generated into a
 // temp dir, with the same worker count (Config.Workers).
 //
 // Around each measurement it reads the CPU time of the gateway's process

@@ -22,8 +22,9 @@ const benchUsage = `usage: vsgate bench [-quick] [-reps N] [-d DURATION] [-worke
        vsgate bench summarize [-o FILE] bench.txt
 
   vsgate bench measures the whole gateway in netlab (needs root): vsgate on
-  TUN (NAT and FULLNAT), kernel nftables DNAT, HAProxy and nginx (L4), and
-  nginx, HAProxy and Apache as HTTP proxies (L7), interleaved and repeated,
+  TUN (NAT and FULLNAT) and on AF_PACKET, kernel nftables DNAT, HAProxy and
+  nginx (L4), and nginx, HAProxy and Apache as HTTP proxies (L7),
+  interleaved and repeated,
   under HTTP keep-alive (wrk), new connections (wrk, Connection: close),
   bulk TCP (iperf3) and small UDP packets (iperf3 -u -l 64). Each system
   runs in a fresh lab; everything is removed afterwards, also on Ctrl-C.

@@ -70,7 +70,10 @@ func Steps() []Step {
 func AFPacketSteps() []Step {
 	steps := []Step{{"ARP on start: a gratuitous ARP put each of vsgate's client-side IPv4 addresses in the client's neighbour table at the gateway's MAC, before any traffic", stepAnnounced}}
 	steps = append(steps, Steps()...)
-	steps = append(steps, Step{"pcap on AF_PACKET: vsgate adm pcap records whole frames, Ethernet headers included, both ways", stepPcapFrames})
+	steps = append(steps,
+		Step{"pcap on AF_PACKET: vsgate adm pcap records whole frames, Ethernet headers included, both ways", stepPcapFrames},
+		Step{"a VIP added live with vsgate adm is announced and answered: the client reaches it at the gateway's MAC", stepLiveVIP},
+		Step{"the host's own traffic on vsgate's interfaces is untouched: the client and a real server reach the gateway's own addresses", stepHostTraffic})
 	return append(steps, Step{"ARP/ND: the client resolved the VIPs (v4, v6) and the real servers their default gateway (v4, v6) to the gateway's MACs", stepResolved})
 }
 
@@ -826,4 +829,75 @@ func stepPcapFrames(ctx context.Context, e *Env) (string, error) {
 		return "", fmt.Errorf("%d frames: %d to the VIP at %v, %d from it; want both", frames, in, outMAC, out)
 	}
 	return fmt.Sprintf("%d frames (LINKTYPE_ETHERNET): %d client frames to the VIP at %v, %d replies from it", frames, in, outMAC, out), nil
+}
+
+func stepLiveVIP(ctx context.Context, e *Env) (string, error) {
+	vip := netip.AddrPortFrom(netip.MustParseAddr("198.18.0.11"), 80)
+	cmds := [][]string{
+		{"-A", "-t", vip.String(), "-s", "rr"},
+		{"-a", "-t", vip.String(), "-r", "198.18.2.13:80", "-m"},
+	}
+	for _, c := range cmds {
+		if out, err := e.Adm(ctx, c...); err != nil {
+			return out, err
+		}
+	}
+	defer e.Adm(ctx, "-D", "-t", vip.String())
+	mac, err := e.gwMAC(netlab.IfGWOut)
+	if err != nil {
+		return "", err
+	}
+	// The announcement alone puts it in the client's table (arp_accept).
+	if err := expectNeighbours(e.client, e.Lab.IfName(netlab.IfHost), mac, vip.Addr()); err != nil {
+		return "", err
+	}
+	r, err := e.get(ctx, "http://"+vip.String()+"/live")
+	if err != nil {
+		return "", err
+	}
+	if r.Backend != "b3" {
+		return "", fmt.Errorf("answered by %q, want b3", r.Backend)
+	}
+	return fmt.Sprintf("vsgate adm -A -t %v; the client had it at %v before asking; b3 answered", vip, mac), nil
+}
+
+func stepHostTraffic(ctx context.Context, e *Env) (string, error) {
+	var parts []string
+	for _, c := range []struct {
+		from *netlab.Host
+		addr string
+	}{{e.client, "198.18.0.3:2222"}, {e.Lab.MustHost(e.backends[0]), "[2001:db8:2::3]:2222"}} {
+		ln, err := e.gw.Listen("tcp", c.addr)
+		if err != nil {
+			return "", err
+		}
+		accepted := make(chan error, 1)
+		go func() {
+			conn, err := ln.Accept()
+			if err == nil {
+				_, err = conn.Write([]byte("host\n"))
+				conn.Close()
+			}
+			accepted <- err
+		}()
+		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		conn, err := c.from.DialContext(dctx, "tcp", c.addr)
+		cancel()
+		if err != nil {
+			ln.Close()
+			return "", fmt.Errorf("%s to the gateway's own %s: %w", c.from.Name, c.addr, err)
+		}
+		conn.SetDeadline(time.Now().Add(3 * time.Second))
+		line, err := bufio.NewReader(conn).ReadString('\n')
+		conn.Close()
+		ln.Close()
+		if aerr := <-accepted; aerr != nil {
+			return "", aerr
+		}
+		if err != nil || line != "host\n" {
+			return "", fmt.Errorf("%s to the gateway's own %s: read %q, %v", c.from.Name, c.addr, line, err)
+		}
+		parts = append(parts, c.from.Name+" -> "+c.addr)
+	}
+	return strings.Join(parts, ", ") + ": answered by the gateway's kernel (health checks and the L7 proxy use these addresses too)", nil
 }

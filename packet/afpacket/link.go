@@ -393,13 +393,15 @@ func (l *Link) Close() error {
 	return nil
 }
 
-// send transmits the IP packet at b[portHeadroom:] out of the interface
-// its destination routes to, writing the Ethernet header in front of it;
-// b starts with the packet's virtio-net header (as Read left it: a
-// super-packet goes out whole, a partial checksum stays partial). queue
-// picks the interface's socket. A packet whose next hop is not resolved
-// yet waits (a copy) while vsgate asks for it.
-func (l *Link) send(queue int, b []byte) error {
+// prepare makes the IP packet at b[portHeadroom:] ready to send: it
+// finds the interface its destination routes to and the next hop's MAC,
+// writes the Ethernet header in front of the packet and returns the
+// interface's socket for queue. b starts with the packet's virtio-net
+// header, as Read left it: a super-packet goes out whole, a partial
+// checksum stays partial (refreshed for the rewritten addresses). It
+// returns nil for a packet that is dropped (counted) or that waits, as a
+// copy, while vsgate asks for its next hop.
+func (l *Link) prepare(queue int, b []byte) *Socket {
 	frame, ip := b[VNetHdrSize:], b[portHeadroom:]
 	var dst netip.Addr
 	var etherType uint16
@@ -437,7 +439,7 @@ func (l *Link) send(queue int, b []byte) error {
 		return nil
 	}
 	packet.PutEthernet(frame, mac, ifc.mac, etherType)
-	return ifc.socks[queue%len(ifc.socks)].Write(b)
+	return ifc.socks[queue%len(ifc.socks)]
 }
 
 // control handles a received ARP or neighbour discovery frame: learn the
@@ -498,8 +500,14 @@ var _ tun.Device = (*Port)(nil)
 // front of every packet and Write wants them back there.
 func (p *Port) Headroom() int { return portHeadroom }
 
-// BatchSize is 1: the ring is read a frame at a time.
-func (p *Port) BatchSize() int { return 1 }
+// BatchSize is how many packets one Read returns at most, and one Write
+// should get: a batch is read from the ring without a system call per
+// frame and sent with one sendmmsg(2) per egress interface.
+func (p *Port) BatchSize() int { return portBatch }
+
+// portBatch is a Port's BatchSize: workers give every buffer room for a
+// super-packet, so 32 of them are 2 MiB per worker.
+const portBatch = 32
 
 // MTU is the interface's MTU when the Link was opened.
 func (p *Port) MTU() (int, error) { return p.link.ifs[p.iface].mtu, nil }
@@ -510,63 +518,75 @@ func (p *Port) Name() string { return p.link.ifs[p.iface].name }
 // Close closes this port's socket; a pending Read returns.
 func (p *Port) Close() error { return p.sock.Close() }
 
-// Read reads the next IP packet into bufs[0][offset:] and returns 1; its
-// Ethernet and virtio-net headers land in front of it (the headroom),
+// Read reads the IP packets the ring holds, waiting for the first, into
+// bufs[i][offset:] (at most len(bufs)) and returns how many; their
+// Ethernet and virtio-net headers land in front of them (the headroom),
 // where Write finds the virtio-net header again. A packet may be a GSO
 // super-packet of up to 64 KiB, or have a partial transport checksum,
 // as a veth hands them over: the engine translates it whole, the kernel
 // finishes it after Write (Segments splits it for a consumer that needs
 // plain packets). ARP and neighbour discovery frames are handled here and
-// not returned.
+// not returned; Read may reorder the elements of bufs.
 func (p *Port) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	const eth = packet.EthernetMinimumSize
 	if offset < portHeadroom {
 		return 0, fmt.Errorf("afpacket: read offset %d, want at least %d", offset, portHeadroom)
 	}
-	hdr, frame := bufs[0][offset-portHeadroom:offset-eth], bufs[0][offset-eth:]
+	bufs = bufs[:min(len(bufs), len(sizes))]
 	for {
-		n, err := p.sock.ReadVNet(hdr, frame)
-		if errors.Is(err, ErrTruncated) {
-			p.link.stats.Short.Add(1)
-			continue
-		}
+		n, err := p.sock.ReadBatch(bufs, sizes, offset-eth)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				err = fmt.Errorf("%w: %w", os.ErrClosed, err)
 			}
 			return 0, err
 		}
-		f := frame[:n]
-		if n < eth {
-			continue
+		kept := 0
+		for j := range n {
+			f := bufs[j][offset-eth : offset-eth+sizes[j]]
+			if !p.isPacket(f) {
+				continue
+			}
+			bufs[kept], bufs[j] = bufs[j], bufs[kept]
+			sizes[kept] = ipLength(f[eth:])
+			kept++
 		}
-		switch packet.Ethernet(f).Type() {
-		case packet.EtherTypeIPv4:
-			if n < eth+packet.IPv4MinimumSize {
-				p.link.stats.Short.Add(1)
-				continue
-			}
-		case packet.EtherTypeIPv6:
-			if n < eth+packet.IPv6HeaderSize {
-				p.link.stats.Short.Add(1)
-				continue
-			}
-			if ip := f[eth:]; ip[6] == packet.ProtoICMPv6 && len(ip) > packet.IPv6HeaderSize &&
-				(ip[packet.IPv6HeaderSize] == packet.ICMPv6NeighborSolicit || ip[packet.IPv6HeaderSize] == packet.ICMPv6NeighborAdvert) {
-				if ParseControl(f, &p.ctl) {
-					p.link.control(p, &p.ctl)
-				}
-				continue
-			}
-		default:
-			if ParseControl(f, &p.ctl) {
-				p.link.control(p, &p.ctl)
-			}
-			continue
+		if kept > 0 {
+			return kept, nil
 		}
-		sizes[0] = ipLength(f[eth:])
-		return 1, nil
 	}
+}
+
+// isPacket reports whether frame is an IP packet for the engine; it
+// handles ARP and neighbour discovery itself, and counts what is too short.
+func (p *Port) isPacket(f []byte) bool {
+	const eth = packet.EthernetMinimumSize
+	if len(f) < eth {
+		p.link.stats.Short.Add(1)
+		return false
+	}
+	switch packet.Ethernet(f).Type() {
+	case packet.EtherTypeIPv4:
+		if len(f) < eth+packet.IPv4MinimumSize {
+			p.link.stats.Short.Add(1)
+			return false
+		}
+		return true
+	case packet.EtherTypeIPv6:
+		if len(f) < eth+packet.IPv6HeaderSize {
+			p.link.stats.Short.Add(1)
+			return false
+		}
+		ip := f[eth:]
+		if !(ip[6] == packet.ProtoICMPv6 && len(ip) > packet.IPv6HeaderSize &&
+			(ip[packet.IPv6HeaderSize] == packet.ICMPv6NeighborSolicit || ip[packet.IPv6HeaderSize] == packet.ICMPv6NeighborAdvert)) {
+			return true
+		}
+	}
+	if ParseControl(f, &p.ctl) {
+		p.link.control(p, &p.ctl)
+	}
+	return false
 }
 
 // Segments calls fn with the plain packets that the n-byte packet Read
@@ -602,20 +622,57 @@ func ipLength(b []byte) int {
 // Write sends bufs[i][offset:] each as one packet, to the interface and
 // next hop its destination routes to, with the virtio-net header Read
 // left in front of it (a buffer that did not come from Read must have
-// zeros there). It returns len(bufs) unless a socket fails: packets with
-// no route, or to an owned address, are dropped and counted (Stats), not
-// errors.
+// zeros there); runs of packets for one interface go in one sendmmsg(2).
+// It returns len(bufs) unless a socket fails: packets with no route, or
+// to an owned address, are dropped and counted (Stats), not errors.
 func (p *Port) Write(bufs [][]byte, offset int) (int, error) {
 	if offset < portHeadroom {
 		return 0, fmt.Errorf("afpacket: write offset %d, want at least %d", offset, portHeadroom)
 	}
+	var batch [MaxBatch][]byte
+	var to *Socket
+	k := 0
 	for i, b := range bufs {
-		if err := p.link.send(p.queue, b[offset-portHeadroom:]); err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				err = fmt.Errorf("%w: %w", os.ErrClosed, err)
+		b = b[offset-portHeadroom:]
+		s := p.link.prepare(p.queue, b)
+		if s == nil {
+			continue
+		}
+		if (s != to && k > 0) || k == len(batch) {
+			if err := writeBatch(to, batch[:k]); err != nil {
+				return i, err
 			}
-			return i, err
+			k = 0
+		}
+		to, batch[k] = s, b
+		k++
+	}
+	if k > 0 {
+		if err := writeBatch(to, batch[:k]); err != nil {
+			return 0, err
 		}
 	}
 	return len(bufs), nil
+}
+
+// writeBatch sends frames on s, with os.ErrClosed for a closed socket (as
+// the gateway expects of a device).
+func writeBatch(s *Socket, frames [][]byte) error {
+	_, err := s.WriteBatch(frames)
+	if errors.Is(err, net.ErrClosed) {
+		err = fmt.Errorf("%w: %w", os.ErrClosed, err)
+	}
+	return err
+}
+
+// Truncated is how many frames the sockets dropped because they did not
+// fit a ring slot or a buffer.
+func (l *Link) Truncated() uint64 {
+	var n uint64
+	for _, ifc := range l.ifs {
+		for _, s := range ifc.socks {
+			n += s.Truncated.Load()
+		}
+	}
+	return n
 }
