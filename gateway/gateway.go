@@ -269,6 +269,7 @@ func (g *Gateway) openLink() (err error) {
 		return fmt.Errorf("AF_PACKET device: %w", err)
 	}
 	g.devices = g.link.Ports()
+	g.link.SetCapture(&g.capture)
 	// The kernel sees every frame vsgate sees. Frames to vsgate's
 	// addresses are not for it, and with forwarding on it would route
 	// them a second time.
@@ -420,7 +421,7 @@ func (g *Gateway) work(i int, d tun.Device) error {
 				dropped++
 			}
 		}
-		if capturing && g.link == nil {
+		if capturing && g.link == nil { // the Link records what it sends itself (SetCapture)
 			g.captureOut(out, h)
 		}
 		if len(out) > 0 {
@@ -430,9 +431,6 @@ func (g *Gateway) work(i int, d tun.Device) error {
 			if err != nil && !errors.Is(err, errClosed) {
 				warn.log(g.log, "write", "device", d.Name(), "err", err)
 			}
-		}
-		if capturing && g.link != nil {
-			g.captureOut(out, h) // after Write, which wrote the Ethernet headers
 		}
 		c.packets.Add(uint64(got))
 		c.dropped.Add(dropped)
@@ -460,15 +458,12 @@ func (g *Gateway) captureIn(bufs, pkts [][]byte, h int) {
 	}
 }
 
-// captureOut records what the worker writes (out as Write takes it).
+// captureOut records the IP packets the worker writes to a TUN (out as
+// Write takes it).
 func (g *Gateway) captureOut(out [][]byte, h int) {
 	now := time.Now()
 	for _, p := range out {
-		if g.link != nil {
-			g.capture.WriteFrame(now, p[h-packet.EthernetMinimumSize:])
-		} else {
-			g.capture.WritePacket(now, p[h:], pcap.Out)
-		}
+		g.capture.WritePacket(now, p[h:], pcap.Out)
 	}
 }
 
@@ -917,14 +912,10 @@ func (g *Gateway) startL7(services []L7Service) error {
 	g.l7, err = netstack.New(netstack.Options{MTU: mtu, Output: func(pkt []byte) {
 		g.writeMu[0].Lock()
 		out[0] = buf[:h+copy(buf[h:], pkt)]
-		capturing := g.capture.Enabled()
-		if capturing && g.link == nil {
+		if g.link == nil && g.capture.Enabled() { // the Link records what it sends itself (SetCapture)
 			g.captureOut(out, h)
 		}
 		_, err := dev.Write(out, h)
-		if capturing && g.link != nil {
-			g.captureOut(out, h) // after Write, which wrote the Ethernet header
-		}
 		g.writeMu[0].Unlock()
 		if err != nil && !errors.Is(err, errClosed) {
 			g.log.Warn("l7 write", "err", err)

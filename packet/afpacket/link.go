@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -54,6 +55,8 @@ type Link struct {
 	state atomic.Pointer[linkState]
 	wait  waiting
 	stats LinkStats
+	// capture records the frames sent (SetCapture); nil for none.
+	capture FrameCapture
 
 	mu sync.Mutex // serialises Refresh and SetOwned
 }
@@ -166,6 +169,25 @@ func OpenLink(cfg LinkConfig) (_ *Link, err error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// FrameCapture records frames; *pcap.Writer started with StartEthernet
+// is one.
+type FrameCapture interface {
+	Enabled() bool
+	WriteFrame(t time.Time, frame []byte)
+}
+
+// SetCapture makes the Link record every frame it sends, as sent
+// (coalesced datagrams as their super-packet, with the Ethernet header),
+// while c is enabled. Call it before the Ports are used.
+func (l *Link) SetCapture(c FrameCapture) { l.capture = c }
+
+// captured records a frame about to be sent, if a capture runs.
+func (l *Link) captured(frame []byte) {
+	if l.capture != nil && l.capture.Enabled() {
+		l.capture.WriteFrame(time.Time{}, frame)
+	}
 }
 
 // Ports are the Link's devices, one per socket: interface by interface,
@@ -622,7 +644,9 @@ func ipLength(b []byte) int {
 // Write sends bufs[i][offset:] each as one packet, to the interface and
 // next hop its destination routes to, with the virtio-net header Read
 // left in front of it (a buffer that did not come from Read must have
-// zeros there); runs of packets for one interface go in one sendmmsg(2).
+// zeros there); runs of packets for one interface go in one sendmmsg(2),
+// and runs of one UDP flow's datagrams in one super-packet (coalesceUDP,
+// into the first one's spare capacity: give buffers room for MaxPacket).
 // It returns len(bufs) unless a socket fails: packets with no route, or
 // to an owned address, are dropped and counted (Stats), not errors.
 func (p *Port) Write(bufs [][]byte, offset int) (int, error) {
@@ -632,10 +656,11 @@ func (p *Port) Write(bufs [][]byte, offset int) (int, error) {
 	var batch [MaxBatch][]byte
 	var to *Socket
 	k := 0
-	for i, b := range bufs {
-		b = b[offset-portHeadroom:]
+	for i := 0; i < len(bufs); {
+		b, next := coalesceUDP(bufs, i, offset)
 		s := p.link.prepare(p.queue, b)
 		if s == nil {
+			i = next
 			continue
 		}
 		if (s != to && k > 0) || k == len(batch) {
@@ -644,8 +669,10 @@ func (p *Port) Write(bufs [][]byte, offset int) (int, error) {
 			}
 			k = 0
 		}
+		p.link.captured(b[VNetHdrSize:])
 		to, batch[k] = s, b
 		k++
+		i = next
 	}
 	if k > 0 {
 		if err := writeBatch(to, batch[:k]); err != nil {

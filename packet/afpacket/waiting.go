@@ -86,6 +86,7 @@ func (w *waiting) release(l *Link) {
 				etherType = packet.EtherTypeIPv6
 			}
 			packet.PutEthernet(b[VNetHdrSize:], mac, ifc.mac, etherType)
+			l.captured(b[VNetHdrSize:])
 			if err := ifc.socks[0].Write(b); err != nil {
 				l.log.Debug("sending a packet that waited for its next hop", "hop", hop, "err", err)
 			}

@@ -21,6 +21,11 @@
 //	}
 //	n, err := capture.Stop() // flushes; the caller closes f
 //
+// On an AF_PACKET gateway StartEthernet writes LINKTYPE_ETHERNET instead
+// and WriteFrame records whole frames, Ethernet headers included: the
+// gateway records what it reads, and packet/afpacket what it sends, as
+// sent (`tcpdump -enr FILE` shows the MACs, and so the direction).
+//
 // What it must not do: cost the hot path anything but one atomic load
 // while capture is off; parse, filter or rewrite packets (it records the
 // bytes it is given, cut to the snap length); open, rotate or close

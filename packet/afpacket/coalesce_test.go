@@ -1,0 +1,90 @@
+package afpacket
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+)
+
+// TestCoalesceUDP: a run of one flow's datagrams becomes one UDP GSO
+// super-packet whose segments (split as the kernel splits them) are the
+// datagrams, byte for byte as gopacket built them; a datagram of another
+// flow, a longer one, or a TCP segment ends the run.
+func TestCoalesceUDP(t *testing.T) {
+	for _, v6 := range []bool{false, true} {
+		udp := superPacket{v6: v6, udp: true}
+		var want [][]byte
+		for i, n := range []int{100, 100, 100, 60} {
+			want = append(want, udp.serialize(t, bytes.Repeat([]byte{byte(i)}, n), 7+uint16(i), 0, 0))
+		}
+		longer := udp.serialize(t, make([]byte, 120), 11, 0, 0)
+		tcp := superPacket{v6: v6}.serialize(t, []byte("x"), 12, 1, testACK)
+		const offset = portHeadroom
+		bufs := make([][]byte, 0, 6)
+		for _, p := range append(append(want[:3:3], longer), tcp) {
+			b := make([]byte, offset+len(p), offset+65535)
+			copy(b[offset:], p)
+			bufs = append(bufs, b)
+		}
+		// The second comes with a partial checksum, as from a local stack
+		// behind a veth: it joins the run all the same.
+		h2 := vnetHdr(bufs[1][:VNetHdrSize])
+		h2[0] = vnetNeedsCsum
+		binary.NativeEndian.PutUint16(h2[6:], uint16(14+map[bool]int{false: 20, true: 40}[v6]))
+		binary.NativeEndian.PutUint16(h2[8:], 6)
+		// The run is the first three (a longer datagram ends it).
+		frame, next := coalesceUDP(bufs, 0, offset)
+		if next != 3 {
+			t.Fatalf("v6=%v: the run ended before %d, want 3", v6, next)
+		}
+		h := vnetHdr(frame[:VNetHdrSize])
+		if h.gsoType() != gsoUDPL4 || !h.partial() || h.gsoSize() != 100 {
+			t.Fatalf("v6=%v: header %x", v6, []byte(h))
+		}
+		ip := frame[portHeadroom:]
+		h.refreshPartial(ip) // what prepare does before sending
+		var got [][]byte
+		if !h.segments(ip, make([]byte, 2048), func(b []byte) { got = append(got, bytes.Clone(b)) }) {
+			t.Fatalf("v6=%v: segments refused the super-packet", v6)
+		}
+		if len(got) != 3 {
+			t.Fatalf("v6=%v: %d segments, want 3", v6, len(got))
+		}
+		for i := range got {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Errorf("v6=%v datagram %d:\n got %x\nwant %x", v6, i, got[i], want[i])
+			}
+		}
+		// The longer datagram starts a run of its own, which the TCP
+		// segment ends: both come back alone.
+		if _, next := coalesceUDP(bufs, 3, offset); next != 4 {
+			t.Errorf("v6=%v: a lone datagram merged up to %d", v6, next)
+		}
+		if f, next := coalesceUDP(bufs, 4, offset); next != 5 || len(f) != VNetHdrSize+14+len(tcp) || f[0] != 0 {
+			t.Errorf("v6=%v: the TCP segment came back as %d bytes up to %d", v6, len(f), next)
+		}
+
+		// A run whose last datagram is shorter ends with it.
+		bufs = bufs[:0]
+		for _, p := range append(want, want[0]) {
+			b := make([]byte, offset+len(p), offset+65535)
+			copy(b[offset:], p)
+			bufs = append(bufs, b)
+		}
+		frame, next = coalesceUDP(bufs, 0, offset)
+		if next != 4 {
+			t.Errorf("v6=%v: a run with a short last datagram ended before %d, want 4", v6, next)
+		}
+		total := 0
+		for _, w := range want {
+			total += len(w)
+		}
+		hl := 20
+		if v6 {
+			hl = 40
+		}
+		if len(frame)-portHeadroom != total-3*(hl+8) || binary.NativeEndian.Uint16(frame[4:]) != 100 {
+			t.Errorf("v6=%v: super-packet of %d bytes", v6, len(frame)-portHeadroom)
+		}
+	}
+}
