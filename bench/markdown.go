@@ -342,9 +342,10 @@ func whereTimeGoes(r *Report, rows []Row) string {
 	}
 	if len(afp) > 0 {
 		w("- **AF_PACKET relative to TUN** (vsgate-afpacket over vsgate-nat-gso, medians): %s. A read is a ring "+
-			"slot, not a syscall, and the kernel forwards nothing; each send is still one write(2), which runs the "+
-			"veth and the receiving host's stack inline (about 85%% of the worker's time under small UDP, "+
-			"profiled with perf), and that is what holds small UDP back.\n", strings.Join(afp, ", "))
+			"slot, not a syscall, and the kernel forwards nothing; a batch goes out with one sendmmsg, super-packets "+
+			"whole, and a flow's small UDP datagrams merged into one UDP GSO packet. What remains per packet is the "+
+			"veth, the bridge and the receiver's stack, which the kernel runs inline in the send (86%% of the "+
+			"worker's time under small UDP before the merging, profiled with perf).\n", strings.Join(afp, ", "))
 	}
 	var fn []string
 	for _, wl := range r.Workloads {

@@ -184,6 +184,11 @@ services:
     vip: %[1]s:53
     scheduler: rr
     backends: %[5]s
+  - name: udp-closed
+    proto: udp
+    vip: %[1]s:54
+    scheduler: rr
+    backends: %[15]s
   - name: web6
     proto: tcp
     vip: "[%[2]s]:80"
@@ -228,7 +233,7 @@ fullnat: {pool: [%[12]s]}
 control: {socket: %[13]s}
 metrics: {listen: 127.0.0.1:9100}
 `, p.VIP4, p.VIP6, be(80, false), be(7, false), be(53, false), be(80, true), fullnatVIP,
-		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, e.device(p))
+		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, e.device(p), be(54, false))
 	return b.String()
 }
 

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -50,6 +51,7 @@ func Steps() []Step {
 		{"a real server killed: the health check takes it out, requests keep succeeding", stepHealth},
 		{"masquerade: every real server reaches the client side from the masquerade address (v4 and v6)", stepMasquerade},
 		{"UDP service (port 53) answered by a real server", stepUDP},
+		{"fragments and ICMP errors: a 5000-byte datagram (fragmented both ways) echoed whole; a real server's port unreachable reaches the client", stepFragmentsICMP},
 		{"IPv6: 30 requests to [2001:db8::10]:80 spread 10/10/10", stepIPv6},
 		{"FULLNAT: the real server sees the gateway's FULLNAT address, the client sees the VIP", stepFullNAT},
 		{"bulk: 300 MB through the VIP arrive intact (SHA-256 of every byte)", stepBulk},
@@ -900,4 +902,44 @@ func stepHostTraffic(ctx context.Context, e *Env) (string, error) {
 		parts = append(parts, c.from.Name+" -> "+c.addr)
 	}
 	return strings.Join(parts, ", ") + ": answered by the gateway's kernel (health checks and the L7 proxy use these addresses too)", nil
+}
+
+func stepFragmentsICMP(ctx context.Context, e *Env) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	vip := e.Lab.Topo.Plan.VIP4
+	c, err := e.client.DialContext(ctx, "udp", netip.AddrPortFrom(vip, 53).String())
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	dl, _ := ctx.Deadline()
+	_ = c.SetDeadline(dl)
+	payload := bytes.Repeat([]byte("fragment "), 5000/9+1)[:5000]
+	if _, err := c.Write(payload); err != nil {
+		return "", err
+	}
+	buf := make([]byte, 64<<10)
+	n, err := c.Read(buf)
+	if err != nil {
+		return "", fmt.Errorf("the 5000-byte datagram's answer: %w", err)
+	}
+	who, rest, ok := bytes.Cut(buf[:n], []byte(": "))
+	if !ok || !bytes.Equal(rest, payload) {
+		return "", fmt.Errorf("the answer to the 5000-byte datagram is %d bytes, not the datagram echoed", n)
+	}
+
+	closed, err := e.client.DialContext(ctx, "udp", netip.AddrPortFrom(vip, 54).String())
+	if err != nil {
+		return "", err
+	}
+	defer closed.Close()
+	_ = closed.SetDeadline(dl)
+	if _, err := closed.Write([]byte("anyone?")); err != nil {
+		return "", err
+	}
+	if _, err := closed.Read(buf); !errors.Is(err, syscall.ECONNREFUSED) {
+		return "", fmt.Errorf("a datagram to VIP:54, where no real server listens: read %v, want ECONNREFUSED (the translated ICMP port unreachable)", err)
+	}
+	return fmt.Sprintf("%s echoed 5000 bytes (4 fragments each way); VIP:54 -> ECONNREFUSED from the real server's ICMP error", who), nil
 }
