@@ -88,3 +88,60 @@ func TestCoalesceUDP(t *testing.T) {
 		}
 	}
 }
+
+// FuzzCoalesceUDP: whatever the packets, coalescing never panics or
+// writes past a buffer, and a super-packet it makes splits back into the
+// payloads it merged, in order.
+func FuzzCoalesceUDP(f *testing.F) {
+	t := &testing.T{}
+	udp := superPacket{udp: true}
+	a, b := udp.serialize(t, make([]byte, 50), 1, 0, 0), udp.serialize(t, make([]byte, 30), 2, 0, 0)
+	f.Add(append(append([]byte{byte(len(a))}, a...), b...), byte(0))
+	udp6 := superPacket{udp: true, v6: true}
+	c := udp6.serialize(t, []byte("abc"), 0, 0, 0)
+	f.Add(append(append([]byte{byte(len(c))}, c...), c...), byte(1))
+	f.Fuzz(func(t *testing.T, data []byte, flags byte) {
+		if len(data) < 2 {
+			return
+		}
+		// data[0] cuts the rest into packets of that length (the last
+		// gets what remains); flags sets the first's virtio-net flags.
+		size := max(int(data[0]), 1)
+		const offset = portHeadroom
+		var bufs [][]byte
+		for rest := data[1:]; len(rest) > 0 && len(bufs) < 8; {
+			n := min(size, len(rest))
+			b := make([]byte, offset+n, offset+n+4096)
+			copy(b[offset:], rest[:n])
+			bufs = append(bufs, b)
+			rest = rest[n:]
+		}
+		bufs[0][0] = flags
+		var payloads []byte
+		for _, b := range bufs {
+			if l4, ok := plainUDP(b, offset); ok {
+				payloads = append(payloads, b[offset+l4+8:]...)
+			}
+		}
+		for i := 0; i < len(bufs); {
+			frame, next := coalesceUDP(bufs, i, offset)
+			if next <= i || next > len(bufs) {
+				t.Fatalf("coalesceUDP(%d) = next %d of %d", i, next, len(bufs))
+			}
+			if next > i+1 {
+				h := vnetHdr(frame[:VNetHdrSize])
+				ip := frame[portHeadroom:]
+				var got []byte
+				if !h.segments(ip, make([]byte, 65536), func(s []byte) {
+					got = append(got, s[h.hdrLen()-14:]...)
+				}) {
+					t.Fatalf("a super-packet of %d datagrams does not split", next-i)
+				}
+				if !bytes.Contains(payloads, got) {
+					t.Fatalf("the super-packet's segments carry %d bytes that were not the datagrams' payloads", len(got))
+				}
+			}
+			i = next
+		}
+	})
+}

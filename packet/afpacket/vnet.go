@@ -52,7 +52,16 @@ func (h vnetHdr) partialField(ip []byte) (start, at int, proto uint8, ok bool) {
 		return 0, 0, 0, false
 	}
 	at = start + h.csumOffset()
-	return start, at, proto, start >= packet.IPv4MinimumSize && at+2 <= len(ip)
+	if len(ip) == 0 {
+		return 0, 0, 0, false
+	}
+	switch ip[0] >> 4 {
+	case 4:
+		ok = start >= int(ip[0]&0x0f)*4 && int(ip[0]&0x0f)*4 >= packet.IPv4MinimumSize
+	case 6:
+		ok = start >= packet.IPv6HeaderSize
+	}
+	return start, at, proto, ok && at+2 <= len(ip)
 }
 
 // addrs returns the source and destination address of ip.
@@ -123,7 +132,11 @@ func (h vnetHdr) segments(ip, seg []byte, fn func([]byte)) bool {
 	}
 	start, at, proto, ok := h.partialField(ip)
 	hdrLen, mss := h.hdrLen()-packet.EthernetMinimumSize, h.gsoSize()
-	if !ok || mss == 0 || hdrLen <= start || hdrLen > len(ip) || hdrLen+mss > len(seg) {
+	l4min := packet.UDPMinimumSize
+	if proto == packet.ProtoTCP {
+		l4min = packet.TCPMinimumSize
+	}
+	if !ok || mss == 0 || hdrLen < start+l4min || hdrLen > len(ip) || hdrLen+mss > len(seg) {
 		return false
 	}
 	v4 := ip[0]>>4 == 4
