@@ -332,32 +332,30 @@ func whereTimeGoes(r *Report, rows []Row) string {
 			}
 		}
 	}
-	var afp []string
-	for _, wl := range r.Workloads {
-		a, ok1 := rowFor(rows, "vsgate-afpacket", wl.Name)
-		t, ok2 := rowFor(rows, "vsgate-nat-gso", wl.Name)
-		if ok1 && ok2 && a.Value.N > 0 && t.Value.N > 0 && t.Value.Median > 0 {
-			afp = append(afp, fmt.Sprintf("%s %.2fx", wl.Name, a.Value.Median/t.Value.Median))
-		}
-	}
-	if len(afp) > 0 {
+	if afp := relative(rows, r.Workloads, "vsgate-afpacket", "vsgate-nat-gso"); len(afp) > 0 {
 		w("- **AF_PACKET relative to TUN** (vsgate-afpacket over vsgate-nat-gso, medians): %s. A read is a ring "+
 			"slot, not a syscall, and the kernel forwards nothing; a batch goes out with one sendmmsg, super-packets "+
 			"whole, and a flow's small UDP datagrams merged into one UDP GSO packet. What remains per packet is the "+
 			"veth, the bridge and the receiver's stack, which the kernel runs inline in the send (86%% of the "+
 			"worker's time under small UDP before the merging, profiled with perf).\n", strings.Join(afp, ", "))
 	}
-	var fn []string
-	for _, wl := range r.Workloads {
-		n, ok1 := rowFor(rows, "vsgate-nat", wl.Name)
-		f, ok2 := rowFor(rows, "vsgate-fullnat", wl.Name)
-		if ok1 && ok2 && n.Value.N > 0 && f.Value.N > 0 && n.Value.Median > 0 {
-			fn = append(fn, fmt.Sprintf("%s %.2fx", wl.Name, f.Value.Median/n.Value.Median))
-		}
-	}
-	if len(fn) > 0 {
+	if fn := relative(rows, r.Workloads, "vsgate-fullnat", "vsgate-nat"); len(fn) > 0 {
 		w("- FULLNAT relative to NAT (medians): %s; differences inside the min–max ranges are noise.\n", strings.Join(fn, ", "))
 	}
 	w("\n")
 	return b.String()
+}
+
+// relative lists, per workload both systems were measured under, the
+// median of system over the median of base ("http-close 1.38x").
+func relative(rows []Row, wls []WorkloadInfo, system, base string) []string {
+	var out []string
+	for _, wl := range wls {
+		a, ok1 := rowFor(rows, system, wl.Name)
+		b, ok2 := rowFor(rows, base, wl.Name)
+		if ok1 && ok2 && a.Value.N > 0 && b.Value.N > 0 && b.Value.Median > 0 {
+			out = append(out, fmt.Sprintf("%s %.2fx", wl.Name, a.Value.Median/b.Value.Median))
+		}
+	}
+	return out
 }
