@@ -1,0 +1,127 @@
+package afpacket
+
+import (
+	"context"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vsgate/vsgate/packet"
+)
+
+// TestLinkResolvesAndDelivers runs a Link in host "b" against a Linux
+// host "a" on one link:
+//
+//	+---------------------+                 +------------------------------+
+//	| host "a" (Linux)    +-----------------+ host "b": kernel 198.18.0.3  |
+//	| 198.18.0.2/24       |                 | Link owns VIP 198.18.0.10;   |
+//	| UDP listener :9     |                 | a worker reads its one Port  |
+//	+---------------------+                 +------------------------------+
+//
+// A packet written to a Port for 198.18.0.2, whose MAC nobody knows yet,
+// waits while the Link asks for it, and reaches a's socket once a
+// answers; a datagram a sends to the VIP is resolved (the Link answers
+// ARP for it) and comes out of the Port's Read.
+func TestLinkResolvesAndDelivers(t *testing.T) {
+	peer, vip := netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.10")
+	lab := pairLab(t, "afpl", []netip.Prefix{netip.PrefixFrom(peer, 24)})
+	a, b := lab.MustHost("a"), lab.MustHost("b")
+	if _, err := b.Run(context.Background(), "ip", "addr", "add", "198.18.0.3/24", "dev", lab.IfName("b")); err != nil {
+		t.Fatal(err)
+	}
+	var l *Link
+	if err := b.Do(func() (err error) {
+		l, err = OpenLink(LinkConfig{Interfaces: []string{lab.IfName("b")}, Owned: []netip.Addr{vip}})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	port := l.Ports()[0]
+	watchdog := time.AfterFunc(20*time.Second, func() { l.Close() })
+	defer watchdog.Stop()
+
+	// A worker reads the Port all along, as the gateway's do: ARP and ND
+	// frames are handled inside Read.
+	arrived := make(chan []byte, 16)
+	go func() {
+		bufs, sizes := [][]byte{make([]byte, portHeadroom+MaxPacketLen)}, make([]int, 1)
+		for {
+			k, err := port.Read(bufs, sizes, portHeadroom)
+			if err != nil {
+				close(arrived)
+				return
+			}
+			if k == 1 {
+				arrived <- append([]byte(nil), bufs[0][portHeadroom:portHeadroom+sizes[0]]...)
+			}
+		}
+	}()
+
+	ln, err := a.ListenPacket("udp", "198.18.0.2:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	_ = ln.SetDeadline(time.Now().Add(10 * time.Second))
+
+	// Out: a UDP datagram from the VIP to a, through Port.Write.
+	buf := make([]byte, portHeadroom+MaxPacketLen)
+	ip := buf[portHeadroom:]
+	n := udp4(ip, vip, peer, 4000, 9, []byte("from the link"))
+	if _, err := port.Write([][]byte{buf[:portHeadroom+n]}, portHeadroom); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 64)
+	m, from, err := ln.ReadFrom(got)
+	if err != nil {
+		t.Fatalf("the packet that waited for a's MAC: %v (link stats: %d requests, %d unresolved)", err, l.Stats().Requests.Load(), l.Stats().Unresolved.Load())
+	}
+	if string(got[:m]) != "from the link" || from.(*net.UDPAddr).AddrPort() != netip.AddrPortFrom(vip, 4000) {
+		t.Errorf("a got %q from %v", got[:m], from)
+	}
+	if l.Stats().Requests.Load() == 0 {
+		t.Error("the Link sent no ARP request for a")
+	}
+
+	// In: a datagram a sends to the VIP comes out of Read.
+	if _, err := ln.WriteTo([]byte("to the vip"), net.UDPAddrFromAddrPort(netip.AddrPortFrom(vip, 4000))); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for p := range arrived {
+		if len(p) > 28 && netip.AddrFrom4([4]byte(p[16:20])) == vip && string(p[28:]) == "to the vip" {
+			found = true
+			break
+		}
+	}
+	if !found {
+		t.Fatal("nothing to the VIP arrived before the Link closed")
+	}
+	if l.Stats().Replies.Load() == 0 {
+		t.Error("a reached the VIP without the Link answering its ARP request")
+	}
+}
+
+// MaxPacketLen is the buffer room the test gives a packet.
+const MaxPacketLen = 2048
+
+// udp4 writes an IPv4 UDP datagram with complete checksums into b and
+// returns its length.
+func udp4(b []byte, src, dst netip.Addr, sport, dport uint16, payload []byte) int {
+	n := 20 + 8 + len(payload)
+	clear(b[:28])
+	b[0], b[8], b[9] = 0x45, 64, packet.ProtoUDP
+	binary.BigEndian.PutUint16(b[2:], uint16(n))
+	copy(b[12:16], src.AsSlice())
+	copy(b[16:20], dst.AsSlice())
+	binary.BigEndian.PutUint16(b[10:], ^packet.Sum(b[:20], 0))
+	binary.BigEndian.PutUint16(b[20:], sport)
+	binary.BigEndian.PutUint16(b[22:], dport)
+	binary.BigEndian.PutUint16(b[24:], uint16(8+len(payload)))
+	copy(b[28:], payload)
+	binary.BigEndian.PutUint16(b[26:], ^packet.Sum(b[20:n], packet.PseudoHeaderSum(packet.ProtoUDP, b[12:16], b[16:20], 8+len(payload))))
+	return n
+}
