@@ -109,6 +109,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descLink, st.ToSelf.Load(), "drop_to_self")
 		counter(descLink, st.Unresolved.Load(), "drop_unresolved")
 		counter(descLink, st.Short.Load(), "drop_short")
+		counter(descLink, st.TTL.Load(), "drop_ttl")
 		counter(descLink, g.link.Truncated(), "drop_truncated")
 	}
 }

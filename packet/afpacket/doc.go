@@ -28,6 +28,10 @@
 // destination (routes through the owned interfaces only), to the next
 // hop's MAC from Neighbors.
 //
+// As a router, a Port decrements the TTL (hop limit) of every packet it
+// reads and drops those that arrive with 1 left, as the kernel's
+// forwarding does for a TUN; it sends no ICMP time exceeded yet.
+//
 // # What reaches userspace
 //
 // AF_PACKET gets a copy of every frame; the kernel still gets the

@@ -1,6 +1,7 @@
 package afpacket
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,6 +70,7 @@ type LinkStats struct {
 	ToSelf     atomic.Uint64 // packets dropped: addressed to an owned address
 	Unresolved atomic.Uint64 // packets dropped: the next hop did not answer in time, or too many waited
 	Short      atomic.Uint64 // frames dropped: too short for their IP header
+	TTL        atomic.Uint64 // packets dropped: TTL or hop limit exhausted
 }
 
 // linkIface is one owned interface.
@@ -593,7 +595,7 @@ func (p *Port) isPacket(f []byte) bool {
 			p.link.stats.Short.Add(1)
 			return false
 		}
-		return true
+		return p.decrementTTL(f[eth:])
 	case packet.EtherTypeIPv6:
 		if len(f) < eth+packet.IPv6HeaderSize {
 			p.link.stats.Short.Add(1)
@@ -602,13 +604,37 @@ func (p *Port) isPacket(f []byte) bool {
 		ip := f[eth:]
 		if !(ip[6] == packet.ProtoICMPv6 && len(ip) > packet.IPv6HeaderSize &&
 			(ip[packet.IPv6HeaderSize] == packet.ICMPv6NeighborSolicit || ip[packet.IPv6HeaderSize] == packet.ICMPv6NeighborAdvert)) {
-			return true
+			return p.decrementTTL(ip)
 		}
 	}
 	if ParseControl(f, &p.ctl) {
 		p.link.control(p, &p.ctl)
 	}
 	return false
+}
+
+// decrementTTL does a router's input step for ip, which vsgate forwards
+// (or terminates, for an L7 service, where it does not matter): the IPv4
+// TTL or IPv6 hop limit goes down by one, the IPv4 header checksum is
+// adjusted as RFC 1624 allows (Linux's ip_decrease_ttl), and a packet
+// that arrives with 1 or 0 left is dropped and counted — on a TUN the
+// kernel's forwarding does the same. (No ICMP time exceeded is sent back
+// yet.) It reports whether the packet goes on.
+func (p *Port) decrementTTL(ip []byte) bool {
+	at := 8 // IPv4 TTL
+	if ip[0]>>4 == 6 {
+		at = 7 // IPv6 hop limit
+	}
+	if ip[at] <= 1 {
+		p.link.stats.TTL.Add(1)
+		return false
+	}
+	ip[at]--
+	if at == 8 {
+		c := uint32(binary.BigEndian.Uint16(ip[10:])) + 0x0100
+		binary.BigEndian.PutUint16(ip[10:], uint16(c+c>>16))
+	}
+	return true
 }
 
 // Segments calls fn with the plain packets that the n-byte packet Read

@@ -125,3 +125,42 @@ func udp4(b []byte, src, dst netip.Addr, sport, dport uint16, payload []byte) in
 	binary.BigEndian.PutUint16(b[26:], ^packet.Sum(b[20:n], packet.PseudoHeaderSum(packet.ProtoUDP, b[12:16], b[16:20], 8+len(payload))))
 	return n
 }
+
+// TestDecrementTTL: the TTL goes down by one with the IPv4 header
+// checksum still right (checked by summing the header, for every TTL and
+// many checksums), the hop limit likewise; 1 and 0 are dropped.
+func TestDecrementTTL(t *testing.T) {
+	p := &Port{link: &Link{}}
+	ip := make([]byte, 20)
+	dropped := uint64(0)
+	for ttl := 0; ttl < 256; ttl++ {
+		for id := 0; id < 65536; id += 257 {
+			clear(ip)
+			ip[0], ip[8], ip[9] = 0x45, byte(ttl), packet.ProtoUDP
+			binary.BigEndian.PutUint16(ip[4:], uint16(id))
+			binary.BigEndian.PutUint16(ip[10:], ^packet.Sum(ip, 0))
+			goesOn := p.decrementTTL(ip)
+			if goesOn != (ttl > 1) {
+				t.Fatalf("TTL %d: goes on = %v", ttl, goesOn)
+			}
+			if !goesOn {
+				dropped++
+				continue
+			}
+			if int(ip[8]) != ttl-1 {
+				t.Fatalf("TTL %d became %d", ttl, ip[8])
+			}
+			if s := packet.Sum(ip, 0); s != 0xffff && s != 0 {
+				t.Fatalf("TTL %d, ID %d: header sums to %#x after the decrement", ttl, id, s)
+			}
+		}
+	}
+	ip6 := make([]byte, 40)
+	ip6[0], ip6[7] = 0x60, 2
+	if !p.decrementTTL(ip6) || ip6[7] != 1 || p.decrementTTL(ip6) {
+		t.Errorf("hop limit 2 -> %d; a hop limit of 1 must be dropped", ip6[7])
+	}
+	if p.link.stats.TTL.Load() != dropped+1 {
+		t.Errorf("%d drops counted", p.link.stats.TTL.Load())
+	}
+}
