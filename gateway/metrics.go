@@ -110,7 +110,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descLink, st.Unresolved.Load(), "drop_unresolved")
 		counter(descLink, st.Short.Load(), "drop_short")
 		counter(descLink, st.TTL.Load(), "drop_ttl")
-		counter(descLink, g.link.Truncated(), "drop_truncated")
+		truncated, tagged, refused := g.link.SocketDrops()
+		counter(descLink, truncated, "drop_truncated")
+		counter(descLink, tagged, "drop_vlan_tagged")
+		counter(descLink, refused, "drop_refused_by_kernel")
 	}
 }
 

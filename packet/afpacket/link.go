@@ -1,6 +1,7 @@
 package afpacket
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -58,6 +59,9 @@ type Link struct {
 	stats LinkStats
 	// capture records the frames sent (SetCapture); nil for none.
 	capture FrameCapture
+	// noUSO is set when the kernel refused a UDP GSO packet: no more
+	// merging of datagrams (writeBatch).
+	noUSO atomic.Bool
 
 	mu sync.Mutex // serialises Refresh and SetOwned
 }
@@ -381,7 +385,19 @@ func (l *Link) routes() ([]route, error) {
 			if r.Type != unix.RTN_UNICAST {
 				continue
 			}
-			i := slices.IndexFunc(l.ifs, func(ifc *linkIface) bool { return ifc.index == r.LinkIndex })
+			link, gw := r.LinkIndex, r.Gw
+			if len(r.MultiPath) > 0 {
+				// ECMP: the first next hop through an owned interface.
+				// vsgate does not spread flows over the others.
+				link, gw = 0, nil
+				for _, nh := range r.MultiPath {
+					if slices.ContainsFunc(l.ifs, func(ifc *linkIface) bool { return ifc.index == nh.LinkIndex }) {
+						link, gw = nh.LinkIndex, nh.Gw
+						break
+					}
+				}
+			}
+			i := slices.IndexFunc(l.ifs, func(ifc *linkIface) bool { return ifc.index == link })
 			if i < 0 {
 				continue
 			}
@@ -396,7 +412,7 @@ func (l *Link) routes() ([]route, error) {
 				ones, _ := r.Dst.Mask.Size()
 				dst = netip.PrefixFrom(a.Unmap(), ones).Masked()
 			}
-			via, _ := netip.AddrFromSlice(r.Gw)
+			via, _ := netip.AddrFromSlice(gw)
 			rs = append(rs, route{dst: dst, iface: i, via: via.Unmap()})
 		}
 	}
@@ -681,51 +697,66 @@ func (p *Port) Write(bufs [][]byte, offset int) (int, error) {
 	}
 	var batch [MaxBatch][]byte
 	var to *Socket
-	k := 0
+	var first error
+	k, merged := 0, false
 	for i := 0; i < len(bufs); {
-		b, next := coalesceUDP(bufs, i, offset)
+		b, next := bufs[i][offset-portHeadroom:], i+1
+		if !p.link.noUSO.Load() {
+			b, next = coalesceUDP(bufs, i, offset)
+		}
 		s := p.link.prepare(p.queue, b)
 		if s == nil {
 			i = next
 			continue
 		}
 		if (s != to && k > 0) || k == len(batch) {
-			if err := writeBatch(to, batch[:k]); err != nil {
-				return i, err
+			if err := p.link.writeBatch(to, batch[:k], merged); err != nil {
+				if errors.Is(err, os.ErrClosed) {
+					return i, err
+				}
+				first = cmp.Or(first, err)
 			}
-			k = 0
+			k, merged = 0, false
 		}
 		p.link.captured(b[VNetHdrSize:])
 		to, batch[k] = s, b
+		merged = merged || next > i+1
 		k++
 		i = next
 	}
 	if k > 0 {
-		if err := writeBatch(to, batch[:k]); err != nil {
-			return 0, err
+		if err := p.link.writeBatch(to, batch[:k], merged); err != nil {
+			first = cmp.Or(first, err)
 		}
 	}
-	return len(bufs), nil
+	return len(bufs), first
 }
 
 // writeBatch sends frames on s, with os.ErrClosed for a closed socket (as
-// the gateway expects of a device).
-func writeBatch(s *Socket, frames [][]byte) error {
+// the gateway expects of a device). A kernel that refuses UDP GSO
+// (VIRTIO_NET_HDR_GSO_UDP_L4 arrived in Linux 6.2) refuses a batch that
+// holds merged datagrams with EINVAL: merging is then turned off for good.
+func (l *Link) writeBatch(s *Socket, frames [][]byte, merged bool) error {
 	_, err := s.WriteBatch(frames)
-	if errors.Is(err, net.ErrClosed) {
+	switch {
+	case errors.Is(err, net.ErrClosed):
 		err = fmt.Errorf("%w: %w", os.ErrClosed, err)
+	case merged && errors.Is(err, unix.EINVAL) && !l.noUSO.Swap(true):
+		l.log.Warn("the kernel refuses UDP GSO packets: UDP datagrams are no longer merged", "err", err)
 	}
 	return err
 }
 
-// Truncated is how many frames the sockets dropped because they did not
-// fit a ring slot or a buffer.
-func (l *Link) Truncated() uint64 {
-	var n uint64
+// SocketDrops sums the sockets' counters: frames dropped because they did
+// not fit (truncated), carried a VLAN tag (tagged), or the kernel would
+// not send them (refused).
+func (l *Link) SocketDrops() (truncated, tagged, refused uint64) {
 	for _, ifc := range l.ifs {
 		for _, s := range ifc.socks {
-			n += s.Truncated.Load()
+			truncated += s.Truncated.Load()
+			tagged += s.Tagged.Load()
+			refused += s.Refused.Load()
 		}
 	}
-	return n
+	return truncated, tagged, refused
 }

@@ -43,10 +43,12 @@ type Config struct {
 // millisecond into every request-response round trip (HTTP keep-alive
 // measured 0.37x kernel DNAT with V3, 0.74x with V2, same run). V2 wakes
 // the reader per frame. Every frame slot holds a 64 KiB GSO super-packet
-// with its headers: 256 of them are 17 MiB of ring per socket.
+// with its headers, which takes just over 64 KiB; the kernel allocates a
+// block in powers of two, so a slot is a 128 KiB block, and 128 of them
+// are 16 MiB of ring per socket.
 const (
-	ringFrameSize = 17 << 12
-	ringFrames    = 256
+	ringFrameSize = 128 << 10
+	ringFrames    = 128
 )
 
 // tpacket2_hdr offsets (struct tpacket2_hdr, linux/if_packet.h).
@@ -60,8 +62,7 @@ const (
 // mmsghdr is struct mmsghdr (sendmmsg(2)); x/sys/unix has no Linux one.
 type mmsghdr struct {
 	hdr unix.Msghdr
-	len uint32
-	_   [4]byte
+	len uint32 // the compiler pads the struct to its alignment, as C does
 }
 
 // MaxBatch is the most frames one ReadBatch or WriteBatch moves.
@@ -88,8 +89,10 @@ type Socket struct {
 	closed atomic.Bool
 
 	// Truncated counts frames dropped because they did not fit the ring
-	// slot or the caller's buffer.
-	Truncated atomic.Uint64
+	// slot or the caller's buffer; Tagged, VLAN-tagged frames (whose tag
+	// the kernel moved out of the frame: vsgate handles untagged traffic
+	// only); Refused, frames the kernel would not send.
+	Truncated, Tagged, Refused atomic.Uint64
 }
 
 // ErrTruncated is returned (wrapped) by Read for a frame that did not fit
@@ -103,7 +106,10 @@ func Open(cfg Config) (_ *Socket, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("afpacket %s: %w", cfg.Interface, err)
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, int(htons(unix.ETH_P_ALL)))
+	// Protocol 0: nothing arrives until Bind names the protocol and the
+	// interface (with ETH_P_ALL here, frames of every interface would
+	// queue up before the bind).
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("afpacket %s: socket: %w", cfg.Interface, err)
 	}
@@ -209,6 +215,8 @@ func (s *Socket) take(bufs [][]byte, sizes []int, off int) int {
 		mac := int(*(*uint16)(unsafe.Pointer(&slot[tpMac])))
 		buf := bufs[n]
 		switch {
+		case v&unix.TP_STATUS_VLAN_VALID != 0:
+			s.Tagged.Add(1)
 		case snap < length || v&unix.TP_STATUS_COPY != 0 || off+snap > len(buf) || mac+snap > len(slot) || (s.vnet && mac < VNetHdrSize):
 			s.Truncated.Add(1)
 		default:
@@ -255,8 +263,11 @@ func (s *Socket) Write(frame []byte) error {
 }
 
 // WriteBatch sends frames (each as Write takes it), up to MaxBatch at a
-// time, with sendmmsg(2): one system call for the batch. It returns how
-// many were sent; it waits while the socket's send buffer is full.
+// time, with sendmmsg(2): one system call for the batch. A frame the
+// kernel refuses (too long, a bad virtio-net header, no buffer) is skipped
+// and counted (Refused), so it does not stop the rest; WriteBatch returns
+// how many frames it sent and the first such error. While the socket's
+// send buffer is full it waits.
 func (s *Socket) WriteBatch(frames [][]byte) (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -265,34 +276,51 @@ func (s *Socket) WriteBatch(frames [][]byte) (int, error) {
 	}
 	var msgs [MaxBatch]mmsghdr
 	var iovs [MaxBatch]unix.Iovec
-	sent := 0
-	for sent < len(frames) {
-		batch := frames[sent:min(len(frames), sent+MaxBatch)]
+	var first error
+	done, sent := 0, 0
+	for done < len(frames) {
+		batch := frames[done:min(len(frames), done+MaxBatch)]
 		for i, f := range batch {
 			iovs[i] = unix.Iovec{Base: unsafe.SliceData(f)}
 			iovs[i].SetLen(len(f))
 			msgs[i] = mmsghdr{hdr: unix.Msghdr{Iov: &iovs[i], Iovlen: 1}}
 		}
 		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(batch)), 0, 0, 0)
-		switch {
-		case errno == 0:
-			sent += int(r)
-		case errno == unix.EAGAIN:
-			werr := s.rc.Write(func(uintptr) bool { return true }) // returns once writable
-			if s.closed.Load() {
-				return sent, fmt.Errorf("afpacket %s: write: %w", s.name, net.ErrClosed)
+		switch errno {
+		case 0:
+			done, sent = done+int(r), sent+int(r)
+		case unix.EAGAIN:
+			if err := s.waitWritable(); err != nil {
+				return sent, err
 			}
-			if werr != nil && !errors.Is(werr, os.ErrDeadlineExceeded) {
-				return sent, fmt.Errorf("afpacket %s: write: %w", s.name, werr)
-			}
-		case errno == unix.EINTR:
+		case unix.EINTR:
 		default:
-			// The first frame of the batch failed (a bad header, too
-			// long): skip it, so one bad frame does not stop the rest.
-			return sent, fmt.Errorf("afpacket %s: write: %w", s.name, errno)
+			// sendmmsg fails only when the batch's first frame does.
+			s.Refused.Add(1)
+			if first == nil {
+				first = fmt.Errorf("afpacket %s: write: %w", s.name, errno)
+			}
+			done++
 		}
 	}
-	return sent, nil
+	return sent, first
+}
+
+// waitWritable waits until the socket can take a frame again, or Close.
+// It polls in steps, in this thread: a full send buffer is rare, and a
+// wait in the runtime poller would need a closure per call.
+func (s *Socket) waitWritable() error {
+	pfd := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLOUT}}
+	for !s.closed.Load() {
+		n, err := unix.Poll(pfd, 10)
+		if err != nil && err != unix.EINTR {
+			return fmt.Errorf("afpacket %s: write: poll: %w", s.name, err)
+		}
+		if n > 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("afpacket %s: write: %w", s.name, net.ErrClosed)
 }
 
 // SetFilter replaces the socket's filter (the kernel swaps it atomically):

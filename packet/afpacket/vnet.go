@@ -131,12 +131,24 @@ func (h vnetHdr) segments(ip, seg []byte, fn func([]byte)) bool {
 		return false
 	}
 	start, at, proto, ok := h.partialField(ip)
-	hdrLen, mss := h.hdrLen()-packet.EthernetMinimumSize, h.gsoSize()
-	l4min := packet.UDPMinimumSize
-	if proto == packet.ProtoTCP {
-		l4min = packet.TCPMinimumSize
+	if !ok {
+		return false
 	}
-	if !ok || mss == 0 || hdrLen < start+l4min || hdrLen > len(ip) || hdrLen+mss > len(seg) {
+	// The headers' length comes from the packet: the header's hdr_len is
+	// skb_headlen, a hint that may reach into the payload (wireguard-go
+	// does not trust it either).
+	hdrLen := start + packet.UDPMinimumSize
+	if proto == packet.ProtoTCP {
+		if len(ip) < start+packet.TCPMinimumSize {
+			return false
+		}
+		hdrLen = start + int(ip[start+12]>>4)*4
+		if hdrLen < start+packet.TCPMinimumSize {
+			return false
+		}
+	}
+	mss := h.gsoSize()
+	if mss == 0 || hdrLen > len(ip) || hdrLen+mss > len(seg) {
 		return false
 	}
 	v4 := ip[0]>>4 == 4

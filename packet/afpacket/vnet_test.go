@@ -112,6 +112,9 @@ func TestSegmentsMatchGopacket(t *testing.T) {
 		{udp: true, v6: true, payload: payload[:2500], mss: 1200},
 	} {
 		ip, hdr := sp.build(t)
+		// hdr_len is skb_headlen, a hint that may reach into the payload:
+		// the split must take the headers' length from the packet.
+		binary.NativeEndian.PutUint16(hdr[2:], uint16(hdr.hdrLen()+100))
 		var got [][]byte
 		if !hdr.segments(ip, make([]byte, 65536), func(b []byte) { got = append(got, bytes.Clone(b)) }) {
 			t.Fatalf("%+v: segments refused the header", sp)
