@@ -110,6 +110,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descLink, st.Unresolved.Load(), "drop_unresolved")
 		counter(descLink, st.Short.Load(), "drop_short")
 		counter(descLink, st.TTL.Load(), "drop_ttl")
+		counter(descLink, st.TimeExceeded.Load(), "time_exceeded_sent")
 		truncated, tagged, refused := g.link.SocketDrops()
 		counter(descLink, truncated, "drop_truncated")
 		counter(descLink, tagged, "drop_vlan_tagged")

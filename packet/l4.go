@@ -178,10 +178,10 @@ func isICMPEcho(version, typ uint8) bool {
 	return typ == ICMPv6EchoRequest || typ == ICMPv6EchoReply
 }
 
-// isICMPError reports whether an ICMP type of the given IP version is an
+// IsICMPError reports whether an ICMP type of the given IP version is an
 // error that quotes the offending packet and so must be translated with the
 // flow it belongs to (the set Linux conntrack treats as related).
-func isICMPError(version, typ uint8) bool {
+func IsICMPError(version, typ uint8) bool {
 	if version == 4 {
 		return typ == ICMPv4DestUnreach || typ == ICMPv4SourceQuench ||
 			typ == ICMPv4TimeExceeded || typ == ICMPv4ParamProblem

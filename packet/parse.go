@@ -176,7 +176,7 @@ func (p *Parsed) IsICMPEcho() bool {
 // (unreachable, packet too big, time exceeded, parameter problem, source
 // quench) with its header present: one that quotes the packet it is about.
 func (p *Parsed) IsICMPError() bool {
-	return p.IsICMP() && p.FragOff == 0 && isICMPError(p.Version, p.ICMPType)
+	return p.IsICMP() && p.FragOff == 0 && IsICMPError(p.Version, p.ICMPType)
 }
 
 // fail records a parse failure and returns its reason.

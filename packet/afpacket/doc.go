@@ -29,8 +29,8 @@
 // hop's MAC from Neighbors.
 //
 // As a router, a Port decrements the TTL (hop limit) of every packet it
-// reads and drops those that arrive with 1 left, as the kernel's
-// forwarding does for a TUN; it sends no ICMP time exceeded yet.
+// reads and drops those that arrive with 1 left, answering with an ICMP
+// time exceeded (rate-limited), as the kernel's forwarding does for a TUN.
 //
 // # What reaches userspace
 //

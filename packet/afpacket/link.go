@@ -62,6 +62,7 @@ type Link struct {
 	// noUSO is set when the kernel refused a UDP GSO packet: no more
 	// merging of datagrams (writeBatch).
 	noUSO atomic.Bool
+	icmp  tokenBucket // bounds the time-exceeded messages
 
 	mu sync.Mutex // serialises Refresh and SetOwned
 }
@@ -75,6 +76,8 @@ type LinkStats struct {
 	Unresolved atomic.Uint64 // packets dropped: the next hop did not answer in time, or too many waited
 	Short      atomic.Uint64 // frames dropped: too short for their IP header
 	TTL        atomic.Uint64 // packets dropped: TTL or hop limit exhausted
+	// TimeExceeded counts the ICMP time exceeded messages sent for them.
+	TimeExceeded atomic.Uint64
 }
 
 // linkIface is one owned interface.
@@ -528,6 +531,7 @@ type Port struct {
 	ctl   Control      // Read's scratch
 	reply controlFrame // Read's scratch
 	seg   []byte       // Segments' scratch
+	icmp  []byte       // timeExceeded's scratch (Read's goroutine)
 }
 
 // portHeadroom is what a Port wants in front of every packet: the
@@ -634,8 +638,8 @@ func (p *Port) isPacket(f []byte) bool {
 // TTL or IPv6 hop limit goes down by one, the IPv4 header checksum is
 // adjusted as RFC 1624 allows (Linux's ip_decrease_ttl), and a packet
 // that arrives with 1 or 0 left is dropped and counted — on a TUN the
-// kernel's forwarding does the same. (No ICMP time exceeded is sent back
-// yet.) It reports whether the packet goes on.
+// kernel's forwarding does the same, and answered with an ICMP time
+// exceeded (timeExceeded). It reports whether the packet goes on.
 func (p *Port) decrementTTL(ip []byte) bool {
 	at := 8 // IPv4 TTL
 	if ip[0]>>4 == 6 {
@@ -643,6 +647,7 @@ func (p *Port) decrementTTL(ip []byte) bool {
 	}
 	if ip[at] <= 1 {
 		p.link.stats.TTL.Add(1)
+		p.timeExceeded(ip)
 		return false
 	}
 	ip[at]--

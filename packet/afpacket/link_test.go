@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vsgate/vsgate/packet"
 )
 
@@ -102,6 +104,54 @@ func TestLinkResolvesAndDelivers(t *testing.T) {
 	}
 	if l.Stats().Replies.Load() == 0 {
 		t.Error("a reached the VIP without the Link answering its ARP request")
+	}
+
+	// A datagram with TTL 1 gets an ICMP time exceeded from b's address.
+	icmp, err := a.ListenPacket("ip4:icmp", "198.18.0.2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer icmp.Close()
+	if err := a.Do(func() error {
+		c, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(vip, 4000)))
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, 1) }); err != nil {
+			return err
+		}
+		if serr != nil {
+			return serr
+		}
+		_, err = c.Write([]byte("expires"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = icmp.SetDeadline(time.Now().Add(5 * time.Second))
+	msg := make([]byte, 1500)
+	for {
+		m, from, err := icmp.ReadFrom(msg)
+		if err != nil {
+			t.Fatalf("no ICMP time exceeded for a datagram with TTL 1: %v (dropped %d, sent %d)", err, l.Stats().TTL.Load(), l.Stats().TimeExceeded.Load())
+		}
+		// The raw socket gives the ICMP message; its quote holds the
+		// datagram as it arrived.
+		if m >= 8+28+7 && msg[0] == packet.ICMPv4TimeExceeded && string(msg[8+28:8+28+7]) == "expires" {
+			if from.String() != "198.18.0.3" {
+				t.Errorf("time exceeded from %v, want b's address 198.18.0.3", from)
+			}
+			if packet.Sum(msg[:m], 0) != 0xffff {
+				t.Error("the ICMP checksum is wrong")
+			}
+			break
+		}
 	}
 }
 
