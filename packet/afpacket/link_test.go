@@ -214,3 +214,33 @@ func TestDecrementTTL(t *testing.T) {
 		t.Errorf("%d drops counted", p.link.stats.TTL.Load())
 	}
 }
+
+// FuzzTimeExceeded: any packet that arrives with no TTL left is answered
+// or ignored without a panic; what is built parses and fits the limits.
+func FuzzTimeExceeded(f *testing.F) {
+	b := make([]byte, 64)
+	f.Add(b[:udp4(b, netip.MustParseAddr("198.18.0.2"), netip.MustParseAddr("198.18.0.10"), 1, 2, []byte("x"))])
+	v6 := make([]byte, 48)
+	v6[0], v6[6], v6[8], v6[9] = 0x60, packet.ProtoUDP, 0x20, 0x01
+	f.Add(v6)
+	f.Fuzz(func(t *testing.T, ip []byte) {
+		if len(ip) == 0 || (ip[0]>>4 != 4 && ip[0]>>4 != 6) {
+			return
+		}
+		l := &Link{neigh: NewNeighbors()}
+		l.state.Store(&linkState{owned: map[netip.Addr]bool{}, src: [][2]netip.Addr{{netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("2001:db8::3")}}})
+		p := &Port{link: l}
+		p.timeExceeded(ip) // no routes: built, then dropped as NoRoute
+		if l.stats.NoRoute.Load() == 1 {
+			out := p.icmp[portHeadroom:]
+			var parsed packet.Parsed
+			n := int(binary.BigEndian.Uint16(out[2:]))
+			if out[0]>>4 == 6 {
+				n = packet.IPv6HeaderSize + int(binary.BigEndian.Uint16(out[4:]))
+			}
+			if n > icmpv6ErrorMax || packet.Parse(out[:n], &parsed) != packet.ReasonNone {
+				t.Fatalf("a %d-byte time exceeded that does not parse", n)
+			}
+		}
+	})
+}
