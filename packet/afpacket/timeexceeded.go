@@ -10,8 +10,8 @@ import (
 )
 
 // Sizes of the time-exceeded message: the quote is cut so that the whole
-// error fits 576 bytes for IPv4 (RFC 1812, ICMP error length) and the IPv6 minimum
-// MTU for IPv6 (RFC 4443 §2.4).
+// error fits 576 bytes for IPv4 (RFC 1812's limit for ICMP errors) and
+// the IPv6 minimum MTU for IPv6 (RFC 4443 §2.4).
 const (
 	icmpv4ErrorMax = 576
 	icmpv6ErrorMax = 1280
