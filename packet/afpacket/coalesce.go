@@ -53,8 +53,7 @@ func coalesceUDP(bufs [][]byte, i, offset int) ([]byte, int) {
 	ip := bufs[i][offset : offset+total]
 	if l4 == packet.IPv4MinimumSize {
 		binary.BigEndian.PutUint16(ip[2:], uint16(total))
-		ip[10], ip[11] = 0, 0
-		binary.BigEndian.PutUint16(ip[10:], ^packet.Sum(ip[:l4], 0))
+		packet.IPv4(ip).SetChecksum(packet.IPv4(ip).CalculateChecksum())
 	} else {
 		binary.BigEndian.PutUint16(ip[4:], uint16(total-packet.IPv6HeaderSize))
 	}

@@ -2,7 +2,6 @@ package afpacket
 
 import (
 	"cmp"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -636,24 +635,25 @@ func (p *Port) isPacket(f []byte) bool {
 // decrementTTL does a router's input step for ip, which vsgate forwards
 // (or terminates, for an L7 service, where it does not matter): the IPv4
 // TTL or IPv6 hop limit goes down by one, the IPv4 header checksum is
-// adjusted as RFC 1624 allows (Linux's ip_decrease_ttl), and a packet
+// adjusted incrementally (RFC 1624), and a packet
 // that arrives with 1 or 0 left is dropped and counted — on a TUN the
 // kernel's forwarding does the same, and answered with an ICMP time
 // exceeded (timeExceeded). It reports whether the packet goes on.
 func (p *Port) decrementTTL(ip []byte) bool {
-	at := 8 // IPv4 TTL
-	if ip[0]>>4 == 6 {
-		at = 7 // IPv6 hop limit
+	v4 := ip[0]>>4 == 4
+	ttl := packet.IPv6(ip).HopLimit()
+	if v4 {
+		ttl = packet.IPv4(ip).TTL()
 	}
-	if ip[at] <= 1 {
+	if ttl <= 1 {
 		p.link.stats.TTL.Add(1)
 		p.timeExceeded(ip)
 		return false
 	}
-	ip[at]--
-	if at == 8 {
-		c := uint32(binary.BigEndian.Uint16(ip[10:])) + 0x0100
-		binary.BigEndian.PutUint16(ip[10:], uint16(c+c>>16))
+	if v4 {
+		packet.IPv4(ip).SetTTL(ttl - 1) // fixes the header checksum incrementally
+	} else {
+		packet.IPv6(ip).SetHopLimit(ttl - 1)
 	}
 	return true
 }
@@ -676,11 +676,9 @@ func (p *Port) Segments(buf []byte, offset, n int, fn func([]byte)) {
 // padding of a minimum-size Ethernet frame. b holds at least the fixed
 // IP header.
 func ipLength(b []byte) int {
-	var n int
+	n := packet.IPv6HeaderSize + int(packet.IPv6(b).PayloadLength())
 	if b[0]>>4 == 4 {
-		n = int(b[2])<<8 | int(b[3])
-	} else {
-		n = packet.IPv6HeaderSize + (int(b[4])<<8 | int(b[5]))
+		n = int(packet.IPv4(b).TotalLength())
 	}
 	if n < packet.IPv4MinimumSize || n > len(b) {
 		return len(b) // malformed: the engine drops it and counts why

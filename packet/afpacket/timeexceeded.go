@@ -104,7 +104,7 @@ func (p *Port) timeExceeded(ip []byte) {
 		binary.BigEndian.PutUint16(out[2:], uint16(n))
 		copy(out[12:16], src.AsSlice())
 		copy(out[16:20], dst.AsSlice())
-		binary.BigEndian.PutUint16(out[10:], ^packet.Sum(out[:packet.IPv4MinimumSize], 0))
+		packet.IPv4(out).SetChecksum(packet.IPv4(out).CalculateChecksum())
 		icmp := out[packet.IPv4MinimumSize:n]
 		icmp[0] = packet.ICMPv4TimeExceeded
 		binary.BigEndian.PutUint16(icmp[2:], ^packet.Sum(icmp, 0))

@@ -67,9 +67,9 @@ func (h vnetHdr) partialField(ip []byte) (start, at int, proto uint8, ok bool) {
 // addrs returns the source and destination address of ip.
 func addrs(ip []byte) (src, dst []byte) {
 	if ip[0]>>4 == 4 {
-		return ip[12:16], ip[16:20]
+		return packet.IPv4(ip).Src(), packet.IPv4(ip).Dst()
 	}
-	return ip[8:24], ip[24:40]
+	return packet.IPv6(ip).Src(), packet.IPv6(ip).Dst()
 }
 
 // refreshPartial rewrites the partial checksum of ip — the pseudo-header
@@ -90,11 +90,12 @@ func (h vnetHdr) refreshPartial(ip []byte) {
 // complete finishes a partial checksum in place (what the kernel's
 // skb_checksum_help does) and clears the flag.
 func (h vnetHdr) complete(ip []byte) {
-	start, at, _, ok := h.partialField(ip)
+	start, at, proto, ok := h.partialField(ip)
 	if !ok {
 		return
 	}
-	h.refreshPartial(ip)
+	src, dst := addrs(ip)
+	binary.BigEndian.PutUint16(ip[at:], packet.PseudoHeaderSum(proto, src, dst, len(ip)-start))
 	binary.BigEndian.PutUint16(ip[at:], transportChecksum(ip[start:]))
 	h.setFlags(h.flags() &^ vnetNeedsCsum)
 }
@@ -166,8 +167,7 @@ func (h vnetHdr) segments(ip, seg []byte, fn func([]byte)) bool {
 		if v4 {
 			binary.BigEndian.PutUint16(out[2:], uint16(n))
 			binary.BigEndian.PutUint16(out[4:], binary.BigEndian.Uint16(ip[4:])+uint16(i))
-			out[10], out[11] = 0, 0
-			binary.BigEndian.PutUint16(out[10:], ^packet.Sum(out[:int(out[0]&0x0f)*4], 0))
+			packet.IPv4(out).SetChecksum(packet.IPv4(out).CalculateChecksum())
 		} else {
 			binary.BigEndian.PutUint16(out[4:], uint16(n-packet.IPv6HeaderSize))
 		}
