@@ -3,8 +3,8 @@ package packet
 import "encoding/binary"
 
 // MakeTCPReset turns the TCP segment in b (parsed into p, with its L4
-// header) into the RST that answers it, in place, as RFC 9293 §3.10.7.1
-// says a closed port answers: addresses and ports swapped; if the segment
+// header) into the RST that answers it, in place, as RFC 9293 says a
+// closed port answers ("SEGMENT ARRIVES", state CLOSED): addresses and ports swapped; if the segment
 // carried an ACK, the reset's sequence number is that acknowledgment,
 // otherwise the reset acknowledges the segment (SEQ 0, ACK = SEG.SEQ +
 // SEG.LEN, counting SYN and FIN). IP options, IPv6 extension headers and
