@@ -4,8 +4,8 @@ import "encoding/binary"
 
 // MakeTCPReset turns the TCP segment in b (parsed into p, with its L4
 // header) into the RST that answers it, in place, as RFC 9293 says a
-// closed port answers ("SEGMENT ARRIVES", state CLOSED): addresses and ports swapped; if the segment
-// carried an ACK, the reset's sequence number is that acknowledgment,
+// closed port answers ("SEGMENT ARRIVES", state CLOSED): addresses and
+// ports swapped; if the segment carried an ACK, the reset's sequence number is that acknowledgment,
 // otherwise the reset acknowledges the segment (SEQ 0, ACK = SEG.SEQ +
 // SEG.LEN, counting SYN and FIN). IP options, IPv6 extension headers and
 // the payload are dropped; both checksums are computed in full. It returns
