@@ -5,12 +5,13 @@ import "encoding/binary"
 // MakeTCPReset turns the TCP segment in b (parsed into p, with its L4
 // header) into the RST that answers it, in place, as RFC 9293 says a
 // closed port answers ("SEGMENT ARRIVES", state CLOSED): addresses and
-// ports swapped; if the segment carried an ACK, the reset's sequence number is that acknowledgment,
-// otherwise the reset acknowledges the segment (SEQ 0, ACK = SEG.SEQ +
-// SEG.LEN, counting SYN and FIN). IP options, IPv6 extension headers and
-// the payload are dropped; both checksums are computed in full. It returns
-// the reset's length, or false if p is not a TCP segment with its header
-// (a reset is never sent for a reset). p is not updated.
+// ports swapped; if the segment carried an ACK, the reset's sequence
+// number is that acknowledgment, otherwise the reset acknowledges the
+// segment (SEQ 0, ACK = SEG.SEQ + SEG.LEN, counting SYN and FIN). IP
+// options, IPv6 extension headers and the payload are dropped; both
+// checksums are computed in full. It returns the reset's length, or false
+// if p is not a TCP segment with its header (a reset is never sent for a
+// reset). p is not updated.
 func MakeTCPReset(b []byte, p *Parsed) (int, bool) {
 	if p.Reason != ReasonNone || p.Proto != ProtoTCP || p.FragOff != 0 || p.Quoted || p.TCPFlags&TCPFlagRST != 0 {
 		return 0, false
