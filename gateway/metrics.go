@@ -33,6 +33,7 @@ var (
 	descDrops      = prometheus.NewDesc("vsgate_drops_total", "Packets dropped, by reason.", []string{"reason"}, nil)
 	descFlows      = prometheus.NewDesc("vsgate_flows", "Tracked flows.", nil, nil)
 	descCapacity   = prometheus.NewDesc("vsgate_flow_table_capacity", "Size of the flow table.", nil, nil)
+	descTableBytes = prometheus.NewDesc("vsgate_flow_table_bytes", "Memory of the flow table (slab and index), allocated in full at start.", nil, nil)
 	descEvictions  = prometheus.NewDesc("vsgate_flow_evictions_total", "Flows evicted to admit new ones.", nil, nil)
 	descExpired    = prometheus.NewDesc("vsgate_flows_expired_total", "Flows that timed out.", nil, nil)
 	descWorkerPkts = prometheus.NewDesc("vsgate_worker_packets_total", "Packets read by the worker.", []string{"worker"}, nil)
@@ -46,7 +47,7 @@ type collector struct{ g *Gateway }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcConns, descSvcPackets, descSvcBytes, descBeConns, descBePackets, descBeBytes,
-		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descEvictions, descExpired,
+		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descTableBytes, descEvictions, descExpired,
 		descWorkerPkts, descWorkerDrop, descWorkerL7, descLink} {
 		ch <- d
 	}
@@ -93,6 +94,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descFlows, float64(e.Flows()))
 	gauge(descCapacity, float64(e.Capacity()))
+	gauge(descTableBytes, float64(e.TableBytes()))
 	counter(descEvictions, e.Evictions())
 	counter(descExpired, e.Expired())
 	for i := range g.counts {

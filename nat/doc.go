@@ -13,9 +13,11 @@
 // The table: lookups are lock-free (every field a lookup reads is atomic;
 // a per-flow generation acts as a seqlock and a per-shard sequence makes a
 // miss reliable while a flow is unlinked); inserts and deletes take the
-// locks of the flow's two shards. Capacity is fixed and flows come from a
-// preallocated slab (120 bytes each), so nothing is allocated per packet or
-// per flow. When a shard is full, the stalest half-open (or UDP/ICMP) flow
+// locks of the flow's two shards. The index is cache-line buckets of seven
+// tagged slots each (table.go), so a lookup reads one bucket line and then
+// only the flow whose tag matches. Capacity is fixed and flows come from a
+// preallocated slab (128 bytes each, plus 32 bytes of index), so nothing is
+// allocated per packet or per flow. When a shard is full, the stalest half-open (or UDP/ICMP) flow
 // among a bounded sample is evicted; an established TCP flow never is.
 //
 // Fragments: a first fragment is translated as its flow's packets are, and

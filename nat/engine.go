@@ -390,3 +390,8 @@ func (e *Engine) Flows() int { return e.tab.len() }
 
 // Capacity returns the flow table's size.
 func (e *Engine) Capacity() int { return e.tab.capacity() }
+
+// TableBytes returns the memory the flow table holds, allocated in full at
+// New: the flow slab and the hash index. Divided by Capacity it is the
+// memory per flow.
+func (e *Engine) TableBytes() int { return e.tab.bytes() }

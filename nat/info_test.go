@@ -94,3 +94,23 @@ func TestSchedulerChangeKeepsCounts(t *testing.T) {
 		t.Fatalf("after expiry %d/%d", a, i)
 	}
 }
+
+// TestTableBytes: the table's memory is the 128-byte flow slot plus 32
+// bytes of index (a 64-byte bucket per four nodes, two nodes per flow),
+// and nothing that grows with traffic.
+func TestTableBytes(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 1<<14)
+	per := float64(e.TableBytes()) / float64(e.Capacity())
+	if per < 160 || per > 161 {
+		t.Fatalf("table memory %d bytes for %d flows = %.1f per flow, want 160 (128 slab + 32 index)", e.TableBytes(), e.Capacity(), per)
+	}
+	w := e.NewWorker()
+	v := make([]nat.Verdict, 1)
+	before := e.TableBytes()
+	for i := range 1000 {
+		w.Process([][]byte{tcp(netip.AddrPortFrom(client.Addr(), uint16(1024+i)), vip, syn, 0)}, v)
+	}
+	if e.Flows() != 1000 || e.TableBytes() != before {
+		t.Fatalf("after 1000 new flows: %d flows, %d bytes (was %d)", e.Flows(), e.TableBytes(), before)
+	}
+}

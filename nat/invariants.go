@@ -23,6 +23,46 @@ func (e *Engine) checkInvariants() error {
 			}
 		}
 	}
+	// Every indexed node is a live flow's, filed under its key's hash
+	// (bucket, and tag for a slot), and indexed once.
+	indexed := 0
+	for si := range t.shards {
+		for bi := range t.shards[si].buckets {
+			b := &t.shards[si].buckets[bi]
+			check := func(ref flowRef, tag uint32, inSlot bool) error {
+				if ref.index() == 0 || int(ref.index()) >= len(t.flows) || t.flows[ref.index()].gen.Load()&1 == 1 {
+					return fmt.Errorf("shard %d bucket %d names %v, not a live flow", si, bi, ref)
+				}
+				f := &t.flows[ref.index()]
+				w := keyWords(&f.nodes[ref.dir()])
+				h := w.hash()
+				if s, hb := t.locate(h); s != &t.shards[si] || hb != b || (inSlot && tagOf(h) != tag) {
+					return fmt.Errorf("node %v is filed in shard %d bucket %d, not where its hash puts it", ref, si, bi)
+				}
+				indexed++
+				return nil
+			}
+			for i := range b.slot {
+				if e := b.slot[i].Load(); e != 0 {
+					if err := check(flowRef(e), uint32(e>>32), true); err != nil {
+						return err
+					}
+				}
+			}
+			n := 0
+			for ref := flowRef(b.overflow.Load()); ref != 0; ref = flowRef(t.flows[ref.index()].nodes[ref.dir()].next.Load()) {
+				if err := check(ref, 0, false); err != nil {
+					return err
+				}
+				if n++; n > 2*len(t.flows) {
+					return fmt.Errorf("shard %d bucket %d: overflow chain has a cycle", si, bi)
+				}
+			}
+		}
+	}
+	if indexed != 2*live {
+		return fmt.Errorf("%d nodes indexed for %d live flows (want two each)", indexed, live)
+	}
 	if int64(live) != t.count.Load() {
 		return fmt.Errorf("%d live flows, count says %d", live, t.count.Load())
 	}

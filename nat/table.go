@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/vsgate/vsgate/packet"
 )
@@ -93,12 +94,12 @@ func makeRef(idx uint32, d Dir) flowRef { return flowRef(idx<<1 | uint32(d)) }
 func (r flowRef) index() uint32         { return uint32(r) >> 1 }
 func (r flowRef) dir() Dir              { return Dir(r & 1) }
 
-// node is one direction's entry in a hash chain. Every field is atomic: a
-// lookup reads them without a lock while a writer may be recycling the
-// flow, and the flow's generation tells the reader when that happened.
+// node is one direction's key. Every field is atomic: a lookup reads them
+// without a lock while a writer may be recycling the flow, and the flow's
+// generation tells the reader when that happened.
 type node struct {
 	key  [5]atomic.Uint64
-	next atomic.Uint32 // flowRef of the next node in the chain
+	next atomic.Uint32 // flowRef of the next node in a bucket's overflow chain
 }
 
 // flow is one tracked connection: both directions' keys (which also say how
@@ -143,18 +144,48 @@ type shard struct {
 	mu      sync.Mutex
 	id      int           // position in table.shards: locks are taken in id order
 	seq     atomic.Uint32 // odd while a node is being unlinked; readers re-check on a miss
-	buckets []atomic.Uint32
+	buckets []bucket
 	_       [64]byte // keep neighbouring shards' locks off one cache line
 }
+
+// bucketSlots is how many nodes a bucket holds in its own cache line.
+const bucketSlots = 7
+
+// nodesPerBucket is the table's average bucket fill at capacity. At 4 of
+// 7 slots a bucket overflows with probability about 5% (Poisson), and the
+// index costs 32 bytes per flow (a cache line per two flows).
+const nodesPerBucket = 4
+
+// bucket is one cache line of the hash index. Each slot names a node and
+// carries 32 more bits of its key's hash (the tag), so a lookup reads the
+// line, compares tags, and touches only the flow that matches: at a
+// million flows every flow touched is a cache miss, and a chain through
+// the flows (the layout before this one) cost a second, dependent miss for
+// a quarter of all packets. Nodes that find every slot taken go on the
+// overflow chain (through node.next); with the table's sizing, four nodes
+// per bucket on average, that is rare. A node never moves between slots
+// or to or from the chain while it is in the table, so a reader can miss
+// a flow only if it was unlinked meanwhile (see shard.seq).
+type bucket struct {
+	slot     [bucketSlots]atomic.Uint64 // tag<<32 | flowRef; 0 = empty
+	overflow atomic.Uint32              // flowRef of the first overflowed node
+	_        uint32
+}
+
+// entry is what a bucket slot holds for node ref with hash h.
+func entry(ref flowRef, h uint64) uint64 { return uint64(tagOf(h))<<32 | uint64(ref) }
+
+// tagOf is the part of a key's hash that a slot keeps: bits the shard and
+// bucket index (the low ones) do not use.
+// It is never 0, so an empty slot never matches.
+func tagOf(h uint64) uint32 { return uint32(h>>32) | 1 }
 
 // newTable makes a table for capacity flows in 2^shardBits shards.
 func newTable(capacity int, shardBits uint) *table {
 	nShards := 1 << shardBits
 	perShard := (capacity + nShards - 1) / nShards
-	nBuckets := 1
-	for nBuckets < 2*perShard { // load factor <= 1 with two nodes per flow
-		nBuckets <<= 1
-	}
+	// Two nodes per flow, nodesPerBucket of them per bucket on average.
+	nBuckets := max(1, (2*perShard+nodesPerBucket-1)/nodesPerBucket)
 	t := &table{
 		flows:     make([]flow, capacity+1),
 		shards:    make([]shard, nShards),
@@ -166,17 +197,29 @@ func newTable(capacity int, shardBits uint) *table {
 	}
 	for s := range t.shards {
 		t.shards[s].id = s
-		t.shards[s].buckets = make([]atomic.Uint32, nBuckets)
+		t.shards[s].buckets = make([]bucket, nBuckets)
 	}
 	return t
 }
 
 func (t *table) capacity() int { return len(t.flows) - 1 }
 
-// locate returns the shard and bucket of a key hash.
-func (t *table) locate(h uint64) (*shard, *atomic.Uint32) {
+// bytes is the memory of the slab and the index.
+func (t *table) bytes() int {
+	n := len(t.flows)*int(unsafe.Sizeof(flow{})) + len(t.shards)*int(unsafe.Sizeof(shard{}))
+	for i := range t.shards {
+		n += len(t.shards[i].buckets) * int(unsafe.Sizeof(bucket{}))
+	}
+	return n
+}
+
+// locate returns the shard and bucket of a key hash: the shard from the
+// lowest bits, the bucket from the low 32 bits scaled to the bucket count
+// (a multiply and shift, so the count need not be a power of two and the
+// index can be sized exactly), the tag from the high 32 bits.
+func (t *table) locate(h uint64) (*shard, *bucket) {
 	s := &t.shards[h&(uint64(len(t.shards))-1)]
-	return s, &s.buckets[(h>>t.shardBits)&(uint64(len(s.buckets))-1)]
+	return s, &s.buckets[uint64(uint32(h))*uint64(len(s.buckets))>>32]
 }
 
 // lookup finds the flow direction whose key is w. It takes no lock and does
@@ -192,7 +235,7 @@ func (t *table) lookupHashed(w *tupleWords, h uint64) (flowRef, uint32, bool) {
 	for {
 		seq := s.seq.Load()
 		if seq&1 == 0 {
-			ref, gen, ok := t.walk(b, w)
+			ref, gen, ok := t.find(b, w, h)
 			if ok {
 				return ref, gen, true
 			}
@@ -203,20 +246,50 @@ func (t *table) lookupHashed(w *tupleWords, h uint64) (flowRef, uint32, bool) {
 	}
 }
 
-// walk follows one chain, returning the first matching stable node.
-func (t *table) walk(b *atomic.Uint32, w *tupleWords) (flowRef, uint32, bool) {
-	for ref := flowRef(b.Load()); ref != 0; {
-		f := &t.flows[ref.index()]
-		n := &f.nodes[ref.dir()]
-		gen := f.gen.Load()
-		if gen&1 == 0 && n.key[0].Load() == w[0] && n.key[1].Load() == w[1] &&
-			n.key[2].Load() == w[2] && n.key[3].Load() == w[3] && n.key[4].Load() == w[4] &&
-			f.gen.Load() == gen {
+// find looks for key w (whose hash is h) in bucket b: the slots whose tag
+// matches, then the overflow chain. It returns the first matching stable
+// node.
+func (t *table) find(b *bucket, w *tupleWords, h uint64) (flowRef, uint32, bool) {
+	tag := tagOf(h)
+	for i := range b.slot {
+		if e := b.slot[i].Load(); uint32(e>>32) == tag {
+			if gen, ok := t.matches(flowRef(e), w); ok {
+				return flowRef(e), gen, true
+			}
+		}
+	}
+	for ref := flowRef(b.overflow.Load()); ref != 0; ref = flowRef(t.flows[ref.index()].nodes[ref.dir()].next.Load()) {
+		if gen, ok := t.matches(ref, w); ok {
 			return ref, gen, true
 		}
-		ref = flowRef(n.next.Load())
 	}
 	return 0, 0, false
+}
+
+// candidate is the node of bucket b that key hash h most likely names:
+// the first slot with h's tag, else the overflow chain's head, else 0. The
+// batch pipeline loads its flow early and checks it; find decides when
+// that fails.
+func (b *bucket) candidate(h uint64) flowRef {
+	tag := uint64(tagOf(h))
+	for i := range b.slot {
+		if e := b.slot[i].Load(); e>>32 == tag {
+			return flowRef(e)
+		}
+	}
+	return flowRef(b.overflow.Load())
+}
+
+// matches reports whether node ref holds key w, and the flow's generation
+// while it did.
+func (t *table) matches(ref flowRef, w *tupleWords) (uint32, bool) {
+	f := &t.flows[ref.index()]
+	n := &f.nodes[ref.dir()]
+	gen := f.gen.Load()
+	ok := gen&1 == 0 && n.key[0].Load() == w[0] && n.key[1].Load() == w[1] &&
+		n.key[2].Load() == w[2] && n.key[3].Load() == w[3] && n.key[4].Load() == w[4] &&
+		f.gen.Load() == gen
+	return gen, ok
 }
 
 // evictor decides which flows may make room for a new one, and accounts
@@ -240,12 +313,12 @@ func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, ev evicto
 	sr, br := t.locate(hr)
 	for {
 		first, second := lockPair(so, sr)
-		if t.chainHas(bo, orig) || t.chainHas(br, reply) {
+		if t.has(bo, orig, ho) || t.has(br, reply, hr) {
 			unlockPair(first, second)
 			return 0, evicted, ErrFlowExists
 		}
 		if idx = t.pop(); idx != 0 {
-			t.publish(idx, orig, reply, bo, br, init)
+			t.publish(idx, orig, reply, ho, hr, bo, br, init)
 			unlockPair(first, second)
 			return idx, evicted, nil
 		}
@@ -263,9 +336,9 @@ func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, ev evicto
 	}
 }
 
-// publish initialises free slot idx with both keys and makes it visible.
-// The caller holds both shards' locks.
-func (t *table) publish(idx uint32, orig, reply *tupleWords, bo, br *atomic.Uint32, init func(f *flow)) {
+// publish initialises free slot idx with both keys (hashes ho, hr) and
+// makes it visible. The caller holds both shards' locks.
+func (t *table) publish(idx uint32, orig, reply *tupleWords, ho, hr uint64, bo, br *bucket, init func(f *flow)) {
 	f := &t.flows[idx]
 	// gen is odd (free): readers holding a stale ref to idx will retry.
 	for i := range 5 {
@@ -274,19 +347,30 @@ func (t *table) publish(idx uint32, orig, reply *tupleWords, bo, br *atomic.Uint
 	}
 	init(f)
 	f.gen.Add(1) // even: valid
-	f.nodes[DirOriginal].next.Store(bo.Load())
-	bo.Store(uint32(makeRef(idx, DirOriginal)))
-	f.nodes[DirReply].next.Store(br.Load())
-	br.Store(uint32(makeRef(idx, DirReply)))
+	t.link(bo, makeRef(idx, DirOriginal), ho)
+	t.link(br, makeRef(idx, DirReply), hr)
 	t.count.Add(1)
+}
+
+// link puts node ref (key hash h) into bucket b: a free slot, else the
+// overflow chain. The caller holds the bucket's shard lock.
+func (t *table) link(b *bucket, ref flowRef, h uint64) {
+	for i := range b.slot {
+		if b.slot[i].Load() == 0 {
+			b.slot[i].Store(entry(ref, h))
+			return
+		}
+	}
+	t.flows[ref.index()].nodes[ref.dir()].next.Store(b.overflow.Load())
+	b.overflow.Store(uint32(ref))
 }
 
 // count of tracked flows.
 func (t *table) len() int { return int(t.count.Load()) }
 
-// chainHas reports whether a chain holds key w. Caller holds the lock.
-func (t *table) chainHas(b *atomic.Uint32, w *tupleWords) bool {
-	_, _, ok := t.walk(b, w)
+// has reports whether bucket b holds key w (hash h). Caller holds the lock.
+func (t *table) has(b *bucket, w *tupleWords, h uint64) bool {
+	_, _, ok := t.find(b, w, h)
 	return ok
 }
 
@@ -308,14 +392,21 @@ func (t *table) pickVictim(s *shard, ev evictor) (uint32, uint32) {
 		n := min(victimSample-scanned, len(sh.buckets))
 		for i := range n {
 			b := &sh.buckets[(start+i*7919)&(len(sh.buckets)-1)]
-			for ref := flowRef(b.Load()); ref != 0; {
+			consider := func(ref flowRef) {
 				f := &t.flows[ref.index()]
 				if gen := f.gen.Load(); gen&1 == 0 {
 					if ok, age := ev.evictable(f); ok && age > bestAge {
 						best, bestGen, bestAge = ref.index(), gen, age
 					}
 				}
-				ref = flowRef(f.nodes[ref.dir()].next.Load())
+			}
+			for j := range b.slot {
+				if ref := flowRef(b.slot[j].Load()); ref != 0 {
+					consider(ref)
+				}
+			}
+			for ref := flowRef(b.overflow.Load()); ref != 0; ref = flowRef(t.flows[ref.index()].nodes[ref.dir()].next.Load()) {
+				consider(ref)
 			}
 		}
 		scanned += n
@@ -344,7 +435,7 @@ func (t *table) remove(idx, gen uint32, done func(f *flow)) bool {
 func (t *table) unlinkLocked(idx uint32, a, b *shard, done func(f *flow)) bool {
 	f := &t.flows[idx]
 	var shards [2]*shard
-	var buckets [2]*atomic.Uint32
+	var buckets [2]*bucket
 	for d := range 2 {
 		w := keyWords(&f.nodes[d])
 		shards[d], buckets[d] = t.locate(w.hash())
@@ -356,7 +447,7 @@ func (t *table) unlinkLocked(idx uint32, a, b *shard, done func(f *flow)) bool {
 	for d := range 2 {
 		s := shards[d]
 		s.seq.Add(1) // odd: lock-free readers will re-check a miss
-		unlinkNode(t, buckets[d], makeRef(idx, Dir(d)))
+		t.unlink(buckets[d], makeRef(idx, Dir(d)))
 		s.seq.Add(1)
 	}
 	f.gen.Add(1) // odd: freed
@@ -391,14 +482,20 @@ func (t *table) pop() uint32 {
 	}
 }
 
-// unlinkNode removes ref from the chain starting at b.
-func unlinkNode(t *table, b *atomic.Uint32, ref flowRef) {
+// unlink removes node ref from bucket b: its slot, or the overflow chain.
+func (t *table) unlink(b *bucket, ref flowRef) {
+	for i := range b.slot {
+		if flowRef(b.slot[i].Load()) == ref {
+			b.slot[i].Store(0)
+			return
+		}
+	}
 	next := t.flows[ref.index()].nodes[ref.dir()].next.Load()
-	if flowRef(b.Load()) == ref {
-		b.Store(next)
+	if flowRef(b.overflow.Load()) == ref {
+		b.overflow.Store(next)
 		return
 	}
-	for cur := flowRef(b.Load()); cur != 0; {
+	for cur := flowRef(b.overflow.Load()); cur != 0; {
 		n := &t.flows[cur.index()].nodes[cur.dir()]
 		nx := flowRef(n.next.Load())
 		if nx == ref {
