@@ -11,7 +11,11 @@
 // and IPv6 neighbour solicitations and advertisements (ParseND, with RFC
 // 4861's validity rules), and writes the ARP and ND frames a gateway that
 // owns its addresses must send (PutARP, PutNeighborSolicit,
-// PutNeighborAdvert).
+// PutNeighborAdvert). For devices with segmentation offloads it reads and
+// writes the virtio-net header (VNetHdr): refreshing a partial checksum
+// after a rewrite, splitting a GSO super-packet into its segments, and
+// merging a run of one flow's UDP datagrams into a UDP GSO super-packet
+// (CoalesceUDP).
 //
 // Everything here is on the per-packet hot path: Parse and the rewrites do
 // not allocate, take no locks and never panic on malformed input (they

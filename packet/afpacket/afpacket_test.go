@@ -295,8 +295,8 @@ func TestPortWriteNoAllocs(t *testing.T) {
 	bufs := make([][]byte, 2)
 	for i, dst := range []netip.Addr{vip4, vip6} {
 		f := ipFrame(dst, byte(i))
-		bufs[i] = append(make([]byte, VNetHdrSize), f...)
-		bufs[i][0] = vnetNeedsCsum // a partial checksum, refreshed on the way out
+		bufs[i] = append(make([]byte, packet.VNetHdrSize), f...)
+		bufs[i][0] = packet.VNetNeedsCsum // a partial checksum, refreshed on the way out
 		binary.NativeEndian.PutUint16(bufs[i][6:], uint16(packet.EthernetMinimumSize+map[bool]int{true: 20, false: 40}[dst.Is4()]))
 		binary.NativeEndian.PutUint16(bufs[i][8:], 6)
 	}

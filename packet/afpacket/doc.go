@@ -79,7 +79,7 @@
 // finishes them for the L7 netstack, which takes only plain packets.
 //
 // The other way round, Write merges a run of one flow's UDP datagrams in a
-// batch into one UDP GSO super-packet (coalesceUDP, as wireguard's tun
+// batch into one UDP GSO super-packet (packet.CoalesceUDP, as wireguard's tun
 // does on a TUN): the kernel carries it through the veth and the bridge
 // as one packet and splits it into the same datagrams at the receiver.
 // Small UDP through vsgate-afpacket went from 0.55x to 0.90x of kernel

@@ -343,15 +343,15 @@ func (l *Link) announce(st *linkState, addrs []netip.Addr) {
 
 // controlFrame is an ARP or neighbour discovery frame to send on a socket
 // with PACKET_VNET_HDR: an empty virtio-net header, then the frame.
-type controlFrame [VNetHdrSize + ReplySize]byte
+type controlFrame [packet.VNetHdrSize + ReplySize]byte
 
 // frame is where the frame goes (ReplySize bytes).
-func (c *controlFrame) frame() []byte { return c[VNetHdrSize:] }
+func (c *controlFrame) frame() []byte { return c[packet.VNetHdrSize:] }
 
 // send sends the n-byte frame (after an empty header).
 func (c *controlFrame) send(s *Socket, n int) error {
-	clear(c[:VNetHdrSize])
-	return s.Write(c[:VNetHdrSize+n])
+	clear(c[:packet.VNetHdrSize])
+	return s.Write(c[:packet.VNetHdrSize+n])
 }
 
 // localAddrs lists the kernel's addresses in the namespace, loopback
@@ -444,7 +444,7 @@ func (l *Link) Close() error {
 // returns nil for a packet that is dropped (counted) or that waits, as a
 // copy, while vsgate asks for its next hop.
 func (l *Link) prepare(queue int, b []byte) *Socket {
-	frame, ip := b[VNetHdrSize:], b[portHeadroom:]
+	frame, ip := b[packet.VNetHdrSize:], b[portHeadroom:]
 	var dst netip.Addr
 	var etherType uint16
 	switch {
@@ -471,9 +471,7 @@ func (l *Link) prepare(queue int, b []byte) *Socket {
 	if r.via.IsValid() {
 		hop = r.via
 	}
-	if h := vnetHdr(b[:VNetHdrSize]); h.partial() {
-		h.refreshPartial(ip)
-	}
+	packet.VNetHdr(b[:packet.VNetHdrSize]).RefreshPartial(ip, packet.EthernetMinimumSize)
 	ifc := l.ifs[r.iface]
 	mac, ok := l.neigh.Lookup(hop)
 	if !ok {
@@ -535,7 +533,7 @@ type Port struct {
 
 // portHeadroom is what a Port wants in front of every packet: the
 // virtio-net header, then the Ethernet header.
-const portHeadroom = VNetHdrSize + packet.EthernetMinimumSize
+const portHeadroom = packet.VNetHdrSize + packet.EthernetMinimumSize
 
 var _ tun.Device = (*Port)(nil)
 
@@ -667,7 +665,7 @@ func (p *Port) Segments(buf []byte, offset, n int, fn func([]byte)) {
 	if p.seg == nil {
 		p.seg = make([]byte, tun.MaxPacket)
 	}
-	if !vnetHdr(buf[offset-portHeadroom:offset-packet.EthernetMinimumSize]).segments(buf[offset:offset+n], p.seg, fn) {
+	if !packet.VNetHdr(buf[offset-portHeadroom:offset-packet.EthernetMinimumSize]).Segments(buf[offset:offset+n], p.seg, packet.EthernetMinimumSize, fn) {
 		p.link.stats.Short.Add(1)
 	}
 }
@@ -690,7 +688,7 @@ func ipLength(b []byte) int {
 // next hop its destination routes to, with the virtio-net header Read
 // left in front of it (a buffer that did not come from Read must have
 // zeros there); runs of packets for one interface go in one sendmmsg(2),
-// and runs of one UDP flow's datagrams in one super-packet (coalesceUDP,
+// and runs of one UDP flow's datagrams in one super-packet (packet.CoalesceUDP,
 // into the first one's spare capacity: give buffers room for MaxPacket).
 // It returns len(bufs) unless a socket fails: packets with no route, or
 // to an owned address, are dropped and counted (Stats), not errors.
@@ -705,7 +703,7 @@ func (p *Port) Write(bufs [][]byte, offset int) (int, error) {
 	for i := 0; i < len(bufs); {
 		b, next := bufs[i][offset-portHeadroom:], i+1
 		if !p.link.noUSO.Load() {
-			b, next = coalesceUDP(bufs, i, offset)
+			b, next = packet.CoalesceUDP(bufs, i, offset, packet.EthernetMinimumSize, MaxBatch)
 		}
 		s := p.link.prepare(p.queue, b)
 		if s == nil {
@@ -721,7 +719,7 @@ func (p *Port) Write(bufs [][]byte, offset int) (int, error) {
 			}
 			k, merged = 0, false
 		}
-		p.link.captured(b[VNetHdrSize:])
+		p.link.captured(b[packet.VNetHdrSize:])
 		to, batch[k] = s, b
 		merged = merged || next > i+1
 		k++

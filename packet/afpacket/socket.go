@@ -11,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vsgate/vsgate/packet"
 )
 
 // Config says which interface to open and how.
@@ -177,7 +179,7 @@ func status(slot []byte) *uint32 { return (*uint32)(unsafe.Pointer(&slot[tpStatu
 
 // ReadBatch waits until the ring holds a frame, then copies the ready
 // frames, up to len(bufs), in order: frame i to bufs[i][off:], its
-// virtio-net header (on a VNetHdr socket) to bufs[i][off-VNetHdrSize:off],
+// virtio-net header (on a VNetHdr socket) to bufs[i][off-packet.VNetHdrSize:off],
 // its length to sizes[i]. A frame larger than its buffer, or than the
 // ring slot, is dropped and counted (Truncated). After Close it returns
 // an error wrapping net.ErrClosed.
@@ -217,14 +219,14 @@ func (s *Socket) take(bufs [][]byte, sizes []int, off int) int {
 		switch {
 		case v&unix.TP_STATUS_VLAN_VALID != 0:
 			s.Tagged.Add(1)
-		case snap < length || v&unix.TP_STATUS_COPY != 0 || off+snap > len(buf) || mac+snap > len(slot) || (s.vnet && mac < VNetHdrSize):
+		case snap < length || v&unix.TP_STATUS_COPY != 0 || off+snap > len(buf) || mac+snap > len(slot) || (s.vnet && mac < packet.VNetHdrSize):
 			s.Truncated.Add(1)
 		default:
 			copy(buf[off:], slot[mac:mac+snap])
 			if s.vnet {
 				// The kernel writes the header right in front of the
 				// frame (tpacket_rcv: h.raw + macoff - vnet_hdr_sz).
-				copy(buf[off-VNetHdrSize:off], slot[mac-VNetHdrSize:mac])
+				copy(buf[off-packet.VNetHdrSize:off], slot[mac-packet.VNetHdrSize:mac])
 			}
 			sizes[n] = snap
 			n++
@@ -236,13 +238,13 @@ func (s *Socket) take(bufs [][]byte, sizes []int, off int) int {
 }
 
 // Read waits for the next frame and copies it into buf (on a VNetHdr
-// socket: the virtio-net header into buf[:VNetHdrSize], the frame after
+// socket: the virtio-net header into buf[:packet.VNetHdrSize], the frame after
 // it). It returns the frame's length (header not counted). A frame that
 // does not fit is an error wrapping ErrTruncated.
 func (s *Socket) Read(buf []byte) (int, error) {
 	off := 0
 	if s.vnet {
-		off = VNetHdrSize
+		off = packet.VNetHdrSize
 	}
 	before := s.Truncated.Load()
 	var size [1]int
@@ -254,7 +256,7 @@ func (s *Socket) Read(buf []byte) (int, error) {
 }
 
 // Write sends one whole Ethernet frame out of the interface; on a socket
-// opened with VNetHdr the frame must start with its VNetHdrSize-byte
+// opened with VNetHdr the frame must start with its packet.VNetHdrSize-byte
 // virtio-net header. After Close it returns an error wrapping
 // net.ErrClosed.
 func (s *Socket) Write(frame []byte) error {

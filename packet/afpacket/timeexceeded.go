@@ -121,7 +121,7 @@ func (p *Port) timeExceeded(ip []byte) {
 	}
 	frame := b[:portHeadroom+n]
 	if s := p.link.prepare(p.queue, frame); s != nil {
-		p.link.captured(frame[VNetHdrSize:])
+		p.link.captured(frame[packet.VNetHdrSize:])
 		if err := p.link.writeBatch(s, [][]byte{frame}, false); err == nil {
 			p.link.stats.TimeExceeded.Add(1)
 		}

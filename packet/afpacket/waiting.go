@@ -85,8 +85,8 @@ func (w *waiting) release(l *Link) {
 			if b[portHeadroom]>>4 == 6 {
 				etherType = packet.EtherTypeIPv6
 			}
-			packet.PutEthernet(b[VNetHdrSize:], mac, ifc.mac, etherType)
-			l.captured(b[VNetHdrSize:])
+			packet.PutEthernet(b[packet.VNetHdrSize:], mac, ifc.mac, etherType)
+			l.captured(b[packet.VNetHdrSize:])
 			if err := ifc.socks[0].Write(b); err != nil {
 				l.log.Debug("sending a packet that waited for its next hop", "hop", hop, "err", err)
 			}

@@ -1,4 +1,4 @@
-package afpacket
+package packet
 
 import (
 	"bytes"
@@ -11,7 +11,9 @@ import (
 // datagrams, byte for byte as gopacket built them; a datagram of another
 // flow, a longer one, or a TCP segment ends the run.
 func TestCoalesceUDP(t *testing.T) {
-	for _, v6 := range []bool{false, true} {
+	for i := range 4 {
+		v6, l2 := i&1 == 1, linkHeaders[i/2]
+		offset := VNetHdrSize + l2
 		udp := superPacket{v6: v6, udp: true}
 		var want [][]byte
 		for i, n := range []int{100, 100, 100, 60} {
@@ -19,7 +21,6 @@ func TestCoalesceUDP(t *testing.T) {
 		}
 		longer := udp.serialize(t, make([]byte, 120), 11, 0, 0)
 		tcp := superPacket{v6: v6}.serialize(t, []byte("x"), 12, 1, testACK)
-		const offset = portHeadroom
 		bufs := make([][]byte, 0, 6)
 		for _, p := range append(append(want[:3:3], longer), tcp) {
 			b := make([]byte, offset+len(p), offset+65535)
@@ -28,23 +29,22 @@ func TestCoalesceUDP(t *testing.T) {
 		}
 		// The second comes with a partial checksum, as from a local stack
 		// behind a veth: it joins the run all the same.
-		h2 := vnetHdr(bufs[1][:VNetHdrSize])
-		h2[0] = vnetNeedsCsum
-		binary.NativeEndian.PutUint16(h2[6:], uint16(14+map[bool]int{false: 20, true: 40}[v6]))
+		h2 := VNetHdr(bufs[1][:VNetHdrSize])
+		h2[0] = VNetNeedsCsum
+		binary.NativeEndian.PutUint16(h2[6:], uint16(l2+map[bool]int{false: 20, true: 40}[v6]))
 		binary.NativeEndian.PutUint16(h2[8:], 6)
 		// The run is the first three (a longer datagram ends it).
-		frame, next := coalesceUDP(bufs, 0, offset)
+		frame, next := CoalesceUDP(bufs, 0, offset, l2, 64)
 		if next != 3 {
 			t.Fatalf("v6=%v: the run ended before %d, want 3", v6, next)
 		}
-		h := vnetHdr(frame[:VNetHdrSize])
-		if h.gsoType() != gsoUDPL4 || !h.partial() || h.gsoSize() != 100 {
+		h := VNetHdr(frame[:VNetHdrSize])
+		if h.GSOType() != GSOUDPL4 || !h.Partial() || h.GSOSize() != 100 {
 			t.Fatalf("v6=%v: header %x", v6, []byte(h))
 		}
-		ip := frame[portHeadroom:]
-		h.refreshPartial(ip) // what prepare does before sending
+		ip := frame[offset:]
 		var got [][]byte
-		if !h.segments(ip, make([]byte, 2048), func(b []byte) { got = append(got, bytes.Clone(b)) }) {
+		if !h.Segments(ip, make([]byte, 2048), l2, func(b []byte) { got = append(got, bytes.Clone(b)) }) {
 			t.Fatalf("v6=%v: segments refused the super-packet", v6)
 		}
 		if len(got) != 3 {
@@ -57,10 +57,10 @@ func TestCoalesceUDP(t *testing.T) {
 		}
 		// The longer datagram starts a run of its own, which the TCP
 		// segment ends: both come back alone.
-		if _, next := coalesceUDP(bufs, 3, offset); next != 4 {
+		if _, next := CoalesceUDP(bufs, 3, offset, l2, 64); next != 4 {
 			t.Errorf("v6=%v: a lone datagram merged up to %d", v6, next)
 		}
-		if f, next := coalesceUDP(bufs, 4, offset); next != 5 || len(f) != VNetHdrSize+14+len(tcp) || f[0] != 0 {
+		if f, next := CoalesceUDP(bufs, 4, offset, l2, 64); next != 5 || len(f) != offset+len(tcp) || f[0] != 0 {
 			t.Errorf("v6=%v: the TCP segment came back as %d bytes up to %d", v6, len(f), next)
 		}
 
@@ -71,7 +71,7 @@ func TestCoalesceUDP(t *testing.T) {
 			copy(b[offset:], p)
 			bufs = append(bufs, b)
 		}
-		frame, next = coalesceUDP(bufs, 0, offset)
+		frame, next = CoalesceUDP(bufs, 0, offset, l2, 64)
 		if next != 4 {
 			t.Errorf("v6=%v: a run with a short last datagram ended before %d, want 4", v6, next)
 		}
@@ -83,8 +83,8 @@ func TestCoalesceUDP(t *testing.T) {
 		if v6 {
 			hl = 40
 		}
-		if len(frame)-portHeadroom != total-3*(hl+8) || binary.NativeEndian.Uint16(frame[4:]) != 100 {
-			t.Errorf("v6=%v: super-packet of %d bytes", v6, len(frame)-portHeadroom)
+		if len(frame)-offset != total-3*(hl+8) || binary.NativeEndian.Uint16(frame[4:]) != 100 {
+			t.Errorf("v6=%v: super-packet of %d bytes", v6, len(frame)-offset)
 		}
 	}
 }
@@ -107,7 +107,8 @@ func FuzzCoalesceUDP(f *testing.F) {
 		// data[0] cuts the rest into packets of that length (the last
 		// gets what remains); flags sets the first's virtio-net flags.
 		size := max(int(data[0]), 1)
-		const offset = portHeadroom
+		l2 := linkHeaders[int(flags>>7)]
+		offset := VNetHdrSize + l2
 		var bufs [][]byte
 		for rest := data[1:]; len(rest) > 0 && len(bufs) < 8; {
 			n := min(size, len(rest))
@@ -116,24 +117,24 @@ func FuzzCoalesceUDP(f *testing.F) {
 			bufs = append(bufs, b)
 			rest = rest[n:]
 		}
-		bufs[0][0] = flags
+		bufs[0][0] = flags &^ 0x80
 		var payloads []byte
 		for _, b := range bufs {
-			if l4, ok := plainUDP(b, offset); ok {
+			if l4, ok := plainUDP(b, offset, l2); ok {
 				payloads = append(payloads, b[offset+l4+8:]...)
 			}
 		}
 		for i := 0; i < len(bufs); {
-			frame, next := coalesceUDP(bufs, i, offset)
+			frame, next := CoalesceUDP(bufs, i, offset, l2, 64)
 			if next <= i || next > len(bufs) {
-				t.Fatalf("coalesceUDP(%d) = next %d of %d", i, next, len(bufs))
+				t.Fatalf("CoalesceUDP(%d) = next %d of %d", i, next, len(bufs))
 			}
 			if next > i+1 {
-				h := vnetHdr(frame[:VNetHdrSize])
-				ip := frame[portHeadroom:]
+				h := VNetHdr(frame[:VNetHdrSize])
+				ip := frame[offset:]
 				var got []byte
-				if !h.segments(ip, make([]byte, 65536), func(s []byte) {
-					got = append(got, s[h.hdrLen()-14:]...)
+				if !h.Segments(ip, make([]byte, 65536), l2, func(s []byte) {
+					got = append(got, s[h.HdrLen()-l2:]...)
 				}) {
 					t.Fatalf("a super-packet of %d datagrams does not split", next-i)
 				}

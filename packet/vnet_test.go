@@ -1,4 +1,4 @@
-package afpacket
+package packet
 
 import (
 	"bytes"
@@ -9,7 +9,6 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
-	"github.com/vsgate/vsgate/packet"
 )
 
 // superPacket describes a GSO super-packet as a veth hands it over, and
@@ -19,7 +18,11 @@ type superPacket struct {
 	payload []byte
 	mss     int
 	flags   uint8 // TCP flags of the super-packet (FIN, PSH, CWR, ACK)
+	l2      int   // link header between the virtio-net header and IP: 0 (TUN) or 14 (AF_PACKET)
 }
+
+// linkHeaders are the two devices' l2: a TUN's, an AF_PACKET socket's.
+var linkHeaders = []int{0, EthernetMinimumSize}
 
 const testFIN, testPSH, testACK, testCWR = 0x01, 0x08, 0x10, 0x80
 
@@ -65,25 +68,25 @@ func (sp superPacket) serialize(t *testing.T, payload []byte, id uint16, seq uin
 
 // build returns the super-packet with a partial checksum (the
 // pseudo-header sum, as the sending stack leaves it) and its header.
-func (sp superPacket) build(t *testing.T) (ip []byte, hdr vnetHdr) {
+func (sp superPacket) build(t *testing.T) (ip []byte, hdr VNetHdr) {
 	ip = sp.serialize(t, sp.payload, 100, 1000, sp.flags)
-	start := packet.IPv4MinimumSize
+	start := IPv4MinimumSize
 	if sp.v6 {
-		start = packet.IPv6HeaderSize
+		start = IPv6HeaderSize
 	}
-	hdrLen, csumOff, gso := start+32, 16, uint8(gsoTCPv4)
+	hdrLen, csumOff, gso := start+32, 16, uint8(GSOTCPv4)
 	if sp.udp {
-		hdrLen, csumOff, gso = start+8, 6, gsoUDPL4
+		hdrLen, csumOff, gso = start+8, 6, GSOUDPL4
 	} else if sp.v6 {
-		gso = gsoTCPv6
+		gso = GSOTCPv6
 	}
-	src, dst := addrs(ip)
-	binary.BigEndian.PutUint16(ip[start+csumOff:], packet.PseudoHeaderSum(ip[protoOffset(sp.v6)], src, dst, len(ip)-start))
-	hdr = make(vnetHdr, VNetHdrSize)
-	hdr[0], hdr[1] = vnetNeedsCsum, gso
-	binary.NativeEndian.PutUint16(hdr[2:], uint16(packet.EthernetMinimumSize+hdrLen))
+	src, dst := ipAddrs(ip)
+	binary.BigEndian.PutUint16(ip[start+csumOff:], PseudoHeaderSum(ip[protoOffset(sp.v6)], src, dst, len(ip)-start))
+	hdr = make(VNetHdr, VNetHdrSize)
+	hdr[0], hdr[1] = VNetNeedsCsum, gso
+	binary.NativeEndian.PutUint16(hdr[2:], uint16(sp.l2+hdrLen))
 	binary.NativeEndian.PutUint16(hdr[4:], uint16(sp.mss))
-	binary.NativeEndian.PutUint16(hdr[6:], uint16(packet.EthernetMinimumSize+start))
+	binary.NativeEndian.PutUint16(hdr[6:], uint16(sp.l2+start))
 	binary.NativeEndian.PutUint16(hdr[8:], uint16(csumOff))
 	return ip, hdr
 }
@@ -110,13 +113,18 @@ func TestSegmentsMatchGopacket(t *testing.T) {
 		{payload: payload[:2896], mss: 1448, flags: testACK}, // an exact multiple
 		{udp: true, payload: payload[:3000], mss: 1000},
 		{udp: true, v6: true, payload: payload[:2500], mss: 1200},
+		{payload: payload, mss: 1448, flags: testACK, l2: EthernetMinimumSize},
+		{udp: true, v6: true, payload: payload[:2500], mss: 1200, l2: EthernetMinimumSize},
 	} {
 		ip, hdr := sp.build(t)
 		// hdr_len is skb_headlen, a hint that may reach into the payload:
-		// the split must take the headers' length from the packet.
-		binary.NativeEndian.PutUint16(hdr[2:], uint16(hdr.hdrLen()+100))
+		// the split must take the headers' length from the 
+		binary.NativeEndian.PutUint16(hdr[2:], uint16(hdr.HdrLen()+100))
 		var got [][]byte
-		if !hdr.segments(ip, make([]byte, 65536), func(b []byte) { got = append(got, bytes.Clone(b)) }) {
+		if n := hdr.SegmentCount(ip, sp.l2); n != (len(sp.payload)+sp.mss-1)/sp.mss {
+			t.Errorf("%+v: SegmentCount %d", sp, n)
+		}
+		if !hdr.Segments(ip, make([]byte, 65536), sp.l2, func(b []byte) { got = append(got, bytes.Clone(b)) }) {
 			t.Fatalf("%+v: segments refused the header", sp)
 		}
 		n := (len(sp.payload) + sp.mss - 1) / sp.mss
@@ -142,29 +150,30 @@ func TestSegmentsMatchGopacket(t *testing.T) {
 
 // TestCompleteAndRefresh: a partial checksum, refreshed after the
 // engine rewrote the addresses and ports and then completed, is the
-// checksum gopacket computes for the rewritten packet.
+// checksum gopacket computes for the rewritten 
 func TestCompleteAndRefresh(t *testing.T) {
-	for _, v6 := range []bool{false, true} {
-		sp := superPacket{v6: v6, payload: []byte("GET / HTTP/1.1\r\n\r\n"), mss: 1448, flags: testACK | testPSH}
+	for i := range 4 {
+		v6, l2 := i&1 == 1, linkHeaders[i/2]
+		sp := superPacket{v6: v6, payload: []byte("GET / HTTP/1.1\r\n\r\n"), mss: 1448, flags: testACK | testPSH, l2: l2}
 		ip, hdr := sp.build(t)
-		hdr.setGSOType(gsoNone)
+		hdr.SetGSOType(GSONone)
 		// What NAT does: a new destination address and port. The partial
 		// field is left as the engine's incremental update leaves it:
 		// wrong, until refreshed.
-		start := packet.IPv4MinimumSize
+		start := IPv4MinimumSize
 		dstAt := 16
 		if v6 {
-			start, dstAt = packet.IPv6HeaderSize, 24
+			start, dstAt = IPv6HeaderSize, 24
 		}
 		ip[dstAt+len(ip[dstAt:dstAt+4])-1]++ // 198.18.2.11 -> .12, or 2001:db8:2::11 -> 2001:db8:2:0:100::11 (any change will do)
 		binary.BigEndian.PutUint16(ip[start+2:], 8080)
 		if !v6 { // the engine keeps the IPv4 header checksum right itself
 			ip[10], ip[11] = 0, 0
-			binary.BigEndian.PutUint16(ip[10:], ^packet.Sum(ip[:start], 0))
+			binary.BigEndian.PutUint16(ip[10:], ^Sum(ip[:start], 0))
 		}
-		hdr.refreshPartial(ip)
-		hdr.complete(ip)
-		if hdr.partial() {
+		hdr.RefreshPartial(ip, l2)
+		hdr.CompletePartial(ip, l2)
+		if hdr.Partial() {
 			t.Error("complete left the NEEDS_CSUM flag")
 		}
 		// gopacket decodes and re-serializes the rewritten packet with
@@ -205,17 +214,19 @@ func FuzzSegments(f *testing.F) {
 	ip, hdr = superPacket{v6: true, udp: true, payload: make([]byte, 100), mss: 40}.build(t)
 	f.Add([]byte(hdr), ip)
 	f.Fuzz(func(t *testing.T, h, ip []byte) {
-		if len(h) < VNetHdrSize || len(ip) < packet.IPv4MinimumSize {
+		l2 := linkHeaders[len(ip)%2]
+		if len(h) < VNetHdrSize || len(ip) < IPv4MinimumSize {
 			return
 		}
-		hdr := vnetHdr(bytes.Clone(h[:VNetHdrSize]))
+		hdr := VNetHdr(bytes.Clone(h[:VNetHdrSize]))
 		seg := make([]byte, 2048)
-		split := hdr.gsoType() != gsoNone
-		hdr.segments(ip, seg, func(b []byte) {
+		split := hdr.GSOType() != GSONone
+		hdr.SegmentCount(ip, l2)
+		hdr.Segments(ip, seg, l2, func(b []byte) {
 			if split && len(b) > len(seg) {
 				t.Fatalf("segment of %d bytes from a %d-byte scratch", len(b), len(seg))
 			}
 		})
-		hdr.refreshPartial(ip)
+		hdr.RefreshPartial(ip, l2)
 	})
 }
