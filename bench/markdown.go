@@ -310,20 +310,20 @@ func whereTimeGoes(r *Report, rows []Row) string {
 	}
 	w("What this says, and what would close the gap:\n\n" +
 		"- **Per-packet syscalls and wakeups, not translation.** Almost all of vsgate's CPU is in the kernel: " +
-		"each TUN read and write is one syscall for one packet, a TUN write runs the kernel's forwarding path " +
-		"inline, and a worker that finds its queue empty sleeps and is woken per packet (scheduler symbols such " +
-		"as `finish_task_switch` near the top). Kernel DNAT does the same forwarding in softirq with no copy to " +
-		"userspace and no context switch. Batching several packets per wakeup and per syscall (the batch API of " +
-		"wireguard's tun, or AF_PACKET/AF_XDP rings: issues 9 and 10) removes most of that.\n" +
+		"each TUN read and write is one syscall for one packet (or super-packet), a TUN write runs the kernel's " +
+		"forwarding path inline, and a worker that finds its queue empty sleeps and is woken per packet " +
+		"(scheduler symbols such as `finish_task_switch` near the top). Kernel DNAT does the same forwarding in " +
+		"softirq with no copy to userspace and no context switch. AF_PACKET rings (issue 10) take the read " +
+		"syscall and the kernel's forwarding out; on a TUN they stay.\n" +
 		"- **Bulk TCP: offloads.** Over veth the kernel forwards 64 KB GSO super-packets. Without the virtio-net " +
 		"header (vsgate-nat, vsgate-fullnat: offloads off) vsgate's TUN gets MTU-sized packets, ~40x more " +
-		"syscalls per byte. With it (vsgate-nat-gso, the default) the device splits each super-packet into " +
-		"segments with full checksums and coalesces them again on write: most of the remaining cost is that " +
-		"per-segment checksum work and the copies. AF_PACKET (vsgate-afpacket) translates super-packets whole " +
-		"instead (PACKET_VNET_HDR: the headers are rewritten once per 64 KB and the partial checksum's " +
-		"pseudo-header part refreshed); doing the same on the TUN is the next step for it.\n" +
-		"- **Small UDP and new connections** are bound by the same per-packet syscall cost; a new connection adds " +
-		"the flow-table insert (one shard lock) to it.\n")
+		"syscalls per byte. With it (vsgate-nat-gso, the default) the TUN hands over each super-packet whole " +
+		"and the engine translates it once (the headers rewritten once per 64 KB, the partial checksum's " +
+		"pseudo-header part refreshed on write), as on AF_PACKET (vsgate-afpacket); what remains is the copy " +
+		"in and out of userspace and the kernel's forwarding of the written super-packet.\n" +
+		"- **Small UDP and new connections** are bound by the same per-packet syscall cost (on a TUN with USO a " +
+		"flow's small datagrams go out merged into one UDP GSO write); a new connection adds the flow-table " +
+		"insert (one shard lock) to it.\n")
 	for _, p := range r.Profiles {
 		for _, t := range p.Top {
 			if strings.Contains(t.Symbol, "Expire") {

@@ -56,7 +56,7 @@ func Systems() []System {
 			Desc:  "vsgate run on TUN, NAT mode (DNAT, replies via policy rule), no offloads",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", false) }},
 		{Name: "vsgate-nat-gso", Layer: L4, UDP: true,
-			Desc:  "vsgate-nat with offloads: TUN virtio-net header, TSO/USO (GSO split on read, GRO on write)",
+			Desc:  "vsgate-nat with offloads: TUN virtio-net header, TSO/USO (super-packets translated whole, UDP runs merged on write)",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", true) }},
 		{Name: "vsgate-afpacket", Layer: L4, UDP: true, topo: netlab.TopoL2,
 			Desc:  "vsgate run on AF_PACKET (l2 topology: vsgate answers ARP for the VIP, the kernel forwards nothing), NAT mode, PACKET_VNET_HDR (GSO whole)",

@@ -45,9 +45,9 @@ type Options struct {
 	Device string
 	Queues int
 	// Offloads opens the TUN with the virtio-net header and TSO/USO
-	// (tun.OpenOffload): the kernel hands over 64 KiB super-packets, split
-	// into segments on read and coalesced again on write. Falls back to a
-	// plain TUN, with a warning, when the kernel refuses.
+	// (tun.OpenOffload): the kernel hands over 64 KiB super-packets and
+	// partial checksums, which the engine translates whole. Falls back to
+	// a plain TUN, with a warning, when the kernel refuses.
 	Offloads bool
 	// Devices, when set, are used instead of opening a TUN (tests use
 	// tuntest.ChanDevice); then no network wiring is done either.
@@ -382,6 +382,11 @@ func (g *Gateway) work(i int, d tun.Device) error {
 	// The netstack takes only plain packets; a device that may read
 	// super-packets or partial checksums splits and finishes them for it.
 	seg, _ := d.(segmenter)
+	// Statistics count a super-packet as the packets it stands for.
+	var segs []int
+	if seg != nil {
+		segs = make([]int, n)
+	}
 	var inject func([]byte)
 	if g.l7 != nil {
 		inject = g.l7.Inject // copies: the buffer is reused
@@ -395,7 +400,14 @@ func (g *Gateway) work(i int, d tun.Device) error {
 		if capturing {
 			g.captureIn(bufs[:got], pkts[:got], h)
 		}
-		w.Process(pkts[:got], verdicts)
+		if seg != nil {
+			for j := range got {
+				segs[j] = seg.SegmentCount(bufs[j], h, sizes[j])
+			}
+			w.ProcessSegments(pkts[:got], segs[:got], verdicts)
+		} else {
+			w.Process(pkts[:got], verdicts)
+		}
 		out = out[:0]
 		var dropped, l7 uint64
 		for j := range got {
@@ -468,9 +480,11 @@ func (g *Gateway) captureOut(out [][]byte, h int) {
 }
 
 // segmenter is a device whose packets may be GSO super-packets or carry
-// partial checksums (afpacket.Port): Segments hands out plain ones.
+// partial checksums (tun.OffloadTUN, afpacket.Port): Segments hands out
+// plain ones, SegmentCount says how many.
 type segmenter interface {
 	Segments(buf []byte, offset, n int, fn func([]byte))
+	SegmentCount(buf []byte, offset, n int) int
 }
 
 // housekeeping drives the engine's clock, expires flows and estimates

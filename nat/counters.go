@@ -35,13 +35,13 @@ type counterSet [numCounters]atomic.Uint64
 
 func (c *counterSet) add(i int, n uint64) { c[i].Store(c[i].Load() + n) }
 
-// count records one packet of n bytes in direction d.
-func (c *counterSet) count(d Dir, n int) {
+// count records segs packets of n bytes in all in direction d.
+func (c *counterSet) count(d Dir, segs, n int) {
 	if d == DirOriginal {
-		c.add(cPacketsIn, 1)
+		c.add(cPacketsIn, uint64(segs))
 		c.add(cBytesIn, uint64(n))
 	} else {
-		c.add(cPacketsOut, 1)
+		c.add(cPacketsOut, uint64(segs))
 		c.add(cBytesOut, uint64(n))
 	}
 }

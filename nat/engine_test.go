@@ -326,3 +326,37 @@ func TestResetRemoved(t *testing.T) {
 		t.Fatalf("late reply forwarded")
 	}
 }
+
+// TestProcessSegments: a GSO super-packet is translated once, whole, and
+// counted as the segments it stands for, in both directions; a plain
+// packet in the same batch counts one.
+func TestProcessSegments(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	first := tcp(client, vip, syn, 0)
+	one(w, first)
+	_, rip := endpoints(t, first)
+	one(w, tcp(rip, client, synack, 0))
+	data := tcp(client, vip, ack, 14480) // ten 1448-byte segments' worth
+	plain := tcp(client, vip, ack, 10)
+	reply := tcp(rip, client, ack, 2896)
+	v := make([]nat.Verdict, 3)
+	w.ProcessSegments([][]byte{data, plain, reply}, []int{10, 1, 2}, v)
+	if v[0] != nat.Forward || v[1] != nat.Forward || v[2] != nat.Forward {
+		t.Fatalf("verdicts %v", v)
+	}
+	if _, d := endpoints(t, data); d != rip {
+		t.Fatalf("super-packet went to %v, want %v", d, rip)
+	}
+	if s, _ := endpoints(t, reply); s != vip {
+		t.Fatalf("reply super-packet from %v, want %v", s, vip)
+	}
+	st, _ := e.ServiceStats("tcp 198.18.0.10:80")
+	// In: SYN 1 + 10 + 1; out: SYN-ACK 1 + 2.
+	if st.PacketsIn != 12 || st.PacketsOut != 3 {
+		t.Fatalf("service stats %+v, want 12 packets in, 3 out", st)
+	}
+	if want := uint64(len(tcp(client, vip, syn, 0)) + len(data) + len(plain)); st.BytesIn != want {
+		t.Fatalf("bytes in %d, want %d (the super-packet's bytes as read)", st.BytesIn, want)
+	}
+}

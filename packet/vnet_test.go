@@ -8,7 +8,6 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-
 )
 
 // superPacket describes a GSO super-packet as a veth hands it over, and
@@ -118,7 +117,7 @@ func TestSegmentsMatchGopacket(t *testing.T) {
 	} {
 		ip, hdr := sp.build(t)
 		// hdr_len is skb_headlen, a hint that may reach into the payload:
-		// the split must take the headers' length from the 
+		// the split must take the headers' length from the
 		binary.NativeEndian.PutUint16(hdr[2:], uint16(hdr.HdrLen()+100))
 		var got [][]byte
 		if n := hdr.SegmentCount(ip, sp.l2); n != (len(sp.payload)+sp.mss-1)/sp.mss {
@@ -150,7 +149,7 @@ func TestSegmentsMatchGopacket(t *testing.T) {
 
 // TestCompleteAndRefresh: a partial checksum, refreshed after the
 // engine rewrote the addresses and ports and then completed, is the
-// checksum gopacket computes for the rewritten 
+// checksum gopacket computes for the rewritten
 func TestCompleteAndRefresh(t *testing.T) {
 	for i := range 4 {
 		v6, l2 := i&1 == 1, linkHeaders[i/2]

@@ -368,6 +368,30 @@ func (e *Env) metric(ctx context.Context, line string) (bool, error) {
 	return strings.Contains(string(b), line), err
 }
 
+// metricValue reads the value of the sample whose name and labels are
+// series (as the text format writes them) from the gateway's /metrics.
+func (e *Env) metricValue(ctx context.Context, series string) (float64, error) {
+	req, err := newRequest(ctx, "http://127.0.0.1:9100/metrics")
+	if err != nil {
+		return 0, err
+	}
+	resp, err := e.gw.HTTPClient(3 * time.Second).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
+			return strconv.ParseFloat(v, 64)
+		}
+	}
+	return 0, fmt.Errorf("no %s in /metrics", series)
+}
+
 func fmtSpread(m map[string]int) string {
 	keys := make([]string, 0, len(m))
 	for k := range m {

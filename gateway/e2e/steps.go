@@ -264,9 +264,16 @@ func stepBulk6(ctx context.Context, e *Env) (string, error) {
 	return e.bulk(ctx, e.Lab.Topo.Plan.VIP6)
 }
 
-// bulk fetches bulkBytes from vip:80 and checks every byte.
+// bulk fetches bulkBytes from vip:80 and checks every byte, and that the
+// service's statistics count the packets the bytes took on the wire (a
+// super-packet as its segments): at least one per 1500 bytes.
 func (e *Env) bulk(ctx context.Context, vip netip.Addr) (string, error) {
 	url := fmt.Sprintf("http://%s/big?bytes=%d", netip.AddrPortFrom(vip, 80), bulkBytes)
+	series := fmt.Sprintf(`vsgate_service_packets_total{direction="out",service="TCP %s"}`, netip.AddrPortFrom(vip, 80))
+	before, err := e.metricValue(ctx, series)
+	if err != nil {
+		return "", err
+	}
 	req, err := newRequest(ctx, url)
 	if err != nil {
 		return "", err
@@ -292,7 +299,17 @@ func (e *Env) bulk(ctx context.Context, vip netip.Addr) (string, error) {
 	if n != bulkBytes || !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
 		return detail, fmt.Errorf("received %d bytes with SHA-256 %x, want %d bytes with %x", n, got.Sum(nil), bulkBytes, want.Sum(nil))
 	}
-	return detail + ", SHA-256 matches", nil
+	detail += ", SHA-256 matches"
+	after, err := e.metricValue(ctx, series)
+	if err != nil {
+		return detail, err
+	}
+	counted := int64(after - before)
+	detail += fmt.Sprintf("; %d packets out counted", counted)
+	if counted < bulkBytes/1500 {
+		return detail, fmt.Errorf("the service counted %d packets out for %d bytes: fewer than the segments on the wire", counted, bulkBytes)
+	}
+	return detail, nil
 }
 
 // session is one open line-service connection from the client.

@@ -670,6 +670,12 @@ func (p *Port) Segments(buf []byte, offset, n int, fn func([]byte)) {
 	}
 }
 
+// SegmentCount is how many packets the n-byte packet Read left at
+// buf[offset:] stands for: a super-packet's segments, else 1.
+func (p *Port) SegmentCount(buf []byte, offset, n int) int {
+	return packet.VNetHdr(buf[offset-portHeadroom:offset-packet.EthernetMinimumSize]).SegmentCount(buf[offset:offset+n], packet.EthernetMinimumSize)
+}
+
 // ipLength is the length of the IP packet at the start of b without the
 // padding of a minimum-size Ethernet frame. b holds at least the fixed
 // IP header.

@@ -7,7 +7,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
-	wgtun "golang.zx2c4.com/wireguard/tun"
+
+	"github.com/vsgate/vsgate/packet"
 )
 
 // OffloadHeadroom is the Headroom of an *OffloadTUN: the 10-byte
@@ -17,19 +18,20 @@ const OffloadHeadroom = 16
 
 // MaxPacket is the largest packet a device with offloads moves whole: a
 // TCP or UDP super-packet of up to 64 KiB. Buffers given to an
-// *OffloadTUN's Write should have OffloadHeadroom+MaxPacket bytes of
-// capacity, so that it can coalesce segments in place.
+// *OffloadTUN should have OffloadHeadroom+MaxPacket bytes of capacity:
+// Read may fill them, and Write merges UDP datagrams into the spare
+// capacity.
 const MaxPacket = 65535
 
-// OffloadBatchSize is the BatchSize of an *OffloadTUN: room for a few
-// super-packets split into MTU-sized segments (a 64 KiB TCP super-packet
-// at MSS 1448 is 46 segments), as wireguard-go's IdealBatchSize.
+// OffloadBatchSize is the BatchSize of an *OffloadTUN.
 const OffloadBatchSize = 128
 
-// minSegmentRoom is the room a Read keeps for one more super-packet
-// before it reads again in the same batch; a super-packet that does not
-// fit is lost (wireguard's ErrTooManySegments), so this is generous.
-const minSegmentRoom = 64
+// The offloads asked for with TUNSETOFFLOAD. USO (UDP segmentation,
+// Linux 6.2+) is asked for first and left out if the kernel refuses.
+const (
+	offloadsTCP = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+	offloadsUSO = 0x20 | 0x40 // TUN_F_USO4 | TUN_F_USO6 (include/uapi/linux/if_tun.h)
+)
 
 // ErrNoOffload means the kernel refused the virtio-net header or TCP
 // segmentation offload (TUNSETOFFLOAD with TSO4/TSO6): use Open instead.
@@ -38,22 +40,25 @@ var ErrNoOffload = errors.New("TUN offloads not supported by this kernel")
 // OffloadTUN is one queue of a Linux TUN interface opened with the
 // virtio-net header (IFF_VNET_HDR) and segmentation offloads (TSO4/TSO6,
 // and USO4/USO6 where the kernel has them): the kernel hands it TCP (and
-// UDP) super-packets of up to 64 KiB and takes them back. The header and
-// the GSO/GRO work are wireguard-go's tun (golang.zx2c4.com/wireguard/tun):
-// Read splits each super-packet into MTU-sized segments with full
-// checksums, Write coalesces the segments of a flow back into
-// super-packets (GRO) before it writes them. It implements Device.
+// UDP) super-packets of up to 64 KiB and takes them back, and packets may
+// carry a partial checksum (the pseudo-header sum, finished by the kernel
+// or the NIC later). Read returns packets as they come, super-packets
+// whole, with their virtio-net header in the headroom; Write refreshes a
+// partial checksum for what the engine rewrote and writes each packet
+// with its header, merging runs of one flow's small UDP datagrams into a
+// UDP GSO super-packet where the kernel has USO. Segments splits a
+// super-packet for consumers that take only plain packets (the L7
+// netstack). It implements Device.
 //
 // The zero value is not usable; get one from OpenOffload. An OffloadTUN
-// is safe for concurrent use: Reads are serialised with each other,
-// Writes with each other, one Read and one Write run in parallel. Read
-// and Write do not allocate.
+// is safe for concurrent use as a TUN is; Segments is not safe for
+// concurrent use with itself. Read and Write do not allocate.
 type OffloadTUN struct {
-	queueState
-	fd  int           // for poll(2) only; wg owns it
-	wg  wgtun.Device  // the queue, with the virtio-net header
-	rmu sync.Mutex    // guards pfd
-	pfd []unix.PollFd // one entry, for the "more to read?" poll
+	*TUN
+	uso    bool       // the kernel took USO4/USO6: merge UDP runs on Write
+	fmu    sync.Mutex // serialises Writes (TUN.Write's own lock is inside)
+	frames [][]byte   // Write's scratch: the frames after merging; guarded by fmu
+	seg    []byte     // Segments' scratch for one segment
 }
 
 var _ Device = (*OffloadTUN)(nil)
@@ -70,11 +75,10 @@ func OpenOffload(name string, queues int) ([]Device, error) {
 }
 
 // openOffloadQueue opens queue i: /dev/net/tun, TUNSETIFF with
-// IFF_VNET_HDR, a TUNSETOFFLOAD probe, then wireguard's tun takes the
-// descriptor (it makes it non-blocking, puts it in the runtime poller and
-// sets the offloads itself).
+// IFF_VNET_HDR, TUNSETOFFLOAD, then the descriptor goes non-blocking into
+// the runtime poller as an *os.File, as water does for a plain TUN.
 func openOffloadQueue(name string, i int, multi bool, ctl *control) (*OffloadTUN, error) {
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("tun %q: open queue %d: %w", name, i, err)
 	}
@@ -96,91 +100,89 @@ func openOffloadQueue(name string, i int, multi bool, ctl *control) (*OffloadTUN
 		}
 		return nil, fmt.Errorf("tun %q: open queue %d: %w%s", name, i, err, hint)
 	}
-	// Probe before wireguard's tun owns the descriptor: after that a
-	// failure leaves the descriptor to its *os.File's finalizer.
-	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("tun %q: queue %d: TUNSETOFFLOAD: %w (%w)", name, i, ErrNoOffload, err)
+	uso := true
+	if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloadsTCP|offloadsUSO); err != nil {
+		uso = false
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, offloadsTCP); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("tun %q: queue %d: TUNSETOFFLOAD: %w (%w)", name, i, ErrNoOffload, err)
+		}
 	}
-	wg, kname, err := wgtun.CreateUnmonitoredTUNFromFD(fd)
+	f := os.NewFile(uintptr(fd), "/dev/net/tun") // non-blocking: it joins the runtime poller
+	rc, err := f.SyscallConn()
 	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("tun %q: queue %d: %w", name, i, err)
 	}
-	if wg.BatchSize() < 2 { // wireguard found no IFF_VNET_HDR
-		wg.Close()
-		return nil, fmt.Errorf("tun %q: queue %d: %w (no virtio-net header)", name, i, ErrNoOffload)
-	}
-	t := &OffloadTUN{queueState: newQueueState(kname, i, ctl), fd: fd, wg: wg, pfd: []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}}
-	return t, nil
+	t := newTUN(ifr.Name(), i, ctl, f, rc)
+	return &OffloadTUN{TUN: t, uso: uso, frames: make([][]byte, 0, OffloadBatchSize)}, nil
 }
 
 // Read implements Device. offset must be at least the 10-byte virtio-net
-// header (pass Headroom). Each
-// read(2) takes one packet or super-packet from the kernel; a super-packet
-// is split into segments, one per buffer, each with its IP and TCP/UDP
-// checksums complete. Read goes on reading while the queue has more and
-// at least minSegmentRoom buffers are free, so a batch may hold several
-// super-packets; it blocks only for the first.
+// header (pass Headroom): each packet's header lands in front of it, where
+// Write and Segments find it again. Each read(2) takes one packet or
+// super-packet; Read goes on reading until the batch is full or the queue
+// is empty, and blocks only for the first.
 func (t *OffloadTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
-	if len(sizes) < len(bufs) {
-		bufs = bufs[:len(sizes)]
+	if offset < packet.VNetHdrSize {
+		return 0, fmt.Errorf("tun %s: read offset %d, want at least %d", t.name, offset, packet.VNetHdrSize)
 	}
-	if len(bufs) == 0 {
-		return 0, nil
+	n, err := t.TUN.Read(bufs, sizes, offset-packet.VNetHdrSize)
+	for i := range n {
+		sizes[i] = max(sizes[i]-packet.VNetHdrSize, 0) // the kernel writes the header whole
 	}
-	t.rmu.Lock()
-	defer t.rmu.Unlock()
-	n, err := t.wg.Read(bufs, sizes, offset)
-	for err == nil && len(bufs)-n >= minSegmentRoom && t.readable() {
-		var m int
-		m, err = t.wg.Read(bufs[n:], sizes[n:], offset)
-		n += m
-	}
-	if err != nil {
-		return n, t.wrap("read", err)
-	}
-	return n, nil
+	return n, err
 }
 
-// readable says whether a read would find a packet now (poll(2), no wait).
-func (t *OffloadTUN) readable() bool {
-	if t.closed.Load() {
-		return false
-	}
-	for {
-		n, err := unix.Poll(t.pfd, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		return err == nil && n > 0 && t.pfd[0].Revents&unix.POLLIN != 0
-	}
-}
-
-// Write implements Device. offset must be at least the 10-byte
-// virtio-net header (use Headroom). Write coalesces runs of TCP segments
-// (and UDP datagrams of one size, where the kernel has USO) of the same
-// flow into super-packets: it writes the header into the headroom, may
-// extend bufs[i] into its spare capacity and may reorder the elements of
-// bufs; it writes each resulting packet with one write(2). It returns
-// len(bufs) when every write succeeded; otherwise 0 and the joined errors
-// of the writes that failed (wireguard's tun does not say which).
+// Write implements Device. offset must be at least the 10-byte virtio-net
+// header (use Headroom), and bufs[i][offset-10:offset] must hold the
+// header Read left there, or zeros for a packet made here with complete
+// checksums. A partial checksum is refreshed for the packet's addresses
+// now. Where the kernel has USO, a run of one flow's UDP datagrams of one
+// size is merged into one super-packet in the first one's spare capacity
+// (packet.CoalesceUDP). Each packet or super-packet is one write(2); the
+// count and errors are as for (*TUN).Write, counting what was written.
 func (t *OffloadTUN) Write(bufs [][]byte, offset int) (int, error) {
-	if len(bufs) == 0 {
-		return 0, nil
+	if offset < packet.VNetHdrSize {
+		return 0, fmt.Errorf("tun %s: write offset %d, want at least %d", t.name, offset, packet.VNetHdrSize)
 	}
-	if _, err := t.wg.Write(bufs, offset); err != nil {
-		return 0, t.wrap("write", err)
+	t.fmu.Lock()
+	defer t.fmu.Unlock()
+	frames := t.frames[:0]
+	for i := 0; i < len(bufs); {
+		b, next := bufs[i][offset-packet.VNetHdrSize:], i+1
+		packet.VNetHdr(b[:packet.VNetHdrSize]).RefreshPartial(b[packet.VNetHdrSize:], 0)
+		if t.uso {
+			b, next = packet.CoalesceUDP(bufs, i, offset, 0, OffloadBatchSize)
+		}
+		frames = append(frames, b)
+		i = next
 	}
-	return len(bufs), nil
+	n, err := t.TUN.Write(frames, 0)
+	clear(frames) // keep no caller memory
+	t.frames = frames[:0]
+	if n == len(frames) {
+		n = len(bufs)
+	}
+	return n, err
 }
 
-// wrap names the device in an error; closed devices give an error
-// wrapping os.ErrClosed.
-func (t *OffloadTUN) wrap(op string, err error) error {
-	if t.closed.Load() || errors.Is(err, os.ErrClosed) || errors.Is(err, unix.EBADFD) {
-		return t.errClosed
+// Segments calls fn with the plain packets that the n-byte packet Read
+// left at buf[offset:] stands for: the segments of a super-packet, or the
+// packet itself, each with complete checksums. It is for consumers that
+// take only such packets (the L7 netstack); fn must not keep its
+// argument. Not safe for concurrent use with itself.
+func (t *OffloadTUN) Segments(buf []byte, offset, n int, fn func([]byte)) {
+	if t.seg == nil {
+		t.seg = make([]byte, MaxPacket)
 	}
-	return fmt.Errorf("tun %s queue %d: %s: %w", t.name, t.queue, op, err)
+	packet.VNetHdr(buf[offset-packet.VNetHdrSize:offset]).Segments(buf[offset:offset+n], t.seg, 0, fn)
+}
+
+// SegmentCount is how many packets the n-byte packet Read left at
+// buf[offset:] stands for: a super-packet's segments, else 1.
+func (t *OffloadTUN) SegmentCount(buf []byte, offset, n int) int {
+	return packet.VNetHdr(buf[offset-packet.VNetHdrSize:offset]).SegmentCount(buf[offset:offset+n], 0)
 }
 
 // Headroom implements Device: OffloadHeadroom.
@@ -188,6 +190,3 @@ func (t *OffloadTUN) Headroom() int { return OffloadHeadroom }
 
 // BatchSize implements Device: OffloadBatchSize.
 func (t *OffloadTUN) BatchSize() int { return OffloadBatchSize }
-
-// Close implements Device, as (*TUN).Close.
-func (t *OffloadTUN) Close() error { return t.close(t.wg) }

@@ -195,10 +195,15 @@ func openQueue(name string, i int, multi bool, ctl *control) (*TUN, error) {
 		f.Close()
 		return nil, fmt.Errorf("tun %q: queue %d: %w", name, i, err)
 	}
-	t := &TUN{queueState: newQueueState(ifce.Name(), i, ctl), file: f, rc: rc}
+	return newTUN(ifce.Name(), i, ctl, f, rc), nil
+}
+
+// newTUN makes queue i of interface name from its non-blocking file.
+func newTUN(name string, i int, ctl *control, f *os.File, rc syscall.RawConn) *TUN {
+	t := &TUN{queueState: newQueueState(name, i, ctl), file: f, rc: rc}
 	t.rfn = t.readBatch
 	t.wfn = t.writeBatch
-	return t, nil
+	return t
 }
 
 // Read implements Device. Packets longer than a buffer are cut to it (the
