@@ -31,8 +31,9 @@
 // tree (/proc/PID/stat), the machine's busy time (/proc/stat) and the
 // packets the gateway's interfaces received (netlink), for CPU cost per
 // million packets and per thousand requests. Optionally it profiles
-// vsgate-nat-gso (vsgate-nat when that is not selected) with perf
-// afterwards, under every L4 workload. The Report (JSON) holds every sample;
+// with perf afterwards: vsgate-nat-gso (vsgate-nat when that is not
+// selected) under every L4 workload, and vsgate-l7 under the HTTP ones,
+// each when it was run. The Report (JSON) holds every sample;
 // Summarize gives medians with min–max and ratios to each layer's
 // baseline; WriteOutputs writes the markdown section (e2e.md) and one
 // PNG chart per layer (gonum/plot). SummarizeGoBench turns `go test

@@ -12,29 +12,49 @@ import (
 	"time"
 )
 
-// profileWorkloads are the workloads vsgate is profiled under: every L4
-// one.
-func profileWorkloads() []string {
-	return []string{"tcp-bulk", "http-keepalive", "http-close", "udp-64"}
+// profileTarget is one system to profile and the workloads to profile it
+// under.
+type profileTarget struct {
+	system    string
+	workloads []string
 }
 
-// profiledSystem is the system profiled: vsgate-nat-gso when it is among
-// the selected systems, else vsgate-nat.
-func profiledSystem(c Config) string {
-	if len(c.Systems) == 0 || slices.Contains(c.Systems, "vsgate-nat-gso") {
-		return "vsgate-nat-gso"
+// profileTargets are what is profiled, of the systems run: the TUN NAT
+// gateway (vsgate-nat-gso, else vsgate-nat) under every L4 workload, and
+// the L7 gateway (vsgate-l7) under the HTTP ones.
+func profileTargets(run []System) []profileTarget {
+	has := func(name string) bool {
+		return slices.ContainsFunc(run, func(s System) bool { return s.Name == name })
 	}
-	return "vsgate-nat"
+	var out []profileTarget
+	switch {
+	case has("vsgate-nat-gso"):
+		out = append(out, profileTarget{"vsgate-nat-gso", []string{"tcp-bulk", "http-keepalive", "http-close", "udp-64"}})
+	case has("vsgate-nat"):
+		out = append(out, profileTarget{"vsgate-nat", []string{"tcp-bulk", "http-keepalive", "http-close", "udp-64"}})
+	}
+	if has("vsgate-l7") {
+		out = append(out, profileTarget{"vsgate-l7", []string{"http-keepalive", "http-close"}})
+	}
+	return out
 }
 
-// profileVsgate runs the profiled system once more in a fresh lab and
+// profileVsgate runs each target system once more in a fresh lab and
 // records it with perf (kernel and user stacks of the vsgate process
-// only) during each profiled workload. Without perf it returns profiles
+// only) during each of its workloads. Without perf it returns profiles
 // that say so.
-func profileVsgate(ctx context.Context, c Config, wls []Workload, pb *progress) []Profile {
+func profileVsgate(ctx context.Context, c Config, targets []profileTarget, wls []Workload, pb *progress) []Profile {
+	var out []Profile
+	for _, t := range targets {
+		out = append(out, profileSystem(ctx, c, t, wls, pb)...)
+	}
+	return out
+}
+
+func profileSystem(ctx context.Context, c Config, t profileTarget, wls []Workload, pb *progress) []Profile {
 	var sys System
 	for _, s := range Systems() {
-		if s.Name == profiledSystem(c) {
+		if s.Name == t.system {
 			sys = s
 		}
 	}
@@ -46,7 +66,7 @@ func profileVsgate(ctx context.Context, c Config, wls []Workload, pb *progress) 
 			pb.logf("teardown profile: %v", err)
 		}
 	}()
-	for _, name := range profileWorkloads() {
+	for _, name := range t.workloads {
 		pb.step("profile " + sys.Name + " " + name + " (perf)")
 		p := Profile{System: sys.Name, Workload: name}
 		var w Workload

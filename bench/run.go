@@ -98,9 +98,12 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 	for _, s := range run {
 		total += c.Reps * len(workloadsFor(s, wls))
 	}
-	doProfile := c.Profile && slices.ContainsFunc(run, func(s System) bool { return s.Name == "vsgate-nat" })
-	if doProfile {
-		total += len(profileWorkloads())
+	var targets []profileTarget
+	if c.Profile {
+		targets = profileTargets(run)
+	}
+	for _, t := range targets {
+		total += len(t.workloads)
 	}
 	pb := newProgress(c.Progress, total)
 	defer pb.finish()
@@ -113,8 +116,8 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 			r.Samples = append(r.Samples, measureSystem(ctx, c, s, wls, rep, pb)...)
 		}
 	}
-	if doProfile && ctx.Err() == nil {
-		r.Profiles = profileVsgate(ctx, c, wls, pb)
+	if len(targets) > 0 && ctx.Err() == nil {
+		r.Profiles = profileVsgate(ctx, c, targets, wls, pb)
 	}
 	r.Took = time.Since(start).Round(time.Second).String()
 	r.LoadEnd = loadAvg()

@@ -479,6 +479,13 @@ func (g *Gateway) captureOut(out [][]byte, h int) {
 	}
 }
 
+// offloader is a device that takes packets with a partial checksum or
+// to be segmented (tun.OffloadTUN, afpacket.Port): SetOffload says which,
+// in the packet's headroom.
+type offloader interface {
+	SetOffload(buf []byte, offset int, o packet.Offload)
+}
+
 // segmenter is a device whose packets may be GSO super-packets or carry
 // partial checksums (tun.OffloadTUN, afpacket.Port): Segments hands out
 // plain ones, SegmentCount says how many.
@@ -923,9 +930,12 @@ func (g *Gateway) startL7(services []L7Service) error {
 	h := dev.Headroom()
 	buf := make([]byte, h+tun.MaxPacket) // guarded by writeMu[0]
 	out := [][]byte{nil}
-	g.l7, err = netstack.New(netstack.Options{MTU: mtu, Output: func(pkt []byte) {
+	write := func(pkt []byte, o packet.Offload, off offloader) {
 		g.writeMu[0].Lock()
 		out[0] = buf[:h+copy(buf[h:], pkt)]
+		if off != nil {
+			off.SetOffload(buf, h, o)
+		}
 		if g.link == nil && g.capture.Enabled() { // the Link records what it sends itself (SetCapture)
 			g.captureOut(out, h)
 		}
@@ -934,7 +944,14 @@ func (g *Gateway) startL7(services []L7Service) error {
 		if err != nil && !errors.Is(err, errClosed) {
 			g.log.Warn("l7 write", "err", err)
 		}
-	}})
+	}
+	opts := netstack.Options{MTU: mtu, Output: func(pkt []byte) { write(pkt, packet.Offload{}, nil) }}
+	if off, ok := dev.(offloader); ok {
+		// The device segments and finishes checksums (virtio-net header):
+		// the stack hands it TCP in super-packets (host GSO).
+		opts.Output, opts.OutputGSO = nil, func(pkt []byte, o packet.Offload) { write(pkt, o, off) }
+	}
+	g.l7, err = netstack.New(opts)
 	if err != nil {
 		return err
 	}

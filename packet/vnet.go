@@ -49,6 +49,36 @@ func (h VNetHdr) put(flags, gso uint8, hdrLen, gsoSize, csumStart, csumOffset in
 	binary.NativeEndian.PutUint16(h[8:], uint16(csumOffset))
 }
 
+// Offload says how a device with offloads is to finish a packet a local
+// stack made (what the kernel keeps in an skb and a virtio-net header
+// carries), in terms of the IP packet: offsets count from its first byte.
+type Offload struct {
+	// NeedsCsum: the transport checksum is partial (the pseudo-header
+	// sum), to be finished over the bytes from CsumStart; the field is at
+	// CsumStart+CsumOffset.
+	NeedsCsum             bool
+	CsumStart, CsumOffset int
+	// GSOType, unless GSONone: cut the packet into segments of GSOSize
+	// payload bytes behind copies of its first HdrLen bytes.
+	GSOType uint8
+	GSOSize int
+	HdrLen  int
+}
+
+// SetOffload writes o into h, for a packet l2 bytes of link header after
+// the header.
+func (h VNetHdr) SetOffload(o Offload, l2 int) {
+	var flags uint8
+	var start, hdrLen int
+	if o.NeedsCsum {
+		flags, start = VNetNeedsCsum, l2+o.CsumStart
+	}
+	if o.GSOType != GSONone {
+		hdrLen = l2 + o.HdrLen
+	}
+	h.put(flags, o.GSOType, hdrLen, o.GSOSize, start, o.CsumOffset)
+}
+
 // partialField locates the partial transport checksum of ip and its
 // protocol, or reports false when the header does not describe one vsgate
 // can handle (only TCP and UDP are offloaded to it).

@@ -676,6 +676,13 @@ func (p *Port) SegmentCount(buf []byte, offset, n int) int {
 	return packet.VNetHdr(buf[offset-portHeadroom:offset-packet.EthernetMinimumSize]).SegmentCount(buf[offset:offset+n], packet.EthernetMinimumSize)
 }
 
+// SetOffload writes into buf's headroom how the kernel is to finish the
+// packet at buf[offset:] (a partial checksum, segmentation), for a packet
+// made elsewhere: the L7 netstack's TCP with host GSO.
+func (p *Port) SetOffload(buf []byte, offset int, o packet.Offload) {
+	packet.VNetHdr(buf[offset-portHeadroom:offset-packet.EthernetMinimumSize]).SetOffload(o, packet.EthernetMinimumSize)
+}
+
 // ipLength is the length of the IP packet at the start of b without the
 // padding of a minimum-size Ethernet frame. b holds at least the fixed
 // IP header.

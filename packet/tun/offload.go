@@ -185,6 +185,13 @@ func (t *OffloadTUN) SegmentCount(buf []byte, offset, n int) int {
 	return packet.VNetHdr(buf[offset-packet.VNetHdrSize:offset]).SegmentCount(buf[offset:offset+n], 0)
 }
 
+// SetOffload writes into buf's headroom how the kernel is to finish the
+// packet at buf[offset:] (a partial checksum, segmentation), for a packet
+// made elsewhere: the L7 netstack's TCP with host GSO.
+func (t *OffloadTUN) SetOffload(buf []byte, offset int, o packet.Offload) {
+	packet.VNetHdr(buf[offset-packet.VNetHdrSize:offset]).SetOffload(o, 0)
+}
+
 // Headroom implements Device: OffloadHeadroom.
 func (t *OffloadTUN) Headroom() int { return OffloadHeadroom }
 

@@ -5,6 +5,14 @@
 // gateway's device (Options.Output). The proxy serves the listeners it
 // opens (Listen) like any net.Listener.
 //
+// On a device with offloads (the virtio-net header: an offload TUN or
+// AF_PACKET) the gateway sets Options.OutputGSO instead: host GSO, so TCP
+// leaves the stack up to 32 KiB at a time with a partial checksum and the
+// kernel cuts and finishes it. Measured in the e2e L7 step, 100 MB
+// streamed from a real server to the client through the proxy: 760-800 ms
+// without, 236-288 ms with. Inbound, super-packets are still split before
+// Inject (the stack takes plain packets).
+//
 // What it must not do: carry the L4 fast path (only L7 VIP traffic comes
 // here), or let gVisor leak into other packages: this is one of the two
 // packages allowed to import it (DESIGN.md, STYLE.md 20).
@@ -27,6 +35,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
+
+	"github.com/vsgate/vsgate/packet"
 )
 
 // Options configure a Stack.
@@ -36,6 +46,11 @@ type Options struct {
 	// Output receives every packet the stack sends, one at a time, from
 	// one goroutine; pkt is valid only during the call.
 	Output func(pkt []byte)
+	// OutputGSO, set instead of Output, turns on host GSO: the stack
+	// hands over TCP up to 32 KiB at a time with a partial checksum, and o
+	// says how the device behind it (one with the virtio-net header) is to
+	// segment and finish it. As Output otherwise.
+	OutputGSO func(pkt []byte, o packet.Offload)
 	// QueueLen is how many outbound packets may wait for Output.
 	QueueLen int
 }
@@ -68,8 +83,8 @@ type Stack struct {
 
 // New starts a stack whose outbound packets go to opts.Output.
 func New(opts Options) (*Stack, error) {
-	if opts.Output == nil {
-		return nil, errors.New("netstack: Output is required")
+	if (opts.Output == nil) == (opts.OutputGSO == nil) {
+		return nil, errors.New("netstack: one of Output and OutputGSO is required")
 	}
 	if opts.MTU <= 0 {
 		opts.MTU = 1500
@@ -94,6 +109,9 @@ func New(opts Options) (*Stack, error) {
 		}
 	}
 	ep := channel.New(opts.QueueLen, uint32(opts.MTU), "")
+	if opts.OutputGSO != nil {
+		ep.SupportedGSOKind = stack.HostGSOSupported
+	}
 	if err := s.CreateNIC(nicID, ep); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("netstack: NIC: %s", err)
@@ -113,7 +131,11 @@ func New(opts Options) (*Stack, error) {
 				return
 			}
 			v := pkt.ToView()
-			opts.Output(v.AsSlice())
+			if opts.OutputGSO != nil {
+				opts.OutputGSO(v.AsSlice(), offloadOf(pkt))
+			} else {
+				opts.Output(v.AsSlice())
+			}
 			v.Release()
 			pkt.DecRef()
 		}
@@ -122,6 +144,24 @@ func New(opts Options) (*Stack, error) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// offloadOf says how a device is to finish pkt, from the GSO options TCP
+// set on it (host GSO: the checksum of every TCP packet is partial, and
+// one longer than the MSS is a super-packet).
+func offloadOf(pkt *stack.PacketBuffer) packet.Offload {
+	g := pkt.GSOOptions
+	if g.Type == stack.GSONone {
+		return packet.Offload{}
+	}
+	o := packet.Offload{NeedsCsum: g.NeedsCsum, CsumStart: int(g.L3HdrLen), CsumOffset: int(g.CsumOffset)}
+	if g.MSS > 0 && pkt.Data().Size() > int(g.MSS) {
+		o.GSOType, o.GSOSize, o.HdrLen = packet.GSOTCPv4, int(g.MSS), pkt.HeaderSize()
+		if g.Type == stack.GSOTCPv6 {
+			o.GSOType = packet.GSOTCPv6
+		}
+	}
+	return o
+}
 
 // AddAddress makes the stack answer for a (an HTTP VIP).
 func (st *Stack) AddAddress(a netip.Addr) error {
