@@ -83,7 +83,6 @@ type counters struct {
 	drops     [numDropReasons]atomic.Uint64
 	evictions atomic.Uint64
 	expired   atomic.Uint64
-	created   atomic.Uint64
 	resets    atomic.Uint64
 }
 

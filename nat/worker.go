@@ -483,7 +483,6 @@ func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple
 		if evicted {
 			e.counts.evictions.Add(1)
 		}
-		e.counts.created.Add(1)
 		if own != nil {
 			counts := *w.counts.Load()
 			counts[own.stat].add(cConns, 1)
