@@ -333,10 +333,7 @@ func TestResetRemoved(t *testing.T) {
 func TestProcessSegments(t *testing.T) {
 	e := engine(t, nat.ModeNAT, 64)
 	w := e.NewWorker()
-	first := tcp(client, vip, syn, 0)
-	one(w, first)
-	_, rip := endpoints(t, first)
-	one(w, tcp(rip, client, synack, 0))
+	rip := handshake(t, w, 0)
 	data := tcp(client, vip, ack, 14480) // ten 1448-byte segments' worth
 	plain := tcp(client, vip, ack, 10)
 	reply := tcp(rip, client, ack, 2896)

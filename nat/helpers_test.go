@@ -136,3 +136,15 @@ func one(w *nat.Worker, b []byte) nat.Verdict {
 	w.Process([][]byte{b}, v)
 	return v[0]
 }
+
+// handshake opens a flow from client to the VIP (SYN, then the real
+// server's SYN-ACK) and returns the real server it was scheduled to. The
+// SYN carries n bytes of payload.
+func handshake(t *testing.T, w *nat.Worker, n int) netip.AddrPort {
+	t.Helper()
+	b := tcp(client, vip, syn, n)
+	one(w, b)
+	_, rip := endpoints(t, b)
+	one(w, tcp(rip, client, synack, 0))
+	return rip
+}

@@ -16,10 +16,7 @@ import (
 func TestListings(t *testing.T) {
 	e := engine(t, nat.ModeNAT, 64)
 	w := e.NewWorker()
-	b := tcp(client, vip, syn, 100)
-	one(w, b)
-	_, rip := endpoints(t, b)
-	one(w, tcp(rip, client, synack, 0))
+	rip := handshake(t, w, 100)
 	one(w, tcp(client, vip, ack, 0))
 
 	svcs := e.Services()
