@@ -424,7 +424,10 @@ func (g *Gateway) work(i int, d tun.Device) error {
 				switch {
 				case g.l7 == nil:
 				case seg != nil:
-					seg.Segments(bufs[j], h, len(pkts[j]), inject)
+					if !seg.Segments(bufs[j], h, len(pkts[j]), inject) {
+						dropped++ // a super-packet it cannot split
+						continue
+					}
 				default:
 					inject(pkts[j])
 				}
@@ -490,7 +493,7 @@ type offloader interface {
 // partial checksums (tun.OffloadTUN, afpacket.Port): Segments hands out
 // plain ones, SegmentCount says how many.
 type segmenter interface {
-	Segments(buf []byte, offset, n int, fn func([]byte))
+	Segments(buf []byte, offset, n int, fn func([]byte)) bool
 	SegmentCount(buf []byte, offset, n int) int
 }
 

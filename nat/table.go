@@ -391,7 +391,9 @@ func (t *table) pickVictim(s *shard, ev evictor) (uint32, uint32) {
 		sh := &t.shards[si&(len(t.shards)-1)]
 		n := min(victimSample-scanned, len(sh.buckets))
 		for i := range n {
-			b := &sh.buckets[(start+i*7919)&(len(sh.buckets)-1)]
+			// The bucket count need not be a power of two (see
+			// newTable): a mask would sample only some of them.
+			b := &sh.buckets[uint(start+i*7919)%uint(len(sh.buckets))]
 			consider := func(ref flowRef) {
 				f := &t.flows[ref.index()]
 				if gen := f.gen.Load(); gen&1 == 0 {

@@ -89,3 +89,40 @@ func TestTableOverflowChains(t *testing.T) {
 		lookupAll(live)
 	}
 }
+
+// onlyFlow makes one flow, by slot, evictable.
+type onlyFlow struct {
+	tab  *table
+	slot uint32
+}
+
+func (o onlyFlow) evictable(f *flow) (bool, int64) { return f == &o.tab.flows[o.slot], 0 }
+func (onlyFlow) evicted(*flow)                     {}
+
+// TestVictimSampleReachesEveryBucket: with a bucket count that is not a
+// power of two (newTable sizes the index exactly), the eviction scan still
+// finds an evictable flow in any bucket, here the middle one of three.
+func TestVictimSampleReachesEveryBucket(t *testing.T) {
+	tab := newTable(64, 0)
+	tab.shards[0].buckets = make([]bucket, 3)
+	for i := 0; ; i++ {
+		if i > 10000 {
+			t.Fatal("no key pair hashes into bucket 1 twice")
+		}
+		o := tupleWords{uint64(i), 1, 2, 3, 6}
+		r := tupleWords{uint64(i), 4, 5, 6, 6}
+		_, bo := tab.locate(o.hash())
+		_, br := tab.locate(r.hash())
+		if bo != &tab.shards[0].buckets[1] || br != bo {
+			continue
+		}
+		idx, _, err := tab.insert(&o, o.hash(), &r, noEviction{}, func(*flow) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := tab.pickVictim(&tab.shards[0], onlyFlow{tab, idx}); got != idx {
+			t.Fatalf("pickVictim = %d, want the only evictable flow %d (in bucket 1 of 3)", got, idx)
+		}
+		return
+	}
+}

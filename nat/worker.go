@@ -62,10 +62,12 @@ func (w *Worker) Process(pkts [][]byte, verdicts []Verdict) {
 
 // ProcessSegments is Process for a device that hands over GSO
 // super-packets: segs[i] is how many packets pkts[i] stands for (its
-// segments; 1 for a plain packet), counted as packets in the statistics,
-// as the packets they become on the wire. A super-packet is translated
-// once, whole: its segments share the headers being rewritten. nil segs
-// means 1 each.
+// segments; 1 for a plain packet), counted as packets in the services'
+// and backends' statistics, as the packets they become on the wire; bytes
+// are counted as read (a super-packet's headers once, as IPVS counts a
+// GRO'd skb), and a dropped super-packet is one drop. A super-packet is
+// translated once, whole: its segments share the headers being
+// rewritten. nil segs means 1 each.
 func (w *Worker) ProcessSegments(pkts [][]byte, segs []int, verdicts []Verdict) {
 	w.snap = w.e.conf.Load()
 	w.now = w.e.clock.Load()

@@ -10,6 +10,7 @@ const VNetHdrSize = 10
 // virtio_net_hdr values (include/uapi/linux/virtio_net.h).
 const (
 	VNetNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM: the checksum at CsumStart+CsumOffset is partial
+	VNetDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID: the kernel has checked the packet's checksums
 
 	GSONone  = 0    // VIRTIO_NET_HDR_GSO_NONE
 	GSOTCPv4 = 1    // VIRTIO_NET_HDR_GSO_TCPV4
@@ -81,7 +82,9 @@ func (h VNetHdr) SetOffload(o Offload, l2 int) {
 
 // partialField locates the partial transport checksum of ip and its
 // protocol, or reports false when the header does not describe one vsgate
-// can handle (only TCP and UDP are offloaded to it).
+// can handle: only TCP and UDP right behind the IP header (no IPv6
+// extension headers, no tunnel: a partial checksum of a packet inside
+// another is the inner packet's, which NAT does not touch).
 func (h VNetHdr) partialField(ip []byte, l2 int) (start, at int, proto uint8, ok bool) {
 	start = h.CsumStart() - l2
 	switch h.CsumOffset() {
@@ -98,9 +101,9 @@ func (h VNetHdr) partialField(ip []byte, l2 int) (start, at int, proto uint8, ok
 	}
 	switch ip[0] >> 4 {
 	case 4:
-		ok = start >= int(ip[0]&0x0f)*4 && int(ip[0]&0x0f)*4 >= IPv4MinimumSize
+		ok = len(ip) >= IPv4MinimumSize && start == int(ip[0]&0x0f)*4 && start >= IPv4MinimumSize && ip[9] == proto
 	case 6:
-		ok = start >= IPv6HeaderSize
+		ok = len(ip) >= IPv6HeaderSize && start == IPv6HeaderSize && ip[6] == proto
 	}
 	return start, at, proto, ok && at+2 <= len(ip)
 }
@@ -323,12 +326,14 @@ func CoalesceUDP(bufs [][]byte, i, offset, l2, maxRun int) ([]byte, int) {
 // plainUDP reports whether b[offset:] is a whole UDP datagram that can
 // join a super-packet — IPv4 without options and not a fragment, or IPv6
 // without extension headers; lengths that agree; not a super-packet
-// already; a checksum that is complete, or partial over the UDP header
-// (what a local stack sends through a veth) — and where its UDP header
-// starts.
+// already; a checksum that is partial over the UDP header (what a local
+// stack sends through a veth), already checked by the kernel
+// (DATA_VALID), or complete and right: merging gives the datagrams a
+// fresh checksum, which must not make a corrupted one look intact — and
+// where its UDP header starts.
 func plainUDP(b []byte, offset, l2 int) (l4 int, ok bool) {
 	h, ip := VNetHdr(b[offset-l2-VNetHdrSize:offset-l2]), b[offset:]
-	if h.Flags()&^VNetNeedsCsum != 0 || h[1] != GSONone {
+	if h.Flags()&^(VNetNeedsCsum|VNetDataValid) != 0 || h[1] != GSONone {
 		return 0, false
 	}
 	switch {
@@ -348,7 +353,23 @@ func plainUDP(b []byte, offset, l2 int) (l4 int, ok bool) {
 	if h.Partial() && (h.CsumStart() != l2+l4 || h.CsumOffset() != 6) {
 		return 0, false
 	}
-	return l4, int(binary.BigEndian.Uint16(ip[l4+4:])) == len(ip)-l4
+	if int(binary.BigEndian.Uint16(ip[l4+4:])) != len(ip)-l4 {
+		return 0, false
+	}
+	if h.Flags() == 0 && !udpChecksumOK(ip, l4) {
+		return 0, false
+	}
+	return l4, true
+}
+
+// udpChecksumOK reports whether the complete UDP checksum of ip (its UDP
+// header at l4) is right, or absent (0, IPv4 only).
+func udpChecksumOK(ip []byte, l4 int) bool {
+	if l4 == IPv4MinimumSize && binary.BigEndian.Uint16(ip[l4+6:]) == 0 {
+		return true
+	}
+	src, dst := ipAddrs(ip)
+	return Sum(ip[l4:], PseudoHeaderSum(ProtoUDP, src, dst, len(ip)-l4)) == 0xffff
 }
 
 // sameUDPFlow reports whether b can follow a in one super-packet: the

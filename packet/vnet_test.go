@@ -229,3 +229,25 @@ func FuzzSegments(f *testing.F) {
 		hdr.RefreshPartial(ip, l2)
 	})
 }
+
+// TestRefreshPartialOnlyOwnHeader: a partial checksum the header places
+// anywhere but right behind the IP header of the packet's own protocol —
+// the inner packet of a tunnel, say — is left alone: NAT rewrote the outer
+// addresses, not the inner.
+func TestRefreshPartialOnlyOwnHeader(t *testing.T) {
+	inner := superPacket{payload: []byte("tunnelled"), mss: 1448, flags: testACK}
+	ip, hdr := inner.build(t)
+	// IPIP: a 20-byte outer header in front, protocol 4.
+	outer := append(make([]byte, IPv4MinimumSize), ip...)
+	outer[0], outer[9] = 0x45, 4
+	copy(outer[12:20], []byte{198, 18, 0, 1, 198, 18, 0, 99})
+	binary.NativeEndian.PutUint16(hdr[6:], uint16(2*IPv4MinimumSize)) // csum_start: the inner TCP header
+	before := bytes.Clone(outer)
+	hdr.RefreshPartial(outer, 0)
+	if !bytes.Equal(outer, before) {
+		t.Error("RefreshPartial rewrote the inner packet's checksum of a tunnelled packet")
+	}
+	if hdr.SegmentCount(outer, 0) != 1 {
+		t.Error("SegmentCount counted a tunnelled packet's segments by its inner header")
+	}
+}

@@ -660,14 +660,18 @@ func (p *Port) decrementTTL(ip []byte) bool {
 // left at buf[offset:] stands for: the segments of a super-packet, or the
 // packet itself, each with complete checksums. It is for consumers that
 // take only such packets (the L7 netstack); fn must not keep its
-// argument. Not safe for concurrent use with itself.
-func (p *Port) Segments(buf []byte, offset, n int, fn func([]byte)) {
+// argument. It reports false (and counts the packet Short) when the
+// virtio-net header describes a super-packet it cannot follow. Not safe
+// for concurrent use with itself.
+func (p *Port) Segments(buf []byte, offset, n int, fn func([]byte)) bool {
 	if p.seg == nil {
 		p.seg = make([]byte, tun.MaxPacket)
 	}
 	if !packet.VNetHdr(buf[offset-portHeadroom:offset-packet.EthernetMinimumSize]).Segments(buf[offset:offset+n], p.seg, packet.EthernetMinimumSize, fn) {
 		p.link.stats.Short.Add(1)
+		return false
 	}
+	return true
 }
 
 // SegmentCount is how many packets the n-byte packet Read left at

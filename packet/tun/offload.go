@@ -140,8 +140,10 @@ func (t *OffloadTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 // checksums. A partial checksum is refreshed for the packet's addresses
 // now. Where the kernel has USO, a run of one flow's UDP datagrams of one
 // size is merged into one super-packet in the first one's spare capacity
-// (packet.CoalesceUDP). Each packet or super-packet is one write(2); the
-// count and errors are as for (*TUN).Write, counting what was written.
+// (packet.CoalesceUDP). Each packet or super-packet is one write(2). It
+// returns len(bufs) when every write succeeded; otherwise the number of
+// writes that did (a merged run counts once) and the first error, as
+// (*TUN).Write words it (its packet index counts writes too).
 func (t *OffloadTUN) Write(bufs [][]byte, offset int) (int, error) {
 	if offset < packet.VNetHdrSize {
 		return 0, fmt.Errorf("tun %s: write offset %d, want at least %d", t.name, offset, packet.VNetHdrSize)
@@ -171,12 +173,14 @@ func (t *OffloadTUN) Write(bufs [][]byte, offset int) (int, error) {
 // left at buf[offset:] stands for: the segments of a super-packet, or the
 // packet itself, each with complete checksums. It is for consumers that
 // take only such packets (the L7 netstack); fn must not keep its
-// argument. Not safe for concurrent use with itself.
-func (t *OffloadTUN) Segments(buf []byte, offset, n int, fn func([]byte)) {
+// argument. It reports false, having called fn for nothing, when the
+// virtio-net header describes a super-packet it cannot follow. Not safe
+// for concurrent use with itself.
+func (t *OffloadTUN) Segments(buf []byte, offset, n int, fn func([]byte)) bool {
 	if t.seg == nil {
 		t.seg = make([]byte, MaxPacket)
 	}
-	packet.VNetHdr(buf[offset-packet.VNetHdrSize:offset]).Segments(buf[offset:offset+n], t.seg, 0, fn)
+	return packet.VNetHdr(buf[offset-packet.VNetHdrSize:offset]).Segments(buf[offset:offset+n], t.seg, 0, fn)
 }
 
 // SegmentCount is how many packets the n-byte packet Read left at
