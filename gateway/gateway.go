@@ -68,6 +68,8 @@ type Options struct {
 	// MetricsListen is where Prometheus metrics are served (/metrics);
 	// empty for none.
 	MetricsListen string
+	// MetricsPprof also serves Go's profiles under /debug/pprof/ there.
+	MetricsPprof bool
 
 	// MasqDefault is the address `ipchains -j MASQ` rules without --to get.
 	MasqDefault netip.Addr
@@ -199,7 +201,7 @@ func New(opts Options) (g *Gateway, err error) {
 		}
 	}
 	if opts.MetricsListen != "" {
-		if g.metrics, err = g.serveMetrics(opts.MetricsListen); err != nil {
+		if g.metrics, err = g.serveMetrics(opts.MetricsListen, opts.MetricsPprof); err != nil {
 			return g, err
 		}
 	}

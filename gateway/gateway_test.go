@@ -177,3 +177,24 @@ func runGateway(t *testing.T, g *Gateway) {
 		g.Close()
 	})
 }
+
+// TestMetricsPprof: Go's profiles are served next to /metrics only when
+// asked for (metrics.pprof).
+func TestMetricsPprof(t *testing.T) {
+	for _, on := range []bool{false, true} {
+		dev := tuntest.Start(t, 1500, 16)
+		g, err := New(Options{Devices: []tun.Device{dev}, MetricsListen: "127.0.0.1:0", MetricsPprof: on, NAT: nat.Config{Capacity: 64}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runGateway(t, g)
+		resp, err := http.Get("http://" + g.MetricsAddr() + "/debug/pprof/cmdline")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on]; resp.StatusCode != want {
+			t.Errorf("pprof %v: /debug/pprof/cmdline answered %d, want %d", on, resp.StatusCode, want)
+		}
+	}
+}

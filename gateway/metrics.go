@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -120,8 +121,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// serveMetrics starts the metrics endpoint on addr (/metrics).
-func (g *Gateway) serveMetrics(addr string) (*http.Server, error) {
+// serveMetrics starts the metrics endpoint on addr (/metrics), and with
+// profiles Go's profiling endpoints (/debug/pprof/, on this mux only: not
+// on http.DefaultServeMux, which other listeners might serve).
+func (g *Gateway) serveMetrics(addr string, profiles bool) (*http.Server, error) {
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(collector{g}); err != nil {
 		return nil, err
@@ -132,6 +135,13 @@ func (g *Gateway) serveMetrics(addr string) (*http.Server, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if profiles {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	g.metricsAddr = ln.Addr()
 	go func() {

@@ -134,6 +134,7 @@ func options(cfg *config.Config, log *slog.Logger) (gateway.Options, error) {
 	}
 	if cfg.Metrics.Listen.IsValid() {
 		o.MetricsListen = cfg.Metrics.Listen.String()
+		o.MetricsPprof = cfg.Metrics.Pprof
 	}
 	for i, s := range cfg.Services {
 		if s.Health == nil {

@@ -163,6 +163,10 @@ type Metrics struct {
 	// off. It must be a loopback address unless Public is set.
 	Listen netip.AddrPort
 	Public bool
+	// Pprof also serves Go's profiles (net/http/pprof) under
+	// /debug/pprof/ on the same listener: for finding where a running
+	// gateway's time goes. Off by default.
+	Pprof bool
 }
 
 // Log is how the gateway logs (log/slog).

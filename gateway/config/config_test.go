@@ -143,6 +143,8 @@ func TestAccepted(t *testing.T) {
 			}},
 		{"metrics public", "metrics: {listen: \"[2001:db8::1]:9100\", public: true}\n",
 			func(c *Config) bool { return c.Metrics.Listen.Port() == 9100 && c.Metrics.Public }},
+		{"metrics pprof", "metrics: {pprof: true}\n",
+			func(c *Config) bool { return c.Metrics.Pprof && !c.Metrics.Public }},
 		{"netmask dotted", "services:\n  - {proto: tcp, vip: 198.18.0.10:22, persistence: 60, persistence_netmask: 255.255.255.0}\n",
 			func(c *Config) bool {
 				return c.Services[0].PersistenceBits == 24 && c.Services[0].Persistence == time.Minute

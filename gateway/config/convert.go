@@ -86,6 +86,7 @@ func (f *file) convert(r *report) *Config {
 
 	c.Control.Socket = cv.str(raw.Control.Socket, DefaultSocket)
 	c.Metrics.Public = cv.boolean("metrics.public", raw.Metrics.Public)
+	c.Metrics.Pprof = cv.boolean("metrics.pprof", raw.Metrics.Pprof)
 	switch l := cv.str(raw.Metrics.Listen, DefaultMetrics); strings.ToLower(l) {
 	case "off":
 	default:

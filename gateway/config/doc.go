@@ -102,6 +102,7 @@
 //	metrics:
 //	  listen: 127.0.0.1:9100   address:port, or off                     default 127.0.0.1:9100
 //	  public: false         needed (true) to listen on a non-loopback address
+//	  pprof: false          also serve Go profiles at /debug/pprof/     default false
 //	log:
 //	  level: info           debug, info, warn or error                  default info
 //	  format: text          text or json                                default text

@@ -105,6 +105,7 @@ type (
 	fileMetrics struct {
 		Listen string `yaml:"listen"`
 		Public string `yaml:"public"`
+		Pprof  string `yaml:"pprof"`
 	}
 	fileLog struct {
 		Level  string `yaml:"level"`

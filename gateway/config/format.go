@@ -155,6 +155,7 @@ func (c *Config) YAML() []byte {
 		w(1, "listen: off")
 	}
 	w(1, "public: %t", c.Metrics.Public)
+	w(1, "pprof: %t", c.Metrics.Pprof)
 	w(0, "log:")
 	w(1, "level: %s", strings.ToLower(c.Log.Level.String()))
 	w(1, "format: %s", q(c.Log.Format))
