@@ -72,6 +72,20 @@ type Proxy struct {
 	closed  bool
 }
 
+// copyBuffers lends ReverseProxy the 32 KiB buffers it copies response
+// bodies through; without a pool it allocates and clears one per request
+// (7% of the L7 gateway's CPU in a Go profile under keep-alive).
+type copyBuffers struct{ pool sync.Pool }
+
+func (c *copyBuffers) Get() []byte {
+	if b, ok := c.pool.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, 32<<10)
+}
+
+func (c *copyBuffers) Put(b []byte) { c.pool.Put(&b) }
+
 type route struct {
 	Route
 	worker *worker   // plain URL targets
@@ -226,6 +240,7 @@ func New(cfg *Config, opts Options) (*Proxy, error) {
 		FlushInterval:  10 * time.Millisecond,
 		ErrorHandler:   p.errorHandler,
 		ModifyResponse: p.modifyResponse,
+		BufferPool:     &copyBuffers{},
 		ErrorLog:       slog.NewLogLogger(p.log.Handler(), slog.LevelWarn),
 	}
 	return p, nil
