@@ -438,6 +438,11 @@ func (g *Gateway) work(i int, d tun.Device) error {
 				dropped++
 			}
 		}
+		// Count before writing: whoever sees a packet come out of the
+		// device then also sees it counted.
+		c.packets.Add(uint64(got))
+		c.dropped.Add(dropped)
+		c.toL7.Add(l7)
 		if capturing && g.link == nil { // the Link records what it sends itself (SetCapture)
 			g.captureOut(out, h)
 		}
@@ -449,9 +454,6 @@ func (g *Gateway) work(i int, d tun.Device) error {
 				warn.log(g.log, "write", "device", d.Name(), "err", err)
 			}
 		}
-		c.packets.Add(uint64(got))
-		c.dropped.Add(dropped)
-		c.toL7.Add(l7)
 		if rerr != nil {
 			if errors.Is(rerr, errClosed) {
 				return nil
