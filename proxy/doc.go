@@ -18,8 +18,9 @@
 // metrics.
 //
 // What it must not do: import nat or gateway; keep package-level mutable
-// state; buffer whole bodies (requests and responses stream, responses are
-// flushed as they arrive); import gVisor. The gVisor netstack that
+// state; buffer whole bodies (requests and responses stream; a response
+// is flushed within 10 ms of its bytes arriving from the backend, a
+// streaming one after every write); import gVisor. The gVisor netstack that
 // terminates the clients' TCP lives in proxy/netstack (with this package,
 // the only place gVisor may be imported, so the L4 fast path stays free of
 // it); this package serves whatever net.Listener it is given.
