@@ -179,25 +179,8 @@ func (h VNetHdr) Segments(ip, seg []byte, l2 int, fn func([]byte)) bool {
 	default:
 		return false
 	}
-	start, at, proto, ok := h.partialField(ip, l2)
-	if !ok {
-		return false
-	}
-	// The headers' length comes from the packet: the header's hdr_len is
-	// skb_headlen, a hint that may reach into the payload (wireguard-go
-	// does not trust it either).
-	hdrLen := start + UDPMinimumSize
-	if proto == ProtoTCP {
-		if len(ip) < start+TCPMinimumSize {
-			return false
-		}
-		hdrLen = start + int(ip[start+12]>>4)*4
-		if hdrLen < start+TCPMinimumSize {
-			return false
-		}
-	}
-	mss := h.GSOSize()
-	if mss == 0 || hdrLen > len(ip) || hdrLen+mss > len(seg) {
+	start, at, proto, hdrLen, mss, ok := h.gso(ip, l2)
+	if !ok || hdrLen+mss > len(seg) {
 		return false
 	}
 	v4 := ip[0]>>4 == 4
@@ -247,22 +230,39 @@ func (h VNetHdr) SegmentCount(ip []byte, l2 int) int {
 	default:
 		return 1
 	}
-	start, _, proto, ok := h.partialField(ip, l2)
-	mss := h.GSOSize()
-	if !ok || mss == 0 {
-		return 1
-	}
-	hdrLen := start + UDPMinimumSize
-	if proto == ProtoTCP {
-		if len(ip) < start+TCPMinimumSize {
-			return 1
-		}
-		hdrLen = start + int(ip[start+12]>>4)*4
-	}
-	if hdrLen >= len(ip) {
+	_, _, _, hdrLen, mss, ok := h.gso(ip, l2)
+	if !ok || hdrLen == len(ip) {
 		return 1
 	}
 	return (len(ip) - hdrLen + mss - 1) / mss
+}
+
+// gso reads what splitting the super-packet ip takes: where its transport
+// header and checksum field start, its protocol, the length of the headers
+// every segment repeats, and the segment size. It reports false for a
+// header it cannot follow. The headers' length comes from the packet: the
+// virtio-net header's hdr_len is skb_headlen, a hint that may reach into
+// the payload (wireguard-go does not trust it either).
+func (h VNetHdr) gso(ip []byte, l2 int) (start, at int, proto uint8, hdrLen, mss int, ok bool) {
+	start, at, proto, ok = h.partialField(ip, l2)
+	if !ok {
+		return 0, 0, 0, 0, 0, false
+	}
+	hdrLen = start + UDPMinimumSize
+	if proto == ProtoTCP {
+		if len(ip) < start+TCPMinimumSize {
+			return 0, 0, 0, 0, 0, false
+		}
+		hdrLen = start + int(ip[start+12]>>4)*4
+		if hdrLen < start+TCPMinimumSize {
+			return 0, 0, 0, 0, 0, false
+		}
+	}
+	mss = h.GSOSize()
+	if mss == 0 || hdrLen > len(ip) {
+		return 0, 0, 0, 0, 0, false
+	}
+	return start, at, proto, hdrLen, mss, true
 }
 
 // CoalesceUDP merges the run of UDP datagrams that starts at bufs[i] — one
