@@ -101,9 +101,9 @@ func (h VNetHdr) partialField(ip []byte, l2 int) (start, at int, proto uint8, ok
 	}
 	switch ip[0] >> 4 {
 	case 4:
-		ok = len(ip) >= IPv4MinimumSize && start == int(ip[0]&0x0f)*4 && start >= IPv4MinimumSize && ip[9] == proto
+		ok = len(ip) >= IPv4MinimumSize && start == IPv4(ip).HeaderLength() && start >= IPv4MinimumSize && IPv4(ip).Protocol() == proto
 	case 6:
-		ok = len(ip) >= IPv6HeaderSize && start == IPv6HeaderSize && ip[6] == proto
+		ok = len(ip) >= IPv6HeaderSize && start == IPv6HeaderSize && IPv6(ip).NextHeader() == proto
 	}
 	return start, at, proto, ok && at+2 <= len(ip)
 }
@@ -196,12 +196,9 @@ func (h VNetHdr) Segments(ip, seg []byte, l2 int, fn func([]byte)) bool {
 		copy(out, ip[:hdrLen])
 		copy(out[hdrLen:], ip[off:end])
 		if v4 {
-			binary.BigEndian.PutUint16(out[2:], uint16(n))
-			binary.BigEndian.PutUint16(out[4:], binary.BigEndian.Uint16(ip[4:])+uint16(i))
-			IPv4(out).SetChecksum(IPv4(out).CalculateChecksum())
-		} else {
-			binary.BigEndian.PutUint16(out[4:], uint16(n-IPv6HeaderSize))
+			put16(out[ipv4ID:], IPv4(ip).ID()+uint16(i))
 		}
+		setIPLength(out)
 		if proto == ProtoTCP {
 			binary.BigEndian.PutUint32(out[start+4:], seq+uint32(i*mss))
 			if end != len(ip) {
@@ -276,7 +273,10 @@ func (h VNetHdr) gso(ip []byte, l2 int) (start, at int, proto uint8, hdrLen, mss
 // with its virtio-net header at offset-l2-VNetHdrSize and l2 bytes of link
 // header after it. It returns the frame to send (from its virtio-net
 // header on) and the index of the first packet not merged; a packet that
-// cannot start a run comes back alone.
+// cannot start a run comes back alone. A super-packet's header marks its
+// checksum partial; the sum in the checksum field is left for the caller
+// to refresh (RefreshPartial), as the devices do for every packet they
+// send.
 func CoalesceUDP(bufs [][]byte, i, offset, l2, maxRun int) ([]byte, int) {
 	hdrAt := offset - l2 - VNetHdrSize
 	first := bufs[i][offset:]
@@ -310,17 +310,21 @@ func CoalesceUDP(bufs [][]byte, i, offset, l2, maxRun int) ([]byte, int) {
 		return alone, i + 1
 	}
 	ip := bufs[i][offset : offset+total]
-	if l4 == IPv4MinimumSize {
-		binary.BigEndian.PutUint16(ip[2:], uint16(total))
-		IPv4(ip).SetChecksum(IPv4(ip).CalculateChecksum())
-	} else {
-		binary.BigEndian.PutUint16(ip[4:], uint16(total-IPv6HeaderSize))
-	}
-	binary.BigEndian.PutUint16(ip[l4+4:], uint16(total-l4))
-	h := VNetHdr(bufs[i][hdrAt : hdrAt+VNetHdrSize])
-	h.put(VNetNeedsCsum, GSOUDPL4, l2+l4+UDPMinimumSize, size, l2+l4, 6)
-	h.RefreshPartial(ip, l2)
+	setIPLength(ip)
+	put16(ip[l4+udpLength:], uint16(total-l4))
+	VNetHdr(bufs[i][hdrAt:hdrAt+VNetHdrSize]).put(VNetNeedsCsum, GSOUDPL4, l2+l4+UDPMinimumSize, size, l2+l4, 6)
 	return bufs[i][hdrAt : offset+total], j
+}
+
+// setIPLength makes ip's length field (IPv4 total length, with the header
+// checksum, or IPv6 payload length) say len(ip).
+func setIPLength(ip []byte) {
+	if ip[0]>>4 == 4 {
+		put16(ip[ipv4TotalLen:], uint16(len(ip)))
+		IPv4(ip).SetChecksum(IPv4(ip).CalculateChecksum())
+		return
+	}
+	put16(ip[ipv6PayloadLen:], uint16(len(ip)-IPv6HeaderSize))
 }
 
 // plainUDP reports whether b[offset:] is a whole UDP datagram that can
@@ -338,12 +342,12 @@ func plainUDP(b []byte, offset, l2 int) (l4 int, ok bool) {
 	}
 	switch {
 	case len(ip) >= IPv4MinimumSize+UDPMinimumSize && ip[0] == 0x45:
-		if ip[9] != ProtoUDP || binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 || int(binary.BigEndian.Uint16(ip[2:])) != len(ip) {
+		if IPv4(ip).Protocol() != ProtoUDP || IPv4(ip).MoreFragments() || IPv4(ip).FragmentOffset() != 0 || int(IPv4(ip).TotalLength()) != len(ip) {
 			return 0, false
 		}
 		l4 = IPv4MinimumSize
 	case len(ip) >= IPv6HeaderSize+UDPMinimumSize && ip[0]>>4 == 6:
-		if ip[6] != ProtoUDP || int(binary.BigEndian.Uint16(ip[4:]))+IPv6HeaderSize != len(ip) {
+		if IPv6(ip).NextHeader() != ProtoUDP || int(IPv6(ip).PayloadLength())+IPv6HeaderSize != len(ip) {
 			return 0, false
 		}
 		l4 = IPv6HeaderSize

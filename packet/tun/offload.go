@@ -153,10 +153,10 @@ func (t *OffloadTUN) Write(bufs [][]byte, offset int) (int, error) {
 	frames := t.frames[:0]
 	for i := 0; i < len(bufs); {
 		b, next := bufs[i][offset-packet.VNetHdrSize:], i+1
-		packet.VNetHdr(b[:packet.VNetHdrSize]).RefreshPartial(b[packet.VNetHdrSize:], 0)
 		if t.uso {
 			b, next = packet.CoalesceUDP(bufs, i, offset, 0, OffloadBatchSize)
 		}
+		packet.VNetHdr(b[:packet.VNetHdrSize]).RefreshPartial(b[packet.VNetHdrSize:], 0)
 		frames = append(frames, b)
 		i = next
 	}
