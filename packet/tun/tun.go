@@ -3,7 +3,6 @@ package tun
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -75,8 +74,14 @@ const DefaultBatchSize = 64
 // other, and one Read and one Write run in parallel. Read and Write do not
 // allocate.
 type TUN struct {
-	queueState
-	file *os.File        // from water: non-blocking, in the runtime poller
+	name      string
+	index     int
+	queue     int
+	ctl       *control // shared by the queues of one Open or OpenOffload
+	errClosed error    // preallocated "closed" error
+	closed    atomic.Bool
+
+	file *os.File        // non-blocking, in the runtime poller
 	rc   syscall.RawConn // file's, for reads and writes without allocation
 
 	// Read state: rfn is readBatch bound once, so that rc.Read does not
@@ -200,7 +205,7 @@ func openQueue(name string, i int, multi bool, ctl *control) (*TUN, error) {
 
 // newTUN makes queue i of interface name from its non-blocking file.
 func newTUN(name string, i int, ctl *control, f *os.File, rc syscall.RawConn) *TUN {
-	t := &TUN{queueState: newQueueState(name, i, ctl), file: f, rc: rc}
+	t := &TUN{name: name, queue: i, ctl: ctl, errClosed: fmt.Errorf("tun %s queue %d: %w", name, i, os.ErrClosed), file: f, rc: rc}
 	t.rfn = t.readBatch
 	t.wfn = t.writeBatch
 	return t
@@ -326,60 +331,40 @@ func (t *TUN) BatchSize() int { return DefaultBatchSize }
 // error wrapping os.ErrClosed) and closes the queue. Closing the last
 // queue of a non-persistent interface deletes the interface. Close may be
 // called more than once; later calls return nil.
-func (t *TUN) Close() error { return t.close(t.file) }
-
-// queueState is what a queue of either kind (TUN, OffloadTUN) holds and
-// answers in the same way: its names, the shared control socket, and the
-// closed flag.
-type queueState struct {
-	name      string
-	index     int
-	queue     int
-	ctl       *control // shared by the queues of one Open or OpenOffload
-	errClosed error    // preallocated "closed" error
-	closed    atomic.Bool
-}
-
-func newQueueState(name string, i int, ctl *control) queueState {
-	return queueState{name: name, queue: i, ctl: ctl, errClosed: fmt.Errorf("tun %s queue %d: %w", name, i, os.ErrClosed)}
+func (t *TUN) Close() error {
+	if t.closed.Swap(true) {
+		return nil
+	}
+	err := t.file.Close()
+	t.ctl.release() // the queue's reference to the control socket
+	if err != nil {
+		return fmt.Errorf("tun %s queue %d: close: %w", t.name, t.queue, err)
+	}
+	return nil
 }
 
 // Name implements Device.
-func (q *queueState) Name() string { return q.name }
+func (t *TUN) Name() string { return t.name }
 
 // Index is the interface index, in the namespace Open ran in.
-func (q *queueState) Index() int { return q.index }
+func (t *TUN) Index() int { return t.index }
 
 // Queue is the number of this queue, 0..queues-1, in Open's order.
-func (q *queueState) Queue() int { return q.queue }
+func (t *TUN) Queue() int { return t.queue }
 
-func (q *queueState) setIndex(i int) { q.index = i }
+func (t *TUN) setIndex(i int) { t.index = i }
 
 // MTU implements Device. It asks the kernel each time (SIOCGIFMTU on a
 // socket opened in Open's namespace), so it sees changes made later.
-func (q *queueState) MTU() (int, error) {
-	if q.closed.Load() {
-		return 0, q.errClosed
+func (t *TUN) MTU() (int, error) {
+	if t.closed.Load() {
+		return 0, t.errClosed
 	}
-	mtu, err := q.ctl.mtu(q.name)
+	mtu, err := t.ctl.mtu(t.name)
 	if err != nil {
-		return 0, fmt.Errorf("tun %s: mtu: %w", q.name, err)
+		return 0, fmt.Errorf("tun %s: mtu: %w", t.name, err)
 	}
 	return mtu, nil
-}
-
-// close marks the queue closed and closes c, the first time only, and
-// drops the queue's reference to the control socket.
-func (q *queueState) close(c io.Closer) error {
-	if q.closed.Swap(true) {
-		return nil
-	}
-	err := c.Close()
-	q.ctl.release()
-	if err != nil {
-		return fmt.Errorf("tun %s queue %d: close: %w", q.name, q.queue, err)
-	}
-	return nil
 }
 
 // control is a datagram socket opened in Open's network namespace, for
