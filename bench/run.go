@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -150,11 +151,9 @@ func workloadsFor(s System, wls []Workload) []Workload {
 // backends and the system, and waits until the service answers through
 // it. The caller must call tearDown, also on error.
 func setUp(ctx context.Context, c Config, s System) (_ *sysEnv, err error) {
-	topo := netlab.Basic()
-	if s.topo != "" {
-		if topo, err = netlab.Standard(s.topo, 1); err != nil {
-			return nil, err
-		}
+	topo, err := netlab.Standard(cmp.Or(s.topo, netlab.TopoBasic), 1)
+	if err != nil {
+		return nil, err
 	}
 	lab, err := netlab.Build(ctx, topo, netlab.Options{})
 	if err != nil {

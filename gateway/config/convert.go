@@ -28,19 +28,14 @@ func (f *file) convert(r *report) *Config {
 
 	d := raw.Device
 	c.Device = Device{
-		Type:       cv.enum("device.type", d.Type, "tun", "tun", "afpacket"),
+		Type:       cv.enum("device.type", d.Type, DeviceTUN, DeviceTUN, DeviceAFPacket),
 		Name:       cv.str(d.Name, "vsg0"),
 		Queues:     int(cv.integer("device.queues", "device queues", d.Queues, 1, 1, MaxQueues)),
 		Offloads:   d.Offloads == "" || cv.boolean("device.offloads", d.Offloads), // default on
 		Interfaces: d.Interfaces,
 	}
 	for i, s := range d.Addresses {
-		p := fmt.Sprintf("device.addresses[%d]", i)
-		a, port, ok := cv.hostPort(p, "device address", s)
-		if ok && port != 0 {
-			cv.r.fail(p, fmt.Sprintf("device address %s has a port", s), fmt.Sprintf("write the address alone (%s)", a))
-		}
-		c.Device.Addresses = append(c.Device.Addresses, a)
+		c.Device.Addresses = append(c.Device.Addresses, cv.addr(fmt.Sprintf("device.addresses[%d]", i), "device address", s, ""))
 	}
 	c.TableSize = int(cv.integer("table.size", "table size", raw.Table.Size, DefaultTableSize, 1, MaxTableSize))
 
@@ -64,23 +59,13 @@ func (f *file) convert(r *report) *Config {
 		c.Services = append(c.Services, cv.service(fmt.Sprintf("services[%d]", i), &raw.Services[i]))
 	}
 	if raw.MasqTo != "" {
-		a, port, ok := cv.hostPort("masquerade_to", "masquerade_to", raw.MasqTo)
-		if ok && port != 0 {
-			cv.r.fail("masquerade_to", fmt.Sprintf("masquerade_to %s has a port", raw.MasqTo), fmt.Sprintf("write the address alone (%s)", a))
-		}
-		c.MasqueradeTo = a
+		c.MasqueradeTo = cv.addr("masquerade_to", "masquerade_to", raw.MasqTo, "")
 	}
 	for i := range raw.Masquerade {
 		c.Masquerade = append(c.Masquerade, cv.masquerade(fmt.Sprintf("masquerade[%d]", i), &raw.Masquerade[i], c.MasqueradeTo))
 	}
 	for i, s := range raw.FullNAT.Pool {
-		p := fmt.Sprintf("fullnat.pool[%d]", i)
-		a, port, ok := cv.hostPort(p, "FULLNAT pool address", s)
-		if ok && port != 0 {
-			cv.r.fail(p, fmt.Sprintf("FULLNAT pool address %s has a port", s),
-				fmt.Sprintf("write the address alone (%s) and the ports in fullnat.ports", a))
-		}
-		c.FullNAT.Pool = append(c.FullNAT.Pool, a)
+		c.FullNAT.Pool = append(c.FullNAT.Pool, cv.addr(fmt.Sprintf("fullnat.pool[%d]", i), "FULLNAT pool address", s, " and the ports in fullnat.ports"))
 	}
 	c.FullNAT.Ports = cv.portRange("fullnat.ports", raw.FullNAT.Ports)
 
@@ -416,6 +401,16 @@ func portRangeProblem(r [2]uint16) (msg, fix string) {
 // hostPort parses an address with an optional port: "198.18.0.10:80",
 // "[2001:db8::10]:80", "198.18.0.10", "2001:db8::10", "[2001:db8::10]".
 // Port 0 means none was given. IPv4-mapped IPv6 addresses are unmapped.
+// addr converts an address that must come without a port (what names it
+// in messages; more ends the fix, e.g. where the ports go instead).
+func (cv *conv) addr(path, what, s, more string) netip.Addr {
+	a, port, ok := cv.hostPort(path, what, s)
+	if ok && port != 0 {
+		cv.r.fail(path, fmt.Sprintf("%s %s has a port", what, s), fmt.Sprintf("write the address alone (%s)%s", a, more))
+	}
+	return a
+}
+
 func (cv *conv) hostPort(path, what, s string) (netip.Addr, uint16, bool) {
 	a, port, msg, fix := parseHostPort(s)
 	if msg != "" {

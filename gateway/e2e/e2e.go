@@ -353,38 +353,35 @@ func (e *Env) echo(ctx context.Context, addr, line string) (string, error) {
 	return strings.TrimSpace(got), err
 }
 
-// metric reads one value from the gateway's /metrics (inside its namespace).
-func (e *Env) metric(ctx context.Context, line string) (bool, error) {
+// metrics reads the gateway's /metrics (inside its namespace).
+func (e *Env) metrics(ctx context.Context) (string, error) {
 	req, err := newRequest(ctx, "http://127.0.0.1:9100/metrics")
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	resp, err := e.gw.HTTPClient(3 * time.Second).Do(req)
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	return strings.Contains(string(b), line), err
+	return string(b), err
+}
+
+// metric reports whether the gateway's /metrics holds line.
+func (e *Env) metric(ctx context.Context, line string) (bool, error) {
+	m, err := e.metrics(ctx)
+	return strings.Contains(m, line), err
 }
 
 // metricValue reads the value of the sample whose name and labels are
 // series (as the text format writes them) from the gateway's /metrics.
 func (e *Env) metricValue(ctx context.Context, series string) (float64, error) {
-	req, err := newRequest(ctx, "http://127.0.0.1:9100/metrics")
+	m, err := e.metrics(ctx)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := e.gw.HTTPClient(3 * time.Second).Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.Lines(string(b)) {
+	for line := range strings.Lines(m) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
 			return strconv.ParseFloat(v, 64)
 		}

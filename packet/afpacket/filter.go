@@ -1,6 +1,7 @@
 package afpacket
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 
@@ -53,7 +54,7 @@ func Filter(spec FilterSpec) ([]bpf.RawInstruction, error) {
 			v6 = append(v6, a)
 		}
 	}
-	macHi, macLo := uint32FromBytes(spec.MAC[0:4]), uint32(spec.MAC[4])<<8|uint32(spec.MAC[5])
+	macHi, macLo := binary.BigEndian.Uint32(spec.MAC[0:4]), uint32(spec.MAC[4])<<8|uint32(spec.MAC[5])
 	const (
 		dstMACOff = 0
 		srcMACOff = 6
@@ -109,7 +110,7 @@ func Filter(spec FilterSpec) ([]bpf.RawInstruction, error) {
 	jeq(packet.EtherTypeIPv4, "", "v6dst")
 	emit(bpf.LoadAbsolute{Off: v4DstOff, Size: 4})
 	for _, a := range v4 {
-		jeq(uint32FromBytes(a.AsSlice()), "reject", "")
+		jeq(binary.BigEndian.Uint32(a.AsSlice()), "reject", "")
 	}
 	ja("accept")
 	label("v6dst")
@@ -122,7 +123,7 @@ func Filter(spec FilterSpec) ([]bpf.RawInstruction, error) {
 			if w == 3 {
 				ifTrue = "reject"
 			}
-			jeq(uint32FromBytes(b[4*w:4*w+4]), ifTrue, next)
+			jeq(binary.BigEndian.Uint32(b[4*w:4*w+4]), ifTrue, next)
 		}
 		label(next)
 	}
@@ -158,8 +159,4 @@ func Filter(spec FilterSpec) ([]bpf.RawInstruction, error) {
 		prog[j.at] = bpf.JumpIf{Cond: bpf.JumpEqual, Val: j.val, SkipTrue: t, SkipFalse: f}
 	}
 	return bpf.Assemble(prog)
-}
-
-func uint32FromBytes(b []byte) uint32 {
-	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
