@@ -80,16 +80,18 @@ func basicPlan() Plan {
 	}
 }
 
-// backendSide adds the switch, the backends and the gateway's inside link
-// (gateway inside address .1 / ::1) to t.
-func backendSide(t *Topology, gws []string) {
+// backendSide adds the switch, the backends and the gateways' inside
+// links to t: gateway i's kernel gets host address first+i (.first /
+// ::first). The backends' default route is .1 / ::1 either way: a kernel
+// gateway's address, or on "l2" one that vsgate owns.
+func backendSide(t *Topology, gws []string, first int) {
 	p := t.Plan
 	t.Hosts = append(t.Hosts, HostSpec{Name: HostSwitch, Bridges: []BridgeSpec{{Name: IfBr}}})
 	for i, gw := range gws {
 		t.Links = append(t.Links, LinkSpec{
 			A: Endpoint{Host: gw, Name: IfGWIn, Addrs: []netip.Prefix{
-				on(fmt.Sprintf("198.18.2.%d", i+1), p.ServerNet4),
-				on(fmt.Sprintf("2001:db8:2::%d", i+1), p.ServerNet6),
+				on(fmt.Sprintf("198.18.2.%d", first+i), p.ServerNet4),
+				on(fmt.Sprintf("2001:db8:2::%d", first+i), p.ServerNet6),
 			}},
 			B: Endpoint{Host: HostSwitch, Name: gw, Master: IfBr},
 		})
@@ -153,7 +155,7 @@ func Basic() *Topology {
 			on("198.18.0.2", t.Plan.ClientNet4), on("2001:db8::2", t.Plan.ClientNet6)}},
 		B: Endpoint{Host: HostGW, Name: IfGWOut, Addrs: gatewayOutAddrs(t.Plan)},
 	}}
-	backendSide(t, []string{HostGW})
+	backendSide(t, []string{HostGW}, 1)
 	return t
 }
 
@@ -193,7 +195,7 @@ func Clients(n int) (*Topology, error) {
 			B: Endpoint{Host: HostCSW, Name: name, Master: IfBr},
 		})
 	}
-	backendSide(t, []string{HostGW})
+	backendSide(t, []string{HostGW}, 1)
 	return t, nil
 }
 
@@ -249,7 +251,7 @@ func ECMP() *Topology {
 				pfx(fmt.Sprintf("198.18.%d.2/24", net4)), pfx(fmt.Sprintf("2001:db8:%d::2/64", net6))}},
 		})
 	}
-	backendSide(t, p.Gateways)
+	backendSide(t, p.Gateways, 1)
 	return t
 }
 
@@ -291,11 +293,6 @@ func L2() *Topology {
 		B: Endpoint{Host: HostGW, Name: IfGWOut, Addrs: []netip.Prefix{
 			on("198.18.0.3", t.Plan.ClientNet4), on("2001:db8::3", t.Plan.ClientNet6)}},
 	}}
-	backendSide(t, []string{HostGW})
-	for i := range t.Links {
-		if a := &t.Links[i].A; a.Host == HostGW && a.Name == IfGWIn {
-			a.Addrs = []netip.Prefix{on("198.18.2.3", t.Plan.ServerNet4), on("2001:db8:2::3", t.Plan.ServerNet6)}
-		}
-	}
+	backendSide(t, []string{HostGW}, 3)
 	return t
 }
