@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -128,6 +129,7 @@ type owner struct {
 	// masquerade rule): Update installs each new snapshot's service.
 	svc  atomic.Pointer[service]
 	stat statID
+	id   uint32      // its place in Engine.owners, which flows record (flow.meta)
 	gone atomic.Bool // the backend (or its service) is no longer configured
 }
 
@@ -186,6 +188,14 @@ type Engine struct {
 	fragTimeout int64
 
 	nextStat atomic.Uint32 // statIDs handed out; workers grow their counters to it
+	// owners is every owner ever made, by id (0 = none), so that a flow
+	// can name its owner in 32 bits and the flow slab holds no pointers.
+	// Only appended to, under mu, before a snapshot that uses the new
+	// owners is stored: whoever reads a flow finds its owner here. An
+	// owner is kept after its backend or rule is gone (its flows still
+	// name it), so this grows with the distinct backends and rules ever
+	// configured, not with reloads.
+	owners atomic.Pointer[[]*owner]
 
 	mu      sync.Mutex              // serialises Update; guards what follows
 	scheds  map[svcKey]*service     // kept across updates so sched counters survive
@@ -215,6 +225,7 @@ func New(cfg Config) (*Engine, error) {
 		masqs:   map[netip.Prefix]*owner{},
 		stats:   map[string]statID{},
 	}
+	e.owners.Store(&[]*owner{nil})
 	e.fragTimeout = int64((30*time.Second + cfg.Tick - 1) / cfg.Tick)
 	if err := e.Update(cfg); err != nil {
 		return nil, err
@@ -306,6 +317,18 @@ func (e *Engine) Update(cfg Config) error {
 		}
 		seen[k] = svc // its scheduler is updated below, once everything validated
 	}
+	newOwners := len(cfg.Masquerade)
+	for _, sc := range cfg.Services {
+		newOwners += len(sc.Backends)
+	}
+	if len(*e.owners.Load())+newOwners >= maxOwners {
+		return fmt.Errorf("%w: %d backends and masquerade rules configured since start; the limit is %d: restart to reset it", ErrConfig, len(*e.owners.Load()), maxOwners)
+	}
+	for st, t := range snap.timeout {
+		if t >= math.MaxInt32 {
+			return fmt.Errorf("%w: the %v timeout is %d clock ticks; it must be under 2^31 (a longer tick, or a shorter timeout)", ErrConfig, tcpState(st), t)
+		}
+	}
 	for i, m := range cfg.Masquerade {
 		if !m.From.IsValid() || !m.To.IsValid() || m.From.Addr().Is4() != m.To.Is4() {
 			return fmt.Errorf("%w: masquerade rule %d: needs a subnet and an address of the same family", ErrConfig, i)
@@ -323,7 +346,7 @@ func (e *Engine) Update(cfg Config) error {
 		for _, d := range svc.sched.Dests() {
 			own := svc.backends[d.ID()]
 			if own == nil {
-				own = &owner{stat: e.newStat()}
+				own = e.newOwner()
 				own.dest.Store(d)
 				svc.backends[d.ID()] = own
 				continue
@@ -349,7 +372,7 @@ func (e *Engine) Update(cfg Config) error {
 	for _, m := range cfg.Masquerade {
 		own := e.masqs[m.From]
 		if own == nil {
-			own = &owner{stat: e.newStat()}
+			own = e.newOwner()
 			e.masqs[m.From] = own
 		}
 		ports := m.Ports
@@ -380,6 +403,25 @@ func serviceName(s Service) string {
 	}
 	return p + " " + netip.AddrPortFrom(s.VIP, s.Port).String()
 }
+
+// maxOwners bounds the owners an engine makes over its life: a flow
+// records its owner's id in 24 bits (flow.meta).
+const maxOwners = 1 << 24
+
+// newOwner makes an owner with its own counters and registers it in
+// e.owners. Called under e.mu.
+func (e *Engine) newOwner() *owner {
+	old := *e.owners.Load()
+	own := &owner{stat: e.newStat(), id: uint32(len(old))}
+	// append writes past the end of what readers of old can see, or
+	// copies: either way they never see the new element half-made.
+	owners := append(old, own)
+	e.owners.Store(&owners)
+	return own
+}
+
+// ownerOf is the owner flow f counts against, or nil.
+func (e *Engine) ownerOf(f *flow) *owner { return (*e.owners.Load())[f.owner()] }
 
 // Advance moves the engine's clock to now (the gateway calls it from a
 // ticker; tests pass a fake time).

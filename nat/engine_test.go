@@ -1,7 +1,9 @@
 package nat_test
 
 import (
+	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -355,5 +357,71 @@ func TestProcessSegments(t *testing.T) {
 	}
 	if want := uint64(len(tcp(client, vip, syn, 0)) + len(data) + len(plain)); st.BytesIn != want {
 		t.Fatalf("bytes in %d, want %d (the super-packet's bytes as read)", st.BytesIn, want)
+	}
+}
+
+// TestClockWrap: flows keep their deadlines in 32 bits of clock ticks.
+// Across the wrap (2^32 ticks, 136 years at the default second) a flow
+// still expires on time, and eviction still picks the stalest flow.
+func TestClockWrap(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 8)
+	w := e.NewWorker()
+	// SYNs (SYN_RECV: 60 s) at ticks 2^32-64 .. 2^32-57: the first four
+	// deadlines fall before the wrap, the last four after it.
+	start := time.Duration(1<<32-64) * time.Second
+	for i := range e.Capacity() {
+		e.Advance(start + time.Duration(i)*time.Second)
+		if v := one(w, tcp(netip.AddrPortFrom(client.Addr(), uint16(10000+i)), vip, syn, 0)); v != nat.Forward {
+			t.Fatalf("SYN %d: %v", i, v)
+		}
+	}
+	if v := one(w, tcp(netip.AddrPortFrom(client.Addr(), 20000), vip, syn, 0)); v != nat.Forward || e.Evictions() != 1 {
+		t.Fatalf("SYN into a full table: %v, %d evictions", v, e.Evictions())
+	}
+	if v := one(w, tcp(netip.AddrPortFrom(client.Addr(), 10000), vip, ack, 0)); v != nat.Drop {
+		t.Fatalf("ACK of the stalest flow (made before the wrap): %v, want it evicted", v)
+	}
+	if v := one(w, tcp(netip.AddrPortFrom(client.Addr(), 10001), vip, ack, 0)); v != nat.Forward {
+		t.Fatalf("ACK of the second stalest flow: %v, want it kept", v)
+	}
+
+	// A UDP flow made 2 s before the wrap lives its 300 s across it; one
+	// whose deadline falls just before the wrap expires after it.
+	e2 := engine(t, nat.ModeNAT, 8)
+	w2 := e2.NewWorker()
+	e2.Advance(time.Duration(1<<32-301) * time.Second)
+	if v := one(w2, udp(netip.AddrPortFrom(client.Addr(), 1), netip.AddrPortFrom(vip.Addr(), 53), 10)); v != nat.Forward {
+		t.Fatalf("UDP: %v", v)
+	}
+	e2.Advance(time.Duration(1<<32-2) * time.Second)
+	if v := one(w2, udp(client, netip.AddrPortFrom(vip.Addr(), 53), 10)); v != nat.Forward {
+		t.Fatalf("UDP: %v", v)
+	}
+	if n := e2.Expire(); n != 0 {
+		t.Fatalf("Expire removed %d flows before any deadline", n)
+	}
+	e2.Advance(time.Duration(1<<32+10) * time.Second)
+	if n := e2.Expire(); n != 1 || e2.Flows() != 1 {
+		t.Fatalf("past the first deadline (before the wrap) Expire removed %d, %d flows left; want 1, 1", n, e2.Flows())
+	}
+	e2.Advance(time.Duration(1<<32-2+299) * time.Second)
+	if n := e2.Expire(); n != 0 {
+		t.Fatalf("UDP flow expired after 299 s (across the wrap)")
+	}
+	e2.Advance(time.Duration(1<<32-2+300) * time.Second)
+	if n := e2.Expire(); n != 1 || e2.Flows() != 0 {
+		t.Fatalf("after 300 s Expire removed %d, %d flows left; want 1, 0", n, e2.Flows())
+	}
+}
+
+// TestTimeoutTooLong: a timeout of 2^31 clock ticks or more would break
+// the 32-bit deadlines; the configuration is refused with the fix.
+func TestTimeoutTooLong(t *testing.T) {
+	_, err := nat.New(nat.Config{Tick: time.Millisecond, Timeouts: nat.Timeouts{TCPEstablished: 30 * 24 * time.Hour}})
+	if !errors.Is(err, nat.ErrConfig) || !strings.Contains(err.Error(), "ESTABLISHED") {
+		t.Fatalf("30-day timeout at a 1 ms tick: %v, want a config error naming the timeout", err)
+	}
+	if _, err := nat.New(nat.Config{Tick: time.Second, Timeouts: nat.Timeouts{TCPEstablished: 30 * 24 * time.Hour}}); err != nil {
+		t.Fatalf("30-day timeout at a 1 s tick: %v", err)
 	}
 }

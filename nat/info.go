@@ -114,7 +114,7 @@ func (e *Engine) allFlows(yield func(FlowInfo) bool) {
 		if gen&1 == 1 {
 			continue
 		}
-		o, r := keyWords(&f.nodes[DirOriginal]), keyWords(&f.nodes[DirReply])
+		o, r := f.key(DirOriginal), f.key(DirReply)
 		st := f.state.Load() &^ stateDead
 		dl := f.deadline.Load()
 		if f.gen.Load() != gen {
@@ -122,7 +122,7 @@ func (e *Engine) allFlows(yield func(FlowInfo) bool) {
 		}
 		ot, rt := o.tuple(), r.tuple()
 		ap := func(a [16]byte, p uint16) netip.AddrPort { return netip.AddrPortFrom(addrOf(a), p) }
-		fi := FlowInfo{Proto: ot.Proto, State: tcpState(st).String(), Expires: time.Duration(max(dl-now, 0)) * e.tick,
+		fi := FlowInfo{Proto: ot.Proto, State: tcpState(st).String(), Expires: time.Duration(max(ticksLeft(dl, now), 0)) * e.tick,
 			OrigSrc: ap(ot.Src, ot.SrcPort), OrigDst: ap(ot.Dst, ot.DstPort),
 			ReplySrc: ap(rt.Src, rt.SrcPort), ReplyDst: ap(rt.Dst, rt.DstPort)}
 		if !yield(fi) {

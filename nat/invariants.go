@@ -16,7 +16,7 @@ func (e *Engine) checkInvariants() error {
 		}
 		live++
 		for d := range 2 {
-			w := keyWords(&f.nodes[d])
+			w := f.key(Dir(d))
 			ref, _, ok := t.lookup(&w)
 			if !ok || ref.index() != uint32(i) || ref.dir() != Dir(d) {
 				return fmt.Errorf("flow %d direction %d: lookup by its own tuple gives %v (found %v)", i, d, ref, ok)
@@ -34,7 +34,7 @@ func (e *Engine) checkInvariants() error {
 					return fmt.Errorf("shard %d bucket %d names %v, not a live flow", si, bi, ref)
 				}
 				f := &t.flows[ref.index()]
-				w := keyWords(&f.nodes[ref.dir()])
+				w := f.key(ref.dir())
 				h := w.hash()
 				if s, hb := t.locate(h); s != &t.shards[si] || hb != b || (inSlot && tagOf(h) != tag) {
 					return fmt.Errorf("node %v is filed in shard %d bucket %d, not where its hash puts it", ref, si, bi)
@@ -50,7 +50,7 @@ func (e *Engine) checkInvariants() error {
 				}
 			}
 			n := 0
-			for ref := flowRef(b.overflow.Load()); ref != 0; ref = flowRef(t.flows[ref.index()].nodes[ref.dir()].next.Load()) {
+			for ref := flowRef(b.overflow.Load()); ref != 0; ref = t.chainNext(ref) {
 				if err := check(ref, 0, false); err != nil {
 					return err
 				}
@@ -67,7 +67,7 @@ func (e *Engine) checkInvariants() error {
 		return fmt.Errorf("%d live flows, count says %d", live, t.count.Load())
 	}
 	free := 0
-	for idx := uint32(t.free.Load()); idx != 0; idx = t.flows[idx].freeNext.Load() {
+	for idx := uint32(t.free.Load()); idx != 0; idx = t.flows[idx].deadline.Load() {
 		if t.flows[idx].gen.Load()&1 == 0 {
 			return fmt.Errorf("slot %d is on the free stack but live", idx)
 		}

@@ -94,27 +94,63 @@ func makeRef(idx uint32, d Dir) flowRef { return flowRef(idx<<1 | uint32(d)) }
 func (r flowRef) index() uint32         { return uint32(r) >> 1 }
 func (r flowRef) dir() Dir              { return Dir(r & 1) }
 
-// node is one direction's key. Every field is atomic: a lookup reads them
-// without a lock while a writer may be recycling the flow, and the flow's
-// generation tells the reader when that happened.
-type node struct {
-	key  [5]atomic.Uint64
-	next atomic.Uint32 // flowRef of the next node in a bucket's overflow chain
-}
-
-// flow is one tracked connection: both directions' keys (which also say how
-// to translate each direction: a packet is rewritten to the other
-// direction's tuple, reversed) and its state. 120 bytes.
+// flow is one tracked connection: both directions' keys (which also say
+// how to translate each direction: a packet is rewritten to the other
+// direction's tuple, reversed) and its state, in 96 bytes with no pointers
+// (so the garbage collector never scans the slab). Every field is atomic:
+// a lookup reads them without a lock while a writer may be recycling the
+// flow, and the generation tells the reader when that happened. A key is
+// stored as its four address words, its ports, and the protocol, which
+// both directions share.
 type flow struct {
 	// gen is a seqlock: odd while the flow is being (re)initialised or
 	// after it is freed; a reader that sees it change or odd retries.
-	gen      atomic.Uint32
-	state    atomic.Uint32 // TCP state (tcpState), or stateUDP / stateICMP
-	deadline atomic.Int64  // clock tick at which the flow expires
-	nodes    [2]node
-	owner    atomic.Pointer[owner] // the backend or masquerade rule the flow counts against
-	freeNext atomic.Uint32         // next slot on the free stack while free
+	gen   atomic.Uint32
+	state atomic.Uint32 // TCP state (tcpState), or stateUDP / stateICMP
+	// deadline is the clock tick at which the flow expires, modulo 2^32
+	// (see expired). While the flow is free it links the free stack.
+	deadline atomic.Uint32
+	// meta is the flow's owner (the table's caller's number for what the
+	// flow counts against; 0 = none) above the protocol in the low byte.
+	// Set before the flow is published, fixed while it lives.
+	meta  atomic.Uint32
+	ports [2]atomic.Uint32    // by direction: source port << 16 | destination port
+	chain [2]atomic.Uint32    // by direction: flowRef of the next node in a bucket's overflow chain
+	addrs [2][4]atomic.Uint64 // by direction: source and destination, as key words 0-3
 }
+
+// owner is the number the flow's creator gave it (see flow.meta).
+func (f *flow) owner() uint32 { return f.meta.Load() >> 8 }
+
+// key loads direction d's key.
+func (f *flow) key(d Dir) tupleWords {
+	a := &f.addrs[d]
+	return tupleWords{a[0].Load(), a[1].Load(), a[2].Load(), a[3].Load(),
+		uint64(f.ports[d].Load())<<16 | uint64(uint8(f.meta.Load()))}
+}
+
+// hasKey reports whether direction d's key is w.
+func (f *flow) hasKey(d Dir, w *tupleWords) bool {
+	a := &f.addrs[d]
+	return a[0].Load() == w[0] && a[1].Load() == w[1] && a[2].Load() == w[2] && a[3].Load() == w[3] &&
+		uint64(f.ports[d].Load())<<16|uint64(uint8(f.meta.Load())) == w[4]
+}
+
+// setKey stores direction d's key, but not its protocol (see publish).
+func (f *flow) setKey(d Dir, w *tupleWords) {
+	for i := range f.addrs[d] {
+		f.addrs[d][i].Store(w[i])
+	}
+	f.ports[d].Store(uint32(w[4] >> 16))
+}
+
+// expired reports whether deadline dl has come at tick now. Deadlines are
+// kept in 32 bits and compared by their signed distance, so they wrap
+// safely as long as no timeout reaches 2^31 ticks (Update refuses one).
+func expired(dl uint32, now int64) bool { return int32(dl-uint32(now)) <= 0 }
+
+// ticksLeft is how many ticks remain until deadline dl (negative: past).
+func ticksLeft(dl uint32, now int64) int64 { return int64(int32(dl - uint32(now))) }
 
 // ErrTableFull is returned by insert when no slot is free and nothing may
 // be evicted.
@@ -162,7 +198,7 @@ const nodesPerBucket = 4
 // million flows every flow touched is a cache miss, and a chain through
 // the flows (the layout before this one) cost a second, dependent miss for
 // a quarter of all packets. Nodes that find every slot taken go on the
-// overflow chain (through node.next); with the table's sizing, four nodes
+// overflow chain (through flow.chain); with the table's sizing, four nodes
 // per bucket on average, that is rare. A node never moves between slots
 // or to or from the chain while it is in the table, so a reader can miss
 // a flow only if it was unlinked meanwhile (see shard.seq).
@@ -258,7 +294,7 @@ func (t *table) find(b *bucket, w *tupleWords, h uint64) (flowRef, uint32, bool)
 			}
 		}
 	}
-	for ref := flowRef(b.overflow.Load()); ref != 0; ref = flowRef(t.flows[ref.index()].nodes[ref.dir()].next.Load()) {
+	for ref := flowRef(b.overflow.Load()); ref != 0; ref = t.chainNext(ref) {
 		if gen, ok := t.matches(ref, w); ok {
 			return ref, gen, true
 		}
@@ -284,11 +320,8 @@ func (b *bucket) candidate(h uint64) flowRef {
 // while it did.
 func (t *table) matches(ref flowRef, w *tupleWords) (uint32, bool) {
 	f := &t.flows[ref.index()]
-	n := &f.nodes[ref.dir()]
 	gen := f.gen.Load()
-	ok := gen&1 == 0 && n.key[0].Load() == w[0] && n.key[1].Load() == w[1] &&
-		n.key[2].Load() == w[2] && n.key[3].Load() == w[3] && n.key[4].Load() == w[4] &&
-		f.gen.Load() == gen
+	ok := gen&1 == 0 && f.hasKey(ref.dir(), w) && f.gen.Load() == gen
 	return gen, ok
 }
 
@@ -303,11 +336,12 @@ type evictor interface {
 	evicted(f *flow)
 }
 
-// insert tracks a new flow with the given tuples (ho is orig's hash), initialised by init
-// before it becomes visible. When the shard has no free slot, the oldest
+// insert tracks a new flow with the given tuples (ho is orig's hash; both
+// of the same protocol) and owner (see flow.meta; below 2^24), initialised
+// by init before it becomes visible. When the shard has no free slot, the oldest
 // evictable flow among a bounded sample of the shard's buckets is evicted
 // (its index is returned in evicted, so the caller can account for it).
-func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, ev evictor, init func(f *flow)) (idx uint32, evicted bool, err error) {
+func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, owner uint32, ev evictor, init func(f *flow)) (idx uint32, evicted bool, err error) {
 	hr := reply.hash()
 	so, bo := t.locate(ho)
 	sr, br := t.locate(hr)
@@ -318,7 +352,7 @@ func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, ev evicto
 			return 0, evicted, ErrFlowExists
 		}
 		if idx = t.pop(); idx != 0 {
-			t.publish(idx, orig, reply, ho, hr, bo, br, init)
+			t.publish(idx, orig, reply, owner, ho, hr, bo, br, init)
 			unlockPair(first, second)
 			return idx, evicted, nil
 		}
@@ -338,13 +372,12 @@ func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, ev evicto
 
 // publish initialises free slot idx with both keys (hashes ho, hr) and
 // makes it visible. The caller holds both shards' locks.
-func (t *table) publish(idx uint32, orig, reply *tupleWords, ho, hr uint64, bo, br *bucket, init func(f *flow)) {
+func (t *table) publish(idx uint32, orig, reply *tupleWords, owner uint32, ho, hr uint64, bo, br *bucket, init func(f *flow)) {
 	f := &t.flows[idx]
 	// gen is odd (free): readers holding a stale ref to idx will retry.
-	for i := range 5 {
-		f.nodes[DirOriginal].key[i].Store(orig[i])
-		f.nodes[DirReply].key[i].Store(reply[i])
-	}
+	f.setKey(DirOriginal, orig)
+	f.setKey(DirReply, reply)
+	f.meta.Store(owner<<8 | uint32(uint8(orig[4])))
 	init(f)
 	f.gen.Add(1) // even: valid
 	t.link(bo, makeRef(idx, DirOriginal), ho)
@@ -361,7 +394,7 @@ func (t *table) link(b *bucket, ref flowRef, h uint64) {
 			return
 		}
 	}
-	t.flows[ref.index()].nodes[ref.dir()].next.Store(b.overflow.Load())
+	t.flows[ref.index()].chain[ref.dir()].Store(b.overflow.Load())
 	b.overflow.Store(uint32(ref))
 }
 
@@ -407,7 +440,7 @@ func (t *table) pickVictim(s *shard, ev evictor) (uint32, uint32) {
 					consider(ref)
 				}
 			}
-			for ref := flowRef(b.overflow.Load()); ref != 0; ref = flowRef(t.flows[ref.index()].nodes[ref.dir()].next.Load()) {
+			for ref := flowRef(b.overflow.Load()); ref != 0; ref = t.chainNext(ref) {
 				consider(ref)
 			}
 		}
@@ -421,8 +454,7 @@ func (t *table) pickVictim(s *shard, ev evictor) (uint32, uint32) {
 // before the slot is freed. It reports whether it removed the flow.
 func (t *table) remove(idx, gen uint32, done func(f *flow)) bool {
 	f := &t.flows[idx]
-	ow := keyWords(&f.nodes[DirOriginal])
-	rw := keyWords(&f.nodes[DirReply])
+	ow, rw := f.key(DirOriginal), f.key(DirReply)
 	so, _ := t.locate(ow.hash())
 	sr, _ := t.locate(rw.hash())
 	first, second := lockPair(so, sr)
@@ -439,7 +471,7 @@ func (t *table) unlinkLocked(idx uint32, a, b *shard, done func(f *flow)) bool {
 	var shards [2]*shard
 	var buckets [2]*bucket
 	for d := range 2 {
-		w := keyWords(&f.nodes[d])
+		w := f.key(Dir(d))
 		shards[d], buckets[d] = t.locate(w.hash())
 		if shards[d] != a && shards[d] != b {
 			return false
@@ -462,7 +494,7 @@ func (t *table) unlinkLocked(idx uint32, a, b *shard, done func(f *flow)) bool {
 func (t *table) push(idx uint32) {
 	for {
 		h := t.free.Load()
-		t.flows[idx].freeNext.Store(uint32(h))
+		t.flows[idx].deadline.Store(uint32(h)) // a free flow's deadline links the stack
 		if t.free.CompareAndSwap(h, (h>>32+1)<<32|uint64(idx)) {
 			return
 		}
@@ -477,7 +509,7 @@ func (t *table) pop() uint32 {
 		if idx == 0 {
 			return 0
 		}
-		next := t.flows[idx].freeNext.Load()
+		next := t.flows[idx].deadline.Load()
 		if t.free.CompareAndSwap(h, (h>>32+1)<<32|uint64(next)) {
 			return idx
 		}
@@ -492,28 +524,24 @@ func (t *table) unlink(b *bucket, ref flowRef) {
 			return
 		}
 	}
-	next := t.flows[ref.index()].nodes[ref.dir()].next.Load()
+	next := uint32(t.chainNext(ref))
 	if flowRef(b.overflow.Load()) == ref {
 		b.overflow.Store(next)
 		return
 	}
 	for cur := flowRef(b.overflow.Load()); cur != 0; {
-		n := &t.flows[cur.index()].nodes[cur.dir()]
-		nx := flowRef(n.next.Load())
+		nx := t.chainNext(cur)
 		if nx == ref {
-			n.next.Store(next)
+			t.flows[cur.index()].chain[cur.dir()].Store(next)
 			return
 		}
 		cur = nx
 	}
 }
 
-func keyWords(n *node) tupleWords {
-	var w tupleWords
-	for i := range w {
-		w[i] = n.key[i].Load()
-	}
-	return w
+// chainNext is the node after ref on its bucket's overflow chain.
+func (t *table) chainNext(ref flowRef) flowRef {
+	return flowRef(t.flows[ref.index()].chain[ref.dir()].Load())
 }
 
 // lockPair locks the shards of a flow's two tuples (once if they are the

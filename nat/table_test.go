@@ -25,7 +25,7 @@ func TestTableOverflowChains(t *testing.T) {
 	}
 	insert := func(i int) uint32 {
 		o, r := key(i, DirOriginal), key(i, DirReply)
-		idx, _, err := tab.insert(&o, o.hash(), &r, noEviction{}, func(*flow) {})
+		idx, _, err := tab.insert(&o, o.hash(), &r, 0, noEviction{}, func(*flow) {})
 		if err != nil {
 			t.Fatalf("insert %d: %v", i, err)
 		}
@@ -56,7 +56,7 @@ func TestTableOverflowChains(t *testing.T) {
 		t.Fatal("no node on the overflow chain: the test is not testing it")
 	}
 	o, r := key(0, DirOriginal), key(1, DirReply)
-	if _, _, err := tab.insert(&o, o.hash(), &r, noEviction{}, func(*flow) {}); err != ErrFlowExists {
+	if _, _, err := tab.insert(&o, o.hash(), &r, 0, noEviction{}, func(*flow) {}); err != ErrFlowExists {
 		t.Fatalf("insert of a tracked tuple: %v, want ErrFlowExists", err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -116,7 +116,7 @@ func TestVictimSampleReachesEveryBucket(t *testing.T) {
 		if bo != &tab.shards[0].buckets[1] || br != bo {
 			continue
 		}
-		idx, _, err := tab.insert(&o, o.hash(), &r, noEviction{}, func(*flow) {})
+		idx, _, err := tab.insert(&o, o.hash(), &r, 0, noEviction{}, func(*flow) {})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -144,7 +144,7 @@ func (w *Worker) batch(pkts [][]byte, segs []int, verdicts []Verdict) {
 	for i := range pkts {
 		if s := &w.slots[i]; !s.done && s.head != 0 {
 			f := &t.flows[s.head.index()]
-			touched += f.gen.Load() + f.nodes[DirReply].next.Load() // both cache lines of the flow
+			touched += f.gen.Load() + uint32(f.addrs[DirReply][3].Load()) // both cache lines of the flow
 		}
 	}
 	w.touched = touched
@@ -235,8 +235,8 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 	p, kw := w.p, &s.kw
 	f := &w.e.tab.flows[ref.index()]
 	d := ref.dir()
-	other := keyWords(&f.nodes[1-d])
-	own := f.owner.Load()
+	other := f.key(1 - d)
+	own := w.e.ownerOf(f)
 	if f.gen.Load() != gen {
 		return 0, false
 	}
@@ -315,7 +315,7 @@ func (w *Worker) touch(f *flow, d Dir, own *owner) {
 			accountTransition(own, tcpState(s), tcpState(ns))
 		}
 	}
-	if dl := w.now + w.snap.timeout[ns]; f.deadline.Load() != dl {
+	if dl := uint32(w.now + w.snap.timeout[ns]); f.deadline.Load() != dl {
 		f.deadline.Store(dl)
 	}
 }
@@ -458,8 +458,11 @@ func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple
 	}
 	init := func(f *flow) {
 		f.state.Store(state)
-		f.deadline.Store(w.now + w.snap.timeout[state])
-		f.owner.Store(own)
+		f.deadline.Store(uint32(w.now + w.snap.timeout[state]))
+	}
+	var ownID uint32
+	if own != nil {
+		ownID = own.id
 	}
 	for i := range probes {
 		if ports != [2]uint16{} {
@@ -475,7 +478,7 @@ func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple
 			}
 		}
 		rw := reply.words()
-		_, evicted, err := e.tab.insert(kw, w.h, &rw, e, init)
+		_, evicted, err := e.tab.insert(kw, w.h, &rw, ownID, e, init)
 		if err == ErrFlowExists {
 			continue
 		}
@@ -525,7 +528,7 @@ func (e *Engine) evictable(f *flow) (bool, int64) {
 	if s&stateDead != 0 || tcpState(s) == tcpEstablished {
 		return false, 0
 	}
-	return true, -f.deadline.Load()
+	return true, -ticksLeft(f.deadline.Load(), e.clock.Load())
 }
 
 // evicted accounts for a flow removed to make room.
@@ -538,7 +541,7 @@ func (e *Engine) retire(f *flow) {
 	for {
 		s := f.state.Load()
 		if f.state.CompareAndSwap(s, s|stateDead) {
-			own := f.owner.Load()
+			own := e.ownerOf(f)
 			if own == nil || s&stateDead != 0 {
 				return
 			}
@@ -552,7 +555,7 @@ func (e *Engine) retire(f *flow) {
 				d.Add(0, -1)
 			}
 			if svc := own.svc.Load(); svc.persist > 0 {
-				orig := keyWords(&f.nodes[DirOriginal])
+				orig := f.key(DirOriginal)
 				t := orig.tuple()
 				e.persist.release(persistKeyOf(svc, t.Src), e.clock.Load(), svc.persist)
 			}
@@ -570,7 +573,7 @@ func (e *Engine) Expire() int {
 	for i := 1; i < len(e.tab.flows); i++ {
 		f := &e.tab.flows[i]
 		gen := f.gen.Load()
-		if gen&1 == 1 || f.deadline.Load() > now {
+		if gen&1 == 1 || !expired(f.deadline.Load(), now) {
 			continue
 		}
 		if e.tab.remove(uint32(i), gen, e.retire) {
@@ -604,7 +607,7 @@ func (w *Worker) icmpError(b []byte) Verdict {
 	}
 	f := &w.e.tab.flows[ref.index()]
 	d := ref.dir()
-	other := keyWords(&f.nodes[1-d])
+	other := f.key(1 - d)
 	if f.gen.Load() != gen {
 		return w.drop(DropICMPNoFlow)
 	}
