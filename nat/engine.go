@@ -160,6 +160,7 @@ type masqRule struct {
 // load per batch.
 type snapshot struct {
 	services     map[svcKey]*service
+	svcIndex     svcIndex // services again, for the packet path
 	masq         []*masqRule
 	masqAddr     map[[16]byte]bool
 	owned        map[[16]byte]bool       // VIPs and FULLNAT addresses: unmatched packets to them are dropped, never passed
@@ -391,6 +392,7 @@ func (e *Engine) Update(cfg Config) error {
 			own.gone.Store(cur != svc || !configured)
 		}
 	}
+	snap.svcIndex = newSvcIndex(snap.services)
 	e.conf.Store(snap)
 	e.cur = cfg
 	return nil

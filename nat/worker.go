@@ -211,8 +211,7 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 			ref, gen, ok = w.e.tab.lookupHashed(&s.kw, s.h)
 		}
 		if !ok {
-			k := s.kw.tuple()
-			v := w.newFlow(b, &k, &s.kw)
+			v := w.newFlow(b, &s.kw)
 			if v == Forward && p.MoreFrags {
 				w.e.frags.put(fk, p.Src, p.Dst, w.now+w.e.fragTimeout)
 			}
@@ -340,16 +339,16 @@ func accountTransition(own *owner, from, to tcpState) {
 
 // newFlow handles the first packet of a flow: a service's new connection,
 // a masqueraded outbound flow, or nothing.
-func (w *Worker) newFlow(b []byte, k *Tuple, kw *tupleWords) Verdict {
+func (w *Worker) newFlow(b []byte, kw *tupleWords) Verdict {
 	p := w.p
 	if p.HasPorts() {
-		if svc := w.snap.services[svcKey{p.Dst, p.DstPort, p.Proto}]; svc != nil {
-			return w.newServiceFlow(b, svc, k, kw)
+		if svc := w.snap.svcIndex.lookup(kw[2], kw[3], p.DstPort, p.Proto); svc != nil {
+			return w.newServiceFlow(b, svc, kw)
 		}
 	}
 	for _, m := range w.snap.masq {
 		if m.from.Contains(addrOf(p.Src)) && !m.from.Contains(addrOf(p.Dst)) && (p.HasPorts() || p.IsICMPEcho()) {
-			return w.newMasqFlow(b, m, k, kw)
+			return w.newMasqFlow(b, m, kw)
 		}
 	}
 	if w.snap.masqAddr[p.Dst] {
@@ -366,7 +365,7 @@ func (w *Worker) newFlow(b []byte, k *Tuple, kw *tupleWords) Verdict {
 	return Pass
 }
 
-func (w *Worker) newServiceFlow(b []byte, svc *service, k *Tuple, kw *tupleWords) Verdict {
+func (w *Worker) newServiceFlow(b []byte, svc *service, kw *tupleWords) Verdict {
 	p := w.p
 	if svc.cfg.Mode == ModeL7 {
 		return ToL7
@@ -408,9 +407,9 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, k *Tuple, kw *tupleWords
 			fam = 1
 		}
 		reply.Dst = w.snap.fullnat[fam]
-		return w.persistOutcome(svc, pk, w.insertWithPort(b, k, kw, &reply, w.snap.fnPorts, uint16(w.h), own, state, true))
+		return w.persistOutcome(svc, pk, w.insertWithPort(b, kw, &reply, w.snap.fnPorts, uint16(w.h), own, state, true))
 	}
-	return w.persistOutcome(svc, pk, w.insertWithPort(b, k, kw, &reply, [2]uint16{}, 0, own, state, false))
+	return w.persistOutcome(svc, pk, w.insertWithPort(b, kw, &reply, [2]uint16{}, 0, own, state, false))
 }
 
 // persistOutcome gives back the template's connection if the flow was not
@@ -422,9 +421,11 @@ func (w *Worker) persistOutcome(svc *service, pk persistKey, v Verdict) Verdict 
 	return v
 }
 
-func (w *Worker) newMasqFlow(b []byte, m *masqRule, k *Tuple, kw *tupleWords) Verdict {
+func (w *Worker) newMasqFlow(b []byte, m *masqRule, kw *tupleWords) Verdict {
 	p := w.p
-	reply := Tuple{Src: p.Dst, SrcPort: k.DstPort, Dst: m.to, DstPort: k.SrcPort, Proto: p.Proto}
+	// The key's ports: an echo's identifier for ICMP (see tupleWords.fill).
+	sport, dport := uint16(kw[4]>>32), uint16(kw[4]>>16)
+	reply := Tuple{Src: p.Dst, SrcPort: dport, Dst: m.to, DstPort: sport, Proto: p.Proto}
 	state := uint32(stateUDP)
 	switch {
 	case p.IsICMPEcho():
@@ -433,18 +434,18 @@ func (w *Worker) newMasqFlow(b []byte, m *masqRule, k *Tuple, kw *tupleWords) Ve
 		state = uint32(tcpTransitions[DirOriginal][max(tcpEvent(p.TCPFlags), 0)][tcpNone])
 	}
 	// Keep the source port if it is free; otherwise probe the range.
-	return w.insertWithPort(b, k, kw, &reply, m.ports, k.SrcPort, m.own, state, false)
+	return w.insertWithPort(b, kw, &reply, m.ports, sport, m.own, state, false)
 }
 
 // portProbes bounds the search for a free port, as conntrack's NAT does.
 const portProbes = 128
 
-// insertWithPort inserts the flow k <-> reply. With a port range, it picks
+// insertWithPort inserts the flow kw <-> reply. With a port range, it picks
 // the reply's destination port (the gateway-side port: FULLNAT's local
 // port, masquerade's source port), starting at first, so that no two flows
 // share a reply tuple; mustMove makes it skip first's own value when it is
 // outside the range.
-func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple, ports [2]uint16, first uint16, own *owner, state uint32, mustMove bool) Verdict {
+func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2]uint16, first uint16, own *owner, state uint32, mustMove bool) Verdict {
 	e := w.e
 	p := w.p
 	probes := 1
@@ -506,11 +507,9 @@ func (w *Worker) insertWithPort(b []byte, k *Tuple, kw *tupleWords, reply *Tuple
 		rewrite(b, p, reply.Dst, reply.DstPort, reply.Src, reply.SrcPort)
 		return Forward
 	}
-	if ports == [2]uint16{} {
-		// The reply tuple is taken: in NAT mode, another client flow
-		// through a different VIP maps onto the same backend tuple.
-		return w.drop(DropPortsExhausted)
-	}
+	// Every port probed is taken; or, with no range (NAT mode), the one
+	// reply tuple is: another client flow through a different VIP maps
+	// onto the same backend tuple.
 	return w.drop(DropPortsExhausted)
 }
 
