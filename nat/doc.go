@@ -18,7 +18,7 @@
 // only the flow whose tag matches. Capacity is fixed and flows come from a
 // preallocated slab (96 bytes each, plus 32 bytes of index: 128 per flow),
 // so nothing is allocated per packet or per flow. A flow holds no pointers
-// (it names its owner by a 32-bit id, and keeps its deadline in 32 bits of
+// (it names its owner by a 24-bit id, and keeps its deadline in 32 bits of
 // clock ticks), so the garbage collector never scans the slab. When a shard
 // is full, the stalest half-open (or UDP/ICMP) flow among a bounded sample
 // is evicted; an established TCP flow never is.

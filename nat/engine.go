@@ -159,8 +159,7 @@ type masqRule struct {
 // snapshot is the immutable configuration workers read with one atomic
 // load per batch.
 type snapshot struct {
-	services     map[svcKey]*service
-	svcIndex     svcIndex // services again, for the packet path
+	svcIndex     svcIndex // the services by (VIP, port, protocol)
 	masq         []*masqRule
 	masqAddr     map[[16]byte]bool
 	owned        map[[16]byte]bool       // VIPs and FULLNAT addresses: unmatched packets to them are dropped, never passed
@@ -190,9 +189,10 @@ type Engine struct {
 
 	nextStat atomic.Uint32 // statIDs handed out; workers grow their counters to it
 	// owners is every owner ever made, by id (0 = none), so that a flow
-	// can name its owner in 32 bits and the flow slab holds no pointers.
-	// Only appended to, under mu, before a snapshot that uses the new
-	// owners is stored: whoever reads a flow finds its owner here. An
+	// can name its owner in 24 bits and the flow slab holds no pointers.
+	// Only appended to, under mu, before any map a worker reads holds the
+	// new owner, so before any flow can name it: whoever reads a flow's
+	// owner id and then this list finds the owner here (ownerOf). An
 	// owner is kept after its backend or rule is gone (its flows still
 	// name it), so this grows with the distinct backends and rules ever
 	// configured, not with reloads.
@@ -246,7 +246,8 @@ func addr16(a netip.Addr) [16]byte { return a.As16() }
 func (e *Engine) Update(cfg Config) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	snap := &snapshot{services: map[svcKey]*service{}, masqAddr: map[[16]byte]bool{}, owned: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts,
+	services := map[svcKey]*service{} // what the new snapshot serves
+	snap := &snapshot{masqAddr: map[[16]byte]bool{}, owned: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts,
 		timeout: cfg.Timeouts.ticks(e.tick), resetRemoved: cfg.ResetRemoved}
 	if snap.fnPorts == [2]uint16{} {
 		snap.fnPorts = [2]uint16{1024, 65535}
@@ -296,7 +297,12 @@ func (e *Engine) Update(cfg Config) error {
 			}
 			svc = &service{sched: s, stat: st, backends: backends}
 		} else {
-			svc = &service{sched: svc.sched, stat: svc.stat, backends: svc.backends}
+			// The same scheduler, so workers still on the old snapshot
+			// may pick a backend added here as soon as the scheduler is
+			// updated below; they look for its owner in the old map (a
+			// copy: this Update must not write a map they read) and drop
+			// the packet if it is not there yet (see newServiceFlow).
+			svc = &service{sched: svc.sched, stat: svc.stat, backends: maps.Clone(svc.backends)}
 		}
 		svc.cfg, svc.key = sc, k
 		svc.up = map[uint64]bool{}
@@ -318,16 +324,25 @@ func (e *Engine) Update(cfg Config) error {
 		}
 		seen[k] = svc // its scheduler is updated below, once everything validated
 	}
-	newOwners := len(cfg.Masquerade)
-	for _, sc := range cfg.Services {
-		newOwners += len(sc.Backends)
+	newOwners := 0
+	for _, m := range cfg.Masquerade {
+		if e.masqs[m.From] == nil {
+			newOwners++
+		}
 	}
-	if len(*e.owners.Load())+newOwners >= maxOwners {
-		return fmt.Errorf("%w: %d backends and masquerade rules configured since start; the limit is %d: restart to reset it", ErrConfig, len(*e.owners.Load()), maxOwners)
+	for _, svc := range seen {
+		for _, b := range svc.cfg.Backends {
+			if svc.backends[sched.Backend{Addr: addr16(b.Addr), Port: b.Port}.ID()] == nil {
+				newOwners++
+			}
+		}
+	}
+	if made := len(*e.owners.Load()) - 1; made+newOwners > maxOwners {
+		return fmt.Errorf("%w: %d backends and masquerade rules made since start, %d more asked; the limit is %d: restart to reset it", ErrConfig, made, newOwners, maxOwners)
 	}
 	for st, t := range snap.timeout {
-		if t >= math.MaxInt32 {
-			return fmt.Errorf("%w: the %v timeout is %d clock ticks; it must be under 2^31 (a longer tick, or a shorter timeout)", ErrConfig, tcpState(st), t)
+		if t < 0 || t > math.MaxInt32 {
+			return fmt.Errorf("%w: the %v timeout is %d clock ticks; it must be 0 to 2^31-1 (a longer tick, or a shorter timeout)", ErrConfig, tcpState(st), t)
 		}
 	}
 	for i, m := range cfg.Masquerade {
@@ -365,7 +380,7 @@ func (e *Engine) Update(cfg Config) error {
 		for _, own := range svc.backends {
 			own.svc.Store(svc)
 		}
-		snap.services[k] = svc
+		services[k] = svc
 		snap.owned[k.addr] = true
 		e.scheds[k] = svc
 		e.stats[serviceName(svc.cfg)] = svc.stat
@@ -386,13 +401,13 @@ func (e *Engine) Update(cfg Config) error {
 	}
 	// Mark the backends that are gone (their flows drain, or are reset).
 	for k, svc := range e.scheds {
-		cur := snap.services[k]
+		cur := services[k]
 		for id, own := range svc.backends {
 			_, configured := svc.up[id]
 			own.gone.Store(cur != svc || !configured)
 		}
 	}
-	snap.svcIndex = newSvcIndex(snap.services)
+	snap.svcIndex = newSvcIndex(services)
 	e.conf.Store(snap)
 	e.cur = cfg
 	return nil
@@ -407,8 +422,8 @@ func serviceName(s Service) string {
 }
 
 // maxOwners bounds the owners an engine makes over its life: a flow
-// records its owner's id in 24 bits (flow.meta).
-const maxOwners = 1 << 24
+// records its owner's id in 24 bits (flow.meta), and 0 means none.
+const maxOwners = 1<<24 - 1
 
 // newOwner makes an owner with its own counters and registers it in
 // e.owners. Called under e.mu.
@@ -423,7 +438,13 @@ func (e *Engine) newOwner() *owner {
 }
 
 // ownerOf is the owner flow f counts against, or nil.
-func (e *Engine) ownerOf(f *flow) *owner { return (*e.owners.Load())[f.owner()] }
+// The id is read first: an owner is in the list before any flow names it,
+// so the list loaded after the id always holds it (loading the list first,
+// a recycled flow could name an owner added since).
+func (e *Engine) ownerOf(f *flow) *owner {
+	id := f.owner()
+	return (*e.owners.Load())[id]
+}
 
 // Advance moves the engine's clock to now (the gateway calls it from a
 // ticker; tests pass a fake time).

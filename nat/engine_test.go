@@ -424,4 +424,11 @@ func TestTimeoutTooLong(t *testing.T) {
 	if _, err := nat.New(nat.Config{Tick: time.Second, Timeouts: nat.Timeouts{TCPEstablished: 30 * 24 * time.Hour}}); err != nil {
 		t.Fatalf("30-day timeout at a 1 s tick: %v", err)
 	}
+	// The bound exactly: 2^31-1 ticks is the longest.
+	if _, err := nat.New(nat.Config{Tick: time.Millisecond, Timeouts: nat.Timeouts{UDP: (1<<31 - 1) * time.Millisecond}}); err != nil {
+		t.Fatalf("2^31-1 ticks: %v", err)
+	}
+	if _, err := nat.New(nat.Config{Tick: time.Millisecond, Timeouts: nat.Timeouts{UDP: (1 << 31) * time.Millisecond}}); !errors.Is(err, nat.ErrConfig) {
+		t.Fatalf("2^31 ticks: %v, want a config error", err)
+	}
 }

@@ -67,7 +67,10 @@ func (e *Engine) checkInvariants() error {
 		return fmt.Errorf("%d live flows, count says %d", live, t.count.Load())
 	}
 	free := 0
-	for idx := uint32(t.free.Load()); idx != 0; idx = t.flows[idx].deadline.Load() {
+	for idx := uint32(t.free.Load()); idx != 0; idx = t.flows[idx].ports[0].Load() {
+		if int(idx) >= len(t.flows) {
+			return fmt.Errorf("free stack links to slot %d, past the slab", idx)
+		}
 		if t.flows[idx].gen.Load()&1 == 0 {
 			return fmt.Errorf("slot %d is on the free stack but live", idx)
 		}

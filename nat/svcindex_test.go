@@ -26,6 +26,9 @@ func TestSvcIndex(t *testing.T) {
 		look := func(k svcKey) *service {
 			return x.lookup(binary.LittleEndian.Uint64(k.addr[0:8]), binary.LittleEndian.Uint64(k.addr[8:16]), k.port, k.proto)
 		}
+		if got := look(svcKey{netip.MustParseAddr("198.18.0.99").As16(), 80, packet.ProtoTCP}); got != nil {
+			t.Fatalf("%d services: an unknown VIP found %v", n, got.key)
+		}
 		for k, svc := range services {
 			if got := look(k); got != svc {
 				t.Fatalf("%d services: %v port %d gives %p, want %p", n, netip.AddrFrom16(k.addr), k.port, got, svc)

@@ -101,20 +101,27 @@ func (r flowRef) dir() Dir              { return Dir(r & 1) }
 // a lookup reads them without a lock while a writer may be recycling the
 // flow, and the generation tells the reader when that happened. A key is
 // stored as its four address words, its ports, and the protocol, which
-// both directions share.
+// both directions share. Each direction is a node of the hash index: a
+// bucket slot or overflow chain names it by flowRef.
 type flow struct {
 	// gen is a seqlock: odd while the flow is being (re)initialised or
 	// after it is freed; a reader that sees it change or odd retries.
 	gen   atomic.Uint32
 	state atomic.Uint32 // TCP state (tcpState), or stateUDP / stateICMP
 	// deadline is the clock tick at which the flow expires, modulo 2^32
-	// (see expired). While the flow is free it links the free stack.
+	// (see expired). Workers store it without a lock, even into a flow
+	// that was just freed (harmless: publish sets it again).
 	deadline atomic.Uint32
 	// meta is the flow's owner (the table's caller's number for what the
 	// flow counts against; 0 = none) above the protocol in the low byte.
 	// Set before the flow is published, fixed while it lives.
-	meta  atomic.Uint32
-	ports [2]atomic.Uint32    // by direction: source port << 16 | destination port
+	meta atomic.Uint32
+	// ports is, by direction, source port << 16 | destination port.
+	// While the flow is free, ports[0] links the free stack: only locked
+	// writers store ports, and a lock-free reader of a free flow's key
+	// fails its generation check. (Not deadline, which workers store
+	// without a lock, nor chain, which lock-free readers follow.)
+	ports [2]atomic.Uint32
 	chain [2]atomic.Uint32    // by direction: flowRef of the next node in a bucket's overflow chain
 	addrs [2][4]atomic.Uint64 // by direction: source and destination, as key words 0-3
 }
@@ -147,6 +154,8 @@ func (f *flow) setKey(d Dir, w *tupleWords) {
 // expired reports whether deadline dl has come at tick now. Deadlines are
 // kept in 32 bits and compared by their signed distance, so they wrap
 // safely as long as no timeout reaches 2^31 ticks (Update refuses one).
+// Expire must therefore run at least once every 2^31 ticks, which it does
+// every tick.
 func expired(dl uint32, now int64) bool { return int32(dl-uint32(now)) <= 0 }
 
 // ticksLeft is how many ticks remain until deadline dl (negative: past).
@@ -494,7 +503,7 @@ func (t *table) unlinkLocked(idx uint32, a, b *shard, done func(f *flow)) bool {
 func (t *table) push(idx uint32) {
 	for {
 		h := t.free.Load()
-		t.flows[idx].deadline.Store(uint32(h)) // a free flow's deadline links the stack
+		t.flows[idx].ports[0].Store(uint32(h)) // a free flow's ports link the stack
 		if t.free.CompareAndSwap(h, (h>>32+1)<<32|uint64(idx)) {
 			return
 		}
@@ -509,7 +518,7 @@ func (t *table) pop() uint32 {
 		if idx == 0 {
 			return 0
 		}
-		next := t.flows[idx].deadline.Load()
+		next := t.flows[idx].ports[0].Load()
 		if t.free.CompareAndSwap(h, (h>>32+1)<<32|uint64(next)) {
 			return idx
 		}

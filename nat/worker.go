@@ -265,11 +265,23 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 // countPacket counts the packet being handled (w.segs packets on the
 // wire, n bytes) against its owner and the owner's service.
 func (w *Worker) countPacket(own *owner, d Dir, n int) {
-	counts := *w.counts.Load()
-	counts[own.stat].count(d, w.segs, n)
+	w.counters(own.stat).count(d, w.segs, n)
 	if svc := own.svc.Load(); svc != nil {
-		counts[svc.stat].count(d, w.segs, n)
+		w.counters(svc.stat).count(d, w.segs, n)
 	}
+}
+
+// counters returns this worker's counter set id. The worker grows its
+// counters at the start of every batch, but a flow another worker created
+// since can count against an owner (or service) an Update made after
+// that: then it grows them here.
+func (w *Worker) counters(id statID) *counterSet {
+	c := *w.counts.Load()
+	if int(id) >= len(c) {
+		w.growCounts(int(w.e.nextStat.Load()))
+		c = *w.counts.Load()
+	}
+	return &c[id]
 }
 
 // rewrite gives the packet source src:sport and destination dst:dport,
@@ -386,7 +398,9 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, kw *tupleWords) Verdict 
 	if svc.persist > 0 {
 		pk = persistKeyOf(svc, p.Src)
 		if id, ok := w.e.persist.lookup(pk, w.now, svc.up); ok {
-			own = svc.backends[id]
+			if own = svc.backends[id]; own == nil {
+				w.e.persist.release(pk, w.now, svc.persist) // see below
+			}
 		}
 	}
 	if own == nil {
@@ -394,7 +408,14 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, kw *tupleWords) Verdict 
 		if !ok {
 			return w.drop(DropNoBackend)
 		}
-		own = svc.backends[d.ID()]
+		// An Update that keeps the scheduler updates it before it stores
+		// the snapshot with the new backends' owners, so a worker still
+		// on the old snapshot may pick a backend it has no owner for.
+		// That lasts until the worker's next batch: drop (counted), and
+		// the client's retransmission meets the new snapshot.
+		if own = svc.backends[d.ID()]; own == nil {
+			return w.drop(DropNoBackend)
+		}
 		if svc.persist > 0 {
 			w.e.persist.bind(pk, d.ID())
 		}
@@ -490,10 +511,9 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 			e.counts.evictions.Add(1)
 		}
 		if own != nil {
-			counts := *w.counts.Load()
-			counts[own.stat].add(cConns, 1)
+			w.counters(own.stat).add(cConns, 1)
 			if svc := own.svc.Load(); svc != nil {
-				counts[svc.stat].add(cConns, 1)
+				w.counters(svc.stat).add(cConns, 1)
 			}
 			w.countPacket(own, DirOriginal, len(b))
 			if d := own.dest.Load(); d != nil {
