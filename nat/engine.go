@@ -131,6 +131,36 @@ type owner struct {
 	stat statID
 	id   uint32      // its place in Engine.owners, which flows record (flow.meta)
 	gone atomic.Bool // the backend (or its service) is no longer configured
+	// stale are Dests this owner counted on before dest, whose counts
+	// still move to dest (see drainStale). Guarded by Engine.mu.
+	stale []staleDest
+}
+
+type staleDest struct {
+	d     *sched.Dest
+	since int64 // clock tick at which it was replaced
+}
+
+// drainStale moves the connection counts of the owner's stale Dests to its
+// current one. A worker that loaded a stale Dest just before Update
+// replaced it can still add to it, within one batch; so a stale Dest is
+// let go only when a drain at a later clock tick than the replacement
+// finds it at zero. Caller holds Engine.mu.
+func (own *owner) drainStale(now int64) {
+	cur := own.dest.Load()
+	keep := own.stale[:0]
+	for _, s := range own.stale {
+		a, i := s.d.Conns()
+		if a != 0 || i != 0 {
+			cur.Add(a, i)
+			s.d.Add(-a, -i)
+		} else if now > s.since {
+			continue
+		}
+		keep = append(keep, s)
+	}
+	clear(own.stale[len(keep):])
+	own.stale = keep
 }
 
 type svcKey struct {
@@ -203,8 +233,10 @@ type Engine struct {
 	masqs   map[netip.Prefix]*owner // likewise for masquerade counters
 	stats   map[string]statID       // services by name, for ServiceStats
 	workers []*Worker
-	cur     Config           // the configuration in force, for listings
-	zero    map[statID]Stats // counters as they were at the last ZeroStats
+	// staleOwners are the owners with stale Dests (owner.drainStale).
+	staleOwners []*owner
+	cur         Config           // the configuration in force, for listings
+	zero        map[statID]Stats // counters as they were at the last ZeroStats
 }
 
 // New builds an engine with its flow table preallocated.
@@ -251,6 +283,9 @@ func (e *Engine) Update(cfg Config) error {
 		timeout: cfg.Timeouts.ticks(e.tick), resetRemoved: cfg.ResetRemoved}
 	if snap.fnPorts == [2]uint16{} {
 		snap.fnPorts = [2]uint16{1024, 65535}
+	}
+	if err := checkPorts(snap.fnPorts); err != nil {
+		return fmt.Errorf("%w: FULLNAT ports: %w", ErrConfig, err)
 	}
 	for _, a := range cfg.FullNATPool {
 		fam := 0
@@ -349,15 +384,31 @@ func (e *Engine) Update(cfg Config) error {
 		if !m.From.IsValid() || !m.To.IsValid() || m.From.Addr().Is4() != m.To.Is4() {
 			return fmt.Errorf("%w: masquerade rule %d: needs a subnet and an address of the same family", ErrConfig, i)
 		}
+		if m.Ports != [2]uint16{} {
+			if err := checkPorts(m.Ports); err != nil {
+				return fmt.Errorf("%w: masquerade rule %d: %w", ErrConfig, i, err)
+			}
+		}
 	}
-	// Everything validated: commit.
+	backends := map[svcKey][]sched.Backend{}
 	for k, svc := range seen {
 		bs := make([]sched.Backend, len(svc.cfg.Backends))
 		for j, b := range svc.cfg.Backends {
 			bs[j] = sched.Backend{Addr: addr16(b.Addr), Port: b.Port, Weight: b.Weight, Down: b.Down}
 		}
-		if err := svc.sched.Update(bs); err != nil {
+		// Checked here, not left to the Update below: a scheduler
+		// shared with the live snapshot must not change unless the
+		// whole configuration goes in.
+		if err := svc.sched.Check(bs); err != nil {
 			return fmt.Errorf("%w: service %v:%d: %w", ErrConfig, svc.cfg.VIP, svc.cfg.Port, err)
+		}
+		backends[k] = bs
+	}
+	// Everything validated: commit.
+	for k, svc := range seen {
+		if err := svc.sched.Update(backends[k]); err != nil {
+			// Update fails only where Check does, which passed.
+			return fmt.Errorf("%w: service %v:%d: %w (after its check passed: the configuration is partly applied)", ErrConfig, svc.cfg.VIP, svc.cfg.Port, err)
 		}
 		for _, d := range svc.sched.Dests() {
 			own := svc.backends[d.ID()]
@@ -368,13 +419,18 @@ func (e *Engine) Update(cfg Config) error {
 				continue
 			}
 			if old := own.dest.Load(); old != d {
-				// The scheduler changed: its new Dest takes over the
-				// connection counts, and the flows account against it
-				// from now on.
-				a, i := old.Conns()
-				d.Add(a, i)
-				old.Add(-a, -i)
+				// The scheduler changed (or dropped the backend's Dest
+				// while it was out of the set): the new Dest takes over
+				// the connection counts, and the flows account against
+				// it from now on. Workers that loaded the old Dest just
+				// before may still count on it: it stays on the owner's
+				// stale list, drained again by Expire.
 				own.dest.Store(d)
+				if len(own.stale) == 0 {
+					e.staleOwners = append(e.staleOwners, own)
+				}
+				own.stale = append(own.stale, staleDest{old, e.clock.Load()})
+				own.drainStale(e.clock.Load())
 			}
 		}
 		for _, own := range svc.backends {
@@ -382,6 +438,12 @@ func (e *Engine) Update(cfg Config) error {
 		}
 		services[k] = svc
 		snap.owned[k.addr] = true
+		if old := e.scheds[k]; old != nil && old.persist > 0 && (svc.persist == 0 || old.cfg.PersistMask != svc.cfg.PersistMask) {
+			// Flows release their template with the settings in force
+			// when they end: templates made under other ones would keep
+			// their connections, and their client network, for ever.
+			e.persist.forget(k)
+		}
 		e.scheds[k] = svc
 		e.stats[serviceName(svc.cfg)] = svc.stat
 	}
@@ -410,6 +472,14 @@ func (e *Engine) Update(cfg Config) error {
 	snap.svcIndex = newSvcIndex(services)
 	e.conf.Store(snap)
 	e.cur = cfg
+	return nil
+}
+
+// checkPorts validates an inclusive port range.
+func checkPorts(r [2]uint16) error {
+	if r[0] == 0 || r[0] > r[1] {
+		return fmt.Errorf("range %d-%d: must be 1-65535, low to high", r[0], r[1])
+	}
 	return nil
 }
 

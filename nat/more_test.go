@@ -264,6 +264,59 @@ func TestUpdateUnderTraffic(t *testing.T) {
 	}
 }
 
+// TestSchedulerChangeUnderTraffic: workers open UDP flows while Update
+// keeps changing the service's scheduler (ipvsadm -E -s rr, then wrr, ...),
+// each change handing the backends' connection counts to new Dests while
+// workers may still be counting on the old ones. Once every flow expired
+// the backends count no connections: nothing was lost in a hand-over (it
+// drifted by tens before owners kept their stale Dests to drain).
+func TestSchedulerChangeUnderTraffic(t *testing.T) {
+	var bs []nat.Backend
+	for _, r := range rips {
+		bs = append(bs, nat.Backend{Addr: r, Port: 53, Weight: 1})
+	}
+	cfg := nat.Config{Capacity: 1 << 14, ShardBits: 2, Timeouts: nat.Timeouts{UDP: time.Second},
+		Services: []nat.Service{{Proto: packet.ProtoUDP, VIP: vip.Addr(), Port: 53, Scheduler: "rr", Backends: bs}}}
+	e, err := nat.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := e.NewWorker()
+			v := make([]nat.Verdict, 1)
+			buf := make([]byte, 64)
+			for i := 0; !stop.Load(); i++ {
+				b := udp(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(g)}), uint16(1000+i%20000)), netip.AddrPortFrom(vip.Addr(), 53), 8)
+				w.Process([][]byte{buf[:copy(buf, b)]}, v)
+			}
+		}()
+	}
+	now := time.Duration(0)
+	for i := range 2000 {
+		cfg.Services[0].Scheduler = []string{"rr", "wrr"}[i%2]
+		if err := e.Update(cfg); err != nil {
+			t.Fatal(err)
+		}
+		if i%20 == 0 {
+			now += time.Second
+			e.Advance(now)
+			e.Expire()
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	e.Advance(now + time.Hour)
+	e.Expire()
+	if a, in := e.BackendConns(netip.AddrPortFrom(vip.Addr(), 53), packet.ProtoUDP); e.Flows() != 0 || a != 0 || in != 0 {
+		t.Fatalf("%d flows left; the backends count %d active, %d inactive, want 0, 0", e.Flows(), a, in)
+	}
+}
+
 // FuzzEngine feeds random packet sequences (a byte string cut into
 // packets) to the engine: no panic, and every verdict is a known one.
 func FuzzEngine(f *testing.F) {

@@ -99,6 +99,18 @@ func (t *persistTable) expire(now int64) {
 	t.mu.Unlock()
 }
 
+// forget drops every template of service svc (its persistence settings
+// changed).
+func (t *persistTable) forget(svc svcKey) {
+	t.mu.Lock()
+	for k := range t.m {
+		if k.svc == svc {
+			delete(t.m, k)
+		}
+	}
+	t.mu.Unlock()
+}
+
 // len returns the number of templates.
 func (t *persistTable) len() int {
 	t.mu.Lock()

@@ -218,7 +218,10 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 			return v
 		}
 		if v, ok := w.established(b, ref, gen, s); ok {
-			if p.MoreFrags {
+			// Only a translated first fragment is remembered: a reset
+			// or dropped one must not lend its untranslated addresses
+			// to the fragments after it.
+			if v == Forward && p.MoreFrags {
 				w.e.frags.put(fk, p.Src, p.Dst, w.now+w.e.fragTimeout)
 			}
 			return v
@@ -384,13 +387,17 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, kw *tupleWords) Verdict 
 	}
 	state := uint32(stateUDP)
 	if p.Proto == packet.ProtoTCP {
-		syn := p.TCPFlags&(packet.TCPFlagSYN|packet.TCPFlagACK|packet.TCPFlagRST) == packet.TCPFlagSYN
-		if !syn && !(svc.cfg.Sloppy && p.TCPFlags&packet.TCPFlagRST == 0) {
+		flags := p.TCPFlags & (packet.TCPFlagSYN | packet.TCPFlagACK | packet.TCPFlagRST)
+		switch {
+		case flags == packet.TCPFlagSYN:
+			state = uint32(tcpTransitions[DirOriginal][tcpEvent(p.TCPFlags)][tcpNone])
+		case svc.cfg.Sloppy && flags == packet.TCPFlagACK:
+			// Sloppy adoption (see Service.Sloppy) of a segment from
+			// mid-stream, which always carries ACK: not a reset, nor a
+			// flagless probe.
+			state = uint32(tcpEstablished)
+		default:
 			return w.drop(DropNoFlow)
-		}
-		state = uint32(tcpTransitions[DirOriginal][tcpEvent(p.TCPFlags)][tcpNone])
-		if !syn {
-			state = uint32(tcpEstablished) // sloppy adoption, see Service.Sloppy
 		}
 	}
 	var own *owner
@@ -601,6 +608,16 @@ func (e *Engine) Expire() int {
 	}
 	e.counts.expired.Add(uint64(n))
 	e.persist.expire(now)
+	e.mu.Lock()
+	keep := e.staleOwners[:0]
+	for _, own := range e.staleOwners {
+		if own.drainStale(now); len(own.stale) > 0 {
+			keep = append(keep, own)
+		}
+	}
+	clear(e.staleOwners[len(keep):])
+	e.staleOwners = keep
+	e.mu.Unlock()
 	return n
 }
 

@@ -122,6 +122,11 @@ type Scheduler interface {
 	// Name returns the algorithm name given to New, such as "wlc".
 	Name() string
 
+	// Check reports the error Update would give for backends, changing
+	// nothing: a caller updating several schedulers at once checks all of
+	// them first.
+	Check(backends []Backend) error
+
 	// Update replaces the backend set. The order of backends is the
 	// "list order" of IPVS: ties go to the earlier backend (lc, wlc, sed,
 	// nq, fo) and rr and wrr visit backends in that order. Backends are
@@ -361,7 +366,7 @@ func (s *scheduler) Name() string { return s.kind.String() }
 
 func (s *scheduler) Dests() []*Dest { return slices.Clone(s.cur.Load().all) }
 
-func (s *scheduler) Update(backends []Backend) error {
+func (s *scheduler) Check(backends []Backend) error {
 	if len(backends) > MaxBackends {
 		return fmt.Errorf("sched %s: %d backends: %w (at most %d)", s.kind, len(backends), ErrTooMany, MaxBackends)
 	}
@@ -385,7 +390,13 @@ func (s *scheduler) Update(backends []Backend) error {
 		return fmt.Errorf("sched %s: %d backends do not fit a table of %d slots: %w (raise TableSize)",
 			s.kind, members, s.m, ErrTableSize)
 	}
+	return nil
+}
 
+func (s *scheduler) Update(backends []Backend) error {
+	if err := s.Check(backends); err != nil {
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.gen++

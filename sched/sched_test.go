@@ -362,3 +362,28 @@ func TestBackendString(t *testing.T) {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
 }
+
+// TestCheckChangesNothing: Check gives the error Update would, and neither
+// a failing nor a passing Check changes the backend set.
+func TestCheckChangesNothing(t *testing.T) {
+	s, err := New("rr", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs := mkBackends(3, func(int) uint32 { return 1 })
+	if err := s.Update(bs[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check([]Backend{bs[1], bs[1]}); !errors.Is(err, ErrDuplicate) {
+		t.Fatalf("Check with a backend listed twice: %v, want ErrDuplicate", err)
+	}
+	if err := s.Check([]Backend{{Addr: bs[2].Addr, Port: bs[2].Port, Weight: MaxWeight + 1}}); !errors.Is(err, ErrWeight) {
+		t.Fatalf("Check with too high a weight: %v, want ErrWeight", err)
+	}
+	if err := s.Check(bs[1:]); err != nil {
+		t.Fatalf("Check of a good set: %v", err)
+	}
+	if ds := s.Dests(); len(ds) != 1 || ds[0].ID() != bs[0].ID() {
+		t.Fatalf("after three Checks the set is %v, want only %v", ds, bs[0])
+	}
+}

@@ -1,0 +1,156 @@
+package nat_test
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
+)
+
+// TestSloppyNeedsACK: a sloppy service adopts a segment from mid-stream,
+// which carries ACK; a flagless probe (or PSH alone, FIN alone) is no such
+// segment and is dropped as no_flow, not adopted (it used to index the
+// state table with -1 and crash the gateway).
+func TestSloppyNeedsACK(t *testing.T) {
+	e, err := nat.New(nat.Config{Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 80,
+		Scheduler: "mh", Sloppy: true, Backends: []nat.Backend{{Addr: rips[0], Port: 80, Weight: 1}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	for i, flags := range []uint8{0, packet.TCPFlagFIN, rst | ack} {
+		if v := one(w, tcp(netip.AddrPortFrom(client.Addr(), uint16(2000+i)), vip, flags, 0)); v != nat.Drop {
+			t.Fatalf("flags %#x: %v, want drop", flags, v)
+		}
+	}
+	if e.Drops(nat.DropNoFlow) != 3 || e.Flows() != 0 {
+		t.Fatalf("no_flow drops %d, flows %d; want 3, 0", e.Drops(nat.DropNoFlow), e.Flows())
+	}
+	if v := one(w, tcp(client, vip, ack, 10)); v != nat.Forward || e.Flows() != 1 {
+		t.Fatalf("mid-stream ACK: %v, %d flows; want it adopted", v, e.Flows())
+	}
+}
+
+// TestBadPortRanges: an empty or inverted port range is refused, for
+// masquerade rules and the FULLNAT pool (one made the engine divide by
+// zero on the first flow, the other handed out ports outside it).
+func TestBadPortRanges(t *testing.T) {
+	for _, r := range [][2]uint16{{1, 0}, {60000, 1000}, {0, 100}} {
+		_, err := nat.New(nat.Config{Masquerade: []nat.Masquerade{{From: netip.MustParsePrefix("198.18.2.0/24"), To: masqTo, Ports: r}}})
+		if !errors.Is(err, nat.ErrConfig) {
+			t.Errorf("masquerade ports %v: %v, want a config error", r, err)
+		}
+		_, err = nat.New(nat.Config{FullNATPool: []netip.Addr{lip}, FullNATPorts: r})
+		if !errors.Is(err, nat.ErrConfig) {
+			t.Errorf("FULLNAT ports %v: %v, want a config error", r, err)
+		}
+	}
+}
+
+// TestUpdateAllOrNothing: an Update whose second service has a bad backend
+// list (listed twice) changes nothing, not even the first service, whose
+// scheduler the live snapshot shares: new flows still go where they did.
+func TestUpdateAllOrNothing(t *testing.T) {
+	cfg := nat.Config{Capacity: 64, Services: []nat.Service{
+		{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 80, Scheduler: "rr", Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}}},
+		{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 81, Scheduler: "rr", Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}}},
+	}}
+	e, err := nat.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := cfg
+	bad.Services = []nat.Service{cfg.Services[0], cfg.Services[1]}
+	bad.Services[0].Backends = []nat.Backend{{Addr: rips[1], Port: 8080, Weight: 1}}
+	bad.Services[1].Backends = []nat.Backend{{Addr: rips[2], Port: 8080, Weight: 1}, {Addr: rips[2], Port: 8080, Weight: 1}}
+	if err := e.Update(bad); !errors.Is(err, nat.ErrConfig) {
+		t.Fatalf("Update with a backend listed twice: %v", err)
+	}
+	w := e.NewWorker()
+	for i := range 3 {
+		if d := connect(t, w, netip.AddrPortFrom(client.Addr(), uint16(3000+i))); d != rips[0] {
+			t.Fatalf("after the refused Update a new flow went to %v, want %v", d, rips[0])
+		}
+	}
+	if got := e.Config().Services[0].Backends[0].Addr; got != rips[0] {
+		t.Fatalf("Config() lists %v after the refused Update", got)
+	}
+}
+
+// TestPersistSettingsChange: when a service's persistence mask changes, or
+// persistence is turned off, the templates made under the old settings go:
+// they would otherwise keep a connection for ever (a flow releases its
+// template with the settings in force when it ends) and pin their client
+// network to one backend once persistence is back.
+func TestPersistSettingsChange(t *testing.T) {
+	for _, change := range []string{"mask", "off"} {
+		e, cfg := persistEngine(t, threeBackends())
+		w := e.NewWorker()
+		first := connect(t, w, netip.MustParseAddrPort("198.18.1.5:1000"))
+		if change == "mask" {
+			cfg.Services[0].PersistMask = 32
+		} else {
+			cfg.Services[0].Persistence = 0
+		}
+		if err := e.Update(cfg); err != nil {
+			t.Fatal(err)
+		}
+		e.Advance(time.Hour)
+		e.Expire()
+		cfg.Services[0].PersistMask, cfg.Services[0].Persistence = 24, 5*time.Minute
+		if err := e.Update(cfg); err != nil {
+			t.Fatal(err)
+		}
+		spread := map[netip.Addr]bool{}
+		for i := range 3 {
+			spread[connect(t, w, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(9 + i)}), 3000))] = true
+		}
+		// One new /24 client network: all three connections share one
+		// backend, chosen afresh by rr (the next after first), not the
+		// template of the connection from before the change.
+		if len(spread) != 1 || spread[first] {
+			t.Fatalf("%s: the /24's connections went to %v; the old template pinned them to %v", change, spread, first)
+		}
+	}
+}
+
+// TestFragmentsAfterReset: a first fragment of a flow whose backend was
+// removed (ResetRemoved) is dropped untranslated; the fragments after it
+// must not be forwarded with its untranslated addresses (to the VIP, which
+// routes back into the gateway): they are dropped too.
+func TestFragmentsAfterReset(t *testing.T) {
+	cfg := nat.Config{Capacity: 64, ResetRemoved: true, Services: []nat.Service{{Proto: packet.ProtoUDP, VIP: vip.Addr(), Port: 53,
+		Scheduler: "rr", Backends: []nat.Backend{{Addr: rips[0], Port: 53, Weight: 1}, {Addr: rips[1], Port: 53, Weight: 1}}}}}
+	e, err := nat.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	dst := netip.AddrPortFrom(vip.Addr(), 53)
+	b := udp(client, dst, 8)
+	one(w, b)
+	_, got := endpoints(t, b)
+	var keep []nat.Backend
+	for _, be := range cfg.Services[0].Backends {
+		if be.Addr != got.Addr() {
+			keep = append(keep, be)
+		}
+	}
+	cfg.Services[0].Backends = keep
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for i, f := range fragments(client, dst, 3000, 1480, 7) {
+		if v := one(w, f); v != nat.Drop {
+			src, d := netip.Addr{}, netip.Addr{}
+			var p packet.Parsed
+			if packet.Parse(f, &p) == packet.ReasonNone {
+				src, d = netip.AddrFrom16(p.Src).Unmap(), netip.AddrFrom16(p.Dst).Unmap()
+			}
+			t.Fatalf("fragment %d of a reset flow: %v (%v -> %v), want drop", i, v, src, d)
+		}
+	}
+}
