@@ -156,3 +156,56 @@ func TestIPv6Fragments(t *testing.T) {
 	hdr[4], hdr[5] = byte(len(re)>>8), byte(len(re))
 	checksumsValid(t, append(hdr, re...))
 }
+
+// timeExceeded builds an ICMPv4 time exceeded from router to dst quoting
+// the packet quote (as sent, translated).
+func timeExceeded(router, dst netip.Addr, quote []byte) []byte {
+	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeTimeExceeded, 0)}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4, SrcIP: net.IP(router.AsSlice()), DstIP: net.IP(dst.AsSlice())}
+	buf := gopacket.NewSerializeBuffer()
+	gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, ic, gopacket.Payload(quote))
+	return buf.Bytes()
+}
+
+// TestICMPErrorFromRouter: an error from a router on the way, not from
+// the flow's peer, gets only the address translation its direction has,
+// as Linux's NAT gives it. Behind the masquerade, a traceroute's time
+// exceeded keeps the router as its source (only the destination goes back
+// to the inside host), so traceroute shows the hops. Through a NAT
+// service, an error from a router between gateway and real server about a
+// client's packet reaches the client from the VIP, as the server's own
+// packets do.
+func TestICMPErrorFromRouter(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	router := netip.MustParseAddr("198.19.0.1")
+
+	host := netip.AddrPortFrom(rips[0], 33434)
+	far := netip.MustParseAddrPort("198.19.9.9:33435")
+	probe := udp(host, far, 8)
+	if v := one(w, probe); v != nat.Forward {
+		t.Fatalf("probe: %v", v)
+	}
+	msg := timeExceeded(router, masqTo, probe)
+	if v := one(w, msg); v != nat.Forward {
+		t.Fatalf("time exceeded: %v", v)
+	}
+	checksumsValid(t, msg)
+	var p packet.Parsed
+	packet.Parse(msg, &p)
+	if src, dst := netip.AddrFrom16(p.Src).Unmap(), netip.AddrFrom16(p.Dst).Unmap(); src != router || dst != rips[0] {
+		t.Fatalf("masquerade: error goes %v -> %v, want %v -> %v", src, dst, router, rips[0])
+	}
+
+	syn := tcp(client, vip, packet.TCPFlagSYN, 0)
+	one(w, syn) // now client -> real server, as the router quotes it
+	msg = timeExceeded(router, client.Addr(), syn)
+	if v := one(w, msg); v != nat.Forward {
+		t.Fatalf("time exceeded on the reply path: %v", v)
+	}
+	checksumsValid(t, msg)
+	packet.Parse(msg, &p)
+	if src, dst := netip.AddrFrom16(p.Src).Unmap(), netip.AddrFrom16(p.Dst).Unmap(); src != vip.Addr() || dst != client.Addr() {
+		t.Fatalf("NAT: error goes %v -> %v, want %v -> %v", src, dst, vip.Addr(), client.Addr())
+	}
+}

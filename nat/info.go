@@ -115,7 +115,7 @@ func (e *Engine) allFlows(yield func(FlowInfo) bool) {
 			continue
 		}
 		o, r := f.key(DirOriginal), f.key(DirReply)
-		st := f.state.Load() &^ stateDead
+		st := f.state.Load() & stateMask
 		dl := f.deadline.Load()
 		if f.gen.Load() != gen {
 			continue

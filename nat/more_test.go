@@ -275,7 +275,7 @@ func TestSchedulerChangeUnderTraffic(t *testing.T) {
 	for _, r := range rips {
 		bs = append(bs, nat.Backend{Addr: r, Port: 53, Weight: 1})
 	}
-	cfg := nat.Config{Capacity: 1 << 14, ShardBits: 2, Timeouts: nat.Timeouts{UDP: time.Second},
+	cfg := nat.Config{Capacity: 1 << 12, ShardBits: 2, Timeouts: nat.Timeouts{UDP: time.Second},
 		Services: []nat.Service{{Proto: packet.ProtoUDP, VIP: vip.Addr(), Port: 53, Scheduler: "rr", Backends: bs}}}
 	e, err := nat.New(cfg)
 	if err != nil {
@@ -291,18 +291,18 @@ func TestSchedulerChangeUnderTraffic(t *testing.T) {
 			v := make([]nat.Verdict, 1)
 			buf := make([]byte, 64)
 			for i := 0; !stop.Load(); i++ {
-				b := udp(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(g)}), uint16(1000+i%20000)), netip.AddrPortFrom(vip.Addr(), 53), 8)
+				b := udp(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(g)}), uint16(1000+i%1500)), netip.AddrPortFrom(vip.Addr(), 53), 8)
 				w.Process([][]byte{buf[:copy(buf, b)]}, v)
 			}
 		}()
 	}
 	now := time.Duration(0)
-	for i := range 2000 {
+	for i := range 800 {
 		cfg.Services[0].Scheduler = []string{"rr", "wrr"}[i%2]
 		if err := e.Update(cfg); err != nil {
 			t.Fatal(err)
 		}
-		if i%20 == 0 {
+		if i%10 == 0 {
 			now += time.Second
 			e.Advance(now)
 			e.Expire()

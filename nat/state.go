@@ -34,6 +34,20 @@ const (
 	stateDead = 1 << 31
 )
 
+// A flow's state word (flow.state) holds the state (a tcpState, stateUDP
+// or stateICMP) in its low byte, the low 16 bits of the flow's generation
+// above it, and stateDead on top. The generation makes a worker's
+// compare-and-swap fail on a flow recycled since the worker found it
+// (see touch): otherwise a packet of the old flow could move the new
+// flow's state.
+const stateMask = 0xff
+
+// stateWord is the state word of state st for a flow of generation gen.
+func stateWord(st, gen uint32) uint32 { return st | (gen&0xffff)<<8 }
+
+// sameGen reports whether state word s belongs to generation gen.
+func sameGen(s, gen uint32) bool { return s>>8&0xffff == gen&0xffff }
+
 var tcpStateNames = [...]string{"NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT",
 	"TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP", "ICMP"}
 

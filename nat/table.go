@@ -346,11 +346,11 @@ type evictor interface {
 }
 
 // insert tracks a new flow with the given tuples (ho is orig's hash; both
-// of the same protocol) and owner (see flow.meta; below 2^24), initialised
-// by init before it becomes visible. When the shard has no free slot, the oldest
+// of the same protocol), owner (see flow.meta; below 2^24), state (the
+// low byte of its state word) and deadline. When the shard has no free slot, the oldest
 // evictable flow among a bounded sample of the shard's buckets is evicted
 // (its index is returned in evicted, so the caller can account for it).
-func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, owner uint32, ev evictor, init func(f *flow)) (idx uint32, evicted bool, err error) {
+func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, owner, state, deadline uint32, ev evictor) (idx uint32, evicted bool, err error) {
 	hr := reply.hash()
 	so, bo := t.locate(ho)
 	sr, br := t.locate(hr)
@@ -361,7 +361,7 @@ func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, owner uin
 			return 0, evicted, ErrFlowExists
 		}
 		if idx = t.pop(); idx != 0 {
-			t.publish(idx, orig, reply, owner, ho, hr, bo, br, init)
+			t.publish(idx, orig, reply, owner, state, deadline, ho, hr, bo, br)
 			unlockPair(first, second)
 			return idx, evicted, nil
 		}
@@ -381,13 +381,14 @@ func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, owner uin
 
 // publish initialises free slot idx with both keys (hashes ho, hr) and
 // makes it visible. The caller holds both shards' locks.
-func (t *table) publish(idx uint32, orig, reply *tupleWords, owner uint32, ho, hr uint64, bo, br *bucket, init func(f *flow)) {
+func (t *table) publish(idx uint32, orig, reply *tupleWords, owner, state, deadline uint32, ho, hr uint64, bo, br *bucket) {
 	f := &t.flows[idx]
 	// gen is odd (free): readers holding a stale ref to idx will retry.
 	f.setKey(DirOriginal, orig)
 	f.setKey(DirReply, reply)
 	f.meta.Store(owner<<8 | uint32(uint8(orig[4])))
-	init(f)
+	f.state.Store(stateWord(state, f.gen.Load()+1))
+	f.deadline.Store(deadline)
 	f.gen.Add(1) // even: valid
 	t.link(bo, makeRef(idx, DirOriginal), ho)
 	t.link(br, makeRef(idx, DirReply), hr)

@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+
+	"github.com/vsgate/vsgate/packet"
 )
 
 // noEviction refuses every flow: insert fails when the table is full.
@@ -26,7 +28,7 @@ func TestTableOverflowChains(t *testing.T) {
 	}
 	insert := func(i int) uint32 {
 		o, r := key(i, DirOriginal), key(i, DirReply)
-		idx, _, err := tab.insert(&o, o.hash(), &r, 0, noEviction{}, func(*flow) {})
+		idx, _, err := tab.insert(&o, o.hash(), &r, 0, 0, 0, noEviction{})
 		if err != nil {
 			t.Fatalf("insert %d: %v", i, err)
 		}
@@ -57,7 +59,7 @@ func TestTableOverflowChains(t *testing.T) {
 		t.Fatal("no node on the overflow chain: the test is not testing it")
 	}
 	o, r := key(0, DirOriginal), key(1, DirReply)
-	if _, _, err := tab.insert(&o, o.hash(), &r, 0, noEviction{}, func(*flow) {}); err != ErrFlowExists {
+	if _, _, err := tab.insert(&o, o.hash(), &r, 0, 0, 0, noEviction{}); err != ErrFlowExists {
 		t.Fatalf("insert of a tracked tuple: %v, want ErrFlowExists", err)
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -117,7 +119,7 @@ func TestVictimSampleReachesEveryBucket(t *testing.T) {
 		if bo != &tab.shards[0].buckets[1] || br != bo {
 			continue
 		}
-		idx, _, err := tab.insert(&o, o.hash(), &r, 0, noEviction{}, func(*flow) {})
+		idx, _, err := tab.insert(&o, o.hash(), &r, 0, 0, 0, noEviction{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -142,7 +144,7 @@ func TestStoreIntoFreeFlow(t *testing.T) {
 	for i := range n {
 		o := tupleWords{uint64(i), 1, 2, 3, 17}
 		r := tupleWords{uint64(i), 4, 5, 6, 17}
-		id, _, err := tab.insert(&o, o.hash(), &r, 0, noEviction{}, func(*flow) {})
+		id, _, err := tab.insert(&o, o.hash(), &r, 0, 0, 0, noEviction{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -191,4 +193,41 @@ func TestFlowHasNoPointers(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[flow](), "")
+}
+
+// TestTouchRecycledFlow: a worker checks a flow's generation, translates
+// the packet, then touches the flow's state and deadline. If the flow was
+// freed and its slot given to a new flow in between, the touch must leave
+// the new flow alone: an ACK of the old flow must not make a half-open
+// new one ESTABLISHED (never evicted, 15 minutes), nor move its deadline.
+func TestTouchRecycledFlow(t *testing.T) {
+	e, err := New(Config{Capacity: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	w.snap, w.now = e.conf.Load(), e.clock.Load()
+	w.p = &packet.Parsed{TCPFlags: packet.TCPFlagACK}
+	o, r := tupleWords{1, 2, 3, 4, 6}, tupleWords{5, 6, 7, 8, 6}
+	idx, _, err := e.tab.insert(&o, o.hash(), &r, 0, uint32(tcpSynRecv), 100, noEviction{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &e.tab.flows[idx]
+	old := f.gen.Load()
+	if !e.tab.remove(idx, old, func(*flow) {}) {
+		t.Fatal("remove failed")
+	}
+	o2, r2 := tupleWords{9, 2, 3, 4, 6}, tupleWords{9, 6, 7, 8, 6}
+	if idx2, _, err := e.tab.insert(&o2, o2.hash(), &r2, 0, uint32(tcpSynRecv), 200, noEviction{}); err != nil || idx2 != idx {
+		t.Fatalf("the new flow got slot %d (%v), the test needs the freed one, %d", idx2, err, idx)
+	}
+	w.touch(f, DirOriginal, nil, old)
+	if st, dl := tcpState(f.state.Load()&stateMask), f.deadline.Load(); st != tcpSynRecv || dl != 200 {
+		t.Fatalf("a stale touch left the new flow %v, deadline %d; want SYN_RECV, 200", st, dl)
+	}
+	w.touch(f, DirOriginal, nil, f.gen.Load())
+	if st := tcpState(f.state.Load() & stateMask); st != tcpEstablished {
+		t.Fatalf("the flow's own ACK left it %v, want ESTABLISHED", st)
+	}
 }

@@ -261,7 +261,7 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 	if own != nil {
 		w.countPacket(own, d, len(b))
 	}
-	w.touch(f, d, own)
+	w.touch(f, d, own, gen)
 	return Forward, true
 }
 
@@ -310,27 +310,37 @@ func rewrite(b []byte, p *packet.Parsed, src [16]byte, sport uint16, dst [16]byt
 	}
 }
 
-// touch advances the flow's state for a packet in direction d and pushes
-// its deadline out.
-func (w *Worker) touch(f *flow, d Dir, own *owner) {
+// touch advances the state of flow f (of generation gen, as the caller
+// found it) for a packet in direction d and pushes its deadline out. The
+// flow may have been freed and made anew since the caller's check: then
+// touch changes nothing (the state word carries the generation).
+func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32) {
 	s := f.state.Load()
-	if s&stateDead != 0 {
+	if s&stateDead != 0 || !sameGen(s, gen) {
 		return
 	}
-	ns := s
-	if s < uint32(numTCPStates) {
+	st := s & stateMask
+	ns := st
+	if st < uint32(numTCPStates) {
 		if ev := tcpEvent(w.p.TCPFlags); ev >= 0 {
-			ns = uint32(tcpTransitions[d][ev][s])
+			ns = uint32(tcpTransitions[d][ev][st])
 		}
-		if ns != s {
-			if !f.state.CompareAndSwap(s, ns) {
-				return // removed or moved on concurrently; that path accounts
+		if ns != st {
+			if !f.state.CompareAndSwap(s, s&^stateMask|ns) {
+				return // removed, recycled or moved on concurrently; that path accounts
 			}
-			accountTransition(own, tcpState(s), tcpState(ns))
+			accountTransition(own, tcpState(st), tcpState(ns))
 		}
 	}
 	if dl := uint32(w.now + w.snap.timeout[ns]); f.deadline.Load() != dl {
-		f.deadline.Store(dl)
+		// Load the deadline, then check the flow is still ours, then
+		// swap: a flow made anew in the slot before the check fails
+		// the check, one made after it has a new deadline, which the
+		// swap does not overwrite.
+		old := f.deadline.Load()
+		if sameGen(f.state.Load(), gen) {
+			f.deadline.CompareAndSwap(old, dl)
+		}
 	}
 }
 
@@ -485,10 +495,7 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 			first = ports[0] + uint16(start)
 		}
 	}
-	init := func(f *flow) {
-		f.state.Store(state)
-		f.deadline.Store(uint32(w.now + w.snap.timeout[state]))
-	}
+	deadline := uint32(w.now + w.snap.timeout[state])
 	var ownID uint32
 	if own != nil {
 		ownID = own.id
@@ -507,7 +514,7 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 			}
 		}
 		rw := reply.words()
-		_, evicted, err := e.tab.insert(kw, w.h, &rw, ownID, e, init)
+		_, evicted, err := e.tab.insert(kw, w.h, &rw, ownID, state, deadline, e)
 		if err == ErrFlowExists {
 			continue
 		}
@@ -551,7 +558,7 @@ func (w *Worker) portStep() uint32 {
 // deadline first; an established TCP flow never makes room for a new one.
 func (e *Engine) evictable(f *flow) (bool, int64) {
 	s := f.state.Load()
-	if s&stateDead != 0 || tcpState(s) == tcpEstablished {
+	if s&stateDead != 0 || tcpState(s&stateMask) == tcpEstablished {
 		return false, 0
 	}
 	return true, -ticksLeft(f.deadline.Load(), e.clock.Load())
@@ -575,7 +582,7 @@ func (e *Engine) retire(f *flow) {
 			if d == nil {
 				return
 			}
-			if tcpState(s) == tcpEstablished {
+			if tcpState(s&stateMask) == tcpEstablished {
 				d.Add(-1, 0)
 			} else {
 				d.Add(0, -1)
@@ -667,11 +674,17 @@ func (w *Worker) icmpError(b []byte) Verdict {
 			packet.SetInnerDst(b, p, in, o.Dst, o.DstPort)
 		}
 	}
-	// The outer header travels in direction d: as the flow's packets do.
-	if p.Src != o.Dst {
+	// The outer header travels in direction d and gets that direction's
+	// address translation, but only where the flow has one, as Linux's
+	// NAT does: a masqueraded flow's replies have their destination
+	// translated, not their source, so an error from a router on the
+	// way keeps the router's address (traceroute from behind the
+	// masquerade shows the hops); a NAT flow's replies get the VIP as
+	// their source, so an error from behind the gateway does too.
+	if rev.Src != o.Dst && p.Src != o.Dst {
 		packet.SetSrc(b, p, o.Dst, 0)
 	}
-	if p.Dst != o.Src {
+	if rev.Dst != o.Src && p.Dst != o.Src {
 		packet.SetDst(b, p, o.Src, 0)
 	}
 	return Forward
