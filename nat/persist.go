@@ -65,10 +65,11 @@ func (t *persistTable) bind(k persistKey, dest uint64) {
 	if t.m == nil {
 		t.m = map[persistKey]persistEntry{}
 	}
+	// A template with another backend (down, or bound by a racing first
+	// connection) takes the new one but keeps its connections: they
+	// still end through it, and it must live until they have.
 	e := t.m[k]
-	if e.dest != dest {
-		e = persistEntry{dest: dest}
-	}
+	e.dest = dest
 	e.conns++
 	t.m[k] = e
 	t.mu.Unlock()

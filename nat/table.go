@@ -341,8 +341,10 @@ type evictor interface {
 	// (the stalest evictable flow goes first).
 	evictable(f *flow) (ok bool, staleness int64)
 	// evicted is called, under the table's locks, just before f's slot
-	// is reused.
-	evicted(f *flow)
+	// is reused. It checks again that f may go (evictable ran without a
+	// lock: the flow may have moved on since) and reports whether it
+	// did; false keeps the flow.
+	evicted(f *flow) bool
 }
 
 // insert tracks a new flow with the given tuples (ho is orig's hash; both
@@ -460,9 +462,10 @@ func (t *table) pickVictim(s *shard, ev evictor) (uint32, uint32) {
 }
 
 // remove deletes flow idx if its generation is still gen (so a flow that
-// was already recycled is left alone), calling done under the locks just
-// before the slot is freed. It reports whether it removed the flow.
-func (t *table) remove(idx, gen uint32, done func(f *flow)) bool {
+// was already recycled is left alone) and done, called under the locks
+// just before the slot is freed, agrees (it may check again why the flow
+// was to go). It reports whether it removed the flow.
+func (t *table) remove(idx, gen uint32, done func(f *flow) bool) bool {
 	f := &t.flows[idx]
 	ow, rw := f.key(DirOriginal), f.key(DirReply)
 	so, _ := t.locate(ow.hash())
@@ -476,7 +479,7 @@ func (t *table) remove(idx, gen uint32, done func(f *flow)) bool {
 // unlinkLocked removes flow idx from both chains and frees its slot. Both
 // shards of the flow must be among the locked ones (a, b); if not, it does
 // nothing and reports false.
-func (t *table) unlinkLocked(idx uint32, a, b *shard, done func(f *flow)) bool {
+func (t *table) unlinkLocked(idx uint32, a, b *shard, done func(f *flow) bool) bool {
 	f := &t.flows[idx]
 	var shards [2]*shard
 	var buckets [2]*bucket
@@ -487,7 +490,9 @@ func (t *table) unlinkLocked(idx uint32, a, b *shard, done func(f *flow)) bool {
 			return false
 		}
 	}
-	done(f)
+	if !done(f) {
+		return false
+	}
 	for d := range 2 {
 		s := shards[d]
 		s.seq.Add(1) // odd: lock-free readers will re-check a miss

@@ -12,7 +12,7 @@ import (
 type noEviction struct{}
 
 func (noEviction) evictable(*flow) (bool, int64) { return false, 0 }
-func (noEviction) evicted(*flow)                 {}
+func (noEviction) evicted(*flow) bool            { return true }
 
 // TestTableOverflowChains squeezes every node into one bucket, so that
 // most live on its overflow chain, and checks lookups and the table's
@@ -84,7 +84,7 @@ func TestTableOverflowChains(t *testing.T) {
 				k--
 			}
 			idx := live[victim]
-			if !tab.remove(idx, tab.flows[idx].gen.Load(), func(*flow) {}) {
+			if !tab.remove(idx, tab.flows[idx].gen.Load(), func(*flow) bool { return true }) {
 				t.Fatalf("remove flow %d (slot %d) failed", victim, idx)
 			}
 			delete(live, victim)
@@ -100,7 +100,7 @@ type onlyFlow struct {
 }
 
 func (o onlyFlow) evictable(f *flow) (bool, int64) { return f == &o.tab.flows[o.slot], 0 }
-func (onlyFlow) evicted(*flow)                     {}
+func (onlyFlow) evicted(*flow) bool                { return true }
 
 // TestVictimSampleReachesEveryBucket: with a bucket count that is not a
 // power of two (newTable sizes the index exactly), the eviction scan still
@@ -152,7 +152,7 @@ func TestStoreIntoFreeFlow(t *testing.T) {
 	}
 	for _, id := range idx {
 		f := &tab.flows[id]
-		if !tab.remove(id, f.gen.Load(), func(*flow) {}) {
+		if !tab.remove(id, f.gen.Load(), func(*flow) bool { return true }) {
 			t.Fatalf("remove %d failed", id)
 		}
 		f.deadline.Store(0xdead0000 + id) // as touch would, too late
@@ -215,7 +215,7 @@ func TestTouchRecycledFlow(t *testing.T) {
 	}
 	f := &e.tab.flows[idx]
 	old := f.gen.Load()
-	if !e.tab.remove(idx, old, func(*flow) {}) {
+	if !e.tab.remove(idx, old, func(*flow) bool { return true }) {
 		t.Fatal("remove failed")
 	}
 	o2, r2 := tupleWords{9, 2, 3, 4, 6}, tupleWords{9, 6, 7, 8, 6}
@@ -229,5 +229,54 @@ func TestTouchRecycledFlow(t *testing.T) {
 	w.touch(f, DirOriginal, nil, f.gen.Load())
 	if st := tcpState(f.state.Load() & stateMask); st != tcpEstablished {
 		t.Fatalf("the flow's own ACK left it %v, want ESTABLISHED", st)
+	}
+}
+
+// TestEvictionRechecks: the victim scan runs without locks; a flow it
+// picked that became ESTABLISHED before the removal took the locks is
+// kept (an established flow never makes room for a new one).
+func TestEvictionRechecks(t *testing.T) {
+	e, err := New(Config{Capacity: 4, ShardBits: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, r := tupleWords{1, 2, 3, 4, 6}, tupleWords{5, 6, 7, 8, 6}
+	idx, _, err := e.tab.insert(&o, o.hash(), &r, 0, uint32(tcpSynRecv), 100, noEviction{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	so, _ := e.tab.locate(o.hash())
+	victim, gen := e.tab.pickVictim(so, e)
+	if victim != idx {
+		t.Fatalf("pickVictim = %d, want the half-open flow %d", victim, idx)
+	}
+	f := &e.tab.flows[idx]
+	s := f.state.Load()
+	f.state.CompareAndSwap(s, s&^stateMask|uint32(tcpEstablished)) // its ACK, as touch does
+	if e.tab.remove(victim, gen, e.evicted) {
+		t.Fatal("an ESTABLISHED flow was evicted")
+	}
+	if e.tab.len() != 1 {
+		t.Fatalf("%d flows, want the established one kept", e.tab.len())
+	}
+}
+
+// TestPersistBindKeepsConnections: binding a template to another backend
+// (its own went down, or two first connections raced) keeps the count of
+// the connections already through it, so it lives until they end.
+func TestPersistBindKeepsConnections(t *testing.T) {
+	var pt persistTable
+	k := persistKey{client: [16]byte{15: 1}}
+	pt.bind(k, 1)
+	pt.bind(k, 2)
+	pt.release(k, 0, 10)
+	pt.expire(100)
+	if pt.len() != 1 {
+		t.Fatal("the template expired with a connection still through it")
+	}
+	pt.release(k, 0, 10)
+	pt.expire(100)
+	if pt.len() != 0 {
+		t.Fatal("the template outlived its connections and its timeout")
 	}
 }

@@ -515,14 +515,14 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 		}
 		rw := reply.words()
 		_, evicted, err := e.tab.insert(kw, w.h, &rw, ownID, state, deadline, e)
+		if evicted {
+			e.counts.evictions.Add(1) // even if the insert failed after all
+		}
 		if err == ErrFlowExists {
 			continue
 		}
 		if err != nil {
 			return w.drop(DropTableFull)
-		}
-		if evicted {
-			e.counts.evictions.Add(1)
 		}
 		if own != nil {
 			w.counters(own.stat).add(cConns, 1)
@@ -565,22 +565,28 @@ func (e *Engine) evictable(f *flow) (bool, int64) {
 }
 
 // evicted accounts for a flow removed to make room.
-func (e *Engine) evicted(f *flow) { e.retire(f) }
+func (e *Engine) evicted(f *flow) bool {
+	if ok, _ := e.evictable(f); !ok {
+		return false // established since it was picked
+	}
+	return e.retire(f)
+}
 
 // retire marks a flow dead and gives its connection back to its backend's
 // counters and persistence template. Called under the table's locks, just
 // before the slot is freed.
-func (e *Engine) retire(f *flow) {
+// It always lets the flow go (true: see table.remove).
+func (e *Engine) retire(f *flow) bool {
 	for {
 		s := f.state.Load()
 		if f.state.CompareAndSwap(s, s|stateDead) {
 			own := e.ownerOf(f)
 			if own == nil || s&stateDead != 0 {
-				return
+				return true
 			}
 			d := own.dest.Load()
 			if d == nil {
-				return
+				return true
 			}
 			if tcpState(s&stateMask) == tcpEstablished {
 				d.Add(-1, 0)
@@ -592,7 +598,7 @@ func (e *Engine) retire(f *flow) {
 				t := orig.tuple()
 				e.persist.release(persistKeyOf(svc, t.Src), e.clock.Load(), svc.persist)
 			}
-			return
+			return true
 		}
 	}
 }
@@ -609,7 +615,11 @@ func (e *Engine) Expire() int {
 		if gen&1 == 1 || !expired(f.deadline.Load(), now) {
 			continue
 		}
-		if e.tab.remove(uint32(i), gen, e.retire) {
+		if e.tab.remove(uint32(i), gen, func(f *flow) bool {
+			// A packet may have pushed the deadline out since the
+			// check above, which ran without a lock.
+			return expired(f.deadline.Load(), now) && e.retire(f)
+		}) {
 			n++
 		}
 	}
