@@ -284,9 +284,19 @@ func (e *Env) Close() error {
 			if err != nil {
 				errs = append(errs, fmt.Errorf("vsgate exit: %w", err))
 			}
-		case <-time.After(10 * time.Second):
-			_ = e.cmd.Process.Kill()
-			errs = append(errs, errors.New("vsgate did not stop on SIGTERM: killed"))
+		case <-time.After(30 * time.Second):
+			// Hung (or starved: -race on two shared cores is slow).
+			// SIGQUIT makes the Go runtime print every goroutine's
+			// stack into the log and exit: the error carries it.
+			_ = e.cmd.Process.Signal(syscall.SIGQUIT)
+			select {
+			case <-e.exited:
+			case <-time.After(5 * time.Second):
+				_ = e.cmd.Process.Kill()
+			}
+			log := e.Log()
+			log = log[max(0, len(log)-16<<10):]
+			errs = append(errs, fmt.Errorf("vsgate did not stop within 30 s of SIGTERM; the end of its log, with its goroutines:\n%s", log))
 		}
 	}
 	for _, c := range e.extra {
