@@ -124,34 +124,24 @@ func TestNoAllocs(t *testing.T) {
 // -race; afterwards the backends' connection counts equal the flows left.
 func TestConcurrent(t *testing.T) {
 	e := engine(t, nat.ModeNAT, 1<<12)
-	var wg sync.WaitGroup
-	for g := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w := e.NewWorker()
-			v := make([]nat.Verdict, 1)
-			for i := range 3000 {
-				c := netip.AddrPortFrom(client.Addr(), uint16(1000+g*10000+i%500))
-				b := tcp(c, vip, syn, 0)
-				w.Process([][]byte{b}, v)
-				if v[0] == nat.Forward {
-					_, d := endpoints(t, b)
-					w.Process([][]byte{tcp(d, c, synack, 0)}, v)
-					w.Process([][]byte{tcp(c, vip, ack, 0)}, v)
-				}
+	wait := runWorkers(e, 2, func(w *nat.Worker, g int) {
+		v := make([]nat.Verdict, 1)
+		for i := range 3000 {
+			c := netip.AddrPortFrom(client.Addr(), uint16(1000+g*10000+i%500))
+			b := tcp(c, vip, syn, 0)
+			w.Process([][]byte{b}, v)
+			if v[0] == nat.Forward {
+				_, d := endpoints(t, b)
+				w.Process([][]byte{tcp(d, c, synack, 0)}, v)
+				w.Process([][]byte{tcp(c, vip, ack, 0)}, v)
 			}
-		}()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := range 50 {
-			e.Advance(time.Duration(i) * time.Minute)
-			e.Expire()
 		}
-	}()
-	wg.Wait()
+	})
+	for i := range 50 {
+		e.Advance(time.Duration(i) * time.Minute)
+		e.Expire()
+	}
+	wait()
 	if err := e.CheckInvariants(); err != nil {
 		t.Fatal(err)
 	}
@@ -188,27 +178,18 @@ func TestExpireUnderTraffic(t *testing.T) {
 	}
 	const packets = 400_000 // each worker's, so that both overlap many expiries
 	var done atomic.Int32
-	var wg sync.WaitGroup
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer done.Add(1)
-			w := e.NewWorker()
-			v := make([]nat.Verdict, 1)
-			buf := make([]byte, 64)
-			for i := range packets {
-				p := pkts[i%len(pkts)]
-				w.Process([][]byte{buf[:copy(buf, p)]}, v)
-			}
-		}()
-	}
+	wait := runWorkers(e, 2, func(w *nat.Worker, _ int) {
+		defer done.Add(1)
+		for i := range packets {
+			process(w, pkts[i%len(pkts)])
+		}
+	})
 	for done.Load() < 2 {
 		now += time.Second
 		e.Advance(now)
 		e.Expire()
 	}
-	wg.Wait()
+	wait()
 	if err := e.CheckInvariants(); err != nil {
 		t.Fatal(err)
 	}
@@ -227,18 +208,7 @@ func TestUpdateUnderTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		w := e.NewWorker()
-		v := make([]nat.Verdict, 1)
-		for i := 0; !stop.Load(); i++ {
-			b := udp(netip.AddrPortFrom(client.Addr(), uint16(1000+i%3000)), netip.AddrPortFrom(vip.Addr(), 53), 8)
-			w.Process([][]byte{b}, v)
-		}
-	}()
+	stop := udpTraffic(e, 1, 3000)
 	for i := range 40 {
 		cfg.Services[0].Backends = append(cfg.Services[0].Backends,
 			nat.Backend{Addr: netip.AddrFrom4([4]byte{198, 18, 3, byte(i)}), Port: 53, Weight: 1})
@@ -247,8 +217,7 @@ func TestUpdateUnderTraffic(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	stop.Store(true)
-	wg.Wait()
+	stop()
 	if err := e.CheckInvariants(); err != nil {
 		t.Fatal(err)
 	}
@@ -281,21 +250,7 @@ func TestSchedulerChangeUnderTraffic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	for g := range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w := e.NewWorker()
-			v := make([]nat.Verdict, 1)
-			buf := make([]byte, 64)
-			for i := 0; !stop.Load(); i++ {
-				b := udp(netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(g)}), uint16(1000+i%1500)), netip.AddrPortFrom(vip.Addr(), 53), 8)
-				w.Process([][]byte{buf[:copy(buf, b)]}, v)
-			}
-		}()
-	}
+	stop := udpTraffic(e, 2, 1500)
 	now := time.Duration(0)
 	for i := range 800 {
 		cfg.Services[0].Scheduler = []string{"rr", "wrr"}[i%2]
@@ -308,13 +263,46 @@ func TestSchedulerChangeUnderTraffic(t *testing.T) {
 			e.Expire()
 		}
 	}
-	stop.Store(true)
-	wg.Wait()
+	stop()
 	e.Advance(now + time.Hour)
 	e.Expire()
 	if a, in := e.BackendConns(netip.AddrPortFrom(vip.Addr(), 53), packet.ProtoUDP); e.Flows() != 0 || a != 0 || in != 0 {
 		t.Fatalf("%d flows left; the backends count %d active, %d inactive, want 0, 0", e.Flows(), a, in)
 	}
+}
+
+// runWorkers runs body on n workers of e at once (g = 0..n-1), each in
+// its own goroutine with its own Worker; wait waits for them.
+func runWorkers(e *nat.Engine, n int, body func(w *nat.Worker, g int)) (wait func()) {
+	var wg sync.WaitGroup
+	for g := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body(e.NewWorker(), g)
+		}()
+	}
+	return wg.Wait
+}
+
+// udpTraffic has n workers send UDP datagrams to VIP port 53 from
+// 198.18.1.<worker>, source ports cycling through ports of them, until the
+// returned stop is called; stop returns when they have stopped.
+func udpTraffic(e *nat.Engine, n, ports int) (stop func()) {
+	var done atomic.Bool
+	wait := runWorkers(e, n, func(w *nat.Worker, g int) {
+		for i := 0; !done.Load(); i++ {
+			src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(g)}), uint16(1000+i%ports))
+			process(w, udp(src, netip.AddrPortFrom(vip.Addr(), 53), 8))
+		}
+	})
+	return func() { done.Store(true); wait() }
+}
+
+// process runs a copy of packet b through w (Process rewrites it) and
+// returns the verdict.
+func process(w *nat.Worker, b []byte) nat.Verdict {
+	return one(w, append([]byte(nil), b...))
 }
 
 // FuzzEngine feeds random packet sequences (a byte string cut into
