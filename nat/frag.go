@@ -10,7 +10,8 @@ import (
 // only it can be matched to a flow; it is translated like any packet, and
 // the translation of its addresses is remembered here under the datagram's
 // identity (source, destination, identification, protocol) as it arrived.
-// Later fragments look it up and get the same addresses. A later fragment
+// Later fragments look it up and get the same addresses, or the same
+// verdict when the first was passed unchanged or handed to L7. A later fragment
 // that arrives before its first, or after its entry was displaced or timed
 // out, is dropped and counted (DropFragmentNoFirst): never mis-translated,
 // since the whole identity is compared.
@@ -22,10 +23,11 @@ type fragKey struct {
 	proto    uint8
 }
 
-// fragEntry remembers one datagram's translated addresses.
+// fragEntry remembers one datagram's translated addresses and verdict.
 type fragEntry struct {
 	key      fragKey
 	src, dst [16]byte
+	verdict  Verdict // Forward (translated to src, dst), Pass or ToL7
 	deadline int64
 	used     bool
 }
@@ -56,24 +58,26 @@ func fragKeyOf(p *packet.Parsed) fragKey {
 	return fragKey{src: p.Src, dst: p.Dst, id: p.FragID, proto: p.Proto}
 }
 
-// put records that datagram k was translated to src and dst.
-func (c *fragCache) put(k fragKey, src, dst [16]byte, deadline int64) {
+// put records that datagram k got verdict v, with (for Forward) the
+// addresses src and dst.
+func (c *fragCache) put(k fragKey, v Verdict, src, dst [16]byte, deadline int64) {
 	i := k.slot()
 	m := &c.mu[i%fragStripes]
 	m.Lock()
-	c.entries[i] = fragEntry{key: k, src: src, dst: dst, deadline: deadline, used: true}
+	c.entries[i] = fragEntry{key: k, src: src, dst: dst, verdict: v, deadline: deadline, used: true}
 	m.Unlock()
 }
 
-// get returns the translation of datagram k, if remembered and not expired.
-func (c *fragCache) get(k fragKey, now int64) (src, dst [16]byte, ok bool) {
+// get returns what datagram k's first fragment got, if remembered and not
+// expired.
+func (c *fragCache) get(k fragKey, now int64) (v Verdict, src, dst [16]byte, ok bool) {
 	i := k.slot()
 	m := &c.mu[i%fragStripes]
 	m.Lock()
 	e := &c.entries[i]
 	if e.used && e.key == k && e.deadline > now {
-		src, dst, ok = e.src, e.dst, true
+		v, src, dst, ok = e.verdict, e.src, e.dst, true
 	}
 	m.Unlock()
-	return src, dst, ok
+	return v, src, dst, ok
 }

@@ -92,3 +92,26 @@ func TestFragments(t *testing.T) {
 		t.Fatalf("early tail: verdict %v, no_first drops %d", x, e.Drops(nat.DropFragmentNoFirst))
 	}
 }
+
+// TestFragmentsPassed: a datagram that matches no service or rule passes
+// the gateway unchanged (the default), all of its fragments: the later
+// ones get their first's verdict, not a no_first drop.
+func TestFragmentsPassed(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	in := fragments(client, netip.MustParseAddrPort("198.19.5.5:9"), 3000, 1480, 21)
+	orig := make([]string, len(in))
+	for i := range in {
+		orig[i] = string(in[i])
+	}
+	v := make([]nat.Verdict, len(in))
+	w.Process(in, v)
+	for i, x := range v {
+		if x != nat.Pass || string(in[i]) != orig[i] {
+			t.Fatalf("fragment %d: %v (changed: %v), want pass, unchanged", i, x, string(in[i]) != orig[i])
+		}
+	}
+	if n := e.Drops(nat.DropFragmentNoFirst); n != 0 {
+		t.Fatalf("%d no_first drops", n)
+	}
+}

@@ -212,8 +212,8 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 		}
 		if !ok {
 			v := w.newFlow(b, &s.kw)
-			if v == Forward && p.MoreFrags {
-				w.e.frags.put(fk, p.Src, p.Dst, w.now+w.e.fragTimeout)
+			if p.MoreFrags && (v == Forward || v == Pass || v == ToL7) {
+				w.e.frags.put(fk, v, p.Src, p.Dst, w.now+w.e.fragTimeout)
 			}
 			return v
 		}
@@ -222,7 +222,7 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 			// or dropped one must not lend its untranslated addresses
 			// to the fragments after it.
 			if v == Forward && p.MoreFrags {
-				w.e.frags.put(fk, p.Src, p.Dst, w.now+w.e.fragTimeout)
+				w.e.frags.put(fk, v, p.Src, p.Dst, w.now+w.e.fragTimeout)
 			}
 			return v
 		}
@@ -704,9 +704,12 @@ func (w *Worker) icmpError(b []byte) Verdict {
 // its first fragment got.
 func (w *Worker) laterFragment(b []byte) Verdict {
 	p := w.p
-	src, dst, ok := w.e.frags.get(fragKeyOf(p), w.now)
+	v, src, dst, ok := w.e.frags.get(fragKeyOf(p), w.now)
 	if !ok {
 		return w.drop(DropFragmentNoFirst)
+	}
+	if v != Forward {
+		return v // as the first fragment: passed unchanged, or to L7
 	}
 	if p.Src != src {
 		packet.SetSrc(b, p, src, 0)
