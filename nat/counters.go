@@ -54,21 +54,22 @@ func (c *counterSet) count(d Dir, segs, n int) {
 type DropReason int
 
 const (
-	DropNoFlow          = DropReason(packet.NumReasons) + iota // TCP segment without SYN for no known flow
-	DropNoBackend                                              // the scheduler had no available backend
-	DropTableFull                                              // no room for a new flow, nothing evictable
-	DropSourceRouted                                           // a source route still pending
-	DropFragmentNoFirst                                        // a later fragment whose first fragment was not seen (or is too old)
-	DropICMPNoFlow                                             // an ICMP error about no known flow
-	DropMasqUnsolicited                                        // inbound to a masquerade address, no flow
-	DropUnmatched                                              // matched nothing, and the default is drop
-	DropPortsExhausted                                         // no free FULLNAT or masquerade port
-	DropBackendRemoved                                         // a flow of a removed backend, ended (Config.ResetRemoved)
+	DropNoFlow           = DropReason(packet.NumReasons) + iota // TCP segment without SYN for no known flow
+	DropNoBackend                                               // the scheduler had no available backend
+	DropTableFull                                               // no room for a new flow, nothing evictable
+	DropSourceRouted                                            // a source route still pending
+	DropFragmentNoFirst                                         // a later fragment whose first fragment was not seen (or is too old)
+	DropICMPNoFlow                                              // an ICMP error about no known flow
+	DropMasqUnsolicited                                         // inbound to a masquerade address, no flow
+	DropUnmatched                                               // matched nothing, and the default is drop
+	DropPortsExhausted                                          // no free FULLNAT or masquerade port
+	DropBackendRemoved                                          // a flow of a removed backend, ended (Config.ResetRemoved)
+	DropRealServerNoFlow                                        // from a service's real server (address and port), for no known flow
 	numDropReasons
 )
 
 var dropNames = [...]string{"no_flow", "no_backend", "table_full", "source_routed", "fragment_no_first",
-	"icmp_no_flow", "masq_unsolicited", "unmatched", "ports_exhausted", "backend_removed"}
+	"icmp_no_flow", "masq_unsolicited", "unmatched", "ports_exhausted", "backend_removed", "real_server_no_flow"}
 
 // String names the reason (the parser's names for parser reasons).
 func (r DropReason) String() string {
@@ -83,10 +84,18 @@ const NumDropReasons = int(numDropReasons)
 
 // counters are the engine-wide counters.
 type counters struct {
-	drops     [numDropReasons]atomic.Uint64
-	evictions atomic.Uint64
-	expired   atomic.Uint64
-	resets    atomic.Uint64
+	drops     [numDropReasons]paddedCounter
+	evictions paddedCounter
+	expired   paddedCounter
+	resets    paddedCounter
+}
+
+// paddedCounter is a counter on a cache line of its own: every worker adds
+// to these (under a flood of drops, for every packet), and two on one line
+// would make the workers' cores pass it back and forth.
+type paddedCounter struct {
+	atomic.Uint64
+	_ [56]byte
 }
 
 // Resets returns how many TCP resets the engine sent (Config.ResetRemoved).

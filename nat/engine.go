@@ -190,6 +190,7 @@ type masqRule struct {
 // load per batch.
 type snapshot struct {
 	svcIndex     svcIndex // the services by (VIP, port, protocol)
+	realServers  svcIndex // the services by their backends' (address, port, protocol)
 	masq         []*masqRule
 	masqAddr     map[[16]byte]bool
 	owned        map[[16]byte]bool       // VIPs and FULLNAT addresses: unmatched packets to them are dropped, never passed
@@ -470,6 +471,13 @@ func (e *Engine) Update(cfg Config) error {
 		}
 	}
 	snap.svcIndex = newSvcIndex(services)
+	reals := map[svcKey]*service{}
+	for k, svc := range services {
+		for _, b := range svc.cfg.Backends {
+			reals[svcKey{addr16(b.Addr), b.Port, k.proto}] = svc
+		}
+	}
+	snap.realServers = newSvcIndex(reals)
 	e.conf.Store(snap)
 	e.cur = cfg
 	return nil

@@ -154,3 +154,64 @@ func TestFragmentsAfterReset(t *testing.T) {
 		}
 	}
 }
+
+// TestRealServerNoFlow: a real server's packet that no flow knows (its
+// flow expired) is dropped and counted, not masqueraded out of the server
+// subnet: the client would get it from the wrong address, and the stray
+// masquerade flow would hold the tuple its retries need.
+func TestRealServerNoFlow(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	dns := netip.AddrPortFrom(vip.Addr(), 53)
+	b := udp(client, dns, 8)
+	one(w, b)
+	_, rip := endpoints(t, b)
+	e.Advance(301 * time.Second)
+	if n := e.Expire(); n != 1 {
+		t.Fatalf("Expire removed %d flows, want the UDP flow", n)
+	}
+	if v := one(w, udp(rip, client, 8)); v != nat.Drop || e.Drops(nat.DropRealServerNoFlow) != 1 || e.Flows() != 0 {
+		t.Fatalf("late answer: %v, real_server_no_flow drops %d, %d flows; want drop, 1, 0", v, e.Drops(nat.DropRealServerNoFlow), e.Flows())
+	}
+	if v := one(w, udp(client, dns, 8)); v != nat.Forward {
+		t.Fatalf("the client's retry: %v, want a new flow", v)
+	}
+	// The same host from another port is an inside host like any other:
+	// masqueraded.
+	if v := one(w, udp(netip.AddrPortFrom(rip.Addr(), 5353), netip.MustParseAddrPort("198.19.7.7:53"), 8)); v != nat.Forward {
+		t.Fatalf("the real server's own query: %v, want it masqueraded", v)
+	}
+}
+
+// TestMasqueradeOpensOnSYN: only a SYN opens a masqueraded TCP flow, only
+// an echo request an echo flow; and an outside echo request matching an
+// echo flow is not let in (the flow is a request out, its reply back).
+func TestMasqueradeOpensOnSYN(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	in := netip.AddrPortFrom(rips[0], 40000)
+	far := netip.MustParseAddrPort("198.19.7.7:80")
+	for i, flags := range []uint8{ack, rst, 0, finack} {
+		if v := one(w, tcp(netip.AddrPortFrom(in.Addr(), uint16(40001+i)), far, flags, 0)); v != nat.Drop {
+			t.Fatalf("flags %#x from inside: %v, want drop", flags, v)
+		}
+	}
+	if e.Flows() != 0 || e.Drops(nat.DropNoFlow) != 4 {
+		t.Fatalf("%d flows, no_flow drops %d; want 0, 4", e.Flows(), e.Drops(nat.DropNoFlow))
+	}
+	if v := one(w, tcp(in, far, syn, 0)); v != nat.Forward {
+		t.Fatalf("SYN from inside: %v", v)
+	}
+	if v := one(w, echo(rips[1], far.Addr(), 9, 1, true)); v != nat.Drop {
+		t.Fatalf("an echo reply from inside opened a flow: %v", v)
+	}
+	if v := one(w, echo(rips[1], far.Addr(), 7, 1, false)); v != nat.Forward {
+		t.Fatalf("ping from inside: %v", v)
+	}
+	if v := one(w, echo(far.Addr(), masqTo, 7, 2, false)); v != nat.Drop || e.Drops(nat.DropMasqUnsolicited) != 1 {
+		t.Fatalf("an outside ping matching the echo flow: %v, masq_unsolicited %d; want drop, 1", v, e.Drops(nat.DropMasqUnsolicited))
+	}
+	if v := one(w, echo(far.Addr(), masqTo, 7, 1, true)); v != nat.Forward {
+		t.Fatalf("the ping's reply: %v, want forward", v)
+	}
+}

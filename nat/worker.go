@@ -245,6 +245,11 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 	if own != nil && own.gone.Load() && w.snap.resetRemoved {
 		return w.resetRemoved(b, ref, gen, d, s), true
 	}
+	if p.IsICMPEcho() && echoRequest(p) != (d == DirOriginal) {
+		// An echo flow is a request out and its reply back: an echo
+		// request from outside matching it is not let in.
+		return w.drop(DropMasqUnsolicited), true
+	}
 	// The packet leaves as the other direction's tuple reversed. Compare
 	// and build addresses as words: no Tuple round trip on this path.
 	sport, dport := uint16(other[4]>>16), uint16(other[4]>>32)
@@ -370,19 +375,29 @@ func (w *Worker) newFlow(b []byte, kw *tupleWords) Verdict {
 		if svc := w.snap.svcIndex.lookup(kw[2], kw[3], p.DstPort, p.Proto); svc != nil {
 			return w.newServiceFlow(b, svc, kw)
 		}
-	}
-	for _, m := range w.snap.masq {
-		if m.from.Contains(addrOf(p.Src)) && !m.from.Contains(addrOf(p.Dst)) && (p.HasPorts() || p.IsICMPEcho()) {
-			return w.newMasqFlow(b, m, kw)
+		// A real server's packet that no flow knows: the answer of a
+		// flow that expired, was evicted, or lives on another gateway.
+		// Masquerading it (real servers usually sit in a masqueraded
+		// subnet) would hand the client a packet from the wrong
+		// address and hold the flow's reply tuple. IPVS drops these
+		// too (ip_vs_has_real_service).
+		if w.snap.realServers.lookup(kw[0], kw[1], p.SrcPort, p.Proto) != nil {
+			return w.drop(DropRealServerNoFlow)
 		}
 	}
 	if w.snap.masqAddr[p.Dst] {
 		return w.drop(DropMasqUnsolicited)
 	}
 	if w.snap.owned[p.Dst] {
-		// To a VIP or FULLNAT address but no service or flow: passing it
-		// would send it back into the device (its address routes there).
+		// To a VIP or FULLNAT address but no service or flow: passing
+		// or masquerading it would send it back into the device (its
+		// address routes there).
 		return w.drop(DropUnmatched)
+	}
+	for _, m := range w.snap.masq {
+		if m.from.Contains(addrOf(p.Src)) && !m.from.Contains(addrOf(p.Dst)) && (p.HasPorts() || p.IsICMPEcho()) {
+			return w.newMasqFlow(b, m, kw)
+		}
 	}
 	if w.e.dropDef {
 		return w.drop(DropUnmatched)
@@ -467,9 +482,17 @@ func (w *Worker) newMasqFlow(b []byte, m *masqRule, kw *tupleWords) Verdict {
 	state := uint32(stateUDP)
 	switch {
 	case p.IsICMPEcho():
+		if !echoRequest(p) {
+			return w.drop(DropNoFlow) // only a request opens an echo flow
+		}
 		state = uint32(stateICMP)
 	case p.Proto == packet.ProtoTCP:
-		state = uint32(tcpTransitions[DirOriginal][max(tcpEvent(p.TCPFlags), 0)][tcpNone])
+		// Only a SYN opens a flow, as for services: a stray segment
+		// would otherwise open a hole in the masquerade.
+		if p.TCPFlags&(packet.TCPFlagSYN|packet.TCPFlagACK|packet.TCPFlagRST) != packet.TCPFlagSYN {
+			return w.drop(DropNoFlow)
+		}
+		state = uint32(tcpTransitions[DirOriginal][tcpEvent(p.TCPFlags)][tcpNone])
 	}
 	// Keep the source port if it is free; otherwise probe the range.
 	return w.insertWithPort(b, kw, &reply, m.ports, sport, m.own, state, false)
@@ -732,4 +755,13 @@ func (w *Worker) resetRemoved(b []byte, ref flowRef, gen uint32, d Dir, s *slot)
 		}
 	}
 	return w.drop(DropBackendRemoved)
+}
+
+// echoRequest reports whether an ICMP echo packet is a request (not a
+// reply).
+func echoRequest(p *packet.Parsed) bool {
+	if p.Version == 4 {
+		return p.ICMPType == 8
+	}
+	return p.ICMPType == 128
 }
