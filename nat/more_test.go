@@ -61,32 +61,78 @@ func TestICMPFragNeeded(t *testing.T) {
 }
 
 // TestRoundTripProperty: for random flows, translating the client's packet
-// in, then the real server's answer out, gives the client exactly the
-// packet it would get from the VIP, with valid checksums.
+// in, then the server's answer out, gives the client exactly the packet it
+// would get from the address it sent to, with valid checksums: TCP and
+// UDP, IPv4 and IPv6, through NAT, FULLNAT and the masquerade.
 func TestRoundTripProperty(t *testing.T) {
-	for _, mode := range []nat.Mode{nat.ModeNAT, nat.ModeFullNAT} {
-		e := engine(t, mode, 1<<12)
-		w := e.NewWorker()
-		r := rand.New(rand.NewPCG(42, uint64(mode)))
-		for range 2000 {
-			c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(r.IntN(256))}), uint16(1024+r.IntN(60000)))
-			in := tcp(c, vip, syn, r.IntN(100))
-			if one(w, in) != nat.Forward {
-				continue // the same random client twice: an existing flow's SYN
+	far := netip.MustParseAddrPort("198.19.7.7:80")
+	for _, tc := range []struct {
+		name   string
+		mode   nat.Mode
+		dst    netip.AddrPort
+		udp    bool
+		client func(r *rand.Rand) netip.Addr
+	}{
+		{"nat/tcp", nat.ModeNAT, vip, false, randIn(198, 18, 1)},
+		{"nat/udp", nat.ModeNAT, netip.AddrPortFrom(vip.Addr(), 53), true, randIn(198, 18, 1)},
+		{"nat/tcp6", nat.ModeNAT, vip6, false, randIn6},
+		{"fullnat/tcp", nat.ModeFullNAT, vip, false, randIn(198, 18, 1)},
+		{"fullnat/udp", nat.ModeFullNAT, netip.AddrPortFrom(vip.Addr(), 53), true, randIn(198, 18, 1)},
+		{"fullnat/tcp6", nat.ModeFullNAT, vip6, false, randIn6},
+		{"masquerade/tcp", nat.ModeNAT, far, false, randIn(198, 18, 2)},
+		{"masquerade/udp", nat.ModeNAT, far, true, randIn(198, 18, 2)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := engine(t, tc.mode, 1<<12)
+			w := e.NewWorker()
+			r := rand.New(rand.NewPCG(42, uint64(len(tc.name))))
+			mk := func(src, dst netip.AddrPort, first bool, n int) []byte {
+				switch {
+				case tc.udp:
+					return udp(src, dst, n)
+				case first:
+					return tcp(src, dst, syn, n)
+				}
+				return tcp(src, dst, synack, n)
 			}
-			s, d := endpoints(t, in)
-			checksumsValid(t, in)
-			n := r.IntN(1400)
-			out := tcp(d, s, synack, n)
-			if v := one(w, out); v != nat.Forward {
-				t.Fatalf("reply verdict %v", v)
+			done := 0
+			for range 1000 {
+				c := netip.AddrPortFrom(tc.client(r), uint16(1024+r.IntN(60000)))
+				in := mk(c, tc.dst, true, r.IntN(100))
+				if one(w, in) != nat.Forward {
+					continue // the same random client twice, or a real server's port
+				}
+				s, d := endpoints(t, in)
+				checksumsValid(t, in)
+				n := r.IntN(1200)
+				out := mk(d, s, false, n)
+				if v := one(w, out); v != nat.Forward {
+					t.Fatalf("reply verdict %v", v)
+				}
+				if want := mk(tc.dst, c, false, n); string(out) != string(want) {
+					t.Fatalf("client got\n%x\nwant\n%x", out, want)
+				}
+				done++
 			}
-			want := tcp(vip, c, synack, n)
-			if string(out) != string(want) {
-				t.Fatalf("mode %d: client got\n%x\nwant\n%x", mode, out, want)
+			if done < 900 {
+				t.Fatalf("only %d of 1000 random flows went through", done)
 			}
-		}
+		})
 	}
+}
+
+// randIn returns a generator of random addresses a.b.c.x.
+func randIn(a, b, c byte) func(r *rand.Rand) netip.Addr {
+	return func(r *rand.Rand) netip.Addr { return netip.AddrFrom4([4]byte{a, b, c, byte(r.IntN(256))}) }
+}
+
+// randIn6 is a random address in 2001:db8:1::/64.
+func randIn6(r *rand.Rand) netip.Addr {
+	a := netip.MustParseAddr("2001:db8:1::").As16()
+	for i := 8; i < 16; i++ {
+		a[i] = byte(r.IntN(256))
+	}
+	return netip.AddrFrom16(a)
 }
 
 // TestNoAllocs: an established flow's packet, and a new flow once the
