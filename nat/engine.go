@@ -138,15 +138,17 @@ type owner struct {
 
 type staleDest struct {
 	d     *sched.Dest
-	since int64 // clock tick at which it was replaced
+	epoch uint64 // Engine.epoch right after it was replaced
 }
 
 // drainStale moves the connection counts of the owner's stale Dests to its
-// current one. A worker that loaded a stale Dest just before Update
-// replaced it can still add to it, within one batch; so a stale Dest is
-// let go only when a drain at a later clock tick than the replacement
-// finds it at zero. Caller holds Engine.mu.
-func (own *owner) drainStale(now int64) {
+// current one. A worker that loaded a stale Dest before Update replaced it
+// can still add to it until its Process call ends, however long that
+// takes (a preempted goroutine); so a stale Dest is let go only when found
+// at zero after every worker busy at its replacement has finished that
+// call: when quiescent (Engine.quiescent) has reached its epoch. Caller
+// holds Engine.mu.
+func (own *owner) drainStale(quiescent uint64) {
 	cur := own.dest.Load()
 	keep := own.stale[:0]
 	for _, s := range own.stale {
@@ -154,7 +156,7 @@ func (own *owner) drainStale(now int64) {
 		if a != 0 || i != 0 {
 			cur.Add(a, i)
 			s.d.Add(-a, -i)
-		} else if now > s.since {
+		} else if quiescent >= s.epoch {
 			continue
 		}
 		keep = append(keep, s)
@@ -234,6 +236,9 @@ type Engine struct {
 	masqs   map[netip.Prefix]*owner // likewise for masquerade counters
 	stats   map[string]statID       // services by name, for ServiceStats
 	workers []*Worker
+	// epoch counts Dest replacements (owner.drainStale); workers note it
+	// at the start of every Process call.
+	epoch atomic.Uint64
 	// staleOwners are the owners with stale Dests (owner.drainStale).
 	staleOwners []*owner
 	cur         Config           // the configuration in force, for listings
@@ -260,6 +265,7 @@ func New(cfg Config) (*Engine, error) {
 		stats:   map[string]statID{},
 	}
 	e.owners.Store(&[]*owner{nil})
+	e.epoch.Store(1) // a worker's 0 means "not in a Process call"
 	e.fragTimeout = int64((30*time.Second + cfg.Tick - 1) / cfg.Tick)
 	if err := e.Update(cfg); err != nil {
 		return nil, err
@@ -430,8 +436,8 @@ func (e *Engine) Update(cfg Config) error {
 				if len(own.stale) == 0 {
 					e.staleOwners = append(e.staleOwners, own)
 				}
-				own.stale = append(own.stale, staleDest{old, e.clock.Load()})
-				own.drainStale(e.clock.Load())
+				own.stale = append(own.stale, staleDest{old, e.epoch.Add(1)})
+				own.drainStale(0)
 			}
 		}
 		for _, own := range svc.backends {

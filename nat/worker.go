@@ -24,6 +24,22 @@ type Worker struct {
 	// counts are this worker's counters, by statID. Replaced (grown) by
 	// the worker itself between batches; the engine reads them to sum.
 	counts atomic.Pointer[[]counterSet]
+	// epoch is Engine.epoch as this worker's current Process call began,
+	// 0 between calls (see owner.drainStale).
+	epoch atomic.Uint64
+}
+
+// quiescent is the oldest Engine.epoch a worker inside a Process call
+// began with (or the current one, if none is inside): every Dest replaced
+// before that can no longer be counted on by a worker. Caller holds e.mu.
+func (e *Engine) quiescent() uint64 {
+	q := e.epoch.Load()
+	for _, w := range e.workers {
+		if ep := w.epoch.Load(); ep != 0 && ep < q {
+			q = ep
+		}
+	}
+	return q
 }
 
 // NewWorker returns a worker for e, registered so that its counters are
@@ -69,6 +85,7 @@ func (w *Worker) Process(pkts [][]byte, verdicts []Verdict) {
 // translated once, whole: its segments share the headers being
 // rewritten. nil segs means 1 each.
 func (w *Worker) ProcessSegments(pkts [][]byte, segs []int, verdicts []Verdict) {
+	w.epoch.Store(w.e.epoch.Load())
 	w.snap = w.e.conf.Load()
 	w.now = w.e.clock.Load()
 	if n := int(w.e.nextStat.Load()); n > len(*w.counts.Load()) {
@@ -83,6 +100,7 @@ func (w *Worker) ProcessSegments(pkts [][]byte, segs []int, verdicts []Verdict) 
 		w.batch(pkts[:n], bs, verdicts[:n])
 		pkts, verdicts = pkts[n:], verdicts[n:]
 	}
+	w.epoch.Store(0)
 }
 
 // batchSize is how many packets a worker pipelines at once.
@@ -651,7 +669,7 @@ func (e *Engine) Expire() int {
 	e.mu.Lock()
 	keep := e.staleOwners[:0]
 	for _, own := range e.staleOwners {
-		if own.drainStale(now); len(own.stale) > 0 {
+		if own.drainStale(e.quiescent()); len(own.stale) > 0 {
 			keep = append(keep, own)
 		}
 	}
