@@ -24,6 +24,7 @@ var (
 	client6 = netip.MustParseAddrPort("[2001:db8::2]:40000")
 	vip6    = netip.MustParseAddrPort("[2001:db8::10]:80")
 	rip6    = netip.MustParseAddr("2001:db8:2::11")
+	far     = netip.MustParseAddrPort("198.19.7.7:80") // a server beyond the masquerade
 )
 
 const (

@@ -65,7 +65,6 @@ func TestICMPFragNeeded(t *testing.T) {
 // would get from the address it sent to, with valid checksums: TCP and
 // UDP, IPv4 and IPv6, through NAT, FULLNAT and the masquerade.
 func TestRoundTripProperty(t *testing.T) {
-	far := netip.MustParseAddrPort("198.19.7.7:80")
 	for _, tc := range []struct {
 		name   string
 		mode   nat.Mode

@@ -190,7 +190,6 @@ func TestMasqueradeOpensOnSYN(t *testing.T) {
 	e := engine(t, nat.ModeNAT, 64)
 	w := e.NewWorker()
 	in := netip.AddrPortFrom(rips[0], 40000)
-	far := netip.MustParseAddrPort("198.19.7.7:80")
 	for i, flags := range []uint8{ack, rst, 0, finack} {
 		if v := one(w, tcp(netip.AddrPortFrom(in.Addr(), uint16(40001+i)), far, flags, 0)); v != nat.Drop {
 			t.Fatalf("flags %#x from inside: %v, want drop", flags, v)
@@ -223,7 +222,6 @@ func TestMasqueradeOpensOnSYN(t *testing.T) {
 // answers whom it saw) and must come back to the client as from whom it
 // addressed. States and their time left are read from AllFlows.
 func TestScenarios(t *testing.T) {
-	far := netip.MustParseAddrPort("198.19.7.7:80")
 	for _, tc := range []struct {
 		name     string
 		mode     nat.Mode
