@@ -319,3 +319,36 @@ func TestScenarios(t *testing.T) {
 		})
 	}
 }
+
+// TestDropUnmatchedAndL7: with DropUnmatched a packet that matches no
+// flow, service or rule is dropped and counted instead of passed; a packet
+// for an L7 service is handed to the proxy unchanged (ToL7), its
+// fragments after it too, and the engine keeps no flow for it.
+func TestDropUnmatchedAndL7(t *testing.T) {
+	web := netip.AddrPortFrom(vip.Addr(), 8443)
+	e, err := nat.New(nat.Config{Capacity: 64, DropUnmatched: true, Services: []nat.Service{
+		{Proto: packet.ProtoTCP, VIP: web.Addr(), Port: web.Port(), Mode: nat.ModeL7, Scheduler: "rr",
+			Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}}},
+		{Proto: packet.ProtoUDP, VIP: web.Addr(), Port: web.Port(), Mode: nat.ModeL7, Scheduler: "rr",
+			Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	if v := one(w, tcp(client, far, syn, 0)); v != nat.Drop || e.Drops(nat.DropUnmatched) != 1 {
+		t.Fatalf("unmatched with DropUnmatched: %v, unmatched drops %d; want drop, 1", v, e.Drops(nat.DropUnmatched))
+	}
+	b := tcp(client, web, syn, 0)
+	orig := string(b)
+	if v := one(w, b); v != nat.ToL7 || string(b) != orig || e.Flows() != 0 {
+		t.Fatalf("SYN to the L7 service: %v (changed %v), %d flows; want to_l7, unchanged, 0", v, string(b) != orig, e.Flows())
+	}
+	frags := fragments(client, web, 3000, 1480, 31)
+	v := make([]nat.Verdict, len(frags))
+	w.Process(frags, v)
+	for i, x := range v {
+		if x != nat.ToL7 {
+			t.Fatalf("fragment %d of a datagram to the L7 service: %v, want to_l7", i, x)
+		}
+	}
+}
