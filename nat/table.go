@@ -132,15 +132,19 @@ func (f *flow) owner() uint32 { return f.meta.Load() >> 8 }
 // key loads direction d's key.
 func (f *flow) key(d Dir) tupleWords {
 	a := &f.addrs[d]
-	return tupleWords{a[0].Load(), a[1].Load(), a[2].Load(), a[3].Load(),
-		uint64(f.ports[d].Load())<<16 | uint64(uint8(f.meta.Load()))}
+	return tupleWords{a[0].Load(), a[1].Load(), a[2].Load(), a[3].Load(), f.word4(d)}
+}
+
+// word4 is key word 4 of direction d: its ports and the protocol.
+func (f *flow) word4(d Dir) uint64 {
+	return uint64(f.ports[d].Load())<<16 | uint64(uint8(f.meta.Load()))
 }
 
 // hasKey reports whether direction d's key is w.
 func (f *flow) hasKey(d Dir, w *tupleWords) bool {
 	a := &f.addrs[d]
 	return a[0].Load() == w[0] && a[1].Load() == w[1] && a[2].Load() == w[2] && a[3].Load() == w[3] &&
-		uint64(f.ports[d].Load())<<16|uint64(uint8(f.meta.Load())) == w[4]
+		f.word4(d) == w[4]
 }
 
 // setKey stores direction d's key, but not its protocol (see publish).
@@ -467,42 +471,29 @@ func (t *table) pickVictim(s *shard, ev evictor) (uint32, uint32) {
 // was to go). It reports whether it removed the flow.
 func (t *table) remove(idx, gen uint32, done func(f *flow) bool) bool {
 	f := &t.flows[idx]
-	ow, rw := f.key(DirOriginal), f.key(DirReply)
-	so, _ := t.locate(ow.hash())
-	sr, _ := t.locate(rw.hash())
-	first, second := lockPair(so, sr)
-	ok := f.gen.Load() == gen && t.unlinkLocked(idx, first, second, done)
-	unlockPair(first, second)
-	return ok
-}
-
-// unlinkLocked removes flow idx from both chains and frees its slot. Both
-// shards of the flow must be among the locked ones (a, b); if not, it does
-// nothing and reports false.
-func (t *table) unlinkLocked(idx uint32, a, b *shard, done func(f *flow) bool) bool {
-	f := &t.flows[idx]
+	// The keys are read before the locks: they are this flow's if its
+	// generation is still gen under them (a recycled flow's is not).
 	var shards [2]*shard
 	var buckets [2]*bucket
-	for d := range 2 {
-		w := f.key(Dir(d))
+	for d := range Dir(2) {
+		w := f.key(d)
 		shards[d], buckets[d] = t.locate(w.hash())
-		if shards[d] != a && shards[d] != b {
-			return false
+	}
+	first, second := lockPair(shards[0], shards[1])
+	ok := f.gen.Load() == gen && done(f)
+	if ok {
+		for d := range 2 {
+			s := shards[d]
+			s.seq.Add(1) // odd: lock-free readers will re-check a miss
+			t.unlink(buckets[d], makeRef(idx, Dir(d)))
+			s.seq.Add(1)
 		}
+		f.gen.Add(1) // odd: freed
+		t.push(idx)
+		t.count.Add(-1)
 	}
-	if !done(f) {
-		return false
-	}
-	for d := range 2 {
-		s := shards[d]
-		s.seq.Add(1) // odd: lock-free readers will re-check a miss
-		t.unlink(buckets[d], makeRef(idx, Dir(d)))
-		s.seq.Add(1)
-	}
-	f.gen.Add(1) // odd: freed
-	t.push(idx)
-	t.count.Add(-1)
-	return true
+	unlockPair(first, second)
+	return ok
 }
 
 // push puts a free slot on the free stack.

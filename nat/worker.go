@@ -263,7 +263,7 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 	if own != nil && own.gone.Load() && w.snap.resetRemoved {
 		return w.resetRemoved(b, ref, gen, d, s), true
 	}
-	if p.IsICMPEcho() && echoRequest(p) != (d == DirOriginal) {
+	if p.IsICMPEcho() && p.IsICMPEchoRequest() != (d == DirOriginal) {
 		// An echo flow is a request out and its reply back: an echo
 		// request from outside matching it is not let in.
 		return w.drop(DropMasqUnsolicited), true
@@ -355,15 +355,11 @@ func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32) {
 			accountTransition(own, tcpState(st), tcpState(ns))
 		}
 	}
-	if dl := uint32(w.now + w.snap.timeout[ns]); f.deadline.Load() != dl {
-		// Load the deadline, then check the flow is still ours, then
-		// swap: a flow made anew in the slot before the check fails
-		// the check, one made after it has a new deadline, which the
-		// swap does not overwrite.
-		old := f.deadline.Load()
-		if sameGen(f.state.Load(), gen) {
-			f.deadline.CompareAndSwap(old, dl)
-		}
+	// Load the deadline, then check the flow is still ours, then swap: a
+	// flow made anew in the slot before the check fails the check, one
+	// made after it has a new deadline, which the swap does not overwrite.
+	if dl, old := uint32(w.now+w.snap.timeout[ns]), f.deadline.Load(); old != dl && sameGen(f.state.Load(), gen) {
+		f.deadline.CompareAndSwap(old, dl)
 	}
 }
 
@@ -430,11 +426,10 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, kw *tupleWords) Verdict 
 	}
 	state := uint32(stateUDP)
 	if p.Proto == packet.ProtoTCP {
-		flags := p.TCPFlags & (packet.TCPFlagSYN | packet.TCPFlagACK | packet.TCPFlagRST)
 		switch {
-		case flags == packet.TCPFlagSYN:
+		case opensFlow(p):
 			state = uint32(tcpTransitions[DirOriginal][tcpEvent(p.TCPFlags)][tcpNone])
-		case svc.cfg.Sloppy && flags == packet.TCPFlagACK:
+		case svc.cfg.Sloppy && p.TCPFlags&(packet.TCPFlagSYN|packet.TCPFlagACK|packet.TCPFlagRST) == packet.TCPFlagACK:
 			// Sloppy adoption (see Service.Sloppy) of a segment from
 			// mid-stream, which always carries ACK: not a reset, nor a
 			// flagless probe.
@@ -500,20 +495,26 @@ func (w *Worker) newMasqFlow(b []byte, m *masqRule, kw *tupleWords) Verdict {
 	state := uint32(stateUDP)
 	switch {
 	case p.IsICMPEcho():
-		if !echoRequest(p) {
+		if !p.IsICMPEchoRequest() {
 			return w.drop(DropNoFlow) // only a request opens an echo flow
 		}
 		state = uint32(stateICMP)
 	case p.Proto == packet.ProtoTCP:
 		// Only a SYN opens a flow, as for services: a stray segment
 		// would otherwise open a hole in the masquerade.
-		if p.TCPFlags&(packet.TCPFlagSYN|packet.TCPFlagACK|packet.TCPFlagRST) != packet.TCPFlagSYN {
+		if !opensFlow(p) {
 			return w.drop(DropNoFlow)
 		}
 		state = uint32(tcpTransitions[DirOriginal][tcpEvent(p.TCPFlags)][tcpNone])
 	}
 	// Keep the source port if it is free; otherwise probe the range.
 	return w.insertWithPort(b, kw, &reply, m.ports, sport, m.own, state, false)
+}
+
+// opensFlow reports whether a TCP segment may open a flow: a SYN, without
+// ACK or RST.
+func opensFlow(p *packet.Parsed) bool {
+	return p.TCPFlags&(packet.TCPFlagSYN|packet.TCPFlagACK|packet.TCPFlagRST) == packet.TCPFlagSYN
 }
 
 // portProbes bounds the search for a free port, as conntrack's NAT does.
@@ -636,8 +637,7 @@ func (e *Engine) retire(f *flow) bool {
 			}
 			if svc := own.svc.Load(); svc.persist > 0 {
 				orig := f.key(DirOriginal)
-				t := orig.tuple()
-				e.persist.release(persistKeyOf(svc, t.Src), e.clock.Load(), svc.persist)
+				e.persist.release(persistKeyOf(svc, addrOfWords(orig[0], orig[1])), e.clock.Load(), svc.persist)
 			}
 			return true
 		}
@@ -667,9 +667,10 @@ func (e *Engine) Expire() int {
 	e.counts.expired.Add(uint64(n))
 	e.persist.expire(now)
 	e.mu.Lock()
+	q := e.quiescent()
 	keep := e.staleOwners[:0]
 	for _, own := range e.staleOwners {
-		if own.drainStale(e.quiescent()); len(own.stale) > 0 {
+		if own.drainStale(q); len(own.stale) > 0 {
 			keep = append(keep, own)
 		}
 	}
@@ -773,13 +774,4 @@ func (w *Worker) resetRemoved(b []byte, ref flowRef, gen uint32, d Dir, s *slot)
 		}
 	}
 	return w.drop(DropBackendRemoved)
-}
-
-// echoRequest reports whether an ICMP echo packet is a request (not a
-// reply).
-func echoRequest(p *packet.Parsed) bool {
-	if p.Version == 4 {
-		return p.ICMPType == 8
-	}
-	return p.ICMPType == 128
 }

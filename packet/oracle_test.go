@@ -228,7 +228,8 @@ func checkL4(b []byte, p *packet.Parsed, ipLayer gopacket.NetworkLayer) error {
 			return err
 		}
 		if p.ICMPType != ic.TypeCode.Type() || p.ICMPCode != ic.TypeCode.Code() ||
-			(p.IsICMPEcho() && p.ICMPID != ic.Id) || p.PayloadOff-p.L4Off != 8 {
+			(p.IsICMPEcho() && p.ICMPID != ic.Id) || p.PayloadOff-p.L4Off != 8 ||
+			p.IsICMPEchoRequest() != (ic.TypeCode.Type() == layers.ICMPv4TypeEchoRequest) {
 			return fmt.Errorf("ICMPv4 %d/%d id %d, gopacket %v id %d", p.ICMPType, p.ICMPCode, p.ICMPID, ic.TypeCode, ic.Id)
 		}
 		_, v := ic.VerifyChecksum()
@@ -246,7 +247,8 @@ func checkL4(b []byte, p *packet.Parsed, ipLayer gopacket.NetworkLayer) error {
 			}
 			id = e.Identifier
 		}
-		if p.ICMPType != ic.TypeCode.Type() || p.ICMPCode != ic.TypeCode.Code() || p.ICMPID != id {
+		if p.ICMPType != ic.TypeCode.Type() || p.ICMPCode != ic.TypeCode.Code() || p.ICMPID != id ||
+			p.IsICMPEchoRequest() != (ic.TypeCode.Type() == layers.ICMPv6TypeEchoRequest) {
 			return fmt.Errorf("ICMPv6 %d/%d id %d, gopacket %v id %d", p.ICMPType, p.ICMPCode, p.ICMPID, ic.TypeCode, id)
 		}
 		ic.SetNetworkLayerForChecksum(ipLayer)

@@ -172,6 +172,12 @@ func (p *Parsed) IsICMPEcho() bool {
 	return p.IsICMP() && p.FragOff == 0 && isICMPEcho(p.Version, p.ICMPType)
 }
 
+// IsICMPEchoRequest reports whether the packet is an ICMP echo request
+// (not a reply) with its header present.
+func (p *Parsed) IsICMPEchoRequest() bool {
+	return p.IsICMPEcho() && (p.Version == 4 && p.ICMPType == ICMPv4Echo || p.Version == 6 && p.ICMPType == ICMPv6EchoRequest)
+}
+
 // IsICMPError reports whether the packet is an ICMP error message
 // (unreachable, packet too big, time exceeded, parameter problem, source
 // quench) with its header present: one that quotes the packet it is about.
