@@ -241,7 +241,7 @@ func (g *Gateway) netPlan() NetPlan {
 	}
 	for _, m := range c.Masquerade {
 		addAddr(m.To)
-		addSteer(m.From)
+		addSteer(m.Subnet()) // outbound flows leave it; inbound ones' hosts answer from it
 	}
 	for _, a := range c.FullNATPool {
 		addAddr(a)

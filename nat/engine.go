@@ -86,14 +86,42 @@ type Service struct {
 	PersistMask int
 }
 
-// Masquerade is source NAT for a subnet behind the gateway (ipchains -j
-// MASQ): outbound flows from From get To as their source, keeping the
+// Masquerade is source NAT (ipchains -j MASQ), in one of two directions;
+// a rule sets exactly one of From and Into.
+//
+// Outbound (From, ipchains -s NET): flows from the subnet behind the
+// gateway to anywhere outside it get To as their source, keeping the
 // source port (or ICMP identifier) when free, else one from Ports.
+//
+// Inbound (Into, ipchains -d NET): flows going into the subnet get To as
+// their source, so hosts there answer To and need no route back to the
+// client. A NAT service's flow whose real server lies in Into is such a
+// flow: it is translated as FULLNAT is, with To and Ports in place of the
+// FULLNAT pool (a FULLNAT service keeps its pool; an L7 service's proxy
+// connects from the gateway itself). So is a packet from outside Into to
+// a host in it that matches nothing else and would be passed (DropUnmatched
+// off): it is masqueraded instead of passed.
 type Masquerade struct {
 	From  netip.Prefix
+	Into  netip.Prefix
 	To    netip.Addr
 	Ports [2]uint16 // inclusive range; zero means 1024..65535
 }
+
+// Subnet is the rule's subnet, whichever direction it has.
+func (m Masquerade) Subnet() netip.Prefix {
+	if m.Into.IsValid() {
+		return m.Into
+	}
+	return m.From
+}
+
+// masqKey names a masquerade rule across updates (its counters).
+type masqKey struct {
+	from, into netip.Prefix
+}
+
+func (m Masquerade) key() masqKey { return masqKey{m.From, m.Into} }
 
 // Config is the engine's configuration. Services, masquerade rules and the
 // FULLNAT pool can be replaced at run time with Update; the rest is fixed
@@ -182,18 +210,30 @@ type service struct {
 }
 
 type masqRule struct {
-	from  netip.Prefix
+	net   netip.Prefix // From for an outbound rule, Into for an inbound one
 	to    [16]byte
 	ports [2]uint16
 	own   *owner
 }
 
+// masqueradeInto returns the inbound masquerade rule whose subnet holds
+// the real server at addr, or nil.
+func (s *snapshot) masqueradeInto(addr [16]byte) *masqRule {
+	for _, m := range s.masqInto {
+		if m.net.Contains(addrOf(addr)) {
+			return m
+		}
+	}
+	return nil
+}
+
 // snapshot is the immutable configuration workers read with one atomic
 // load per batch.
 type snapshot struct {
-	svcIndex     svcIndex // the services by (VIP, port, protocol)
-	realServers  svcIndex // the services by their backends' (address, port, protocol)
-	masq         []*masqRule
+	svcIndex     svcIndex    // the services by (VIP, port, protocol)
+	realServers  svcIndex    // the services by their backends' (address, port, protocol)
+	masq         []*masqRule // outbound rules (From)
+	masqInto     []*masqRule // inbound rules (Into)
 	masqAddr     map[[16]byte]bool
 	owned        map[[16]byte]bool       // VIPs and FULLNAT addresses: unmatched packets to them are dropped, never passed
 	timeout      [numTCPStates + 2]int64 // per state, in ticks
@@ -231,10 +271,10 @@ type Engine struct {
 	// configured, not with reloads.
 	owners atomic.Pointer[[]*owner]
 
-	mu      sync.Mutex              // serialises Update; guards what follows
-	scheds  map[svcKey]*service     // kept across updates so sched counters survive
-	masqs   map[netip.Prefix]*owner // likewise for masquerade counters
-	stats   map[string]statID       // services by name, for ServiceStats
+	mu      sync.Mutex          // serialises Update; guards what follows
+	scheds  map[svcKey]*service // kept across updates so sched counters survive
+	masqs   map[masqKey]*owner  // likewise for masquerade counters
+	stats   map[string]statID   // services by name, for ServiceStats
 	workers []*Worker
 	// epoch counts Dest replacements (owner.drainStale); workers note it
 	// at the start of every Process call.
@@ -261,7 +301,7 @@ func New(cfg Config) (*Engine, error) {
 		tick:    cfg.Tick,
 		dropDef: cfg.DropUnmatched,
 		scheds:  map[svcKey]*service{},
-		masqs:   map[netip.Prefix]*owner{},
+		masqs:   map[masqKey]*owner{},
 		stats:   map[string]statID{},
 	}
 	e.owners.Store(&[]*owner{nil})
@@ -368,7 +408,7 @@ func (e *Engine) Update(cfg Config) error {
 	}
 	newOwners := 0
 	for _, m := range cfg.Masquerade {
-		if e.masqs[m.From] == nil {
+		if e.masqs[m.key()] == nil {
 			newOwners++
 		}
 	}
@@ -388,8 +428,8 @@ func (e *Engine) Update(cfg Config) error {
 		}
 	}
 	for i, m := range cfg.Masquerade {
-		if !m.From.IsValid() || !m.To.IsValid() || m.From.Addr().Is4() != m.To.Is4() {
-			return fmt.Errorf("%w: masquerade rule %d: needs a subnet and an address of the same family", ErrConfig, i)
+		if m.From.IsValid() == m.Into.IsValid() || !m.To.IsValid() || m.Subnet().Addr().Is4() != m.To.Is4() {
+			return fmt.Errorf("%w: masquerade rule %d: needs one subnet (From or Into) and an address of the same family", ErrConfig, i)
 		}
 		if m.Ports != [2]uint16{} {
 			if err := checkPorts(m.Ports); err != nil {
@@ -455,17 +495,21 @@ func (e *Engine) Update(cfg Config) error {
 		e.stats[serviceName(svc.cfg)] = svc.stat
 	}
 	for _, m := range cfg.Masquerade {
-		own := e.masqs[m.From]
+		own := e.masqs[m.key()]
 		if own == nil {
 			own = e.newOwner()
-			e.masqs[m.From] = own
+			e.masqs[m.key()] = own
 		}
 		ports := m.Ports
 		if ports == [2]uint16{} {
 			ports = [2]uint16{1024, 65535}
 		}
-		r := &masqRule{from: m.From, to: addr16(m.To), ports: ports, own: own}
-		snap.masq = append(snap.masq, r)
+		r := &masqRule{net: m.Subnet(), to: addr16(m.To), ports: ports, own: own}
+		if m.Into.IsValid() {
+			snap.masqInto = append(snap.masqInto, r)
+		} else {
+			snap.masq = append(snap.masq, r)
+		}
 		snap.masqAddr[r.to] = true
 	}
 	// Mark the backends that are gone (their flows drain, or are reset).

@@ -356,26 +356,34 @@ func FuzzEngine(f *testing.F) {
 	f.Add(tcp(client, vip, syn, 0), tcp(netip.MustParseAddrPort("198.18.2.11:8080"), client, synack, 0))
 	f.Add(udp(netip.AddrPortFrom(rips[0], 4000), outside, 3), udp(outside, netip.AddrPortFrom(masqTo, 4000), 3))
 	f.Add([]byte{0x45, 0, 0, 20}, []byte{0x60})
+	f.Add(tcp(client, vip, syn, 0), tcp(netip.AddrPortFrom(rips[0], 8080), netip.AddrPortFrom(insideTo, 20000), synack, 0))
 	f.Fuzz(func(t *testing.T, a, b []byte) {
-		e := engine(t, nat.ModeNAT, 16)
-		w := e.NewWorker()
-		v := make([]nat.Verdict, 3)
-		w.Process([][]byte{a, b, append([]byte(nil), a...)}, v)
-		for _, x := range v {
-			if x > nat.Pass {
-				t.Fatalf("verdict %d", x)
-			}
-		}
-		if err := e.CheckInvariants(); err != nil {
-			t.Fatal(err)
-		}
-		e.Advance(time.Hour)
-		e.Expire()
-		if e.Flows() != 0 {
-			t.Fatalf("%d flows survive an hour", e.Flows())
-		}
-		if err := e.CheckInvariants(); err != nil {
-			t.Fatal(err)
+		for _, e := range []*nat.Engine{engine(t, nat.ModeNAT, 16), intoEngine(t, false)} {
+			// Process translates in place: each engine gets the input as given.
+			fuzzPair(t, e, append([]byte(nil), a...), append([]byte(nil), b...))
 		}
 	})
+}
+
+// fuzzPair is one FuzzEngine run on e.
+func fuzzPair(t *testing.T, e *nat.Engine, a, b []byte) {
+	w := e.NewWorker()
+	v := make([]nat.Verdict, 3)
+	w.Process([][]byte{a, b, append([]byte(nil), a...)}, v)
+	for _, x := range v {
+		if x > nat.Pass {
+			t.Fatalf("verdict %d", x)
+		}
+	}
+	if err := e.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	e.Advance(time.Hour)
+	e.Expire()
+	if e.Flows() != 0 {
+		t.Fatalf("%d flows survive an hour", e.Flows())
+	}
+	if err := e.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -408,9 +408,21 @@ func (w *Worker) newFlow(b []byte, kw *tupleWords) Verdict {
 		// address routes there).
 		return w.drop(DropUnmatched)
 	}
-	for _, m := range w.snap.masq {
-		if m.from.Contains(addrOf(p.Src)) && !m.from.Contains(addrOf(p.Dst)) && (p.HasPorts() || p.IsICMPEcho()) {
-			return w.newMasqFlow(b, m, kw)
+	if p.HasPorts() || p.IsICMPEcho() {
+		src, dst := addrOf(p.Src), addrOf(p.Dst)
+		for _, m := range w.snap.masq {
+			if m.net.Contains(src) && !m.net.Contains(dst) {
+				return w.newMasqFlow(b, m, kw)
+			}
+		}
+		if !w.e.dropDef {
+			// What would be passed into an inbound rule's subnet is
+			// masqueraded instead (ipchains -d NET under an ACCEPT policy).
+			for _, m := range w.snap.masqInto {
+				if m.net.Contains(dst) && !m.net.Contains(src) {
+					return w.newMasqFlow(b, m, kw)
+				}
+			}
 		}
 	}
 	if w.e.dropDef {
@@ -474,6 +486,10 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, kw *tupleWords) Verdict 
 		}
 		reply.Dst = w.snap.fullnat[fam]
 		return w.persistOutcome(svc, pk, w.insertWithPort(b, kw, &reply, w.snap.fnPorts, uint16(w.h), own, state, true))
+	}
+	if m := w.snap.masqueradeInto(d.Addr()); m != nil {
+		reply.Dst = m.to
+		return w.persistOutcome(svc, pk, w.insertWithPort(b, kw, &reply, m.ports, uint16(w.h), own, state, true))
 	}
 	return w.persistOutcome(svc, pk, w.insertWithPort(b, kw, &reply, [2]uint16{}, 0, own, state, false))
 }

@@ -1,0 +1,134 @@
+package nat_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
+)
+
+// insideTo is the address inbound (ipchains -d) masquerade rules give flows
+// going into the server subnet: one the real servers reach on their link.
+var insideTo = netip.MustParseAddr("198.18.2.254")
+
+// intoEngine is engine's NAT configuration plus an inbound masquerade rule
+// for the server subnet (ipchains -A forward -j MASQ -d 198.18.2.0/24) and
+// a service whose real server lies outside it.
+func intoEngine(t *testing.T, dropUnmatched bool) *nat.Engine {
+	t.Helper()
+	var bs []nat.Backend
+	for _, r := range rips {
+		bs = append(bs, nat.Backend{Addr: r, Port: 8080, Weight: 1})
+	}
+	e, err := nat.New(nat.Config{
+		Capacity: 1024, ShardBits: 2, DropUnmatched: dropUnmatched,
+		Services: []nat.Service{
+			{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "rr", Backends: bs},
+			{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 81, Scheduler: "rr",
+				Backends: []nat.Backend{{Addr: far.Addr(), Port: far.Port(), Weight: 1}}},
+			{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 8080, Mode: nat.ModeFullNAT, Scheduler: "rr", Backends: bs},
+		},
+		Masquerade: []nat.Masquerade{
+			{From: netip.MustParsePrefix("198.18.2.0/24"), To: masqTo},
+			{Into: netip.MustParsePrefix("198.18.2.0/24"), To: insideTo, Ports: [2]uint16{20000, 20999}},
+		},
+		FullNATPool: []netip.Addr{lip},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// TestMasqueradeInto: a NAT service's flow to a real server inside an
+// inbound rule's subnet leaves with the rule's address and a port of its
+// range, and its replies get the VIP and the client back; a real server
+// outside the subnet sees the client; a FULLNAT service keeps its pool.
+func TestMasqueradeInto(t *testing.T) {
+	e := intoEngine(t, true)
+	w := e.NewWorker()
+	b := tcp(client, vip, syn, 0)
+	if v := one(w, b); v != nat.Forward {
+		t.Fatalf("SYN: verdict %v", v)
+	}
+	s, d := endpoints(t, b)
+	checksumsValid(t, b)
+	if s.Addr() != insideTo || s.Port() < 20000 || s.Port() > 20999 || d.Addr() != rips[0] {
+		t.Fatalf("SYN left as %v > %v, want %v:20000-20999 > %v:8080", s, d, insideTo, rips[0])
+	}
+	r := tcp(d, s, synack, 0)
+	if v := one(w, r); v != nat.Forward {
+		t.Fatalf("SYN-ACK: verdict %v", v)
+	}
+	if rs, rd := endpoints(t, r); rs != vip || rd != client {
+		t.Fatalf("reply %v > %v, want %v > %v", rs, rd, vip, client)
+	}
+	checksumsValid(t, r)
+
+	// Outside the subnet: plain NAT, the real server sees the client.
+	b = tcp(client, netip.AddrPortFrom(vip.Addr(), 81), syn, 0)
+	one(w, b)
+	if s, d := endpoints(t, b); s != client || d != far {
+		t.Fatalf("NAT to a server outside the subnet: %v > %v, want %v > %v", s, d, client, far)
+	}
+	// FULLNAT keeps its own source.
+	b = tcp(client, netip.AddrPortFrom(vip.Addr(), 8080), syn, 0)
+	one(w, b)
+	if s, _ := endpoints(t, b); s.Addr() != lip {
+		t.Fatalf("FULLNAT service left from %v, want the pool's %v", s, lip)
+	}
+	// Unsolicited packets to the rule's address are refused.
+	if v := one(w, udp(outside, netip.AddrPortFrom(insideTo, 20001), 1)); v != nat.Drop || e.Drops(nat.DropMasqUnsolicited) != 1 {
+		t.Fatalf("unsolicited to %v: verdict %v, drops %d", insideTo, v, e.Drops(nat.DropMasqUnsolicited))
+	}
+	// Outbound masquerade is unaffected by the inbound rule.
+	b = udp(netip.AddrPortFrom(rips[1], 33000), outside, 10)
+	one(w, b)
+	if s, _ := endpoints(t, b); s != netip.AddrPortFrom(masqTo, 33000) {
+		t.Fatalf("outbound from the subnet left as %v, want %v:33000", s, masqTo)
+	}
+}
+
+// TestMasqueradeIntoUnmatched: with packets that match nothing passed (an
+// ACCEPT policy), one going into the subnet from outside is masqueraded
+// instead, and its answer comes back; with them dropped (DENY), it is
+// dropped.
+func TestMasqueradeIntoUnmatched(t *testing.T) {
+	host := netip.AddrPortFrom(rips[2], 161)
+	e := intoEngine(t, false)
+	w := e.NewWorker()
+	b := udp(client, host, 8)
+	if v := one(w, b); v != nat.Forward {
+		t.Fatalf("into the subnet under ACCEPT: verdict %v, want forward (masqueraded)", v)
+	}
+	s, d := endpoints(t, b)
+	if s.Addr() != insideTo || d != host {
+		t.Fatalf("masqueraded %v > %v, want %v:* > %v", s, d, insideTo, host)
+	}
+	r := udp(host, s, 8)
+	one(w, r)
+	if rs, rd := endpoints(t, r); rs != host || rd != client {
+		t.Fatalf("answer %v > %v, want %v > %v", rs, rd, host, client)
+	}
+	checksumsValid(t, r)
+
+	e = intoEngine(t, true)
+	if v := one(e.NewWorker(), udp(client, host, 8)); v != nat.Drop || e.Drops(nat.DropUnmatched) != 1 {
+		t.Fatalf("into the subnet under DENY: verdict %v, unmatched drops %d", v, e.Drops(nat.DropUnmatched))
+	}
+}
+
+// TestMasqueradeRuleShape: a rule needs exactly one subnet.
+func TestMasqueradeRuleShape(t *testing.T) {
+	net := netip.MustParsePrefix("198.18.2.0/24")
+	for _, m := range []nat.Masquerade{
+		{To: insideTo},
+		{From: net, Into: net, To: insideTo},
+		{Into: net, To: netip.MustParseAddr("2001:db8::20")},
+	} {
+		if _, err := nat.New(nat.Config{Masquerade: []nat.Masquerade{m}}); err == nil {
+			t.Errorf("rule %+v accepted", m)
+		}
+	}
+}
