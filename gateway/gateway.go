@@ -20,6 +20,7 @@ import (
 
 	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/health"
+	"github.com/vsgate/vsgate/gateway/names"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/packet/afpacket"
@@ -71,8 +72,12 @@ type Options struct {
 	// MetricsPprof also serves Go's profiles under /debug/pprof/ there.
 	MetricsPprof bool
 
-	// MasqDefault is the address `ipchains -j MASQ` rules without --to get.
-	MasqDefault netip.Addr
+	// MasqDefaults are the addresses `ipchains -j MASQ` rules without
+	// --to get (masquerade_to, masquerade_inside).
+	MasqDefaults adm.Defaults
+	// Names resolves host and service names in adm commands, and back
+	// for listings without -n; nil means the system's (names.System).
+	Names names.Resolver
 
 	// Load rereads the configuration (vsgate run reads its file) for
 	// `vsgate adm reload` and ReloadFromSource; nil means there is none.
@@ -129,6 +134,7 @@ type Gateway struct {
 	metrics     *http.Server
 	metricsAddr net.Addr
 	start       time.Time
+	names       names.Resolver
 
 	mu          sync.Mutex // guards opts, desired, down and captureFile; serialises changes
 	captureFile *os.File
@@ -158,7 +164,10 @@ func New(opts Options) (g *Gateway, err error) {
 		opts.Logger = slog.Default()
 	}
 	opts.NAT = withL7Services(opts.NAT, opts.L7)
-	g = &Gateway{log: opts.Logger, opts: opts, desired: opts.NAT, down: map[string]bool{}, start: time.Now()}
+	g = &Gateway{log: opts.Logger, opts: opts, desired: opts.NAT, down: map[string]bool{}, start: time.Now(), names: opts.Names}
+	if g.names == nil {
+		g.names = &names.System{}
+	}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -751,7 +760,7 @@ func (g *Gateway) healthChanged(key string, up bool, why string) {
 
 // handle runs one control request: ipvsadm's language, portfw and
 // ipchains, as `vsgate adm` sends them.
-func (g *Gateway) handle(_ context.Context, req Request) Response {
+func (g *Gateway) handle(ctx context.Context, req Request) Response {
 	if len(req.Args) > 0 && req.Args[0] == "pcap" {
 		return g.handlePcap(req.Args[1:])
 	}
@@ -761,24 +770,29 @@ func (g *Gateway) handle(_ context.Context, req Request) Response {
 		}
 		return Response{Output: "configuration reloaded\n"}
 	}
-	c, err := adm.Parse(req.Args)
+	ctx, cancel := context.WithTimeout(ctx, names.DefaultTimeout)
+	defer cancel()
+	c, err := adm.Parse(ctx, req.Args, g.names)
 	if err != nil {
 		return Response{Error: err.Error(), Status: 2}
 	}
 	var out bytes.Buffer
 	switch c.Op {
+	case adm.OpHelp:
+		out.WriteString(c.Help())
 	case adm.OpList:
-		adm.WriteList(&out, c, g.view(c))
+		adm.WriteList(&out, c, g.view(ctx, c))
 	case adm.OpSave:
 		g.mu.Lock()
 		adm.WriteSave(&out, g.desired)
 		g.mu.Unlock()
 	case adm.OpPortfwList:
-		adm.WritePortfw(&out, g.view(c))
+		adm.WritePortfw(&out, g.view(ctx, c))
 	case adm.OpMasqList:
 		g.mu.Lock()
-		adm.WriteMasq(&out, g.desired)
+		cfg := g.desired
 		g.mu.Unlock()
+		adm.WriteMasq(&out, cfg, g.masqNames(ctx, c, cfg))
 	case adm.OpZero:
 		g.engine.ZeroStats()
 	default:
@@ -786,9 +800,9 @@ func (g *Gateway) handle(_ context.Context, req Request) Response {
 		defer g.mu.Unlock()
 		var next nat.Config
 		if c.Op == adm.OpRestore {
-			next, err = adm.Restore(g.desired, req.Stdin, adm.Defaults{MasqTo: g.opts.MasqDefault})
+			next, err = adm.Restore(ctx, g.desired, req.Stdin, g.opts.MasqDefaults, g.names)
 		} else {
-			next, err = adm.Apply(g.desired, c, adm.Defaults{MasqTo: g.opts.MasqDefault})
+			next, err = adm.Apply(g.desired, c, g.opts.MasqDefaults)
 		}
 		if err == nil {
 			err = g.installLocked(next)
@@ -802,8 +816,9 @@ func (g *Gateway) handle(_ context.Context, req Request) Response {
 	return Response{Output: out.String()}
 }
 
-// view gathers what a listing shows.
-func (g *Gateway) view(c *adm.Command) *adm.View {
+// view gathers what a listing shows; without -n, with the names of its
+// addresses and ports.
+func (g *Gateway) view(ctx context.Context, c *adm.Command) *adm.View {
 	v := &adm.View{Services: g.engine.Services(), Size: g.engine.Capacity(), Timeouts: g.engine.Config().Timeouts.Effective()}
 	if r := g.rates.Load(); r != nil {
 		v.Rates = *r
@@ -815,7 +830,58 @@ func (g *Gateway) view(c *adm.Command) *adm.View {
 			}
 		}
 	}
+	if !c.Numeric {
+		var addrs []netip.Addr
+		var ports []portOf
+		for _, s := range v.Services {
+			addrs = append(addrs, s.VIP)
+			ports = append(ports, portOf{s.Proto, s.Port})
+			for _, b := range s.Backends {
+				addrs = append(addrs, b.Addr)
+				ports = append(ports, portOf{s.Proto, b.Port})
+			}
+		}
+		v.Names = g.lookupNames(ctx, addrs, ports)
+	}
 	return v
+}
+
+// portOf is a port of a protocol, for a listing's names.
+type portOf struct {
+	proto uint8
+	port  uint16
+}
+
+// lookupNames finds the names a listing without -n shows: every address's
+// host name, all within names.DefaultTimeout, and the ports' service names.
+func (g *Gateway) lookupNames(ctx context.Context, addrs []netip.Addr, ports []portOf) *adm.Names {
+	n := &adm.Names{Hosts: names.HostNames(ctx, g.names, addrs), Ports: map[string]string{}}
+	for _, p := range ports {
+		word := "tcp"
+		if p.proto == packet.ProtoUDP {
+			word = "udp"
+		}
+		if s := g.names.PortName(word, p.port); s != "" {
+			n.Ports[fmt.Sprintf("%s/%d", word, p.port)] = s
+		}
+	}
+	return n
+}
+
+// masqNames are the names ipchains -L without -n shows: the hosts of host
+// rules and the addresses masqueraded to.
+func (g *Gateway) masqNames(ctx context.Context, c *adm.Command, cfg nat.Config) *adm.Names {
+	if c.Numeric {
+		return nil
+	}
+	var addrs []netip.Addr
+	for _, m := range cfg.Masquerade {
+		addrs = append(addrs, m.To)
+		if m.Subnet().IsSingleIP() {
+			addrs = append(addrs, m.Subnet().Addr())
+		}
+	}
+	return g.lookupNames(ctx, addrs, nil)
 }
 
 // isServiceFlow tells virtual-service flows from masquerade flows.

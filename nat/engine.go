@@ -123,9 +123,9 @@ type masqKey struct {
 
 func (m Masquerade) key() masqKey { return masqKey{m.From, m.Into} }
 
-// Config is the engine's configuration. Services, masquerade rules and the
-// FULLNAT pool can be replaced at run time with Update; the rest is fixed
-// at New.
+// Config is the engine's configuration. Services, masquerade rules, the
+// FULLNAT pool, timeouts, DropUnmatched and ResetRemoved can be replaced
+// at run time with Update; Capacity, ShardBits and Tick are fixed at New.
 type Config struct {
 	Capacity  int           // maximum tracked flows; 0 means 1<<16
 	ShardBits uint          // 2^ShardBits lock shards; 0 means 64 shards
@@ -230,17 +230,18 @@ func (s *snapshot) masqueradeInto(addr [16]byte) *masqRule {
 // snapshot is the immutable configuration workers read with one atomic
 // load per batch.
 type snapshot struct {
-	svcIndex     svcIndex    // the services by (VIP, port, protocol)
-	realServers  svcIndex    // the services by their backends' (address, port, protocol)
-	masq         []*masqRule // outbound rules (From)
-	masqInto     []*masqRule // inbound rules (Into)
-	masqAddr     map[[16]byte]bool
-	owned        map[[16]byte]bool       // VIPs and FULLNAT addresses: unmatched packets to them are dropped, never passed
-	timeout      [numTCPStates + 2]int64 // per state, in ticks
-	resetRemoved bool
-	fullnat      [2][16]byte // [0] IPv4 (mapped), [1] IPv6; zero if none
-	hasFull      [2]bool
-	fnPorts      [2]uint16
+	svcIndex      svcIndex    // the services by (VIP, port, protocol)
+	realServers   svcIndex    // the services by their backends' (address, port, protocol)
+	masq          []*masqRule // outbound rules (From)
+	masqInto      []*masqRule // inbound rules (Into)
+	masqAddr      map[[16]byte]bool
+	owned         map[[16]byte]bool       // VIPs and FULLNAT addresses: unmatched packets to them are dropped, never passed
+	timeout       [numTCPStates + 2]int64 // per state, in ticks
+	resetRemoved  bool
+	dropUnmatched bool
+	fullnat       [2][16]byte // [0] IPv4 (mapped), [1] IPv6; zero if none
+	hasFull       [2]bool
+	fnPorts       [2]uint16
 }
 
 // Engine is the L4 virtual server: it translates packets in place and
@@ -250,7 +251,6 @@ type snapshot struct {
 type Engine struct {
 	tab     *table
 	tick    time.Duration
-	dropDef bool
 	clock   atomic.Int64 // coarse time in ticks; Advance moves it
 	conf    atomic.Pointer[snapshot]
 	counts  counters
@@ -297,12 +297,11 @@ func New(cfg Config) (*Engine, error) {
 		cfg.Tick = time.Second
 	}
 	e := &Engine{
-		tab:     newTable(cfg.Capacity, cfg.ShardBits),
-		tick:    cfg.Tick,
-		dropDef: cfg.DropUnmatched,
-		scheds:  map[svcKey]*service{},
-		masqs:   map[masqKey]*owner{},
-		stats:   map[string]statID{},
+		tab:    newTable(cfg.Capacity, cfg.ShardBits),
+		tick:   cfg.Tick,
+		scheds: map[svcKey]*service{},
+		masqs:  map[masqKey]*owner{},
+		stats:  map[string]statID{},
 	}
 	e.owners.Store(&[]*owner{nil})
 	e.epoch.Store(1) // a worker's 0 means "not in a Process call"
@@ -327,7 +326,7 @@ func (e *Engine) Update(cfg Config) error {
 	defer e.mu.Unlock()
 	services := map[svcKey]*service{} // what the new snapshot serves
 	snap := &snapshot{masqAddr: map[[16]byte]bool{}, owned: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts,
-		timeout: cfg.Timeouts.ticks(e.tick), resetRemoved: cfg.ResetRemoved}
+		timeout: cfg.Timeouts.ticks(e.tick), resetRemoved: cfg.ResetRemoved, dropUnmatched: cfg.DropUnmatched}
 	if snap.fnPorts == [2]uint16{} {
 		snap.fnPorts = [2]uint16{1024, 65535}
 	}

@@ -415,7 +415,7 @@ func (w *Worker) newFlow(b []byte, kw *tupleWords) Verdict {
 				return w.newMasqFlow(b, m, kw)
 			}
 		}
-		if !w.e.dropDef {
+		if !w.snap.dropUnmatched {
 			// What would be passed into an inbound rule's subnet is
 			// masqueraded instead (ipchains -d NET under an ACCEPT policy).
 			for _, m := range w.snap.masqInto {
@@ -425,7 +425,7 @@ func (w *Worker) newFlow(b []byte, kw *tupleWords) Verdict {
 			}
 		}
 	}
-	if w.e.dropDef {
+	if w.snap.dropUnmatched {
 		return w.drop(DropUnmatched)
 	}
 	return Pass

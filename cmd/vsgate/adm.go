@@ -8,12 +8,14 @@ import (
 	"time"
 
 	"github.com/vsgate/vsgate/gateway"
+	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/config"
 )
 
-const admUsage = `usage: vsgate adm [--socket PATH] IPVSADM-ARGS...
-       vsgate adm [--socket PATH] portfw -a -P tcp -L VIP PORT -R RIP PORT [-p PREF]
-       vsgate adm [--socket PATH] ipchains -A forward -j MASQ -s NET [--to ADDR]
+const admUsage = `usage: vsgate adm [--socket PATH] [ipvsadm] IPVSADM-ARGS...
+       vsgate adm [--socket PATH] ipmasqadm -A VIP:PORT -R RIP:PORT [-R RIP:PORT ...]
+       vsgate adm [--socket PATH] ipmasqadm portfw -a -P tcp -L VIP PORT -R RIP PORT [-p PREF]
+       vsgate adm [--socket PATH] ipchains -A forward -j MASQ -s|-d NET [--to ADDR]
 
   Sends the command to the running gateway (vsgate run) over its control
   socket (default ` + config.DefaultSocket + `, or $VSGATE_SOCKET) and prints
@@ -25,8 +27,12 @@ const admUsage = `usage: vsgate adm [--socket PATH] IPVSADM-ARGS...
     -L|-l [-n] [--stats|--rate|-c|--timeout] [--exact]
     -S (save: ipvsadm-save format)   -R (restore from standard input)
     --set TCP TCPFIN UDP (timeouts, seconds)
-  and ipmasqadm portfw's and ipchains' masquerade rule, as the old
-  virtual-server recipes wrote them. Changes are live; -S saves them.
+  and ipmasqadm portfw's and ipchains' forward chain, as the old
+  virtual-server handbook writes them ("vsgate adm ipmasqadm -h" and
+  "vsgate adm ipchains -h" say how they map onto ipvsadm's services).
+  Addresses may be host names: the gateway resolves them once, when it
+  reads the command (hosts file, then DNS), and a name stands for every
+  address it has; -L without -n shows names. Changes are live; -S saves them.
   Also: reload (reread the configuration file, as SIGHUP does),
   pcap start FILE, pcap stop.
 `
@@ -45,6 +51,11 @@ func runAdm(args []string, stdout, stderr io.Writer) int {
 		if len(args) == 0 {
 			return 2
 		}
+		return 0
+	}
+	// The old tools' help needs no gateway.
+	if c, err := adm.Parse(context.Background(), args, nil); err == nil && c.Op == adm.OpHelp {
+		fmt.Fprint(stdout, c.Help())
 		return 0
 	}
 	req := gateway.Request{Args: args}

@@ -5,13 +5,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/vsgate/vsgate/gateway/config"
 )
 
 const checkUsage = `usage: vsgate check -c FILE
   Read and validate a configuration file without running anything: no
-  device, no netlink, no sockets. Prints "FILE: ok (...)" and exits 0, or
+  device, no netlink, no sockets (host names in it are looked up, in the
+  hosts file and DNS, as vsgate run would look them up; each is printed
+  as FILE:LINE: KEY NAME -> ADDRESSES). Prints "FILE: ok (...)" and exits 0, or
   prints every problem, one per line as FILE:LINE: what is wrong: the fix,
   and exits 1. The schema: gateway/config/doc.go and the commented
   example gateway/config/testdata/vsgate.yaml.
@@ -48,6 +51,13 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "vsgate check: %v\n", err)
 		}
 		return 1
+	}
+	for _, r := range c.Resolved {
+		addrs := make([]string, len(r.Addrs))
+		for i, a := range r.Addrs {
+			addrs[i] = a.String()
+		}
+		fmt.Fprintf(stdout, "%s:%d: %s %s -> %s\n", *file, r.Line, r.Key, r.Name, strings.Join(addrs, " "))
 	}
 	services, backends, masq := c.Counts()
 	fmt.Fprintf(stdout, "%s: ok (%d services, %d backends, %d masquerade rules)\n", *file, services, backends, masq)

@@ -20,6 +20,7 @@ func TestCheck(t *testing.T) {
 	example := filepath.Join("..", "..", "gateway", "config", "testdata", "vsgate.yaml")
 	good := write("good.yaml", "services:\n  - proto: tcp\n    vip: 198.18.0.10:80\n    backends: [{addr: 198.18.2.11}, {addr: 198.18.2.12}]\n"+
 		"masquerade:\n  - {from: 198.18.2.0/24, to: 198.18.0.20}\n")
+	named := write("named.yaml", "services:\n  - proto: tcp\n    vip: 198.18.0.10:80\n    backends:\n      - addr: localhost:8080\n")
 	bad := write("bad.yaml", "services:\n  - proto: tcp\n    vip: 198.18.0.10\n    backends:\n      - {addr: 198.18.2.11, weight: 70000}\nmetrics: {listen: 0.0.0.0:9100}\n")
 	for _, tc := range []struct {
 		args       []string
@@ -29,8 +30,11 @@ func TestCheck(t *testing.T) {
 	}{
 		{args: []string{"-c", good}, code: 0,
 			out: []string{good + ": ok (1 services, 2 backends, 1 masquerade rules)"}},
+		{args: []string{"-c", named}, code: 0, out: []string{
+			named + ":5: services[0].backends[0].addr localhost -> 127.0.0.1",
+			named + ": ok (1 services, 1 backends, 0 masquerade rules)"}},
 		{args: []string{"-c", example}, code: 0,
-			out: []string{example + ": ok (3 services, 7 backends, 3 masquerade rules)"}},
+			out: []string{example + ": ok (3 services, 7 backends, 4 masquerade rules)"}},
 		{args: []string{"-c", bad}, code: 1, errs: []string{
 			bad + ":3: vip 198.18.0.10 has no port: add one, such as vip: 198.18.0.10:80",
 			bad + ":5: backend 198.18.2.11: weight 70000 is out of range: use 0..65535",

@@ -126,8 +126,12 @@ func options(cfg *config.Config, log *slog.Logger) (gateway.Options, error) {
 	}
 	o := gateway.Options{
 		NAT: n, Device: cfg.Device.Name, Queues: cfg.Device.Queues, Offloads: cfg.Device.Offloads,
-		ControlSocket: cfg.Control.Socket, MasqDefault: cfg.MasqueradeTo, Logger: log,
-		Health: map[string]health.Spec{},
+		ControlSocket: cfg.Control.Socket, Logger: log,
+		MasqDefaults: adm.Defaults{Inside: cfg.MasqueradeInside},
+		Health:       map[string]health.Spec{},
+	}
+	if cfg.MasqueradeTo.IsValid() {
+		o.MasqDefaults.MasqTo = []netip.Addr{cfg.MasqueradeTo}
 	}
 	if cfg.Device.Type == config.DeviceAFPacket {
 		o.AFPacket = &gateway.AFPacketOptions{Interfaces: cfg.Device.Interfaces, Queues: cfg.Device.Queues, Addrs: cfg.Device.Addresses}

@@ -2,23 +2,47 @@ package adm
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vsgate/vsgate/gateway/names"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
 )
 
+// lab is the resolver of the tests: the handbook's host name with an
+// address of each family, one name with IPv4 only, and the services file's
+// http.
+var lab = names.Map{
+	Hosts: map[string][]netip.Addr{
+		"www.fuancn.cn": {netip.MustParseAddr("198.18.0.10"), netip.MustParseAddr("2001:db8::10")},
+		"rs1":           {netip.MustParseAddr("198.18.2.11"), netip.MustParseAddr("2001:db8:2::11")},
+		"rs2":           {netip.MustParseAddr("198.18.2.12")},
+	},
+	Services: map[string]uint16{"tcp/http": 80, "tcp/telnet": 23},
+}
+
+// defaults are the masquerade addresses of the tests' gateway.
+var defaults = Defaults{
+	MasqTo: []netip.Addr{netip.MustParseAddr("198.18.0.20"), netip.MustParseAddr("2001:db8::20")},
+	Inside: []netip.Addr{netip.MustParseAddr("198.18.2.254")},
+}
+
+func parse(line string) (*Command, error) {
+	return Parse(context.Background(), strings.Fields(line), lab)
+}
+
 func run(t *testing.T, cfg nat.Config, line string) (nat.Config, error) {
 	t.Helper()
-	c, err := Parse(strings.Fields(line))
+	c, err := parse(line)
 	if err != nil {
 		return cfg, err
 	}
-	return Apply(cfg, c, Defaults{MasqTo: netip.MustParseAddr("198.18.0.20")})
+	return Apply(cfg, c, defaults)
 }
 
 func mustRun(t *testing.T, cfg nat.Config, lines ...string) nat.Config {
@@ -96,7 +120,8 @@ func TestParseErrors(t *testing.T) {
 		{"", "no command"},
 		{"-A", "virtual service is needed"},
 		{"-A -t 198.18.0.10", "needs a port"},
-		{"-A -t nosuch.example:80", "not an address"},
+		{"-A -t nosuch.example:80", "not found"},
+		{"-A -t 198.18.0.10:nosuch", "a number 1..65535 or a service name"},
 		{"-a -t 198.18.0.10:80", "real server is needed"},
 		{"-a -t 198.18.0.10:80 -r 2001:db8::1", "family"},
 		{"-a -t 198.18.0.10:80 -r 198.18.2.1 -g", "NAT (-m) or FULLNAT"},
@@ -107,12 +132,12 @@ func TestParseErrors(t *testing.T) {
 		{"--set 1 2", "needs a value"},
 		{"-A -t 198.18.0.10:80 --bogus", "unknown option"},
 		{"-A -f 1", "not supported"},
-		{"portfw -a -P tcp -L 198.18.0.10 80", "needs -P proto -L"},
-		{"portfw -a -P sctp", "tcp or udp"},
+		{"portfw -a -P tcp -L 198.18.0.10 80", "insufficient options specified"},
+		{"portfw -a -P sctp", "invalid protocol specified"},
 		{"ipchains -A input -j MASQ -s 198.18.2.0/24", "forward chain"},
-		{"ipchains -A forward -j ACCEPT -s 198.18.2.0/24", "only -j MASQ"},
+		{"ipchains -A forward -j ACCEPT -s 198.18.2.0/24", "masquerade rules only: -j MASQ"},
 	} {
-		_, err := Parse(strings.Fields(tc.line))
+		_, err := parse(tc.line)
 		if err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), tc.wantIn) {
 			t.Errorf("%q: error %v, want a usage error containing %q", tc.line, err, tc.wantIn)
 		}
@@ -142,8 +167,8 @@ func TestPortfwAndIPChains(t *testing.T) {
 		t.Fatalf("after flush: %+v", cfg)
 	}
 	var buf bytes.Buffer
-	WriteMasq(&buf, mustRun(t, nat.Config{}, "ipchains -A forward -j MASQ -s 198.18.2.0/24 --to 198.18.0.21"))
-	if !strings.Contains(buf.String(), "MASQ       all   ------  198.18.2.0/24") || !strings.Contains(buf.String(), "198.18.0.21") {
+	WriteMasq(&buf, mustRun(t, nat.Config{}, "ipchains -A forward -j MASQ -s 198.18.2.0/24 --to 198.18.0.21"), nil)
+	if !strings.Contains(buf.String(), "MASQ       all  ------  198.18.2.0/24        0.0.0.0/0             n/a => 198.18.0.21") {
 		t.Errorf("ipchains -L:\n%s", buf.String())
 	}
 }
@@ -182,7 +207,7 @@ TCP 03:51  ESTABLISHED 198.18.0.2:56954   198.18.0.10:80     198.18.2.11:8080
 `},
 		{"-L --timeout", "Timeout (tcp tcpfin udp): 900 120 300\n"},
 	} {
-		c, err := Parse(strings.Fields(tc.args))
+		c, err := parse(tc.args)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,7 +237,7 @@ func TestSaveRestore(t *testing.T) {
 	if buf.String() != want {
 		t.Fatalf("-S:\n%s\nwant:\n%s", buf.String(), want)
 	}
-	back, err := Restore(nat.Config{}, buf.String(), Defaults{})
+	back, err := Restore(context.Background(), nat.Config{}, buf.String(), Defaults{}, lab)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,7 +246,7 @@ func TestSaveRestore(t *testing.T) {
 	if again.String() != want {
 		t.Fatalf("after -R, -S gives:\n%s", again.String())
 	}
-	if _, err := Restore(nat.Config{}, "-A -t 198.18.0.10:80\n-a -t 198.18.0.99:80 -r 198.18.2.1\n", Defaults{}); err == nil || !strings.Contains(err.Error(), "line 2") {
+	if _, err := Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80\n-a -t 198.18.0.99:80 -r 198.18.2.1\n", Defaults{}, lab); err == nil || !strings.Contains(err.Error(), "line 2") {
 		t.Fatalf("bad restore: %v", err)
 	}
 }
@@ -231,22 +256,25 @@ func TestSaveRestore(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{"-A -t 198.18.0.10:80 -s wrr", "-a -t 198.18.0.10:80 -r 198.18.2.11:8080 -m -w 3",
 		"-Lnc", "--set 1 2 3", "portfw -a -P tcp -L 198.18.0.10 80 -R 198.18.2.11 80 -p 5",
-		"ipchains -A forward -j MASQ -s 198.18.2.0/24", "-A -u [2001:db8::10]:53 -p -M 64"} {
+		"ipchains -A forward -j MASQ -s 198.18.2.0/24", "-A -u [2001:db8::10]:53 -p -M 64",
+		"ipmasqadm -A www.fuancn.cn:80 -R rs1:80 -R rs2:http", "ipchains -A forward -j MASQ -d 198.18.2.0/24",
+		"ipchains -P forward DENY", "ipchains -D forward 1", "ipmasqadm portfw -d -P udp -L [2001:db8::10]:53"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, line string) {
-		c, err := Parse(strings.Fields(line))
+		c, err := parse(line)
 		if err != nil {
 			return
 		}
 		cfg, err := Apply(nat.Config{Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: netip.MustParseAddr("198.18.0.10"), Port: 80, Scheduler: "rr"}}},
-			c, Defaults{MasqTo: netip.MustParseAddr("198.18.0.20")})
+			c, defaults)
 		if err != nil {
 			return
 		}
 		var buf bytes.Buffer
 		WriteSave(&buf, cfg)
-		WriteMasq(&buf, cfg)
+		WriteMasq(&buf, cfg, nil)
+		WritePortfw(&buf, &View{Services: nil, Names: &Names{}})
 		if e, err := nat.New(nat.Config{Capacity: 16, Services: cfg.Services, Masquerade: cfg.Masquerade, Timeouts: cfg.Timeouts}); err == nil {
 			var list bytes.Buffer
 			WriteList(&list, &Command{Op: OpList}, &View{Services: e.Services()})

@@ -2,12 +2,14 @@ package adm
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 
+	"github.com/vsgate/vsgate/gateway/names"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/sched"
 )
@@ -25,8 +27,12 @@ var (
 
 // Defaults are what Apply uses where a command leaves something out.
 type Defaults struct {
-	// MasqTo is the masquerade address for an ipchains rule without --to.
-	MasqTo netip.Addr
+	// MasqTo are the masquerade addresses (one per family) of ipchains
+	// -s rules without --to: the configuration's masquerade_to.
+	MasqTo []netip.Addr
+	// Inside are the addresses of ipchains -d rules without --to: the one
+	// that lies in the rule's subnet is taken (masquerade_inside).
+	Inside []netip.Addr
 }
 
 // PortfwPref is ipmasqadm's default preference for portfw -a without -p.
@@ -36,7 +42,7 @@ const PortfwPref = 10
 // opposed to listing it).
 func (c *Command) Modifies() bool {
 	switch c.Op {
-	case OpList, OpSave, OpPortfwList, OpMasqList:
+	case OpList, OpSave, OpPortfwList, OpMasqList, OpHelp:
 		return false
 	case OpZero:
 		return false // counters, not configuration
@@ -44,88 +50,27 @@ func (c *Command) Modifies() bool {
 	return true
 }
 
-// Apply returns cfg changed by the command. cfg is not modified. Listing
+// Help returns the help text of the command's tool (ipmasqadm -h,
+// ipchains -h), for OpHelp.
+func (c *Command) Help() string {
+	if c.Tool == "ipchains" {
+		return IPChainsHelp
+	}
+	return PortfwHelp
+}
+
+// Apply returns cfg changed by the command. cfg is not modified; on error
+// the returned configuration is cfg as given, so a command is applied
+// whole or not at all (a name with several addresses included). Listing
 // commands and -Z return cfg unchanged.
 func Apply(cfg nat.Config, c *Command, d Defaults) (nat.Config, error) {
-	cfg = clone(cfg)
-	find := func() int {
-		return slices.IndexFunc(cfg.Services, func(s nat.Service) bool {
-			return s.Proto == c.Proto && netip.AddrPortFrom(s.VIP, s.Port) == c.VIP
-		})
-	}
-	real := c.Real
-	if real.Port() == 0 {
-		real = netip.AddrPortFrom(real.Addr(), c.VIP.Port())
-	}
-	findDest := func(s *nat.Service) int {
-		return slices.IndexFunc(s.Backends, func(b nat.Backend) bool {
-			return netip.AddrPortFrom(b.Addr, b.Port) == real
-		})
-	}
+	next := clone(cfg)
+	var err error
 	switch c.Op {
-	case OpAddService:
-		if find() >= 0 {
-			return cfg, ErrServiceExists
-		}
-		s := nat.Service{Proto: c.Proto, VIP: c.VIP.Addr(), Port: c.VIP.Port(), Scheduler: "wlc"} // ipvsadm's default
-		if err := setServiceOptions(&s, c); err != nil {
-			return cfg, err
-		}
-		cfg.Services = append(cfg.Services, s)
-	case OpEditService:
-		i := find()
-		if i < 0 {
-			return cfg, ErrNoService
-		}
-		if err := setServiceOptions(&cfg.Services[i], c); err != nil {
-			return cfg, err
-		}
-	case OpDelService:
-		i := find()
-		if i < 0 {
-			return cfg, ErrNoService
-		}
-		cfg.Services = slices.Delete(cfg.Services, i, i+1)
-	case OpClear:
-		cfg.Services = nil
-	case OpAddServer, OpEditServer:
-		i := find()
-		if i < 0 {
-			return cfg, ErrNotDefined
-		}
-		s := &cfg.Services[i]
-		j := findDest(s)
-		if c.Op == OpAddServer && j >= 0 {
-			return cfg, ErrDestExists
-		}
-		if c.Op == OpEditServer && j < 0 {
-			return cfg, ErrNoDest
-		}
-		if err := setForward(s, c.Forward, j < 0 || len(s.Backends) > 1); err != nil {
-			return cfg, err
-		}
-		if j < 0 {
-			w := 1
-			if c.Weight >= 0 {
-				w = c.Weight
-			}
-			s.Backends = append(s.Backends, nat.Backend{Addr: real.Addr(), Port: real.Port(), Weight: uint32(w)})
-		} else if c.Weight >= 0 {
-			s.Backends[j].Weight = uint32(c.Weight)
-		}
-	case OpDelServer:
-		i := find()
-		if i < 0 {
-			return cfg, ErrNotDefined
-		}
-		s := &cfg.Services[i]
-		j := findDest(s)
-		if j < 0 {
-			return cfg, ErrNoDest
-		}
-		s.Backends = slices.Delete(s.Backends, j, j+1)
+	case OpClear, OpPortfwFlush:
+		next.Services = slices.DeleteFunc(next.Services, func(s nat.Service) bool { return s.Mode != nat.ModeL7 })
 	case OpSetTimeouts:
-		t := &cfg.Timeouts
+		t := &next.Timeouts
 		if c.Timeouts[0] > 0 {
 			t.TCPEstablished = c.Timeouts[0]
 		}
@@ -135,65 +80,190 @@ func Apply(cfg nat.Config, c *Command, d Defaults) (nat.Config, error) {
 		if c.Timeouts[2] > 0 {
 			t.UDP = c.Timeouts[2]
 		}
+	case OpMasqAdd, OpMasqDel, OpMasqFlush, OpMasqPolicy:
+		err = applyIPChains(&next, c, d)
+	default:
+		for _, vip := range c.VIP.Addrs {
+			if err = applyToService(&next, c, vip); err != nil {
+				if len(c.VIP.Addrs) > 1 {
+					err = fmt.Errorf("%s (%v): %w", c.VIP.Text, vip, err)
+				}
+				break
+			}
+		}
+	}
+	if err != nil {
+		return cfg, err
+	}
+	return next, nil
+}
+
+// applyToService applies a service or real-server command to one of the
+// service's addresses.
+func applyToService(cfg *nat.Config, c *Command, vip netip.AddrPort) error {
+	i := slices.IndexFunc(cfg.Services, func(s nat.Service) bool {
+		return s.Proto == c.Proto && netip.AddrPortFrom(s.VIP, s.Port) == vip
+	})
+	var reals []netip.AddrPort // the real servers of vip's family
+	for _, r := range c.Reals {
+		reals = append(reals, r.Of(vip.Addr(), vip.Port())...)
+	}
+	findDest := func(s *nat.Service, real netip.AddrPort) int {
+		return slices.IndexFunc(s.Backends, func(b nat.Backend) bool {
+			return netip.AddrPortFrom(b.Addr, b.Port) == real
+		})
+	}
+	switch c.Op {
+	case OpAddService:
+		if i >= 0 {
+			return ErrServiceExists
+		}
+		s := nat.Service{Proto: c.Proto, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "wlc"} // ipvsadm's default
+		if err := setServiceOptions(&s, c); err != nil {
+			return err
+		}
+		cfg.Services = append(cfg.Services, s)
+		return nil
 	case OpPortfwAdd:
 		pref := c.Pref
 		if pref == 0 {
 			pref = PortfwPref
 		}
-		i := find()
 		if i < 0 {
 			// ipmasqadm spreads connections over the -R entries of one
-			// -L address in proportion to their preference: weighted
-			// round robin.
-			cfg.Services = append(cfg.Services, nat.Service{Proto: c.Proto, VIP: c.VIP.Addr(), Port: c.VIP.Port(), Scheduler: "wrr"})
+			// local address in proportion to their preference:
+			// weighted round robin.
+			cfg.Services = append(cfg.Services, nat.Service{Proto: c.Proto, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "wrr"})
 			i = len(cfg.Services) - 1
 		}
 		s := &cfg.Services[i]
-		if j := findDest(s); j >= 0 {
-			s.Backends[j].Weight = uint32(pref)
-		} else {
-			s.Backends = append(s.Backends, nat.Backend{Addr: real.Addr(), Port: real.Port(), Weight: uint32(pref)})
+		if s.Mode == nat.ModeL7 {
+			return fmt.Errorf("%w: %v is an L7 (ProxyPass) service", ErrServiceExists, vip)
 		}
-	case OpPortfwDel:
-		i := find()
-		if i < 0 {
-			return cfg, ErrNoService
+		for _, real := range reals {
+			if j := findDest(s, real); j >= 0 {
+				s.Backends[j].Weight = uint32(pref)
+			} else {
+				s.Backends = append(s.Backends, nat.Backend{Addr: real.Addr(), Port: real.Port(), Weight: uint32(pref)})
+			}
 		}
-		if !c.Real.IsValid() {
+		return nil
+	}
+	if i < 0 {
+		if c.Op == OpAddServer || c.Op == OpEditServer || c.Op == OpDelServer {
+			return ErrNotDefined
+		}
+		return ErrNoService
+	}
+	s := &cfg.Services[i]
+	switch c.Op {
+	case OpEditService:
+		return setServiceOptions(s, c)
+	case OpDelService:
+		cfg.Services = slices.Delete(cfg.Services, i, i+1)
+	case OpAddServer, OpEditServer:
+		for _, real := range reals {
+			j := findDest(s, real)
+			if c.Op == OpAddServer && j >= 0 {
+				return ErrDestExists
+			}
+			if c.Op == OpEditServer && j < 0 {
+				return ErrNoDest
+			}
+			if err := setForward(s, c.Forward, j < 0 || len(s.Backends) > 1); err != nil {
+				return err
+			}
+			if j < 0 {
+				w := 1
+				if c.Weight >= 0 {
+					w = c.Weight
+				}
+				s.Backends = append(s.Backends, nat.Backend{Addr: real.Addr(), Port: real.Port(), Weight: uint32(w)})
+			} else if c.Weight >= 0 {
+				s.Backends[j].Weight = uint32(c.Weight)
+			}
+		}
+	case OpDelServer, OpPortfwDel:
+		if c.Op == OpPortfwDel && len(c.Reals) == 0 {
 			cfg.Services = slices.Delete(cfg.Services, i, i+1)
 			break
 		}
-		s := &cfg.Services[i]
-		j := findDest(s)
-		if j < 0 {
-			return cfg, ErrNoDest
+		for _, real := range reals {
+			j := findDest(s, real)
+			if j < 0 {
+				return ErrNoDest
+			}
+			s.Backends = slices.Delete(s.Backends, j, j+1)
 		}
-		s.Backends = slices.Delete(s.Backends, j, j+1)
-	case OpPortfwFlush:
-		cfg.Services = nil
-	case OpMasqAdd:
-		to := c.MasqTo
-		if !to.IsValid() {
-			to = d.MasqTo
-		}
-		if !to.IsValid() {
-			return cfg, fmt.Errorf("%w: ipchains -j MASQ: no masquerade address: give --to ADDR (vsgate has no outgoing interface address to borrow)", ErrUsage)
-		}
-		if to.Is4() != c.MasqFrom.Addr().Is4() {
-			return cfg, fmt.Errorf("%w: ipchains: --to %v and -s %v are of different families", ErrUsage, to, c.MasqFrom)
-		}
-		if slices.ContainsFunc(cfg.Masquerade, func(m nat.Masquerade) bool { return m.From == c.MasqFrom }) {
-			return cfg, errors.New("ipchains: a masquerade rule for this subnet exists already")
-		}
-		cfg.Masquerade = append(cfg.Masquerade, nat.Masquerade{From: c.MasqFrom, To: to})
-	case OpMasqDel:
-		i := slices.IndexFunc(cfg.Masquerade, func(m nat.Masquerade) bool { return m.From == c.MasqFrom })
-		if i < 0 {
-			return cfg, errors.New("ipchains: Bad rule (does a matching rule exist in that chain?)")
-		}
-		cfg.Masquerade = slices.Delete(cfg.Masquerade, i, i+1)
 	}
-	return cfg, nil
+	return nil
+}
+
+// applyIPChains applies an ipchains command to the masquerade rules and
+// the policy.
+func applyIPChains(cfg *nat.Config, c *Command, d Defaults) error {
+	same := func(m nat.Masquerade, n netip.Prefix) bool {
+		return m.Subnet() == n && m.Into.IsValid() == c.MasqInto
+	}
+	switch c.Op {
+	case OpMasqPolicy:
+		cfg.DropUnmatched = c.Policy == "DENY"
+	case OpMasqFlush:
+		cfg.Masquerade = nil
+	case OpMasqDel:
+		if c.RuleNum > 0 {
+			if c.RuleNum > len(cfg.Masquerade) {
+				return errors.New("ipchains: No chain by that name") // ipchains' word for a rule number past the end
+			}
+			cfg.Masquerade = slices.Delete(cfg.Masquerade, c.RuleNum-1, c.RuleNum)
+			return nil
+		}
+		for _, n := range c.Masq {
+			i := slices.IndexFunc(cfg.Masquerade, func(m nat.Masquerade) bool { return same(m, n) })
+			if i < 0 {
+				return errors.New("ipchains: bad rule (does a matching rule exist in that chain?)")
+			}
+			cfg.Masquerade = slices.Delete(cfg.Masquerade, i, i+1)
+		}
+	case OpMasqAdd:
+		for _, n := range c.Masq {
+			to, err := masqAddress(c, d, n)
+			if err != nil {
+				return err
+			}
+			if slices.ContainsFunc(cfg.Masquerade, func(m nat.Masquerade) bool { return same(m, n) }) {
+				return fmt.Errorf("ipchains: a masquerade rule for %v exists already (ipchains -L forward lists it)", n)
+			}
+			m := nat.Masquerade{From: n, To: to}
+			if c.MasqInto {
+				m = nat.Masquerade{Into: n, To: to}
+			}
+			cfg.Masquerade = append(cfg.Masquerade, m)
+		}
+	}
+	return nil
+}
+
+// masqAddress is the address a new masquerade rule for n gets: --to, else
+// the default of its direction.
+func masqAddress(c *Command, d Defaults, n netip.Prefix) (netip.Addr, error) {
+	if c.MasqTo.IsValid() {
+		return c.MasqTo, nil
+	}
+	if c.MasqInto {
+		for _, a := range d.Inside {
+			if n.Contains(a) {
+				return a, nil
+			}
+		}
+		return netip.Addr{}, fmt.Errorf("%w: ipchains -d %v: no address to masquerade to: give --to ADDR, or set masquerade_inside in the configuration to an address vsgate may take in %v (the hosts there must reach it on their link)", ErrUsage, n, n)
+	}
+	for _, a := range d.MasqTo {
+		if a.Is4() == n.Addr().Is4() {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("%w: ipchains -s %v: no masquerade address: give --to ADDR, or set masquerade_to in the configuration (vsgate has no outgoing interface address to borrow)", ErrUsage, n)
 }
 
 // setServiceOptions applies -s -p -M -b.
@@ -245,7 +315,7 @@ func setForward(s *nat.Service, f Forward, others bool) error {
 
 // Restore applies ipvsadm -S output (one command per line, as ipvsadm -R
 // reads it) to cfg. On error nothing is applied; the error names the line.
-func Restore(cfg nat.Config, script string, d Defaults) (nat.Config, error) {
+func Restore(ctx context.Context, cfg nat.Config, script string, d Defaults, r names.Resolver) (nat.Config, error) {
 	sc := bufio.NewScanner(strings.NewReader(script))
 	n := 0
 	for sc.Scan() {
@@ -254,7 +324,7 @@ func Restore(cfg nat.Config, script string, d Defaults) (nat.Config, error) {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		c, err := Parse(strings.Fields(line))
+		c, err := Parse(ctx, strings.Fields(line), r)
 		if err == nil && !c.Modifies() {
 			err = fmt.Errorf("%w: only commands that change the table belong in a restore", ErrUsage)
 		}

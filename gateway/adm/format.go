@@ -29,6 +29,61 @@ type View struct {
 	Timeouts nat.Timeouts
 	Size     int
 	Config   nat.Config
+	// Names are shown in place of addresses and ports by listings without
+	// -n; nil shows numbers only.
+	Names *Names
+}
+
+// Names are what a listing without -n shows in place of numbers: the host
+// names found for addresses (hosts file or reverse DNS, within a time
+// limit) and the service names of ports. A missing entry prints as the
+// number.
+type Names struct {
+	Hosts map[netip.Addr]string
+	Ports map[string]string // by "tcp/80"
+}
+
+// host returns a's name, or a as a number.
+func (n *Names) host(a netip.Addr) string {
+	a = a.Unmap()
+	if n != nil && n.Hosts[a] != "" {
+		return n.Hosts[a]
+	}
+	return a.String()
+}
+
+// port returns port's service name for proto, or the number.
+func (n *Names) port(proto uint8, port uint16) string {
+	if n != nil {
+		if s := n.Ports[fmt.Sprintf("%s/%d", protoWord(proto), port)]; s != "" {
+			return s
+		}
+	}
+	return fmt.Sprint(port)
+}
+
+// addrPort prints as ipvsadm does: a.b.c.d:port or [v6]:port, with names
+// where it has them (ipvsadm's addrport_to_anyname, which makes at most
+// 59 bytes).
+func (n *Names) addrPort(a netip.Addr, port uint16, proto uint8) string {
+	if n == nil {
+		return addrPort(a, port)
+	}
+	s := "[" + n.host(a) + "]:" + n.port(proto, port)
+	if a.Unmap().Is4() {
+		s = n.host(a) + ":" + n.port(proto, port)
+	}
+	return s[:min(len(s), 59)]
+}
+
+// realName is a real server's column: ipvsadm cuts an IPv4 one at 28
+// bytes (dname[28] = 0).
+func (n *Names) realName(a netip.Addr, port uint16, proto uint8) string {
+	s := n.addrPort(a, port, proto)
+	if a.Unmap().Is4() && len(s) > 28 {
+		s = s[:28]
+	}
+	return s
 }
 
 // ServiceKey and BackendKey name rate entries.
@@ -119,10 +174,10 @@ func WriteList(w io.Writer, c *Command, v *View) {
 		fmt.Fprint(w, "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 	}
 	for _, s := range sorted(v.Services) {
-		if c.VIP.IsValid() && (s.Proto != c.Proto || netip.AddrPortFrom(s.VIP, s.Port) != c.VIP) {
+		if c.VIP.IsValid() && (s.Proto != c.Proto || !c.VIP.Has(netip.AddrPortFrom(s.VIP, s.Port))) {
 			continue
 		}
-		name := fmt.Sprintf("%s  %s", protoName(s.Proto), addrPort(s.VIP, s.Port))
+		name := fmt.Sprintf("%s  %s", protoName(s.Proto), v.Names.addrPort(s.VIP, s.Port, s.Proto))
 		if s.VIP.Is4() && len(name) > 33 {
 			name = name[:33]
 		}
@@ -131,7 +186,7 @@ func WriteList(w io.Writer, c *Command, v *View) {
 			fmt.Fprintf(w, "%-33s", name)
 			writeStats(w, s.Stats, c.Exact)
 			for _, b := range s.Backends {
-				fmt.Fprintf(w, "  -> %-28s", addrPort(b.Addr, b.Port))
+				fmt.Fprintf(w, "  -> %-28s", v.Names.realName(b.Addr, b.Port, s.Proto))
 				writeStats(w, b.Stats, c.Exact)
 			}
 		case c.Rate:
@@ -143,7 +198,7 @@ func WriteList(w io.Writer, c *Command, v *View) {
 			fmt.Fprintln(w)
 			for _, b := range s.Backends {
 				r := v.Rates[BackendKey(s.Service, b.Backend)]
-				fmt.Fprintf(w, "  -> %-28s %8d %8d %8d", addrPort(b.Addr, b.Port), r.CPS, r.InPPS, r.OutPPS)
+				fmt.Fprintf(w, "  -> %-28s %8d %8d %8d", v.Names.realName(b.Addr, b.Port, s.Proto), r.CPS, r.InPPS, r.OutPPS)
 				largenum(w, r.InBPS, c.Exact)
 				largenum(w, r.OutBPS, c.Exact)
 				fmt.Fprintln(w)
@@ -165,7 +220,7 @@ func WriteList(w io.Writer, c *Command, v *View) {
 			}
 			fmt.Fprintln(w)
 			for _, b := range s.Backends {
-				fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", addrPort(b.Addr, b.Port), fwdName(s.Mode), b.Weight, b.ActiveConns, b.InactiveConns)
+				fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", v.Names.realName(b.Addr, b.Port, s.Proto), fwdName(s.Mode), b.Weight, b.ActiveConns, b.InactiveConns)
 			}
 		}
 	}
@@ -243,21 +298,44 @@ func WritePortfw(w io.Writer, v *View) {
 	fmt.Fprintln(w, "prot localaddr            rediraddr               lport    rport  pcnt  pref")
 	for _, s := range sorted(v.Services) {
 		for _, b := range s.Backends {
-			fmt.Fprintf(w, "%-4s %-20s %-20s %8d %8d %5d %5d\n", protoName(s.Proto), s.VIP.Unmap(), b.Addr.Unmap(),
-				s.Port, b.Port, b.ActiveConns+b.InactiveConns, b.Weight)
+			fmt.Fprintf(w, "%-4s %-20s %-20s %8s %8s %5d %5d\n", protoName(s.Proto), v.Names.host(s.VIP), v.Names.host(b.Addr),
+				v.Names.port(s.Proto, s.Port), v.Names.port(s.Proto, b.Port), b.ActiveConns+b.InactiveConns, b.Weight)
 		}
 	}
 }
 
-// WriteMasq writes the masquerade rules as ipchains -L forward shows them.
-func WriteMasq(w io.Writer, cfg nat.Config) {
-	fmt.Fprintln(w, "Chain forward (policy ACCEPT):")
-	fmt.Fprintf(w, "%-10s %-5s %-7s %-21s %-21s %s\n", "target", "prot", "opt", "source", "destination", "ports")
-	for _, m := range cfg.Masquerade {
-		dst := "0.0.0.0/0"
-		if m.From.Addr().Is6() {
-			dst = "::/0"
-		}
-		fmt.Fprintf(w, "%-10s %-5s %-7s %-21s %-21s %s\n", "MASQ", "all", "------", m.From, dst, "n/a -> "+m.To.String())
+// WriteMasq writes the forward chain as ipchains 1.3 -L forward shows it
+// (list_entries, print_firewall): its policy, then the masquerade rules in
+// order. vsgate adds the address a rule masquerades to after the ports
+// column, as " => ADDR" (where ipchains shows a REDIRECT's port): ipchains
+// took the interface's address and had none to show.
+func WriteMasq(w io.Writer, cfg nat.Config, n *Names) {
+	policy := "ACCEPT"
+	if cfg.DropUnmatched {
+		policy = "DENY"
 	}
+	fmt.Fprintf(w, "Chain forward (policy %s):\n", policy)
+	fmt.Fprintf(w, "%-9s  prot opt     %-20s  %-20s  ports\n", "target", "source", "destination")
+	for _, m := range cfg.Masquerade {
+		src, dst := n.subnet(m.From), n.subnet(netip.Prefix{})
+		if m.Into.IsValid() {
+			src, dst = n.subnet(netip.Prefix{}), n.subnet(m.Into)
+		}
+		fmt.Fprintf(w, "%-9s  %-5s------  %-20s %-20s  n/a => %s\n", "MASQ", "all", src, dst, n.host(m.To))
+	}
+}
+
+// subnet prints a rule's subnet as ipchains does: "anywhere" (0.0.0.0/0
+// with -n) for no subnet, a host as its name (without -n, where it has
+// one), a subnet as ADDRESS/BITS.
+func (n *Names) subnet(p netip.Prefix) string {
+	switch {
+	case !p.IsValid() && n == nil:
+		return "0.0.0.0/0"
+	case !p.IsValid():
+		return "anywhere"
+	case p.IsSingleIP():
+		return n.host(p.Addr())
+	}
+	return p.String()
 }

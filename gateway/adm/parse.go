@@ -1,13 +1,16 @@
 package adm
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/vsgate/vsgate/gateway/names"
 	"github.com/vsgate/vsgate/packet"
 )
 
@@ -28,13 +31,16 @@ const (
 	OpList           // -L / -l
 	OpZero           // -Z
 	OpSetTimeouts    // --set
-	OpPortfwAdd      // portfw -a
-	OpPortfwDel      // portfw -d
-	OpPortfwFlush    // portfw -f
-	OpPortfwList     // portfw -l
-	OpMasqAdd        // ipchains -A forward -j MASQ -s NET (to ADDR)
-	OpMasqDel        // ipchains -D forward -j MASQ -s NET
+	OpPortfwAdd      // ipmasqadm portfw -a, ipmasqadm -A
+	OpPortfwDel      // ipmasqadm portfw -d, ipmasqadm -D
+	OpPortfwFlush    // ipmasqadm portfw -f
+	OpPortfwList     // ipmasqadm portfw -l
+	OpMasqAdd        // ipchains -A forward -j MASQ -s|-d NET [--to ADDR]
+	OpMasqDel        // ipchains -D forward -j MASQ -s|-d NET, or -D forward N
+	OpMasqFlush      // ipchains -F forward
 	OpMasqList       // ipchains -L forward
+	OpMasqPolicy     // ipchains -P forward ACCEPT|DENY
+	OpHelp           // ipmasqadm -h, ipchains -h: Help gives the text
 )
 
 // Forward is a real server's forwarding method.
@@ -53,17 +59,22 @@ const DefaultPersistence = 300 * time.Second
 type Command struct {
 	Op Op
 
-	// The virtual service (-t/-u, or portfw's -P and -L).
+	// The virtual service (-t/-u; portfw's -P with -L or -A). A host name
+	// stands for every address it has: one service each.
 	Proto uint8
-	VIP   netip.AddrPort
+	VIP   Endpoint
 
 	Scheduler   string        // -s
 	Persistence time.Duration // -p [timeout]; 0 = not given
 	Netmask     int           // -M, as a prefix length; -1 = not given
 	SchedFlags  []string      // -b
 
-	Real    netip.AddrPort // -r (port 0 = the VIP's port)
-	Weight  int            // -w; -1 = not given
+	// Reals are the real servers: ipvsadm's one -r, or portfw's -R, which
+	// may be given several times (a balanced service). A name stands for
+	// every address it has of the service's family; port 0 means the
+	// VIP's port.
+	Reals   []Endpoint
+	Weight  int // -w; -1 = not given
 	Forward Forward
 
 	// Listing options.
@@ -71,10 +82,46 @@ type Command struct {
 
 	Timeouts [3]time.Duration // --set tcp tcpfin udp
 
-	// Masquerade (ipchains) and portfw's preference.
-	MasqFrom netip.Prefix
+	// Masquerade (ipchains): the subnets of -s (outbound) or, with
+	// MasqInto, of -d (inbound); MasqTo is --to, if given. RuleNum is
+	// -D forward N (1-based); 0 = a rule given by its options.
+	Masq     []netip.Prefix
+	MasqText string // -s or -d as typed, for messages
+	MasqInto bool
 	MasqTo   netip.Addr
-	Pref     int // portfw -p; 0 = not given (weight 1)
+	RuleNum  int
+	Policy   string // -P forward ACCEPT or DENY
+
+	Pref int // portfw -p; 0 = not given (PortfwPref)
+
+	Tool string // "ipvsadm", "ipmasqadm" or "ipchains": whose words the messages use
+}
+
+// Endpoint is an address or a host name as typed, with what it stands for.
+type Endpoint struct {
+	Text  string           // as typed ("www.fuancn.cn:80", "198.18.2.11")
+	Addrs []netip.AddrPort // one for an address; every address of a name, IPv4 first
+}
+
+// IsValid reports whether the endpoint was given.
+func (e Endpoint) IsValid() bool { return len(e.Addrs) > 0 }
+
+// Has reports whether ap is one of the endpoint's addresses.
+func (e Endpoint) Has(ap netip.AddrPort) bool { return slices.Contains(e.Addrs, ap) }
+
+// Of returns the endpoint's addresses of the family of a, with port 0
+// replaced by port.
+func (e Endpoint) Of(a netip.Addr, port uint16) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, ap := range e.Addrs {
+		if ap.Addr().Is4() == a.Is4() {
+			if ap.Port() == 0 {
+				ap = netip.AddrPortFrom(ap.Addr(), port)
+			}
+			out = append(out, ap)
+		}
+	}
+	return out
 }
 
 // ErrUsage wraps every command-line error.
@@ -84,18 +131,31 @@ func usagef(format string, a ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrUsage}, a...)...)
 }
 
-// Parse parses an ipvsadm command line (no program name), or, when the
-// first word is "portfw" or "ipchains", that tool's syntax.
-func Parse(args []string) (*Command, error) {
+// detail is an error's message without the "usage: " of usagef, to quote
+// inside another tool's message.
+func detail(err error) string {
+	return strings.TrimPrefix(err.Error(), ErrUsage.Error()+": ")
+}
+
+// Parse parses an ipvsadm command line (no program name; a leading
+// "ipvsadm" is skipped), or, when the first word is "ipmasqadm", "portfw"
+// or "ipchains", that tool's. Host and service names are resolved with r
+// once, here, as ipvsadm resolves them when it reads its arguments; with
+// a nil r only addresses and port numbers are understood.
+func Parse(ctx context.Context, args []string, r names.Resolver) (*Command, error) {
 	if len(args) > 0 {
 		switch args[0] {
-		case "portfw":
-			return parsePortfw(args[1:])
+		case "ipvsadm":
+			args = args[1:]
+		case "ipmasqadm", "portfw":
+			return parsePortfw(ctx, args, r)
 		case "ipchains":
-			return parseIPChains(args[1:])
+			return parseIPChains(ctx, args[1:], r)
 		}
 	}
-	c := &Command{Netmask: -1, Weight: -1}
+	var vipText string
+	var realText []string
+	c := &Command{Netmask: -1, Weight: -1, Tool: "ipvsadm"}
 	setOp := func(op Op, flag string) error {
 		if c.Op != OpNone {
 			return usagef("%s: only one command at a time", flag)
@@ -161,13 +221,11 @@ func Parse(args []string) (*Command, error) {
 				}
 			}
 		case "-t", "--tcp-service", "-u", "--udp-service":
-			var v string
-			if v, err = val(); err == nil {
+			if vipText, err = val(); err == nil {
 				c.Proto = packet.ProtoTCP
 				if a == "-u" || a == "--udp-service" {
 					c.Proto = packet.ProtoUDP
 				}
-				c.VIP, err = parseAddrPort(v, true)
 			}
 		case "-f", "--fwmark-service":
 			err = usagef("firewall-mark services (-f) are not supported: use -t or -u")
@@ -197,7 +255,7 @@ func Parse(args []string) (*Command, error) {
 		case "-r", "--real-server":
 			var v string
 			if v, err = val(); err == nil {
-				c.Real, err = parseAddrPort(v, false)
+				realText = append(realText, v)
 			}
 		case "-w", "--weight":
 			var v string
@@ -237,6 +295,20 @@ func Parse(args []string) (*Command, error) {
 			return nil, usagef("%s: %v", a, err)
 		}
 	}
+	if vipText != "" {
+		ep, err := resolveEndpoint(ctx, r, vipText, c.Proto, true)
+		if err != nil {
+			return nil, err
+		}
+		c.VIP = ep
+	}
+	for _, t := range realText {
+		ep, err := resolveEndpoint(ctx, r, t, c.Proto, false)
+		if err != nil {
+			return nil, err
+		}
+		c.Reals = append(c.Reals, ep)
+	}
 	return c, c.check()
 }
 
@@ -264,33 +336,20 @@ func (c *Command) check() error {
 		if !svc {
 			return usagef("a virtual service is needed: -t|-u address:port")
 		}
-		if !c.Real.Addr().IsValid() {
+		if len(c.Reals) == 0 {
 			return usagef("a real server is needed: -r address[:port]")
 		}
-		if c.Real.Addr().Is4() != c.VIP.Addr().Is4() {
-			return usagef("-r %v: the real server's address family differs from the service's", c.Real.Addr())
+		if len(c.Reals) > 1 {
+			return usagef("-r: one real server at a time")
+		}
+		if err := c.familiesMatch(); err != nil {
+			return err
 		}
 	}
 	if c.Op != OpAddServer && c.Op != OpEditServer && c.Forward != ForwardUnset {
 		return usagef("-m/--fullnat go with -a or -e")
 	}
 	return nil
-}
-
-// parseAddrPort reads "a.b.c.d[:port]" or "[v6][:port]". With needPort the
-// port is required (a virtual service).
-func parseAddrPort(s string, needPort bool) (netip.AddrPort, error) {
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap, nil
-	}
-	a, err := netip.ParseAddr(strings.Trim(s, "[]"))
-	if err != nil {
-		return netip.AddrPort{}, usagef("%q: not an address[:port] (names are not resolved; write [v6]:port for IPv6)", s)
-	}
-	if needPort {
-		return netip.AddrPort{}, usagef("%q: the service needs a port, as %s:80", s, s)
-	}
-	return netip.AddrPortFrom(a.Unmap(), 0), nil
 }
 
 // parseNetmask reads -M as a dotted IPv4 mask or a prefix length.
@@ -313,190 +372,4 @@ func parseNetmask(s string) (int, error) {
 		return 0, usagef("-M %s: not a contiguous netmask", s)
 	}
 	return n, nil
-}
-
-// parsePortfw reads ipmasqadm portfw syntax:
-//
-//	portfw -a -P tcp|udp -L laddr lport -R raddr rport [-p pref]
-//	portfw -d -P tcp|udp -L laddr lport [-R raddr rport]
-//	portfw -f
-//	portfw -l [-n]
-func parsePortfw(args []string) (*Command, error) {
-	c := &Command{Netmask: -1, Weight: -1}
-	var laddr, raddr netip.AddrPort
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		two := func() (netip.AddrPort, error) {
-			if i+2 >= len(args) {
-				return netip.AddrPort{}, usagef("portfw %s needs an address and a port", a)
-			}
-			ad, err := netip.ParseAddr(args[i+1])
-			if err != nil {
-				return netip.AddrPort{}, usagef("portfw %s %s: not an address", a, args[i+1])
-			}
-			p, err := strconv.ParseUint(args[i+2], 10, 16)
-			if err != nil || p == 0 {
-				return netip.AddrPort{}, usagef("portfw %s %s: not a port (1..65535)", a, args[i+2])
-			}
-			i += 2
-			return netip.AddrPortFrom(ad.Unmap(), uint16(p)), nil
-		}
-		var err error
-		switch a {
-		case "-a":
-			c.Op = OpPortfwAdd
-		case "-d":
-			c.Op = OpPortfwDel
-		case "-f":
-			c.Op = OpPortfwFlush
-		case "-l":
-			c.Op = OpPortfwList
-		case "-n":
-			c.Numeric = true
-		case "-P":
-			if i+1 >= len(args) {
-				return nil, usagef("portfw -P needs tcp or udp")
-			}
-			i++
-			switch args[i] {
-			case "tcp":
-				c.Proto = packet.ProtoTCP
-			case "udp":
-				c.Proto = packet.ProtoUDP
-			default:
-				return nil, usagef("portfw -P %s: tcp or udp", args[i])
-			}
-		case "-L":
-			laddr, err = two()
-		case "-R":
-			raddr, err = two()
-		case "-p":
-			if i+1 >= len(args) {
-				return nil, usagef("portfw -p needs a preference")
-			}
-			i++
-			c.Pref, err = strconv.Atoi(args[i])
-			if err != nil || c.Pref < 1 || c.Pref > 65535 {
-				err = usagef("portfw -p %s: the preference is 1..65535", args[i])
-			}
-		default:
-			err = usagef("portfw: unknown option %q", a)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	c.VIP, c.Real = laddr, raddr
-	switch c.Op {
-	case OpNone:
-		return nil, usagef("portfw: one of -a -d -f -l")
-	case OpPortfwAdd:
-		if c.Proto == 0 || !laddr.IsValid() || !raddr.IsValid() {
-			return nil, usagef("portfw -a needs -P proto -L laddr lport -R raddr rport")
-		}
-		if laddr.Addr().Is4() != raddr.Addr().Is4() {
-			return nil, usagef("portfw: -L and -R addresses are of different families")
-		}
-	case OpPortfwDel:
-		if c.Proto == 0 || !laddr.IsValid() {
-			return nil, usagef("portfw -d needs -P proto -L laddr lport")
-		}
-	}
-	return c, nil
-}
-
-// parseIPChains reads the masquerade rule the way ipchains says it:
-//
-//	ipchains -A forward -j MASQ -s NET [--to ADDR]
-//	ipchains -D forward -j MASQ -s NET
-//	ipchains -L forward
-//
-// ipchains masqueraded to the outgoing interface's address; vsgate has no
-// interface of its own on the outside, so --to names the address (the
-// gateway's configured masquerade address is used when it is left out).
-func parseIPChains(args []string) (*Command, error) {
-	c := &Command{Netmask: -1, Weight: -1}
-	var chain, target string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		val := func() (string, error) {
-			if i+1 >= len(args) {
-				return "", usagef("ipchains %s needs a value", a)
-			}
-			i++
-			return args[i], nil
-		}
-		var err error
-		switch a {
-		case "-A", "--append":
-			c.Op = OpMasqAdd
-			chain, err = val()
-		case "-D", "--delete":
-			c.Op = OpMasqDel
-			chain, err = val()
-		case "-L", "--list":
-			c.Op = OpMasqList
-			if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
-				chain, err = val()
-			}
-		case "-j", "--jump":
-			target, err = val()
-		case "-s", "--source":
-			var v string
-			if v, err = val(); err == nil {
-				c.MasqFrom, err = parseNet(v)
-			}
-		case "--to", "--to-source":
-			var v string
-			if v, err = val(); err == nil {
-				c.MasqTo, err = netip.ParseAddr(v)
-				if err != nil {
-					err = usagef("--to %s: not an address", v)
-				}
-			}
-		case "-n":
-			c.Numeric = true
-		default:
-			err = usagef("ipchains: %q: only the masquerade rule (-A forward -j MASQ -s NET) is understood", a)
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
-	if chain != "" && chain != "forward" {
-		return nil, usagef("ipchains: chain %q: masquerading lives in the forward chain", chain)
-	}
-	switch c.Op {
-	case OpNone:
-		return nil, usagef("ipchains: one of -A forward, -D forward, -L forward")
-	case OpMasqAdd, OpMasqDel:
-		if target != "MASQ" {
-			return nil, usagef("ipchains: -j %q: only -j MASQ is understood", target)
-		}
-		if !c.MasqFrom.IsValid() {
-			return nil, usagef("ipchains: the rule needs -s NET (the subnet to masquerade)")
-		}
-	}
-	return c, nil
-}
-
-// parseNet reads a subnet "a.b.c.d/len", "a.b.c.d/mask" (ipchains' form) or
-// a single address.
-func parseNet(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	if addr, mask, ok := strings.Cut(s, "/"); ok {
-		a, err := netip.ParseAddr(addr)
-		n, merr := parseNetmask(mask)
-		if err == nil && merr == nil {
-			if p, err := a.Prefix(n); err == nil {
-				return p, nil
-			}
-		}
-	}
-	if a, err := netip.ParseAddr(s); err == nil {
-		return netip.PrefixFrom(a, a.BitLen()), nil
-	}
-	return netip.Prefix{}, usagef("-s %s: not a subnet (a.b.c.d/len or a.b.c.d/mask)", s)
 }

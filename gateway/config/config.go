@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/vsgate/vsgate/gateway/names"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/sched"
@@ -72,10 +74,17 @@ type Config struct {
 	// name one: the file's rules without "to", and the gateway's
 	// ipchains rules (vsgate adm) without --to. Invalid (zero) if not set.
 	MasqueradeTo netip.Addr
-	FullNAT      FullNAT
-	Control      Control
-	Metrics      Metrics
-	Log          Log
+	// MasqueradeInside are addresses vsgate may take on the subnets
+	// behind it: an inbound masquerade rule (into, ipchains -d) without
+	// "to" gets the one that lies in its subnet, file and adm alike.
+	MasqueradeInside []netip.Addr
+	FullNAT          FullNAT
+	// Resolved lists the host names the file gave and what each stood
+	// for when it was read (vsgate check prints them).
+	Resolved []Resolution
+	Control  Control
+	Metrics  Metrics
+	Log      Log
 }
 
 // Device is where packets come from and go to.
@@ -184,11 +193,22 @@ type Log struct {
 // values cannot be read until the shape is right. Parse has no side
 // effects.
 func Parse(data []byte, filename string) (*Config, error) {
+	return ParseNames(context.Background(), data, filename, nil)
+}
+
+// ParseNames is Parse with host names: where the file gives a host name
+// for an address (vip, backends, masquerade_to, masquerade[].to,
+// masquerade_inside), res resolves it, once, now (see resolveNames), and
+// Config.Resolved records what it became. A nil res resolves nothing.
+// Its only side effects are res's lookups.
+func ParseNames(ctx context.Context, data []byte, filename string, res names.Resolver) (*Config, error) {
 	f, r, err := readFile(data, filename)
 	if err != nil {
 		return nil, err
 	}
+	resolved := f.resolveNames(ctx, res, r)
 	c := f.convert(r)
+	c.Resolved = resolved
 	validate(c, r)
 	for _, e := range r.errs {
 		e.File, e.Line = filename, f.line(e.Path)
@@ -215,7 +235,7 @@ func Load(path string) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("config: %s: larger than %d bytes", path, MaxFileSize)
 	}
-	return Parse(data, path)
+	return ParseNames(context.Background(), data, path, &names.System{})
 }
 
 // Validate checks a Config built in code (or changed after Parse) by the

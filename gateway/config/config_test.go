@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/netip"
@@ -39,8 +40,12 @@ func TestExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, b, m := c.Counts(); s != 3 || b != 7 || m != 3 {
-		t.Errorf("counts = %d services, %d backends, %d masquerade; want 3, 7, 3", s, b, m)
+	if s, b, m := c.Counts(); s != 3 || b != 7 || m != 4 {
+		t.Errorf("counts = %d services, %d backends, %d masquerade; want 3, 7, 4", s, b, m)
+	}
+	if m := c.Masquerade[3]; m != (nat.Masquerade{Into: netip.MustParsePrefix("198.18.3.0/24"),
+		To: netip.MustParseAddr("198.18.3.254"), Ports: [2]uint16{1024, 65535}}) || !slices.Equal(c.MasqueradeInside, []netip.Addr{netip.MustParseAddr("198.18.3.254")}) {
+		t.Errorf("masquerade[3] (ipchains -d, to from masquerade_inside) = %+v", m)
 	}
 	want := Service{
 		Name: "dns", Proto: packet.ProtoUDP, VIP: netip.MustParseAddrPort("198.18.0.10:53"), Mode: nat.ModeNAT,
@@ -78,7 +83,7 @@ func TestExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.Capacity != 1<<20 || len(n.Services) != 3 || len(n.Masquerade) != 3 || len(n.FullNATPool) != 2 ||
+	if n.Capacity != 1<<20 || len(n.Services) != 3 || len(n.Masquerade) != 4 || len(n.FullNATPool) != 2 ||
 		n.Services[0].Backends[0] != (nat.Backend{Addr: netip.MustParseAddr("198.18.2.11"), Port: 8080, Weight: 3}) ||
 		n.Services[2].VIP != netip.MustParseAddr("2001:db8::10") || n.Services[2].Port != 443 {
 		t.Errorf("NAT() = %+v", n)
@@ -472,7 +477,18 @@ services:
     vip: 198.18.0.10:80
     backends:
       - addr: web1.example:80   # <-
-`, "host names are not resolved"},
+`, "host name web1.example has no address"},
+	{"host name of the other family", `
+services:
+  - proto: tcp
+    vip: "[2001:db8::10]:80"
+    backends:
+      - addr: rs2:80   # <-
+`, "backend rs2 has no IPv6 address"},
+	{"inbound masquerade without an address", `
+masquerade:
+  - into: 198.18.2.0/24   # <-
+`, "no masquerade_inside address lies in 198.18.2.0/24"},
 	{"boolean", `
 device:
   offloads: yes   # <-
@@ -545,7 +561,7 @@ func TestBadConfigs(t *testing.T) {
 	for _, tc := range badConfigs {
 		t.Run(tc.name, func(t *testing.T) {
 			line := markedLine(t, tc.src)
-			c, err := Parse([]byte(tc.src), "bad.yaml")
+			c, err := ParseNames(context.Background(), []byte(tc.src), "bad.yaml", labNames)
 			if err == nil {
 				t.Fatalf("accepted:\n%s", c.YAML())
 			}
@@ -670,17 +686,20 @@ func TestIPChains(t *testing.T) {
 		{"-A forward -s 198.18.2.0/24", "!no target"},
 		{"-A forward -j ACCEPT -s 198.18.2.0/24", "!use -j MASQ"},
 		{"-A input -j MASQ -s 198.18.2.0/24", "!use -A forward"},
-		{"-A forward -j MASQ", "!no source"},
+		{"-A forward -j MASQ", "!no subnet"},
+		{"-A forward -j MASQ -d 0/0", "!no source subnet"},
 		{"-A forward -j MASQ -s", "!has no value"},
 		{"-A forward -j MASQ -s ! 198.18.2.0/24", "!negation"},
-		{"-A forward -j MASQ -s 198.18.2.0/24 -d 198.18.9.0/24", "!remove the -d option"},
+		{"-A forward -j MASQ -s 198.18.2.0/24 -d 198.18.9.0/24", "!by one subnet"},
+		{"-A forward -j MASQ -d 198.18.2.0/24", "into 198.18.2.0/24"},
+		{"ipchains -A forward -j MASQ -s 0/0 -d 2001:db8:2::/64", "into 2001:db8:2::/64"},
 		{"-A forward -j MASQ -s 198.18.2.0/24 -p tcp", "!remove the -p option"},
 		{"-A forward -j MASQ -s 198.18.2.0/24 -i eth0", "!option \"-i\" is not supported"},
 		{"-A forward -j MASQ -s 198.18.2.0/255.0.255.0", "!bad mask"},
 		{"-A forward -j MASQ -s 198.18.2.1/24", "!did you mean 198.18.2.0/24?"},
 		{"-A forward -A forward -j MASQ -s 198.18.2.0/24", "!given twice"},
 	} {
-		p, err := ParseIPChains(tc.rule)
+		p, into, err := ParseIPChains(tc.rule)
 		if bad, ok := strings.CutPrefix(tc.want, "!"); ok {
 			var e *Error
 			if err == nil || !strings.Contains(err.Error(), bad) || !errors.As(err, &e) || e.Fix == "" {
@@ -688,8 +707,12 @@ func TestIPChains(t *testing.T) {
 			}
 			continue
 		}
-		if err != nil || p.String() != tc.want {
-			t.Errorf("%q = %v, %v; want %s", tc.rule, p, err, tc.want)
+		got := p.String()
+		if into {
+			got = "into " + got
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q = %v, %v; want %s", tc.rule, got, err, tc.want)
 		}
 	}
 }

@@ -61,8 +61,11 @@ func (f *file) convert(r *report) *Config {
 	if raw.MasqTo != "" {
 		c.MasqueradeTo = cv.addr("masquerade_to", "masquerade_to", raw.MasqTo, "")
 	}
+	for i, s := range raw.MasqInside {
+		c.MasqueradeInside = append(c.MasqueradeInside, cv.addr(fmt.Sprintf("masquerade_inside[%d]", i), "masquerade_inside address", s, ""))
+	}
 	for i := range raw.Masquerade {
-		c.Masquerade = append(c.Masquerade, cv.masquerade(fmt.Sprintf("masquerade[%d]", i), &raw.Masquerade[i], c.MasqueradeTo))
+		c.Masquerade = append(c.Masquerade, cv.masquerade(fmt.Sprintf("masquerade[%d]", i), &raw.Masquerade[i], c.MasqueradeTo, c.MasqueradeInside))
 	}
 	for i, s := range raw.FullNAT.Pool {
 		c.FullNAT.Pool = append(c.FullNAT.Pool, cv.addr(fmt.Sprintf("fullnat.pool[%d]", i), "FULLNAT pool address", s, " and the ports in fullnat.ports"))
@@ -214,24 +217,54 @@ func (cv *conv) health(path string, fh *fileHealth) *Health {
 	return h
 }
 
-func (cv *conv) masquerade(path string, fm *fileMasq, def netip.Addr) nat.Masquerade {
+func (cv *conv) masquerade(path string, fm *fileMasq, def netip.Addr, inside []netip.Addr) nat.Masquerade {
 	var m nat.Masquerade
+	given := 0
+	for _, v := range []string{fm.From, fm.Into, fm.IPChains} {
+		if v != "" {
+			given++
+		}
+	}
 	switch {
-	case fm.From != "" && fm.IPChains != "":
-		cv.r.fail(path+".ipchains", "masquerade rule has both from and ipchains", "keep one of them")
+	case given > 1:
+		cv.r.fail(path+".ipchains", "masquerade rule has more than one of from, into and ipchains", "keep one of them")
 	case fm.From != "":
 		m.From = cv.prefix(path+".from", "masquerade from", fm.From)
+	case fm.Into != "":
+		m.Into = cv.prefix(path+".into", "masquerade into", fm.Into)
 	case fm.IPChains != "":
-		p, err := ParseIPChains(fm.IPChains)
+		p, into, err := ParseIPChains(fm.IPChains)
 		if e := (*Error)(nil); errors.As(err, &e) {
 			cv.r.fail(path+".ipchains", e.Msg, e.Fix)
 		}
-		m.From = p
+		if into {
+			m.Into = p
+		} else {
+			m.From = p
+		}
 	default:
 		cv.r.fail(path+".from", "masquerade rule has no from",
-			"add the subnet whose outbound flows are masqueraded, such as from: 198.18.2.0/24 (or ipchains: \"-A forward -j MASQ -s 198.18.2.0/24\")")
+			"add the subnet whose outbound flows are masqueraded, such as from: 198.18.2.0/24 (or into: for flows going into it; or ipchains: \"-A forward -j MASQ -s 198.18.2.0/24\")")
 	}
-	if fm.To == "" {
+	if fm.To != "" {
+		if a, port, ok := cv.hostPort(path+".to", "masquerade to", fm.To); ok {
+			if port != 0 {
+				cv.r.fail(path+".to", fmt.Sprintf("masquerade to %s has a port", fm.To),
+					fmt.Sprintf("write the address alone (%s) and the ports in ports:", a))
+			}
+			m.To = a
+		}
+	} else if m.Into.IsValid() {
+		for _, a := range inside {
+			if m.Into.Contains(a) {
+				m.To = a
+			}
+		}
+		if !m.To.IsValid() {
+			cv.r.fail(path+".to", fmt.Sprintf("masquerade rule into %s has no to, and no masquerade_inside address lies in %s", m.Into, m.Into),
+				fmt.Sprintf("add to: an address in %s that vsgate may take (the hosts there reach it on their link, such as %s), or list one in masquerade_inside", m.Into, exampleAddr(m.Into.Addr())))
+		}
+	} else {
 		switch {
 		case def.IsValid() && (!m.From.IsValid() || def.Is4() == m.From.Addr().Is4()):
 			m.To = def
@@ -242,12 +275,6 @@ func (cv *conv) masquerade(path string, fm *fileMasq, def netip.Addr) nat.Masque
 			cv.r.fail(path+".to", "masquerade rule has no to",
 				"add the address its outbound flows leave with, such as to: "+exampleAddr(m.From.Addr())+" (the gateway's outside address), or set masquerade_to for every rule")
 		}
-	} else if a, port, ok := cv.hostPort(path+".to", "masquerade to", fm.To); ok {
-		if port != 0 {
-			cv.r.fail(path+".to", fmt.Sprintf("masquerade to %s has a port", fm.To),
-				fmt.Sprintf("write the address alone (%s) and the ports in ports:", a))
-		}
-		m.To = a
 	}
 	m.Ports = cv.portRange(path+".ports", fm.Ports)
 	return m
@@ -450,7 +477,7 @@ func parseHostPort(s string) (a netip.Addr, port uint16, msg, fix string) {
 	a, err := netip.ParseAddr(host)
 	if err != nil {
 		return a, 0, fmt.Sprintf("%q is not an IP address", s),
-			`write an address such as 198.18.0.10:80 or "[2001:db8::10]:80" (host names are not resolved)`
+			`write an address such as 198.18.0.10:80 or "[2001:db8::10]:80", or a host name the hosts file or DNS knows`
 	}
 	a = a.Unmap()
 	if ps != "" {

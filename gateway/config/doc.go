@@ -21,8 +21,10 @@
 // problems by path ("services[0].backends[2].weight"); [Config.YAML] writes
 // a Config back as a file that parses to an equal Config. [ParseIPChains]
 // reads a masquerade rule in ipchains' words, for the config and for adm.
+// [ParseNames] is Parse with a resolver for host names; [Load] resolves
+// with the system's (the hosts file, then DNS).
 //
-// "vsgate check -c FILE" is Load plus printing. The gateway's reload is
+// "vsgate check -c FILE" is Load plus printing (what each name became). The gateway's reload is
 // Load then swap: Parse returns nil on any problem, so a bad file never
 // reaches the running configuration.
 //
@@ -91,9 +93,19 @@
 //	  - from: 198.18.2.0/24 ADDRESS/BITS, ADDRESS/NETMASK or an address; no host bits
 //	    to: 198.18.0.20     the source address outbound flows get       default masquerade_to
 //	    ports: 1024-65535   source ports when the flow's own is taken   default 1024-65535
-//	  - ipchains: "-A forward -j MASQ -s 198.18.2.0/24"   instead of from (see ParseIPChains)
-//	masquerade_to: 198.18.0.20   "to" of rules without one (also adm's
-//	                        ipchains rules without --to)                default none: to required
+//	  - into: 198.18.2.0/24 instead of from: flows going INTO the subnet get "to"
+//	                        as their source (ipchains -d NET; see nat.Masquerade):
+//	                        NAT services' flows to real servers in it become
+//	                        FULLNAT-like, so the servers need no route back
+//	    to: 198.18.2.254    an address the subnet's hosts reach on their link
+//	                                                                    default: the masquerade_inside address in the subnet
+//	  - ipchains: "-A forward -j MASQ -s 198.18.2.0/24"   instead of from or into
+//	                        (-d NET for into; see ParseIPChains)
+//	masquerade_to: 198.18.0.20   "to" of from rules without one (also adm's
+//	                        ipchains -s rules without --to)             default none: to required
+//	masquerade_inside: [198.18.2.254]   addresses vsgate may take on the subnets
+//	                        behind it: "to" of into rules (and adm's ipchains -d
+//	                        rules) without one: the one inside the subnet   default none
 //	fullnat:
 //	  pool: [198.18.0.30, 2001:db8::30]   source of FULLNAT flows, one per family
 //	  ports: 1024-65535                                                 default 1024-65535
@@ -127,7 +139,15 @@
 //   - Metrics listen on loopback unless public: true says otherwise.
 //   - Addresses are not restricted to any range: this is a real product.
 //     (Tests and testdata use only 198.18.0.0/15 and 2001:db8::/32.)
-//   - Host names are not resolved: every address is an IP address.
+//   - Host names may stand for addresses where a host is meant: services'
+//     vip and backends' addr, masquerade_to, masquerade[].to and
+//     masquerade_inside (not subnets). They are resolved once, when the
+//     file is read (run, reload, check), as ipvsadm resolves its
+//     arguments: a VIP name is a service for each of its addresses of a
+//     family all the service's backends have (the copies named NAME-2,
+//     ...); a backend name is a backend for each address of the service's
+//     family, and an error if it has none; see resolveNames. A name that
+//     does not resolve is an error at its line.
 //
 // # What it must not do
 //

@@ -26,6 +26,7 @@ type (
 		Services   []fileService `yaml:"services"`
 		Masquerade []fileMasq    `yaml:"masquerade"`
 		MasqTo     string        `yaml:"masquerade_to"`
+		MasqInside []string      `yaml:"masquerade_inside"`
 		FullNAT    fileFullNAT   `yaml:"fullnat"`
 		Control    fileControl   `yaml:"control"`
 		Metrics    fileMetrics   `yaml:"metrics"`
@@ -91,6 +92,7 @@ type (
 	}
 	fileMasq struct {
 		From     string `yaml:"from"`
+		Into     string `yaml:"into"`
 		To       string `yaml:"to"`
 		Ports    string `yaml:"ports"`
 		IPChains string `yaml:"ipchains"`
@@ -119,11 +121,26 @@ type file struct {
 	name  string
 	raw   fileConfig
 	lines map[string]int
+	alias []pathAlias // entries resolveNames made, in the order it made them
+}
+
+// canon returns the path of the file's own entry for a path of an entry
+// resolveNames made (a later alias may point into an earlier one's copy,
+// so they are undone newest first).
+func (f *file) canon(path string) string {
+	for i := len(f.alias) - 1; i >= 0; i-- {
+		a := f.alias[i]
+		if rest, ok := strings.CutPrefix(path, a.copy); ok && (rest == "" || rest[0] == '.' || rest[0] == '[') {
+			path = a.orig + rest
+		}
+	}
+	return path
 }
 
 // line returns the line of path, or of its nearest ancestor present in the
 // file (a missing key is reported where its mapping starts), or 0.
 func (f *file) line(path string) int {
+	path = f.canon(path)
 	for {
 		if l, ok := f.lines[path]; ok {
 			return l
@@ -138,7 +155,7 @@ func (f *file) line(path string) int {
 
 // has reports whether path is present in the file.
 func (f *file) has(path string) bool {
-	_, ok := f.lines[path]
+	_, ok := f.lines[f.canon(path)]
 	return ok
 }
 

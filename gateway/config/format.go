@@ -130,9 +130,20 @@ func (c *Config) YAML() []byte {
 	if c.MasqueradeTo.IsValid() {
 		w(0, "masquerade_to: %s", q(c.MasqueradeTo.String()))
 	}
+	if len(c.MasqueradeInside) > 0 {
+		inside := make([]string, len(c.MasqueradeInside))
+		for i, a := range c.MasqueradeInside {
+			inside[i] = q(a.String())
+		}
+		w(0, "masquerade_inside: [%s]", strings.Join(inside, ", "))
+	}
 	w(0, "masquerade:%s", emptyList(len(c.Masquerade)))
 	for _, m := range c.Masquerade {
-		w(1, "- from: %s", q(m.From.String()))
+		if m.Into.IsValid() {
+			w(1, "- into: %s", q(m.Into.String()))
+		} else {
+			w(1, "- from: %s", q(m.From.String()))
+		}
 		w(2, "to: %s", q(m.To.String()))
 		if m.Ports != [2]uint16{} {
 			w(2, "ports: %s", ports(m.Ports))

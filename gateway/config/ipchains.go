@@ -7,26 +7,28 @@ import (
 )
 
 // ParseIPChains reads a masquerade rule written the way the old Linux
-// virtual-server recipe writes it,
+// virtual-server recipe writes it, either of its two lines:
 //
 //	ipchains -A forward -j MASQ -s 198.18.2.0/24 [-d 0.0.0.0/0]
+//	ipchains -A forward -j MASQ -d 198.18.2.0/24
 //
-// and returns the source subnet. The leading "ipchains" is optional; the
-// options may come in any order and in their long forms (--append, --jump,
-// --source/--src, --destination/--dst, --protocol). The source may be
-// ADDRESS/BITS, ADDRESS/NETMASK, an address alone (one host) or 0/0
-// (anywhere); a destination, if given, must be anywhere, and a protocol
-// must be all, since vsgate masquerades by source subnet only. The address
-// the flows leave with is not part of the rule (ipchains took the outgoing
-// interface's): the config's masquerade "to" gives it.
+// and returns the subnet, and whether it is the destination (into: an
+// inbound rule, see nat.Masquerade). The leading "ipchains" is optional;
+// the options may come in any order and in their long forms (--append,
+// --jump, --source/--src, --destination/--dst, --protocol). A subnet may
+// be ADDRESS/BITS, ADDRESS/NETMASK, an address alone (one host) or 0/0
+// (anywhere); one of -s and -d names the subnet and the other, if given,
+// must be anywhere; a protocol must be all. The address the flows get is
+// not part of the rule (ipchains took the interface's): the config's
+// masquerade "to" gives it.
 //
 // On failure the error is an *Error (no file or line) saying what is wrong
 // and how to fix it.
-func ParseIPChains(rule string) (netip.Prefix, error) {
-	fail := func(msg, fix string) (netip.Prefix, error) {
-		return netip.Prefix{}, &Error{Msg: "ipchains rule: " + msg, Fix: fix}
+func ParseIPChains(rule string) (subnet netip.Prefix, into bool, err error) {
+	fail := func(msg, fix string) (netip.Prefix, bool, error) {
+		return netip.Prefix{}, false, &Error{Msg: "ipchains rule: " + msg, Fix: fix}
 	}
-	const example = `write it as "-A forward -j MASQ -s 198.18.2.0/24"`
+	const example = `write it as "-A forward -j MASQ -s 198.18.2.0/24" (or -d 198.18.2.0/24)`
 	args := strings.Fields(rule)
 	if len(args) > 0 && args[0] == "ipchains" {
 		args = args[1:]
@@ -74,18 +76,29 @@ func ParseIPChains(rule string) (netip.Prefix, error) {
 		return fail("no target (-j MASQ)", example)
 	case target != "MASQ":
 		return fail(fmt.Sprintf("target %q: only MASQ is supported", target), "use -j MASQ")
-	case src == "":
-		return fail("no source subnet (-s NET)", example)
+	case src == "" && dst == "":
+		return fail("no subnet: -s NET (what leaves NET) or -d NET (what goes into NET)", example)
 	}
-	if dst != "" {
-		p, msg, _ := parsePrefix(dst)
-		if msg != "" || p.Bits() != 0 {
-			return fail(fmt.Sprintf("destination %s: only anywhere (0.0.0.0/0) is supported", dst), "remove the -d option")
+	anywhere := func(s string) bool {
+		p, msg, _ := parsePrefix(s)
+		return s == "" || msg == "" && p.Bits() == 0
+	}
+	switch {
+	case !anywhere(src) && !anywhere(dst):
+		return fail(fmt.Sprintf("-s %s -d %s: vsgate masquerades by one subnet", src, dst),
+			"write -s NET (what leaves NET) or -d NET (what goes into NET)")
+	case !anywhere(dst):
+		p, msg, fix := parsePrefix(dst)
+		if msg != "" {
+			return fail("destination "+msg, fix)
 		}
+		return p, true, nil
+	case src == "":
+		return fail("no source subnet (-s NET), and the destination is anywhere", example)
 	}
 	p, msg, fix := parsePrefix(src)
 	if msg != "" {
 		return fail("source "+msg, fix)
 	}
-	return p, nil
+	return p, false, nil
 }

@@ -67,9 +67,15 @@ func validate(c *Config, r *report) {
 			r.fail("masquerade_to", msg, fix)
 		}
 	}
-	froms := map[netip.Prefix]int{}
+	for i, a := range c.MasqueradeInside {
+		p := fmt.Sprintf("masquerade_inside[%d]", i)
+		if msg, fix := unicastProblem("masquerade_inside address", a); msg != "" && !r.failed(p) {
+			r.fail(p, msg, fix)
+		}
+	}
+	rules := map[masqID]int{}
 	for i, m := range c.Masquerade {
-		validateMasq(m, fmt.Sprintf("masquerade[%d]", i), i, froms, r)
+		validateMasq(m, fmt.Sprintf("masquerade[%d]", i), i, rules, r)
 	}
 
 	s := c.Control.Socket
@@ -348,34 +354,46 @@ func validateHealth(h *Health, path string, r *report) {
 	}
 }
 
-func validateMasq(m nat.Masquerade, path string, idx int, froms map[netip.Prefix]int, r *report) {
-	fromPath := path + ".from"
+func validateMasq(m nat.Masquerade, path string, idx int, rules map[masqID]int, r *report) {
+	key, what := ".from", "from"
+	if m.Into.IsValid() {
+		key, what = ".into", "into"
+	}
+	netPath := path + key
 	if r.failed(path + ".ipchains") {
-		fromPath = path + ".ipchains"
+		netPath = path + ".ipchains"
 	}
-	fromOK := !r.failed(fromPath)
-	if fromOK && (!m.From.IsValid() || m.From.Masked() != m.From || m.From.Addr().Is4In6() || m.From.Addr().Zone() != "") {
-		r.fail(fromPath, fmt.Sprintf("masquerade from %v is not a subnet", m.From), "write ADDRESS/BITS with no host bits, such as 198.18.2.0/24")
-		fromOK = false
+	n := m.Subnet()
+	netOK := !r.failed(netPath)
+	if netOK && (!n.IsValid() || n.Masked() != n || n.Addr().Is4In6() || n.Addr().Zone() != "") {
+		r.fail(netPath, fmt.Sprintf("masquerade %s %v is not a subnet", what, n), "write ADDRESS/BITS with no host bits, such as 198.18.2.0/24")
+		netOK = false
 	}
-	if fromOK {
-		if j, dup := froms[m.From]; dup {
-			r.fail(fromPath, fmt.Sprintf("masquerade from %s is already given by masquerade rule %d", m.From, j+1), "keep one rule per subnet")
+	if netOK {
+		id := masqID{n, m.Into.IsValid()}
+		if j, dup := rules[id]; dup {
+			r.fail(netPath, fmt.Sprintf("masquerade %s %s is already given by masquerade rule %d", what, n, j+1), "keep one rule per subnet and direction")
 		} else {
-			froms[m.From] = idx
+			rules[id] = idx
 		}
 	}
 	if !r.failed(path + ".to") {
 		if msg, fix := unicastProblem("masquerade to", m.To); msg != "" {
 			r.fail(path+".to", msg, fix)
-		} else if fromOK && m.To.Is4() != m.From.Addr().Is4() {
-			r.fail(path+".to", fmt.Sprintf("masquerade to %s is IPv%s and from %s is IPv%s", m.To, family(m.To), m.From, family(m.From.Addr())),
-				fmt.Sprintf("use an IPv%s address", family(m.From.Addr())))
+		} else if netOK && m.To.Is4() != n.Addr().Is4() {
+			r.fail(path+".to", fmt.Sprintf("masquerade to %s is IPv%s and %s %s is IPv%s", m.To, family(m.To), what, n, family(n.Addr())),
+				fmt.Sprintf("use an IPv%s address", family(n.Addr())))
 		}
 	}
 	if msg, fix := portRangeProblem(m.Ports); msg != "" && !r.failed(path+".ports") {
 		r.fail(path+".ports", msg, fix)
 	}
+}
+
+// masqID is a masquerade rule's subnet and direction: one rule each.
+type masqID struct {
+	subnet netip.Prefix
+	into   bool
 }
 
 // unicastProblem says what is wrong with a as the address of a host.
