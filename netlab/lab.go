@@ -25,6 +25,10 @@ import (
 // `ip netns` expects them.
 const NetnsDir = "/var/run/netns"
 
+// EtcNetnsDir holds per-namespace files that `ip netns exec NAME` mounts
+// over /etc (ip-netns(8)): netlab writes a host's hosts file there.
+const EtcNetnsDir = "/etc/netns"
+
 // RunDir holds one lock file per live run (prefix.lock), held with flock
 // by the process that built the lab: Clean leaves the namespaces of a live
 // run alone, so it is safe while other tests run. The lock goes away with
@@ -210,6 +214,9 @@ func Build(ctx context.Context, t *Topology, opt Options) (_ *Lab, err error) {
 		if err != nil {
 			return nil, step("host "+hs.Name+": lo up", err)
 		}
+		if err := l.writeHostsFile(h, hs.Hosts); err != nil {
+			return nil, step("host "+hs.Name+": hosts file", err)
+		}
 		for _, b := range hs.Bridges {
 			br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: l.IfName(b.Name)}}
 			if err := h.nl.LinkAdd(br); err != nil {
@@ -281,6 +288,37 @@ func (l *Lab) newHost(name string) (*Host, error) {
 		return nil, err
 	}
 	return h, nil
+}
+
+// writeHostsFile writes the host's hosts file (localhost and entries) for
+// `ip netns exec` to mount over /etc/hosts, and makes Close remove it.
+func (l *Lab) writeHostsFile(h *Host, entries []HostsEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	dir := filepath.Join(EtcNetnsDir, h.NSName)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := l.onClose(func() error { return os.RemoveAll(dir) }); err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
+	var b strings.Builder
+	b.WriteString("# written by netlab for " + h.NSName + "; removed with the lab\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+	for _, e := range entries {
+		fmt.Fprintf(&b, "%s\t%s\n", e.Addr, strings.Join(e.Names, " "))
+	}
+	return os.WriteFile(filepath.Join(dir, "hosts"), []byte(b.String()), 0o644)
+}
+
+// HostsFile is the path of the host's hosts file ("" if it has none).
+func (h *Host) HostsFile() string {
+	p := filepath.Join(EtcNetnsDir, h.NSName, "hosts")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
 }
 
 // newNamedNS creates a network namespace bind-mounted at NetnsDir/name
@@ -441,6 +479,22 @@ func Leftovers(prefix string) []string {
 	return out
 }
 
+// leftoverEtc returns the per-namespace /etc directories of runs that
+// start with prefix.
+func leftoverEtc(prefix string) []string {
+	ents, err := os.ReadDir(EtcNetnsDir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
 // LeftoverLinks returns links in the calling process's (root) namespace
 // whose name starts with prefix. netlab never creates links there; a
 // non-empty result means something went wrong.
@@ -477,6 +531,16 @@ func Clean(prefix string) ([]string, error) {
 			continue
 		}
 		removed = append(removed, "netns "+name)
+	}
+	for _, name := range leftoverEtc(prefix) {
+		if len(name) >= PrefixLen && InUse(name[:PrefixLen]) {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(EtcNetnsDir, name)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, "hosts file "+filepath.Join(EtcNetnsDir, name, "hosts"))
 	}
 	links, err := netlink.LinkList()
 	if err != nil {

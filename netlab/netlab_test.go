@@ -62,6 +62,9 @@ func assertGone(t testing.TB, prefix string) {
 	if left := Leftovers(prefix); len(left) > 0 {
 		t.Errorf("namespaces left behind: %v", left)
 	}
+	if left := leftoverEtc(prefix); len(left) > 0 {
+		t.Errorf("hosts files left behind in %s: %v", EtcNetnsDir, left)
+	}
 	links, err := LeftoverLinks(prefix)
 	if err != nil {
 		t.Error(err)
@@ -92,6 +95,13 @@ func TestValidate(t *testing.T) {
 		{"root sysctl", func(t *Topology) { t.Hosts[0].Sysctls = []Sysctl{{"kernel.panic", "1"}} }},
 		{"unknown bridge", func(t *Topology) { t.Links[0].A.Master = "nobr" }},
 		{"duplicate host", func(t *Topology) { t.Hosts = append(t.Hosts, t.Hosts[0]) }},
+		{"hosts entry outside the lab's ranges", func(t *Topology) {
+			t.Hosts[0].Hosts = []HostsEntry{{Addr: loop.Addr(), Names: []string{"x"}}}
+		}},
+		{"hosts entry without a name", func(t *Topology) { t.Hosts[0].Hosts = []HostsEntry{{Addr: t.Plan.VIP4}} }},
+		{"hosts entry with a space", func(t *Topology) {
+			t.Hosts[0].Hosts = []HostsEntry{{Addr: t.Plan.VIP4, Names: []string{"a b"}}}
+		}},
 		{"route via non-lab", func(t *Topology) {
 			t.Hosts[0].Routes = []Route{{Dst: def4(), Via: []netip.Addr{loop.Addr()}}}
 		}},
@@ -299,8 +309,14 @@ func TestClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(removed) != len(Basic().Hosts) {
-		t.Errorf("Clean removed %v", removed)
+	withHostsFile := 0
+	for _, h := range Basic().Hosts {
+		if len(h.Hosts) > 0 {
+			withHostsFile++
+		}
+	}
+	if len(removed) != len(Basic().Hosts)+withHostsFile {
+		t.Errorf("Clean removed %v, want %d namespaces and %d hosts files", removed, len(Basic().Hosts), withHostsFile)
 	}
 	assertGone(t, prefix)
 	if _, err := os.Stat(RunDir + "/" + prefix + ".lock"); err == nil {
@@ -426,5 +442,33 @@ func TestRulesAndTables(t *testing.T) {
 	}
 	if v, err := a.Sysctl("net.ipv4.ip_forward"); v != "1" || err != nil {
 		t.Errorf("ip_forward = %q, %v", v, err)
+	}
+}
+
+// TestHostsFile: a host's hosts file is what `ip netns exec` shows as
+// /etc/hosts inside it, the lab's names resolve there (IPv4 and IPv6), and
+// the file goes with the lab.
+func TestHostsFile(t *testing.T) {
+	requireNamespaces(t)
+	requireCommand(t, "getent", "libc-bin")
+	lab := buildLab(t, Basic())
+	gw := lab.MustHost(HostGW)
+	if gw.HostsFile() == "" {
+		t.Fatal("the gateway has no hosts file")
+	}
+	out, err := gw.Run(context.Background(), "getent", "ahosts", VIPName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"198.18.0.10", "2001:db8::10"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("getent ahosts %s in the gateway's namespace:\n%s\nlacks %s", VIPName, out, want)
+		}
+	}
+	if out, err := gw.Run(context.Background(), "getent", "hosts", "rs2"); err != nil || !strings.Contains(string(out), "198.18.2.12") && !strings.Contains(string(out), "2001:db8:2::12") {
+		t.Errorf("rs2: %v %s", err, out)
+	}
+	if lab.MustHost("b1").HostsFile() != "" {
+		t.Error("a real server got a hosts file it was not given")
 	}
 }

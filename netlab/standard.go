@@ -111,6 +111,25 @@ func backendSide(t *Topology, gws []string, first int) {
 	}
 }
 
+// VIPName is the virtual server's host name in the labs' hosts files: the
+// virtual-server handbook's own, www.fuancn.cn (its 192.168.0.x real
+// servers are the plan's 198.18.2.11.. and are named rs1, rs2, ...).
+const VIPName = "www.fuancn.cn"
+
+// labHosts are the hosts-file lines of a lab's client and gateway: the
+// handbook's name for the VIP (both families) and rsN for each real
+// server (both families).
+func labHosts(p Plan) []HostsEntry {
+	h := []HostsEntry{{Addr: p.VIP4, Names: []string{VIPName}}, {Addr: p.VIP6, Names: []string{VIPName}}}
+	for i := range p.Backends {
+		n := fmt.Sprintf("rs%d", i+1)
+		h = append(h,
+			HostsEntry{Addr: addr(fmt.Sprintf("198.18.2.%d", 11+i)), Names: []string{n}},
+			HostsEntry{Addr: addr(fmt.Sprintf("2001:db8:2::%d", 11+i)), Names: []string{n}})
+	}
+	return h
+}
+
 // clientRoutes are a client's routes: the VIP (inside the on-link client
 // subnet, so it needs its own route) and the default via the gateway.
 func clientRoutes(p Plan) []Route {
@@ -147,8 +166,8 @@ func Basic() *Topology {
 	t := &Topology{Name: TopoBasic, Plan: basicPlan()}
 	t.Plan.Clients = []string{HostClient}
 	t.Hosts = []HostSpec{
-		{Name: HostClient, Routes: clientRoutes(t.Plan)},
-		{Name: HostGW, Sysctls: forwarding()},
+		{Name: HostClient, Routes: clientRoutes(t.Plan), Hosts: labHosts(t.Plan)},
+		{Name: HostGW, Sysctls: forwarding(), Hosts: labHosts(t.Plan)},
 	}
 	t.Links = []LinkSpec{{
 		A: Endpoint{Host: HostClient, Name: IfHost, Addrs: []netip.Prefix{
@@ -285,7 +304,7 @@ func L2() *Topology {
 			{Dst: def4(), Via: []netip.Addr{gw4}},
 			{Dst: def6(), Via: []netip.Addr{gw6}},
 		}},
-		{Name: HostGW},
+		{Name: HostGW, Hosts: labHosts(t.Plan)},
 	}
 	t.Links = []LinkSpec{{
 		A: Endpoint{Host: HostClient, Name: IfHost, Addrs: []netip.Prefix{

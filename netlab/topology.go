@@ -45,6 +45,18 @@ type HostSpec struct {
 	Bridges []BridgeSpec // bridges inside this host
 	Routes  []Route      // added after all addresses are up
 	Rules   []Rule       // policy rules, added after routes
+	// Hosts are the host's /etc/hosts lines beyond localhost: netlab
+	// writes them to EtcNetnsDir/NAMESPACE/hosts, which `ip netns exec`
+	// (Host.Command) mounts over /etc/hosts for what it runs, and
+	// removes the file with the lab.
+	Hosts []HostsEntry
+}
+
+// HostsEntry is one line of a host's hosts file: an address and its names.
+// Plain data; the zero value is invalid.
+type HostsEntry struct {
+	Addr  netip.Addr
+	Names []string
 }
 
 // Sysctl is one per-namespace kernel setting, by dotted key under
@@ -179,6 +191,21 @@ func (t *Topology) Validate() error {
 		}
 		names[name] = true
 		return nil
+	}
+	for _, h := range t.Hosts {
+		for _, e := range h.Hosts {
+			if !e.Addr.IsValid() || !allowedAddr(e.Addr) {
+				return bad("host %s: hosts entry %v: only 198.18.0.0/15 and 2001:db8::/32 are allowed", h.Name, e.Addr)
+			}
+			if len(e.Names) == 0 {
+				return bad("host %s: hosts entry %v has no name", h.Name, e.Addr)
+			}
+			for _, n := range e.Names {
+				if n == "" || strings.ContainsAny(n, " \t\n#") {
+					return bad("host %s: hosts entry %v: name %q", h.Name, e.Addr, n)
+				}
+			}
+		}
 	}
 	checkAddrs := func(where string, ps []netip.Prefix) error {
 		for _, p := range ps {
