@@ -1,7 +1,7 @@
 # vsgate — make help lists the targets.
 GO       ?= go
 FUZZTIME ?= 30s
-MODE     ?= both
+MODE     ?= all
 COUNT    ?= 5
 
 .PHONY: help build test vet fmt-check bench bench-e2e fuzz demo
@@ -48,7 +48,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	  done; \
 	done
 
-demo: ## build vsgate, run it in netlab with real traffic on TUN and AF_PACKET (MODE=tun|afpacket|both), report, clean up (root)
+demo: ## build vsgate, run it in netlab with real traffic on TUN and AF_PACKET, then replay the handbook (MODE=tun|afpacket|handbook|both|all), report, clean up (root)
 	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root (it creates network namespaces)"; exit 1; }
 	@command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; }
 	CGO_ENABLED=0 $(GO) build -o vsgate ./cmd/vsgate

@@ -607,7 +607,7 @@ func (g *Gateway) Reload(opts Options) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	old := g.opts
-	g.opts.NAT, g.opts.Health = opts.NAT, opts.Health // L7 services stay as they started
+	g.opts.NAT, g.opts.Health, g.opts.MasqDefaults = opts.NAT, opts.Health, opts.MasqDefaults // L7 services stay as they started
 	if err := g.installLocked(opts.NAT); err != nil {
 		g.opts = old
 		return err

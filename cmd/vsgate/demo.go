@@ -13,7 +13,7 @@ import (
 	"github.com/vsgate/vsgate/gateway/e2e"
 )
 
-const demoUsage = `usage: vsgate demo [tun|afpacket|both]
+const demoUsage = `usage: vsgate demo [tun|afpacket|handbook|both|all]
   Build a netlab topology (a client, the gateway, three real servers, in
   network namespaces of their own), run this vsgate binary in the
   gateway's namespace, check what an operator would check, print a report
@@ -24,7 +24,13 @@ const demoUsage = `usage: vsgate demo [tun|afpacket|both]
               through AF_PACKET (2 sockets each); it answers ARP/ND for
               the VIPs and the servers' gateway, the kernel forwards
               nothing
-    both      one pass each (the default)
+    handbook  "basic" on TUN again, replaying the virtual-server handbook:
+              its ipmasqadm and ipchains lines typed into vsgate adm as it
+              writes them (198.18.x for its 192.168.0.x, www.fuancn.cn in
+              the namespaces' hosts files), its test, its telnet case and
+              its three ProxyPass lines
+    both      tun and afpacket
+    all       every pass (the default)
 `
 
 // demoPass is one run of the demo.
@@ -39,14 +45,20 @@ type demoPass struct {
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	tun := demoPass{"TUN", e2e.Options{}, e2e.Steps(), "on TUN vsg0 (2 queues)"}
 	afp := demoPass{"AF_PACKET", e2e.Options{AFPacket: true}, e2e.AFPacketSteps(), "on AF_PACKET, interfaces out and in (2 sockets each)"}
+	book := demoPass{"the handbook, replayed", e2e.Options{Handbook: true}, e2e.HandbookSteps(),
+		"on TUN vsg0, with only the handbook's ProxyPass lines configured (method 2 is typed in with vsgate adm); the handbook's 192.168.0.1-3 are 198.18.2.11-13 here, its 192.168.0.0/24 is 198.18.2.0/24, and www.fuancn.cn is the VIP 198.18.0.10 / 2001:db8::10 in the client's and the gateway's hosts files"}
 	var passes []demoPass
 	switch {
-	case len(args) == 0 || len(args) == 1 && args[0] == "both":
+	case len(args) == 0 || len(args) == 1 && args[0] == "all":
+		passes = []demoPass{tun, afp, book}
+	case len(args) == 1 && args[0] == "both":
 		passes = []demoPass{tun, afp}
 	case len(args) == 1 && args[0] == "tun":
 		passes = []demoPass{tun}
 	case len(args) == 1 && args[0] == "afpacket":
 		passes = []demoPass{afp}
+	case len(args) == 1 && args[0] == "handbook":
+		passes = []demoPass{book}
 	default:
 		fmt.Fprint(stdout, demoUsage)
 		if args[0] == "-h" || args[0] == "--help" {
@@ -61,7 +73,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 
 	start := time.Now()

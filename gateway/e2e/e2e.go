@@ -46,6 +46,7 @@ type Env struct {
 	logFile  *os.File
 	backends []string
 	opts     Options
+	exe      string // the vsgate binary
 }
 
 // Options change how Start runs the gateway.
@@ -56,6 +57,9 @@ type Options struct {
 	// AFPacket runs vsgate in AF_PACKET mode on netlab's "l2" topology
 	// instead of on a TUN in "basic".
 	AFPacket bool
+	// Handbook runs the handbook replay's configuration (handbookConfig)
+	// instead of the demo's: method 2 is then typed in by HandbookSteps.
+	Handbook bool
 }
 
 // Start builds the lab, starts the test servers on every backend and runs
@@ -77,7 +81,7 @@ func StartWith(ctx context.Context, exe string, opts Options) (_ *Env, err error
 	if err != nil {
 		return nil, err
 	}
-	e := &Env{Lab: lab, servers: map[string]*netlab.Server{}, exited: make(chan error, 1), opts: opts}
+	e := &Env{Lab: lab, servers: map[string]*netlab.Server{}, exited: make(chan error, 1), opts: opts, exe: exe}
 	defer func() {
 		if err != nil {
 			e.Close()
@@ -121,7 +125,11 @@ func StartWith(ctx context.Context, exe string, opts Options) (_ *Env, err error
 	e.Socket = filepath.Join(e.Dir, "vsgate.sock")
 	cfg := filepath.Join(e.Dir, "vsgate.yaml")
 	e.Config = cfg
-	if err := os.WriteFile(cfg, []byte(e.config(p)), 0o600); err != nil {
+	text := e.config(p)
+	if opts.Handbook {
+		text = e.handbookConfig(p)
+	}
+	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return e, err
 	}
 	if e.logFile, err = os.Create(filepath.Join(e.Dir, "vsgate.log")); err != nil {

@@ -25,6 +25,15 @@ func TestDemoAFPacket(t *testing.T) {
 	runSteps(t, Options{AFPacket: true}, AFPacketSteps())
 }
 
+// TestHandbook replays the virtual-server handbook: its ipmasqadm and
+// ipchains lines typed into vsgate adm as written, its test of method 2,
+// its telnet case, the -d masquerade with a real server that has no route
+// back, its ProxyPass lines, and names from the namespaces' hosts files
+// in both families.
+func TestHandbook(t *testing.T) {
+	runSteps(t, Options{Handbook: true}, HandbookSteps())
+}
+
 // TestBulkOffloads runs the bulk steps (TCP over IPv4 and IPv6, UDP) with
 // offloads off: TestDemo runs them with offloads on.
 func TestBulkOffloads(t *testing.T) {
