@@ -101,6 +101,7 @@ func roundTrip(tb testing.TB, c *Config) {
 		tb.Fatalf("YAML() output does not parse: %v\n%s", err, out)
 	}
 	a, b := *c, *c2
+	a.Resolved = nil // the written file holds the addresses the names became
 	if !reflect.DeepEqual(a, b) {
 		tb.Fatalf("round trip differs:\n%+v\n%+v\n%s", a, b, out)
 	}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,7 +10,8 @@ import (
 	"time"
 )
 
-// FuzzParse feeds Parse arbitrary files. Properties:
+// FuzzParse feeds ParseNames arbitrary files, with the tests' resolver
+// (host names: www.fuancn.cn, rs1, rs2, gw-outside, gw-inside). Properties:
 //   - it never panics;
 //   - a rejected file gives an Errors of *Error, each wrapping ErrInvalid,
 //     one line long, with a message, a fix and a line inside the file;
@@ -34,13 +36,16 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("services:\n  - &s {proto: tcp, vip: 198.18.0.10:80}\n  - <<: *s\n    vip: 198.18.0.11:80\n"))
 	f.Add([]byte("table: {size: !!str 10}\n---\n"))
 	f.Add([]byte("device:\n\tname: x\n"))
+	// Names: a VIP with both families, backends and masquerade addresses.
+	f.Add([]byte("services:\n  - {name: w, proto: tcp, vip: www.fuancn.cn:80, backends: [{addr: rs1}, {addr: rs1:81}]}\n" +
+		"masquerade_to: gw-outside\nmasquerade_inside: [gw-inside]\nmasquerade:\n  - {into: 198.18.2.0/24}\n"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// A hang (in the YAML library, say) crashes with the input rather
 		// than stalling the fuzzer.
 		watchdog := time.AfterFunc(10*time.Second, func() { panic(fmt.Sprintf("Parse hangs on %q", data)) })
 		defer watchdog.Stop()
-		c, err := Parse(data, "fuzz.yaml")
+		c, err := ParseNames(context.Background(), data, "fuzz.yaml", labNames)
 		if err != nil {
 			if c != nil {
 				t.Fatal("config returned with an error")
