@@ -393,10 +393,11 @@ func (g *Gateway) work(i int, d tun.Device) error {
 	// The netstack takes only plain packets; a device that may read
 	// super-packets or partial checksums splits and finishes them for it.
 	seg, _ := d.(segmenter)
-	// Statistics count a super-packet as the packets it stands for.
-	var segs []int
+	// Statistics count a super-packet as the packets it stands for; the
+	// engine skips checking checksums the kernel vouched for.
+	var meta []nat.Meta
 	if seg != nil {
-		segs = make([]int, n)
+		meta = make([]nat.Meta, n)
 	}
 	var inject func([]byte)
 	if g.l7 != nil {
@@ -413,9 +414,9 @@ func (g *Gateway) work(i int, d tun.Device) error {
 		}
 		if seg != nil {
 			for j := range got {
-				segs[j] = seg.SegmentCount(bufs[j], h, sizes[j])
+				meta[j] = nat.Meta{Segs: seg.SegmentCount(bufs[j], h, sizes[j]), ChecksumOK: seg.ChecksumTrusted(bufs[j], h)}
 			}
-			w.ProcessSegments(pkts[:got], segs[:got], verdicts)
+			w.ProcessMeta(pkts[:got], meta[:got], verdicts)
 		} else {
 			w.Process(pkts[:got], verdicts)
 		}
@@ -504,10 +505,12 @@ type offloader interface {
 
 // segmenter is a device whose packets may be GSO super-packets or carry
 // partial checksums (tun.OffloadTUN, afpacket.Port): Segments hands out
-// plain ones, SegmentCount says how many.
+// plain ones, SegmentCount says how many, ChecksumTrusted whether the
+// kernel vouched for the checksum.
 type segmenter interface {
 	Segments(buf []byte, offset, n int, fn func([]byte)) bool
 	SegmentCount(buf []byte, offset, n int) int
+	ChecksumTrusted(buf []byte, offset int) bool
 }
 
 // housekeeping drives the engine's clock, expires flows and estimates

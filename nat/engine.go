@@ -84,6 +84,10 @@ type Service struct {
 	// PersistMask is the prefix length that groups clients for
 	// persistence (ipvsadm -M): 0 means the whole address (32 or 128).
 	PersistMask int
+	// TCPLiberal skips the TCP window check for this service's flows
+	// (conntrack's be_liberal): for deployments where vsgate sees only
+	// one direction of them. States still move only on the right flags.
+	TCPLiberal bool
 }
 
 // Masquerade is source NAT (ipchains -j MASQ), in one of two directions;
@@ -140,6 +144,9 @@ type Config struct {
 	// else is dropped, and the flow is forgotten (IPVS's
 	// expire_nodest_conn, plus the reset).
 	ResetRemoved bool
+	// TCPLiberal skips the TCP window check for every flow (see
+	// Service.TCPLiberal).
+	TCPLiberal bool
 
 	Services   []Service
 	Masquerade []Masquerade
@@ -239,6 +246,7 @@ type snapshot struct {
 	timeout       [numTCPStates + 2]int64 // per state, in ticks
 	resetRemoved  bool
 	dropUnmatched bool
+	tcpLiberal    bool
 	fullnat       [2][16]byte // [0] IPv4 (mapped), [1] IPv6; zero if none
 	hasFull       [2]bool
 	fnPorts       [2]uint16
@@ -326,7 +334,7 @@ func (e *Engine) Update(cfg Config) error {
 	defer e.mu.Unlock()
 	services := map[svcKey]*service{} // what the new snapshot serves
 	snap := &snapshot{masqAddr: map[[16]byte]bool{}, owned: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts,
-		timeout: cfg.Timeouts.ticks(e.tick), resetRemoved: cfg.ResetRemoved, dropUnmatched: cfg.DropUnmatched}
+		timeout: cfg.Timeouts.ticks(e.tick), resetRemoved: cfg.ResetRemoved, dropUnmatched: cfg.DropUnmatched, tcpLiberal: cfg.TCPLiberal}
 	if snap.fnPorts == [2]uint16{} {
 		snap.fnPorts = [2]uint16{1024, 65535}
 	}

@@ -329,18 +329,18 @@ func TestResetRemoved(t *testing.T) {
 	}
 }
 
-// TestProcessSegments: a GSO super-packet is translated once, whole, and
+// TestProcessMeta: a GSO super-packet is translated once, whole, and
 // counted as the segments it stands for, in both directions; a plain
 // packet in the same batch counts one.
-func TestProcessSegments(t *testing.T) {
+func TestProcessMeta(t *testing.T) {
 	e := engine(t, nat.ModeNAT, 64)
 	w := e.NewWorker()
 	rip := handshake(t, w, 0)
 	data := tcp(client, vip, ack, 14480) // ten 1448-byte segments' worth
-	plain := tcp(client, vip, ack, 10)
+	plain := tcpSeq(client, vip, ack, 10, 1+14480, 1) // after the super-packet's data
 	reply := tcp(rip, client, ack, 2896)
 	v := make([]nat.Verdict, 3)
-	w.ProcessSegments([][]byte{data, plain, reply}, []int{10, 1, 2}, v)
+	w.ProcessMeta([][]byte{data, plain, reply}, []nat.Meta{{Segs: 10}, {Segs: 1}, {Segs: 2}}, v)
 	if v[0] != nat.Forward || v[1] != nat.Forward || v[2] != nat.Forward {
 		t.Fatalf("verdicts %v", v)
 	}

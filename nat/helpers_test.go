@@ -35,11 +35,31 @@ const (
 	rst    = packet.TCPFlagRST
 )
 
-// tcp builds a TCP packet with gopacket, checksums computed.
+// tcp builds a TCP packet with gopacket, checksums computed. Every
+// segment has sequence and acknowledgement number 1, inside any window
+// the engine tracks, except a SYN-ACK: it acknowledges a SYN of sequence
+// 1 without data (so 2), as the window check requires.
 func tcp(src, dst netip.AddrPort, flags uint8, payload int) []byte {
-	t := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), Seq: 1, Ack: 1, Window: 512,
+	ackNum := uint32(1)
+	if flags&synack == synack {
+		ackNum = 2
+	}
+	return tcpSeq(src, dst, flags, payload, 1, ackNum)
+}
+
+// tcpSeq is tcp with the sequence and acknowledgement numbers given.
+func tcpSeq(src, dst netip.AddrPort, flags uint8, payload int, seq, ackNum uint32) []byte {
+	t := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), Seq: seq, Ack: ackNum, Window: 65535,
 		SYN: flags&syn != 0, ACK: flags&ack != 0, FIN: flags&packet.TCPFlagFIN != 0, RST: flags&rst != 0}
 	return build(src.Addr(), dst.Addr(), layers.IPProtocolTCP, t, payload)
+}
+
+// tcpOpts is a SYN or SYN-ACK with a window scale option of shift scale.
+func tcpOpts(src, dst netip.AddrPort, flags uint8, seq, ackNum uint32, scale uint8) []byte {
+	t := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), Seq: seq, Ack: ackNum, Window: 65535,
+		SYN: flags&syn != 0, ACK: flags&ack != 0,
+		Options: []layers.TCPOption{{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{scale}}}}
+	return build(src.Addr(), dst.Addr(), layers.IPProtocolTCP, t, 0)
 }
 
 // udp builds a UDP packet.
@@ -146,6 +166,6 @@ func handshake(t *testing.T, w *nat.Worker, n int) netip.AddrPort {
 	b := tcp(client, vip, syn, n)
 	one(w, b)
 	_, rip := endpoints(t, b)
-	one(w, tcp(rip, client, synack, 0))
+	one(w, tcpSeq(rip, client, synack, 0, 1, uint32(2+n)))
 	return rip
 }

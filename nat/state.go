@@ -78,16 +78,25 @@ func tcpEvent(flags uint8) int {
 // ip_vs_proto_tcp.c) for NAT, which sees both directions: [direction]
 // [event: syn, fin, ack, rst][current state] -> next state. DirOriginal is
 // IPVS's INPUT (client to server), DirReply its OUTPUT.
+//
+// Changed from IPVS's so that a flow becomes ESTABLISHED as conntrack's
+// does, only after SYN, the real server's SYN-ACK and the client's ACK:
+// the reply's SYN-ACK moves SYN_RECV to SYNACK (IPVS: stays SYN_RECV, and
+// a retransmitted one in SYNACK goes back to SYN_RECV), and the client's
+// ACK in SYN_RECV leaves it there (IPVS: ESTABLISHED, so a spoofed SYN and
+// ACK made an established flow no real server had answered). What moves
+// the state at all has passed the window check and, for a change, the
+// checksum (tcptrack.go, Worker.tcpGate).
 var tcpTransitions = [2][4][numTCPStates]tcpState{
 	{ // INPUT
 		//  sNO          sES           sSS         sSR          sFW         sTW          sCL       sCW           sLA         sLI        sSA
 		{tcpSynRecv, tcpEstablished, tcpEstablished, tcpSynRecv, tcpSynRecv, tcpSynRecv, tcpSynRecv, tcpSynRecv, tcpSynRecv, tcpSynRecv, tcpSynRecv}, // syn
 		{tcpClose, tcpCloseWait, tcpSynSent, tcpTimeWait, tcpTimeWait, tcpTimeWait, tcpClose, tcpCloseWait, tcpLastAck, tcpListen, tcpTimeWait},      // fin
-		{tcpClose, tcpEstablished, tcpSynSent, tcpEstablished, tcpFinWait, tcpTimeWait, tcpClose, tcpCloseWait, tcpClose, tcpListen, tcpEstablished}, // ack
+		{tcpClose, tcpEstablished, tcpSynSent, tcpSynRecv, tcpFinWait, tcpTimeWait, tcpClose, tcpCloseWait, tcpClose, tcpListen, tcpEstablished},     // ack
 		{tcpClose, tcpClose, tcpClose, tcpSynRecv, tcpClose, tcpClose, tcpClose, tcpClose, tcpLastAck, tcpListen, tcpSynRecv},                        // rst
 	},
 	{ // OUTPUT
-		{tcpSynSent, tcpEstablished, tcpSynSent, tcpSynRecv, tcpSynSent, tcpSynSent, tcpSynSent, tcpSynSent, tcpSynSent, tcpListen, tcpSynRecv},                   // syn
+		{tcpSynSent, tcpEstablished, tcpSynSent, tcpSynAck, tcpSynSent, tcpSynSent, tcpSynSent, tcpSynSent, tcpSynSent, tcpListen, tcpSynAck},                     // syn
 		{tcpTimeWait, tcpFinWait, tcpSynSent, tcpTimeWait, tcpFinWait, tcpTimeWait, tcpClose, tcpTimeWait, tcpLastAck, tcpListen, tcpTimeWait},                    // fin
 		{tcpEstablished, tcpEstablished, tcpSynSent, tcpEstablished, tcpFinWait, tcpTimeWait, tcpClose, tcpCloseWait, tcpLastAck, tcpEstablished, tcpEstablished}, // ack
 		{tcpClose, tcpClose, tcpSynSent, tcpClose, tcpClose, tcpTimeWait, tcpClose, tcpClose, tcpClose, tcpClose, tcpClose},                                       // rst

@@ -177,7 +177,8 @@ var ErrFlowExists = errors.New("tuple already tracked")
 // hash to, in index order. Capacity is fixed at creation and every flow
 // comes from a preallocated slab: nothing is allocated per flow.
 type table struct {
-	flows     []flow // slab; flows[0] unused so that ref 0 is nil
+	flows     []flow     // slab; flows[0] unused so that ref 0 is nil
+	tcp       []tcpTrack // by flow index: TCP window tracking (tcptrack.go)
 	shards    []shard
 	shardBits uint
 	count     atomic.Int64
@@ -237,6 +238,7 @@ func newTable(capacity int, shardBits uint) *table {
 	nBuckets := max(1, (2*perShard+nodesPerBucket-1)/nodesPerBucket)
 	t := &table{
 		flows:     make([]flow, capacity+1),
+		tcp:       make([]tcpTrack, capacity+1),
 		shards:    make([]shard, nShards),
 		shardBits: shardBits,
 	}
@@ -255,7 +257,7 @@ func (t *table) capacity() int { return len(t.flows) - 1 }
 
 // bytes is the memory of the slab and the index.
 func (t *table) bytes() int {
-	n := len(t.flows)*int(unsafe.Sizeof(flow{})) + len(t.shards)*int(unsafe.Sizeof(shard{}))
+	n := len(t.flows)*int(unsafe.Sizeof(flow{})+unsafe.Sizeof(tcpTrack{})) + len(t.shards)*int(unsafe.Sizeof(shard{}))
 	for i := range t.shards {
 		n += len(t.shards[i].buckets) * int(unsafe.Sizeof(bucket{}))
 	}

@@ -209,7 +209,7 @@ func TestTouchRecycledFlow(t *testing.T) {
 	w.snap, w.now = e.conf.Load(), e.clock.Load()
 	w.p = &packet.Parsed{TCPFlags: packet.TCPFlagACK}
 	o, r := tupleWords{1, 2, 3, 4, 6}, tupleWords{5, 6, 7, 8, 6}
-	idx, _, err := e.tab.insert(&o, o.hash(), &r, 0, uint32(tcpSynRecv), 100, noEviction{})
+	idx, _, err := e.tab.insert(&o, o.hash(), &r, 0, uint32(tcpSynAck), 100, noEviction{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,14 +219,15 @@ func TestTouchRecycledFlow(t *testing.T) {
 		t.Fatal("remove failed")
 	}
 	o2, r2 := tupleWords{9, 2, 3, 4, 6}, tupleWords{9, 6, 7, 8, 6}
-	if idx2, _, err := e.tab.insert(&o2, o2.hash(), &r2, 0, uint32(tcpSynRecv), 200, noEviction{}); err != nil || idx2 != idx {
+	if idx2, _, err := e.tab.insert(&o2, o2.hash(), &r2, 0, uint32(tcpSynAck), 200, noEviction{}); err != nil || idx2 != idx {
 		t.Fatalf("the new flow got slot %d (%v), the test needs the freed one, %d", idx2, err, idx)
 	}
-	w.touch(f, DirOriginal, nil, old)
-	if st, dl := tcpState(f.state.Load()&stateMask), f.deadline.Load(); st != tcpSynRecv || dl != 200 {
-		t.Fatalf("a stale touch left the new flow %v, deadline %d; want SYN_RECV, 200", st, dl)
+	ack := tcpEvent(packet.TCPFlagACK)
+	w.touch(f, DirOriginal, nil, old, ack)
+	if st, dl := tcpState(f.state.Load()&stateMask), f.deadline.Load(); st != tcpSynAck || dl != 200 {
+		t.Fatalf("a stale touch left the new flow %v, deadline %d; want SYNACK, 200", st, dl)
 	}
-	w.touch(f, DirOriginal, nil, f.gen.Load())
+	w.touch(f, DirOriginal, nil, f.gen.Load(), ack)
 	if st := tcpState(f.state.Load() & stateMask); st != tcpEstablished {
 		t.Fatalf("the flow's own ACK left it %v, want ESTABLISHED", st)
 	}
@@ -241,7 +242,7 @@ func TestEvictionRechecks(t *testing.T) {
 		t.Fatal(err)
 	}
 	o, r := tupleWords{1, 2, 3, 4, 6}, tupleWords{5, 6, 7, 8, 6}
-	idx, _, err := e.tab.insert(&o, o.hash(), &r, 0, uint32(tcpSynRecv), 100, noEviction{})
+	idx, _, err := e.tab.insert(&o, o.hash(), &r, 0, uint32(tcpSynAck), 100, noEviction{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ type Worker struct {
 	p            *packet.Parsed // the packet being handled: &slots[i].p
 	h            uint64         // its flow key's hash
 	segs         int            // how many packets it stands for (a GSO super-packet's segments)
+	csumOK       bool           // the device vouched for its transport checksum
 	inner        packet.Parsed
 	slots        [batchSize]slot
 	snap         *snapshot
@@ -73,18 +74,30 @@ func (w *Worker) growCounts(n int) {
 // configuration and the clock once per batch; it does not allocate, and
 // for packets of established flows it takes no lock.
 func (w *Worker) Process(pkts [][]byte, verdicts []Verdict) {
-	w.ProcessSegments(pkts, nil, verdicts)
+	w.ProcessMeta(pkts, nil, verdicts)
 }
 
-// ProcessSegments is Process for a device that hands over GSO
-// super-packets: segs[i] is how many packets pkts[i] stands for (its
-// segments; 1 for a plain packet), counted as packets in the services'
-// and backends' statistics, as the packets they become on the wire; bytes
-// are counted as read (a super-packet's headers once, as IPVS counts a
-// GRO'd skb), and a dropped super-packet is one drop. A super-packet is
-// translated once, whole: its segments share the headers being
-// rewritten. nil segs means 1 each.
-func (w *Worker) ProcessSegments(pkts [][]byte, segs []int, verdicts []Verdict) {
+// Meta is what a device knows of a packet it read.
+type Meta struct {
+	// Segs is how many packets it stands for: a GSO super-packet's
+	// segments; 0 or 1 for a plain packet.
+	Segs int
+	// ChecksumOK says the device vouches for the transport checksum: the
+	// kernel checked it (virtio-net DATA_VALID) or will complete it
+	// (NEEDS_CSUM: the packet never crossed a wire). Otherwise the
+	// engine checks the checksum of every TCP segment that opens a flow
+	// or changes its state.
+	ChecksumOK bool
+}
+
+// ProcessMeta is Process for a device that says more about each packet
+// (meta[i] for pkts[i]; nil means plain packets, checksums unchecked).
+// A super-packet's segments are counted as packets in the services' and
+// backends' statistics, as the packets they become on the wire; bytes are
+// counted as read (a super-packet's headers once, as IPVS counts a GRO'd
+// skb), and a dropped super-packet is one drop. A super-packet is
+// translated once, whole: its segments share the headers being rewritten.
+func (w *Worker) ProcessMeta(pkts [][]byte, meta []Meta, verdicts []Verdict) {
 	w.epoch.Store(w.e.epoch.Load())
 	w.snap = w.e.conf.Load()
 	w.now = w.e.clock.Load()
@@ -93,11 +106,11 @@ func (w *Worker) ProcessSegments(pkts [][]byte, segs []int, verdicts []Verdict) 
 	}
 	for len(pkts) > 0 {
 		n := min(len(pkts), batchSize)
-		var bs []int
-		if segs != nil {
-			bs, segs = segs[:n], segs[n:]
+		var bm []Meta
+		if meta != nil {
+			bm, meta = meta[:n], meta[n:]
 		}
-		w.batch(pkts[:n], bs, verdicts[:n])
+		w.batch(pkts[:n], bm, verdicts[:n])
 		pkts, verdicts = pkts[n:], verdicts[n:]
 	}
 	w.epoch.Store(0)
@@ -135,7 +148,7 @@ type slot struct {
 // created). Splitting stage 2 this finely is measured, not aesthetic: the
 // candidate scan folded into the bucket loop, or the key check left to
 // stage 3, each cost 10-15 ns per packet at a million flows.
-func (w *Worker) batch(pkts [][]byte, segs []int, verdicts []Verdict) {
+func (w *Worker) batch(pkts [][]byte, meta []Meta, verdicts []Verdict) {
 	t := w.e.tab
 	for i, b := range pkts {
 		s := &w.slots[i]
@@ -181,9 +194,9 @@ func (w *Worker) batch(pkts [][]byte, segs []int, verdicts []Verdict) {
 			verdicts[i] = s.v
 			continue
 		}
-		w.p, w.h, w.segs = &s.p, s.h, 1
-		if segs != nil {
-			w.segs = max(segs[i], 1)
+		w.p, w.h, w.segs, w.csumOK = &s.p, s.h, 1, false
+		if meta != nil {
+			w.segs, w.csumOK = max(meta[i].Segs, 1), meta[i].ChecksumOK
 		}
 		verdicts[i] = w.packet(b, s)
 		if verdicts[i] == Reply {
@@ -268,6 +281,13 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 		// request from outside matching it is not let in.
 		return w.drop(DropMasqUnsolicited), true
 	}
+	ev := -1
+	if p.Proto == packet.ProtoTCP {
+		var pass bool
+		if ev, pass = w.tcpGate(b, f, ref.index(), d, own); !pass {
+			return Drop, true
+		}
+	}
 	// The packet leaves as the other direction's tuple reversed. Compare
 	// and build addresses as words: no Tuple round trip on this path.
 	sport, dport := uint16(other[4]>>16), uint16(other[4]>>32)
@@ -284,8 +304,58 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 	if own != nil {
 		w.countPacket(own, d, len(b))
 	}
-	w.touch(f, d, own, gen)
+	w.touch(f, d, own, gen, ev)
 	return Forward, true
+}
+
+// tcpGate runs what a TCP segment of a known flow must pass before it is
+// forwarded: the window check (tcptrack.go), and the checksum when the
+// segment would change the flow's state or the flow is not established
+// (the handshake, the close: few segments, and the ones a spoofer needs).
+// It returns the event the state machine takes from the segment (-1:
+// none), or false, with the drop counted, if the segment must not go on.
+func (w *Worker) tcpGate(b []byte, f *flow, idx uint32, d Dir, own *owner) (ev int, pass bool) {
+	p := w.p
+	ev = tcpEvent(p.TCPFlags)
+	st := f.state.Load() & stateMask
+	changes := ev >= 0 && st < uint32(numTCPStates) && tcpTransitions[d][ev][st] != tcpState(st)
+	if (changes || st != uint32(tcpEstablished)) && !w.checksumOK(b) {
+		w.drop(DropBadChecksum)
+		return -1, false
+	}
+	seg := tcpSegment(b, p)
+	switch w.e.tab.tcp[idx].inWindow(d, &seg, w.liberal(own)) {
+	case windowOut, windowBadSynAck:
+		w.drop(DropTCPOutOfWindow)
+		return -1, false
+	case windowBadRST:
+		w.drop(DropTCPInvalidRST)
+		return -1, false
+	case windowHold:
+		return -1, true
+	}
+	return ev, true
+}
+
+// checksumOK reports whether the packet being handled has a right
+// transport checksum: the device vouched for it, it is a super-packet
+// (whose checksum the kernel left partial), or it sums right.
+func (w *Worker) checksumOK(b []byte) bool {
+	return w.csumOK || w.segs > 1 || packet.TransportChecksumValid(b, w.p)
+}
+
+// liberal reports whether the flow of owner own skips the window check
+// (Config.TCPLiberal, Service.TCPLiberal).
+func (w *Worker) liberal(own *owner) bool {
+	if w.snap.tcpLiberal {
+		return true
+	}
+	if own != nil {
+		if svc := own.svc.Load(); svc != nil {
+			return svc.cfg.TCPLiberal
+		}
+	}
+	return false
 }
 
 // countPacket counts the packet being handled (w.segs packets on the
@@ -334,10 +404,11 @@ func rewrite(b []byte, p *packet.Parsed, src [16]byte, sport uint16, dst [16]byt
 }
 
 // touch advances the state of flow f (of generation gen, as the caller
-// found it) for a packet in direction d and pushes its deadline out. The
-// flow may have been freed and made anew since the caller's check: then
-// touch changes nothing (the state word carries the generation).
-func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32) {
+// found it) by TCP event ev (-1: none) in direction d and pushes its
+// deadline out. The flow may have been freed and made anew since the
+// caller's check: then touch changes nothing (the state word carries the
+// generation).
+func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) {
 	s := f.state.Load()
 	if s&stateDead != 0 || !sameGen(s, gen) {
 		return
@@ -345,7 +416,7 @@ func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32) {
 	st := s & stateMask
 	ns := st
 	if st < uint32(numTCPStates) {
-		if ev := tcpEvent(w.p.TCPFlags); ev >= 0 {
+		if ev >= 0 {
 			ns = uint32(tcpTransitions[d][ev][st])
 		}
 		if ns != st {
@@ -438,6 +509,9 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, kw *tupleWords) Verdict 
 	}
 	state := uint32(stateUDP)
 	if p.Proto == packet.ProtoTCP {
+		if !w.checksumOK(b) {
+			return w.drop(DropBadChecksum)
+		}
 		switch {
 		case opensFlow(p):
 			state = uint32(tcpTransitions[DirOriginal][tcpEvent(p.TCPFlags)][tcpNone])
@@ -521,6 +595,9 @@ func (w *Worker) newMasqFlow(b []byte, m *masqRule, kw *tupleWords) Verdict {
 		if !opensFlow(p) {
 			return w.drop(DropNoFlow)
 		}
+		if !w.checksumOK(b) {
+			return w.drop(DropBadChecksum)
+		}
 		state = uint32(tcpTransitions[DirOriginal][tcpEvent(p.TCPFlags)][tcpNone])
 	}
 	// Keep the source port if it is free; otherwise probe the range.
@@ -572,7 +649,7 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 			}
 		}
 		rw := reply.words()
-		_, evicted, err := e.tab.insert(kw, w.h, &rw, ownID, state, deadline, e)
+		idx, evicted, err := e.tab.insert(kw, w.h, &rw, ownID, state, deadline, e)
 		if evicted {
 			e.counts.evictions.Add(1) // even if the insert failed after all
 		}
@@ -595,6 +672,12 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 					d.Add(0, 1)
 				}
 			}
+		}
+		if p.Proto == packet.ProtoTCP {
+			tr := &e.tab.tcp[idx]
+			tr.reset()
+			seg := tcpSegment(b, p)
+			tr.inWindow(DirOriginal, &seg, true) // the opening SYN, or an adopted segment, starts its side
 		}
 		rewrite(b, p, reply.Dst, reply.DstPort, reply.Src, reply.SrcPort)
 		return Forward

@@ -77,6 +77,47 @@ func (h TCP) Flags() uint8 { return h[tcpFlags] }
 // Checksum is the checksum field.
 func (h TCP) Checksum() uint16 { return be16(h[tcpChecksum:]) }
 
+// Window is the window field, unscaled.
+func (h TCP) Window() uint16 { return be16(h[tcpWindow:]) }
+
+// TCP option kinds vsgate reads (RFC 9293 §3.2, RFC 7323).
+const (
+	tcpOptEnd    = 0
+	tcpOptNOP    = 1
+	tcpOptWScale = 3
+	// TCPMaxWindowScale is the largest shift RFC 7323 §2.3 allows; larger
+	// values are taken as 14.
+	TCPMaxWindowScale = 14
+)
+
+// WindowScale returns the shift of the window scale option (RFC 7323
+// §2.2), at most TCPMaxWindowScale, and whether the header carries one.
+// It walks the options the data offset covers; a malformed option list
+// ends the walk.
+func (h TCP) WindowScale() (uint8, bool) {
+	if len(h) < TCPMinimumSize {
+		return 0, false
+	}
+	opts := h[TCPMinimumSize:min(max(h.DataOffset(), TCPMinimumSize), len(h))]
+	for len(opts) > 0 {
+		switch opts[0] {
+		case tcpOptEnd:
+			return 0, false
+		case tcpOptNOP:
+			opts = opts[1:]
+			continue
+		}
+		if len(opts) < 2 || opts[1] < 2 || int(opts[1]) > len(opts) {
+			return 0, false
+		}
+		if opts[0] == tcpOptWScale && opts[1] == 3 {
+			return min(opts[2], TCPMaxWindowScale), true
+		}
+		opts = opts[opts[1]:]
+	}
+	return 0, false
+}
+
 // UDP is a view of a UDP header (RFC 768).
 //
 //	 0      7 8     15 16    23 24    31

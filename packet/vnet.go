@@ -38,6 +38,13 @@ func (h VNetHdr) GSOSize() int       { return int(binary.NativeEndian.Uint16(h[4
 func (h VNetHdr) CsumStart() int     { return int(binary.NativeEndian.Uint16(h[6:])) }
 func (h VNetHdr) CsumOffset() int    { return int(binary.NativeEndian.Uint16(h[8:])) }
 func (h VNetHdr) Partial() bool      { return h.Flags()&VNetNeedsCsum != 0 }
+
+// ChecksumTrusted reports whether the kernel vouches for the packet's
+// transport checksum: it checked it (DATA_VALID), or the packet was made
+// on this host and its checksum is left for the device to complete
+// (NEEDS_CSUM: it never crossed a wire that could corrupt it). Conntrack
+// trusts both the same way (skb_csum_unnecessary).
+func (h VNetHdr) ChecksumTrusted() bool { return h.Flags()&(VNetNeedsCsum|VNetDataValid) != 0 }
 func (h VNetHdr) SetFlags(f uint8)   { h[0] = f }
 func (h VNetHdr) SetGSOType(t uint8) { h[1] = t }
 

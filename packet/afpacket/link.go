@@ -674,6 +674,13 @@ func (p *Port) Segments(buf []byte, offset, n int, fn func([]byte)) bool {
 	return true
 }
 
+// ChecksumTrusted reports whether the kernel vouched for the transport
+// checksum of the packet Read left at buf[offset:] (packet.VNetHdr's
+// ChecksumTrusted).
+func (p *Port) ChecksumTrusted(buf []byte, offset int) bool {
+	return packet.VNetHdr(buf[offset-portHeadroom : offset-packet.EthernetMinimumSize]).ChecksumTrusted()
+}
+
 // SegmentCount is how many packets the n-byte packet Read left at
 // buf[offset:] stands for: a super-packet's segments, else 1.
 func (p *Port) SegmentCount(buf []byte, offset, n int) int {

@@ -183,6 +183,13 @@ func (t *OffloadTUN) Segments(buf []byte, offset, n int, fn func([]byte)) bool {
 	return packet.VNetHdr(buf[offset-packet.VNetHdrSize:offset]).Segments(buf[offset:offset+n], t.seg, 0, fn)
 }
 
+// ChecksumTrusted reports whether the kernel vouched for the transport
+// checksum of the packet Read left at buf[offset:] (packet.VNetHdr's
+// ChecksumTrusted).
+func (t *OffloadTUN) ChecksumTrusted(buf []byte, offset int) bool {
+	return packet.VNetHdr(buf[offset-packet.VNetHdrSize : offset]).ChecksumTrusted()
+}
+
 // SegmentCount is how many packets the n-byte packet Read left at
 // buf[offset:] stands for: a super-packet's segments, else 1.
 func (t *OffloadTUN) SegmentCount(buf []byte, offset, n int) int {

@@ -1,0 +1,259 @@
+package nat_test
+
+import (
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
+)
+
+// flowState is the state of the only flow from c, or "" if none.
+func flowState(e *nat.Engine, c netip.AddrPort) string {
+	for f := range e.AllFlows() {
+		if f.OrigSrc == c {
+			return f.State
+		}
+	}
+	return ""
+}
+
+// corrupt breaks b's TCP checksum.
+func corrupt(b []byte) []byte {
+	var p packet.Parsed
+	packet.Parse(b, &p)
+	b[p.L4Off+16] ^= 0x55
+	return b
+}
+
+// TestSpoofedHandshake: a SYN and an ACK from a spoofed source do not make
+// an established flow, whatever the ACK: one with a bad checksum is
+// dropped and counted; one before the real server's SYN-ACK leaves the
+// flow half-open; one after it that acknowledges what the real server
+// never sent is out of the window. Only the real handshake establishes.
+func TestSpoofedHandshake(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	one(w, tcp(client, vip, syn, 0))
+	if v := one(w, corrupt(tcp(client, vip, ack, 0))); v != nat.Drop || e.Drops(nat.DropBadChecksum) != 1 {
+		t.Fatalf("bad-checksum ACK: verdict %v, bad_checksum %d", v, e.Drops(nat.DropBadChecksum))
+	}
+	one(w, tcp(client, vip, ack, 0))
+	if st := flowState(e, client); st != "SYN_RECV" {
+		t.Fatalf("SYN and ACK without the real server's SYN-ACK: %s, want SYN_RECV", st)
+	}
+	b := tcp(client, vip, syn, 0)
+	one(w, b)
+	_, rip := endpoints(t, b)
+	one(w, tcpSeq(rip, client, synack, 0, 5000, 2))
+	if st := flowState(e, client); st != "SYNACK" {
+		t.Fatalf("after the SYN-ACK: %s, want SYNACK", st)
+	}
+	// A blind ACK: the real server's sequence number is unknown to the
+	// attacker; this one acknowledges 1,000,000 bytes it never sent.
+	if v := one(w, tcpSeq(client, vip, ack, 0, 2, 1_000_000)); v != nat.Drop || e.Drops(nat.DropTCPOutOfWindow) != 1 {
+		t.Fatalf("blind ACK: verdict %v, tcp_out_of_window %d", v, e.Drops(nat.DropTCPOutOfWindow))
+	}
+	if st := flowState(e, client); st != "SYNACK" {
+		t.Fatalf("after a blind ACK: %s, want SYNACK", st)
+	}
+	// A SYN-ACK that does not answer the SYN is refused too.
+	if v := one(w, tcpSeq(rip, client, synack, 0, 7000, 99)); v != nat.Drop {
+		t.Fatalf("a SYN-ACK acknowledging 99 for a SYN of 1: verdict %v", v)
+	}
+	if v := one(w, tcpSeq(client, vip, ack, 0, 2, 5001)); v != nat.Forward {
+		t.Fatalf("the real ACK: verdict %v", v)
+	}
+	if st := flowState(e, client); st != "ESTABLISHED" {
+		t.Fatalf("after the real handshake: %s, want ESTABLISHED", st)
+	}
+}
+
+// established opens a flow through the whole handshake (client ISN 1,
+// server ISN 5000) and returns the real server.
+func established(t *testing.T, w *nat.Worker, c netip.AddrPort) netip.AddrPort {
+	t.Helper()
+	b := tcp(c, vip, syn, 0)
+	if one(w, b) != nat.Forward {
+		t.Fatal("SYN not forwarded")
+	}
+	_, rip := endpoints(t, b)
+	if one(w, tcpSeq(rip, c, synack, 0, 5000, 2)) != nat.Forward || one(w, tcpSeq(c, vip, ack, 100, 2, 5001)) != nat.Forward {
+		t.Fatal("handshake not forwarded")
+	}
+	// The server acknowledges the 100 bytes.
+	if one(w, tcpSeq(rip, c, ack, 0, 5001, 102)) != nat.Forward {
+		t.Fatal("server ACK not forwarded")
+	}
+	return rip
+}
+
+// TestBlindRST: RSTs with guessed sequence numbers close nothing: one out
+// of the window is dropped, one below what the receiver acknowledged is
+// dropped, one inside the window but not exact goes on to the endpoint
+// (which answers with its challenge ACK, RFC 5961 §3.2) and leaves the
+// flow established; the exact one closes it.
+func TestBlindRST(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	rip := established(t, w, client)
+	// From the client's side (to the VIP): the server expects 102.
+	for _, tc := range []struct {
+		seq    uint32
+		want   nat.Verdict
+		reason nat.DropReason
+	}{
+		{3_000_000_000, nat.Drop, nat.DropTCPOutOfWindow},
+		{50, nat.Drop, nat.DropTCPInvalidRST},
+		{102 + 3000, nat.Forward, 0},
+	} {
+		before := e.Drops(tc.reason)
+		if v := one(w, tcpSeq(client, vip, rst, 0, tc.seq, 0)); v != tc.want || tc.want == nat.Drop && e.Drops(tc.reason) != before+1 {
+			t.Errorf("RST seq %d: verdict %v, %v %d", tc.seq, v, tc.reason, e.Drops(tc.reason))
+		}
+		if st := flowState(e, client); st != "ESTABLISHED" {
+			t.Fatalf("RST seq %d moved the flow to %s", tc.seq, st)
+		}
+	}
+	// A random flood of RSTs at the flow: none closes it.
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 10000 {
+		seq := r.Uint32()
+		if seq == 102 || seq == 5001 {
+			continue
+		}
+		one(w, tcpSeq(client, vip, rst, 0, seq, 0))
+		one(w, tcpSeq(rip, client, rst, 0, seq, 0))
+	}
+	if st := flowState(e, client); st != "ESTABLISHED" {
+		t.Fatalf("10,000 random RSTs each way moved the flow to %s", st)
+	}
+	if v := one(w, tcpSeq(client, vip, rst, 0, 102, 0)); v != nat.Forward {
+		t.Fatalf("exact RST: verdict %v", v)
+	}
+	if st := flowState(e, client); st != "CLOSE" {
+		t.Fatalf("the exact RST left the flow %s, want CLOSE", st)
+	}
+}
+
+// TestFINOutOfWindow: a FIN far outside the window is dropped and changes
+// nothing; one in it moves the state.
+func TestFINOutOfWindow(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	established(t, w, client)
+	if v := one(w, tcpSeq(client, vip, finack, 0, 2_000_000_000, 5001)); v != nat.Drop {
+		t.Fatalf("blind FIN: verdict %v", v)
+	}
+	if st := flowState(e, client); st != "ESTABLISHED" {
+		t.Fatalf("blind FIN moved the flow to %s", st)
+	}
+	if v := one(w, tcpSeq(client, vip, finack, 0, 102, 5001)); v != nat.Forward {
+		t.Fatalf("real FIN: verdict %v", v)
+	}
+	if st := flowState(e, client); st != "CLOSE_WAIT" {
+		t.Fatalf("real FIN: %s, want CLOSE_WAIT", st)
+	}
+}
+
+// TestTCPLiberal: with the window check off (globally or per service) a
+// segment out of the window passes; state changes still need the flags.
+func TestTCPLiberal(t *testing.T) {
+	for _, global := range []bool{true, false} {
+		cfg := nat.Config{Capacity: 64, TCPLiberal: global, Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(),
+			Scheduler: "rr", TCPLiberal: !global, Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}}}}}
+		e, err := nat.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := e.NewWorker()
+		established(t, w, client)
+		if v := one(w, tcpSeq(client, vip, ack, 10, 3_000_000_000, 5001)); v != nat.Forward {
+			t.Errorf("liberal (global %v): a segment out of the window: verdict %v", global, v)
+		}
+	}
+}
+
+// TestChecksumVouched: a segment whose checksum the device vouched for
+// (virtio-net DATA_VALID or NEEDS_CSUM) is not checked again; without the
+// device's word a bad one is dropped.
+func TestChecksumVouched(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	v := make([]nat.Verdict, 1)
+	w.ProcessMeta([][]byte{corrupt(tcp(client, vip, syn, 0))}, []nat.Meta{{ChecksumOK: true}}, v)
+	if v[0] != nat.Forward {
+		t.Fatalf("a vouched-for SYN: verdict %v", v[0])
+	}
+	c2 := netip.AddrPortFrom(client.Addr(), 40001)
+	if got := one(w, corrupt(tcp(c2, vip, syn, 0))); got != nat.Drop || e.Drops(nat.DropBadChecksum) != 1 {
+		t.Fatalf("a bad SYN: verdict %v, bad_checksum %d", got, e.Drops(nat.DropBadChecksum))
+	}
+	if flowState(e, c2) != "" {
+		t.Fatal("a SYN with a bad checksum made a flow")
+	}
+}
+
+// TestWindowScale: with window scaling agreed in the SYNs, a segment as
+// far ahead as the scaled window allows is in it; unscaled it would not
+// be.
+func TestWindowScale(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	b := tcpOpts(client, vip, syn, 1, 0, 7)
+	one(w, b)
+	_, rip := endpoints(t, b)
+	one(w, tcpOpts(rip, client, synack, 5000, 2, 7))
+	one(w, tcpSeq(client, vip, ack, 0, 2, 5001)) // window 65535 << 7 from here on
+	// 4 MB ahead of the server's ISN: inside 65535<<7 (8 MB), far
+	// outside an unscaled 64 KB.
+	if v := one(w, tcpSeq(rip, client, ack, 10, 5001+4_000_000, 2)); v != nat.Forward {
+		t.Fatalf("a segment within the scaled window: verdict %v", v)
+	}
+}
+
+// FuzzTCPTrack drives one flow with segments whose flags, sequence and
+// acknowledgement numbers come from the input, in both directions, after
+// a real handshake. Properties: no panic; every verdict is forward or
+// drop; the flow's state moves only along the state table (it stays one
+// of IPVS's TCP states, and never back from CLOSE to ESTABLISHED without
+// a new SYN).
+func FuzzTCPTrack(f *testing.F) {
+	f.Add([]byte{0x10, 0, 0, 0, 102, 0, 0, 0x13, 0x89, 0x04, 0, 0, 0, 102})
+	f.Add([]byte{0x11, 0, 0, 0, 102, 0, 0, 0x13, 0x89, 0x91, 0, 0, 0x13, 0x89})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		e := engine(t, nat.ModeNAT, 16)
+		w := e.NewWorker()
+		rip := established(t, w, client)
+		prev := "ESTABLISHED"
+		for len(in) >= 7 {
+			flags := in[0] & (syn | ack | rst | packet.TCPFlagFIN)
+			seq := uint32(in[1])<<24 | uint32(in[2])<<16 | uint32(in[3])<<8 | uint32(in[4])
+			ackNum := uint32(in[5])<<8 | uint32(in[6])
+			var b []byte
+			if in[0]&0x80 != 0 {
+				b = tcpSeq(rip, client, flags, int(in[0]>>5&3), seq, ackNum)
+			} else {
+				b = tcpSeq(client, vip, flags, int(in[0]>>5&3), seq, ackNum)
+			}
+			in = in[7:]
+			if v := one(w, b); v != nat.Forward && v != nat.Drop && v != nat.Reply {
+				t.Fatalf("verdict %v", v)
+			}
+			st := flowState(e, client)
+			switch st {
+			case "", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "SYNACK", "FIN_WAIT", "TIME_WAIT", "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "NONE":
+			default:
+				t.Fatalf("state %q", st)
+			}
+			if (prev == "CLOSE" || prev == "TIME_WAIT") && st == "ESTABLISHED" && flags&syn == 0 {
+				t.Fatalf("%s to ESTABLISHED without a SYN (flags %x)", prev, flags)
+			}
+			prev = st
+		}
+		if err := e.CheckInvariants(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
