@@ -336,7 +336,7 @@ func TestProcessMeta(t *testing.T) {
 	e := engine(t, nat.ModeNAT, 64)
 	w := e.NewWorker()
 	rip := handshake(t, w, 0)
-	data := tcp(client, vip, ack, 14480) // ten 1448-byte segments' worth
+	data := tcp(client, vip, ack, 14480)              // ten 1448-byte segments' worth
 	plain := tcpSeq(client, vip, ack, 10, 1+14480, 1) // after the super-packet's data
 	reply := tcp(rip, client, ack, 2896)
 	v := make([]nat.Verdict, 3)

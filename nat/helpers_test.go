@@ -35,16 +35,19 @@ const (
 	rst    = packet.TCPFlagRST
 )
 
-// tcp builds a TCP packet with gopacket, checksums computed. Every
-// segment has sequence and acknowledgement number 1, inside any window
-// the engine tracks, except a SYN-ACK: it acknowledges a SYN of sequence
-// 1 without data (so 2), as the window check requires.
+// tcp builds a TCP packet with gopacket, checksums computed, numbered as
+// a connection whose two sides start at sequence number 1 numbers its
+// first segments: a SYN is sequence 1; a SYN-ACK is sequence 1 and
+// acknowledges 2; any other segment is sequence 2 and acknowledges 2.
 func tcp(src, dst netip.AddrPort, flags uint8, payload int) []byte {
-	ackNum := uint32(1)
-	if flags&synack == synack {
-		ackNum = 2
+	seq, ackNum := uint32(2), uint32(2)
+	if flags&syn != 0 {
+		seq, ackNum = 1, 0
+		if flags&ack != 0 {
+			ackNum = 2
+		}
 	}
-	return tcpSeq(src, dst, flags, payload, 1, ackNum)
+	return tcpSeq(src, dst, flags, payload, seq, ackNum)
 }
 
 // tcpSeq is tcp with the sequence and acknowledgement numbers given.

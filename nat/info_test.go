@@ -92,15 +92,16 @@ func TestSchedulerChangeKeepsCounts(t *testing.T) {
 	}
 }
 
-// TestTableBytes: the table's memory is the 96-byte flow slot, 40 bytes
-// of TCP window tracking and 32 bytes of index (a 64-byte bucket per four
-// nodes, two nodes per flow): 168 bytes per flow, plus the shards' fixed
-// few kilobytes, and nothing that grows with traffic.
+// TestTableBytes: the table's memory is the 128-byte flow slot (96 of
+// keys and state, 32 of TCP window tracking: two cache lines) and 32
+// bytes of index (a 64-byte bucket per four nodes, two nodes per flow):
+// 160 bytes per flow, plus the shards' fixed few kilobytes, and nothing
+// that grows with traffic.
 func TestTableBytes(t *testing.T) {
 	e := engine(t, nat.ModeNAT, 1<<14)
 	per := float64(e.TableBytes()) / float64(e.Capacity())
-	if per < 168 || per > 168.5 {
-		t.Fatalf("table memory %d bytes for %d flows = %.1f per flow, want 168 (96 slab + 40 TCP tracking + 32 index)", e.TableBytes(), e.Capacity(), per)
+	if per < 160 || per > 160.5 {
+		t.Fatalf("table memory %d bytes for %d flows = %.1f per flow, want 160 (128 slab + 32 index)", e.TableBytes(), e.Capacity(), per)
 	}
 	w := e.NewWorker()
 	v := make([]nat.Verdict, 1)

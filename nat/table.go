@@ -96,7 +96,8 @@ func (r flowRef) dir() Dir              { return Dir(r & 1) }
 
 // flow is one tracked connection: both directions' keys (which also say
 // how to translate each direction: a packet is rewritten to the other
-// direction's tuple, reversed) and its state, in 96 bytes with no pointers
+// direction's tuple, reversed), its state and its TCP window tracking, in
+// 128 bytes (two cache lines) with no pointers
 // (so the garbage collector never scans the slab). Every field is atomic:
 // a lookup reads them without a lock while a writer may be recycling the
 // flow, and the generation tells the reader when that happened. A key is
@@ -124,6 +125,8 @@ type flow struct {
 	ports [2]atomic.Uint32
 	chain [2]atomic.Uint32    // by direction: flowRef of the next node in a bucket's overflow chain
 	addrs [2][4]atomic.Uint64 // by direction: source and destination, as key words 0-3
+	// tcp is a TCP flow's window tracking (tcptrack.go), by direction.
+	tcp tcpTrack
 }
 
 // owner is the number the flow's creator gave it (see flow.meta).
@@ -177,8 +180,7 @@ var ErrFlowExists = errors.New("tuple already tracked")
 // hash to, in index order. Capacity is fixed at creation and every flow
 // comes from a preallocated slab: nothing is allocated per flow.
 type table struct {
-	flows     []flow     // slab; flows[0] unused so that ref 0 is nil
-	tcp       []tcpTrack // by flow index: TCP window tracking (tcptrack.go)
+	flows     []flow // slab; flows[0] unused so that ref 0 is nil
 	shards    []shard
 	shardBits uint
 	count     atomic.Int64
@@ -238,7 +240,6 @@ func newTable(capacity int, shardBits uint) *table {
 	nBuckets := max(1, (2*perShard+nodesPerBucket-1)/nodesPerBucket)
 	t := &table{
 		flows:     make([]flow, capacity+1),
-		tcp:       make([]tcpTrack, capacity+1),
 		shards:    make([]shard, nShards),
 		shardBits: shardBits,
 	}
@@ -257,7 +258,7 @@ func (t *table) capacity() int { return len(t.flows) - 1 }
 
 // bytes is the memory of the slab and the index.
 func (t *table) bytes() int {
-	n := len(t.flows)*int(unsafe.Sizeof(flow{})+unsafe.Sizeof(tcpTrack{})) + len(t.shards)*int(unsafe.Sizeof(shard{}))
+	n := len(t.flows)*int(unsafe.Sizeof(flow{})) + len(t.shards)*int(unsafe.Sizeof(shard{}))
 	for i := range t.shards {
 		n += len(t.shards[i].buckets) * int(unsafe.Sizeof(bucket{}))
 	}

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"encoding/binary"
 	"sync/atomic"
 
 	"github.com/vsgate/vsgate/packet"
@@ -13,8 +14,9 @@ import (
 // acknowledges what was never sent (a spoofed handshake), a segment far
 // outside the window. Each direction keeps the highest sequence number it
 // sent (end), the highest one the other side's window lets it send
-// (maxend), the largest window it advertised (maxwin) and the highest
-// acknowledgement it sent (maxack). A segment is in the window when
+// (maxend) and the largest window it advertised (maxwin), in the flow's
+// slot (16 bytes a direction, so a flow is 128 bytes: two cache lines).
+// A segment is in the window when
 //
 //	seq <= sender.maxend                                (I)
 //	end >= sender.end - receiver.maxwin                 (II)
@@ -27,11 +29,15 @@ import (
 // deployments where vsgate sees one direction only).
 //
 // RST, as conntrack handles it (RFC 5961 §3.2 is the endpoints' job): a
-// RST whose sequence number is below what the receiver has already
-// acknowledged is dropped (tcp_invalid_rst); one exactly at it (or at the
-// end of what the sender sent) ends the flow; one further inside the
+// RST must be in the window like any segment; one exactly at the next
+// sequence number its sender would send (the end of what it sent, which
+// is what the receiver expects) ends the flow; one elsewhere in the
 // window is forwarded without changing the flow's state, so the endpoint
 // answers it with its challenge ACK and a blind RST closes nothing.
+// (Conntrack also keeps the highest acknowledgement each side sent and
+// drops a RST below it as invalid; vsgate leaves that out to keep a flow
+// in two cache lines: such a RST is held like any inexact one, and the
+// receiver, below its window, ignores it.)
 //
 // A side not seen yet (a flow adopted mid-stream, see Service.Sloppy, or
 // the reply side before the real server's SYN-ACK) is taken from its first
@@ -45,15 +51,63 @@ import (
 // around it make that a rare window, and its worst case is one flow
 // treated liberally for a moment.
 
-// tcpSide is one direction's sequence state (conntrack's ip_ct_tcp_state).
+// tcpSide is one direction's sequence state (conntrack's ip_ct_tcp_state)
+// in two words, so that starting a flow's sides takes three atomic stores,
+// not eight.
 type tcpSide struct {
-	end    atomic.Uint32
-	maxend atomic.Uint32
-	maxwin atomic.Uint32
-	maxack atomic.Uint32
-	// flags are sideSeen, sideMaxAck, sideWScale, and the window scale
-	// shift in bits 8-11.
-	flags atomic.Uint32
+	pos atomic.Uint64 // end << 32 | maxend
+	win atomic.Uint64 // maxwin << 32 | flags: sideSeen, sideWScale, the scale shift in bits 8-11
+}
+
+func (t *tcpSide) end() uint32    { return uint32(t.pos.Load() >> 32) }
+func (t *tcpSide) maxend() uint32 { return uint32(t.pos.Load()) }
+func (t *tcpSide) maxwin() uint32 { return uint32(t.win.Load() >> 32) }
+func (t *tcpSide) flags() uint32  { return uint32(t.win.Load()) }
+
+// set stores a side whole.
+func (t *tcpSide) set(end, maxend, maxwin, flags uint32) {
+	t.pos.Store(uint64(end)<<32 | uint64(maxend))
+	t.win.Store(uint64(maxwin)<<32 | uint64(flags))
+}
+
+// advanceEnd moves end forward to x if x is after it in sequence space.
+func (t *tcpSide) advanceEnd(x uint32) {
+	for {
+		old := t.pos.Load()
+		if !seqAfter(x, uint32(old>>32)) || t.pos.CompareAndSwap(old, uint64(x)<<32|old&0xffffffff) {
+			return
+		}
+	}
+}
+
+// advanceMaxend moves maxend forward to x if x is after it.
+func (t *tcpSide) advanceMaxend(x uint32) {
+	for {
+		old := t.pos.Load()
+		if !seqAfter(x, uint32(old)) || t.pos.CompareAndSwap(old, old&^0xffffffff|uint64(x)) {
+			return
+		}
+	}
+}
+
+// raiseMaxwin moves maxwin up to x if x is larger.
+func (t *tcpSide) raiseMaxwin(x uint32) {
+	for {
+		old := t.win.Load()
+		if x <= uint32(old>>32) || t.win.CompareAndSwap(old, uint64(x)<<32|old&0xffffffff) {
+			return
+		}
+	}
+}
+
+// setFlags replaces the side's flags, keeping maxwin.
+func (t *tcpSide) setFlags(f uint32) {
+	for {
+		old := t.win.Load()
+		if t.win.CompareAndSwap(old, old&^0xffffffff|uint64(f)) {
+			return
+		}
+	}
 }
 
 // tcpTrack is a flow's two sides, by direction.
@@ -61,7 +115,6 @@ type tcpTrack [2]tcpSide
 
 const (
 	sideSeen   = 1 << iota // a segment of this side has been seen
-	sideMaxAck             // maxack is set
 	sideWScale             // the side's SYN offered window scaling
 
 	// maxAckWindow is conntrack's MAXACKWINCONST: how far behind the
@@ -72,26 +125,6 @@ const (
 func seqBefore(a, b uint32) bool { return int32(a-b) < 0 }
 func seqAfter(a, b uint32) bool  { return int32(b-a) < 0 }
 
-// storeAfter moves v forward to x if x is after it in sequence space.
-func storeAfter(v *atomic.Uint32, x uint32) {
-	for {
-		old := v.Load()
-		if !seqAfter(x, old) || v.CompareAndSwap(old, x) {
-			return
-		}
-	}
-}
-
-// storeMax moves v up to x if x is larger.
-func storeMax(v *atomic.Uint32, x uint32) {
-	for {
-		old := v.Load()
-		if x <= old || v.CompareAndSwap(old, x) {
-			return
-		}
-	}
-}
-
 // segment is what window tracking reads of a TCP segment.
 type segment struct {
 	seq, ack, end, win uint32
@@ -100,19 +133,25 @@ type segment struct {
 	wscale             bool
 }
 
-// tcpSegment reads the parsed TCP packet b.
-func tcpSegment(b []byte, p *packet.Parsed) segment {
-	th := packet.TCP(b[p.L4Off:p.End])
-	s := segment{seq: th.Seq(), ack: th.Ack(), win: uint32(th.Window()), flags: p.TCPFlags}
+// readSegment fills s from the parsed TCP packet b (Parse guarantees its
+// header is whole).
+func (s *segment) read(b []byte, p *packet.Parsed) {
+	h := b[p.L4Off : p.L4Off+packet.TCPMinimumSize]
+	s.seq = binary.BigEndian.Uint32(h[4:8])
+	s.ack = binary.BigEndian.Uint32(h[8:12])
+	s.win = uint32(binary.BigEndian.Uint16(h[14:16]))
+	s.flags = p.TCPFlags
 	s.end = s.seq + uint32(p.End-p.PayloadOff)
-	if s.flags&packet.TCPFlagSYN != 0 {
-		s.end++
-		s.scale, s.wscale = th.WindowScale()
+	s.wscale = false
+	if s.flags&(packet.TCPFlagSYN|packet.TCPFlagFIN) != 0 {
+		if s.flags&packet.TCPFlagSYN != 0 {
+			s.end++
+			s.scale, s.wscale = packet.TCP(b[p.L4Off:p.End]).WindowScale()
+		}
+		if s.flags&packet.TCPFlagFIN != 0 {
+			s.end++
+		}
 	}
-	if s.flags&packet.TCPFlagFIN != 0 {
-		s.end++
-	}
-	return s
 }
 
 // startSide (re)starts direction d's side from its SYN or SYN-ACK, and, for
@@ -120,33 +159,31 @@ func tcpSegment(b []byte, p *packet.Parsed) segment {
 // SYNs offered it (RFC 7323 §2.2).
 func (tr *tcpTrack) startSide(d Dir, s *segment) {
 	snd, rcv := &tr[d], &tr[1-d]
-	snd.end.Store(s.end)
-	snd.maxend.Store(s.end)
-	snd.maxwin.Store(max(s.win, 1))
-	snd.maxack.Store(0)
 	f := uint32(sideSeen)
 	if s.wscale {
 		f |= sideWScale | uint32(s.scale)<<8
 	}
 	if s.flags&packet.TCPFlagACK != 0 {
-		rf := rcv.flags.Load()
-		if rf&sideWScale == 0 || !s.wscale {
+		if rf := rcv.flags(); rf&sideWScale == 0 || !s.wscale {
 			f &^= 0xf00
-			rcv.flags.Store(rf &^ 0xf00)
+			rcv.setFlags(rf &^ 0xf00)
 		}
 		if s.ack != 0 {
-			storeAfter(&rcv.maxend, s.ack+max(s.win, 1))
+			rcv.advanceMaxend(s.ack + max(s.win, 1))
 		}
 	}
-	snd.flags.Store(f)
+	snd.set(s.end, s.end, max(s.win, 1), f)
 }
 
-// reset clears both sides: a new flow in the slot.
-func (tr *tcpTrack) reset() {
-	for d := range tr {
-		tr[d].flags.Store(0)
-		tr[d].maxack.Store(0)
+// start starts a new flow's sides from its first segment (a SYN, or a
+// segment adopted mid-stream), of the original direction.
+func (tr *tcpTrack) start(s *segment) {
+	tr[DirReply].win.Store(0)
+	if s.flags&packet.TCPFlagSYN != 0 {
+		tr.startSide(DirOriginal, s)
+		return
 	}
+	tr[DirOriginal].set(s.end, s.end+max(s.win, 1), max(s.win, 1), sideSeen)
 }
 
 // windowVerdict is what the window check says of a segment.
@@ -160,61 +197,85 @@ const (
 	windowBadSynAck                      // a SYN-ACK that does not acknowledge the SYN: drop
 )
 
-// inWindow checks segment s of direction d against the flow's sides and,
-// if it passes (or liberal), records it.
-func (tr *tcpTrack) inWindow(d Dir, s *segment, liberal bool) windowVerdict {
+// inWindow checks segment s of direction d against the flow's sides and
+// records it if it passes. A flow exempt from the check (liberal) records
+// a segment that did not pass with accept.
+func (tr *tcpTrack) inWindow(d Dir, s *segment) windowVerdict {
 	snd, rcv := &tr[d], &tr[1-d]
 	if s.flags&packet.TCPFlagSYN != 0 {
-		if s.flags&packet.TCPFlagACK != 0 && rcv.flags.Load()&sideSeen != 0 && s.ack != rcv.end.Load() && !liberal {
+		if s.flags&packet.TCPFlagACK != 0 && rcv.flags()&sideSeen != 0 && s.ack != rcv.end() {
 			return windowBadSynAck // not an answer to the SYN this flow saw
 		}
 		tr.startSide(d, s)
 		return windowOK
 	}
-	sf := snd.flags.Load()
+	sw := snd.win.Load()
+	sf := uint32(sw)
 	if sf&sideSeen == 0 {
-		// First segment of a side adopted mid-stream: take it as given.
-		snd.end.Store(s.end)
-		snd.maxend.Store(s.end + max(s.win, 1))
-		snd.maxwin.Store(max(s.win, 1))
-		snd.flags.Store(sideSeen)
+		tr.accept(d, s)
 		return windowOK
 	}
-	rf := rcv.flags.Load()
+	rw := rcv.win.Load()
+	rp := rcv.pos.Load()
+	rcvEnd := uint32(rp >> 32)
 	ack := s.ack
 	if s.flags&packet.TCPFlagACK == 0 {
-		ack = rcv.end.Load() // no acknowledgement to check (conntrack does the same)
+		ack = rcvEnd // no acknowledgement to check (conntrack does the same)
 	}
-	win := s.win << (sf >> 8 & 0xf)
-	sndEnd, sndMaxend := snd.end.Load(), snd.maxend.Load()
-	ok := seqBefore(s.seq, sndMaxend+1)
-	if rf&sideSeen != 0 {
-		rcvEnd := rcv.end.Load()
-		ok = ok && seqAfter(s.end, sndEnd-rcv.maxwin.Load()-1) &&
-			seqBefore(ack, rcvEnd+1) && seqAfter(ack, rcvEnd-max(snd.maxwin.Load(), maxAckWindow)-1)
+	sp := snd.pos.Load()
+	sndEnd := uint32(sp >> 32)
+	ok := seqBefore(s.seq, uint32(sp)+1)
+	if uint32(rw)&sideSeen != 0 {
+		ok = ok && seqAfter(s.end, sndEnd-uint32(rw>>32)-1) &&
+			seqBefore(ack, rcvEnd+1) && seqAfter(ack, rcvEnd-max(uint32(sw>>32), maxAckWindow)-1)
 	}
-	if !ok && !liberal {
+	switch {
+	case !ok:
 		return windowOut
-	}
-	v := windowOK
-	if s.flags&packet.TCPFlagRST != 0 && rf&sideMaxAck != 0 && !liberal {
-		switch expect := rcv.maxack.Load(); {
-		case seqBefore(s.seq, expect):
-			return windowBadRST
-		case s.seq != expect && s.seq != sndEnd:
-			v = windowHold
+	case s.flags&packet.TCPFlagRST != 0:
+		// A RST carries nothing to record; only an exact one moves the
+		// state.
+		if s.seq != sndEnd {
+			return windowHold
 		}
+		return windowOK
 	}
-	storeMax(&snd.maxwin, max(win, 1))
-	storeAfter(&snd.end, s.end)
-	if s.flags&packet.TCPFlagACK != 0 {
-		if sf&sideMaxAck == 0 {
-			snd.maxack.Store(ack)
-			snd.flags.Store(sf | sideMaxAck)
-		} else {
-			storeAfter(&snd.maxack, ack)
+	tr.record(d, s, sw, sndEnd, uint32(rp), ack)
+	return windowOK
+}
+
+// accept records segment s of direction d whatever the window says: the
+// first segment of a side adopted mid-stream, or one of an exempt flow.
+func (tr *tcpTrack) accept(d Dir, s *segment) {
+	snd := &tr[d]
+	sw := snd.win.Load()
+	switch {
+	case s.flags&packet.TCPFlagSYN != 0:
+		tr.startSide(d, s)
+	case uint32(sw)&sideSeen == 0:
+		snd.set(s.end, s.end+max(s.win, 1), max(s.win, 1), sideSeen)
+	case s.flags&packet.TCPFlagRST == 0:
+		ack := s.ack
+		if s.flags&packet.TCPFlagACK == 0 {
+			ack = tr[1-d].end()
 		}
+		tr.record(d, s, sw, snd.end(), tr[1-d].maxend(), ack)
 	}
-	storeAfter(&rcv.maxend, ack+max(win, 1))
-	return v
+}
+
+// record moves direction d's side (and the other side's maxend) forward
+// by segment s, whose acknowledgement is ack. sw, sndEnd and rcvMaxend are
+// the values the caller loaded: stores happen only where they change.
+func (tr *tcpTrack) record(d Dir, s *segment, sw uint64, sndEnd, rcvMaxend, ack uint32) {
+	snd, rcv := &tr[d], &tr[1-d]
+	win := s.win << (uint32(sw) >> 8 & 0xf)
+	if win > uint32(sw>>32) {
+		snd.raiseMaxwin(win)
+	}
+	if seqAfter(s.end, sndEnd) {
+		snd.advanceEnd(s.end)
+	}
+	if m := ack + max(win, 1); seqAfter(m, rcvMaxend) {
+		rcv.advanceMaxend(m)
+	}
 }

@@ -16,6 +16,7 @@ type Worker struct {
 	h            uint64         // its flow key's hash
 	segs         int            // how many packets it stands for (a GSO super-packet's segments)
 	csumOK       bool           // the device vouched for its transport checksum
+	seg          segment        // its TCP header, for window tracking
 	inner        packet.Parsed
 	slots        [batchSize]slot
 	snap         *snapshot
@@ -284,7 +285,7 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 	ev := -1
 	if p.Proto == packet.ProtoTCP {
 		var pass bool
-		if ev, pass = w.tcpGate(b, f, ref.index(), d, own); !pass {
+		if ev, pass = w.tcpGate(b, f, d, own); !pass {
 			return Drop, true
 		}
 	}
@@ -314,7 +315,7 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 // (the handshake, the close: few segments, and the ones a spoofer needs).
 // It returns the event the state machine takes from the segment (-1:
 // none), or false, with the drop counted, if the segment must not go on.
-func (w *Worker) tcpGate(b []byte, f *flow, idx uint32, d Dir, own *owner) (ev int, pass bool) {
+func (w *Worker) tcpGate(b []byte, f *flow, d Dir, own *owner) (ev int, pass bool) {
 	p := w.p
 	ev = tcpEvent(p.TCPFlags)
 	st := f.state.Load() & stateMask
@@ -323,16 +324,20 @@ func (w *Worker) tcpGate(b []byte, f *flow, idx uint32, d Dir, own *owner) (ev i
 		w.drop(DropBadChecksum)
 		return -1, false
 	}
-	seg := tcpSegment(b, p)
-	switch w.e.tab.tcp[idx].inWindow(d, &seg, w.liberal(own)) {
-	case windowOut, windowBadSynAck:
-		w.drop(DropTCPOutOfWindow)
-		return -1, false
-	case windowBadRST:
-		w.drop(DropTCPInvalidRST)
-		return -1, false
+	w.seg.read(b, p)
+	switch f.tcp.inWindow(d, &w.seg) {
+	case windowOK:
+		return ev, true
 	case windowHold:
-		return -1, true
+		if !w.liberal(own) {
+			return -1, true
+		}
+	default: // out of the window
+		if !w.liberal(own) {
+			w.drop(DropTCPOutOfWindow)
+			return -1, false
+		}
+		f.tcp.accept(d, &w.seg)
 	}
 	return ev, true
 }
@@ -674,10 +679,8 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 			}
 		}
 		if p.Proto == packet.ProtoTCP {
-			tr := &e.tab.tcp[idx]
-			tr.reset()
-			seg := tcpSegment(b, p)
-			tr.inWindow(DirOriginal, &seg, true) // the opening SYN, or an adopted segment, starts its side
+			w.seg.read(b, p)
+			e.tab.flows[idx].tcp.start(&w.seg)
 		}
 		rewrite(b, p, reply.Dst, reply.DstPort, reply.Src, reply.SrcPort)
 		return Forward
