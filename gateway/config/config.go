@@ -68,8 +68,11 @@ type Config struct {
 	// ResetRemoved resets the flows of removed backends at their next
 	// packet instead of letting them drain (removed_backends: reset).
 	ResetRemoved bool
-	Services     []Service
-	Masquerade   []nat.Masquerade // To and Ports are always set
+	// TCPLiberal turns the TCP window check off for every flow
+	// (tcp_window_check: false; conntrack's be_liberal).
+	TCPLiberal bool
+	Services   []Service
+	Masquerade []nat.Masquerade // To and Ports are always set
 	// MasqueradeTo is the address masquerade rules get when they do not
 	// name one: the file's rules without "to", and the gateway's
 	// ipchains rules (vsgate adm) without --to. Invalid (zero) if not set.
@@ -115,9 +118,13 @@ type Service struct {
 	Persistence     time.Duration
 	PersistenceBits int
 	// Sloppy adopts TCP flows first seen mid-stream (IPVS sloppy_tcp).
-	Sloppy   bool
-	Health   *Health // nil: no health checks, backends are always up
-	Backends []Backend
+	Sloppy bool
+	// TCPLiberal turns the TCP window check off for this service's flows
+	// (tcp_window_check: false): for deployments where vsgate sees only
+	// one direction.
+	TCPLiberal bool
+	Health     *Health // nil: no health checks, backends are always up
+	Backends   []Backend
 	// L7 holds the Apache directives of an HTTP service (Mode ModeL7):
 	// its real servers are the directives' ProxyPass and BalancerMember
 	// URLs, so Backends is empty.
@@ -270,20 +277,22 @@ func (c *Config) NAT() (nat.Config, error) {
 		Timeouts:      c.Timeouts,
 		DropUnmatched: c.DropUnmatched,
 		ResetRemoved:  c.ResetRemoved,
+		TCPLiberal:    c.TCPLiberal,
 		Masquerade:    append([]nat.Masquerade(nil), c.Masquerade...),
 		FullNATPool:   append([]netip.Addr(nil), c.FullNAT.Pool...),
 		FullNATPorts:  c.FullNAT.Ports,
 	}
 	for _, s := range c.Services {
 		ns := nat.Service{
-			Proto:     s.Proto,
-			VIP:       s.VIP.Addr(),
-			Port:      s.VIP.Port(),
-			Mode:      s.Mode,
-			Scheduler: s.Scheduler,
-			Sched:     s.Sched,
-			Sloppy:    s.Sloppy,
-			Backends:  make([]nat.Backend, len(s.Backends)),
+			Proto:      s.Proto,
+			VIP:        s.VIP.Addr(),
+			Port:       s.VIP.Port(),
+			Mode:       s.Mode,
+			Scheduler:  s.Scheduler,
+			Sched:      s.Sched,
+			Sloppy:     s.Sloppy,
+			TCPLiberal: s.TCPLiberal,
+			Backends:   make([]nat.Backend, len(s.Backends)),
 
 			Persistence: s.Persistence,
 			PersistMask: s.PersistenceBits,

@@ -771,3 +771,28 @@ func TestL7Service(t *testing.T) {
 		t.Fatalf("engine service %+v", n.Services[0])
 	}
 }
+
+// TestTCPWindowCheck: tcp_window_check: false turns the window check off
+// for every flow, or for one service's; left out it is on.
+func TestTCPWindowCheck(t *testing.T) {
+	c, err := Parse([]byte(`tcp_window_check: false
+services:
+  - {proto: tcp, vip: 198.18.0.10:80, tcp_window_check: false, backends: [{addr: 198.18.2.11}]}
+  - {proto: tcp, vip: 198.18.0.10:81, backends: [{addr: 198.18.2.11}]}
+`), "w.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.NAT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !n.TCPLiberal || !n.Services[0].TCPLiberal || n.Services[1].TCPLiberal {
+		t.Fatalf("liberal: engine %v, services %v %v", n.TCPLiberal, n.Services[0].TCPLiberal, n.Services[1].TCPLiberal)
+	}
+	roundTrip(t, c)
+	d, _ := Parse([]byte("services: []\n"), "d.yaml")
+	if d.TCPLiberal {
+		t.Fatal("the window check is off by default")
+	}
+}

@@ -54,6 +54,7 @@ func (f *file) convert(r *report) *Config {
 	}
 	c.DropUnmatched = cv.enum("default", raw.Default, "pass", "pass", "drop") == "drop"
 	c.ResetRemoved = cv.enum("removed_backends", raw.Removed, "drain", "drain", "reset") == "reset"
+	c.TCPLiberal = raw.TCPWindow != "" && !cv.boolean("tcp_window_check", raw.TCPWindow)
 
 	for i := range raw.Services {
 		c.Services = append(c.Services, cv.service(fmt.Sprintf("services[%d]", i), &raw.Services[i]))
@@ -171,6 +172,7 @@ func (cv *conv) service(path string, fs *fileService) Service {
 		}
 	}
 	s.Sloppy = cv.boolean(path+".sloppy", fs.Sloppy)
+	s.TCPLiberal = fs.TCPWindow != "" && !cv.boolean(path+".tcp_window_check", fs.TCPWindow)
 	if cv.f.has(path + ".health") {
 		s.Health = cv.health(path+".health", &fs.Health)
 	}

@@ -64,6 +64,8 @@
 //	  tcp_syn_sent: 2m, tcp_syn_recv: 1m, tcp_time_wait: 2m,
 //	  tcp_close: 10s, tcp_close_wait: 1m, tcp_last_ack: 30s
 //	default: pass           pass or drop: packets matching nothing      default pass
+//	tcp_window_check: true  every flow's TCP window is checked; false:  default true
+//	                        none (conntrack's be_liberal)
 //	removed_backends: drain drain or reset: flows of removed backends   default drain
 //	services:               virtual services, unique by proto+vip+port
 //	  - name: web           optional label [A-Za-z0-9._-]{1,64}, unique
@@ -77,6 +79,9 @@
 //	    persistence_netmask: 24   ipvsadm -M: prefix length, or an IPv4 netmask;
 //	                        needs persistence                           default 32 / 128
 //	    sloppy: false       adopt TCP flows seen mid-stream (tcp only)  default false
+//	    tcp_window_check: true   drop TCP segments outside their flow's  default true
+//	                        window (conntrack's tcp_in_window); false for
+//	                        deployments that see one direction only
 //	    health:             left out: no checks (backends always up)
 //	      type: http        tcp (connect) or http (GET)                 default tcp
 //	      interval: 2s      longer than timeout                         default 2s

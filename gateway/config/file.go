@@ -23,6 +23,7 @@ type (
 		Timeouts   fileTimeouts  `yaml:"timeouts"`
 		Default    string        `yaml:"default"`
 		Removed    string        `yaml:"removed_backends"`
+		TCPWindow  string        `yaml:"tcp_window_check"`
 		Services   []fileService `yaml:"services"`
 		Masquerade []fileMasq    `yaml:"masquerade"`
 		MasqTo     string        `yaml:"masquerade_to"`
@@ -66,6 +67,7 @@ type (
 		Persistence        string        `yaml:"persistence"`
 		PersistenceNetmask string        `yaml:"persistence_netmask"`
 		Sloppy             string        `yaml:"sloppy"`
+		TCPWindow          string        `yaml:"tcp_window_check"`
 		Health             fileHealth    `yaml:"health"`
 		Backends           []fileBackend `yaml:"backends"`
 		L7                 fileL7        `yaml:"l7"`

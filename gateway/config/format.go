@@ -69,6 +69,7 @@ func (c *Config) YAML() []byte {
 	} else {
 		w(0, "removed_backends: drain")
 	}
+	w(0, "tcp_window_check: %t", !c.TCPLiberal)
 
 	w(0, "services:%s", emptyList(len(c.Services)))
 	for _, s := range c.Services {
@@ -97,6 +98,7 @@ func (c *Config) YAML() []byte {
 			w(2, "persistence_netmask: %d", s.PersistenceBits)
 		}
 		w(2, "sloppy: %t", s.Sloppy)
+		w(2, "tcp_window_check: %t", !s.TCPLiberal)
 		if h := s.Health; h != nil {
 			w(2, "health:")
 			w(3, "type: %s", q(h.Type))
