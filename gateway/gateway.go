@@ -767,6 +767,11 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 	if len(req.Args) > 0 && req.Args[0] == "pcap" {
 		return g.handlePcap(req.Args[1:])
 	}
+	if len(req.Args) == 1 && req.Args[0] == "drops" {
+		var out bytes.Buffer
+		g.writeDrops(&out)
+		return Response{Output: out.String()}
+	}
 	if len(req.Args) == 1 && req.Args[0] == "reload" {
 		if err := g.ReloadFromSource(); err != nil {
 			return Response{Error: "reload refused, the running configuration stays: " + err.Error(), Status: 1}

@@ -40,6 +40,7 @@ var (
 	descWorkerPkts = prometheus.NewDesc("vsgate_worker_packets_total", "Packets read by the worker.", []string{"worker"}, nil)
 	descWorkerDrop = prometheus.NewDesc("vsgate_worker_dropped_total", "Packets the worker dropped.", []string{"worker"}, nil)
 	descWorkerL7   = prometheus.NewDesc("vsgate_worker_l7_total", "Packets for L7 services (dropped until the proxy exists).", []string{"worker"}, nil)
+	descDevDrops   = prometheus.NewDesc("vsgate_device_drops_total", "Packets lost at the device, before vsgate read them or after it wrote them: TUN link statistics (tx: kernel to vsgate), AF_PACKET ring_full (PACKET_STATISTICS tp_drops).", []string{"device", "counter"}, nil)
 	descLink       = prometheus.NewDesc("vsgate_link_events_total", "AF_PACKET device: ARP/ND answers and requests sent, and packets dropped by the link layer, by event.", []string{"event"}, nil)
 )
 
@@ -49,7 +50,7 @@ type collector struct{ g *Gateway }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcConns, descSvcPackets, descSvcBytes, descBeConns, descBePackets, descBeBytes,
 		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descTableBytes, descEvictions, descExpired,
-		descWorkerPkts, descWorkerDrop, descWorkerL7, descLink} {
+		descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops} {
 		ch <- d
 	}
 }
@@ -103,6 +104,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descWorkerPkts, g.counts[i].packets.Load(), w)
 		counter(descWorkerDrop, g.counts[i].dropped.Load(), w)
 		counter(descWorkerL7, g.counts[i].toL7.Load(), w)
+	}
+	for _, d := range g.DeviceDrops() {
+		counter(descDevDrops, d.Value, d.Device, d.Counter)
 	}
 	if g.link != nil {
 		st := g.link.Stats()

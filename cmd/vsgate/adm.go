@@ -34,7 +34,8 @@ const admUsage = `usage: vsgate adm [--socket PATH] [ipvsadm] IPVSADM-ARGS...
   reads the command (hosts file, then DNS), and a name stands for every
   address it has; -L without -n shows names. Changes are live; -S saves them.
   Also: reload (reread the configuration file, as SIGHUP does),
-  pcap start FILE, pcap stop.
+  pcap start FILE, pcap stop, drops (every drop: vsgate's by reason, and
+  the device's, lost before vsgate read them).
 `
 
 // runAdm is `vsgate adm`.

@@ -204,3 +204,28 @@ func stepBlindRSTs(ctx context.Context, e *Env) (string, error) {
 	}
 	return detail, nil
 }
+
+// stepDrops: every drop is visible in one place: vsgate adm drops lists
+// the engine's drops by reason (the floods above made some) and the
+// device's own loss counters, which /metrics exports too.
+func stepDrops(ctx context.Context, e *Env) (string, error) {
+	out, err := e.Adm(ctx, "drops")
+	if err != nil {
+		return out, err
+	}
+	m, err := e.metrics(ctx)
+	if err != nil {
+		return out, err
+	}
+	want := "ring_full"
+	if !e.opts.AFPacket {
+		want = "tx_dropped"
+	}
+	if !strings.Contains(out, "tcp_out_of_window") || !strings.Contains(out, want) {
+		return out, fmt.Errorf("vsgate adm drops lacks tcp_out_of_window or %s", want)
+	}
+	if !strings.Contains(m, `vsgate_device_drops_total{counter="`+want+`"`) {
+		return out, fmt.Errorf("/metrics has no vsgate_device_drops_total{counter=%q}", want)
+	}
+	return out, nil
+}

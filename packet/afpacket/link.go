@@ -785,3 +785,16 @@ func (l *Link) SocketDrops() (truncated, tagged, refused uint64) {
 	}
 	return truncated, tagged, refused
 }
+
+// RingDrops returns, by interface, the frames the kernel dropped because a
+// socket's ring was full (PACKET_STATISTICS tp_drops, summed over the
+// interface's sockets): losses before vsgate reads anything.
+func (l *Link) RingDrops() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, ifc := range l.ifs {
+		for _, s := range ifc.socks {
+			out[s.name] += s.RingDrops()
+		}
+	}
+	return out
+}

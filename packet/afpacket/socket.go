@@ -95,6 +95,29 @@ type Socket struct {
 	// the kernel moved out of the frame: vsgate handles untagged traffic
 	// only); Refused, frames the kernel would not send.
 	Truncated, Tagged, Refused atomic.Uint64
+
+	// ringDrops accumulates the kernel's PACKET_STATISTICS tp_drops
+	// (frames the kernel could not put in the ring: it was full), which
+	// reading resets (see RingDrops).
+	ringDrops atomic.Uint64
+	statsMu   sync.Mutex // serialises RingDrops' read-and-reset
+}
+
+// RingDrops returns how many frames the kernel dropped because the ring was
+// full, since the socket opened: PACKET_STATISTICS' tp_drops, which the
+// kernel resets on every read, summed here. Safe for concurrent use.
+func (s *Socket) RingDrops() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return s.ringDrops.Load()
+	}
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	if st, err := unix.GetsockoptTpacketStats(s.fd, unix.SOL_PACKET, unix.PACKET_STATISTICS); err == nil {
+		s.ringDrops.Add(uint64(st.Drops))
+	}
+	return s.ringDrops.Load()
 }
 
 // ErrTruncated is returned (wrapped) by Read for a frame that did not fit
