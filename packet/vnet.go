@@ -31,13 +31,13 @@ const (
 // EthernetMinimumSize on AF_PACKET.
 type VNetHdr []byte
 
-func (h VNetHdr) Flags() uint8       { return h[0] }
-func (h VNetHdr) GSOType() uint8     { return h[1] &^ GSOECN }
-func (h VNetHdr) HdrLen() int        { return int(binary.NativeEndian.Uint16(h[2:])) }
-func (h VNetHdr) GSOSize() int       { return int(binary.NativeEndian.Uint16(h[4:])) }
-func (h VNetHdr) CsumStart() int     { return int(binary.NativeEndian.Uint16(h[6:])) }
-func (h VNetHdr) CsumOffset() int    { return int(binary.NativeEndian.Uint16(h[8:])) }
-func (h VNetHdr) Partial() bool      { return h.Flags()&VNetNeedsCsum != 0 }
+func (h VNetHdr) Flags() uint8    { return h[0] }
+func (h VNetHdr) GSOType() uint8  { return h[1] &^ GSOECN }
+func (h VNetHdr) HdrLen() int     { return int(binary.NativeEndian.Uint16(h[2:])) }
+func (h VNetHdr) GSOSize() int    { return int(binary.NativeEndian.Uint16(h[4:])) }
+func (h VNetHdr) CsumStart() int  { return int(binary.NativeEndian.Uint16(h[6:])) }
+func (h VNetHdr) CsumOffset() int { return int(binary.NativeEndian.Uint16(h[8:])) }
+func (h VNetHdr) Partial() bool   { return h.Flags()&VNetNeedsCsum != 0 }
 
 // ChecksumTrusted reports whether the kernel vouches for the packet's
 // transport checksum: it checked it (DATA_VALID), or the packet was made
@@ -45,8 +45,8 @@ func (h VNetHdr) Partial() bool      { return h.Flags()&VNetNeedsCsum != 0 }
 // (NEEDS_CSUM: it never crossed a wire that could corrupt it). Conntrack
 // trusts both the same way (skb_csum_unnecessary).
 func (h VNetHdr) ChecksumTrusted() bool { return h.Flags()&(VNetNeedsCsum|VNetDataValid) != 0 }
-func (h VNetHdr) SetFlags(f uint8)   { h[0] = f }
-func (h VNetHdr) SetGSOType(t uint8) { h[1] = t }
+func (h VNetHdr) SetFlags(f uint8)      { h[0] = f }
+func (h VNetHdr) SetGSOType(t uint8)    { h[1] = t }
 
 // put fills in every field.
 func (h VNetHdr) put(flags, gso uint8, hdrLen, gsoSize, csumStart, csumOffset int) {
