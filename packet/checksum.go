@@ -64,33 +64,6 @@ func PseudoHeaderSum(proto uint8, src, dst []byte, length int) uint16 {
 	return addSum(addSum(s, uint16(proto)), uint16(length)) // length fits: IP caps it at 65535
 }
 
-// TransportChecksumValid reports whether the TCP, UDP or ICMPv6 checksum of
-// a parsed, unfragmented packet b is right (a UDP-over-IPv4 checksum of 0,
-// "none", counts as right). It sums the whole segment: callers check only
-// the segments that change a flow's state. Other protocols, fragments and
-// quoted packets report true: there is nothing here to check.
-func TransportChecksumValid(b []byte, p *Parsed) bool {
-	if p.IsFragment() || p.Quoted || p.End > len(b) || p.L4Off > p.End {
-		return true
-	}
-	switch p.Proto {
-	case ProtoTCP, ProtoUDP, ProtoICMPv6:
-	default:
-		return true
-	}
-	l4 := b[p.L4Off:p.End]
-	if p.Proto == ProtoUDP && p.Version == 4 && len(l4) >= UDPMinimumSize && UDP(l4).Checksum() == 0 {
-		return true
-	}
-	var src, dst []byte
-	if p.Version == 4 {
-		src, dst = p.Src[12:], p.Dst[12:]
-	} else {
-		src, dst = p.Src[:], p.Dst[:]
-	}
-	return Sum(l4, PseudoHeaderSum(p.Proto, src, dst, len(l4))) == 0xffff
-}
-
 // addSum adds two one's-complement sums.
 func addSum(a, b uint16) uint16 {
 	s := uint32(a) + uint32(b)

@@ -53,6 +53,12 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		checkInvariants(t, b, &p)
+		packet.TransportChecksumValid(b, &p) // must not panic
+		if p.Proto == packet.ProtoTCP && p.HasL4Header() {
+			if shift, ok := packet.TCP(b[p.L4Off:p.End]).WindowScale(); shift > packet.TCPMaxWindowScale || !ok && shift != 0 {
+				t.Fatalf("window scale %d %v", shift, ok)
+			}
+		}
 		if p.IsICMPError() && packet.ParseICMPError(b, &p, &inner) == packet.ReasonNone {
 			if inner.L3Off != p.PayloadOff || inner.End > p.End || inner.L4Off > inner.End || !inner.Quoted {
 				t.Fatalf("quote outside its error: outer %+v inner %+v", p, inner)

@@ -210,3 +210,34 @@ func L4Checksum(b []byte, p *Parsed) (uint16, bool) {
 	}
 	return c, true
 }
+
+// TransportChecksumValid reports whether the TCP, UDP or ICMPv6 checksum of
+// a parsed, unfragmented packet b is right (a UDP-over-IPv4 checksum of 0,
+// "none", counts as right). It sums the whole segment (L4Checksum): callers
+// check only the segments that change a flow's state. Other protocols,
+// fragments and quoted packets report true: there is nothing here to
+// check; so do source-routed ones, whose pseudo-header holds a destination
+// the packet does not show yet.
+func TransportChecksumValid(b []byte, p *Parsed) bool {
+	if p.SourceRouted || p.End > len(b) || p.L4Off > p.End || p.Proto == ProtoICMPv4 {
+		return true
+	}
+	want, ok := L4Checksum(b, p)
+	if !ok {
+		return true
+	}
+	var field uint16
+	switch p.Proto {
+	case ProtoTCP:
+		field = be16(b[p.L4Off+tcpChecksum:])
+	case ProtoUDP:
+		field = be16(b[p.L4Off+udpChecksum:])
+		if field == 0 && p.Version == 4 {
+			return true
+		}
+	default:
+		field = be16(b[p.L4Off+icmpChecksum:])
+	}
+	// 0 and 0xffff are the same one's-complement number.
+	return field == want || field^want == 0xffff && (field == 0 || want == 0)
+}
