@@ -67,12 +67,14 @@ const (
 	DropRealServerNoFlow                                        // from a service's real server (address and port), for no known flow
 	DropBadChecksum                                             // a TCP segment that would open a flow or change its state has a bad checksum
 	DropTCPOutOfWindow                                          // a TCP segment outside its flow's window (or a SYN-ACK that does not answer the SYN)
+	DropSourceFlows                                             // its source prefix holds Config.SourceFlows flows already
+	DropSourceHalfOpen                                          // its source prefix holds Config.SourceHalfOpen half-open flows already
 	numDropReasons
 )
 
 var dropNames = [...]string{"no_flow", "no_backend", "table_full", "source_routed", "fragment_no_first",
 	"icmp_no_flow", "masq_unsolicited", "unmatched", "ports_exhausted", "backend_removed", "real_server_no_flow",
-	"bad_checksum", "tcp_out_of_window"}
+	"bad_checksum", "tcp_out_of_window", "source_flow_limit", "source_half_open_limit"}
 
 // String names the reason (the parser's names for parser reasons).
 func (r DropReason) String() string {

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -147,6 +148,12 @@ type Config struct {
 	// TCPLiberal skips the TCP window check for every flow (see
 	// Service.TCPLiberal).
 	TCPLiberal bool
+	// SourceFlows and SourceHalfOpen limit the flows, and the half-open
+	// TCP flows, one source prefix may hold (source.go); 0 means no
+	// limit. SourceBits4 and SourceBits6 are the prefix lengths that make
+	// one source (0 means 32 and 128), fixed at New.
+	SourceFlows, SourceHalfOpen int
+	SourceBits4, SourceBits6    int
 
 	Services   []Service
 	Masquerade []Masquerade
@@ -247,6 +254,8 @@ type snapshot struct {
 	resetRemoved  bool
 	dropUnmatched bool
 	tcpLiberal    bool
+	srcFlows      int32       // Config.SourceFlows; 0: none
+	srcHalfOpen   int32       // Config.SourceHalfOpen; 0: none
 	fullnat       [2][16]byte // [0] IPv4 (mapped), [1] IPv6; zero if none
 	hasFull       [2]bool
 	fnPorts       [2]uint16
@@ -264,6 +273,7 @@ type Engine struct {
 	counts  counters
 	frags   fragCache
 	persist persistTable
+	src     *sources // per-source counts (source.go)
 	// fragTimeout is how long a first fragment's translation is kept, in
 	// ticks (Linux keeps fragments 30 s: ipfrag_time).
 	fragTimeout int64
@@ -304,8 +314,18 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Tick <= 0 {
 		cfg.Tick = time.Second
 	}
+	if cfg.SourceBits4 == 0 {
+		cfg.SourceBits4 = 32
+	}
+	if cfg.SourceBits6 == 0 {
+		cfg.SourceBits6 = 128
+	}
+	if cfg.SourceBits4 < 1 || cfg.SourceBits4 > 32 || cfg.SourceBits6 < 1 || cfg.SourceBits6 > 128 {
+		return nil, fmt.Errorf("%w: source prefix lengths %d and %d: use 1..32 and 1..128", ErrConfig, cfg.SourceBits4, cfg.SourceBits6)
+	}
 	e := &Engine{
 		tab:    newTable(cfg.Capacity, cfg.ShardBits),
+		src:    newSources(cfg.Capacity, cfg.SourceBits4, cfg.SourceBits6),
 		tick:   cfg.Tick,
 		scheds: map[svcKey]*service{},
 		masqs:  map[masqKey]*owner{},
@@ -334,7 +354,14 @@ func (e *Engine) Update(cfg Config) error {
 	defer e.mu.Unlock()
 	services := map[svcKey]*service{} // what the new snapshot serves
 	snap := &snapshot{masqAddr: map[[16]byte]bool{}, owned: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts,
-		timeout: cfg.Timeouts.ticks(e.tick), resetRemoved: cfg.ResetRemoved, dropUnmatched: cfg.DropUnmatched, tcpLiberal: cfg.TCPLiberal}
+		timeout: cfg.Timeouts.ticks(e.tick), resetRemoved: cfg.ResetRemoved, dropUnmatched: cfg.DropUnmatched, tcpLiberal: cfg.TCPLiberal,
+		srcFlows: int32(min(cfg.SourceFlows, math.MaxInt32)), srcHalfOpen: int32(min(cfg.SourceHalfOpen, math.MaxInt32))}
+	if cfg.SourceFlows < 0 || cfg.SourceHalfOpen < 0 {
+		return fmt.Errorf("%w: per-source limits are 0 (none) or more", ErrConfig)
+	}
+	if b4, b6 := cmp.Or(cfg.SourceBits4, 32), cmp.Or(cfg.SourceBits6, 128); b4 != e.src.bits4 || b6 != e.src.bits6 {
+		return fmt.Errorf("%w: the per-source prefix lengths are /%d and /%d since start; changing them to /%d and /%d needs a restart", ErrConfig, e.src.bits4, e.src.bits6, b4, b6)
+	}
 	if snap.fnPorts == [2]uint16{} {
 		snap.fnPorts = [2]uint16{1024, 65535}
 	}

@@ -9,18 +9,34 @@ import "fmt"
 func (e *Engine) checkInvariants() error {
 	t := e.tab
 	live := 0
+	// The per-source counts are exactly the live flows, and the half-open
+	// ones, counted by source slot.
+	flows, half := map[*srcSlot]int32{}, map[*srcSlot]int32{}
 	for i := 1; i < len(t.flows); i++ {
 		f := &t.flows[i]
 		if f.gen.Load()&1 == 1 {
 			continue
 		}
 		live++
+		if e.src != nil { // nil for the table's own tests, which insert around the engine
+			sl := e.sourceOf(f)
+			flows[sl]++
+			if halfOpen(f.state.Load() & stateMask) {
+				half[sl]++
+			}
+		}
 		for d := range 2 {
 			w := f.key(Dir(d))
 			ref, _, ok := t.lookup(&w)
 			if !ok || ref.index() != uint32(i) || ref.dir() != Dir(d) {
 				return fmt.Errorf("flow %d direction %d: lookup by its own tuple gives %v (found %v)", i, d, ref, ok)
 			}
+		}
+	}
+	for i := range e.srcSlots() {
+		sl := &e.src.slots[i]
+		if sl.flows.Load() != flows[sl] || sl.halfOpen.Load() != half[sl] {
+			return fmt.Errorf("source slot %d counts %d flows, %d half-open; the table holds %d, %d", i, sl.flows.Load(), sl.halfOpen.Load(), flows[sl], half[sl])
 		}
 	}
 	// Every indexed node is a live flow's, filed under its key's hash
@@ -82,4 +98,13 @@ func (e *Engine) checkInvariants() error {
 		return fmt.Errorf("%d live + %d free != capacity %d", live, free, t.capacity())
 	}
 	return nil
+}
+
+// srcSlots returns the per-source slots, or none for an engine built
+// around a bare table in tests.
+func (e *Engine) srcSlots() []srcSlot {
+	if e.src == nil {
+		return nil
+	}
+	return e.src.slots
 }

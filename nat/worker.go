@@ -429,6 +429,9 @@ func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) {
 				return // removed, recycled or moved on concurrently; that path accounts
 			}
 			accountTransition(own, tcpState(st), tcpState(ns))
+			if halfOpen(st) != halfOpen(ns) {
+				w.e.sourceOf(f).moved(st, ns)
+			}
 		}
 	}
 	// Load the deadline, then check the flow is still ours, then swap: a
@@ -635,6 +638,10 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 			first = ports[0] + uint16(start)
 		}
 	}
+	sl := e.src.slot(p.Src)
+	if why, ok := w.snap.admit(sl, state); !ok {
+		return w.drop(why)
+	}
 	deadline := uint32(w.now + w.snap.timeout[state])
 	var ownID uint32
 	if own != nil {
@@ -678,6 +685,7 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 				}
 			}
 		}
+		sl.count(state, 1)
 		if p.Proto == packet.ProtoTCP {
 			w.seg.read(b, p)
 			e.tab.flows[idx].tcp.start(&w.seg)
@@ -724,8 +732,12 @@ func (e *Engine) retire(f *flow) bool {
 	for {
 		s := f.state.Load()
 		if f.state.CompareAndSwap(s, s|stateDead) {
+			if s&stateDead != 0 {
+				return true
+			}
+			e.sourceOf(f).count(s&stateMask, -1)
 			own := e.ownerOf(f)
-			if own == nil || s&stateDead != 0 {
+			if own == nil {
 				return true
 			}
 			d := own.dest.Load()

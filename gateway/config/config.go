@@ -59,6 +59,8 @@ type Config struct {
 	Device Device
 	// TableSize is the maximum number of tracked flows (nat.Config.Capacity).
 	TableSize int
+	// PerSource limits what one source prefix may hold of the table.
+	PerSource PerSource
 	// Timeouts are the flow timeouts; a zero field means IPVS's default
 	// (nat.DefaultTimeouts).
 	Timeouts nat.Timeouts
@@ -88,6 +90,14 @@ type Config struct {
 	Control  Control
 	Metrics  Metrics
 	Log      Log
+}
+
+// PerSource is table.per_source: limits on the flows one client prefix
+// may hold (nat.Config.SourceFlows and friends). 0 limits mean none.
+type PerSource struct {
+	V4Prefix, V6Prefix int // prefix lengths that make one source: 1..32, 1..128 (32, 128)
+	HalfOpen           int // half-open TCP flows per source; 0: no limit
+	Flows              int // flows per source; 0: no limit
 }
 
 // Device is where packets come from and go to.
@@ -273,14 +283,18 @@ func (c *Config) NAT() (nat.Config, error) {
 		return nat.Config{}, err
 	}
 	n := nat.Config{
-		Capacity:      c.TableSize,
-		Timeouts:      c.Timeouts,
-		DropUnmatched: c.DropUnmatched,
-		ResetRemoved:  c.ResetRemoved,
-		TCPLiberal:    c.TCPLiberal,
-		Masquerade:    append([]nat.Masquerade(nil), c.Masquerade...),
-		FullNATPool:   append([]netip.Addr(nil), c.FullNAT.Pool...),
-		FullNATPorts:  c.FullNAT.Ports,
+		Capacity:       c.TableSize,
+		SourceBits4:    c.PerSource.V4Prefix,
+		SourceBits6:    c.PerSource.V6Prefix,
+		SourceHalfOpen: c.PerSource.HalfOpen,
+		SourceFlows:    c.PerSource.Flows,
+		Timeouts:       c.Timeouts,
+		DropUnmatched:  c.DropUnmatched,
+		ResetRemoved:   c.ResetRemoved,
+		TCPLiberal:     c.TCPLiberal,
+		Masquerade:     append([]nat.Masquerade(nil), c.Masquerade...),
+		FullNATPool:    append([]netip.Addr(nil), c.FullNAT.Pool...),
+		FullNATPorts:   c.FullNAT.Ports,
 	}
 	for _, s := range c.Services {
 		ns := nat.Service{

@@ -116,6 +116,7 @@ func TestDefaults(t *testing.T) {
 		want := Config{
 			Device:     Device{Type: "tun", Name: "vsg0", Queues: 1, Offloads: true},
 			TableSize:  DefaultTableSize,
+			PerSource:  PerSource{V4Prefix: 32, V6Prefix: 128},
 			Timeouts:   nat.DefaultTimeouts,
 			FullNAT:    FullNAT{Ports: [2]uint16{1024, 65535}},
 			Control:    Control{Socket: DefaultSocket},
@@ -794,5 +795,22 @@ services:
 	d, _ := Parse([]byte("services: []\n"), "d.yaml")
 	if d.TCPLiberal {
 		t.Fatal("the window check is off by default")
+	}
+}
+
+// TestPerSource: table.per_source reaches the engine, and bad values are
+// refused at their line.
+func TestPerSource(t *testing.T) {
+	c, err := Parse([]byte("table: {size: 1024, per_source: {v4_prefix: 24, v6_prefix: 64, half_open: 100, flows: 1000}}\n"), "p.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.NAT()
+	if err != nil || n.SourceBits4 != 24 || n.SourceBits6 != 64 || n.SourceHalfOpen != 100 || n.SourceFlows != 1000 {
+		t.Fatalf("engine config %+v, %v", n, err)
+	}
+	roundTrip(t, c)
+	if _, err := Parse([]byte("table:\n  per_source:\n    v4_prefix: 33\n"), "p.yaml"); err == nil || !strings.Contains(err.Error(), "p.yaml:3:") {
+		t.Fatalf("v4_prefix 33: %v", err)
 	}
 }

@@ -38,6 +38,13 @@ func (f *file) convert(r *report) *Config {
 		c.Device.Addresses = append(c.Device.Addresses, cv.addr(fmt.Sprintf("device.addresses[%d]", i), "device address", s, ""))
 	}
 	c.TableSize = int(cv.integer("table.size", "table size", raw.Table.Size, DefaultTableSize, 1, MaxTableSize))
+	ps := raw.Table.PerSource
+	c.PerSource = PerSource{
+		V4Prefix: int(cv.integer("table.per_source.v4_prefix", "per-source IPv4 prefix", ps.V4Prefix, 32, 1, 32)),
+		V6Prefix: int(cv.integer("table.per_source.v6_prefix", "per-source IPv6 prefix", ps.V6Prefix, 128, 1, 128)),
+		HalfOpen: int(cv.integer("table.per_source.half_open", "per-source half-open limit", ps.HalfOpen, 0, 0, MaxTableSize)),
+		Flows:    int(cv.integer("table.per_source.flows", "per-source flow limit", ps.Flows, 0, 0, MaxTableSize)),
+	}
 
 	t, def := raw.Timeouts, nat.DefaultTimeouts
 	c.Timeouts = nat.Timeouts{

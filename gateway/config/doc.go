@@ -56,6 +56,11 @@
 //	                        addresses: the real servers' default gateway
 //	table:
 //	  size: 1048576         max tracked flows, 1..2^26                  default 65536
+//	  per_source:           what one client prefix may hold (nat/source.go)
+//	    v4_prefix: 24       prefix length that is one source, 1..32     default 32
+//	    v6_prefix: 64       likewise for IPv6, 1..128                   default 128
+//	    half_open: 100      half-open TCP flows per source; 0: no limit default 0
+//	    flows: 10000        flows per source; 0: no limit               default 0
 //	timeouts:               flow timeouts, > 0; left out: IPVS's defaults
 //	  tcp: 15m              TCP established        (ipvsadm --set tcp)
 //	  tcpfin: 2m            TCP FIN_WAIT           (ipvsadm --set tcpfin)

@@ -42,7 +42,14 @@ type (
 		Addresses  []string `yaml:"addresses"`
 	}
 	fileTable struct {
-		Size string `yaml:"size"`
+		Size      string        `yaml:"size"`
+		PerSource filePerSource `yaml:"per_source"`
+	}
+	filePerSource struct {
+		V4Prefix string `yaml:"v4_prefix"`
+		V6Prefix string `yaml:"v6_prefix"`
+		HalfOpen string `yaml:"half_open"`
+		Flows    string `yaml:"flows"`
 	}
 	fileTimeouts struct {
 		TCP          string `yaml:"tcp"`

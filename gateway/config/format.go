@@ -45,6 +45,8 @@ func (c *Config) YAML() []byte {
 	}
 	w(0, "table:")
 	w(1, "size: %d", c.TableSize)
+	ps := c.PerSource
+	w(1, "per_source: {v4_prefix: %d, v6_prefix: %d, half_open: %d, flows: %d}", ps.V4Prefix, ps.V6Prefix, ps.HalfOpen, ps.Flows)
 	w(0, "timeouts:")
 	t := c.Timeouts
 	for _, kv := range []struct {

@@ -21,6 +21,11 @@ func validate(c *Config, r *report) {
 	if c.TableSize < 1 || c.TableSize > MaxTableSize {
 		r.fail("table.size", rangeMsg("table size", int64(c.TableSize)), fmt.Sprintf("use 1..%d", MaxTableSize))
 	}
+	if ps := c.PerSource; ps.V4Prefix < 0 || ps.V4Prefix > 32 || ps.V6Prefix < 0 || ps.V6Prefix > 128 || ps.HalfOpen < 0 || ps.Flows < 0 {
+		if !r.failedUnder("table.per_source") {
+			r.fail("table.per_source", fmt.Sprintf("per_source %+v is out of range", ps), "use v4_prefix 1..32, v6_prefix 1..128, and limits of 0 or more")
+		}
+	}
 	t := c.Timeouts
 	for _, d := range []struct {
 		key string
