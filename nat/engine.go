@@ -98,14 +98,14 @@ type Service struct {
 // gateway to anywhere outside it get To as their source, keeping the
 // source port (or ICMP identifier) when free, else one from Ports.
 //
-// Inbound (Into, ipchains -d NET): flows going into the subnet get To as
-// their source, so hosts there answer To and need no route back to the
-// client. A NAT service's flow whose real server lies in Into is such a
-// flow: it is translated as FULLNAT is, with To and Ports in place of the
-// FULLNAT pool (a FULLNAT service keeps its pool; an L7 service's proxy
-// connects from the gateway itself). So is a packet from outside Into to
-// a host in it that matches nothing else and would be passed (DropUnmatched
-// off): it is masqueraded instead of passed.
+// Inbound (Into, ipchains -d NET): a NAT service's flow whose real server
+// lies in Into gets To as its source, so the real server answers To and
+// needs no route back to the client: it is translated as FULLNAT is, with
+// To and Ports in place of the FULLNAT pool (a FULLNAT service keeps its
+// pool; an L7 service's proxy connects from the gateway itself). Only
+// service flows: ipchains under an ACCEPT policy also masqueraded any
+// packet forwarded into NET, but vsgate opens the inside to services
+// only, so an inbound rule opens nothing else.
 type Masquerade struct {
 	From  netip.Prefix
 	Into  netip.Prefix

@@ -90,32 +90,23 @@ func TestMasqueradeInto(t *testing.T) {
 	}
 }
 
-// TestMasqueradeIntoUnmatched: with packets that match nothing passed (an
-// ACCEPT policy), one going into the subnet from outside is masqueraded
-// instead, and its answer comes back; with them dropped (DENY), it is
-// dropped.
-func TestMasqueradeIntoUnmatched(t *testing.T) {
+// TestMasqueradeIntoOpensNothing: an inbound rule masquerades service
+// flows only: a packet from outside to a host in its subnet that matches
+// no service gets the engine's default verdict, unchanged (pass) or
+// dropped, never a mapping.
+func TestMasqueradeIntoOpensNothing(t *testing.T) {
 	host := netip.AddrPortFrom(rips[2], 161)
-	e := intoEngine(t, false)
-	w := e.NewWorker()
-	b := udp(client, host, 8)
-	if v := one(w, b); v != nat.Forward {
-		t.Fatalf("into the subnet under ACCEPT: verdict %v, want forward (masqueraded)", v)
-	}
-	s, d := endpoints(t, b)
-	if s.Addr() != insideTo || d != host {
-		t.Fatalf("masqueraded %v > %v, want %v:* > %v", s, d, insideTo, host)
-	}
-	r := udp(host, s, 8)
-	one(w, r)
-	if rs, rd := endpoints(t, r); rs != host || rd != client {
-		t.Fatalf("answer %v > %v, want %v > %v", rs, rd, host, client)
-	}
-	checksumsValid(t, r)
-
-	e = intoEngine(t, true)
-	if v := one(e.NewWorker(), udp(client, host, 8)); v != nat.Drop || e.Drops(nat.DropUnmatched) != 1 {
-		t.Fatalf("into the subnet under DENY: verdict %v, unmatched drops %d", v, e.Drops(nat.DropUnmatched))
+	for _, drop := range []bool{false, true} {
+		e := intoEngine(t, drop)
+		b := udp(client, host, 8)
+		orig := string(b)
+		v := one(e.NewWorker(), b)
+		if drop && (v != nat.Drop || e.Drops(nat.DropUnmatched) != 1) || !drop && (v != nat.Pass || string(b) != orig) {
+			t.Errorf("default drop %v: verdict %v", drop, v)
+		}
+		if e.Flows() != 0 {
+			t.Errorf("default drop %v: %d flows made", drop, e.Flows())
+		}
 	}
 }
 

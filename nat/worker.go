@@ -494,15 +494,6 @@ func (w *Worker) newFlow(b []byte, kw *tupleWords) Verdict {
 				return w.newMasqFlow(b, m, kw)
 			}
 		}
-		if !w.snap.dropUnmatched {
-			// What would be passed into an inbound rule's subnet is
-			// masqueraded instead (ipchains -d NET under an ACCEPT policy).
-			for _, m := range w.snap.masqInto {
-				if m.net.Contains(dst) && !m.net.Contains(src) {
-					return w.newMasqFlow(b, m, kw)
-				}
-			}
-		}
 	}
 	if w.snap.dropUnmatched {
 		return w.drop(DropUnmatched)

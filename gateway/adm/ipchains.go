@@ -25,17 +25,18 @@ const IPChainsHelp = `usage: ipchains -A forward -j MASQ -s NET [--to ADDR]    m
      (ipchains took the outgoing interface's address; vsgate owns no
      interface address outside, so ADDR is --to, or the configuration's
      masquerade_to of NET's family).
-  -d NET: flows going into NET leave with ADDR as their source, so hosts
-     in NET answer ADDR and need no route back: every NAT service's
+  -d NET: connections going into NET leave with ADDR as their source, so
+     hosts in NET answer ADDR and need no route back: every NAT service's
      connection to a real server in NET is translated as FULLNAT is, with
      ADDR in place of the FULLNAT pool (FULLNAT services keep their pool;
-     L7 services connect from the gateway itself), and under an ACCEPT
-     policy so is any other packet from outside into NET. ADDR is --to, or
-     the configuration's masquerade_inside address that lies in NET (an
+     L7 services connect from the gateway itself). ADDR is --to, or the
+     configuration's masquerade_inside address that lies in NET (an
      address the hosts in NET reach on their link: ipchains took the
-     inside interface's).
-  -P forward DENY drops every packet that matches no service, flow or rule
-     (the configuration's default: drop); ACCEPT passes them (default: pass).
+     inside interface's). Unlike ipchains under an ACCEPT policy, it
+     opens NET to nothing but the services.
+  -P forward DENY drops every packet vsgate sees that matches no service,
+     flow or rule (the configuration's default: drop); ACCEPT passes them
+     (default: pass).
 `
 
 // parseIPChains reads the masquerade rules and policy of ipchains' forward
