@@ -103,10 +103,11 @@
 //	  - from: 198.18.2.0/24 ADDRESS/BITS, ADDRESS/NETMASK or an address; no host bits
 //	    to: 198.18.0.20     the source address outbound flows get       default masquerade_to
 //	    ports: 1024-65535   source ports when the flow's own is taken   default 1024-65535
-//	  - into: 198.18.2.0/24 instead of from: flows going INTO the subnet get "to"
-//	                        as their source (ipchains -d NET; see nat.Masquerade):
-//	                        NAT services' flows to real servers in it become
-//	                        FULLNAT-like, so the servers need no route back
+//	  - into: 198.18.2.0/24 instead of from: NAT services' connections to real
+//	                        servers in the subnet get "to" as their source
+//	                        (ipchains -d NET; see nat.Masquerade), FULLNAT-like,
+//	                        so the servers need no route back; it opens the
+//	                        subnet to nothing else
 //	    to: 198.18.2.254    an address the subnet's hosts reach on their link
 //	                                                                    default: the masquerade_inside address in the subnet
 //	  - ipchains: "-A forward -j MASQ -s 198.18.2.0/24"   instead of from or into
