@@ -325,11 +325,13 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		tab:    newTable(cfg.Capacity, cfg.ShardBits),
-		src:    newSources(cfg.Capacity, cfg.SourceBits4, cfg.SourceBits6),
 		tick:   cfg.Tick,
 		scheds: map[svcKey]*service{},
 		masqs:  map[masqKey]*owner{},
 		stats:  map[string]statID{},
+	}
+	if cfg.SourceFlows > 0 || cfg.SourceHalfOpen > 0 {
+		e.src = newSources(cfg.Capacity, cfg.SourceBits4, cfg.SourceBits6)
 	}
 	e.owners.Store(&[]*owner{nil})
 	e.epoch.Store(1) // a worker's 0 means "not in a Process call"
@@ -359,7 +361,10 @@ func (e *Engine) Update(cfg Config) error {
 	if cfg.SourceFlows < 0 || cfg.SourceHalfOpen < 0 {
 		return fmt.Errorf("%w: per-source limits are 0 (none) or more", ErrConfig)
 	}
-	if b4, b6 := cmp.Or(cfg.SourceBits4, 32), cmp.Or(cfg.SourceBits6, 128); b4 != e.src.bits4 || b6 != e.src.bits6 {
+	switch b4, b6 := cmp.Or(cfg.SourceBits4, 32), cmp.Or(cfg.SourceBits6, 128); {
+	case e.src == nil && (cfg.SourceFlows > 0 || cfg.SourceHalfOpen > 0):
+		return fmt.Errorf("%w: per-source limits were off at start; turning them on needs a restart", ErrConfig)
+	case e.src != nil && (b4 != e.src.bits4 || b6 != e.src.bits6):
 		return fmt.Errorf("%w: the per-source prefix lengths are /%d and /%d since start; changing them to /%d and /%d needs a restart", ErrConfig, e.src.bits4, e.src.bits6, b4, b6)
 	}
 	if snap.fnPorts == [2]uint16{} {

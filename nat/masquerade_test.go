@@ -22,7 +22,7 @@ func intoEngine(t *testing.T, dropUnmatched bool) *nat.Engine {
 		bs = append(bs, nat.Backend{Addr: r, Port: 8080, Weight: 1})
 	}
 	e, err := nat.New(nat.Config{
-		Capacity: 1024, ShardBits: 2, DropUnmatched: dropUnmatched,
+		Capacity: 1024, ShardBits: 2, DropUnmatched: dropUnmatched, SourceFlows: 1 << 20, SourceHalfOpen: 1 << 20,
 		Services: []nat.Service{
 			{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "rr", Backends: bs},
 			{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 81, Scheduler: "rr",

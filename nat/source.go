@@ -18,8 +18,13 @@ import (
 // never below a prefix's own, so a limit is never exceeded, but a busy
 // prefix can bring a quiet one that hashes to its slot to the limit early.
 // With a quarter as many slots as flows that needs the busy prefix to
-// hold a large part of the table. Counting runs whether limits are set or
-// not, so that a limit set by Update starts from true counts.
+// hold a large part of the table.
+//
+// Counting costs a new flow a cache miss at a million flows, so it runs
+// only in an engine made (New) with a limit; Update may then change the
+// limits, to 0 included, and counting goes on, so that a limit set again
+// starts from true counts. Turning limits on in an engine made without
+// any needs a restart; Update says so.
 
 // srcSlot is one slot's counts.
 type srcSlot struct {
@@ -63,6 +68,9 @@ func halfOpen(st uint32) bool {
 // admit reports whether the source slot sl may take a new flow in state
 // st under the snapshot's limits, or the reason it may not.
 func (s *snapshot) admit(sl *srcSlot, st uint32) (DropReason, bool) {
+	if sl == nil {
+		return 0, true
+	}
 	if s.srcFlows > 0 && sl.flows.Load() >= s.srcFlows {
 		return DropSourceFlows, false
 	}
@@ -74,6 +82,9 @@ func (s *snapshot) admit(sl *srcSlot, st uint32) (DropReason, bool) {
 
 // count adds n (1 or -1) flows in state st to slot sl.
 func (sl *srcSlot) count(st uint32, n int32) {
+	if sl == nil {
+		return
+	}
 	sl.flows.Add(n)
 	if halfOpen(st) {
 		sl.halfOpen.Add(n)
@@ -82,6 +93,9 @@ func (sl *srcSlot) count(st uint32, n int32) {
 
 // moved accounts a flow's move from state from to state to.
 func (sl *srcSlot) moved(from, to uint32) {
+	if sl == nil {
+		return
+	}
 	switch was, is := halfOpen(from), halfOpen(to); {
 	case was && !is:
 		sl.halfOpen.Add(-1)
@@ -90,8 +104,21 @@ func (sl *srcSlot) moved(from, to uint32) {
 	}
 }
 
-// sourceOf is the slot of flow f's source (its original direction's).
+// sourceOf is the slot of flow f's source (its original direction's), or
+// nil when the engine counts no sources.
 func (e *Engine) sourceOf(f *flow) *srcSlot {
+	if e.src == nil {
+		return nil
+	}
 	a := &f.addrs[DirOriginal]
 	return e.src.slot(addrOfWords(a[0].Load(), a[1].Load()))
+}
+
+// slotOf is the slot of source address a, or nil when the engine counts
+// no sources.
+func (s *sources) slotOf(a [16]byte) *srcSlot {
+	if s == nil {
+		return nil
+	}
+	return s.slot(a)
 }

@@ -64,18 +64,28 @@ func TestSourceLimits(t *testing.T) {
 	}
 }
 
-// TestSourceBitsFixed: the per-source prefix lengths are fixed at New; an
-// Update that changes them is refused and changes nothing; the limits
-// themselves change live.
+// TestSourceBitsFixed: the per-source prefix lengths are fixed at New, and
+// so is whether sources are counted at all; an Update that changes either
+// is refused; the limits themselves change live.
 func TestSourceBitsFixed(t *testing.T) {
-	e, err := nat.New(nat.Config{Capacity: 16, SourceBits4: 24})
+	e, err := nat.New(nat.Config{Capacity: 16, SourceBits4: 24, SourceFlows: 5})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Update(nat.Config{SourceBits4: 32}); err == nil {
+	if err := e.Update(nat.Config{SourceBits4: 32, SourceFlows: 5}); err == nil {
 		t.Fatal("a change of the source prefix length was accepted")
 	}
 	if err := e.Update(nat.Config{SourceBits4: 24, SourceFlows: 10}); err != nil {
 		t.Fatalf("a new limit: %v", err)
+	}
+	if err := e.Update(nat.Config{SourceBits4: 24}); err != nil {
+		t.Fatalf("limits off: %v", err)
+	}
+	off, err := nat.New(nat.Config{Capacity: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := off.Update(nat.Config{SourceHalfOpen: 3}); err == nil {
+		t.Fatal("limits turned on in an engine made without them")
 	}
 }

@@ -429,7 +429,7 @@ func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) {
 				return // removed, recycled or moved on concurrently; that path accounts
 			}
 			accountTransition(own, tcpState(st), tcpState(ns))
-			if halfOpen(st) != halfOpen(ns) {
+			if w.e.src != nil && halfOpen(st) != halfOpen(ns) {
 				w.e.sourceOf(f).moved(st, ns)
 			}
 		}
@@ -629,7 +629,7 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 			first = ports[0] + uint16(start)
 		}
 	}
-	sl := e.src.slot(p.Src)
+	sl := e.src.slotOf(p.Src)
 	if why, ok := w.snap.admit(sl, state); !ok {
 		return w.drop(why)
 	}
