@@ -1,6 +1,11 @@
 // Package nat is the L4 engine: virtual services keyed by protocol, VIP and
 // port; the sharded flow table; TCP state (IPVS's state table and
-// timeouts), UDP and ICMP flows; NAT (LVS-NAT) and FULLNAT translation;
+// timeouts, changed so that only the real server's SYN-ACK and the
+// client's ACK make a flow ESTABLISHED) with conntrack's window tracking
+// (tcptrack.go: a segment out of the window, a blind RST or FIN, changes
+// nothing; checksums are checked on the segments that open or change a
+// flow unless the device vouched for them); per-source limits
+// (source.go); UDP and ICMP flows; NAT (LVS-NAT) and FULLNAT translation;
 // masquerade (source NAT for the server subnet); ICMP errors about tracked
 // flows; counters. It takes packets and returns verdicts (Worker.Process).
 //
@@ -16,7 +21,8 @@
 // locks of the flow's two shards. The index is cache-line buckets of seven
 // tagged slots each (table.go), so a lookup reads one bucket line and then
 // only the flow whose tag matches. Capacity is fixed and flows come from a
-// preallocated slab (96 bytes each, plus 32 bytes of index: 128 per flow),
+// preallocated slab (128 bytes each, two cache lines, 32 of them the TCP
+// window tracking; plus 32 bytes of index: 160 per flow),
 // so nothing is allocated per packet or per flow. A flow holds no pointers
 // (it names its owner by a 24-bit id, and keeps its deadline in 32 bits of
 // clock ticks), so the garbage collector never scans the slab. When a shard
@@ -27,6 +33,10 @@
 // its translation is remembered for the later fragments of its datagram
 // (frag.go). Persistence (ipvsadm -p/-M) keeps a client network on one
 // backend (persist.go). Counters are per worker, summed on read.
+//
+// Where the issue that asked for them is silent, the TCP tracking does what
+// conntrack does (nf_conntrack_proto_tcp.c), and says where it differs
+// (tcptrack.go: no td_maxack, so an old RST is held, not dropped).
 //
 // What it must not do: any I/O or knowledge of devices, any allocation or
 // lock on the path of an established flow. It imports only packet and sched.
