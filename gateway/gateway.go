@@ -385,6 +385,13 @@ func (g *Gateway) work(i int, d tun.Device) error {
 		bufs[j] = make([]byte, size)
 	}
 	sizes := make([]int, n)
+	// extra holds released fragments for writing: up to two batches of
+	// them (a batch completes at most n datagrams; most have two or three
+	// fragments).
+	extra := make([][]byte, 2*n)
+	for j := range extra {
+		extra[j] = make([]byte, h+2048)
+	}
 	pkts := make([][]byte, n)
 	verdicts := make([]nat.Verdict, n)
 	out := make([][]byte, 0, n)
@@ -444,25 +451,44 @@ func (g *Gateway) work(i int, d tun.Device) error {
 					inject(pkts[j])
 				}
 				l7++
+			case nat.Held:
+				// A fragment kept until its datagram is whole; it
+				// leaves with Released.
 			default:
 				dropped++
 			}
 		}
-		// Count before writing: whoever sees a packet come out of the
-		// device then also sees it counted.
+
 		c.packets.Add(uint64(got))
 		c.dropped.Add(dropped)
 		c.toL7.Add(l7)
 		if capturing && g.link == nil { // the Link records what it sends itself (SetCapture)
 			g.captureOut(out, h)
 		}
-		if len(out) > 0 {
-			g.writeMu[i].Lock()
-			_, err := d.Write(out, h)
-			g.writeMu[i].Unlock()
-			if err != nil && !errors.Is(err, errClosed) {
-				warn.log(g.log, "write", "device", d.Name(), "err", err)
+		g.write(i, d, out, h, &warn)
+		// Then the fragments of the datagrams this batch completed,
+		// copied into buffers of the device's kind (headroom cleared:
+		// the engine made them with complete checksums), in rounds of
+		// len(extra).
+		rel, relV := w.Released()
+		for len(rel) > 0 {
+			out = out[:0]
+			k := 0
+			for ; k < len(rel) && k < len(extra); k++ {
+				if relV[k] == nat.ToL7 {
+					if inject != nil {
+						inject(rel[k])
+					}
+					continue
+				}
+				clear(extra[k][:h])
+				out = append(out, extra[k][:h+copy(extra[k][h:], rel[k])])
 			}
+			if capturing && g.link == nil {
+				g.captureOut(out, h)
+			}
+			g.write(i, d, out, h, &warn)
+			rel, relV = rel[k:], relV[k:]
 		}
 		if rerr != nil {
 			if errors.Is(rerr, errClosed) {
@@ -964,6 +990,19 @@ func (g *Gateway) handlePcap(args []string) Response {
 		return Response{Output: fmt.Sprintf("capture stopped: %d packets\n", n)}
 	}
 	return Response{Error: "usage: pcap start FILE | pcap stop", Status: 2}
+}
+
+// write sends out on device d (worker i's), logging failures.
+func (g *Gateway) write(i int, d tun.Device, out [][]byte, h int, warn *rateLimited) {
+	if len(out) == 0 {
+		return
+	}
+	g.writeMu[i].Lock()
+	_, err := d.Write(out, h)
+	g.writeMu[i].Unlock()
+	if err != nil && !errors.Is(err, errClosed) {
+		warn.log(g.log, "write", "device", d.Name(), "err", err)
+	}
 }
 
 // rateLimited logs a per-packet warning at most once a second, saying how

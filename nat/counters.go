@@ -69,12 +69,17 @@ const (
 	DropTCPOutOfWindow                                          // a TCP segment outside its flow's window (or a SYN-ACK that does not answer the SYN)
 	DropSourceFlows                                             // its source prefix holds Config.SourceFlows flows already
 	DropSourceHalfOpen                                          // its source prefix holds Config.SourceHalfOpen half-open flows already
+	DropFragmentIncomplete                                      // a held fragment of a datagram that did not complete in time, or was given up for room
+	DropFragmentBudget                                          // a fragment refused: its source's share of the fragment pool is full
+	DropFragmentDuplicate                                       // a copy of a fragment already held
+	DropFragmentMalformed                                       // a fragment that overlaps another, or a datagram too long or in too many pieces
 	numDropReasons
 )
 
 var dropNames = [...]string{"no_flow", "no_backend", "table_full", "source_routed", "fragment_no_first",
 	"icmp_no_flow", "masq_unsolicited", "unmatched", "ports_exhausted", "backend_removed", "real_server_no_flow",
-	"bad_checksum", "tcp_out_of_window", "source_flow_limit", "source_half_open_limit"}
+	"bad_checksum", "tcp_out_of_window", "source_flow_limit", "source_half_open_limit",
+	"fragment_incomplete", "fragment_budget", "fragment_duplicate", "fragment_malformed"}
 
 // String names the reason (the parser's names for parser reasons).
 func (r DropReason) String() string {

@@ -34,9 +34,13 @@ const (
 	// reset, see Config.ResetRemoved) and shortened: Process re-sliced
 	// pkts[i] to its new length. Send it on like Forward.
 	Reply
+	// Held: the engine keeps the packet (a fragment, copied, until its
+	// datagram is complete: Worker.Released hands it out then). Nothing
+	// to send now; not a drop.
+	Held
 )
 
-var verdictNames = [...]string{"forward", "drop", "to_l7", "pass", "reply"}
+var verdictNames = [...]string{"forward", "drop", "to_l7", "pass", "reply", "held"}
 
 func (v Verdict) String() string { return verdictNames[v] }
 
@@ -272,6 +276,7 @@ type Engine struct {
 	conf    atomic.Pointer[snapshot]
 	counts  counters
 	frags   fragCache
+	held    *fragStore // fragments held until their datagram is complete (fragstore.go)
 	persist persistTable
 	src     *sources // per-source counts (source.go)
 	// fragTimeout is how long a first fragment's translation is kept, in
@@ -325,6 +330,7 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e := &Engine{
 		tab:    newTable(cfg.Capacity, cfg.ShardBits),
+		held:   newFragStore(),
 		tick:   cfg.Tick,
 		scheds: map[svcKey]*service{},
 		masqs:  map[masqKey]*owner{},

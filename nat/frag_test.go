@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -56,10 +57,10 @@ func reassemble(t *testing.T, frags [][]byte) (src, dst netip.AddrPort) {
 	return endpoints(t, whole)
 }
 
-// TestFragments: a UDP datagram in three fragments through NAT reaches the
-// backend reassemblable with a valid checksum, and the answer, also in
-// fragments, comes back from the VIP; a later fragment that arrives before
-// its first is dropped and counted, never translated wrongly.
+// TestFragments: a UDP datagram in three fragments through NAT is held
+// until whole, then reaches the backend in order, reassemblable with a
+// valid checksum, and the answer, also in fragments, comes back from the
+// VIP; a datagram whose fragments come in reverse order is answered too.
 func TestFragments(t *testing.T) {
 	e := engine(t, nat.ModeNAT, 64)
 	w := e.NewWorker()
@@ -68,28 +69,85 @@ func TestFragments(t *testing.T) {
 	if len(in) != 3 {
 		t.Fatalf("%d fragments", len(in))
 	}
-	v := make([]nat.Verdict, len(in))
-	w.Process(in, v)
+	if x := one(w, in[0]); x != nat.Held {
+		t.Fatalf("the first fragment alone: %v, want held", x)
+	}
+	if rel, _ := w.Released(); len(rel) != 0 {
+		t.Fatalf("%d fragments released before the datagram was whole", len(rel))
+	}
+	got, v := through(w, in[1:])
 	for i, x := range v {
 		if x != nat.Forward {
 			t.Fatalf("fragment %d: %v", i, x)
 		}
 	}
-	s, d := reassemble(t, in)
+	s, d := reassemble(t, got)
 	if s != client || d.Addr() != rips[0] || d.Port() != 8080 {
 		t.Fatalf("reassembled %v > %v, want %v > %v:8080", s, d, client, rips[0])
 	}
-	out := fragments(d, client, 2000, 1480, 9)
-	w.Process(out, v[:len(out)])
+	out, _ := through(w, fragments(d, client, 2000, 1480, 9))
 	if s, d := reassemble(t, out); s != dnsVIP || d != client {
 		t.Fatalf("reply reassembled %v > %v, want %v > %v", s, d, dnsVIP, client)
 	}
 
-	// Out of order: the tail of a new datagram before its head.
+	// Reverse order: the tail first.
 	early := fragments(netip.AddrPortFrom(client.Addr(), 41000), dnsVIP, 3000, 1480, 11)
-	orig := append([]byte(nil), early[2]...)
-	if x := one(w, early[2]); x != nat.Drop || e.Drops(nat.DropFragmentNoFirst) != 1 || string(early[2]) != string(orig) {
-		t.Fatalf("early tail: verdict %v, no_first drops %d", x, e.Drops(nat.DropFragmentNoFirst))
+	got, v = through(w, [][]byte{early[2], early[1], early[0]})
+	if len(got) != 3 || v[0] != nat.Forward {
+		t.Fatalf("reversed fragments: %d out, %v", len(got), v)
+	}
+	if s, _ := reassemble(t, got); s.Port() != 41000 {
+		t.Fatalf("reversed datagram from %v", s)
+	}
+}
+
+// TestFragmentStorm: 20,000 incomplete datagrams from 64 /24s fill the
+// pool; none of their fragments leaves the gateway, a datagram that
+// completes among them is forwarded whole, the pool gives up the oldest,
+// a /24 past its share is refused, and expiry empties the pool, every
+// fragment counted.
+func TestFragmentStorm(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	dnsVIP := netip.AddrPortFrom(vip.Addr(), 53)
+	left := 0
+	for i := range 20000 {
+		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8 & 0x3f), byte(i)}), 5000)
+		f := fragments(src, dnsVIP, 3000, 1480, uint16(i))
+		out, _ := through(w, f[:2]) // never the last
+		left += len(out)
+		if i == 10000 {
+			legit := fragments(netip.AddrPortFrom(client.Addr(), 42000), dnsVIP, 3000, 1480, 77)
+			got, v := through(w, legit)
+			if len(got) != 3 || v[0] != nat.Forward {
+				t.Fatalf("the real datagram in the storm: %d out, %v", len(got), v)
+			}
+		}
+	}
+	if left != 0 {
+		t.Fatalf("%d storm fragments left the gateway", left)
+	}
+	if e.Drops(nat.DropFragmentIncomplete) == 0 {
+		t.Fatal("the pool gave up nothing")
+	}
+	e.Advance(time.Hour)
+	e.Expire()
+	if n, b := e.Drops(nat.DropFragmentIncomplete), e.Drops(nat.DropFragmentBudget); n+b != 2*20000 || b == 0 {
+		t.Fatalf("fragment_incomplete %d + fragment_budget %d, want every storm fragment (40000), some over their /24's share", n, b)
+	}
+}
+
+// TestFragmentMalformed: overlapping fragments end their datagram, and
+// nothing of it leaves.
+func TestFragmentMalformed(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	dnsVIP := netip.AddrPortFrom(vip.Addr(), 53)
+	a := fragments(client, dnsVIP, 3000, 1480, 5)
+	b := fragments(client, dnsVIP, 3000, 1000, 5) // the same datagram cut elsewhere
+	out, _ := through(w, [][]byte{a[0], b[1], a[1], a[2]})
+	if len(out) != 0 || e.Drops(nat.DropFragmentMalformed) == 0 {
+		t.Fatalf("%d fragments of an overlapping datagram left; malformed drops %d", len(out), e.Drops(nat.DropFragmentMalformed))
 	}
 }
 
@@ -104,11 +162,10 @@ func TestFragmentsPassed(t *testing.T) {
 	for i := range in {
 		orig[i] = string(in[i])
 	}
-	v := make([]nat.Verdict, len(in))
-	w.Process(in, v)
+	got, v := through(w, in)
 	for i, x := range v {
-		if x != nat.Pass || string(in[i]) != orig[i] {
-			t.Fatalf("fragment %d: %v (changed: %v), want pass, unchanged", i, x, string(in[i]) != orig[i])
+		if x != nat.Pass || string(got[i]) != orig[i] {
+			t.Fatalf("fragment %d: %v (changed: %v), want pass, unchanged", i, x, string(got[i]) != orig[i])
 		}
 	}
 	if n := e.Drops(nat.DropFragmentNoFirst); n != 0 {

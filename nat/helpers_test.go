@@ -154,6 +154,28 @@ func engine(t testing.TB, mode nat.Mode, capacity int) *nat.Engine {
 	return e
 }
 
+// through runs pkts through w as one batch and returns what leaves, as a
+// device would send it: the packets neither held nor dropped, then the
+// ones released
+// (the fragments of datagrams the batch completed), each with its
+// verdict, copied out of the engine's pool.
+func through(w *nat.Worker, pkts [][]byte) ([][]byte, []nat.Verdict) {
+	v := make([]nat.Verdict, len(pkts))
+	w.Process(pkts, v)
+	var out [][]byte
+	var vs []nat.Verdict
+	for i, x := range v {
+		if x != nat.Held && x != nat.Drop {
+			out, vs = append(out, pkts[i]), append(vs, x)
+		}
+	}
+	rel, rv := w.Released()
+	for i := range rel {
+		out, vs = append(out, append([]byte(nil), rel[i]...)), append(vs, rv[i])
+	}
+	return out, vs
+}
+
 // one runs a single packet through a worker.
 func one(w *nat.Worker, b []byte) nat.Verdict {
 	v := []nat.Verdict{0}

@@ -133,8 +133,7 @@ func TestIPv6Fragments(t *testing.T) {
 		gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true}, ip, fh, gopacket.Payload(body[off:end]))
 		frags = append(frags, append([]byte(nil), buf.Bytes()...))
 	}
-	v := make([]nat.Verdict, len(frags))
-	w.Process(frags, v)
+	frags, v := through(w, frags)
 	var p packet.Parsed
 	for i, f := range frags {
 		if v[i] != nat.Forward {

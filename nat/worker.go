@@ -17,6 +17,16 @@ type Worker struct {
 	segs         int            // how many packets it stands for (a GSO super-packet's segments)
 	csumOK       bool           // the device vouched for its transport checksum
 	seg          segment        // its TCP header, for window tracking
+	// Fragments (fragstore.go): datagrams completed in this batch, the
+	// packets released for the caller (Released: valid until the next
+	// Process call), and the datagrams whose chunks those packets are.
+	done      []heldDatagram
+	released  [][]byte
+	releasedV []Verdict
+	toFree    []heldDatagram
+	releasing bool          // a completed datagram's first fragment is going through packet
+	fp        packet.Parsed // its parse
+	fslot     slot
 	inner        packet.Parsed
 	slots        [batchSize]slot
 	snap         *snapshot
@@ -99,6 +109,7 @@ type Meta struct {
 // skb), and a dropped super-packet is one drop. A super-packet is
 // translated once, whole: its segments share the headers being rewritten.
 func (w *Worker) ProcessMeta(pkts [][]byte, meta []Meta, verdicts []Verdict) {
+	w.freeReleased()
 	w.epoch.Store(w.e.epoch.Load())
 	w.snap = w.e.conf.Load()
 	w.now = w.e.clock.Load()
@@ -114,7 +125,73 @@ func (w *Worker) ProcessMeta(pkts [][]byte, meta []Meta, verdicts []Verdict) {
 		w.batch(pkts[:n], bm, verdicts[:n])
 		pkts, verdicts = pkts[n:], verdicts[n:]
 	}
+	w.releaseDone()
 	w.epoch.Store(0)
+}
+
+// Released returns the packets the last Process call released besides
+// the ones it was given: the fragments of datagrams that it completed,
+// translated, in order (the first fragment first), with their verdicts
+// (Forward, Pass, ToL7 or Reply). They live in the engine's fragment
+// pool: send or copy them before the next Process call on this worker.
+func (w *Worker) Released() ([][]byte, []Verdict) { return w.released, w.releasedV }
+
+// releaseDone sends the datagrams completed in this call through the
+// engine: the first fragment as any packet (flow lookup or creation,
+// translation), the others with its translation.
+func (w *Worker) releaseDone() {
+	st := w.e.held
+	for i := range w.done {
+		d := &w.done[i]
+		w.toFree = append(w.toFree, *d)
+		first := d.pieces[0]
+		b := st.chunk(first.chunk, first.n)
+		if packet.Parse(b, &w.fp) != packet.ReasonNone {
+			continue // it parsed when it was held: cannot happen
+		}
+		s := &w.fslot
+		s.kw.fill(&w.fp)
+		s.h, s.hit = s.kw.hash(), false
+		w.p, w.h, w.segs, w.csumOK = &w.fp, s.h, 1, false
+		w.releasing = true
+		v := w.packet(b, s)
+		w.releasing = false
+		switch v {
+		case Drop, Held:
+			continue
+		case Reply:
+			w.released, w.releasedV = append(w.released, b[:s.n]), append(w.releasedV, v)
+			continue
+		}
+		w.released, w.releasedV = append(w.released, b), append(w.releasedV, v)
+		packet.Parse(b, &w.fp) // its addresses as translated
+		src, dst := w.fp.Src, w.fp.Dst
+		for _, h := range d.pieces[1:d.n] {
+			pb := st.chunk(h.chunk, h.n)
+			if packet.Parse(pb, &w.fp) != packet.ReasonNone {
+				continue
+			}
+			if v == Forward {
+				if w.fp.Src != src {
+					packet.SetSrc(pb, &w.fp, src, 0)
+				}
+				if w.fp.Dst != dst {
+					packet.SetDst(pb, &w.fp, dst, 0)
+				}
+			}
+			w.released, w.releasedV = append(w.released, pb), append(w.releasedV, v)
+		}
+	}
+	w.done = w.done[:0]
+}
+
+// freeReleased gives the chunks of the last call's released packets back.
+func (w *Worker) freeReleased() {
+	for i := range w.toFree {
+		w.e.held.release(&w.toFree[i])
+	}
+	w.toFree = w.toFree[:0]
+	w.released, w.releasedV = w.released[:0], w.releasedV[:0]
 }
 
 // batchSize is how many packets a worker pipelines at once.
@@ -226,6 +303,17 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 	p := w.p
 	if p.SourceRouted {
 		return w.drop(DropSourceRouted)
+	}
+	if p.IsFragment() && !w.releasing && len(b) <= fragChunk {
+		switch r, why, d := w.e.held.hold(w.e, b, p, w.now); r {
+		case holdComplete:
+			w.done = append(w.done, d)
+			return Held
+		case holdKept:
+			return Held
+		default:
+			return w.drop(why)
+		}
 	}
 	if !p.HasL4Header() {
 		return w.laterFragment(b)
@@ -771,6 +859,7 @@ func (e *Engine) Expire() int {
 	}
 	e.counts.expired.Add(uint64(n))
 	e.persist.expire(now)
+	e.held.expire(e, now)
 	e.mu.Lock()
 	q := e.quiescent()
 	keep := e.staleOwners[:0]

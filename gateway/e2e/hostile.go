@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -228,4 +229,146 @@ func stepDrops(ctx context.Context, e *Env) (string, error) {
 		return out, fmt.Errorf("/metrics has no vsgate_device_drops_total{counter=%q}", want)
 	}
 	return out, nil
+}
+
+// rawUDPFragments cuts a UDP datagram from src to dst into IPv4 fragments
+// carrying at most size bytes of data each.
+func rawUDPFragments(src, dst netip.AddrPort, payload []byte, size int, id uint16) [][]byte {
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IP(src.Addr().AsSlice()), DstIP: net.IP(dst.Addr().AsSlice())}
+	u := &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
+	_ = u.SetNetworkLayerForChecksum(ip)
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, u, gopacket.Payload(payload)); err != nil {
+		panic(err)
+	}
+	body := buf.Bytes()
+	var out [][]byte
+	for off := 0; off < len(body); off += size {
+		end := min(off+size, len(body))
+		fip := *ip
+		fip.Id, fip.FragOffset = id, uint16(off/8)
+		if end < len(body) {
+			fip.Flags = layers.IPv4MoreFragments
+		}
+		fb := gopacket.NewSerializeBuffer()
+		_ = gopacket.SerializeLayers(fb, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, &fip, gopacket.Payload(body[off:end]))
+		out = append(out, append([]byte(nil), fb.Bytes()...))
+	}
+	return out
+}
+
+// udpAsk sends the fragments (built for the socket's local port) with
+// rawSend and waits for the echo on the socket.
+func (e *Env) udpAsk(ctx context.Context, pc net.PacketConn, frags [][]byte, want string, wait time.Duration) (time.Duration, error) {
+	start := time.Now()
+	if err := rawSend(e.client, frags); err != nil {
+		return 0, err
+	}
+	_ = pc.SetReadDeadline(start.Add(wait))
+	buf := make([]byte, 9000)
+	for {
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			return time.Since(start), fmt.Errorf("no answer within %v: %w", wait, err)
+		}
+		if strings.HasSuffix(string(buf[:n]), want) {
+			return time.Since(start), nil
+		}
+	}
+}
+
+// reassembled reads a real server's IPv4 reassembly counter (ReasmReqds:
+// fragments its kernel received for reassembly).
+func reassembled(ctx context.Context, h *netlab.Host) (int, error) {
+	out, err := h.Run(ctx, "cat", "/proc/net/snmp")
+	if err != nil {
+		return 0, err
+	}
+	var names []string
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		if len(f) < 2 || f[0] != "Ip:" {
+			continue
+		}
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "ReasmReqds" && i < len(f) {
+				var v int
+				_, err := fmt.Sscan(f[i], &v)
+				return v, err
+			}
+		}
+	}
+	return 0, fmt.Errorf("no ReasmReqds in /proc/net/snmp")
+}
+
+// stepFragments: a datagram whose fragments come in reverse order is
+// answered; then a storm of 20,000 incomplete datagrams (random
+// identifiers, sources in 200 /24s) with a real fragmented request in the middle:
+// the request is answered within 1 s, and the real servers' reassembly
+// sees no fragment of the storm.
+func stepFragments(ctx context.Context, e *Env) (string, error) {
+	vip := netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 53)
+	pc, err := e.client.ListenPacket("udp4", "198.18.0.2:0")
+	if err != nil {
+		return "", err
+	}
+	defer pc.Close()
+	me := pc.LocalAddr().(*net.UDPAddr).AddrPort()
+	me = netip.AddrPortFrom(me.Addr().Unmap(), me.Port())
+	payload := strings.Repeat("r", 3000)
+	f := rawUDPFragments(me, vip, []byte(payload), 1200, 4242)
+	slices.Reverse(f)
+	took, err := e.udpAsk(ctx, pc, f, payload, 3*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("reversed fragments: %w", err)
+	}
+	detail := fmt.Sprintf("a 3000-byte datagram in %d fragments, last first: answered in %v", len(f), took.Round(time.Millisecond))
+
+	before := map[string]int{}
+	for _, b := range e.Lab.Topo.Plan.Backends {
+		if before[b], err = reassembled(ctx, e.Lab.MustHost(b)); err != nil {
+			return detail, err
+		}
+	}
+	r := rand.New(rand.NewPCG(11, 13))
+	var storm [][]byte
+	for i := range 20000 {
+		// From 200 /24s other than the client's: the storm of the many
+		// (one /24's share of the pool is a sixteenth of it).
+		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(10 + i%200), byte(1 + i/200%250)}), uint16(20000+i%1000))
+		storm = append(storm, rawUDPFragments(src, vip, []byte(strings.Repeat("s", 1000)), 600, uint16(r.Uint32()))[0])
+	}
+	half := len(storm) / 2
+	if err := rawSend(e.client, storm[:half]); err != nil {
+		return detail, err
+	}
+	legit := "in the storm " + strings.Repeat("x", 2500)
+	took, err = e.udpAsk(ctx, pc, rawUDPFragments(me, vip, []byte(legit), 1200, 777), legit, time.Second)
+	if err != nil {
+		return detail, fmt.Errorf("the real request in the storm: %w", err)
+	}
+	if err := rawSend(e.client, storm[half:]); err != nil {
+		return detail, err
+	}
+	time.Sleep(100 * time.Millisecond)
+	var seen []string
+	for _, b := range e.Lab.Topo.Plan.Backends {
+		n, err := reassembled(ctx, e.Lab.MustHost(b))
+		if err != nil {
+			return detail, err
+		}
+		seen = append(seen, fmt.Sprintf("%s +%d", b, n-before[b]))
+		if n-before[b] > 2*3 { // the real request's fragments, and its answer's are not counted here
+			return detail, fmt.Errorf("%s reassembled %d fragments during the storm", b, n-before[b])
+		}
+	}
+	inc, _ := e.metricValue(ctx, `vsgate_drops_total{reason="fragment_incomplete"}`)
+	bud, _ := e.metricValue(ctx, `vsgate_drops_total{reason="fragment_budget"}`)
+	detail += fmt.Sprintf("\n20,000 incomplete datagrams from 200 /24s, a real fragmented request in the middle: answered in %v; real servers' reassembly during the storm: %s; held fragments given up so far: %v incomplete, %v over budget",
+		took.Round(time.Millisecond), strings.Join(seen, ", "), inc, bud)
+	return detail, nil
 }

@@ -53,6 +53,7 @@ func Steps() []Step {
 		{"UDP service (port 53) answered by a real server", stepUDP},
 		{"a spoofed-source handshake flood (2,000 sources: SYN, then an ACK with a bad checksum or a blind guess) leaves no ESTABLISHED flow, and a real client is served meanwhile", stepSpoofedHandshakes},
 		{"10,000 RSTs with random sequence numbers at 22 live connections' 4-tuples break none of them", stepBlindRSTs},
+		{"fragments: a datagram whose fragments come last first is answered; a storm of 20,000 incomplete datagrams never reaches the real servers, and a real fragmented request in it is answered within 1 s", stepFragments},
 		{"every drop visible: vsgate adm drops and /metrics show vsgate's drops by reason and the device's own losses", stepDrops},
 		{"fragments and ICMP errors: a 5000-byte datagram (fragmented both ways) echoed whole; a real server's port unreachable reaches the client", stepFragmentsICMP},
 		{"IPv6: 30 requests to [2001:db8::10]:80 spread 10/10/10", stepIPv6},
