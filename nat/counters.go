@@ -54,25 +54,25 @@ func (c *counterSet) count(d Dir, segs, n int) {
 type DropReason int
 
 const (
-	DropNoFlow           = DropReason(packet.NumReasons) + iota // TCP segment without SYN for no known flow
-	DropNoBackend                                               // the scheduler had no available backend
-	DropTableFull                                               // no room for a new flow, nothing evictable
-	DropSourceRouted                                            // a source route still pending
-	DropFragmentNoFirst                                         // a later fragment whose first fragment was not seen (or is too old)
-	DropICMPNoFlow                                              // an ICMP error about no known flow
-	DropMasqUnsolicited                                         // inbound to a masquerade address, no flow
-	DropUnmatched                                               // matched nothing, and the default is drop
-	DropPortsExhausted                                          // no free FULLNAT or masquerade port
-	DropBackendRemoved                                          // a flow of a removed backend, ended (Config.ResetRemoved)
-	DropRealServerNoFlow                                        // from a service's real server (address and port), for no known flow
-	DropBadChecksum                                             // a TCP segment that would open a flow or change its state has a bad checksum
-	DropTCPOutOfWindow                                          // a TCP segment outside its flow's window (or a SYN-ACK that does not answer the SYN)
-	DropSourceFlows                                             // its source prefix holds Config.SourceFlows flows already
-	DropSourceHalfOpen                                          // its source prefix holds Config.SourceHalfOpen half-open flows already
-	DropFragmentIncomplete                                      // a held fragment of a datagram that did not complete in time, or was given up for room
-	DropFragmentBudget                                          // a fragment refused: its source's share of the fragment pool is full
-	DropFragmentDuplicate                                       // a copy of a fragment already held
-	DropFragmentMalformed                                       // a fragment that overlaps another, or a datagram too long or in too many pieces
+	DropNoFlow             = DropReason(packet.NumReasons) + iota // TCP segment without SYN for no known flow
+	DropNoBackend                                                 // the scheduler had no available backend
+	DropTableFull                                                 // no room for a new flow, nothing evictable
+	DropSourceRouted                                              // a source route still pending
+	DropFragmentNoFirst                                           // a later fragment whose first fragment was not seen (or is too old)
+	DropICMPNoFlow                                                // an ICMP error about no known flow
+	DropMasqUnsolicited                                           // inbound to a masquerade address, no flow
+	DropUnmatched                                                 // matched nothing, and the default is drop
+	DropPortsExhausted                                            // no free FULLNAT or masquerade port
+	DropBackendRemoved                                            // a flow of a removed backend, ended (Config.ResetRemoved)
+	DropRealServerNoFlow                                          // from a service's real server (address and port), for no known flow
+	DropBadChecksum                                               // a TCP segment that would open a flow or change its state has a bad checksum
+	DropTCPOutOfWindow                                            // a TCP segment outside its flow's window (or a SYN-ACK that does not answer the SYN)
+	DropSourceFlows                                               // its source prefix holds Config.SourceFlows flows already
+	DropSourceHalfOpen                                            // its source prefix holds Config.SourceHalfOpen half-open flows already
+	DropFragmentIncomplete                                        // a held fragment of a datagram that did not complete in time, or was given up for room
+	DropFragmentBudget                                            // a fragment refused: its source's share of the fragment pool is full
+	DropFragmentDuplicate                                         // a copy of a fragment already held
+	DropFragmentMalformed                                         // a fragment that overlaps another, or a datagram too long or in too many pieces
 	numDropReasons
 )
 

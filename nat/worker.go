@@ -11,22 +11,22 @@ import (
 // scratch state; one Worker must not be used by two goroutines at once,
 // but any number of Workers share one Engine.
 type Worker struct {
-	e            *Engine
-	p            *packet.Parsed // the packet being handled: &slots[i].p
-	h            uint64         // its flow key's hash
-	segs         int            // how many packets it stands for (a GSO super-packet's segments)
-	csumOK       bool           // the device vouched for its transport checksum
-	seg          segment        // its TCP header, for window tracking
+	e      *Engine
+	p      *packet.Parsed // the packet being handled: &slots[i].p
+	h      uint64         // its flow key's hash
+	segs   int            // how many packets it stands for (a GSO super-packet's segments)
+	csumOK bool           // the device vouched for its transport checksum
+	seg    segment        // its TCP header, for window tracking
 	// Fragments (fragstore.go): datagrams completed in this batch, the
 	// packets released for the caller (Released: valid until the next
 	// Process call), and the datagrams whose chunks those packets are.
-	done      []heldDatagram
-	released  [][]byte
-	releasedV []Verdict
-	toFree    []heldDatagram
-	releasing bool          // a completed datagram's first fragment is going through packet
-	fp        packet.Parsed // its parse
-	fslot     slot
+	done         []heldDatagram
+	released     [][]byte
+	releasedV    []Verdict
+	toFree       []heldDatagram
+	releasing    bool          // a completed datagram's first fragment is going through packet
+	fp           packet.Parsed // its parse
+	fslot        slot
 	inner        packet.Parsed
 	slots        [batchSize]slot
 	snap         *snapshot
