@@ -465,24 +465,15 @@ func InUse(prefix string) bool {
 
 // Leftovers returns the names of namespaces in NetnsDir that start with
 // prefix (a run prefix, or NamePrefix for every run).
-func Leftovers(prefix string) []string {
-	ents, err := os.ReadDir(NetnsDir)
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), prefix) {
-			out = append(out, e.Name())
-		}
-	}
-	return out
-}
+func Leftovers(prefix string) []string { return entriesWithPrefix(NetnsDir, prefix) }
 
 // leftoverEtc returns the per-namespace /etc directories of runs that
 // start with prefix.
-func leftoverEtc(prefix string) []string {
-	ents, err := os.ReadDir(EtcNetnsDir)
+func leftoverEtc(prefix string) []string { return entriesWithPrefix(EtcNetnsDir, prefix) }
+
+// entriesWithPrefix lists the names in dir that start with prefix.
+func entriesWithPrefix(dir, prefix string) []string {
+	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
 	}

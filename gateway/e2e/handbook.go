@@ -216,17 +216,9 @@ func stepHandbookTelnet(ctx context.Context, e *Env) (string, error) {
 	if _, err := e.AdmCommand(ctx, line...); err != nil {
 		return "", err
 	}
-	seen := map[string]int{}
-	for i := range 4 {
-		got, err := e.echo(ctx, netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 23).String(), fmt.Sprintf("login %d", i))
-		if err != nil {
-			return fmtSpread(seen), err
-		}
-		name, rest, ok := strings.Cut(got, ": ")
-		if !ok || rest != fmt.Sprintf("login %d", i) {
-			return fmtSpread(seen), fmt.Errorf("answer %q", got)
-		}
-		seen[name]++
+	seen, err := e.echoSessions(ctx, netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 23), "login", 4)
+	if err != nil {
+		return fmtSpread(seen), err
 	}
 	detail := "vsgate adm " + strings.Join(line, " ") + "\nsessions per real server: " + fmtSpread(seen)
 	if seen["b1"] != 2 || seen["b2"] != 2 {

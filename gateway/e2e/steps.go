@@ -121,23 +121,33 @@ func stepHTTPSpread(ctx context.Context, e *Env) (string, error) {
 }
 
 func stepTCPEcho(ctx context.Context, e *Env) (string, error) {
-	vip := netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 7).String()
-	seen := map[string]int{}
-	for i := range 3 {
-		got, err := e.echo(ctx, vip, fmt.Sprintf("hello %d", i))
-		if err != nil {
-			return fmtSpread(seen), err
-		}
-		name, rest, ok := strings.Cut(got, ": ")
-		if !ok || rest != fmt.Sprintf("hello %d", i) {
-			return fmtSpread(seen), fmt.Errorf("answer %q", got)
-		}
-		seen[name]++
+	seen, err := e.echoSessions(ctx, netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 7), "hello", 3)
+	if err != nil {
+		return fmtSpread(seen), err
 	}
 	if len(seen) != 3 {
 		return fmtSpread(seen), fmt.Errorf("3 connections reached %d real servers, want 3 (rr)", len(seen))
 	}
 	return fmtSpread(seen), nil
+}
+
+// echoSessions opens n sessions to the line service at addr, one line
+// each ("word i"), and counts the real servers that answered.
+func (e *Env) echoSessions(ctx context.Context, addr netip.AddrPort, word string, n int) (map[string]int, error) {
+	seen := map[string]int{}
+	for i := range n {
+		line := fmt.Sprintf("%s %d", word, i)
+		got, err := e.echo(ctx, addr.String(), line)
+		if err != nil {
+			return seen, err
+		}
+		name, rest, ok := strings.Cut(got, ": ")
+		if !ok || rest != line {
+			return seen, fmt.Errorf("answer %q", got)
+		}
+		seen[name]++
+	}
+	return seen, nil
 }
 
 func stepWeights(ctx context.Context, e *Env) (string, error) {
