@@ -390,7 +390,7 @@ func (g *Gateway) work(i int, d tun.Device) error {
 	// fragments).
 	extra := make([][]byte, 2*n)
 	for j := range extra {
-		extra[j] = make([]byte, h+2048)
+		extra[j] = make([]byte, size)
 	}
 	pkts := make([][]byte, n)
 	verdicts := make([]nat.Verdict, n)

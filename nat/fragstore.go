@@ -18,7 +18,8 @@ import (
 // reach the real servers' reassembly.
 //
 // Bounds, as the kernel's ipfrag_high_thresh and ipfrag_time: the pool
-// holds fragBudget bytes in fragChunk-byte chunks and fragDatagrams
+// (allocated at the first fragment) holds fragBudget bytes in
+// fragChunk-byte chunks and fragDatagrams
 // datagrams; when either is full, the datagram that started longest ago
 // is given up (counted: fragment_incomplete), so a storm of random
 // identifiers cannot keep a legitimate datagram, whose fragments arrive
@@ -29,16 +30,17 @@ import (
 // longer than an IP datagram can be end it (fragment_malformed; RFC 5722
 // makes overlaps fatal for IPv6, and for IPv4 they are an attack).
 //
-// A fragment longer than fragChunk (jumbo frames) is not held: it goes the
-// way of the first-fragment cache (frag.go), which forwards a datagram's
-// fragments as they come once its first has been translated.
+// A fragment longer than fragChunk (a link with an MTU over 9216) is not
+// held: it goes the way of the first-fragment cache (frag.go), which
+// forwards a datagram's fragments as they come once its first has been
+// translated.
 //
 // The store takes a mutex: fragments are not the established-flow path.
 
 const (
-	fragChunk     = 1536                   // the longest fragment held, IP header included
-	fragBudget    = 4 << 20                // bytes of fragments held, all datagrams together
-	fragChunks    = fragBudget / fragChunk // 2730
+	fragChunk     = 9216                   // the longest fragment held, IP header included: a jumbo frame's
+	fragBudget    = 16 << 20               // bytes of fragments held, all datagrams together
+	fragChunks    = fragBudget / fragChunk // 1820
 	fragDatagrams = 1024                   // datagrams held at once
 	fragPieces    = 64                     // fragments of one datagram (64 of 1480 bytes pass 65535)
 	fragPerSource = fragChunks / 16        // chunks one source prefix may hold
@@ -79,13 +81,16 @@ type fragStore struct {
 	seq       uint64
 }
 
-func newFragStore() *fragStore {
-	s := &fragStore{pool: make([]byte, fragChunks*fragChunk), dgs: make([]heldDatagram, fragDatagrams),
-		index: make(map[fragKey]int32, fragDatagrams), free: make([]int32, 0, fragChunks)}
+func newFragStore() *fragStore { return &fragStore{} }
+
+// allocate makes the pool, at the first fragment: an engine that never
+// sees one does not pay its 17 MB. Caller holds s.mu.
+func (s *fragStore) allocate() {
+	s.pool, s.dgs = make([]byte, fragChunks*fragChunk), make([]heldDatagram, fragDatagrams)
+	s.index, s.free = make(map[fragKey]int32, fragDatagrams), make([]int32, 0, fragChunks)
 	for i := fragChunks - 1; i >= 0; i-- {
 		s.free = append(s.free, int32(i))
 	}
-	return s
 }
 
 // chunk returns chunk c's bytes, n long.
@@ -123,6 +128,9 @@ func (s *fragStore) hold(e *Engine, b []byte, p *packet.Parsed, now int64) (hold
 	off, dlen := int32(p.FragOff), int32(p.End-p.L4Off)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.pool == nil {
+		s.allocate()
+	}
 	i, ok := s.index[k]
 	if !ok {
 		src := sourceSlot(p.Src)

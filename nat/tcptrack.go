@@ -114,12 +114,16 @@ func (t *tcpSide) setFlags(f uint32) {
 type tcpTrack [2]tcpSide
 
 const (
-	sideSeen   = 1 << iota // a segment of this side has been seen
-	sideWScale             // the side's SYN offered window scaling
+	sideSeen    = 1 << iota // a segment of this side has been seen
+	sideWScale              // the side's SYN offered window scaling
+	sideAdopted             // the side was taken up mid-stream: its window scale is unknown
 
 	// maxAckWindow is conntrack's MAXACKWINCONST: how far behind the
 	// receiver's end an acknowledgement may be.
 	maxAckWindow = 66000
+	// maxSynData is how much data a SYN may carry that its SYN-ACK need
+	// not acknowledge (TCP Fast Open's cookie data).
+	maxSynData = 65535
 )
 
 func seqBefore(a, b uint32) bool { return int32(a-b) < 0 }
@@ -183,7 +187,7 @@ func (tr *tcpTrack) start(s *segment) {
 		tr.startSide(DirOriginal, s)
 		return
 	}
-	tr[DirOriginal].set(s.end, s.end+max(s.win, 1), max(s.win, 1), sideSeen)
+	tr[DirOriginal].set(s.end, s.end+max(s.win, 1), max(s.win, 1), sideSeen|sideAdopted)
 }
 
 // windowVerdict is what the window check says of a segment.
@@ -200,10 +204,27 @@ const (
 // inWindow checks segment s of direction d against the flow's sides and
 // records it if it passes. A flow exempt from the check (liberal) records
 // a segment that did not pass with accept.
-func (tr *tcpTrack) inWindow(d Dir, s *segment) windowVerdict {
+//
+// A SYN restarts its side only while the flow is opening (st: NONE,
+// SYN_SENT, SYN_RECV, SYNACK) or closed (TIME_WAIT, CLOSE: a new
+// connection on the same ports, which restarts both sides); on a live
+// flow it is forwarded without being recorded (windowHold), as
+// conntrack ignores it, so a blind or late SYN cannot move the window.
+func (tr *tcpTrack) inWindow(d Dir, s *segment, st tcpState) windowVerdict {
 	snd, rcv := &tr[d], &tr[1-d]
 	if s.flags&packet.TCPFlagSYN != 0 {
-		if s.flags&packet.TCPFlagACK != 0 && rcv.flags()&sideSeen != 0 && s.ack != rcv.end() {
+		switch st {
+		case tcpNone, tcpSynSent, tcpSynRecv, tcpSynAck:
+		case tcpTimeWait, tcpClose:
+			rcv.win.Store(0)
+		default:
+			return windowHold
+		}
+		// A SYN-ACK acknowledges the SYN: its sequence number plus one,
+		// or up to the end of data the SYN carried (TCP Fast Open, which
+		// a server may ignore).
+		if rcvEnd := rcv.end(); s.flags&packet.TCPFlagACK != 0 && rcv.flags()&sideSeen != 0 &&
+			(seqAfter(s.ack, rcvEnd) || seqBefore(s.ack, rcvEnd-maxSynData)) {
 			return windowBadSynAck // not an answer to the SYN this flow saw
 		}
 		tr.startSide(d, s)
@@ -216,6 +237,15 @@ func (tr *tcpTrack) inWindow(d Dir, s *segment) windowVerdict {
 		return windowOK
 	}
 	rw := rcv.win.Load()
+	if (sf|uint32(rw))&sideAdopted != 0 {
+		// A side taken up mid-stream has no known window scale: its
+		// windows cannot be checked (conntrack is as loose with such
+		// flows). Record what can be.
+		if s.flags&packet.TCPFlagRST == 0 {
+			tr.accept(d, s)
+		}
+		return windowOK
+	}
 	rp := rcv.pos.Load()
 	rcvEnd := uint32(rp >> 32)
 	ack := s.ack
@@ -253,7 +283,11 @@ func (tr *tcpTrack) accept(d Dir, s *segment) {
 	case s.flags&packet.TCPFlagSYN != 0:
 		tr.startSide(d, s)
 	case uint32(sw)&sideSeen == 0:
-		snd.set(s.end, s.end+max(s.win, 1), max(s.win, 1), sideSeen)
+		// The other side of a flow taken up mid-stream is taken up too;
+		// a side of a flow that began with a SYN is not (its SYN-ACK
+		// restarts it).
+		f := uint32(sideSeen) | tr[1-d].flags()&sideAdopted
+		snd.set(s.end, s.end+max(s.win, 1), max(s.win, 1), f)
 	case s.flags&packet.TCPFlagRST == 0:
 		ack := s.ack
 		if s.flags&packet.TCPFlagACK == 0 {

@@ -257,3 +257,56 @@ func FuzzTCPTrack(f *testing.F) {
 		}
 	})
 }
+
+// TestSYNOnLiveFlow: a SYN at an established flow (blind, or a late
+// duplicate) is forwarded without moving the window: the connection goes
+// on; on a closed flow (TIME_WAIT) it starts a new connection.
+func TestSYNOnLiveFlow(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	rip := established(t, w, client)
+	one(w, tcpSeq(client, vip, syn, 0, 2_000_000_000, 0))
+	if v := one(w, tcpSeq(client, vip, ack, 10, 102, 5001)); v != nat.Forward {
+		t.Fatalf("data after a blind SYN: %v", v)
+	}
+	if v := one(w, tcpSeq(rip, client, ack, 0, 5001, 112)); v != nat.Forward {
+		t.Fatalf("the server's ACK after a blind SYN: %v", v)
+	}
+	if st := flowState(e, client); st != "ESTABLISHED" {
+		t.Fatalf("state %s", st)
+	}
+}
+
+// TestSYNData: a SYN-ACK that acknowledges only the SYN of a SYN that
+// carried data (TCP Fast Open, the data ignored) is the SYN's answer.
+func TestSYNData(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	b := tcp(client, vip, syn, 10)
+	one(w, b)
+	_, rip := endpoints(t, b)
+	if v := one(w, tcpSeq(rip, client, synack, 0, 5000, 2)); v != nat.Forward {
+		t.Fatalf("SYN-ACK acknowledging the SYN but not its data: %v", v)
+	}
+}
+
+// TestAdoptedScale: a flow taken up mid-stream (sloppy) has no known
+// window scale; segments beyond its unscaled window are not dropped.
+func TestAdoptedScale(t *testing.T) {
+	e, err := nat.New(nat.Config{Capacity: 16, Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(),
+		Scheduler: "rr", Sloppy: true, Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	b := tcpSeq(client, vip, ack, 0, 1000, 9000)
+	if one(w, b) != nat.Forward {
+		t.Fatal("adoption refused")
+	}
+	_, rip := endpoints(t, b)
+	for i := range 5 {
+		if v := one(w, tcpSeq(rip, client, ack, 1400, 9000+uint32(i)*1400, 1000)); v != nat.Forward {
+			t.Fatalf("server segment %d of an adopted flow: %v", i, v)
+		}
+	}
+}

@@ -412,8 +412,14 @@ func (w *Worker) tcpGate(b []byte, f *flow, d Dir, own *owner) (ev int, pass boo
 		w.drop(DropBadChecksum)
 		return -1, false
 	}
+	if p.IsFragment() {
+		// The first fragment of a released datagram: its data runs on
+		// in fragments this header does not count, so its end is not
+		// known here. Its flags still move the state.
+		return ev, true
+	}
 	w.seg.read(b, p)
-	switch f.tcp.inWindow(d, &w.seg) {
+	switch f.tcp.inWindow(d, &w.seg, tcpState(st)) {
 	case windowOK:
 		return ev, true
 	case windowHold:
@@ -513,13 +519,15 @@ func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) {
 			ns = uint32(tcpTransitions[d][ev][st])
 		}
 		if ns != st {
+			var sl *srcSlot // read before the swap: after it the slot may be recycled
+			if w.e.src != nil && halfOpen(st) != halfOpen(ns) {
+				sl = w.e.sourceOf(f)
+			}
 			if !f.state.CompareAndSwap(s, s&^stateMask|ns) {
 				return // removed, recycled or moved on concurrently; that path accounts
 			}
 			accountTransition(own, tcpState(st), tcpState(ns))
-			if w.e.src != nil && halfOpen(st) != halfOpen(ns) {
-				w.e.sourceOf(f).moved(st, ns)
-			}
+			sl.moved(st, ns)
 		}
 	}
 	// Load the deadline, then check the flow is still ours, then swap: a

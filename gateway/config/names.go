@@ -43,28 +43,29 @@ func (f *file) resolveNames(ctx context.Context, res names.Resolver, r *report) 
 		return nil
 	}
 	var out []Resolution
-	cache := map[string][]netip.Addr{} // each name is looked up once per file
+	type answer struct {
+		addrs []netip.Addr
+		msg   string
+	}
+	cache := map[string]answer{} // each name is looked up once per file
 	lookup := func(path, host string) []netip.Addr {
-		if addrs, ok := cache[host]; ok {
-			if addrs == nil {
-				r.fail(path, fmt.Sprintf("host name %s has no address", host), "add it to the hosts file or DNS, or write the address")
+		a, ok := cache[host]
+		if !ok {
+			addrs, err := res.LookupHost(ctx, host)
+			switch {
+			case err == nil && len(addrs) > 0:
+				a.addrs = addrs
+			case err == nil || errors.Is(err, names.ErrNotFound):
+				a.msg = fmt.Sprintf("host name %s has no address", host)
+			default:
+				a.msg = fmt.Sprintf("host name %s: %v", host, err)
 			}
-			return addrs
+			cache[host] = a
 		}
-		addrs, err := res.LookupHost(ctx, host)
-		cache[host] = addrs
-		if err == nil && len(addrs) == 0 {
-			err = names.ErrNotFound
+		if a.addrs == nil {
+			r.fail(path, a.msg, "add it to the hosts file or DNS, or write the address")
 		}
-		if err != nil {
-			msg := fmt.Sprintf("host name %s: %v", host, err)
-			if errors.Is(err, names.ErrNotFound) {
-				msg = fmt.Sprintf("host name %s has no address", host)
-			}
-			r.fail(path, msg, "add it to the hosts file or DNS, or write the address")
-			return nil
-		}
-		return addrs
+		return a.addrs
 	}
 	raw := &f.raw
 	n := len(raw.Services)
