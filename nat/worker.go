@@ -153,11 +153,9 @@ func (w *Worker) releaseDone() {
 		s.kw.fill(&w.fp)
 		s.h, s.hit = s.kw.hash(), false
 		w.p, w.h, w.segs, w.csumOK = &w.fp, s.h, 1, false
-		w.releasing = true
-		v := w.packet(b, s)
-		w.releasing = false
+		v := w.translate(b, s)
 		switch v {
-		case Drop, Held:
+		case Drop:
 			continue
 		case Reply:
 			w.released, w.releasedV = append(w.released, b[:s.n]), append(w.releasedV, v)
@@ -304,7 +302,7 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 	if p.SourceRouted {
 		return w.drop(DropSourceRouted)
 	}
-	if p.IsFragment() && !w.releasing && len(b) <= fragChunk {
+	if p.IsFragment() && len(b) <= fragChunk {
 		switch r, why, d := w.e.held.hold(w.e, b, p, w.now); r {
 		case holdComplete:
 			w.done = append(w.done, d)
@@ -315,15 +313,30 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 			return w.drop(why)
 		}
 	}
+	if !p.MoreFrags || !p.HasL4Header() {
+		return w.translate(b, s)
+	}
+	// The first fragment of a datagram too long to hold: remember its
+	// translation for the fragments after it (frag.go). Only a
+	// translated, passed or L7 one: a reset or dropped one must not lend
+	// its untranslated addresses to them.
+	fk := fragKeyOf(p)
+	v := w.translate(b, s)
+	if v == Forward || v == Pass || v == ToL7 {
+		w.e.frags.put(fk, v, p.Src, p.Dst, w.now+w.e.fragTimeout)
+	}
+	return v
+}
+
+// translate handles a packet that is not held: a later fragment of an
+// unheld datagram, an ICMP error, or a packet of a flow, known or new.
+func (w *Worker) translate(b []byte, s *slot) Verdict {
+	p := w.p
 	if !p.HasL4Header() {
 		return w.laterFragment(b)
 	}
 	if p.IsICMPError() {
 		return w.icmpError(b)
-	}
-	var fk fragKey
-	if p.MoreFrags {
-		fk = fragKeyOf(p) // the first fragment: remember its translation below
 	}
 	ref, gen, ok := s.ref, s.gen, s.hit
 	for {
@@ -331,19 +344,9 @@ func (w *Worker) packet(b []byte, s *slot) Verdict {
 			ref, gen, ok = w.e.tab.lookupHashed(&s.kw, s.h)
 		}
 		if !ok {
-			v := w.newFlow(b, &s.kw)
-			if p.MoreFrags && (v == Forward || v == Pass || v == ToL7) {
-				w.e.frags.put(fk, v, p.Src, p.Dst, w.now+w.e.fragTimeout)
-			}
-			return v
+			return w.newFlow(b, &s.kw)
 		}
 		if v, ok := w.established(b, ref, gen, s); ok {
-			// Only a translated first fragment is remembered: a reset
-			// or dropped one must not lend its untranslated addresses
-			// to the fragments after it.
-			if v == Forward && p.MoreFrags {
-				w.e.frags.put(fk, v, p.Src, p.Dst, w.now+w.e.fragTimeout)
-			}
 			return v
 		}
 		// The flow was recycled under us: look again.
