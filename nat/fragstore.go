@@ -100,15 +100,7 @@ func (s *fragStore) chunk(c, n int32) []byte {
 
 // sourceSlot is the per-source slot of addr's /24 (IPv4) or /64 (IPv6).
 func sourceSlot(addr [16]byte) uint16 {
-	var h uint32 = 2166136261
-	n := 8 // the /64
-	if addr[10] == 0xff && addr[11] == 0xff && [10]byte(addr[:10]) == [10]byte{} {
-		n = 15 // the /24 of an IPv4-mapped address
-	}
-	for _, b := range addr[:n] {
-		h = (h ^ uint32(b)) * 16777619
-	}
-	return uint16(h % fragSources)
+	return uint16(prefixHash(addr, 24, 64) % fragSources)
 }
 
 // holdResult is what hold did with a fragment.

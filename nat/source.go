@@ -46,17 +46,23 @@ func newSources(capacity, bits4, bits6 int) *sources {
 // slot is the counts of the source prefix of addr (16 bytes, IPv4
 // mapped).
 func (s *sources) slot(addr [16]byte) *srcSlot {
+	return &s.slots[prefixHash(addr, s.bits4, s.bits6)&s.mask]
+}
+
+// prefixHash hashes the prefix of addr (16 bytes, IPv4 mapped) that makes
+// one source: its first bits4 bits for IPv4, bits6 for IPv6.
+func prefixHash(addr [16]byte, bits4, bits6 int) uint64 {
 	hi, lo := binary.BigEndian.Uint64(addr[:8]), binary.BigEndian.Uint64(addr[8:])
 	if hi == 0 && lo>>32 == 0xffff {
-		lo &= ^uint64(0) << (32 - s.bits4)
-	} else if s.bits6 <= 64 {
-		hi &= ^uint64(0) << (64 - s.bits6)
+		lo &= ^uint64(0) << (32 - bits4)
+	} else if bits6 <= 64 {
+		hi &= ^uint64(0) << (64 - bits6)
 		lo = 0
 	} else {
-		lo &= ^uint64(0) << (128 - s.bits6)
+		lo &= ^uint64(0) << (128 - bits6)
 	}
 	h := (hi*0x9e3779b97f4a7c15 ^ lo) * 0xc2b2ae3d27d4eb4f
-	return &s.slots[(h>>32^h)&s.mask]
+	return h>>32 ^ h
 }
 
 // halfOpen reports whether a flow in state st counts as half-open: a TCP
