@@ -866,40 +866,15 @@ func (g *Gateway) view(ctx context.Context, c *adm.Command) *adm.View {
 	}
 	if !c.Numeric {
 		var addrs []netip.Addr
-		var ports []portOf
 		for _, s := range v.Services {
 			addrs = append(addrs, s.VIP)
-			ports = append(ports, portOf{s.Proto, s.Port})
 			for _, b := range s.Backends {
 				addrs = append(addrs, b.Addr)
-				ports = append(ports, portOf{s.Proto, b.Port})
 			}
 		}
-		v.Names = g.lookupNames(ctx, addrs, ports)
+		v.Names = adm.LookupNames(ctx, g.names, addrs)
 	}
 	return v
-}
-
-// portOf is a port of a protocol, for a listing's names.
-type portOf struct {
-	proto uint8
-	port  uint16
-}
-
-// lookupNames finds the names a listing without -n shows: every address's
-// host name, all within names.DefaultTimeout, and the ports' service names.
-func (g *Gateway) lookupNames(ctx context.Context, addrs []netip.Addr, ports []portOf) *adm.Names {
-	n := &adm.Names{Hosts: names.HostNames(ctx, g.names, addrs), Ports: map[string]string{}}
-	for _, p := range ports {
-		word := "tcp"
-		if p.proto == packet.ProtoUDP {
-			word = "udp"
-		}
-		if s := g.names.PortName(word, p.port); s != "" {
-			n.Ports[fmt.Sprintf("%s/%d", word, p.port)] = s
-		}
-	}
-	return n
 }
 
 // masqNames are the names ipchains -L without -n shows: the hosts of host
@@ -915,7 +890,7 @@ func (g *Gateway) masqNames(ctx context.Context, c *adm.Command, cfg nat.Config)
 			addrs = append(addrs, m.Subnet().Addr())
 		}
 	}
-	return g.lookupNames(ctx, addrs, nil)
+	return adm.LookupNames(ctx, g.names, addrs)
 }
 
 // isServiceFlow tells virtual-service flows from masquerade flows.

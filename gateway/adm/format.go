@@ -2,6 +2,7 @@ package adm
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vsgate/vsgate/gateway/names"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
 )
@@ -36,11 +38,18 @@ type View struct {
 
 // Names are what a listing without -n shows in place of numbers: the host
 // names found for addresses (hosts file or reverse DNS, within a time
-// limit) and the service names of ports. A missing entry prints as the
-// number.
+// limit: LookupNames) and the service names of ports (Services, read from
+// the services file). A missing name prints as the number.
 type Names struct {
-	Hosts map[netip.Addr]string
-	Ports map[string]string // by "tcp/80"
+	Hosts    map[netip.Addr]string
+	Services names.Resolver // for PortName; nil: numbers
+}
+
+// LookupNames finds the host names of addrs with r, all within
+// names.DefaultTimeout together, for a listing without -n; ports are named
+// with r too.
+func LookupNames(ctx context.Context, r names.Resolver, addrs []netip.Addr) *Names {
+	return &Names{Hosts: names.HostNames(ctx, r, addrs), Services: r}
 }
 
 // host returns a's name, or a as a number.
@@ -54,8 +63,8 @@ func (n *Names) host(a netip.Addr) string {
 
 // port returns port's service name for proto, or the number.
 func (n *Names) port(proto uint8, port uint16) string {
-	if n != nil {
-		if s := n.Ports[fmt.Sprintf("%s/%d", protoWord(proto), port)]; s != "" {
+	if n != nil && n.Services != nil {
+		if s := n.Services.PortName(protoWord(proto), port); s != "" {
 			return s
 		}
 	}

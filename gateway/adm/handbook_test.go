@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/vsgate/vsgate/gateway/names"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
 )
@@ -222,7 +223,7 @@ func TestListNames(t *testing.T) {
 		Backends: []nat.BackendInfo{{Backend: nat.Backend{Addr: rip, Port: 80, Weight: 10}, ActiveConns: 1, InactiveConns: 2}},
 	}}, Names: &Names{
 		Hosts: map[netip.Addr]string{vip: "www.fuancn.cn", rip: "real-server-one.sales.fuancn.cn"},
-		Ports: map[string]string{"tcp/80": "http"},
+		Services: names.Map{Services: map[string]uint16{"tcp/http": 80}},
 	}}
 	c, _ := parse("-L")
 	var b bytes.Buffer
