@@ -222,7 +222,7 @@ func TestListNames(t *testing.T) {
 		Service:  nat.Service{Proto: packet.ProtoTCP, VIP: vip, Port: 80, Scheduler: "wrr"},
 		Backends: []nat.BackendInfo{{Backend: nat.Backend{Addr: rip, Port: 80, Weight: 10}, ActiveConns: 1, InactiveConns: 2}},
 	}}, Names: &Names{
-		Hosts: map[netip.Addr]string{vip: "www.fuancn.cn", rip: "real-server-one.sales.fuancn.cn"},
+		Hosts:    map[netip.Addr]string{vip: "www.fuancn.cn", rip: "real-server-one.sales.fuancn.cn"},
 		Services: names.Map{Services: map[string]uint16{"tcp/http": 80}},
 	}}
 	c, _ := parse("-L")
