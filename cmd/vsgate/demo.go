@@ -26,7 +26,7 @@ const demoUsage = `usage: vsgate demo [tun|afpacket|handbook|both|all]
               nothing
     handbook  "basic" on TUN again, replaying the virtual-server handbook:
               its ipmasqadm and ipchains lines typed into vsgate adm as it
-              writes them (198.18.x for its 192.168.0.x, www.fuancn.cn in
+              writes them (198.18.2.x for its private /24, www.fuancn.cn in
               the namespaces' hosts files), its test, its telnet case and
               its three ProxyPass lines
     both      tun and afpacket
@@ -46,7 +46,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	tun := demoPass{"TUN", e2e.Options{}, e2e.Steps(), "on TUN vsg0 (2 queues)"}
 	afp := demoPass{"AF_PACKET", e2e.Options{AFPacket: true}, e2e.AFPacketSteps(), "on AF_PACKET, interfaces out and in (2 sockets each)"}
 	book := demoPass{"the handbook, replayed", e2e.Options{Handbook: true}, e2e.HandbookSteps(),
-		"on TUN vsg0, with only the handbook's ProxyPass lines configured (method 2 is typed in with vsgate adm); the handbook's 192.168.0.1-3 are 198.18.2.11-13 here, its 192.168.0.0/24 is 198.18.2.0/24, and www.fuancn.cn is the VIP 198.18.0.10 / 2001:db8::10 in the client's and the gateway's hosts files"}
+		"on TUN vsg0, with only the handbook's ProxyPass lines configured (method 2 is typed in with vsgate adm); the handbook's private real servers .1-.3 are 198.18.2.11-13 here, their /24 is 198.18.2.0/24, and www.fuancn.cn is the VIP 198.18.0.10 / 2001:db8::10 in the client's and the gateway's hosts files"}
 	var passes []demoPass
 	switch {
 	case len(args) == 0 || len(args) == 1 && args[0] == "all":

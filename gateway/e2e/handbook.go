@@ -19,15 +19,15 @@ import (
 
 // The handbook replay: the virtual-server handbook's own command lines,
 // typed into `vsgate adm` as it writes them. Only the addresses are mapped
-// into the lab's ranges: its real servers 192.168.0.1, .2, .3 are
-// 198.18.2.11, .12, .13 (rs1..rs3), its subnet 192.168.0.0/24 is
+// into the lab's ranges: its real servers, .1, .2 and .3 of a private /24,
+// are 198.18.2.11, .12, .13 (rs1..rs3), that /24 is
 // 198.18.2.0/24, and its www.fuancn.cn is the VIP, named so in the
 // client's and the gateway's hosts files (netlab writes them; `ip netns
 // exec` mounts them), so the name resolves as it would have for the
 // handbook's reader.
 
 // handbookInside is the address the handbook's "ipchains -A forward -j MASQ
-// -d 192.168.0.0/24" masquerades to: one the real servers reach on their
+// -d NET" masquerades to: one the real servers reach on their
 // link (masquerade_inside in the replay's configuration; ipchains took the
 // gateway's inside interface address).
 var handbookInside = netip.MustParseAddr("198.18.2.254")
