@@ -112,8 +112,8 @@ func backendSide(t *Topology, gws []string, first int) {
 }
 
 // VIPName is the virtual server's host name in the labs' hosts files: the
-// virtual-server handbook's own, www.fuancn.cn (its 192.168.0.x real
-// servers are the plan's 198.18.2.11.. and are named rs1, rs2, ...).
+// virtual-server handbook's own, www.fuancn.cn (its real servers, on a private
+// /24 there, are the plan's 198.18.2.11.. and are named rs1, rs2, ...).
 const VIPName = "www.fuancn.cn"
 
 // labHosts are the hosts-file lines of a lab's client and gateway: the
