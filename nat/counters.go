@@ -73,13 +73,16 @@ const (
 	DropFragmentBudget                                            // a fragment refused: its source's share of the fragment pool is full
 	DropFragmentDuplicate                                         // a copy of a fragment already held
 	DropFragmentMalformed                                         // a fragment that overlaps another, or a datagram too long or in too many pieces
+	DropSynProxyCookie                                            // a TCP ACK for no flow to a SYN-proxied service, without a valid cookie
+	DropSynProxyEarly                                             // a segment of a proxied flow before the real server answered (the client was offered no window)
 	numDropReasons
 )
 
 var dropNames = [...]string{"no_flow", "no_backend", "table_full", "source_routed", "fragment_no_first",
 	"icmp_no_flow", "masq_unsolicited", "unmatched", "ports_exhausted", "backend_removed", "real_server_no_flow",
 	"bad_checksum", "tcp_out_of_window", "source_flow_limit", "source_half_open_limit",
-	"fragment_incomplete", "fragment_budget", "fragment_duplicate", "fragment_malformed"}
+	"fragment_incomplete", "fragment_budget", "fragment_duplicate", "fragment_malformed",
+	"syn_proxy_bad_cookie", "syn_proxy_early"}
 
 // String names the reason (the parser's names for parser reasons).
 func (r DropReason) String() string {
@@ -98,7 +101,32 @@ type counters struct {
 	evictions paddedCounter
 	expired   paddedCounter
 	resets    paddedCounter
+	// halfOpen is the half-open TCP flows in the table (SynProxyAuto).
+	halfOpen paddedCounter
+	// cookiesSent and cookiesValid are the SYN proxy's SYN-ACKs, and the
+	// ACKs that returned a valid cookie.
+	cookiesSent, cookiesValid paddedCounter
 }
+
+// countHalfOpen adds n (1 or -1) to the half-open count if st is a
+// half-open state.
+func (e *Engine) countHalfOpen(st uint32, n int) {
+	if halfOpen(st) {
+		e.counts.halfOpen.Add(uint64(n))
+	}
+}
+
+// SynProxyStats are the SYN proxy's counters: cookies sent in SYN-ACKs,
+// and returned valid in ACKs (each one a proxied flow).
+type SynProxyStats struct{ CookiesSent, CookiesValid uint64 }
+
+// SynProxy returns the SYN proxy's counters.
+func (e *Engine) SynProxy() SynProxyStats {
+	return SynProxyStats{e.counts.cookiesSent.Load(), e.counts.cookiesValid.Load()}
+}
+
+// HalfOpen returns how many half-open TCP flows the table holds.
+func (e *Engine) HalfOpen() int64 { return int64(e.counts.halfOpen.Load()) }
 
 // paddedCounter is a counter on a cache line of its own: every worker adds
 // to these (under a flood of drops, for every packet), and two on one line

@@ -22,7 +22,8 @@
 // tagged slots each (table.go), so a lookup reads one bucket line and then
 // only the flow whose tag matches. Capacity is fixed and flows come from a
 // preallocated slab (128 bytes each, two cache lines, 32 of them the TCP
-// window tracking; plus 32 bytes of index: 160 per flow),
+// window tracking; plus 8 bytes of SYN proxy shifts beside the slab and
+// 32 bytes of index: 168 per flow),
 // so nothing is allocated per packet or per flow. A flow holds no pointers
 // (it names its owner by a 24-bit id, and keeps its deadline in 32 bits of
 // clock ticks), so the garbage collector never scans the slab. When a shard

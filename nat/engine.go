@@ -93,6 +93,10 @@ type Service struct {
 	// (conntrack's be_liberal): for deployments where vsgate sees only
 	// one direction of them. States still move only on the right flags.
 	TCPLiberal bool
+	// SynProxy answers new connections with SYN cookies, and makes a flow
+	// only for a client that returns one (synproxy.go). The zero value is
+	// SynProxyAuto.
+	SynProxy SynProxy
 }
 
 // Masquerade is source NAT (ipchains -j MASQ), in one of two directions;
@@ -158,6 +162,11 @@ type Config struct {
 	// one source (0 means 32 and 128), fixed at New.
 	SourceFlows, SourceHalfOpen int
 	SourceBits4, SourceBits6    int
+	// SynProxyHalfOpen and SynProxyFill are when SynProxyAuto services
+	// proxy: while the table holds at least SynProxyHalfOpen half-open
+	// TCP flows (0 means 1024), or is at least SynProxyFill percent full
+	// (0 means 75).
+	SynProxyHalfOpen, SynProxyFill int
 
 	Services   []Service
 	Masquerade []Masquerade
@@ -260,6 +269,10 @@ type snapshot struct {
 	tcpLiberal    bool
 	srcFlows      int32       // Config.SourceFlows; 0: none
 	srcHalfOpen   int32       // Config.SourceHalfOpen; 0: none
+	// synProxyHalfOpen and synProxyFill (flows) are Config.SynProxyHalfOpen
+	// and SynProxyFill, defaults applied.
+	synProxyHalfOpen int64
+	synProxyFill     int
 	fullnat       [2][16]byte // [0] IPv4 (mapped), [1] IPv6; zero if none
 	hasFull       [2]bool
 	fnPorts       [2]uint16
@@ -278,6 +291,7 @@ type Engine struct {
 	frags   fragCache
 	held    *fragStore // fragments held until their datagram is complete (fragstore.go)
 	persist persistTable
+	cookies atomic.Pointer[cookieKeys] // the SYN proxy's secrets (synproxy.go)
 	src     *sources // per-source counts (source.go)
 	// fragTimeout is how long a first fragment's translation is kept, in
 	// ticks (Linux keeps fragments 30 s: ipfrag_time).
@@ -342,6 +356,7 @@ func New(cfg Config) (*Engine, error) {
 	e.owners.Store(&[]*owner{nil})
 	e.epoch.Store(1) // a worker's 0 means "not in a Process call"
 	e.fragTimeout = int64((30*time.Second + cfg.Tick - 1) / cfg.Tick)
+	e.rotateCookies()
 	if err := e.Update(cfg); err != nil {
 		return nil, err
 	}
@@ -363,7 +378,12 @@ func (e *Engine) Update(cfg Config) error {
 	services := map[svcKey]*service{} // what the new snapshot serves
 	snap := &snapshot{masqAddr: map[[16]byte]bool{}, owned: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts,
 		timeout: cfg.Timeouts.ticks(e.tick), resetRemoved: cfg.ResetRemoved, dropUnmatched: cfg.DropUnmatched, tcpLiberal: cfg.TCPLiberal,
-		srcFlows: int32(min(cfg.SourceFlows, math.MaxInt32)), srcHalfOpen: int32(min(cfg.SourceHalfOpen, math.MaxInt32))}
+		srcFlows: int32(min(cfg.SourceFlows, math.MaxInt32)), srcHalfOpen: int32(min(cfg.SourceHalfOpen, math.MaxInt32)),
+		synProxyHalfOpen: int64(cmp.Or(cfg.SynProxyHalfOpen, defaultSynProxyHalfOpen)),
+		synProxyFill:     e.tab.capacity() * cmp.Or(cfg.SynProxyFill, defaultSynProxyFill) / 100}
+	if cfg.SynProxyHalfOpen < 0 || cfg.SynProxyFill < 0 || cfg.SynProxyFill > 100 {
+		return fmt.Errorf("%w: SYN proxy thresholds: half-open flows 0 (default) or more, table fill 0 (default) to 100 percent", ErrConfig)
+	}
 	if cfg.SourceFlows < 0 || cfg.SourceHalfOpen < 0 {
 		return fmt.Errorf("%w: per-source limits are 0 (none) or more", ErrConfig)
 	}
@@ -620,8 +640,12 @@ func (e *Engine) ownerOf(f *flow) *owner {
 }
 
 // Advance moves the engine's clock to now (the gateway calls it from a
-// ticker; tests pass a fake time).
-func (e *Engine) Advance(now time.Duration) { e.clock.Store(int64(now / e.tick)) }
+// ticker; tests pass a fake time), and draws the SYN proxy's secret when
+// a new period begins.
+func (e *Engine) Advance(now time.Duration) {
+	e.clock.Store(int64(now / e.tick))
+	e.rotateCookies()
+}
 
 // Flows returns the number of tracked flows.
 func (e *Engine) Flows() int { return e.tab.len() }

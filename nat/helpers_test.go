@@ -131,6 +131,8 @@ func checksumsValid(t testing.TB, b []byte) {
 }
 
 // engine builds an engine with one TCP service on vip over rips, rr.
+// engine builds an engine whose services do not SYN-proxy (synproxy_test.go
+// tests the proxy), so that small tables fill as these tests expect.
 func engine(t testing.TB, mode nat.Mode, capacity int) *nat.Engine {
 	t.Helper()
 	var bs []nat.Backend
@@ -140,10 +142,10 @@ func engine(t testing.TB, mode nat.Mode, capacity int) *nat.Engine {
 	e, err := nat.New(nat.Config{
 		Capacity: capacity, ShardBits: 2,
 		Services: []nat.Service{
-			{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Mode: mode, Scheduler: "rr", Backends: bs},
+			{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Mode: mode, Scheduler: "rr", Backends: bs, SynProxy: nat.SynProxyOff},
 			{Proto: packet.ProtoUDP, VIP: vip.Addr(), Port: 53, Mode: mode, Scheduler: "rr", Backends: bs},
 			{Proto: packet.ProtoTCP, VIP: vip6.Addr(), Port: vip6.Port(), Mode: mode, Scheduler: "rr",
-				Backends: []nat.Backend{{Addr: rip6, Port: 8080, Weight: 1}}},
+				Backends: []nat.Backend{{Addr: rip6, Port: 8080, Weight: 1}}, SynProxy: nat.SynProxyOff},
 		},
 		Masquerade:  []nat.Masquerade{{From: netip.MustParsePrefix("198.18.2.0/24"), To: masqTo}},
 		FullNATPool: []netip.Addr{lip, netip.MustParseAddr("2001:db8::30")},

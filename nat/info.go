@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"github.com/vsgate/vsgate/packet"
 	"iter"
 	"net/netip"
 	"slices"
@@ -97,6 +98,8 @@ type FlowInfo struct {
 	// outside host); Reply is the answer's tuple (real server -> client,
 	// FULLNAT address or masquerade address).
 	OrigSrc, OrigDst, ReplySrc, ReplyDst netip.AddrPort
+	// Proxied says the flow's handshake was the SYN proxy's (synproxy.go).
+	Proxied bool
 }
 
 // AllFlows iterates over every tracked flow. It reads the table without
@@ -117,6 +120,7 @@ func (e *Engine) allFlows(yield func(FlowInfo) bool) {
 		o, r := f.key(DirOriginal), f.key(DirReply)
 		st := f.state.Load() & stateMask
 		dl := f.deadline.Load()
+		proxied := f.tcp[DirOriginal].flags()&sideProxied != 0
 		if f.gen.Load() != gen {
 			continue
 		}
@@ -124,7 +128,7 @@ func (e *Engine) allFlows(yield func(FlowInfo) bool) {
 		ap := func(a [16]byte, p uint16) netip.AddrPort { return netip.AddrPortFrom(addrOf(a), p) }
 		fi := FlowInfo{Proto: ot.Proto, State: tcpState(st).String(), Expires: time.Duration(max(ticksLeft(dl, now), 0)) * e.tick,
 			OrigSrc: ap(ot.Src, ot.SrcPort), OrigDst: ap(ot.Dst, ot.DstPort),
-			ReplySrc: ap(rt.Src, rt.SrcPort), ReplyDst: ap(rt.Dst, rt.DstPort)}
+			ReplySrc: ap(rt.Src, rt.SrcPort), ReplyDst: ap(rt.Dst, rt.DstPort), Proxied: proxied && ot.Proto == packet.ProtoTCP}
 		if !yield(fi) {
 			return
 		}

@@ -129,6 +129,13 @@ type flow struct {
 	tcp tcpTrack
 }
 
+// proxyShifts are a SYN-proxied flow's shifts (synproxy.go): what is
+// added to the client's acknowledgements and to its timestamp echoes;
+// until the real server's SYN-ACK, vsgate's ISN and timestamp towards the
+// client. Kept beside the flows (table.proxy), not in them, so that a
+// flow stays two cache lines and only proxied flows touch a third.
+type proxyShifts [2]atomic.Uint32
+
 // owner is the number the flow's creator gave it (see flow.meta).
 func (f *flow) owner() uint32 { return f.meta.Load() >> 8 }
 
@@ -181,6 +188,7 @@ var ErrFlowExists = errors.New("tuple already tracked")
 // comes from a preallocated slab: nothing is allocated per flow.
 type table struct {
 	flows     []flow // slab; flows[0] unused so that ref 0 is nil
+	proxy     []proxyShifts // by flow index
 	shards    []shard
 	shardBits uint
 	count     atomic.Int64
@@ -240,6 +248,7 @@ func newTable(capacity int, shardBits uint) *table {
 	nBuckets := max(1, (2*perShard+nodesPerBucket-1)/nodesPerBucket)
 	t := &table{
 		flows:     make([]flow, capacity+1),
+		proxy:     make([]proxyShifts, capacity+1),
 		shards:    make([]shard, nShards),
 		shardBits: shardBits,
 	}
@@ -258,7 +267,7 @@ func (t *table) capacity() int { return len(t.flows) - 1 }
 
 // bytes is the memory of the slab and the index.
 func (t *table) bytes() int {
-	n := len(t.flows)*int(unsafe.Sizeof(flow{})) + len(t.shards)*int(unsafe.Sizeof(shard{}))
+	n := len(t.flows)*int(unsafe.Sizeof(flow{})) + len(t.proxy)*int(unsafe.Sizeof(proxyShifts{})) + len(t.shards)*int(unsafe.Sizeof(shard{}))
 	for i := range t.shards {
 		n += len(t.shards[i].buckets) * int(unsafe.Sizeof(bucket{}))
 	}

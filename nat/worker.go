@@ -26,6 +26,13 @@ type Worker struct {
 	toFree       []heldDatagram
 	releasing    bool          // a completed datagram's first fragment is going through packet
 	fp           packet.Parsed // its parse
+	pp           packet.Parsed // the parse of a segment the SYN proxy wrote
+	// The SYN proxy (synproxy.go): what a cookie-returning ACK tells the
+	// flow being made for it, and the worker's buffers for segments it
+	// writes besides the packets it was given (synthUsed of them in use).
+	proxy     proxyStart
+	synth     [][]byte
+	synthUsed int
 	fslot        slot
 	inner        packet.Parsed
 	slots        [batchSize]slot
@@ -157,7 +164,7 @@ func (w *Worker) releaseDone() {
 		switch v {
 		case Drop:
 			continue
-		case Reply:
+		case Reply: // (a proxied SYN cookie's ACK is never a fragment: no other verdict changes the length)
 			w.released, w.releasedV = append(w.released, b[:s.n]), append(w.releasedV, v)
 			continue
 		}
@@ -189,6 +196,7 @@ func (w *Worker) freeReleased() {
 		w.e.held.release(&w.toFree[i])
 	}
 	w.toFree = w.toFree[:0]
+	w.synthUsed = 0
 	w.released, w.releasedV = w.released[:0], w.releasedV[:0]
 }
 
@@ -207,7 +215,7 @@ type slot struct {
 	hit    bool    // stage 2 found kw (stage 3 looks again if not)
 	done   bool    // verdict already decided in the first stage
 	v      Verdict
-	n      int // the new length of a Reply
+	n      int // the packet's new length, if not 0: a Reply, or a segment the SYN proxy rebuilt
 }
 
 // batch processes up to batchSize packets in stages, so that the cache
@@ -228,7 +236,7 @@ func (w *Worker) batch(pkts [][]byte, meta []Meta, verdicts []Verdict) {
 	t := w.e.tab
 	for i, b := range pkts {
 		s := &w.slots[i]
-		s.done = false
+		s.done, s.n = false, 0
 		if r := packet.Parse(b, &s.p); r != packet.ReasonNone {
 			s.done, s.v = true, w.drop(DropReason(r))
 			continue
@@ -275,7 +283,7 @@ func (w *Worker) batch(pkts [][]byte, meta []Meta, verdicts []Verdict) {
 			w.segs, w.csumOK = max(meta[i].Segs, 1), meta[i].ChecksumOK
 		}
 		verdicts[i] = w.packet(b, s)
-		if verdicts[i] == Reply {
+		if s.n != 0 {
 			pkts[i] = b[:s.n]
 		}
 	}
@@ -344,7 +352,7 @@ func (w *Worker) translate(b []byte, s *slot) Verdict {
 			ref, gen, ok = w.e.tab.lookupHashed(&s.kw, s.h)
 		}
 		if !ok {
-			return w.newFlow(b, &s.kw)
+			return w.newFlow(b, s)
 		}
 		if v, ok := w.established(b, ref, gen, s); ok {
 			return v
@@ -375,9 +383,35 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 	}
 	ev := -1
 	if p.Proto == packet.ProtoTCP {
+		of := f.tcp[DirOriginal].flags()
+		proxied := of&sideProxied != 0
+		var sh *proxyShifts
+		if proxied {
+			sh = &w.e.tab.proxy[ref.index()]
+		}
+		if proxied && d == DirOriginal {
+			if p.TCPFlags&packet.TCPFlagSYN != 0 && closed(f.state.Load()) && w.checksumOK(b) {
+				// A new connection on a closed proxied flow's ports: the
+				// old flow goes, and the SYN meets the proxy as a new
+				// one (conntrack kills a TIME_WAIT entry for a SYN too).
+				w.e.tab.remove(ref.index(), gen, w.e.retire)
+				return 0, false
+			}
+			if !w.proxyFromClient(b, f, sh, of) {
+				return Drop, true
+			}
+		}
 		var pass bool
 		if ev, pass = w.tcpGate(b, f, d, own); !pass {
 			return Drop, true
+		}
+		if proxied && d == DirReply {
+			if p.TCPFlags&packet.TCPFlagSYN != 0 {
+				return w.serverSynAck(b, f, sh, own, gen, s), true
+			}
+			if !w.proxyFromServer(b, f, sh) {
+				return Drop, true
+			}
 		}
 	}
 	// The packet leaves as the other direction's tuple reversed. Compare
@@ -523,7 +557,8 @@ func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) {
 		}
 		if ns != st {
 			var sl *srcSlot // read before the swap: after it the slot may be recycled
-			if w.e.src != nil && halfOpen(st) != halfOpen(ns) {
+			halfOpenMoved := halfOpen(st) != halfOpen(ns)
+			if w.e.src != nil && halfOpenMoved {
 				sl = w.e.sourceOf(f)
 			}
 			if !f.state.CompareAndSwap(s, s&^stateMask|ns) {
@@ -531,6 +566,10 @@ func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) {
 			}
 			accountTransition(own, tcpState(st), tcpState(ns))
 			sl.moved(st, ns)
+			if halfOpenMoved {
+				w.e.countHalfOpen(ns, 1)
+				w.e.countHalfOpen(st, -1)
+			}
 		}
 	}
 	// Load the deadline, then check the flow is still ours, then swap: a
@@ -561,11 +600,11 @@ func accountTransition(own *owner, from, to tcpState) {
 
 // newFlow handles the first packet of a flow: a service's new connection,
 // a masqueraded outbound flow, or nothing.
-func (w *Worker) newFlow(b []byte, kw *tupleWords) Verdict {
-	p := w.p
+func (w *Worker) newFlow(b []byte, s *slot) Verdict {
+	p, kw := w.p, &s.kw
 	if p.HasPorts() {
 		if svc := w.snap.svcIndex.lookup(kw[2], kw[3], p.DstPort, p.Proto); svc != nil {
-			return w.newServiceFlow(b, svc, kw)
+			return w.newServiceFlow(b, svc, s)
 		}
 		// A real server's packet that no flow knows: the answer of a
 		// flow that expired, was evicted, or lives on another gateway.
@@ -600,8 +639,8 @@ func (w *Worker) newFlow(b []byte, kw *tupleWords) Verdict {
 	return Pass
 }
 
-func (w *Worker) newServiceFlow(b []byte, svc *service, kw *tupleWords) Verdict {
-	p := w.p
+func (w *Worker) newServiceFlow(b []byte, svc *service, s *slot) Verdict {
+	p, kw := w.p, &s.kw
 	if svc.cfg.Mode == ModeL7 {
 		return ToL7
 	}
@@ -609,6 +648,21 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, kw *tupleWords) Verdict 
 	if p.Proto == packet.ProtoTCP {
 		if !w.checksumOK(b) {
 			return w.drop(DropBadChecksum)
+		}
+		if svc.cfg.SynProxy != SynProxyOff && !w.proxy.on {
+			switch {
+			case opensFlow(p):
+				if w.synProxyOn(svc) {
+					return w.answerSyn(b, svc, s)
+				}
+			case p.TCPFlags&(packet.TCPFlagSYN|packet.TCPFlagACK|packet.TCPFlagRST) == packet.TCPFlagACK:
+				if v, ok := w.acceptCookie(b, svc, s); ok {
+					return v
+				}
+				if !svc.cfg.Sloppy && w.synProxyOn(svc) {
+					return w.drop(DropSynProxyCookie)
+				}
+			}
 		}
 		switch {
 		case opensFlow(p):
@@ -776,9 +830,13 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 			}
 		}
 		sl.count(state, 1)
+		e.countHalfOpen(state, 1)
 		if p.Proto == packet.ProtoTCP {
 			w.seg.read(b, p)
 			e.tab.flows[idx].tcp.start(&w.seg)
+			if w.proxy.on {
+				w.markProxied(idx)
+			}
 		}
 		rewrite(b, p, reply.Dst, reply.DstPort, reply.Src, reply.SrcPort)
 		return Forward
@@ -826,6 +884,7 @@ func (e *Engine) retire(f *flow) bool {
 				return true
 			}
 			e.sourceOf(f).count(s&stateMask, -1)
+			e.countHalfOpen(s&stateMask, -1)
 			own := e.ownerOf(f)
 			if own == nil {
 				return true
