@@ -267,15 +267,15 @@ type snapshot struct {
 	resetRemoved  bool
 	dropUnmatched bool
 	tcpLiberal    bool
-	srcFlows      int32       // Config.SourceFlows; 0: none
-	srcHalfOpen   int32       // Config.SourceHalfOpen; 0: none
+	srcFlows      int32 // Config.SourceFlows; 0: none
+	srcHalfOpen   int32 // Config.SourceHalfOpen; 0: none
 	// synProxyHalfOpen and synProxyFill (flows) are Config.SynProxyHalfOpen
 	// and SynProxyFill, defaults applied.
 	synProxyHalfOpen int64
 	synProxyFill     int
-	fullnat       [2][16]byte // [0] IPv4 (mapped), [1] IPv6; zero if none
-	hasFull       [2]bool
-	fnPorts       [2]uint16
+	fullnat          [2][16]byte // [0] IPv4 (mapped), [1] IPv6; zero if none
+	hasFull          [2]bool
+	fnPorts          [2]uint16
 }
 
 // Engine is the L4 virtual server: it translates packets in place and
@@ -292,7 +292,7 @@ type Engine struct {
 	held    *fragStore // fragments held until their datagram is complete (fragstore.go)
 	persist persistTable
 	cookies atomic.Pointer[cookieKeys] // the SYN proxy's secrets (synproxy.go)
-	src     *sources // per-source counts (source.go)
+	src     *sources                   // per-source counts (source.go)
 	// fragTimeout is how long a first fragment's translation is kept, in
 	// ticks (Linux keeps fragments 30 s: ipfrag_time).
 	fragTimeout int64

@@ -33,16 +33,16 @@ func proxyEngine(t testing.TB, mode nat.Mode, sp nat.SynProxy, halfOpen int) *na
 // seg is a TCP segment with options, in a buffer with room to be
 // answered in place (as device buffers have).
 type seg struct {
-	flags          uint8
-	seq, ack       uint32
-	win            uint16
-	payload        int
-	mss            uint16
-	scale          int // -1: no window scale option
-	sackOK         bool
-	tsval, tsecr   uint32
-	ts             bool
-	sack           [][2]uint32
+	flags        uint8
+	seq, ack     uint32
+	win          uint16
+	payload      int
+	mss          uint16
+	scale        int // -1: no window scale option
+	sackOK       bool
+	tsval, tsecr uint32
+	ts           bool
+	sack         [][2]uint32
 }
 
 func (s seg) build(src, dst netip.AddrPort) []byte {
@@ -74,7 +74,9 @@ func (s seg) build(src, dst netip.AddrPort) []byte {
 	return append(make([]byte, 0, 1600), b...)
 }
 
-func put32(b []byte, v uint32) { b[0], b[1], b[2], b[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v) }
+func put32(b []byte, v uint32) {
+	b[0], b[1], b[2], b[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+}
 
 // decoded is what gopacket reads of a segment vsgate sent.
 type decoded struct {

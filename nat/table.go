@@ -187,7 +187,7 @@ var ErrFlowExists = errors.New("tuple already tracked")
 // hash to, in index order. Capacity is fixed at creation and every flow
 // comes from a preallocated slab: nothing is allocated per flow.
 type table struct {
-	flows     []flow // slab; flows[0] unused so that ref 0 is nil
+	flows     []flow        // slab; flows[0] unused so that ref 0 is nil
 	proxy     []proxyShifts // by flow index
 	shards    []shard
 	shardBits uint

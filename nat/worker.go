@@ -20,19 +20,19 @@ type Worker struct {
 	// Fragments (fragstore.go): datagrams completed in this batch, the
 	// packets released for the caller (Released: valid until the next
 	// Process call), and the datagrams whose chunks those packets are.
-	done         []heldDatagram
-	released     [][]byte
-	releasedV    []Verdict
-	toFree       []heldDatagram
-	releasing    bool          // a completed datagram's first fragment is going through packet
-	fp           packet.Parsed // its parse
-	pp           packet.Parsed // the parse of a segment the SYN proxy wrote
+	done      []heldDatagram
+	released  [][]byte
+	releasedV []Verdict
+	toFree    []heldDatagram
+	releasing bool          // a completed datagram's first fragment is going through packet
+	fp        packet.Parsed // its parse
+	pp        packet.Parsed // the parse of a segment the SYN proxy wrote
 	// The SYN proxy (synproxy.go): what a cookie-returning ACK tells the
 	// flow being made for it, and the worker's buffers for segments it
 	// writes besides the packets it was given (synthUsed of them in use).
-	proxy     proxyStart
-	synth     [][]byte
-	synthUsed int
+	proxy        proxyStart
+	synth        [][]byte
+	synthUsed    int
 	fslot        slot
 	inner        packet.Parsed
 	slots        [batchSize]slot
