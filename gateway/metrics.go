@@ -37,6 +37,8 @@ var (
 	descTableBytes = prometheus.NewDesc("vsgate_flow_table_bytes", "Memory of the flow table (slab and index), allocated in full at start.", nil, nil)
 	descEvictions  = prometheus.NewDesc("vsgate_flow_evictions_total", "Flows evicted to admit new ones.", nil, nil)
 	descExpired    = prometheus.NewDesc("vsgate_flows_expired_total", "Flows that timed out.", nil, nil)
+	descHalfOpen   = prometheus.NewDesc("vsgate_flows_half_open", "Half-open TCP flows (what syn_proxy: auto watches).", nil, nil)
+	descCookies    = prometheus.NewDesc("vsgate_syn_proxy_cookies_total", "SYN proxy: SYN cookies sent in SYN-ACKs, and returned valid in ACKs (each a proxied flow).", []string{"event"}, nil)
 	descWorkerPkts = prometheus.NewDesc("vsgate_worker_packets_total", "Packets read by the worker.", []string{"worker"}, nil)
 	descWorkerDrop = prometheus.NewDesc("vsgate_worker_dropped_total", "Packets the worker dropped.", []string{"worker"}, nil)
 	descWorkerL7   = prometheus.NewDesc("vsgate_worker_l7_total", "Packets for L7 services (dropped until the proxy exists).", []string{"worker"}, nil)
@@ -50,7 +52,7 @@ type collector struct{ g *Gateway }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcConns, descSvcPackets, descSvcBytes, descBeConns, descBePackets, descBeBytes,
 		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descTableBytes, descEvictions, descExpired,
-		descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops} {
+		descHalfOpen, descCookies, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops} {
 		ch <- d
 	}
 }
@@ -99,6 +101,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descTableBytes, float64(e.TableBytes()))
 	counter(descEvictions, e.Evictions())
 	counter(descExpired, e.Expired())
+	gauge(descHalfOpen, float64(e.HalfOpen()))
+	sp := e.SynProxy()
+	counter(descCookies, sp.CookiesSent, "sent")
+	counter(descCookies, sp.CookiesValid, "valid")
 	for i := range g.counts {
 		w := strconv.Itoa(i)
 		counter(descWorkerPkts, g.counts[i].packets.Load(), w)

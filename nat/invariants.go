@@ -12,12 +12,16 @@ func (e *Engine) checkInvariants() error {
 	// The per-source counts are exactly the live flows, and the half-open
 	// ones, counted by source slot.
 	flows, half := map[*srcSlot]int32{}, map[*srcSlot]int32{}
+	halfOpenFlows := int64(0)
 	for i := 1; i < len(t.flows); i++ {
 		f := &t.flows[i]
 		if f.gen.Load()&1 == 1 {
 			continue
 		}
 		live++
+		if halfOpen(f.state.Load() & stateMask) {
+			halfOpenFlows++
+		}
 		if e.src != nil { // nil for the table's own tests, which insert around the engine
 			sl := e.sourceOf(f)
 			flows[sl]++
@@ -32,6 +36,9 @@ func (e *Engine) checkInvariants() error {
 				return fmt.Errorf("flow %d direction %d: lookup by its own tuple gives %v (found %v)", i, d, ref, ok)
 			}
 		}
+	}
+	if n := e.HalfOpen(); n != halfOpenFlows {
+		return fmt.Errorf("the engine counts %d half-open flows; the table holds %d", n, halfOpenFlows)
 	}
 	for i := range e.srcSlots() {
 		sl := &e.src.slots[i]

@@ -3,9 +3,12 @@ package netlab
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -59,6 +62,10 @@ type HTTPReply struct {
 // HTTPHandler returns the test HTTP handler of a backend named name:
 //
 //   - /big?bytes=N streams N bytes of 'x' (N <= MaxBigBytes), text/plain;
+//   - /random?bytes=N&seed=S streams N bytes (N <= MaxBigBytes) of
+//     ChaCha8 keyed by the number S: data whose every byte is checked
+//     (RandomBytes makes the same);
+//   - POST /sum answers the SHA-256 of the request body, in hex;
 //   - /redirect answers 302 with Location: /redirected;
 //   - any other path answers an HTTPReply as JSON.
 //
@@ -86,6 +93,24 @@ func HTTPHandler(name string) http.Handler {
 				}
 				n -= k
 			}
+		case "/random":
+			n, err := strconv.ParseInt(r.URL.Query().Get("bytes"), 10, 64)
+			seed, serr := strconv.ParseUint(r.URL.Query().Get("seed"), 10, 64)
+			if err != nil || serr != nil || n < 0 || n > MaxBigBytes {
+				http.Error(w, fmt.Sprintf("%s: bytes must be 0..%d and seed a number", name, MaxBigBytes), http.StatusBadRequest)
+				return
+			}
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+			_, _ = io.CopyN(w, RandomBytes(seed), n)
+		case "/sum":
+			h := sha256.New()
+			if _, err := io.Copy(h, r.Body); err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			w.Header().Set("Content-Type", "text/plain")
+			fmt.Fprintf(w, "%x\n", h.Sum(nil))
 		case "/redirect":
 			http.Redirect(w, r, "/redirected", http.StatusFound)
 		default:
@@ -290,4 +315,12 @@ func (l *Lab) StartBackends() error {
 		}
 	}
 	return nil
+}
+
+// RandomBytes is the endless stream /random?seed=seed serves: ChaCha8
+// keyed by seed.
+func RandomBytes(seed uint64) io.Reader {
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	return rand.NewChaCha8(key)
 }

@@ -259,14 +259,20 @@ func dottedMask(bits int) string {
 }
 
 // writeConns writes ipvsadm -L -c output: service flows only (masquerade
-// flows have no virtual service; ipchains -L lists those).
+// flows have no virtual service; ipchains -L lists those). A flow whose
+// handshake was the SYN proxy's has the word "synproxy" after ipvsadm's
+// columns, where a script reading those columns does not see it.
 func writeConns(w io.Writer, flows []nat.FlowInfo) {
 	fmt.Fprintln(w, "IPVS connection entries")
 	fmt.Fprintf(w, "pro expire %-11s %-18s %-18s %s\n", "state", "source", "virtual", "destination")
 	for _, f := range flows {
 		secs := int(f.Expires / time.Second)
-		fmt.Fprintf(w, "%-3s %-6s %-11s %-18s %-18s %s\n", protoName(f.Proto),
-			fmt.Sprintf("%02d:%02d", secs/60, secs%60), f.State, f.OrigSrc, f.OrigDst, f.ReplySrc)
+		mark := ""
+		if f.Proxied {
+			mark = " synproxy"
+		}
+		fmt.Fprintf(w, "%-3s %-6s %-11s %-18s %-18s %s%s\n", protoName(f.Proto),
+			fmt.Sprintf("%02d:%02d", secs/60, secs%60), f.State, f.OrigSrc, f.OrigDst, f.ReplySrc, mark)
 	}
 }
 

@@ -61,6 +61,8 @@ type Config struct {
 	TableSize int
 	// PerSource limits what one source prefix may hold of the table.
 	PerSource PerSource
+	// SynProxy is when services with syn_proxy: auto proxy.
+	SynProxy SynProxyAuto
 	// Timeouts are the flow timeouts; a zero field means IPVS's default
 	// (nat.DefaultTimeouts).
 	Timeouts nat.Timeouts
@@ -100,6 +102,21 @@ type PerSource struct {
 	Flows              int // flows per source; 0: no limit
 }
 
+// SynProxyAuto is table.syn_proxy: syn_proxy: auto services answer new
+// connections with SYN cookies while the table holds HalfOpen half-open
+// TCP flows or more, or is Fill percent full or more
+// (nat.Config.SynProxyHalfOpen, SynProxyFill).
+type SynProxyAuto struct {
+	HalfOpen int // 1..MaxTableSize (DefaultSynProxyHalfOpen)
+	Fill     int // 1..100 (DefaultSynProxyFill)
+}
+
+// Defaults of table.syn_proxy.
+const (
+	DefaultSynProxyHalfOpen = 1024
+	DefaultSynProxyFill     = 75
+)
+
 // Device is where packets come from and go to.
 type Device struct {
 	Type     string // DeviceTUN or DeviceAFPacket
@@ -133,8 +150,10 @@ type Service struct {
 	// (tcp_window_check: false): for deployments where vsgate sees only
 	// one direction.
 	TCPLiberal bool
-	Health     *Health // nil: no health checks, backends are always up
-	Backends   []Backend
+	// SynProxy is syn_proxy: auto (default), on or off (nat.SynProxy).
+	SynProxy nat.SynProxy
+	Health   *Health // nil: no health checks, backends are always up
+	Backends []Backend
 	// L7 holds the Apache directives of an HTTP service (Mode ModeL7):
 	// its real servers are the directives' ProxyPass and BalancerMember
 	// URLs, so Backends is empty.
@@ -283,18 +302,20 @@ func (c *Config) NAT() (nat.Config, error) {
 		return nat.Config{}, err
 	}
 	n := nat.Config{
-		Capacity:       c.TableSize,
-		SourceBits4:    c.PerSource.V4Prefix,
-		SourceBits6:    c.PerSource.V6Prefix,
-		SourceHalfOpen: c.PerSource.HalfOpen,
-		SourceFlows:    c.PerSource.Flows,
-		Timeouts:       c.Timeouts,
-		DropUnmatched:  c.DropUnmatched,
-		ResetRemoved:   c.ResetRemoved,
-		TCPLiberal:     c.TCPLiberal,
-		Masquerade:     append([]nat.Masquerade(nil), c.Masquerade...),
-		FullNATPool:    append([]netip.Addr(nil), c.FullNAT.Pool...),
-		FullNATPorts:   c.FullNAT.Ports,
+		Capacity:         c.TableSize,
+		SourceBits4:      c.PerSource.V4Prefix,
+		SourceBits6:      c.PerSource.V6Prefix,
+		SourceHalfOpen:   c.PerSource.HalfOpen,
+		SourceFlows:      c.PerSource.Flows,
+		SynProxyHalfOpen: c.SynProxy.HalfOpen,
+		SynProxyFill:     c.SynProxy.Fill,
+		Timeouts:         c.Timeouts,
+		DropUnmatched:    c.DropUnmatched,
+		ResetRemoved:     c.ResetRemoved,
+		TCPLiberal:       c.TCPLiberal,
+		Masquerade:       append([]nat.Masquerade(nil), c.Masquerade...),
+		FullNATPool:      append([]netip.Addr(nil), c.FullNAT.Pool...),
+		FullNATPorts:     c.FullNAT.Ports,
 	}
 	for _, s := range c.Services {
 		ns := nat.Service{
@@ -306,6 +327,7 @@ func (c *Config) NAT() (nat.Config, error) {
 			Sched:      s.Sched,
 			Sloppy:     s.Sloppy,
 			TCPLiberal: s.TCPLiberal,
+			SynProxy:   s.SynProxy,
 			Backends:   make([]nat.Backend, len(s.Backends)),
 
 			Persistence: s.Persistence,

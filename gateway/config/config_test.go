@@ -117,6 +117,7 @@ func TestDefaults(t *testing.T) {
 			Device:     Device{Type: "tun", Name: "vsg0", Queues: 1, Offloads: true},
 			TableSize:  DefaultTableSize,
 			PerSource:  PerSource{V4Prefix: 32, V6Prefix: 128},
+			SynProxy:   SynProxyAuto{HalfOpen: DefaultSynProxyHalfOpen, Fill: DefaultSynProxyFill},
 			Timeouts:   nat.DefaultTimeouts,
 			FullNAT:    FullNAT{Ports: [2]uint16{1024, 65535}},
 			Control:    Control{Socket: DefaultSocket},
@@ -812,5 +813,37 @@ func TestPerSource(t *testing.T) {
 	roundTrip(t, c)
 	if _, err := Parse([]byte("table:\n  per_source:\n    v4_prefix: 33\n"), "p.yaml"); err == nil || !strings.Contains(err.Error(), "p.yaml:3:") {
 		t.Fatalf("v4_prefix 33: %v", err)
+	}
+}
+
+// TestSynProxy: syn_proxy per TCP service (auto when left out) and the
+// auto thresholds reach the engine; syn_proxy on a UDP service is refused
+// at its line.
+func TestSynProxy(t *testing.T) {
+	c, err := Parse([]byte(`table: {syn_proxy: {half_open: 500, fill: 90}}
+services:
+  - {proto: tcp, vip: 198.18.0.10:80, syn_proxy: on, backends: [{addr: 198.18.2.11}]}
+  - {proto: tcp, vip: 198.18.0.10:81, syn_proxy: off, backends: [{addr: 198.18.2.11}]}
+  - {proto: tcp, vip: 198.18.0.10:82, mode: fullnat, backends: [{addr: 198.18.2.11}]}
+fullnat: {pool: [198.18.0.30]}
+`), "s.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.NAT()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.SynProxyHalfOpen != 500 || n.SynProxyFill != 90 || n.Services[0].SynProxy != nat.SynProxyOn ||
+		n.Services[1].SynProxy != nat.SynProxyOff || n.Services[2].SynProxy != nat.SynProxyAuto {
+		t.Fatalf("engine config %+v", n)
+	}
+	roundTrip(t, c)
+	_, err = Parse([]byte("services:\n  - proto: udp\n    vip: 198.18.0.10:53\n    syn_proxy: on\n    backends: [{addr: 198.18.2.11}]\n"), "u.yaml")
+	if err == nil || !strings.Contains(err.Error(), "u.yaml:4:") || !strings.Contains(err.Error(), "syn_proxy") {
+		t.Fatalf("syn_proxy on a UDP service: %v", err)
+	}
+	if _, err := Parse([]byte("services:\n  - {proto: tcp, vip: 198.18.0.10:80, syn_proxy: maybe, backends: [{addr: 198.18.2.11}]}\n"), "m.yaml"); err == nil {
+		t.Fatal("syn_proxy: maybe accepted")
 	}
 }

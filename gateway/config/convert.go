@@ -45,6 +45,11 @@ func (f *file) convert(r *report) *Config {
 		HalfOpen: int(cv.integer("table.per_source.half_open", "per-source half-open limit", ps.HalfOpen, 0, 0, MaxTableSize)),
 		Flows:    int(cv.integer("table.per_source.flows", "per-source flow limit", ps.Flows, 0, 0, MaxTableSize)),
 	}
+	sp := raw.Table.SynProxy
+	c.SynProxy = SynProxyAuto{
+		HalfOpen: int(cv.integer("table.syn_proxy.half_open", "SYN proxy half-open threshold", sp.HalfOpen, DefaultSynProxyHalfOpen, 1, MaxTableSize)),
+		Fill:     int(cv.integer("table.syn_proxy.fill", "SYN proxy table fill threshold (percent)", sp.Fill, DefaultSynProxyFill, 1, 100)),
+	}
 
 	t, def := raw.Timeouts, nat.DefaultTimeouts
 	c.Timeouts = nat.Timeouts{
@@ -180,6 +185,11 @@ func (cv *conv) service(path string, fs *fileService) Service {
 	}
 	s.Sloppy = cv.boolean(path+".sloppy", fs.Sloppy)
 	s.TCPLiberal = fs.TCPWindow != "" && !cv.boolean(path+".tcp_window_check", fs.TCPWindow)
+	s.SynProxy, _ = nat.ParseSynProxy(cv.enum(path+".syn_proxy", fs.SynProxy, "auto", "auto", "on", "off"))
+	if fs.SynProxy != "" && s.SynProxy != nat.SynProxyOff && (s.Proto != packet.ProtoTCP || s.Mode == nat.ModeL7) {
+		cv.r.fail(path+".syn_proxy", "syn_proxy is for TCP services of mode nat or fullnat",
+			"remove it (an l7 service's TCP is the gateway's own kernel's, with its SYN cookies)")
+	}
 	if cv.f.has(path + ".health") {
 		s.Health = cv.health(path+".health", &fs.Health)
 	}

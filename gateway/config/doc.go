@@ -61,6 +61,10 @@
 //	    v6_prefix: 64       likewise for IPv6, 1..128                   default 128
 //	    half_open: 100      half-open TCP flows per source; 0: no limit default 0
 //	    flows: 10000        flows per source; 0: no limit               default 0
+//	  syn_proxy:            when syn_proxy: auto services proxy
+//	    half_open: 1024     while the table holds this many half-open   default 1024
+//	                        TCP flows or more,
+//	    fill: 75            or is this full or more, in percent         default 75
 //	timeouts:               flow timeouts, > 0; left out: IPVS's defaults
 //	  tcp: 15m              TCP established        (ipvsadm --set tcp)
 //	  tcpfin: 2m            TCP FIN_WAIT           (ipvsadm --set tcpfin)
@@ -87,6 +91,12 @@
 //	    tcp_window_check: true   drop TCP segments outside their flow's  default true
 //	                        window (conntrack's tcp_in_window); false for
 //	                        deployments that see one direction only
+//	    syn_proxy: auto     on: answer every SYN with a SYN cookie and  default auto
+//	                        open the real server's connection only for
+//	                        a client that returns it (the kernel's
+//	                        SYNPROXY); auto: on while table.syn_proxy's
+//	                        thresholds are passed; off (tcp, nat and
+//	                        fullnat only)
 //	    health:             left out: no checks (backends always up)
 //	      type: http        tcp (connect) or http (GET)                 default tcp
 //	      interval: 2s      longer than timeout                         default 2s

@@ -44,6 +44,11 @@ type (
 	fileTable struct {
 		Size      string        `yaml:"size"`
 		PerSource filePerSource `yaml:"per_source"`
+		SynProxy  fileSynProxy  `yaml:"syn_proxy"`
+	}
+	fileSynProxy struct {
+		HalfOpen string `yaml:"half_open"`
+		Fill     string `yaml:"fill"`
 	}
 	filePerSource struct {
 		V4Prefix string `yaml:"v4_prefix"`
@@ -75,6 +80,7 @@ type (
 		PersistenceNetmask string        `yaml:"persistence_netmask"`
 		Sloppy             string        `yaml:"sloppy"`
 		TCPWindow          string        `yaml:"tcp_window_check"`
+		SynProxy           string        `yaml:"syn_proxy"`
 		Health             fileHealth    `yaml:"health"`
 		Backends           []fileBackend `yaml:"backends"`
 		L7                 fileL7        `yaml:"l7"`

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
 )
 
 // YAML returns c as a configuration file with every value explicit, in the
@@ -47,6 +48,7 @@ func (c *Config) YAML() []byte {
 	w(1, "size: %d", c.TableSize)
 	ps := c.PerSource
 	w(1, "per_source: {v4_prefix: %d, v6_prefix: %d, half_open: %d, flows: %d}", ps.V4Prefix, ps.V6Prefix, ps.HalfOpen, ps.Flows)
+	w(1, "syn_proxy: {half_open: %d, fill: %d}", c.SynProxy.HalfOpen, c.SynProxy.Fill)
 	w(0, "timeouts:")
 	t := c.Timeouts
 	for _, kv := range []struct {
@@ -101,6 +103,9 @@ func (c *Config) YAML() []byte {
 		}
 		w(2, "sloppy: %t", s.Sloppy)
 		w(2, "tcp_window_check: %t", !s.TCPLiberal)
+		if s.Proto == packet.ProtoTCP && s.Mode != nat.ModeL7 {
+			w(2, "syn_proxy: %s", s.SynProxy)
+		}
 		if h := s.Health; h != nil {
 			w(2, "health:")
 			w(3, "type: %s", q(h.Type))

@@ -28,6 +28,8 @@ import (
 var (
 	fullnatAddr = netip.MustParseAddr("198.18.0.30")
 	fullnatVIP  = netip.MustParseAddrPort("198.18.0.10:8080")
+	// fullnatSynProxyVIP is a FULLNAT service with syn_proxy: on.
+	fullnatSynProxyVIP = netip.MustParseAddrPort("198.18.0.10:8082")
 )
 
 // Env is a running demo: the lab, the gateway process and how to talk to
@@ -175,6 +177,10 @@ func (e *Env) config(p netlab.Plan) string {
 	}
 	fmt.Fprintf(&b, `# vsgate demo configuration (written by make demo)
 device: %[14]s
+# syn_proxy: auto services proxy from 4096 half-open flows: above what the
+# spoofed-handshake step leaves, so that the SYN flood step sees auto
+# take over.
+table: {syn_proxy: {half_open: 4096}}
 services:
   - name: web
     proto: tcp
@@ -207,6 +213,25 @@ services:
     vip: %[7]s
     mode: fullnat
     scheduler: rr
+    backends: %[3]s
+  - name: web-synproxy
+    proto: tcp
+    vip: %[1]s:82
+    scheduler: rr
+    syn_proxy: on
+    backends: %[3]s
+  - name: web6-synproxy
+    proto: tcp
+    vip: "[%[2]s]:82"
+    scheduler: rr
+    syn_proxy: on
+    backends: %[6]s
+  - name: fullnat-synproxy
+    proto: tcp
+    vip: %[16]s
+    mode: fullnat
+    scheduler: rr
+    syn_proxy: on
     backends: %[3]s
   - name: http-l7
     proto: tcp
@@ -241,7 +266,7 @@ fullnat: {pool: [%[12]s]}
 control: {socket: %[13]s}
 metrics: {listen: 127.0.0.1:9100}
 `, p.VIP4, p.VIP6, be(80, false), be(7, false), be(53, false), be(80, true), fullnatVIP,
-		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, e.device(p), be(54, false))
+		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, e.device(p), be(54, false), fullnatSynProxyVIP)
 	return b.String()
 }
 
