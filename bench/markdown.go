@@ -339,6 +339,11 @@ func whereTimeGoes(r *Report, rows []Row) string {
 			"veth, the bridge and the receiver's stack, which the kernel runs inline in the send (86%% of the "+
 			"worker's time under small UDP before the merging, profiled with perf).\n", strings.Join(afp, ", "))
 	}
+	if held := floodHeld(rows, r.Systems); len(held) > 0 {
+		w("- **Under a SYN flood** (%d spoofed SYNs/s at the VIP while wrk runs; medians, each system's rate "+
+			"with the flood over its rate without): %s. Without a SYN proxy every spoofed SYN costs a flow and a "+
+			"real server's half-open connection; with one, a cookie SYN-ACK and nothing kept.\n", floodRate, strings.Join(held, "; "))
+	}
 	if fn := relative(rows, r.Workloads, "vsgate-fullnat", "vsgate-nat"); len(fn) > 0 {
 		w("- FULLNAT relative to NAT (medians): %s; differences inside the min–max ranges are noise.\n", strings.Join(fn, ", "))
 	}
@@ -355,6 +360,26 @@ func relative(rows []Row, wls []WorkloadInfo, system, base string) []string {
 		b, ok2 := rowFor(rows, base, wl.Name)
 		if ok1 && ok2 && a.Value.N > 0 && b.Value.N > 0 && b.Value.Median > 0 {
 			out = append(out, fmt.Sprintf("%s %.2fx", wl.Name, a.Value.Median/b.Value.Median))
+		}
+	}
+	return out
+}
+
+// floodHeld lists, per system measured with and without the SYN flood,
+// how much of its HTTP rates it kept during the flood.
+func floodHeld(rows []Row, systems []SystemInfo) []string {
+	var out []string
+	for _, si := range systems {
+		var parts []string
+		for _, pair := range [][3]string{{"syn-flood-keepalive", "http-keepalive", "keep-alive"}, {"syn-flood-close", "http-close", "new connections"}} {
+			a, ok1 := rowFor(rows, si.Name, pair[0])
+			b, ok2 := rowFor(rows, si.Name, pair[1])
+			if ok1 && ok2 && a.Value.N > 0 && b.Value.N > 0 && b.Value.Median > 0 {
+				parts = append(parts, fmt.Sprintf("%s %.2fx", pair[2], a.Value.Median/b.Value.Median))
+			}
+		}
+		if len(parts) > 0 {
+			out = append(out, si.Name+" "+strings.Join(parts, ", "))
 		}
 	}
 	return out

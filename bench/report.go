@@ -32,6 +32,9 @@ type Sample struct {
 	Requests float64 `json:"requests,omitempty"` // HTTP requests completed
 	Packets  float64 `json:"packets"`            // packets received by the gateway's two interfaces
 	Errors   float64 `json:"errors,omitempty"`   // wrk socket errors + non-2xx, iperf3 lost datagrams
+	// FloodSYNs is how many spoofed SYNs the client sent during a flood
+	// workload.
+	FloodSYNs float64 `json:"flood_syns,omitempty"`
 	GwCPU    float64 `json:"gw_cpu_s"`           // CPU seconds of the gateway process tree; -1: not attributable (kernel)
 	AllCPU   float64 `json:"machine_cpu_s"`      // busy CPU seconds of the whole machine (/proc/stat)
 	Seconds  float64 `json:"seconds"`            // wall time of the measurement

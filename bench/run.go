@@ -139,7 +139,7 @@ func loadAvg() string {
 func workloadsFor(s System, wls []Workload) []Workload {
 	var out []Workload
 	for _, w := range wls {
-		if w.has(s.Layer) && (!w.UDP || s.UDP) {
+		if w.has(s.Layer) && (!w.UDP || s.UDP) && (w.Flood == 0 || s.SynFlood) && (w.HTTP || !s.HTTPOnly) {
 			out = append(out, w)
 		}
 	}
@@ -269,9 +269,22 @@ func (e *sysEnv) read() counters {
 
 // measure runs one workload against a running system.
 func measure(ctx context.Context, c Config, e *sysEnv, w Workload, smp Sample) Sample {
+	flood := make(chan error, 1)
+	fctx, stopFlood := context.WithCancel(ctx)
+	if w.Flood > 0 {
+		go func() {
+			n, err := e.client.SYNFlood(fctx, netip.AddrPortFrom(vip4(), httpPort), netip.MustParsePrefix(floodNet), w.Flood)
+			smp.FloodSYNs = float64(n)
+			flood <- err
+		}()
+	} else {
+		flood <- nil
+	}
 	before := e.read()
 	out, err := runClient(ctx, e, w, c)
 	after := e.read()
+	stopFlood()
+	err = errors.Join(err, <-flood)
 	for _, p := range e.procs {
 		if p.exited() {
 			err = errors.Join(err, fmt.Errorf("bench: %s exited during the run: %s", p.name, p.logTail()))

@@ -36,6 +36,8 @@ type System struct {
 	Desc     string
 	Baseline bool
 	UDP      bool     // can forward UDP (iperf3 -u)
+	SynFlood bool     // measured under the SYN flood workloads too
+	HTTPOnly bool     // measured under the HTTP workloads only
 	Tools    []string // executables it needs, with their Debian package after ':'
 	version  []string // command printing its version
 	start    func(ctx context.Context, e *sysEnv) error
@@ -49,15 +51,21 @@ func vip4() netip.Addr { return netip.MustParseAddr(vipText) }
 // (the baseline of each layer first).
 func Systems() []System {
 	return []System{
-		{Name: "kernel-dnat", Layer: L4, Baseline: true, UDP: true, Tools: []string{"nft:nftables"},
+		{Name: "kernel-dnat", Layer: L4, Baseline: true, UDP: true, SynFlood: true, Tools: []string{"nft:nftables"},
 			Desc:    "nftables DNAT (numgen round robin) in the gateway namespace: forwarding in softirq",
 			version: []string{"nft", "--version"}, start: startKernel},
+		{Name: "kernel-synproxy", Layer: L4, SynFlood: true, HTTPOnly: true, Tools: []string{"nft:nftables"},
+			Desc:    "kernel-dnat behind the kernel's SYN proxy (nft synproxy in the forward path, the proxy's SYN DNATed in output, nf_conntrack_tcp_loose=0)",
+			version: []string{"nft", "--version"}, start: startKernelSynproxy},
 		{Name: "vsgate-nat", Layer: L4, UDP: true,
 			Desc:  "vsgate run on TUN, NAT mode (DNAT, replies via policy rule), no offloads",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", false) }},
-		{Name: "vsgate-nat-gso", Layer: L4, UDP: true,
-			Desc:  "vsgate-nat with offloads: TUN virtio-net header, TSO/USO (super-packets translated whole, UDP runs merged on write)",
+		{Name: "vsgate-nat-gso", Layer: L4, UDP: true, SynFlood: true,
+			Desc:  "vsgate-nat with offloads: TUN virtio-net header, TSO/USO (super-packets translated whole, UDP runs merged on write); syn_proxy: off",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", true) }},
+		{Name: "vsgate-synproxy", Layer: L4, SynFlood: true, HTTPOnly: true,
+			Desc:  "vsgate-nat-gso with syn_proxy: on (SYN cookies; a flow only for a client that returns one)",
+			start: func(ctx context.Context, e *sysEnv) error { return startVsgateWith(ctx, e, "nat", true, "on") }},
 		{Name: "vsgate-afpacket", Layer: L4, UDP: true, topo: netlab.TopoL2,
 			Desc:  "vsgate run on AF_PACKET (l2 topology: vsgate answers ARP for the VIP, the kernel forwards nothing), NAT mode, PACKET_VNET_HDR (GSO whole)",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", true) }},
@@ -315,8 +323,52 @@ func startKernel(ctx context.Context, e *sysEnv) error {
 	return nil
 }
 
+// startKernelSynproxy is kernel-dnat behind the kernel's SYN proxy, as
+// its documentation sets it up for forwarded traffic: the client's SYN is
+// not tracked (raw prerouting), so it is not DNATed and is forwarded
+// towards the VIP, where the forward chain's synproxy answers it with a
+// cookie; the client's ACK is invalid to conntrack (tcp_loose off) and
+// meets synproxy there too, which then sends the SYN itself, from the
+// gateway's output path: the output NAT chain DNATs it over the
+// backends. From then on the connection is conntrack's, DNATed and
+// sequence-adjusted.
+func startKernelSynproxy(ctx context.Context, e *sysEnv) error {
+	if err := startKernel(ctx, e); err != nil {
+		return err
+	}
+	if out, err := e.gw.Run(ctx, "sysctl", "-w", "net.netfilter.nf_conntrack_tcp_loose=0"); err != nil {
+		return fmt.Errorf("bench: %w: %s", err, out)
+	}
+	var m []string
+	for i, a := range e.backends4() {
+		m = append(m, fmt.Sprintf("%d : %s", i, a))
+	}
+	rs := fmt.Sprintf(`table ip vsgate_bench_synproxy {
+	chain sp_raw {
+		type filter hook prerouting priority raw; policy accept;
+		ip daddr %[1]s tcp dport %[2]d tcp flags & (syn|ack) == syn notrack
+	}
+	chain sp_forward {
+		type filter hook forward priority filter; policy accept;
+		ip daddr %[1]s tcp dport %[2]d ct state invalid,untracked synproxy mss 1460 wscale 7 timestamp sack-perm
+		ct state invalid drop
+	}
+	chain sp_output {
+		type nat hook output priority -100; policy accept;
+		ip daddr %[1]s tcp dport %[2]d dnat ip to numgen inc mod %[3]d map { %[4]s }
+	}
+}
+`, vip4(), httpPort, len(m), strings.Join(m, ", "))
+	cmd := e.gw.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rs)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("bench: nft: %w: %s", err, out)
+	}
+	return nil
+}
+
 // vsgateConfig is the configuration of vsgate for the benchmark.
-func (e *sysEnv) vsgateConfig(mode string, offloads bool) string {
+func (e *sysEnv) vsgateConfig(mode string, offloads bool, synProxy string) string {
 	var be []string
 	for _, a := range e.backends4() {
 		be = append(be, fmt.Sprintf("{addr: %s:%d}", a, httpPort))
@@ -326,14 +378,14 @@ func (e *sysEnv) vsgateConfig(mode string, offloads bool) string {
 device: %[1]s
 table: {size: 262144}
 services:
-  - {name: web, proto: tcp, vip: "%[2]s:%[3]d", scheduler: rr, mode: %[4]s, backends: [%[5]s]}
-  - {name: bulk, proto: tcp, vip: "%[2]s:%[6]d", scheduler: rr, mode: %[4]s, backends: %[7]s}
+  - {name: web, proto: tcp, vip: "%[2]s:%[3]d", scheduler: rr, mode: %[4]s, syn_proxy: %[10]s, backends: [%[5]s]}
+  - {name: bulk, proto: tcp, vip: "%[2]s:%[6]d", scheduler: rr, mode: %[4]s, syn_proxy: off, backends: %[7]s}
   - {name: udp, proto: udp, vip: "%[2]s:%[6]d", scheduler: rr, mode: %[4]s, backends: %[7]s}
 fullnat: {pool: [%[8]s]}
 control: {socket: %[9]s}
 metrics: {listen: "off"}
 log: {level: warn}
-`, e.vsgateDevice(offloads), vip4(), httpPort, mode, strings.Join(be, ", "), iperfPort, one, fullnatAddr, filepath.Join(e.dir, "vsgate.sock"))
+`, e.vsgateDevice(offloads), vip4(), httpPort, mode, strings.Join(be, ", "), iperfPort, one, fullnatAddr, filepath.Join(e.dir, "vsgate.sock"), synProxy)
 }
 
 // vsgateDevice is the device line of vsgate's configuration: a TUN with
@@ -352,11 +404,17 @@ func (e *sysEnv) vsgateDevice(offloads bool) string {
 		e.lab.IfName(p.GatewayOut), e.lab.IfName(p.GatewayIn), max(1, e.workers/2), strings.Join(owned, ", "))
 }
 
+// startVsgate runs vsgate with the SYN proxy off: the systems other than
+// vsgate-synproxy measure the data path alone.
 func startVsgate(ctx context.Context, e *sysEnv, mode string, offloads bool) error {
+	return startVsgateWith(ctx, e, mode, offloads, "off")
+}
+
+func startVsgateWith(ctx context.Context, e *sysEnv, mode string, offloads bool, synProxy string) error {
 	if e.exe == "" {
 		return errors.New("bench: no vsgate binary")
 	}
-	cfg, err := e.writeFile("vsgate.yaml", e.vsgateConfig(mode, offloads))
+	cfg, err := e.writeFile("vsgate.yaml", e.vsgateConfig(mode, offloads, synProxy))
 	if err != nil {
 		return err
 	}

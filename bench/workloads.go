@@ -19,6 +19,11 @@ type Workload struct {
 	Unit   string
 	Layers []Layer
 	UDP    bool // needs a system that forwards UDP
+	HTTP   bool // HTTP through the VIP (every system of its layer takes these)
+	// Flood is the spoofed-source SYNs a second the client sends at the
+	// VIP's HTTP port while the workload runs (System.SynFlood systems
+	// only); 0: none.
+	Flood int
 	// args returns the client command (program first).
 	args func(c Config) []string
 	// parse reads the client's output into the sample's value and
@@ -40,10 +45,18 @@ func Workloads() []Workload {
 		return append(a, extra...)
 	}
 	return []Workload{
-		{Name: "http-keepalive", Title: "HTTP keep-alive", Unit: "req/s", Layers: []Layer{L4, L7},
+		{Name: "http-keepalive", Title: "HTTP keep-alive", Unit: "req/s", Layers: []Layer{L4, L7}, HTTP: true,
 			args:  func(c Config) []string { return wrk(c) },
 			parse: parseWrk},
-		{Name: "http-close", Title: "new connections (HTTP, Connection: close)", Unit: "conn/s", Layers: []Layer{L4, L7},
+		{Name: "http-close", Title: "new connections (HTTP, Connection: close)", Unit: "conn/s", Layers: []Layer{L4, L7}, HTTP: true,
+			args:  func(c Config) []string { return wrk(c, "-H", "Connection: close") },
+			parse: parseWrk},
+		{Name: "syn-flood-keepalive", Title: fmt.Sprintf("HTTP keep-alive during a SYN flood (%d SYNs/s from spoofed sources)", floodRate),
+			Unit: "req/s", Layers: []Layer{L4}, HTTP: true, Flood: floodRate,
+			args:  func(c Config) []string { return wrk(c) },
+			parse: parseWrk},
+		{Name: "syn-flood-close", Title: fmt.Sprintf("new connections during a SYN flood (%d SYNs/s from spoofed sources)", floodRate),
+			Unit: "conn/s", Layers: []Layer{L4}, HTTP: true, Flood: floodRate,
 			args:  func(c Config) []string { return wrk(c, "-H", "Connection: close") },
 			parse: parseWrk},
 		{Name: "tcp-bulk", Title: "bulk TCP (iperf3, 2 streams)", Unit: "Gbit/s", Layers: []Layer{L4},
@@ -54,6 +67,15 @@ func Workloads() []Workload {
 			parse: parseIperfUDP},
 	}
 }
+
+// floodRate is the SYN flood workloads' rate, and floodNet where their
+// sources are drawn from: a /26 of the client's network (hping3
+// --rand-source would draw from all of IPv4; the lab keeps to the
+// benchmarking range).
+const (
+	floodRate = 20000
+	floodNet  = "198.18.0.64/26"
+)
 
 // has reports whether w applies to layer l.
 func (w Workload) has(l Layer) bool {

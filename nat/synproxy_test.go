@@ -425,3 +425,25 @@ func in0(in []byte) byte {
 	}
 	return in[0]
 }
+
+// TestSynCookieNoAlloc: answering a SYN with a cookie allocates nothing
+// (a flood costs no memory).
+func TestSynCookieNoAlloc(t *testing.T) {
+	e := proxyEngine(t, nat.ModeNAT, nat.SynProxyOn, 0)
+	w := e.NewWorker()
+	in := seg{flags: syn, seq: 5, win: 64240, mss: 1460, scale: 7, sackOK: true, ts: true, tsval: 1}.build(client, vip)
+	orig := append([]byte(nil), in...)
+	v := make([]nat.Verdict, 1)
+	pkts := [][]byte{nil}
+	allocs := testing.AllocsPerRun(1000, func() {
+		pkts[0] = in[:len(orig)]
+		copy(pkts[0], orig)
+		w.Process(pkts, v)
+		if v[0] != nat.Reply {
+			t.Fatalf("SYN: %v", v[0])
+		}
+	})
+	if allocs != 0 || e.Flows() != 0 {
+		t.Fatalf("%.1f allocations per SYN, %d flows", allocs, e.Flows())
+	}
+}

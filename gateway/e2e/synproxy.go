@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
@@ -235,37 +234,6 @@ const (
 // ports. Not the /25 of stepSpoofedHandshakes, whose flows may linger.
 var floodNet = netip.MustParsePrefix("198.18.0.64/26")
 
-// synFlood sends floodRate spoofed SYNs a second at vip from the client
-// until stop is closed or floodTime has passed, and returns how many.
-func (e *Env) synFlood(vip netip.AddrPort, stop <-chan struct{}) (int, error) {
-	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 99))
-	const burst = 200
-	tick := time.NewTicker(time.Second * burst / floodRate)
-	defer tick.Stop()
-	end := time.After(floodTime)
-	sent := 0
-	pkts := make([][]byte, burst)
-	for {
-		select {
-		case <-stop:
-			return sent, nil
-		case <-end:
-			return sent, nil
-		case <-tick.C:
-		}
-		for i := range pkts {
-			a := floodNet.Addr().As4()
-			a[3] += byte(r.IntN(64))
-			src := netip.AddrPortFrom(netip.AddrFrom4(a), uint16(1024+r.IntN(64000)))
-			pkts[i] = rawTCP(src, vip, 0x02, r.Uint32(), 0, false)
-		}
-		if err := rawSend(e.client, pkts); err != nil {
-			return sent, err
-		}
-		sent += len(pkts)
-	}
-}
-
 // rss is vsgate's resident memory in bytes.
 func (e *Env) rss() (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", e.cmd.Process.Pid))
@@ -352,7 +320,16 @@ func (e *Env) underFlood(ctx context.Context, vip netip.AddrPort) (floodRun, err
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		n, err := e.synFlood(vip, stop)
+		fctx, cancel := context.WithTimeout(ctx, floodTime)
+		defer cancel()
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-fctx.Done():
+			}
+		}()
+		n, err := e.client.SYNFlood(fctx, vip, floodNet, floodRate)
 		mu.Lock()
 		run.sent, floodErr = n, err
 		mu.Unlock()
@@ -428,7 +405,7 @@ const demoSynProxyHalfOpen = 4096
 
 // floodMemorySlack is how much vsgate's resident memory may grow during a
 // flood: "flat", allowing for the Go runtime's own.
-const floodMemorySlack = 16 << 20
+const floodMemorySlack = 24 << 20
 
 // stepSynFlood: a spoofed-source SYN flood at a syn_proxy: on service
 // makes no flow, breaks no keep-alive connection, delays no new one past
