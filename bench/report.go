@@ -35,10 +35,10 @@ type Sample struct {
 	// FloodSYNs is how many spoofed SYNs the client sent during a flood
 	// workload.
 	FloodSYNs float64 `json:"flood_syns,omitempty"`
-	GwCPU    float64 `json:"gw_cpu_s"`           // CPU seconds of the gateway process tree; -1: not attributable (kernel)
-	AllCPU   float64 `json:"machine_cpu_s"`      // busy CPU seconds of the whole machine (/proc/stat)
-	Seconds  float64 `json:"seconds"`            // wall time of the measurement
-	Err      string  `json:"err,omitempty"`
+	GwCPU     float64 `json:"gw_cpu_s"`      // CPU seconds of the gateway process tree; -1: not attributable (kernel)
+	AllCPU    float64 `json:"machine_cpu_s"` // busy CPU seconds of the whole machine (/proc/stat)
+	Seconds   float64 `json:"seconds"`       // wall time of the measurement
+	Err       string  `json:"err,omitempty"`
 }
 
 // SystemInfo describes a system under test in the report. Plain data.
