@@ -74,7 +74,7 @@ const (
 	DropFragmentDuplicate                                         // a copy of a fragment already held
 	DropFragmentMalformed                                         // a fragment that overlaps another, or a datagram too long or in too many pieces
 	DropSynProxyCookie                                            // a TCP ACK for no flow to a SYN-proxied service, without a valid cookie
-	DropSynProxyEarly                                             // a segment of a proxied flow before the real server answered (the client was offered no window)
+	DropSynProxyEarly                                             // a client segment of a proxied flow before its real server answered that could not be held (synhold.go), or a bare ACK or RST then
 	numDropReasons
 )
 

@@ -292,6 +292,7 @@ type Engine struct {
 	held    *fragStore // fragments held until their datagram is complete (fragstore.go)
 	persist persistTable
 	cookies atomic.Pointer[cookieKeys] // the SYN proxy's secrets (synproxy.go)
+	early   segmentHold                // proxied flows' segments before their real server answered (synhold.go)
 	src     *sources                   // per-source counts (source.go)
 	// fragTimeout is how long a first fragment's translation is kept, in
 	// ticks (Linux keeps fragments 30 s: ipfrag_time).

@@ -35,11 +35,16 @@ import (
 // client echoes; a client without timestamps gets neither (Linux clears
 // both for a cookie without timestamps).
 //
-// As SYNPROXY does, the SYN-ACK offers a zero window: the client sends no
-// data until vsgate opens the window, after the real server's SYN-ACK. A
-// client segment that comes before that anyway is dropped (counted:
-// syn_proxy_early) and sent again by the client; data on the
-// cookie-returning ACK is left to the client to send again the same way.
+// The SYN-ACK offers a window of one segment (the kernel's SYNPROXY
+// offers none): a client sends its first data at once, and vsgate holds
+// it until the real server has answered (synhold.go), as a client's
+// stack would wait. That first data carries the cookie too (its sequence
+// number is the ACK's), so a connection whose ACK was lost opens with it;
+// with a zero window the client would send only window probes, whose
+// sequence number is one before, and wait. Data that finds no room in the
+// hold, and data on the cookie-returning ACK itself, is dropped (counted:
+// syn_proxy_early) and sent again by the client. A protocol where the
+// server speaks first still depends on the ACK, as with any SYN cookie.
 // The SYN-ACK offers window scale proxyWScale (Linux's usual shift); where
 // the real server chose another, the real server's windows are rescaled on
 // the way out, and the client's where the real server declined scaling.
@@ -281,6 +286,7 @@ func (w *Worker) answerSyn(b []byte, svc *service, s *slot) Verdict {
 	if v6 {
 		r.Options.MSS = 1440
 	}
+	r.Window = r.Options.MSS // one segment: what synhold.go holds
 	if o.HasTimestamp {
 		r.Options.HasTimestamp = true
 		r.Options.TSval, r.Options.TSecr = w.cookieTimestamp(&o), o.TSval
@@ -305,6 +311,7 @@ type proxyStart struct {
 	clientScale uint8  // the client's window scale (with wscale)
 	timestamps  bool
 	wscale      bool
+	idx, gen    uint32 // the flow made (markProxied)
 }
 
 // acceptCookie handles a client's ACK for no flow to a proxied service:
@@ -342,6 +349,13 @@ func (w *Worker) acceptCookie(b []byte, svc *service, s *slot) (v Verdict, ok bo
 		}
 	}
 	syn.Window = uint16(min(win, 0xffff))
+	// Data on the segment (the first data of a client whose ACK was
+	// lost): kept aside to be held for the flow once it is made.
+	var data []byte
+	if p.End > p.PayloadOff && len(b) <= heldSlotSize {
+		data = w.synthBuf(len(b))
+		copy(data, b)
+	}
 	n, ok := syn.Write(b[:cap(b)])
 	if !ok {
 		w.proxy.on = false
@@ -355,6 +369,9 @@ func (w *Worker) acceptCookie(b []byte, svc *service, s *slot) (v Verdict, ok bo
 	w.proxy.on = false
 	if v == Forward {
 		v = Reply // a packet vsgate wrote, with complete checksums
+		if data != nil && packet.Parse(data, &w.pp) == packet.ReasonNone {
+			w.e.early.hold(w.e, w.proxy.idx, w.proxy.gen, data, &w.pp)
+		}
 	}
 	return v, true
 }
@@ -363,6 +380,7 @@ func (w *Worker) acceptCookie(b []byte, svc *service, s *slot) (v Verdict, ok bo
 // rebuilt, a proxied one.
 func (w *Worker) markProxied(idx uint32) {
 	ps, f, sh := &w.proxy, &w.e.tab.flows[idx], &w.e.tab.proxy[idx]
+	ps.idx, ps.gen = idx, f.gen.Load()
 	sh[0].Store(ps.cookie)
 	sh[1].Store(ps.ts)
 	fl := f.tcp[DirOriginal].flags() | sideProxied | uint32(ps.clientScale)<<proxyScaleAt
@@ -375,21 +393,26 @@ func (w *Worker) markProxied(idx uint32) {
 	f.tcp[DirOriginal].setFlags(fl)
 }
 
-// proxyFromClient moves a client's segment of proxied flow f into the
-// real server's sequence space, before the window check. It reports
-// false if the segment must be dropped: the real server has not answered
-// yet (the client was offered no window, and sends again).
-func (w *Worker) proxyFromClient(b []byte, f *flow, sh *proxyShifts, of uint32) bool {
-	if st := f.state.Load() & stateMask; st == uint32(tcpSynRecv) || st == uint32(tcpSynAck) {
-		w.drop(DropSynProxyEarly)
-		return false
+// proxyFromClient moves a client's segment of proxied flow f (slab
+// index idx, generation gen) into the real server's sequence space,
+// before the window check. Before the real server has answered, a
+// segment with data or FIN is held (Held; synhold.go) and anything else
+// dropped: then it reports false with the verdict.
+func (w *Worker) proxyFromClient(b []byte, f *flow, sh *proxyShifts, of, idx, gen uint32) (Verdict, bool) {
+	if pending(f.state.Load(), gen) {
+		p := w.p
+		if (p.End > p.PayloadOff || p.TCPFlags&packet.TCPFlagFIN != 0) && p.TCPFlags&packet.TCPFlagRST == 0 &&
+			w.segs <= 1 && !p.IsFragment() && w.e.early.hold(w.e, idx, gen, b, p) {
+			return Held, false
+		}
+		return w.drop(DropSynProxyEarly), false
 	}
 	ts := packet.TCPShift{
 		Ack: sh[0].Load(), TSecr: sh[1].Load(),
 		WindowFrom: uint8(of >> proxyScaleAt & 0xf), WindowTo: uint8(of >> 8 & 0xf),
 	}
 	packet.ShiftTCP(b, w.p, &ts)
-	return true
+	return 0, true
 }
 
 // proxyFromServer moves a real server's segment of proxied flow f into the
@@ -420,7 +443,7 @@ func (w *Worker) proxyFromServer(b []byte, f *flow, sh *proxyShifts) bool {
 // place into the client's ACK to the real server (Reply), and releases the
 // ACK that opens the client's window. A SYN-ACK again (the real server
 // did not get the ACK) is answered with the ACK again.
-func (w *Worker) serverSynAck(b []byte, f *flow, sh *proxyShifts, own *owner, gen uint32, s *slot) Verdict {
+func (w *Worker) serverSynAck(b []byte, f *flow, idx uint32, sh *proxyShifts, own *owner, gen uint32, s *slot) Verdict {
 	p := w.p
 	t := packet.TCP(b[p.L4Off:p.End])
 	o := t.Options()
@@ -475,22 +498,43 @@ func (w *Worker) serverSynAck(b []byte, f *flow, sh *proxyShifts, own *owner, ge
 		w.seg.read(b[:n], &w.pp)
 		f.tcp.inWindow(DirOriginal, &w.seg, tcpSynAck)
 		w.touch(f, DirOriginal, own, gen, tcpEvent(packet.TCPFlagACK))
+		w.releaseHeld(idx, gen)
 	}
 	return Reply
+}
+
+// releaseHeld sends the client segments held for flow idx (generation
+// gen), now settled, through the engine as they would have gone, and
+// queues them (Released) after the ACK that opens the client's window.
+func (w *Worker) releaseHeld(idx, gen uint32) {
+	w.heldOut = w.e.early.take(idx, gen, w.synthBuf, w.heldOut[:0])
+	if len(w.heldOut) == 0 {
+		return
+	}
+	p, h, segs, csumOK := w.p, w.h, w.segs, w.csumOK
+	for _, b := range w.heldOut {
+		s := &w.hslot
+		if packet.Parse(b, &s.p) != packet.ReasonNone {
+			continue // it parsed when it was held: cannot happen
+		}
+		s.kw.fill(&s.p)
+		s.h, s.hit, s.n = s.kw.hash(), false, 0
+		w.p, w.h, w.segs, w.csumOK = &s.p, s.h, 1, true
+		if v := w.translate(b, s); v == Forward {
+			w.released, w.releasedV = append(w.released, b), append(w.releasedV, v)
+		}
+	}
+	w.p, w.h, w.segs, w.csumOK = p, h, segs, csumOK
 }
 
 // release queues a segment vsgate writes besides the packets it was given
 // (Released), in a buffer of the worker's.
 func (w *Worker) release(seg *packet.TCPSegment) {
-	if w.synthUsed == len(w.synth) {
-		w.synth = append(w.synth, make([]byte, 128))
-	}
-	buf := w.synth[w.synthUsed]
+	buf := w.synthBuf(seg.Len())
 	n, ok := seg.Write(buf)
 	if !ok {
 		return
 	}
-	w.synthUsed++
 	w.released, w.releasedV = append(w.released, buf[:n]), append(w.releasedV, Reply)
 }
 
@@ -498,4 +542,15 @@ func (w *Worker) release(seg *packet.TCPSegment) {
 func closed(s uint32) bool {
 	st := tcpState(s & stateMask)
 	return st == tcpTimeWait || st == tcpClose
+}
+
+// synthBuf returns a buffer of n bytes (at most heldSlotSize) of the
+// worker's, valid until its next Process call. The worker keeps what it
+// grew to: as many as one call ever needed.
+func (w *Worker) synthBuf(n int) []byte {
+	if w.synthUsed == len(w.synth) {
+		w.synth = append(w.synth, make([]byte, heldSlotSize))
+	}
+	w.synthUsed++
+	return w.synth[w.synthUsed-1][:n]
 }

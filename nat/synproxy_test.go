@@ -159,7 +159,7 @@ func proxiedHandshake(t *testing.T, e *nat.Engine, mode nat.Mode, cl, vp netip.A
 		t.Fatalf("SYN: %v", v)
 	}
 	sa := decode(t, out[0])
-	if sa.src != vp || sa.dst != cl || !sa.tcp.SYN || !sa.tcp.ACK || sa.tcp.Ack != x+1 || sa.tcp.Window != 0 {
+	if sa.src != vp || sa.dst != cl || !sa.tcp.SYN || !sa.tcp.ACK || sa.tcp.Ack != x+1 || sa.tcp.Window != sa.mss {
 		t.Fatalf("SYN-ACK %v -> %v syn %v ack %v %d window %d", sa.src, sa.dst, sa.tcp.SYN, sa.tcp.ACK, sa.tcp.Ack, sa.tcp.Window)
 	}
 	if !sa.ts || sa.tsecr != t1 || sa.scale != 7 || !sa.sackOK || sa.mss == 0 {
@@ -191,15 +191,22 @@ func proxiedHandshake(t *testing.T, e *nat.Engine, mode nat.Mode, cl, vp netip.A
 		t.Fatalf("%d flows after the cookie", e.Flows())
 	}
 
-	// Before the real server answers, the client's segments wait.
-	if _, v := run(w, seg{flags: ack, seq: x + 1, ack: cookie + 1, win: 502, payload: 10, ts: true, tsval: t2, tsecr: sa.tsval}.build(cl, vp)); len(v) != 0 || e.Drops(nat.DropSynProxyEarly) != 1 {
+	// Before the real server answers, the client's data waits; a bare
+	// ACK is dropped.
+	if _, v := run(w, seg{flags: ack, seq: x + 1, ack: cookie + 1, win: 502, payload: 10, ts: true, tsval: t2, tsecr: sa.tsval}.build(cl, vp)); len(v) != 0 {
 		t.Fatalf("early data: %v", v)
+	}
+	if _, v := run(w, seg{flags: ack, seq: x + 1, ack: cookie + 1, win: 502, ts: true, tsval: t2, tsecr: sa.tsval}.build(cl, vp)); len(v) != 0 || e.Drops(nat.DropSynProxyEarly) != 1 {
+		t.Fatalf("early bare ACK: %v", v)
 	}
 
 	// The real server's SYN-ACK: a different window scale (9).
 	out, v = run(w, seg{flags: synack, seq: y, ack: x + 1, win: 65160, mss: 1400, scale: 9, sackOK: true, ts: true, tsval: s1, tsecr: t2}.build(server, gw))
-	if len(out) != 2 || v[0] != nat.Reply || v[1] != nat.Reply {
+	if len(out) != 3 || v[0] != nat.Reply || v[1] != nat.Reply || v[2] != nat.Forward {
 		t.Fatalf("SYN-ACK: %d packets, %v", len(out), v)
+	}
+	if held := decode(t, out[2]); held.dst != server || held.tcp.Seq != x+1 || held.tcp.Ack != y+1 || len(held.tcp.Payload) != 10 || held.tsecr != s1 {
+		t.Fatalf("the held data to the real server: %+v", held)
 	}
 	a := decode(t, out[0])
 	if a.src != gw || a.dst != server || a.tcp.SYN || !a.tcp.ACK || a.tcp.Seq != x+1 || a.tcp.Ack != y+1 || a.tsval != t2 || a.tsecr != s1 {
@@ -445,5 +452,30 @@ func TestSynCookieNoAlloc(t *testing.T) {
 	})
 	if allocs != 0 || e.Flows() != 0 {
 		t.Fatalf("%.1f allocations per SYN, %d flows", allocs, e.Flows())
+	}
+}
+
+// TestSynProxyLostAck: a client whose ACK was lost sends its first data;
+// that proves the cookie as well, makes the flow, and the data reaches
+// the real server once it has answered.
+func TestSynProxyLostAck(t *testing.T) {
+	e := proxyEngine(t, nat.ModeNAT, nat.SynProxyOn, 0)
+	w := e.NewWorker()
+	out, _ := run(w, seg{flags: syn, seq: 5, win: 64240, mss: 1460, scale: 7, sackOK: true, ts: true, tsval: 1}.build(client, vip))
+	sa := decode(t, out[0])
+	out, v := run(w, seg{flags: ack, seq: 6, ack: sa.tcp.Seq + 1, win: 502, payload: 20, ts: true, tsval: 2, tsecr: sa.tsval}.build(client, vip))
+	if len(v) != 1 || v[0] != nat.Reply {
+		t.Fatalf("first data without the ACK: %v", v)
+	}
+	sy := decode(t, out[0])
+	if !sy.tcp.SYN || sy.tcp.Seq != 5 {
+		t.Fatalf("SYN to the real server: %+v", sy)
+	}
+	out, v = run(w, seg{flags: synack, seq: 900, ack: 6, win: 65160, mss: 1460, scale: 7, sackOK: true, ts: true, tsval: 70, tsecr: 2}.build(sy.dst, sy.src))
+	if len(out) != 3 || v[2] != nat.Forward {
+		t.Fatalf("SYN-ACK: %v", v)
+	}
+	if d := decode(t, out[2]); d.dst != sy.dst || d.tcp.Seq != 6 || d.tcp.Ack != 901 || len(d.tcp.Payload) != 20 {
+		t.Fatalf("the data to the real server: %+v", d)
 	}
 }

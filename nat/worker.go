@@ -33,6 +33,8 @@ type Worker struct {
 	proxy        proxyStart
 	synth        [][]byte
 	synthUsed    int
+	heldOut      [][]byte // segments taken from the engine's hold for a flow just settled
+	hslot        slot     // the scratch of one of them going through translate
 	fslot        slot
 	inner        packet.Parsed
 	slots        [batchSize]slot
@@ -397,8 +399,8 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 				w.e.tab.remove(ref.index(), gen, w.e.retire)
 				return 0, false
 			}
-			if !w.proxyFromClient(b, f, sh, of) {
-				return Drop, true
+			if v, ok := w.proxyFromClient(b, f, sh, of, ref.index(), gen); !ok {
+				return v, true
 			}
 		}
 		var pass bool
@@ -407,7 +409,7 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 		}
 		if proxied && d == DirReply {
 			if p.TCPFlags&packet.TCPFlagSYN != 0 {
-				return w.serverSynAck(b, f, sh, own, gen, s), true
+				return w.serverSynAck(b, f, ref.index(), sh, own, gen, s), true
 			}
 			if !w.proxyFromServer(b, f, sh) {
 				return Drop, true

@@ -256,8 +256,9 @@ type keepAlive struct {
 	rd *bufio.Reader
 }
 
-func (k keepAlive) ask(path string) error {
-	_ = k.c.SetDeadline(time.Now().Add(5 * time.Second))
+// ask asks for path and reads the answer, by deadline.
+func (k keepAlive) ask(path string, deadline time.Time) error {
+	_ = k.c.SetDeadline(deadline)
 	if _, err := fmt.Fprintf(k.c, "GET %s HTTP/1.1\r\nHost: vsgate\r\n\r\n", path); err != nil {
 		return err
 	}
@@ -304,7 +305,7 @@ func (e *Env) underFlood(ctx context.Context, vip netip.AddrPort) (floodRun, err
 		}
 		k := keepAlive{c, bufio.NewReader(c)}
 		conns = append(conns, k)
-		if err := k.ask("/before-flood"); err != nil {
+		if err := k.ask("/before-flood", time.Now().Add(5*time.Second)); err != nil {
 			return run, fmt.Errorf("keep-alive connection before the flood: %w", err)
 		}
 	}
@@ -346,7 +347,7 @@ func (e *Env) underFlood(ctx context.Context, vip netip.AddrPort) (floodRun, err
 					return
 				case <-t.C:
 				}
-				if err := k.ask(fmt.Sprintf("/keep-alive-%d", i)); err != nil {
+				if err := k.ask(fmt.Sprintf("/keep-alive-%d", i), time.Now().Add(5*time.Second)); err != nil {
 					mu.Lock()
 					run.broken++
 					mu.Unlock()
@@ -366,8 +367,7 @@ func (e *Env) underFlood(ctx context.Context, vip netip.AddrPort) (floodRun, err
 				return err
 			}
 			defer c.Close()
-			_ = c.SetDeadline(start.Add(time.Second))
-			return keepAlive{c, bufio.NewReader(c)}.ask("/new-in-flood")
+			return keepAlive{c, bufio.NewReader(c)}.ask("/new-in-flood", start.Add(time.Second))
 		}()
 		took := time.Since(start)
 		run.opened++
