@@ -195,7 +195,9 @@ func benchEngine(b *testing.B, implName, kind string, syns, stream, fresh [][]by
 		// new flows and keeps the warm established ones.
 		var err error
 		e, err = nat.New(nat.Config{Capacity: len(syns) + 2*headroom, Timeouts: nat.Timeouts{TCPSynRecv: time.Second},
-			Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "rr",
+			// The SYN proxy off: the benchmark's floods of new flows would
+			// turn auto on (BenchmarkSynProxy measures the proxy).
+			Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "rr", SynProxy: nat.SynProxyOff,
 				Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}, {Addr: rips[1], Port: 8080, Weight: 1}}}}})
 		if err != nil {
 			b.Fatal(err)

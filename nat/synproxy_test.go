@@ -14,8 +14,14 @@ import (
 // SYN proxy in the given mode.
 func proxyEngine(t testing.TB, mode nat.Mode, sp nat.SynProxy, halfOpen int) *nat.Engine {
 	t.Helper()
+	return proxyEngineSized(t, mode, sp, halfOpen, 1024)
+}
+
+// proxyEngineSized is proxyEngine with a table of capacity flows.
+func proxyEngineSized(t testing.TB, mode nat.Mode, sp nat.SynProxy, halfOpen, capacity int) *nat.Engine {
+	t.Helper()
 	e, err := nat.New(nat.Config{
-		Capacity: 1024, ShardBits: 2, SynProxyHalfOpen: halfOpen,
+		Capacity: capacity, ShardBits: 2, SynProxyHalfOpen: halfOpen,
 		Services: []nat.Service{
 			{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Mode: mode, Scheduler: "rr", SynProxy: sp,
 				Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}}},
