@@ -35,6 +35,12 @@
 // (frag.go). Persistence (ipvsadm -p/-M) keeps a client network on one
 // backend (persist.go). Counters are per worker, summed on read.
 //
+// The SYN proxy (synproxy.go, synhold.go), per service off, on or auto:
+// SYN cookies as Linux makes them, a flow only for a client that returns
+// one, then the real server's connection opened with the client's
+// options and every segment moved between the two sequence spaces, as
+// the kernel's SYNPROXY and DPVS do it.
+//
 // Where the issue that asked for them is silent, the TCP tracking does what
 // conntrack does (nf_conntrack_proto_tcp.c), and says where it differs
 // (tcptrack.go: no td_maxack, so an old RST is held, not dropped).
