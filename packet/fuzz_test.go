@@ -242,3 +242,37 @@ func FuzzTCPSegment(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFragmentIPv4: any packet cut at any MTU gives fragments of at most
+// that MTU whose data, in order, is the packet's, each with a right
+// header checksum; and MakeTooBig never panics on it.
+func FuzzFragmentIPv4(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p packet.Parsed
+		if packet.Parse(b, &p) == packet.ReasonNone {
+			packet.MakeTooBig(make([]byte, 1500), b, &p, [16]byte{}, 1280)
+		}
+		mtu := 68 + len(b)%600
+		bufs := make([][]byte, 64)
+		for i := range bufs {
+			bufs[i] = make([]byte, mtu)
+		}
+		n, ok := packet.FragmentIPv4(b, mtu, bufs)
+		if !ok {
+			return
+		}
+		ip := packet.IPv4(b)
+		var data []byte
+		for i := range n {
+			fr := packet.IPv4(bufs[i])
+			if len(fr) > mtu || int(fr.TotalLength()) != len(fr) || fr.CalculateChecksum() != fr.Checksum() {
+				t.Fatalf("fragment %d: %d bytes, header %x", i, len(fr), fr[:20])
+			}
+			data = append(data, fr[fr.HeaderLength():]...)
+		}
+		if string(data) != string(b[ip.HeaderLength():ip.TotalLength()]) {
+			t.Fatal("the fragments' data is not the packet's")
+		}
+	})
+}
