@@ -148,6 +148,10 @@ type Gateway struct {
 	writeMu []sync.Mutex // per device: the worker and the netstack both write
 	rates   atomic.Pointer[map[string]adm.Rates]
 	counts  []workerCounts
+	// mtu says how big a packet may be where it leaves (pmtu.go); nil
+	// for devices the gateway did not open (tests).
+	mtu  mtuLookup
+	pmtu pmtuCounts
 }
 
 // workerCounts are one worker's packet counters, for metrics.
@@ -194,6 +198,7 @@ func New(opts Options) (g *Gateway, err error) {
 		if g.net, err = setupNetwork(h, g.netPlan()); err != nil {
 			return g, fmt.Errorf("network setup: %w", err)
 		}
+		g.mtu = newKernelMTU(opts.Device)
 	}
 	g.counts = make([]workerCounts, len(g.devices))
 	g.writeMu = make([]sync.Mutex, len(g.devices))
@@ -280,6 +285,7 @@ func (g *Gateway) openLink() (err error) {
 		return fmt.Errorf("AF_PACKET device: %w", err)
 	}
 	g.devices = g.link.Ports()
+	g.mtu = g.link
 	g.link.SetCapture(&g.capture)
 	// The kernel sees every frame vsgate sees. Frames to vsgate's
 	// addresses are not for it, and with forwarding on it would route
@@ -406,6 +412,20 @@ func (g *Gateway) work(i int, d tun.Device) error {
 	if seg != nil {
 		meta = make([]nat.Meta, n)
 	}
+	var fit *mtuFit
+	if g.mtu != nil {
+		// The virtio-net header: at the buffer's start on AF_PACKET (the
+		// Ethernet header follows it), just before the packet on a TUN
+		// with offloads.
+		vnet := -1
+		switch {
+		case g.link != nil:
+			vnet = 0
+		case h >= packet.VNetHdrSize:
+			vnet = h - packet.VNetHdrSize
+		}
+		fit = newMTUFit(g.mtu, &g.pmtu, h, vnet)
+	}
 	var inject func([]byte)
 	if g.l7 != nil {
 		inject = g.l7.Inject // copies: the buffer is reused
@@ -462,10 +482,16 @@ func (g *Gateway) work(i int, d tun.Device) error {
 		c.packets.Add(uint64(got))
 		c.dropped.Add(dropped)
 		c.toL7.Add(l7)
-		if capturing && g.link == nil { // the Link records what it sends itself (SetCapture)
-			g.captureOut(out, h)
+		var frags [][]byte
+		if fit != nil {
+			out, frags = fit.fit(out, seg)
 		}
-		g.write(i, d, out, h, &warn)
+		for _, o := range [][][]byte{out, frags} {
+			if capturing && g.link == nil { // the Link records what it sends itself (SetCapture)
+				g.captureOut(o, h)
+			}
+			g.write(i, d, o, h, &warn)
+		}
 		// Then the fragments of the datagrams this batch completed,
 		// copied into buffers of the device's kind (headroom cleared:
 		// the engine made them with complete checksums), in rounds of
@@ -489,6 +515,16 @@ func (g *Gateway) work(i int, d tun.Device) error {
 			}
 			g.write(i, d, out, h, &warn)
 			rel, relV = rel[k:], relV[k:]
+		}
+		// Last, the errors for the senders of packets too big, through
+		// the engine (pmtu.go).
+		if fit != nil {
+			if errs := fit.errors(w, pkts, verdicts); len(errs) > 0 {
+				if capturing && g.link == nil {
+					g.captureOut(errs, h)
+				}
+				g.write(i, d, errs, h, &warn)
+			}
 		}
 		if rerr != nil {
 			if errors.Is(rerr, errClosed) {
@@ -553,6 +589,9 @@ func (g *Gateway) housekeeping(ctx context.Context) {
 		case now := <-t.C:
 			g.engine.Advance(now.Sub(g.start))
 			g.engine.Expire()
+			if k, ok := g.mtu.(*kernelMTU); ok {
+				k.Refresh()
+			}
 			if g.link != nil {
 				if err := g.link.Refresh(); err != nil {
 					g.log.Warn("AF_PACKET device: rereading routes, addresses and neighbours", "err", err)

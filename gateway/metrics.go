@@ -38,6 +38,7 @@ var (
 	descEvictions  = prometheus.NewDesc("vsgate_flow_evictions_total", "Flows evicted to admit new ones.", nil, nil)
 	descExpired    = prometheus.NewDesc("vsgate_flows_expired_total", "Flows that timed out.", nil, nil)
 	descHalfOpen   = prometheus.NewDesc("vsgate_flows_half_open", "Half-open TCP flows (what syn_proxy: auto watches).", nil, nil)
+	descPMTU       = prometheus.NewDesc("vsgate_path_mtu_total", "Packets larger than the link they would leave on: fragmented (IPv4 without DF), answered with ICMP fragmentation needed / packet too big (too_big), dropped without an answer over the rate limit (rate_limited) or for want of a buffer (dropped).", []string{"event"}, nil)
 	descCookies    = prometheus.NewDesc("vsgate_syn_proxy_cookies_total", "SYN proxy: SYN cookies sent in SYN-ACKs, and returned valid in ACKs (each a proxied flow).", []string{"event"}, nil)
 	descWorkerPkts = prometheus.NewDesc("vsgate_worker_packets_total", "Packets read by the worker.", []string{"worker"}, nil)
 	descWorkerDrop = prometheus.NewDesc("vsgate_worker_dropped_total", "Packets the worker dropped.", []string{"worker"}, nil)
@@ -52,7 +53,7 @@ type collector struct{ g *Gateway }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcConns, descSvcPackets, descSvcBytes, descBeConns, descBePackets, descBeBytes,
 		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descTableBytes, descEvictions, descExpired,
-		descHalfOpen, descCookies, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops} {
+		descHalfOpen, descCookies, descPMTU, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops} {
 		ch <- d
 	}
 }
@@ -105,6 +106,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	sp := e.SynProxy()
 	counter(descCookies, sp.CookiesSent, "sent")
 	counter(descCookies, sp.CookiesValid, "valid")
+	counter(descPMTU, g.pmtu.fragmented.Load(), "fragmented")
+	counter(descPMTU, g.pmtu.tooBig.Load(), "too_big")
+	counter(descPMTU, g.pmtu.rateLimited.Load(), "rate_limited")
+	counter(descPMTU, g.pmtu.dropped.Load(), "dropped")
 	for i := range g.counts {
 		w := strconv.Itoa(i)
 		counter(descWorkerPkts, g.counts[i].packets.Load(), w)

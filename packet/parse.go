@@ -28,6 +28,7 @@ const (
 	ReasonNotEthernetII              // 802.3 length field instead of an EtherType
 	ReasonBadARP                     // not an ARP request or reply for IPv4 over Ethernet
 	ReasonBadND                      // neighbour discovery message failing RFC 4861 §7.1 validation
+	ReasonExtHeaderChain             // more than MaxIPv6ExtHeaders IPv6 extension headers before the upper layer
 	numReasons
 )
 
@@ -54,7 +55,15 @@ var reasonNames = [...]string{
 	ReasonNotEthernetII:       "not_ethernet_ii",
 	ReasonBadARP:              "bad_arp",
 	ReasonBadND:               "bad_nd",
+	ReasonExtHeaderChain:      "ext_header_chain",
 }
+
+// MaxIPv6ExtHeaders bounds the IPv6 extension headers Parse walks: a
+// chain of more is dropped (ReasonExtHeaderChain). RFC 8200 §4.1 names
+// six kinds and allows each once (destination options twice); eight
+// leaves room for what real traffic carries, and keeps an attacker's
+// packet of thousands of empty headers from costing a walk each.
+const MaxIPv6ExtHeaders = 8
 
 // String returns the reason as a metric-label-friendly word.
 func (r Reason) String() string {
@@ -407,8 +416,15 @@ func (p *Parsed) parseIPv6(b []byte, l3 int, quoted bool) Reason {
 		sawFrag      bool
 		sourceRouted bool
 	)
+	exts := 0
 walk:
 	for {
+		switch nh {
+		case ipv6ExtHopByHop, ipv6ExtRouting, ipv6ExtDestOpts, ipv6ExtFragment:
+			if exts++; exts > MaxIPv6ExtHeaders {
+				return p.fail(ReasonExtHeaderChain)
+			}
+		}
 		switch nh {
 		case ipv6ExtHopByHop, ipv6ExtRouting, ipv6ExtDestOpts:
 			// RFC 8200 §4.1: hop-by-hop options only right after the

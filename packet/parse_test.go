@@ -84,6 +84,7 @@ func TestParseMalformed(t *testing.T) {
 		{"v6 two fragment headers", v6ext(44, []byte{44, 0, 0, 1, 0, 0, 0, 1, 17, 0, 0, 1, 0, 0, 0, 1}, udp[:8]), packet.ReasonBadExtHeader},
 		{"v6 non-final fragment not a multiple of 8", v6ext(44, []byte{17, 0, 0, 1, 0, 0, 0, 1}, udp[:9]), packet.ReasonBadFragment},
 		{"v6 fragment past 65535", v6ext(44, []byte{17, 0, 0xff, 0xf8, 0, 0, 0, 1}, udp[:16]), packet.ReasonBadFragment},
+		{"v6 nine destination options headers", v6ext(60, destOpts(9), udp), packet.ReasonExtHeaderChain},
 		{"TCP header cut short", edit(v4, func(b []byte) []byte {
 			binary.BigEndian.PutUint16(b[2:], 20+19)
 			return b[:39]
@@ -278,6 +279,39 @@ func TestParseNeverPanics(t *testing.T) {
 		b = b[:r.IntN(len(b)+1)]
 		if packet.Parse(b, &p) == packet.ReasonNone && p.IsICMPError() {
 			packet.ParseICMPError(b, &p, &inner)
+		}
+	}
+}
+
+// destOpts is a chain of n empty destination options headers, the last
+// followed by UDP.
+func destOpts(n int) []byte {
+	var b []byte
+	for i := range n {
+		next := byte(60)
+		if i == n-1 {
+			next = 17
+		}
+		b = append(b, next, 0, 1, 4, 0, 0, 0, 0) // PadN over the six bytes
+	}
+	return b
+}
+
+// TestExtHeaderBound: a chain of MaxIPv6ExtHeaders parses; one more is
+// dropped with its own reason.
+func TestExtHeaderBound(t *testing.T) {
+	for n, want := range map[int]packet.Reason{packet.MaxIPv6ExtHeaders: packet.ReasonNone, packet.MaxIPv6ExtHeaders + 1: packet.ReasonExtHeaderChain} {
+		ext := destOpts(n)
+		udp := []byte{0x9c, 0x40, 0, 53, 0, 8, 0, 0}
+		b := make([]byte, 40, 40+len(ext)+len(udp))
+		b[0], b[6], b[7] = 0x60, 60, 64
+		copy(b[8:], []byte{0x20, 0x01, 0x0d, 0xb8}) // 2001:db8:: to 2001:db8::
+		copy(b[24:], []byte{0x20, 0x01, 0x0d, 0xb8})
+		b = append(append(b, ext...), udp...)
+		b[4], b[5] = byte((len(b)-40)>>8), byte(len(b)-40)
+		var p packet.Parsed
+		if r := packet.Parse(b, &p); r != want {
+			t.Errorf("%d extension headers: %v, want %v", n, r, want)
 		}
 	}
 }

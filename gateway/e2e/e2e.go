@@ -203,6 +203,11 @@ services:
     vip: %[1]s:54
     scheduler: rr
     backends: %[15]s
+  - name: dns6
+    proto: udp
+    vip: "[%[2]s]:53"
+    scheduler: rr
+    backends: %[17]s
   - name: web6
     proto: tcp
     vip: "[%[2]s]:80"
@@ -266,7 +271,7 @@ fullnat: {pool: [%[12]s]}
 control: {socket: %[13]s}
 metrics: {listen: 127.0.0.1:9100}
 `, p.VIP4, p.VIP6, be(80, false), be(7, false), be(53, false), be(80, true), fullnatVIP,
-		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, e.device(p), be(54, false), fullnatSynProxyVIP)
+		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, e.device(p), be(54, false), fullnatSynProxyVIP, be(53, true))
 	return b.String()
 }
 

@@ -97,6 +97,7 @@ type linkState struct {
 	local      []netip.Addr
 	responders []*Responder    // by interface
 	src        [][2]netip.Addr // by interface: the IPv4 and IPv6 source of our requests
+	mtu        []int           // by interface, as last read (it may change while vsgate runs)
 }
 
 // route is one route of the namespace's main table through an owned
@@ -261,6 +262,11 @@ func (l *Link) refresh(owned, local []netip.Addr, announce bool) error {
 	for i, ifc := range l.ifs {
 		st.responders = append(st.responders, NewResponder(ifc.mac, st.ownedList))
 		st.src = append(st.src, [2]netip.Addr{})
+		mtu := ifc.mtu
+		if link, err := l.nl.LinkByIndex(ifc.index); err == nil && link.Attrs().MTU > 0 {
+			mtu = link.Attrs().MTU
+		}
+		st.mtu = append(st.mtu, mtu)
 		if err := l.neigh.LoadKernel(l.nl, ifc.index); err != nil {
 			return err
 		}
@@ -797,4 +803,28 @@ func (l *Link) RingDrops() map[string]uint64 {
 		}
 	}
 	return out
+}
+
+// EgressMTU returns the MTU of the owned interface dst routes out of and
+// the Link's address of dst's family on it (the source of the messages
+// vsgate sends from there), or false if no owned interface leads to dst.
+func (l *Link) EgressMTU(dst netip.Addr) (int, netip.Addr, bool) {
+	st := l.state.Load()
+	r, ok := st.lookup(dst)
+	if !ok {
+		return 0, netip.Addr{}, false
+	}
+	return st.mtu[r.iface], st.src[r.iface][b2i(dst.Is6())], true
+}
+
+// MinMTU returns the smallest MTU of the owned interfaces: no packet up to
+// that size is too big for any of them.
+func (l *Link) MinMTU() int {
+	m := 0
+	for _, mtu := range l.state.Load().mtu {
+		if m == 0 || mtu < m {
+			m = mtu
+		}
+	}
+	return m
 }
