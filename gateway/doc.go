@@ -8,7 +8,9 @@
 // and up; live reload that never disturbs established flows to servers
 // that stay; the control socket that `vsgate adm` talks to (control.go,
 // with the ipvsadm language in gateway/adm); Prometheus metrics read from
-// the engine on scrape (metrics.go); pcap capture; and the L7 services,
+// the engine on scrape (metrics.go); pcap capture; path MTU as a router
+// does it (pmtu.go: fragmenting, or ICMP too big back to the sender with
+// its own packet quoted); and the L7 services,
 // whose packets the engine hands to an embedded netstack (proxy/netstack).
 //
 // Subpackages: config (the YAML file), adm (ipvsadm, portfw and ipchains

@@ -55,6 +55,16 @@ func (g *Gateway) writeDrops(w io.Writer) {
 			fmt.Fprintf(w, "  %-28s %12d\n", r, n)
 		}
 	}
+	// Packets too big for the link they would leave on (pmtu.go) that
+	// got no ICMP error back to their sender.
+	for _, d := range []struct {
+		name string
+		n    uint64
+	}{{"too_big_rate_limited", g.pmtu.rateLimited.Load()}, {"too_big_dropped", g.pmtu.dropped.Load()}} {
+		if d.n > 0 {
+			fmt.Fprintf(w, "  %-28s %12d\n", d.name, d.n)
+		}
+	}
 	fmt.Fprintln(w, "Lost at the device, before vsgate read them (or after it wrote them)")
 	for _, d := range g.DeviceDrops() {
 		fmt.Fprintf(w, "  %-12s %-15s %12d\n", d.Device, d.Counter, d.Value)
