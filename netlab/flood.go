@@ -16,8 +16,8 @@ import (
 // a random address of src (an IPv4 prefix) and a random port, with a
 // random sequence number: a spoofed-source SYN flood, as hping3 --flood
 // --rand-source -S sends, but with its sources kept to src (the lab's
-// address ranges). It sends in bursts every millisecond or so until ctx
-// ends, and returns how many it sent. The packets are written whole
+// address ranges) and its rate steady: bursts of at most maxFloodBurst
+// every millisecond or so, until ctx ends. It returns how many it sent. The packets are written whole
 // through a raw socket (IPPROTO_RAW), so their source is not the host's.
 func (h *Host) SYNFlood(ctx context.Context, dst netip.AddrPort, src netip.Prefix, rate int) (int, error) {
 	if !dst.Addr().Is4() || !src.Addr().Is4() || src.Bits() < 1 || rate <= 0 {
@@ -39,10 +39,16 @@ func (h *Host) SYNFlood(ctx context.Context, dst netip.AddrPort, src netip.Prefi
 	start := time.Now()
 	sent := 0
 	for ctx.Err() == nil {
-		// Catch up to where the rate says we should be, at most a
-		// burst of 1000 at once; then sleep a millisecond.
+		// Send what the rate says is due, in bursts of at most
+		// maxFloodBurst: a sender that fell behind (a sleep that
+		// overslept) gives up the lost time rather than catching up
+		// in one burst, so the flood stays the steady rate it says.
 		due := int(time.Since(start).Seconds() * float64(rate))
-		for n := min(due-sent, 1000); n > 0; n-- {
+		if due-sent > maxFloodBurst {
+			start = start.Add(time.Duration(float64(due-sent-maxFloodBurst) / float64(rate) * float64(time.Second)))
+			due = sent + maxFloodBurst
+		}
+		for n := due - sent; n > 0; n-- {
 			a := base | r.Uint32()&hostBits
 			synPacket(&pkt, a, dst, uint16(1024+r.IntN(64512)), r.Uint32())
 			if err := unix.Sendto(fd, pkt[:], 0, to); err != nil {
@@ -57,6 +63,9 @@ func (h *Host) SYNFlood(ctx context.Context, dst netip.AddrPort, src netip.Prefi
 	}
 	return sent, nil
 }
+
+// maxFloodBurst bounds the SYNs SYNFlood sends back to back.
+const maxFloodBurst = 64
 
 // synPacket writes an IPv4 TCP SYN from src:sport to dst with sequence
 // number seq into b, checksums complete.

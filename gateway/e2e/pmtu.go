@@ -4,14 +4,21 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
+	"github.com/gopacket/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
 
 	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/packet"
 )
 
 // serverMTU is the MTU stepPathMTU gives the real servers' side: smaller
@@ -183,4 +190,181 @@ func stepPathMTU(ctx context.Context, e *Env) (string, error) {
 		return strings.Join(lines, "\n"), errors.New("the path MTU counters do not show the errors and the fragmenting")
 	}
 	return strings.Join(lines, "\n"), nil
+}
+
+// setClientMTU sets mtu on the client's link and the gateway's interface
+// towards it.
+func (e *Env) setClientMTU(mtu int) error {
+	for _, hl := range []struct {
+		h    *netlab.Host
+		only string
+	}{{e.gw, e.Lab.IfName(e.Lab.Topo.Plan.GatewayOut)}, {e.client, ""}} {
+		links, err := hl.h.Netlink().LinkList()
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			if a := l.Attrs(); a.Name != "lo" && (hl.only == "" || a.Name == hl.only) {
+				if err := hl.h.Netlink().LinkSetMTU(l, mtu); err != nil {
+					return fmt.Errorf("%s: mtu %d on %s: %w", hl.h.Name, mtu, a.Name, err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// gsoDatagrams is how many datagrams of gsoSize the burst sends in one
+// UDP GSO write.
+const (
+	gsoSize      = 8000
+	gsoDatagrams = 8
+)
+
+// stepGSOBurst: with the clients' side at MTU 9000 and the real servers'
+// at 1500, a UDP GSO burst of 8000-byte datagrams without DF (one write
+// of 8) to the UDP service is cut to the real servers' MTU: every
+// datagram is echoed whole, and captures on every real server's link
+// show no frame above 1500 bytes of IP.
+func stepGSOBurst(ctx context.Context, e *Env) (string, error) {
+	if err := e.setClientMTU(9000); err != nil {
+		return "", err
+	}
+	defer func() {
+		_ = e.setClientMTU(1500)
+		_, _ = e.client.Run(context.Background(), "ip", "route", "flush", "cache")
+	}()
+	time.Sleep(1200 * time.Millisecond) // the gateway rereads MTUs every second
+	dir, err := os.MkdirTemp("", "vsgate-gso-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(dir)
+	var caps []*exec.Cmd
+	var files []string
+	var tcpdumpErr []*strings.Builder
+	for _, b := range e.Lab.Topo.Plan.Backends {
+		f := filepath.Join(dir, b+".pcap")
+		h := e.Lab.MustHost(b)
+		links, err := h.Netlink().LinkList()
+		if err != nil {
+			return "", err
+		}
+		ifc := ""
+		for _, l := range links {
+			if l.Attrs().Name != "lo" {
+				ifc = l.Attrs().Name
+			}
+		}
+		cmd := h.Command(ctx, "tcpdump", "-i", ifc, "--immediate-mode", "-U", "-s", "0", "-w", f, "udp or (ip[6:2] & 0x3fff != 0)")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		tcpdumpErr = append(tcpdumpErr, &stderr)
+		if err := cmd.Start(); err != nil {
+			return "", fmt.Errorf("tcpdump in %s: %w", b, err)
+		}
+		caps, files = append(caps, cmd), append(files, f)
+	}
+	stop := func() {
+		for _, c := range caps {
+			_ = c.Process.Signal(syscall.SIGINT)
+			_ = c.Wait()
+		}
+		caps = nil
+	}
+	defer stop()
+	time.Sleep(500 * time.Millisecond) // tcpdump listening
+	vip := netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 53)
+	c, err := e.client.DialContext(ctx, "udp4", vip.String())
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	raw, err := c.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		return "", err
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = errors.Join(unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT),
+			unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_SEGMENT, gsoSize))
+	}); err != nil || serr != nil {
+		return "", errors.Join(err, serr)
+	}
+	// UDP may lose a datagram on the way (a burst of 48 fragments each
+	// way can overrun a queue): what was not echoed is sent again, in up
+	// to three bursts.
+	got := map[int]bool{}
+	buf := make([]byte, 65536)
+	rounds := 0
+	for ; rounds < 3 && len(got) < gsoDatagrams; rounds++ {
+		var burst []byte
+		for i := range gsoDatagrams {
+			if !got[i] {
+				d := make([]byte, gsoSize)
+				copy(d, fmt.Sprintf("datagram %d ", i))
+				burst = append(burst, d...)
+			}
+		}
+		if _, err := c.Write(burst); err != nil {
+			return "", fmt.Errorf("UDP GSO write: %w", err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		for len(got) < gsoDatagrams {
+			n, err := c.Read(buf)
+			if err != nil {
+				break
+			}
+			// The echo server puts its name in front of what it echoes.
+			if n >= gsoSize {
+				var i int
+				if _, err := fmt.Sscanf(string(buf[n-gsoSize:n-gsoSize+16]), "datagram %d ", &i); err == nil {
+					got[i] = true
+				}
+			}
+		}
+	}
+	if len(got) < gsoDatagrams {
+		return "", fmt.Errorf("%d of %d datagrams echoed in %d bursts", len(got), gsoDatagrams, rounds)
+	}
+	time.Sleep(200 * time.Millisecond)
+	stop()
+	largest, frames := 0, 0
+	for _, f := range files {
+		fr, err := os.Open(f)
+		if err != nil {
+			return "", err
+		}
+		r, err := pcapgo.NewReader(fr)
+		if err != nil {
+			fr.Close()
+			return "", fmt.Errorf("%s: %w", f, err)
+		}
+		for {
+			data, ci, err := r.ReadPacketData()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				fr.Close()
+				return "", fmt.Errorf("%s: %w", f, err)
+			}
+			frames++
+			largest = max(largest, ci.Length-packet.EthernetMinimumSize, len(data)-packet.EthernetMinimumSize)
+		}
+		fr.Close()
+	}
+	detail := fmt.Sprintf("%d datagrams of %d bytes in UDP GSO writes (%d) from a 9000-byte link, without DF: all echoed whole; %d packets captured on the real servers' links, the largest %d bytes of IP",
+		gsoDatagrams, gsoSize, rounds, frames, largest)
+	switch {
+	case frames == 0:
+		var msgs []string
+		for _, b := range tcpdumpErr {
+			msgs = append(msgs, strings.TrimSpace(b.String()))
+		}
+		return detail, fmt.Errorf("the captures are empty (tcpdump said: %s)", strings.Join(msgs, "; "))
+	case largest > 1500:
+		return detail, fmt.Errorf("a %d-byte packet reached a real server's 1500-byte link", largest)
+	}
+	return detail, nil
 }

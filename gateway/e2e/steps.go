@@ -59,6 +59,7 @@ func Steps() []Step {
 		{"every drop visible: vsgate adm drops and /metrics show vsgate's drops by reason and the device's own losses", stepDrops},
 		{"fragments and ICMP errors: a 5000-byte datagram (fragmented both ways) echoed whole; a real server's port unreachable reaches the client", stepFragmentsICMP},
 		{"path MTU: with the real servers' side at 1400, DF datagrams of 1500 bytes (IPv4 and IPv6) get fragmentation needed / packet too big with 1400, which the client matches; one without DF is fragmented and echoed", stepPathMTU},
+		{"a UDP GSO burst of 8000-byte datagrams from a 9000-byte link is cut to the real servers' 1500: echoed whole, no packet above 1500 on their links", stepGSOBurst},
 		{"IPv6: 30 requests to [2001:db8::10]:80 spread 10/10/10", stepIPv6},
 		{"FULLNAT: the real server sees the gateway's FULLNAT address, the client sees the VIP", stepFullNAT},
 		{"bulk: 300 MB through the VIP arrive intact (SHA-256 of every byte)", stepBulk},
