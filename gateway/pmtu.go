@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/time/rate"
 
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
@@ -143,9 +144,8 @@ type mtuFit struct {
 	used   int // frags in use in this batch
 	errs   [][]byte
 	nerrs  int
-	tokens float64
-	last   time.Time
-	errOut [][]byte // the errors as errors returns them
+	limit  *rate.Limiter // the errors' rate
+	errOut [][]byte      // the errors as errors returns them
 	p      packet.Parsed
 	cut    [][]byte // scratch for FragmentIPv4
 }
@@ -154,7 +154,7 @@ type mtuFit struct {
 const maxFragBufs = 512
 
 func newMTUFit(look mtuLookup, counts *pmtuCounts, h, vnet int) *mtuFit {
-	return &mtuFit{look: look, counts: counts, h: h, vnet: vnet, cut: make([][]byte, 64)}
+	return &mtuFit{look: look, counts: counts, h: h, vnet: vnet, cut: make([][]byte, 64), limit: rate.NewLimiter(tooBigPerSecond, tooBigBurst)}
 }
 
 // buf returns a buffer of the worker's for a fragment or an error, with
@@ -174,21 +174,6 @@ func (m *mtuFit) buf(pool *[][]byte, n *int, size int) []byte {
 	*n++
 	clear(b[:m.h])
 	return b[:m.h+size]
-}
-
-// allow takes a token of the error rate limit.
-func (m *mtuFit) allow(now time.Time) bool {
-	if m.last.IsZero() {
-		m.tokens = tooBigBurst
-	} else {
-		m.tokens = min(tooBigBurst, m.tokens+now.Sub(m.last).Seconds()*tooBigPerSecond)
-	}
-	m.last = now
-	if m.tokens < 1 {
-		return false
-	}
-	m.tokens--
-	return true
 }
 
 // fit checks the packets of out (each buffer[:h+len], the packet at h)
@@ -283,7 +268,7 @@ func (m *mtuFit) cutInto(ip []byte, mtu int) {
 // tooBig makes the error for the sender of ip (too big for mtu), from
 // src, if the rate allows.
 func (m *mtuFit) tooBig(ip []byte, src netip.Addr, mtu int) {
-	if !m.allow(time.Now()) {
+	if !m.limit.Allow() {
 		m.counts.rateLimited.Add(1)
 		return
 	}

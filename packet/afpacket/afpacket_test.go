@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"golang.org/x/net/bpf"
+	"golang.org/x/time/rate"
 
 	"github.com/vsgate/vsgate/packet"
 )
@@ -283,7 +284,7 @@ func TestBatchNoAllocs(t *testing.T) {
 func TestPortWriteNoAllocs(t *testing.T) {
 	lab := pairLab(t, "afpw", nil)
 	tx := openSocket(t, lab, "a", Config{VNetHdr: true})
-	l := &Link{neigh: NewNeighbors()}
+	l := &Link{neigh: NewNeighbors(), icmp: rate.NewLimiter(icmpPerSecond, icmpBurst)}
 	l.ifs = []*linkIface{{name: "a", mac: macA, socks: []*Socket{tx}}}
 	l.state.Store(&linkState{owned: map[netip.Addr]bool{}, routes: []route{
 		{dst: netip.MustParsePrefix("198.18.0.0/15"), iface: 0},

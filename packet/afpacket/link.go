@@ -15,6 +15,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/packet/tun"
@@ -61,7 +62,7 @@ type Link struct {
 	// noUSO is set when the kernel refused a UDP GSO packet: no more
 	// merging of datagrams (writeBatch).
 	noUSO atomic.Bool
-	icmp  tokenBucket // bounds the time-exceeded messages
+	icmp  *rate.Limiter // bounds the time-exceeded messages
 
 	mu sync.Mutex // serialises Refresh and SetOwned
 }
@@ -129,7 +130,7 @@ func OpenLink(cfg LinkConfig) (_ *Link, err error) {
 		cfg.Logger = slog.Default()
 	}
 	queues := max(cfg.Queues, 1)
-	l := &Link{log: cfg.Logger, neigh: NewNeighbors()}
+	l := &Link{log: cfg.Logger, neigh: NewNeighbors(), icmp: rate.NewLimiter(icmpPerSecond, icmpBurst)}
 	defer func() {
 		if err != nil {
 			l.Close()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 
 	"github.com/vsgate/vsgate/packet"
 )
@@ -227,7 +228,7 @@ func FuzzTimeExceeded(f *testing.F) {
 		if len(ip) == 0 || (ip[0]>>4 != 4 && ip[0]>>4 != 6) {
 			return
 		}
-		l := &Link{neigh: NewNeighbors()}
+		l := &Link{neigh: NewNeighbors(), icmp: rate.NewLimiter(icmpPerSecond, icmpBurst)}
 		l.state.Store(&linkState{owned: map[netip.Addr]bool{}, src: [][2]netip.Addr{{netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("2001:db8::3")}}})
 		p := &Port{link: l}
 		p.timeExceeded(ip) // no routes: built, then dropped as NoRoute
@@ -238,7 +239,7 @@ func FuzzTimeExceeded(f *testing.F) {
 			if out[0]>>4 == 6 {
 				n = packet.IPv6HeaderSize + int(binary.BigEndian.Uint16(out[4:]))
 			}
-			if n > icmpv6ErrorMax || packet.Parse(out[:n], &parsed) != packet.ReasonNone {
+			if n > packet.MaxICMPErrorSize || packet.Parse(out[:n], &parsed) != packet.ReasonNone {
 				t.Fatalf("a %d-byte time exceeded that does not parse", n)
 			}
 		}
