@@ -178,6 +178,9 @@ func New(opts Options) (g *Gateway, err error) {
 			g = nil
 		}
 	}()
+	if err := checkAddrs(opts.NAT); err != nil {
+		return g, err
+	}
 	if g.engine, err = nat.New(opts.NAT); err != nil {
 		return g, err
 	}
@@ -225,7 +228,10 @@ func New(opts Options) (g *Gateway, err error) {
 // netPlan derives the wiring from the configuration: VIPs, masquerade and
 // FULLNAT addresses are routed into the device; traffic from the real
 // servers and masqueraded subnets is steered into it.
-func (g *Gateway) netPlan() NetPlan {
+func (g *Gateway) netPlan() NetPlan { return g.netPlanFor(g.desired) }
+
+// netPlanFor is the wiring configuration c needs.
+func (g *Gateway) netPlanFor(c nat.Config) NetPlan {
 	p := NetPlan{Device: g.opts.Device, Table: g.opts.Table, RulePriority: g.opts.RulePriority}
 	if p.Table == 0 {
 		p.Table = 100
@@ -243,7 +249,6 @@ func (g *Gateway) netPlan() NetPlan {
 			p.Steer = append(p.Steer, s)
 		}
 	}
-	c := g.desired
 	for _, s := range c.Services {
 		addAddr(s.VIP)
 		if s.Mode == nat.ModeFullNAT {
@@ -265,8 +270,11 @@ func (g *Gateway) netPlan() NetPlan {
 
 // ownedAddrs are the addresses vsgate answers ARP/ND for in AF_PACKET
 // mode: the plan's (VIPs, masquerade, FULLNAT) and the configured ones.
-func (g *Gateway) ownedAddrs() []netip.Addr {
-	owned := g.netPlan().Addrs
+func (g *Gateway) ownedAddrs() []netip.Addr { return g.ownedAddrsFor(g.desired) }
+
+// ownedAddrsFor is ownedAddrs for configuration c.
+func (g *Gateway) ownedAddrsFor(c nat.Config) []netip.Addr {
+	owned := g.netPlanFor(c).Addrs
 	for _, a := range g.opts.AFPacket.Addrs {
 		if !slices.Contains(owned, a) {
 			owned = append(owned, a)
@@ -703,9 +711,16 @@ func (g *Gateway) ReloadFromSource() error {
 
 // installLocked makes desired the operator's configuration and gives the
 // engine that configuration with the health checks' verdicts applied,
-// rewiring routes for addresses that changed. Caller holds g.mu.
+// rewiring for addresses that changed. All or nothing: the addresses are
+// checked first; the new wiring is made beside the old (what both need is
+// never removed); then the engine takes the configuration; only then does
+// the old wiring's remainder go. If any step fails, the gateway is left
+// as it was and the error says which step. Caller holds g.mu.
 func (g *Gateway) installLocked(desired nat.Config) error {
 	desired = withL7Services(desired, g.opts.L7) // L7 services are fixed at New
+	if err := checkAddrs(desired); err != nil {
+		return err
+	}
 	eff := desired
 	eff.Services = slices.Clone(desired.Services)
 	for i := range eff.Services {
@@ -717,48 +732,65 @@ func (g *Gateway) installLocked(desired nat.Config) error {
 			}
 		}
 	}
+	var next *netState
+	removeOld := func() error { return nil }
+	switch {
+	case g.link != nil:
+		for _, a := range g.netPlanFor(desired).Addrs {
+			if slices.Contains(g.opts.AFPacket.Addrs, a) {
+				return fmt.Errorf("%v is one of the gateway's own addresses (device.addresses): a service, masquerade or FULLNAT address must be another", a)
+			}
+		}
+		if err := g.link.SetOwned(g.ownedAddrsFor(desired)); err != nil {
+			return fmt.Errorf("AF_PACKET addresses: %w", err)
+		}
+	case g.net != nil:
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if next, removeOld, err = rewire(h, g.net, g.netPlanFor(desired)); err != nil {
+			return fmt.Errorf("network wiring (nothing changed): %w", err)
+		}
+	}
 	if err := g.engine.Update(eff); err != nil {
+		switch {
+		case g.link != nil:
+			err = errors.Join(err, g.link.SetOwned(g.ownedAddrs()))
+		case next != nil:
+			err = errors.Join(err, next.undoNew())
+		}
 		return err
 	}
-	prevPlan := g.netPlan()
 	g.desired = desired
-	if g.link != nil {
-		return g.link.SetOwned(g.ownedAddrs())
-	}
-	if g.net != nil {
-		if err := g.rewire(prevPlan, g.netPlan()); err != nil {
-			return err
+	if next != nil {
+		g.net = next
+		if err := removeOld(); err != nil {
+			g.log.Warn("rewire: removing the old wiring", "err", err)
 		}
 	}
 	return nil
 }
 
-// rewire adjusts the network wiring from one plan to the next. Addresses
-// are added before the engine needs them and removed after; a change of
-// steering redoes the rules.
-func (g *Gateway) rewire(from, to NetPlan) error {
-	if slices.Equal(from.Addrs, to.Addrs) && slices.Equal(from.Steer, to.Steer) {
-		return nil
-	}
-	h, err := netlink.NewHandle()
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	// Build the new wiring beside the old one, then drop the old: routes
-	// to addresses in both plans are replaced, not interrupted.
-	if err := g.net.teardown(); err != nil {
-		g.log.Warn("rewire: removing old wiring", "err", err)
-	}
-	st, err := setupNetwork(h, to)
-	if err != nil {
-		// Put the old wiring back so the running configuration keeps working.
-		if back, berr := setupNetwork(h, from); berr == nil {
-			g.net = back
+// checkAddrs refuses a configuration with an address no client can reach
+// through a gateway (nat.CheckServiceAddr), whatever the device.
+func checkAddrs(c nat.Config) error {
+	for _, s := range c.Services {
+		if err := nat.CheckServiceAddr(s.VIP); err != nil {
+			return fmt.Errorf("service %s: %w", adm.ServiceKey(s), err)
 		}
-		return fmt.Errorf("network setup: %w", err)
 	}
-	g.net = st
+	for _, m := range c.Masquerade {
+		if err := nat.CheckServiceAddr(m.To); err != nil {
+			return fmt.Errorf("masquerade %v: %w", m.Subnet(), err)
+		}
+	}
+	for _, a := range c.FullNATPool {
+		if err := nat.CheckServiceAddr(a); err != nil {
+			return fmt.Errorf("FULLNAT pool: %w", err)
+		}
+	}
 	return nil
 }
 

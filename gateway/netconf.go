@@ -12,6 +12,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/vsgate/vsgate/nat"
 )
 
 // Network wiring in the gateway's namespace (DESIGN.md, "How the TUN
@@ -38,67 +40,140 @@ type NetPlan struct {
 	Table, RulePriority int
 }
 
-// netState is what setupNetwork changed.
+// netState is what the wiring changed, item by item, in the order done.
 type netState struct {
-	h    *netlink.Handle
-	undo []func() error
+	h     *netlink.Handle
+	items []netItem
+	added []netItem // what the rewire that made this state added (undoNew)
+}
+
+// netItem is one change to the namespace, named by what it wires (unique
+// in a plan: "route 198.18.0.10", "rule iif eth1 family 2", ...), with
+// how to take it back.
+type netItem struct {
+	key  string
+	undo func() error
+}
+
+// netStep is one change a plan needs: do makes it and returns its undo.
+type netStep struct {
+	key string
+	do  func() (undo func() error, err error)
 }
 
 // setupNetwork wires the plan in the current network namespace. On error
 // it has already undone what it did.
-func setupNetwork(h *netlink.Handle, p NetPlan) (_ *netState, err error) {
-	st := &netState{h: h}
-	defer func() {
-		if err != nil {
-			err = errors.Join(err, st.teardown())
+func setupNetwork(h *netlink.Handle, p NetPlan) (*netState, error) {
+	st, _, err := rewire(h, &netState{h: h}, p)
+	return st, err
+}
+
+// rewire moves the namespace from the wiring old has made to plan p,
+// make-before-break: what both need stays as it is, never removed for a
+// moment; what only p needs is added first. It returns the new state and
+// done, which removes what only old had: call it once the change is
+// committed, or drop it (and the new state) with undoNew to go back. On
+// error nothing has changed and old is as it was.
+func rewire(h *netlink.Handle, old *netState, p NetPlan) (st *netState, done func() error, err error) {
+	steps, err := planSteps(h, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	have := map[string]func() error{}
+	for _, it := range old.items {
+		have[it.key] = it.undo
+	}
+	st = &netState{h: h}
+	var added []netItem
+	for _, s := range steps {
+		if undo, ok := have[s.key]; ok {
+			st.items = append(st.items, netItem{s.key, undo})
+			delete(have, s.key)
+			continue
 		}
-	}()
+		undo, err := s.do()
+		if err != nil {
+			back := (&netState{h: h, items: added}).teardown()
+			return nil, nil, errors.Join(err, back)
+		}
+		if undo != nil {
+			added = append(added, netItem{s.key, undo})
+			st.items = append(st.items, netItem{s.key, undo})
+		}
+	}
+	var gone []netItem // what only old had, in old's order
+	for _, it := range old.items {
+		if _, ok := have[it.key]; ok {
+			gone = append(gone, it)
+		}
+	}
+	st.added = added
+	return st, (&netState{h: h, items: gone}).teardown, nil
+}
+
+// undoNew takes back what the rewire that made st added, leaving what it
+// kept from the state before: for a change refused after its wiring was
+// made.
+func (st *netState) undoNew() error {
+	return (&netState{h: st.h, items: st.added}).teardown()
+}
+
+// planSteps checks plan p against the namespace and lists the steps that
+// wire it, in order. It changes nothing.
+func planSteps(h *netlink.Handle, p NetPlan) ([]netStep, error) {
 	tun, err := h.LinkByName(p.Device)
 	if err != nil {
-		return st, fmt.Errorf("device %s: %w", p.Device, err)
+		return nil, fmt.Errorf("device %s: %w", p.Device, err)
 	}
-	if err := h.LinkSetUp(tun); err != nil {
-		return st, fmt.Errorf("device %s: up: %w", p.Device, err)
-	}
-	for _, s := range []struct{ path, val string }{
-		{"net/ipv4/ip_forward", "1"},
-		{"net/ipv6/conf/all/forwarding", "1"},
-		{"net/ipv4/conf/all/rp_filter", "0"},
-		{"net/ipv4/conf/" + p.Device + "/rp_filter", "0"},
-	} {
-		if err := st.sysctl(s.path, s.val); err != nil {
-			return st, err
+	var steps []netStep
+	add := func(key string, do func() (func() error, error)) { steps = append(steps, netStep{key, do}) }
+	add("up "+p.Device, func() (func() error, error) {
+		if err := h.LinkSetUp(tun); err != nil {
+			return nil, fmt.Errorf("device %s: up: %w", p.Device, err)
 		}
+		return nil, nil
+	})
+	sysctl := func(path, val string) {
+		add("sysctl "+path+"="+val, func() (func() error, error) { return setSysctl(path, val) })
 	}
+	sysctl("net/ipv4/ip_forward", "1")
+	sysctl("net/ipv6/conf/all/forwarding", "1")
+	sysctl("net/ipv4/conf/all/rp_filter", "0")
+	sysctl("net/ipv4/conf/"+p.Device+"/rp_filter", "0")
 	local, err := localAddrs(h)
 	if err != nil {
-		return st, err
+		return nil, err
 	}
 	for _, a := range p.Addrs {
+		if err := nat.CheckServiceAddr(a); err != nil {
+			return nil, err
+		}
 		if dev, ok := local[a]; ok {
-			return st, fmt.Errorf("%v is a local address of %s: vsgate routes it into %s and answers ARP/ND for it itself; remove it from %s (ip addr del %v dev %s)", a, dev, p.Device, dev, a, dev)
+			return nil, fmt.Errorf("%v is a local address of %s: vsgate routes it into %s and answers ARP/ND for it itself; remove it from %s (ip addr del %v dev %s)", a, dev, p.Device, dev, a, dev)
 		}
 		// Answer neighbour discovery where the address is on-link.
 		if dev, ok := onLinkDevice(h, a); ok && dev.Attrs().Name != p.Device {
 			if a.Is6() {
-				if err := st.sysctl("net/ipv6/conf/"+dev.Attrs().Name+"/proxy_ndp", "1"); err != nil {
-					return st, err
-				}
+				sysctl("net/ipv6/conf/"+dev.Attrs().Name+"/proxy_ndp", "1")
 			}
 			n := &netlink.Neigh{LinkIndex: dev.Attrs().Index, IP: net.IP(a.AsSlice()), Flags: netlink.NTF_PROXY, Family: family(a)}
-			if err := h.NeighAdd(n); err != nil && !errors.Is(err, unix.EEXIST) {
-				return st, fmt.Errorf("proxy neighbour %v on %s: %w", a, dev.Attrs().Name, err)
-			}
-			st.undo = append(st.undo, func() error { return h.NeighDel(n) })
+			add(fmt.Sprintf("proxy %v dev %s", a, dev.Attrs().Name), func() (func() error, error) {
+				if err := h.NeighAdd(n); err != nil && !errors.Is(err, unix.EEXIST) {
+					return nil, fmt.Errorf("proxy neighbour %v on %s: %w", a, dev.Attrs().Name, err)
+				}
+				return func() error { return h.NeighDel(n) }, nil
+			})
 		}
 		r := &netlink.Route{Dst: hostNet(a), LinkIndex: tun.Attrs().Index}
-		if err := h.RouteAdd(r); err != nil {
-			return st, fmt.Errorf("route %v dev %s: %w", a, p.Device, err)
-		}
-		st.undo = append(st.undo, func() error { return h.RouteDel(r) })
+		add(fmt.Sprintf("route %v dev %s", a, p.Device), func() (func() error, error) {
+			if err := h.RouteAdd(r); err != nil {
+				return nil, fmt.Errorf("route %v dev %s: %w", a, p.Device, err)
+			}
+			return func() error { return h.RouteDel(r) }, nil
+		})
 	}
 	if len(p.Steer) == 0 {
-		return st, nil
+		return steps, nil
 	}
 	// The steering table: everything into the device.
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
@@ -107,10 +182,12 @@ func setupNetwork(h *netlink.Handle, p NetPlan) (_ *netState, err error) {
 			dst = &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}
 		}
 		r := &netlink.Route{Dst: dst, LinkIndex: tun.Attrs().Index, Table: p.Table, Family: fam}
-		if err := h.RouteAdd(r); err != nil {
-			return st, fmt.Errorf("default route dev %s table %d: %w", p.Device, p.Table, err)
-		}
-		st.undo = append(st.undo, func() error { return h.RouteDel(r) })
+		add(fmt.Sprintf("default dev %s table %d family %d", p.Device, p.Table, fam), func() (func() error, error) {
+			if err := h.RouteAdd(r); err != nil {
+				return nil, fmt.Errorf("default route dev %s table %d: %w", p.Device, p.Table, err)
+			}
+			return func() error { return h.RouteDel(r) }, nil
+		})
 	}
 	// One rule per (interface, family) the steered traffic arrives on.
 	type ifam struct {
@@ -123,10 +200,10 @@ func setupNetwork(h *netlink.Handle, p NetPlan) (_ *netState, err error) {
 		if !ok {
 			rs, err := h.RouteGet(net.IP(s.Addr().AsSlice()))
 			if err != nil || len(rs) == 0 {
-				return st, fmt.Errorf("%v: no route to it, so no interface to steer from: %v", s, err)
+				return nil, fmt.Errorf("%v: no route to it, so no interface to steer from: %v", s, err)
 			}
 			if dev, err = h.LinkByIndex(rs[0].LinkIndex); err != nil {
-				return st, err
+				return nil, err
 			}
 		}
 		k := ifam{dev.Attrs().Name, family(s.Addr())}
@@ -136,44 +213,54 @@ func setupNetwork(h *netlink.Handle, p NetPlan) (_ *netState, err error) {
 		done[k] = true
 		rule := netlink.NewRule()
 		rule.IifName, rule.Table, rule.Priority, rule.Family = k.dev, p.Table, p.RulePriority, k.fam
-		if err := h.RuleAdd(rule); err != nil {
-			return st, fmt.Errorf("rule iif %s lookup %d: %w", k.dev, p.Table, err)
-		}
-		st.undo = append(st.undo, func() error { return h.RuleDel(rule) })
-		if err := st.sysctl("net/ipv4/conf/"+k.dev+"/rp_filter", "0"); err != nil {
-			return st, err
-		}
+		add(fmt.Sprintf("rule %d iif %s family %d lookup %d", p.RulePriority, k.dev, k.fam, p.Table), func() (func() error, error) {
+			if err := h.RuleAdd(rule); err != nil {
+				return nil, fmt.Errorf("rule iif %s lookup %d: %w", k.dev, p.Table, err)
+			}
+			return func() error { return h.RuleDel(rule) }, nil
+		})
+		sysctl("net/ipv4/conf/"+k.dev+"/rp_filter", "0")
 	}
-	return st, nil
+	return steps, nil
 }
 
 // teardown undoes everything, newest first, and reports what failed.
 func (st *netState) teardown() error {
 	var errs []error
-	for i := len(st.undo) - 1; i >= 0; i-- {
-		if err := st.undo[i](); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
+	for i := len(st.items) - 1; i >= 0; i-- {
+		if err := st.items[i].undo(); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENOENT) {
 			errs = append(errs, err)
 		}
 	}
-	st.undo = nil
+	st.items, st.added = nil, nil
 	return errors.Join(errs...)
 }
 
-// sysctl sets a per-namespace kernel setting and remembers the old value.
-func (st *netState) sysctl(path, val string) error {
+// setSysctl sets a per-namespace kernel setting and returns how to put
+// the old value back (nil if it already had the value).
+func setSysctl(path, val string) (func() error, error) {
 	f := filepath.Join("/proc/sys", path)
 	old, err := os.ReadFile(f)
 	if err != nil {
-		return fmt.Errorf("sysctl %s: %w", strings.ReplaceAll(path, "/", "."), err)
+		return nil, fmt.Errorf("sysctl %s: %w", strings.ReplaceAll(path, "/", "."), err)
 	}
 	if strings.TrimSpace(string(old)) == val {
-		return nil
+		return nil, nil
 	}
 	if err := os.WriteFile(f, []byte(val), 0o644); err != nil {
-		return fmt.Errorf("sysctl %s=%s: %w", strings.ReplaceAll(path, "/", "."), val, err)
+		return nil, fmt.Errorf("sysctl %s=%s: %w", strings.ReplaceAll(path, "/", "."), val, err)
 	}
-	st.undo = append(st.undo, func() error { return os.WriteFile(f, old, 0o644) })
-	return nil
+	return func() error { return os.WriteFile(f, old, 0o644) }, nil
+}
+
+// sysctl sets a kernel setting outside a plan (AF_PACKET mode's
+// forwarding off) and records how to put it back.
+func (st *netState) sysctl(path, val string) error {
+	undo, err := setSysctl(path, val)
+	if err == nil && undo != nil {
+		st.items = append(st.items, netItem{"sysctl " + path + "=" + val, undo})
+	}
+	return err
 }
 
 // localAddrs maps every address assigned in the namespace to its device.

@@ -84,3 +84,100 @@ func TestNetworkSetup(t *testing.T) {
 		t.Errorf("teardown left changes:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
 }
+
+// TestRewire: moving from one plan to another adds what is new before
+// anything goes, keeps what both need, and removes the rest only when
+// told; a refused plan changes nothing; undoNew goes back exactly.
+func TestRewire(t *testing.T) {
+	if err := netlab.Check(); err != nil {
+		t.Skip(err)
+	}
+	lab, err := netlab.Build(context.Background(), netlab.Basic(), netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	gw := lab.MustHost(netlab.HostGW)
+	snapshot := func() string {
+		out, err := gw.Run(context.Background(), "sh", "-c", "ip -4 route show table all; ip -6 route show table all | grep -v fe80; ip -4 rule; ip -6 rule; ip neigh show proxy")
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return string(out)
+	}
+	plan := func(addrs ...string) NetPlan {
+		p := NetPlan{Device: "vsg0", Steer: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")}, Table: 100, RulePriority: 1000}
+		for _, a := range addrs {
+			p.Addrs = append(p.Addrs, netip.MustParseAddr(a))
+		}
+		return p
+	}
+	err = gw.Do(func() error {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if err := h.LinkAdd(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "vsg0"}, Mode: netlink.TUNTAP_MODE_TUN}); err != nil {
+			return err
+		}
+		empty := snapshot()
+		a, err := setupNetwork(h, plan("198.18.0.10", "198.18.0.11"))
+		if err != nil {
+			return err
+		}
+		wiredA := snapshot()
+
+		// To B: .11 stays, .10 goes, .12 comes. Before done, both
+		// plans' routes are there; .11's was never removed.
+		b, done, err := rewire(h, a, plan("198.18.0.11", "198.18.0.12"))
+		if err != nil {
+			return err
+		}
+		mid := snapshot()
+		for _, want := range []string{"198.18.0.10 dev vsg0", "198.18.0.11 dev vsg0", "198.18.0.12 dev vsg0"} {
+			if !strings.Contains(mid, want) {
+				t.Errorf("between the plans, missing %q", want)
+			}
+		}
+		if err := done(); err != nil {
+			return err
+		}
+		wiredB := snapshot()
+		if strings.Contains(wiredB, "198.18.0.10 dev vsg0") || !strings.Contains(wiredB, "198.18.0.12 dev vsg0") {
+			t.Errorf("after B:\n%s", wiredB)
+		}
+
+		// Refused: a local address. Nothing changes.
+		if _, _, err := rewire(h, b, plan("198.18.0.11", "198.18.0.20")); err == nil || !strings.Contains(err.Error(), "local address") {
+			t.Errorf("a local address was accepted: %v", err)
+		}
+		if got := snapshot(); got != wiredB {
+			t.Errorf("a refused plan changed the wiring:\n%s\nwant:\n%s", got, wiredB)
+		}
+		// Made, then taken back: exactly B again.
+		c, _, err := rewire(h, b, plan("198.18.0.13"))
+		if err != nil {
+			return err
+		}
+		if err := c.undoNew(); err != nil {
+			return err
+		}
+		if got := snapshot(); got != wiredB {
+			t.Errorf("undoNew did not give B back:\n%s\nwant:\n%s", got, wiredB)
+		}
+		if err := b.teardown(); err != nil {
+			return err
+		}
+		if got := snapshot(); got != empty {
+			t.Errorf("teardown left:\n%s\nwant:\n%s", got, empty)
+		}
+		if !strings.Contains(wiredA, "198.18.0.10 dev vsg0") || !strings.Contains(wiredA, "198.18.0.11 dev vsg0") {
+			t.Errorf("plan A not wired:\n%s", wiredA)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

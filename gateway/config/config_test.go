@@ -847,3 +847,20 @@ fullnat: {pool: [198.18.0.30]}
 		t.Fatal("syn_proxy: maybe accepted")
 	}
 }
+
+// TestUnreachableVIP: a VIP on loopback or link-local, or one of the
+// gateway's own device.addresses, is refused at its line (vsgate check
+// runs the checks the gateway runs without the network).
+func TestUnreachableVIP(t *testing.T) {
+	for _, c := range []struct{ text, want string }{
+		{"services:\n  - {proto: tcp, vip: 127.0.0.1:80, backends: [{addr: 198.18.2.11}]}\n", "loopback"},
+		{"services:\n  - {proto: tcp, vip: \"[::1]:80\", backends: [{addr: \"[2001:db8:2::11]\"}]}\n", "loopback"},
+		{"services:\n  - {proto: tcp, vip: \"[fe80::1]:80\", backends: [{addr: \"[2001:db8:2::11]\"}]}\n", "link-local"},
+		{"device: {type: afpacket, interfaces: [eth0], addresses: [198.18.0.1]}\nservices:\n  - {proto: tcp, vip: 198.18.0.1:80, backends: [{addr: 198.18.2.11}]}\n", "own addresses"},
+	} {
+		_, err := Parse([]byte(c.text), "v.yaml")
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "v.yaml:") {
+			t.Errorf("%q: %v", c.text, err)
+		}
+	}
+}

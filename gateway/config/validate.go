@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -64,7 +65,12 @@ func validate(c *Config, r *report) {
 	svcs := map[svcID]int{}
 	names := map[string]int{}
 	for i := range c.Services {
-		validateService(&c.Services[i], fmt.Sprintf("services[%d]", i), i, fam, svcs, names, r)
+		path := fmt.Sprintf("services[%d]", i)
+		validateService(&c.Services[i], path, i, fam, svcs, names, r)
+		if vip := c.Services[i].VIP.Addr(); slices.Contains(c.Device.Addresses, vip) && !r.failed(path+".vip") {
+			r.fail(path+".vip", fmt.Sprintf("vip %s is one of the gateway's own addresses (device.addresses)", vip),
+				"give the service an address of its own; device.addresses are what the real servers use as their gateway")
+		}
 	}
 
 	if a := c.MasqueradeTo; a.IsValid() && !r.failed("masquerade_to") {
@@ -188,6 +194,9 @@ func validateService(s *Service, path string, idx int, pool map[bool]bool, svcs 
 	if addrOK {
 		if msg, fix := unicastProblem("vip", vip); msg != "" {
 			r.fail(path+".vip", msg, fix)
+			addrOK = false
+		} else if err := nat.CheckServiceAddr(vip); err != nil {
+			r.fail(path+".vip", "vip "+err.Error(), "use an address clients reach the gateway by")
 			addrOK = false
 		}
 	}

@@ -65,6 +65,7 @@ func Steps() []Step {
 		{"bulk: 300 MB through the VIP arrive intact (SHA-256 of every byte)", stepBulk},
 		{"bulk IPv6: 300 MB through [2001:db8::10]:80 arrive intact (SHA-256)", stepBulk6},
 		{"bulk UDP: 20 MB of 1400-byte datagrams echoed through the VIP intact (SHA-256)", stepBulkUDP},
+		{"refused changes (a VIP on loopback or link-local, the gateway's own address) change nothing: -S byte for byte, the VIPs answer, the next valid change works", stepRefusedChanges},
 		{"a connection open across a live reload (SIGHUP) keeps working", stepReload},
 		{"flows to a backend set to weight 0 finish; new ones avoid it", stepQuiesce},
 		{"L7: ProxyPass /sales/ and /rd/ route by path (v4 and v6); a balancer spreads /lb/ over three servers (gVisor netstack)", stepL7},

@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// stepRefusedChanges: changes vsgate must refuse — a VIP on loopback, a
+// VIP that is the gateway's own address — are refused whole: vsgate adm
+// -S is byte for byte what it was, the VIPs still answer, and the next
+// valid change (a new service, then its removal) works.
+func stepRefusedChanges(ctx context.Context, e *Env) (string, error) {
+	before, err := e.Adm(ctx, "-S", "-n")
+	if err != nil {
+		return "", err
+	}
+	p := e.Lab.Topo.Plan
+	var lines []string
+	for _, bad := range [][]string{
+		{"-A", "-t", "[::1]:80", "-s", "rr"},
+		{"-A", "-t", "127.0.0.1:80", "-s", "rr"},
+		{"-A", "-t", "[fe80::1]:80", "-s", "rr"},
+		{"-A", "-t", "198.18.0.1:80", "-s", "rr"}, // the gateway's own client-side address
+	} {
+		out, err := e.Adm(ctx, bad...)
+		if err == nil {
+			return out, fmt.Errorf("vsgate adm %s was accepted", strings.Join(bad, " "))
+		}
+		after, aerr := e.Adm(ctx, "-S", "-n")
+		if aerr != nil {
+			return "", aerr
+		}
+		if after != before {
+			return after, fmt.Errorf("vsgate adm %s was refused, but -S changed:\n%s\nwas:\n%s", strings.Join(bad, " "), after, before)
+		}
+		if _, err := e.get(ctx, fmt.Sprintf("http://%s/after-refused", netip.AddrPortFrom(p.VIP4, 80))); err != nil {
+			return "", fmt.Errorf("after vsgate adm %s was refused, the VIP does not answer: %w", strings.Join(bad, " "), err)
+		}
+		lines = append(lines, fmt.Sprintf("vsgate adm %s: refused (%s); -S unchanged; the VIP answers", strings.Join(bad, " "), firstLine(err.Error())))
+	}
+	// The next valid change works, and so does undoing it.
+	next := netip.AddrPortFrom(netip.MustParseAddr("198.18.0.11"), 80)
+	if out, err := e.Adm(ctx, "-A", "-t", next.String(), "-s", "rr"); err != nil {
+		return out, err
+	}
+	if out, err := e.Adm(ctx, "-a", "-t", next.String(), "-r", "198.18.2.11:80", "-m"); err != nil {
+		return out, err
+	}
+	rep, err := e.get(ctx, fmt.Sprintf("http://%s/new-service", next))
+	if err != nil {
+		return "", fmt.Errorf("the valid change after the refused ones: %w", err)
+	}
+	if out, err := e.Adm(ctx, "-D", "-t", next.String()); err != nil {
+		return out, err
+	}
+	if after, _ := e.Adm(ctx, "-S", "-n"); after != before {
+		return after, errors.New("adding a service and deleting it again did not give -S back")
+	}
+	if _, err := e.get(ctx, fmt.Sprintf("http://%s/after", netip.AddrPortFrom(p.VIP4, 80))); err != nil {
+		return "", err
+	}
+	lines = append(lines, fmt.Sprintf("then vsgate adm -A -t %v (answered by %s) and -D: -S as before, the VIP answers", next, rep.Backend))
+	return strings.Join(lines, "\n"), nil
+}
+
+// firstLine is s up to its first newline.
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\n")
+	return l
+}
