@@ -682,10 +682,13 @@ func (g *Gateway) Close() error {
 func (g *Gateway) Reload(opts Options) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	old := g.opts
-	g.opts.NAT, g.opts.Health, g.opts.MasqDefaults = opts.NAT, opts.Health, opts.MasqDefaults // L7 services stay as they started
+	// Only these fields change (L7 services stay as they started, and
+	// healthChanged reads them without the lock): a refused reload puts
+	// back these, not the whole struct.
+	oldNAT, oldHealth, oldMasq := g.opts.NAT, g.opts.Health, g.opts.MasqDefaults
+	g.opts.NAT, g.opts.Health, g.opts.MasqDefaults = opts.NAT, opts.Health, opts.MasqDefaults
 	if err := g.installLocked(opts.NAT); err != nil {
-		g.opts = old
+		g.opts.NAT, g.opts.Health, g.opts.MasqDefaults = oldNAT, oldHealth, oldMasq
 		return err
 	}
 	g.checker.Set(g.healthTargets())
