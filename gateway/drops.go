@@ -39,10 +39,15 @@ func (g *Gateway) DeviceDrops() []DeviceDrop {
 	}
 	st := l.Attrs().Statistics
 	name := g.opts.Device
-	return []DeviceDrop{
+	out = []DeviceDrop{
 		{name, "tx_dropped", st.TxDropped}, {name, "tx_errors", st.TxErrors},
 		{name, "rx_dropped", st.RxDropped}, {name, "rx_errors", st.RxErrors},
 	}
+	if n, ok := guardDrops(); ok {
+		// What the kernel would have forwarded around vsgate (guard.go).
+		out = append(out, DeviceDrop{"kernel", "forward_guard", n})
+	}
+	return out
 }
 
 // writeDrops is `vsgate adm drops`: the engine's drops by reason, then the

@@ -172,6 +172,7 @@ func planSteps(h *netlink.Handle, p NetPlan) ([]netStep, error) {
 			return func() error { return h.RouteDel(r) }, nil
 		})
 	}
+	add("nftables guard dev "+p.Device, func() (func() error, error) { return addGuard(p.Device) })
 	if len(p.Steer) == 0 {
 		return steps, nil
 	}

@@ -33,7 +33,7 @@ func TestNetworkSetup(t *testing.T) {
 	var before, during, after string
 	snapshot := func() string {
 		out, err := gw.Run(context.Background(), "sh", "-c",
-			"ip -4 route show table all; ip -6 route show table all | grep -v fe80; ip -4 rule; ip -6 rule; ip neigh show proxy; sysctl -n net.ipv4.conf.all.rp_filter net.ipv6.conf."+gw.IfName(netlab.IfGWOut)+".proxy_ndp")
+			"ip -4 route show table all; ip -6 route show table all | grep -v fe80; ip -4 rule; ip -6 rule; ip neigh show proxy; sysctl -n net.ipv4.conf.all.rp_filter net.ipv6.conf."+gw.IfName(netlab.IfGWOut)+".proxy_ndp; nft list ruleset")
 		if err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
@@ -75,6 +75,7 @@ func TestNetworkSetup(t *testing.T) {
 		"1000:\tfrom all iif " + gw.IfName(netlab.IfGWIn) + " lookup 100",
 		"198.18.0.10 dev " + gw.IfName(netlab.IfGWOut) + " proxy",
 		"2001:db8::10 dev " + gw.IfName(netlab.IfGWOut) + " proxy",
+		"table inet vsgate", `iifname != "vsg0" oifname != "vsg0" counter packets 0 bytes 0 drop`,
 	} {
 		if !strings.Contains(during, want) {
 			t.Errorf("while wired, missing %q in:\n%s", want, during)

@@ -72,7 +72,16 @@
 //	  icmp: 10s
 //	  tcp_syn_sent: 2m, tcp_syn_recv: 1m, tcp_time_wait: 2m,
 //	  tcp_close: 10s, tcp_close_wait: 1m, tcp_last_ack: 30s
-//	default: pass           pass or drop: packets matching nothing      default pass
+//	default: pass           pass or drop: packets that reach vsgate and  default pass
+//	                        match no flow, service or masquerade rule
+//	                        (an inside host's traffic that is not
+//	                        masqueraded: pass routes it on unchanged).
+//	                        On a TUN, traffic from the outside to an
+//	                        inside address that is no service never
+//	                        reaches an inside host either way: vsgate's
+//	                        nftables table drops what the kernel would
+//	                        forward around it. On AF_PACKET, drop is
+//	                        needed for that today.
 //	tcp_window_check: true  every flow's TCP window is checked; false:  default true
 //	                        none (conntrack's be_liberal)
 //	removed_backends: drain drain or reset: flows of removed backends   default drain

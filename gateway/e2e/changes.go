@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // stepRefusedChanges: changes vsgate must refuse — a VIP on loopback, a
@@ -70,4 +71,60 @@ func stepRefusedChanges(ctx context.Context, e *Env) (string, error) {
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
 	return l
+}
+
+// TUNSteps are the demo's checks on a TUN: Steps, and what only the TUN's
+// wiring does.
+func TUNSteps() []Step {
+	return append(Steps(), Step{"closed to the outside: the client reaches no real server directly (TCP and UDP, v4 and v6), whatever the kernel's forwarding; vsgate's nftables guard counts what it stopped", stepClosedToOutside})
+}
+
+// stepClosedToOutside: from the client, straight to the real servers'
+// addresses (not a VIP): a TCP connection to their HTTP port and a UDP
+// datagram to a port one of them listens on. Nothing reaches them — the
+// gateway's kernel would forward it (forwarding is on for vsgate's
+// wiring), vsgate's forward guard drops it — and the guard's counter, in
+// vsgate adm drops and /metrics, shows it.
+func stepClosedToOutside(ctx context.Context, e *Env) (string, error) {
+	p := e.Lab.Topo.Plan
+	var lines []string
+	for _, rs := range []string{"198.18.2.11:80", "[2001:db8:2::11]:80"} {
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		c, err := e.client.DialContext(cctx, "tcp", rs)
+		cancel()
+		if err == nil {
+			c.Close()
+			return strings.Join(lines, "\n"), fmt.Errorf("the client connected to real server %s directly", rs)
+		}
+		lines = append(lines, fmt.Sprintf("TCP to %s from the client: %v", rs, firstLine(err.Error())))
+	}
+	b1 := e.Lab.MustHost(p.Backends[0])
+	pc, err := b1.ListenPacket("udp", ":1161")
+	if err != nil {
+		return "", err
+	}
+	defer pc.Close()
+	for _, rs := range []string{"198.18.2.11:1161", "[2001:db8:2::11]:1161"} {
+		c, err := e.client.DialContext(ctx, "udp", rs)
+		if err != nil {
+			return "", err
+		}
+		_, _ = c.Write([]byte("from outside"))
+		c.Close()
+	}
+	_ = pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	buf := make([]byte, 100)
+	if n, from, err := pc.ReadFrom(buf); err == nil {
+		return strings.Join(lines, "\n"), fmt.Errorf("real server b1 received %q from %v, straight from the outside", buf[:n], from)
+	}
+	lines = append(lines, "UDP to 198.18.2.11:1161 and [2001:db8:2::11]:1161 (b1 listening): nothing arrived")
+	n, err := e.metricValue(ctx, `vsgate_device_drops_total{counter="forward_guard",device="kernel"}`)
+	if err != nil {
+		return strings.Join(lines, "\n"), err
+	}
+	lines = append(lines, fmt.Sprintf("vsgate_device_drops_total{counter=\"forward_guard\"} %v", n))
+	if n < 4 {
+		return strings.Join(lines, "\n"), fmt.Errorf("the guard counted %v packets, want at least the 4 sent", n)
+	}
+	return strings.Join(lines, "\n"), nil
 }
