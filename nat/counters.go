@@ -75,6 +75,7 @@ const (
 	DropFragmentMalformed                                         // a fragment that overlaps another, or a datagram too long or in too many pieces
 	DropSynProxyCookie                                            // a TCP ACK for no flow to a SYN-proxied service, without a valid cookie
 	DropSynProxyEarly                                             // a client segment of a proxied flow before its real server answered that could not be held (synhold.go), or a bare ACK or RST then
+	DropInboundUnsolicited                                        // from the outside to an inside host (a real server, a masqueraded subnet) for no service or flow
 	numDropReasons
 )
 
@@ -82,7 +83,7 @@ var dropNames = [...]string{"no_flow", "no_backend", "table_full", "source_route
 	"icmp_no_flow", "masq_unsolicited", "unmatched", "ports_exhausted", "backend_removed", "real_server_no_flow",
 	"bad_checksum", "tcp_out_of_window", "source_flow_limit", "source_half_open_limit",
 	"fragment_incomplete", "fragment_budget", "fragment_duplicate", "fragment_malformed",
-	"syn_proxy_bad_cookie", "syn_proxy_early"}
+	"syn_proxy_bad_cookie", "syn_proxy_early", "inbound_unsolicited"}
 
 // String names the reason (the parser's names for parser reasons).
 func (r DropReason) String() string {

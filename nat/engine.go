@@ -263,6 +263,7 @@ type snapshot struct {
 	masqInto      []*masqRule // inbound rules (Into)
 	masqAddr      map[[16]byte]bool
 	owned         map[[16]byte]bool       // VIPs and FULLNAT addresses: unmatched packets to them are dropped, never passed
+	realAddr      map[[16]byte]bool       // the real servers' addresses: inside (see inside)
 	timeout       [numTCPStates + 2]int64 // per state, in ticks
 	resetRemoved  bool
 	dropUnmatched bool
@@ -377,7 +378,7 @@ func (e *Engine) Update(cfg Config) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	services := map[svcKey]*service{} // what the new snapshot serves
-	snap := &snapshot{masqAddr: map[[16]byte]bool{}, owned: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts,
+	snap := &snapshot{masqAddr: map[[16]byte]bool{}, owned: map[[16]byte]bool{}, realAddr: map[[16]byte]bool{}, fnPorts: cfg.FullNATPorts,
 		timeout: cfg.Timeouts.ticks(e.tick), resetRemoved: cfg.ResetRemoved, dropUnmatched: cfg.DropUnmatched, tcpLiberal: cfg.TCPLiberal,
 		srcFlows: int32(min(cfg.SourceFlows, math.MaxInt32)), srcHalfOpen: int32(min(cfg.SourceHalfOpen, math.MaxInt32)),
 		synProxyHalfOpen: int64(cmp.Or(cfg.SynProxyHalfOpen, defaultSynProxyHalfOpen)),
@@ -591,6 +592,7 @@ func (e *Engine) Update(cfg Config) error {
 	for k, svc := range services {
 		for _, b := range svc.cfg.Backends {
 			reals[svcKey{addr16(b.Addr), b.Port, k.proto}] = svc
+			snap.realAddr[addr16(b.Addr)] = true
 		}
 	}
 	snap.realServers = newSvcIndex(reals)
@@ -658,3 +660,22 @@ func (e *Engine) Capacity() int { return e.tab.capacity() }
 // New: the flow slab and the hash index. Divided by Capacity it is the
 // memory per flow.
 func (e *Engine) TableBytes() int { return e.tab.bytes() }
+
+// inside reports whether addr is inside the gateway: a real server, or in
+// a masqueraded subnet (either direction's).
+func (s *snapshot) inside(addr [16]byte) bool {
+	if s.realAddr[addr] {
+		return true
+	}
+	for _, m := range s.masq {
+		if m.net.Contains(addrOf(addr)) {
+			return true
+		}
+	}
+	for _, m := range s.masqInto {
+		if m.net.Contains(addrOf(addr)) {
+			return true
+		}
+	}
+	return false
+}

@@ -627,6 +627,12 @@ func (w *Worker) newFlow(b []byte, s *slot) Verdict {
 		// address routes there).
 		return w.drop(DropUnmatched)
 	}
+	if w.snap.inside(p.Dst) && !w.snap.inside(p.Src) {
+		// From the outside to an inside host, and no service or flow
+		// of its own: the inside is reached through services only,
+		// whatever the default (a router's forwarding would let it in).
+		return w.drop(DropInboundUnsolicited)
+	}
 	if p.HasPorts() || p.IsICMPEcho() {
 		src, dst := addrOf(p.Src), addrOf(p.Dst)
 		for _, m := range w.snap.masq {

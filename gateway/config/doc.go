@@ -76,12 +76,13 @@
 //	                        match no flow, service or masquerade rule
 //	                        (an inside host's traffic that is not
 //	                        masqueraded: pass routes it on unchanged).
-//	                        On a TUN, traffic from the outside to an
-//	                        inside address that is no service never
-//	                        reaches an inside host either way: vsgate's
+//	                        Traffic from the outside to an inside
+//	                        address (a real server, a masqueraded
+//	                        subnet) that is no service never reaches an
+//	                        inside host either way: vsgate drops it
+//	                        (inbound_unsolicited), and on a TUN its
 //	                        nftables table drops what the kernel would
-//	                        forward around it. On AF_PACKET, drop is
-//	                        needed for that today.
+//	                        forward around it (forward_guard).
 //	tcp_window_check: true  every flow's TCP window is checked; false:  default true
 //	                        none (conntrack's be_liberal)
 //	removed_backends: drain drain or reset: flows of removed backends   default drain

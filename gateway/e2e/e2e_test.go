@@ -15,7 +15,7 @@ import (
 // The gateway runs with offloads (device.offloads: true), the default of
 // the demo; TestBulkOffloads runs the bulk steps without them.
 func TestDemo(t *testing.T) {
-	runSteps(t, Options{}, TUNSteps())
+	runSteps(t, Options{}, Steps())
 }
 
 // TestDemoAFPacket runs every demo step against vsgate in AF_PACKET mode
