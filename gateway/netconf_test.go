@@ -15,15 +15,7 @@ import (
 // device made by netlink) and checks every route, rule, proxy neighbour
 // and sysctl; teardown must leave the namespace as it was.
 func TestNetworkSetup(t *testing.T) {
-	if err := netlab.Check(); err != nil {
-		t.Skip(err)
-	}
-	lab, err := netlab.Build(context.Background(), netlab.Basic(), netlab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	gw := lab.MustHost(netlab.HostGW)
+	gw := wiringLab(t)
 	plan := NetPlan{
 		Device: "vsg0",
 		Addrs:  []netip.Addr{netip.MustParseAddr("198.18.0.10"), netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("198.18.0.21")},
@@ -39,13 +31,13 @@ func TestNetworkSetup(t *testing.T) {
 		}
 		return string(out)
 	}
-	err = gw.Do(func() error {
+	err := gw.Do(func() error {
 		h, err := netlink.NewHandle()
 		if err != nil {
 			return err
 		}
 		defer h.Close()
-		if err := h.LinkAdd(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "vsg0"}, Mode: netlink.TUNTAP_MODE_TUN}); err != nil {
+		if err := addTUN(h); err != nil {
 			return err
 		}
 		before = snapshot()
@@ -90,15 +82,7 @@ func TestNetworkSetup(t *testing.T) {
 // anything goes, keeps what both need, and removes the rest only when
 // told; a refused plan changes nothing; undoNew goes back exactly.
 func TestRewire(t *testing.T) {
-	if err := netlab.Check(); err != nil {
-		t.Skip(err)
-	}
-	lab, err := netlab.Build(context.Background(), netlab.Basic(), netlab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	gw := lab.MustHost(netlab.HostGW)
+	gw := wiringLab(t)
 	snapshot := func() string {
 		out, err := gw.Run(context.Background(), "sh", "-c", "ip -4 route show table all; ip -6 route show table all | grep -v fe80; ip -4 rule; ip -6 rule; ip neigh show proxy")
 		if err != nil {
@@ -113,13 +97,13 @@ func TestRewire(t *testing.T) {
 		}
 		return p
 	}
-	err = gw.Do(func() error {
+	err := gw.Do(func() error {
 		h, err := netlink.NewHandle()
 		if err != nil {
 			return err
 		}
 		defer h.Close()
-		if err := h.LinkAdd(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "vsg0"}, Mode: netlink.TUNTAP_MODE_TUN}); err != nil {
+		if err := addTUN(h); err != nil {
 			return err
 		}
 		empty := snapshot()
@@ -181,4 +165,24 @@ func TestRewire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// wiringLab builds a basic lab and returns its gateway host; run its
+// tests in gw.Do with a TUN from addTUN.
+func wiringLab(t *testing.T) *netlab.Host {
+	t.Helper()
+	if err := netlab.Check(); err != nil {
+		t.Skip(err)
+	}
+	lab, err := netlab.Build(context.Background(), netlab.Basic(), netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	return lab.MustHost(netlab.HostGW)
+}
+
+// addTUN makes the TUN device vsg0 the plans route into.
+func addTUN(h *netlink.Handle) error {
+	return h.LinkAdd(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "vsg0"}, Mode: netlink.TUNTAP_MODE_TUN})
 }

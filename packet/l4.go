@@ -95,27 +95,42 @@ const (
 // It walks the options the data offset covers; a malformed option list
 // ends the walk.
 func (h TCP) WindowScale() (uint8, bool) {
+	var shift uint8
+	var ok bool
+	h.walkOptions(func(o []byte) bool {
+		if o[0] == tcpOptWScale && len(o) == 3 {
+			shift, ok = min(o[2], TCPMaxWindowScale), true
+			return false
+		}
+		return true
+	})
+	return shift, ok
+}
+
+// walkOptions calls fn with each option the data offset covers (its
+// bytes, kind and length included; never End or NOP) until fn returns
+// false. A malformed list ends the walk.
+func (h TCP) walkOptions(fn func(opt []byte) bool) {
 	if len(h) < TCPMinimumSize {
-		return 0, false
+		return
 	}
 	opts := h[TCPMinimumSize:min(max(h.DataOffset(), TCPMinimumSize), len(h))]
 	for len(opts) > 0 {
 		switch opts[0] {
 		case tcpOptEnd:
-			return 0, false
+			return
 		case tcpOptNOP:
 			opts = opts[1:]
 			continue
 		}
 		if len(opts) < 2 || opts[1] < 2 || int(opts[1]) > len(opts) {
-			return 0, false
+			return
 		}
-		if opts[0] == tcpOptWScale && opts[1] == 3 {
-			return min(opts[2], TCPMaxWindowScale), true
+		if !fn(opts[:opts[1]]) {
+			return
 		}
 		opts = opts[opts[1]:]
 	}
-	return 0, false
 }
 
 // UDP is a view of a UDP header (RFC 768).

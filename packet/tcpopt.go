@@ -29,33 +29,19 @@ type TCPOptions struct {
 // the walk; what was read before stays.
 func (h TCP) Options() TCPOptions {
 	var o TCPOptions
-	if len(h) < TCPMinimumSize {
-		return o
-	}
-	opts := h[TCPMinimumSize:min(max(h.DataOffset(), TCPMinimumSize), len(h))]
-	for len(opts) > 0 {
-		switch opts[0] {
-		case tcpOptEnd:
-			return o
-		case tcpOptNOP:
-			opts = opts[1:]
-			continue
-		}
-		if len(opts) < 2 || opts[1] < 2 || int(opts[1]) > len(opts) {
-			return o
-		}
+	h.walkOptions(func(opt []byte) bool {
 		switch {
-		case opts[0] == tcpOptMSS && opts[1] == 4:
-			o.MSS, o.HasMSS = be16(opts[2:]), true
-		case opts[0] == tcpOptWScale && opts[1] == 3:
-			o.WScale, o.HasWScale = min(opts[2], TCPMaxWindowScale), true
-		case opts[0] == tcpOptSACKPerm && opts[1] == 2:
+		case opt[0] == tcpOptMSS && len(opt) == 4:
+			o.MSS, o.HasMSS = be16(opt[2:]), true
+		case opt[0] == tcpOptWScale && len(opt) == 3:
+			o.WScale, o.HasWScale = min(opt[2], TCPMaxWindowScale), true
+		case opt[0] == tcpOptSACKPerm && len(opt) == 2:
 			o.SACKPermit = true
-		case opts[0] == tcpOptTimestamp && opts[1] == 10:
-			o.TSval, o.TSecr, o.HasTimestamp = be32(opts[2:]), be32(opts[6:]), true
+		case opt[0] == tcpOptTimestamp && len(opt) == 10:
+			o.TSval, o.TSecr, o.HasTimestamp = be32(opt[2:]), be32(opt[6:]), true
 		}
-		opts = opts[opts[1]:]
-	}
+		return true
+	})
 	return o
 }
 
@@ -227,38 +213,27 @@ func ShiftTCP(b []byte, p *Parsed, s *TCPShift) {
 // returns the checksum delta.
 func shiftOptions(t TCP, s *TCPShift, ack bool) uint32 {
 	var d uint32
-	opts := t[TCPMinimumSize:min(max(t.DataOffset(), TCPMinimumSize), len(t))]
 	move := func(f []byte, by uint32) {
 		old := be32(f)
 		d += delta32(old, old+by)
 		put32(f, old+by)
 	}
-	for len(opts) > 0 {
-		switch opts[0] {
-		case tcpOptEnd:
-			return d
-		case tcpOptNOP:
-			opts = opts[1:]
-			continue
-		}
-		if len(opts) < 2 || opts[1] < 2 || int(opts[1]) > len(opts) {
-			return d
-		}
+	t.walkOptions(func(opt []byte) bool {
 		switch {
-		case opts[0] == tcpOptTimestamp && opts[1] == 10:
+		case opt[0] == tcpOptTimestamp && len(opt) == 10:
 			if s.TSval != 0 {
-				move(opts[2:6], s.TSval)
+				move(opt[2:6], s.TSval)
 			}
 			if s.TSecr != 0 {
-				move(opts[6:10], s.TSecr)
+				move(opt[6:10], s.TSecr)
 			}
-		case opts[0] == tcpOptSACK && ack:
-			for blk := opts[2:opts[1]]; len(blk) >= 8; blk = blk[8:] {
+		case opt[0] == tcpOptSACK && ack:
+			for blk := opt[2:]; len(blk) >= 8; blk = blk[8:] {
 				move(blk[0:4], s.Ack)
 				move(blk[4:8], s.Ack)
 			}
 		}
-		opts = opts[opts[1]:]
-	}
+		return true
+	})
 	return d
 }

@@ -280,6 +280,12 @@ func (e *Env) udpAsk(ctx context.Context, pc net.PacketConn, frags [][]byte, wan
 // reassembled reads a real server's IPv4 reassembly counter (ReasmReqds:
 // fragments its kernel received for reassembly).
 func reassembled(ctx context.Context, h *netlab.Host) (int, error) {
+	return snmpCounter(ctx, h, "Ip:", "ReasmReqds")
+}
+
+// snmpCounter reads counter name of section ("Ip:", "Tcp:", ...) from
+// host h's /proc/net/snmp.
+func snmpCounter(ctx context.Context, h *netlab.Host, section, name string) (int, error) {
 	out, err := h.Run(ctx, "cat", "/proc/net/snmp")
 	if err != nil {
 		return 0, err
@@ -287,7 +293,7 @@ func reassembled(ctx context.Context, h *netlab.Host) (int, error) {
 	var names []string
 	for line := range strings.Lines(string(out)) {
 		f := strings.Fields(line)
-		if len(f) < 2 || f[0] != "Ip:" {
+		if len(f) < 2 || f[0] != section {
 			continue
 		}
 		if names == nil {
@@ -295,14 +301,14 @@ func reassembled(ctx context.Context, h *netlab.Host) (int, error) {
 			continue
 		}
 		for i, n := range names {
-			if n == "ReasmReqds" && i < len(f) {
+			if n == name && i < len(f) {
 				var v int
 				_, err := fmt.Sscan(f[i], &v)
 				return v, err
 			}
 		}
 	}
-	return 0, fmt.Errorf("no ReasmReqds in /proc/net/snmp")
+	return 0, fmt.Errorf("no %s %s in /proc/net/snmp", section, name)
 }
 
 // stepFragments: a datagram whose fragments come in reverse order is

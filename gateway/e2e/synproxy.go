@@ -194,30 +194,11 @@ func stepSynProxy(ctx context.Context, e *Env) (string, error) {
 func (e *Env) retransmitted(ctx context.Context) (int, error) {
 	total := 0
 	for _, name := range append([]string{netlab.HostClient}, e.Lab.Topo.Plan.Backends...) {
-		out, err := e.Lab.MustHost(name).Run(ctx, "cat", "/proc/net/snmp")
+		n, err := snmpCounter(ctx, e.Lab.MustHost(name), "Tcp:", "RetransSegs")
 		if err != nil {
 			return 0, err
 		}
-		var names []string
-		for line := range strings.Lines(string(out)) {
-			f := strings.Fields(line)
-			if len(f) < 2 || f[0] != "Tcp:" {
-				continue
-			}
-			if names == nil {
-				names = f
-				continue
-			}
-			for i, n := range names {
-				if n == "RetransSegs" && i < len(f) {
-					var v int
-					if _, err := fmt.Sscan(f[i], &v); err != nil {
-						return 0, err
-					}
-					total += v
-				}
-			}
-		}
+		total += n
 	}
 	return total, nil
 }
