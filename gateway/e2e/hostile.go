@@ -258,10 +258,14 @@ func rawUDPFragments(src, dst netip.AddrPort, payload []byte, size int, id uint1
 }
 
 // udpAsk sends the fragments (built for the socket's local port) with
-// rawSend and waits for the echo on the socket.
+// rawSend or rawSend6 and waits for the echo on the socket.
 func (e *Env) udpAsk(ctx context.Context, pc net.PacketConn, frags [][]byte, want string, wait time.Duration) (time.Duration, error) {
 	start := time.Now()
-	if err := rawSend(e.client, frags); err != nil {
+	send := rawSend
+	if len(frags) > 0 && frags[0][0]>>4 == 6 {
+		send = rawSend6
+	}
+	if err := send(e.client, frags); err != nil {
 		return 0, err
 	}
 	_ = pc.SetReadDeadline(start.Add(wait))
