@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/health"
@@ -991,9 +992,13 @@ func (g *Gateway) MetricsAddr() string {
 // StartCapture writes what enters and leaves the gateway to path as pcap
 // (readable by tcpdump; direction shows with tcpdump -e).
 func (g *Gateway) StartCapture(path string) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	// A new file only, never through a symlink: the capture holds what
+	// every client sent (bodies included), and vsgate writes it with
+	// privileges its caller may not have. A file that is there already,
+	// or a link, is refused rather than truncated or followed.
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w (a capture goes to a new file only)", err)
 	}
 	start := g.capture.Start
 	if g.link != nil {

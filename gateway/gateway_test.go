@@ -98,6 +98,24 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 			t.Fatalf("capture holds %d packets, want the SYN in and out", n)
 		}
 	}
+	// A capture never overwrites a file, nor follows a link to one.
+	if r := adm("pcap", "start", capFile); r.Status == 0 {
+		t.Fatalf("pcap start over an existing file: %+v", r)
+	}
+	target := filepath.Join(t.TempDir(), "target")
+	if err := os.WriteFile(target, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "link.pcap")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	if r := adm("pcap", "start", link); r.Status == 0 {
+		t.Fatalf("pcap start through a symlink: %+v", r)
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		t.Fatalf("the link's target was written: %q", b)
+	}
 	if r := adm("-a", "-t", "198.18.0.10:80", "-r", "198.18.2.12:80", "-m", "-w", "2"); r.Status != 0 {
 		t.Fatalf("-a: %+v", r)
 	}

@@ -281,3 +281,20 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestNumberRanges: numbers too big for their flag are refused, not
+// wrapped (-p 99999999999999 became a negative duration).
+func TestNumberRanges(t *testing.T) {
+	for _, args := range [][]string{
+		{"-A", "-t", "198.18.0.10:80", "-p", "99999999999999"},
+		{"-A", "-t", "198.18.0.10:80", "-p", "2678401"},
+		{"--set", "99999999999", "0", "0"},
+	} {
+		if _, err := Parse(context.Background(), args, nil); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	if c, err := Parse(context.Background(), []string{"-A", "-t", "198.18.0.10:80", "-p", "2678400"}, nil); err != nil || c.Persistence != 2678400*time.Second {
+		t.Errorf("-p 2678400: %+v, %v", c, err)
+	}
+}

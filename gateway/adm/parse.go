@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -54,6 +55,10 @@ const (
 
 // DefaultPersistence is ipvsadm's timeout for -p without a value.
 const DefaultPersistence = 300 * time.Second
+
+// maxPersistence is the longest persistence timeout, in seconds: ipvsadm's
+// (86400*31, its string_to_number bound for -p).
+const maxPersistence = 86400 * 31
 
 // Command is one parsed command line. Fields are valid as Op needs them.
 type Command struct {
@@ -213,8 +218,8 @@ func Parse(ctx context.Context, args []string, r names.Resolver) (*Command, erro
 						break
 					}
 					var n int
-					if n, err = strconv.Atoi(v); err != nil || n < 0 {
-						err = usagef("--set %s: timeouts are whole seconds (tcp tcpfin udp; 0 keeps the current one)", v)
+					if n, err = strconv.Atoi(v); err != nil || n < 0 || n > math.MaxInt32 {
+						err = usagef("--set %s: timeouts are whole seconds up to %d (tcp tcpfin udp; 0 keeps the current one)", v, math.MaxInt32)
 						break
 					}
 					c.Timeouts[k] = time.Duration(n) * time.Second
@@ -235,8 +240,8 @@ func Parse(ctx context.Context, args []string, r names.Resolver) (*Command, erro
 			c.Persistence = DefaultPersistence
 			if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
 				n, perr := strconv.Atoi(args[i+1])
-				if perr != nil || n < 1 {
-					err = usagef("-p %s: the persistence timeout is whole seconds, at least 1", args[i+1])
+				if perr != nil || n < 1 || n > maxPersistence {
+					err = usagef("-p %s: the persistence timeout is whole seconds, 1 to %d (31 days, as ipvsadm)", args[i+1], maxPersistence)
 					break
 				}
 				i++
