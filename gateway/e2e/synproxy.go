@@ -49,17 +49,13 @@ func (e *Env) impair(ctx context.Context, lossEvery, slowEvery int) (func(), err
 			}
 			return nil
 		}
-		out, err := h.Run(ctx, "ip", "-o", "link", "show")
+		links, err := h.Netlink().LinkList()
 		if err != nil {
 			remove()
 			return nil, err
 		}
-		for line := range strings.Lines(string(out)) {
-			f := strings.Fields(line)
-			if len(f) < 2 {
-				continue
-			}
-			dev, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		for _, l := range links {
+			dev := l.Attrs().Name
 			if dev == "lo" {
 				continue
 			}
