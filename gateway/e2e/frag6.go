@@ -10,56 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/gopacket/gopacket"
-	"github.com/gopacket/gopacket/layers"
-	"golang.org/x/sys/unix"
-
 	"github.com/vsgate/vsgate/netlab"
 )
-
-// rawUDPFragments6 cuts a UDP datagram from src to dst into IPv6
-// fragments (RFC 8200 §4.5) carrying at most size bytes of data each.
-func rawUDPFragments6(src, dst netip.AddrPort, payload []byte, size int, id uint32) [][]byte {
-	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolUDP, SrcIP: net.IP(src.Addr().AsSlice()), DstIP: net.IP(dst.Addr().AsSlice())}
-	u := &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
-	_ = u.SetNetworkLayerForChecksum(ip)
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, u, gopacket.Payload(payload)); err != nil {
-		panic(err)
-	}
-	body := buf.Bytes()
-	var out [][]byte
-	for off := 0; off < len(body); off += size {
-		end := min(off+size, len(body))
-		fip := *ip
-		fip.NextHeader = layers.IPProtocolIPv6Fragment
-		fr := &layers.IPv6Fragment{NextHeader: layers.IPProtocolUDP, FragmentOffset: uint16(off / 8), MoreFragments: end < len(body), Identification: id}
-		fb := gopacket.NewSerializeBuffer()
-		_ = gopacket.SerializeLayers(fb, gopacket.SerializeOptions{FixLengths: true}, &fip, fr, gopacket.Payload(body[off:end]))
-		out = append(out, append([]byte(nil), fb.Bytes()...))
-	}
-	return out
-}
-
-// rawSend6 writes IPv6 packets, headers included, from inside host h (an
-// IPPROTO_RAW socket of AF_INET6 takes the header whole).
-func rawSend6(h *netlab.Host, pkts [][]byte) error {
-	return h.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW, unix.IPPROTO_RAW)
-		if err != nil {
-			return fmt.Errorf("raw socket: %w", err)
-		}
-		defer unix.Close(fd)
-		for _, p := range pkts {
-			var sa unix.SockaddrInet6
-			copy(sa.Addr[:], p[24:40])
-			if err := unix.Sendto(fd, p, 0, &sa); err != nil {
-				return fmt.Errorf("raw send: %w", err)
-			}
-		}
-		return nil
-	})
-}
 
 // stepFragments6: the IPv6 half of stepFragments. A datagram whose
 // fragments come last first is answered; a storm of 20,000 incomplete
@@ -75,7 +27,7 @@ func stepFragments6(ctx context.Context, e *Env) (string, error) {
 	defer pc.Close()
 	me := pc.LocalAddr().(*net.UDPAddr).AddrPort()
 	payload := strings.Repeat("r", 3000)
-	f := rawUDPFragments6(me, vip, []byte(payload), 1200, 4242)
+	f := rawUDPFragments(me, vip, []byte(payload), 1200, 4242)
 	slices.Reverse(f)
 	took, err := e.udpAsk(ctx, pc, f, payload, 3*time.Second)
 	if err != nil {
@@ -94,18 +46,18 @@ func stepFragments6(ctx context.Context, e *Env) (string, error) {
 	for i := range 20000 {
 		// From 200 /64s of the client side, each with 100 sources.
 		src := netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, byte(10 + i%200), 0, 0, 0, 0, 0, 0, 0, byte(1 + i/200%100)})
-		storm = append(storm, rawUDPFragments6(netip.AddrPortFrom(src, uint16(20000+i%1000)), vip, []byte(strings.Repeat("s", 1000)), 600, r.Uint32())[0])
+		storm = append(storm, rawUDPFragments(netip.AddrPortFrom(src, uint16(20000+i%1000)), vip, []byte(strings.Repeat("s", 1000)), 600, r.Uint32())[0])
 	}
 	half := len(storm) / 2
-	if err := rawSend6(e.client, storm[:half]); err != nil {
+	if err := rawSend(e.client, storm[:half]); err != nil {
 		return detail, err
 	}
 	legit := "in the storm " + strings.Repeat("x", 2500)
-	took, err = e.udpAsk(ctx, pc, rawUDPFragments6(me, vip, []byte(legit), 1200, 777), legit, time.Second)
+	took, err = e.udpAsk(ctx, pc, rawUDPFragments(me, vip, []byte(legit), 1200, 777), legit, time.Second)
 	if err != nil {
 		return detail, fmt.Errorf("the real IPv6 request in the storm: %w", err)
 	}
-	if err := rawSend6(e.client, storm[half:]); err != nil {
+	if err := rawSend(e.client, storm[half:]); err != nil {
 		return detail, err
 	}
 	time.Sleep(100 * time.Millisecond)

@@ -42,18 +42,39 @@ func rawTCP(src, dst netip.AddrPort, flags uint8, seq, ack uint32, badSum bool) 
 	return b
 }
 
-// rawSend writes IPv4 packets, headers included, from inside host h.
+// rawSend writes IP packets, headers included, from inside host h: an
+// IPPROTO_RAW socket of each packet's family, which takes the header
+// whole (for IPv6 too: IPPROTO_RAW implies IPV6_HDRINCL).
 func rawSend(h *netlab.Host, pkts [][]byte) error {
 	return h.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
-		if err != nil {
-			return fmt.Errorf("raw socket: %w", err)
-		}
-		defer unix.Close(fd)
+		var fds [2]int // IPv4, IPv6; 0: not opened
+		defer func() {
+			for _, fd := range fds {
+				if fd > 0 {
+					unix.Close(fd)
+				}
+			}
+		}()
 		for _, p := range pkts {
-			var sa unix.SockaddrInet4
-			copy(sa.Addr[:], p[16:20])
-			if err := unix.Sendto(fd, p, 0, &sa); err != nil {
+			v6 := p[0]>>4 == 6
+			fam, i := unix.AF_INET, 0
+			if v6 {
+				fam, i = unix.AF_INET6, 1
+			}
+			if fds[i] == 0 {
+				fd, err := unix.Socket(fam, unix.SOCK_RAW, unix.IPPROTO_RAW)
+				if err != nil {
+					return fmt.Errorf("raw socket: %w", err)
+				}
+				fds[i] = fd
+			}
+			var sa unix.Sockaddr
+			if v6 {
+				sa = &unix.SockaddrInet6{Addr: [16]byte(p[24:40])}
+			} else {
+				sa = &unix.SockaddrInet4{Addr: [4]byte(p[16:20])}
+			}
+			if err := unix.Sendto(fds[i], p, 0, sa); err != nil {
 				return fmt.Errorf("raw send: %w", err)
 			}
 		}
@@ -231,12 +252,18 @@ func stepDrops(ctx context.Context, e *Env) (string, error) {
 	return out, nil
 }
 
-// rawUDPFragments cuts a UDP datagram from src to dst into IPv4 fragments
-// carrying at most size bytes of data each.
-func rawUDPFragments(src, dst netip.AddrPort, payload []byte, size int, id uint16) [][]byte {
-	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IP(src.Addr().AsSlice()), DstIP: net.IP(dst.Addr().AsSlice())}
+// rawUDPFragments cuts a UDP datagram from src to dst into fragments
+// carrying at most size bytes of data each: IPv4 fragments, or IPv6 ones
+// with a fragment header (RFC 8200 §4.5), by the addresses' family.
+func rawUDPFragments(src, dst netip.AddrPort, payload []byte, size int, id uint32) [][]byte {
 	u := &layers.UDP{SrcPort: layers.UDPPort(src.Port()), DstPort: layers.UDPPort(dst.Port())}
-	_ = u.SetNetworkLayerForChecksum(ip)
+	ip4 := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: net.IP(src.Addr().AsSlice()), DstIP: net.IP(dst.Addr().AsSlice()), Id: uint16(id)}
+	ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolIPv6Fragment, SrcIP: net.IP(src.Addr().AsSlice()), DstIP: net.IP(dst.Addr().AsSlice())}
+	if src.Addr().Is4() {
+		_ = u.SetNetworkLayerForChecksum(ip4)
+	} else {
+		_ = u.SetNetworkLayerForChecksum(&layers.IPv6{Version: 6, NextHeader: layers.IPProtocolUDP, SrcIP: ip6.SrcIP, DstIP: ip6.DstIP})
+	}
 	buf := gopacket.NewSerializeBuffer()
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, u, gopacket.Payload(payload)); err != nil {
 		panic(err)
@@ -245,27 +272,29 @@ func rawUDPFragments(src, dst netip.AddrPort, payload []byte, size int, id uint1
 	var out [][]byte
 	for off := 0; off < len(body); off += size {
 		end := min(off+size, len(body))
-		fip := *ip
-		fip.Id, fip.FragOffset = id, uint16(off/8)
-		if end < len(body) {
-			fip.Flags = layers.IPv4MoreFragments
-		}
 		fb := gopacket.NewSerializeBuffer()
-		_ = gopacket.SerializeLayers(fb, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, &fip, gopacket.Payload(body[off:end]))
+		if src.Addr().Is4() {
+			fip := *ip4
+			fip.FragOffset = uint16(off / 8)
+			if end < len(body) {
+				fip.Flags = layers.IPv4MoreFragments
+			}
+			_ = gopacket.SerializeLayers(fb, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, &fip, gopacket.Payload(body[off:end]))
+		} else {
+			fr := &layers.IPv6Fragment{NextHeader: layers.IPProtocolUDP, FragmentOffset: uint16(off / 8), MoreFragments: end < len(body), Identification: id}
+			fip := *ip6
+			_ = gopacket.SerializeLayers(fb, gopacket.SerializeOptions{FixLengths: true}, &fip, fr, gopacket.Payload(body[off:end]))
+		}
 		out = append(out, append([]byte(nil), fb.Bytes()...))
 	}
 	return out
 }
 
 // udpAsk sends the fragments (built for the socket's local port) with
-// rawSend or rawSend6 and waits for the echo on the socket.
+// rawSend and waits for the echo on the socket.
 func (e *Env) udpAsk(ctx context.Context, pc net.PacketConn, frags [][]byte, want string, wait time.Duration) (time.Duration, error) {
 	start := time.Now()
-	send := rawSend
-	if len(frags) > 0 && frags[0][0]>>4 == 6 {
-		send = rawSend6
-	}
-	if err := send(e.client, frags); err != nil {
+	if err := rawSend(e.client, frags); err != nil {
 		return 0, err
 	}
 	_ = pc.SetReadDeadline(start.Add(wait))
@@ -350,7 +379,7 @@ func stepFragments(ctx context.Context, e *Env) (string, error) {
 		// From 200 /24s other than the client's: the storm of the many
 		// (one /24's share of the pool is a sixteenth of it).
 		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(10 + i%200), byte(1 + i/200%250)}), uint16(20000+i%1000))
-		storm = append(storm, rawUDPFragments(src, vip, []byte(strings.Repeat("s", 1000)), 600, uint16(r.Uint32()))[0])
+		storm = append(storm, rawUDPFragments(src, vip, []byte(strings.Repeat("s", 1000)), 600, r.Uint32())[0])
 	}
 	half := len(storm) / 2
 	if err := rawSend(e.client, storm[:half]); err != nil {

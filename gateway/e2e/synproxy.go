@@ -201,7 +201,12 @@ func (e *Env) retransmitted(ctx context.Context) (int, error) {
 
 // floodRate and floodTime bound the SYN flood of stepSynFlood.
 const (
-	floodRate = 20000 // SYNs per second
+	// floodRate is what two cores keep up with while they also run the
+	// clients, the servers, the flood itself and, in CI, the race
+	// detector: at 20,000/s a run under -race lost a real SYN now and
+	// then (a TUN queue overrun, then the 1 s retransmission). vsgate
+	// bench floods at 20,000/s without the race detector.
+	floodRate = 10000 // SYNs per second
 	floodTime = 10 * time.Second
 )
 
