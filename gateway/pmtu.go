@@ -58,7 +58,12 @@ type mtuEntry struct {
 	at  time.Time
 }
 
-const mtuCacheTime = 10 * time.Second
+// mtuCacheTime is how long a route's MTU is kept; mtuCacheMax bounds the
+// destinations kept (only packets too big for the smallest link ask).
+const (
+	mtuCacheTime = 10 * time.Second
+	mtuCacheMax  = 4096
+)
 
 func newKernelMTU(tun string) *kernelMTU {
 	k := &kernelMTU{tun: tun, cache: map[netip.Addr]mtuEntry{}}
@@ -115,6 +120,9 @@ func (k *kernelMTU) EgressMTU(dst netip.Addr) (int, netip.Addr, bool) {
 		}
 	}
 	k.mu.Lock()
+	if len(k.cache) >= mtuCacheMax {
+		clear(k.cache) // destinations an attacker picks must not grow it: start over
+	}
 	k.cache[dst] = e
 	k.mu.Unlock()
 	return e.mtu, e.src, e.mtu > 0

@@ -349,9 +349,31 @@ func snmpCounter(ctx context.Context, h *netlab.Host, section, name string) (int
 // identifiers, sources in 200 /24s) with a real fragmented request in the middle:
 // the request is answered within 1 s, and the real servers' reassembly
 // sees no fragment of the storm.
-func stepFragments(ctx context.Context, e *Env) (string, error) {
+func stepFragments(ctx context.Context, e *Env) (string, error) { return e.fragments(ctx, false) }
+
+// stepFragments6 is stepFragments over IPv6: sources in 200 /64s, the
+// real servers' Ip6ReasmReqds.
+func stepFragments6(ctx context.Context, e *Env) (string, error) { return e.fragments(ctx, true) }
+
+// fragments runs stepFragments in one family.
+func (e *Env) fragments(ctx context.Context, v6 bool) (string, error) {
 	vip := netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 53)
-	pc, err := e.client.ListenPacket("udp4", "198.18.0.2:0")
+	network, local, fam, nets := "udp4", "198.18.0.2:0", "", "/24s"
+	// From 200 prefixes other than the client's: the storm of the many
+	// (one prefix's share of the pool is a sixteenth of it).
+	source := func(i int) netip.Addr {
+		return netip.AddrFrom4([4]byte{198, 18, byte(10 + i%200), byte(1 + i/200%250)})
+	}
+	reasm := func(h *netlab.Host) (int, error) { return reassembled(ctx, h) }
+	if v6 {
+		vip = netip.AddrPortFrom(e.Lab.Topo.Plan.VIP6, 53)
+		network, local, fam, nets = "udp6", "[2001:db8::2]:0", "IPv6 ", "/64s"
+		source = func(i int) netip.Addr {
+			return netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, byte(10 + i%200), 0, 0, 0, 0, 0, 0, 0, byte(1 + i/200%100)})
+		}
+		reasm = func(h *netlab.Host) (int, error) { return snmp6Counter(ctx, h, "Ip6ReasmReqds") }
+	}
+	pc, err := e.client.ListenPacket(network, local)
 	if err != nil {
 		return "", err
 	}
@@ -363,22 +385,20 @@ func stepFragments(ctx context.Context, e *Env) (string, error) {
 	slices.Reverse(f)
 	took, err := e.udpAsk(ctx, pc, f, payload, 3*time.Second)
 	if err != nil {
-		return "", fmt.Errorf("reversed fragments: %w", err)
+		return "", fmt.Errorf("reversed %sfragments: %w", fam, err)
 	}
-	detail := fmt.Sprintf("a 3000-byte datagram in %d fragments, last first: answered in %v", len(f), took.Round(time.Millisecond))
+	detail := fmt.Sprintf("a 3000-byte %sdatagram in %d fragments, last first: answered in %v", fam, len(f), took.Round(time.Millisecond))
 
 	before := map[string]int{}
 	for _, b := range e.Lab.Topo.Plan.Backends {
-		if before[b], err = reassembled(ctx, e.Lab.MustHost(b)); err != nil {
+		if before[b], err = reasm(e.Lab.MustHost(b)); err != nil {
 			return detail, err
 		}
 	}
 	r := rand.New(rand.NewPCG(11, 13))
 	var storm [][]byte
 	for i := range 20000 {
-		// From 200 /24s other than the client's: the storm of the many
-		// (one /24's share of the pool is a sixteenth of it).
-		src := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(10 + i%200), byte(1 + i/200%250)}), uint16(20000+i%1000))
+		src := netip.AddrPortFrom(source(i), uint16(20000+i%1000))
 		storm = append(storm, rawUDPFragments(src, vip, []byte(strings.Repeat("s", 1000)), 600, r.Uint32())[0])
 	}
 	half := len(storm) / 2
@@ -393,7 +413,7 @@ func stepFragments(ctx context.Context, e *Env) (string, error) {
 	legit := "in the storm " + strings.Repeat("x", 2500)
 	took, err = e.udpAsk(ctx, pc, rawUDPFragments(me, vip, []byte(legit), 1200, 777), legit, time.Second)
 	if err != nil {
-		return detail, fmt.Errorf("the real request in the storm: %w", err)
+		return detail, fmt.Errorf("the real %srequest in the storm: %w", fam, err)
 	}
 	if err := rawSend(e.client, storm[half:]); err != nil {
 		return detail, err
@@ -401,18 +421,34 @@ func stepFragments(ctx context.Context, e *Env) (string, error) {
 	time.Sleep(100 * time.Millisecond)
 	var seen []string
 	for _, b := range e.Lab.Topo.Plan.Backends {
-		n, err := reassembled(ctx, e.Lab.MustHost(b))
+		n, err := reasm(e.Lab.MustHost(b))
 		if err != nil {
 			return detail, err
 		}
 		seen = append(seen, fmt.Sprintf("%s +%d", b, n-before[b]))
 		if n-before[b] > 2*3 { // the real request's fragments, and its answer's are not counted here
-			return detail, fmt.Errorf("%s reassembled %d fragments during the storm", b, n-before[b])
+			return detail, fmt.Errorf("%s reassembled %d %sfragments during the storm", b, n-before[b], fam)
 		}
 	}
 	inc, _ := e.metricValue(ctx, `vsgate_drops_total{reason="fragment_incomplete"}`)
 	bud, _ := e.metricValue(ctx, `vsgate_drops_total{reason="fragment_budget"}`)
-	detail += fmt.Sprintf("\n20,000 incomplete datagrams from 200 /24s, a real fragmented request in the middle: answered in %v; real servers' reassembly during the storm: %s; held fragments given up so far: %v incomplete, %v over budget",
-		took.Round(time.Millisecond), strings.Join(seen, ", "), inc, bud)
+	detail += fmt.Sprintf("\n20,000 incomplete %sdatagrams from 200 %s, a real fragmented request in the middle: answered in %v; real servers' reassembly during the storm: %s; held fragments given up so far: %v incomplete, %v over budget",
+		fam, nets, took.Round(time.Millisecond), strings.Join(seen, ", "), inc, bud)
 	return detail, nil
+}
+
+// snmp6Counter reads counter name from host h's /proc/net/snmp6.
+func snmp6Counter(ctx context.Context, h *netlab.Host, name string) (int, error) {
+	out, err := h.Run(ctx, "cat", "/proc/net/snmp6")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(out)) {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+			var v int
+			_, err := fmt.Sscan(f[1], &v)
+			return v, err
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/net/snmp6", name)
 }
