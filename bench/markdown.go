@@ -5,6 +5,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -14,6 +15,22 @@ const (
 	JSONFile     = "e2e.json"
 )
 
+// measured reports whether r lists some system and some workload of
+// layer l: a run narrowed by -systems or -workloads has no table or chart
+// for the layer it left out.
+func (r *Report) measured(l Layer) bool {
+	listed := false
+	for _, s := range r.Systems {
+		listed = listed || s.Layer == l
+	}
+	for _, wl := range r.Workloads {
+		if listed && slices.Contains(wl.Layers, l) {
+			return true
+		}
+	}
+	return false
+}
+
 // chartFile returns the chart's file name for a layer.
 func chartFile(l Layer) string { return "e2e-" + strings.ToLower(string(l)) + ".png" }
 
@@ -22,6 +39,9 @@ func chartFile(l Layer) string { return "e2e-" + strings.ToLower(string(l)) + ".
 func WriteOutputs(r *Report, dir string) (string, error) {
 	rows := r.Summarize()
 	for _, l := range []Layer{L4, L7} {
+		if !r.measured(l) {
+			continue
+		}
 		if err := writeChart(r, rows, l, filepath.Join(dir, chartFile(l))); err != nil {
 			return "", err
 		}
@@ -160,6 +180,9 @@ func Markdown(r *Report, rows []Row, imgPrefix string) string {
 	}
 
 	for _, l := range []Layer{L4, L7} {
+		if !r.measured(l) {
+			continue
+		}
 		base := r.baselineOf(l)
 		var wls []WorkloadInfo
 		for _, wl := range r.Workloads {

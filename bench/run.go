@@ -20,15 +20,16 @@ import (
 // Config says what to measure and how long. The zero value is not
 // usable; start from DefaultConfig or QuickConfig.
 type Config struct {
-	Reps     int           // repetitions, interleaved across systems (median of these)
-	Duration time.Duration // per measurement (wrk -d, iperf3 -t)
-	Workers  int           // gateway workers (vsgate queues, nginx workers, HAProxy threads, Apache processes) and wrk threads
-	Conns    int           // wrk connections
-	Systems  []string      // names to run; empty: all
-	Exe      string        // the vsgate binary
-	Profile  bool          // profile vsgate-nat-gso (else vsgate-nat) with perf after the measurements
-	Quick    bool          // recorded in the report
-	Progress io.Writer     // progress output (nil: none)
+	Reps      int           // repetitions, interleaved across systems (median of these)
+	Duration  time.Duration // per measurement (wrk -d, iperf3 -t)
+	Workers   int           // gateway workers (vsgate queues, nginx workers, HAProxy threads, Apache processes) and wrk threads
+	Conns     int           // wrk connections
+	Systems   []string      // names to run; empty: all
+	Workloads []string      // workload names to run; empty: all
+	Exe       string        // the vsgate binary
+	Profile   bool          // profile vsgate-nat-gso (else vsgate-nat) with perf after the measurements
+	Quick     bool          // recorded in the report
+	Progress  io.Writer     // progress output (nil: none)
 }
 
 // DefaultConfig is the full run of make bench-e2e: 3 repetitions of 4 s
@@ -92,6 +93,9 @@ func Run(ctx context.Context, c Config) (*Report, error) {
 		}
 	}
 	wls := Workloads()
+	if len(c.Workloads) > 0 {
+		wls = slices.DeleteFunc(wls, func(w Workload) bool { return !slices.Contains(c.Workloads, w.Name) })
+	}
 	for _, w := range wls {
 		r.Workloads = append(r.Workloads, WorkloadInfo{Name: w.Name, Title: w.Title, Unit: w.Unit, Layers: w.Layers, How: strings.Join(w.args(c), " ")})
 	}

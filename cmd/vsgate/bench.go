@@ -17,7 +17,7 @@ import (
 )
 
 const benchUsage = `usage: vsgate bench [-quick] [-reps N] [-d DURATION] [-workers N] [-conns N]
-                    [-systems a,b,...] [-out DIR] [-profile=false]
+                    [-systems a,b,...] [-workloads a,b,...] [-out DIR] [-profile=false]
        vsgate bench report [-out DIR] FILE.json
        vsgate bench summarize [-o FILE] bench.txt
 
@@ -55,6 +55,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	workers := fs.Int("workers", 0, "gateway workers and wrk threads (default 2)")
 	conns := fs.Int("conns", 0, "wrk connections (default 32; quick 16)")
 	systems := fs.String("systems", "", "comma-separated systems to run (default all)")
+	workloads := fs.String("workloads", "", "comma-separated workloads to run (default all)")
 	out := fs.String("out", "docs/bench", "directory for e2e.json, e2e.md and the charts")
 	profile := fs.Bool("profile", true, "profile vsgate-nat-gso (else vsgate-nat) with perf after the measurements (not in -quick)")
 	exe := fs.String("vsgate", "", "vsgate binary to benchmark (default this one)")
@@ -97,6 +98,19 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 				return 2
 			}
 			c.Systems = append(c.Systems, s)
+		}
+	}
+	if *workloads != "" {
+		known := map[string]bool{}
+		for _, w := range bench.Workloads() {
+			known[w.Name] = true
+		}
+		for _, w := range strings.Split(*workloads, ",") {
+			if !known[w] {
+				fmt.Fprintf(stderr, "vsgate bench: unknown workload %q\n", w)
+				return 2
+			}
+			c.Workloads = append(c.Workloads, w)
 		}
 	}
 	c.Exe = *exe
