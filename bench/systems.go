@@ -386,6 +386,7 @@ services:
   - {name: udp, proto: udp, vip: "%[2]s:%[6]d", scheduler: rr, mode: %[4]s, backends: %[7]s}
 fullnat: {pool: [%[8]s]}
 control: {socket: %[9]s}
+pcap: {dir: %[9]s.pcap}
 metrics: {listen: "off"}
 log: {level: warn}
 `, e.vsgateDevice(offloads), vip4(), httpPort, mode, strings.Join(be, ", "), iperfPort, one, fullnatAddr, filepath.Join(e.dir, "vsgate.sock"), synProxy)
@@ -408,7 +409,7 @@ func (e *sysEnv) vsgateDevice(offloads bool) string {
 }
 
 // startVsgate runs vsgate with the SYN proxy off: the systems other than
-// vsgate-synproxy measure the data path alone.
+// the -synproxy ones measure the data path alone.
 func startVsgate(ctx context.Context, e *sysEnv, mode string, offloads bool) error {
 	return startVsgateWith(ctx, e, mode, offloads, "off")
 }
@@ -447,6 +448,7 @@ services:
 %[4]s        </Proxy>
         ProxyPass / balancer://pool/
 control: {socket: %[5]s}
+pcap: {dir: %[5]s.pcap}
 metrics: {listen: "off"}
 log: {level: warn}
 `, e.workers, vip4(), httpPort, members.String(), filepath.Join(e.dir, "vsgate.sock")))

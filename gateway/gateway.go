@@ -5,11 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -67,6 +69,14 @@ type Options struct {
 
 	// ControlSocket is the path of the control socket; empty for none.
 	ControlSocket string
+	// Owner, when set, is the user the process runs as after setup
+	// (vsgate run drops to it once New returns): the control socket, and
+	// the directories New creates for it and for captures, are made
+	// theirs.
+	Owner *Owner
+	// PcapDir is the only directory captures are written to; empty means
+	// captures are refused.
+	PcapDir string
 	// MetricsListen is where Prometheus metrics are served (/metrics);
 	// empty for none.
 	MetricsListen string
@@ -80,9 +90,9 @@ type Options struct {
 	// for listings without -n; nil means the system's (names.System).
 	Names names.Resolver
 
-	// Load rereads the configuration (vsgate run reads its file) for
-	// `vsgate adm reload` and ReloadFromSource; nil means there is none.
-	Load func() (Options, error)
+	// Source is where the configuration comes from, for `vsgate adm
+	// reload` and ReloadFromSource; nil means there is none.
+	Source *Source
 
 	// L7 are the application-layer services: their VIP's TCP is
 	// terminated in the gateway's netstack and served by Handler (the
@@ -92,6 +102,20 @@ type Options struct {
 	L7 []L7Service
 
 	Logger *slog.Logger
+}
+
+// Owner is a user and group by number.
+type Owner struct{ UID, GID int }
+
+// Source is a configuration file the gateway can reload.
+type Source struct {
+	Path string
+	// Read reads the file at Path; Parse turns its contents into options.
+	// A gateway that runs as an unprivileged user may be unable to Read
+	// a file only root can; `vsgate adm reload` then sends the contents,
+	// read with its caller's rights, for Parse.
+	Read  func() ([]byte, error)
+	Parse func(data []byte) (Options, error)
 }
 
 // AFPacketOptions are the AF_PACKET device's settings (the topology it
@@ -213,8 +237,13 @@ func New(opts Options) (g *Gateway, err error) {
 	}
 	g.checker = health.New(g.healthChanged)
 	g.checker.Set(g.healthTargets())
+	if opts.PcapDir != "" {
+		if err := makeOwnedDir(opts.PcapDir, opts.Owner); err != nil {
+			return g, fmt.Errorf("capture directory: %w", err)
+		}
+	}
 	if opts.ControlSocket != "" {
-		if g.control, err = ListenControl(opts.ControlSocket, g.handle); err != nil {
+		if g.control, err = ListenControl(opts.ControlSocket, opts.Owner, g.handle); err != nil {
 			return g, err
 		}
 	}
@@ -697,21 +726,47 @@ func (g *Gateway) Reload(opts Options) error {
 	return nil
 }
 
-// ReloadFromSource rereads the configuration through Options.Load and
+// ReloadFromSource rereads the configuration from Options.Source and
 // applies it with Reload (SIGHUP and `vsgate adm reload`).
-func (g *Gateway) ReloadFromSource() error {
+func (g *Gateway) ReloadFromSource() error { return g.reloadSource(nil) }
+
+// reloadSource applies data, the configuration file's contents, or with
+// nil what Source.Read reads.
+func (g *Gateway) reloadSource(data []byte) error {
 	g.mu.Lock()
-	load := g.opts.Load
+	src := g.opts.Source
 	g.mu.Unlock()
-	if load == nil {
+	if src == nil {
 		return errors.New("no configuration source to reload from")
 	}
-	opts, err := load()
+	if data == nil {
+		var err error
+		if data, err = src.Read(); err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				return &unreadableSourceError{path: src.Path, err: err}
+			}
+			return err
+		}
+	}
+	opts, err := src.Parse(data)
 	if err != nil {
 		return err
 	}
 	return g.Reload(opts)
 }
+
+// unreadableSourceError is a configuration file the gateway's user may
+// not read.
+type unreadableSourceError struct {
+	path string
+	err  error
+}
+
+func (e *unreadableSourceError) Error() string {
+	return fmt.Sprintf("%v: vsgate runs as uid %d, which may not read it (vsgate adm reload reads it with its caller's rights)", e.err, os.Getuid())
+}
+
+func (e *unreadableSourceError) Unwrap() error { return e.err }
 
 // installLocked makes desired the operator's configuration and gives the
 // engine that configuration with the health checks' verdicts applied,
@@ -874,8 +929,16 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 		return Response{Output: out.String()}
 	}
 	if len(req.Args) == 1 && req.Args[0] == "reload" {
-		if err := g.ReloadFromSource(); err != nil {
-			return Response{Error: "reload refused, the running configuration stays: " + err.Error(), Status: 1}
+		var data []byte
+		if req.Stdin != "" {
+			data = []byte(req.Stdin)
+		}
+		if err := g.reloadSource(data); err != nil {
+			r := Response{Error: "reload refused, the running configuration stays: " + err.Error(), Status: 1}
+			if u := (*unreadableSourceError)(nil); errors.As(err, &u) {
+				r.ReadFile = u.path
+			}
+			return r
 		}
 		return Response{Output: "configuration reloaded\n"}
 	}
@@ -989,16 +1052,34 @@ func (g *Gateway) MetricsAddr() string {
 	return g.metricsAddr.String()
 }
 
-// StartCapture writes what enters and leaves the gateway to path as pcap
-// (readable by tcpdump; direction shows with tcpdump -e).
-func (g *Gateway) StartCapture(path string) error {
-	// A new file only, never through a symlink: the capture holds what
-	// every client sent (bodies included), and vsgate writes it with
-	// privileges its caller may not have. A file that is there already,
-	// or a link, is refused rather than truncated or followed.
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
+// StartCapture writes what enters and leaves the gateway as pcap
+// (readable by tcpdump; direction shows with tcpdump -e) to name, a new
+// file in Options.PcapDir: a plain file name, or an absolute path whose
+// directory is PcapDir. It returns the file's path.
+func (g *Gateway) StartCapture(name string) (string, error) {
+	dir := g.opts.PcapDir
+	if dir == "" {
+		return "", errors.New("captures are off: no capture directory (pcap.dir)")
+	}
+	if filepath.IsAbs(name) && filepath.Dir(name) == dir {
+		name = filepath.Base(name)
+	}
+	if name == "" || name != filepath.Base(name) || name == "." || name == ".." {
+		return "", fmt.Errorf("%q: a capture is a new file in %s; give a file name", name, dir)
+	}
+	// A new file only, never through a symlink, and never outside the
+	// directory: the capture holds what every client sent (bodies
+	// included). A file that is there already, or a link, is refused
+	// rather than truncated or followed.
+	root, err := os.OpenRoot(dir)
 	if err != nil {
-		return fmt.Errorf("%w (a capture goes to a new file only)", err)
+		return "", err
+	}
+	defer root.Close()
+	path := filepath.Join(dir, name)
+	f, err := root.OpenFile(name, os.O_CREATE|os.O_EXCL|os.O_WRONLY|unix.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w (a capture goes to a new file only)", path, errors.Unwrap(err))
 	}
 	start := g.capture.Start
 	if g.link != nil {
@@ -1006,13 +1087,13 @@ func (g *Gateway) StartCapture(path string) error {
 	}
 	if err := start(f, pcap.DefaultSnapLen); err != nil {
 		f.Close()
-		return err
+		return "", err
 	}
 	g.mu.Lock()
 	g.captureFile = f
 	g.mu.Unlock()
 	g.log.Info("capture started", "file", path)
-	return nil
+	return path, nil
 }
 
 // StopCapture ends the capture and closes its file.
@@ -1032,10 +1113,11 @@ func (g *Gateway) StopCapture() (uint64, error) {
 func (g *Gateway) handlePcap(args []string) Response {
 	switch {
 	case len(args) == 2 && args[0] == "start":
-		if err := g.StartCapture(args[1]); err != nil {
+		path, err := g.StartCapture(args[1])
+		if err != nil {
 			return Response{Error: "pcap: " + err.Error(), Status: 1}
 		}
-		return Response{Output: "capturing to " + args[1] + "\n"}
+		return Response{Output: "capturing to " + path + "\n"}
 	case len(args) == 1 && args[0] == "stop":
 		n, err := g.StopCapture()
 		if err != nil {
@@ -1043,7 +1125,7 @@ func (g *Gateway) handlePcap(args []string) Response {
 		}
 		return Response{Output: fmt.Sprintf("capture stopped: %d packets\n", n)}
 	}
-	return Response{Error: "usage: pcap start FILE | pcap stop", Status: 2}
+	return Response{Error: "usage: pcap start NAME | pcap stop", Status: 2}
 }
 
 // write sends out on device d (worker i's), logging failures.

@@ -50,9 +50,10 @@ func dst(t *testing.T, b []byte) netip.AddrPort {
 func TestGatewayWithFakeDevice(t *testing.T) {
 	dev := tuntest.Start(t, 1500, 16)
 	sock := filepath.Join(t.TempDir(), "vsgate.sock")
+	capDir := filepath.Join(t.TempDir(), "pcap")
 	vip := netip.MustParseAddrPort("198.18.0.10:80")
 	g, err := New(Options{
-		Devices: []tun.Device{dev}, ControlSocket: sock, MetricsListen: "127.0.0.1:0",
+		Devices: []tun.Device{dev}, ControlSocket: sock, MetricsListen: "127.0.0.1:0", PcapDir: capDir,
 		NAT: nat.Config{Capacity: 1024, Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "rr",
 			Backends: []nat.Backend{{Addr: netip.MustParseAddr("198.18.2.11"), Port: 80, Weight: 1}}}}},
 	})
@@ -68,8 +69,11 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 		}
 		return resp
 	}
-	capFile := filepath.Join(t.TempDir(), "cap.pcap")
-	if r := adm("pcap", "start", capFile); r.Status != 0 {
+	if fi, err := os.Stat(capDir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Fatalf("capture directory %v (%v), want mode 0700", fi, err)
+	}
+	capFile := filepath.Join(capDir, "cap.pcap")
+	if r := adm("pcap", "start", "cap.pcap"); r.Status != 0 || r.Output != "capturing to "+capFile+"\n" {
 		t.Fatalf("pcap start: %+v", r)
 	}
 	dev.Inbound <- syn(netip.MustParseAddrPort("198.18.0.2:1000"), vip)
@@ -98,7 +102,8 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 			t.Fatalf("capture holds %d packets, want the SYN in and out", n)
 		}
 	}
-	// A capture never overwrites a file, nor follows a link to one.
+	// A capture never overwrites a file, nor follows a link to one, nor
+	// goes anywhere but the capture directory.
 	if r := adm("pcap", "start", capFile); r.Status == 0 {
 		t.Fatalf("pcap start over an existing file: %+v", r)
 	}
@@ -106,15 +111,19 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 	if err := os.WriteFile(target, []byte("keep"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	link := filepath.Join(t.TempDir(), "link.pcap")
-	if err := os.Symlink(target, link); err != nil {
+	if err := os.Symlink(target, filepath.Join(capDir, "link.pcap")); err != nil {
 		t.Fatal(err)
 	}
-	if r := adm("pcap", "start", link); r.Status == 0 {
-		t.Fatalf("pcap start through a symlink: %+v", r)
+	for _, name := range []string{"link.pcap", filepath.Join(capDir, "link.pcap"), target + ".pcap", "../out.pcap", "sub/x.pcap", "..", ""} {
+		if r := adm("pcap", "start", name); r.Status == 0 {
+			t.Fatalf("pcap start %q: %+v", name, r)
+		}
 	}
 	if b, _ := os.ReadFile(target); string(b) != "keep" {
 		t.Fatalf("the link's target was written: %q", b)
+	}
+	if _, err := os.Stat(target + ".pcap"); err == nil {
+		t.Fatalf("a capture was written outside the capture directory")
 	}
 	if r := adm("-a", "-t", "198.18.0.10:80", "-r", "198.18.2.12:80", "-m", "-w", "2"); r.Status != 0 {
 		t.Fatalf("-a: %+v", r)
@@ -213,6 +222,29 @@ func TestMetricsPprof(t *testing.T) {
 		resp.Body.Close()
 		if want := map[bool]int{false: http.StatusNotFound, true: http.StatusOK}[on]; resp.StatusCode != want {
 			t.Errorf("pprof %v: /debug/pprof/cmdline answered %d, want %d", on, resp.StatusCode, want)
+		}
+		if !on {
+			continue
+		}
+		// Durations are bounded: a profile or trace of an hour, or of a
+		// number that is none, is refused before it starts.
+		for _, q := range []string{"profile?seconds=3600", "trace?seconds=61", "profile?seconds=-1", "trace?seconds=1e9", "heap?seconds=99999999999999999999", "profile?seconds=0"} {
+			resp, err := http.Get("http://" + g.MetricsAddr() + "/debug/pprof/" + q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("/debug/pprof/%s answered %d, want 400", q, resp.StatusCode)
+			}
+		}
+		resp, err = http.Get("http://" + g.MetricsAddr() + "/debug/pprof/trace?seconds=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("a 1 s trace answered %d, want 200", resp.StatusCode)
 		}
 	}
 }

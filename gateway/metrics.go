@@ -136,6 +136,25 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// maxProfileSeconds bounds the seconds a profile or trace may run: a
+// request for more is refused rather than left to hold a CPU profile (one
+// at a time per process) or a trace buffer for hours.
+const maxProfileSeconds = 60
+
+// capSeconds refuses requests whose seconds parameter is not a whole
+// number in 1..maxProfileSeconds.
+func capSeconds(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s := r.FormValue("seconds"); s != "" {
+			if n, err := strconv.Atoi(s); err != nil || n < 1 || n > maxProfileSeconds {
+				http.Error(w, fmt.Sprintf("seconds=%q: a whole number of seconds from 1 to %d", s, maxProfileSeconds), http.StatusBadRequest)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // serveMetrics starts the metrics endpoint on addr (/metrics), and with
 // profiles Go's profiling endpoints (/debug/pprof/, on this mux only: not
 // on http.DefaultServeMux, which other listeners might serve).
@@ -151,11 +170,11 @@ func (g *Gateway) serveMetrics(addr string, profiles bool) (*http.Server, error)
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	if profiles {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.Handle("/debug/pprof/", capSeconds(http.HandlerFunc(pprof.Index)))
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.Handle("/debug/pprof/profile", capSeconds(http.HandlerFunc(pprof.Profile)))
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.Handle("/debug/pprof/trace", capSeconds(http.HandlerFunc(pprof.Trace)))
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	g.metricsAddr = ln.Addr()

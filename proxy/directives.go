@@ -247,6 +247,21 @@ func balancerName(u string) (string, bool) {
 	return strings.ToLower(name), true
 }
 
+// directiveName reports whether w looks like an Apache directive's name:
+// a letter, then letters and digits, at most 40 in all.
+func directiveName(w string) bool {
+	if w == "" || len(w) > 40 {
+		return false
+	}
+	for i, c := range w {
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !letter && (i == 0 || c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
+}
+
 func (p *parser) directive(orig, name string, args []string) error {
 	switch name {
 	case "proxypass", "proxypassmatch":
@@ -341,6 +356,11 @@ func (p *parser) directive(orig, name string, args []string) error {
 		}
 		p.cfg.Timeout = d
 		return nil
+	}
+	if !directiveName(orig) {
+		// Not a directive at all: the file named may be anything (read
+		// as root), so its text is not repeated in the error.
+		return p.errf("not an Apache directive (the line is not shown): vsgate's proxy takes ProxyPass, ProxyPassMatch, ProxyPassReverse, <Proxy balancer://NAME>, BalancerMember, ProxySet, ProxyPreserveHost, ProxyAddHeaders, ProxyTimeout, ProxyRequests Off")
 	}
 	return p.errf("unknown or unsupported directive %q: vsgate's proxy takes ProxyPass, ProxyPassMatch, ProxyPassReverse, <Proxy balancer://NAME>, BalancerMember, ProxySet, ProxyPreserveHost, ProxyAddHeaders, ProxyTimeout, ProxyRequests Off", orig)
 }

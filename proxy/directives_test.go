@@ -77,10 +77,16 @@ func TestParseDirectivesErrors(t *testing.T) {
 		{"BalancerMember http://h", "BalancerMember outside <Proxy>"},
 		{"ProxyTimeout -1", "positive number of seconds"},
 		{"ProxyPass /a http://h/ status=+Z", "status=+Z"},
+		// A file that is no Apache configuration (l7.file: /etc/shadow)
+		// is refused without repeating it.
+		{"root:$y$j9T$secret:19000:0:99999:7:::", "x.conf:1: not an Apache directive (the line is not shown)"},
 	} {
 		_, err := ParseDirectives(c.text, "x.conf")
 		if err == nil || !errors.Is(err, ErrDirective) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: error %v, want %q", c.text, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("%q: the error repeats the file: %v", c.text, err)
 		}
 	}
 }

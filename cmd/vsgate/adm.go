@@ -33,8 +33,9 @@ const admUsage = `usage: vsgate adm [--socket PATH] [ipvsadm] IPVSADM-ARGS...
   Addresses may be host names: the gateway resolves them once, when it
   reads the command (hosts file, then DNS), and a name stands for every
   address it has; -L without -n shows names. Changes are live; -S saves them.
-  Also: reload (reread the configuration file, as SIGHUP does),
-  pcap start FILE, pcap stop, drops (every drop: vsgate's by reason, and
+  Also: reload (reread the configuration file, as SIGHUP does; a file
+  vsgate's user may not read is read by this command and sent),
+  pcap start NAME (a new file in pcap.dir), pcap stop, drops (every drop: vsgate's by reason, and
   the device's, lost before vsgate read them).
 `
 
@@ -73,6 +74,17 @@ func runAdm(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := gateway.Call(ctx, sock, req)
+	if err == nil && resp.ReadFile != "" && len(args) == 1 && args[0] == "reload" {
+		// The gateway's user may not read its own configuration file:
+		// send it, read with this caller's rights.
+		data, rerr := config.Read(resp.ReadFile)
+		if rerr != nil {
+			fmt.Fprintf(stderr, "vsgate adm: reload: %v\n", rerr)
+			return 1
+		}
+		req.Stdin = string(data)
+		resp, err = gateway.Call(ctx, sock, req)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "vsgate adm: %v\n", err)
 		return 1

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/vsgate/vsgate/gateway/config"
+	"github.com/vsgate/vsgate/internal/privilege"
 )
 
 const checkUsage = `usage: vsgate check -c FILE
@@ -50,6 +51,12 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		} else {
 			fmt.Fprintf(stderr, "vsgate check: %v\n", err)
 		}
+		return 1
+	}
+	// The user vsgate would run as must exist here, as vsgate run
+	// requires before it sets anything up.
+	if _, err := privilege.Lookup(c.User); err != nil {
+		fmt.Fprintf(stderr, "%s: user: %v\n", *file, err)
 		return 1
 	}
 	for _, r := range c.Resolved {

@@ -22,6 +22,7 @@ func TestCheck(t *testing.T) {
 		"masquerade:\n  - {from: 198.18.2.0/24, to: 198.18.0.20}\n")
 	named := write("named.yaml", "services:\n  - proto: tcp\n    vip: 198.18.0.10:80\n    backends:\n      - addr: localhost:8080\n")
 	bad := write("bad.yaml", "services:\n  - proto: tcp\n    vip: 198.18.0.10\n    backends:\n      - {addr: 198.18.2.11, weight: 70000}\nmetrics: {listen: 0.0.0.0:9100}\n")
+	nouser := write("nouser.yaml", "user: no-such-user-here\n")
 	for _, tc := range []struct {
 		args       []string
 		code       int
@@ -40,6 +41,8 @@ func TestCheck(t *testing.T) {
 			bad + ":5: backend 198.18.2.11: weight 70000 is out of range: use 0..65535",
 			bad + ":6: metrics listen address 0.0.0.0:9100 is not a loopback address: use 127.0.0.1 or [::1], or set metrics.public: true to serve metrics to the network on purpose",
 		}},
+		{args: []string{"-c", nouser}, code: 1,
+			errs: []string{nouser + ": user: user \"no-such-user-here\": no such user"}},
 		{args: []string{"-c", filepath.Join(dir, "missing.yaml")}, code: 1,
 			errs: []string{"vsgate check: config: open "}, errsPrefix: true},
 		{args: nil, code: 2},

@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -20,25 +19,30 @@ import (
 	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/config"
 	"github.com/vsgate/vsgate/gateway/health"
+	"github.com/vsgate/vsgate/gateway/names"
+	"github.com/vsgate/vsgate/internal/privilege"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/proxy"
 )
 
-const runUsage = `usage: vsgate run -c FILE [--pcap FILE]
+const runUsage = `usage: vsgate run -c FILE [--pcap NAME]
   Run the gateway in this network namespace: create the TUN device, route
   the configured VIPs, masquerade and FULLNAT addresses into it, steer the
-  real servers' traffic through it, and translate. SIGHUP reloads FILE (a
-  bad file leaves the running configuration in place); SIGINT and SIGTERM
-  stop it and remove every route, rule and setting it added.
+  real servers' traffic through it, and translate. Once set up it runs as
+  the configuration's user (default nobody) with only CAP_NET_ADMIN (and
+  CAP_NET_RAW on AF_PACKET). SIGHUP reloads FILE (a bad file leaves the
+  running configuration in place); SIGINT and SIGTERM stop it and remove
+  every route, rule and setting it added. --pcap NAME captures to a new
+  file NAME in pcap.dir.
 `
 
 // runRun is `vsgate run`.
-func runRun(args []string, stdout, stderr io.Writer) int {
+func runRun(args []string, stdout, stderr io.Writer) (code int) {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, runUsage) }
 	file := fs.String("c", "", "configuration file")
-	pcapFile := fs.String("pcap", "", "write what enters and leaves the gateway to this pcap file")
+	pcapFile := fs.String("pcap", "", "write what enters and leaves the gateway to this new pcap file in pcap.dir")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -60,6 +64,18 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 		log.Error("configuration", "err", err)
 		return 1
 	}
+	// Who to become is known before anything is set up: an unknown user
+	// stops vsgate before it touches the network.
+	var who *privilege.Identity
+	if os.Geteuid() == 0 {
+		id, err := privilege.Lookup(cfg.User)
+		if err != nil {
+			log.Error("configuration", "err", err)
+			return 1
+		}
+		who = &id
+		opts.Owner = &gateway.Owner{UID: id.UID, GID: id.GID}
+	}
 	l7, closeL7, err := l7Services(cfg, log)
 	if err != nil {
 		log.Error("l7 services", "err", err)
@@ -67,30 +83,41 @@ func runRun(args []string, stdout, stderr io.Writer) int {
 	}
 	defer closeL7()
 	opts.L7 = l7
-	opts.Load = func() (gateway.Options, error) {
-		c, err := config.Load(*file)
-		if err != nil {
-			return gateway.Options{}, err
-		}
-		return options(c, log)
+	opts.Source = &gateway.Source{
+		Path: *file,
+		Read: func() ([]byte, error) { return config.Read(*file) },
+		Parse: func(data []byte) (gateway.Options, error) {
+			c, err := config.ParseNames(context.Background(), data, *file, &names.System{})
+			if err != nil {
+				return gateway.Options{}, err
+			}
+			o, err := options(c, log)
+			o.Owner = opts.Owner
+			return o, err
+		},
 	}
 	g, err := gateway.New(opts)
 	if err != nil {
 		log.Error("start", "err", err)
 		return 1
 	}
+	// A stop that could not undo everything fails the exit status too.
 	defer func() {
 		if err := g.Close(); err != nil {
 			log.Error("stop", "err", err)
+			code = max(code, 1)
 		}
 	}()
 	if *pcapFile != "" {
-		if err := g.StartCapture(*pcapFile); err != nil {
+		if _, err := g.StartCapture(*pcapFile); err != nil {
 			log.Error("pcap", "err", err)
 			return 1
 		}
 	}
-	dropCapabilities(log)
+	if err := dropPrivileges(who, opts.AFPacket != nil, log); err != nil {
+		log.Error("dropping privileges", "err", err)
+		return 1
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -126,7 +153,7 @@ func options(cfg *config.Config, log *slog.Logger) (gateway.Options, error) {
 	}
 	o := gateway.Options{
 		NAT: n, Device: cfg.Device.Name, Queues: cfg.Device.Queues, Offloads: cfg.Device.Offloads,
-		ControlSocket: cfg.Control.Socket, Logger: log,
+		ControlSocket: cfg.Control.Socket, PcapDir: cfg.Pcap.Dir, Logger: log,
 		MasqDefaults: adm.Defaults{Inside: cfg.MasqueradeInside},
 		Health:       map[string]health.Spec{},
 	}
@@ -172,24 +199,36 @@ func printConfigError(w io.Writer, err error) {
 	fmt.Fprintf(w, "vsgate: %v\n", err)
 }
 
-// dropCapabilities keeps only CAP_NET_ADMIN once the device and routes are
-// set up: reloads and the teardown at exit still change routes, nothing
-// else needs privilege. Capabilities are per thread in Linux, so the
-// change must reach every thread of the Go runtime at once
-// (syscall.AllThreadsSyscall), which Go allows only in binaries built
-// without cgo: `make build` builds so; otherwise the drop is skipped with
-// a warning.
-func dropCapabilities(log *slog.Logger) {
-	keep := uint32(1) << unix.CAP_NET_ADMIN
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	data := [2]unix.CapUserData{{Effective: keep, Permitted: keep}}
-	// The conversions stay in the call expression (unsafe.Pointer rule 4).
-	_, _, errno := syscall.AllThreadsSyscall(syscall.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0)
-	if errno != 0 {
-		log.Warn("capabilities not dropped", "err", errno.Error(), "hint", "build with CGO_ENABLED=0 (make build)")
-		return
+// dropPrivileges makes vsgate run as who once the device, sockets and
+// routes are set up, keeping CAP_NET_ADMIN (reloads and the teardown at
+// exit change routes, rules, nftables and sysctls) and, on AF_PACKET,
+// CAP_NET_RAW. A vsgate started by a user other than root (who is nil)
+// has nothing to give up and says so. A failed drop is fatal: the
+// process may be half way.
+func dropPrivileges(who *privilege.Identity, afpacket bool, log *slog.Logger) error {
+	if who == nil {
+		log.Warn("not started as root: running as this user, user: is not applied", "uid", os.Getuid())
+		return nil
 	}
-	log.Info("capabilities dropped", "kept", "CAP_NET_ADMIN")
+	keep := privileges(afpacket)
+	if err := privilege.Drop(*who, keep); err != nil {
+		return err
+	}
+	var names []string
+	for _, c := range keep {
+		names = append(names, c.Name())
+	}
+	log.Info("privileges dropped", "user", who.Name, "uid", who.UID, "gid", who.GID, "capabilities", strings.Join(names, ","))
+	return nil
+}
+
+// privileges are the capabilities the running gateway keeps.
+func privileges(afpacket bool) []privilege.Cap {
+	keep := []privilege.Cap{unix.CAP_NET_ADMIN}
+	if afpacket {
+		keep = append(keep, unix.CAP_NET_RAW)
+	}
+	return keep
 }
 
 // l7Services builds a proxy for every HTTP service. They are fixed for the

@@ -33,6 +33,10 @@ const (
 	DefaultScheduler = "wlc"
 	// DefaultSocket is control.socket when the file does not set it.
 	DefaultSocket = "/run/vsgate/vsgate.sock"
+	// DefaultUser is user when the file does not set it.
+	DefaultUser = "nobody"
+	// DefaultPcapDir is pcap.dir when the file does not set it.
+	DefaultPcapDir = "/var/lib/vsgate/pcap"
 	// DefaultMetrics is metrics.listen when the file does not set it.
 	DefaultMetrics = "127.0.0.1:9100"
 )
@@ -90,8 +94,12 @@ type Config struct {
 	// for when it was read (vsgate check prints them).
 	Resolved []Resolution
 	Control  Control
-	Metrics  Metrics
-	Log      Log
+	// User is who the gateway runs as once its device, sockets and routes
+	// are set up (a name or a number from /etc/passwd, not root).
+	User    string
+	Pcap    Pcap
+	Metrics Metrics
+	Log     Log
 }
 
 // PerSource is table.per_source: limits on the flows one client prefix
@@ -202,6 +210,14 @@ type Control struct {
 	Socket string // absolute path of the Unix socket; the gateway creates it mode 0600
 }
 
+// Pcap is where captures go.
+type Pcap struct {
+	// Dir is the only directory captures are written to (vsgate run
+	// --pcap and vsgate adm pcap start name a file in it). The gateway
+	// creates it mode 0700 for User.
+	Dir string
+}
+
 // Metrics is the Prometheus endpoint.
 type Metrics struct {
 	// Listen is the address to serve /metrics on; the zero value means
@@ -255,10 +271,18 @@ func ParseNames(ctx context.Context, data []byte, filename string, res names.Res
 	return c, nil
 }
 
-// Load reads the file at path (at most MaxFileSize bytes) and Parses it,
-// naming it path in messages. Read errors are returned as they are, not as
-// Errors.
+// Load reads the file at path and Parses it, naming it path in messages.
+// Read errors are returned as they are, not as Errors.
 func Load(path string) (*Config, error) {
+	data, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseNames(context.Background(), data, path, &names.System{})
+}
+
+// Read reads a configuration file: at most MaxFileSize bytes.
+func Read(path string) ([]byte, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -271,7 +295,7 @@ func Load(path string) (*Config, error) {
 	if len(data) > MaxFileSize {
 		return nil, fmt.Errorf("config: %s: larger than %d bytes", path, MaxFileSize)
 	}
-	return ParseNames(context.Background(), data, path, &names.System{})
+	return data, nil
 }
 
 // Validate checks a Config built in code (or changed after Parse) by the

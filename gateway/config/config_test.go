@@ -114,13 +114,13 @@ func TestDefaults(t *testing.T) {
 			t.Fatalf("%q: %v", src, err)
 		}
 		want := Config{
-			Device:     Device{Type: "tun", Name: "vsg0", Queues: 1, Offloads: true},
-			TableSize:  DefaultTableSize,
-			PerSource:  PerSource{V4Prefix: 32, V6Prefix: 128},
-			SynProxy:   SynProxyAuto{HalfOpen: DefaultSynProxyHalfOpen, Fill: DefaultSynProxyFill},
-			Timeouts:   nat.DefaultTimeouts,
-			FullNAT:    FullNAT{Ports: [2]uint16{1024, 65535}},
-			Control:    Control{Socket: DefaultSocket},
+			Device:    Device{Type: "tun", Name: "vsg0", Queues: 1, Offloads: true},
+			TableSize: DefaultTableSize,
+			PerSource: PerSource{V4Prefix: 32, V6Prefix: 128},
+			SynProxy:  SynProxyAuto{HalfOpen: DefaultSynProxyHalfOpen, Fill: DefaultSynProxyFill},
+			Timeouts:  nat.DefaultTimeouts,
+			FullNAT:   FullNAT{Ports: [2]uint16{1024, 65535}},
+			Control:   Control{Socket: DefaultSocket}, User: DefaultUser, Pcap: Pcap{Dir: DefaultPcapDir},
 			Metrics:    Metrics{Listen: netip.MustParseAddrPort(DefaultMetrics)},
 			Log:        Log{Level: slog.LevelInfo, Format: "text"},
 			Services:   c.Services, // nil or empty
@@ -543,6 +543,13 @@ services:
     scheduler_table_size: 2   # <-
     backends: [{addr: 198.18.2.1}, {addr: 198.18.2.2}, {addr: 198.18.2.3}]
 `, "raise scheduler_table_size"},
+	{"not a config", `root:$y$j9T$secretHASH:19000:0:99999:7:::   # <-
+`, "the keys at the top level are device"},
+	{"user root", `user: root   # <-
+`, "use an unprivileged user"},
+	{"pcap dir relative", `pcap:
+  dir: captures   # <-
+`, "use a path such as /var/lib/vsgate/pcap"},
 }
 
 // markedLine returns the 1-based line of src holding "# <-".
@@ -584,6 +591,9 @@ func TestBadConfigs(t *testing.T) {
 			}
 			if e.Fix == "" || !strings.Contains(e.Error(), tc.fix) {
 				t.Errorf("error %q\ndoes not contain %q", e, tc.fix)
+			}
+			if strings.Contains(e.Error(), "secretHASH") {
+				t.Errorf("error %q repeats a line that is no configuration", e)
 			}
 			if prefix := "bad.yaml:" + strconv.Itoa(line) + ": "; !strings.HasPrefix(e.Error(), prefix) || strings.Contains(e.Error(), "\n") {
 				t.Errorf("error %q: want one line starting %q", e, prefix)

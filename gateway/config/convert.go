@@ -86,6 +86,8 @@ func (f *file) convert(r *report) *Config {
 	c.FullNAT.Ports = cv.portRange("fullnat.ports", raw.FullNAT.Ports)
 
 	c.Control.Socket = cv.str(raw.Control.Socket, DefaultSocket)
+	c.User = cv.str(raw.User, DefaultUser)
+	c.Pcap.Dir = cv.str(raw.Pcap.Dir, DefaultPcapDir)
 	c.Metrics.Public = cv.boolean("metrics.public", raw.Metrics.Public)
 	c.Metrics.Pprof = cv.boolean("metrics.pprof", raw.Metrics.Pprof)
 	switch l := cv.str(raw.Metrics.Listen, DefaultMetrics); strings.ToLower(l) {

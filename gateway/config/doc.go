@@ -142,6 +142,10 @@
 //	  ports: 1024-65535                                                 default 1024-65535
 //	control:
 //	  socket: /run/vsgate/vsgate.sock     absolute, <= 107 bytes        default this
+//	                        only root (and the user that started vsgate) may use it
+//	user: nobody            who vsgate runs as after setup: not root    default nobody
+//	pcap:
+//	  dir: /var/lib/vsgate/pcap   the only place captures are written   default this
 //	metrics:
 //	  listen: 127.0.0.1:9100   address:port, or off                     default 127.0.0.1:9100
 //	  public: false         needed (true) to listen on a non-loopback address

@@ -30,6 +30,8 @@ type (
 		MasqInside []string      `yaml:"masquerade_inside"`
 		FullNAT    fileFullNAT   `yaml:"fullnat"`
 		Control    fileControl   `yaml:"control"`
+		User       string        `yaml:"user"`
+		Pcap       filePcap      `yaml:"pcap"`
 		Metrics    fileMetrics   `yaml:"metrics"`
 		Log        fileLog       `yaml:"log"`
 	}
@@ -118,6 +120,9 @@ type (
 	}
 	fileControl struct {
 		Socket string `yaml:"socket"`
+	}
+	filePcap struct {
+		Dir string `yaml:"dir"`
 	}
 	fileMetrics struct {
 		Listen string `yaml:"listen"`
@@ -311,6 +316,12 @@ func (s *shape) walk(n ast.Node, t reflect.Type, path string) {
 			}
 			s.lines[p] = nodeLine(k)
 			f, ok := field(t, name)
+			if !ok && !keyLike(name) {
+				// Not a key at all: the file may be anything vsgate was
+				// pointed at (as root), so its text is not repeated.
+				s.r.fail(p, "not a configuration key (the line is not shown)", suggest("", t, path))
+				continue
+			}
 			if !ok {
 				s.r.fail(p, fmt.Sprintf("unknown key %q", name), suggest(name, t, path))
 				continue
@@ -378,6 +389,21 @@ func yamlKey(f reflect.StructField) string {
 	return k
 }
 
+// keyLike reports whether an unknown key looks like one, worth repeating
+// in the error: a letter, then letters, digits, '_' and '-', at most 40.
+func keyLike(k string) bool {
+	if k == "" || len(k) > 40 {
+		return false
+	}
+	for i, c := range k {
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !letter && (i == 0 || !(c >= '0' && c <= '9' || c == '_' || c == '-')) {
+			return false
+		}
+	}
+	return true
+}
+
 // suggest is the fix for an unknown key: the closest known key if one is
 // close, else the list of keys allowed there.
 func suggest(name string, t reflect.Type, path string) string {
@@ -388,6 +414,9 @@ func suggest(name string, t reflect.Type, path string) string {
 	// A typo is a few edits away; allow more in longer keys.
 	best, bestD := "", 2+len(name)/6
 	for _, k := range keys {
+		if name == "" {
+			break
+		}
 		if d := editDistance(strings.ToLower(name), k); d <= bestD && (best == "" || d < editDistance(strings.ToLower(name), best)) {
 			best, bestD = k, d
 		}

@@ -168,6 +168,9 @@ func (c *Config) YAML() []byte {
 	w(1, "ports: %s", ports(c.FullNAT.Ports))
 	w(0, "control:")
 	w(1, "socket: %s", q(c.Control.Socket))
+	w(0, "user: %s", q(c.User))
+	w(0, "pcap:")
+	w(1, "dir: %s", q(c.Pcap.Dir))
 	w(0, "metrics:")
 	if c.Metrics.Listen.IsValid() {
 		w(1, "listen: %s", q(c.Metrics.Listen.String()))

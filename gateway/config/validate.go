@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -97,6 +98,19 @@ func validate(c *Config, r *report) {
 		r.fail("control.socket", fmt.Sprintf("control socket path is %d bytes long", len(s)), "use at most 107 bytes (the limit of a Unix socket address)")
 	case !printable(s):
 		r.fail("control.socket", fmt.Sprintf("control socket %q has spaces or control characters", s), "use a plain path such as "+DefaultSocket)
+	}
+
+	switch u := c.User; {
+	case u == "" || !printable(u) || strings.ContainsAny(u, ":/"):
+		r.fail("user", fmt.Sprintf("user %q is not a user name or number", u), "use a name from /etc/passwd such as "+DefaultUser)
+	case u == "root" || u == "0":
+		r.fail("user", "user root would keep every privilege after setup", "use an unprivileged user such as "+DefaultUser)
+	}
+	switch d := c.Pcap.Dir; {
+	case !strings.HasPrefix(d, "/") || filepath.Clean(d) != d || d == "/":
+		r.fail("pcap.dir", fmt.Sprintf("capture directory %q is not a clean absolute path below /", d), "use a path such as "+DefaultPcapDir)
+	case !printable(d):
+		r.fail("pcap.dir", fmt.Sprintf("capture directory %q has spaces or control characters", d), "use a plain path such as "+DefaultPcapDir)
 	}
 
 	if l := c.Metrics.Listen; l.IsValid() {

@@ -124,6 +124,12 @@ func StartWith(ctx context.Context, exe string, opts Options) (_ *Env, err error
 	if e.Dir, err = os.MkdirTemp("", "vsgate-demo-"); err != nil {
 		return e, err
 	}
+	// vsgate drops to nobody after setup: it must reach its capture
+	// directory (which it makes, vsgate.sock.pcap) through this one,
+	// without reading what is here.
+	if err := os.Chmod(e.Dir, 0o711); err != nil {
+		return e, err
+	}
 	e.Socket = filepath.Join(e.Dir, "vsgate.sock")
 	cfg := filepath.Join(e.Dir, "vsgate.yaml")
 	e.Config = cfg
@@ -269,6 +275,7 @@ masquerade:
   - {from: "%[10]s", to: "%[11]s"}
 fullnat: {pool: [%[12]s]}
 control: {socket: %[13]s}
+pcap: {dir: %[13]s.pcap}
 metrics: {listen: 127.0.0.1:9100}
 `, p.VIP4, p.VIP6, be(80, false), be(7, false), be(53, false), be(80, true), fullnatVIP,
 		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, e.device(p), be(54, false), fullnatSynProxyVIP, be(53, true))
@@ -309,6 +316,22 @@ func (e *Env) Adm(ctx context.Context, args ...string) (string, error) {
 		return r.Output, fmt.Errorf("vsgate adm %s: %s (status %d)", strings.Join(args, " "), r.Error, r.Status)
 	}
 	return r.Output, nil
+}
+
+// admCommand runs `vsgate adm` (the binary, as root) against the demo's
+// gateway and returns its standard output; an exit status other than 0
+// is an error with its standard error.
+func (e *Env) admCommand(ctx context.Context, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.exe, append([]string{"adm", "--socket", e.Socket}, args...)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out), fmt.Errorf("vsgate adm %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out), nil
 }
 
 // Close stops vsgate (SIGTERM: it removes its routes and rules), then the

@@ -75,6 +75,7 @@ services:
 masquerade_to: %[2]s
 masquerade_inside: [%[3]s]
 control: {socket: %[4]s}
+pcap: {dir: %[4]s.pcap}
 metrics: {listen: 127.0.0.1:9100}
 `, netlab.VIPName, p.Masq4, handbookInside, e.Socket)
 }

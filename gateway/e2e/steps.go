@@ -72,7 +72,7 @@ func Steps() []Step {
 		{"L7: keep-alive reused on both sides, a WebSocket echo, 100 MB streamed up and down intact", stepL7Streams},
 		{"path MTU: with the real servers' side at 1400, DF datagrams of 1500 bytes (IPv4 and IPv6) get fragmentation needed / packet too big with 1400, which the client matches; one without DF is fragmented and echoed", stepPathMTU},
 		{"a UDP GSO burst of 8000-byte datagrams from a 9000-byte link is cut to the real servers' 1500: echoed whole, no packet above 1500 on their links", stepGSOBurst},
-		{"privileges: after setup vsgate keeps only CAP_NET_ADMIN", stepCaps},
+		{"privileges: after setup vsgate runs as nobody with only CAP_NET_ADMIN (and CAP_NET_RAW on AF_PACKET), an empty bounding set, no_new_privs; captures only as new files in pcap.dir", stepCaps},
 		{"vsgate adm -L -n --stats (ipvsadm's listing)", stepList},
 	}
 }
@@ -383,7 +383,11 @@ func stepReload(ctx context.Context, e *Env) (string, error) {
 	if changed == string(cfg) {
 		return "", fmt.Errorf("demo config: telnet service not found")
 	}
+	// vsgate runs as nobody: it rereads on SIGHUP a file nobody may read.
 	if err := os.WriteFile(e.Config, []byte(changed), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.Chmod(e.Config, 0o644); err != nil {
 		return "", err
 	}
 	if err := e.cmd.Process.Signal(syscall.SIGHUP); err != nil {
@@ -405,18 +409,25 @@ func stepReload(ctx context.Context, e *Env) (string, error) {
 	if after != before {
 		return "", fmt.Errorf("the open connection moved from %s to %s", before, after)
 	}
-	// The same through the control API, and a bad file changes nothing.
+	// The same through vsgate adm with a file only root may read: the
+	// gateway says it cannot read it, vsgate adm reads it and sends it.
 	if err := os.WriteFile(e.Config, []byte(strings.Replace(changed, "scheduler: lc", "scheduler: wlc", 1)), 0o600); err != nil {
 		return "", err
 	}
-	if _, err := e.Adm(ctx, "reload"); err != nil {
+	if err := os.Chmod(e.Config, 0o600); err != nil {
 		return "", err
+	}
+	if out, err := e.Adm(ctx, "reload"); err == nil || !strings.Contains(err.Error(), "permission denied") {
+		return out, fmt.Errorf("the gateway read a root-only file as nobody, or said something else: %v", err)
+	}
+	if out, err := e.admCommand(ctx, "reload"); err != nil || out != "configuration reloaded\n" {
+		return out, fmt.Errorf("vsgate adm reload of a root-only file: %v", err)
 	}
 	good, _ := os.ReadFile(e.Config)
 	if err := os.WriteFile(e.Config, []byte(strings.Replace(string(good), "scheduler: wlc", "scheduler: nosuch", 1)), 0o600); err != nil {
 		return "", err
 	}
-	if _, err := e.Adm(ctx, "reload"); err == nil || !strings.Contains(err.Error(), "nosuch") {
+	if _, err := e.admCommand(ctx, "reload"); err == nil || !strings.Contains(err.Error(), "nosuch") {
 		return "", fmt.Errorf("a bad file was accepted: %v", err)
 	}
 	_ = os.WriteFile(e.Config, good, 0o600)
@@ -427,7 +438,7 @@ func stepReload(ctx context.Context, e *Env) (string, error) {
 	if last, err := s.say("last"); err != nil || last != before {
 		return "", fmt.Errorf("the open connection after two reloads: %v (%s)", err, last)
 	}
-	return fmt.Sprintf("connection on %s answered across SIGHUP (rr -> lc) and vsgate adm reload (lc -> wlc); a bad file was refused", before), nil
+	return fmt.Sprintf("connection on %s answered across SIGHUP (rr -> lc) and vsgate adm reload of a root-only file (lc -> wlc); a bad file was refused", before), nil
 }
 
 func stepQuiesce(ctx context.Context, e *Env) (string, error) {
@@ -468,20 +479,53 @@ func stepQuiesce(ctx context.Context, e *Env) (string, error) {
 }
 
 func stepCaps(ctx context.Context, e *Env) (string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", e.cmd.Process.Pid))
+	pid := e.cmd.Process.Pid
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if err != nil {
 		return "", err
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
-			v = strings.TrimSpace(v)
-			if v != "0000000000001000" {
-				return "CapEff " + v, fmt.Errorf("want only CAP_NET_ADMIN (0000000000001000)")
+	caps := "0000000000001000" // CAP_NET_ADMIN
+	if e.opts.AFPacket {
+		caps = "0000000000003000" // and CAP_NET_RAW
+	}
+	want := map[string]string{"Uid": "65534 65534 65534 65534", "Gid": "65534 65534 65534 65534", "Groups": "",
+		"CapInh": caps, "CapPrm": caps, "CapEff": caps, "CapAmb": caps, "CapBnd": "0000000000000000", "NoNewPrivs": "1"}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			return "", err
+		}
+		got := map[string]string{}
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok {
+				got[k] = strings.Join(strings.Fields(v), " ")
 			}
-			return "CapEff " + v + " (CAP_NET_ADMIN)", nil
+		}
+		for k, w := range want {
+			if got[k] != w {
+				return "", fmt.Errorf("thread %s: %s %q, want %q", t.Name(), k, got[k], w)
+			}
 		}
 	}
-	return "", fmt.Errorf("no CapEff in /proc/%d/status", e.cmd.Process.Pid)
+	// A link planted in the capture directory is not followed.
+	dir := e.Socket + ".pcap"
+	target := filepath.Join(e.Dir, "not-a-capture")
+	if err := os.WriteFile(target, []byte("keep"), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.Symlink(target, filepath.Join(dir, "planted.pcap")); err != nil {
+		return "", err
+	}
+	for _, name := range []string{"planted.pcap", target, "../x.pcap"} {
+		if out, err := e.Adm(ctx, "pcap", "start", name); err == nil {
+			e.Adm(ctx, "pcap", "stop")
+			return out, fmt.Errorf("pcap start %s was accepted", name)
+		}
+	}
+	if b, _ := os.ReadFile(target); string(b) != "keep" {
+		return "", fmt.Errorf("a capture wrote through the planted link")
+	}
+	return fmt.Sprintf("%d threads: uid/gid 65534, CapEff=CapPrm=CapAmb %s, CapBnd 0, NoNewPrivs 1; a planted link, a path outside and ../ refused", len(tasks), caps), nil
 }
 
 func stepL7(ctx context.Context, e *Env) (string, error) {
@@ -812,9 +856,9 @@ func stepResolved(ctx context.Context, e *Env) (string, error) {
 }
 
 func stepPcapFrames(ctx context.Context, e *Env) (string, error) {
-	file := filepath.Join(e.Dir, "frames.pcap")
-	if out, err := e.Adm(ctx, "pcap", "start", file); err != nil {
-		return out, err
+	file := filepath.Join(e.Socket+".pcap", "frames.pcap")
+	if out, err := e.Adm(ctx, "pcap", "start", "frames.pcap"); err != nil || out != "capturing to "+file+"\n" {
+		return out, fmt.Errorf("pcap start: %v", err)
 	}
 	url := "http://" + netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 80).String() + "/pcap"
 	_, err := e.get(ctx, url)
