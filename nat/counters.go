@@ -76,6 +76,7 @@ const (
 	DropSynProxyCookie                                            // a TCP ACK for no flow to a SYN-proxied service, without a valid cookie
 	DropSynProxyEarly                                             // a client segment of a proxied flow before its real server answered that could not be held (synhold.go), or a bare ACK or RST then
 	DropInboundUnsolicited                                        // from the outside to an inside host (a real server, a masqueraded subnet) for no service or flow
+	DropSourceNotInside                                           // to be routed on, for no service, flow or masquerade, from a source that is no inside address (BCP 38)
 	numDropReasons
 )
 
@@ -83,7 +84,7 @@ var dropNames = [...]string{"no_flow", "no_backend", "table_full", "source_route
 	"icmp_no_flow", "masq_unsolicited", "unmatched", "ports_exhausted", "backend_removed", "real_server_no_flow",
 	"bad_checksum", "tcp_out_of_window", "source_flow_limit", "source_half_open_limit",
 	"fragment_incomplete", "fragment_budget", "fragment_duplicate", "fragment_malformed",
-	"syn_proxy_bad_cookie", "syn_proxy_early", "inbound_unsolicited"}
+	"syn_proxy_bad_cookie", "syn_proxy_early", "inbound_unsolicited", "source_not_inside"}
 
 // String names the reason (the parser's names for parser reasons).
 func (r DropReason) String() string {

@@ -161,15 +161,21 @@ func TestIPv6(t *testing.T) {
 	checksumsValid(t, r)
 }
 
-// TestUnmatched: packets for no service pass unchanged by default, except
-// to a VIP's other ports (they would loop back into the device): dropped.
+// TestUnmatched: an inside host's packets for no service pass unchanged
+// by default, except to a VIP's other ports (they would loop back into the
+// device): dropped; so is anything routed on whose source is no inside
+// address.
 func TestUnmatched(t *testing.T) {
 	e := engine(t, nat.ModeNAT, 64)
 	w := e.NewWorker()
-	b := tcp(client, netip.MustParseAddrPort("198.18.0.99:80"), syn, 0)
+	// rip6: a real server no masquerade rule covers.
+	b := tcp(netip.AddrPortFrom(rip6, 5000), netip.MustParseAddrPort("[2001:db8::99]:80"), syn, 0)
 	orig := append([]byte(nil), b...)
 	if v := one(w, b); v != nat.Pass || string(b) != string(orig) {
 		t.Fatalf("unmatched: verdict %v, changed %v", v, string(b) != string(orig))
+	}
+	if v := one(w, tcp(client, netip.MustParseAddrPort("198.18.0.99:80"), syn, 0)); v != nat.Drop || e.Drops(nat.DropSourceNotInside) != 1 {
+		t.Fatalf("from the outside to the outside: verdict %v", v)
 	}
 	if v := one(w, tcp(client, netip.AddrPortFrom(vip.Addr(), 22), syn, 0)); v != nat.Drop || e.Drops(nat.DropUnmatched) != 1 {
 		t.Fatalf("VIP:22 with no service: verdict %v", v)

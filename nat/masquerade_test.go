@@ -122,3 +122,32 @@ func TestMasqueradeRuleShape(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceNotInside: a packet to be routed on for no service, flow or
+// masquerade rule, whose source is no inside address — forged by an
+// inside host (BCP 38), or a stranger's from the outside — is dropped
+// whatever the default; an inside address's own unmasqueraded packet
+// (a real server beyond the masqueraded subnet) follows the default.
+func TestSourceNotInside(t *testing.T) {
+	forged := netip.MustParseAddrPort("198.18.0.77:5000")
+	for _, drop := range []bool{false, true} {
+		e := intoEngine(t, drop)
+		w := e.NewWorker()
+		for _, b := range [][]byte{udp(forged, outside, 8), tcp(forged, outside, syn, 0)} {
+			if v := one(w, b); v != nat.Drop {
+				t.Errorf("default drop %v: forged source: verdict %v", drop, v)
+			}
+		}
+		if n := e.Drops(nat.DropSourceNotInside); n != 2 {
+			t.Errorf("default drop %v: source_not_inside %d, want 2", drop, n)
+		}
+		own := udp(netip.AddrPortFrom(far.Addr(), 5353), outside, 8)
+		want := map[bool]nat.Verdict{false: nat.Pass, true: nat.Drop}[drop]
+		if v := one(w, own); v != want {
+			t.Errorf("default drop %v: a real server's own packet: verdict %v, want %v", drop, v, want)
+		}
+		if e.Flows() != 0 {
+			t.Errorf("default drop %v: %d flows made", drop, e.Flows())
+		}
+	}
+}

@@ -328,7 +328,7 @@ func TestDropUnmatchedAndL7(t *testing.T) {
 		t.Fatal(err)
 	}
 	w := e.NewWorker()
-	if v := one(w, tcp(client, far, syn, 0)); v != nat.Drop || e.Drops(nat.DropUnmatched) != 1 {
+	if v := one(w, tcp(netip.AddrPortFrom(rips[0], 5000), far, syn, 0)); v != nat.Drop || e.Drops(nat.DropUnmatched) != 1 {
 		t.Fatalf("unmatched with DropUnmatched: %v, unmatched drops %d; want drop, 1", v, e.Drops(nat.DropUnmatched))
 	}
 	b := tcp(client, web, syn, 0)

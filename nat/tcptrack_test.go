@@ -310,3 +310,36 @@ func TestAdoptedScale(t *testing.T) {
 		}
 	}
 }
+
+// TestSynReopensClosedFlow: a client that opens a new connection on the
+// ports of a flow in CLOSE (or TIME_WAIT) gets a new flow, scheduled
+// afresh (IPVS's conn_reuse_mode 1, conntrack's kill of the old entry),
+// not the old flow's real server; a SYN on a live flow changes nothing.
+func TestSynReopensClosedFlow(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	first := established(t, w, client)
+	b := tcpSeq(client, vip, syn, 0, 7000, 0)
+	if v := one(w, b); v != nat.Forward {
+		t.Fatalf("SYN on a live flow: verdict %v", v)
+	}
+	if _, d := endpoints(t, b); d != first {
+		t.Fatalf("SYN on a live flow went to %v, want the flow's %v", d, first)
+	}
+	if v := one(w, tcpSeq(client, vip, rst, 0, 102, 0)); v != nat.Forward || flowState(e, client) != "CLOSE" {
+		t.Fatalf("exact RST: verdict %v, flow %s", v, flowState(e, client))
+	}
+	b = tcpSeq(client, vip, syn, 0, 9000, 0)
+	if v := one(w, b); v != nat.Forward {
+		t.Fatalf("SYN on the closed flow's ports: verdict %v", v)
+	}
+	if _, d := endpoints(t, b); d == first {
+		t.Fatalf("the new connection went to the old flow's %v: not scheduled afresh", d)
+	}
+	if st := flowState(e, client); st != "SYN_RECV" && st != "SYN_SENT" {
+		t.Fatalf("the new flow is %s, want a new handshake's state", st)
+	}
+	if n := e.Flows(); n != 1 {
+		t.Fatalf("%d flows, want the new one only", n)
+	}
+}

@@ -391,14 +391,16 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 		if proxied {
 			sh = &w.e.tab.proxy[ref.index()]
 		}
+		if d == DirOriginal && p.TCPFlags&packet.TCPFlagSYN != 0 && closed(f.state.Load()) && w.checksumOK(b) {
+			// A new connection on a closed flow's ports (a client that
+			// reuses its port while the flow is in TIME_WAIT): the old
+			// flow goes and the SYN is a new flow — scheduled afresh,
+			// or met by the proxy — as conntrack kills a TIME_WAIT entry
+			// for a SYN and IPVS (conn_reuse_mode 1) reschedules it.
+			w.e.tab.remove(ref.index(), gen, w.e.retire)
+			return 0, false
+		}
 		if proxied && d == DirOriginal {
-			if p.TCPFlags&packet.TCPFlagSYN != 0 && closed(f.state.Load()) && w.checksumOK(b) {
-				// A new connection on a closed proxied flow's ports: the
-				// old flow goes, and the SYN meets the proxy as a new
-				// one (conntrack kills a TIME_WAIT entry for a SYN too).
-				w.e.tab.remove(ref.index(), gen, w.e.retire)
-				return 0, false
-			}
 			if v, ok := w.proxyFromClient(b, f, sh, of, ref.index(), gen); !ok {
 				return v, true
 			}
@@ -640,6 +642,14 @@ func (w *Worker) newFlow(b []byte, s *slot) Verdict {
 				return w.newMasqFlow(b, m, kw)
 			}
 		}
+	}
+	if !w.snap.inside(p.Src) {
+		// To be routed on, yet no service, flow or masquerade rule is
+		// its, and its source is no inside address: from the inside,
+		// a forged source, which a router does not pass on (BCP 38);
+		// from the outside, traffic for somewhere else. Only the
+		// inside's own addresses are routed on, whatever the default.
+		return w.drop(DropSourceNotInside)
 	}
 	if w.snap.dropUnmatched {
 		return w.drop(DropUnmatched)

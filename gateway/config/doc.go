@@ -82,7 +82,13 @@
 //	                        inside host either way: vsgate drops it
 //	                        (inbound_unsolicited), and on a TUN its
 //	                        nftables table drops what the kernel would
-//	                        forward around it (forward_guard).
+//	                        forward around it (forward_guard). Nor is
+//	                        anything routed on whose source is no inside
+//	                        address (a real server, a masquerade rule's
+//	                        subnet): a forged source from the inside
+//	                        (BCP 38) or a stranger's traffic from the
+//	                        outside (source_not_inside). So pass governs
+//	                        only the inside's own unmasqueraded traffic.
 //	tcp_window_check: true  every flow's TCP window is checked; false:  default true
 //	                        none (conntrack's be_liberal)
 //	removed_backends: drain drain or reset: flows of removed backends   default drain
