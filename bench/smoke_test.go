@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"github.com/vsgate/vsgate/netlab/labtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,9 +21,7 @@ func TestQuickRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("skipped under -short: runs every system in netlab")
 	}
-	if err := netlab.Check(); err != nil {
-		t.Skip(err)
-	}
+	labtest.Require(t)
 	if m := MissingClientTools(); len(m) > 0 {
 		t.Skipf("missing client tools: apt-get install -y %v", m)
 	}

@@ -42,7 +42,7 @@ var (
 	descCookies    = prometheus.NewDesc("vsgate_syn_proxy_cookies_total", "SYN proxy: SYN cookies sent in SYN-ACKs, and returned valid in ACKs (each a proxied flow).", []string{"event"}, nil)
 	descWorkerPkts = prometheus.NewDesc("vsgate_worker_packets_total", "Packets read by the worker.", []string{"worker"}, nil)
 	descWorkerDrop = prometheus.NewDesc("vsgate_worker_dropped_total", "Packets the worker dropped.", []string{"worker"}, nil)
-	descWorkerL7   = prometheus.NewDesc("vsgate_worker_l7_total", "Packets for L7 services (dropped until the proxy exists).", []string{"worker"}, nil)
+	descWorkerL7   = prometheus.NewDesc("vsgate_worker_l7_total", "Packets handed to the L7 proxy (HTTP services' netstack).", []string{"worker"}, nil)
 	descDevDrops   = prometheus.NewDesc("vsgate_device_drops_total", "Packets lost at the device, before vsgate read them or after it wrote them: TUN link statistics (tx: kernel to vsgate), AF_PACKET ring_full (PACKET_STATISTICS tp_drops).", []string{"device", "counter"}, nil)
 	descLink       = prometheus.NewDesc("vsgate_link_events_total", "AF_PACKET device: ARP/ND answers and requests sent, and packets dropped by the link layer, by event.", []string{"event"}, nil)
 )

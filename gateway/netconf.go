@@ -120,6 +120,13 @@ func (st *netState) undoNew() error {
 
 // planSteps checks plan p against the namespace and lists the steps that
 // wire it, in order. It changes nothing.
+// tunQueueLen is the TUN's queue of packets for vsgate to read, per
+// queue: the kernel's default of 500 is 8 ms of a 64-packet-a-millisecond
+// burst, which a worker that two busy cores deschedule for longer loses
+// (counted as the device's tx_dropped) — a real client's SYN with the
+// flood's. 4096 is 64 ms of it, 32 KB of pointers a queue when empty.
+const tunQueueLen = 4096
+
 func planSteps(h *netlink.Handle, p NetPlan) ([]netStep, error) {
 	tun, err := h.LinkByName(p.Device)
 	if err != nil {
@@ -132,6 +139,23 @@ func planSteps(h *netlink.Handle, p NetPlan) ([]netStep, error) {
 			return nil, fmt.Errorf("device %s: up: %w", p.Device, err)
 		}
 		return nil, nil
+	})
+	add(fmt.Sprintf("txqueuelen %s %d", p.Device, tunQueueLen), func() (func() error, error) {
+		old := tun.Attrs().TxQLen
+		if old >= tunQueueLen {
+			return nil, nil
+		}
+		if err := h.LinkSetTxQLen(tun, tunQueueLen); err != nil {
+			return nil, fmt.Errorf("device %s: txqueuelen %d: %w", p.Device, tunQueueLen, err)
+		}
+		return func() error {
+			// A TUN vsgate made is gone once its queues are closed, and
+			// its queue length with it.
+			if err := h.LinkSetTxQLen(tun, old); err != nil && !errors.Is(err, unix.ENODEV) {
+				return err
+			}
+			return nil
+		}, nil
 	})
 	sysctl := func(path, val string) {
 		add("sysctl "+path+"="+val, func() (func() error, error) { return setSysctl(path, val) })

@@ -2,9 +2,12 @@ package gateway
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/vsgate/vsgate/netlab/labtest"
 
 	"github.com/vishvananda/netlink"
 
@@ -25,7 +28,7 @@ func TestNetworkSetup(t *testing.T) {
 	var before, during, after string
 	snapshot := func() string {
 		out, err := gw.Run(context.Background(), "sh", "-c",
-			"ip -4 route show table all; ip -6 route show table all | grep -v fe80; ip -4 rule; ip -6 rule; ip neigh show proxy; sysctl -n net.ipv4.conf.all.rp_filter net.ipv6.conf."+gw.IfName(netlab.IfGWOut)+".proxy_ndp; nft list ruleset")
+			"ip -4 route show table all; ip -6 route show table all | grep -v fe80; ip -4 rule; ip -6 rule; ip neigh show proxy; sysctl -n net.ipv4.conf.all.rp_filter net.ipv6.conf."+gw.IfName(netlab.IfGWOut)+".proxy_ndp; nft list ruleset; ip link show vsg0 | grep -o 'qlen [0-9]*'")
 		if err != nil {
 			t.Fatalf("%v: %s", err, out)
 		}
@@ -68,6 +71,7 @@ func TestNetworkSetup(t *testing.T) {
 		"198.18.0.10 dev " + gw.IfName(netlab.IfGWOut) + " proxy",
 		"2001:db8::10 dev " + gw.IfName(netlab.IfGWOut) + " proxy",
 		"table inet vsgate", `iifname != "vsg0" oifname != "vsg0" counter packets 0 bytes 0 drop`,
+		fmt.Sprintf("qlen %d", tunQueueLen),
 	} {
 		if !strings.Contains(during, want) {
 			t.Errorf("while wired, missing %q in:\n%s", want, during)
@@ -171,9 +175,7 @@ func TestRewire(t *testing.T) {
 // tests in gw.Do with a TUN from addTUN.
 func wiringLab(t *testing.T) *netlab.Host {
 	t.Helper()
-	if err := netlab.Check(); err != nil {
-		t.Skip(err)
-	}
+	labtest.Require(t)
 	lab, err := netlab.Build(context.Background(), netlab.Basic(), netlab.Options{})
 	if err != nil {
 		t.Fatal(err)

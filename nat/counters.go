@@ -32,8 +32,8 @@ const (
 // worker writes them, a load and a store (no read-modify-write: the store
 // is an XCHG on amd64, cheap on a line no other core writes); readers sum
 // across workers. Tallying a call's counts in plain memory and storing
-// them once at its end was measured slower (session 4: established/1K
-// 65 -> 71 ns): the bookkeeping costs more than the stores.
+// them once at its end was measured slower (established/1K 65 -> 71 ns):
+// the bookkeeping costs more than the stores.
 type counterSet [numCounters]atomic.Uint64
 
 func (c *counterSet) add(i int, n uint64) { c[i].Store(c[i].Load() + n) }

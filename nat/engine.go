@@ -284,7 +284,13 @@ type snapshot struct {
 // Process runs on any number of Workers concurrently; Update, Expire and
 // the read-only accessors may run beside them.
 type Engine struct {
-	tab     *table
+	tab *table
+	// expireMu serialises Expire, which owns expireBuf: the live flows'
+	// indices, copied from the shards (kept from call to call, so that a
+	// steady table costs Expire no allocation).
+	expireMu  sync.Mutex
+	expireBuf []uint32
+
 	tick    time.Duration
 	clock   atomic.Int64 // coarse time in ticks; Advance moves it
 	conf    atomic.Pointer[snapshot]

@@ -2,6 +2,7 @@ package nat_test
 
 import (
 	"errors"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -436,5 +437,260 @@ func TestTimeoutTooLong(t *testing.T) {
 	}
 	if _, err := nat.New(nat.Config{Tick: time.Millisecond, Timeouts: nat.Timeouts{UDP: (1 << 31) * time.Millisecond}}); !errors.Is(err, nat.ErrConfig) {
 		t.Fatalf("2^31 ticks: %v, want a config error", err)
+	}
+}
+
+// TestRoundTripProperty: for random flows, translating the client's packet
+// in, then the server's answer out, gives the client exactly the packet it
+// would get from the address it sent to, with valid checksums: TCP and
+// UDP, IPv4 and IPv6, through NAT, FULLNAT and the masquerade.
+func TestRoundTripProperty(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mode   nat.Mode
+		dst    netip.AddrPort
+		udp    bool
+		client func(r *rand.Rand) netip.Addr
+	}{
+		{"nat/tcp", nat.ModeNAT, vip, false, randIn(198, 18, 1)},
+		{"nat/udp", nat.ModeNAT, netip.AddrPortFrom(vip.Addr(), 53), true, randIn(198, 18, 1)},
+		{"nat/tcp6", nat.ModeNAT, vip6, false, randIn6},
+		{"fullnat/tcp", nat.ModeFullNAT, vip, false, randIn(198, 18, 1)},
+		{"fullnat/udp", nat.ModeFullNAT, netip.AddrPortFrom(vip.Addr(), 53), true, randIn(198, 18, 1)},
+		{"fullnat/tcp6", nat.ModeFullNAT, vip6, false, randIn6},
+		{"masquerade/tcp", nat.ModeNAT, far, false, randIn(198, 18, 2)},
+		{"masquerade/udp", nat.ModeNAT, far, true, randIn(198, 18, 2)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := engine(t, tc.mode, 1<<12)
+			w := e.NewWorker()
+			r := rand.New(rand.NewPCG(42, uint64(len(tc.name))))
+			mk := func(src, dst netip.AddrPort, first bool, n int) []byte {
+				switch {
+				case tc.udp:
+					return udp(src, dst, n)
+				case first:
+					return tcp(src, dst, syn, n)
+				}
+				return tcp(src, dst, synack, n)
+			}
+			done := 0
+			for range 1000 {
+				c := netip.AddrPortFrom(tc.client(r), uint16(1024+r.IntN(60000)))
+				n0 := r.IntN(100)
+				if !tc.udp {
+					n0 = 0 // the SYN-ACK mk makes answers a SYN without data
+				}
+				in := mk(c, tc.dst, true, n0)
+				if one(w, in) != nat.Forward {
+					continue // the same random client twice, or a real server's port
+				}
+				s, d := endpoints(t, in)
+				checksumsValid(t, in)
+				n := r.IntN(1200)
+				out := mk(d, s, false, n)
+				if v := one(w, out); v != nat.Forward {
+					t.Fatalf("reply verdict %v", v)
+				}
+				if want := mk(tc.dst, c, false, n); string(out) != string(want) {
+					t.Fatalf("client got\n%x\nwant\n%x", out, want)
+				}
+				done++
+			}
+			if done < 900 {
+				t.Fatalf("only %d of 1000 random flows went through", done)
+			}
+		})
+	}
+}
+
+// randIn returns a generator of random addresses a.b.c.x.
+func randIn(a, b, c byte) func(r *rand.Rand) netip.Addr {
+	return func(r *rand.Rand) netip.Addr { return netip.AddrFrom4([4]byte{a, b, c, byte(r.IntN(256))}) }
+}
+
+// randIn6 is a random address in 2001:db8:1::/64.
+func randIn6(r *rand.Rand) netip.Addr {
+	a := netip.MustParseAddr("2001:db8:1::").As16()
+	for i := 8; i < 16; i++ {
+		a[i] = byte(r.IntN(256))
+	}
+	return netip.AddrFrom16(a)
+}
+
+// TestNoAllocs: an established flow's packet, and a new flow once the
+// table is warm, allocate nothing.
+func TestNoAllocs(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 1<<12)
+	w := e.NewWorker()
+	b := tcp(client, vip, syn, 0)
+	one(w, b)
+	_, rip := endpoints(t, b)
+	pkts := [][]byte{tcp(client, vip, ack, 10), tcp(rip, client, ack, 10)}
+	verdicts := make([]nat.Verdict, 2)
+	if n := testing.AllocsPerRun(1000, func() {
+		// alternate directions: each translation undoes the other's view
+		w.Process(pkts[:1], verdicts)
+		w.Process(pkts[1:], verdicts)
+	}); n != 0 {
+		t.Errorf("established: %v allocs per packet pair", n)
+	}
+	port := uint16(1000)
+	syns := make([][]byte, 600)
+	for i := range syns {
+		syns[i] = tcp(netip.AddrPortFrom(client.Addr(), port+uint16(i)), vip, syn, 0)
+	}
+	i := 0
+	if n := testing.AllocsPerRun(500, func() {
+		w.Process(syns[i:i+1], verdicts)
+		i++
+	}); n != 0 {
+		t.Errorf("new flow: %v allocs", n)
+	}
+}
+
+// FuzzEngine feeds random packet sequences (a byte string cut into
+// packets) to the engine: no panic, and every verdict is a known one.
+func FuzzEngine(f *testing.F) {
+	f.Add(tcp(client, vip, syn, 0), tcp(netip.MustParseAddrPort("198.18.2.11:8080"), client, synack, 0))
+	f.Add(udp(netip.AddrPortFrom(rips[0], 4000), outside, 3), udp(outside, netip.AddrPortFrom(masqTo, 4000), 3))
+	f.Add([]byte{0x45, 0, 0, 20}, []byte{0x60})
+	f.Add(tcp(client, vip, syn, 0), tcp(netip.AddrPortFrom(rips[0], 8080), netip.AddrPortFrom(insideTo, 20000), synack, 0))
+	f.Fuzz(func(t *testing.T, a, b []byte) {
+		for _, e := range []*nat.Engine{engine(t, nat.ModeNAT, 16), intoEngine(t, false)} {
+			// Process translates in place: each engine gets the input as given.
+			fuzzPair(t, e, append([]byte(nil), a...), append([]byte(nil), b...))
+		}
+	})
+}
+
+// fuzzPair is one FuzzEngine run on e.
+func fuzzPair(t *testing.T, e *nat.Engine, a, b []byte) {
+	w := e.NewWorker()
+	v := make([]nat.Verdict, 3)
+	w.Process([][]byte{a, b, append([]byte(nil), a...)}, v)
+	for _, x := range v {
+		if x > nat.Held {
+			t.Fatalf("verdict %d", x)
+		}
+	}
+	if err := e.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	e.Advance(time.Hour)
+	e.Expire()
+	if e.Flows() != 0 {
+		t.Fatalf("%d flows survive an hour", e.Flows())
+	}
+	if err := e.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBadPortRanges: an empty or inverted port range is refused, for
+// masquerade rules and the FULLNAT pool (one made the engine divide by
+// zero on the first flow, the other handed out ports outside it).
+func TestBadPortRanges(t *testing.T) {
+	for _, r := range [][2]uint16{{1, 0}, {60000, 1000}, {0, 100}} {
+		_, err := nat.New(nat.Config{Masquerade: []nat.Masquerade{{From: netip.MustParsePrefix("198.18.2.0/24"), To: masqTo, Ports: r}}})
+		if !errors.Is(err, nat.ErrConfig) {
+			t.Errorf("masquerade ports %v: %v, want a config error", r, err)
+		}
+		_, err = nat.New(nat.Config{FullNATPool: []netip.Addr{lip}, FullNATPorts: r})
+		if !errors.Is(err, nat.ErrConfig) {
+			t.Errorf("FULLNAT ports %v: %v, want a config error", r, err)
+		}
+	}
+}
+
+// TestUpdateAllOrNothing: an Update whose second service has a bad backend
+// list (listed twice) changes nothing, not even the first service, whose
+// scheduler the live snapshot shares: new flows still go where they did.
+func TestUpdateAllOrNothing(t *testing.T) {
+	cfg := nat.Config{Capacity: 64, Services: []nat.Service{
+		{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 80, Scheduler: "rr", Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}}},
+		{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 81, Scheduler: "rr", Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}}},
+	}}
+	e, err := nat.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := cfg
+	bad.Services = []nat.Service{cfg.Services[0], cfg.Services[1]}
+	bad.Services[0].Backends = []nat.Backend{{Addr: rips[1], Port: 8080, Weight: 1}}
+	bad.Services[1].Backends = []nat.Backend{{Addr: rips[2], Port: 8080, Weight: 1}, {Addr: rips[2], Port: 8080, Weight: 1}}
+	if err := e.Update(bad); !errors.Is(err, nat.ErrConfig) {
+		t.Fatalf("Update with a backend listed twice: %v", err)
+	}
+	w := e.NewWorker()
+	for i := range 3 {
+		if d := connect(t, w, netip.AddrPortFrom(client.Addr(), uint16(3000+i))); d != rips[0] {
+			t.Fatalf("after the refused Update a new flow went to %v, want %v", d, rips[0])
+		}
+	}
+	if got := e.Config().Services[0].Backends[0].Addr; got != rips[0] {
+		t.Fatalf("Config() lists %v after the refused Update", got)
+	}
+}
+
+// TestRealServerNoFlow: a real server's packet that no flow knows (its
+// flow expired) is dropped and counted, not masqueraded out of the server
+// subnet: the client would get it from the wrong address, and the stray
+// masquerade flow would hold the tuple its retries need.
+func TestRealServerNoFlow(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	dns := netip.AddrPortFrom(vip.Addr(), 53)
+	b := udp(client, dns, 8)
+	one(w, b)
+	_, rip := endpoints(t, b)
+	e.Advance(301 * time.Second)
+	if n := e.Expire(); n != 1 {
+		t.Fatalf("Expire removed %d flows, want the UDP flow", n)
+	}
+	if v := one(w, udp(rip, client, 8)); v != nat.Drop || e.Drops(nat.DropRealServerNoFlow) != 1 || e.Flows() != 0 {
+		t.Fatalf("late answer: %v, real_server_no_flow drops %d, %d flows; want drop, 1, 0", v, e.Drops(nat.DropRealServerNoFlow), e.Flows())
+	}
+	if v := one(w, udp(client, dns, 8)); v != nat.Forward {
+		t.Fatalf("the client's retry: %v, want a new flow", v)
+	}
+	// The same host from another port is an inside host like any other:
+	// masqueraded.
+	if v := one(w, udp(netip.AddrPortFrom(rip.Addr(), 5353), netip.MustParseAddrPort("198.19.7.7:53"), 8)); v != nat.Forward {
+		t.Fatalf("the real server's own query: %v, want it masqueraded", v)
+	}
+}
+
+// TestDropUnmatchedAndL7: with DropUnmatched a packet that matches no
+// flow, service or rule is dropped and counted instead of passed; a packet
+// for an L7 service is handed to the proxy unchanged (ToL7), its
+// fragments after it too, and the engine keeps no flow for it.
+func TestDropUnmatchedAndL7(t *testing.T) {
+	web := netip.AddrPortFrom(vip.Addr(), 8443)
+	e, err := nat.New(nat.Config{Capacity: 64, DropUnmatched: true, Services: []nat.Service{
+		{Proto: packet.ProtoTCP, VIP: web.Addr(), Port: web.Port(), Mode: nat.ModeL7, Scheduler: "rr",
+			Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}}},
+		{Proto: packet.ProtoUDP, VIP: web.Addr(), Port: web.Port(), Mode: nat.ModeL7, Scheduler: "rr",
+			Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	if v := one(w, tcp(netip.AddrPortFrom(rips[0], 5000), far, syn, 0)); v != nat.Drop || e.Drops(nat.DropUnmatched) != 1 {
+		t.Fatalf("unmatched with DropUnmatched: %v, unmatched drops %d; want drop, 1", v, e.Drops(nat.DropUnmatched))
+	}
+	b := tcp(client, web, syn, 0)
+	orig := string(b)
+	if v := one(w, b); v != nat.ToL7 || string(b) != orig || e.Flows() != 0 {
+		t.Fatalf("SYN to the L7 service: %v (changed %v), %d flows; want to_l7, unchanged, 0", v, string(b) != orig, e.Flows())
+	}
+	_, v := through(w, fragments(client, web, 3000, 1480, 31))
+	if len(v) != 3 {
+		t.Fatalf("%d fragments of a datagram to the L7 service left, want 3", len(v))
+	}
+	for i, x := range v {
+		if x != nat.ToL7 {
+			t.Fatalf("fragment %d of a datagram to the L7 service: %v, want to_l7", i, x)
+		}
 	}
 }

@@ -172,3 +172,34 @@ func TestFragmentsPassed(t *testing.T) {
 		t.Fatalf("%d no_first drops", n)
 	}
 }
+
+// TestFragmentsAfterReset: a first fragment of a flow whose backend was
+// removed (ResetRemoved) is dropped untranslated; the fragments after it
+// must not be forwarded with its untranslated addresses (to the VIP, which
+// routes back into the gateway): they are dropped too.
+func TestFragmentsAfterReset(t *testing.T) {
+	cfg := nat.Config{Capacity: 64, ResetRemoved: true, Services: []nat.Service{{Proto: packet.ProtoUDP, VIP: vip.Addr(), Port: 53,
+		Scheduler: "rr", Backends: []nat.Backend{{Addr: rips[0], Port: 53, Weight: 1}, {Addr: rips[1], Port: 53, Weight: 1}}}}}
+	e, err := nat.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	dst := netip.AddrPortFrom(vip.Addr(), 53)
+	b := udp(client, dst, 8)
+	one(w, b)
+	_, got := endpoints(t, b)
+	var keep []nat.Backend
+	for _, be := range cfg.Services[0].Backends {
+		if be.Addr != got.Addr() {
+			keep = append(keep, be)
+		}
+	}
+	cfg.Services[0].Backends = keep
+	if err := e.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if out, v := through(w, fragments(client, dst, 3000, 1480, 7)); len(out) != 0 {
+		t.Fatalf("%d fragments of a datagram of a reset flow left (%v), want none", len(out), v)
+	}
+}

@@ -196,3 +196,9 @@ func handshake(t *testing.T, w *nat.Worker, n int) netip.AddrPort {
 	one(w, tcpSeq(rip, client, synack, 0, 1, uint32(2+n)))
 	return rip
 }
+
+// process runs a copy of packet b through w (Process rewrites it) and
+// returns the verdict.
+func process(w *nat.Worker, b []byte) nat.Verdict {
+	return one(w, append([]byte(nil), b...))
+}

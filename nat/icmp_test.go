@@ -208,3 +208,47 @@ func TestICMPErrorFromRouter(t *testing.T) {
 		t.Fatalf("NAT: error goes %v -> %v, want %v -> %v", src, dst, vip.Addr(), client.Addr())
 	}
 }
+
+// TestICMPFragNeeded: a router between gateway and real server reports
+// "fragmentation needed" for a reply the server sent; the client must get
+// it from the VIP about its own connection (client <- VIP:80), so path-MTU
+// discovery works through the gateway.
+func TestICMPFragNeeded(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	b := tcp(client, vip, syn, 0)
+	one(w, b)
+	_, rip := endpoints(t, b)
+	// The gateway forwarded client -> rip; a router on the way reports
+	// "fragmentation needed" back to the client, quoting that packet.
+	quote := tcp(client, rip, ack, 0)
+	router := netip.MustParseAddr("198.18.2.1")
+	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(3, 4), Seq: 1400}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolICMPv4}
+	ip.SrcIP, ip.DstIP = net.IP(router.AsSlice()), net.IP(client.Addr().AsSlice())
+	buf := gopacket.NewSerializeBuffer()
+	gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, ic, gopacket.Payload(quote))
+	msg := buf.Bytes()
+	if v := one(w, msg); v != nat.Forward {
+		t.Fatalf("ICMP error verdict %v, drops %d", v, e.Drops(nat.DropICMPNoFlow))
+	}
+	checksumsValid(t, msg)
+	var p, in packet.Parsed
+	packet.Parse(msg, &p)
+	if r := packet.ParseICMPError(msg, &p, &in); r != packet.ReasonNone {
+		t.Fatal(r)
+	}
+	outerSrc := netip.AddrFrom16(p.Src).Unmap()
+	innerDst := netip.AddrPortFrom(netip.AddrFrom16(in.Dst).Unmap(), in.DstPort)
+	innerSrc := netip.AddrPortFrom(netip.AddrFrom16(in.Src).Unmap(), in.SrcPort)
+	if outerSrc != vip.Addr() || innerDst != vip || innerSrc != client {
+		t.Fatalf("ICMP error: outer from %v, quote %v > %v; want from %v, quote %v > %v", outerSrc, innerSrc, innerDst, vip.Addr(), client, vip)
+	}
+	// An error about nothing we track is dropped.
+	quote = tcp(client, netip.MustParseAddrPort("198.18.2.99:1"), ack, 0)
+	buf = gopacket.NewSerializeBuffer()
+	gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, ic, gopacket.Payload(quote))
+	if v := one(w, buf.Bytes()); v != nat.Drop || e.Drops(nat.DropICMPNoFlow) != 1 {
+		t.Fatalf("stray ICMP error: verdict %v", v)
+	}
+}

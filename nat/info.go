@@ -111,7 +111,7 @@ func (e *Engine) AllFlows() iter.Seq[FlowInfo] {
 func (e *Engine) allFlows(yield func(FlowInfo) bool) {
 	now := e.clock.Load()
 	t := e.tab
-	for i := 1; i < len(t.flows); i++ {
+	for _, i := range t.liveFlows(nil) {
 		f := &t.flows[i]
 		gen := f.gen.Load()
 		if gen&1 == 1 {

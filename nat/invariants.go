@@ -104,6 +104,27 @@ func (e *Engine) checkInvariants() error {
 	if live+free != t.capacity() {
 		return fmt.Errorf("%d live + %d free != capacity %d", live, free, t.capacity())
 	}
+	// Every live flow is listed once, in its original key's shard, at the
+	// position livePos says; nothing else is listed.
+	listed := 0
+	for si := range t.shards {
+		for pos, idx := range t.shards[si].live {
+			f := &t.flows[idx]
+			if f.gen.Load()&1 == 1 {
+				return fmt.Errorf("shard %d lists slot %d, which is free", si, idx)
+			}
+			if w := f.key(DirOriginal); &t.shards[w.hash()&(uint64(len(t.shards))-1)] != &t.shards[si] {
+				return fmt.Errorf("shard %d lists flow %d, whose original key is in another shard", si, idx)
+			}
+			if t.livePos[idx] != uint32(pos) {
+				return fmt.Errorf("flow %d is listed at %d of shard %d, livePos says %d", idx, pos, si, t.livePos[idx])
+			}
+			listed++
+		}
+	}
+	if listed != live {
+		return fmt.Errorf("%d flows listed live, %d live", listed, live)
+	}
 	return nil
 }
 

@@ -151,3 +151,35 @@ func TestSourceNotInside(t *testing.T) {
 		}
 	}
 }
+
+// TestMasqueradeOpensOnSYN: only a SYN opens a masqueraded TCP flow, only
+// an echo request an echo flow; and an outside echo request matching an
+// echo flow is not let in (the flow is a request out, its reply back).
+func TestMasqueradeOpensOnSYN(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	in := netip.AddrPortFrom(rips[0], 40000)
+	for i, flags := range []uint8{ack, rst, 0, finack} {
+		if v := one(w, tcp(netip.AddrPortFrom(in.Addr(), uint16(40001+i)), far, flags, 0)); v != nat.Drop {
+			t.Fatalf("flags %#x from inside: %v, want drop", flags, v)
+		}
+	}
+	if e.Flows() != 0 || e.Drops(nat.DropNoFlow) != 4 {
+		t.Fatalf("%d flows, no_flow drops %d; want 0, 4", e.Flows(), e.Drops(nat.DropNoFlow))
+	}
+	if v := one(w, tcp(in, far, syn, 0)); v != nat.Forward {
+		t.Fatalf("SYN from inside: %v", v)
+	}
+	if v := one(w, echo(rips[1], far.Addr(), 9, 1, true)); v != nat.Drop {
+		t.Fatalf("an echo reply from inside opened a flow: %v", v)
+	}
+	if v := one(w, echo(rips[1], far.Addr(), 7, 1, false)); v != nat.Forward {
+		t.Fatalf("ping from inside: %v", v)
+	}
+	if v := one(w, echo(far.Addr(), masqTo, 7, 2, false)); v != nat.Drop || e.Drops(nat.DropMasqUnsolicited) != 1 {
+		t.Fatalf("an outside ping matching the echo flow: %v, masq_unsolicited %d; want drop, 1", v, e.Drops(nat.DropMasqUnsolicited))
+	}
+	if v := one(w, echo(far.Addr(), masqTo, 7, 1, true)); v != nat.Forward {
+		t.Fatalf("the ping's reply: %v, want forward", v)
+	}
+}

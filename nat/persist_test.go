@@ -102,3 +102,40 @@ func TestPersistenceBackendDown(t *testing.T) {
 		t.Fatalf("persistent client sent to backend %v that is down", got)
 	}
 }
+
+// TestPersistSettingsChange: when a service's persistence mask changes, or
+// persistence is turned off, the templates made under the old settings go:
+// they would otherwise keep a connection for ever (a flow releases its
+// template with the settings in force when it ends) and pin their client
+// network to one backend once persistence is back.
+func TestPersistSettingsChange(t *testing.T) {
+	for _, change := range []string{"mask", "off"} {
+		e, cfg := persistEngine(t, threeBackends())
+		w := e.NewWorker()
+		first := connect(t, w, netip.MustParseAddrPort("198.18.1.5:1000"))
+		if change == "mask" {
+			cfg.Services[0].PersistMask = 32
+		} else {
+			cfg.Services[0].Persistence = 0
+		}
+		if err := e.Update(cfg); err != nil {
+			t.Fatal(err)
+		}
+		e.Advance(time.Hour)
+		e.Expire()
+		cfg.Services[0].PersistMask, cfg.Services[0].Persistence = 24, 5*time.Minute
+		if err := e.Update(cfg); err != nil {
+			t.Fatal(err)
+		}
+		spread := map[netip.Addr]bool{}
+		for i := range 3 {
+			spread[connect(t, w, netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(9 + i)}), 3000))] = true
+		}
+		// One new /24 client network: all three connections share one
+		// backend, chosen afresh by rr (the next after first), not the
+		// template of the connection from before the change.
+		if len(spread) != 1 || spread[first] {
+			t.Fatalf("%s: the /24's connections went to %v; the old template pinned them to %v", change, spread, first)
+		}
+	}
+}

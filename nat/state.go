@@ -118,24 +118,26 @@ type Timeouts struct {
 	ICMP           time.Duration // 10 s
 }
 
-// DefaultTimeouts are IPVS's (ip_vs_proto_tcp.c tcp_timeouts,
-// ip_vs_proto_udp.c, and the ICMP timeout of conntrack).
-var DefaultTimeouts = Timeouts{
-	TCPEstablished: 15 * time.Minute,
-	TCPSynSent:     2 * time.Minute,
-	TCPSynRecv:     time.Minute,
-	TCPFinWait:     2 * time.Minute,
-	TCPTimeWait:    2 * time.Minute,
-	TCPClose:       10 * time.Second,
-	TCPCloseWait:   time.Minute,
-	TCPLastAck:     30 * time.Second,
-	UDP:            5 * time.Minute,
-	ICMP:           10 * time.Second,
+// DefaultTimeouts returns IPVS's timeouts (ip_vs_proto_tcp.c
+// tcp_timeouts, ip_vs_proto_udp.c, and the ICMP timeout of conntrack).
+func DefaultTimeouts() Timeouts {
+	return Timeouts{
+		TCPEstablished: 15 * time.Minute,
+		TCPSynSent:     2 * time.Minute,
+		TCPSynRecv:     time.Minute,
+		TCPFinWait:     2 * time.Minute,
+		TCPTimeWait:    2 * time.Minute,
+		TCPClose:       10 * time.Second,
+		TCPCloseWait:   time.Minute,
+		TCPLastAck:     30 * time.Second,
+		UDP:            5 * time.Minute,
+		ICMP:           10 * time.Second,
+	}
 }
 
 // Effective is t with zero fields filled from DefaultTimeouts.
 func (t Timeouts) Effective() Timeouts {
-	d := DefaultTimeouts
+	d := DefaultTimeouts()
 	for _, p := range []struct{ v, def *time.Duration }{
 		{&t.TCPEstablished, &d.TCPEstablished}, {&t.TCPSynSent, &d.TCPSynSent}, {&t.TCPSynRecv, &d.TCPSynRecv},
 		{&t.TCPFinWait, &d.TCPFinWait}, {&t.TCPTimeWait, &d.TCPTimeWait}, {&t.TCPClose, &d.TCPClose},

@@ -187,8 +187,11 @@ var ErrFlowExists = errors.New("tuple already tracked")
 // hash to, in index order. Capacity is fixed at creation and every flow
 // comes from a preallocated slab: nothing is allocated per flow.
 type table struct {
-	flows     []flow        // slab; flows[0] unused so that ref 0 is nil
-	proxy     []proxyShifts // by flow index
+	flows []flow        // slab; flows[0] unused so that ref 0 is nil
+	proxy []proxyShifts // by flow index
+	// livePos is, by flow index, the flow's position in its shard's
+	// live list (shard.live). Guarded by that shard's lock.
+	livePos   []uint32
 	shards    []shard
 	shardBits uint
 	count     atomic.Int64
@@ -199,13 +202,19 @@ type table struct {
 	free atomic.Uint64
 }
 
-// shard is one lock domain: its hash buckets.
+// shard is one lock domain: its hash buckets, and the live flows whose
+// original key hashes to it.
 type shard struct {
 	mu      sync.Mutex
 	id      int           // position in table.shards: locks are taken in id order
 	seq     atomic.Uint32 // odd while a node is being unlinked; readers re-check on a miss
 	buckets []bucket
-	_       [64]byte // keep neighbouring shards' locks off one cache line
+	// live lists the indices of the live flows whose original key is in
+	// this shard, in no order (removal moves the last one into the
+	// hole), so that walking every flow (Expire, listings) costs what is
+	// live, not the table's capacity. Guarded by mu.
+	live []uint32
+	_    [64]byte // keep neighbouring shards' locks off one cache line
 }
 
 // bucketSlots is how many nodes a bucket holds in its own cache line.
@@ -249,6 +258,7 @@ func newTable(capacity int, shardBits uint) *table {
 	t := &table{
 		flows:     make([]flow, capacity+1),
 		proxy:     make([]proxyShifts, capacity+1),
+		livePos:   make([]uint32, capacity+1),
 		shards:    make([]shard, nShards),
 		shardBits: shardBits,
 	}
@@ -256,9 +266,14 @@ func newTable(capacity int, shardBits uint) *table {
 		t.flows[i].gen.Store(1) // free
 		t.push(uint32(i))
 	}
+	// A shard's share of the flows varies around perShard (the hash is
+	// uniform); room for a quarter more, and for all of a small table,
+	// keeps appends from allocating but in a very skewed table.
+	liveRoom := min(capacity, perShard+perShard/4+64)
 	for s := range t.shards {
 		t.shards[s].id = s
 		t.shards[s].buckets = make([]bucket, nBuckets)
+		t.shards[s].live = make([]uint32, 0, liveRoom)
 	}
 	return t
 }
@@ -267,9 +282,10 @@ func (t *table) capacity() int { return len(t.flows) - 1 }
 
 // bytes is the memory of the slab and the index.
 func (t *table) bytes() int {
-	n := len(t.flows)*int(unsafe.Sizeof(flow{})) + len(t.proxy)*int(unsafe.Sizeof(proxyShifts{})) + len(t.shards)*int(unsafe.Sizeof(shard{}))
+	n := len(t.flows)*int(unsafe.Sizeof(flow{})) + len(t.proxy)*int(unsafe.Sizeof(proxyShifts{})) +
+		len(t.livePos)*4 + len(t.shards)*int(unsafe.Sizeof(shard{}))
 	for i := range t.shards {
-		n += len(t.shards[i].buckets) * int(unsafe.Sizeof(bucket{}))
+		n += len(t.shards[i].buckets)*int(unsafe.Sizeof(bucket{})) + cap(t.shards[i].live)*4
 	}
 	return n
 }
@@ -410,6 +426,9 @@ func (t *table) publish(idx uint32, orig, reply *tupleWords, owner, state, deadl
 	f.gen.Add(1) // even: valid
 	t.link(bo, makeRef(idx, DirOriginal), ho)
 	t.link(br, makeRef(idx, DirReply), hr)
+	so := &t.shards[ho&(uint64(len(t.shards))-1)]
+	t.livePos[idx] = uint32(len(so.live))
+	so.live = append(so.live, idx)
 	t.count.Add(1)
 }
 
@@ -500,12 +519,33 @@ func (t *table) remove(idx, gen uint32, done func(f *flow) bool) bool {
 			t.unlink(buckets[d], makeRef(idx, Dir(d)))
 			s.seq.Add(1)
 		}
+		// Out of its original key's shard's live list: the last entry
+		// takes its place.
+		so := shards[DirOriginal]
+		pos, last := t.livePos[idx], so.live[len(so.live)-1]
+		so.live[pos], t.livePos[last] = last, pos
+		so.live = so.live[:len(so.live)-1]
 		f.gen.Add(1) // odd: freed
 		t.push(idx)
 		t.count.Add(-1)
 	}
 	unlockPair(first, second)
 	return ok
+}
+
+// liveFlows appends the index of every live flow to buf and returns it:
+// each shard's list is copied under its lock, one shard at a time, so a
+// flow made or removed meanwhile may or may not be in it (and an index
+// may be a flow recycled since: callers check the generation, as for any
+// lock-free read). It costs the live flows, not the capacity.
+func (t *table) liveFlows(buf []uint32) []uint32 {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		buf = append(buf, s.live...)
+		s.mu.Unlock()
+	}
+	return buf
 }
 
 // push puts a free slot on the free stack.

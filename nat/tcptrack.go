@@ -258,6 +258,13 @@ func (tr *tcpTrack) inWindow(d Dir, s *segment, st tcpState) windowVerdict {
 	if uint32(rw)&sideSeen != 0 {
 		ok = ok && seqAfter(s.end, sndEnd-uint32(rw>>32)-1) &&
 			seqBefore(ack, rcvEnd+1) && seqAfter(ack, rcvEnd-max(uint32(sw>>32), maxAckWindow)-1)
+		// The ACK that would complete the handshake acknowledges the
+		// SYN-ACK exactly (RFC 9293 3.10.7.4: all the other side has
+		// sent): conntrack's window of ~64 KiB would let one blind guess
+		// in about 65,000 establish a spoofed flow.
+		if st == tcpSynAck && d == DirOriginal && s.flags&packet.TCPFlagACK != 0 && ack != rcvEnd {
+			ok = false
+		}
 	}
 	switch {
 	case !ok:

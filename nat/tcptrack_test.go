@@ -343,3 +343,52 @@ func TestSynReopensClosedFlow(t *testing.T) {
 		t.Fatalf("%d flows, want the new one only", n)
 	}
 }
+
+// TestHandshakeACKExact: the ACK that would complete a handshake must
+// acknowledge the SYN-ACK exactly; a guess a little off (inside the
+// ~64 KiB conntrack would allow) is dropped and establishes nothing.
+func TestHandshakeACKExact(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	b := tcp(client, vip, syn, 0)
+	one(w, b)
+	_, rip := endpoints(t, b)
+	if one(w, tcpSeq(rip, client, synack, 0, 5000, 2)) != nat.Forward {
+		t.Fatal("SYN-ACK not forwarded")
+	}
+	for _, guess := range []uint32{5000, 5002, 5001 + 1000, 5001 - 1000} {
+		if v := one(w, tcpSeq(client, vip, ack, 0, 2, guess)); v != nat.Drop {
+			t.Errorf("handshake ACK %d (want 5001): verdict %v", guess, v)
+		}
+		if st := flowState(e, client); st != "SYNACK" {
+			t.Fatalf("handshake ACK %d moved the flow to %s", guess, st)
+		}
+	}
+	if v := one(w, tcpSeq(client, vip, ack, 0, 2, 5001)); v != nat.Forward || flowState(e, client) != "ESTABLISHED" {
+		t.Fatalf("the exact ACK: verdict %v, flow %s", v, flowState(e, client))
+	}
+}
+
+// TestSloppyNeedsACK: a sloppy service adopts a segment from mid-stream,
+// which carries ACK; a flagless probe (or PSH alone, FIN alone) is no such
+// segment and is dropped as no_flow, not adopted (it used to index the
+// state table with -1 and crash the gateway).
+func TestSloppyNeedsACK(t *testing.T) {
+	e, err := nat.New(nat.Config{Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 80,
+		Scheduler: "mh", Sloppy: true, Backends: []nat.Backend{{Addr: rips[0], Port: 80, Weight: 1}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	for i, flags := range []uint8{0, packet.TCPFlagFIN, rst | ack} {
+		if v := one(w, tcp(netip.AddrPortFrom(client.Addr(), uint16(2000+i)), vip, flags, 0)); v != nat.Drop {
+			t.Fatalf("flags %#x: %v, want drop", flags, v)
+		}
+	}
+	if e.Drops(nat.DropNoFlow) != 3 || e.Flows() != 0 {
+		t.Fatalf("no_flow drops %d, flows %d; want 3, 0", e.Drops(nat.DropNoFlow), e.Flows())
+	}
+	if v := one(w, tcp(client, vip, ack, 10)); v != nat.Forward || e.Flows() != 1 {
+		t.Fatalf("mid-stream ACK: %v, %d flows; want it adopted", v, e.Flows())
+	}
+}

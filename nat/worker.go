@@ -926,18 +926,23 @@ func (e *Engine) retire(f *flow) bool {
 }
 
 // Expire removes every flow whose deadline has passed and returns how
-// many. The gateway calls it from a ticker after Advance; it takes shard
-// locks only for the flows it removes.
+// many. The gateway calls it from a ticker after Advance. It costs the
+// live flows, not the table's capacity: it walks the shards' live lists
+// (each copied under its shard's lock, briefly), and takes locks again
+// only for the flows it removes. Calls are serialised.
 func (e *Engine) Expire() int {
+	e.expireMu.Lock()
+	defer e.expireMu.Unlock()
 	now := e.clock.Load()
 	n := 0
-	for i := 1; i < len(e.tab.flows); i++ {
+	e.expireBuf = e.tab.liveFlows(e.expireBuf[:0])
+	for _, i := range e.expireBuf {
 		f := &e.tab.flows[i]
 		gen := f.gen.Load()
 		if gen&1 == 1 || !expired(f.deadline.Load(), now) {
 			continue
 		}
-		if e.tab.remove(uint32(i), gen, func(f *flow) bool {
+		if e.tab.remove(i, gen, func(f *flow) bool {
 			// A packet may have pushed the deadline out since the
 			// check above, which ran without a lock.
 			return expired(f.deadline.Load(), now) && e.retire(f)

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"github.com/vsgate/vsgate/netlab/labtest"
 	"io"
 	"os"
 	"os/exec"
@@ -66,9 +67,7 @@ func TestParseInterleaved(t *testing.T) {
 // runs and removes what it left.
 func labUpChild(t *testing.T, extra ...string) (string, *exec.Cmd, chan error) {
 	t.Helper()
-	if err := netlab.Check(); err != nil {
-		t.Skip("needs root and network namespaces:", err)
-	}
+	labtest.Require(t)
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs ip (iproute2)")
 	}

@@ -187,7 +187,7 @@ func TestListFormats(t *testing.T) {
 	v.Flows = []nat.FlowInfo{{Proto: packet.ProtoTCP, State: "ESTABLISHED", Expires: 231 * time.Second,
 		OrigSrc: netip.MustParseAddrPort("198.18.0.2:56954"), OrigDst: netip.MustParseAddrPort("198.18.0.10:80"),
 		ReplySrc: netip.MustParseAddrPort("198.18.2.11:8080")}}
-	v.Timeouts = nat.DefaultTimeouts
+	v.Timeouts = nat.DefaultTimeouts()
 	for _, tc := range []struct{ args, want string }{
 		{"-L -n", `IP Virtual Server version 1.2.1 (size=4096)
 Prot LocalAddress:Port Scheduler Flags

@@ -71,7 +71,7 @@ func TestExample(t *testing.T) {
 		To: netip.MustParseAddr("198.18.0.20"), Ports: [2]uint16{1024, 65535}}) {
 		t.Errorf("masquerade[1] (ipchains form) = %+v", m)
 	}
-	if c.Timeouts != nat.DefaultTimeouts {
+	if c.Timeouts != nat.DefaultTimeouts() {
 		t.Errorf("timeouts = %+v, want IPVS's defaults as written", c.Timeouts)
 	}
 	if !reflect.DeepEqual(c.Device, Device{Type: "tun", Name: "vsg0", Queues: 2, Offloads: true}) || c.TableSize != 1<<20 ||
@@ -118,7 +118,7 @@ func TestDefaults(t *testing.T) {
 			TableSize: DefaultTableSize,
 			PerSource: PerSource{V4Prefix: 32, V6Prefix: 128},
 			SynProxy:  SynProxyAuto{HalfOpen: DefaultSynProxyHalfOpen, Fill: DefaultSynProxyFill},
-			Timeouts:  nat.DefaultTimeouts,
+			Timeouts:  nat.DefaultTimeouts(),
 			FullNAT:   FullNAT{Ports: [2]uint16{1024, 65535}},
 			Control:   Control{Socket: DefaultSocket}, User: DefaultUser, Pcap: Pcap{Dir: DefaultPcapDir},
 			Metrics:    Metrics{Listen: netip.MustParseAddrPort(DefaultMetrics)},

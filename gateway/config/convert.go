@@ -51,7 +51,7 @@ func (f *file) convert(r *report) *Config {
 		Fill:     int(cv.integer("table.syn_proxy.fill", "SYN proxy table fill threshold (percent)", sp.Fill, DefaultSynProxyFill, 1, 100)),
 	}
 
-	t, def := raw.Timeouts, nat.DefaultTimeouts
+	t, def := raw.Timeouts, nat.DefaultTimeouts()
 	c.Timeouts = nat.Timeouts{
 		TCPEstablished: cv.timeout("timeouts.tcp", t.TCP, def.TCPEstablished),
 		TCPSynSent:     cv.timeout("timeouts.tcp_syn_sent", t.TCPSynSent, def.TCPSynSent),

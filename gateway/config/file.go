@@ -101,8 +101,8 @@ type (
 		Addr   string `yaml:"addr"`
 		Weight string `yaml:"weight"`
 	}
-	// fileL7 is reserved for HTTP services (issue 7): Apache directives
-	// inline or in a file.
+	// fileL7 is an HTTP service's Apache directives, inline or in a
+	// file.
 	fileL7 struct {
 		Directives string `yaml:"directives"`
 		File       string `yaml:"file"`

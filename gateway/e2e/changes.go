@@ -5,8 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/vsgate/vsgate/netlab"
 )
 
 // stepRefusedChanges: changes vsgate must refuse — a VIP on loopback, a
@@ -50,9 +56,18 @@ func stepRefusedChanges(ctx context.Context, e *Env) (string, error) {
 	if out, err := e.Adm(ctx, "-a", "-t", next.String(), "-r", "198.18.2.11:80", "-m"); err != nil {
 		return out, err
 	}
+	dropsBefore, err := e.dropCounts(ctx)
+	if err != nil {
+		return "", err
+	}
 	rep, err := e.get(ctx, fmt.Sprintf("http://%s/new-service", next))
 	if err != nil {
-		return "", fmt.Errorf("the valid change after the refused ones: %w", err)
+		// What the client knew of the new VIP's address, and what vsgate
+		// dropped meanwhile: where the request was lost.
+		neigh, _ := e.client.Run(ctx, "ip", "neigh", "show", next.Addr().String())
+		drops := e.dropsSince(ctx, dropsBefore)
+		return fmt.Sprintf("the client's neighbour entry: %q; vsgate's drops meanwhile: %s", strings.TrimSpace(string(neigh)), drops),
+			fmt.Errorf("the valid change after the refused ones: %w", err)
 	}
 	if out, err := e.Adm(ctx, "-D", "-t", next.String()); err != nil {
 		return out, err
@@ -73,57 +88,192 @@ func firstLine(s string) string {
 	return l
 }
 
-// stepClosedToOutside: from the client, straight to the real servers'
-// addresses (not a VIP): a TCP connection to their HTTP port and a UDP
-// datagram to a port one of them listens on. Nothing reaches them — the
-// gateway's kernel would forward it on a TUN (forwarding is on for
-// vsgate's wiring), and vsgate's nftables guard drops it; on AF_PACKET
-// vsgate sees it and drops it (inbound_unsolicited) — and the counter, in
-// vsgate adm drops and /metrics, shows it.
+// stepClosedToOutside: from the client, straight at the inside — every
+// port from 1 to 1024 and a few above, TCP SYN and UDP, and an ICMP echo,
+// at every real server's IPv4 and IPv6 address (not a VIP), written raw —
+// once with default: pass and once with default: drop. tcpdump on every
+// real server's link sees none of it; every probe is accounted for by
+// what stopped it (on a TUN the gateway's kernel would forward it, and
+// vsgate's nftables guard drops it, forward_guard; on AF_PACKET vsgate
+// drops it, inbound_unsolicited); and the masquerade still works
+// outbound.
 func stepClosedToOutside(ctx context.Context, e *Env) (string, error) {
 	p := e.Lab.Topo.Plan
-	var lines []string
-	for _, rs := range []string{"198.18.2.11:80", "[2001:db8:2::11]:80"} {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		c, err := e.client.DialContext(cctx, "tcp", rs)
-		cancel()
-		if err == nil {
-			c.Close()
-			return strings.Join(lines, "\n"), fmt.Errorf("the client connected to real server %s directly", rs)
-		}
-		lines = append(lines, fmt.Sprintf("TCP to %s from the client: %v", rs, firstLine(err.Error())))
-	}
-	b1 := e.Lab.MustHost(p.Backends[0])
-	pc, err := b1.ListenPacket("udp", ":1161")
+	clientAddrs, err := e.client.Addrs()
 	if err != nil {
 		return "", err
 	}
-	defer pc.Close()
-	for _, rs := range []string{"198.18.2.11:1161", "[2001:db8:2::11]:1161"} {
-		c, err := e.client.DialContext(ctx, "udp", rs)
+	var from4, from6 netip.Addr
+	for _, a := range clientAddrs {
+		switch {
+		case a.Is4() && p.ClientNet4.Contains(a):
+			from4 = a
+		case a.Is6() && p.ClientNet6.Contains(a):
+			from6 = a
+		}
+	}
+	var targets []netip.Addr
+	for _, b := range p.Backends {
+		addrs, err := e.Lab.MustHost(b).Addrs()
 		if err != nil {
 			return "", err
 		}
-		_, _ = c.Write([]byte("from outside"))
-		c.Close()
+		for _, a := range addrs {
+			if p.ServerNet4.Contains(a) || p.ServerNet6.Contains(a) {
+				targets = append(targets, a)
+			}
+		}
 	}
-	_ = pc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	buf := make([]byte, 100)
-	if n, from, err := pc.ReadFrom(buf); err == nil {
-		return strings.Join(lines, "\n"), fmt.Errorf("real server b1 received %q from %v, straight from the outside", buf[:n], from)
+	if !from4.IsValid() || !from6.IsValid() || len(targets) < 2*len(p.Backends) {
+		return "", fmt.Errorf("client %v %v, inside addresses %v: the lab is not the one this step knows", from4, from6, targets)
 	}
-	lines = append(lines, "UDP to 198.18.2.11:1161 and [2001:db8:2::11]:1161 (b1 listening): nothing arrived")
-	series := `vsgate_device_drops_total{counter="forward_guard",device="kernel"}`
-	if e.opts.AFPacket {
-		series = `vsgate_drops_total{reason="inbound_unsolicited"}`
+	ports := []uint16{1161, 3306, 8080, 33000, 50000, 65535}
+	for port := uint16(1); port <= 1024; port++ {
+		ports = append(ports, port)
 	}
-	n, err := e.metricValue(ctx, series)
+	var probes [][]byte
+	for _, dst := range targets {
+		src := from4
+		if dst.Is6() {
+			src = from6
+		}
+		for _, port := range ports {
+			probes = append(probes, rawProbe(src, dst, layers.IPProtocolTCP, port), rawProbe(src, dst, layers.IPProtocolUDP, port))
+		}
+		probes = append(probes, rawProbe(src, dst, layers.IPProtocolICMPv4, 0))
+	}
+	// What stops a probe is counted: the guard on a TUN; vsgate, or a
+	// full ring before it, on AF_PACKET.
+	stopped := func() (float64, error) {
+		if !e.opts.AFPacket {
+			return e.metricValue(ctx, `vsgate_device_drops_total{counter="forward_guard",device="kernel"}`)
+		}
+		n, err := e.metricValue(ctx, `vsgate_drops_total{reason="inbound_unsolicited"}`)
+		if err != nil {
+			return 0, err
+		}
+		ring, err := e.metricSum(ctx, "vsgate_device_drops_total{", `counter="ring_full"`)
+		return n + ring, err
+	}
+	var lines []string
+	original, err := os.ReadFile(e.Config)
 	if err != nil {
-		return strings.Join(lines, "\n"), err
+		return "", err
 	}
-	lines = append(lines, fmt.Sprintf("%s %v", series, n))
-	if n < 4 {
-		return strings.Join(lines, "\n"), fmt.Errorf("the guard counted %v packets, want at least the 4 sent", n)
+	defer func() {
+		// The demo's own configuration again, whatever happened.
+		if err := os.WriteFile(e.Config, original, 0o600); err == nil {
+			e.admCommand(ctx, "reload")
+		}
+	}()
+	for _, def := range []string{"pass", "drop"} {
+		if err := os.WriteFile(e.Config, append([]byte("default: "+def+"\n"), original...), 0o600); err != nil {
+			return "", err
+		}
+		if out, err := e.admCommand(ctx, "reload"); err != nil {
+			return out, err
+		}
+		caps, err := e.captureBackends(ctx, fmt.Sprintf("src host %s or src host %s", from4, from6))
+		if err != nil {
+			return "", err
+		}
+		before, err := stopped()
+		if err != nil {
+			caps.stop()
+			return "", err
+		}
+		if err := rawSendPaced(e.client, probes); err != nil {
+			caps.stop()
+			return "", err
+		}
+		// Every probe counted, then the captures end: nothing is still
+		// on its way to a real server.
+		var n float64
+		for start := time.Now(); ; time.Sleep(20 * time.Millisecond) {
+			now, err := stopped()
+			if err != nil {
+				caps.stop()
+				return "", err
+			}
+			if n = now - before; n >= float64(len(probes)) {
+				break
+			}
+			if time.Since(start) > 10*time.Second {
+				caps.stop()
+				return strings.Join(lines, "\n"), fmt.Errorf("default %s: %d probes sent, %v counted as stopped: the rest went somewhere", def, len(probes), n)
+			}
+		}
+		got, err := caps.stop()
+		if err != nil {
+			return strings.Join(lines, "\n"), err
+		}
+		for b, c := range got {
+			if len(c) != 0 {
+				return strings.Join(lines, "\n"), fmt.Errorf("default %s: %d of the client's packets reached real server %s", def, len(c), b)
+			}
+		}
+		lines = append(lines, fmt.Sprintf("default %s: %d probes (TCP SYN and UDP to ports 1-1024 and %v, ICMP echo) at %v; %v counted as stopped; none of the client's packets on the real servers' links",
+			def, len(probes), ports[:6], targets, n))
+		for _, m := range []netip.Addr{p.Masq4, p.Masq6} {
+			if err := e.Lab.ScenarioMasquerade(ctx, m); err != nil {
+				return strings.Join(lines, "\n"), fmt.Errorf("default %s: masquerade outbound: %w", def, err)
+			}
+		}
+		lines = append(lines, fmt.Sprintf("default %s: the masquerade still works outbound (%v, %v)", def, p.Masq4, p.Masq6))
 	}
 	return strings.Join(lines, "\n"), nil
+}
+
+// rawProbe builds an IP packet from src to dst: a TCP SYN or a UDP
+// datagram to port, or (proto ICMPv4, either family) an echo request.
+func rawProbe(src, dst netip.Addr, proto layers.IPProtocol, port uint16) []byte {
+	var ip gopacket.NetworkLayer
+	var net []gopacket.SerializableLayer
+	if dst.Is4() {
+		l := &layers.IPv4{Version: 4, TTL: 64, Protocol: proto, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+		ip, net = l, []gopacket.SerializableLayer{l}
+	} else {
+		if proto == layers.IPProtocolICMPv4 {
+			proto = layers.IPProtocolICMPv6
+		}
+		l := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: proto, SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
+		ip, net = l, []gopacket.SerializableLayer{l}
+	}
+	var top []gopacket.SerializableLayer
+	switch proto {
+	case layers.IPProtocolTCP:
+		t := &layers.TCP{SrcPort: 40000, DstPort: layers.TCPPort(port), Seq: 1, SYN: true, Window: 64240}
+		_ = t.SetNetworkLayerForChecksum(ip)
+		top = []gopacket.SerializableLayer{t}
+	case layers.IPProtocolUDP:
+		u := &layers.UDP{SrcPort: 40000, DstPort: layers.UDPPort(port)}
+		_ = u.SetNetworkLayerForChecksum(ip)
+		top = []gopacket.SerializableLayer{u, gopacket.Payload("probe")}
+	case layers.IPProtocolICMPv4:
+		top = []gopacket.SerializableLayer{&layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoRequest, 0), Id: 7, Seq: 1}}
+	case layers.IPProtocolICMPv6:
+		i := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeEchoRequest, 0)}
+		_ = i.SetNetworkLayerForChecksum(ip)
+		top = []gopacket.SerializableLayer{i, &layers.ICMPv6Echo{Identifier: 7, SeqNumber: 1}}
+	}
+	buf := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, append(net, top...)...); err != nil {
+		panic(err)
+	}
+	return buf.Bytes()
+}
+
+// rawSendPaced is rawSend in bursts of 64 a millisecond apart: a steady
+// stream the gateway reads as it comes, not one burst that overruns a
+// queue before anything counts it.
+func rawSendPaced(h *netlab.Host, pkts [][]byte) error {
+	for len(pkts) > 0 {
+		n := min(64, len(pkts))
+		if err := rawSend(h, pkts[:n]); err != nil {
+			return err
+		}
+		pkts = pkts[n:]
+		time.Sleep(time.Millisecond)
+	}
+	return nil
 }

@@ -460,6 +460,72 @@ func (e *Env) metricValue(ctx context.Context, series string) (float64, error) {
 	return 0, fmt.Errorf("no %s in /metrics", series)
 }
 
+// dropCounts returns the gateway's drops by series (every
+// vsgate_drops_total and vsgate_device_drops_total sample of /metrics).
+func (e *Env) dropCounts(ctx context.Context) (map[string]float64, error) {
+	m, err := e.metrics(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]float64{}
+	for line := range strings.Lines(m) {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "vsgate_drops_total{") && !strings.HasPrefix(line, "vsgate_device_drops_total{") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			return nil, fmt.Errorf("/metrics: %q: %w", line, err)
+		}
+		out[line[:i]] = v
+	}
+	return out, nil
+}
+
+// dropsSince lists the drop series that grew since before (from
+// dropCounts), with how much: "series +n, ...", or "none".
+func (e *Env) dropsSince(ctx context.Context, before map[string]float64) string {
+	after, err := e.dropCounts(ctx)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for k, v := range after {
+		if d := v - before[k]; d != 0 {
+			out = append(out, fmt.Sprintf("%s +%.0f", k, d))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
+}
+
+// metricSum adds up the samples of /metrics whose line starts with prefix
+// and holds label.
+func (e *Env) metricSum(ctx context.Context, prefix, label string) (float64, error) {
+	m, err := e.metrics(ctx)
+	if err != nil {
+		return 0, err
+	}
+	sum := 0.0
+	for line := range strings.Lines(m) {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, prefix) || !strings.Contains(line, label) {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			return 0, fmt.Errorf("/metrics: %q: %w", line, err)
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
 func fmtSpread(m map[string]int) string {
 	keys := make([]string, 0, len(m))
 	for k := range m {

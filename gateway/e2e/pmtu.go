@@ -4,21 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/gopacket/gopacket/pcapgo"
 	"golang.org/x/sys/unix"
 
 	"github.com/vsgate/vsgate/netlab"
-	"github.com/vsgate/vsgate/packet"
 )
 
 // serverMTU is the MTU stepPathMTU gives the real servers' side: smaller
@@ -235,45 +228,11 @@ func stepGSOBurst(ctx context.Context, e *Env) (string, error) {
 		_, _ = e.client.Run(context.Background(), "ip", "route", "flush", "cache")
 	}()
 	time.Sleep(1200 * time.Millisecond) // the gateway rereads MTUs every second
-	dir, err := os.MkdirTemp("", "vsgate-gso-")
+	caps, err := e.captureBackends(ctx, "udp or (ip[6:2] & 0x3fff != 0)")
 	if err != nil {
 		return "", err
 	}
-	defer os.RemoveAll(dir)
-	var caps []*exec.Cmd
-	var files []string
-	var tcpdumpErr []*strings.Builder
-	for _, b := range e.Lab.Topo.Plan.Backends {
-		f := filepath.Join(dir, b+".pcap")
-		h := e.Lab.MustHost(b)
-		links, err := h.Netlink().LinkList()
-		if err != nil {
-			return "", err
-		}
-		ifc := ""
-		for _, l := range links {
-			if l.Attrs().Name != "lo" {
-				ifc = l.Attrs().Name
-			}
-		}
-		cmd := h.Command(ctx, "tcpdump", "-i", ifc, "--immediate-mode", "-U", "-s", "0", "-w", f, "udp or (ip[6:2] & 0x3fff != 0)")
-		var stderr strings.Builder
-		cmd.Stderr = &stderr
-		tcpdumpErr = append(tcpdumpErr, &stderr)
-		if err := cmd.Start(); err != nil {
-			return "", fmt.Errorf("tcpdump in %s: %w", b, err)
-		}
-		caps, files = append(caps, cmd), append(files, f)
-	}
-	stop := func() {
-		for _, c := range caps {
-			_ = c.Process.Signal(syscall.SIGINT)
-			_ = c.Wait()
-		}
-		caps = nil
-	}
-	defer stop()
-	time.Sleep(500 * time.Millisecond) // tcpdump listening
+	defer caps.stop()
 	vip := netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 53)
 	c, err := e.client.DialContext(ctx, "udp4", vip.String())
 	if err != nil {
@@ -328,41 +287,22 @@ func stepGSOBurst(ctx context.Context, e *Env) (string, error) {
 		return "", fmt.Errorf("%d of %d datagrams echoed in %d bursts", len(got), gsoDatagrams, rounds)
 	}
 	time.Sleep(200 * time.Millisecond)
-	stop()
+	captured, err := caps.stop()
+	if err != nil {
+		return "", err
+	}
 	largest, frames := 0, 0
-	for _, f := range files {
-		fr, err := os.Open(f)
-		if err != nil {
-			return "", err
-		}
-		r, err := pcapgo.NewReader(fr)
-		if err != nil {
-			fr.Close()
-			return "", fmt.Errorf("%s: %w", f, err)
-		}
-		for {
-			data, ci, err := r.ReadPacketData()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				fr.Close()
-				return "", fmt.Errorf("%s: %w", f, err)
-			}
+	for _, lengths := range captured {
+		for _, n := range lengths {
 			frames++
-			largest = max(largest, ci.Length-packet.EthernetMinimumSize, len(data)-packet.EthernetMinimumSize)
+			largest = max(largest, n)
 		}
-		fr.Close()
 	}
 	detail := fmt.Sprintf("%d datagrams of %d bytes in UDP GSO writes (%d) from a 9000-byte link, without DF: all echoed whole; %d packets captured on the real servers' links, the largest %d bytes of IP",
 		gsoDatagrams, gsoSize, rounds, frames, largest)
 	switch {
 	case frames == 0:
-		var msgs []string
-		for _, b := range tcpdumpErr {
-			msgs = append(msgs, strings.TrimSpace(b.String()))
-		}
-		return detail, fmt.Errorf("the captures are empty (tcpdump said: %s)", strings.Join(msgs, "; "))
+		return detail, errors.New("the captures are empty")
 	case largest > 1500:
 		return detail, fmt.Errorf("a %d-byte packet reached a real server's 1500-byte link", largest)
 	}

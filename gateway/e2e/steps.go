@@ -65,7 +65,7 @@ func Steps() []Step {
 		{"bulk IPv6: 300 MB through [2001:db8::10]:80 arrive intact (SHA-256)", stepBulk6},
 		{"bulk UDP: 20 MB of 1400-byte datagrams echoed through the VIP intact (SHA-256)", stepBulkUDP},
 		{"refused changes (a VIP on loopback or link-local, the gateway's own address) change nothing: -S byte for byte, the VIPs answer, the next valid change works", stepRefusedChanges},
-		{"closed to the outside: the client reaches no real server directly (TCP and UDP, v4 and v6), whatever the default; what was stopped is counted", stepClosedToOutside},
+		{"closed to the outside: TCP SYN, UDP and ICMP probes of ports 1-1024 and more at every real server, v4 and v6, with default pass and drop: tcpdump on their links sees none, every probe is counted as stopped, the masquerade still works outbound", stepClosedToOutside},
 		{"a connection open across a live reload (SIGHUP) keeps working", stepReload},
 		{"flows to a backend set to weight 0 finish; new ones avoid it", stepQuiesce},
 		{"L7: ProxyPass /sales/ and /rd/ route by path (v4 and v6); a balancer spreads /lb/ over three servers (gVisor netstack)", stepL7},
@@ -390,10 +390,11 @@ func stepReload(ctx context.Context, e *Env) (string, error) {
 	if err := os.Chmod(e.Config, 0o644); err != nil {
 		return "", err
 	}
+	reloads := strings.Count(e.Log(), "configuration reloaded")
 	if err := e.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		return "", err
 	}
-	for start := time.Now(); !strings.Contains(e.Log(), "configuration reloaded"); time.Sleep(50 * time.Millisecond) {
+	for start := time.Now(); strings.Count(e.Log(), "configuration reloaded") == reloads; time.Sleep(50 * time.Millisecond) {
 		if time.Since(start) > 10*time.Second {
 			return "", fmt.Errorf("no reload logged\n%s", e.Log())
 		}

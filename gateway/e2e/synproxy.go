@@ -266,6 +266,8 @@ type floodRun struct {
 	halfOpenBefore               float64
 	rssBefore, rssAfter          int64
 	cookies                      float64
+	late                         []string // the new connections past 1 s: port, how long the connect and the answer took
+	drops                        string   // vsgate's drops by reason during the flood
 }
 
 // underFlood floods vip with spoofed SYNs while 50 keep-alive connections
@@ -290,6 +292,10 @@ func (e *Env) underFlood(ctx context.Context, vip netip.AddrPort) (floodRun, err
 		if err := k.ask("/before-flood", time.Now().Add(5*time.Second)); err != nil {
 			return run, fmt.Errorf("keep-alive connection before the flood: %w", err)
 		}
+	}
+	dropsBefore, err := e.dropCounts(ctx)
+	if err != nil {
+		return run, err
 	}
 	cookiesBefore, _ := e.metricValue(ctx, `vsgate_syn_proxy_cookies_total{event="sent"}`)
 	run.halfOpenBefore, _ = e.metricValue(ctx, `vsgate_flows_half_open`)
@@ -341,20 +347,26 @@ func (e *Env) underFlood(ctx context.Context, vip netip.AddrPort) (floodRun, err
 	deadline := time.Now().Add(floodTime)
 	for time.Now().Before(deadline) {
 		start := time.Now()
+		var dialed time.Duration
+		port := 0
 		err := func() error {
 			cctx, cancel := context.WithTimeout(ctx, time.Second)
 			defer cancel()
 			c, err := e.client.DialContext(cctx, "tcp", vip.String())
+			dialed = time.Since(start)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
+			port = c.LocalAddr().(*net.TCPAddr).Port
 			return keepAlive{c, bufio.NewReader(c)}.ask("/new-in-flood", start.Add(time.Second))
 		}()
 		took := time.Since(start)
 		run.opened++
 		if err != nil {
 			run.failed++
+			run.late = append(run.late, fmt.Sprintf("port %d: connected in %v, answered %v after the start (%v)",
+				port, dialed.Round(time.Millisecond), took.Round(time.Millisecond), err))
 		}
 		run.slowest = max(run.slowest, took)
 		time.Sleep(max(0, 100*time.Millisecond-took))
@@ -371,6 +383,7 @@ func (e *Env) underFlood(ctx context.Context, vip netip.AddrPort) (floodRun, err
 	for _, n := range states {
 		run.spoofedFlows += n
 	}
+	run.drops = e.dropsSince(ctx, dropsBefore)
 	cookiesAfter, _ := e.metricValue(ctx, `vsgate_syn_proxy_cookies_total{event="sent"}`)
 	run.cookies = cookiesAfter - cookiesBefore
 	run.rssAfter, err = e.rss()
@@ -378,8 +391,12 @@ func (e *Env) underFlood(ctx context.Context, vip netip.AddrPort) (floodRun, err
 }
 
 func (r floodRun) String() string {
-	return fmt.Sprintf("%.0f half-open flows before; %d spoofed SYNs (%d/s for %v); flows the flood made: %d; SYN cookies sent: %.0f; 50 keep-alive connections broken: %d; new connections: %d of %d within 1 s (slowest %v); vsgate's memory %d MB before, %d MB after",
-		r.halfOpenBefore, r.sent, floodRate, floodTime, r.spoofedFlows, r.cookies, r.broken, r.opened-r.failed, r.opened, r.slowest.Round(time.Millisecond), r.rssBefore>>20, r.rssAfter>>20)
+	s := fmt.Sprintf("%.0f half-open flows before; %d spoofed SYNs (%d/s for %v); flows the flood made: %d; SYN cookies sent: %.0f; 50 keep-alive connections broken: %d; new connections: %d of %d within 1 s (slowest %v); vsgate's memory %d MB before, %d MB after; drops meanwhile: %s",
+		r.halfOpenBefore, r.sent, floodRate, floodTime, r.spoofedFlows, r.cookies, r.broken, r.opened-r.failed, r.opened, r.slowest.Round(time.Millisecond), r.rssBefore>>20, r.rssAfter>>20, r.drops)
+	for _, l := range r.late {
+		s += "\n  late: " + l
+	}
+	return s
 }
 
 // demoSynProxyHalfOpen is the demo configuration's table.syn_proxy.half_open.

@@ -2,6 +2,7 @@ package afpacket
 
 import (
 	"context"
+	"github.com/vsgate/vsgate/netlab/labtest"
 	"net/netip"
 	"testing"
 	"time"
@@ -19,9 +20,7 @@ import (
 //	+------------------------+                           +--------------------+
 func pairLab(t *testing.T, name string, aAddrs []netip.Prefix, aSysctls ...netlab.Sysctl) *netlab.Lab {
 	t.Helper()
-	if err := netlab.Check(); err != nil {
-		t.Skip(err)
-	}
+	labtest.Require(t)
 	topo := &netlab.Topology{
 		Name:  name,
 		Hosts: []netlab.HostSpec{{Name: "a", Sysctls: aSysctls}, {Name: "b"}},
