@@ -13,6 +13,14 @@
 // its own packet quoted); and the L7 services,
 // whose packets the engine hands to an embedded netstack (proxy/netstack).
 //
+// Files, by job: gateway.go (Options, New, Run, Close), dataplane.go (the
+// workers' loop, writes, housekeeping and rates), reload.go (changes,
+// all or nothing: check, rewire, engine, then the old wiring goes),
+// netconf.go and guard.go (the TUN wiring and its nftables table),
+// health.go (health checks into the engine), l7.go (the netstack and its
+// batched output), dispatch.go (what `vsgate adm` asks), control.go (the
+// socket it asks on), capture.go, metrics.go, drops.go, pmtu.go.
+//
 // Subpackages: config (the YAML file), adm (ipvsadm, portfw and ipchains
 // command lines), health (the checkers), e2e (the end-to-end demo and its
 // test in netlab).

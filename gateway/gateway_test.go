@@ -19,7 +19,7 @@ import (
 
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
-	"github.com/vsgate/vsgate/packet/tun"
+	"github.com/vsgate/vsgate/packet/device"
 	"github.com/vsgate/vsgate/packet/tun/tuntest"
 )
 
@@ -53,7 +53,7 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 	capDir := filepath.Join(t.TempDir(), "pcap")
 	vip := netip.MustParseAddrPort("198.18.0.10:80")
 	g, err := New(Options{
-		Devices: []tun.Device{dev}, ControlSocket: sock, MetricsListen: "127.0.0.1:0", PcapDir: capDir,
+		Devices: []device.Device{dev}, ControlSocket: sock, MetricsListen: "127.0.0.1:0", PcapDir: capDir,
 		NAT: nat.Config{Capacity: 1024, Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "rr",
 			Backends: []nat.Backend{{Addr: netip.MustParseAddr("198.18.2.11"), Port: 80, Weight: 1}}}}},
 	})
@@ -210,7 +210,7 @@ func runGateway(t *testing.T, g *Gateway) {
 func TestMetricsPprof(t *testing.T) {
 	for _, on := range []bool{false, true} {
 		dev := tuntest.Start(t, 1500, 16)
-		g, err := New(Options{Devices: []tun.Device{dev}, MetricsListen: "127.0.0.1:0", MetricsPprof: on, NAT: nat.Config{Capacity: 64}})
+		g, err := New(Options{Devices: []device.Device{dev}, MetricsListen: "127.0.0.1:0", MetricsPprof: on, NAT: nat.Config{Capacity: 64}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/vsgate/vsgate/nat"
-	"github.com/vsgate/vsgate/packet/tun"
+	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/packet/device"
 	"github.com/vsgate/vsgate/packet/tun/tuntest"
 	"github.com/vsgate/vsgate/proxy/netstack"
 )
@@ -25,7 +26,7 @@ func TestL7ThroughGateway(t *testing.T) {
 	dev := tuntest.Start(t, 1500, 16)
 	vip := netip.MustParseAddrPort("198.18.0.10:81")
 	g, err := New(Options{
-		Devices: []tun.Device{dev},
+		Devices: []device.Device{dev},
 		NAT:     nat.Config{Capacity: 1024},
 		L7: []L7Service{{VIP: vip, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "l7 %s %s", r.URL.Path, r.RemoteAddr)
@@ -35,8 +36,10 @@ func TestL7ThroughGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	runGateway(t, g)
-	client, err := netstack.New(netstack.Options{Output: func(p []byte) {
-		dev.Inbound <- append([]byte(nil), p...)
+	client, err := netstack.New(netstack.Options{Output: func(pkts [][]byte, _ []packet.Offload) {
+		for _, p := range pkts {
+			dev.Inbound <- append([]byte(nil), p...)
+		}
 	}})
 	if err != nil {
 		t.Fatal(err)

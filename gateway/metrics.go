@@ -185,3 +185,12 @@ func (g *Gateway) serveMetrics(addr string, profiles bool) (*http.Server, error)
 	}()
 	return srv, nil
 }
+
+// MetricsAddr is the address metrics are served on ("" if none): useful
+// with port 0.
+func (g *Gateway) MetricsAddr() string {
+	if g.metricsAddr == nil {
+		return ""
+	}
+	return g.metricsAddr.String()
+}

@@ -24,6 +24,6 @@
 //
 // What this package must not do: any I/O, any notion of flows, state,
 // time or configuration, any import beyond the standard library. Devices
-// live in subpackages (packet/tun, packet/afpacket, packet/pcap); flows
-// live in nat.
+// live in subpackages (packet/tun, packet/afpacket, packet/pcap), and the
+// contract they share in packet/device; flows live in nat.
 package packet

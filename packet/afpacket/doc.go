@@ -89,7 +89,7 @@
 // # Pieces
 //
 // Link owns the interfaces, routes, neighbours and the queue of packets
-// waiting for a neighbour's answer; its Ports are tun.Devices, one per
+// waiting for a neighbour's answer; its Ports are device.Devices, one per
 // socket, which the gateway's workers read and write like TUN queues.
 // Socket is one AF_PACKET socket; ParseControl parses an ARP or neighbour
 // discovery frame once, for the Responder (answers for owned addresses)

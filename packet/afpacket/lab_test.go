@@ -2,10 +2,11 @@ package afpacket
 
 import (
 	"context"
-	"github.com/vsgate/vsgate/netlab/labtest"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/vsgate/vsgate/netlab/labtest"
 
 	"github.com/vsgate/vsgate/netlab"
 )

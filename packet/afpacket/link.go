@@ -18,7 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/vsgate/vsgate/packet"
-	"github.com/vsgate/vsgate/packet/tun"
+	"github.com/vsgate/vsgate/packet/device"
 )
 
 // LinkConfig says which interfaces a Link owns and what it answers for.
@@ -203,8 +203,8 @@ func (l *Link) captured(frame []byte) {
 // Ports are the Link's devices, one per socket: interface by interface,
 // Queues each. Each is read by one worker; any of them sends to any
 // interface.
-func (l *Link) Ports() []tun.Device {
-	ds := make([]tun.Device, len(l.ports))
+func (l *Link) Ports() []device.Device {
+	ds := make([]device.Device, len(l.ports))
 	for i, p := range l.ports {
 		ds[i] = p
 	}
@@ -524,7 +524,7 @@ func b2i(b bool) int {
 	return 0
 }
 
-// Port is one socket of a Link as a tun.Device: Read returns the IP
+// Port is one socket of a Link as a device.Device: Read returns the IP
 // packets received on it (and handles ARP and neighbour discovery
 // itself); Write sends packets out of whichever interface they route to.
 type Port struct {
@@ -542,7 +542,7 @@ type Port struct {
 // virtio-net header, then the Ethernet header.
 const portHeadroom = packet.VNetHdrSize + packet.EthernetMinimumSize
 
-var _ tun.Device = (*Port)(nil)
+var _ device.Device = (*Port)(nil)
 
 // Headroom is the virtio-net and Ethernet headers: Read leaves them in
 // front of every packet and Write wants them back there.
@@ -672,7 +672,7 @@ func (p *Port) decrementTTL(ip []byte) bool {
 // for concurrent use with itself.
 func (p *Port) Segments(buf []byte, offset, n int, fn func([]byte)) bool {
 	if p.seg == nil {
-		p.seg = make([]byte, tun.MaxPacket)
+		p.seg = make([]byte, device.MaxPacket)
 	}
 	if !packet.VNetHdr(buf[offset-portHeadroom:offset-packet.EthernetMinimumSize]).Segments(buf[offset:offset+n], p.seg, packet.EthernetMinimumSize, fn) {
 		p.link.stats.Short.Add(1)

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vsgate/vsgate/packet/device"
 )
 
 // BenchmarkTUNReadWrite measures a TUN loop in a lab namespace: a 64-byte
@@ -16,7 +18,7 @@ import (
 //
 //   - naive: the *os.File water hands out, one Write and one Read call per
 //     packet (the baseline);
-//   - batch=N: Device.Write of N packets, then Device.Read until all N are
+//   - batch=N: device.Device.Write of N packets, then device.Device.Read until all N are
 //     back;
 //   - queues=2: the same on two queues of one interface, one goroutine each,
 //     each with its own flows.
@@ -120,7 +122,7 @@ const loopHeadroom = 16
 
 // warm writes pkts (each bufs[i][offset:]) on q once, so that the kernel
 // learns their flows are q's, and then drains every queue.
-func warm(tb testing.TB, all []Device, q *TUN, pkts [][]byte, offset int) {
+func warm(tb testing.TB, all []device.Device, q *TUN, pkts [][]byte, offset int) {
 	tb.Helper()
 	if _, err := q.Write(pkts, offset); err != nil {
 		tb.Fatal(err)

@@ -1,5 +1,5 @@
 // Package tun is the TUN device: raw IP packets (no link header, no packet
-// information) in and out of a Linux TUN interface, one Device per queue,
+// information) in and out of a Linux TUN interface, one device.Device per queue,
 // with a batch-first API shaped like wireguard-go's tun.Device
 // (STYLE.md 6):
 //
@@ -8,7 +8,7 @@
 //	// (by devs[0].Name(), or devs[0].(*tun.TUN).Index())
 //	for _, d := range devs { go worker(d) } // one worker per queue
 //
-//	func worker(d tun.Device) {
+//	func worker(d device.Device) {
 //		bufs := make([][]byte, d.BatchSize()) // each headroom+MTU bytes
 //		sizes := make([]int, len(bufs))
 //		for {

@@ -11,6 +11,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netlink"
 	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/packet/device"
 )
 
 // The lab of these tests: one namespace, one TUN, nothing else.
@@ -44,7 +45,7 @@ const watchdogTimeout = 60 * time.Second
 // labTUN is an opened, configured TUN in its own lab.
 type labTUN struct {
 	host     *netlab.Host
-	devs     []Device
+	devs     []device.Device
 	watchdog *time.Timer // closes devs after watchdogTimeout
 }
 
@@ -59,7 +60,7 @@ func openLabTUN(tb testing.TB, queues int, ipv6 bool) *labTUN {
 }
 
 // openLabTUNWith is openLabTUN with the given Open (Open or OpenOffload).
-func openLabTUNWith(tb testing.TB, queues int, ipv6 bool, open func(string, int) ([]Device, error)) *labTUN {
+func openLabTUNWith(tb testing.TB, queues int, ipv6 bool, open func(string, int) ([]device.Device, error)) *labTUN {
 	tb.Helper()
 	if err := netlab.Check(); err != nil {
 		tb.Skip(err)
@@ -89,7 +90,7 @@ func openLabTUNWith(tb testing.TB, queues int, ipv6 bool, open func(string, int)
 	})
 	h := lab.MustHost("tun")
 	name := lab.IfName(tunSuffix)
-	var devs []Device
+	var devs []device.Device
 	if err := h.Do(func() error {
 		var err error
 		devs, err = open(name, queues)
@@ -174,7 +175,7 @@ func udpPacket(tb testing.TB, src, dst netip.AddrPort, payload []byte) []byte {
 // collect reads every queue in its own goroutine and sends a copy of
 // each packet on the returned channel, until the queue fails (Close).
 // The goroutines never touch tb.
-func collect(devs []Device) <-chan []byte {
+func collect(devs []device.Device) <-chan []byte {
 	out := make(chan []byte, 1024)
 	for _, d := range devs {
 		go func() {

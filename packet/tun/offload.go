@@ -9,19 +9,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/packet/device"
 )
 
 // OffloadHeadroom is the Headroom of an *OffloadTUN: the 10-byte
 // virtio-net header in front of every packet, rounded up to 16 so that
 // the IP header stays 8-byte aligned.
 const OffloadHeadroom = 16
-
-// MaxPacket is the largest packet a device with offloads moves whole: a
-// TCP or UDP super-packet of up to 64 KiB. Buffers given to an
-// *OffloadTUN should have OffloadHeadroom+MaxPacket bytes of capacity:
-// Read may fill them, and Write merges UDP datagrams into the spare
-// capacity.
-const MaxPacket = 65535
 
 // OffloadBatchSize is the BatchSize of an *OffloadTUN.
 const OffloadBatchSize = 128
@@ -48,7 +42,7 @@ var ErrNoOffload = errors.New("TUN offloads not supported by this kernel")
 // with its header, merging runs of one flow's small UDP datagrams into a
 // UDP GSO super-packet where the kernel has USO. Segments splits a
 // super-packet for consumers that take only plain packets (the L7
-// netstack). It implements Device.
+// netstack). It implements device.Device.
 //
 // The zero value is not usable; get one from OpenOffload. An OffloadTUN
 // is safe for concurrent use as a TUN is; Segments is not safe for
@@ -61,7 +55,7 @@ type OffloadTUN struct {
 	seg    []byte     // Segments' scratch for one segment
 }
 
-var _ Device = (*OffloadTUN)(nil)
+var _ device.Device = (*OffloadTUN)(nil)
 
 // OpenOffload is Open with offloads: it opens (creating it if needed) the
 // TUN interface name with the virtio-net header and the given number of
@@ -70,7 +64,7 @@ var _ Device = (*OffloadTUN)(nil)
 // kernel has them, Linux 6.2+). An error wrapping ErrNoOffload means the
 // kernel refused; the caller may fall back to Open. An existing interface
 // of that name must have the same flags.
-func OpenOffload(name string, queues int) ([]Device, error) {
+func OpenOffload(name string, queues int) ([]device.Device, error) {
 	return openQueues(name, queues, openOffloadQueue)
 }
 
@@ -118,7 +112,7 @@ func openOffloadQueue(name string, i int, multi bool, ctl *control) (*OffloadTUN
 	return &OffloadTUN{TUN: t, uso: uso, frames: make([][]byte, 0, OffloadBatchSize)}, nil
 }
 
-// Read implements Device. offset must be at least the 10-byte virtio-net
+// Read implements device.Device. offset must be at least the 10-byte virtio-net
 // header (pass Headroom): each packet's header lands in front of it, where
 // Write and Segments find it again. Each read(2) takes one packet or
 // super-packet; Read goes on reading until the batch is full or the queue
@@ -134,7 +128,7 @@ func (t *OffloadTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	return n, err
 }
 
-// Write implements Device. offset must be at least the 10-byte virtio-net
+// Write implements device.Device. offset must be at least the 10-byte virtio-net
 // header (use Headroom), and bufs[i][offset-10:offset] must hold the
 // header Read left there, or zeros for a packet made here with complete
 // checksums. A partial checksum is refreshed for the packet's addresses
@@ -178,7 +172,7 @@ func (t *OffloadTUN) Write(bufs [][]byte, offset int) (int, error) {
 // for concurrent use with itself.
 func (t *OffloadTUN) Segments(buf []byte, offset, n int, fn func([]byte)) bool {
 	if t.seg == nil {
-		t.seg = make([]byte, MaxPacket)
+		t.seg = make([]byte, device.MaxPacket)
 	}
 	return packet.VNetHdr(buf[offset-packet.VNetHdrSize:offset]).Segments(buf[offset:offset+n], t.seg, 0, fn)
 }
@@ -203,8 +197,8 @@ func (t *OffloadTUN) SetOffload(buf []byte, offset int, o packet.Offload) {
 	packet.VNetHdr(buf[offset-packet.VNetHdrSize:offset]).SetOffload(o, 0)
 }
 
-// Headroom implements Device: OffloadHeadroom.
+// Headroom implements device.Device: OffloadHeadroom.
 func (t *OffloadTUN) Headroom() int { return OffloadHeadroom }
 
-// BatchSize implements Device: OffloadBatchSize.
+// BatchSize implements device.Device: OffloadBatchSize.
 func (t *OffloadTUN) BatchSize() int { return OffloadBatchSize }

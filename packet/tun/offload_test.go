@@ -18,6 +18,7 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 
 	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/packet/device"
 )
 
 // The offload tests use the lab of lab_test.go with an *OffloadTUN: a
@@ -191,19 +192,19 @@ func checkSegment(pkt []byte) (sport uint16, seq uint32, payload []byte, err err
 // offloadLoop writes trains to an *OffloadTUN and reads them back, with
 // buffers as the gateway has them.
 type offloadLoop struct {
-	d            Device
+	d            device.Device
 	superPackets [256]int // super-packets read back, by IP protocol
-	store        [][]byte // each OffloadHeadroom+MaxPacket bytes
+	store        [][]byte // each OffloadHeadroom+device.MaxPacket bytes
 	wbufs        [][]byte
 	rbufs        [][]byte
 	sizes        []int
 }
 
-func newOffloadLoop(d Device) *offloadLoop {
+func newOffloadLoop(d device.Device) *offloadLoop {
 	l := &offloadLoop{d: d, sizes: make([]int, d.BatchSize())}
 	for range d.BatchSize() {
-		l.store = append(l.store, make([]byte, OffloadHeadroom+MaxPacket))
-		l.rbufs = append(l.rbufs, make([]byte, OffloadHeadroom+MaxPacket))
+		l.store = append(l.store, make([]byte, OffloadHeadroom+device.MaxPacket))
+		l.rbufs = append(l.rbufs, make([]byte, OffloadHeadroom+device.MaxPacket))
 	}
 	l.wbufs = make([][]byte, 0, d.BatchSize())
 	return l
@@ -423,7 +424,7 @@ func TestOffloadClose(t *testing.T) {
 	d := lt.devs[0]
 	done := make(chan error, 1)
 	go func() {
-		bufs := [][]byte{make([]byte, OffloadHeadroom+MaxPacket)}
+		bufs := [][]byte{make([]byte, OffloadHeadroom+device.MaxPacket)}
 		for { // router solicitations may come first
 			if _, err := d.Read(bufs, make([]int, 1), OffloadHeadroom); err != nil {
 				done <- err

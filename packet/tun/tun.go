@@ -9,52 +9,9 @@ import (
 	"syscall"
 
 	"github.com/songgao/water"
+	"github.com/vsgate/vsgate/packet/device"
 	"golang.org/x/sys/unix"
 )
-
-// Device is a source and sink of raw IP packets (no link header),
-// batch-first like wireguard-go's tun.Device.
-//
-// Implementations say whether they are safe for concurrent use; *TUN is
-// (one Read and one Write may run at the same time, and Close may be
-// called from any goroutine).
-type Device interface {
-	// Read reads up to len(bufs) packets: packet i goes to bufs[i][offset:]
-	// and its length to sizes[i]; len(sizes) must be >= len(bufs). It
-	// blocks until at least one packet is available and then takes only
-	// what is immediately available. After Close it returns an error
-	// wrapping os.ErrClosed. It returns the number n of packets read: the
-	// caller handles those n packets before it looks at err.
-	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
-
-	// Write writes bufs[i][offset:] as one packet each and returns how many
-	// were written. offset leaves headroom in front of each packet; a
-	// device without headroom does not touch bufs[i][:offset]. A device
-	// with headroom (offloads: *OffloadTUN) writes its header there, and
-	// may coalesce packets into the spare capacity of bufs[i] and reorder
-	// bufs.
-	Write(bufs [][]byte, offset int) (int, error)
-
-	// Headroom is the least offset Read and Write accept: 0 for a plain
-	// TUN, OffloadHeadroom for one with the virtio-net header. Callers
-	// pass it as offset and give each buffer Headroom()+MaxPacket bytes
-	// when it is not 0 (room for coalescing).
-	Headroom() int
-
-	// BatchSize is the most packets one Read returns and one Write should
-	// get; callers size their buffer arrays with it.
-	BatchSize() int
-
-	// MTU is the interface's current MTU: the largest packet Read returns
-	// and Write accepts.
-	MTU() (int, error)
-
-	// Name is the interface name.
-	Name() string
-
-	// Close releases the device and unblocks a pending Read.
-	Close() error
-}
 
 // MaxQueues is the most queues one TUN interface can have (the kernel's
 // MAX_TAP_QUEUES).
@@ -67,7 +24,7 @@ const DefaultBatchSize = 64
 
 // TUN is one queue of a Linux TUN interface opened without packet
 // information (IFF_NO_PI) and without a virtio-net header, so every packet
-// starts with its IP header. It implements Device.
+// starts with its IP header. It implements device.Device.
 //
 // The zero value is not usable; get one from Open. A TUN is safe for
 // concurrent use: Reads are serialised with each other, Writes with each
@@ -106,10 +63,10 @@ type TUN struct {
 	wbad  int // index of the packet werr is about
 }
 
-var _ Device = (*TUN)(nil)
+var _ device.Device = (*TUN)(nil)
 
 // Open opens (creating it if needed) the TUN interface name with the given
-// number of queues, one Device per queue, in the network namespace of the
+// number of queues, one device.Device per queue, in the network namespace of the
 // calling thread: callers that work in a namespace lock their thread and
 // switch it before calling (netlab's Host.Do does this). The queues keep
 // working from any goroutine afterwards. With queues > 1 the interface is
@@ -120,13 +77,13 @@ var _ Device = (*TUN)(nil)
 // Open neither brings the link up nor sets its MTU, addresses or routes:
 // the caller does that over netlink, by Name or Index. A non-persistent
 // interface disappears when its last queue is closed.
-func Open(name string, queues int) ([]Device, error) {
+func Open(name string, queues int) ([]device.Device, error) {
 	return openQueues(name, queues, openQueue)
 }
 
 // queue is one opened queue of either kind, as openQueues handles it.
 type queue interface {
-	Device
+	device.Device
 	setIndex(int)
 }
 
@@ -134,7 +91,7 @@ type queue interface {
 // by Open and OpenOffload — and gives each the interface index. The
 // control socket is referenced by every queue it opens; on failure the
 // opened queues are closed.
-func openQueues[Q queue](name string, queues int, open func(name string, i int, multi bool, ctl *control) (Q, error)) ([]Device, error) {
+func openQueues[Q queue](name string, queues int, open func(name string, i int, multi bool, ctl *control) (Q, error)) ([]device.Device, error) {
 	if len(name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("tun %q: name longer than %d bytes", name, unix.IFNAMSIZ-1)
 	}
@@ -145,8 +102,8 @@ func openQueues[Q queue](name string, queues int, open func(name string, i int, 
 	if err != nil {
 		return nil, fmt.Errorf("tun %q: control socket: %w", name, err)
 	}
-	devs := make([]Device, 0, queues)
-	fail := func(err error) ([]Device, error) {
+	devs := make([]device.Device, 0, queues)
+	fail := func(err error) ([]device.Device, error) {
 		for _, d := range devs {
 			d.Close()
 		}
@@ -211,7 +168,7 @@ func newTUN(name string, i int, ctl *control, f *os.File, rc syscall.RawConn) *T
 	return t
 }
 
-// Read implements Device. Packets longer than a buffer are cut to it (the
+// Read implements device.Device. Packets longer than a buffer are cut to it (the
 // kernel's choice); give every buffer MTU bytes past offset.
 func (t *TUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	t.rmu.Lock()
@@ -256,7 +213,7 @@ func (t *TUN) readBatch(fd uintptr) bool {
 	return true
 }
 
-// Write implements Device. A packet the kernel rejects (EINVAL for a
+// Write implements device.Device. A packet the kernel rejects (EINVAL for a
 // malformed header, EIO while the link is down) is dropped and does not
 // count; Write goes on with the rest and returns the first such error
 // with the number written. After Close it stops and returns an error
@@ -321,13 +278,13 @@ func (t *TUN) wrap(op string, err error) error {
 	return fmt.Errorf("tun %s queue %d: %s: %w", t.name, t.queue, op, err)
 }
 
-// Headroom implements Device: 0, a TUN has no header in front of packets.
+// Headroom implements device.Device: 0, a TUN has no header in front of packets.
 func (t *TUN) Headroom() int { return 0 }
 
-// BatchSize implements Device: DefaultBatchSize.
+// BatchSize implements device.Device: DefaultBatchSize.
 func (t *TUN) BatchSize() int { return DefaultBatchSize }
 
-// Close implements Device: it unblocks a pending Read (which returns an
+// Close implements device.Device: it unblocks a pending Read (which returns an
 // error wrapping os.ErrClosed) and closes the queue. Closing the last
 // queue of a non-persistent interface deletes the interface. Close may be
 // called more than once; later calls return nil.
@@ -343,7 +300,7 @@ func (t *TUN) Close() error {
 	return nil
 }
 
-// Name implements Device.
+// Name implements device.Device.
 func (t *TUN) Name() string { return t.name }
 
 // Index is the interface index, in the namespace Open ran in.
@@ -354,7 +311,7 @@ func (t *TUN) Queue() int { return t.queue }
 
 func (t *TUN) setIndex(i int) { t.index = i }
 
-// MTU implements Device. It asks the kernel each time (SIOCGIFMTU on a
+// MTU implements device.Device. It asks the kernel each time (SIOCGIFMTU on a
 // socket opened in Open's namespace), so it sees changes made later.
 func (t *TUN) MTU() (int, error) {
 	if t.closed.Load() {

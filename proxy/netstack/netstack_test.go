@@ -27,10 +27,12 @@ func pair(t *testing.T, gso bool, supers *atomic.Int64) (client, server *Stack) 
 	var c, s *Stack
 	ready := make(chan struct{})
 	var err error
-	forward := func(to **Stack) func([]byte) {
-		return func(p []byte) {
+	forward := func(to **Stack) func([][]byte, []packet.Offload) {
+		return func(pkts [][]byte, _ []packet.Offload) {
 			<-ready
-			(*to).Inject(p)
+			for _, p := range pkts {
+				(*to).Inject(p)
+			}
 		}
 	}
 	if c, err = New(Options{Output: forward(&s)}); err != nil {
@@ -40,14 +42,17 @@ func pair(t *testing.T, gso bool, supers *atomic.Int64) (client, server *Stack) 
 	if gso {
 		hdr := make(packet.VNetHdr, packet.VNetHdrSize)
 		seg := make([]byte, 65536)
-		toClient := forward(&c)
-		opts.Output, opts.OutputGSO = nil, func(p []byte, o packet.Offload) {
-			if o.GSOType != packet.GSONone {
-				supers.Add(1)
-			}
-			hdr.SetOffload(o, 0)
-			if !hdr.Segments(p, seg, 0, toClient) {
-				t.Errorf("a packet the stack sent with %+v does not split", o)
+		toClient := func(p []byte) { <-ready; c.Inject(p) }
+		opts.GSO, opts.Output = true, func(pkts [][]byte, offs []packet.Offload) {
+			for i, p := range pkts {
+				o := offs[i]
+				if o.GSOType != packet.GSONone {
+					supers.Add(1)
+				}
+				hdr.SetOffload(o, 0)
+				if !hdr.Segments(p, seg, 0, toClient) {
+					t.Errorf("a packet the stack sent with %+v does not split", o)
+				}
 			}
 		}
 	}
@@ -64,7 +69,7 @@ func pair(t *testing.T, gso bool, supers *atomic.Int64) (client, server *Stack) 
 func TestHTTPThroughStacks(t *testing.T) { testHTTPThroughStacks(t, false) }
 
 // TestHostGSO is TestHTTPThroughStacks with the server's stack sending
-// super-packets with partial checksums (OutputGSO): cut and finished by
+// super-packets with partial checksums (Options.GSO): cut and finished by
 // the same code the devices use, they arrive intact (the client stack
 // checks every checksum), and the 20 MB bodies did go as super-packets.
 func TestHostGSO(t *testing.T) { testHTTPThroughStacks(t, true) }

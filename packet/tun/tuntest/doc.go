@@ -1,4 +1,4 @@
-// Package tuntest is a fake tun.Device for tests of code that reads and
+// Package tuntest is a fake device.Device for tests of code that reads and
 // writes packets (the gateway's workers, the engine behind them) without
 // root, namespaces or a kernel: ChanDevice, backed by two channels, in the
 // manner of wireguard-go's tun/tuntest.ChannelTUN (STYLE.md 16).

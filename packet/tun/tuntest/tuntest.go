@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vsgate/vsgate/packet/tun"
+	"github.com/vsgate/vsgate/packet/device"
 )
 
 // QueueLen is the capacity of a ChanDevice's Inbound and Outbound
 // channels: a test can queue that many packets before anyone reads them.
 const QueueLen = 1024
 
-// ChanDevice is a tun.Device backed by channels. Packets the test sends
+// ChanDevice is a device.Device backed by channels. Packets the test sends
 // on Inbound come out of Read; packets written with Write come out on
 // Outbound, copied (the writer may reuse its buffers at once).
 //
@@ -38,7 +38,7 @@ type ChanDevice struct {
 	errClosed  error
 }
 
-var _ tun.Device = (*ChanDevice)(nil)
+var _ device.Device = (*ChanDevice)(nil)
 
 // New returns a ChanDevice that reports the given MTU and batch size
 // (batch < 1 means 1). It does not enforce the MTU: a fake passes on what
@@ -62,7 +62,7 @@ func Start(tb testing.TB, mtu, batch int) *ChanDevice {
 	return d
 }
 
-// Read implements tun.Device. A packet longer than its buffer is cut to
+// Read implements device.Device. A packet longer than its buffer is cut to
 // the buffer, as a TUN does.
 func (d *ChanDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	limit := min(len(bufs), len(sizes), d.batch)
@@ -95,7 +95,7 @@ func (d *ChanDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	}
 }
 
-// Write implements tun.Device: it sends a copy of each bufs[i][offset:] on
+// Write implements device.Device: it sends a copy of each bufs[i][offset:] on
 // Outbound, blocking while Outbound is full, and returns how many it sent
 // (fewer, with an error wrapping os.ErrClosed, if the device is closed
 // meanwhile).
@@ -116,13 +116,13 @@ func (d *ChanDevice) Write(bufs [][]byte, offset int) (int, error) {
 	return len(bufs), nil
 }
 
-// Headroom implements tun.Device: 0.
+// Headroom implements device.Device: 0.
 func (d *ChanDevice) Headroom() int { return 0 }
 
-// BatchSize implements tun.Device.
+// BatchSize implements device.Device.
 func (d *ChanDevice) BatchSize() int { return d.batch }
 
-// MTU implements tun.Device: the MTU given to New, or an error wrapping
+// MTU implements device.Device: the MTU given to New, or an error wrapping
 // os.ErrClosed after Close.
 func (d *ChanDevice) MTU() (int, error) {
 	select {
@@ -133,10 +133,10 @@ func (d *ChanDevice) MTU() (int, error) {
 	}
 }
 
-// Name implements tun.Device: "tuntest".
+// Name implements device.Device: "tuntest".
 func (d *ChanDevice) Name() string { return "tuntest" }
 
-// Close implements tun.Device: it unblocks pending Reads and Writes. It
+// Close implements device.Device: it unblocks pending Reads and Writes. It
 // may be called more than once.
 func (d *ChanDevice) Close() error {
 	d.closeOnce.Do(func() { close(d.closed) })

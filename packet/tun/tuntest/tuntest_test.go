@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vsgate/vsgate/packet/tun"
+	"github.com/vsgate/vsgate/packet/device"
 )
 
 func bufs(n, size int) ([][]byte, []int) {
@@ -139,7 +139,7 @@ func TestClose(t *testing.T) {
 
 // echo is the shape of a gateway worker: read a batch, handle the n
 // packets, write them back, then look at the error.
-func echo(d tun.Device) error {
+func echo(d device.Device) error {
 	b := make([][]byte, d.BatchSize())
 	for i := range b {
 		b[i] = make([]byte, 16+1500)

@@ -1,0 +1,156 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/vsgate/vsgate/gateway/adm"
+	"github.com/vsgate/vsgate/gateway/names"
+	"github.com/vsgate/vsgate/nat"
+)
+
+// handle runs one control request: ipvsadm's language, portfw and
+// ipchains, as `vsgate adm` sends them.
+func (g *Gateway) handle(ctx context.Context, req Request) Response {
+	if len(req.Args) > 0 && req.Args[0] == "pcap" {
+		return g.handlePcap(req.Args[1:])
+	}
+	if len(req.Args) == 1 && req.Args[0] == "drops" {
+		var out bytes.Buffer
+		g.writeDrops(&out)
+		return Response{Output: out.String()}
+	}
+	if len(req.Args) == 1 && req.Args[0] == "reload" {
+		var data []byte
+		if req.Stdin != "" {
+			data = []byte(req.Stdin)
+		}
+		if err := g.reloadSource(data); err != nil {
+			r := Response{Error: "reload refused, the running configuration stays: " + err.Error(), Status: 1}
+			if u := (*unreadableSourceError)(nil); errors.As(err, &u) {
+				r.ReadFile = u.path
+			}
+			return r
+		}
+		return Response{Output: "configuration reloaded\n"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, names.DefaultTimeout)
+	defer cancel()
+	c, err := adm.Parse(ctx, req.Args, g.names)
+	if err != nil {
+		return Response{Error: err.Error(), Status: 2}
+	}
+	var out bytes.Buffer
+	switch c.Op {
+	case adm.OpHelp:
+		out.WriteString(c.Help())
+	case adm.OpList:
+		adm.WriteList(&out, c, g.view(ctx, c))
+	case adm.OpSave:
+		g.mu.Lock()
+		adm.WriteSave(&out, g.desired)
+		g.mu.Unlock()
+	case adm.OpPortfwList:
+		adm.WritePortfw(&out, g.view(ctx, c))
+	case adm.OpMasqList:
+		g.mu.Lock()
+		cfg := g.desired
+		g.mu.Unlock()
+		adm.WriteMasq(&out, cfg, g.masqNames(ctx, c, cfg))
+	case adm.OpZero:
+		g.engine.ZeroStats()
+	default:
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		var next nat.Config
+		if c.Op == adm.OpRestore {
+			next, err = adm.Restore(ctx, g.desired, req.Stdin, g.opts.MasqDefaults, g.names)
+		} else {
+			next, err = adm.Apply(g.desired, c, g.opts.MasqDefaults)
+		}
+		if err == nil {
+			err = g.installLocked(next)
+		}
+		if err != nil {
+			return Response{Error: err.Error(), Status: 1}
+		}
+		g.checker.Set(g.healthTargets())
+		g.log.Info("configuration changed", "command", req.Args)
+	}
+	return Response{Output: out.String()}
+}
+
+// view gathers what a listing shows; without -n, with the names of its
+// addresses and ports.
+func (g *Gateway) view(ctx context.Context, c *adm.Command) *adm.View {
+	v := &adm.View{Services: g.engine.Services(), Size: g.engine.Capacity(), Timeouts: g.engine.Config().Timeouts.Effective()}
+	if r := g.rates.Load(); r != nil {
+		v.Rates = *r
+	}
+	if c.Conns {
+		for f := range g.engine.AllFlows() {
+			if g.isServiceFlow(f) {
+				v.Flows = append(v.Flows, f)
+			}
+		}
+	}
+	if !c.Numeric {
+		var addrs []netip.Addr
+		for _, s := range v.Services {
+			addrs = append(addrs, s.VIP)
+			for _, b := range s.Backends {
+				addrs = append(addrs, b.Addr)
+			}
+		}
+		v.Names = adm.LookupNames(ctx, g.names, addrs)
+	}
+	return v
+}
+
+// masqNames are the names ipchains -L without -n shows: the hosts of host
+// rules and the addresses masqueraded to.
+func (g *Gateway) masqNames(ctx context.Context, c *adm.Command, cfg nat.Config) *adm.Names {
+	if c.Numeric {
+		return nil
+	}
+	var addrs []netip.Addr
+	for _, m := range cfg.Masquerade {
+		addrs = append(addrs, m.To)
+		if m.Subnet().IsSingleIP() {
+			addrs = append(addrs, m.Subnet().Addr())
+		}
+	}
+	return adm.LookupNames(ctx, g.names, addrs)
+}
+
+// isServiceFlow tells virtual-service flows from masquerade flows.
+func (g *Gateway) isServiceFlow(f nat.FlowInfo) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.ContainsFunc(g.desired.Services, func(s nat.Service) bool {
+		return s.Proto == f.Proto && netip.AddrPortFrom(s.VIP, s.Port) == f.OrigDst
+	})
+}
+
+// handlePcap is `vsgate adm pcap start FILE` and `vsgate adm pcap stop`.
+func (g *Gateway) handlePcap(args []string) Response {
+	switch {
+	case len(args) == 2 && args[0] == "start":
+		path, err := g.StartCapture(args[1])
+		if err != nil {
+			return Response{Error: "pcap: " + err.Error(), Status: 1}
+		}
+		return Response{Output: "capturing to " + path + "\n"}
+	case len(args) == 1 && args[0] == "stop":
+		n, err := g.StopCapture()
+		if err != nil {
+			return Response{Error: "pcap: " + err.Error(), Status: 1}
+		}
+		return Response{Output: fmt.Sprintf("capture stopped: %d packets\n", n)}
+	}
+	return Response{Error: "usage: pcap start NAME | pcap stop", Status: 2}
+}

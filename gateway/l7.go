@@ -1,0 +1,143 @@
+package gateway
+
+import (
+	"errors"
+	"hash/maphash"
+	"log/slog"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/vsgate/vsgate/nat"
+	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/packet/device"
+	"github.com/vsgate/vsgate/proxy/netstack"
+)
+
+// withL7Services adds an engine service (Mode L7) for every L7 VIP that
+// the NAT configuration does not list, so its packets reach the netstack.
+func withL7Services(c nat.Config, l7 []L7Service) nat.Config {
+	for _, s := range l7 {
+		if slices.ContainsFunc(c.Services, func(x nat.Service) bool {
+			return x.Proto == packet.ProtoTCP && x.VIP == s.VIP.Addr() && x.Port == s.VIP.Port()
+		}) {
+			continue
+		}
+		c.Services = append(slices.Clone(c.Services), nat.Service{Proto: packet.ProtoTCP, VIP: s.VIP.Addr(), Port: s.VIP.Port(), Mode: nat.ModeL7, Scheduler: "rr"})
+	}
+	return c
+}
+
+// startL7 starts the netstack, its listeners and their HTTP servers. What
+// the stack sends goes out of the first device (any queue will do: the
+// kernel routes it to the client).
+// l7Batch bounds a batch of the L7 stack's packets, and so the buffers
+// each queue keeps for them (each up to a super-packet).
+const l7Batch = 32
+
+// l7Output writes what the L7 stack sends: each packet to the device
+// queue its flow hashes to (so a connection's packets keep their order),
+// a batch per queue in one Write under that queue's lock, from buffers of
+// that queue's own. Only the stack's output goroutine calls write.
+type l7Output struct {
+	g      *Gateway
+	seed   maphash.Seed
+	p      packet.Parsed
+	queues []l7Queue
+}
+
+// l7Queue is one device queue's batch: buffers (headroom and packet) and
+// the packets in them.
+type l7Queue struct {
+	bufs [][]byte
+	out  [][]byte
+}
+
+func newL7Output(g *Gateway) *l7Output {
+	o := &l7Output{g: g, seed: maphash.MakeSeed(), queues: make([]l7Queue, len(g.devices))}
+	for i := range o.queues {
+		o.queues[i].bufs = make([][]byte, l7Batch)
+		o.queues[i].out = make([][]byte, 0, l7Batch)
+	}
+	return o
+}
+
+// write is the stack's Output.
+func (o *l7Output) write(pkts [][]byte, offs []packet.Offload) {
+	for i, pkt := range pkts {
+		qi := o.queueOf(pkt)
+		q := &o.queues[qi]
+		d := o.g.devices[qi]
+		h := d.Headroom()
+		n := len(q.out)
+		if q.bufs[n] == nil {
+			q.bufs[n] = make([]byte, h+device.MaxPacket) // once per slot: kept for every later batch
+		}
+		b := q.bufs[n][:h+copy(q.bufs[n][h:], pkt)]
+		if off, ok := d.(offloader); ok && offs != nil {
+			off.SetOffload(b, h, offs[i])
+		}
+		q.out = append(q.out, b)
+	}
+	for qi := range o.queues {
+		q := &o.queues[qi]
+		if len(q.out) == 0 {
+			continue
+		}
+		d := o.g.devices[qi]
+		h := d.Headroom()
+		o.g.writeMu[qi].Lock()
+		if o.g.link == nil && o.g.capture.Enabled() { // the Link records what it sends itself (SetCapture)
+			o.g.captureOut(q.out, h)
+		}
+		_, err := d.Write(q.out, h)
+		o.g.writeMu[qi].Unlock()
+		if err != nil && !errors.Is(err, errClosed) {
+			o.g.log.Warn("l7 write", "err", err)
+		}
+		q.out = q.out[:0]
+	}
+}
+
+// queueOf picks pkt's device queue by its addresses and ports.
+func (o *l7Output) queueOf(pkt []byte) int {
+	if len(o.queues) == 1 || packet.Parse(pkt, &o.p) != packet.ReasonNone {
+		return 0
+	}
+	var key [36]byte
+	copy(key[:16], o.p.Src[:])
+	copy(key[16:32], o.p.Dst[:])
+	key[32], key[33], key[34], key[35] = byte(o.p.SrcPort>>8), byte(o.p.SrcPort), byte(o.p.DstPort>>8), byte(o.p.DstPort)
+	return int(maphash.Bytes(o.seed, key[:]) % uint64(len(o.queues)))
+}
+
+func (g *Gateway) startL7(services []L7Service) error {
+	mtu, err := g.devices[0].MTU()
+	if err != nil || mtu < 1280 {
+		mtu = 1500
+	}
+	out := newL7Output(g)
+	opts := netstack.Options{MTU: mtu, Batch: l7Batch, Output: out.write}
+	// A device that segments and finishes checksums (virtio-net header)
+	// takes TCP from the stack in super-packets (host GSO).
+	_, opts.GSO = g.devices[0].(offloader)
+	g.l7, err = netstack.New(opts)
+	if err != nil {
+		return err
+	}
+	for _, s := range services {
+		ln, err := g.l7.Listen(s.VIP)
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
+		g.l7srv = append(g.l7srv, srv)
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				g.log.Error("l7 service", "vip", s.VIP, "err", err)
+			}
+		}()
+		g.log.Info("l7 service", "vip", s.VIP)
+	}
+	return nil
+}

@@ -1,0 +1,221 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vsgate/vsgate/gateway/adm"
+	"github.com/vsgate/vsgate/nat"
+)
+
+// netPlan derives the wiring from the configuration: VIPs, masquerade and
+// FULLNAT addresses are routed into the device; traffic from the real
+// servers and masqueraded subnets is steered into it.
+func (g *Gateway) netPlan() NetPlan { return g.netPlanFor(g.desired) }
+
+// netPlanFor is the wiring configuration c needs.
+func (g *Gateway) netPlanFor(c nat.Config) NetPlan {
+	p := NetPlan{Device: g.opts.Device, Table: g.opts.Table, RulePriority: g.opts.RulePriority}
+	if p.Table == 0 {
+		p.Table = 100
+	}
+	if p.RulePriority == 0 {
+		p.RulePriority = 1000
+	}
+	addAddr := func(a netip.Addr) {
+		if !slices.Contains(p.Addrs, a) {
+			p.Addrs = append(p.Addrs, a)
+		}
+	}
+	addSteer := func(s netip.Prefix) {
+		if !slices.Contains(p.Steer, s) {
+			p.Steer = append(p.Steer, s)
+		}
+	}
+	for _, s := range c.Services {
+		addAddr(s.VIP)
+		if s.Mode == nat.ModeFullNAT {
+			continue // real servers answer the FULLNAT address, routed below
+		}
+		for _, b := range s.Backends {
+			addSteer(netip.PrefixFrom(b.Addr, b.Addr.BitLen()))
+		}
+	}
+	for _, m := range c.Masquerade {
+		addAddr(m.To)
+		addSteer(m.Subnet()) // outbound flows leave it; inbound ones' hosts answer from it
+	}
+	for _, a := range c.FullNATPool {
+		addAddr(a)
+	}
+	return p
+}
+
+// ownedAddrs are the addresses vsgate answers ARP/ND for in AF_PACKET
+// mode: the plan's (VIPs, masquerade, FULLNAT) and the configured ones.
+func (g *Gateway) ownedAddrs() []netip.Addr { return g.ownedAddrsFor(g.desired) }
+
+// ownedAddrsFor is ownedAddrs for configuration c.
+func (g *Gateway) ownedAddrsFor(c nat.Config) []netip.Addr {
+	owned := g.netPlanFor(c).Addrs
+	for _, a := range g.opts.AFPacket.Addrs {
+		if !slices.Contains(owned, a) {
+			owned = append(owned, a)
+		}
+	}
+	return owned
+}
+
+// Reload replaces the configuration: the engine's services and rules
+// (established flows to backends that stay are untouched; flows to removed
+// backends drain), health checks, and the routes for addresses that came
+// or went. On error the running configuration stays.
+func (g *Gateway) Reload(opts Options) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	// Only these fields change (L7 services stay as they started, and
+	// healthChanged reads them without the lock): a refused reload puts
+	// back these, not the whole struct.
+	oldNAT, oldHealth, oldMasq := g.opts.NAT, g.opts.Health, g.opts.MasqDefaults
+	g.opts.NAT, g.opts.Health, g.opts.MasqDefaults = opts.NAT, opts.Health, opts.MasqDefaults
+	if err := g.installLocked(opts.NAT); err != nil {
+		g.opts.NAT, g.opts.Health, g.opts.MasqDefaults = oldNAT, oldHealth, oldMasq
+		return err
+	}
+	g.checker.Set(g.healthTargets())
+	g.log.Info("configuration reloaded", "services", len(opts.NAT.Services))
+	return nil
+}
+
+// ReloadFromSource rereads the configuration from Options.Source and
+// applies it with Reload (SIGHUP and `vsgate adm reload`).
+func (g *Gateway) ReloadFromSource() error { return g.reloadSource(nil) }
+
+// reloadSource applies data, the configuration file's contents, or with
+// nil what Source.Read reads.
+func (g *Gateway) reloadSource(data []byte) error {
+	g.mu.Lock()
+	src := g.opts.Source
+	g.mu.Unlock()
+	if src == nil {
+		return errors.New("no configuration source to reload from")
+	}
+	if data == nil {
+		var err error
+		if data, err = src.Read(); err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				return &unreadableSourceError{path: src.Path, err: err}
+			}
+			return err
+		}
+	}
+	opts, err := src.Parse(data)
+	if err != nil {
+		return err
+	}
+	return g.Reload(opts)
+}
+
+// unreadableSourceError is a configuration file the gateway's user may
+// not read.
+type unreadableSourceError struct {
+	path string
+	err  error
+}
+
+func (e *unreadableSourceError) Error() string {
+	return fmt.Sprintf("%v: vsgate runs as uid %d, which may not read it (vsgate adm reload reads it with its caller's rights)", e.err, os.Getuid())
+}
+
+func (e *unreadableSourceError) Unwrap() error { return e.err }
+
+// installLocked makes desired the operator's configuration and gives the
+// engine that configuration with the health checks' verdicts applied,
+// rewiring for addresses that changed. All or nothing: the addresses are
+// checked first; the new wiring is made beside the old (what both need is
+// never removed); then the engine takes the configuration; only then does
+// the old wiring's remainder go. If any step fails, the gateway is left
+// as it was and the error says which step. Caller holds g.mu.
+func (g *Gateway) installLocked(desired nat.Config) error {
+	desired = withL7Services(desired, g.opts.L7) // L7 services are fixed at New
+	if err := checkAddrs(desired); err != nil {
+		return err
+	}
+	eff := desired
+	eff.Services = slices.Clone(desired.Services)
+	for i := range eff.Services {
+		s := &eff.Services[i]
+		s.Backends = slices.Clone(s.Backends)
+		for j := range s.Backends {
+			if g.down[healthKey(*s, s.Backends[j])] {
+				s.Backends[j].Down = true
+			}
+		}
+	}
+	var next *netState
+	removeOld := func() error { return nil }
+	switch {
+	case g.link != nil:
+		for _, a := range g.netPlanFor(desired).Addrs {
+			if slices.Contains(g.opts.AFPacket.Addrs, a) {
+				return fmt.Errorf("%v is one of the gateway's own addresses (device.addresses): a service, masquerade or FULLNAT address must be another", a)
+			}
+		}
+		if err := g.link.SetOwned(g.ownedAddrsFor(desired)); err != nil {
+			return fmt.Errorf("AF_PACKET addresses: %w", err)
+		}
+	case g.net != nil:
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if next, removeOld, err = rewire(h, g.net, g.netPlanFor(desired)); err != nil {
+			return fmt.Errorf("network wiring (nothing changed): %w", err)
+		}
+	}
+	if err := g.engine.Update(eff); err != nil {
+		switch {
+		case g.link != nil:
+			err = errors.Join(err, g.link.SetOwned(g.ownedAddrs()))
+		case next != nil:
+			err = errors.Join(err, next.undoNew())
+		}
+		return err
+	}
+	g.desired = desired
+	if next != nil {
+		g.net = next
+		if err := removeOld(); err != nil {
+			g.log.Warn("rewire: removing the old wiring", "err", err)
+		}
+	}
+	return nil
+}
+
+// checkAddrs refuses a configuration with an address no client can reach
+// through a gateway (nat.CheckServiceAddr), whatever the device.
+func checkAddrs(c nat.Config) error {
+	for _, s := range c.Services {
+		if err := nat.CheckServiceAddr(s.VIP); err != nil {
+			return fmt.Errorf("service %s: %w", adm.ServiceKey(s), err)
+		}
+	}
+	for _, m := range c.Masquerade {
+		if err := nat.CheckServiceAddr(m.To); err != nil {
+			return fmt.Errorf("masquerade %v: %w", m.Subnet(), err)
+		}
+	}
+	for _, a := range c.FullNATPool {
+		if err := nat.CheckServiceAddr(a); err != nil {
+			return fmt.Errorf("FULLNAT pool: %w", err)
+		}
+	}
+	return nil
+}
