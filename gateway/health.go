@@ -47,25 +47,33 @@ func l7HealthKey(vip, member netip.AddrPort) string {
 	return "L7 " + vip.String() + " " + member.String()
 }
 
-// healthChanged applies a checker verdict.
-func (g *Gateway) healthChanged(key string, up bool, why string) {
+// healthChanged applies a checker verdict, unless the checker has been
+// Set anew since its prober saw it (Set runs under g.mu, so the answer
+// holds while g.mu is held here).
+func (g *Gateway) healthChanged(v health.Verdict) {
 	for _, s := range g.opts.L7 {
 		for _, m := range s.Members {
-			if l7HealthKey(s.VIP, m) == key && s.SetDown != nil {
-				s.SetDown(m, !up)
-				g.log.Info("l7 member health", "member", key, "up", up, "check", why)
+			if l7HealthKey(s.VIP, m) == v.Key && s.SetDown != nil {
+				if !v.Current() {
+					return
+				}
+				s.SetDown(m, !v.Up)
+				g.log.Info("l7 member health", "member", v.Key, "up", v.Up, "check", v.Why)
 				return
 			}
 		}
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if up {
-		delete(g.down, key)
-		g.log.Info("backend up", "backend", key, "check", why)
+	if !v.Current() {
+		return
+	}
+	if v.Up {
+		delete(g.down, v.Key)
+		g.log.Info("backend up", "backend", v.Key, "check", v.Why)
 	} else {
-		g.down[key] = true
-		g.log.Warn("backend down", "backend", key, "check", why)
+		g.down[v.Key] = true
+		g.log.Warn("backend down", "backend", v.Key, "check", v.Why)
 	}
 	if err := g.installLocked(g.desired); err != nil {
 		g.log.Error("applying health state", "err", err)

@@ -43,11 +43,14 @@ type Target struct {
 // Checker runs one prober per target. The zero value is not usable: use New.
 // Methods are safe for concurrent use.
 type Checker struct {
-	onChange func(key string, up bool, why string)
+	onChange func(v Verdict)
 	dialer   net.Dialer
 
 	mu      sync.Mutex
 	probers map[string]*prober
+	// stopped are probers Set cancelled and did not wait for: Close
+	// waits for them (done closes when one has returned).
+	stopped []*prober
 }
 
 type prober struct {
@@ -57,34 +60,71 @@ type prober struct {
 	up     bool
 }
 
+// Verdict is a target's change of state, as a prober saw it.
+type Verdict struct {
+	Key string
+	Up  bool
+	Why string // the last probe's result
+	// Current reports whether the prober that saw this is still the
+	// target's: a verdict may arrive after a Set replaced or removed it,
+	// and then it must be ignored. The caller asks under the lock that
+	// serialises its own Set calls, so the answer holds while it acts.
+	Current func() bool
+}
+
 // New returns a checker that calls onChange (from the prober's goroutine)
-// whenever a target changes state, with the reason of the last probe.
-func New(onChange func(key string, up bool, why string)) *Checker {
+// whenever a target changes state. onChange may take locks that callers of
+// Set hold: Set never waits for a prober.
+func New(onChange func(Verdict)) *Checker {
 	return &Checker{onChange: onChange, probers: map[string]*prober{}}
 }
 
 // Set makes the checked targets exactly ts: new ones start (as up, as
 // HAProxy starts servers, so traffic flows until checks say otherwise),
-// removed ones stop, changed ones restart with their state kept.
+// removed ones stop, changed ones restart with their state kept. It
+// cancels the probers it stops without waiting for them (one may be
+// delivering a verdict that waits for a lock Set's caller holds); their
+// late verdicts are not Current.
 func (c *Checker) Set(ts []Target) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.setLocked(ts)
+}
+
+func (c *Checker) setLocked(ts []Target) {
+	running := c.stopped[:0]
+	for _, p := range c.stopped {
+		select {
+		case <-p.done:
+		default:
+			running = append(running, p)
+		}
+	}
+	clear(c.stopped[len(running):])
+	c.stopped = running
 	want := map[string]Target{}
 	for _, t := range ts {
 		want[t.Key] = t
 	}
+	kept := map[string]bool{}
 	for k, p := range c.probers {
 		if t, ok := want[k]; !ok || t != p.t {
-			p.stop()
+			p.cancel()
+			c.stopped = append(c.stopped, p)
 			delete(c.probers, k)
+			kept[k] = p.up
 		}
 	}
 	for k, t := range want {
 		if _, ok := c.probers[k]; ok {
 			continue
 		}
+		up, ok := kept[k]
+		if !ok {
+			up = true
+		}
 		ctx, cancel := context.WithCancel(context.Background())
-		p := &prober{t: t, cancel: cancel, done: make(chan struct{}), up: true}
+		p := &prober{t: t, cancel: cancel, done: make(chan struct{}), up: up}
 		c.probers[k] = p
 		go c.run(ctx, p)
 	}
@@ -100,14 +140,17 @@ func (c *Checker) Up(key string) bool {
 	return true
 }
 
-// Close stops every prober and waits for them.
+// Close stops every prober and waits for them. Its caller must not hold
+// a lock onChange takes.
 func (c *Checker) Close() {
-	c.Set(nil)
-}
-
-func (p *prober) stop() {
-	p.cancel()
-	<-p.done
+	c.mu.Lock()
+	c.setLocked(nil)
+	stopped := c.stopped
+	c.stopped = nil
+	c.mu.Unlock()
+	for _, p := range stopped {
+		<-p.done
+	}
 }
 
 func (c *Checker) run(ctx context.Context, p *prober) {
@@ -143,7 +186,11 @@ func (c *Checker) run(ctx context.Context, p *prober) {
 			if err != nil {
 				why = err.Error()
 			}
-			c.onChange(p.t.Key, now, why)
+			c.onChange(Verdict{Key: p.t.Key, Up: now, Why: why, Current: func() bool {
+				c.mu.Lock()
+				defer c.mu.Unlock()
+				return c.probers[p.t.Key] == p
+			}})
 		}
 		select {
 		case <-ctx.Done():

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -46,7 +47,7 @@ func TestTCPCheck(t *testing.T) {
 		}
 	}()
 	ch := make(chan event, 10)
-	c := New(func(k string, up bool, why string) { ch <- event{k, up} })
+	c := New(func(v Verdict) { ch <- event{v.Key, v.Up} })
 	defer c.Close()
 	spec := Spec{Type: "tcp", Interval: 20 * time.Millisecond, Timeout: 200 * time.Millisecond, Rise: 2, Fall: 2}
 	c.Set([]Target{{Key: "b1", Addr: addr, Spec: spec}})
@@ -96,7 +97,7 @@ func TestHTTPCheck(t *testing.T) {
 	defer srv.Close()
 	addr := netip.MustParseAddrPort(srv.Listener.Addr().String())
 	ch := make(chan event, 10)
-	c := New(func(k string, up bool, why string) { ch <- event{k, up} })
+	c := New(func(v Verdict) { ch <- event{v.Key, v.Up} })
 	defer c.Close()
 	c.Set([]Target{{Key: "web", Addr: addr, Spec: Spec{Type: "http", Path: "/health", Expect: 200,
 		Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 3}}})
@@ -120,4 +121,52 @@ func TestHTTPCheck(t *testing.T) {
 	if n := hits.Load(); n == 0 {
 		t.Fatal("no probes")
 	}
+}
+
+// TestSetNeverWaitsForAProber: a verdict on its way to a caller that holds
+// a lock (the gateway applies verdicts under the lock its reloads hold
+// while they call Set) does not stop Set from returning, and once Set has
+// replaced the prober the verdict is no longer Current.
+func TestSetNeverWaitsForAProber(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := netip.MustParseAddrPort(ln.Addr().String())
+	ln.Close() // nothing listens: the first probe fails
+	var mu sync.Mutex
+	entered := make(chan Verdict, 1)
+	applied := make(chan bool, 1)
+	c := New(func(v Verdict) {
+		entered <- v
+		mu.Lock() // as the gateway's healthChanged takes its lock
+		applied <- v.Current()
+		mu.Unlock()
+	})
+	mu.Lock()
+	c.Set([]Target{{Key: "b1", Addr: addr, Spec: Spec{Type: "tcp", Interval: 10 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 1, Fall: 1}}})
+	var v Verdict
+	select {
+	case v = <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no verdict for a server nobody listens for")
+	}
+	if v.Up || !v.Current() {
+		t.Fatalf("verdict %+v (current %v), want down and current", v, v.Current())
+	}
+	returned := make(chan struct{})
+	go func() {
+		c.Set(nil) // with mu held, as a reload holds the gateway's lock
+		close(returned)
+	}()
+	select {
+	case <-returned:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Set waited for a prober that waits for the lock Set's caller holds: deadlock")
+	}
+	mu.Unlock()
+	if <-applied {
+		t.Fatal("a verdict from a prober Set removed is still Current")
+	}
+	c.Close() // waits for the stopped prober, which can finish now
 }
