@@ -79,6 +79,12 @@ func rewire(h *netlink.Handle, old *netState, p NetPlan) (st *netState, done fun
 	if err != nil {
 		return nil, nil, err
 	}
+	return applySteps(h, old, steps)
+}
+
+// applySteps is rewire with the plan's steps listed: a step that fails
+// takes back what the ones before it added, and old stays as it was.
+func applySteps(h *netlink.Handle, old *netState, steps []netStep) (st *netState, done func() error, err error) {
 	have := map[string]func() error{}
 	for _, it := range old.items {
 		have[it.key] = it.undo

@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -187,4 +189,96 @@ func wiringLab(t *testing.T) *netlab.Host {
 // addTUN makes the TUN device vsg0 the plans route into.
 func addTUN(h *netlink.Handle) error {
 	return h.LinkAdd(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "vsg0"}, Mode: netlink.TUNTAP_MODE_TUN})
+}
+
+// TestRewireFailsAtEveryStep: a move from plan A to plan B whose k-th
+// step fails, for every k: the error names the step, and routes, rules,
+// proxy neighbour entries, sysctls, the nftables table and the TUN's
+// queue length are exactly what A made; the move then succeeds.
+func TestRewireFailsAtEveryStep(t *testing.T) {
+	gw := wiringLab(t)
+	snapshot := func() string {
+		out, err := gw.Run(context.Background(), "sh", "-c",
+			"ip -4 route show table all; ip -6 route show table all | grep -v fe80; ip -4 rule; ip -6 rule; ip neigh show proxy; "+
+				"sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding net.ipv4.conf.all.rp_filter net.ipv6.conf."+gw.IfName(netlab.IfGWOut)+".proxy_ndp; "+
+				"nft list ruleset; ip link show vsg0 | grep -o 'qlen [0-9]*'")
+		if err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		return string(out)
+	}
+	planA := NetPlan{Device: "vsg0", Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.10")}, Table: 100, RulePriority: 1000}
+	planB := NetPlan{Device: "vsg0", Table: 100, RulePriority: 1000,
+		Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.11"), netip.MustParseAddr("2001:db8::11")},
+		Steer: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24"), netip.MustParsePrefix("2001:db8:2::/64")}}
+	err := gw.Do(func() error {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if err := addTUN(h); err != nil {
+			return err
+		}
+		a, err := setupNetwork(h, planA)
+		if err != nil {
+			return err
+		}
+		wiredA := snapshot()
+		steps, err := planSteps(h, planB)
+		if err != nil {
+			return err
+		}
+		injected := errors.New("injected failure")
+		failed := 0
+		for k := range steps {
+			broken := slices.Clone(steps)
+			key := broken[k].key
+			broken[k].do = func() (func() error, error) { return nil, fmt.Errorf("%s: %w", key, injected) }
+			st, _, err := applySteps(h, a, broken)
+			if err == nil {
+				// A step A made already is kept, not done again: its
+				// failure cannot happen. Take the move back to A.
+				if !slices.ContainsFunc(a.items, func(it netItem) bool { return it.key == key }) {
+					t.Errorf("step %d (%s) failed, yet the move succeeded", k, key)
+				}
+				if err := st.undoNew(); err != nil {
+					return err
+				}
+				if got := snapshot(); got != wiredA {
+					t.Fatalf("undoNew after step %d did not give A back:\n%s\nwant:\n%s", k, got, wiredA)
+				}
+				continue
+			}
+			if !errors.Is(err, injected) {
+				t.Errorf("step %d (%s) failed, rewire said %v", k, key, err)
+				continue
+			}
+			failed++
+			if !strings.Contains(err.Error(), key) {
+				t.Errorf("step %d: the error does not name the step %q: %v", k, key, err)
+			}
+			if got := snapshot(); got != wiredA {
+				t.Fatalf("step %d (%s) failed and the wiring is not A's:\n%s\nwant:\n%s", k, key, got, wiredA)
+			}
+		}
+		t.Logf("plan B has %d steps: %d made to fail one at a time, the rest kept from A", len(steps), failed)
+		if failed < len(steps)/2 {
+			t.Errorf("only %d of %d steps could be made to fail", failed, len(steps))
+		}
+		b, done, err := rewire(h, a, planB)
+		if err != nil {
+			return err
+		}
+		if err := done(); err != nil {
+			return err
+		}
+		if got := snapshot(); !strings.Contains(got, "198.18.0.11 dev vsg0") || strings.Contains(got, "198.18.0.10 dev vsg0") {
+			t.Errorf("the move to B after the failures:\n%s", got)
+		}
+		return b.teardown()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
