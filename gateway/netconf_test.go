@@ -28,23 +28,8 @@ func TestNetworkSetup(t *testing.T) {
 		Table:  100, RulePriority: 1000,
 	}
 	var before, during, after string
-	snapshot := func() string {
-		out, err := gw.Run(context.Background(), "sh", "-c",
-			"ip -4 route show table all; ip -6 route show table all | grep -v fe80; ip -4 rule; ip -6 rule; ip neigh show proxy; sysctl -n net.ipv4.conf.all.rp_filter net.ipv6.conf."+gw.IfName(netlab.IfGWOut)+".proxy_ndp; nft list ruleset; ip link show vsg0 | grep -o 'qlen [0-9]*'")
-		if err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
-		return string(out)
-	}
-	err := gw.Do(func() error {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		if err := addTUN(h); err != nil {
-			return err
-		}
+	snapshot := func() string { return wiringSnapshot(t, gw) }
+	err := withTUN(gw, func(h *netlink.Handle) error {
 		before = snapshot()
 		st, err := setupNetwork(h, plan)
 		if err != nil {
@@ -103,15 +88,7 @@ func TestRewire(t *testing.T) {
 		}
 		return p
 	}
-	err := gw.Do(func() error {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		if err := addTUN(h); err != nil {
-			return err
-		}
+	err := withTUN(gw, func(h *netlink.Handle) error {
 		empty := snapshot()
 		a, err := setupNetwork(h, plan("198.18.0.10", "198.18.0.11"))
 		if err != nil {
@@ -186,9 +163,20 @@ func wiringLab(t *testing.T) *netlab.Host {
 	return lab.MustHost(netlab.HostGW)
 }
 
-// addTUN makes the TUN device vsg0 the plans route into.
-func addTUN(h *netlink.Handle) error {
-	return h.LinkAdd(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "vsg0"}, Mode: netlink.TUNTAP_MODE_TUN})
+// withTUN runs f in gw's namespace with a netlink handle, once it has
+// made the TUN device vsg0 the plans route into.
+func withTUN(gw *netlab.Host, f func(h *netlink.Handle) error) error {
+	return gw.Do(func() error {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if err := h.LinkAdd(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "vsg0"}, Mode: netlink.TUNTAP_MODE_TUN}); err != nil {
+			return err
+		}
+		return f(h)
+	})
 }
 
 // TestRewireFailsAtEveryStep: a move from plan A to plan B whose k-th
@@ -197,29 +185,12 @@ func addTUN(h *netlink.Handle) error {
 // queue length are exactly what A made; the move then succeeds.
 func TestRewireFailsAtEveryStep(t *testing.T) {
 	gw := wiringLab(t)
-	snapshot := func() string {
-		out, err := gw.Run(context.Background(), "sh", "-c",
-			"ip -4 route show table all; ip -6 route show table all | grep -v fe80; ip -4 rule; ip -6 rule; ip neigh show proxy; "+
-				"sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding net.ipv4.conf.all.rp_filter net.ipv6.conf."+gw.IfName(netlab.IfGWOut)+".proxy_ndp; "+
-				"nft list ruleset; ip link show vsg0 | grep -o 'qlen [0-9]*'")
-		if err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
-		return string(out)
-	}
+	snapshot := func() string { return wiringSnapshot(t, gw) }
 	planA := NetPlan{Device: "vsg0", Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.10")}, Table: 100, RulePriority: 1000}
 	planB := NetPlan{Device: "vsg0", Table: 100, RulePriority: 1000,
 		Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.11"), netip.MustParseAddr("2001:db8::11")},
 		Steer: []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24"), netip.MustParsePrefix("2001:db8:2::/64")}}
-	err := gw.Do(func() error {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		if err := addTUN(h); err != nil {
-			return err
-		}
+	err := withTUN(gw, func(h *netlink.Handle) error {
 		a, err := setupNetwork(h, planA)
 		if err != nil {
 			return err
@@ -281,4 +252,19 @@ func TestRewireFailsAtEveryStep(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// wiringSnapshot is everything the wiring may change in gw's namespace,
+// as text: routes, rules, proxy neighbour entries, the sysctls it sets,
+// nftables and the TUN's queue length.
+func wiringSnapshot(t *testing.T, gw *netlab.Host) string {
+	t.Helper()
+	out, err := gw.Run(context.Background(), "sh", "-c",
+		"ip -4 route show table all; ip -6 route show table all | grep -v fe80; ip -4 rule; ip -6 rule; ip neigh show proxy; "+
+			"sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding net.ipv4.conf.all.rp_filter net.ipv6.conf."+gw.IfName(netlab.IfGWOut)+".proxy_ndp; "+
+			"nft list ruleset; ip link show vsg0 | grep -o 'qlen [0-9]*'")
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	return string(out)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -87,31 +88,20 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	if *conns > 0 {
 		c.Conns = *conns
 	}
-	if *systems != "" {
-		known := map[string]bool{}
-		for _, s := range bench.Systems() {
-			known[s.Name] = true
-		}
-		for _, s := range strings.Split(*systems, ",") {
-			if !known[s] {
-				fmt.Fprintf(stderr, "vsgate bench: unknown system %q\n", s)
-				return 2
-			}
-			c.Systems = append(c.Systems, s)
-		}
+	var systemNames, workloadNames []string
+	for _, s := range bench.Systems() {
+		systemNames = append(systemNames, s.Name)
 	}
-	if *workloads != "" {
-		known := map[string]bool{}
-		for _, w := range bench.Workloads() {
-			known[w.Name] = true
-		}
-		for _, w := range strings.Split(*workloads, ",") {
-			if !known[w] {
-				fmt.Fprintf(stderr, "vsgate bench: unknown workload %q\n", w)
-				return 2
-			}
-			c.Workloads = append(c.Workloads, w)
-		}
+	for _, w := range bench.Workloads() {
+		workloadNames = append(workloadNames, w.Name)
+	}
+	var err error
+	if c.Systems, err = pickNames("system", *systems, systemNames); err == nil {
+		c.Workloads, err = pickNames("workload", *workloads, workloadNames)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "vsgate bench: %v\n", err)
+		return 2
 	}
 	c.Exe = *exe
 	if c.Exe == "" {
@@ -238,4 +228,20 @@ func runBenchSummarize(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// pickNames splits list, a comma-separated flag value, into names that
+// must each be one of known; an empty list picks none (meaning all).
+func pickNames(what, list string, known []string) ([]string, error) {
+	if list == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, n := range strings.Split(list, ",") {
+		if !slices.Contains(known, n) {
+			return nil, fmt.Errorf("unknown %s %q", what, n)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
