@@ -21,6 +21,30 @@
 // batched output), dispatch.go (what `vsgate adm` asks), control.go (the
 // socket it asks on), capture.go, metrics.go, drops.go, pmtu.go.
 //
+// What waits on what (the locks, outermost first; nothing takes them in
+// another order):
+//
+//   - g.mu serialises every change: Reload, adm commands that change
+//     something, health verdicts (healthChanged), capture start and stop.
+//     It is held across the whole change: the address checks, the
+//     rewiring (netlink, nftables, sysctls), engine.Update, and the
+//     health checker's Set, which only cancels probers and never waits
+//     for one (a prober delivering a verdict waits for g.mu). Listings
+//     take it only briefly, to read the configuration they print.
+//   - The engine's e.mu: Update publishes a new snapshot under it (with
+//     the scheduler rebuilds); statistics read under it. Workers never
+//     take it on the packet path: each loads the snapshot atomically at
+//     the start of a batch.
+//   - writeMu[i]: worker i and the L7 stack's output share device queue i
+//     for writes; each holds it for one Write of a batch. Worker i never
+//     waits for another worker's queue.
+//   - Shard locks (nat): a new flow takes the one or two shards its keys
+//     hash to; Expire copies each shard's live list under its lock, then
+//     takes the locks again only for the flows it removes. Established
+//     flows take none.
+//   - The health checker's own lock: a prober holds it to record a probe's
+//     result, never while it calls back.
+//
 // Subpackages: config (the YAML file), adm (ipvsadm, portfw and ipchains
 // command lines), health (the checkers), e2e (the end-to-end demo and its
 // test in netlab).
