@@ -13,7 +13,8 @@
 // its own packet quoted); and the L7 services,
 // whose packets the engine hands to an embedded netstack (proxy/netstack).
 //
-// Files, by job: gateway.go (Options, New, Run, Close), dataplane.go (the
+// Files, by job: gateway.go (Options, New, Run, Close), fromconfig.go
+// (the one conversion from a configuration file to Options), dataplane.go (the
 // workers' loop, writes, housekeeping and rates), reload.go (changes,
 // all or nothing: check, rewire, engine, then the old wiring goes),
 // netconf.go and guard.go (the TUN wiring and its nftables table),

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -16,13 +15,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vsgate/vsgate/gateway"
-	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/config"
-	"github.com/vsgate/vsgate/gateway/health"
 	"github.com/vsgate/vsgate/gateway/names"
 	"github.com/vsgate/vsgate/internal/privilege"
-	"github.com/vsgate/vsgate/nat"
-	"github.com/vsgate/vsgate/proxy"
 )
 
 const runUsage = `usage: vsgate run -c FILE [--pcap NAME]
@@ -59,11 +54,12 @@ func runRun(args []string, stdout, stderr io.Writer) (code int) {
 		return 1
 	}
 	log := newLogger(stderr, cfg.Log)
-	opts, err := options(cfg, log)
+	opts, closeL7, err := gateway.FromConfig(cfg, log)
 	if err != nil {
 		log.Error("configuration", "err", err)
 		return 1
 	}
+	defer closeL7()
 	// Who to become is known before anything is set up: an unknown user
 	// stops vsgate before it touches the network.
 	var who *privilege.Identity
@@ -76,13 +72,6 @@ func runRun(args []string, stdout, stderr io.Writer) (code int) {
 		who = &id
 		opts.Owner = &gateway.Owner{UID: id.UID, GID: id.GID}
 	}
-	l7, closeL7, err := l7Services(cfg, log)
-	if err != nil {
-		log.Error("l7 services", "err", err)
-		return 1
-	}
-	defer closeL7()
-	opts.L7 = l7
 	opts.Source = &gateway.Source{
 		Path: *file,
 		Read: func() ([]byte, error) { return config.Read(*file) },
@@ -91,7 +80,7 @@ func runRun(args []string, stdout, stderr io.Writer) (code int) {
 			if err != nil {
 				return gateway.Options{}, err
 			}
-			o, err := options(c, log)
+			o, err := gateway.ReloadOptions(c, log)
 			o.Owner = opts.Owner
 			return o, err
 		},
@@ -145,39 +134,6 @@ func runRun(args []string, stdout, stderr io.Writer) (code int) {
 	return 0
 }
 
-// options turns a configuration into gateway options.
-func options(cfg *config.Config, log *slog.Logger) (gateway.Options, error) {
-	n, err := cfg.NAT()
-	if err != nil {
-		return gateway.Options{}, err
-	}
-	o := gateway.Options{
-		NAT: n, Device: cfg.Device.Name, Queues: cfg.Device.Queues, Offloads: cfg.Device.Offloads,
-		ControlSocket: cfg.Control.Socket, PcapDir: cfg.Pcap.Dir, Logger: log,
-		MasqDefaults: adm.Defaults{Inside: cfg.MasqueradeInside},
-		Health:       map[string]health.Spec{},
-	}
-	if cfg.MasqueradeTo.IsValid() {
-		o.MasqDefaults.MasqTo = []netip.Addr{cfg.MasqueradeTo}
-	}
-	if cfg.Device.Type == config.DeviceAFPacket {
-		o.AFPacket = &gateway.AFPacketOptions{Interfaces: cfg.Device.Interfaces, Queues: cfg.Device.Queues, Addrs: cfg.Device.Addresses}
-	}
-	if cfg.Metrics.Listen.IsValid() {
-		o.MetricsListen = cfg.Metrics.Listen.String()
-		o.MetricsPprof = cfg.Metrics.Pprof
-	}
-	for i, s := range cfg.Services {
-		if s.Health == nil {
-			continue
-		}
-		h := s.Health
-		o.Health[adm.ServiceKey(n.Services[i])] = health.Spec{Type: h.Type, Interval: h.Interval, Timeout: h.Timeout,
-			Rise: h.Rise, Fall: h.Fall, Path: h.Path, Expect: h.Expect, Port: h.Port}
-	}
-	return o, nil
-}
-
 // newLogger builds the slog logger the configuration asks for.
 func newLogger(w io.Writer, c config.Log) *slog.Logger {
 	ho := &slog.HandlerOptions{Level: c.Level}
@@ -229,49 +185,4 @@ func privileges(afpacket bool) []privilege.Cap {
 		keep = append(keep, unix.CAP_NET_RAW)
 	}
 	return keep
-}
-
-// l7Services builds a proxy for every HTTP service. They are fixed for the
-// life of the process: a reload changes L4 services only.
-func l7Services(cfg *config.Config, log *slog.Logger) ([]gateway.L7Service, func(), error) {
-	var out []gateway.L7Service
-	var proxies []*proxy.Proxy
-	closeAll := func() {
-		for _, p := range proxies {
-			p.Close()
-		}
-	}
-	name, _ := os.Hostname()
-	for _, s := range cfg.Services {
-		if s.Mode != nat.ModeL7 || s.L7 == nil {
-			continue
-		}
-		source := s.L7.File
-		if source == "" {
-			source = fmt.Sprintf("l7 directives of %v", s.VIP)
-		}
-		pc, err := proxy.ParseDirectives(s.L7.Text, source)
-		if err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-		p, err := proxy.New(pc, proxy.Options{ServerName: name, Logger: log})
-		if err != nil {
-			closeAll()
-			return nil, nil, err
-		}
-		proxies = append(proxies, p)
-		svc := gateway.L7Service{VIP: s.VIP, Handler: p, SetDown: p.SetMemberDown}
-		for _, m := range p.Members() {
-			if ap, err := netip.ParseAddrPort(m.Addr); err == nil {
-				svc.Members = append(svc.Members, ap)
-			}
-		}
-		if h := s.Health; h != nil {
-			svc.Health = &health.Spec{Type: h.Type, Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall,
-				Path: h.Path, Expect: h.Expect, Port: h.Port}
-		}
-		out = append(out, svc)
-	}
-	return out, closeAll, nil
 }
