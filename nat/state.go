@@ -162,3 +162,9 @@ func (t Timeouts) ticks(tick time.Duration) [numTCPStates + 2]int64 {
 		stateUDP: c(t.UDP), stateICMP: c(t.ICMP),
 	}
 }
+
+// closed reports whether state word s is TIME_WAIT or CLOSE.
+func closed(s uint32) bool {
+	st := tcpState(s & stateMask)
+	return st == tcpTimeWait || st == tcpClose
+}

@@ -538,12 +538,6 @@ func (w *Worker) release(seg *packet.TCPSegment) {
 	w.released, w.releasedV = append(w.released, buf[:n]), append(w.releasedV, Reply)
 }
 
-// closed reports whether state word s is TIME_WAIT or CLOSE.
-func closed(s uint32) bool {
-	st := tcpState(s & stateMask)
-	return st == tcpTimeWait || st == tcpClose
-}
-
 // synthBuf returns a buffer of n bytes (at most heldSlotSize) of the
 // worker's, valid until its next Process call. The worker keeps what it
 // grew to: as many as one call ever needed.

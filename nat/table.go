@@ -395,7 +395,7 @@ func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, owner, st
 			return 0, evicted, ErrFlowExists
 		}
 		if idx = t.pop(); idx != 0 {
-			t.publish(idx, orig, reply, owner, state, deadline, ho, hr, bo, br)
+			t.publish(idx, orig, reply, owner, state, deadline, ho, hr, so, bo, br)
 			unlockPair(first, second)
 			return idx, evicted, nil
 		}
@@ -413,9 +413,10 @@ func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, owner, st
 	}
 }
 
-// publish initialises free slot idx with both keys (hashes ho, hr) and
-// makes it visible. The caller holds both shards' locks.
-func (t *table) publish(idx uint32, orig, reply *tupleWords, owner, state, deadline uint32, ho, hr uint64, bo, br *bucket) {
+// publish initialises free slot idx with both keys (hashes ho, hr; so is
+// the original key's shard, bo and br the buckets) and makes it visible.
+// The caller holds both shards' locks.
+func (t *table) publish(idx uint32, orig, reply *tupleWords, owner, state, deadline uint32, ho, hr uint64, so *shard, bo, br *bucket) {
 	f := &t.flows[idx]
 	// gen is odd (free): readers holding a stale ref to idx will retry.
 	f.setKey(DirOriginal, orig)
@@ -426,7 +427,6 @@ func (t *table) publish(idx uint32, orig, reply *tupleWords, owner, state, deadl
 	f.gen.Add(1) // even: valid
 	t.link(bo, makeRef(idx, DirOriginal), ho)
 	t.link(br, makeRef(idx, DirReply), hr)
-	so := &t.shards[ho&(uint64(len(t.shards))-1)]
 	t.livePos[idx] = uint32(len(so.live))
 	so.live = append(so.live, idx)
 	t.count.Add(1)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -460,9 +461,10 @@ func (e *Env) metricValue(ctx context.Context, series string) (float64, error) {
 	return 0, fmt.Errorf("no %s in /metrics", series)
 }
 
-// dropCounts returns the gateway's drops by series (every
-// vsgate_drops_total and vsgate_device_drops_total sample of /metrics).
-func (e *Env) dropCounts(ctx context.Context) (map[string]float64, error) {
+// samples returns the samples of the gateway's /metrics whose series
+// (name and labels, as the text format writes them) starts with one of
+// prefixes, by series.
+func (e *Env) samples(ctx context.Context, prefixes ...string) (map[string]float64, error) {
 	m, err := e.metrics(ctx)
 	if err != nil {
 		return nil, err
@@ -470,7 +472,7 @@ func (e *Env) dropCounts(ctx context.Context) (map[string]float64, error) {
 	out := map[string]float64{}
 	for line := range strings.Lines(m) {
 		line = strings.TrimSpace(line)
-		if !strings.HasPrefix(line, "vsgate_drops_total{") && !strings.HasPrefix(line, "vsgate_device_drops_total{") {
+		if !slices.ContainsFunc(prefixes, func(p string) bool { return strings.HasPrefix(line, p) }) {
 			continue
 		}
 		i := strings.LastIndexByte(line, ' ')
@@ -481,6 +483,12 @@ func (e *Env) dropCounts(ctx context.Context) (map[string]float64, error) {
 		out[line[:i]] = v
 	}
 	return out, nil
+}
+
+// dropCounts returns the gateway's drops by series (every
+// vsgate_drops_total and vsgate_device_drops_total sample).
+func (e *Env) dropCounts(ctx context.Context) (map[string]float64, error) {
+	return e.samples(ctx, "vsgate_drops_total{", "vsgate_device_drops_total{")
 }
 
 // dropsSince lists the drop series that grew since before (from
@@ -503,27 +511,17 @@ func (e *Env) dropsSince(ctx context.Context, before map[string]float64) string 
 	return strings.Join(out, ", ")
 }
 
-// metricSum adds up the samples of /metrics whose line starts with prefix
-// and holds label.
+// metricSum adds up the samples whose series starts with prefix and
+// holds label.
 func (e *Env) metricSum(ctx context.Context, prefix, label string) (float64, error) {
-	m, err := e.metrics(ctx)
-	if err != nil {
-		return 0, err
-	}
+	all, err := e.samples(ctx, prefix)
 	sum := 0.0
-	for line := range strings.Lines(m) {
-		line = strings.TrimSpace(line)
-		if !strings.HasPrefix(line, prefix) || !strings.Contains(line, label) {
-			continue
+	for series, v := range all {
+		if strings.Contains(series, label) {
+			sum += v
 		}
-		i := strings.LastIndexByte(line, ' ')
-		v, err := strconv.ParseFloat(line[i+1:], 64)
-		if err != nil {
-			return 0, fmt.Errorf("/metrics: %q: %w", line, err)
-		}
-		sum += v
 	}
-	return sum, nil
+	return sum, err
 }
 
 func fmtSpread(m map[string]int) string {

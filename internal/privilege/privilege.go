@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -188,70 +189,40 @@ func lastCap() (Cap, error) {
 	return Cap(n), nil
 }
 
-// Status is what /proc reports about a thread's credentials.
-type Status struct {
-	UID, GID                string // real, effective, saved, filesystem
-	Groups                  string
-	Inh, Prm, Eff, Bnd, Amb string
-	NoNewPrivs, Seccomp     string
-}
-
-// ReadStatus parses /proc/<path>/status (path "self", "thread-self",
-// "1234", "1234/task/1235").
-func ReadStatus(path string) (Status, error) {
-	b, err := os.ReadFile(filepath.Join("/proc", path, "status"))
-	if err != nil {
-		return Status{}, err
-	}
-	var s Status
-	fields := map[string]*string{"Uid": &s.UID, "Gid": &s.GID, "Groups": &s.Groups, "CapInh": &s.Inh, "CapPrm": &s.Prm,
-		"CapEff": &s.Eff, "CapBnd": &s.Bnd, "CapAmb": &s.Amb, "NoNewPrivs": &s.NoNewPrivs, "Seccomp": &s.Seccomp}
-	for _, l := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if p := fields[k]; ok && p != nil {
-			*p = strings.Join(strings.Fields(v), " ")
-		}
-	}
-	return s, nil
-}
-
-// Check compares s with what Drop promises for who and keep and says what
-// differs.
-func (s Status) Check(who Identity, keep []Cap) error {
-	ids := func(n int) string { v := strconv.Itoa(n); return v + " " + v + " " + v + " " + v }
-	want := Mask(keep)
-	var bad []string
-	for _, f := range []struct{ name, got, want string }{
-		{"Uid", s.UID, ids(who.UID)}, {"Gid", s.GID, ids(who.GID)}, {"Groups", s.Groups, ""},
-		{"CapInh", s.Inh, want}, {"CapPrm", s.Prm, want}, {"CapEff", s.Eff, want}, {"CapAmb", s.Amb, want},
-		{"CapBnd", s.Bnd, Mask(nil)}, {"NoNewPrivs", s.NoNewPrivs, "1"},
-	} {
-		if f.got != f.want {
-			bad = append(bad, fmt.Sprintf("%s %q, want %q", f.name, f.got, f.want))
-		}
-	}
-	if len(bad) > 0 {
-		return errors.New(strings.Join(bad, "; "))
-	}
-	return nil
-}
-
-// verify checks every thread of the process.
+// verify checks every thread of the process against what Drop promises:
+// /proc's view of its credentials, field by field.
 func verify(who Identity, keep []Cap) error {
+	ids := func(n int) string { v := strconv.Itoa(n); return v + " " + v + " " + v + " " + v }
+	caps := Mask(keep)
+	want := map[string]string{"Uid": ids(who.UID), "Gid": ids(who.GID), "Groups": "",
+		"CapInh": caps, "CapPrm": caps, "CapEff": caps, "CapAmb": caps, "CapBnd": Mask(nil), "NoNewPrivs": "1"}
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
 		return fmt.Errorf("privileges: %w", err)
 	}
 	for _, t := range tasks {
-		s, err := ReadStatus(filepath.Join("self/task", t.Name()))
+		b, err := os.ReadFile(filepath.Join("/proc/self/task", t.Name(), "status"))
 		if errors.Is(err, os.ErrNotExist) {
 			continue // the thread ended
 		}
 		if err != nil {
 			return fmt.Errorf("privileges: %w", err)
 		}
-		if err := s.Check(who, keep); err != nil {
-			return fmt.Errorf("privileges: thread %s after the drop: %w", t.Name(), err)
+		got := map[string]string{}
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok {
+				got[k] = strings.Join(strings.Fields(v), " ")
+			}
+		}
+		var bad []string
+		for k, w := range want {
+			if got[k] != w {
+				bad = append(bad, fmt.Sprintf("%s %q, want %q", k, got[k], w))
+			}
+		}
+		if len(bad) > 0 {
+			slices.Sort(bad)
+			return fmt.Errorf("privileges: thread %s after the drop: %s", t.Name(), strings.Join(bad, "; "))
 		}
 	}
 	return nil
