@@ -3,6 +3,7 @@ package nat_test
 import (
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/vsgate/vsgate/nat"
@@ -341,6 +342,55 @@ func TestSynReopensClosedFlow(t *testing.T) {
 	}
 	if n := e.Flows(); n != 1 {
 		t.Fatalf("%d flows, want the new one only", n)
+	}
+}
+
+// TestSynReclaimsClosedReplyTuple: in NAT mode a client port's flow
+// through one VIP and a new connection from the same port through another
+// VIP to the same real server share a reply tuple. While the old flow is
+// live the SYN is refused (reply_tuple_in_use: the real server's answers
+// could not be told apart); once it is closed (here CLOSE after an exact
+// RST; TIME_WAIT likewise) the SYN takes the tuple over, as the kernel's
+// NAT and IPVS let it, instead of waiting out the old flow's timer.
+func TestSynReclaimsClosedReplyTuple(t *testing.T) {
+	rip := netip.AddrPortFrom(rips[0], 80)
+	other := netip.MustParseAddrPort("198.18.0.11:80")
+	var svcs []nat.Service
+	for _, v := range []netip.AddrPort{vip, other} {
+		svcs = append(svcs, nat.Service{Proto: packet.ProtoTCP, VIP: v.Addr(), Port: v.Port(), Scheduler: "rr",
+			Backends: []nat.Backend{{Addr: rip.Addr(), Port: rip.Port(), Weight: 1}}, SynProxy: nat.SynProxyOff})
+	}
+	e, err := nat.New(nat.Config{Capacity: 64, ShardBits: 2, Services: svcs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	established(t, w, client)
+	if v := one(w, tcpSeq(client, other, syn, 0, 9000, 0)); v != nat.Drop || e.Drops(nat.DropReplyTupleInUse) != 1 {
+		t.Fatalf("SYN through %v while the flow through %v is live: verdict %v, reply_tuple_in_use %d",
+			other, vip, v, e.Drops(nat.DropReplyTupleInUse))
+	}
+	if v := one(w, tcpSeq(client, vip, rst, 0, 102, 0)); v != nat.Forward || flowState(e, client) != "CLOSE" {
+		t.Fatalf("exact RST: verdict %v, flow %s", v, flowState(e, client))
+	}
+	b := tcpSeq(client, other, syn, 0, 9000, 0)
+	if v := one(w, b); v != nat.Forward {
+		t.Fatalf("SYN through %v once the flow through %v is closed: verdict %v", other, vip, v)
+	}
+	if _, d := endpoints(t, b); d != rip {
+		t.Fatalf("the SYN went to %v, want %v", d, rip)
+	}
+	flows := slices.Collect(e.AllFlows())
+	if len(flows) != 1 || flows[0].OrigDst != other || flows[0].State != "SYN_RECV" {
+		t.Fatalf("flows %+v, want only the new one through %v", flows, other)
+	}
+	// The real server's answer goes back from the new VIP.
+	synAck := tcpSeq(rip, client, synack, 0, 7000, 9001)
+	if v := one(w, synAck); v != nat.Forward {
+		t.Fatalf("SYN-ACK: verdict %v", v)
+	}
+	if s, _ := endpoints(t, synAck); s != other {
+		t.Fatalf("the SYN-ACK left from %v, want %v", s, other)
 	}
 }
 

@@ -824,6 +824,11 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 		}
 		rw := reply.words()
 		idx, evicted, err := e.tab.insert(kw, w.h, &rw, ownID, state, deadline, e)
+		if err == ErrFlowExists && w.reclaimClosed(&rw) {
+			var again bool
+			idx, again, err = e.tab.insert(kw, w.h, &rw, ownID, state, deadline, e)
+			evicted = evicted || again
+		}
 		if evicted {
 			e.counts.evictions.Add(1) // even if the insert failed after all
 		}
@@ -859,10 +864,31 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 		rewrite(b, p, reply.Dst, reply.DstPort, reply.Src, reply.SrcPort)
 		return Forward
 	}
-	// Every port probed is taken; or, with no range (NAT mode), the one
-	// reply tuple is: another client flow through a different VIP maps
-	// onto the same backend tuple.
-	return w.drop(DropPortsExhausted)
+	if ports == [2]uint16{} {
+		// NAT mode has one reply tuple, and a live flow holds it: the
+		// client's same port through another VIP to the same real
+		// server.
+		return w.drop(DropReplyTupleInUse)
+	}
+	return w.drop(DropPortsExhausted) // every port probed is taken
+}
+
+// reclaimClosed removes the flow that holds key rw if it is a closed TCP
+// flow (TIME_WAIT, CLOSE) and the packet opening the new flow is a SYN,
+// and reports whether it did. A client that reuses a port through
+// another VIP to the same real server (NAT mode: the same reply tuple)
+// would otherwise be refused until the old flow's TIME_WAIT ran out; the
+// kernel's NAT gives the new connection the tuple likewise, and IPVS
+// finds the newest connection first.
+func (w *Worker) reclaimClosed(rw *tupleWords) bool {
+	if w.p.Proto != packet.ProtoTCP || w.p.TCPFlags&packet.TCPFlagSYN == 0 {
+		return false
+	}
+	ref, gen, ok := w.e.tab.lookup(rw)
+	if !ok || !closed(w.e.tab.flows[ref.index()].state.Load()) {
+		return false
+	}
+	return w.e.tab.remove(ref.index(), gen, w.e.retire)
 }
 
 // portStep is an odd stride so successive probes visit the range widely.
