@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -22,7 +23,13 @@ func benchFlows(n int, net byte) [][]byte {
 	// Acknowledgement 5001 (ignored in a SYN): the real server's SYN-ACK
 	// (synAckOf) is sequence 5000, and toAck keeps the number, so the
 	// handshake's ACK acknowledges it exactly, as the engine requires.
-	tpl := tcpSeq(client, vip, syn, 6, 1, 5001)
+	return flowsOf(tcpSeq(client, vip, syn, 6, 1, 5001), n, net, packet.SetSrc)
+}
+
+// flowsOf is n copies of packet tpl, each with the distinct client address
+// and port benchFlows gives flow i set by set (packet.SetSrc for the
+// client's packets, packet.SetDst for the answers), in one backing array.
+func flowsOf(tpl []byte, n int, net byte, set func([]byte, *packet.Parsed, [16]byte, uint16)) [][]byte {
 	out := make([][]byte, n)
 	backing := make([]byte, n*len(tpl)) // one array: a packet is one cache miss, not two
 	var p packet.Parsed
@@ -31,7 +38,7 @@ func benchFlows(n int, net byte) [][]byte {
 		copy(b, tpl)
 		packet.Parse(b, &p)
 		a := netip.AddrFrom4([4]byte{198, net, byte(i >> 16), byte(i >> 8)}).As16()
-		packet.SetSrc(b, &p, a, uint16(1024+i&0xff))
+		set(b, &p, a, uint16(1024+i&0xff))
 		out[i] = b
 	}
 	return out
@@ -364,6 +371,95 @@ func BenchmarkEngineParallel(b *testing.B) {
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds()/1e6, "Mpps")
 	})
+}
+
+// BenchmarkNewFlowsParallel: new flows from GOMAXPROCS workers at once,
+// each on 64K clients of its own, 16 at a time: their SYNs, the real
+// servers' SYN-ACKs, the clients' ACKs, then their exact RSTs
+// (conntrack's and IPVS's state machines close only an established flow
+// on a client's RST). A SYN on a closed flow's ports replaces it (a
+// remove and an insert, as for a client reusing its port), so every round
+// frees a slot and takes one. The service spreads flows over 16 real
+// servers by source hash (mh), so that what the workers share is the
+// engine's own state (free slots, flow counts), not one real server's
+// connection counts or rr's position. ns/op is per packet; compare -cpu 1
+// with -cpu 2.
+func BenchmarkNewFlowsParallel(b *testing.B) {
+	const perWorker, group = 1 << 16, 16
+	procs := runtime.GOMAXPROCS(0)
+	var rounds [4][][]byte
+	for i, tpl := range [][]byte{tcpSeq(client, vip, syn, 0, 1, 0), tcpSeq(netip.AddrPortFrom(rips[0], 8080), client, synack, 0, 5000, 2),
+		tcpSeq(client, vip, ack, 0, 2, 5001), tcpSeq(client, vip, rst, 0, 2, 0)} {
+		set := packet.SetSrc
+		if i == 1 {
+			set = packet.SetDst
+		}
+		rounds[i] = flowsOf(tpl, procs*perWorker, 18, set)
+	}
+	var backends []nat.Backend
+	for i := range 16 {
+		backends = append(backends, nat.Backend{Addr: rips[0], Port: uint16(8080 + i), Weight: 1})
+	}
+	e, err := nat.New(nat.Config{Capacity: procs*perWorker + 1024,
+		Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "mh", SynProxy: nat.SynProxyOff, Backends: backends}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var workers, refused, sent atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		first := (int(workers.Add(1)-1) % procs) * perWorker
+		w := e.NewWorker()
+		var scratch [4][group][]byte
+		for r := range scratch {
+			for j := range scratch[r] {
+				scratch[r][j] = make([]byte, len(rounds[0][0]))
+			}
+		}
+		var p packet.Parsed
+		verdicts := make([]nat.Verdict, group)
+		for i := 0; ; i += group {
+			for r := range scratch {
+				pkts := scratch[r][:]
+				n := 0
+				for n < group && pb.Next() {
+					k := first + (i+n)%perWorker
+					pkts[n] = pkts[n][:copy(pkts[n][:cap(pkts[n])], rounds[r][k])]
+					if r == 1 {
+						// The answer comes from the real server the SYN
+						// went to.
+						packet.Parse(scratch[0][n], &p)
+						dst, port := p.Dst, p.DstPort
+						packet.Parse(pkts[n], &p)
+						packet.SetSrc(pkts[n], &p, dst, port)
+					}
+					n++
+				}
+				w.Process(pkts[:n], verdicts)
+				if r == 0 {
+					sent.Add(int64(n))
+				}
+				for _, v := range verdicts[:n] {
+					if v != nat.Forward {
+						refused.Add(1)
+					}
+				}
+				if n < group {
+					return
+				}
+			}
+		}
+	})
+	b.StopTimer()
+	if n := refused.Load(); n > 0 {
+		b.Fatalf("%d packets not forwarded (of %d)", n, b.N)
+	}
+	// A SYN that met its flow still open would have made no new one.
+	if st, _ := e.ServiceStats("tcp " + vip.String()); st.Conns != uint64(sent.Load()) {
+		b.Fatalf("%d SYNs made %d flows", sent.Load(), st.Conns)
+	}
+	b.ReportMetric(float64(b.N)/4/b.Elapsed().Seconds()/1e6, "Mflows/s")
 }
 
 // harnessOnly measures the benchmark's own per-packet work.

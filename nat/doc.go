@@ -22,13 +22,15 @@
 // tagged slots each (table.go), so a lookup reads one bucket line and then
 // only the flow whose tag matches. Capacity is fixed and flows come from a
 // preallocated slab (128 bytes each, two cache lines, 32 of them the TCP
-// window tracking; plus 8 bytes of SYN proxy shifts beside the slab and
-// 32 bytes of index: 168 per flow),
-// so nothing is allocated per packet or per flow. A flow holds no pointers
+// window tracking; plus 8 bytes of SYN proxy shifts beside the slab, 32
+// bytes of index and about 9 of the shards' live lists: 177 per flow),
+// so nothing is allocated per packet or per flow. Free slots and flow
+// counts are kept per shard, so that new flows on different workers write
+// no common cache line. A flow holds no pointers
 // (it names its owner by a 24-bit id, and keeps its deadline in 32 bits of
-// clock ticks), so the garbage collector never scans the slab. When a shard
-// is full, the stalest half-open (or UDP/ICMP) flow among a bounded sample
-// is evicted; an established TCP flow never is.
+// clock ticks), so the garbage collector never scans the slab. When the
+// table is full, the stalest half-open (or UDP/ICMP) flow among a bounded
+// sample is evicted; an established TCP flow never is.
 //
 // Fragments: a first fragment is translated as its flow's packets are, and
 // its translation is remembered for the later fragments of its datagram

@@ -165,7 +165,8 @@ type Config struct {
 	// SynProxyHalfOpen and SynProxyFill are when SynProxyAuto services
 	// proxy: while the table holds at least SynProxyHalfOpen half-open
 	// TCP flows (0 means 1024), or is at least SynProxyFill percent full
-	// (0 means 75).
+	// (0 means 75; judged from the shard the new flow would go in, which
+	// the hash fills as evenly as the rest).
 	SynProxyHalfOpen, SynProxyFill int
 
 	Services   []Service

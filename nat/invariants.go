@@ -86,19 +86,21 @@ func (e *Engine) checkInvariants() error {
 	if indexed != 2*live {
 		return fmt.Errorf("%d nodes indexed for %d live flows (want two each)", indexed, live)
 	}
-	if int64(live) != t.count.Load() {
-		return fmt.Errorf("%d live flows, count says %d", live, t.count.Load())
+	if live != t.len() {
+		return fmt.Errorf("%d live flows, the shards' counts say %d", live, t.len())
 	}
 	free := 0
-	for idx := uint32(t.free.Load()); idx != 0; idx = t.flows[idx].ports[0].Load() {
-		if int(idx) >= len(t.flows) {
-			return fmt.Errorf("free stack links to slot %d, past the slab", idx)
-		}
-		if t.flows[idx].gen.Load()&1 == 0 {
-			return fmt.Errorf("slot %d is on the free stack but live", idx)
-		}
-		if free++; free > len(t.flows) {
-			return fmt.Errorf("free stack has a cycle")
+	for si := range t.shards {
+		for idx := uint32(t.shards[si].free.Load()); idx != 0; idx = t.flows[idx].ports[0].Load() {
+			if int(idx) >= len(t.flows) {
+				return fmt.Errorf("shard %d's free stack links to slot %d, past the slab", si, idx)
+			}
+			if t.flows[idx].gen.Load()&1 == 0 {
+				return fmt.Errorf("slot %d is on shard %d's free stack but live", idx, si)
+			}
+			if free++; free > len(t.flows) {
+				return fmt.Errorf("the free stacks have a cycle or share a slot")
+			}
 		}
 	}
 	if live+free != t.capacity() {
@@ -108,6 +110,9 @@ func (e *Engine) checkInvariants() error {
 	// position livePos says; nothing else is listed.
 	listed := 0
 	for si := range t.shards {
+		if n := t.shards[si].count.Load(); n != int64(len(t.shards[si].live)) {
+			return fmt.Errorf("shard %d lists %d live flows, its count says %d", si, len(t.shards[si].live), n)
+		}
 		for pos, idx := range t.shards[si].live {
 			f := &t.flows[idx]
 			if f.gen.Load()&1 == 1 {

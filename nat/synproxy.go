@@ -241,7 +241,9 @@ func (w *Worker) synProxyOn(svc *service) bool {
 	case SynProxyOff:
 		return false
 	}
-	return int64(w.e.counts.halfOpen.Load()) >= w.snap.synProxyHalfOpen || w.e.tab.len() >= w.snap.synProxyFill
+	// The fill is the new flow's shard's, scaled: one cache line the
+	// insert writes anyway, not a sum over every shard per SYN.
+	return int64(w.e.counts.halfOpen.Load()) >= w.snap.synProxyHalfOpen || w.e.tab.shardLen(w.h) >= w.snap.synProxyFill
 }
 
 // cookieTimestamp is the SYN-ACK's timestamp: the clock in milliseconds

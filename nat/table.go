@@ -194,27 +194,36 @@ type table struct {
 	livePos   []uint32
 	shards    []shard
 	shardBits uint
-	count     atomic.Int64
-	// free is a lock-free stack of free slots: the low 32 bits are the
-	// top slot (0 = empty), the high 32 bits a counter bumped on every
-	// change so that a pop racing with a pop and push of the same slot
-	// (ABA) fails its compare-and-swap.
-	free atomic.Uint64
 }
 
-// shard is one lock domain: its hash buckets, and the live flows whose
-// original key hashes to it.
+// shard is one lock domain: its hash buckets, the live flows whose
+// original key hashes to it, and free slots. The free slots and the flow
+// count are kept per shard, not per table, so that inserts into different
+// shards share no cache line: with one table-wide stack and count, every
+// new flow on every worker wrote the same line.
 type shard struct {
 	mu      sync.Mutex
 	id      int           // position in table.shards: locks are taken in id order
 	seq     atomic.Uint32 // odd while a node is being unlinked; readers re-check on a miss
 	buckets []bucket
+	// free is a lock-free stack of free slots, which flows whose original
+	// key is in this shard take first (other shards' when it is empty):
+	// the low 32 bits are the top slot (0 = empty), the high 32 bits a
+	// counter bumped on every change so that a pop racing with a pop and
+	// push of the same slot (ABA) fails its compare-and-swap. A removed
+	// flow's slot goes back to its original key's shard.
+	free atomic.Uint64
+	// count is the live flows whose original key is in this shard:
+	// len(live), readable without the lock.
+	count atomic.Int64
 	// live lists the indices of the live flows whose original key is in
 	// this shard, in no order (removal moves the last one into the
 	// hole), so that walking every flow (Expire, listings) costs what is
 	// live, not the table's capacity. Guarded by mu.
 	live []uint32
-	_    [64]byte // keep neighbouring shards' locks off one cache line
+	// Padding to a whole number of cache lines (TestShardSize): a
+	// shard's lock and counts never share a line with its neighbour's.
+	_ [40]byte
 }
 
 // bucketSlots is how many nodes a bucket holds in its own cache line.
@@ -262,9 +271,11 @@ func newTable(capacity int, shardBits uint) *table {
 		shards:    make([]shard, nShards),
 		shardBits: shardBits,
 	}
+	// Each shard starts with its share of the slots, in one run: the
+	// shards fill evenly (the hash spreads keys over them).
 	for i := len(t.flows) - 1; i >= 1; i-- {
 		t.flows[i].gen.Store(1) // free
-		t.push(uint32(i))
+		t.push(&t.shards[(i-1)/perShard], uint32(i))
 	}
 	// A shard's share of the flows varies around perShard (the hash is
 	// uniform); room for a quarter more, and for all of a small table,
@@ -394,7 +405,7 @@ func (t *table) insert(orig *tupleWords, ho uint64, reply *tupleWords, owner, st
 			unlockPair(first, second)
 			return 0, evicted, ErrFlowExists
 		}
-		if idx = t.pop(); idx != 0 {
+		if idx = t.pop(so); idx != 0 {
 			t.publish(idx, orig, reply, owner, state, deadline, ho, hr, so, bo, br)
 			unlockPair(first, second)
 			return idx, evicted, nil
@@ -429,7 +440,7 @@ func (t *table) publish(idx uint32, orig, reply *tupleWords, owner, state, deadl
 	t.link(br, makeRef(idx, DirReply), hr)
 	t.livePos[idx] = uint32(len(so.live))
 	so.live = append(so.live, idx)
-	t.count.Add(1)
+	so.count.Add(1)
 }
 
 // link puts node ref (key hash h) into bucket b: a free slot, else the
@@ -445,8 +456,23 @@ func (t *table) link(b *bucket, ref flowRef, h uint64) {
 	b.overflow.Store(uint32(ref))
 }
 
-// count of tracked flows.
-func (t *table) len() int { return int(t.count.Load()) }
+// len is the count of tracked flows: a sum over the shards, for readers
+// off the hot path (shardLen estimates it there).
+func (t *table) len() int {
+	n := int64(0)
+	for i := range t.shards {
+		n += t.shards[i].count.Load()
+	}
+	return int(n)
+}
+
+// shardLen estimates the count of tracked flows from the shard of key hash
+// h alone (the hash spreads keys evenly over the shards): one load of a
+// line the new flow's insert writes anyway, where len would read every
+// shard's.
+func (t *table) shardLen(h uint64) int {
+	return int(t.shards[h&(uint64(len(t.shards))-1)].count.Load()) << t.shardBits
+}
 
 // has reports whether bucket b holds key w (hash h). Caller holds the lock.
 func (t *table) has(b *bucket, w *tupleWords, h uint64) bool {
@@ -465,7 +491,7 @@ const victimSample = 64
 func (t *table) pickVictim(s *shard, ev evictor) (uint32, uint32) {
 	var best, bestGen uint32
 	bestAge := int64(math.MinInt64)
-	start := int(s.seq.Load()) + int(t.count.Load()) // cheap rotation
+	start := int(s.seq.Load()) + int(s.count.Load()) // cheap rotation
 	scanned := 0
 	for si := s.id; scanned < victimSample && si < s.id+len(t.shards); si++ {
 		sh := &t.shards[si&(len(t.shards)-1)]
@@ -526,8 +552,8 @@ func (t *table) remove(idx, gen uint32, done func(f *flow) bool) bool {
 		so.live[pos], t.livePos[last] = last, pos
 		so.live = so.live[:len(so.live)-1]
 		f.gen.Add(1) // odd: freed
-		t.push(idx)
-		t.count.Add(-1)
+		t.push(so, idx)
+		so.count.Add(-1)
 	}
 	unlockPair(first, second)
 	return ok
@@ -548,27 +574,39 @@ func (t *table) liveFlows(buf []uint32) []uint32 {
 	return buf
 }
 
-// push puts a free slot on the free stack.
-func (t *table) push(idx uint32) {
+// push puts a free slot on shard s's free stack.
+func (t *table) push(s *shard, idx uint32) {
 	for {
-		h := t.free.Load()
+		h := s.free.Load()
 		t.flows[idx].ports[0].Store(uint32(h)) // a free flow's ports link the stack
-		if t.free.CompareAndSwap(h, (h>>32+1)<<32|uint64(idx)) {
+		if s.free.CompareAndSwap(h, (h>>32+1)<<32|uint64(idx)) {
 			return
 		}
 	}
 }
 
-// pop takes a free slot, or returns 0 if there is none.
-func (t *table) pop() uint32 {
+// pop takes a free slot from shard s, else from the next shard that has
+// one (a shard runs out first only when the table is nearly full), or
+// returns 0 if there is none.
+func (t *table) pop(s *shard) uint32 {
+	for i := range len(t.shards) {
+		if idx := t.popFrom(&t.shards[(s.id+i)&(len(t.shards)-1)]); idx != 0 {
+			return idx
+		}
+	}
+	return 0
+}
+
+// popFrom takes a free slot from shard s's stack, or returns 0.
+func (t *table) popFrom(s *shard) uint32 {
 	for {
-		h := t.free.Load()
+		h := s.free.Load()
 		idx := uint32(h)
 		if idx == 0 {
 			return 0
 		}
 		next := t.flows[idx].ports[0].Load()
-		if t.free.CompareAndSwap(h, (h>>32+1)<<32|uint64(next)) {
+		if s.free.CompareAndSwap(h, (h>>32+1)<<32|uint64(next)) {
 			return idx
 		}
 	}

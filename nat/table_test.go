@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+	"unsafe"
 
 	"github.com/vsgate/vsgate/packet"
 )
@@ -163,14 +164,66 @@ func TestStoreIntoFreeFlow(t *testing.T) {
 	}
 	seen := map[uint32]bool{}
 	for range n {
-		id := tab.pop()
+		id := tab.pop(&tab.shards[0])
 		if id == 0 || int(id) >= len(tab.flows) || seen[id] {
 			t.Fatalf("pop gave slot %d (capacity %d, seen before: %v)", id, n, seen[id])
 		}
 		seen[id] = true
 	}
-	if id := tab.pop(); id != 0 {
+	if id := tab.pop(&tab.shards[0]); id != 0 {
 		t.Fatalf("pop gave slot %d from an empty stack", id)
+	}
+}
+
+// TestShardTakesOthersSlots: free slots are kept per shard, but a table
+// whose keys all fall in one shard still holds its whole capacity: that
+// shard takes the other shards' slots when its own run out, and a removed
+// flow's slot goes back to its own shard.
+func TestShardTakesOthersSlots(t *testing.T) {
+	const n = 64
+	tab := newTable(n, 2)
+	e := &Engine{tab: tab}
+	var idx []uint32
+	for i := uint64(0); len(idx) < n; i++ {
+		o := tupleWords{i, 1, 2, 3, 17}
+		if o.hash()&3 != 0 {
+			continue // only keys of shard 0
+		}
+		r := tupleWords{i, 4, 5, 6, 17}
+		id, _, err := tab.insert(&o, o.hash(), &r, 0, 0, 0, noEviction{})
+		if err != nil {
+			t.Fatalf("flow %d of %d, all in shard 0: %v", len(idx)+1, n, err)
+		}
+		idx = append(idx, id)
+	}
+	if c := tab.shards[0].count.Load(); c != n || tab.len() != n {
+		t.Fatalf("shard 0 counts %d flows, the table %d; want %d", c, tab.len(), n)
+	}
+	o := tupleWords{1 << 40, 1, 2, 3, 17}
+	r := tupleWords{1 << 40, 4, 5, 6, 17}
+	if _, _, err := tab.insert(&o, o.hash(), &r, 0, 0, 0, noEviction{}); err != ErrTableFull {
+		t.Fatalf("insert into a full table: %v, want ErrTableFull", err)
+	}
+	for _, id := range idx {
+		if !tab.remove(id, tab.flows[id].gen.Load(), func(*flow) bool { return true }) {
+			t.Fatalf("remove %d failed", id)
+		}
+	}
+	if err := e.checkInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	for si := 1; si < len(tab.shards); si++ {
+		if h := tab.shards[si].free.Load(); uint32(h) != 0 {
+			t.Fatalf("shard %d has free slot %d; every slot should be back with shard 0", si, uint32(h))
+		}
+	}
+}
+
+// TestShardSize: a shard is whole cache lines, so that in the shards'
+// array no two shards' locks, free stacks or counts share one.
+func TestShardSize(t *testing.T) {
+	if n := unsafe.Sizeof(shard{}); n%64 != 0 {
+		t.Fatalf("a shard is %d bytes: pad it to a multiple of 64", n)
 	}
 }
 
@@ -218,7 +271,13 @@ func TestTouchRecycledFlow(t *testing.T) {
 	if !e.tab.remove(idx, old, func(*flow) bool { return true }) {
 		t.Fatal("remove failed")
 	}
+	// A new flow whose original key is in the same shard takes the slot
+	// back from that shard's free stack.
 	o2, r2 := tupleWords{9, 2, 3, 4, 6}, tupleWords{9, 6, 7, 8, 6}
+	for mask := uint64(len(e.tab.shards) - 1); o2.hash()&mask != o.hash()&mask; {
+		o2[0]++
+		r2[0]++
+	}
 	if idx2, _, err := e.tab.insert(&o2, o2.hash(), &r2, 0, uint32(tcpSynAck), 200, noEviction{}); err != nil || idx2 != idx {
 		t.Fatalf("the new flow got slot %d (%v), the test needs the freed one, %d", idx2, err, idx)
 	}
