@@ -9,9 +9,10 @@ COUNT    ?= 5
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
-build: ## build every package and the vsgate binary (./vsgate, without cgo)
+build: ## build every package, the gateway (./vsgate, without cgo) and its test bench (./vsgate-lab)
 	$(GO) build ./...
 	CGO_ENABLED=0 $(GO) build -o vsgate ./cmd/vsgate
+	CGO_ENABLED=0 $(GO) build -o vsgate-lab ./cmd/vsgate-lab
 
 fmt-check: ## fail if gofmt would change a file
 	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); \
@@ -26,7 +27,7 @@ test: fmt-check vet ## gofmt check, go vet, every test under -race, every benchm
 
 bench: ## every Go benchmark, COUNT times, into bench.txt (for benchstat) and its medians into bench.md
 	$(GO) test -run '^$$' -bench . -benchmem -count $(COUNT) ./... | tee bench.txt
-	$(GO) run ./cmd/vsgate bench summarize -o bench.md bench.txt
+	$(GO) run ./cmd/vsgate-lab bench summarize -o bench.md bench.txt
 	@echo "medians: bench.md"
 
 BENCH_OUT ?= $(if $(QUICK),/tmp/vsgate-bench-quick,docs/bench)
@@ -38,7 +39,8 @@ bench-e2e: ## end-to-end benchmarks in netlab vs nftables, HAProxy, nginx, Apach
 	[ -e /usr/lib/nginx/modules/ngx_stream_module.so ] || need="$$need libnginx-mod-stream"; \
 	if [ -n "$$need" ]; then sh .ci/apt-install $$need; fi
 	CGO_ENABLED=0 $(GO) build -o vsgate ./cmd/vsgate
-	./vsgate bench $(if $(QUICK),-quick) -out $(BENCH_OUT)
+	CGO_ENABLED=0 $(GO) build -o vsgate-lab ./cmd/vsgate-lab
+	./vsgate-lab bench $(if $(QUICK),-quick) -out $(BENCH_OUT)
 
 fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	@set -e; for pkg in $$($(GO) list ./...); do \
@@ -52,4 +54,5 @@ demo: ## build vsgate, run it in netlab with real traffic on TUN and AF_PACKET, 
 	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root (it creates network namespaces)"; exit 1; }
 	@command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; }
 	CGO_ENABLED=0 $(GO) build -o vsgate ./cmd/vsgate
-	./vsgate demo $(MODE)
+	CGO_ENABLED=0 $(GO) build -o vsgate-lab ./cmd/vsgate-lab
+	./vsgate-lab demo $(MODE)

@@ -17,10 +17,10 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
+	"github.com/vsgate/vsgate/internal/tuntest"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/packet/device"
-	"github.com/vsgate/vsgate/packet/tun/tuntest"
 )
 
 func syn(src, dst netip.AddrPort) []byte {

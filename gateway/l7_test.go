@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vsgate/vsgate/internal/tuntest"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/packet/device"
-	"github.com/vsgate/vsgate/packet/tun/tuntest"
 	"github.com/vsgate/vsgate/proxy/netstack"
 )
 

@@ -9,11 +9,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vsgate/vsgate/netlab/labtest"
+	"github.com/vsgate/vsgate/internal/netlab/labtest"
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/internal/netlab"
 )
 
 // TestNetworkSetup wires a plan in a netlab gateway namespace (with a TUN

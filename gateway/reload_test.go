@@ -11,10 +11,10 @@ import (
 
 	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/health"
+	"github.com/vsgate/vsgate/internal/tuntest"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/packet/device"
-	"github.com/vsgate/vsgate/packet/tun/tuntest"
 )
 
 // TestReloadWhileHealthChecking: reloads, adm commands and health checks

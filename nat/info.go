@@ -1,11 +1,12 @@
 package nat
 
 import (
-	"github.com/vsgate/vsgate/packet"
 	"iter"
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/vsgate/vsgate/packet"
 )
 
 // BackendInfo describes one real server of a service for listings

@@ -3,12 +3,11 @@
 //	vsgate run -c FILE     run the gateway on its TUN device
 //	vsgate check -c FILE   validate a configuration file without running it
 //	vsgate adm ARGS        ipvsadm (and portfw, ipchains MASQ) for the running gateway
-//	vsgate lab ...         network-namespace topologies (netlab): up, down, exec, clean
-//	vsgate demo            the end-to-end demo (make demo)
-//	vsgate bench           end-to-end benchmarks in netlab (make bench-e2e)
 //	vsgate help            this list
 //
-// Each command is one entry in commands below.
+// Each command is one entry in commands below. The test bench (netlab,
+// the demo, the end-to-end benchmarks) is cmd/vsgate-lab: this binary
+// runs privileged and holds only what runs a gateway.
 package main
 
 import (
@@ -31,9 +30,6 @@ func commands() []command {
 		{"run", "run the gateway: -c FILE", runRun},
 		{"check", "validate a configuration file without running it: -c FILE", runCheck},
 		{"adm", "change and list the running gateway, in ipvsadm's language", runAdm},
-		{"lab", "network-namespace test topologies: up, down, exec, clean", runLab},
-		{"demo", "the end-to-end demo in netlab (make demo; needs root)", runDemo},
-		{"bench", "end-to-end benchmarks in netlab vs nftables, HAProxy, nginx, Apache (root)", runBench},
 		{"help", "show this help", nil},
 	}
 }

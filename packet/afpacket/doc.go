@@ -53,7 +53,7 @@
 // reads one frame per call, cannot wait in the poller (its blocking poll
 // wakes every 100 ms to let Close in) and does not hand out its
 // descriptor, so no batches could be sent; github.com/mdlayher/packet has
-// no ring. `vsgate bench`, vsgate-afpacket, gopacket's ring →
+// no ring. `vsgate-lab bench`, vsgate-afpacket, gopacket's ring →
 // this one (two runs, each against its own kernel-DNAT baseline): HTTP
 // keep-alive 0.74x → 0.80x of kernel DNAT, new connections
 // 0.68x → 0.79x. Sending the batch with one sendmmsg instead of one

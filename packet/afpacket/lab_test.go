@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vsgate/vsgate/netlab/labtest"
+	"github.com/vsgate/vsgate/internal/netlab/labtest"
 
-	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/internal/netlab"
 )
 
 // pairLab builds the lab of this package's namespace tests and removes it

@@ -14,15 +14,15 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vsgate/vsgate/bench"
+	"github.com/vsgate/vsgate/internal/bench"
 )
 
-const benchUsage = `usage: vsgate bench [-quick] [-reps N] [-d DURATION] [-workers N] [-conns N]
+const benchUsage = `usage: vsgate-lab bench [-quick] [-reps N] [-d DURATION] [-workers N] [-conns N]
                     [-systems a,b,...] [-workloads a,b,...] [-out DIR] [-profile=false]
-       vsgate bench report [-out DIR] FILE.json
-       vsgate bench summarize [-o FILE] bench.txt
+       vsgate-lab bench report [-out DIR] FILE.json
+       vsgate-lab bench summarize [-o FILE] bench.txt
 
-  vsgate bench measures the whole gateway in netlab (needs root): vsgate on
+  vsgate-lab bench measures the whole gateway in netlab (needs root): vsgate on
   TUN (NAT and FULLNAT) and on AF_PACKET, kernel nftables DNAT, HAProxy and
   nginx (L4), and nginx, HAProxy and Apache as HTTP proxies (L7),
   interleaved and repeated,
@@ -32,12 +32,12 @@ const benchUsage = `usage: vsgate bench [-quick] [-reps N] [-d DURATION] [-worke
   It writes DIR/e2e.json (every sample), DIR/e2e.md (the report section for
   docs/BENCHMARKS.md) and DIR/e2e-l4.png, DIR/e2e-l7.png (charts).
 
-  vsgate bench report regenerates the markdown and charts from a JSON file.
-  vsgate bench summarize turns 'go test -bench' output (make bench's
+  vsgate-lab bench report regenerates the markdown and charts from a JSON file.
+  vsgate-lab bench summarize turns 'go test -bench' output (make bench's
   bench.txt) into a markdown table of medians.
 `
 
-// runBench is `vsgate bench`.
+// runBench is `vsgate-lab bench`.
 func runBench(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
@@ -59,7 +59,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	workloads := fs.String("workloads", "", "comma-separated workloads to run (default all)")
 	out := fs.String("out", "docs/bench", "directory for e2e.json, e2e.md and the charts")
 	profile := fs.Bool("profile", true, "profile vsgate-nat-gso (else vsgate-nat) with perf after the measurements (not in -quick)")
-	exe := fs.String("vsgate", "", "vsgate binary to benchmark (default this one)")
+	exe := fs.String("vsgate", "", "vsgate binary to benchmark (default the one beside this binary)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -100,19 +100,19 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 		c.Workloads, err = pickNames("workload", *workloads, workloadNames)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "vsgate bench: %v\n", err)
+		fmt.Fprintf(stderr, "vsgate-lab bench: %v\n", err)
 		return 2
 	}
 	c.Exe = *exe
 	if c.Exe == "" {
 		var err error
-		if c.Exe, err = os.Executable(); err != nil {
-			fmt.Fprintf(stderr, "vsgate bench: %v\n", err)
+		if c.Exe, err = vsgateBinary(); err != nil {
+			fmt.Fprintf(stderr, "vsgate-lab bench: %v\n", err)
 			return 1
 		}
 	}
 	if err := os.MkdirAll(*out, 0o755); err != nil {
-		fmt.Fprintf(stderr, "vsgate bench: %v\n", err)
+		fmt.Fprintf(stderr, "vsgate-lab bench: %v\n", err)
 		return 1
 	}
 	c.Progress = stderr
@@ -121,18 +121,18 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	// A hard bound on the whole run, whatever the flags say.
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
 	defer cancel()
-	fmt.Fprintf(stderr, "vsgate bench: %d repetition(s) of %v per measurement, %d workers, %d connections; each system in a fresh netlab lab\n",
+	fmt.Fprintf(stderr, "vsgate-lab bench: %d repetition(s) of %v per measurement, %d workers, %d connections; each system in a fresh netlab lab\n",
 		c.Reps, c.Duration, c.Workers, c.Conns)
 	r, err := bench.Run(ctx, c)
 	if r == nil {
-		fmt.Fprintf(stderr, "vsgate bench: %v\n", err)
+		fmt.Fprintf(stderr, "vsgate-lab bench: %v\n", err)
 		return 1
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "vsgate bench: stopped early: %v (writing what was measured)\n", err)
+		fmt.Fprintf(stderr, "vsgate-lab bench: stopped early: %v (writing what was measured)\n", err)
 	}
 	if werr := writeBenchOutputs(r, *out, stdout); werr != nil {
-		fmt.Fprintf(stderr, "vsgate bench: %v\n", werr)
+		fmt.Fprintf(stderr, "vsgate-lab bench: %v\n", werr)
 		return 1
 	}
 	if err != nil {
@@ -158,7 +158,7 @@ func writeBenchOutputs(r *bench.Report, dir string, stdout io.Writer) error {
 	return nil
 }
 
-// runBenchReport is `vsgate bench report`.
+// runBenchReport is `vsgate-lab bench report`.
 func runBenchReport(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench report", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -176,7 +176,7 @@ func runBenchReport(args []string, stdout, stderr io.Writer) int {
 	}
 	r, err := bench.ReadJSON(fs.Arg(0))
 	if err != nil {
-		fmt.Fprintf(stderr, "vsgate bench report: %v\n", err)
+		fmt.Fprintf(stderr, "vsgate-lab bench report: %v\n", err)
 		return 1
 	}
 	dir := *out
@@ -185,14 +185,14 @@ func runBenchReport(args []string, stdout, stderr io.Writer) int {
 	}
 	md, err := bench.WriteOutputs(r, dir)
 	if err != nil {
-		fmt.Fprintf(stderr, "vsgate bench report: %v\n", err)
+		fmt.Fprintf(stderr, "vsgate-lab bench report: %v\n", err)
 		return 1
 	}
 	fmt.Fprint(stdout, md)
 	return 0
 }
 
-// runBenchSummarize is `vsgate bench summarize`.
+// runBenchSummarize is `vsgate-lab bench summarize`.
 func runBenchSummarize(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("bench summarize", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -210,13 +210,13 @@ func runBenchSummarize(args []string, stdout, stderr io.Writer) int {
 	}
 	f, err := os.Open(fs.Arg(0))
 	if err != nil {
-		fmt.Fprintf(stderr, "vsgate bench summarize: %v\n", err)
+		fmt.Fprintf(stderr, "vsgate-lab bench summarize: %v\n", err)
 		return 1
 	}
 	defer f.Close()
 	md, err := bench.SummarizeGoBench(f)
 	if err != nil {
-		fmt.Fprintf(stderr, "vsgate bench summarize: %s: %v\n", fs.Arg(0), err)
+		fmt.Fprintf(stderr, "vsgate-lab bench summarize: %s: %v\n", fs.Arg(0), err)
 		return 1
 	}
 	if *outFile == "" {
@@ -224,7 +224,7 @@ func runBenchSummarize(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err := os.WriteFile(*outFile, []byte(md), 0o644); err != nil {
-		fmt.Fprintf(stderr, "vsgate bench summarize: %v\n", err)
+		fmt.Fprintf(stderr, "vsgate-lab bench summarize: %v\n", err)
 		return 1
 	}
 	return 0

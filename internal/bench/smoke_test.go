@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"github.com/vsgate/vsgate/netlab/labtest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,7 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/internal/netlab/labtest"
+
+	"github.com/vsgate/vsgate/internal/netlab"
 )
 
 // TestQuickRun runs the whole benchmark in QUICK mode (about half a
@@ -26,7 +27,7 @@ func TestQuickRun(t *testing.T) {
 		t.Skipf("missing client tools: apt-get install -y %v", m)
 	}
 	exe := filepath.Join(t.TempDir(), "vsgate")
-	build := exec.Command("go", "build", "-o", exe, "../cmd/vsgate")
+	build := exec.Command("go", "build", "-o", exe, "github.com/vsgate/vsgate/cmd/vsgate")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/vsgate/vsgate/gateway"
-	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/internal/netlab"
 )
 
 // Addresses of the demo on top of netlab's basic plan.

@@ -4,19 +4,18 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/vsgate/vsgate/gateway/e2e"
+	"github.com/vsgate/vsgate/internal/e2e"
 )
 
-const demoUsage = `usage: vsgate demo [tun|afpacket|handbook|both|all]
+const demoUsage = `usage: vsgate-lab demo [tun|afpacket|handbook|both|all]
   Build a netlab topology (a client, the gateway, three real servers, in
-  network namespaces of their own), run this vsgate binary in the
-  gateway's namespace, check what an operator would check, print a report
+  network namespaces of their own), run the vsgate binary beside this one
+  in the gateway's namespace, check what an operator would check, print a report
   and remove everything (also on Ctrl-C). Needs root. make demo runs it.
     tun       "basic": vsgate on a TUN device (2 queues); the kernel
               routes the VIPs into it
@@ -41,7 +40,7 @@ type demoPass struct {
 	where string // how vsgate runs, for the report
 }
 
-// runDemo is `vsgate demo`.
+// runDemo is `vsgate-lab demo`.
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	tun := demoPass{"TUN", e2e.Options{}, e2e.Steps(), "on TUN vsg0 (2 queues)"}
 	afp := demoPass{"AF_PACKET", e2e.Options{AFPacket: true}, e2e.AFPacketSteps(), "on AF_PACKET, interfaces out and in (2 sockets each)"}
@@ -66,9 +65,9 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	exe, err := os.Executable()
+	exe, err := vsgateBinary()
 	if err != nil {
-		fmt.Fprintf(stderr, "vsgate demo: %v\n", err)
+		fmt.Fprintf(stderr, "vsgate-lab demo: %v\n", err)
 		return 1
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -99,7 +98,7 @@ func (p demoPass) run(ctx context.Context, exe string, stdout, stderr io.Writer)
 	fmt.Fprintf(stdout, "== %s: building the lab (client, gateway, three real servers) and starting vsgate in the gateway ...\n", p.name)
 	env, err := e2e.StartWith(ctx, exe, p.opts)
 	if err != nil {
-		fmt.Fprintf(stderr, "vsgate demo: %v\n", err)
+		fmt.Fprintf(stderr, "vsgate-lab demo: %v\n", err)
 		if env != nil {
 			env.Close()
 		}
@@ -128,7 +127,7 @@ func (p demoPass) run(ctx context.Context, exe string, stdout, stderr io.Writer)
 	}
 	fmt.Fprintln(stdout, "\ncleaning up: stopping vsgate (it undoes what it changed), removing the lab ...")
 	if err := env.Close(); err != nil {
-		fmt.Fprintf(stderr, "vsgate demo: cleanup: %v\n", err)
+		fmt.Fprintf(stderr, "vsgate-lab demo: cleanup: %v\n", err)
 		failed++
 	}
 	return passed, failed

@@ -15,7 +15,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/internal/netlab"
 )
 
 // Addresses and ports on top of netlab's basic plan: the VIP and
@@ -377,7 +377,7 @@ func (e *sysEnv) vsgateConfig(mode string, offloads bool, synProxy string) strin
 		be = append(be, fmt.Sprintf("{addr: %s:%d}", a, httpPort))
 	}
 	one := fmt.Sprintf("[{addr: %s:%d}]", e.backends4()[0], iperfPort)
-	return fmt.Sprintf(`# vsgate bench configuration (written by vsgate bench)
+	return fmt.Sprintf(`# vsgate bench configuration (written by vsgate-lab bench)
 device: %[1]s
 table: {size: 262144}
 services:
@@ -435,7 +435,7 @@ func startVsgateL7(ctx context.Context, e *sysEnv) error {
 	for _, a := range e.backends4() {
 		fmt.Fprintf(&members, "          BalancerMember http://%s:%d\n", a, httpPort)
 	}
-	cfg, err := e.writeFile("vsgate.yaml", fmt.Sprintf(`# vsgate bench configuration (L7, written by vsgate bench)
+	cfg, err := e.writeFile("vsgate.yaml", fmt.Sprintf(`# vsgate bench configuration (L7, written by vsgate-lab bench)
 device: {type: tun, name: vsg0, queues: %[1]d}
 services:
   - name: web

@@ -16,7 +16,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
-	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/internal/netlab"
 )
 
 // Hostile traffic from the client's namespace: packets written whole,

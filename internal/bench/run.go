@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/internal/netlab"
 )
 
 // Config says what to measure and how long. The zero value is not

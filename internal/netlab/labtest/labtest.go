@@ -7,7 +7,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/internal/netlab"
 )
 
 // Require skips tb when the process is not root (labs need network

@@ -17,53 +17,27 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/internal/netlab"
 )
 
-const labUsage = `usage:
-  vsgate lab up [-n N] [-kernel] [-servers=false] [-prefix P] [basic|clients|ecmp|l2]
+const labUsage = `lab commands:
+  vsgate-lab up [-n N] [-kernel] [-servers=false] [-prefix P] [basic|clients|ecmp|l2]
       Build a topology and keep it until Ctrl-C (SIGINT) or SIGTERM, in the
       foreground: the built-in servers (HTTP :80, UDP echo :53, TCP echo :7 on
       every backend) run in this process. -kernel also sets up the kernel
       reference gateway (nftables DNAT round robin + masquerade) in the
       gateway. State: ` + netlab.RunDir + `/PREFIX.json.
-  vsgate lab down [PREFIX]
-      Stop the running lab(s): SIGTERM to the "lab up" process, or remove
+  vsgate-lab down [PREFIX]
+      Stop the running lab(s): SIGTERM to the "vsgate-lab up" process, or remove
       the namespaces if that process is gone.
-  vsgate lab exec [-prefix P] HOST -- CMD [ARGS]
+  vsgate-lab exec [-prefix P] HOST -- CMD [ARGS]
       Run a command inside a host of the running lab (via ip netns exec).
-  vsgate lab list
+  vsgate-lab list
       Show live runs and leftovers.
-  vsgate lab clean [PREFIX]
+  vsgate-lab clean [PREFIX]
       Remove leftovers of crashed runs (namespaces named vsg*); live runs
       are left alone.
 `
-
-// runLab dispatches "vsgate lab".
-func runLab(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, labUsage)
-		return 2
-	}
-	switch args[0] {
-	case "up":
-		return labUp(args[1:], stdout, stderr)
-	case "down":
-		return labDown(args[1:], stdout, stderr)
-	case "exec":
-		return labExec(args[1:], stdout, stderr)
-	case "list", "ls":
-		return labList(stdout, stderr)
-	case "clean":
-		return labClean(args[1:], stdout, stderr)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, labUsage)
-		return 0
-	}
-	fmt.Fprintf(stderr, "vsgate lab: unknown subcommand %q\n", args[0])
-	fmt.Fprint(stderr, labUsage)
-	return 2
-}
 
 // labState is what "lab up" writes to RunDir/PREFIX.json.
 type labState struct {
@@ -108,7 +82,7 @@ type upFlags struct {
 }
 
 func newUpFlags() upFlags {
-	fs := flag.NewFlagSet("vsgate lab up", flag.ContinueOnError)
+	fs := flag.NewFlagSet("vsgate-lab up", flag.ContinueOnError)
 	return upFlags{
 		fs:      fs,
 		n:       fs.Int("n", 3, "number of clients (clients topology)"),
@@ -132,16 +106,16 @@ func labUp(args []string, stdout, stderr io.Writer) int {
 	case 1:
 		name = pos[0]
 	default:
-		fmt.Fprintf(stderr, "vsgate lab up: one topology at most, got %v\n", pos)
+		fmt.Fprintf(stderr, "vsgate-lab up: one topology at most, got %v\n", pos)
 		return 2
 	}
 	topo, err := netlab.Standard(name, *n)
 	if err != nil {
-		fmt.Fprintln(stderr, "vsgate lab up:", err)
+		fmt.Fprintln(stderr, "vsgate-lab up:", err)
 		return 2
 	}
 	if err := netlab.Check(); err != nil {
-		fmt.Fprintln(stderr, "vsgate lab up:", err, "(run as root)")
+		fmt.Fprintln(stderr, "vsgate-lab up:", err, "(run as root)")
 		return 1
 	}
 
@@ -151,18 +125,18 @@ func labUp(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	lab, err := netlab.Build(ctx, topo, netlab.Options{Prefix: *prefix})
 	if err != nil {
-		fmt.Fprintln(stderr, "vsgate lab up:", err)
+		fmt.Fprintln(stderr, "vsgate-lab up:", err)
 		return 1
 	}
 	defer func() {
 		if err := lab.Close(); err != nil {
-			fmt.Fprintln(stderr, "vsgate lab up: close:", err)
+			fmt.Fprintln(stderr, "vsgate-lab up: close:", err)
 		}
 		_ = os.Remove(statePath(lab.Prefix))
 		fmt.Fprintf(stdout, "lab %s removed\n", lab.Prefix)
 	}()
 	fail := func(err error) int {
-		fmt.Fprintln(stderr, "vsgate lab up:", err)
+		fmt.Fprintln(stderr, "vsgate-lab up:", err)
 		return 1
 	}
 	if *servers && len(topo.Plan.Backends) > 0 {
@@ -217,8 +191,8 @@ func printLab(w io.Writer, st labState, servers bool) {
 	if st.Kernel {
 		fmt.Fprintln(w, "  kernel reference gateway (nftables) is active in the gateway")
 	}
-	fmt.Fprintf(w, "try:   vsgate lab exec client -- curl -s http://%s/\n", firstOr(st.VIPs, ""))
-	fmt.Fprintln(w, "stop:  Ctrl-C here, or vsgate lab down")
+	fmt.Fprintf(w, "try:   vsgate-lab exec client -- curl -s http://%s/\n", firstOr(st.VIPs, ""))
+	fmt.Fprintln(w, "stop:  Ctrl-C here, or vsgate-lab down")
 }
 
 func firstOr(s []string, def string) string {
@@ -262,7 +236,7 @@ func isLabUp(pid int) bool {
 		return false
 	}
 	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-	return slices.Contains(args, "lab") && slices.Contains(args, "up")
+	return strings.HasPrefix(filepath.Base(args[0]), "vsgate-lab") && slices.Contains(args, "up")
 }
 
 func labDown(args []string, stdout, stderr io.Writer) int {
@@ -287,7 +261,7 @@ func labDown(args []string, stdout, stderr io.Writer) int {
 	status := 0
 	for _, p := range prefixes {
 		if err := downOne(p, stdout); err != nil {
-			fmt.Fprintln(stderr, "vsgate lab down:", err)
+			fmt.Fprintln(stderr, "vsgate-lab down:", err)
 			status = 1
 		}
 	}
@@ -313,7 +287,7 @@ func downOne(p string, stdout io.Writer) error {
 		return nil
 	}
 	if netlab.InUse(p) {
-		return fmt.Errorf("lab %s is in use by a process that is not \"vsgate lab up\" (a test?); not touching it", p)
+		return fmt.Errorf("lab %s is in use by a process that is not \"vsgate-lab up\" (a test?); not touching it", p)
 	}
 	removed, err := netlab.Clean(p)
 	_ = os.Remove(statePath(p))
@@ -322,7 +296,7 @@ func downOne(p string, stdout io.Writer) error {
 }
 
 func labExec(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("vsgate lab exec", flag.ContinueOnError)
+	fs := flag.NewFlagSet("vsgate-lab exec", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	prefix := fs.String("prefix", "", "run prefix (default: the only live run)")
 	if err := fs.Parse(args); err != nil {
@@ -341,14 +315,14 @@ func labExec(args []string, stdout, stderr io.Writer) int {
 	if p == "" {
 		live := liveRuns()
 		if len(live) != 1 {
-			fmt.Fprintf(stderr, "vsgate lab exec: %d live runs %v: name one with -prefix\n", len(live), live)
+			fmt.Fprintf(stderr, "vsgate-lab exec: %d live runs %v: name one with -prefix\n", len(live), live)
 			return 1
 		}
 		p = live[0]
 	}
 	ns := p + "-" + host
 	if _, err := os.Stat(filepath.Join(netlab.NetnsDir, ns)); err != nil {
-		fmt.Fprintf(stderr, "vsgate lab exec: no host %s in run %s\n", host, p)
+		fmt.Fprintf(stderr, "vsgate-lab exec: no host %s in run %s\n", host, p)
 		return 1
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, cmdArgs...)...)
@@ -358,7 +332,7 @@ func labExec(args []string, stdout, stderr io.Writer) int {
 		if errors.As(err, &ee) {
 			return ee.ExitCode()
 		}
-		fmt.Fprintln(stderr, "vsgate lab exec:", err)
+		fmt.Fprintln(stderr, "vsgate-lab exec:", err)
 		return 1
 	}
 	return 0
@@ -372,7 +346,7 @@ func labList(stdout, stderr io.Writer) int {
 		}
 		p := ns[:netlab.PrefixLen]
 		seen[p] = true
-		what := "leftover (vsgate lab clean removes it)"
+		what := "leftover (vsgate-lab clean removes it)"
 		if netlab.InUse(p) {
 			what = "live"
 			if st, err := readState(p); err == nil {
@@ -408,7 +382,7 @@ func labClean(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "vsgate lab clean:", err)
+		fmt.Fprintln(stderr, "vsgate-lab clean:", err)
 		return 1
 	}
 	if len(removed) == 0 {

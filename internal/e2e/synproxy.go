@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vsgate/vsgate/netlab"
+	"github.com/vsgate/vsgate/internal/netlab"
 )
 
 // The SYN proxy's checks: real TCP stacks through syn_proxy: on services

@@ -2,7 +2,7 @@
 // between vsgate and what they already run: end-to-end benchmarks in
 // netlab, vsgate side by side with kernel nftables DNAT, HAProxy, nginx
 // and Apache, in one run so that the ratios mean something on a small,
-// noisy machine. `vsgate bench` (make bench-e2e) is its command.
+// noisy machine. `vsgate-lab bench` (make bench-e2e) is its command.
 //
 // # What one run does
 //
@@ -37,7 +37,7 @@
 // Summarize gives medians with min–max and ratios to each layer's
 // baseline; WriteOutputs writes the markdown section (e2e.md) and one
 // PNG chart per layer (gonum/plot). SummarizeGoBench turns `go test
-// -bench` output into markdown tables (vsgate bench summarize).
+// -bench` output into markdown tables (vsgate-lab bench summarize).
 //
 // # What it must not do
 //

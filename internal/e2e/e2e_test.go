@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vsgate/vsgate/netlab/labtest"
+	"github.com/vsgate/vsgate/internal/netlab/labtest"
 )
 
 // TestDemo runs every demo step against vsgate on TUN in netlab and
