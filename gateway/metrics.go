@@ -44,6 +44,9 @@ var (
 	descWorkerDrop = prometheus.NewDesc("vsgate_worker_dropped_total", "Packets the worker dropped.", []string{"worker"}, nil)
 	descWorkerL7   = prometheus.NewDesc("vsgate_worker_l7_total", "Packets handed to the L7 proxy (HTTP services' netstack).", []string{"worker"}, nil)
 	descDevDrops   = prometheus.NewDesc("vsgate_device_drops_total", "Packets lost at the device, before vsgate read them or after it wrote them: TUN link statistics (tx: kernel to vsgate), AF_PACKET ring_full (PACKET_STATISTICS tp_drops).", []string{"device", "counter"}, nil)
+	descHealthUp   = prometheus.NewDesc("vsgate_health_check_up", "1 if the health check has the target up, 0 if down: every target the checker probes now, and nothing else.", []string{"target", "addr"}, nil)
+	descHealthRuns = prometheus.NewDesc("vsgate_health_checks_total", "Health check probes of the target, by result, since it was last set.", []string{"target", "result"}, nil)
+	descHealthLast = prometheus.NewDesc("vsgate_health_check_last_timestamp_seconds", "When the target's last probe finished (Unix time; absent before the first).", []string{"target"}, nil)
 	descLink       = prometheus.NewDesc("vsgate_link_events_total", "AF_PACKET device: ARP/ND answers and requests sent, and packets dropped by the link layer, by event.", []string{"event"}, nil)
 )
 
@@ -53,7 +56,8 @@ type collector struct{ g *Gateway }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcConns, descSvcPackets, descSvcBytes, descBeConns, descBePackets, descBeBytes,
 		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descTableBytes, descEvictions, descExpired,
-		descHalfOpen, descCookies, descPMTU, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops} {
+		descHalfOpen, descCookies, descPMTU, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops,
+		descHealthUp, descHealthRuns, descHealthLast} {
 		ch <- d
 	}
 }
@@ -115,6 +119,18 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descWorkerPkts, g.counts[i].packets.Load(), w)
 		counter(descWorkerDrop, g.counts[i].dropped.Load(), w)
 		counter(descWorkerL7, g.counts[i].toL7.Load(), w)
+	}
+	for _, h := range g.checker.States() {
+		up := 0.0
+		if h.Up {
+			up = 1
+		}
+		gauge(descHealthUp, up, h.Key, h.Addr.String())
+		counter(descHealthRuns, h.Passed, h.Key, "passed")
+		counter(descHealthRuns, h.Fail, h.Key, "failed")
+		if !h.LastAt.IsZero() {
+			gauge(descHealthLast, float64(h.LastAt.UnixNano())/1e9, h.Key)
+		}
 	}
 	for _, d := range g.DeviceDrops() {
 		counter(descDevDrops, d.Value, d.Device, d.Counter)

@@ -79,13 +79,15 @@ func (g *Gateway) ownedAddrsFor(c nat.Config) []netip.Addr {
 func (g *Gateway) Reload(opts Options) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	// Only these fields change (L7 services stay as they started, and
+	// The running configuration is g.desired (installLocked sets it);
+	// opts.NAT is only New's starting point. Health and MasqDefaults
+	// change with it (L7 services stay as they started, and
 	// healthChanged reads them without the lock): a refused reload puts
 	// back these, not the whole struct.
-	oldNAT, oldHealth, oldMasq := g.opts.NAT, g.opts.Health, g.opts.MasqDefaults
-	g.opts.NAT, g.opts.Health, g.opts.MasqDefaults = opts.NAT, opts.Health, opts.MasqDefaults
+	oldHealth, oldMasq := g.opts.Health, g.opts.MasqDefaults
+	g.opts.Health, g.opts.MasqDefaults = opts.Health, opts.MasqDefaults
 	if err := g.installLocked(opts.NAT); err != nil {
-		g.opts.NAT, g.opts.Health, g.opts.MasqDefaults = oldNAT, oldHealth, oldMasq
+		g.opts.Health, g.opts.MasqDefaults = oldHealth, oldMasq
 		return err
 	}
 	g.checker.Set(g.healthTargets())

@@ -42,7 +42,7 @@ type demoPass struct {
 
 // runDemo is `vsgate-lab demo`.
 func runDemo(args []string, stdout, stderr io.Writer) int {
-	tun := demoPass{"TUN", e2e.Options{}, e2e.Steps(), "on TUN vsg0 (2 queues)"}
+	tun := demoPass{"TUN", e2e.Options{}, e2e.TUNSteps(), "on TUN vsg0 (2 queues)"}
 	afp := demoPass{"AF_PACKET", e2e.Options{AFPacket: true}, e2e.AFPacketSteps(), "on AF_PACKET, interfaces out and in (2 sockets each)"}
 	book := demoPass{"the handbook, replayed", e2e.Options{Handbook: true}, e2e.HandbookSteps(),
 		"on TUN vsg0, with only the handbook's ProxyPass lines configured (method 2 is typed in with vsgate adm); the handbook's private real servers .1-.3 are 198.18.2.11-13 here, their /24 is 198.18.2.0/24, and www.fuancn.cn is the VIP 198.18.0.10 / 2001:db8::10 in the client's and the gateway's hosts files"}

@@ -57,7 +57,21 @@ type prober struct {
 	t      Target
 	cancel context.CancelFunc
 	done   chan struct{}
-	up     bool
+	// Guarded by Checker.mu: the state, and the last probe's result and
+	// time, and how many probes passed and failed.
+	up           bool
+	last         string
+	lastAt       time.Time
+	passed, fail uint64
+}
+
+// State is one checked target as the checker sees it now.
+type State struct {
+	Target
+	Up           bool
+	Last         string    // the last probe's result: "passed", or why it failed ("" before the first)
+	LastAt       time.Time // when it finished (zero before the first)
+	Passed, Fail uint64    // probes that passed and failed since the target was set
 }
 
 // Verdict is a target's change of state, as a prober saw it.
@@ -130,6 +144,17 @@ func (c *Checker) setLocked(ts []Target) {
 	}
 }
 
+// States lists every checked target, in no order.
+func (c *Checker) States() []State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]State, 0, len(c.probers))
+	for _, p := range c.probers {
+		out = append(out, State{Target: p.t, Up: p.up, Last: p.last, LastAt: p.lastAt, Passed: p.passed, Fail: p.fail})
+	}
+	return out
+}
+
 // Up reports a target's current state (true for unknown targets).
 func (c *Checker) Up(key string) bool {
 	c.mu.Lock()
@@ -166,12 +191,20 @@ func (c *Checker) run(ctx context.Context, p *prober) {
 		if ctx.Err() != nil {
 			return
 		}
+		why := "passed"
 		if err == nil {
 			okRun, failRun = okRun+1, 0
 		} else {
 			okRun, failRun = 0, failRun+1
+			why = err.Error()
 		}
 		c.mu.Lock()
+		p.last, p.lastAt = why, time.Now()
+		if err == nil {
+			p.passed++
+		} else {
+			p.fail++
+		}
 		was := p.up
 		switch {
 		case !was && okRun >= rise:
@@ -182,10 +215,6 @@ func (c *Checker) run(ctx context.Context, p *prober) {
 		now := p.up
 		c.mu.Unlock()
 		if now != was {
-			why := "passed"
-			if err != nil {
-				why = err.Error()
-			}
 			c.onChange(Verdict{Key: p.t.Key, Up: now, Why: why, Current: func() bool {
 				c.mu.Lock()
 				defer c.mu.Unlock()

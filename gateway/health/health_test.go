@@ -58,6 +58,10 @@ func TestTCPCheck(t *testing.T) {
 	if e := waitEvent(t, ch); e.up || e.key != "b1" {
 		t.Fatalf("got %+v, want b1 down", e)
 	}
+	if st := c.States(); len(st) != 1 || st[0].Key != "b1" || st[0].Addr != addr || st[0].Up || st[0].Fail < 2 ||
+		st[0].Last == "passed" || st[0].Last == "" || st[0].LastAt.IsZero() {
+		t.Fatalf("States after b1 went down: %+v", st)
+	}
 	ln2, err := net.Listen("tcp", addr.String())
 	if err != nil {
 		t.Skipf("cannot listen again on %v: %v", addr, err)
@@ -77,6 +81,9 @@ func TestTCPCheck(t *testing.T) {
 	}
 	if !c.Up("b1") {
 		t.Fatal("Up disagrees with the event")
+	}
+	if st := c.States(); len(st) != 1 || !st[0].Up || st[0].Passed < 2 || st[0].Last != "passed" {
+		t.Fatalf("States after b1 came back: %+v", st)
 	}
 }
 

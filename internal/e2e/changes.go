@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -276,4 +277,164 @@ func rawSendPaced(h *netlab.Host, pkts [][]byte) error {
 		time.Sleep(time.Millisecond)
 	}
 	return nil
+}
+
+// stepWiringFault (TUN): a reload that adds two health-checked services on
+// new VIPs, refused because a step of its network wiring really fails: a
+// route it must add is taken (the test plants one in the gateway's
+// namespace), once at the first VIP's route and once at the second's,
+// after the first VIP's wiring was made. Each time: the error names the
+// step; adm -S, the routes, rules, proxy neighbour entries and nftables,
+// and the health checks' targets (/metrics) are as before; and a probe
+// that requests every VIP (L4 v4 and v6, L7) all along never fails. With
+// the planted route gone the same reload goes through, and reloading the
+// old file takes it all back.
+func stepWiringFault(ctx context.Context, e *Env) (string, error) {
+	p := e.Lab.Topo.Plan
+	orig, err := os.ReadFile(e.Config)
+	if err != nil {
+		return "", err
+	}
+	defer os.WriteFile(e.Config, orig, 0o600)
+	added := ""
+	vips := []string{"198.18.0.12", "198.18.0.13"}
+	for i, v := range vips {
+		added += fmt.Sprintf("  - name: fault-%d\n    proto: tcp\n    vip: %s:80\n    scheduler: rr\n"+
+			"    health: {type: tcp, interval: 300ms, timeout: 200ms, rise: 1, fall: 2}\n    backends: [{addr: 198.18.2.%d:80}]\n", i, v, 11+i)
+	}
+	changed := strings.Replace(string(orig), "masquerade:\n", added+"masquerade:\n", 1)
+	if changed == string(orig) {
+		return "", errors.New("demo config: no masquerade section to add services before")
+	}
+	snapshot := func() (string, error) {
+		s, err := e.Adm(ctx, "-S", "-n")
+		if err != nil {
+			return "", err
+		}
+		wiring, err := e.gw.Run(ctx, "sh", "-c", "ip -4 route show table all; ip -6 route show table all | grep -v fe80; "+
+			"ip -4 rule; ip -6 rule; ip neigh show proxy; nft list ruleset")
+		if err != nil {
+			return "", err
+		}
+		m, err := e.metrics(ctx)
+		if err != nil {
+			return "", err
+		}
+		var health []string
+		for l := range strings.Lines(m) {
+			if strings.HasPrefix(l, "vsgate_health_check_up{") {
+				health = append(health, l)
+			}
+		}
+		if len(health) == 0 {
+			return "", errors.New("/metrics lists no health check target: the demo's checks should be there")
+		}
+		lines := strings.Split(string(wiring), "\n")
+		slices.Sort(lines)
+		slices.Sort(health)
+		return s + "--\n" + strings.Join(lines, "\n") + "--\n" + strings.Join(health, ""), nil
+	}
+	// The probe: every VIP, one after another, until the step ends.
+	targets := []string{fmt.Sprintf("http://%s/probe", netip.AddrPortFrom(p.VIP4, 80)),
+		fmt.Sprintf("http://%s/probe", netip.AddrPortFrom(p.VIP6, 80)),
+		fmt.Sprintf("http://%s/sales/probe", netip.AddrPortFrom(p.VIP4, 81))}
+	stop := make(chan struct{})
+	type probeResult struct {
+		ok     int
+		failed []string
+	}
+	probed := make(chan probeResult, 1)
+	go func() {
+		var r probeResult
+		defer func() { probed <- r }()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := e.get(ctx, targets[i%len(targets)]); err != nil {
+				r.failed = append(r.failed, err.Error())
+			} else {
+				r.ok++
+			}
+		}
+	}()
+	stopProbe := func() probeResult {
+		close(stop)
+		return <-probed
+	}
+	var lines []string
+	for i, v := range vips {
+		planted := v + "/32"
+		if out, err := e.gw.Run(ctx, "ip", "route", "add", "blackhole", planted); err != nil {
+			stopProbe()
+			return string(out), err
+		}
+		before, err := snapshot()
+		if err != nil {
+			stopProbe()
+			return "", err
+		}
+		if err := os.WriteFile(e.Config, []byte(changed), 0o600); err != nil {
+			stopProbe()
+			return "", err
+		}
+		out, rerr := e.admCommand(ctx, "reload")
+		after, err := snapshot()
+		if _, derr := e.gw.Run(ctx, "ip", "route", "del", "blackhole", planted); derr != nil && err == nil {
+			err = derr
+		}
+		if err != nil {
+			stopProbe()
+			return "", err
+		}
+		step := "route " + v + " dev vsg0"
+		if rerr == nil || !strings.Contains(rerr.Error(), step) || !strings.Contains(rerr.Error(), "file exists") {
+			stopProbe()
+			return out, fmt.Errorf("the reload with %s taken: want it refused naming %q (file exists), got %v", v, step, rerr)
+		}
+		if after != before {
+			stopProbe()
+			return "", fmt.Errorf("the reload refused at %q changed the gateway:\n%s\nwas:\n%s", step, after, before)
+		}
+		why := rerr.Error()
+		if k := strings.Index(why, step); k >= 0 {
+			why = firstLine(why[k:])
+		}
+		where := "the first new VIP's route"
+		if i > 0 {
+			where = "the second new VIP's route, after the first one's wiring was made"
+		}
+		lines = append(lines, fmt.Sprintf("%s taken, failing %s: refused (%s); -S, wiring and health targets as before", v, where, why))
+	}
+	if err := os.WriteFile(e.Config, []byte(changed), 0o600); err != nil {
+		stopProbe()
+		return "", err
+	}
+	if out, err := e.admCommand(ctx, "reload"); err != nil {
+		stopProbe()
+		return out, fmt.Errorf("the reload with nothing in its way: %w", err)
+	}
+	for i, v := range vips {
+		rep, err := e.get(ctx, "http://"+v+":80/fault")
+		if err != nil || rep.Backend != fmt.Sprintf("b%d", i+1) {
+			stopProbe()
+			return "", fmt.Errorf("new VIP %s: answered by %q, want b%d: %v", v, rep.Backend, i+1, err)
+		}
+	}
+	if err := os.WriteFile(e.Config, orig, 0o600); err != nil {
+		stopProbe()
+		return "", err
+	}
+	if out, err := e.admCommand(ctx, "reload"); err != nil {
+		stopProbe()
+		return out, fmt.Errorf("reloading the old file: %w", err)
+	}
+	r := stopProbe()
+	if len(r.failed) > 0 {
+		return strings.Join(lines, "\n"), fmt.Errorf("the probe failed %d times (%d answered): %s", len(r.failed), r.ok, r.failed[0])
+	}
+	lines = append(lines, fmt.Sprintf("then the same reload with nothing in the way: %s and %s answer; the old file back; the probe of every VIP answered %d times, failed none", vips[0], vips[1], r.ok))
+	return strings.Join(lines, "\n"), nil
 }

@@ -10,14 +10,14 @@ import (
 	"github.com/vsgate/vsgate/internal/netlab/labtest"
 )
 
-// TestDemo runs every demo step against vsgate on TUN in netlab and
+// TestDemo runs every demo step against vsgate on TUN (TUNSteps) in netlab and
 // asserts each one. It builds the vsgate binary first (without cgo, as
 // make build does, so it drops its capabilities).
 //
 // The gateway runs with offloads (device.offloads: true), the default of
 // the demo; TestBulkOffloads runs the bulk steps without them.
 func TestDemo(t *testing.T) {
-	runSteps(t, Options{}, Steps())
+	runSteps(t, Options{}, TUNSteps())
 }
 
 // TestDemoAFPacket runs every demo step against vsgate in AF_PACKET mode

@@ -77,6 +77,13 @@ func Steps() []Step {
 	}
 }
 
+// TUNSteps are the demo's checks on a TUN device: Steps, then a reload
+// whose network wiring (routes into the TUN, which AF_PACKET mode does
+// not make) fails part-way.
+func TUNSteps() []Step {
+	return append(Steps(), Step{"a reload whose wiring fails part-way (a route it needs is taken, at the first and at the second new VIP) changes nothing, names the step, and a probe of every VIP never fails; then it goes through and back", stepWiringFault})
+}
+
 // AFPacketSteps are the demo's checks in AF_PACKET mode: Steps between a
 // first check of what the client heard on start (before any traffic) and
 // a last one of who resolved what.
@@ -100,11 +107,6 @@ func BulkSteps() []Step {
 		}
 	}
 	return bulk
-}
-
-// Run runs every step and reports each as it finishes.
-func Run(ctx context.Context, e *Env, report func(Result)) []Result {
-	return RunSteps(ctx, e, Steps(), report)
 }
 
 // RunSteps runs the given steps and reports each as it finishes.
