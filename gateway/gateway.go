@@ -187,7 +187,9 @@ func New(opts Options) (g *Gateway, err error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	opts.NAT = withL7Services(opts.NAT, opts.L7)
+	if opts.NAT, err = withL7Services(opts.NAT, opts.L7); err != nil {
+		return nil, err
+	}
 	g = &Gateway{log: opts.Logger, opts: opts, desired: opts.NAT, down: map[string]bool{}, start: time.Now(), names: opts.Names}
 	if g.names == nil {
 		g.names = &names.System{}

@@ -2,12 +2,14 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"net/http"
 	"slices"
 	"time"
 
+	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/packet/device"
@@ -16,16 +18,21 @@ import (
 
 // withL7Services adds an engine service (Mode L7) for every L7 VIP that
 // the NAT configuration does not list, so its packets reach the netstack.
-func withL7Services(c nat.Config, l7 []L7Service) nat.Config {
+// An L4 service on an L7 service's address and port is refused: it would
+// take the L7 service's packets.
+func withL7Services(c nat.Config, l7 []L7Service) (nat.Config, error) {
 	for _, s := range l7 {
-		if slices.ContainsFunc(c.Services, func(x nat.Service) bool {
+		i := slices.IndexFunc(c.Services, func(x nat.Service) bool {
 			return x.Proto == packet.ProtoTCP && x.VIP == s.VIP.Addr() && x.Port == s.VIP.Port()
-		}) {
-			continue
+		})
+		if i >= 0 && c.Services[i].Mode != nat.ModeL7 {
+			return c, fmt.Errorf("service %s: %v is the address of an L7 (ProxyPass) service", adm.ServiceKey(c.Services[i]), s.VIP)
 		}
-		c.Services = append(slices.Clone(c.Services), nat.Service{Proto: packet.ProtoTCP, VIP: s.VIP.Addr(), Port: s.VIP.Port(), Mode: nat.ModeL7, Scheduler: "rr"})
+		if i < 0 {
+			c.Services = append(slices.Clone(c.Services), nat.Service{Proto: packet.ProtoTCP, VIP: s.VIP.Addr(), Port: s.VIP.Port(), Mode: nat.ModeL7, Scheduler: "rr"})
+		}
 	}
-	return c
+	return c, nil
 }
 
 // startL7 starts the netstack, its listeners and their HTTP servers. What

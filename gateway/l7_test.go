@@ -71,3 +71,52 @@ func TestL7ThroughGateway(t *testing.T) {
 		t.Fatal("no packet went to L7")
 	}
 }
+
+// TestL7ServiceIsNotAdms: an L7 service's engine entry only hands its
+// packets to the proxy; its routes and members are the configuration's
+// directives. vsgate adm commands that would change the entry (-E, -a, -e,
+// -d, -D) and -A on its address are refused with a reason, a reload that
+// puts an L4 service on its address is refused, and the listing is what
+// it was each time; -L lists it.
+func TestL7ServiceIsNotAdms(t *testing.T) {
+	dev := tuntest.Start(t, 1500, 16)
+	vip := netip.MustParseAddrPort("198.18.0.10:81")
+	l4 := nat.Service{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 80, Scheduler: "rr",
+		Backends: []nat.Backend{{Addr: netip.MustParseAddr("198.18.2.11"), Port: 80, Weight: 1}}}
+	g, err := New(Options{Devices: []device.Device{dev}, NAT: nat.Config{Capacity: 1024, Services: []nat.Service{l4}},
+		L7: []L7Service{{VIP: vip, Handler: http.NotFoundHandler()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runGateway(t, g)
+	adm := func(args ...string) Response { return g.handle(context.Background(), Request{Args: args}) }
+	list := func() string { return adm("-L", "-n").Output + adm("-S", "-n").Output }
+	before := list()
+	if !strings.Contains(before, "TCP  198.18.0.10:81 rr\n") {
+		t.Fatalf("-L does not list the L7 service:\n%s", before)
+	}
+	for _, args := range [][]string{
+		{"-E", "-t", vip.String(), "-s", "wrr"},
+		{"-a", "-t", vip.String(), "-r", "198.18.2.11:80", "-m"},
+		{"-e", "-t", vip.String(), "-r", "198.18.2.11:80", "-w", "2"},
+		{"-d", "-t", vip.String(), "-r", "198.18.2.11:80"},
+		{"-D", "-t", vip.String()},
+		{"-A", "-t", vip.String()},
+	} {
+		if r := adm(args...); r.Status == 0 || !strings.Contains(r.Error, "L7 (ProxyPass) service") {
+			t.Errorf("adm %v: %+v, want refused as an L7 service", args, r)
+		}
+		if got := list(); got != before {
+			t.Fatalf("adm %v changed the listing:\n%s\nwas:\n%s", args, got, before)
+		}
+	}
+	moved := l4
+	moved.Port = vip.Port()
+	err = g.Reload(Options{NAT: nat.Config{Capacity: 1024, Services: []nat.Service{moved}}})
+	if err == nil || !strings.Contains(err.Error(), "is the address of an L7 (ProxyPass) service") {
+		t.Fatalf("a reload with an L4 service on the L7 service's address: %v", err)
+	}
+	if got := list(); got != before {
+		t.Fatalf("the refused reload changed the listing:\n%s\nwas:\n%s", got, before)
+	}
+}

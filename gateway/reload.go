@@ -145,7 +145,10 @@ func (e *unreadableSourceError) Unwrap() error { return e.err }
 // the old wiring's remainder go. If any step fails, the gateway is left
 // as it was and the error says which step. Caller holds g.mu.
 func (g *Gateway) installLocked(desired nat.Config) error {
-	desired = withL7Services(desired, g.opts.L7) // L7 services are fixed at New
+	desired, err := withL7Services(desired, g.opts.L7) // L7 services are fixed at New
+	if err != nil {
+		return err
+	}
 	if err := checkAddrs(desired); err != nil {
 		return err
 	}

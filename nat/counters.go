@@ -62,7 +62,7 @@ const (
 	DropICMPNoFlow                                                // an ICMP error about no known flow
 	DropMasqUnsolicited                                           // inbound to a masquerade address, no flow
 	DropUnmatched                                                 // matched nothing, and the default is drop
-	DropPortsExhausted                                            // no free FULLNAT or masquerade port among those probed
+	DropPortsExhausted                                            // no free FULLNAT, masquerade or NAT clash port among those probed
 	DropBackendRemoved                                            // a flow of a removed backend, ended (Config.ResetRemoved)
 	DropRealServerNoFlow                                          // from a service's real server (address and port), for no known flow
 	DropBadChecksum                                               // a TCP segment that would open a flow or change its state has a bad checksum
@@ -77,7 +77,6 @@ const (
 	DropSynProxyEarly                                             // a client segment of a proxied flow before its real server answered that could not be held (synhold.go), or a bare ACK or RST then
 	DropInboundUnsolicited                                        // from the outside to an inside host (a real server, a masqueraded subnet) for no service or flow
 	DropSourceNotInside                                           // to be routed on, for no service, flow or masquerade, from a source that is no inside address (BCP 38)
-	DropReplyTupleInUse                                           // NAT mode: a live flow holds the new flow's reply tuple (the client's port through another VIP to the same real server)
 	numDropReasons
 )
 
@@ -85,7 +84,7 @@ var dropNames = [...]string{"no_flow", "no_backend", "table_full", "source_route
 	"icmp_no_flow", "masq_unsolicited", "unmatched", "ports_exhausted", "backend_removed", "real_server_no_flow",
 	"bad_checksum", "tcp_out_of_window", "source_flow_limit", "source_half_open_limit",
 	"fragment_incomplete", "fragment_budget", "fragment_duplicate", "fragment_malformed",
-	"syn_proxy_bad_cookie", "syn_proxy_early", "inbound_unsolicited", "source_not_inside", "reply_tuple_in_use"}
+	"syn_proxy_bad_cookie", "syn_proxy_early", "inbound_unsolicited", "source_not_inside"}
 
 // String names the reason (the parser's names for parser reasons).
 func (r DropReason) String() string {

@@ -345,14 +345,15 @@ func TestSynReopensClosedFlow(t *testing.T) {
 	}
 }
 
-// TestSynReclaimsClosedReplyTuple: in NAT mode a client port's flow
-// through one VIP and a new connection from the same port through another
-// VIP to the same real server share a reply tuple. While the old flow is
-// live the SYN is refused (reply_tuple_in_use: the real server's answers
-// could not be told apart); once it is closed (here CLOSE after an exact
-// RST; TIME_WAIT likewise) the SYN takes the tuple over, as the kernel's
-// NAT and IPVS let it, instead of waiting out the old flow's timer.
-func TestSynReclaimsClosedReplyTuple(t *testing.T) {
+// TestNATPortClash: in NAT mode a client port's flow through one VIP and
+// a new connection from the same port through another VIP to the same
+// real server would share a reply tuple, which the real server could not
+// tell apart. While the old flow is live the new one gets another client
+// port (the client's address kept), and the real server's answers find
+// their way back to the client's own port; once the old flow is closed
+// (CLOSE after an exact RST; TIME_WAIT likewise) a SYN takes the tuple
+// over and keeps the client's port, as the kernel's NAT does.
+func TestNATPortClash(t *testing.T) {
 	rip := netip.AddrPortFrom(rips[0], 80)
 	other := netip.MustParseAddrPort("198.18.0.11:80")
 	var svcs []nat.Service
@@ -366,31 +367,42 @@ func TestSynReclaimsClosedReplyTuple(t *testing.T) {
 	}
 	w := e.NewWorker()
 	established(t, w, client)
-	if v := one(w, tcpSeq(client, other, syn, 0, 9000, 0)); v != nat.Drop || e.Drops(nat.DropReplyTupleInUse) != 1 {
-		t.Fatalf("SYN through %v while the flow through %v is live: verdict %v, reply_tuple_in_use %d",
-			other, vip, v, e.Drops(nat.DropReplyTupleInUse))
-	}
-	if v := one(w, tcpSeq(client, vip, rst, 0, 102, 0)); v != nat.Forward || flowState(e, client) != "CLOSE" {
-		t.Fatalf("exact RST: verdict %v, flow %s", v, flowState(e, client))
-	}
 	b := tcpSeq(client, other, syn, 0, 9000, 0)
+	if v := one(w, b); v != nat.Forward {
+		t.Fatalf("SYN through %v while the flow through %v is live: verdict %v", other, vip, v)
+	}
+	moved, d := endpoints(t, b)
+	if d != rip || moved.Addr() != client.Addr() || moved.Port() == client.Port() {
+		t.Fatalf("the clashing SYN went %v -> %v; want from %v with another port, to %v", moved, d, client.Addr(), rip)
+	}
+	synAck := tcpSeq(rip, moved, synack, 0, 7000, 9001)
+	if v := one(w, synAck); v != nat.Forward {
+		t.Fatalf("SYN-ACK to the moved port: verdict %v", v)
+	}
+	if s, d := endpoints(t, synAck); s != other || d != client {
+		t.Fatalf("the SYN-ACK left %v -> %v, want %v -> %v", s, d, other, client)
+	}
+	// On a fresh engine: once the flow through vip is closed, a new
+	// connection through other on the same port keeps the client's port.
+	e2, err := nat.New(nat.Config{Capacity: 64, ShardBits: 2, Services: svcs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w = e2.NewWorker()
+	established(t, w, client)
+	if v := one(w, tcpSeq(client, vip, rst, 0, 102, 0)); v != nat.Forward || flowState(e2, client) != "CLOSE" {
+		t.Fatalf("exact RST: verdict %v, flow %s", v, flowState(e2, client))
+	}
+	b = tcpSeq(client, other, syn, 0, 9000, 0)
 	if v := one(w, b); v != nat.Forward {
 		t.Fatalf("SYN through %v once the flow through %v is closed: verdict %v", other, vip, v)
 	}
-	if _, d := endpoints(t, b); d != rip {
-		t.Fatalf("the SYN went to %v, want %v", d, rip)
+	if s, d := endpoints(t, b); d != rip || s != client {
+		t.Fatalf("the SYN went %v -> %v, want %v -> %v (the closed flow's tuple taken over)", s, d, client, rip)
 	}
-	flows := slices.Collect(e.AllFlows())
+	flows := slices.Collect(e2.AllFlows())
 	if len(flows) != 1 || flows[0].OrigDst != other || flows[0].State != "SYN_RECV" {
 		t.Fatalf("flows %+v, want only the new one through %v", flows, other)
-	}
-	// The real server's answer goes back from the new VIP.
-	synAck := tcpSeq(rip, client, synack, 0, 7000, 9001)
-	if v := one(w, synAck); v != nat.Forward {
-		t.Fatalf("SYN-ACK: verdict %v", v)
-	}
-	if s, _ := endpoints(t, synAck); s != other {
-		t.Fatalf("the SYN-ACK left from %v, want %v", s, other)
 	}
 }
 

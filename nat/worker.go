@@ -735,8 +735,17 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, s *slot) Verdict {
 		reply.Dst = m.to
 		return w.persistOutcome(svc, pk, w.insertWithPort(b, kw, &reply, m.ports, uint16(w.h), own, state, true))
 	}
-	return w.persistOutcome(svc, pk, w.insertWithPort(b, kw, &reply, [2]uint16{}, 0, own, state, false))
+	// NAT mode keeps the client's address and port; only when another
+	// live flow holds that reply tuple (the client's same port through
+	// another VIP to the same real server, which the real server could
+	// not tell apart) does the client's port change, as the kernel's NAT
+	// remaps a clashing source port.
+	return w.persistOutcome(svc, pk, w.insertWithPort(b, kw, &reply, [2]uint16{clashPortMin, clashPortMax}, p.SrcPort, own, state, false))
 }
+
+// clashPortMin and clashPortMax bound the ports NAT mode moves a client's
+// port to when its own clashes (see newServiceFlow).
+const clashPortMin, clashPortMax = 1024, 65535
 
 // persistOutcome gives back the template's connection if the flow was not
 // created after all.
@@ -864,22 +873,15 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 		rewrite(b, p, reply.Dst, reply.DstPort, reply.Src, reply.SrcPort)
 		return Forward
 	}
-	if ports == [2]uint16{} {
-		// NAT mode has one reply tuple, and a live flow holds it: the
-		// client's same port through another VIP to the same real
-		// server.
-		return w.drop(DropReplyTupleInUse)
-	}
 	return w.drop(DropPortsExhausted) // every port probed is taken
 }
 
 // reclaimClosed removes the flow that holds key rw if it is a closed TCP
 // flow (TIME_WAIT, CLOSE) and the packet opening the new flow is a SYN,
-// and reports whether it did. A client that reuses a port through
-// another VIP to the same real server (NAT mode: the same reply tuple)
-// would otherwise be refused until the old flow's TIME_WAIT ran out; the
-// kernel's NAT gives the new connection the tuple likewise, and IPVS
-// finds the newest connection first.
+// and reports whether it did: a client that reuses a port through another
+// VIP to the same real server (NAT mode: the same reply tuple) keeps its
+// port, as the kernel's NAT gives the new connection the tuple of a dead
+// one, instead of having it moved.
 func (w *Worker) reclaimClosed(rw *tupleWords) bool {
 	if w.p.Proto != packet.ProtoTCP || w.p.TCPFlags&packet.TCPFlagSYN == 0 {
 		return false

@@ -115,6 +115,9 @@ func applyToService(cfg *nat.Config, c *Command, vip netip.AddrPort) error {
 	}
 	switch c.Op {
 	case OpAddService:
+		if i >= 0 && cfg.Services[i].Mode == nat.ModeL7 {
+			return fmt.Errorf("%w: %v is an L7 (ProxyPass) service", ErrServiceExists, vip)
+		}
 		if i >= 0 {
 			return ErrServiceExists
 		}
@@ -156,6 +159,13 @@ func applyToService(cfg *nat.Config, c *Command, vip netip.AddrPort) error {
 		return ErrNoService
 	}
 	s := &cfg.Services[i]
+	if s.Mode == nat.ModeL7 {
+		// Its routes and members are the configuration's Apache
+		// directives; the engine's entry only hands its packets to the
+		// proxy. Changing the entry would change nothing the proxy does
+		// (or, deleted, be put back), so it is refused.
+		return fmt.Errorf("%v is an L7 (ProxyPass) service: its routes and members are the configuration file's l7 directives, not vsgate adm's", vip)
+	}
 	switch c.Op {
 	case OpEditService:
 		return setServiceOptions(s, c)
