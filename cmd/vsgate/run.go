@@ -103,7 +103,7 @@ func runRun(args []string, stdout, stderr io.Writer) (code int) {
 			return 1
 		}
 	}
-	if err := dropPrivileges(who, opts.AFPacket != nil, log); err != nil {
+	if err := dropPrivileges(who, opts.AFPacket != nil, cfg.Seccomp, log); err != nil {
 		log.Error("dropping privileges", "err", err)
 		return 1
 	}
@@ -158,10 +158,11 @@ func printConfigError(w io.Writer, err error) {
 // dropPrivileges makes vsgate run as who once the device, sockets and
 // routes are set up, keeping CAP_NET_ADMIN (reloads and the teardown at
 // exit change routes, rules, nftables and sysctls) and, on AF_PACKET,
-// CAP_NET_RAW. A vsgate started by a user other than root (who is nil)
-// has nothing to give up and says so. A failed drop is fatal: the
+// CAP_NET_RAW; then, with seccomp, confines it to the system calls a
+// running gateway makes. A vsgate started by a user other than root (who
+// is nil) has nothing to give up and says so. A failed drop is fatal: the
 // process may be half way.
-func dropPrivileges(who *privilege.Identity, afpacket bool, log *slog.Logger) error {
+func dropPrivileges(who *privilege.Identity, afpacket, seccomp bool, log *slog.Logger) error {
 	if who == nil {
 		log.Warn("not started as root: running as this user, user: is not applied", "uid", os.Getuid())
 		return nil
@@ -175,6 +176,18 @@ func dropPrivileges(who *privilege.Identity, afpacket bool, log *slog.Logger) er
 		names = append(names, c.Name())
 	}
 	log.Info("privileges dropped", "user", who.Name, "uid", who.UID, "gid", who.GID, "capabilities", strings.Join(names, ","))
+	if !seccomp {
+		log.Warn("seccomp: off (seccomp: false in the configuration)")
+		return nil
+	}
+	switch err := privilege.Confine(); {
+	case errors.Is(err, privilege.ErrNoSeccompList):
+		log.Warn("seccomp: not applied", "err", err)
+	case err != nil:
+		return err
+	default:
+		log.Info("seccomp: system calls outside the gateway's list fail with EPERM")
+	}
 	return nil
 }
 

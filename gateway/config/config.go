@@ -96,7 +96,10 @@ type Config struct {
 	Control  Control
 	// User is who the gateway runs as once its device, sockets and routes
 	// are set up (a name or a number from /etc/passwd, not root).
-	User    string
+	User string
+	// Seccomp confines the running gateway to the system calls it makes
+	// (internal/privilege.Confine) once privileges are dropped.
+	Seccomp bool
 	Pcap    Pcap
 	Metrics Metrics
 	Log     Log

@@ -150,6 +150,9 @@
 //	  socket: /run/vsgate/vsgate.sock     absolute, <= 107 bytes        default this
 //	                        only root (and the user that started vsgate) may use it
 //	user: nobody            who vsgate runs as after setup: not root    default nobody
+//	seccomp: true           after setup, system calls outside the
+//	                        gateway's list fail with EPERM (execve,
+//	                        ptrace, mount, bpf, ...); false turns it off default true
 //	pcap:
 //	  dir: /var/lib/vsgate/pcap   the only place captures are written   default this
 //	metrics:

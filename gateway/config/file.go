@@ -31,6 +31,7 @@ type (
 		FullNAT    fileFullNAT   `yaml:"fullnat"`
 		Control    fileControl   `yaml:"control"`
 		User       string        `yaml:"user"`
+		Seccomp    string        `yaml:"seccomp"`
 		Pcap       filePcap      `yaml:"pcap"`
 		Metrics    fileMetrics   `yaml:"metrics"`
 		Log        fileLog       `yaml:"log"`

@@ -194,11 +194,16 @@ func lastCap() (Cap, error) {
 func verify(who Identity, keep []Cap) error {
 	ids := func(n int) string { v := strconv.Itoa(n); return v + " " + v + " " + v + " " + v }
 	caps := Mask(keep)
-	want := map[string]string{"Uid": ids(who.UID), "Gid": ids(who.GID), "Groups": "",
-		"CapInh": caps, "CapPrm": caps, "CapEff": caps, "CapAmb": caps, "CapBnd": Mask(nil), "NoNewPrivs": "1"}
+	return checkThreads("privileges", map[string]string{"Uid": ids(who.UID), "Gid": ids(who.GID), "Groups": "",
+		"CapInh": caps, "CapPrm": caps, "CapEff": caps, "CapAmb": caps, "CapBnd": Mask(nil), "NoNewPrivs": "1"})
+}
+
+// checkThreads checks every thread's /proc status against want (field:
+// value, blanks collapsed); errors start with what.
+func checkThreads(what string, want map[string]string) error {
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
-		return fmt.Errorf("privileges: %w", err)
+		return fmt.Errorf("%s: %w", what, err)
 	}
 	for _, t := range tasks {
 		b, err := os.ReadFile(filepath.Join("/proc/self/task", t.Name(), "status"))
@@ -206,7 +211,7 @@ func verify(who Identity, keep []Cap) error {
 			continue // the thread ended
 		}
 		if err != nil {
-			return fmt.Errorf("privileges: %w", err)
+			return fmt.Errorf("%s: %w", what, err)
 		}
 		got := map[string]string{}
 		for _, l := range strings.Split(string(b), "\n") {
@@ -222,7 +227,7 @@ func verify(who Identity, keep []Cap) error {
 		}
 		if len(bad) > 0 {
 			slices.Sort(bad)
-			return fmt.Errorf("privileges: thread %s after the drop: %s", t.Name(), strings.Join(bad, "; "))
+			return fmt.Errorf("%s: thread %s: %s", what, t.Name(), strings.Join(bad, "; "))
 		}
 	}
 	return nil

@@ -50,7 +50,9 @@ func TestDropRefusesRoot(t *testing.T) {
 
 // TestDrop runs a binary (built without cgo, as vsgate is) that drops to
 // nobody keeping CAP_NET_ADMIN, and checks what /proc says of it and
-// that it cannot get root, a capability or a root-only file back.
+// that it cannot get root, a capability or a root-only file back; then
+// that under the seccomp filter a call outside the list fails, calls in
+// it work, and every thread is filtered.
 func TestDrop(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: dropping privileges starts from root")
@@ -92,7 +94,8 @@ func TestDrop(t *testing.T) {
 	for lines.Scan() && lines.Text() != "ready" {
 		out.WriteString(lines.Text() + "\n")
 	}
-	for _, want := range []string{"dropped", "setuid 0: operation not permitted", "capset CAP_SYS_ADMIN: operation not permitted", "read root's file: true"} {
+	for _, want := range []string{"dropped", "setuid 0: operation not permitted", "capset CAP_SYS_ADMIN: operation not permitted", "read root's file: true",
+		"confined", "execve /bin/true: operation not permitted", "sysinfo: operation not permitted", "getpid: true", "a new thread reads /proc: true"} {
 		if !strings.Contains(out.String(), want+"\n") {
 			t.Errorf("dropper output lacks %q:\n%s", want, out.String())
 		}
@@ -117,7 +120,7 @@ func TestDrop(t *testing.T) {
 		}
 		for k, want := range map[string]string{"Uid": ids, "Gid": gids, "Groups": "",
 			"CapInh": "0000000000001000", "CapPrm": "0000000000001000", "CapEff": "0000000000001000",
-			"CapBnd": "0000000000000000", "CapAmb": "0000000000001000", "NoNewPrivs": "1"} {
+			"CapBnd": "0000000000000000", "CapAmb": "0000000000001000", "NoNewPrivs": "1", "Seccomp": "2"} {
 			if fields[k] != want {
 				t.Errorf("thread %s: /proc status %s %q, want %q", task.Name(), k, fields[k], want)
 			}
