@@ -74,7 +74,7 @@ const (
 	DropFragmentDuplicate                                         // a copy of a fragment already held
 	DropFragmentMalformed                                         // a fragment that overlaps another, or a datagram too long or in too many pieces
 	DropSynProxyCookie                                            // a TCP ACK for no flow to a SYN-proxied service, without a valid cookie
-	DropSynProxyEarly                                             // a client segment of a proxied flow before its real server answered that could not be held (synhold.go), or a bare ACK or RST then
+	DropSynProxyEarly                                             // a bare ACK, RST or fragment of a proxied flow before its real server answered (a segment with data is held, or sends the SYN again: synproxy.go), or a real server segment before the handshake settled
 	DropInboundUnsolicited                                        // from the outside to an inside host (a real server, a masqueraded subnet) for no service or flow
 	DropSourceNotInside                                           // to be routed on, for no service, flow or masquerade, from a source that is no inside address (BCP 38)
 	numDropReasons
@@ -108,6 +108,9 @@ type counters struct {
 	// cookiesSent and cookiesValid are the SYN proxy's SYN-ACKs, and the
 	// ACKs that returned a valid cookie.
 	cookiesSent, cookiesValid paddedCounter
+	// serverSynResent are SYNs to a real server sent again (see
+	// Worker.resendServerSyn).
+	serverSynResent paddedCounter
 }
 
 // countHalfOpen adds n (1 or -1) to the half-open count if st is a
@@ -120,11 +123,16 @@ func (e *Engine) countHalfOpen(st uint32, n int) {
 
 // SynProxyStats are the SYN proxy's counters: cookies sent in SYN-ACKs,
 // and returned valid in ACKs (each one a proxied flow).
-type SynProxyStats struct{ CookiesSent, CookiesValid uint64 }
+type SynProxyStats struct {
+	CookiesSent, CookiesValid uint64
+	// ServerSynResent counts SYNs to real servers sent again: a client
+	// segment came while the real server had not answered.
+	ServerSynResent uint64
+}
 
 // SynProxy returns the SYN proxy's counters.
 func (e *Engine) SynProxy() SynProxyStats {
-	return SynProxyStats{e.counts.cookiesSent.Load(), e.counts.cookiesValid.Load()}
+	return SynProxyStats{e.counts.cookiesSent.Load(), e.counts.cookiesValid.Load(), e.counts.serverSynResent.Load()}
 }
 
 // HalfOpen returns how many half-open TCP flows the table holds.

@@ -81,6 +81,11 @@ type Service struct {
 	// sloppy_tcp; meant for mh, which maps the flow to the same backend
 	// on every gateway. An adopted flow starts ESTABLISHED (IPVS's table
 	// would put it in CLOSE, which expires a quiet connection in 10 s).
+	// In NAT mode a sloppy service, TCP or UDP, also adopts a flow from
+	// its real server's side, when that backend (address and port)
+	// serves no other service: the answer's source then names the VIP,
+	// so a gateway that never saw the client's packets (another one
+	// behind ECMP did) translates it (Worker.adoptReply).
 	Sloppy bool
 	// Persistence sends all connections of one client to the same
 	// backend while the client has connections, and for this long after
@@ -258,8 +263,13 @@ func (s *snapshot) masqueradeInto(addr [16]byte) *masqRule {
 // snapshot is the immutable configuration workers read with one atomic
 // load per batch.
 type snapshot struct {
-	svcIndex      svcIndex    // the services by (VIP, port, protocol)
-	realServers   svcIndex    // the services by their backends' (address, port, protocol)
+	svcIndex    svcIndex // the services by (VIP, port, protocol)
+	realServers svcIndex // the services by their backends' (address, port, protocol)
+	// soleNAT are the sloppy NAT-mode services by their backends'
+	// (address, port, protocol), for backends that serve no other
+	// service: their answers identify the flow's VIP on their own
+	// (Worker.adoptReply).
+	soleNAT       svcIndex
 	masq          []*masqRule // outbound rules (From)
 	masqInto      []*masqRule // inbound rules (Into)
 	masqAddr      map[[16]byte]bool
@@ -596,13 +606,23 @@ func (e *Engine) Update(cfg Config) error {
 	}
 	snap.svcIndex = newSvcIndex(services)
 	reals := map[svcKey]*service{}
+	serving := map[svcKey]int{} // how many services a backend serves
 	for k, svc := range services {
 		for _, b := range svc.cfg.Backends {
-			reals[svcKey{addr16(b.Addr), b.Port, k.proto}] = svc
+			rk := svcKey{addr16(b.Addr), b.Port, k.proto}
+			reals[rk] = svc
+			serving[rk]++
 			snap.realAddr[addr16(b.Addr)] = true
 		}
 	}
 	snap.realServers = newSvcIndex(reals)
+	sole := map[svcKey]*service{}
+	for rk, svc := range reals {
+		if serving[rk] == 1 && svc.cfg.Mode == ModeNAT && svc.cfg.Sloppy {
+			sole[rk] = svc
+		}
+	}
+	snap.soleNAT = newSvcIndex(sole)
 	e.conf.Store(snap)
 	e.cur = cfg
 	return nil

@@ -30,8 +30,18 @@ const (
 type heldSegment struct {
 	idx, gen uint32 // the flow (its slab index and generation); idx 0: free
 	order    uint32 // arrival order among the flow's segments
+	seq      uint32 // the segment's sequence number
 	n        int
 }
+
+// segmentHoldResult is what hold did with a segment.
+type segmentHoldResult uint8
+
+const (
+	segmentHeld        segmentHoldResult = iota // held
+	segmentHeldAlready                          // not held: a segment with its sequence number is (the client sent it again)
+	segmentNoRoom                               // not held: no room
+)
 
 type segmentHold struct {
 	mu    sync.Mutex
@@ -47,11 +57,13 @@ func pending(s, gen uint32) bool {
 }
 
 // hold keeps a copy of segment b of flow idx (generation gen), with a
-// complete checksum, and reports whether there was room.
-func (h *segmentHold) hold(e *Engine, idx, gen uint32, b []byte, p *packet.Parsed) bool {
+// complete checksum, unless there is no room or the flow holds a segment
+// with its sequence number already (a retransmission).
+func (h *segmentHold) hold(e *Engine, idx, gen uint32, b []byte, p *packet.Parsed) segmentHoldResult {
 	if len(b) > heldSlotSize {
-		return false
+		return segmentNoRoom
 	}
+	seq := packet.TCP(b[p.L4Off:p.End]).Seq()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.buf == nil {
@@ -69,12 +81,15 @@ func (h *segmentHold) hold(e *Engine, idx, gen uint32, b []byte, p *packet.Parse
 				free = i
 			}
 		case s.idx == idx && s.gen == gen:
+			if s.seq == seq {
+				return segmentHeldAlready
+			}
 			mine++
 			order = max(order, s.order+1)
 		}
 	}
 	if free < 0 || mine >= maxHeldPerFlow {
-		return false
+		return segmentNoRoom
 	}
 	dst := h.buf[free*heldSlotSize : free*heldSlotSize+len(b)]
 	copy(dst, b)
@@ -83,8 +98,8 @@ func (h *segmentHold) hold(e *Engine, idx, gen uint32, b []byte, p *packet.Parse
 	if c, ok := packet.L4Checksum(dst, p); ok {
 		dst[p.L4Off+16], dst[p.L4Off+17] = byte(c>>8), byte(c)
 	}
-	h.slots[free] = heldSegment{idx: idx, gen: gen, order: order, n: len(b)}
-	return true
+	h.slots[free] = heldSegment{idx: idx, gen: gen, order: order, seq: seq, n: len(b)}
+	return segmentHeld
 }
 
 // take appends the segments held for flow idx (generation gen), in the

@@ -111,6 +111,7 @@ const (
 	sideProxyTS  = 1 << 4 // the client uses timestamps with vsgate
 	sideProxyWS  = 1 << 5 // the client was offered window scaling
 	proxyScaleAt = 12
+	proxyMSSAt   = 16 // bits 16-17: the cookie's MSS index, for a SYN sent again
 )
 
 // cookieMSS is the MSS of index i for IPv4 or IPv6 (Linux's msstab and
@@ -311,6 +312,7 @@ type proxyStart struct {
 	cookie      uint32 // vsgate's ISN towards the client
 	ts          uint32 // vsgate's timestamp in the SYN-ACK (with timestamps)
 	clientScale uint8  // the client's window scale (with wscale)
+	mssIndex    uint32 // the cookie's MSS index (cookieMSS)
 	timestamps  bool
 	wscale      bool
 	idx, gen    uint32 // the flow made (markProxied)
@@ -338,7 +340,7 @@ func (w *Worker) acceptCookie(b []byte, svc *service, s *slot) (v Verdict, ok bo
 		Seq: seq - 1, Flags: packet.TCPFlagSYN, V4: !v6,
 	}
 	syn.Options.HasMSS, syn.Options.MSS = true, cookieMSS(v6, mss)
-	w.proxy = proxyStart{on: true, cookie: ack - 1}
+	w.proxy = proxyStart{on: true, cookie: ack - 1, mssIndex: mss}
 	win := uint32(t.Window())
 	if o.HasTimestamp {
 		w.proxy.timestamps, w.proxy.ts = true, o.TSecr
@@ -385,7 +387,7 @@ func (w *Worker) markProxied(idx uint32) {
 	ps.idx, ps.gen = idx, f.gen.Load()
 	sh[0].Store(ps.cookie)
 	sh[1].Store(ps.ts)
-	fl := f.tcp[DirOriginal].flags() | sideProxied | uint32(ps.clientScale)<<proxyScaleAt
+	fl := f.tcp[DirOriginal].flags() | sideProxied | uint32(ps.clientScale)<<proxyScaleAt | ps.mssIndex<<proxyMSSAt
 	if ps.timestamps {
 		fl |= sideProxyTS
 	}
@@ -398,16 +400,20 @@ func (w *Worker) markProxied(idx uint32) {
 // proxyFromClient moves a client's segment of proxied flow f (slab
 // index idx, generation gen) into the real server's sequence space,
 // before the window check. Before the real server has answered, a
-// segment with data or FIN is held (Held; synhold.go) and anything else
-// dropped: then it reports false with the verdict.
-func (w *Worker) proxyFromClient(b []byte, f *flow, sh *proxyShifts, of, idx, gen uint32) (Verdict, bool) {
+// segment with data or FIN is held (Held; synhold.go); one sent again (its
+// sequence number is held already) or with no room to be held becomes the
+// SYN to the real server again, in case that was lost; anything else is
+// dropped. Then it reports false with the verdict.
+func (w *Worker) proxyFromClient(b []byte, f *flow, sh *proxyShifts, of, idx, gen uint32, s *slot) (Verdict, bool) {
 	if pending(f.state.Load(), gen) {
 		p := w.p
-		if (p.End > p.PayloadOff || p.TCPFlags&packet.TCPFlagFIN != 0) && p.TCPFlags&packet.TCPFlagRST == 0 &&
-			w.segs <= 1 && !p.IsFragment() && w.e.early.hold(w.e, idx, gen, b, p) {
+		if p.End == p.PayloadOff && p.TCPFlags&packet.TCPFlagFIN == 0 || p.TCPFlags&packet.TCPFlagRST != 0 || p.IsFragment() || w.segs > 1 {
+			return w.drop(DropSynProxyEarly), false
+		}
+		if w.e.early.hold(w.e, idx, gen, b, p) == segmentHeld {
 			return Held, false
 		}
-		return w.drop(DropSynProxyEarly), false
+		return w.resendServerSyn(b, f, sh, of, s), false
 	}
 	ts := packet.TCPShift{
 		Ack: sh[0].Load(), TSecr: sh[1].Load(),
@@ -415,6 +421,47 @@ func (w *Worker) proxyFromClient(b []byte, f *flow, sh *proxyShifts, of, idx, ge
 	}
 	packet.ShiftTCP(b, w.p, &ts)
 	return 0, true
+}
+
+// resendServerSyn turns client segment b of proxied flow f, whose real
+// server has not answered, into the SYN to the real server again (Reply):
+// the first may have been lost, and nothing else would send it again —
+// the client's segments are held or dropped until the real server answers,
+// so the client's retransmissions drive the SYN's. The SYN is the one
+// acceptCookie made (the client's sequence number, the cookie's MSS, the
+// window scale and SACK it offered) with the client's current timestamp
+// and window, already translated to the real server.
+func (w *Worker) resendServerSyn(b []byte, f *flow, sh *proxyShifts, of uint32, s *slot) Verdict {
+	p := w.p
+	t := packet.TCP(b[p.L4Off:p.End])
+	o := t.Options()
+	v6 := p.Version == 6
+	reply := f.key(DirReply) // the real server to the client (or the FULLNAT address)
+	syn := packet.TCPSegment{
+		Src: addrOfWords(reply[2], reply[3]), SrcPort: uint16(reply[4] >> 16),
+		Dst: addrOfWords(reply[0], reply[1]), DstPort: uint16(reply[4] >> 32),
+		Seq: f.tcp[DirOriginal].end() - 1, Flags: packet.TCPFlagSYN, V4: !v6,
+	}
+	syn.Options.HasMSS, syn.Options.MSS = true, cookieMSS(v6, of>>proxyMSSAt&3)
+	win := uint32(t.Window())
+	if of&sideProxyTS != 0 && o.HasTimestamp {
+		syn.Options.HasTimestamp, syn.Options.TSval = true, o.TSval
+		syn.Options.SACKPermit = sh[1].Load()&tsOptSACK != 0
+	}
+	if of&sideProxyWS != 0 {
+		sc := uint8(of >> proxyScaleAt & 0xf)
+		syn.Options.HasWScale, syn.Options.WScale = true, sc
+		win <<= sc
+	}
+	syn.Window = uint16(min(win, 0xffff))
+	n, ok := syn.Write(b[:cap(b)])
+	if !ok {
+		return w.drop(DropSynProxyEarly)
+	}
+	packet.Parse(b[:n], p) // a segment it wrote: parses
+	s.n = n
+	w.e.counts.serverSynResent.Add(1)
+	return Reply
 }
 
 // proxyFromServer moves a real server's segment of proxied flow f into the

@@ -329,6 +329,59 @@ func TestSynProxyRefusedByServer(t *testing.T) {
 	}
 }
 
+// TestSynProxyServerSynLost: the SYN to the real server is lost. The
+// client's first data is held; its retransmission becomes the same SYN
+// again (sequence number, MSS, window scale, SACK, to the same real
+// server), counted; a RST from the client then is dropped. The real
+// server's answer to the SYN sent again settles the flow and the held data
+// goes on.
+func TestSynProxyServerSynLost(t *testing.T) {
+	for _, mode := range []nat.Mode{nat.ModeNAT, nat.ModeFullNAT} {
+		e := proxyEngine(t, mode, nat.SynProxyOn, 0)
+		w := e.NewWorker()
+		out, _ := run(w, seg{flags: syn, seq: 5, win: 64240, mss: 1460, scale: 7, sackOK: true, ts: true, tsval: 1000}.build(client, vip))
+		sa := decode(t, out[0])
+		cookie := sa.tcp.Seq
+		out, _ = run(w, seg{flags: ack, seq: 6, ack: cookie + 1, win: 502, ts: true, tsval: 1001, tsecr: sa.tsval}.build(client, vip))
+		first := decode(t, out[0]) // lost on its way
+		if _, v := run(w, seg{flags: ack, seq: 6, ack: cookie + 1, win: 502, payload: 100, ts: true, tsval: 1002, tsecr: sa.tsval}.build(client, vip)); len(v) != 0 {
+			t.Fatalf("%v: the first data before the real server answered: %v, want held", mode, v)
+		}
+		out, v := run(w, seg{flags: ack, seq: 6, ack: cookie + 1, win: 502, payload: 100, ts: true, tsval: 1203, tsecr: sa.tsval}.build(client, vip))
+		if len(v) != 1 || v[0] != nat.Reply {
+			t.Fatalf("%v: the client's retransmission: %v, want the SYN again (Reply)", mode, v)
+		}
+		again := decode(t, out[0])
+		if !again.tcp.SYN || again.tcp.ACK || again.src != first.src || again.dst != first.dst || again.tcp.Seq != first.tcp.Seq ||
+			again.mss != first.mss || again.scale != first.scale || again.sackOK != first.sackOK || !again.ts || again.tsval != 1203 || len(again.tcp.Payload) != 0 {
+			t.Fatalf("%v: the SYN sent again %v -> %v seq %d (mss %d scale %d sack %v ts %v/%d), want the first one's %v -> %v seq %d (mss %d scale %d sack %v)",
+				mode, again.src, again.dst, again.tcp.Seq, again.mss, again.scale, again.sackOK, again.ts, again.tsval,
+				first.src, first.dst, first.tcp.Seq, first.mss, first.scale, first.sackOK)
+		}
+		if n := e.SynProxy().ServerSynResent; n != 1 {
+			t.Fatalf("%v: server_syn_resent %d, want 1", mode, n)
+		}
+		if _, v := run(w, seg{flags: rst, seq: 6}.build(client, vip)); len(v) != 0 {
+			t.Fatalf("%v: a RST before the real server answered: %v, want dropped", mode, v)
+		}
+		// The real server answers the SYN sent again.
+		out, v = run(w, seg{flags: synack, seq: 90000, ack: again.tcp.Seq + 1, win: 65535, mss: 1460, scale: 7, sackOK: true, ts: true, tsval: 7, tsecr: 1203}.build(again.dst, again.src))
+		var data bool
+		for i, b := range out {
+			d := decode(t, b)
+			if v[i] == nat.Forward && d.dst == again.dst && len(d.tcp.Payload) == 100 {
+				data = true
+			}
+		}
+		if !data {
+			t.Fatalf("%v: after the SYN-ACK the held data did not go to the real server: %v", mode, v)
+		}
+		if err := e.CheckInvariants(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestSynProxyNoAlloc: a proxied flow's segments, both ways, allocate
 // nothing.
 func TestSynProxyNoAlloc(t *testing.T) {

@@ -67,7 +67,10 @@ func (w *tupleWords) tuple() Tuple {
 }
 
 // hash mixes the five words (a multiply-xorshift per word, as wyhash's
-// mum; any fixed seed is fine: the table is local to this process).
+// mum). Its constants must not change and must not be seeded per
+// process: besides indexing this process's table, it is the flow's key
+// to the scheduler (sched.Key.Hash), and every gateway behind ECMP must
+// give mh the same key for a flow (TestMaglevAcrossProcesses).
 func (w *tupleWords) hash() uint64 {
 	const k = 0x9e3779b97f4a7c15
 	h := uint64(0x243f6a8885a308d3)

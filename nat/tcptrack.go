@@ -190,6 +190,14 @@ func (tr *tcpTrack) start(s *segment) {
 	tr[DirOriginal].set(s.end, s.end+max(s.win, 1), max(s.win, 1), sideSeen|sideAdopted)
 }
 
+// startReply starts tracking a flow taken up from its reply side
+// mid-stream (Worker.adoptReply): the reply side from s, window scale
+// unknown; the original side is taken up by its first segment.
+func (tr *tcpTrack) startReply(s *segment) {
+	tr[DirOriginal].win.Store(0)
+	tr[DirReply].set(s.end, s.end+max(s.win, 1), max(s.win, 1), sideSeen|sideAdopted)
+}
+
 // windowVerdict is what the window check says of a segment.
 type windowVerdict uint8
 

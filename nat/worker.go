@@ -401,7 +401,7 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 			return 0, false
 		}
 		if proxied && d == DirOriginal {
-			if v, ok := w.proxyFromClient(b, f, sh, of, ref.index(), gen); !ok {
+			if v, ok := w.proxyFromClient(b, f, sh, of, ref.index(), gen, s); !ok {
 				return v, true
 			}
 		}
@@ -617,6 +617,9 @@ func (w *Worker) newFlow(b []byte, s *slot) Verdict {
 		// address and hold the flow's reply tuple. IPVS drops these
 		// too (ip_vs_has_real_service).
 		if w.snap.realServers.lookup(kw[0], kw[1], p.SrcPort, p.Proto) != nil {
+			if svc := w.snap.soleNAT.lookup(kw[0], kw[1], p.SrcPort, p.Proto); svc != nil {
+				return w.adoptReply(b, svc, s)
+			}
 			return w.drop(DropRealServerNoFlow)
 		}
 	}
@@ -746,6 +749,76 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, s *slot) Verdict {
 // clashPortMin and clashPortMax bound the ports NAT mode moves a client's
 // port to when its own clashes (see newServiceFlow).
 const clashPortMin, clashPortMax = 1024, 65535
+
+// adoptReply takes up a flow from its real server's side: an answer of a
+// sloppy NAT service's backend that serves only that service, for no flow
+// this gateway knows (its client's packets went through another gateway
+// behind ECMP, or this one restarted). The answer names the VIP on its
+// own, so it is translated statelessly and the flow is tracked from here
+// on: established for a TCP segment from mid-stream (ACK, no SYN or RST),
+// as sloppy adopts one from the client's side. The client's port is the
+// one the answer goes to: a port another gateway moved for a clash (see
+// newServiceFlow) cannot be known here.
+func (w *Worker) adoptReply(b []byte, svc *service, s *slot) Verdict {
+	p, e := w.p, w.e
+	state := uint32(stateUDP)
+	if p.Proto == packet.ProtoTCP {
+		if p.TCPFlags&(packet.TCPFlagSYN|packet.TCPFlagACK|packet.TCPFlagRST) != packet.TCPFlagACK {
+			return w.drop(DropRealServerNoFlow)
+		}
+		if !w.checksumOK(b) {
+			return w.drop(DropBadChecksum)
+		}
+		state = uint32(tcpEstablished)
+	}
+	var own *owner
+	for _, o := range svc.backends {
+		if d := o.dest.Load(); d != nil && d.Addr() == p.Src && d.Port() == p.SrcPort {
+			own = o
+			break
+		}
+	}
+	if own == nil {
+		return w.drop(DropRealServerNoFlow) // a backend Update is adding: the next answer meets it
+	}
+	sl := e.src.slotOf(p.Dst) // the client's
+	if why, ok := w.snap.admit(sl, state); !ok {
+		return w.drop(why)
+	}
+	vip := addr16(svc.cfg.VIP)
+	t := Tuple{Src: p.Dst, SrcPort: p.DstPort, Dst: vip, DstPort: svc.cfg.Port, Proto: p.Proto}
+	orig := t.words()
+	idx, evicted, err := e.tab.insert(&orig, orig.hash(), &s.kw, own.id, state, uint32(w.now+w.snap.timeout[state]), e)
+	if evicted {
+		e.counts.evictions.Add(1)
+	}
+	switch {
+	case err == ErrFlowExists:
+		// Another worker took it up meanwhile, or the client's port
+		// holds a flow to the VIP on another real server: drop, and
+		// the retransmission finds what is there.
+		return w.drop(DropRealServerNoFlow)
+	case err != nil:
+		return w.drop(DropTableFull)
+	}
+	w.counters(own.stat).add(cConns, 1)
+	w.counters(svc.stat).add(cConns, 1)
+	w.countPacket(own, DirReply, len(b))
+	if d := own.dest.Load(); d != nil {
+		if state == uint32(tcpEstablished) {
+			d.Add(1, 0)
+		} else {
+			d.Add(0, 1)
+		}
+	}
+	sl.count(state, 1)
+	if p.Proto == packet.ProtoTCP {
+		w.seg.read(b, p)
+		e.tab.flows[idx].tcp.startReply(&w.seg)
+	}
+	packet.SetSrc(b, p, vip, svc.cfg.Port)
+	return Forward
+}
 
 // persistOutcome gives back the template's connection if the flow was not
 // created after all.

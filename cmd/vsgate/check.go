@@ -15,7 +15,10 @@ const checkUsage = `usage: vsgate check -c FILE
   Read and validate a configuration file without running anything: no
   device, no netlink, no sockets (host names in it are looked up, in the
   hosts file and DNS, as vsgate run would look them up; each is printed
-  as FILE:LINE: KEY NAME -> ADDRESSES). Prints "FILE: ok (...)" and exits 0, or
+  as FILE:LINE: KEY NAME -> ADDRESSES). For each sloppy NAT service it
+  says whether a gateway that did not see a client's packets (behind
+  ECMP) can translate the real servers' answers.
+  Prints "FILE: ok (...)" and exits 0, or
   prints every problem, one per line as FILE:LINE: what is wrong: the fix,
   and exits 1. The schema: gateway/config/doc.go and the commented
   example gateway/config/testdata/vsgate.yaml.
@@ -65,6 +68,16 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 			addrs[i] = a.String()
 		}
 		fmt.Fprintf(stdout, "%s:%d: %s %s -> %s\n", *file, r.Line, r.Key, r.Name, strings.Join(addrs, " "))
+	}
+	// Behind ECMP a real server's answer may reach a gateway that did
+	// not see the client: which services' answers that gateway can
+	// still translate.
+	for _, r := range c.ReplyAdoptions() {
+		if r.SharedBy == "" {
+			fmt.Fprintf(stdout, "%s: %s: its real servers' answers are translated on any gateway (each serves only this service)\n", *file, r.Service)
+		} else {
+			fmt.Fprintf(stdout, "%s: %s: its real servers' answers need the gateway that saw the client: %s (behind ECMP, give each service real server ports of its own, or use fullnat)\n", *file, r.Service, r.SharedBy)
+		}
 	}
 	services, backends, masq := c.Counts()
 	fmt.Fprintf(stdout, "%s: ok (%d services, %d backends, %d masquerade rules)\n", *file, services, backends, masq)

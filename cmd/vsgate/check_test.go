@@ -23,6 +23,9 @@ func TestCheck(t *testing.T) {
 	named := write("named.yaml", "services:\n  - proto: tcp\n    vip: 198.18.0.10:80\n    backends:\n      - addr: localhost:8080\n")
 	bad := write("bad.yaml", "services:\n  - proto: tcp\n    vip: 198.18.0.10\n    backends:\n      - {addr: 198.18.2.11, weight: 70000}\nmetrics: {listen: 0.0.0.0:9100}\n")
 	nouser := write("nouser.yaml", "user: no-such-user-here\n")
+	ecmp := write("ecmp.yaml", "services:\n  - {proto: tcp, vip: 198.18.0.10:80, sloppy: true, backends: [{addr: 198.18.2.11:80}]}\n"+
+		"  - {proto: udp, vip: 198.18.0.10:53, sloppy: true, backends: [{addr: 198.18.2.11:53}]}\n"+
+		"  - {proto: tcp, vip: 198.18.0.11:80, sloppy: true, backends: [{addr: 198.18.2.11:80}]}\n")
 	for _, tc := range []struct {
 		args       []string
 		code       int
@@ -36,6 +39,11 @@ func TestCheck(t *testing.T) {
 			named + ": ok (1 services, 1 backends, 0 masquerade rules)"}},
 		{args: []string{"-c", example}, code: 0,
 			out: []string{example + ": ok (3 services, 7 backends, 4 masquerade rules)"}},
+		{args: []string{"-c", ecmp}, code: 0, out: []string{
+			ecmp + ": tcp 198.18.0.10:80: its real servers' answers need the gateway that saw the client: 198.18.2.11:80 also serves tcp 198.18.0.11:80 (behind ECMP, give each service real server ports of its own, or use fullnat)",
+			ecmp + ": udp 198.18.0.10:53: its real servers' answers are translated on any gateway (each serves only this service)",
+			ecmp + ": tcp 198.18.0.11:80: its real servers' answers need the gateway that saw the client: 198.18.2.11:80 also serves tcp 198.18.0.10:80 (behind ECMP, give each service real server ports of its own, or use fullnat)",
+			ecmp + ": ok (3 services, 3 backends, 0 masquerade rules)"}},
 		{args: []string{"-c", bad}, code: 1, errs: []string{
 			bad + ":3: vip 198.18.0.10 has no port: add one, such as vip: 198.18.0.10:80",
 			bad + ":5: backend 198.18.2.11: weight 70000 is out of range: use 0..65535",

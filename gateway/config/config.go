@@ -155,7 +155,8 @@ type Service struct {
 	// client (ipvsadm -M); Parse sets 32 or 128 when not given.
 	Persistence     time.Duration
 	PersistenceBits int
-	// Sloppy adopts TCP flows first seen mid-stream (IPVS sloppy_tcp).
+	// Sloppy adopts flows first seen mid-stream (IPVS sloppy_tcp) and, in
+	// NAT mode, from a real server's answer (nat.Service.Sloppy).
 	Sloppy bool
 	// TCPLiberal turns the TCP window check off for this service's flows
 	// (tcp_window_check: false): for deployments where vsgate sees only
@@ -317,6 +318,58 @@ func (c *Config) Counts() (services, backends, masquerade int) {
 		backends += len(s.Backends)
 	}
 	return len(c.Services), backends, len(c.Masquerade)
+}
+
+// ReplyAdoption says of one sloppy NAT service whether a gateway that did not see a client's packets (another one
+// behind ECMP did) translates its real servers' answers: only when each of
+// its backends serves no other service, so that an answer's source names
+// the VIP. SharedBy names a backend and the other service it serves when
+// not.
+type ReplyAdoption struct {
+	Service  string // "tcp VIP:port" (and the name, if any)
+	SharedBy string // "" if every backend is the service's alone
+}
+
+// ReplyAdoptions lists the sloppy NAT services, in file order.
+func (c *Config) ReplyAdoptions() []ReplyAdoption {
+	type key struct {
+		addr  netip.AddrPort
+		proto uint8
+	}
+	label := func(s Service) string {
+		l := protoName(s.Proto) + " " + s.VIP.String()
+		if s.Name != "" {
+			l += " (" + s.Name + ")"
+		}
+		return l
+	}
+	serving := map[key][]string{}
+	for _, s := range c.Services {
+		for _, b := range s.Backends {
+			k := key{b.Addr, s.Proto}
+			serving[k] = append(serving[k], label(s))
+		}
+	}
+	var out []ReplyAdoption
+	for _, s := range c.Services {
+		if s.Mode != nat.ModeNAT || !s.Sloppy {
+			continue
+		}
+		r := ReplyAdoption{Service: label(s)}
+		for _, b := range s.Backends {
+			if others := serving[key{b.Addr, s.Proto}]; len(others) > 1 {
+				for _, o := range others {
+					if o != r.Service {
+						r.SharedBy = b.Addr.String() + " also serves " + o
+						break
+					}
+				}
+				break
+			}
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // NAT returns the nat engine's configuration: services, masquerade rules,

@@ -447,12 +447,6 @@ timeouts:
 device:
   name: [vsg0, vsg1]   # <-
 `, "write name: VALUE on one line"},
-	{"sloppy udp", `
-services:
-  - proto: udp
-    vip: 198.18.0.10:53
-    sloppy: true   # <-
-`, "UDP flows are always adopted"},
 	{"relative control socket", `
 control:
   socket: vsgate.sock   # <-
@@ -873,5 +867,32 @@ func TestUnreachableVIP(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "v.yaml:") {
 			t.Errorf("%q: %v", c.text, err)
 		}
+	}
+}
+
+// TestReplyAdoptions: which sloppy NAT services' real servers' answers a
+// gateway that did not see the client translates (each backend serves
+// only that service), and which backend stops the others.
+func TestReplyAdoptions(t *testing.T) {
+	c, err := Parse([]byte(`
+services:
+  - {name: web, proto: tcp, vip: 198.18.0.10:80, sloppy: true, backends: [{addr: 198.18.2.11:80}, {addr: 198.18.2.12:80}]}
+  - {name: dns, proto: udp, vip: 198.18.0.10:53, sloppy: true, backends: [{addr: 198.18.2.11:53}]}
+  - {name: alt, proto: tcp, vip: 198.18.0.11:80, sloppy: true, backends: [{addr: 198.18.2.12:80}]}
+  - {name: plain, proto: tcp, vip: 198.18.0.12:80, backends: [{addr: 198.18.2.13:80}]}
+  - {name: full, proto: tcp, vip: 198.18.0.13:80, mode: fullnat, sloppy: true, backends: [{addr: 198.18.2.13:81}]}
+fullnat: {pool: [198.18.0.30]}
+`), "t.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := c.ReplyAdoptions()
+	want := []ReplyAdoption{
+		{Service: "tcp 198.18.0.10:80 (web)", SharedBy: "198.18.2.12:80 also serves tcp 198.18.0.11:80 (alt)"},
+		{Service: "udp 198.18.0.10:53 (dns)"},
+		{Service: "tcp 198.18.0.11:80 (alt)", SharedBy: "198.18.2.12:80 also serves tcp 198.18.0.10:80 (web)"},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("ReplyAdoptions:\n%+v\nwant\n%+v", got, want)
 	}
 }

@@ -103,7 +103,12 @@
 //	    persistence: 300s   ipvsadm -p; 0 is none                       default 0
 //	    persistence_netmask: 24   ipvsadm -M: prefix length, or an IPv4 netmask;
 //	                        needs persistence                           default 32 / 128
-//	    sloppy: false       adopt TCP flows seen mid-stream (tcp only)  default false
+//	    sloppy: false       adopt flows this gateway has not seen begin:
+//	                        TCP seen mid-stream (as IPVS sloppy_tcp);
+//	                        with mode nat, tcp and udp, also a real
+//	                        server's answer, translated from the VIP when
+//	                        that backend serves no other service (behind
+//	                        ECMP; vsgate check says which qualify)    default false
 //	    tcp_window_check: true   drop TCP segments outside their flow's  default true
 //	                        window (conntrack's tcp_in_window); false for
 //	                        deployments that see one direction only

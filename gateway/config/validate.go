@@ -280,9 +280,6 @@ func validateService(s *Service, path string, idx int, pool map[bool]bool, svcs 
 				fmt.Sprintf("use a prefix length 0..%d", vip.BitLen()))
 		}
 	}
-	if s.Sloppy && s.Proto == packet.ProtoUDP {
-		r.fail(path+".sloppy", "sloppy is for tcp services", "remove it: UDP flows are always adopted")
-	}
 	if s.Health != nil {
 		validateHealth(s.Health, path+".health", r)
 	}
