@@ -21,8 +21,14 @@ fmt-check: ## fail if gofmt would change a file
 vet: ## go vet
 	$(GO) vet ./...
 
-test: fmt-check vet ## gofmt check, go vet, every test under -race, every benchmark once
-	$(GO) test -race -count=1 ./...
+# The end-to-end packages run after the rest, one at a time: they measure
+# a gateway in netlab (floods, SYN proxy, fragments), which the other
+# packages' race tests would otherwise share two cores with.
+E2E_PKGS = ./internal/e2e ./internal/bench
+
+test: fmt-check vet ## gofmt check, go vet, every test under -race (end-to-end ones last, alone), every benchmark once
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v -e /internal/e2e -e /internal/bench)
+	$(GO) test -race -count=1 -p 1 $(E2E_PKGS)
 	$(GO) test -run '^$$' -bench . -benchtime=1x ./...
 
 bench: ## every Go benchmark, COUNT times, into bench.txt (for benchstat) and its medians into bench.md

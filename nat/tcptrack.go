@@ -224,6 +224,12 @@ func (tr *tcpTrack) inWindow(d Dir, s *segment, st tcpState) windowVerdict {
 		switch st {
 		case tcpNone, tcpSynSent, tcpSynRecv, tcpSynAck:
 		case tcpTimeWait, tcpClose:
+			if (snd.flags()|rcv.flags())&sideProxied != 0 {
+				// A SYN proxy's flow is over: its sides keep the
+				// proxy's state and are not started again (a client's
+				// SYN makes a new flow before it gets here).
+				return windowOut
+			}
 			rcv.win.Store(0)
 		default:
 			return windowHold
