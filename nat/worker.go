@@ -801,16 +801,7 @@ func (w *Worker) adoptReply(b []byte, svc *service, s *slot) Verdict {
 	case err != nil:
 		return w.drop(DropTableFull)
 	}
-	w.counters(own.stat).add(cConns, 1)
-	w.counters(svc.stat).add(cConns, 1)
-	w.countPacket(own, DirReply, len(b))
-	if d := own.dest.Load(); d != nil {
-		if state == uint32(tcpEstablished) {
-			d.Add(1, 0)
-		} else {
-			d.Add(0, 1)
-		}
-	}
+	w.countNewFlow(own, state, DirReply, len(b))
 	sl.count(state, 1)
 	if p.Proto == packet.ProtoTCP {
 		w.seg.read(b, p)
@@ -818,6 +809,24 @@ func (w *Worker) adoptReply(b []byte, svc *service, s *slot) Verdict {
 	}
 	packet.SetSrc(b, p, vip, svc.cfg.Port)
 	return Forward
+}
+
+// countNewFlow counts a flow of owner own just made in state state from
+// an n-byte packet of direction d: a connection for the backend and its
+// service, the packet, and the backend's active or inactive count.
+func (w *Worker) countNewFlow(own *owner, state uint32, d Dir, n int) {
+	w.counters(own.stat).add(cConns, 1)
+	if svc := own.svc.Load(); svc != nil {
+		w.counters(svc.stat).add(cConns, 1)
+	}
+	w.countPacket(own, d, n)
+	if dst := own.dest.Load(); dst != nil {
+		if state == uint32(tcpEstablished) {
+			dst.Add(1, 0)
+		} else {
+			dst.Add(0, 1)
+		}
+	}
 }
 
 // persistOutcome gives back the template's connection if the flow was not
@@ -921,18 +930,7 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 			return w.drop(DropTableFull)
 		}
 		if own != nil {
-			w.counters(own.stat).add(cConns, 1)
-			if svc := own.svc.Load(); svc != nil {
-				w.counters(svc.stat).add(cConns, 1)
-			}
-			w.countPacket(own, DirOriginal, len(b))
-			if d := own.dest.Load(); d != nil {
-				if state == uint32(tcpEstablished) {
-					d.Add(1, 0)
-				} else {
-					d.Add(0, 1)
-				}
-			}
+			w.countNewFlow(own, state, DirOriginal, len(b))
 		}
 		sl.count(state, 1)
 		e.countHalfOpen(state, 1)

@@ -15,66 +15,35 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	"github.com/vsgate/vsgate/internal/cli"
 )
 
-// command is one subcommand: run gets the arguments after its name and
-// returns the exit status.
-type command struct {
-	name    string
-	summary string
-	run     func(args []string, stdout, stderr io.Writer) int
-}
-
-// commands lists the subcommands in the order usage shows them.
-func commands() []command {
-	return []command{
-		{"up", "build a topology and keep it until Ctrl-C", labUp},
-		{"down", "stop running labs", labDown},
-		{"exec", "run a command in a host of the running lab", labExec},
-		{"list", "show live runs and leftovers", func(_ []string, stdout, stderr io.Writer) int { return labList(stdout, stderr) }},
-		{"clean", "remove leftovers of crashed runs", labClean},
-		{"demo", "the end-to-end demo (make demo; needs root)", runDemo},
-		{"bench", "end-to-end benchmarks vs nftables, HAProxy, nginx, Apache (root)", runBench},
-		{"help", "show this help", nil},
-	}
-}
-
-// usage prints the subcommand list.
-func usage(w io.Writer) {
-	fmt.Fprintf(w, "usage: vsgate-lab COMMAND [ARGS]\n\ncommands:\n")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
-	}
-	fmt.Fprintf(w, "\n%s\nvsgate-lab demo -h and vsgate-lab bench -h show theirs.\n", labUsage)
+// program lists the subcommands in the order usage shows them.
+func program() cli.Program {
+	return cli.Program{Name: "vsgate-lab", Footer: "\n" + labUsage + "\nvsgate-lab demo -h and vsgate-lab bench -h show theirs.\n", Commands: []cli.Command{
+		{Name: "up", Summary: "build a topology and keep it until Ctrl-C", Run: labUp},
+		{Name: "down", Summary: "stop running labs", Run: labDown},
+		{Name: "exec", Summary: "run a command in a host of the running lab", Run: labExec},
+		{Name: "list", Summary: "show live runs and leftovers", Run: func(_ []string, stdout, stderr io.Writer) int { return labList(stdout, stderr) }},
+		{Name: "clean", Summary: "remove leftovers of crashed runs", Run: labClean},
+		{Name: "demo", Summary: "the end-to-end demo (make demo; needs root)", Run: runDemo},
+		{Name: "bench", Summary: "end-to-end benchmarks vs nftables, HAProxy, nginx, Apache (root)", Run: runBench},
+		{Name: "help", Summary: "show this help"},
+	}}
 }
 
 // run dispatches args (without the program name) and returns the exit
-// status: 2 for usage errors.
+// status: 2 for usage errors. "ls" is list.
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		usage(stderr)
-		return 2
+	if len(args) > 0 && args[0] == "ls" {
+		args = append([]string{"list"}, args[1:]...)
 	}
-	switch args[0] {
-	case "help", "-h", "-help", "--help":
-		usage(stdout)
-		return 0
-	case "ls":
-		args[0] = "list"
-	}
-	for _, c := range commands() {
-		if c.name == args[0] && c.run != nil {
-			return c.run(args[1:], stdout, stderr)
-		}
-	}
-	fmt.Fprintf(stderr, "vsgate-lab: unknown command %q\n\n", args[0])
-	usage(stderr)
-	return 2
+	return program().Run(args, stdout, stderr)
 }
 
 // vsgateBinary is the gateway binary the demo and benchmarks run: vsgate
