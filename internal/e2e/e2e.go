@@ -378,12 +378,17 @@ func (e *Env) Close() error {
 
 // get fetches url from the client and returns the test server's reply.
 func (e *Env) get(ctx context.Context, url string) (netlab.HTTPReply, error) {
+	return e.getWithin(ctx, url, 3*time.Second)
+}
+
+// getWithin is get allowing the request d.
+func (e *Env) getWithin(ctx context.Context, url string, d time.Duration) (netlab.HTTPReply, error) {
 	var rep netlab.HTTPReply
 	req, err := newRequest(ctx, url)
 	if err != nil {
 		return rep, err
 	}
-	resp, err := e.client.HTTPClient(3 * time.Second).Do(req)
+	resp, err := e.client.HTTPClient(d).Do(req)
 	if err != nil {
 		return rep, err
 	}
