@@ -34,15 +34,6 @@ type heldSegment struct {
 	n        int
 }
 
-// segmentHoldResult is what hold did with a segment.
-type segmentHoldResult uint8
-
-const (
-	segmentHeld        segmentHoldResult = iota // held
-	segmentHeldAlready                          // not held: a segment with its sequence number is (the client sent it again)
-	segmentNoRoom                               // not held: no room
-)
-
 type segmentHold struct {
 	mu    sync.Mutex
 	buf   []byte
@@ -57,11 +48,12 @@ func pending(s, gen uint32) bool {
 }
 
 // hold keeps a copy of segment b of flow idx (generation gen), with a
-// complete checksum, unless there is no room or the flow holds a segment
-// with its sequence number already (a retransmission).
-func (h *segmentHold) hold(e *Engine, idx, gen uint32, b []byte, p *packet.Parsed) segmentHoldResult {
+// complete checksum, and reports whether it did: not when there is no
+// room, nor when the flow holds a segment with its sequence number
+// already (the client sent it again).
+func (h *segmentHold) hold(e *Engine, idx, gen uint32, b []byte, p *packet.Parsed) bool {
 	if len(b) > heldSlotSize {
-		return segmentNoRoom
+		return false
 	}
 	seq := packet.TCP(b[p.L4Off:p.End]).Seq()
 	h.mu.Lock()
@@ -82,14 +74,14 @@ func (h *segmentHold) hold(e *Engine, idx, gen uint32, b []byte, p *packet.Parse
 			}
 		case s.idx == idx && s.gen == gen:
 			if s.seq == seq {
-				return segmentHeldAlready
+				return false
 			}
 			mine++
 			order = max(order, s.order+1)
 		}
 	}
 	if free < 0 || mine >= maxHeldPerFlow {
-		return segmentNoRoom
+		return false
 	}
 	dst := h.buf[free*heldSlotSize : free*heldSlotSize+len(b)]
 	copy(dst, b)
@@ -99,7 +91,7 @@ func (h *segmentHold) hold(e *Engine, idx, gen uint32, b []byte, p *packet.Parse
 		dst[p.L4Off+16], dst[p.L4Off+17] = byte(c>>8), byte(c)
 	}
 	h.slots[free] = heldSegment{idx: idx, gen: gen, order: order, seq: seq, n: len(b)}
-	return segmentHeld
+	return true
 }
 
 // take appends the segments held for flow idx (generation gen), in the

@@ -410,7 +410,7 @@ func (w *Worker) proxyFromClient(b []byte, f *flow, sh *proxyShifts, of, idx, ge
 		if p.End == p.PayloadOff && p.TCPFlags&packet.TCPFlagFIN == 0 || p.TCPFlags&packet.TCPFlagRST != 0 || p.IsFragment() || w.segs > 1 {
 			return w.drop(DropSynProxyEarly), false
 		}
-		if w.e.early.hold(w.e, idx, gen, b, p) == segmentHeld {
+		if w.e.early.hold(w.e, idx, gen, b, p) {
 			return Held, false
 		}
 		return w.resendServerSyn(b, f, sh, of, s), false
