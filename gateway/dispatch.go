@@ -19,6 +19,11 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 	if len(req.Args) > 0 && req.Args[0] == "pcap" {
 		return g.handlePcap(req.Args[1:])
 	}
+	if len(req.Args) == 1 && req.Args[0] == "bgp" {
+		var out bytes.Buffer
+		g.writeBGP(&out)
+		return Response{Output: out.String()}
+	}
 	if len(req.Args) == 1 && req.Args[0] == "drops" {
 		var out bytes.Buffer
 		g.writeDrops(&out)

@@ -58,6 +58,12 @@ func ReloadOptions(cfg *config.Config, log *slog.Logger) (Options, error) {
 		}
 		o.Health[adm.ServiceKey(n.Services[i])] = healthSpec(s.Health)
 	}
+	if b := cfg.BGP; b != nil {
+		o.BGP = &BGPOptions{Speaker: b.Speaker, Prefixes: b.Prefixes, Drain: b.Drain, Announce: map[string]string{}}
+		for i, s := range cfg.Services {
+			o.BGP.Announce[adm.ServiceKey(n.Services[i])] = s.Announce
+		}
+	}
 	return o, nil
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/vsgate/vsgate/bgp"
 	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/health"
 	"github.com/vsgate/vsgate/gateway/names"
@@ -96,6 +97,9 @@ type Options struct {
 	// they are missing.
 	L7 []L7Service
 
+	// BGP, when set, runs the embedded BGP speaker (gateway/bgp.go).
+	BGP *BGPOptions
+
 	Logger *slog.Logger
 }
 
@@ -161,6 +165,9 @@ type Gateway struct {
 	opts        Options
 	desired     nat.Config      // what the operator asked for (config file, adm)
 	down        map[string]bool // backends health checks hold down, by health key
+	l7down      map[string]bool // L7 members health checks hold down, by l7HealthKey
+	speaker     *bgp.Speaker    // nil without BGP
+	withdrawn   bool            // a stop has withdrawn the BGP routes
 
 	capture pcap.Writer // what enters and leaves, when started (--pcap, vsgate adm pcap)
 	l7      *netstack.Stack
@@ -190,7 +197,7 @@ func New(opts Options) (g *Gateway, err error) {
 	if opts.NAT, err = withL7Services(opts.NAT, opts.L7); err != nil {
 		return nil, err
 	}
-	g = &Gateway{log: opts.Logger, opts: opts, desired: opts.NAT, down: map[string]bool{}, start: time.Now(), names: opts.Names}
+	g = &Gateway{log: opts.Logger, opts: opts, desired: opts.NAT, down: map[string]bool{}, l7down: map[string]bool{}, start: time.Now(), names: opts.Names}
 	if g.names == nil {
 		g.names = &names.System{}
 	}
@@ -220,6 +227,13 @@ func New(opts Options) (g *Gateway, err error) {
 			return g, err
 		}
 		defer h.Close()
+		removed, err := removeLeftovers(h, g.netPlan())
+		if len(removed) > 0 {
+			g.log.Warn("removed the wiring a vsgate that did not stop cleanly left behind", "removed", removed)
+		}
+		if err != nil {
+			return g, fmt.Errorf("network setup: %w", err)
+		}
 		if g.net, err = setupNetwork(h, g.netPlan()); err != nil {
 			return g, fmt.Errorf("network setup: %w", err)
 		}
@@ -246,6 +260,11 @@ func New(opts Options) (g *Gateway, err error) {
 	}
 	if opts.MetricsListen != "" {
 		if g.metrics, err = g.serveMetrics(opts.MetricsListen, opts.MetricsPprof); err != nil {
+			return g, err
+		}
+	}
+	if opts.BGP != nil {
+		if err := g.startBGP(); err != nil {
 			return g, err
 		}
 	}
@@ -293,9 +312,12 @@ func (g *Gateway) Engine() *nat.Engine { return g.engine }
 
 // Run moves packets until ctx is done: one worker per device queue, the
 // engine's clock and expiry, and the rate estimator. It returns when every
-// worker has stopped; call Close afterwards.
-func (g *Gateway) Run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+// worker has stopped; call Close afterwards. With BGP, a stop (ctx done)
+// first withdraws every route and keeps forwarding for BGPOptions.Drain,
+// so that what the routers sent before they moved the flows elsewhere
+// still gets through.
+func (g *Gateway) Run(parent context.Context) error {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(g.devices))
@@ -315,6 +337,15 @@ func (g *Gateway) Run(ctx context.Context) error {
 		g.housekeeping(ctx)
 	}()
 	<-ctx.Done()
+	if parent.Err() != nil && g.opts.BGP != nil {
+		g.withdrawRoutes()
+		g.log.Info("bgp: routes withdrawn, draining", "for", g.opts.BGP.Drain, "flows", g.engine.Flows())
+		select {
+		case <-time.After(g.opts.BGP.Drain):
+		case err := <-errs:
+			errs <- err
+		}
+	}
 	for _, d := range g.devices {
 		d.Close() // unblocks the workers' reads
 	}
@@ -347,6 +378,9 @@ type segmenter interface {
 // Close stops everything New started and undoes the network wiring.
 func (g *Gateway) Close() error {
 	var errs []error
+	if g.speaker != nil {
+		errs = append(errs, g.speaker.Close())
+	}
 	if g.control != nil {
 		errs = append(errs, g.control.Close())
 	}

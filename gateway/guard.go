@@ -69,6 +69,29 @@ func addGuard(dev string) (func() error, error) {
 	}, nil
 }
 
+// removeGuard removes the guard table if there is one (a killed vsgate's)
+// and reports whether there was.
+func removeGuard() (bool, error) {
+	c, err := nftables.New()
+	if err != nil {
+		return false, fmt.Errorf("nftables: %w", err)
+	}
+	ts, err := c.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return false, fmt.Errorf("nftables: %w", err)
+	}
+	for _, t := range ts {
+		if t.Name == guardTable {
+			c.DelTable(t)
+			if err := c.Flush(); err != nil {
+				return false, fmt.Errorf("nftables: removing a leftover table inet %s: %w", guardTable, err)
+			}
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // guardDrops returns how many packets the guard has dropped, and false if
 // there is no guard.
 func guardDrops() (uint64, bool) {

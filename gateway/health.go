@@ -59,6 +59,14 @@ func (g *Gateway) healthChanged(v health.Verdict) {
 				}
 				s.SetDown(m, !v.Up)
 				g.log.Info("l7 member health", "member", v.Key, "up", v.Up, "check", v.Why)
+				g.mu.Lock()
+				defer g.mu.Unlock()
+				if v.Up {
+					delete(g.l7down, v.Key)
+				} else {
+					g.l7down[v.Key] = true
+				}
+				g.announceLocked()
 				return
 			}
 		}

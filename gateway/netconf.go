@@ -61,6 +61,39 @@ type netStep struct {
 	do  func() (undo func() error, err error)
 }
 
+// removeLeftovers removes what a vsgate that was killed (kill -9, a
+// crash) left of its wiring, so that the next one can start: its policy
+// rules (plan p's priority and table: vsgate's by construction) and its
+// nftables table. Its routes went with its TUN device. It returns what it
+// removed. Sysctls stay as the dead one set them, so the new one takes
+// their values as the ones to restore.
+func removeLeftovers(h *netlink.Handle, p NetPlan) ([]string, error) {
+	var removed []string
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		rules, err := h.RuleList(fam)
+		if err != nil {
+			return removed, fmt.Errorf("listing rules: %w", err)
+		}
+		for _, r := range rules {
+			if r.Priority != p.RulePriority || r.Table != p.Table {
+				continue
+			}
+			if err := h.RuleDel(&r); err != nil {
+				return removed, fmt.Errorf("removing a leftover rule %d iif %s lookup %d: %w", r.Priority, r.IifName, r.Table, err)
+			}
+			removed = append(removed, fmt.Sprintf("rule %d iif %s family %d lookup %d", r.Priority, r.IifName, fam, r.Table))
+		}
+	}
+	had, err := removeGuard()
+	if err != nil {
+		return removed, err
+	}
+	if had {
+		removed = append(removed, "nftables table inet "+guardTable)
+	}
+	return removed, nil
+}
+
 // setupNetwork wires the plan in the current network namespace. On error
 // it has already undone what it did.
 func setupNetwork(h *netlink.Handle, p NetPlan) (*netState, error) {

@@ -84,10 +84,13 @@ func (g *Gateway) Reload(opts Options) error {
 	// change with it (L7 services stay as they started, and
 	// healthChanged reads them without the lock): a refused reload puts
 	// back these, not the whole struct.
-	oldHealth, oldMasq := g.opts.Health, g.opts.MasqDefaults
-	g.opts.Health, g.opts.MasqDefaults = opts.Health, opts.MasqDefaults
+	if err := g.checkBGPReload(opts.BGP); err != nil {
+		return err
+	}
+	oldHealth, oldMasq, oldBGP := g.opts.Health, g.opts.MasqDefaults, g.opts.BGP
+	g.opts.Health, g.opts.MasqDefaults, g.opts.BGP = opts.Health, opts.MasqDefaults, opts.BGP
 	if err := g.installLocked(opts.NAT); err != nil {
-		g.opts.Health, g.opts.MasqDefaults = oldHealth, oldMasq
+		g.opts.Health, g.opts.MasqDefaults, g.opts.BGP = oldHealth, oldMasq, oldBGP
 		return err
 	}
 	g.checker.Set(g.healthTargets())
@@ -201,6 +204,7 @@ func (g *Gateway) installLocked(desired nat.Config) error {
 			g.log.Warn("rewire: removing the old wiring", "err", err)
 		}
 	}
+	g.announceLocked()
 	return nil
 }
 

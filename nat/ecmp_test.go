@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gopacket/gopacket/layers"
+
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
 )
@@ -35,9 +37,8 @@ func ecmpEngine(t *testing.T, sloppy, shared bool) *nat.Engine {
 // server's answer reaches gateway B (ECMP, or A's restart): B translates
 // the answer from the VIP and tracks the flow from then on, both ways,
 // when the service is sloppy and the backend serves it alone. Otherwise
-// the answer is dropped as before (real_server_no_flow), as is an answer
-// that is not mid-stream (a SYN-ACK) and one from a backend that serves
-// two VIPs (its VIP cannot be told).
+// the answer is dropped as before (real_server_no_flow), as is a RST and
+// an answer from a backend that serves two VIPs (its VIP cannot be told).
 func TestAdoptReply(t *testing.T) {
 	a := ecmpEngine(t, true, false)
 	rip := established(t, a.NewWorker(), client)
@@ -82,12 +83,74 @@ func TestAdoptReply(t *testing.T) {
 	}{
 		{"not sloppy", false, false, tcpSeq(rip, client, ack, 100, 5001, 102)},
 		{"a backend of two services", true, true, tcpSeq(rip, client, ack, 100, 5001, 102)},
-		{"a SYN-ACK", true, false, tcpSeq(rip, client, synack, 0, 5000, 2)},
+		{"a SYN-ACK, not sloppy", false, false, tcpSeq(rip, client, synack, 0, 5000, 2)},
 		{"a RST", true, false, tcpSeq(rip, client, rst, 0, 5001, 0)},
 	} {
 		e := ecmpEngine(t, tc.sloppy, tc.shared)
 		if v := one(e.NewWorker(), tc.pkt); v != nat.Drop || e.Drops(nat.DropRealServerNoFlow) != 1 || e.Flows() != 0 {
 			t.Errorf("%s: verdict %v, real_server_no_flow %d, %d flows; want dropped as before", tc.name, v, e.Drops(nat.DropRealServerNoFlow), e.Flows())
+		}
+	}
+}
+
+// TestAsymmetricHandshake: behind ECMP on both sides the two directions
+// of a connection may cross different gateways: A sees the client's SYN,
+// ACK and data, B the real server's SYN-ACK and data. Each translates its
+// half; then A is lost and the client's segments reach B, which already
+// tracks the flow from the server's side and sends them to the same real
+// server. With window scaling offered by both ends (B saw only the
+// server's option).
+func TestAsymmetricHandshake(t *testing.T) {
+	a, b := ecmpEngine(t, true, false), ecmpEngine(t, true, false)
+	wa, wb := a.NewWorker(), b.NewWorker()
+	synPkt := tcpOpts(client, vip, syn, 1, 0, 7)
+	if v := one(wa, synPkt); v != nat.Forward {
+		t.Fatalf("SYN at A: verdict %v", v)
+	}
+	_, rip := endpoints(t, synPkt)
+	synAck := tcpOpts(rip, client, synack, 5000, 2, 7)
+	if v := one(wb, synAck); v != nat.Forward {
+		t.Fatalf("SYN-ACK at B: verdict %v, real_server_no_flow %d", v, b.Drops(nat.DropRealServerNoFlow))
+	}
+	if s, d := endpoints(t, synAck); s != vip || d != client {
+		t.Fatalf("the SYN-ACK left B %v -> %v, want %v -> %v", s, d, vip, client)
+	}
+	for i := range 3 {
+		if v := one(wa, tcpSeq(client, vip, ack, 100, 2+uint32(i)*100, 5001)); v != nat.Forward {
+			t.Fatalf("the client's segment %d at A, which never saw the SYN-ACK: verdict %v, out of window %d", i, v, a.Drops(nat.DropTCPOutOfWindow))
+		}
+	}
+	for i := range 3 { // the server's data, scaled window
+		if v := one(wb, tcpSeq(rip, client, ack, 1000, 5001+uint32(i)*1000, 102)); v != nat.Forward {
+			t.Fatalf("the server's data %d at B: verdict %v, out of window %d", i, v, b.Drops(nat.DropTCPOutOfWindow))
+		}
+	}
+	// A is gone: the client's next segments reach B, with the small raw
+	// window a scaled one is (502 << 7).
+	next := tcpWin(client, vip, ack, 100, 302, 8001, 502)
+	if v := one(wb, next); v != nat.Forward {
+		t.Fatalf("the client's segment at B after A is lost: verdict %v", v)
+	}
+	if _, d := endpoints(t, next); d != rip {
+		t.Fatalf("the client's segment went to %v at B, want %v", d, rip)
+	}
+	if st := flowState(b, client); st != "ESTABLISHED" {
+		t.Errorf("B's flow is %q once it has seen both sides, want ESTABLISHED", st)
+	}
+	// The client's window is scaled (shift 7) but B never saw the SYN
+	// that said so: the server's data from further back than the
+	// unscaled window, and the client's acknowledgement of it, still go.
+	for _, pkt := range [][]byte{tcpSeq(rip, client, ack, 1000, 5001, 402), tcpWin(client, vip, ack, 0, 402, 8001, 502)} {
+		if v := one(wb, pkt); v != nat.Forward {
+			t.Fatalf("a segment at B after the failover: verdict %v, out of window %d", v, b.Drops(nat.DropTCPOutOfWindow))
+		}
+	}
+	if n := b.Drops(nat.DropTCPOutOfWindow) + a.Drops(nat.DropTCPOutOfWindow); n != 0 {
+		t.Errorf("%d segments dropped out of the window", n)
+	}
+	for _, e := range []*nat.Engine{a, b} {
+		if err := e.CheckInvariants(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
@@ -137,4 +200,11 @@ func TestMaglevAcrossProcesses(t *testing.T) {
 	if spread := len(slices.Compact(slices.Sorted(slices.Values(ours)))); spread != 10 {
 		t.Fatalf("the flows went to %d real servers, want all 10", spread)
 	}
+}
+
+// tcpWin is tcpSeq with the raw window given.
+func tcpWin(src, dst netip.AddrPort, flags uint8, payload int, seq, ackNum uint32, win uint16) []byte {
+	t := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), Seq: seq, Ack: ackNum, Window: win,
+		SYN: flags&syn != 0, ACK: flags&ack != 0, FIN: flags&packet.TCPFlagFIN != 0, RST: flags&rst != 0}
+	return build(src.Addr(), dst.Addr(), layers.IPProtocolTCP, t, payload)
 }

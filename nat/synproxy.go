@@ -242,6 +242,12 @@ func (w *Worker) synProxyOn(svc *service) bool {
 	case SynProxyOff:
 		return false
 	}
+	if svc.cfg.Sloppy {
+		// Behind ECMP the real server's SYN-ACK may come back through
+		// another gateway, which cannot finish a proxied handshake:
+		// auto leaves sloppy services alone (on still proxies).
+		return false
+	}
 	// The fill is the new flow's shard's, scaled: one cache line the
 	// insert writes anyway, not a sum over every shard per SYN.
 	return int64(w.e.counts.halfOpen.Load()) >= w.snap.synProxyHalfOpen || w.e.tab.shardLen(w.h) >= w.snap.synProxyFill

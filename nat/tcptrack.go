@@ -41,7 +41,9 @@ import (
 //
 // A side not seen yet (a flow adopted mid-stream, see Service.Sloppy, or
 // the reply side before the real server's SYN-ACK) is taken from its first
-// segment; checks that need it are skipped until then.
+// segment; checks that need it are skipped until then. A sloppy service's
+// flow of which this gateway sees one direction only (ECMP in front and
+// behind: Worker.oneSided) is not checked at all.
 //
 // Workers update a flow's sides without a lock, as they update its state:
 // every store is a compare-and-swap that only moves a value forward in
@@ -198,6 +200,21 @@ func (tr *tcpTrack) startReply(s *segment) {
 	tr[DirReply].set(s.end, s.end+max(s.win, 1), max(s.win, 1), sideSeen|sideAdopted)
 }
 
+// startReplySyn starts tracking a flow taken up from the real server's
+// SYN-ACK (Worker.adoptReply): the reply side from it, as a SYN starts its
+// side (the SYN-ACK's window scale option says the client offered one
+// too). The client's SYN was not seen here, so the original side, taken
+// up by its first segment, has no known window scale: it is marked
+// adopted already.
+func (tr *tcpTrack) startReplySyn(s *segment) {
+	tr[DirOriginal].win.Store(sideAdopted)
+	f := uint32(sideSeen)
+	if s.wscale {
+		f |= sideWScale | uint32(s.scale)<<8
+	}
+	tr[DirReply].set(s.end, s.end, max(s.win, 1), f)
+}
+
 // windowVerdict is what the window check says of a segment.
 type windowVerdict uint8
 
@@ -304,10 +321,11 @@ func (tr *tcpTrack) accept(d Dir, s *segment) {
 	case s.flags&packet.TCPFlagSYN != 0:
 		tr.startSide(d, s)
 	case uint32(sw)&sideSeen == 0:
-		// The other side of a flow taken up mid-stream is taken up too;
-		// a side of a flow that began with a SYN is not (its SYN-ACK
+		// The other side of a flow taken up mid-stream is taken up too,
+		// as is one marked so before it was seen (startReplySyn); a
+		// side of a flow that began with a SYN is not (its SYN-ACK
 		// restarts it).
-		f := uint32(sideSeen) | tr[1-d].flags()&sideAdopted
+		f := uint32(sideSeen) | (tr[1-d].flags()|uint32(sw))&sideAdopted
 		snd.set(s.end, s.end+max(s.win, 1), max(s.win, 1), f)
 	case s.flags&packet.TCPFlagRST == 0:
 		ack := s.ack

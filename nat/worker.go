@@ -468,13 +468,27 @@ func (w *Worker) tcpGate(b []byte, f *flow, d Dir, own *owner) (ev int, pass boo
 			return -1, true
 		}
 	default: // out of the window
-		if !w.liberal(own) {
+		if !w.liberal(own) && !w.oneSided(f, d, own) {
 			w.drop(DropTCPOutOfWindow)
 			return -1, false
 		}
 		f.tcp.accept(d, &w.seg)
 	}
 	return ev, true
+}
+
+// oneSided reports whether a segment of direction d belongs to a sloppy
+// service's flow whose other direction this gateway has not seen: behind
+// ECMP on both sides, the routers may send a connection's two directions
+// through different gateways for its whole life. How far a side may send
+// (its maxend) comes from the other side's acknowledgements and windows,
+// so such a flow's window is not checked, as a liberal one's is not.
+func (w *Worker) oneSided(f *flow, d Dir, own *owner) bool {
+	if f.tcp[1-d].flags()&sideSeen != 0 || own == nil {
+		return false
+	}
+	svc := own.svc.Load()
+	return svc != nil && svc.cfg.Sloppy
 }
 
 // checksumOK reports whether the packet being handled has a right
@@ -756,20 +770,30 @@ const clashPortMin, clashPortMax = 1024, 65535
 // behind ECMP, or this one restarted). The answer names the VIP on its
 // own, so it is translated statelessly and the flow is tracked from here
 // on: established for a TCP segment from mid-stream (ACK, no SYN or RST),
-// as sloppy adopts one from the client's side. The client's port is the
-// one the answer goes to: a port another gateway moved for a clash (see
+// as sloppy adopts one from the client's side; SYNACK for the real
+// server's SYN-ACK, which comes here when the routers in front and
+// behind the gateways hash the two directions of a new connection to
+// different gateways (the client's SYN went through another one). A
+// RST makes no flow and is dropped. The client's port is the one the
+// answer goes to: a port another gateway moved for a clash (see
 // newServiceFlow) cannot be known here.
 func (w *Worker) adoptReply(b []byte, svc *service, s *slot) Verdict {
 	p, e := w.p, w.e
 	state := uint32(stateUDP)
 	if p.Proto == packet.ProtoTCP {
-		if p.TCPFlags&(packet.TCPFlagSYN|packet.TCPFlagACK|packet.TCPFlagRST) != packet.TCPFlagACK {
+		switch p.TCPFlags & (packet.TCPFlagSYN | packet.TCPFlagACK | packet.TCPFlagRST) {
+		case packet.TCPFlagACK:
+			state = uint32(tcpEstablished)
+		case packet.TCPFlagSYN | packet.TCPFlagACK:
+			// Where a flow that saw the SYN is after its SYN-ACK: the
+			// client's ACK (or the server's next segment) establishes it.
+			state = uint32(tcpSynAck)
+		default:
 			return w.drop(DropRealServerNoFlow)
 		}
 		if !w.checksumOK(b) {
 			return w.drop(DropBadChecksum)
 		}
-		state = uint32(tcpEstablished)
 	}
 	var own *owner
 	for _, o := range svc.backends {
@@ -803,9 +827,14 @@ func (w *Worker) adoptReply(b []byte, svc *service, s *slot) Verdict {
 	}
 	w.countNewFlow(own, state, DirReply, len(b))
 	sl.count(state, 1)
+	e.countHalfOpen(state, 1)
 	if p.Proto == packet.ProtoTCP {
 		w.seg.read(b, p)
-		e.tab.flows[idx].tcp.startReply(&w.seg)
+		if p.TCPFlags&packet.TCPFlagSYN != 0 {
+			e.tab.flows[idx].tcp.startReplySyn(&w.seg)
+		} else {
+			e.tab.flows[idx].tcp.startReply(&w.seg)
+		}
 	}
 	packet.SetSrc(b, p, vip, svc.cfg.Port)
 	return Forward

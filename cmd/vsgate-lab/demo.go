@@ -12,7 +12,7 @@ import (
 	"github.com/vsgate/vsgate/internal/e2e"
 )
 
-const demoUsage = `usage: vsgate-lab demo [tun|afpacket|handbook|both|all]
+const demoUsage = `usage: vsgate-lab demo [tun|afpacket|handbook|ecmp|both|all]
   Build a netlab topology (a client, the gateway, three real servers, in
   network namespaces of their own), run the vsgate binary beside this one
   in the gateway's namespace, check what an operator would check, print a report
@@ -28,28 +28,37 @@ const demoUsage = `usage: vsgate-lab demo [tun|afpacket|handbook|both|all]
               writes them (198.18.2.x for its private /24, www.fuancn.cn in
               the namespaces' hosts files), its test, its telnet case and
               its three ProxyPass lines
+    ecmp      "ecmp": vsgate on two and three gateways behind two FRR
+              routers, announcing the VIPs by BGP; gateways killed,
+              restarted, stopped and added under long-lived connections
+              and a request stream, with the failover times and counts
     both      tun and afpacket
     all       every pass (the default)
 `
 
-// demoPass is one run of the demo.
+// demoPass is one run of the demo: steps on one gateway (Env), or, with
+// ecmp set, the scale-out steps on several (ECMPEnv).
 type demoPass struct {
 	name  string
 	opts  e2e.Options
 	steps []e2e.Step
 	where string // how vsgate runs, for the report
+	ecmp  []e2e.ECMPStep
 }
 
 // runDemo is `vsgate-lab demo`.
 func runDemo(args []string, stdout, stderr io.Writer) int {
-	tun := demoPass{"TUN", e2e.Options{}, e2e.TUNSteps(), "on TUN vsg0 (2 queues)"}
-	afp := demoPass{"AF_PACKET", e2e.Options{AFPacket: true}, e2e.AFPacketSteps(), "on AF_PACKET, interfaces out and in (2 sockets each)"}
-	book := demoPass{"the handbook, replayed", e2e.Options{Handbook: true}, e2e.HandbookSteps(),
-		"on TUN vsg0, with only the handbook's ProxyPass lines configured (method 2 is typed in with vsgate adm); the handbook's private real servers .1-.3 are 198.18.2.11-13 here, their /24 is 198.18.2.0/24, and www.fuancn.cn is the VIP 198.18.0.10 / 2001:db8::10 in the client's and the gateway's hosts files"}
+	tun := demoPass{name: "TUN", steps: e2e.TUNSteps(), where: "on TUN vsg0 (2 queues)"}
+	afp := demoPass{name: "AF_PACKET", opts: e2e.Options{AFPacket: true}, steps: e2e.AFPacketSteps(), where: "on AF_PACKET, interfaces out and in (2 sockets each)"}
+	book := demoPass{name: "the handbook, replayed", opts: e2e.Options{Handbook: true}, steps: e2e.HandbookSteps(),
+		where: "on TUN vsg0, with only the handbook's ProxyPass lines configured (method 2 is typed in with vsgate adm); the handbook's private real servers .1-.3 are 198.18.2.11-13 here, their /24 is 198.18.2.0/24, and www.fuancn.cn is the VIP 198.18.0.10 / 2001:db8::10 in the client's and the gateway's hosts files"}
+	ecmp := demoPass{name: "ECMP: several gateways behind BGP routers", ecmp: e2e.ECMPSteps()}
 	var passes []demoPass
 	switch {
 	case len(args) == 0 || len(args) == 1 && args[0] == "all":
-		passes = []demoPass{tun, afp, book}
+		passes = []demoPass{tun, afp, book, ecmp}
+	case len(args) == 1 && args[0] == "ecmp":
+		passes = []demoPass{ecmp}
 	case len(args) == 1 && args[0] == "both":
 		passes = []demoPass{tun, afp}
 	case len(args) == 1 && args[0] == "tun":
@@ -72,7 +81,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
 	defer cancel()
 
 	start := time.Now()
@@ -95,6 +104,9 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 // and removes everything. It returns how many checks passed and failed
 // (a failed start or cleanup counts as one).
 func (p demoPass) run(ctx context.Context, exe string, stdout, stderr io.Writer) (passed, failed int) {
+	if p.ecmp != nil {
+		return p.runECMP(ctx, exe, stdout, stderr)
+	}
 	fmt.Fprintf(stdout, "== %s: building the lab (client, gateway, three real servers) and starting vsgate in the gateway ...\n", p.name)
 	env, err := e2e.StartWith(ctx, exe, p.opts)
 	if err != nil {
@@ -105,11 +117,26 @@ func (p demoPass) run(ctx context.Context, exe string, stdout, stderr io.Writer)
 		return 0, 1
 	}
 	fmt.Fprintf(stdout, "  lab %s (%s) up; vsgate running in %s-gw %s\n\n", env.Lab.Prefix, env.Lab.Topo.Name, env.Lab.Prefix, p.where)
-	results := e2e.RunSteps(ctx, env, p.steps, func(r e2e.Result) {
+	results := e2e.RunSteps(ctx, env, p.steps, reporter(stdout, &failed))
+	passed = len(results) - failed
+	if failed > 0 {
+		fmt.Fprintf(stdout, "\nvsgate's log:\n%s\n", env.Log())
+	}
+	fmt.Fprintln(stdout, "\ncleaning up: stopping vsgate (it undoes what it changed), removing the lab ...")
+	if err := env.Close(); err != nil {
+		fmt.Fprintf(stderr, "vsgate-lab demo: cleanup: %v\n", err)
+		failed++
+	}
+	return passed, failed
+}
+
+// reporter prints each step's result and counts the failed ones.
+func reporter(stdout io.Writer, failed *int) func(e2e.Result) {
+	return func(r e2e.Result) {
 		mark := "PASS"
 		if r.Err != nil {
 			mark = "FAIL"
-			failed++
+			*failed++
 		}
 		fmt.Fprintf(stdout, "[%s] %s\n", mark, r.Step)
 		if r.Detail != "" {
@@ -120,12 +147,29 @@ func (p demoPass) run(ctx context.Context, exe string, stdout, stderr io.Writer)
 		if r.Err != nil {
 			fmt.Fprintf(stdout, "       error: %v\n", r.Err)
 		}
-	})
+	}
+}
+
+// runECMP is run for the scale-out pass.
+func (p demoPass) runECMP(ctx context.Context, exe string, stdout, stderr io.Writer) (passed, failed int) {
+	fmt.Fprintf(stdout, "== %s: building the lab (client, FRR router, three gateways, FRR inside router, three real servers) and starting vsgate on two gateways ...\n", p.name)
+	env, err := e2e.StartECMP(ctx, exe, 2)
+	if err != nil {
+		fmt.Fprintf(stderr, "vsgate-lab demo: %v\n", err)
+		if env != nil {
+			env.Close()
+		}
+		return 0, 1
+	}
+	fmt.Fprintf(stdout, "  lab %s (%s) up; %s\n\n", env.Lab.Prefix, env.Lab.Topo.Name, e2e.ECMPDemoWhere(env.Lab.Topo.Plan))
+	results := e2e.RunECMPSteps(ctx, env, p.ecmp, reporter(stdout, &failed))
 	passed = len(results) - failed
 	if failed > 0 {
-		fmt.Fprintf(stdout, "\nvsgate's log:\n%s\n", env.Log())
+		for i := range 3 {
+			fmt.Fprintf(stdout, "\ngateway %d's vsgate log:\n%s\n", i+1, env.GatewayLog(i))
+		}
 	}
-	fmt.Fprintln(stdout, "\ncleaning up: stopping vsgate (it undoes what it changed), removing the lab ...")
+	fmt.Fprintln(stdout, "\ncleaning up: stopping every vsgate and both routers, removing the lab ...")
 	if err := env.Close(); err != nil {
 		fmt.Fprintf(stderr, "vsgate-lab demo: cleanup: %v\n", err)
 		failed++

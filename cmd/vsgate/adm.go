@@ -36,7 +36,8 @@ const admUsage = `usage: vsgate adm [--socket PATH] [ipvsadm] IPVSADM-ARGS...
   Also: reload (reread the configuration file, as SIGHUP does; a file
   vsgate's user may not read is read by this command and sent),
   pcap start NAME (a new file in pcap.dir), pcap stop, drops (every drop: vsgate's by reason, and
-  the device's, lost before vsgate read them).
+  the device's, lost before vsgate read them), bgp (the BGP sessions, and each
+  route: announced or not, and why).
 `
 
 // runAdm is `vsgate adm`.

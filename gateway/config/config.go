@@ -103,6 +103,9 @@ type Config struct {
 	Pcap    Pcap
 	Metrics Metrics
 	Log     Log
+	// BGP is the embedded BGP speaker; nil when the file has no bgp:
+	// block.
+	BGP *BGP
 }
 
 // PerSource is table.per_source: limits on the flows one client prefix
@@ -156,8 +159,13 @@ type Service struct {
 	Persistence     time.Duration
 	PersistenceBits int
 	// Sloppy adopts flows first seen mid-stream (IPVS sloppy_tcp) and, in
-	// NAT mode, from a real server's answer (nat.Service.Sloppy).
+	// NAT mode, from a real server's answer (nat.Service.Sloppy). On by
+	// default when the file has a bgp: block (the gateway is one of
+	// several behind ECMP).
 	Sloppy bool
+	// Announce is when the VIP is announced by BGP: AnnounceHealthy,
+	// AnnounceAlways or AnnounceNever (default healthy).
+	Announce string
 	// TCPLiberal turns the TCP window check off for this service's flows
 	// (tcp_window_check: false): for deployments where vsgate sees only
 	// one direction.

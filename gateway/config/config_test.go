@@ -49,7 +49,7 @@ func TestExample(t *testing.T) {
 	}
 	want := Service{
 		Name: "dns", Proto: packet.ProtoUDP, VIP: netip.MustParseAddrPort("198.18.0.10:53"), Mode: nat.ModeNAT,
-		Scheduler: "sh", Sched: sched.Config{Port: true, TableSize: 65537}, PersistenceBits: 32,
+		Scheduler: "sh", Sched: sched.Config{Port: true, TableSize: 65537}, PersistenceBits: 32, Announce: AnnounceHealthy,
 		Backends: []Backend{
 			{netip.MustParseAddrPort("198.18.2.11:53"), 1},
 			{netip.MustParseAddrPort("198.18.2.12:53"), 1},
@@ -545,6 +545,65 @@ services:
 	{"pcap dir relative", `pcap:
   dir: captures   # <-
 `, "use a path such as /var/lib/vsgate/pcap"},
+	{"bgp without router id", `bgp:   # <-
+  as: 65010
+  peers: [{address: 198.18.4.1, as: 65000}]
+`, "add an IPv4 address unique among the routers"},
+	{"bgp v6 router id", `bgp:
+  as: 65010
+  router_id: 2001:db8::1   # <-
+  peers: [{address: 198.18.4.1, as: 65000}]
+`, "BGP identifiers are 32 bits"},
+	{"bgp without peers", `bgp:   # <-
+  as: 65010
+  router_id: 198.18.4.2
+`, "add the routers to announce to"},
+	{"bgp hold time short", `bgp:
+  as: 65010
+  router_id: 198.18.4.2
+  peers:
+    - {address: 198.18.4.1, as: 65000, hold_time: 2s}   # <-
+`, "use 3s or more (RFC 4271)"},
+	{"bgp keepalive long", `bgp:
+  as: 65010
+  router_id: 198.18.4.2
+  hold_time: 9s
+  keepalive: 5s   # <-
+  peers: [{address: 198.18.4.1, as: 65000}]
+`, "use at most 3s"},
+	{"bgp peer twice", `bgp:
+  as: 65010
+  router_id: 198.18.4.2
+  peers:
+    - {address: 198.18.4.1, as: 65000}
+    - {address: 198.18.4.1, as: 65001}   # <-
+`, "listed twice"},
+	{"bgp community", `bgp:
+  as: 65010
+  router_id: 198.18.4.2
+  communities: ["65010:100000"]   # <-
+  peers: [{address: 198.18.4.1, as: 65000}]
+`, "write AS:value"},
+	{"bgp VIP with no peer of its family", `bgp:
+  as: 65010
+  router_id: 198.18.4.2
+  peers: [{address: 198.18.4.1, as: 65000}]
+services:
+  - proto: tcp
+    vip: "[2001:db8::10]:80"
+    announce: healthy   # <-
+`, "add an IPv6 peer, or set announce: never"},
+	{"announce without bgp", `services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    announce: always   # <-
+`, "add bgp:"},
+	{"bfd interval without bfd", `bgp:
+  as: 65010
+  router_id: 198.18.4.2
+  peers:
+    - {address: 198.18.4.1, as: 65000, bfd_interval: 100ms}   # <-
+`, "add bfd: true"},
 }
 
 // markedLine returns the 1-based line of src holding "# <-".

@@ -68,8 +68,9 @@ func (f *file) convert(r *report) *Config {
 	c.ResetRemoved = cv.enum("removed_backends", raw.Removed, "drain", "drain", "reset") == "reset"
 	c.TCPLiberal = raw.TCPWindow != "" && !cv.boolean("tcp_window_check", raw.TCPWindow)
 
+	c.BGP = cv.bgp(&raw.BGP)
 	for i := range raw.Services {
-		c.Services = append(c.Services, cv.service(fmt.Sprintf("services[%d]", i), &raw.Services[i]))
+		c.Services = append(c.Services, cv.service(fmt.Sprintf("services[%d]", i), &raw.Services[i], c.BGP != nil))
 	}
 	if raw.MasqTo != "" {
 		c.MasqueradeTo = cv.addr("masquerade_to", "masquerade_to", raw.MasqTo, "")
@@ -113,7 +114,9 @@ func (f *file) convert(r *report) *Config {
 	return c
 }
 
-func (cv *conv) service(path string, fs *fileService) Service {
+// service converts one service; ecmp says the gateway announces by BGP,
+// which makes sloppy the default.
+func (cv *conv) service(path string, fs *fileService, ecmp bool) Service {
 	s := Service{
 		Name:      fs.Name,
 		Scheduler: cv.str(strings.ToLower(fs.Scheduler), DefaultScheduler),
@@ -187,6 +190,10 @@ func (cv *conv) service(path string, fs *fileService) Service {
 		}
 	}
 	s.Sloppy = cv.boolean(path+".sloppy", fs.Sloppy)
+	if fs.Sloppy == "" && ecmp && s.Mode != nat.ModeL7 {
+		s.Sloppy = true
+	}
+	s.Announce = cv.enum(path+".announce", fs.Announce, AnnounceHealthy, AnnounceHealthy, AnnounceAlways, AnnounceNever)
 	s.TCPLiberal = fs.TCPWindow != "" && !cv.boolean(path+".tcp_window_check", fs.TCPWindow)
 	s.SynProxy, _ = nat.ParseSynProxy(cv.enum(path+".syn_proxy", fs.SynProxy, "auto", "auto", "on", "off"))
 	if fs.SynProxy != "" && s.SynProxy != nat.SynProxyOff && (s.Proto != packet.ProtoTCP || s.Mode == nat.ModeL7) {

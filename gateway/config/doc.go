@@ -108,7 +108,11 @@
 //	                        with mode nat, tcp and udp, also a real
 //	                        server's answer, translated from the VIP when
 //	                        that backend serves no other service (behind
-//	                        ECMP; vsgate check says which qualify)    default false
+//	                        ECMP; vsgate check says which qualify)    default false;
+//	                                                                    true with bgp:
+//	    announce: healthy   with bgp: healthy (the VIP is announced     default healthy
+//	                        while a real server passes its checks),
+//	                        always, or never
 //	    tcp_window_check: true   drop TCP segments outside their flow's  default true
 //	                        window (conntrack's tcp_in_window); false for
 //	                        deployments that see one direction only
@@ -164,6 +168,30 @@
 //	  listen: 127.0.0.1:9100   address:port, or off                     default 127.0.0.1:9100
 //	  public: false         needed (true) to listen on a non-loopback address
 //	  pprof: false          also serve Go profiles at /debug/pprof/     default false
+//	bgp:                    left out: no BGP. The embedded speaker announces
+//	                        each service's VIP (/32, /128) to the routers in
+//	                        front, for ECMP over several gateways (package bgp)
+//	  as: 65010             this gateway's AS                           required
+//	  router_id: 198.18.4.2 IPv4, unique among the routers             required
+//	  hold_time: 3s         whole seconds, >= 3s                        default 3s
+//	  keepalive: 1s         whole seconds, <= hold_time / 3             default 1s
+//	  connect_retry: 2s     between attempts to reach a peer            default 2s
+//	  communities: ["65010:100"]   on every route (AS:value)
+//	  next_hop: [198.18.4.2]   one per family; left out: each session's
+//	                        own address
+//	  announce: [0.0.0.0/0] also announced while vsgate runs (such as the
+//	                        default route the real servers' router sends
+//	                        replies back by)
+//	  drain: 2s             a stop withdraws every route, then forwards default 2s
+//	                        this long before it exits
+//	  peers:                each carries its own address family's routes
+//	    - address: 198.18.4.1                                           required
+//	      as: 65000                                                     required
+//	      port: 179                                                     default 179
+//	      password: s3cret  TCP MD5 (RFC 2385)                          default none
+//	      hold_time: 3s     this peer's; keepalive: likewise            default bgp's
+//	      bfd: false        a BFD session beside it (RFC 5880)          default false
+//	      bfd_interval: 300ms   bfd_multiplier: 3                       defaults
 //	log:
 //	  level: info           debug, info, warn or error                  default info
 //	  format: text          text or json                                default text

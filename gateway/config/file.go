@@ -35,6 +35,7 @@ type (
 		Pcap       filePcap      `yaml:"pcap"`
 		Metrics    fileMetrics   `yaml:"metrics"`
 		Log        fileLog       `yaml:"log"`
+		BGP        fileBGP       `yaml:"bgp"`
 	}
 	fileDevice struct {
 		Type       string   `yaml:"type"`
@@ -84,6 +85,7 @@ type (
 		Sloppy             string        `yaml:"sloppy"`
 		TCPWindow          string        `yaml:"tcp_window_check"`
 		SynProxy           string        `yaml:"syn_proxy"`
+		Announce           string        `yaml:"announce"`
 		Health             fileHealth    `yaml:"health"`
 		Backends           []fileBackend `yaml:"backends"`
 		L7                 fileL7        `yaml:"l7"`

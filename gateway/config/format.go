@@ -102,6 +102,9 @@ func (c *Config) YAML() []byte {
 			w(2, "persistence_netmask: %d", s.PersistenceBits)
 		}
 		w(2, "sloppy: %t", s.Sloppy)
+		if c.BGP != nil {
+			w(2, "announce: %s", s.Announce)
+		}
 		w(2, "tcp_window_check: %t", !s.TCPLiberal)
 		if s.Proto == packet.ProtoTCP && s.Mode != nat.ModeL7 {
 			w(2, "syn_proxy: %s", s.SynProxy)
@@ -180,6 +183,7 @@ func (c *Config) YAML() []byte {
 	}
 	w(1, "public: %t", c.Metrics.Public)
 	w(1, "pprof: %t", c.Metrics.Pprof)
+	yamlBGP(c.BGP, w, q)
 	w(0, "log:")
 	w(1, "level: %s", strings.ToLower(c.Log.Level.String()))
 	w(1, "format: %s", q(c.Log.Format))

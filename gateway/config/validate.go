@@ -132,6 +132,7 @@ func validate(c *Config, r *report) {
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		r.fail("log.format", fmt.Sprintf("log format %q is not known", c.Log.Format), "use text or json")
 	}
+	validateBGP(c, r)
 }
 
 func validateDevice(d Device, r *report) {

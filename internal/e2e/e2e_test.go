@@ -47,12 +47,7 @@ func runSteps(t *testing.T, opts Options, steps []Step) {
 	if testing.Short() {
 		t.Skip("end-to-end: not in -short")
 	}
-	exe := filepath.Join(t.TempDir(), "vsgate")
-	build := exec.Command("go", "build", "-o", exe, "github.com/vsgate/vsgate/cmd/vsgate")
-	build.Env = append(build.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building vsgate: %v\n%s", err, out)
-	}
+	exe := buildVsgate(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	labtest.Require(t)
@@ -75,4 +70,50 @@ func runSteps(t *testing.T, opts Options, steps []Step) {
 	if t.Failed() {
 		t.Logf("vsgate log:\n%s", e.Log())
 	}
+}
+
+// TestECMPFailover runs the scale-out demo (ECMPSteps): vsgate on
+// gateways behind FRR routers, killed, restarted, stopped and joined under
+// long-lived connections and a request stream, with no connection broken.
+func TestECMPFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: not in -short")
+	}
+	exe := buildVsgate(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	labtest.Require(t)
+	e, err := StartECMP(ctx, exe, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	RunECMPSteps(ctx, e, ECMPSteps(), func(r Result) {
+		if r.Err != nil {
+			t.Errorf("%s: %v\n%s", r.Step, r.Err, r.Detail)
+		} else {
+			t.Logf("ok   %s (%v): %s", r.Step, r.Took.Round(time.Millisecond), r.Detail)
+		}
+	})
+	if t.Failed() {
+		for i := range 3 {
+			t.Logf("gateway %d's log:\n%s", i+1, e.GatewayLog(i))
+		}
+	}
+}
+
+// buildVsgate builds the vsgate binary without cgo, as make build does
+// (so it drops its capabilities), into the test's directory.
+func buildVsgate(t *testing.T) string {
+	exe := filepath.Join(t.TempDir(), "vsgate")
+	build := exec.Command("go", "build", "-o", exe, "github.com/vsgate/vsgate/cmd/vsgate")
+	build.Env = append(build.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building vsgate: %v\n%s", err, out)
+	}
+	return exe
 }

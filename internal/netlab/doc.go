@@ -52,7 +52,9 @@
 //	masquerade    198.18.0.20        2001:db8::20   (secondary addresses on gw out)
 //	client side   198.18.0.0/24      2001:db8::/64  ("clients": c1..cn at .101.. / ::101..)
 //	server side   198.18.2.0/24      2001:db8:2::/64 (backends route default via gw)
-//	ecmp router   198.18.4.0/24, 198.18.5.0/24, 2001:db8:4::/64, 2001:db8:5::/64
+//	ecmp          gateway uplinks 198.18.4.0/24 .. 198.18.6.0/24, 2001:db8:4::/64 ..
+//	              2001:db8:6::/64; gateways .2.1-.2.3 inside; the inside router
+//	              198.18.2.254 / 2001:db8:2::254 is the backends' default there
 //	l2 gateway    kernel .0.3 / ::3 and .2.3 / 2001:db8:2::3, no forwarding;
 //	              .0.1, ::1, .2.1 and 2001:db8:2::1 are vsgate's (AF_PACKET)
 //
@@ -61,6 +63,15 @@
 // (ip_forward, ipv6 forwarding) but does nothing else until a system under
 // test (the kernel reference, vsgate) is set up in it. In "l2" it does not
 // forward: vsgate in AF_PACKET mode does.
+//
+// # Routers
+//
+// Host.StartFRR runs FRR (zebra and bgpd, Debian's frr package) in a host
+// with a configuration of its own, under FRR's pathspace named after the
+// namespace (its files in FRRRunDir/NAMESPACE): "ecmp"'s two routers learn
+// the gateways' routes by BGP from ECMPRouterConf and ECMPInsideConf. The
+// lab's Close stops the daemons and removes the directory; Clean does the
+// same for a crashed run.
 //
 // # Namespaces and threads
 //

@@ -548,6 +548,8 @@ func Clean(prefix string) ([]string, error) {
 		}
 		removed = append(removed, "link "+name)
 	}
+	frrRemoved, frrErrs := cleanFRR(prefix)
+	removed, errs = append(removed, frrRemoved...), append(errs, frrErrs...)
 	locks, _ := filepath.Glob(filepath.Join(RunDir, prefix+"*.lock"))
 	for _, f := range locks {
 		if p := strings.TrimSuffix(filepath.Base(f), ".lock"); validPrefix(p) && !InUse(p) {

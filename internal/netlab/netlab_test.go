@@ -192,23 +192,55 @@ func TestBuildTeardown(t *testing.T) {
 	}
 }
 
-// checkECMP checks the router's multipath routes and hash policy.
+// checkECMP checks what "ecmp" leaves to BGP and what it sets itself:
+// no route for the VIPs at the router until a gateway announces them,
+// the L4 hash on both routers, and the backends' default route through
+// the inside router.
 func checkECMP(t *testing.T, lab *Lab) {
+	p := lab.Topo.Plan
 	rtr := lab.MustHost(HostRouter)
-	for _, vip := range []netip.Addr{lab.Topo.Plan.VIP4, lab.Topo.Plan.VIP6} {
+	for _, vip := range []netip.Addr{p.VIP4, p.VIP6} {
 		routes, err := rtr.Netlink().RouteListFiltered(family(vip),
 			&netlink.Route{Dst: ipNet(host4or6(vip))}, netlink.RT_FILTER_DST)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(routes) != 1 || len(routes[0].MultiPath) != 2 {
-			t.Errorf("router route to %v: %+v, want one route with 2 next hops", vip, routes)
+		if len(routes) != 0 {
+			t.Errorf("router route to %v: %+v, want none before a gateway announces it", vip, routes)
 		}
 	}
-	for _, k := range []string{"net.ipv4.fib_multipath_hash_policy", "net.ipv6.fib_multipath_hash_policy"} {
-		if v, err := rtr.Sysctl(k); err != nil || v != "1" {
-			t.Errorf("router %s = %q, %v; want 1", k, v, err)
+	for _, h := range []string{p.Router, p.InsideRouter} {
+		for _, k := range []string{"net.ipv4.fib_multipath_hash_policy", "net.ipv6.fib_multipath_hash_policy"} {
+			if v, err := lab.MustHost(h).Sysctl(k); err != nil || v != "1" {
+				t.Errorf("%s %s = %q, %v; want 1", h, k, v, err)
+			}
 		}
+	}
+	routes, err := lab.MustHost(p.Backends[0]).Netlink().RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	via := ""
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			via = r.Gw.String()
+		}
+	}
+	if via != "198.18.2.254" {
+		t.Errorf("backend %s default route via %q, want the inside router's 198.18.2.254", p.Backends[0], via)
+	}
+	routes, err = lab.MustHost(p.Backends[0]).Netlink().RouteList(nil, netlink.FAMILY_V6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	via = ""
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			via = r.Gw.String()
+		}
+	}
+	if via != "2001:db8:2::254" {
+		t.Errorf("backend %s IPv6 default route via %q, want the inside router's 2001:db8:2::254", p.Backends[0], via)
 	}
 }
 
@@ -374,13 +406,26 @@ func TestDoRestores(t *testing.T) {
 	}
 }
 
-// TestECMPSpreads gives both gateways of "ecmp" the VIP as a local address
-// with a TCP echo on it: connections from the client (different source
-// ports) must reach both gateways through the router's multipath route.
+// TestECMPSpreads gives every gateway of "ecmp" the VIP as a local
+// address with a TCP echo on it, and the router a multipath route for the
+// VIP over all of them (what FRR installs from their announcements):
+// connections from the client (different source ports) must reach every
+// gateway.
 func TestECMPSpreads(t *testing.T) {
 	requireNamespaces(t)
 	lab := buildLab(t, ECMP())
 	p := lab.Topo.Plan
+	rtr := lab.MustHost(p.Router)
+	for _, vip := range []netip.Addr{p.VIP4, p.VIP6} {
+		var hops []netip.Addr
+		for i := range p.Gateways {
+			v4, v6 := p.GatewayUplink(i)
+			hops = append(hops, map[bool]netip.Addr{true: v4.Self, false: v6.Self}[vip.Is4()])
+		}
+		if err := rtr.addRoute(Route{Dst: host4or6(vip), Via: hops}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, gw := range p.Gateways {
 		h := lab.MustHost(gw)
 		lo, err := h.Netlink().LinkByName("lo")
@@ -403,9 +448,64 @@ func TestECMPSpreads(t *testing.T) {
 			got := echo(t, client, netip.AddrPortFrom(vip, 7).String(), "x")
 			seen[strings.TrimSuffix(got, ": x")]++
 		}
-		if len(seen) != 2 {
-			t.Errorf("VIP %v: 32 connections reached %v, want both gateways", vip, seen)
+		if len(seen) != len(p.Gateways) {
+			t.Errorf("VIP %v: 32 connections reached %v, want every gateway", vip, seen)
 		}
+	}
+}
+
+// TestFRR starts FRR on both routers of "ecmp" with their configurations:
+// each has a session configured with every gateway in each family (none
+// is up: no gateway speaks BGP here), vtysh reaches each instance on its
+// own, and Close stops the daemons and removes their directories.
+func TestFRR(t *testing.T) {
+	requireNamespaces(t)
+	requireCommand(t, "vtysh", "frr")
+	lab := buildLab(t, ECMP())
+	p := lab.Topo.Plan
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var dirs []string
+	for host, conf := range map[string]string{p.Router: ECMPRouterConf(p), p.InsideRouter: ECMPInsideConf(p)} {
+		f, err := lab.MustHost(host).StartFRR(ctx, conf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, f.dir)
+		ns, err := f.Neighbors(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ns) != 2*len(p.Gateways) {
+			t.Errorf("%s: neighbours %v, want one per gateway and family", host, ns)
+		}
+		for i := range p.Gateways {
+			v4, v6 := p.GatewayUplink(i)
+			if host == p.InsideRouter {
+				v4, v6 = p.GatewayInside(i)
+			}
+			for _, a := range []netip.Addr{v4.Self, v6.Self} {
+				if st, ok := ns[a.String()]; !ok || st == "Established" {
+					t.Errorf("%s: neighbour %v: %q (configured %t), want configured and not up", host, a, st, ok)
+				}
+			}
+		}
+		out, err := f.VTY(ctx, "show running-config")
+		if err != nil || !strings.Contains(out, "hostname "+host) {
+			t.Errorf("%s: vtysh reached another instance (%v):\n%s", host, err, out)
+		}
+	}
+	if err := lab.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s left after Close: %v", d, err)
+		}
+	}
+	out, _ := exec.Command("pgrep", "-f", "--", "-N "+lab.Prefix).Output()
+	if len(out) > 0 {
+		t.Errorf("FRR daemons of the lab still run after Close: %s", out)
 	}
 }
 

@@ -3,6 +3,7 @@ package netlab
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 )
 
 // Well-known names of the standard topologies.
@@ -12,6 +13,7 @@ const (
 	HostSwitch = "sw"     // the backend-side switch (a bridge in its own namespace)
 	HostCSW    = "csw"    // the client-side switch of "clients"
 	HostRouter = "rtr"    // the upstream router of "ecmp"
+	HostInside = "rin"    // the real servers' router of "ecmp"
 
 	IfGWOut = "out"  // gateway interface towards the clients
 	IfGWIn  = "in"   // gateway interface towards the backends
@@ -82,9 +84,10 @@ func basicPlan() Plan {
 
 // backendSide adds the switch, the backends and the gateways' inside
 // links to t: gateway i's kernel gets host address first+i (.first /
-// ::first). The backends' default route is .1 / ::1 either way: a kernel
-// gateway's address, or on "l2" one that vsgate owns.
-func backendSide(t *Topology, gws []string, first int) {
+// ::first). The backends' default route is via host address via (.via /
+// ::via): .1, a kernel gateway's address or on "l2" one that vsgate owns;
+// on "ecmp" the inside router's.
+func backendSide(t *Topology, gws []string, first, via int) {
 	p := t.Plan
 	t.Hosts = append(t.Hosts, HostSpec{Name: HostSwitch, Bridges: []BridgeSpec{{Name: IfBr}}})
 	for i, gw := range gws {
@@ -98,8 +101,13 @@ func backendSide(t *Topology, gws []string, first int) {
 	}
 	for i, b := range p.Backends {
 		t.Hosts = append(t.Hosts, HostSpec{Name: b, Routes: []Route{
-			{Dst: def4(), Via: []netip.Addr{addr("198.18.2.1")}},
-			{Dst: def6(), Via: []netip.Addr{addr("2001:db8:2::1")}},
+			{Dst: def4(), Via: []netip.Addr{addr(fmt.Sprintf("198.18.2.%d", via))}},
+			{Dst: def6(), Via: []netip.Addr{addr(fmt.Sprintf("2001:db8:2::%d", via))}},
+		}, Sysctls: []Sysctl{
+			// The inside router of "ecmp" forwards on the link it heard
+			// from; a redirect must not teach a backend to bypass it.
+			{"net.ipv4.conf.all.accept_redirects", "0"},
+			{"net.ipv6.conf.all.accept_redirects", "0"},
 		}})
 		t.Links = append(t.Links, LinkSpec{
 			A: Endpoint{Host: b, Name: IfHost, Addrs: []netip.Prefix{
@@ -174,7 +182,7 @@ func Basic() *Topology {
 			on("198.18.0.2", t.Plan.ClientNet4), on("2001:db8::2", t.Plan.ClientNet6)}},
 		B: Endpoint{Host: HostGW, Name: IfGWOut, Addrs: gatewayOutAddrs(t.Plan)},
 	}}
-	backendSide(t, []string{HostGW}, 1)
+	backendSide(t, []string{HostGW}, 1, 1)
 	return t
 }
 
@@ -214,42 +222,47 @@ func Clients(n int) (*Topology, error) {
 			B: Endpoint{Host: HostCSW, Name: name, Master: IfBr},
 		})
 	}
-	backendSide(t, []string{HostGW}, 1)
+	backendSide(t, []string{HostGW}, 1, 1)
 	return t, nil
 }
 
-// ECMP puts an upstream router in front of two gateways: the router has an
-// ECMP multipath route for the VIP over both (L4 hash policy,
-// fib_multipath_hash_policy=1). Both gateways sit on the backend switch
-// (gw1 198.18.2.1, gw2 198.18.2.2); backends route via gw1, so replies
-// through gw2 need FULLNAT or a later change. No masquerade address.
+// ECMP is several gateways behind real routers: the "ecmp" topology of
+// the scale-out work. An upstream router (rtr, running FRR: Host.StartFRR
+// with ECMPRouterConf) spreads the client's flows over the gateways by
+// ECMP on an L4 hash, from the VIP routes the gateways announce by BGP;
+// the gateways share the real servers' LAN, where an inside router (rin,
+// FRR with ECMPInsideConf) is the real servers' default gateway and
+// spreads their answers over the gateways likewise, from the default
+// routes the gateways announce to it. A gateway that stops announcing (it
+// died, or stops) leaves both routers' multipath routes within a second,
+// so neither direction of a flow needs the gateway that saw it begin.
+// Nothing routes the VIP until a gateway announces it. gw3 is there for a
+// gateway that joins later. No masquerade address.
 //
-//	                                      +-----------------+
-//	                                 +----+ gw1 out  198.18.4.2 in 198.18.2.1 +--+
-//	+--------+     +--------------+  |    +-----------------+                   |  +----+
-//	| client +-----+ rtr       g1 +--+                                          +--+ sw +-- b1 b2 b3
-//	| .0.2   |     | c .0.1    g2 +--+    +-----------------+                   |  +----+
-//	+--------+     | VIP: ECMP    |  +----+ gw2 out  198.18.5.2 in 198.18.2.2 +--+
-//	               +--------------+       +-----------------+
-//	  rtr g1 198.18.4.1/24, g2 198.18.5.1/24; IPv6 2001:db8:4::/64, 2001:db8:5::/64
+//	                               +--------------------------+
+//	                          +----+ gw1 out 198.18.4.2  in .2.1 +--+
+//	+--------+   +---------+  |    +--------------------------+  |   +-----+
+//	| client +---+ rtr  g1 +--+----+ gw2 out 198.18.5.2  in .2.2 +--+---+ sw  +-- b1 b2 b3 (.2.11-.13,
+//	| .0.2   |   | c .0.1 g2|  |    +--------------------------+  |   | [br]|     default via .2.254)
+//	+--------+   |  AS 65000|  +----+ gw3 out 198.18.6.2  in .2.3 +--+   |     +-- rin .2.254 (AS 65001)
+//	             +---------+       +--------------------------+      +-----+
+//	  rtr g1..g3 198.18.4.1, .5.1, .6.1 /24; IPv6 2001:db8:4::/64 ... 2001:db8:6::/64
+//	  the gateways are AS 65010 (ECMPGatewayAS)
 func ECMP() *Topology {
 	p := basicPlan()
-	p.Gateways = []string{"gw1", "gw2"}
+	p.Gateways = []string{"gw1", "gw2", "gw3"}
 	p.Router = HostRouter
+	p.InsideRouter = HostInside
 	p.Clients = []string{HostClient}
 	p.Masq4, p.Masq6 = netip.Addr{}, netip.Addr{}
 	t := &Topology{Name: TopoECMP, Plan: p}
-	rtrSys := append(forwarding(),
-		Sysctl{"net.ipv4.fib_multipath_hash_policy", "1"},
-		Sysctl{"net.ipv6.fib_multipath_hash_policy", "1"})
+	l4hash := []Sysctl{
+		{"net.ipv4.fib_multipath_hash_policy", "1"},
+		{"net.ipv6.fib_multipath_hash_policy", "1"},
+	}
 	t.Hosts = []HostSpec{
 		{Name: HostClient, Routes: clientRoutes(p)},
-		{Name: HostRouter, Sysctls: rtrSys, Routes: []Route{
-			{Dst: host4(p.VIP4), Via: []netip.Addr{addr("198.18.4.2"), addr("198.18.5.2")}},
-			{Dst: host6(p.VIP6), Via: []netip.Addr{addr("2001:db8:4::2"), addr("2001:db8:5::2")}},
-			{Dst: p.ServerNet4, Via: []netip.Addr{addr("198.18.4.2")}},
-			{Dst: p.ServerNet6, Via: []netip.Addr{addr("2001:db8:4::2")}},
-		}},
+		{Name: HostRouter, Sysctls: append(forwarding(), l4hash...)},
 	}
 	t.Links = []LinkSpec{{
 		A: Endpoint{Host: HostClient, Name: IfHost, Addrs: []netip.Prefix{
@@ -258,20 +271,118 @@ func ECMP() *Topology {
 			on("198.18.0.1", p.ClientNet4), on("2001:db8::1", p.ClientNet6)}},
 	}}
 	for i, gw := range p.Gateways {
-		net4, net6 := 4+i, 4+i
-		t.Hosts = append(t.Hosts, HostSpec{Name: gw, Sysctls: forwarding(), Routes: []Route{
-			{Dst: def4(), Via: []netip.Addr{addr(fmt.Sprintf("198.18.%d.1", net4))}},
-			{Dst: def6(), Via: []netip.Addr{addr(fmt.Sprintf("2001:db8:%d::1", net6))}},
+		out4, out6 := p.GatewayUplink(i)
+		t.Hosts = append(t.Hosts, HostSpec{Name: gw, Sysctls: forwarding(), Hosts: labHosts(p), Routes: []Route{
+			{Dst: def4(), Via: []netip.Addr{out4.Peer}},
+			{Dst: def6(), Via: []netip.Addr{out6.Peer}},
 		}})
 		t.Links = append(t.Links, LinkSpec{
 			A: Endpoint{Host: HostRouter, Name: fmt.Sprintf("g%d", i+1), Addrs: []netip.Prefix{
-				pfx(fmt.Sprintf("198.18.%d.1/24", net4)), pfx(fmt.Sprintf("2001:db8:%d::1/64", net6))}},
+				netip.PrefixFrom(out4.Peer, 24), netip.PrefixFrom(out6.Peer, 64)}},
 			B: Endpoint{Host: gw, Name: IfGWOut, Addrs: []netip.Prefix{
-				pfx(fmt.Sprintf("198.18.%d.2/24", net4)), pfx(fmt.Sprintf("2001:db8:%d::2/64", net6))}},
+				netip.PrefixFrom(out4.Self, 24), netip.PrefixFrom(out6.Self, 64)}},
 		})
 	}
-	backendSide(t, p.Gateways, 1)
+	backendSide(t, p.Gateways, 1, 254)
+	// The inside router, on the backend switch. It forwards back out of
+	// the interface it heard from, so it sends no redirects.
+	t.Hosts = append(t.Hosts, HostSpec{Name: HostInside, Sysctls: append(append(forwarding(), l4hash...),
+		Sysctl{"net.ipv4.conf.all.send_redirects", "0"},
+		Sysctl{"net.ipv4.conf.default.send_redirects", "0"})})
+	t.Links = append(t.Links, LinkSpec{
+		A: Endpoint{Host: HostInside, Name: IfHost, Addrs: []netip.Prefix{
+			on("198.18.2.254", p.ServerNet4), on("2001:db8:2::254", p.ServerNet6)}},
+		B: Endpoint{Host: HostSwitch, Name: HostInside, Master: IfBr},
+	})
 	return t
+}
+
+// AS numbers of "ecmp".
+const (
+	ECMPRouterAS  = 65000 // rtr
+	ECMPInsideAS  = 65001 // rin
+	ECMPGatewayAS = 65010 // every gateway
+)
+
+// Uplink is one end of a link: the host's own address and the other
+// end's.
+type Uplink struct{ Self, Peer netip.Addr }
+
+// GatewayUplink is gateway i's link to the upstream router of "ecmp", in
+// each family.
+func (p Plan) GatewayUplink(i int) (v4, v6 Uplink) {
+	return Uplink{addr(fmt.Sprintf("198.18.%d.2", 4+i)), addr(fmt.Sprintf("198.18.%d.1", 4+i))},
+		Uplink{addr(fmt.Sprintf("2001:db8:%d::2", 4+i)), addr(fmt.Sprintf("2001:db8:%d::1", 4+i))}
+}
+
+// GatewayInside is gateway i's address on the backend LAN of "ecmp", in
+// each family, with the inside router's as Peer.
+func (p Plan) GatewayInside(i int) (v4, v6 Uplink) {
+	return Uplink{addr(fmt.Sprintf("198.18.2.%d", 1+i)), addr("198.18.2.254")},
+		Uplink{addr(fmt.Sprintf("2001:db8:2::%d", 1+i)), addr("2001:db8:2::254")}
+}
+
+// ECMPRouterConf is the upstream router's bgpd configuration for "ecmp":
+// a session with every gateway in each family (1 s keepalive, 3 s hold),
+// only the VIPs' host routes taken from them, and multipath over all of
+// them.
+func ECMPRouterConf(p Plan) string {
+	var nb4, nb6 []netip.Addr
+	for i := range p.Gateways {
+		v4, v6 := p.GatewayUplink(i)
+		nb4, nb6 = append(nb4, v4.Self), append(nb6, v6.Self)
+	}
+	accept4 := fmt.Sprintf("%v le 32", p.ClientNet4)
+	accept6 := fmt.Sprintf("%v le 128", p.ClientNet6)
+	return frrBGPConf("rtr", addr("198.18.0.1"), ECMPRouterAS, nb4, nb6, accept4, accept6)
+}
+
+// ECMPInsideConf is the inside router's bgpd configuration for "ecmp":
+// sessions with every gateway's inside address, and only the default
+// routes taken from them, with multipath.
+func ECMPInsideConf(p Plan) string {
+	var nb4, nb6 []netip.Addr
+	for i := range p.Gateways {
+		v4, v6 := p.GatewayInside(i)
+		nb4, nb6 = append(nb4, v4.Self), append(nb6, v6.Self)
+	}
+	return frrBGPConf("rin", addr("198.18.2.254"), ECMPInsideAS, nb4, nb6, "0.0.0.0/0", "::/0")
+}
+
+// frrBGPConf is a bgpd configuration: AS as, eBGP sessions with the
+// gateways (ECMPGatewayAS) at nb4 and nb6, each family taking only the
+// prefixes that match accept4 / accept6 (prefix-list entries), multipath.
+func frrBGPConf(name string, id netip.Addr, as int, nb4, nb6 []netip.Addr, accept4, accept6 string) string {
+	var b strings.Builder
+	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
+	w("frr defaults datacenter")
+	w("hostname %s", name)
+	w("log stdout informational")
+	w("ip prefix-list from-gateways seq 5 permit %s", accept4)
+	w("ipv6 prefix-list from-gateways6 seq 5 permit %s", accept6)
+	w("router bgp %d", as)
+	w(" bgp router-id %v", id)
+	w(" no bgp ebgp-requires-policy")
+	w(" no bgp default ipv4-unicast")
+	w(" bgp bestpath as-path multipath-relax")
+	for _, n := range append(append([]netip.Addr{}, nb4...), nb6...) {
+		w(" neighbor %v remote-as %d", n, ECMPGatewayAS)
+		w(" neighbor %v timers 1 3", n)
+		w(" neighbor %v timers connect 1", n)
+	}
+	for _, af := range []struct {
+		name, list string
+		nbs        []netip.Addr
+	}{{"ipv4", "from-gateways", nb4}, {"ipv6", "from-gateways6", nb6}} {
+		w(" address-family %s unicast", af.name)
+		w("  maximum-paths 16")
+		for _, n := range af.nbs {
+			w("  neighbor %v activate", n)
+			w("  neighbor %v prefix-list %s in", n, af.list)
+		}
+		w(" exit-address-family")
+	}
+	return b.String()
 }
 
 // L2 is Basic for vsgate's AF_PACKET mode: the gateway does not route;
@@ -312,6 +423,6 @@ func L2() *Topology {
 		B: Endpoint{Host: HostGW, Name: IfGWOut, Addrs: []netip.Prefix{
 			on("198.18.0.3", t.Plan.ClientNet4), on("2001:db8::3", t.Plan.ClientNet6)}},
 	}}
-	backendSide(t, []string{HostGW}, 3)
+	backendSide(t, []string{HostGW}, 3, 1)
 	return t
 }

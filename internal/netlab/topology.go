@@ -121,6 +121,9 @@ type Plan struct {
 	Gateways []string // gateway host names
 	Backends []string // backend (real server) host names
 	Router   string   // upstream router host ("ecmp" only)
+	// InsideRouter is the real servers' router ("ecmp" only): their
+	// answers reach the gateways through it.
+	InsideRouter string
 
 	VIP4, VIP6   netip.Addr // the virtual service address
 	Masq4, Masq6 netip.Addr // source address for masqueraded backend traffic

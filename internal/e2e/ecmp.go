@@ -1,0 +1,534 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vsgate/vsgate/internal/netlab"
+)
+
+// ECMPEnv is the scale-out demo: netlab's "ecmp" topology with FRR on
+// both routers and vsgate on up to three gateways, each announcing its
+// VIPs by BGP. Create it with StartECMP; Close tears everything down.
+type ECMPEnv struct {
+	Lab      *netlab.Lab
+	Dir      string
+	exe      string
+	rtr, rin *netlab.FRR
+	client   *netlab.Host
+	gws      []*gatewayProc // by gateway index; nil while not running
+	lonely   *netlab.Server // the one real server of lonelyVIP
+}
+
+// gatewayProc is one running `vsgate run`.
+type gatewayProc struct {
+	host   *netlab.Host
+	socket string
+	cmd    *exec.Cmd
+	exited chan error
+	log    *os.File
+}
+
+// lonelyVIP is a service with one real server (b3:8080), for the
+// withdrawal of a VIP whose last real server fails its checks.
+var lonelyVIP = netip.MustParseAddrPort("198.18.0.11:80")
+
+// StartECMP builds the lab, starts the real servers and both routers,
+// and vsgate on the first n gateways.
+func StartECMP(ctx context.Context, exe string, n int) (_ *ECMPEnv, err error) {
+	if err := netlab.Check(); err != nil {
+		return nil, err
+	}
+	if err := netlab.CheckFRR(); err != nil {
+		return nil, err
+	}
+	lab, err := netlab.Build(ctx, netlab.ECMP(), netlab.Options{})
+	if err != nil {
+		return nil, err
+	}
+	p := lab.Topo.Plan
+	e := &ECMPEnv{Lab: lab, exe: exe, client: lab.MustHost(netlab.HostClient), gws: make([]*gatewayProc, len(p.Gateways))}
+	defer func() {
+		if err != nil {
+			e.Close()
+		}
+	}()
+	if err := lab.StartBackends(); err != nil {
+		return e, err
+	}
+	b3 := lab.MustHost(p.Backends[2])
+	if e.lonely, err = b3.StartHTTP("b3-lonely", ":8080"); err != nil {
+		return e, err
+	}
+	if e.rtr, err = lab.MustHost(p.Router).StartFRR(ctx, netlab.ECMPRouterConf(p)); err != nil {
+		return e, err
+	}
+	if e.rin, err = lab.MustHost(p.InsideRouter).StartFRR(ctx, netlab.ECMPInsideConf(p)); err != nil {
+		return e, err
+	}
+	if e.Dir, err = os.MkdirTemp("", "vsgate-ecmp-"); err != nil {
+		return e, err
+	}
+	if err := os.Chmod(e.Dir, 0o711); err != nil {
+		return e, err
+	}
+	for i := range n {
+		if err := e.StartGateway(ctx, i); err != nil {
+			return e, err
+		}
+	}
+	return e, nil
+}
+
+// ecmpConfig is gateway i's configuration: the same services on every
+// gateway (mh, so every one picks the same real server for a flow; sloppy
+// by default behind bgp), and BGP sessions with both routers in both
+// families.
+func (e *ECMPEnv) ecmpConfig(i int) string {
+	p := e.Lab.Topo.Plan
+	up4, up6 := p.GatewayUplink(i)
+	in4, in6 := p.GatewayInside(i)
+	backends := func(port int, v6 bool) string {
+		var bs []string
+		for j := range p.Backends {
+			a := fmt.Sprintf("198.18.2.%d:%d", 11+j, port)
+			if v6 {
+				a = fmt.Sprintf(`"[2001:db8:2::%x]:%d"`, 0x11+j, port)
+			}
+			bs = append(bs, "{addr: "+a+"}")
+		}
+		return "[" + strings.Join(bs, ", ") + "]"
+	}
+	health := "{type: tcp, interval: 1s, timeout: 500ms, rise: 1, fall: 2}"
+	dir := filepath.Join(e.Dir, fmt.Sprintf("gw%d", i+1))
+	return fmt.Sprintf(`device: {type: tun, name: vsg0}
+control: {socket: %s/vsgate.sock}
+pcap: {dir: %s/pcap}
+metrics: {listen: off}
+services:
+  - {name: web, proto: tcp, vip: %v:80, scheduler: mh, health: %s, backends: %s}
+  - {name: echo, proto: tcp, vip: %v:7, scheduler: mh, backends: %s}
+  - {name: web6, proto: tcp, vip: "[%v]:80", scheduler: mh, health: %s, backends: %s}
+  - {name: echo6, proto: tcp, vip: "[%v]:7", scheduler: mh, backends: %s}
+  - {name: lonely, proto: tcp, vip: %v, scheduler: mh, health: %s, backends: [{addr: 198.18.2.13:8080}]}
+bgp:
+  as: %d
+  router_id: %v
+  announce: [0.0.0.0/0, "::/0"]
+  drain: 2s
+  peers:
+    - {address: %v, as: %d}
+    - {address: %v, as: %d}
+    - {address: %v, as: %d}
+    - {address: %v, as: %d}
+`, dir, dir,
+		p.VIP4, health, backends(80, false), p.VIP4, backends(7, false),
+		p.VIP6, health, backends(80, true), p.VIP6, backends(7, true),
+		lonelyVIP, health,
+		netlab.ECMPGatewayAS, up4.Self,
+		up4.Peer, netlab.ECMPRouterAS, up6.Peer, netlab.ECMPRouterAS,
+		in4.Peer, netlab.ECMPInsideAS, in6.Peer, netlab.ECMPInsideAS)
+}
+
+// StartGateway starts vsgate on gateway i and waits for its control
+// socket. A gateway killed before keeps its directory and log.
+func (e *ECMPEnv) StartGateway(ctx context.Context, i int) error {
+	if e.gws[i] != nil {
+		return fmt.Errorf("gateway %d is running", i+1)
+	}
+	dir := filepath.Join(e.Dir, fmt.Sprintf("gw%d", i+1))
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return err
+	}
+	cfg := filepath.Join(dir, "vsgate.yaml")
+	if err := os.WriteFile(cfg, []byte(e.ecmpConfig(i)), 0o600); err != nil {
+		return err
+	}
+	log, err := os.OpenFile(filepath.Join(dir, "vsgate.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	g := &gatewayProc{host: e.Lab.MustHost(e.Lab.Topo.Plan.Gateways[i]), socket: filepath.Join(dir, "vsgate.sock"),
+		exited: make(chan error, 1), log: log}
+	g.cmd = g.host.Command(context.Background(), e.exe, "run", "-c", cfg)
+	g.cmd.Stdout, g.cmd.Stderr = log, log
+	if err := g.cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("starting vsgate on gateway %d: %w", i+1, err)
+	}
+	go func() { g.exited <- g.cmd.Wait() }()
+	e.gws[i] = g
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := e.Adm(ctx, i, "-L", "-n"); err == nil {
+			return nil
+		}
+		select {
+		case err := <-g.exited:
+			g.exited <- err
+			return fmt.Errorf("vsgate on gateway %d exited: %v\n%s", i+1, err, e.GatewayLog(i))
+		case <-time.After(50 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("vsgate on gateway %d did not come up\n%s", i+1, e.GatewayLog(i))
+		}
+	}
+}
+
+// Adm runs `vsgate adm` against gateway i.
+func (e *ECMPEnv) Adm(ctx context.Context, i int, args ...string) (string, error) {
+	g := e.gws[i]
+	if g == nil {
+		return "", fmt.Errorf("gateway %d is not running", i+1)
+	}
+	cmd := exec.CommandContext(ctx, e.exe, append([]string{"adm", "--socket", g.socket}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("vsgate adm %s on gateway %d: %w: %s", strings.Join(args, " "), i+1, err, out)
+	}
+	return string(out), nil
+}
+
+// GatewayLog is gateway i's log (every run of it).
+func (e *ECMPEnv) GatewayLog(i int) string {
+	b, _ := os.ReadFile(filepath.Join(e.Dir, fmt.Sprintf("gw%d", i+1), "vsgate.log"))
+	return string(b)
+}
+
+// Kill kills gateway i's vsgate with SIGKILL (nothing is undone: the
+// next start on it finds its wiring) and waits for it to be gone.
+func (e *ECMPEnv) Kill(i int) error {
+	g := e.gws[i]
+	if g == nil {
+		return fmt.Errorf("gateway %d is not running", i+1)
+	}
+	_ = g.cmd.Process.Kill()
+	<-g.exited
+	g.log.Close()
+	e.gws[i] = nil
+	return nil
+}
+
+// Stop stops gateway i's vsgate with SIGTERM (a graceful stop: withdraw,
+// drain, exit). It returns at once; Wait waits for the exit.
+func (e *ECMPEnv) Stop(i int) error {
+	g := e.gws[i]
+	if g == nil {
+		return fmt.Errorf("gateway %d is not running", i+1)
+	}
+	return g.cmd.Process.Signal(syscall.SIGTERM)
+}
+
+// Exited reports whether gateway i's vsgate has exited (after Stop).
+func (e *ECMPEnv) Exited(i int) bool {
+	g := e.gws[i]
+	if g == nil {
+		return true
+	}
+	select {
+	case err := <-g.exited:
+		g.exited <- err
+		return true
+	default:
+		return false
+	}
+}
+
+// Wait waits for gateway i's vsgate to exit (30 s at most) and returns
+// its exit error.
+func (e *ECMPEnv) Wait(i int) error {
+	g := e.gws[i]
+	if g == nil {
+		return nil
+	}
+	var err error
+	select {
+	case err = <-g.exited:
+	case <-time.After(30 * time.Second):
+		_ = g.cmd.Process.Kill()
+		err = fmt.Errorf("gateway %d did not stop within 30 s of SIGTERM", i+1)
+		<-g.exited
+	}
+	g.log.Close()
+	e.gws[i] = nil
+	return err
+}
+
+// Close stops every gateway, the routers and the lab.
+func (e *ECMPEnv) Close() error {
+	var errs []error
+	for i, g := range e.gws {
+		if g == nil {
+			continue
+		}
+		_ = e.Stop(i)
+		if err := e.Wait(i); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if e.Lab != nil {
+		errs = append(errs, e.Lab.Close())
+	}
+	if e.Dir != "" {
+		os.RemoveAll(e.Dir)
+	}
+	return errors.Join(errs...)
+}
+
+// Paths returns how many next hops router host has in its kernel table
+// for prefix dst: 0 when there is no route.
+func (e *ECMPEnv) Paths(host string, dst netip.Prefix) (int, error) {
+	h := e.Lab.MustHost(host)
+	fam := netlink.FAMILY_V4
+	if dst.Addr().Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	routes, err := h.Netlink().RouteListFiltered(fam, &netlink.Route{Dst: &net.IPNet{IP: dst.Addr().AsSlice(), Mask: net.CIDRMask(dst.Bits(), dst.Addr().BitLen())}}, netlink.RT_FILTER_DST)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range routes {
+		if dst.Bits() == 0 && r.Dst != nil && !r.Dst.IP.IsUnspecified() {
+			continue
+		}
+		if len(r.MultiPath) > 0 {
+			n += len(r.MultiPath)
+		} else if r.Gw != nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// WaitPaths waits until both routers carry n next hops for every route
+// the gateways announce (the VIPs at the router, the default routes at
+// the inside router), or ctx ends.
+func (e *ECMPEnv) WaitPaths(ctx context.Context, n int) error {
+	p := e.Lab.Topo.Plan
+	want := map[string][]netip.Prefix{
+		p.Router:       {netip.PrefixFrom(p.VIP4, 32), netip.PrefixFrom(p.VIP6, 128)},
+		p.InsideRouter: {netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("::/0")},
+	}
+	return waitFor(ctx, fmt.Sprintf("%d next hops at both routers", n), func() (bool, error) {
+		for host, dsts := range want {
+			for _, d := range dsts {
+				got, err := e.Paths(host, d)
+				if err != nil || got != n {
+					return false, err
+				}
+			}
+		}
+		return true, nil
+	})
+}
+
+// waitFor polls cond every 20 ms until it holds or ctx ends.
+func waitFor(ctx context.Context, what string, cond func() (bool, error)) error {
+	for {
+		ok, err := cond()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Traffic is what the failover demo sends while gateways come and go:
+// long-lived connections to the echo service, each sending a line every
+// 100 ms and checking the answer comes back from the real server it
+// started with, and a stream of new HTTP requests.
+type Traffic struct {
+	mu      sync.Mutex
+	conns   []*longConn
+	reqs    int
+	failed  int
+	slowest time.Duration
+	stop    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// longConn is one long-lived connection and what became of it.
+type longConn struct {
+	backend string // the real server that answered first
+	lines   int
+	broken  error
+	maxRTT  time.Duration
+}
+
+// StartTraffic opens n long-lived connections (every fourth over IPv6)
+// and starts the request stream.
+func (e *ECMPEnv) StartTraffic(ctx context.Context, n int) (*Traffic, error) {
+	p := e.Lab.Topo.Plan
+	t := &Traffic{stop: make(chan struct{})}
+	for i := range n {
+		vip := p.VIP4
+		if i%4 == 3 {
+			vip = p.VIP6
+		}
+		c, err := e.client.DialContext(ctx, "tcp", netip.AddrPortFrom(vip, 7).String())
+		if err != nil {
+			t.Stop()
+			return nil, fmt.Errorf("long-lived connection %d: %w", i, err)
+		}
+		lc := &longConn{}
+		t.conns = append(t.conns, lc)
+		t.wg.Go(func() { t.keep(c, lc, i) })
+	}
+	client := e.client.HTTPClient(10 * time.Second)
+	t.wg.Go(func() {
+		url := "http://" + p.VIP4.String() + "/"
+		for {
+			select {
+			case <-t.stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			start := time.Now()
+			resp, err := client.Get(url)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					err = fmt.Errorf("status %d", resp.StatusCode)
+				}
+			}
+			took := time.Since(start)
+			t.mu.Lock()
+			t.reqs++
+			if err != nil {
+				t.failed++
+			}
+			t.slowest = max(t.slowest, took)
+			t.mu.Unlock()
+		}
+	})
+	return t, nil
+}
+
+// keep sends a line on c every 100 ms until Stop, and records a broken
+// connection: an error, no answer within 10 s, or an answer from another
+// real server.
+func (t *Traffic) keep(c net.Conn, lc *longConn, i int) {
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for n := 0; ; n++ {
+		select {
+		case <-t.stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		line := fmt.Sprintf("conn %d line %d", i, n)
+		start := time.Now()
+		_ = c.SetDeadline(start.Add(10 * time.Second))
+		_, err := fmt.Fprintf(c, "%s\n", line)
+		var got string
+		if err == nil {
+			got, err = r.ReadString('\n')
+		}
+		rtt := time.Since(start)
+		t.mu.Lock()
+		backend, rest, _ := strings.Cut(strings.TrimSuffix(got, "\n"), ": ")
+		switch {
+		case err != nil:
+			lc.broken = err
+		case rest != line:
+			lc.broken = fmt.Errorf("answer %q to %q", got, line)
+		case lc.backend == "":
+			lc.backend = backend
+		case backend != lc.backend:
+			lc.broken = fmt.Errorf("answered by %s, which is not %s, the real server it began with", backend, lc.backend)
+		}
+		lc.lines++
+		lc.maxRTT = max(lc.maxRTT, rtt)
+		broken := lc.broken != nil
+		t.mu.Unlock()
+		if broken {
+			return
+		}
+	}
+}
+
+// Stop ends the traffic and waits for it.
+func (t *Traffic) Stop() {
+	select {
+	case <-t.stop:
+	default:
+		close(t.stop)
+	}
+	t.wg.Wait()
+}
+
+// TrafficReport is the traffic's outcome so far.
+type TrafficReport struct {
+	Conns, Broken  int
+	Lines          int
+	SlowestLine    time.Duration // the longest a line waited for its answer
+	Requests       int
+	FailedRequests int
+	SlowestRequest time.Duration
+	FirstBroken    error
+	Backends       map[string]int // long-lived connections by real server
+}
+
+// Report says what the traffic saw so far.
+func (t *Traffic) Report() TrafficReport {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := TrafficReport{Conns: len(t.conns), Requests: t.reqs, FailedRequests: t.failed, SlowestRequest: t.slowest, Backends: map[string]int{}}
+	for _, c := range t.conns {
+		r.Lines += c.lines
+		r.SlowestLine = max(r.SlowestLine, c.maxRTT)
+		if c.broken != nil {
+			r.Broken++
+			if r.FirstBroken == nil {
+				r.FirstBroken = c.broken
+			}
+		}
+		r.Backends[c.backend]++
+	}
+	return r
+}
+
+func (r TrafficReport) String() string {
+	var bs []string
+	for b, n := range r.Backends {
+		bs = append(bs, fmt.Sprintf("%s %d", b, n))
+	}
+	slices.Sort(bs)
+	return fmt.Sprintf("%d long-lived connections (%s), %d broken, %d lines, slowest answer %v; %d requests, %d failed, slowest %v",
+		r.Conns, strings.Join(bs, ", "), r.Broken, r.Lines, r.SlowestLine.Round(time.Millisecond),
+		r.Requests, r.FailedRequests, r.SlowestRequest.Round(time.Millisecond))
+}
+
+// check is an error if any long-lived connection broke or any request
+// failed.
+func (r TrafficReport) check() error {
+	if r.Broken > 0 {
+		return fmt.Errorf("%d of %d long-lived connections broke (first: %v)", r.Broken, r.Conns, r.FirstBroken)
+	}
+	if r.FailedRequests > 0 {
+		return fmt.Errorf("%d of %d requests failed", r.FailedRequests, r.Requests)
+	}
+	return nil
+}
