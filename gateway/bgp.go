@@ -28,14 +28,26 @@ type BGPOptions struct {
 	Announce map[string]string
 }
 
+// syncDumpWait bounds how long a starting gateway waits for its sync
+// peers' flows before it announces its routes.
+const syncDumpWait = 2 * time.Second
+
 // Announce policies (BGPOptions.Announce).
 const (
 	announceAlways = "always"
 	announceNever  = "never"
 )
 
-// startBGP starts the speaker and announces what the configuration says.
+// startBGP starts the speaker and announces what the configuration says:
+// with a connection sync, once the peers have sent their flows (or 2 s
+// have passed: a peer may be down), so that the routers send this
+// gateway nothing it cannot continue.
 func (g *Gateway) startBGP() error {
+	if g.sync != nil {
+		if !g.sync.WaitDumps(syncDumpWait) {
+			g.log.Warn("sync: not every peer sent its flows before the routes were announced", "waited", syncDumpWait)
+		}
+	}
 	sp, err := bgp.Start(context.Background(), g.opts.BGP.Speaker, g.log)
 	if err != nil {
 		return err

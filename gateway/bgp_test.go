@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/vsgate/vsgate/bgp"
 	"github.com/vsgate/vsgate/bgp/bgptest"
 	"github.com/vsgate/vsgate/gateway/adm"
+	"github.com/vsgate/vsgate/gateway/connsync"
 	"github.com/vsgate/vsgate/gateway/health"
 	"github.com/vsgate/vsgate/internal/tuntest"
 	"github.com/vsgate/vsgate/nat"
@@ -153,4 +155,64 @@ func TestBGPAnnounce(t *testing.T) {
 		t.Fatal(err)
 	}
 	done <- nil // for the deferred stop
+}
+
+// TestSyncDaemonAdm: ipvsadm's --start-daemon and --stop-daemon switch
+// the connection sync's roles, -L --daemon lists them in ipvsadm's form,
+// options of IPVS's multicast sync are refused with the reason, and the
+// sync's metrics are served.
+func TestSyncDaemonAdm(t *testing.T) {
+	l, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := netip.MustParseAddrPort(l.LocalAddr().String())
+	l.Close()
+	peer := netip.MustParseAddrPort("127.0.0.1:9")
+	g, err := New(Options{NAT: nat.Config{Capacity: 64}, Devices: []device.Device{tuntest.Start(t, 1500, 16)}, MetricsListen: "127.0.0.1:0",
+		Sync:   &connsync.Config{Listen: listen, Peers: []netip.AddrPort{peer}, Key: []byte("0123456789abcdef"), Master: true, Backup: true},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runGateway(t, g)
+	adm := func(args ...string) Response { return g.handle(context.Background(), Request{Args: args}) }
+	both := "master sync daemon (unicast=127.0.0.1:9, listen=" + listen.String() + ")\nbackup sync daemon (unicast=127.0.0.1:9, listen=" + listen.String() + ")\n"
+	if r := adm("-L", "--daemon"); r.Output != both {
+		t.Errorf("-L --daemon:\n%s\nwant\n%s", r.Output, both)
+	}
+	if r := adm("--stop-daemon", "master"); r.Status != 0 || r.Error != "" {
+		t.Fatalf("--stop-daemon master: %+v", r)
+	}
+	if r := adm("-L", "-n", "--daemon"); strings.Contains(r.Output, "master") || !strings.Contains(r.Output, "backup sync daemon") {
+		t.Errorf("after --stop-daemon master:\n%s", r.Output)
+	}
+	if r := adm("--start-daemon", "master"); r.Status != 0 {
+		t.Fatalf("--start-daemon master: %+v", r)
+	}
+	for _, args := range [][]string{{"--start-daemon"}, {"--start-daemon", "primary"}, {"--start-daemon", "master", "--mcast-interface", "eth0"}} {
+		if r := adm(args...); r.Status == 0 || r.Error == "" {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	resp, err := http.Get("http://" + g.MetricsAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`vsgate_sync_role{role="master"} 1`, `vsgate_sync_rejected_total{reason="bad_mac"} 0`, "vsgate_sync_datagrams_total"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// Without a sync block, the daemon commands say what is missing.
+	g2, err := New(Options{NAT: nat.Config{Capacity: 64}, Devices: []device.Device{tuntest.Start(t, 1500, 16)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runGateway(t, g2)
+	if r := g2.handle(context.Background(), Request{Args: []string{"--start-daemon", "master"}}); r.Status == 0 || !strings.Contains(r.Error, "no sync: block") {
+		t.Errorf("--start-daemon without sync: %+v", r)
+	}
 }

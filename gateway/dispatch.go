@@ -19,6 +19,14 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 	if len(req.Args) > 0 && req.Args[0] == "pcap" {
 		return g.handlePcap(req.Args[1:])
 	}
+	if len(req.Args) > 0 && (req.Args[0] == "--start-daemon" || req.Args[0] == "--stop-daemon") {
+		return g.handleDaemon(req.Args)
+	}
+	if len(req.Args) >= 2 && (req.Args[0] == "-L" || req.Args[0] == "-l" || req.Args[0] == "--list") && req.Args[len(req.Args)-1] == "--daemon" {
+		var out bytes.Buffer
+		g.writeDaemons(&out)
+		return Response{Output: out.String()}
+	}
 	if len(req.Args) == 1 && req.Args[0] == "bgp" {
 		var out bytes.Buffer
 		g.writeBGP(&out)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/config"
+	"github.com/vsgate/vsgate/gateway/connsync"
 	"github.com/vsgate/vsgate/gateway/health"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/proxy"
@@ -57,6 +58,10 @@ func ReloadOptions(cfg *config.Config, log *slog.Logger) (Options, error) {
 			continue
 		}
 		o.Health[adm.ServiceKey(n.Services[i])] = healthSpec(s.Health)
+	}
+	if s := cfg.Sync; s != nil {
+		o.Sync = &connsync.Config{Listen: s.Listen, Peers: s.Peers, Key: []byte(s.Key), Master: s.Master, Backup: s.Backup,
+			Interval: s.Interval, Refresh: s.Refresh, Rate: s.Rate}
 	}
 	if b := cfg.BGP; b != nil {
 		o.BGP = &BGPOptions{Speaker: b.Speaker, Prefixes: b.Prefixes, Drain: b.Drain, Announce: map[string]string{}}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/vsgate/vsgate/bgp"
 	"github.com/vsgate/vsgate/gateway/adm"
+	"github.com/vsgate/vsgate/gateway/connsync"
 	"github.com/vsgate/vsgate/gateway/health"
 	"github.com/vsgate/vsgate/gateway/names"
 	"github.com/vsgate/vsgate/nat"
@@ -99,6 +100,9 @@ type Options struct {
 
 	// BGP, when set, runs the embedded BGP speaker (gateway/bgp.go).
 	BGP *BGPOptions
+	// Sync, when set, runs the connection sync with peer gateways
+	// (gateway/connsync, gateway/sync.go).
+	Sync *connsync.Config
 
 	Logger *slog.Logger
 }
@@ -167,7 +171,8 @@ type Gateway struct {
 	down        map[string]bool // backends health checks hold down, by health key
 	l7down      map[string]bool // L7 members health checks hold down, by l7HealthKey
 	speaker     *bgp.Speaker    // nil without BGP
-	withdrawn   bool            // a stop has withdrawn the BGP routes
+	sync        *connsync.Daemon
+	withdrawn   bool // a stop has withdrawn the BGP routes
 
 	capture pcap.Writer // what enters and leaves, when started (--pcap, vsgate adm pcap)
 	l7      *netstack.Stack
@@ -260,6 +265,11 @@ func New(opts Options) (g *Gateway, err error) {
 	}
 	if opts.MetricsListen != "" {
 		if g.metrics, err = g.serveMetrics(opts.MetricsListen, opts.MetricsPprof); err != nil {
+			return g, err
+		}
+	}
+	if opts.Sync != nil {
+		if g.sync, err = connsync.Start(*opts.Sync, g.engine, g.log); err != nil {
 			return g, err
 		}
 	}
@@ -380,6 +390,9 @@ func (g *Gateway) Close() error {
 	var errs []error
 	if g.speaker != nil {
 		errs = append(errs, g.speaker.Close())
+	}
+	if g.sync != nil {
+		errs = append(errs, g.sync.Close())
 	}
 	if g.control != nil {
 		errs = append(errs, g.control.Close())

@@ -60,11 +60,15 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		descHealthUp, descHealthRuns, descHealthLast} {
 		ch <- d
 	}
+	for _, d := range syncDescs {
+		ch <- d
+	}
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
 	g := c.g
 	e := g.engine
+	g.collectSync(ch)
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}

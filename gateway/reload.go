@@ -54,6 +54,9 @@ func (g *Gateway) netPlanFor(c nat.Config) NetPlan {
 	for _, a := range c.FullNATPool {
 		addAddr(a)
 	}
+	for _, a := range c.FullNATTakeover {
+		addAddr(a)
+	}
 	return p
 }
 
@@ -85,6 +88,9 @@ func (g *Gateway) Reload(opts Options) error {
 	// healthChanged reads them without the lock): a refused reload puts
 	// back these, not the whole struct.
 	if err := g.checkBGPReload(opts.BGP); err != nil {
+		return err
+	}
+	if err := g.checkSyncReload(opts.Sync); err != nil {
 		return err
 	}
 	oldHealth, oldMasq, oldBGP := g.opts.Health, g.opts.MasqDefaults, g.opts.BGP

@@ -111,6 +111,8 @@ type counters struct {
 	// serverSynResent are SYNs to a real server sent again (see
 	// Worker.resendServerSyn).
 	serverSynResent paddedCounter
+	// syncImported and syncLost are the connection sync's (sync.go).
+	syncImported, syncLost paddedCounter
 }
 
 // countHalfOpen adds n (1 or -1) to the half-open count if st is a

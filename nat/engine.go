@@ -180,6 +180,11 @@ type Config struct {
 	// (one per family is enough), with FullNATPorts their port range.
 	FullNATPool  []netip.Addr
 	FullNATPorts [2]uint16
+	// FullNATTakeover are other gateways' FULLNAT addresses: their flows
+	// reach this one by the connection sync (sync.go), and their real
+	// servers' answers when the routers send them here (their owner is
+	// gone). Owned as the pool is, never a source of new flows.
+	FullNATTakeover []netip.Addr
 }
 
 // owner is what a flow counts against: a service's backend, or a
@@ -309,6 +314,7 @@ type Engine struct {
 	frags   fragCache
 	held    *fragStore // fragments held until their datagram is complete (fragstore.go)
 	persist persistTable
+	sync    syncState
 	cookies atomic.Pointer[cookieKeys] // the SYN proxy's secrets (synproxy.go)
 	early   segmentHold                // proxied flows' segments before their real server answered (synhold.go)
 	src     *sources                   // per-source counts (source.go)
@@ -424,6 +430,9 @@ func (e *Engine) Update(cfg Config) error {
 			fam = 1
 		}
 		snap.fullnat[fam], snap.hasFull[fam] = addr16(a), true
+		snap.owned[addr16(a)] = true
+	}
+	for _, a := range cfg.FullNATTakeover {
 		snap.owned[addr16(a)] = true
 	}
 	seen := map[svcKey]*service{}

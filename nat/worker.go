@@ -48,6 +48,8 @@ type Worker struct {
 	// epoch is Engine.epoch as this worker's current Process call began,
 	// 0 between calls (see owner.drainStale).
 	epoch atomic.Uint64
+	// sync is this worker's notes of flows for the connection sync.
+	sync *syncRing
 }
 
 // quiescent is the oldest Engine.epoch a worker inside a Process call
@@ -66,12 +68,15 @@ func (e *Engine) quiescent() uint64 {
 // NewWorker returns a worker for e, registered so that its counters are
 // included in the engine's statistics.
 func (e *Engine) NewWorker() *Worker {
-	w := &Worker{e: e}
+	w := &Worker{e: e, sync: &syncRing{}}
 	c := make([]counterSet, e.nextStat.Load()+16)
 	w.counts.Store(&c)
 	e.mu.Lock()
 	e.workers = append(e.workers, w)
 	e.mu.Unlock()
+	e.sync.mu.Lock()
+	e.sync.rings = append(e.sync.rings, w.sync)
+	e.sync.mu.Unlock()
 	return w
 }
 
@@ -434,7 +439,9 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 	if own != nil {
 		w.countPacket(own, d, len(b))
 	}
-	w.touch(f, d, own, gen, ev)
+	if w.touch(f, d, own, gen, ev) && own != nil {
+		w.syncNote(ref.index(), gen)
+	}
 	return Forward, true
 }
 
@@ -559,13 +566,13 @@ func rewrite(b []byte, p *packet.Parsed, src [16]byte, sport uint16, dst [16]byt
 
 // touch advances the state of flow f (of generation gen, as the caller
 // found it) by TCP event ev (-1: none) in direction d and pushes its
-// deadline out. The flow may have been freed and made anew since the
+// deadline out; it reports whether the state moved. The flow may have been freed and made anew since the
 // caller's check: then touch changes nothing (the state word carries the
 // generation).
-func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) {
+func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) (moved bool) {
 	s := f.state.Load()
 	if s&stateDead != 0 || !sameGen(s, gen) {
-		return
+		return false
 	}
 	st := s & stateMask
 	ns := st
@@ -580,8 +587,9 @@ func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) {
 				sl = w.e.sourceOf(f)
 			}
 			if !f.state.CompareAndSwap(s, s&^stateMask|ns) {
-				return // removed, recycled or moved on concurrently; that path accounts
+				return false // removed, recycled or moved on concurrently; that path accounts
 			}
+			moved = true
 			accountTransition(own, tcpState(st), tcpState(ns))
 			sl.moved(st, ns)
 			if halfOpenMoved {
@@ -596,6 +604,7 @@ func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) {
 	if dl, old := uint32(w.now+w.snap.timeout[ns]), f.deadline.Load(); old != dl && sameGen(f.state.Load(), gen) {
 		f.deadline.CompareAndSwap(old, dl)
 	}
+	return moved
 }
 
 // accountTransition keeps the backend's active/inactive counts as IPVS
@@ -826,6 +835,7 @@ func (w *Worker) adoptReply(b []byte, svc *service, s *slot) Verdict {
 		return w.drop(DropTableFull)
 	}
 	w.countNewFlow(own, state, DirReply, len(b))
+	w.syncNote(idx, e.tab.flows[idx].gen.Load())
 	sl.count(state, 1)
 	e.countHalfOpen(state, 1)
 	if p.Proto == packet.ProtoTCP {
@@ -960,6 +970,7 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 		}
 		if own != nil {
 			w.countNewFlow(own, state, DirOriginal, len(b))
+			w.syncNote(idx, e.tab.flows[idx].gen.Load())
 		}
 		sl.count(state, 1)
 		e.countHalfOpen(state, 1)

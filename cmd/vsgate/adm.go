@@ -27,6 +27,9 @@ const admUsage = `usage: vsgate adm [--socket PATH] [ipvsadm] IPVSADM-ARGS...
     -L|-l [-n] [--stats|--rate|-c|--timeout] [--exact]
     -S (save: ipvsadm-save format)   -R (restore from standard input)
     --set TCP TCPFIN UDP (timeouts, seconds)
+    --start-daemon|--stop-daemon master|backup   -L --daemon
+      (the connection sync with the peer gateways of the configuration's
+      sync: block: unicast, authenticated; no multicast interface)
   and ipmasqadm portfw's and ipchains' forward chain, as the old
   virtual-server handbook writes them ("vsgate adm ipmasqadm -h" and
   "vsgate adm ipchains -h" say how they map onto ipvsadm's services).

@@ -73,3 +73,28 @@ func TestBGP(t *testing.T) {
 		t.Errorf("without bgp: bgp %v, sloppy %t", c.BGP, c.Services[0].Sloppy)
 	}
 }
+
+// TestSync: the sync block as parsed, with defaults, and the dump parsing
+// back to the same configuration.
+func TestSync(t *testing.T) {
+	c, err := Parse([]byte(`sync:
+  listen: 198.18.2.1
+  peers: [198.18.2.2, "198.18.2.3:9000"]
+  key: "0123456789abcdef"
+  role: master
+fullnat: {pool: [198.18.0.31], takeover: [198.18.0.32, 198.18.0.33]}
+`), "sync.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &Sync{Listen: netip.MustParseAddrPort("198.18.2.1:8848"),
+		Peers: []netip.AddrPort{netip.MustParseAddrPort("198.18.2.2:8848"), netip.MustParseAddrPort("198.18.2.3:9000")},
+		Key:   "0123456789abcdef", Master: true, Interval: 5 * time.Millisecond, Refresh: 10 * time.Second, Rate: 10000}
+	if !reflect.DeepEqual(c.Sync, want) {
+		t.Errorf("sync = %+v\nwant %+v", c.Sync, want)
+	}
+	if len(c.FullNAT.Takeover) != 2 {
+		t.Errorf("takeover = %v", c.FullNAT.Takeover)
+	}
+	roundTrip(t, c)
+}

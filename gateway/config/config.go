@@ -106,6 +106,9 @@ type Config struct {
 	// BGP is the embedded BGP speaker; nil when the file has no bgp:
 	// block.
 	BGP *BGP
+	// Sync is the connection sync with peer gateways; nil when the file
+	// has no sync: block.
+	Sync *Sync
 }
 
 // PerSource is table.per_source: limits on the flows one client prefix
@@ -215,6 +218,10 @@ type Health struct {
 type FullNAT struct {
 	Pool  []netip.Addr // at most one address per family (the engine uses one)
 	Ports [2]uint16    // inclusive source port range
+	// Takeover are the FULLNAT pool addresses of the peer gateways
+	// (sync:), whose flows this one continues when they are gone
+	// (nat.Config.FullNATTakeover).
+	Takeover []netip.Addr
 }
 
 // Control is the control API (vsgate adm).
@@ -404,6 +411,7 @@ func (c *Config) NAT() (nat.Config, error) {
 		Masquerade:       append([]nat.Masquerade(nil), c.Masquerade...),
 		FullNATPool:      append([]netip.Addr(nil), c.FullNAT.Pool...),
 		FullNATPorts:     c.FullNAT.Ports,
+		FullNATTakeover:  append([]netip.Addr(nil), c.FullNAT.Takeover...),
 	}
 	for _, s := range c.Services {
 		ns := nat.Service{

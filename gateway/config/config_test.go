@@ -598,6 +598,31 @@ services:
     vip: 198.18.0.10:80
     announce: always   # <-
 `, "add bgp:"},
+	{"sync key short", `sync:
+  listen: 198.18.2.1
+  peers: [198.18.2.2]
+  key: "short"   # <-
+`, "16 bytes or more"},
+	{"sync peer is itself", `sync:
+  listen: 198.18.2.1
+  key: "0123456789abcdef"
+  peers:
+    - 198.18.2.1   # <-
+`, "list the other gateways only"},
+	{"takeover without sync", `fullnat:
+  pool: [198.18.0.31]
+  takeover: [198.18.0.32]   # <-
+`, "add sync:"},
+	{"takeover of its own pool", `sync: {listen: 198.18.2.1, peers: [198.18.2.2], key: "0123456789abcdef"}
+fullnat:
+  pool: [198.18.0.31]
+  takeover:
+    - 198.18.0.31   # <-
+`, "list the peer gateways' pool addresses only"},
+	{"sync without peers", `sync:   # <-
+  listen: 198.18.2.1
+  key: "0123456789abcdef"
+`, "add the other gateways' sync addresses"},
 	{"bfd interval without bfd", `bgp:
   as: 65010
   router_id: 198.18.4.2

@@ -69,6 +69,7 @@ func (f *file) convert(r *report) *Config {
 	c.TCPLiberal = raw.TCPWindow != "" && !cv.boolean("tcp_window_check", raw.TCPWindow)
 
 	c.BGP = cv.bgp(&raw.BGP)
+	c.Sync = cv.sync(&raw.Sync)
 	for i := range raw.Services {
 		c.Services = append(c.Services, cv.service(fmt.Sprintf("services[%d]", i), &raw.Services[i], c.BGP != nil))
 	}
@@ -85,6 +86,9 @@ func (f *file) convert(r *report) *Config {
 		c.FullNAT.Pool = append(c.FullNAT.Pool, cv.addr(fmt.Sprintf("fullnat.pool[%d]", i), "FULLNAT pool address", s, " and the ports in fullnat.ports"))
 	}
 	c.FullNAT.Ports = cv.portRange("fullnat.ports", raw.FullNAT.Ports)
+	for i, s := range raw.FullNAT.Takeover {
+		c.FullNAT.Takeover = append(c.FullNAT.Takeover, cv.addr(fmt.Sprintf("fullnat.takeover[%d]", i), "FULLNAT takeover address", s, ""))
+	}
 
 	c.Control.Socket = cv.str(raw.Control.Socket, DefaultSocket)
 	c.User = cv.str(raw.User, DefaultUser)

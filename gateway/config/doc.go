@@ -155,6 +155,9 @@
 //	fullnat:
 //	  pool: [198.18.0.30, 2001:db8::30]   source of FULLNAT flows, one per family
 //	  ports: 1024-65535                                                 default 1024-65535
+//	  takeover: [198.18.0.32, 198.18.0.33]   the peer gateways' pool addresses
+//	                        (with sync:): their flows are continued here when
+//	                        the routers send their answers here
 //	control:
 //	  socket: /run/vsgate/vsgate.sock     absolute, <= 107 bytes        default this
 //	                        only root (and the user that started vsgate) may use it
@@ -192,6 +195,16 @@
 //	      hold_time: 3s     this peer's; keepalive: likewise            default bgp's
 //	      bfd: false        a BFD session beside it (RFC 5880)          default false
 //	      bfd_interval: 300ms   bfd_multiplier: 3                       defaults
+//	sync:                   left out: no connection sync. Flows go to the peer
+//	                        gateways over UDP, authenticated (gateway/connsync;
+//	                        IPVS's sync daemon), and theirs come here
+//	  listen: 198.18.2.1    this gateway's address:port for it          required; port 8848
+//	  peers: [198.18.2.2, 198.18.2.3]   the other gateways' listen      required
+//	  key: "..."            shared by every gateway, >= 16 bytes        required
+//	  role: both            master (send), backup (take) or both        default both
+//	  interval: 5ms         how soon new flows and state changes go     default 5ms
+//	  refresh: 10s          how often every flow goes again             default 10s
+//	  rate: 10000           datagrams a second at most                  default 10000
 //	log:
 //	  level: info           debug, info, warn or error                  default info
 //	  format: text          text or json                                default text

@@ -36,6 +36,7 @@ type (
 		Metrics    fileMetrics   `yaml:"metrics"`
 		Log        fileLog       `yaml:"log"`
 		BGP        fileBGP       `yaml:"bgp"`
+		Sync       fileSync      `yaml:"sync"`
 	}
 	fileDevice struct {
 		Type       string   `yaml:"type"`
@@ -118,8 +119,9 @@ type (
 		IPChains string `yaml:"ipchains"`
 	}
 	fileFullNAT struct {
-		Pool  []string `yaml:"pool"`
-		Ports string   `yaml:"ports"`
+		Pool     []string `yaml:"pool"`
+		Ports    string   `yaml:"ports"`
+		Takeover []string `yaml:"takeover"`
 	}
 	fileControl struct {
 		Socket string `yaml:"socket"`

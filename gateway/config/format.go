@@ -169,6 +169,13 @@ func (c *Config) YAML() []byte {
 	}
 	w(1, "pool: [%s]", strings.Join(pool, ", "))
 	w(1, "ports: %s", ports(c.FullNAT.Ports))
+	if len(c.FullNAT.Takeover) > 0 {
+		tk := make([]string, len(c.FullNAT.Takeover))
+		for i, a := range c.FullNAT.Takeover {
+			tk[i] = q(a.String())
+		}
+		w(1, "takeover: [%s]", strings.Join(tk, ", "))
+	}
 	w(0, "control:")
 	w(1, "socket: %s", q(c.Control.Socket))
 	w(0, "user: %s", q(c.User))
@@ -184,6 +191,7 @@ func (c *Config) YAML() []byte {
 	w(1, "public: %t", c.Metrics.Public)
 	w(1, "pprof: %t", c.Metrics.Pprof)
 	yamlBGP(c.BGP, w, q)
+	yamlSync(c.Sync, w, q)
 	w(0, "log:")
 	w(1, "level: %s", strings.ToLower(c.Log.Level.String()))
 	w(1, "format: %s", q(c.Log.Format))

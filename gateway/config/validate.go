@@ -133,6 +133,7 @@ func validate(c *Config, r *report) {
 		r.fail("log.format", fmt.Sprintf("log format %q is not known", c.Log.Format), "use text or json")
 	}
 	validateBGP(c, r)
+	validateSync(c, r)
 }
 
 func validateDevice(d Device, r *report) {

@@ -47,6 +47,23 @@ type gatewayProc struct {
 // withdrawal of a VIP whose last real server fails its checks.
 var lonelyVIP = netip.MustParseAddrPort("198.18.0.11:80")
 
+// Ports of the VIP whose flows only the connection sync can carry to
+// another gateway: a FULLNAT service (each gateway its own source
+// address and ports), and a persistent one; both rr, so a flow's real
+// server cannot be worked out again. Their real servers are line
+// services of their own (so that the NAT echo's real servers serve it
+// alone, as its answers' adoption needs).
+const (
+	fullnatPort, fullnatRSPort       = 8080, 7007
+	persistentPort, persistentRSPort = 8081, 7008
+)
+
+// syncKey is the demo's shared sync key.
+const syncKey = "vsgate-ecmp-demo-sync-key"
+
+// fullnatAddrOf is gateway i's FULLNAT address.
+func fullnatAddrOf(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(31 + i)}) }
+
 // StartECMP builds the lab, starts the real servers and both routers,
 // and vsgate on the first n gateways.
 func StartECMP(ctx context.Context, exe string, n int) (_ *ECMPEnv, err error) {
@@ -69,6 +86,13 @@ func StartECMP(ctx context.Context, exe string, n int) (_ *ECMPEnv, err error) {
 	}()
 	if err := lab.StartBackends(); err != nil {
 		return e, err
+	}
+	for _, b := range p.Backends {
+		for _, port := range []int{fullnatRSPort, persistentRSPort} {
+			if _, err := lab.MustHost(b).StartTCPEcho(b, fmt.Sprintf(":%d", port)); err != nil {
+				return e, err
+			}
+		}
 	}
 	b3 := lab.MustHost(p.Backends[2])
 	if e.lonely, err = b3.StartHTTP("b3-lonely", ":8080"); err != nil {
@@ -125,10 +149,20 @@ services:
   - {name: web6, proto: tcp, vip: "[%v]:80", scheduler: mh, health: %s, backends: %s}
   - {name: echo6, proto: tcp, vip: "[%v]:7", scheduler: mh, backends: %s}
   - {name: lonely, proto: tcp, vip: %v, scheduler: mh, health: %s, backends: [{addr: 198.18.2.13:8080}]}
+  - {name: full, proto: tcp, vip: %v:%d, mode: fullnat, scheduler: rr, backends: %s}
+  - {name: sticky, proto: tcp, vip: %v:%d, scheduler: rr, persistence: 300s, backends: %s}
+fullnat:
+  pool: [%v]
+  ports: %d-%d
+  takeover: [%s]
+sync:
+  listen: %v
+  peers: [%s]
+  key: %q
 bgp:
   as: %d
   router_id: %v
-  announce: [0.0.0.0/0, "::/0"]
+  announce: [0.0.0.0/0, "::/0", %v/32]
   drain: 2s
   peers:
     - {address: %v, as: %d}
@@ -139,9 +173,24 @@ bgp:
 		p.VIP4, health, backends(80, false), p.VIP4, backends(7, false),
 		p.VIP6, health, backends(80, true), p.VIP6, backends(7, true),
 		lonelyVIP, health,
-		netlab.ECMPGatewayAS, up4.Self,
+		p.VIP4, fullnatPort, backends(fullnatRSPort, false),
+		p.VIP4, persistentPort, backends(persistentRSPort, false),
+		fullnatAddrOf(i), 10000*(i+1), 10000*(i+1)+9999, strings.Join(others(i, func(j int) string { return fullnatAddrOf(j).String() }), ", "),
+		in4.Self, strings.Join(others(i, func(j int) string { v4, _ := p.GatewayInside(j); return v4.Self.String() }), ", "), syncKey,
+		netlab.ECMPGatewayAS, up4.Self, fullnatAddrOf(i),
 		up4.Peer, netlab.ECMPRouterAS, up6.Peer, netlab.ECMPRouterAS,
 		in4.Peer, netlab.ECMPInsideAS, in6.Peer, netlab.ECMPInsideAS)
+}
+
+// others lists f(j) for every gateway j but i.
+func others(i int, f func(j int) string) []string {
+	var out []string
+	for j := range 3 {
+		if j != i {
+			out = append(out, f(j))
+		}
+	}
+	return out
 }
 
 // StartGateway starts vsgate on gateway i and waits for its control
@@ -371,30 +420,51 @@ type Traffic struct {
 
 // longConn is one long-lived connection and what became of it.
 type longConn struct {
+	kind    string // the service: "nat", "fullnat" or "persistent"
 	backend string // the real server that answered first
 	lines   int
 	broken  error
 	maxRTT  time.Duration
 }
 
-// StartTraffic opens n long-lived connections (every fourth over IPv6)
-// and starts the request stream.
+// StartTraffic opens n long-lived connections to the NAT line service
+// (every fourth over IPv6), n/2 to the FULLNAT one and n/4 to the
+// persistent one, and starts the request stream.
 func (e *ECMPEnv) StartTraffic(ctx context.Context, n int) (*Traffic, error) {
 	p := e.Lab.Topo.Plan
 	t := &Traffic{stop: make(chan struct{})}
+	dial := func(kind string, addr netip.AddrPort) error {
+		i := len(t.conns)
+		c, err := e.client.DialContext(ctx, "tcp", addr.String())
+		if err != nil {
+			return fmt.Errorf("long-lived connection %d (%s): %w", i, kind, err)
+		}
+		lc := &longConn{kind: kind}
+		t.conns = append(t.conns, lc)
+		t.wg.Go(func() { t.keep(c, lc, i) })
+		return nil
+	}
 	for i := range n {
 		vip := p.VIP4
 		if i%4 == 3 {
 			vip = p.VIP6
 		}
-		c, err := e.client.DialContext(ctx, "tcp", netip.AddrPortFrom(vip, 7).String())
-		if err != nil {
+		if err := dial("nat", netip.AddrPortFrom(vip, 7)); err != nil {
 			t.Stop()
-			return nil, fmt.Errorf("long-lived connection %d: %w", i, err)
+			return nil, err
 		}
-		lc := &longConn{}
-		t.conns = append(t.conns, lc)
-		t.wg.Go(func() { t.keep(c, lc, i) })
+	}
+	for range n / 2 {
+		if err := dial("fullnat", netip.AddrPortFrom(p.VIP4, fullnatPort)); err != nil {
+			t.Stop()
+			return nil, err
+		}
+	}
+	for range n / 4 {
+		if err := dial("persistent", netip.AddrPortFrom(p.VIP4, persistentPort)); err != nil {
+			t.Stop()
+			return nil, err
+		}
 	}
 	client := e.client.HTTPClient(10 * time.Second)
 	t.wg.Go(func() {
@@ -488,26 +558,45 @@ type TrafficReport struct {
 	FailedRequests int
 	SlowestRequest time.Duration
 	FirstBroken    error
-	Backends       map[string]int // long-lived connections by real server
+	// Backends are the long-lived connections by service and real
+	// server ("nat b1"); BrokenBy the broken ones by service.
+	Backends, BrokenBy map[string]int
 }
 
 // Report says what the traffic saw so far.
 func (t *Traffic) Report() TrafficReport {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	r := TrafficReport{Conns: len(t.conns), Requests: t.reqs, FailedRequests: t.failed, SlowestRequest: t.slowest, Backends: map[string]int{}}
+	r := TrafficReport{Conns: len(t.conns), Requests: t.reqs, FailedRequests: t.failed, SlowestRequest: t.slowest,
+		Backends: map[string]int{}, BrokenBy: map[string]int{}}
 	for _, c := range t.conns {
 		r.Lines += c.lines
 		r.SlowestLine = max(r.SlowestLine, c.maxRTT)
 		if c.broken != nil {
 			r.Broken++
+			r.BrokenBy[c.kind]++
 			if r.FirstBroken == nil {
 				r.FirstBroken = c.broken
 			}
 		}
-		r.Backends[c.backend]++
+		r.Backends[c.kind+" "+c.backend]++
 	}
 	return r
+}
+
+// Sticky is the real server of the persistent service's connections, or
+// "" if they went to more than one.
+func (r TrafficReport) Sticky() string {
+	b := ""
+	for k := range r.Backends {
+		if rs, ok := strings.CutPrefix(k, "persistent "); ok {
+			if b != "" && b != rs {
+				return ""
+			}
+			b = rs
+		}
+	}
+	return b
 }
 
 func (r TrafficReport) String() string {
@@ -516,7 +605,7 @@ func (r TrafficReport) String() string {
 		bs = append(bs, fmt.Sprintf("%s %d", b, n))
 	}
 	slices.Sort(bs)
-	return fmt.Sprintf("%d long-lived connections (%s), %d broken, %d lines, slowest answer %v; %d requests, %d failed, slowest %v",
+	return fmt.Sprintf("%d long-lived connections (by service and real server: %s), %d broken, %d lines, slowest answer %v; %d requests, %d failed, slowest %v",
 		r.Conns, strings.Join(bs, ", "), r.Broken, r.Lines, r.SlowestLine.Round(time.Millisecond),
 		r.Requests, r.FailedRequests, r.SlowestRequest.Round(time.Millisecond))
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"net/netip"
@@ -51,13 +52,13 @@ func RunECMPSteps(ctx context.Context, e *ECMPEnv, steps []ECMPStep, report func
 func ECMPSteps() []ECMPStep {
 	return []ECMPStep{
 		{"two gateways announce the VIPs by BGP: both routers spread over both (ECMP)", stepECMPUp},
-		{"20 long-lived connections and a request stream go through both gateways", stepECMPTraffic},
-		{"kill -9 one gateway: the routers drop it within a second, 0 connections broken", stepECMPKill},
+		{"35 long-lived connections (NAT, FULLNAT, persistent) and a request stream go through both gateways", stepECMPTraffic},
+		{"kill -9 one gateway: the routers drop it within a second, 0 connections broken (FULLNAT and persistence through the sync)", stepECMPKill},
 		{"restart it: it takes its share back, 0 connections broken", stepECMPRestart},
 		{"graceful stop of the other: routes withdrawn before it drains and exits, 0 broken", stepECMPGraceful},
 		{"it comes back and a third gateway joins: 0 connections broken", stepECMPThird},
 		{"a VIP whose last real server fails is withdrawn, and announced again when it is back", stepECMPLonely},
-		{"one gateway alone: kill -9 and restart under long-lived connections, 0 broken", stepECMPAlone},
+		{"one gateway alone: kill -9 and restart under long-lived NAT connections, 0 broken", stepECMPAlone},
 	}
 }
 
@@ -131,6 +132,9 @@ func stepECMPTraffic(ctx context.Context, e *ECMPEnv, st *ECMPState) (string, er
 	if err := r.check(); err != nil {
 		return d, err
 	}
+	if r.Sticky() == "" {
+		return d, fmt.Errorf("the persistent service's connections went to more than one real server")
+	}
 	if flows[0] == 0 || flows[1] == 0 {
 		return d, fmt.Errorf("a gateway has no flows: ECMP did not spread")
 	}
@@ -178,6 +182,26 @@ func since(st *ECMPState) (string, error) {
 	return delta.String(), r.check()
 }
 
+// stickyBackend opens a new connection to the persistent service and
+// returns the real server that answers it.
+func (e *ECMPEnv) stickyBackend(ctx context.Context) (string, error) {
+	c, err := e.client.DialContext(ctx, "tcp", netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, persistentPort).String())
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintln(c, "who"); err != nil {
+		return "", err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	rs, _, _ := strings.Cut(line, ": ")
+	return rs, nil
+}
+
 // firstAnswer times one new request from the client.
 func firstAnswer(ctx context.Context, e *ECMPEnv) (time.Duration, error) {
 	start := time.Now()
@@ -202,10 +226,18 @@ func stepECMPKill(ctx context.Context, e *ECMPEnv, st *ECMPState) (string, error
 	if err != nil {
 		return "", fmt.Errorf("the first request after the withdrawal: %w", err)
 	}
+	sticky, err := e.stickyBackend(ctx)
+	if err != nil {
+		return "", err
+	}
 	time.Sleep(settle)
 	d, err := since(st)
-	return fmt.Sprintf("kill -9 to both routers' withdrawal: %v; a new request then answered in %v\n%s\n%s",
-		withdrawn.Round(time.Millisecond), first.Round(time.Millisecond), d, drops(ctx, e)), err
+	if want := st.last.Sticky(); err == nil && sticky != want {
+		err = fmt.Errorf("a new connection to the persistent service went to %s at the surviving gateway, its template's real server is %s", sticky, want)
+	}
+	sync, _ := e.Adm(ctx, 1, "-L", "--daemon")
+	return fmt.Sprintf("kill -9 to both routers' withdrawal: %v; a new request then answered in %v; a new persistent connection went to %s, as its template says\n%s\n%s\ngw2's vsgate adm -L --daemon: %s",
+		withdrawn.Round(time.Millisecond), first.Round(time.Millisecond), sticky, d, drops(ctx, e), strings.TrimSpace(sync)), err
 }
 
 func stepECMPRestart(ctx context.Context, e *ECMPEnv, st *ECMPState) (string, error) {
@@ -316,9 +348,11 @@ func stepECMPLonely(ctx context.Context, e *ECMPEnv, st *ECMPState) (string, err
 
 // stepECMPAlone leaves one gateway, kills it and starts it again: while
 // none runs the VIPs have no route (new requests fail, counted and
-// reported, not asserted); the long-lived connections wait in TCP's
-// retransmissions and go on through the restarted gateway, which takes
-// them up mid-stream on the same real servers.
+// reported, not asserted); the long-lived NAT connections (mh) wait in
+// TCP's retransmissions and go on through the restarted gateway, which
+// takes them up mid-stream on the same real servers. The FULLNAT and
+// persistent (rr) ones cannot: their mappings lived on the killed
+// gateway alone, with no peer to hold them; how many broke is reported.
 func stepECMPAlone(ctx context.Context, e *ECMPEnv, st *ECMPState) (string, error) {
 	for _, i := range []int{1, 2} {
 		if err := e.Stop(i); err != nil {
@@ -354,10 +388,10 @@ func stepECMPAlone(ctx context.Context, e *ECMPEnv, st *ECMPState) (string, erro
 	r := st.traffic.Report()
 	st.last = r
 	failed := r.FailedRequests - before.FailedRequests
-	d := fmt.Sprintf("no gateway for %v (kill -9 to the restarted one's routes); %d new requests failed meanwhile (not asserted: nothing routes the VIP then)\n%s",
-		outage.Round(time.Millisecond), failed, r)
-	if r.Broken > 0 {
-		return d, fmt.Errorf("%d of %d long-lived connections broke (first: %v)", r.Broken, r.Conns, r.FirstBroken)
+	d := fmt.Sprintf("no gateway for %v (kill -9 to the restarted one's routes); %d new requests failed meanwhile (not asserted: nothing routes the VIP then)\n%s\nbroken, by service: %v (FULLNAT and rr+persistence mappings lived on the killed gateway alone)",
+		outage.Round(time.Millisecond), failed, r, r.BrokenBy)
+	if n := r.BrokenBy["nat"]; n > 0 {
+		return d, fmt.Errorf("%d long-lived NAT connections broke", n)
 	}
 	return d, nil
 }

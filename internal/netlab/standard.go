@@ -334,32 +334,38 @@ func ECMPRouterConf(p Plan) string {
 	}
 	accept4 := fmt.Sprintf("%v le 32", p.ClientNet4)
 	accept6 := fmt.Sprintf("%v le 128", p.ClientNet6)
-	return frrBGPConf("rtr", addr("198.18.0.1"), ECMPRouterAS, nb4, nb6, accept4, accept6)
+	return frrBGPConf("rtr", addr("198.18.0.1"), ECMPRouterAS, nb4, nb6, []string{accept4}, []string{accept6})
 }
 
 // ECMPInsideConf is the inside router's bgpd configuration for "ecmp":
 // sessions with every gateway's inside address, and only the default
-// routes taken from them, with multipath.
+// routes and host routes of the client side (a gateway's own FULLNAT
+// address) taken from them, with multipath.
 func ECMPInsideConf(p Plan) string {
 	var nb4, nb6 []netip.Addr
 	for i := range p.Gateways {
 		v4, v6 := p.GatewayInside(i)
 		nb4, nb6 = append(nb4, v4.Self), append(nb6, v6.Self)
 	}
-	return frrBGPConf("rin", addr("198.18.2.254"), ECMPInsideAS, nb4, nb6, "0.0.0.0/0", "::/0")
+	return frrBGPConf("rin", addr("198.18.2.254"), ECMPInsideAS, nb4, nb6,
+		[]string{"0.0.0.0/0", fmt.Sprintf("%v ge 32", p.ClientNet4)}, []string{"::/0", fmt.Sprintf("%v ge 128", p.ClientNet6)})
 }
 
 // frrBGPConf is a bgpd configuration: AS as, eBGP sessions with the
 // gateways (ECMPGatewayAS) at nb4 and nb6, each family taking only the
 // prefixes that match accept4 / accept6 (prefix-list entries), multipath.
-func frrBGPConf(name string, id netip.Addr, as int, nb4, nb6 []netip.Addr, accept4, accept6 string) string {
+func frrBGPConf(name string, id netip.Addr, as int, nb4, nb6 []netip.Addr, accept4, accept6 []string) string {
 	var b strings.Builder
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
 	w("frr defaults datacenter")
 	w("hostname %s", name)
 	w("log stdout informational")
-	w("ip prefix-list from-gateways seq 5 permit %s", accept4)
-	w("ipv6 prefix-list from-gateways6 seq 5 permit %s", accept6)
+	for i, a := range accept4 {
+		w("ip prefix-list from-gateways seq %d permit %s", 5*(i+1), a)
+	}
+	for i, a := range accept6 {
+		w("ipv6 prefix-list from-gateways6 seq %d permit %s", 5*(i+1), a)
+	}
 	w("router bgp %d", as)
 	w(" bgp router-id %v", id)
 	w(" no bgp ebgp-requires-policy")
