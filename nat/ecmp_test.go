@@ -208,3 +208,77 @@ func tcpWin(src, dst netip.AddrPort, flags uint8, payload int, seq, ackNum uint3
 		SYN: flags&syn != 0, ACK: flags&ack != 0, FIN: flags&packet.TCPFlagFIN != 0, RST: flags&rst != 0}
 	return build(src.Addr(), dst.Addr(), layers.IPProtocolTCP, t, payload)
 }
+
+// TestStaleFlowOnReuse: behind ECMP a gateway that saw one direction of a
+// connection never sees it end, and a gateway the routers send a flow to
+// anew may hold an older connection's state for its ports. A new
+// connection on those ports replaces it: the client's SYN at a gateway
+// whose flow is stuck half-closed makes a new flow (its segments then go
+// through, not out of the old window); the real server's SYN-ACK at a
+// gateway whose flow is an older connection's is taken up anew. A SYN on
+// a connection this gateway tracks whole (established, both sides seen)
+// still changes nothing, as conntrack ignores it.
+func TestStaleFlowOnReuse(t *testing.T) {
+	// Gateway B saw only the real server's side of the old connection:
+	// SYN-ACK, data, FIN (stuck in FIN_WAIT: the client's FIN went
+	// through A).
+	b := ecmpEngine(t, true, false)
+	wb := b.NewWorker()
+	a := ecmpEngine(t, true, false)
+	synPkt := tcp(client, vip, syn, 0)
+	one(a.NewWorker(), synPkt)
+	_, rip := endpoints(t, synPkt)
+	for _, pkt := range [][]byte{tcpSeq(rip, client, synack, 0, 5000, 2), tcpSeq(rip, client, ack, 100, 5001, 2), tcpSeq(rip, client, finack, 0, 5101, 2)} {
+		if v := one(wb, pkt); v != nat.Forward {
+			t.Fatalf("the old connection's server segment at B: %v", v)
+		}
+	}
+	if st := flowState(b, client); st != "FIN_WAIT" {
+		t.Fatalf("B's old flow is %q, want FIN_WAIT", st)
+	}
+	// The new connection's SYN-ACK (another ISN, acknowledging a new
+	// client ISN) at B: taken up anew, and its data goes through.
+	if v := one(wb, tcpSeq(rip, client, synack, 0, 900000, 70001)); v != nat.Forward {
+		t.Fatalf("the new connection's SYN-ACK at B: %v", v)
+	}
+	if st := flowState(b, client); st != "SYNACK" {
+		t.Errorf("B's flow after the new SYN-ACK is %q, want SYNACK (taken up anew)", st)
+	}
+	// Now the routers send the client's side to B too (a gateway left).
+	for i, pkt := range [][]byte{tcpWin(client, vip, ack, 100, 70001, 900001, 502), tcpSeq(rip, client, ack, 1000, 900001, 70101), tcpWin(client, vip, ack, 0, 70101, 901001, 502)} {
+		if v := one(wb, pkt); v != nat.Forward {
+			t.Fatalf("segment %d of the new connection at B: %v, out of window %d", i, v, b.Drops(nat.DropTCPOutOfWindow))
+		}
+	}
+
+	// Gateway C saw the client's side of the old connection stuck
+	// half-open; the new connection's SYN (another ISN) makes a new flow.
+	c := ecmpEngine(t, true, false)
+	wc := c.NewWorker()
+	one(wc, tcpSeq(client, vip, syn, 0, 1, 0))
+	one(wc, tcpSeq(client, vip, ack, 100, 2, 5001))
+	if v := one(wc, tcpSeq(client, vip, syn, 0, 80000, 0)); v != nat.Forward {
+		t.Fatalf("the new SYN at C: %v", v)
+	}
+	if v := one(wc, tcpWin(client, vip, ack, 100, 80001, 600001, 502)); v != nat.Forward {
+		t.Fatalf("the new connection's data at C: %v, out of window %d", v, c.Drops(nat.DropTCPOutOfWindow))
+	}
+
+	// A connection tracked whole: a SYN with another ISN changes nothing.
+	d := ecmpEngine(t, true, false)
+	wd := d.NewWorker()
+	established(t, wd, client)
+	flowsBefore := d.Flows()
+	one(wd, tcpSeq(client, vip, syn, 0, 123456, 0))
+	if st := flowState(d, client); st != "ESTABLISHED" || d.Flows() != flowsBefore {
+		t.Errorf("a SYN on a connection tracked whole: state %q, %d flows (was %d)", st, d.Flows(), flowsBefore)
+	}
+	if v := one(wd, tcpSeq(client, vip, ack, 10, 102, 5001)); v != nat.Forward {
+		t.Errorf("the tracked connection's next segment after the SYN: %v", v)
+	}
+	for _, e := range []*nat.Engine{a, b, c, d} {
+		if err := e.CheckInvariants(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -166,6 +166,13 @@ func (s *segment) read(b []byte, p *packet.Parsed) {
 func (tr *tcpTrack) startSide(d Dir, s *segment) {
 	snd, rcv := &tr[d], &tr[1-d]
 	f := uint32(sideSeen)
+	if rcv.flags()&sideAdopted != 0 {
+		// The other side was taken up without its SYN (mid-stream, or
+		// from a peer gateway's record): what it scales its window by is
+		// not known, so neither side's window can be checked against the
+		// other's.
+		f |= sideAdopted
+	}
 	if s.wscale {
 		f |= sideWScale | uint32(s.scale)<<8
 	}
@@ -240,6 +247,14 @@ func (tr *tcpTrack) inWindow(d Dir, s *segment, st tcpState) windowVerdict {
 	if s.flags&packet.TCPFlagSYN != 0 {
 		switch st {
 		case tcpNone, tcpSynSent, tcpSynRecv, tcpSynAck:
+			if d == DirOriginal && s.flags&packet.TCPFlagACK == 0 && snd.flags()&sideSeen != 0 && s.end != snd.end() {
+				// A client SYN with another sequence number: not its SYN
+				// again but a new connection on the ports (before the
+				// old one's handshake was seen to end, as a gateway
+				// that sees one direction of a flow never does). What
+				// the reply side holds is the old connection's.
+				rcv.win.Store(0)
+			}
 		case tcpTimeWait, tcpClose:
 			if (snd.flags()|rcv.flags())&sideProxied != 0 {
 				// A SYN proxy's flow is over: its sides keep the

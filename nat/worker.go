@@ -405,6 +405,14 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 			w.e.tab.remove(ref.index(), gen, w.e.retire)
 			return 0, false
 		}
+		if !proxied && p.TCPFlags&packet.TCPFlagSYN != 0 && w.staleForSyn(b, kw, f, d, own) && w.checksumOK(b) {
+			// Behind ECMP a gateway that sees one direction of a flow
+			// never sees it end, and one the routers send a flow to
+			// anew may hold an old one's state for its ports: a SYN or
+			// SYN-ACK of a new connection replaces it (see staleForSyn).
+			w.e.tab.remove(ref.index(), gen, w.e.retire)
+			return 0, false
+		}
 		if proxied && d == DirOriginal {
 			if v, ok := w.proxyFromClient(b, f, sh, of, ref.index(), gen, s); !ok {
 				return v, true
@@ -482,6 +490,59 @@ func (w *Worker) tcpGate(b []byte, f *flow, d Dir, own *owner) (ev int, pass boo
 		f.tcp.accept(d, &w.seg)
 	}
 	return ev, true
+}
+
+// staleForSyn reports whether the SYN (client) or SYN-ACK (real server)
+// being handled begins a new connection on the ports of flow f, whose
+// state is then an older connection's: for sloppy services only, whose
+// gateways may see a connection's directions apart (ECMP in front and
+// behind) or its middle only. A flow is stale for
+//   - a client SYN that is not its SYN again (another sequence number, or
+//     a flow whose client side this gateway never saw), unless the flow
+//     is established and has both sides seen here (a live connection
+//     this gateway tracks whole: a SYN there is ignored, as conntrack
+//     ignores it);
+//   - a real server's SYN-ACK on a flow past its handshake that does not
+//     acknowledge the client SYN this gateway saw (or that saw none),
+//     when the answer can be taken up again (Worker.adoptReply: a NAT
+//     service's backend of its own).
+//
+// The SYN is then a new flow, scheduled again (mh, as every gateway, or
+// the persistence template), and the SYN-ACK is taken up anew.
+func (w *Worker) staleForSyn(b []byte, kw *tupleWords, f *flow, d Dir, own *owner) bool {
+	if own == nil {
+		return false
+	}
+	svc := own.svc.Load()
+	if svc == nil || !svc.cfg.Sloppy {
+		return false
+	}
+	p := w.p
+	st := tcpState(f.state.Load() & stateMask)
+	origSeen := f.tcp[DirOriginal].flags()&sideSeen != 0
+	replySeen := f.tcp[DirReply].flags()&sideSeen != 0
+	var sg segment
+	sg.read(b, p)
+	if d == DirOriginal {
+		if p.TCPFlags&packet.TCPFlagACK != 0 {
+			return false
+		}
+		if origSeen && sg.end == f.tcp[DirOriginal].end() {
+			return false // the SYN again
+		}
+		return st != tcpEstablished || !origSeen || !replySeen
+	}
+	if p.TCPFlags&packet.TCPFlagACK == 0 {
+		return false
+	}
+	switch st {
+	case tcpNone, tcpSynSent, tcpSynRecv, tcpSynAck:
+		return false // the handshake's own path
+	}
+	if origSeen && sg.ack == f.tcp[DirOriginal].end() {
+		return false
+	}
+	return w.snap.soleNAT.lookup(kw[0], kw[1], p.SrcPort, p.Proto) != nil
 }
 
 // oneSided reports whether a segment of direction d belongs to a sloppy

@@ -33,6 +33,7 @@ func program() cli.Program {
 		{Name: "clean", Summary: "remove leftovers of crashed runs", Run: labClean},
 		{Name: "demo", Summary: "the end-to-end demo (make demo; needs root)", Run: runDemo},
 		{Name: "bench", Summary: "end-to-end benchmarks vs nftables, HAProxy, nginx, Apache (root)", Run: runBench},
+		{Name: "scale", Summary: "requests/s through 1, 2 and 3 gateways behind ECMP (root)", Run: runScale},
 		{Name: "help", Summary: "show this help"},
 	}}
 }

@@ -142,7 +142,7 @@ func (e *ECMPEnv) ecmpConfig(i int) string {
 	return fmt.Sprintf(`device: {type: tun, name: vsg0}
 control: {socket: %s/vsgate.sock}
 pcap: {dir: %s/pcap}
-metrics: {listen: off}
+metrics: {listen: 127.0.0.1:9100}
 services:
   - {name: web, proto: tcp, vip: %v:80, scheduler: mh, health: %s, backends: %s}
   - {name: echo, proto: tcp, vip: %v:7, scheduler: mh, backends: %s}
