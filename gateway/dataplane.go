@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/vsgate/vsgate/gateway/adm"
@@ -64,6 +65,9 @@ func (g *Gateway) work(i int, d device.Device) error {
 	pkts := make([][]byte, n)
 	verdicts := make([]nat.Verdict, n)
 	out := make([][]byte, 0, n)
+	// Direct routing's packets, and the real server each goes to.
+	routed, vias := make([][]byte, 0, n), make([]netip.Addr, 0, n)
+	viaDev, _ := d.(viaWriter)
 	c := &g.counts[i]
 	var warn rateLimited
 	// The netstack takes only plain packets; a device that may read
@@ -110,10 +114,17 @@ func (g *Gateway) work(i int, d device.Device) error {
 		} else {
 			w.Process(pkts[:got], verdicts)
 		}
-		out = out[:0]
+		out, routed, vias = out[:0], routed[:0], vias[:0]
 		var dropped, l7 uint64
 		for j := range got {
 			switch verdicts[j] {
+			case nat.Route:
+				if viaDev == nil {
+					dropped++ // a device without frames (config refuses DR there)
+					continue
+				}
+				routed = append(routed, bufs[j][:h+len(pkts[j])])
+				vias = append(vias, w.Via(j))
 			case nat.Reply:
 				// The engine wrote a new packet (a reset, an ICMP error)
 				// with complete checksums: what the device left in the
@@ -154,6 +165,14 @@ func (g *Gateway) work(i int, d device.Device) error {
 				g.captureOut(o, h)
 			}
 			g.write(i, d, o, h, &warn)
+		}
+		if len(routed) > 0 {
+			g.writeMu[i].Lock()
+			_, err := viaDev.WriteVia(routed, h, vias)
+			g.writeMu[i].Unlock()
+			if err != nil && !errors.Is(err, errClosed) {
+				warn.log(g.log, "write", "device", d.Name(), "err", err)
+			}
 		}
 		// Then the fragments of the datagrams this batch completed,
 		// copied into buffers of the device's kind (headroom cleared:
@@ -286,4 +305,10 @@ func (r *rateLimited) log(l *slog.Logger, msg string, args ...any) {
 		return
 	}
 	r.suppressed++
+}
+
+// viaWriter is a device that sends a packet to a given on-link address's
+// MAC instead of its destination's (afpacket.Port): direct routing.
+type viaWriter interface {
+	WriteVia(bufs [][]byte, offset int, via []netip.Addr) (int, error)
 }

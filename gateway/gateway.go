@@ -215,6 +215,11 @@ func New(opts Options) (g *Gateway, err error) {
 	if err := checkAddrs(opts.NAT); err != nil {
 		return g, err
 	}
+	for _, s := range opts.NAT.Services {
+		if s.Mode == nat.ModeDR && opts.AFPacket == nil {
+			return g, fmt.Errorf("service %s is direct routing: that needs the AF_PACKET device (device.type: afpacket), which writes the real server's MAC into the frame; a TUN carries no frames", adm.ServiceKey(s))
+		}
+	}
 	if g.engine, err = nat.New(opts.NAT); err != nil {
 		return g, err
 	}

@@ -161,6 +161,13 @@ func (g *Gateway) installLocked(desired nat.Config) error {
 	if err := checkAddrs(desired); err != nil {
 		return err
 	}
+	if g.link == nil {
+		for _, s := range desired.Services {
+			if s.Mode == nat.ModeDR {
+				return fmt.Errorf("service %s is direct routing (-g): that needs the AF_PACKET device (device.type: afpacket), which writes the real server's MAC into the frame; a TUN carries no frames", adm.ServiceKey(s))
+			}
+		}
+	}
 	eff := desired
 	eff.Services = slices.Clone(desired.Services)
 	for i := range eff.Services {

@@ -1,6 +1,7 @@
 package nat_test
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 	"os"
@@ -280,5 +281,50 @@ func TestStaleFlowOnReuse(t *testing.T) {
 		if err := e.CheckInvariants(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestDirectRouting: a DR service's packets go on unchanged, with the
+// real server to send them to (Route, Via); the client's ACK establishes
+// the flow without a SYN-ACK (IPVS's input-only table); the real
+// server's port must be the VIP's.
+func TestDirectRouting(t *testing.T) {
+	bs := []nat.Backend{{Addr: rips[0], Port: vip.Port(), Weight: 1}, {Addr: rips[1], Port: vip.Port(), Weight: 1}}
+	e, err := nat.New(nat.Config{Capacity: 64, Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Mode: nat.ModeDR, Scheduler: "rr", Backends: bs}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	pkts := [][]byte{tcp(client, vip, syn, 0), tcp(netip.AddrPortFrom(client.Addr(), 40001), vip, syn, 0)}
+	orig := [][]byte{append([]byte(nil), pkts[0]...), append([]byte(nil), pkts[1]...)}
+	v := make([]nat.Verdict, 2)
+	w.Process(pkts, v)
+	for i := range pkts {
+		if v[i] != nat.Route {
+			t.Fatalf("SYN %d: verdict %v, want route", i, v[i])
+		}
+		if !bytes.Equal(pkts[i], orig[i]) {
+			t.Errorf("SYN %d was changed", i)
+		}
+	}
+	if w.Via(0) == w.Via(1) || (w.Via(0) != rips[0] && w.Via(0) != rips[1]) {
+		t.Errorf("vias %v %v: want both real servers (rr)", w.Via(0), w.Via(1))
+	}
+	first := w.Via(0)
+	if v := one(w, tcp(client, vip, ack, 0)); v != nat.Route || w.Via(0) != first {
+		t.Fatalf("the client's ACK: %v via %v, want route via %v", v, w.Via(0), first)
+	}
+	if st := flowState(e, client); st != "ESTABLISHED" {
+		t.Errorf("after the client's ACK the flow is %q, want ESTABLISHED (input only)", st)
+	}
+	if v := one(w, tcpSeq(client, vip, ack, 100, 2, 777777)); v != nat.Route {
+		t.Errorf("the client's data (acknowledging what only the real server knows): %v", v)
+	}
+	if err := e.CheckInvariants(); err != nil {
+		t.Fatal(err)
+	}
+	bs[0].Port = 8080
+	if _, err := nat.New(nat.Config{Capacity: 64, Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Mode: nat.ModeDR, Scheduler: "rr", Backends: bs}}}); err == nil {
+		t.Error("a DR real server on another port than the VIP's: accepted")
 	}
 }

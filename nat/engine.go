@@ -38,9 +38,13 @@ const (
 	// datagram is complete: Worker.Released hands it out then). Nothing
 	// to send now; not a drop.
 	Held
+	// Route: direct routing (ModeDR): the packet is unchanged and goes to
+	// the real server Worker.Via names, on the link (its MAC as the
+	// frame's destination); the real server answers the client itself.
+	Route
 )
 
-var verdictNames = [...]string{"forward", "drop", "to_l7", "pass", "reply", "held"}
+var verdictNames = [...]string{"forward", "drop", "to_l7", "pass", "reply", "held", "route"}
 
 func (v Verdict) String() string { return verdictNames[v] }
 
@@ -58,6 +62,13 @@ const (
 	ModeFullNAT
 	// ModeL7 hands the service's packets to the application-layer proxy.
 	ModeL7
+	// ModeDR is direct routing (ipvsadm -g): the client's packets reach
+	// the real server unchanged, by its MAC (verdict Route), and the real
+	// server, holding the VIP on a loopback, answers the client itself;
+	// the real server's port is the VIP's. The gateway sees one direction
+	// of each flow, so its TCP tracking is IPVS's input-only one: the
+	// client's ACK establishes the flow, and windows are not checked.
+	ModeDR
 )
 
 // Backend is one real server of a service.
@@ -450,6 +461,13 @@ func (e *Engine) Update(cfg Config) error {
 		fam := 0
 		if sc.VIP.Is6() && !sc.VIP.Is4In6() {
 			fam = 1
+		}
+		if sc.Mode == ModeDR {
+			for _, b := range sc.Backends {
+				if b.Port != sc.Port {
+					return fmt.Errorf("%w: service %v:%d is direct routing: real server %v's port must be the VIP's (%d)", ErrConfig, sc.VIP, sc.Port, netip.AddrPortFrom(b.Addr, b.Port), sc.Port)
+				}
+			}
 		}
 		if sc.Mode == ModeFullNAT && !snap.hasFull[fam] {
 			return fmt.Errorf("%w: service %v:%d is FULLNAT but the FULLNAT pool has no address of its family", ErrConfig, sc.VIP, sc.Port)

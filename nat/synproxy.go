@@ -242,7 +242,7 @@ func (w *Worker) synProxyOn(svc *service) bool {
 	case SynProxyOff:
 		return false
 	}
-	if svc.cfg.Sloppy {
+	if svc.cfg.Sloppy || svc.cfg.Mode == ModeDR {
 		// Behind ECMP the real server's SYN-ACK may come back through
 		// another gateway, which cannot finish a proxied handshake:
 		// auto leaves sloppy services alone (on still proxies).

@@ -1,6 +1,7 @@
 package nat
 
 import (
+	"net/netip"
 	"sync/atomic"
 
 	"github.com/vsgate/vsgate/packet"
@@ -50,7 +51,16 @@ type Worker struct {
 	epoch atomic.Uint64
 	// sync is this worker's notes of flows for the connection sync.
 	sync *syncRing
+	// vias are, by packet of the current Process call, the real server
+	// a Route verdict's packet goes to (Via); cur is the packet's index.
+	vias []netip.Addr
+	base int
+	cur  int
 }
+
+// Via returns the real server packet i of the last Process call goes to,
+// for a Route verdict.
+func (w *Worker) Via(i int) netip.Addr { return w.vias[i] }
 
 // quiescent is the oldest Engine.epoch a worker inside a Process call
 // began with (or the current one, if none is inside): every Dest replaced
@@ -130,6 +140,10 @@ func (w *Worker) ProcessMeta(pkts [][]byte, meta []Meta, verdicts []Verdict) {
 	if n := int(w.e.nextStat.Load()); n > len(*w.counts.Load()) {
 		w.growCounts(n)
 	}
+	if len(w.vias) < len(pkts) {
+		w.vias = make([]netip.Addr, len(pkts)) // once per larger batch, not per packet
+	}
+	w.base = 0
 	for len(pkts) > 0 {
 		n := min(len(pkts), batchSize)
 		var bm []Meta
@@ -138,6 +152,7 @@ func (w *Worker) ProcessMeta(pkts [][]byte, meta []Meta, verdicts []Verdict) {
 		}
 		w.batch(pkts[:n], bm, verdicts[:n])
 		pkts, verdicts = pkts[n:], verdicts[n:]
+		w.base += n
 	}
 	w.releaseDone()
 	w.epoch.Store(0)
@@ -286,6 +301,7 @@ func (w *Worker) batch(pkts [][]byte, meta []Meta, verdicts []Verdict) {
 			continue
 		}
 		w.p, w.h, w.segs, w.csumOK = &s.p, s.h, 1, false
+		w.cur = w.base + i
 		if meta != nil {
 			w.segs, w.csumOK = max(meta[i].Segs, 1), meta[i].ChecksumOK
 		}
@@ -450,6 +466,14 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 	if w.touch(f, d, own, gen, ev) && own != nil {
 		w.syncNote(ref.index(), gen)
 	}
+	if own != nil && d == DirOriginal {
+		if svc := own.svc.Load(); svc != nil && svc.cfg.Mode == ModeDR {
+			if dst := own.dest.Load(); dst != nil {
+				w.vias[w.cur] = addrOf(dst.Addr())
+				return Route, true
+			}
+		}
+	}
 	return Forward, true
 }
 
@@ -566,6 +590,13 @@ func (w *Worker) checksumOK(b []byte) bool {
 	return w.csumOK || w.segs > 1 || packet.TransportChecksumValid(b, w.p)
 }
 
+// inputOnly reports whether own's flows are seen in the client's
+// direction only (direct routing).
+func (own *owner) inputOnly() bool {
+	svc := own.svc.Load()
+	return svc != nil && svc.cfg.Mode == ModeDR
+}
+
 // liberal reports whether the flow of owner own skips the window check
 // (Config.TCPLiberal, Service.TCPLiberal).
 func (w *Worker) liberal(own *owner) bool {
@@ -574,7 +605,8 @@ func (w *Worker) liberal(own *owner) bool {
 	}
 	if own != nil {
 		if svc := own.svc.Load(); svc != nil {
-			return svc.cfg.TCPLiberal
+			// Direct routing sees the client's direction only.
+			return svc.cfg.TCPLiberal || svc.cfg.Mode == ModeDR
 		}
 	}
 	return false
@@ -640,6 +672,12 @@ func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) (moved bo
 	if st < uint32(numTCPStates) {
 		if ev >= 0 {
 			ns = uint32(tcpTransitions[d][ev][st])
+			if ev == 2 && d == DirOriginal && tcpState(st) == tcpSynRecv && own != nil && own.inputOnly() {
+				// IPVS's input-only table (direct routing): the
+				// client's ACK establishes the flow, as no SYN-ACK
+				// comes this way.
+				ns = uint32(tcpEstablished)
+			}
 		}
 		if ns != st {
 			var sl *srcSlot // read before the swap: after it the slot may be recycled
@@ -809,6 +847,16 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, s *slot) Verdict {
 		}
 	}
 	d := own.dest.Load()
+	if svc.cfg.Mode == ModeDR {
+		// The packet goes on unchanged: the flow's answer would be the
+		// VIP's own (the real server sends it to the client itself).
+		reply := Tuple{Src: kw.tuple().Dst, SrcPort: p.DstPort, Dst: p.Src, DstPort: p.SrcPort, Proto: p.Proto}
+		v := w.insertWithPort(b, kw, &reply, [2]uint16{}, p.SrcPort, own, state, false)
+		if v == Forward {
+			w.vias[w.cur], v = addrOf(d.Addr()), Route
+		}
+		return w.persistOutcome(svc, pk, v)
+	}
 	reply := Tuple{Src: d.Addr(), SrcPort: d.Port(), Dst: p.Src, DstPort: p.SrcPort, Proto: p.Proto}
 	if svc.cfg.Mode == ModeFullNAT {
 		fam := 0

@@ -124,7 +124,7 @@ func TestParseErrors(t *testing.T) {
 		{"-A -t 198.18.0.10:nosuch", "a number 1..65535 or a service name"},
 		{"-a -t 198.18.0.10:80", "real server is needed"},
 		{"-a -t 198.18.0.10:80 -r 2001:db8::1", "family"},
-		{"-a -t 198.18.0.10:80 -r 198.18.2.1 -g", "NAT (-m) or FULLNAT"},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.1 -i", "tunnelling is not supported"},
 		{"-a -t 198.18.0.10:80 -r 198.18.2.1 -w 70000", "0..65535"},
 		{"-A -t 198.18.0.10:80 -M 255.0.255.0", "contiguous"},
 		{"-A -t 198.18.0.10:80 -p x", "whole seconds"},

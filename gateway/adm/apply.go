@@ -315,6 +315,8 @@ func setForward(s *nat.Service, f Forward, others bool) error {
 		m = nat.ModeNAT
 	case ForwardFullNAT:
 		m = nat.ModeFullNAT
+	case ForwardRoute:
+		m = nat.ModeDR
 	}
 	if m != s.Mode && others && len(s.Backends) > 0 {
 		return fmt.Errorf("%w: all real servers of a service use one forwarding method (this one uses %s)", ErrUsage, fwdName(s.Mode))

@@ -113,8 +113,11 @@ func protoName(p uint8) string {
 }
 
 func fwdName(m nat.Mode) string {
-	if m == nat.ModeFullNAT {
+	switch m {
+	case nat.ModeFullNAT:
 		return "FullNat"
+	case nat.ModeDR:
+		return "Route"
 	}
 	return "Masq"
 }
@@ -299,8 +302,11 @@ func WriteSave(w io.Writer, cfg nat.Config) {
 		}
 		fmt.Fprintln(w)
 		fwd := "-m"
-		if s.Mode == nat.ModeFullNAT {
+		switch s.Mode {
+		case nat.ModeFullNAT:
 			fwd = "--fullnat"
+		case nat.ModeDR:
+			fwd = "-g"
 		}
 		for _, b := range s.Backends {
 			fmt.Fprintf(w, "-a %s -r %s %s -w %d\n", svc, addrPort(b.Addr, b.Port), fwd, b.Weight)

@@ -51,6 +51,7 @@ const (
 	ForwardUnset   Forward = iota
 	ForwardMasq            // -m: NAT
 	ForwardFullNAT         // --fullnat (a vsgate extension; ipvsadm has no switch for it)
+	ForwardRoute           // -g: direct routing
 )
 
 // DefaultPersistence is ipvsadm's timeout for -p without a value.
@@ -274,8 +275,10 @@ func Parse(ctx context.Context, args []string, r names.Resolver) (*Command, erro
 			c.Forward = ForwardMasq
 		case "--fullnat":
 			c.Forward = ForwardFullNAT
-		case "-g", "--gatewaying", "-i", "--ipip":
-			err = usagef("%s: vsgate forwards by NAT (-m) or FULLNAT (--fullnat) only; direct routing and tunnelling need the real servers on the gateway's link", a)
+		case "-g", "--gatewaying":
+			c.Forward = ForwardRoute
+		case "-i", "--ipip":
+			err = usagef("%s: tunnelling is not supported: vsgate forwards by NAT (-m), FULLNAT (--fullnat) and direct routing (-g); this kernel has no IPIP, GRE or FOU devices to test a tunnel with", a)
 		case "-x", "--u-threshold", "-y", "--l-threshold":
 			err = usagef("%s: connection thresholds are not supported", a)
 		case "-n", "--numeric":

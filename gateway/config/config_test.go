@@ -609,6 +609,20 @@ services:
   peers:
     - 198.18.2.1   # <-
 `, "list the other gateways only"},
+	{"dr on a tun", `services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    mode: dr   # <-
+    backends: [{addr: 198.18.0.11}]
+`, "use device.type: afpacket"},
+	{"dr on another port", `device: {type: afpacket, interfaces: [eth0]}
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    mode: dr
+    backends:
+      - addr: 198.18.0.11:8080   # <-
+`, "use the VIP's port, 80"},
 	{"takeover without sync", `fullnat:
   pool: [198.18.0.31]
   takeover: [198.18.0.32]   # <-

@@ -144,7 +144,9 @@ func (cv *conv) service(path string, fs *fileService, ecmp bool) Service {
 			s.VIP = netip.AddrPortFrom(a, port)
 		}
 	}
-	switch m := cv.enum(path+".mode", fs.Mode, "nat", "nat", "fullnat", "l7"); m {
+	switch m := cv.enum(path+".mode", fs.Mode, "nat", "nat", "fullnat", "l7", "dr"); m {
+	case "dr":
+		s.Mode = nat.ModeDR
 	case "fullnat":
 		s.Mode = nat.ModeFullNAT
 	case "l7":

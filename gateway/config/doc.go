@@ -99,7 +99,12 @@
 //	    scheduler: wrr      rr wrr lc wlc sed nq sh dh mh p2c fo        default wlc
 //	    scheduler_flags: [sh-port, sh-fallback]   sh: sh-port, sh-fallback; dh: dh-fallback
 //	    scheduler_table_size: 65537   sh, dh, mh: a prime <= 2^24       default 65537
-//	    mode: nat           nat, fullnat or l7 (see below)              default nat
+//	    mode: nat           nat, fullnat, dr or l7 (see below)          default nat
+//	                        dr: direct routing (ipvsadm -g), afpacket only:
+//	                        the packet goes to the real server's MAC
+//	                        unchanged; real servers hold the VIP on lo
+//	                        (arp_ignore=1, arp_announce=2), answer the
+//	                        client themselves, on the VIP's port
 //	    persistence: 300s   ipvsadm -p; 0 is none                       default 0
 //	    persistence_netmask: 24   ipvsadm -M: prefix length, or an IPv4 netmask;
 //	                        needs persistence                           default 32 / 128

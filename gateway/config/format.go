@@ -213,6 +213,8 @@ func modeName(m nat.Mode) string {
 		return "fullnat"
 	case nat.ModeL7:
 		return "l7"
+	case nat.ModeDR:
+		return "dr"
 	}
 	return fmt.Sprintf("mode-%d", m)
 }

@@ -134,6 +134,33 @@ func validate(c *Config, r *report) {
 	}
 	validateBGP(c, r)
 	validateSync(c, r)
+	validateDR(c, r)
+}
+
+// validateDR checks the direct-routing services: AF_PACKET only (vsgate
+// must write the real server's MAC into the frame, which a TUN has not),
+// real servers on the VIP's port, no SYN proxy (the real server's SYN-ACK
+// goes to the client without the gateway).
+func validateDR(c *Config, r *report) {
+	for i, s := range c.Services {
+		if s.Mode != nat.ModeDR {
+			continue
+		}
+		path := fmt.Sprintf("services[%d]", i)
+		if c.Device.Type != DeviceAFPacket && !r.failed("device.type") {
+			r.fail(path+".mode", fmt.Sprintf("service %v is direct routing, and the device is %s", s.VIP, c.Device.Type),
+				"use device.type: afpacket (direct routing puts the real server's MAC in the frame, and a TUN carries no frames), or mode: nat")
+		}
+		for j, b := range s.Backends {
+			if b.Addr.Port() != s.VIP.Port() {
+				r.fail(fmt.Sprintf("%s.backends[%d].addr", path, j), fmt.Sprintf("real server %v of direct-routing service %v is on another port", b.Addr, s.VIP),
+					fmt.Sprintf("use the VIP's port, %d (direct routing does not rewrite the packet)", s.VIP.Port()))
+			}
+		}
+		if s.SynProxy == nat.SynProxyOn {
+			r.fail(path+".syn_proxy", "syn_proxy: on with direct routing", "remove it: the real server's SYN-ACK goes to the client, not through vsgate")
+		}
+	}
 }
 
 func validateDevice(d Device, r *report) {
@@ -237,7 +264,7 @@ func validateService(s *Service, path string, idx int, pool map[bool]bool, svcs 
 	}
 
 	switch s.Mode {
-	case nat.ModeNAT:
+	case nat.ModeNAT, nat.ModeDR:
 	case nat.ModeFullNAT:
 		if addrOK && !pool[vip.Is4()] {
 			r.fail(path+".mode", fmt.Sprintf("%s is FULLNAT but fullnat.pool has no IPv%s address", label, family(vip)),

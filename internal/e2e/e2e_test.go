@@ -117,3 +117,21 @@ func buildVsgate(t *testing.T) string {
 	}
 	return exe
 }
+
+// TestDirectRouting runs DirectRouting: vsgate in AF_PACKET mode sends
+// the client's packets unchanged to the real servers' MACs, and their
+// answers do not cross the gateway.
+func TestDirectRouting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end: not in -short")
+	}
+	exe := buildVsgate(t)
+	labtest.Require(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	d, err := DirectRouting(ctx, exe)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, d)
+	}
+	t.Log(d)
+}

@@ -240,6 +240,9 @@ func Build(ctx context.Context, t *Topology, opt Options) (_ *Lab, err error) {
 		if err := h.setAllUp(); err != nil {
 			return nil, step("host "+hs.Name+": links up", err)
 		}
+		if err := h.addLoopback(hs.Loopback); err != nil {
+			return nil, step("host "+hs.Name+": loopback addresses", err)
+		}
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()

@@ -108,6 +108,23 @@ func (h *Host) addAddrs(suffix string, ps []netip.Prefix) error {
 	return nil
 }
 
+// addLoopback adds addresses to the host's lo.
+func (h *Host) addLoopback(ps []netip.Prefix) error {
+	if len(ps) == 0 {
+		return nil
+	}
+	lo, err := h.nl.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		if err := h.nl.AddrAdd(lo, &netlink.Addr{IPNet: ipNet(p), Flags: unix.IFA_F_NODAD}); err != nil {
+			return fmt.Errorf("address %v on lo: %w", p, err)
+		}
+	}
+	return nil
+}
+
 // setAllUp sets every link of the host up.
 func (h *Host) setAllUp() error {
 	links, err := h.nl.LinkList()

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -575,5 +576,42 @@ func TestHostsFile(t *testing.T) {
 	}
 	if lab.MustHost("b1").HostsFile() != "" {
 		t.Error("a real server got a hosts file it was not given")
+	}
+}
+
+// TestDRTopology: "dr" puts everyone on one switch; every real server
+// holds the VIP on lo, answers no ARP for it and is reached from the
+// gateway's kernel address; the client reaches the real servers on the
+// link.
+func TestDRTopology(t *testing.T) {
+	requireNamespaces(t)
+	lab := buildLab(t, DR())
+	p := lab.Topo.Plan
+	gw, client := lab.MustHost(HostGW), lab.MustHost(HostClient)
+	for i, b := range p.Backends {
+		h := lab.MustHost(b)
+		lo, err := h.Netlink().LinkByName("lo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addrs, err := h.Netlink().AddrList(lo, netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(addrs, func(a netlink.Addr) bool { return a.IP.Equal(p.VIP4.AsSlice()) }) {
+			t.Errorf("%s: lo has %v, not the VIP %v", b, addrs, p.VIP4)
+		}
+		if v, err := h.Sysctl("net.ipv4.conf.all.arp_ignore"); v != "1" || err != nil {
+			t.Errorf("%s arp_ignore = %q, %v", b, v, err)
+		}
+		if _, err := h.StartTCPEcho(b, ":7"); err != nil {
+			t.Fatal(err)
+		}
+		rs := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(11 + i)}), 7).String()
+		for _, from := range []*Host{gw, client} {
+			if got := echo(t, from, rs, "hi"); got != b+": hi" {
+				t.Errorf("%s from %s: %q", rs, from.Name, got)
+			}
+		}
 	}
 }

@@ -27,6 +27,7 @@ const (
 	TopoClients = "clients"
 	TopoECMP    = "ecmp"
 	TopoL2      = "l2"
+	TopoDR      = "dr"
 )
 
 // addr and pfx parse literals of the address plan; they panic on a typo.
@@ -60,8 +61,10 @@ func Standard(name string, n int) (*Topology, error) {
 		return ECMP(), nil
 	case TopoL2:
 		return L2(), nil
+	case TopoDR:
+		return DR(), nil
 	}
-	return nil, fmt.Errorf("netlab: unknown topology %q: want %s, %s, %s or %s", name, TopoBasic, TopoClients, TopoECMP, TopoL2)
+	return nil, fmt.Errorf("netlab: unknown topology %q: want %s, %s, %s, %s or %s", name, TopoBasic, TopoClients, TopoECMP, TopoL2, TopoDR)
 }
 
 // basicPlan is the address plan shared by the standard topologies.
@@ -430,5 +433,45 @@ func L2() *Topology {
 			on("198.18.0.3", t.Plan.ClientNet4), on("2001:db8::3", t.Plan.ClientNet6)}},
 	}}
 	backendSide(t, []string{HostGW}, 3, 1)
+	return t
+}
+
+// DR is direct routing's topology (ipvsadm -g): the client, the gateway
+// and the real servers on one switch, one IPv4 subnet. vsgate (AF_PACKET
+// on the gateway's one interface) owns the VIP and answers ARP for it;
+// it sends the client's packets on unchanged to a real server's MAC.
+// Each real server holds the VIP on lo, answering no ARP for it
+// (arp_ignore=1) and never announcing it (arp_announce=2), and answers
+// the client itself, on the switch: the gateway's link carries the
+// requests, not the replies. The gateway's kernel has .3 for itself.
+//
+//	+---------------+     +----------------------------------------+
+//	| client .0.2   +-----+ sw [br]                                |
+//	+---------------+     |  gw  out .0.3 (vsgate owns .0.10)       |
+//	                      |  b1 .0.11, b2 .0.12, b3 .0.13 (lo .0.10)|
+//	                      +----------------------------------------+
+func DR() *Topology {
+	p := basicPlan()
+	p.Clients = []string{HostClient}
+	p.Masq4, p.Masq6 = netip.Addr{}, netip.Addr{}
+	p.ServerNet4 = p.ClientNet4
+	t := &Topology{Name: TopoDR, Plan: p}
+	lan := func(host, ifc string, a string) LinkSpec {
+		return LinkSpec{A: Endpoint{Host: host, Name: ifc, Addrs: []netip.Prefix{on(a, p.ClientNet4)}},
+			B: Endpoint{Host: HostSwitch, Name: host, Master: IfBr}}
+	}
+	t.Hosts = []HostSpec{
+		{Name: HostSwitch, Bridges: []BridgeSpec{{Name: IfBr}}},
+		{Name: HostClient},
+		{Name: HostGW},
+	}
+	t.Links = []LinkSpec{lan(HostClient, IfHost, "198.18.0.2"), lan(HostGW, IfGWOut, "198.18.0.3")}
+	for i, b := range p.Backends {
+		t.Hosts = append(t.Hosts, HostSpec{Name: b, Sysctls: []Sysctl{
+			{"net.ipv4.conf.all.arp_ignore", "1"},
+			{"net.ipv4.conf.all.arp_announce", "2"},
+		}, Loopback: []netip.Prefix{netip.PrefixFrom(p.VIP4, 32)}})
+		t.Links = append(t.Links, lan(b, IfHost, fmt.Sprintf("198.18.0.%d", 11+i)))
+	}
 	return t
 }

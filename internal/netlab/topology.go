@@ -45,6 +45,9 @@ type HostSpec struct {
 	Bridges []BridgeSpec // bridges inside this host
 	Routes  []Route      // added after all addresses are up
 	Rules   []Rule       // policy rules, added after routes
+	// Loopback are addresses on the host's lo (a real server's VIP in
+	// direct routing).
+	Loopback []netip.Prefix
 	// Hosts are the host's /etc/hosts lines beyond localhost: netlab
 	// writes them to EtcNetnsDir/NAMESPACE/hosts, which `ip netns exec`
 	// (Host.Command) mounts over /etc/hosts for what it runs, and
@@ -246,6 +249,11 @@ func (t *Topology) Validate() error {
 		}
 	}
 	for _, h := range t.Hosts {
+		for _, p := range h.Loopback {
+			if !p.IsValid() || !allowedAddr(p.Addr()) {
+				return bad("host %s: loopback address %v: only lab ranges", h.Name, p)
+			}
+		}
 		for _, r := range h.Routes {
 			if !r.Dst.IsValid() || !allowedDst(r.Dst) {
 				return bad("host %s: route to %v: destination must be a default route or in the lab ranges", h.Name, r.Dst)

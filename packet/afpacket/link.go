@@ -450,7 +450,11 @@ func (l *Link) Close() error {
 // checksum stays partial (refreshed for the rewritten addresses). It
 // returns nil for a packet that is dropped (counted) or that waits, as a
 // copy, while vsgate asks for its next hop.
-func (l *Link) prepare(queue int, b []byte) *Socket {
+//
+// via, when valid, is where the packet goes instead of its destination
+// (direct routing): an on-link real server, whose MAC the frame gets;
+// the destination (a VIP, owned) is left as it is.
+func (l *Link) prepare(queue int, b []byte, via netip.Addr) *Socket {
 	frame, ip := b[packet.VNetHdrSize:], b[portHeadroom:]
 	var dst netip.Addr
 	var etherType uint16
@@ -464,13 +468,17 @@ func (l *Link) prepare(queue int, b []byte) *Socket {
 		return nil
 	}
 	st := l.state.Load()
-	if st.owned[dst] {
+	if via.IsValid() {
+		dst = via
+	} else if st.owned[dst] {
 		// Nothing translated it and it would come straight back.
 		l.stats.ToSelf.Add(1)
 		return nil
 	}
 	r, ok := st.lookup(dst)
-	if !ok {
+	if !ok || via.IsValid() && r.via.IsValid() {
+		// No route; or a direct-routing real server that is not on
+		// one of the owned links.
 		l.stats.NoRoute.Add(1)
 		return nil
 	}
@@ -724,6 +732,17 @@ func ipLength(b []byte) int {
 // It returns len(bufs) unless a socket fails: packets with no route, or
 // to an owned address, are dropped and counted (Stats), not errors.
 func (p *Port) Write(bufs [][]byte, offset int) (int, error) {
+	return p.write(bufs, offset, nil)
+}
+
+// WriteVia is Write for packets that go to via[i] rather than to their
+// destination (direct routing: the frame gets the real server's MAC, the
+// packet stays as it is). via[i] must be on one of the owned links.
+func (p *Port) WriteVia(bufs [][]byte, offset int, via []netip.Addr) (int, error) {
+	return p.write(bufs, offset, via)
+}
+
+func (p *Port) write(bufs [][]byte, offset int, via []netip.Addr) (int, error) {
 	if offset < portHeadroom {
 		return 0, fmt.Errorf("afpacket: write offset %d, want at least %d", offset, portHeadroom)
 	}
@@ -733,10 +752,13 @@ func (p *Port) Write(bufs [][]byte, offset int) (int, error) {
 	k, merged := 0, false
 	for i := 0; i < len(bufs); {
 		b, next := bufs[i][offset-portHeadroom:], i+1
-		if !p.link.noUSO.Load() {
+		var hop netip.Addr
+		if via != nil {
+			hop = via[i]
+		} else if !p.link.noUSO.Load() {
 			b, next = packet.CoalesceUDP(bufs, i, offset, packet.EthernetMinimumSize, MaxBatch)
 		}
-		s := p.link.prepare(p.queue, b)
+		s := p.link.prepare(p.queue, b, hop)
 		if s == nil {
 			i = next
 			continue

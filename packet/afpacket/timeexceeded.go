@@ -69,7 +69,7 @@ func (p *Port) timeExceeded(ip []byte) {
 		return
 	}
 	frame := b[:portHeadroom+n]
-	if s := p.link.prepare(p.queue, frame); s != nil {
+	if s := p.link.prepare(p.queue, frame, netip.Addr{}); s != nil {
 		p.link.captured(frame[packet.VNetHdrSize:])
 		if err := p.link.writeBatch(s, [][]byte{frame}, false); err == nil {
 			p.link.stats.TimeExceeded.Add(1)
