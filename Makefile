@@ -56,7 +56,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	  done; \
 	done
 
-demo: ## build vsgate, run it in netlab with real traffic on TUN and AF_PACKET, replay the handbook, fail over behind BGP routers (MODE=tun|afpacket|handbook|ecmp|both|all), report, clean up (root)
+demo: ## build vsgate, run it in netlab with real traffic on TUN and AF_PACKET, replay the handbook, fail over behind BGP routers (MODE=tun|afpacket|handbook|ecmp|dr|both|all), report, clean up (root)
 	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root (it creates network namespaces)"; exit 1; }
 	@need=""; for c in ip:iproute2 vtysh:frr; do command -v $${c%%:*} >/dev/null 2>&1 || need="$$need $${c##*:}"; done; \
 	if [ -n "$$need" ]; then sh .ci/apt-install $$need; fi

@@ -12,7 +12,7 @@ import (
 	"github.com/vsgate/vsgate/internal/e2e"
 )
 
-const demoUsage = `usage: vsgate-lab demo [tun|afpacket|handbook|ecmp|both|all]
+const demoUsage = `usage: vsgate-lab demo [tun|afpacket|handbook|ecmp|dr|both|all]
   Build a netlab topology (a client, the gateway, three real servers, in
   network namespaces of their own), run the vsgate binary beside this one
   in the gateway's namespace, check what an operator would check, print a report
@@ -32,6 +32,9 @@ const demoUsage = `usage: vsgate-lab demo [tun|afpacket|handbook|ecmp|both|all]
               routers, announcing the VIPs by BGP; gateways killed,
               restarted, stopped and added under long-lived connections
               and a request stream, with the failover times and counts
+    dr        "dr": direct routing (ipvsadm -g) on AF_PACKET: the client's
+              packets reach the real servers unchanged, by MAC, and
+              their answers do not cross the gateway
     both      tun and afpacket
     all       every pass (the default)
 `
@@ -44,6 +47,7 @@ type demoPass struct {
 	steps []e2e.Step
 	where string // how vsgate runs, for the report
 	ecmp  []e2e.ECMPStep
+	dr    bool // the direct-routing pass (e2e.DirectRouting)
 }
 
 // runDemo is `vsgate-lab demo`.
@@ -53,12 +57,15 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	book := demoPass{name: "the handbook, replayed", opts: e2e.Options{Handbook: true}, steps: e2e.HandbookSteps(),
 		where: "on TUN vsg0, with only the handbook's ProxyPass lines configured (method 2 is typed in with vsgate adm); the handbook's private real servers .1-.3 are 198.18.2.11-13 here, their /24 is 198.18.2.0/24, and www.fuancn.cn is the VIP 198.18.0.10 / 2001:db8::10 in the client's and the gateway's hosts files"}
 	ecmp := demoPass{name: "ECMP: several gateways behind BGP routers", ecmp: e2e.ECMPSteps()}
+	dr := demoPass{name: "direct routing", dr: true}
 	var passes []demoPass
 	switch {
 	case len(args) == 0 || len(args) == 1 && args[0] == "all":
-		passes = []demoPass{tun, afp, book, ecmp}
+		passes = []demoPass{tun, afp, book, ecmp, dr}
 	case len(args) == 1 && args[0] == "ecmp":
 		passes = []demoPass{ecmp}
+	case len(args) == 1 && args[0] == "dr":
+		passes = []demoPass{dr}
 	case len(args) == 1 && args[0] == "both":
 		passes = []demoPass{tun, afp}
 	case len(args) == 1 && args[0] == "tun":
@@ -106,6 +113,13 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 func (p demoPass) run(ctx context.Context, exe string, stdout, stderr io.Writer) (passed, failed int) {
 	if p.ecmp != nil {
 		return p.runECMP(ctx, exe, stdout, stderr)
+	}
+	if p.dr {
+		fmt.Fprintf(stdout, "== %s: building the lab \"dr\" (client, gateway and three real servers on one switch; the real servers hold the VIP on lo), vsgate on AF_PACKET ...\n\n", p.name)
+		start := time.Now()
+		d, err := e2e.DirectRouting(ctx, exe)
+		reporter(stdout, &failed)(e2e.Result{Step: "direct routing (-g): requests answered by the real servers themselves, the gateway's link carries none of the answers", Detail: d, Err: err, Took: time.Since(start)})
+		return 1 - failed, failed
 	}
 	fmt.Fprintf(stdout, "== %s: building the lab (client, gateway, three real servers) and starting vsgate in the gateway ...\n", p.name)
 	env, err := e2e.StartWith(ctx, exe, p.opts)
