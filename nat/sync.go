@@ -232,18 +232,8 @@ func (w *Worker) setState(f *flow, own *owner, gen, ns uint32) {
 	if s&stateDead != 0 || !sameGen(s, gen) || st >= uint32(numTCPStates) || ns == st {
 		return
 	}
-	var sl *srcSlot
-	if w.e.src != nil && halfOpen(st) != halfOpen(ns) {
-		sl = w.e.sourceOf(f)
-	}
-	if !f.state.CompareAndSwap(s, s&^stateMask|ns) {
+	if !w.transition(f, own, s, ns) {
 		return
-	}
-	accountTransition(own, tcpState(st), tcpState(ns))
-	sl.moved(st, ns)
-	if halfOpen(st) != halfOpen(ns) {
-		w.e.countHalfOpen(ns, 1)
-		w.e.countHalfOpen(st, -1)
 	}
 	if dl, old := uint32(w.now+w.snap.timeout[ns]), f.deadline.Load(); sameGen(f.state.Load(), gen) {
 		f.deadline.CompareAndSwap(old, dl)

@@ -450,6 +450,7 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 	// The packet leaves as the other direction's tuple reversed. Compare
 	// and build addresses as words: no Tuple round trip on this path.
 	sport, dport := uint16(other[4]>>16), uint16(other[4]>>32)
+	sameDst := true // a client's packet keeps its destination: direct routing's (or a masquerade's)
 	if p.IsICMPEcho() {
 		rewrite(b, p, addrOfWords(other[2], other[3]), sport, addrOfWords(other[0], other[1]), dport)
 	} else {
@@ -458,6 +459,7 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 		}
 		if kw[2] != other[0] || kw[3] != other[1] || p.DstPort != dport {
 			packet.SetDst(b, p, addrOfWords(other[0], other[1]), dport)
+			sameDst = false
 		}
 	}
 	if own != nil {
@@ -466,7 +468,7 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 	if w.touch(f, d, own, gen, ev) && own != nil {
 		w.syncNote(ref.index(), gen)
 	}
-	if own != nil && d == DirOriginal {
+	if sameDst && own != nil && d == DirOriginal {
 		if svc := own.svc.Load(); svc != nil && svc.cfg.Mode == ModeDR {
 			if dst := own.dest.Load(); dst != nil {
 				w.vias[w.cur] = addrOf(dst.Addr())
@@ -590,6 +592,29 @@ func (w *Worker) checksumOK(b []byte) bool {
 	return w.csumOK || w.segs > 1 || packet.TransportChecksumValid(b, w.p)
 }
 
+// transition moves flow f from state word s to state ns, with the
+// accounting every change of state has (the real server's active and
+// inactive counts, the source's and the engine's half-open counts). It
+// fails, changing nothing, if the flow's state word is no longer s.
+func (w *Worker) transition(f *flow, own *owner, s, ns uint32) bool {
+	st := s & stateMask
+	var sl *srcSlot // read before the swap: after it the slot may be recycled
+	halfOpenMoved := halfOpen(st) != halfOpen(ns)
+	if w.e.src != nil && halfOpenMoved {
+		sl = w.e.sourceOf(f)
+	}
+	if !f.state.CompareAndSwap(s, s&^stateMask|ns) {
+		return false
+	}
+	accountTransition(own, tcpState(st), tcpState(ns))
+	sl.moved(st, ns)
+	if halfOpenMoved {
+		w.e.countHalfOpen(ns, 1)
+		w.e.countHalfOpen(st, -1)
+	}
+	return true
+}
+
 // inputOnly reports whether own's flows are seen in the client's
 // direction only (direct routing).
 func (own *owner) inputOnly() bool {
@@ -680,21 +705,10 @@ func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) (moved bo
 			}
 		}
 		if ns != st {
-			var sl *srcSlot // read before the swap: after it the slot may be recycled
-			halfOpenMoved := halfOpen(st) != halfOpen(ns)
-			if w.e.src != nil && halfOpenMoved {
-				sl = w.e.sourceOf(f)
-			}
-			if !f.state.CompareAndSwap(s, s&^stateMask|ns) {
+			if !w.transition(f, own, s, ns) {
 				return false // removed, recycled or moved on concurrently; that path accounts
 			}
 			moved = true
-			accountTransition(own, tcpState(st), tcpState(ns))
-			sl.moved(st, ns)
-			if halfOpenMoved {
-				w.e.countHalfOpen(ns, 1)
-				w.e.countHalfOpen(st, -1)
-			}
 		}
 	}
 	// Load the deadline, then check the flow is still ours, then swap: a
