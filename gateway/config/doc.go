@@ -115,6 +115,9 @@
 //	                        that backend serves no other service (behind
 //	                        ECMP; vsgate check says which qualify)    default false;
 //	                                                                    true with bgp:
+//	                        Behind ECMP use scheduler: mh, which every gateway
+//	                        computes alike; other schedulers' picks reach the
+//	                        other gateways only through the sync:
 //	    announce: healthy   with bgp: healthy (the VIP is announced     default healthy
 //	                        while a real server passes its checks),
 //	                        always, or never
