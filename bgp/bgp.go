@@ -438,26 +438,21 @@ func stateName(st api.PeerState_SessionState) string {
 	return strings.TrimPrefix(st.String(), "SESSION_STATE_")
 }
 
-// Close withdraws every route and ends the sessions (a Cease
-// notification, so each peer drops the gateway's routes at once).
+// Close ends the sessions with a Cease notification, on which each peer
+// drops every route the gateway announced at once, and stops the speaker.
 func (s *Speaker) Close() error {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		return nil
 	}
-	s.mu.Unlock()
-	err := s.Withdraw()
-	s.mu.Lock()
 	s.closed = true
+	clear(s.announced)
 	s.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if e := s.srv.StopBgp(ctx, &api.StopBgpRequest{}); e != nil {
-		err = errors.Join(err, e)
-	}
+	// Stop sends the Cease (StopBgp) and stops the BFD server; calling
+	// StopBgp first as well would make Stop log that BGP was not running.
 	s.srv.Stop()
-	return err
+	return nil
 }
 
 func family(a netip.Addr) string {
