@@ -90,9 +90,9 @@ type Daemon struct {
 	wg             sync.WaitGroup
 	dumped         chan struct{} // closed when every peer has sent its flows since start
 
-	mu       sync.Mutex // guards the counters below and lastSeq
+	mu       sync.Mutex // guards the counters below and latest
 	stats    Stats
-	lastSeq  map[uint64]uint64 // by sender id: the newest sequence number taken
+	latest   map[netip.Addr]Header // by peer: the newest datagram's header taken (one entry a peer, whatever its restarts)
 	limiter  *rate.Limiter
 	peerAddr map[netip.Addr]bool
 	dumpsDue map[netip.Addr]bool // peers whose flows have not all come since start
@@ -122,7 +122,7 @@ func Start(cfg Config, engine *nat.Engine, log *slog.Logger) (*Daemon, error) {
 	var idb [8]byte
 	_, _ = rand.Read(idb[:])
 	d := &Daemon{cfg: cfg, engine: engine, conn: conn, log: log, id: binary.BigEndian.Uint64(idb[:]),
-		done: make(chan struct{}), dumped: make(chan struct{}), lastSeq: map[uint64]uint64{}, dumpsDue: map[netip.Addr]bool{},
+		done: make(chan struct{}), dumped: make(chan struct{}), latest: map[netip.Addr]Header{}, dumpsDue: map[netip.Addr]bool{},
 		limiter:  rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Rate/100, 1)),
 		peerAddr: map[netip.Addr]bool{}}
 	d.stats.Rejected = map[string]uint64{}
@@ -313,9 +313,10 @@ func (d *Daemon) receive(w *nat.Worker) {
 			continue
 		}
 		d.mu.Lock()
-		fresh := h.Seq > d.lastSeq[h.Sender]
+		last, seen := d.latest[from.Addr().Unmap()]
+		fresh := !seen || newer(h, last)
 		if fresh {
-			d.lastSeq[h.Sender] = h.Seq
+			d.latest[from.Addr().Unmap()] = h
 		}
 		d.stats.ReceivedRecords += uint64(len(recs))
 		d.mu.Unlock()
@@ -366,4 +367,16 @@ func (d *Daemon) PeerList() []netip.AddrPort {
 	ps := slices.Clone(d.cfg.Peers)
 	slices.SortFunc(ps, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	return ps
+}
+
+// newer reports whether datagram header h comes after last, the newest
+// taken from the same peer: a later sequence number of the same sender,
+// or a sender that started since (another id, a clock not behind the
+// last datagram's). A datagram of a sender the peer was before it
+// restarted is not newer.
+func newer(h, last Header) bool {
+	if h.Sender == last.Sender {
+		return h.Seq > last.Seq
+	}
+	return h.Millis >= last.Millis
 }
