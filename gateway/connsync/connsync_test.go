@@ -225,3 +225,24 @@ func TestKeyTooShort(t *testing.T) {
 		t.Fatalf("a 5-byte key: %v", err)
 	}
 }
+
+// TestNewer: a peer's datagram is taken when it follows the newest one
+// from that peer: the same sender's later sequence number, or a sender
+// that started since; not one of the sender it was before.
+func TestNewer(t *testing.T) {
+	last := Header{Sender: 1, Seq: 10, Millis: 5000}
+	for _, c := range []struct {
+		h    Header
+		want bool
+	}{
+		{Header{Sender: 1, Seq: 11, Millis: 5001}, true},
+		{Header{Sender: 1, Seq: 10, Millis: 5002}, false},
+		{Header{Sender: 1, Seq: 9, Millis: 5003}, false},
+		{Header{Sender: 2, Seq: 1, Millis: 6000}, true},   // restarted
+		{Header{Sender: 2, Seq: 50, Millis: 4000}, false}, // a sender it was before
+	} {
+		if got := newer(c.h, last); got != c.want {
+			t.Errorf("newer(%+v, %+v) = %t", c.h, last, got)
+		}
+	}
+}
