@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -57,9 +55,6 @@ metrics: {listen: off}
 services:
   - {proto: tcp, vip: %v:80, mode: dr, scheduler: rr, backends: [{addr: 198.18.0.11}, {addr: 198.18.0.12}, {addr: 198.18.0.13}]}
 `, ifc, dir, dir, p.VIP4)
-	if err := os.WriteFile(filepath.Join(dir, "vsgate.yaml"), []byte(cfg), 0o600); err != nil {
-		return "", err
-	}
 	gw, client := lab.MustHost(netlab.HostGW), lab.MustHost(netlab.HostClient)
 
 	// The capture first, so that it sees every request.
@@ -75,42 +70,14 @@ services:
 		return "", err
 	}
 
-	log, err := os.Create(filepath.Join(dir, "vsgate.log"))
+	g, err := startGateway(ctx, gw, exe, dir, cfg)
 	if err != nil {
 		return "", err
 	}
-	defer log.Close()
-	run := gw.Command(context.Background(), exe, "run", "-c", filepath.Join(dir, "vsgate.yaml"))
-	run.Stdout, run.Stderr = log, log
-	if err := run.Start(); err != nil {
-		return "", err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- run.Wait() }()
-	defer func() {
-		_ = run.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = run.Process.Kill()
-		}
-	}()
-	vsgateLog := func() string { b, _ := os.ReadFile(filepath.Join(dir, "vsgate.log")); return string(b) }
-	adm := exec.CommandContext(ctx, exe, "adm", "--socket", filepath.Join(dir, "vsgate.sock"), "-L", "-n")
-	if err := waitFor(ctx, "vsgate's control socket", func() (bool, error) {
-		select {
-		case err := <-exited:
-			return false, fmt.Errorf("vsgate exited: %v\n%s", err, vsgateLog())
-		default:
-		}
-		_, err := os.Stat(filepath.Join(dir, "vsgate.sock"))
-		return err == nil, nil
-	}); err != nil {
-		return "", err
-	}
-	listing, err := adm.CombinedOutput()
+	defer g.stop()
+	listing, err := g.adm(ctx, "-L", "-n")
 	if err != nil {
-		return "", fmt.Errorf("vsgate adm -L -n: %v: %s", err, listing)
+		return "", err
 	}
 
 	spread := map[string]int{}
@@ -118,7 +85,7 @@ services:
 	for range 30 {
 		resp, err := hc.Get("http://" + p.VIP4.String() + "/")
 		if err != nil {
-			return fmtSpread(spread), fmt.Errorf("a request through direct routing: %w\n%s", err, vsgateLog())
+			return fmtSpread(spread), fmt.Errorf("a request through direct routing: %w\n%s", err, g.logText())
 		}
 		var rep netlab.HTTPReply
 		err = json.NewDecoder(resp.Body).Decode(&rep)

@@ -37,6 +37,8 @@ type ECMPEnv struct {
 // gatewayProc is one running `vsgate run`.
 type gatewayProc struct {
 	host   *netlab.Host
+	exe    string
+	dir    string
 	socket string
 	cmd    *exec.Cmd
 	exited chan error
@@ -199,43 +201,89 @@ func (e *ECMPEnv) StartGateway(ctx context.Context, i int) error {
 	if e.gws[i] != nil {
 		return fmt.Errorf("gateway %d is running", i+1)
 	}
-	dir := filepath.Join(e.Dir, fmt.Sprintf("gw%d", i+1))
+	g, err := startGateway(ctx, e.Lab.MustHost(e.Lab.Topo.Plan.Gateways[i]), e.exe, filepath.Join(e.Dir, fmt.Sprintf("gw%d", i+1)), e.ecmpConfig(i))
+	if err != nil {
+		return fmt.Errorf("gateway %d: %w", i+1, err)
+	}
+	e.gws[i] = g
+	return nil
+}
+
+// startGateway runs `vsgate run` (exe) in host with configuration text
+// config, its files in dir (made if need be; the log appended to), and
+// waits until its control socket answers.
+func startGateway(ctx context.Context, host *netlab.Host, exe, dir, config string) (*gatewayProc, error) {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
-		return err
+		return nil, err
 	}
 	cfg := filepath.Join(dir, "vsgate.yaml")
-	if err := os.WriteFile(cfg, []byte(e.ecmpConfig(i)), 0o600); err != nil {
-		return err
+	if err := os.WriteFile(cfg, []byte(config), 0o600); err != nil {
+		return nil, err
 	}
 	log, err := os.OpenFile(filepath.Join(dir, "vsgate.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	g := &gatewayProc{host: e.Lab.MustHost(e.Lab.Topo.Plan.Gateways[i]), socket: filepath.Join(dir, "vsgate.sock"),
-		exited: make(chan error, 1), log: log}
-	g.cmd = g.host.Command(context.Background(), e.exe, "run", "-c", cfg)
+	g := &gatewayProc{host: host, exe: exe, dir: dir, socket: filepath.Join(dir, "vsgate.sock"), exited: make(chan error, 1), log: log}
+	g.cmd = host.Command(context.Background(), exe, "run", "-c", cfg)
 	g.cmd.Stdout, g.cmd.Stderr = log, log
 	if err := g.cmd.Start(); err != nil {
 		log.Close()
-		return fmt.Errorf("starting vsgate on gateway %d: %w", i+1, err)
+		return nil, fmt.Errorf("starting vsgate: %w", err)
 	}
 	go func() { g.exited <- g.cmd.Wait() }()
-	e.gws[i] = g
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		if _, err := e.Adm(ctx, i, "-L", "-n"); err == nil {
-			return nil
+		if _, err := g.adm(ctx, "-L", "-n"); err == nil {
+			return g, nil
 		}
 		select {
 		case err := <-g.exited:
-			g.exited <- err
-			return fmt.Errorf("vsgate on gateway %d exited: %v\n%s", i+1, err, e.GatewayLog(i))
+			log.Close()
+			return nil, fmt.Errorf("vsgate exited: %v\n%s", err, g.logText())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("vsgate on gateway %d did not come up\n%s", i+1, e.GatewayLog(i))
+			_ = g.stop()
+			return nil, fmt.Errorf("vsgate did not come up\n%s", g.logText())
 		}
 	}
+}
+
+// adm runs `vsgate adm` against the gateway.
+func (g *gatewayProc) adm(ctx context.Context, args ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, g.exe, append([]string{"adm", "--socket", g.socket}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("vsgate adm %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// logText is what the gateway (every run of it in its directory) logged.
+func (g *gatewayProc) logText() string {
+	b, _ := os.ReadFile(filepath.Join(g.dir, "vsgate.log"))
+	return string(b)
+}
+
+// stop sends SIGTERM and waits for the exit (30 s, then SIGKILL).
+func (g *gatewayProc) stop() error {
+	_ = g.cmd.Process.Signal(syscall.SIGTERM)
+	return g.wait()
+}
+
+// wait waits for the gateway to exit (30 s, then SIGKILL) and returns its
+// exit error.
+func (g *gatewayProc) wait() error {
+	var err error
+	select {
+	case err = <-g.exited:
+	case <-time.After(30 * time.Second):
+		_ = g.cmd.Process.Kill()
+		err = errors.New("vsgate did not stop within 30 s of SIGTERM")
+		<-g.exited
+	}
+	g.log.Close()
+	return err
 }
 
 // Adm runs `vsgate adm` against gateway i.
@@ -244,12 +292,11 @@ func (e *ECMPEnv) Adm(ctx context.Context, i int, args ...string) (string, error
 	if g == nil {
 		return "", fmt.Errorf("gateway %d is not running", i+1)
 	}
-	cmd := exec.CommandContext(ctx, e.exe, append([]string{"adm", "--socket", g.socket}, args...)...)
-	out, err := cmd.CombinedOutput()
+	out, err := g.adm(ctx, args...)
 	if err != nil {
-		return string(out), fmt.Errorf("vsgate adm %s on gateway %d: %w: %s", strings.Join(args, " "), i+1, err, out)
+		err = fmt.Errorf("gateway %d: %w", i+1, err)
 	}
-	return string(out), nil
+	return out, err
 }
 
 // GatewayLog is gateway i's log (every run of it).
@@ -304,17 +351,11 @@ func (e *ECMPEnv) Wait(i int) error {
 	if g == nil {
 		return nil
 	}
-	var err error
-	select {
-	case err = <-g.exited:
-	case <-time.After(30 * time.Second):
-		_ = g.cmd.Process.Kill()
-		err = fmt.Errorf("gateway %d did not stop within 30 s of SIGTERM", i+1)
-		<-g.exited
-	}
-	g.log.Close()
 	e.gws[i] = nil
-	return err
+	if err := g.wait(); err != nil {
+		return fmt.Errorf("gateway %d: %w", i+1, err)
+	}
+	return nil
 }
 
 // Close stops every gateway, the routers and the lab.
