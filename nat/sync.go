@@ -188,7 +188,7 @@ func (w *Worker) ImportFlow(sf SyncFlow) (bool, error) {
 	}
 	sl := e.src.slotOf(addr16(sf.OrigSrc.Addr()))
 	if why, ok := w.snap.admit(sl, state); !ok {
-		w.drop(why)
+		// A record, not a packet: the sync counts it (not the drops).
 		return false, errors.New("nat: sync: " + why.String())
 	}
 	idx, evicted, err := e.tab.insert(&orig, h, &reply, own.id, state, uint32(w.now+w.snap.timeout[state]), e)
@@ -199,7 +199,6 @@ func (w *Worker) ImportFlow(sf SyncFlow) (bool, error) {
 	case err == ErrFlowExists:
 		return false, nil // its answer's tuple is another flow's: keep that one
 	case err != nil:
-		w.drop(DropTableFull)
 		return false, err
 	}
 	if d := own.dest.Load(); d != nil {
