@@ -26,3 +26,16 @@ func CheckServiceAddr(a netip.Addr) error {
 	}
 	return nil
 }
+
+// notRoutable reports whether a packet from src to dst is one no router
+// passes on (RFC 1812 5.3.7, RFC 4291 2.5.6): to a multicast, broadcast,
+// link-local or loopback address, or from an unspecified, multicast,
+// link-local or loopback one.
+func notRoutable(src, dst netip.Addr) bool {
+	return dst.IsMulticast() || isLimitedBroadcast(dst) || dst.IsLinkLocalUnicast() || dst.IsLoopback() || dst.IsUnspecified() ||
+		src.IsMulticast() || isLimitedBroadcast(src) || src.IsLinkLocalUnicast() || src.IsLoopback() || src.IsUnspecified()
+}
+
+// isLimitedBroadcast reports whether a is 255.255.255.255, IPv4's
+// broadcast on the link.
+func isLimitedBroadcast(a netip.Addr) bool { return a.Is4() && a.As4() == [4]byte{255, 255, 255, 255} }

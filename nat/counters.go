@@ -77,6 +77,7 @@ const (
 	DropSynProxyEarly                                             // a bare ACK, RST or fragment of a proxied flow before its real server answered (a segment with data is held, or sends the SYN again: synproxy.go), or a real server segment before the handshake settled
 	DropInboundUnsolicited                                        // from the outside to an inside host (a real server, a masqueraded subnet) for no service or flow
 	DropSourceNotInside                                           // to be routed on, for no service, flow or masquerade, from a source that is no inside address (BCP 38)
+	DropNotRoutable                                               // to or from where no router passes a packet: multicast, broadcast, link-local, loopback, unspecified (the kernel's own MLD reports on a TUN)
 	numDropReasons
 )
 
@@ -84,7 +85,7 @@ var dropNames = [...]string{"no_flow", "no_backend", "table_full", "source_route
 	"icmp_no_flow", "masq_unsolicited", "unmatched", "ports_exhausted", "backend_removed", "real_server_no_flow",
 	"bad_checksum", "tcp_out_of_window", "source_flow_limit", "source_half_open_limit",
 	"fragment_incomplete", "fragment_budget", "fragment_duplicate", "fragment_malformed",
-	"syn_proxy_bad_cookie", "syn_proxy_early", "inbound_unsolicited", "source_not_inside"}
+	"syn_proxy_bad_cookie", "syn_proxy_early", "inbound_unsolicited", "source_not_inside", "not_routable"}
 
 // String names the reason (the parser's names for parser reasons).
 func (r DropReason) String() string {

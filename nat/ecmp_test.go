@@ -284,6 +284,60 @@ func TestStaleFlowOnReuse(t *testing.T) {
 	}
 }
 
+// TestFlowCameBack: gateway A tracks a connection whole; the routers send
+// it through other gateways while it moves on by more than a window each
+// way, then back to A. On a sloppy service A takes it up again from the
+// first segment ahead of its stale window (no drop, no stall) and tracks
+// it from there: a blind RST closes nothing, the exact one does, and a
+// segment ahead with a bad checksum or a RST ahead is not taken. Without
+// sloppy the stale window holds (conntrack's behaviour): out of window.
+func TestFlowCameBack(t *testing.T) {
+	const moved = 300000 // bytes each way meanwhile: more than a window
+	for _, sloppy := range []bool{true, false} {
+		a := ecmpEngine(t, sloppy, false)
+		w := a.NewWorker()
+		rip := established(t, w, client)
+		// The client sent up to 102 and the server up to 5001 through A.
+		cseq, sseq := uint32(102+moved), uint32(5001+moved)
+		if v := one(w, corrupt(tcpSeq(client, vip, ack, 100, cseq, sseq))); v != nat.Drop {
+			t.Fatalf("sloppy %v: a segment ahead with a bad checksum: %v", sloppy, v)
+		}
+		if v := one(w, tcpSeq(client, vip, rst, 0, cseq, 0)); v != nat.Drop || flowState(a, client) != "ESTABLISHED" {
+			t.Fatalf("sloppy %v: a RST ahead: %v, flow %q", sloppy, v, flowState(a, client))
+		}
+		outBefore := a.Drops(nat.DropTCPOutOfWindow)
+		v := one(w, tcpSeq(client, vip, ack, 100, cseq, sseq))
+		if !sloppy {
+			if v != nat.Drop || a.Drops(nat.DropTCPOutOfWindow) == 0 {
+				t.Fatalf("not sloppy: the segment ahead: %v, out of window %d; want dropped", v, a.Drops(nat.DropTCPOutOfWindow))
+			}
+			continue
+		}
+		if v != nat.Forward {
+			t.Fatalf("the client's segment back at A: %v, out of window %d", v, a.Drops(nat.DropTCPOutOfWindow))
+		}
+		if v := one(w, tcpSeq(rip, client, ack, 1000, sseq, cseq+100)); v != nat.Forward {
+			t.Fatalf("the server's segment back at A: %v, out of window %d", v, a.Drops(nat.DropTCPOutOfWindow))
+		}
+		if n := a.Drops(nat.DropTCPOutOfWindow); n != outBefore {
+			t.Fatalf("out of window %d after the flow came back, was %d", n, outBefore)
+		}
+		if n := a.Drops(nat.DropBadChecksum); n != 1 {
+			t.Fatalf("bad checksum %d, want 1 (the corrupt segment ahead)", n)
+		}
+		one(w, tcpSeq(client, vip, rst, 0, cseq+5, 0))
+		if st := flowState(a, client); st != "ESTABLISHED" {
+			t.Fatalf("a blind RST after the flow came back: %q", st)
+		}
+		if v := one(w, tcpSeq(client, vip, rst, 0, cseq+100, 0)); v != nat.Forward || flowState(a, client) != "CLOSE" {
+			t.Fatalf("the exact RST: %v, flow %q; want forwarded, CLOSE", v, flowState(a, client))
+		}
+		if err := a.CheckInvariants(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestDirectRouting: a DR service's packets go on unchanged, with the
 // real server to send them to (Route, Via); the client's ACK establishes
 // the flow without a SYN-ACK (IPVS's input-only table); the real

@@ -96,7 +96,10 @@ type Service struct {
 	// its real server's side, when that backend (address and port)
 	// serves no other service: the answer's source then names the VIP,
 	// so a gateway that never saw the client's packets (another one
-	// behind ECMP did) translates it (Worker.adoptReply).
+	// behind ECMP did) translates it (Worker.adoptReply). A flow whose
+	// segments come back ahead of its window, after the routers sent it
+	// through other gateways for a while, is taken up again
+	// (Worker.cameBack).
 	Sloppy bool
 	// Persistence sends all connections of one client to the same
 	// backend while the client has connections, and for this long after

@@ -152,6 +152,38 @@ func TestSourceNotInside(t *testing.T) {
 	}
 }
 
+// TestNotRoutable: a packet to or from an address no router passes on —
+// the MLD report a kernel sends from :: into its TUN, an inside host's
+// mDNS or broadcast, a link-local or loopback source — is dropped as
+// not_routable whatever the default: not masqueraded, not passed.
+func TestNotRoutable(t *testing.T) {
+	inside := netip.AddrPortFrom(rips[0], 5353)
+	pkts := map[string][]byte{
+		"MLD-like from ::":          udp(netip.MustParseAddrPort("[::]:0"), netip.MustParseAddrPort("[ff02::16]:9"), 8),
+		"inside to mDNS":            udp(inside, netip.MustParseAddrPort("224.0.0.251:5353"), 8),
+		"inside to broadcast":       udp(inside, netip.MustParseAddrPort("255.255.255.255:67"), 8),
+		"link-local source":         udp(netip.MustParseAddrPort("[fe80::1]:5000"), netip.MustParseAddrPort("[2001:db8:99::1]:53"), 8),
+		"loopback source":           tcp(netip.MustParseAddrPort("127.0.0.1:5000"), outside, syn, 0),
+		"unspecified IPv4 source":   udp(netip.MustParseAddrPort("0.0.0.0:68"), outside, 8),
+		"inside to a link-local v6": udp(netip.MustParseAddrPort("[2001:db8:1::5]:5000"), netip.MustParseAddrPort("[fe80::2]:53"), 8),
+	}
+	for _, drop := range []bool{false, true} {
+		e := intoEngine(t, drop)
+		w := e.NewWorker()
+		for name, b := range pkts {
+			if v := one(w, b); v != nat.Drop {
+				t.Errorf("default drop %v: %s: verdict %v, want drop", drop, name, v)
+			}
+		}
+		if n := e.Drops(nat.DropNotRoutable); n != uint64(len(pkts)) {
+			t.Errorf("default drop %v: not_routable %d, want %d", drop, n, len(pkts))
+		}
+		if e.Flows() != 0 {
+			t.Errorf("default drop %v: %d flows made", drop, e.Flows())
+		}
+	}
+}
+
 // TestMasqueradeOpensOnSYN: only a SYN opens a masqueraded TCP flow, only
 // an echo request an echo flow; and an outside echo request matching an
 // echo flow is not let in (the flow is a request out, its reply back).

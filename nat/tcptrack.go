@@ -41,9 +41,14 @@ import (
 //
 // A side not seen yet (a flow adopted mid-stream, see Service.Sloppy, or
 // the reply side before the real server's SYN-ACK) is taken from its first
-// segment; checks that need it are skipped until then. A sloppy service's
-// flow of which this gateway sees one direction only (ECMP in front and
-// behind: Worker.oneSided) is not checked at all.
+// segment; checks that need it are skipped until then. A flow adopted
+// mid-stream has no known window scale, so its windows are not checked
+// (conntrack is as loose), but its RSTs still must be exact. A sloppy
+// service's flow of which this gateway sees one direction only (ECMP in
+// front and behind: Worker.oneSided) is not checked at all; one whose
+// segment is ahead of its window only — it went through other gateways
+// for a while and came back: Worker.cameBack — is taken up again as if
+// adopted mid-stream.
 //
 // Workers update a flow's sides without a lock, as they update its state:
 // every store is a compare-and-swap that only moves a value forward in
@@ -229,6 +234,7 @@ const (
 	windowOK        windowVerdict = iota // in the window: the state machine takes it
 	windowHold                           // in the window, but a RST that is not exact: forward it, keep the state
 	windowOut                            // out of the window: drop
+	windowAhead                          // out of the window, ahead of it only: it acknowledges or sends beyond what this gateway saw (Worker.cameBack)
 	windowBadRST                         // a RST below what the receiver acknowledged: drop
 	windowBadSynAck                      // a SYN-ACK that does not acknowledge the SYN: drop
 )
@@ -286,9 +292,15 @@ func (tr *tcpTrack) inWindow(d Dir, s *segment, st tcpState) windowVerdict {
 	if (sf|uint32(rw))&sideAdopted != 0 {
 		// A side taken up mid-stream has no known window scale: its
 		// windows cannot be checked (conntrack is as loose with such
-		// flows). Record what can be.
+		// flows). Record what can be. A RST must still be exact: its
+		// sender's end is known from the segments seen, and a blind
+		// one must not close a flow that was taken up.
 		if s.flags&packet.TCPFlagRST == 0 {
 			tr.accept(d, s)
+			return windowOK
+		}
+		if s.seq != snd.end() {
+			return windowHold
 		}
 		return windowOK
 	}
@@ -300,21 +312,30 @@ func (tr *tcpTrack) inWindow(d Dir, s *segment, st tcpState) windowVerdict {
 	}
 	sp := snd.pos.Load()
 	sndEnd := uint32(sp >> 32)
-	ok := seqBefore(s.seq, uint32(sp)+1)
+	// Out of the window ahead (sending beyond the receiver's window, or
+	// acknowledging what the other side was not seen to send) or behind
+	// (older than a window, or acknowledging that far back).
+	ahead := seqAfter(s.seq, uint32(sp))
+	behind := false
 	if uint32(rw)&sideSeen != 0 {
-		ok = ok && seqAfter(s.end, sndEnd-uint32(rw>>32)-1) &&
-			seqBefore(ack, rcvEnd+1) && seqAfter(ack, rcvEnd-max(uint32(sw>>32), maxAckWindow)-1)
+		behind = !seqAfter(s.end, sndEnd-uint32(rw>>32)-1) || !seqAfter(ack, rcvEnd-max(uint32(sw>>32), maxAckWindow)-1)
+		ahead = ahead || seqAfter(ack, rcvEnd)
 		// The ACK that would complete the handshake acknowledges the
 		// SYN-ACK exactly (RFC 9293 3.10.7.4: all the other side has
 		// sent): conntrack's window of ~64 KiB would let one blind guess
 		// in about 65,000 establish a spoofed flow.
 		if st == tcpSynAck && d == DirOriginal && s.flags&packet.TCPFlagACK != 0 && ack != rcvEnd {
-			ok = false
+			behind = true
 		}
 	}
 	switch {
-	case !ok:
+	case behind:
 		return windowOut
+	case ahead:
+		if s.flags&packet.TCPFlagRST != 0 {
+			return windowOut
+		}
+		return windowAhead
 	case s.flags&packet.TCPFlagRST != 0:
 		// A RST carries nothing to record; only an exact one moves the
 		// state.
@@ -325,6 +346,14 @@ func (tr *tcpTrack) inWindow(d Dir, s *segment, st tcpState) windowVerdict {
 	}
 	tr.record(d, s, sw, sndEnd, uint32(rp), ack)
 	return windowOK
+}
+
+// readopt takes the flow up again from segment s of direction d, as a
+// flow adopted mid-stream: s's side from it, window scale unknown, the
+// other side from its next segment (Worker.cameBack).
+func (tr *tcpTrack) readopt(d Dir, s *segment) {
+	tr[1-d].win.Store(sideAdopted)
+	tr[d].set(s.end, s.end+max(s.win, 1), max(s.win, 1), sideSeen|sideAdopted)
 }
 
 // accept records segment s of direction d whatever the window says: the

@@ -508,6 +508,16 @@ func (w *Worker) tcpGate(b []byte, f *flow, d Dir, own *owner) (ev int, pass boo
 		if !w.liberal(own) {
 			return -1, true
 		}
+	case windowAhead:
+		if w.cameBack(tcpState(st), own) {
+			if !w.checksumOK(b) {
+				w.drop(DropBadChecksum)
+				return -1, false
+			}
+			f.tcp.readopt(d, &w.seg)
+			return ev, true
+		}
+		fallthrough
 	default: // out of the window
 		if !w.liberal(own) && !w.oneSided(f, d, own) {
 			w.drop(DropTCPOutOfWindow)
@@ -516,6 +526,30 @@ func (w *Worker) tcpGate(b []byte, f *flow, d Dir, own *owner) (ev int, pass boo
 		f.tcp.accept(d, &w.seg)
 	}
 	return ev, true
+}
+
+// cameBack reports whether a segment ahead of its flow's window (it sends
+// or acknowledges beyond what this gateway saw) is a connection that the
+// routers sent through other gateways for a while and now send here
+// again: for a sloppy service's flow past its handshake. Behind ECMP that
+// is every connection whose path moved away and back (a gateway left and
+// rejoined, or hung and went on), and its windows here are stale by all
+// it sent meanwhile. Such a flow is taken up again as if adopted
+// mid-stream, as a gateway that never saw it would (tcpTrack.readopt);
+// dropping it would stall the connection until a segment of the other
+// direction in the stale window came this way, and break it once both
+// directions moved on by more than a window. A RST is never taken so.
+func (w *Worker) cameBack(st tcpState, own *owner) bool {
+	switch st {
+	case tcpEstablished, tcpFinWait, tcpCloseWait, tcpLastAck:
+	default:
+		return false
+	}
+	if own == nil {
+		return false
+	}
+	svc := own.svc.Load()
+	return svc != nil && svc.cfg.Sloppy
 }
 
 // staleForSyn reports whether the SYN (client) or SYN-ACK (real server)
@@ -758,6 +792,11 @@ func (w *Worker) newFlow(b []byte, s *slot) Verdict {
 			}
 			return w.drop(DropRealServerNoFlow)
 		}
+	}
+	if notRoutable(addrOf(p.Src), addrOf(p.Dst)) {
+		// The link's own traffic (a TUN's MLD reports from ::, duplicate
+		// address detection) or a martian: no router passes it on.
+		return w.drop(DropNotRoutable)
 	}
 	if w.snap.masqAddr[p.Dst] {
 		return w.drop(DropMasqUnsolicited)

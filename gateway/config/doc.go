@@ -87,8 +87,11 @@
 //	                        address (a real server, a masquerade rule's
 //	                        subnet): a forged source from the inside
 //	                        (BCP 38) or a stranger's traffic from the
-//	                        outside (source_not_inside). So pass governs
-//	                        only the inside's own unmasqueraded traffic.
+//	                        outside (source_not_inside), nor anything
+//	                        to or from a multicast, broadcast,
+//	                        link-local or loopback address
+//	                        (not_routable). So pass governs only the
+//	                        inside's own unmasqueraded traffic.
 //	tcp_window_check: true  every flow's TCP window is checked; false:  default true
 //	                        none (conntrack's be_liberal)
 //	removed_backends: drain drain or reset: flows of removed backends   default drain
