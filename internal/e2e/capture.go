@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 )
 
@@ -88,7 +90,7 @@ func (e *Env) captureBackends(ctx context.Context, filter string) (*backendCaptu
 
 // stop ends the captures and returns the IP length of every packet each
 // real server's link carried, by backend.
-func (c *backendCaptures) stop() (map[string][]int, error) {
+func (c *backendCaptures) stop() (map[string][]capturedPacket, error) {
 	running := c.cmds
 	c.cmds = nil
 	for _, cmd := range running {
@@ -99,7 +101,7 @@ func (c *backendCaptures) stop() (map[string][]int, error) {
 	if len(running) == 0 || len(running) < len(c.names) {
 		return nil, errors.New("no capture running")
 	}
-	out := map[string][]int{}
+	out := map[string][]capturedPacket{}
 	for i, b := range c.names {
 		f, err := os.Open(filepath.Join(c.dir, b+".pcap"))
 		if err != nil {
@@ -110,9 +112,9 @@ func (c *backendCaptures) stop() (map[string][]int, error) {
 			f.Close()
 			return nil, fmt.Errorf("%s's capture: %w", b, err)
 		}
-		out[b] = []int{}
+		out[b] = []capturedPacket{}
 		for {
-			_, ci, err := r.ReadPacketData()
+			data, ci, err := r.ReadPacketData()
 			if err == io.EOF {
 				break
 			}
@@ -120,9 +122,51 @@ func (c *backendCaptures) stop() (map[string][]int, error) {
 				f.Close()
 				return nil, fmt.Errorf("%s's capture: %w", b, err)
 			}
-			out[b] = append(out[b], ci.Length-14) // Ethernet
+			out[b] = append(out[b], capturedPacket{Length: ci.Length - 14, Summary: summarize(data)}) // Ethernet
 		}
 		f.Close()
 	}
 	return out, nil
+}
+
+// capturedPacket is one packet of a capture: its IP length and a line
+// that says what it was, for a failure's message.
+type capturedPacket struct {
+	Length  int
+	Summary string
+}
+
+// summarize describes an Ethernet frame in a line: addresses, ports,
+// TCP flags or ICMP type.
+func summarize(frame []byte) string {
+	p := gopacket.NewPacket(frame, layers.LayerTypeEthernet, gopacket.NoCopy)
+	var b strings.Builder
+	if n := p.NetworkLayer(); n != nil {
+		f := n.NetworkFlow()
+		fmt.Fprintf(&b, "%v > %v", f.Src(), f.Dst())
+	}
+	switch t := p.TransportLayer().(type) {
+	case *layers.TCP:
+		fmt.Fprintf(&b, " tcp %d > %d", t.SrcPort, t.DstPort)
+		for _, f := range []struct {
+			on   bool
+			name string
+		}{{t.SYN, "S"}, {t.ACK, "."}, {t.FIN, "F"}, {t.RST, "R"}, {t.PSH, "P"}} {
+			if f.on {
+				b.WriteString(" " + f.name)
+			}
+		}
+	case *layers.UDP:
+		fmt.Fprintf(&b, " udp %d > %d", t.SrcPort, t.DstPort)
+	default:
+		if l := p.Layer(layers.LayerTypeICMPv4); l != nil {
+			fmt.Fprintf(&b, " icmp %v", l.(*layers.ICMPv4).TypeCode)
+		} else if l := p.Layer(layers.LayerTypeICMPv6); l != nil {
+			fmt.Fprintf(&b, " icmp6 %v", l.(*layers.ICMPv6).TypeCode)
+		}
+	}
+	if b.Len() == 0 {
+		return fmt.Sprintf("%d bytes, not IP", len(frame))
+	}
+	return b.String()
 }

@@ -141,6 +141,16 @@ func (e *ECMPEnv) ecmpConfig(i int) string {
 	}
 	health := "{type: tcp, interval: 1s, timeout: 500ms, rise: 1, fall: 2}"
 	dir := filepath.Join(e.Dir, fmt.Sprintf("gw%d", i+1))
+	// Both routers in both families, with BFD as the routers ask for it
+	// (netlab's FRR profile): a gateway that hangs is dropped in 300 ms.
+	var peers strings.Builder
+	for _, r := range []struct {
+		addr netip.Addr
+		as   int
+	}{{up4.Peer, netlab.ECMPRouterAS}, {up6.Peer, netlab.ECMPRouterAS}, {in4.Peer, netlab.ECMPInsideAS}, {in6.Peer, netlab.ECMPInsideAS}} {
+		fmt.Fprintf(&peers, "    - {address: %q, as: %d, bfd: true, bfd_interval: %v, bfd_multiplier: %d}\n",
+			r.addr, r.as, netlab.FRRBFDInterval, netlab.FRRBFDMultiplier)
+	}
 	return fmt.Sprintf(`device: {type: tun, name: vsg0}
 control: {socket: %s/vsgate.sock}
 pcap: {dir: %s/pcap}
@@ -167,11 +177,7 @@ bgp:
   announce: [0.0.0.0/0, "::/0", %v/32]
   drain: 2s
   peers:
-    - {address: %v, as: %d}
-    - {address: %v, as: %d}
-    - {address: %v, as: %d}
-    - {address: %v, as: %d}
-`, dir, dir,
+%s`, dir, dir,
 		p.VIP4, health, backends(80, false), p.VIP4, backends(7, false),
 		p.VIP6, health, backends(80, true), p.VIP6, backends(7, true),
 		lonelyVIP, health,
@@ -179,9 +185,7 @@ bgp:
 		p.VIP4, persistentPort, backends(persistentRSPort, false),
 		fullnatAddrOf(i), 10000*(i+1), 10000*(i+1)+9999, strings.Join(others(i, func(j int) string { return fullnatAddrOf(j).String() }), ", "),
 		in4.Self, strings.Join(others(i, func(j int) string { v4, _ := p.GatewayInside(j); return v4.Self.String() }), ", "), syncKey,
-		netlab.ECMPGatewayAS, up4.Self, fullnatAddrOf(i),
-		up4.Peer, netlab.ECMPRouterAS, up6.Peer, netlab.ECMPRouterAS,
-		in4.Peer, netlab.ECMPInsideAS, in6.Peer, netlab.ECMPInsideAS)
+		netlab.ECMPGatewayAS, up4.Self, fullnatAddrOf(i), peers.String())
 }
 
 // others lists f(j) for every gateway j but i.
@@ -319,15 +323,25 @@ func (e *ECMPEnv) Kill(i int) error {
 	return nil
 }
 
-// Stop stops gateway i's vsgate with SIGTERM (a graceful stop: withdraw,
-// drain, exit). It returns at once; Wait waits for the exit.
-func (e *ECMPEnv) Stop(i int) error {
+// Freeze stops gateway i's vsgate with SIGSTOP, as a hung machine: it
+// sends nothing (no FIN, no RST, no BGP notification) and answers
+// nothing. Thaw lets it go on.
+func (e *ECMPEnv) Freeze(i int) error { return e.signal(i, syscall.SIGSTOP) }
+
+// Thaw continues gateway i's vsgate after Freeze (SIGCONT).
+func (e *ECMPEnv) Thaw(i int) error { return e.signal(i, syscall.SIGCONT) }
+
+func (e *ECMPEnv) signal(i int, sig syscall.Signal) error {
 	g := e.gws[i]
 	if g == nil {
 		return fmt.Errorf("gateway %d is not running", i+1)
 	}
-	return g.cmd.Process.Signal(syscall.SIGTERM)
+	return g.cmd.Process.Signal(sig)
 }
+
+// Stop stops gateway i's vsgate with SIGTERM (a graceful stop: withdraw,
+// drain, exit). It returns at once; Wait waits for the exit.
+func (e *ECMPEnv) Stop(i int) error { return e.signal(i, syscall.SIGTERM) }
 
 // Exited reports whether gateway i's vsgate has exited (after Stop).
 func (e *ECMPEnv) Exited(i int) bool {
@@ -463,9 +477,10 @@ type Traffic struct {
 type longConn struct {
 	kind    string // the service: "nat", "fullnat" or "persistent"
 	backend string // the real server that answered first
+	v6      bool
 	lines   int
 	broken  error
-	maxRTT  time.Duration
+	maxRTT  time.Duration // since the last Report
 }
 
 // StartTraffic opens n long-lived connections to the NAT line service
@@ -480,7 +495,7 @@ func (e *ECMPEnv) StartTraffic(ctx context.Context, n int) (*Traffic, error) {
 		if err != nil {
 			return fmt.Errorf("long-lived connection %d (%s): %w", i, kind, err)
 		}
-		lc := &longConn{kind: kind}
+		lc := &longConn{kind: kind, v6: addr.Addr().Is6()}
 		t.conns = append(t.conns, lc)
 		t.wg.Go(func() { t.keep(c, lc, i) })
 		return nil
@@ -594,25 +609,34 @@ func (t *Traffic) Stop() {
 type TrafficReport struct {
 	Conns, Broken  int
 	Lines          int
-	SlowestLine    time.Duration // the longest a line waited for its answer
+	SlowestLine    time.Duration // the longest a line waited for its answer, since the last report
+	SlowestConn    string        // whose line that was: "nat b2 (IPv6)"
 	Requests       int
 	FailedRequests int
-	SlowestRequest time.Duration
+	SlowestRequest time.Duration // since the last report
 	FirstBroken    error
 	// Backends are the long-lived connections by service and real
 	// server ("nat b1"); BrokenBy the broken ones by service.
 	Backends, BrokenBy map[string]int
 }
 
-// Report says what the traffic saw so far.
+// Report says what the traffic saw so far; the slowest answers are those
+// since the previous report.
 func (t *Traffic) Report() TrafficReport {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	r := TrafficReport{Conns: len(t.conns), Requests: t.reqs, FailedRequests: t.failed, SlowestRequest: t.slowest,
 		Backends: map[string]int{}, BrokenBy: map[string]int{}}
+	t.slowest = 0
 	for _, c := range t.conns {
 		r.Lines += c.lines
-		r.SlowestLine = max(r.SlowestLine, c.maxRTT)
+		if c.maxRTT > r.SlowestLine {
+			r.SlowestLine, r.SlowestConn = c.maxRTT, c.kind+" "+c.backend
+			if c.v6 {
+				r.SlowestConn += " (IPv6)"
+			}
+		}
+		c.maxRTT = 0
 		if c.broken != nil {
 			r.Broken++
 			r.BrokenBy[c.kind]++
@@ -646,8 +670,8 @@ func (r TrafficReport) String() string {
 		bs = append(bs, fmt.Sprintf("%s %d", b, n))
 	}
 	slices.Sort(bs)
-	return fmt.Sprintf("%d long-lived connections (by service and real server: %s), %d broken, %d lines, slowest answer %v; %d requests, %d failed, slowest %v",
-		r.Conns, strings.Join(bs, ", "), r.Broken, r.Lines, r.SlowestLine.Round(time.Millisecond),
+	return fmt.Sprintf("%d long-lived connections (by service and real server: %s), %d broken, %d lines, slowest answer %v (%s); %d requests, %d failed, slowest %v",
+		r.Conns, strings.Join(bs, ", "), r.Broken, r.Lines, r.SlowestLine.Round(time.Millisecond), r.SlowestConn,
 		r.Requests, r.FailedRequests, r.SlowestRequest.Round(time.Millisecond))
 }
 

@@ -57,6 +57,7 @@ func ECMPSteps() []ECMPStep {
 		{"restart it: it takes its share back, 0 connections broken", stepECMPRestart},
 		{"graceful stop of the other: routes withdrawn before it drains and exits, 0 broken", stepECMPGraceful},
 		{"it comes back and a third gateway joins: 0 connections broken", stepECMPThird},
+		{"a gateway hangs (SIGSTOP: no FIN, no RST, no BGP message): the routers drop it when the 3 s hold time runs out, or with BFD in 300 ms; 0 broken; it goes on (SIGCONT) and is taken back, 0 broken", stepECMPFreeze},
 		{"a VIP whose last real server fails is withdrawn, and announced again when it is back", stepECMPLonely},
 		{"one gateway alone: kill -9 and restart under long-lived NAT connections, 0 broken", stepECMPAlone},
 	}
@@ -308,6 +309,184 @@ func stepECMPThird(ctx context.Context, e *ECMPEnv, st *ECMPState) (string, erro
 		err = fmt.Errorf("a new gateway took no flows")
 	}
 	return d, err
+}
+
+// stepECMPFreeze hangs gateway 3 twice. First with BFD off at the
+// routers for its sessions (the baseline): the hold timer drops it. Then
+// with BFD: what drops it must be BFD — both routers' bfdd have each of
+// its four sessions down because its packets stopped (the detection time
+// expired), and bgpd says why it dropped the BGP sessions.
+func stepECMPFreeze(ctx context.Context, e *ECMPEnv, st *ECMPState) (string, error) {
+	const frozen = 2
+	p := e.Lab.Topo.Plan
+	up4, up6 := p.GatewayUplink(frozen)
+	in4, in6 := p.GatewayInside(frozen)
+	sessions := []struct {
+		router *netlab.FRR
+		as     int
+		addr   netip.Addr
+	}{{e.rtr, netlab.ECMPRouterAS, up4.Self}, {e.rtr, netlab.ECMPRouterAS, up6.Self}, {e.rin, netlab.ECMPInsideAS, in4.Self}, {e.rin, netlab.ECMPInsideAS, in6.Self}}
+	bfd := func(on bool) error {
+		for _, s := range sessions {
+			line := fmt.Sprintf("no neighbor %v bfd", s.addr)
+			if on {
+				line = fmt.Sprintf("neighbor %v bfd profile %s", s.addr, netlab.FRRBFDProfile)
+			}
+			if out, err := s.router.VTY(ctx, "configure terminal", fmt.Sprintf("router bgp %d", s.as), line); err != nil {
+				return fmt.Errorf("%s: %w", out, err)
+			}
+		}
+		return nil
+	}
+	// hang freezes the gateway, waits for both routers to drop it, checks
+	// why with ok, and returns how long it took.
+	hang := func(ok func(s BFDSession) error) (time.Duration, []string, error) {
+		start := time.Now()
+		if err := e.Freeze(frozen); err != nil {
+			return 0, nil, err
+		}
+		if err := waitPaths(ctx, e, 2); err != nil {
+			return 0, nil, err
+		}
+		dropped := time.Since(start)
+		var reasons []string
+		for _, s := range sessions {
+			peers, err := s.router.BFDPeers(ctx)
+			if err != nil {
+				return 0, nil, err
+			}
+			why, err := s.router.LastReset(ctx, s.addr.String())
+			if err != nil {
+				return 0, nil, err
+			}
+			b, hasBFD := peers[s.addr.String()]
+			if err := ok(BFDSession{b, hasBFD, why}); err != nil {
+				return 0, nil, fmt.Errorf("the routers dropped gateway 3 after %v, but its session %v: %w", dropped.Round(time.Millisecond), s.addr, err)
+			}
+			if hasBFD {
+				why = "BFD " + b.Diagnostic + ", BGP " + why
+			}
+			reasons = append(reasons, fmt.Sprintf("%v: %s", s.addr, why))
+		}
+		return dropped, reasons, nil
+	}
+	// thaw lets the gateway go on and waits until both routers have it
+	// again, with every BFD session up if want.
+	thaw := func(withBFD bool) (time.Duration, error) {
+		start := time.Now()
+		if err := e.Thaw(frozen); err != nil {
+			return 0, err
+		}
+		if err := waitPaths(ctx, e, 3); err != nil {
+			return 0, err
+		}
+		if withBFD {
+			wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			defer cancel()
+			err := waitFor(wctx, "gateway 3's BFD sessions up", func() (bool, error) {
+				for _, s := range sessions {
+					peers, err := s.router.BFDPeers(ctx)
+					if err != nil || peers[s.addr.String()].Status != "up" {
+						return false, err
+					}
+				}
+				return true, nil
+			})
+			if err != nil {
+				return 0, err
+			}
+		}
+		return time.Since(start), nil
+	}
+	defer e.Thaw(frozen) // whatever fails: a stopped process is no use to the next step
+	// BFD off at the routers: the gateway's BFD hears them say so
+	// (AdminDown) and resets its BGP sessions; wait until each is up
+	// again before the hang.
+	established := make([]int, len(sessions))
+	for i, s := range sessions {
+		n, _, err := s.router.Connections(ctx, s.addr.String())
+		if err != nil {
+			return "", err
+		}
+		established[i] = n
+	}
+	if err := bfd(false); err != nil {
+		return "", err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	err := waitFor(wctx, "gateway 3's sessions established again without BFD", func() (bool, error) {
+		for i, s := range sessions {
+			n, up, err := s.router.Connections(ctx, s.addr.String())
+			if err != nil || n == established[i] || !up {
+				return false, err
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if err := waitPaths(ctx, e, 3); err != nil {
+		return "", err
+	}
+	holdDropped, holdReasons, err := hang(func(s BFDSession) error {
+		if s.Present || !strings.Contains(s.BGP, "Hold Timer") {
+			return fmt.Errorf("BFD session %v (present: %v), BGP reset for %q: not the hold timer alone", s.Peer, s.Present, s.BGP)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	if err := bfd(true); err != nil {
+		return "", err
+	}
+	if _, err := thaw(true); err != nil {
+		return "", err
+	}
+	baseline, err := since(st)
+	if err != nil {
+		return baseline, err
+	}
+	bfdDropped, bfdReasons, err := hang(func(s BFDSession) error {
+		if !s.Present || s.Peer.Status != "down" || !strings.Contains(s.Peer.Diagnostic, "detection time expired") {
+			return fmt.Errorf("BFD session %+v (present: %v): not down for lack of its packets", s.Peer, s.Present)
+		}
+		return nil
+	})
+	if err != nil {
+		return "", err
+	}
+	first, err := firstAnswer(ctx, e)
+	if err != nil {
+		return "", fmt.Errorf("the first request after the withdrawal: %w", err)
+	}
+	time.Sleep(settle)
+	during, err := since(st)
+	if err != nil {
+		return during, err
+	}
+	rejoined, err := thaw(true)
+	if err != nil {
+		return "", err
+	}
+	time.Sleep(settle)
+	after, err := since(st)
+	return fmt.Sprintf("without BFD (the baseline), SIGSTOP to both routers' withdrawal: %v; why: %s\n%s\n"+
+		"with BFD (%d × %v), SIGSTOP to both routers' withdrawal: %v; why: %s; a new request then answered in %v\n%s\n"+
+		"SIGCONT to 3 paths and 4 BFD sessions up again: %v\n%s\n%s",
+		holdDropped.Round(time.Millisecond), strings.Join(holdReasons, ", "), baseline,
+		netlab.FRRBFDMultiplier, netlab.FRRBFDInterval, bfdDropped.Round(time.Millisecond), strings.Join(bfdReasons, ", "), first.Round(time.Millisecond), during,
+		rejoined.Round(time.Millisecond), after, drops(ctx, e)), err
+}
+
+// BFDSession is what a router says of one of a gateway's sessions after
+// dropping it: its BFD session (if it has one) and why BGP went down.
+type BFDSession struct {
+	Peer    netlab.BFDPeer
+	Present bool
+	BGP     string
 }
 
 func stepECMPLonely(ctx context.Context, e *ECMPEnv, st *ECMPState) (string, error) {

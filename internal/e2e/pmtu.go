@@ -292,10 +292,10 @@ func stepGSOBurst(ctx context.Context, e *Env) (string, error) {
 		return "", err
 	}
 	largest, frames := 0, 0
-	for _, lengths := range captured {
-		for _, n := range lengths {
+	for _, pkts := range captured {
+		for _, pkt := range pkts {
 			frames++
-			largest = max(largest, n)
+			largest = max(largest, pkt.Length)
 		}
 	}
 	detail := fmt.Sprintf("%d datagrams of %d bytes in UDP GSO writes (%d) from a 9000-byte link, without DF: all echoed whole; %d packets captured on the real servers' links, the largest %d bytes of IP",

@@ -24,9 +24,20 @@ const (
 	FRRRunDir = "/var/run/frr"
 )
 
-// CheckFRR reports whether FRR (zebra, bgpd, vtysh) is installed.
+// FRRBFDProfile is the BFD profile every FRR instance netlab starts
+// has (bfdd's configuration), for a bgpd configuration's "neighbor X bfd
+// profile lab": 100 ms intervals, down after 3 missed, so a neighbour
+// that stops answering is dropped in 300 ms. The gateways' side of the
+// session asks for the same.
+const (
+	FRRBFDProfile    = "lab"
+	FRRBFDInterval   = 100 * time.Millisecond
+	FRRBFDMultiplier = 3
+)
+
+// CheckFRR reports whether FRR (zebra, bgpd, bfdd, vtysh) is installed.
 func CheckFRR() error {
-	for _, bin := range []string{filepath.Join(FRRBinDir, "zebra"), filepath.Join(FRRBinDir, "bgpd")} {
+	for _, bin := range []string{filepath.Join(FRRBinDir, "zebra"), filepath.Join(FRRBinDir, "bgpd"), filepath.Join(FRRBinDir, "bfdd")} {
 		if _, err := os.Stat(bin); err != nil {
 			return fmt.Errorf("netlab: FRR is not installed (apt-get install frr): %w", err)
 		}
@@ -37,17 +48,18 @@ func CheckFRR() error {
 	return nil
 }
 
-// FRR is a routing daemon suite (zebra, bgpd) running in one lab host,
-// with its own configuration and state directory: a real router.
+// FRR is a routing daemon suite (zebra, bgpd, bfdd) running in one lab
+// host, with its own configuration and state directory: a real router.
 type FRR struct {
 	host *Host
 	dir  string // FRRRunDir/NSName
 }
 
-// StartFRR starts zebra and bgpd in h, with bgpdConf as bgpd's
+// StartFRR starts zebra, bgpd and bfdd in h, with bgpdConf as bgpd's
 // configuration (FRR's own syntax). zebra installs what bgpd learns in the
-// host's kernel routing table. The lab's Close stops both (by PID) and
-// removes their directory.
+// host's kernel routing table; bfdd runs the BFD sessions bgpdConf asks
+// for, with the profile FRRBFDProfile. The lab's Close stops them (by
+// PID) and removes their directory.
 func (h *Host) StartFRR(ctx context.Context, bgpdConf string) (*FRR, error) {
 	if err := CheckFRR(); err != nil {
 		return nil, err
@@ -69,8 +81,10 @@ func (h *Host) StartFRR(ctx context.Context, bgpdConf string) (*FRR, error) {
 		return nil, fmt.Errorf("netlab: frr: %w", err)
 	}
 	for name, text := range map[string]string{
-		"zebra.conf":  "hostname " + h.Name + "\n",
-		"bgpd.conf":   bgpdConf,
+		"zebra.conf": "hostname " + h.Name + "\n",
+		"bgpd.conf":  bgpdConf,
+		"bfdd.conf": fmt.Sprintf("bfd\n profile %s\n  detect-multiplier %d\n  receive-interval %d\n  transmit-interval %d\n !\n!\n",
+			FRRBFDProfile, FRRBFDMultiplier, FRRBFDInterval.Milliseconds(), FRRBFDInterval.Milliseconds()),
 		"vtysh.conf":  "",
 		"daemons.log": "",
 	} {
@@ -83,9 +97,15 @@ func (h *Host) StartFRR(ctx context.Context, bgpdConf string) (*FRR, error) {
 		return nil, err
 	}
 	defer logFile.Close()
-	for _, d := range []string{"zebra", "bgpd"} {
-		cmd := h.Command(context.Background(), filepath.Join(FRRBinDir, d),
-			"-N", h.NSName, "-f", filepath.Join(f.dir, d+".conf"), "-i", filepath.Join(f.dir, d+".pid"))
+	// bfdd first: bgpd registers its sessions with it (through zebra)
+	// as it reads its configuration.
+	for _, d := range []string{"zebra", "bfdd", "bgpd"} {
+		args := []string{"-N", h.NSName, "-f", filepath.Join(f.dir, d+".conf"), "-i", filepath.Join(f.dir, d+".pid")}
+		if d == "bfdd" {
+			// Its control socket is not under the pathspace by itself.
+			args = append(args, "--bfdctl", filepath.Join(f.dir, "bfdd.sock"))
+		}
+		cmd := h.Command(context.Background(), filepath.Join(FRRBinDir, d), args...)
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 		if err := h.Start(cmd); err != nil {
 			return nil, fmt.Errorf("netlab: frr: %s: %w", d, err)
@@ -97,8 +117,10 @@ func (h *Host) StartFRR(ctx context.Context, bgpdConf string) (*FRR, error) {
 			}
 		}
 	}
-	if err := waitFile(ctx, filepath.Join(f.dir, "bgpd.vty")); err != nil {
-		return nil, fmt.Errorf("netlab: frr: bgpd did not start: %w; its log: %s", err, f.Log())
+	for _, d := range []string{"bfdd", "bgpd"} {
+		if err := waitFile(ctx, filepath.Join(f.dir, d+".vty")); err != nil {
+			return nil, fmt.Errorf("netlab: frr: %s did not start: %w; its log: %s", d, err, f.Log())
+		}
 	}
 	return f, nil
 }
@@ -165,6 +187,79 @@ func (f *FRR) Neighbors(ctx context.Context) (map[string]string, error) {
 	st := map[string]string{}
 	for a, n := range ns {
 		st[a] = n.State
+	}
+	return st, nil
+}
+
+// Connections counts the times the BGP session with neighbour addr
+// was established, and says whether it is now.
+func (f *FRR) Connections(ctx context.Context, addr string) (n int, established bool, err error) {
+	out, err := f.VTY(ctx, "show bgp neighbors "+addr+" json")
+	if err != nil {
+		return 0, false, err
+	}
+	var ns map[string]struct {
+		State       string `json:"bgpState"`
+		Established int    `json:"connectionsEstablished"`
+	}
+	if err := json.Unmarshal([]byte(out), &ns); err != nil {
+		return 0, false, fmt.Errorf("netlab: show bgp neighbors %s json: %w", addr, err)
+	}
+	nb, ok := ns[addr]
+	if !ok {
+		return 0, false, fmt.Errorf("netlab: bgpd has no neighbour %s", addr)
+	}
+	return nb.Established, nb.State == "Established", nil
+}
+
+// LastReset is why the BGP session with neighbour addr last went down,
+// in bgpd's words ("BGP Notification send", "Hold Timer Expired", ...)
+// with the notification's reason if one was sent or received ("Cease/BFD
+// Down"), or "" if it never did.
+func (f *FRR) LastReset(ctx context.Context, addr string) (string, error) {
+	out, err := f.VTY(ctx, "show bgp neighbors "+addr+" json")
+	if err != nil {
+		return "", err
+	}
+	var ns map[string]struct {
+		Reason       string `json:"lastResetDueTo"`
+		Notification string `json:"lastNotificationReason"`
+	}
+	if err := json.Unmarshal([]byte(out), &ns); err != nil {
+		return "", fmt.Errorf("netlab: show bgp neighbors %s json: %w", addr, err)
+	}
+	n, ok := ns[addr]
+	if !ok {
+		return "", fmt.Errorf("netlab: bgpd has no neighbour %s", addr)
+	}
+	if n.Notification != "" {
+		return n.Reason + ": " + n.Notification, nil
+	}
+	return n.Reason, nil
+}
+
+// BFDPeer is the state of one of bfdd's sessions.
+type BFDPeer struct {
+	Status     string `json:"status"`     // "up", "down", "init"
+	Diagnostic string `json:"diagnostic"` // why it last went down: "control detection time expired", ...
+}
+
+// BFDPeers returns every BFD session by peer address.
+func (f *FRR) BFDPeers(ctx context.Context) (map[string]BFDPeer, error) {
+	out, err := f.VTY(ctx, "show bfd peers json")
+	if err != nil {
+		return nil, err
+	}
+	var ps []struct {
+		Peer string `json:"peer"`
+		BFDPeer
+	}
+	if err := json.Unmarshal([]byte(out), &ps); err != nil {
+		return nil, fmt.Errorf("netlab: show bfd peers json: %w", err)
+	}
+	st := map[string]BFDPeer{}
+	for _, p := range ps {
+		st[p.Peer] = p.BFDPeer
 	}
 	return st, nil
 }

@@ -326,9 +326,9 @@ func (p Plan) GatewayInside(i int) (v4, v6 Uplink) {
 }
 
 // ECMPRouterConf is the upstream router's bgpd configuration for "ecmp":
-// a session with every gateway in each family (1 s keepalive, 3 s hold),
-// only the VIPs' host routes taken from them, and multipath over all of
-// them.
+// a session with every gateway in each family (1 s keepalive, 3 s hold,
+// BFD with the profile FRRBFDProfile beside it), only the VIPs' host
+// routes taken from them, and multipath over all of them.
 func ECMPRouterConf(p Plan) string {
 	var nb4, nb6 []netip.Addr
 	for i := range p.Gateways {
@@ -378,6 +378,7 @@ func frrBGPConf(name string, id netip.Addr, as int, nb4, nb6 []netip.Addr, accep
 		w(" neighbor %v remote-as %d", n, ECMPGatewayAS)
 		w(" neighbor %v timers 1 3", n)
 		w(" neighbor %v timers connect 1", n)
+		w(" neighbor %v bfd profile %s", n, FRRBFDProfile)
 	}
 	for _, af := range []struct {
 		name, list string
