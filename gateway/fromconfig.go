@@ -93,11 +93,11 @@ func l7Services(cfg *config.Config, log *slog.Logger) ([]L7Service, func(), erro
 		if s.Mode != nat.ModeL7 || s.L7 == nil {
 			continue
 		}
-		source := s.L7.File
+		source := s.L7.Source
 		if source == "" {
 			source = fmt.Sprintf("l7 directives of %v", s.VIP)
 		}
-		pc, err := proxy.ParseDirectives(s.L7.Text, source)
+		pc, err := proxy.ParseDirectives(s.L7.Text, source, s.L7.FirstLine)
 		if err != nil {
 			closeAll()
 			return nil, nil, err

@@ -35,17 +35,68 @@ func isAlnum(c byte) bool {
 // unreserved is RFC 3986's unreserved set (T_URI_UNRESERVED).
 func unreserved(c byte) bool { return isAlnum(c) || c == '-' || c == '.' || c == '_' || c == '~' }
 
-// requestPath turns the path of a request target into Apache's r->uri:
-// ap_normalize_path (decode unreserved %XX, merge slashes, remove dot
-// segments, not above the root), then ap_unescape_url_ex (keep unreserved,
-// forbid %2F). status is 0, or the error status Apache gives: 400 for a
-// bad escape or a path above the root, 404 for %2F or %00.
-func requestPath(p string) (uri string, status int) {
+// requestPath turns the path of a request target into Apache's r->uri
+// (ap_process_request_internal): ap_normalize_path (decode unreserved
+// %XX, merge slashes, remove dot segments, not above the root), then
+// ap_unescape_url_ex (keep unreserved; %2F as AllowEncodedSlashes says:
+// Off forbids it, NoDecode keeps it encoded, On decodes it and normalizes
+// again, since "/.%2F" may make new segments). status is 0, or the error
+// status Apache gives: 400 for a bad escape or a path above the root, 404
+// for %00 or (Off) %2F.
+func requestPath(p string, slashes EncodedSlashes) (uri string, status int) {
 	if p == "" || p[0] != '/' {
 		return "", http.StatusBadRequest
 	}
-	b := []byte(p)
-	ok := true
+	b, ok := normalizePath([]byte(p), true)
+	if !ok {
+		return "", http.StatusBadRequest
+	}
+	out := make([]byte, 0, len(b))
+	badesc, badpath := false, false
+	for i := 0; i < len(b); i++ {
+		if b[i] != '%' {
+			out = append(out, b[i])
+			continue
+		}
+		if i+2 >= len(b) || !isHex(b[i+1]) || !isHex(b[i+2]) {
+			badesc = true
+			out = append(out, '%')
+			continue
+		}
+		c := x2c(string(b[i+1 : i+3]))
+		switch {
+		case c == 0 || c == '/' && slashes == SlashesOff:
+			badpath = true
+			out = append(out, c)
+			i += 2
+		case unreserved(c) || c == '/' && slashes == SlashesNoDecode:
+			out = append(out, b[i:i+3]...)
+			i += 2
+		default:
+			out = append(out, c)
+			i += 2
+		}
+	}
+	switch {
+	case badesc:
+		return "", http.StatusBadRequest
+	case badpath:
+		return "", http.StatusNotFound
+	}
+	if slashes == SlashesOn {
+		// Apache ignores whether this second pass stays below the root.
+		out, _ = normalizePath(out, false)
+	}
+	return string(out), 0
+}
+
+// normalizePath is ap_normalize_path with AP_NORMALIZE_NOT_ABOVE_ROOT and
+// AP_NORMALIZE_MERGE_SLASHES, and AP_NORMALIZE_DECODE_UNRESERVED when
+// decode is set, in place. ok is false for a bad escape (when decoding) or
+// a ".." above the root; the path is normalized as far as it goes either
+// way.
+func normalizePath(b []byte, decode bool) (_ []byte, ok bool) {
+	ok = true
 	l, w := 1, 1
 	at := func(i int) byte {
 		if i < len(b) {
@@ -55,7 +106,7 @@ func requestPath(p string) (uri string, status int) {
 	}
 	slashOrNul := func(c byte) bool { return c == '/' || c == 0 }
 	for l < len(b) {
-		if b[l] == '%' {
+		if decode && b[l] == '%' {
 			if isHex(at(l+1)) && isHex(at(l+2)) {
 				if c := x2c(string(b[l+1 : l+3])); unreserved(c) {
 					l += 2
@@ -82,7 +133,7 @@ func requestPath(p string) (uri string, status int) {
 				}
 				n := l + 1
 				dot2 := at(n) == '.'
-				if !dot2 && at(n) == '%' {
+				if decode && !dot2 && at(n) == '%' {
 					n++
 					if at(n) == '2' {
 						n++
@@ -112,44 +163,7 @@ func requestPath(p string) (uri string, status int) {
 		w++
 		l++
 	}
-	b = b[:w]
-	if !ok {
-		return "", http.StatusBadRequest
-	}
-	// unescape_url with KEEP_UNRESERVED | FORBID_SLASHES.
-	out := make([]byte, 0, len(b))
-	badesc, badpath := false, false
-	for i := 0; i < len(b); i++ {
-		if b[i] != '%' {
-			out = append(out, b[i])
-			continue
-		}
-		if i+2 >= len(b) || !isHex(b[i+1]) || !isHex(b[i+2]) {
-			badesc = true
-			out = append(out, '%')
-			continue
-		}
-		c := x2c(string(b[i+1 : i+3]))
-		switch {
-		case c == 0 || c == '/':
-			badpath = true
-			out = append(out, c)
-			i += 2
-		case unreserved(c):
-			out = append(out, b[i:i+3]...)
-			i += 2
-		default:
-			out = append(out, c)
-			i += 2
-		}
-	}
-	switch {
-	case badesc:
-		return "", http.StatusBadRequest
-	case badpath:
-		return "", http.StatusNotFound
-	}
-	return string(out), 0
+	return b[:w], ok
 }
 
 // aliasMatch is mod_proxy's alias_match: the number of bytes of uri that
@@ -265,15 +279,22 @@ func translate(routes []*route, uri, unparsed string) (rt *route, found string, 
 // Encoding sets of ap_proxy_canonenc.
 const allowedPath = "~$-_.+!*'(),;:@&="
 
-// canonPath is ap_proxy_canonenc(enc_path) for a reverse proxy: '/' is
+// canonPath is ap_proxy_canonenc_ex(enc_path) for a reverse proxy: '/' is
 // kept, alphanumerics and allowedPath are kept, everything else
-// (including '%') becomes %XX with upper-case hex.
-func canonPath(s string) string {
+// (including '%') becomes %XX with upper-case hex — but for
+// AllowEncodedSlashes NoDecode an encoded slash, which r->uri kept, goes
+// on as it came (PROXY_CANONENC_NOENCODEDSLASHENCODING).
+func canonPath(s string, slashes EncodedSlashes) string {
 	const hexdig = "0123456789ABCDEF"
 	var b strings.Builder
 	b.Grow(len(s))
 	for i := 0; i < len(s); i++ {
 		c := s[i]
+		if slashes == SlashesNoDecode && c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) && x2c(s[i+1:i+3]) == '/' {
+			b.WriteString(s[i : i+3])
+			i += 2
+			continue
+		}
 		if c == '/' || isAlnum(c) || strings.IndexByte(allowedPath, c) >= 0 {
 			b.WriteByte(c)
 			continue
@@ -317,7 +338,7 @@ func defaultPort(scheme string) int {
 // the query (args, hasArgs: r->args) unless nocanon. status is 0, or 400
 // for a URL whose host or port does not parse, 403 for control characters
 // or spaces.
-func canonURL(u, args string, hasArgs, nocanon bool) (t target, status int) {
+func canonURL(u, args string, hasArgs, nocanon bool, slashes EncodedSlashes) (t target, status int) {
 	scheme, rest, ok := strings.Cut(u, "://")
 	if !ok {
 		return t, http.StatusBadRequest
@@ -346,7 +367,7 @@ func canonURL(u, args string, hasArgs, nocanon bool) (t target, status int) {
 		t.uri = "/" + path
 		return t, 0
 	}
-	t.uri = "/" + canonPath(path)
+	t.uri = "/" + canonPath(path, slashes)
 	if hasArgs {
 		if badChars(args) {
 			return t, http.StatusForbidden
@@ -504,4 +525,96 @@ func isURL(u string) bool {
 		}
 	}
 	return false
+}
+
+// apacheWorker is one worker of Apache's server-wide table, as add_pass
+// defines them for ProxyPass and ProxyPassMatch lines in order: a line
+// whose URL an earlier worker already matches shares that worker (and its
+// parameters) instead of defining its own.
+type apacheWorker struct {
+	name  string // workerName of the URL as written ($N kept)
+	match bool   // a ProxyPassMatch worker: $N in its name match anything
+	reuse bool   // connections to the real server are kept: not for a match worker with a $N (ap_proxy_define_worker_ex)
+}
+
+// defineWorkers is add_pass's worker definitions over the routes (not
+// exclusions or balancers, whose members live in their balancer).
+func defineWorkers(routes []Route) []apacheWorker {
+	var ws []apacheWorker
+	for _, r := range routes {
+		if r.Exclude() || r.Balancer != "" {
+			continue
+		}
+		name := workerName(r.URL)
+		match := r.Regex != nil
+		if findWorker(ws, name, !match, match) != nil {
+			continue
+		}
+		ws = append(ws, apacheWorker{name: name, match: match, reuse: !match || !strings.Contains(name, "$")})
+	}
+	return ws
+}
+
+// findWorker is ap_proxy_get_worker_ex over ws: the worker whose name
+// matches url longest — a prefix worker by prefix, a match worker with
+// its $N as wildcards — and at least covers url's scheme://host[:port].
+func findWorker(ws []apacheWorker, url string, prefix, match bool) *apacheWorker {
+	minMatch := len(url)
+	if i := strings.Index(url, "://"); i >= 0 {
+		if j := strings.IndexByte(url[i+3:], '/'); j >= 0 {
+			minMatch = i + 3 + j
+		}
+	}
+	url = strings.ToLower(url[:minMatch]) + url[minMatch:]
+	var best *apacheWorker
+	longest := 0
+	for i := range ws {
+		w := &ws[i]
+		n := len(w.name)
+		if n > len(url) || n <= longest || n < minMatch {
+			continue
+		}
+		if w.match && match && ematch(url, w.name) == 0 || !w.match && prefix && strings.HasPrefix(url, w.name) {
+			best, longest = w, n
+		}
+	}
+	return best
+}
+
+// ematch is ap_proxy_strcmp_ematch: 0 when str matches expected, in which
+// a run of $N matches any string and a backslash escapes the next byte;
+// 1 for no match, -1 to abort (str ran out), -2 for a trailing backslash.
+func ematch(str, expected string) int {
+	x := 0
+	for y := 0; y < len(expected); y, x = y+1, x+1 {
+		if expected[y] == '$' && y+1 < len(expected) && expected[y+1] >= '0' && expected[y+1] <= '9' {
+			for y+1 < len(expected) && expected[y] == '$' && expected[y+1] >= '0' && expected[y+1] <= '9' {
+				y += 2
+			}
+			if y == len(expected) {
+				return 0
+			}
+			for x < len(str) {
+				ret := ematch(str[x:], expected[y:])
+				x++
+				if ret != 1 {
+					return ret
+				}
+			}
+			return -1
+		}
+		if x == len(str) {
+			return -1
+		}
+		if expected[y] == '\\' {
+			y++
+			if y == len(expected) {
+				return -2
+			}
+		}
+		if str[x] != expected[y] {
+			return 1
+		}
+	}
+	return 0
 }

@@ -32,6 +32,7 @@ type seen struct {
 	XFF  string `json:"xff"`
 	XFH  string `json:"xfh"`
 	XFS  string `json:"xfs"`
+	Conn string `json:"conn"` // the Connection header the backend got
 }
 
 // echoBackend starts a loopback backend that answers JSON describing the
@@ -58,7 +59,7 @@ func echoBackend(t testing.TB, name string) string {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(seen{Name: name, URI: r.RequestURI, Host: r.Host,
-			XFF: r.Header.Get("X-Forwarded-For"), XFH: r.Header.Get("X-Forwarded-Host"), XFS: r.Header.Get("X-Forwarded-Server")})
+			XFF: r.Header.Get("X-Forwarded-For"), XFH: r.Header.Get("X-Forwarded-Host"), XFS: r.Header.Get("X-Forwarded-Server"), Conn: r.Header.Get("Connection")})
 	})}
 	go s.Serve(ln)
 	t.Cleanup(func() { s.Close() })
@@ -177,7 +178,7 @@ Group nogroup
 // startVsgate serves the same directives with this package.
 func startVsgate(t *testing.T, directives string) string {
 	t.Helper()
-	cfg, err := ParseDirectives(directives, "test.conf")
+	cfg, err := ParseDirectives(directives, "test.conf", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,6 +294,7 @@ ProxyPassReverse /lb balancer://pool
 ProxyPass /first http://{B1}/one
 ProxyPass /first/second http://{B2}/two
 ProxyPass /top/ http://{B3}/
+ProxyPass /sales http://{B1}/
 <Proxy balancer://pool>
 BalancerMember http://{B1}/lb loadfactor=3
 BalancerMember http://{B2}/lb loadfactor=2
@@ -393,6 +395,13 @@ var mainCases = []conformanceCase{
 	{"/lb/12", "www.example.com", "", "byrequests sequence"},
 	{"/lb", "www.example.com", "", "balancer bare prefix"},
 	{"/lb?x=1", "www.example.com", "", "balancer with query"},
+	{"/sales/x%20y", "www.example.com", "", "forwarded path begins with //: encoded once"},
+	{"/sales/a/b%c3%a9?q=%20", "www.example.com", "", "forwarded path begins with //: UTF-8 and query"},
+	{"/sales", "www.example.com", "", "forwarded path is the URL's /"},
+	{"/app/x#frag", "www.example.com", "", "a fragment in the request-target"},
+	{"/app/x?q=1#f", "www.example.com", "", "a fragment after the query"},
+	{"/nothing#x", "www.example.com", "", "a fragment on a path no route maps"},
+	{"/app/x%23y", "www.example.com", "", "an encoded # is no fragment"},
 }
 
 func TestApacheConformance(t *testing.T) {
@@ -450,4 +459,45 @@ var preserveCases = []conformanceCase{
 
 func TestApacheConformancePreserveHost(t *testing.T) {
 	runConformance(t, backends(t, preserveDirectives), preserveCases)
+}
+
+const encodedSlashDirectives = `
+ProxyPass /app http://{B1}/app
+ProxyPass /raw http://{B2}/raw nocanon
+ProxyPassMatch ^/re/(.*)$ http://{B3}/regex/$1
+`
+
+var encodedSlashCases = []conformanceCase{
+	{"/app/a%2fb", "www.example.com", "", "encoded slash"},
+	{"/app/a%2Fb%20c", "www.example.com", "", "encoded slash and space"},
+	{"/app/%2F%2Fx", "www.example.com", "", "encoded slashes in a row"},
+	{"/app/a%2f..%2fb", "www.example.com", "", "encoded slashes around a dot-dot"},
+	{"/raw/a%2Fb", "www.example.com", "", "nocanon, encoded slash"},
+	{"/raw/a%2fb%20c", "www.example.com", "", "nocanon, encoded slash and space"},
+	{"/re/a%2Fb", "www.example.com", "", "regex route, encoded slash"},
+	{"/app/a%00b", "www.example.com", "", "encoded NUL"},
+	{"/app/a%5cb", "www.example.com", "", "encoded backslash"},
+}
+
+// TestApacheConformanceEncodedSlashes: AllowEncodedSlashes On (decoded,
+// then encoded again for the backend) and NoDecode (passed as they came).
+func TestApacheConformanceEncodedSlashes(t *testing.T) {
+	for _, mode := range []string{"On", "NoDecode", "Off"} {
+		t.Run(mode, func(t *testing.T) {
+			runConformance(t, backends(t, "AllowEncodedSlashes "+mode+"\n"+encodedSlashDirectives), encodedSlashCases)
+		})
+	}
+}
+
+// TestApacheConformanceServerName: ServerName among the directives names
+// the front end in X-Forwarded-Server.
+func TestApacheConformanceServerName(t *testing.T) {
+	for _, name := range []string{"front.example", "front.example:8080"} {
+		t.Run(name, func(t *testing.T) {
+			runConformance(t, backends(t, "ServerName "+name+"\nProxyPass /app http://{B1}/app\n"), []conformanceCase{
+				{"/app/x", "www.example.com", "", "X-Forwarded-Server from ServerName"},
+				{"/app/x", "www.example.com", "X-Forwarded-Server: s.example\r\n", "appended to the client's"},
+			})
+		})
+	}
 }

@@ -15,6 +15,29 @@ import (
 // FILE:LINE, the directive and the fix.
 var ErrDirective = errors.New("bad proxy directive")
 
+// DirectiveError is what ParseDirectives returns: where the directive
+// that is refused stands and why (with the fix).
+type DirectiveError struct {
+	File string
+	Line int
+	Msg  string // what is wrong
+	Fix  string // what to write instead; "" when Msg says it all
+}
+
+func (e *DirectiveError) Error() string {
+	if e.Fix == "" {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Msg, e.Fix)
+}
+
+// Unwrap returns ErrDirective.
+func (e *DirectiveError) Unwrap() error { return ErrDirective }
+
+// SupportedDirectives lists, for messages, the directives ParseDirectives
+// takes.
+const SupportedDirectives = "ProxyPass, ProxyPassMatch, ProxyPassReverse, <Proxy balancer://NAME>, BalancerMember, ProxySet, ProxyPreserveHost, ProxyAddHeaders, ProxyTimeout, ProxyRequests Off, AllowEncodedSlashes, ServerName"
+
 // Defaults, as Apache 2.4 has them.
 const (
 	// DefaultRetry is how long a worker that failed to connect rests
@@ -50,7 +73,26 @@ type Config struct {
 	NoAddHeaders bool
 	// Timeout is ProxyTimeout; 0 means DefaultTimeout.
 	Timeout time.Duration
+	// EncodedSlashes is AllowEncodedSlashes: what a %2F in a request's
+	// path does.
+	EncodedSlashes EncodedSlashes
+	// ServerName is ServerName's host (its port left out): the front
+	// end's name in X-Forwarded-Server; "" leaves it to Options.
+	ServerName string
 }
+
+// EncodedSlashes is AllowEncodedSlashes's value.
+type EncodedSlashes uint8
+
+const (
+	// SlashesOff (Apache's default) answers 404 to a path with %2F.
+	SlashesOff EncodedSlashes = iota
+	// SlashesOn decodes %2F to "/" and normalizes the path again; the
+	// real server gets the slash.
+	SlashesOn
+	// SlashesNoDecode keeps %2F as it came, to the real server.
+	SlashesNoDecode
+)
 
 // Route is one ProxyPass or ProxyPassMatch line. The zero value is a
 // route that matches nothing useful; Routes come from ParseDirectives and
@@ -114,14 +156,16 @@ type Member struct {
 }
 
 // ParseDirectives parses Apache 2.4 proxy directives as they are written in
-// httpd.conf. filename is used in error messages only. The supported
+// httpd.conf. filename and firstLine, the line of filename where text
+// begins (1 for a file of its own), are for error messages only. The supported
 // directives are ProxyPass, ProxyPassMatch, ProxyPassReverse,
 // <Proxy balancer://NAME> with BalancerMember and ProxySet, BalancerMember
 // and ProxySet naming a balancer, ProxyPreserveHost, ProxyAddHeaders,
-// ProxyTimeout and ProxyRequests Off. Anything else is an error, so that a
-// directive is never silently ignored.
-func ParseDirectives(text, filename string) (*Config, error) {
-	p := &parser{file: filename, cfg: &Config{}, bal: map[string]*Balancer{}}
+// ProxyTimeout, ProxyRequests Off, AllowEncodedSlashes and ServerName.
+// Anything else is an error, so that a directive is never silently
+// ignored.
+func ParseDirectives(text, filename string, firstLine int) (*Config, error) {
+	p := &parser{file: filename, first: max(firstLine, 1), cfg: &Config{}, bal: map[string]*Balancer{}}
 	if err := p.run(text); err != nil {
 		return nil, err
 	}
@@ -130,17 +174,31 @@ func ParseDirectives(text, filename string) (*Config, error) {
 
 type parser struct {
 	file   string
+	first  int // the file's line of the text's first line
 	cfg    *Config
 	bal    map[string]*Balancer
 	inside *Balancer // current <Proxy balancer://...> block
 	line   int
 }
 
+// errf is the error at the line being read. format is "what: fix" (the
+// fix may be left out); the first ": " in it separates the two.
 func (p *parser) errf(format string, a ...any) error {
-	return fmt.Errorf("%s:%d: %s: %w", p.file, p.line, fmt.Sprintf(format, a...), ErrDirective)
+	e := &DirectiveError{File: p.file, Line: p.fileLine()}
+	what, fix, ok := strings.Cut(format, ": ")
+	if !ok {
+		e.Msg = fmt.Sprintf(format, a...)
+		return e
+	}
+	n := strings.Count(what, "%") - 2*strings.Count(what, "%%") // the verbs what uses
+	e.Msg, e.Fix = fmt.Sprintf(what, a[:n]...), fmt.Sprintf(fix, a[n:]...)
+	return e
 }
 
-func (p *parser) pos() string { return fmt.Sprintf("%s:%d", p.file, p.line) }
+// fileLine is the line being read, counted in the file.
+func (p *parser) fileLine() int { return p.first + p.line - 1 }
+
+func (p *parser) pos() string { return fmt.Sprintf("%s:%d", p.file, p.fileLine()) }
 
 func (p *parser) run(text string) error {
 	lines := strings.Split(text, "\n")
@@ -164,7 +222,7 @@ func (p *parser) run(text string) error {
 		switch {
 		case strings.HasPrefix(name, "<proxy"):
 			if p.inside != nil {
-				return p.errf("<Proxy> blocks do not nest: close the block of line %d with </Proxy> first", blockLine)
+				return p.errf("<Proxy> blocks do not nest: close the block of line %d with </Proxy> first", p.first+blockLine-1)
 			}
 			arg := strings.TrimSuffix(strings.TrimSpace(l[len("<proxy"):]), ">")
 			if name != "<proxy" && name != "<proxy>" || !strings.HasSuffix(l, ">") {
@@ -196,7 +254,7 @@ func (p *parser) run(text string) error {
 		r := &p.cfg.Routes[i]
 		if r.Balancer != "" {
 			if b := p.bal[r.Balancer]; b == nil || len(b.Members) == 0 {
-				p.line = lineOf(r.Pos)
+				p.line = lineOf(r.Pos) - p.first + 1
 				return p.errf("ProxyPass: balancer://%s has no members: add <Proxy balancer://%s> with BalancerMember lines", r.Balancer, r.Balancer)
 			}
 		}
@@ -346,6 +404,31 @@ func (p *parser) directive(orig, name string, args []string) error {
 			}
 		}
 		return nil
+	case "allowencodedslashes":
+		if len(args) != 1 {
+			return p.errf("AllowEncodedSlashes takes one of On, Off, NoDecode")
+		}
+		switch strings.ToLower(args[0]) {
+		case "off":
+			p.cfg.EncodedSlashes = SlashesOff
+		case "on":
+			p.cfg.EncodedSlashes = SlashesOn
+		case "nodecode":
+			p.cfg.EncodedSlashes = SlashesNoDecode
+		default:
+			return p.errf("AllowEncodedSlashes %q: write On, Off or NoDecode", args[0])
+		}
+		return nil
+	case "servername":
+		if len(args) != 1 {
+			return p.errf("ServerName takes one name: write ServerName www.example.com[:port]")
+		}
+		host, _, ok := parseAddrPort(strings.TrimPrefix(strings.TrimPrefix(args[0], "https://"), "http://"))
+		if !ok || host == "" || strings.ContainsAny(host, " /?#@%\\\"'") {
+			return p.errf("ServerName %q: write a host name, with :port if you like", args[0])
+		}
+		p.cfg.ServerName = host
+		return nil
 	case "proxytimeout":
 		if len(args) != 1 {
 			return p.errf("ProxyTimeout takes one number of seconds")
@@ -360,9 +443,9 @@ func (p *parser) directive(orig, name string, args []string) error {
 	if !directiveName(orig) {
 		// Not a directive at all: the file named may be anything (read
 		// as root), so its text is not repeated in the error.
-		return p.errf("not an Apache directive (the line is not shown): vsgate's proxy takes ProxyPass, ProxyPassMatch, ProxyPassReverse, <Proxy balancer://NAME>, BalancerMember, ProxySet, ProxyPreserveHost, ProxyAddHeaders, ProxyTimeout, ProxyRequests Off")
+		return p.errf("not an Apache directive (the line is not shown): vsgate's proxy takes %s", SupportedDirectives)
 	}
-	return p.errf("unknown or unsupported directive %q: vsgate's proxy takes ProxyPass, ProxyPassMatch, ProxyPassReverse, <Proxy balancer://NAME>, BalancerMember, ProxySet, ProxyPreserveHost, ProxyAddHeaders, ProxyTimeout, ProxyRequests Off", orig)
+	return p.errf("unknown or unsupported directive %q: vsgate's proxy takes %s", orig, SupportedDirectives)
 }
 
 func (p *parser) proxyPass(orig string, match bool, args []string) error {

@@ -23,7 +23,7 @@ ProxyTimeout 7
   ProxySet lbmethod=bybusyness
 </Proxy>
 `
-	cfg, err := ParseDirectives(text, "site.conf")
+	cfg, err := ParseDirectives(text, "site.conf", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +81,7 @@ func TestParseDirectivesErrors(t *testing.T) {
 		// is refused without repeating it.
 		{"root:$y$j9T$secret:19000:0:99999:7:::", "x.conf:1: not an Apache directive (the line is not shown)"},
 	} {
-		_, err := ParseDirectives(c.text, "x.conf")
+		_, err := ParseDirectives(c.text, "x.conf", 1)
 		if err == nil || !errors.Is(err, ErrDirective) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: error %v, want %q", c.text, err, c.want)
 		}

@@ -2,11 +2,12 @@
 // reverse proxy whose routes are Apache 2.4 directives as written in
 // httpd.conf (ProxyPass, ProxyPassMatch, ProxyPassReverse,
 // <Proxy balancer://NAME> with BalancerMember and ProxySet,
-// ProxyPreserveHost, ProxyAddHeaders, ProxyTimeout) with Apache's exact
-// semantics: route order, prefix matching, path joining, URI
-// canonicalisation, nocanon, X-Forwarded-*, balancer lbmethods
-// (byrequests, bybusyness, bytraffic), failover, retry= and Apache's error
-// statuses. apache.go ports the Apache functions that decide these, and a
+// ProxyPreserveHost, ProxyAddHeaders, ProxyTimeout, AllowEncodedSlashes,
+// ServerName) with Apache's exact semantics: route order, prefix
+// matching, path joining, URI canonicalisation, encoded slashes, nocanon,
+// X-Forwarded-*, the Connection header Apache's workers send (and which of
+// them share one), balancer lbmethods (byrequests, bybusyness, bytraffic),
+// failover, retry= and Apache's error statuses. apache.go ports the Apache functions that decide these, and a
 // differential test (apache_test.go) runs the same directives and requests
 // through a real apache2 and through this package and requires equal
 // results.

@@ -21,7 +21,7 @@ func FuzzParseDirectives(f *testing.F) {
 		f.Add(s, "/a/b?c")
 	}
 	f.Fuzz(func(t *testing.T, text, target string) {
-		cfg, err := ParseDirectives(text, "fuzz.conf")
+		cfg, err := ParseDirectives(text, "fuzz.conf", 1)
 		if err != nil {
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -63,6 +64,7 @@ type Proxy struct {
 	routes    []*route
 	balancers map[string]*balancer
 	workers   []*worker
+	apache    []apacheWorker // Apache's worker table, for what its worker decides (connection reuse)
 	rp        *httputil.ReverseProxy
 	transport *http.Transport
 	log       *slog.Logger
@@ -172,6 +174,7 @@ func New(cfg *Config, opts Options) (*Proxy, error) {
 		}
 		p.balancers[b.name] = b
 	}
+	p.apache = defineWorkers(cfg.Routes)
 	shared := map[string]*worker{}
 	for i := range cfg.Routes {
 		r := &route{Route: cfg.Routes[i]}
@@ -253,7 +256,7 @@ func hostOf(u string) string {
 }
 
 func newWorker(u, bal string, params Worker) (*worker, error) {
-	t, st := canonURL(u, "", false, false)
+	t, st := canonURL(u, "", false, false, SlashesOff)
 	if st != 0 {
 		return nil, fmt.Errorf("bad URL: %w", ErrDirective)
 	}
@@ -365,6 +368,12 @@ var errHeaderTimeout = errors.New("timeout awaiting response headers")
 // ServeHTTP routes one request as Apache's mod_proxy would.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	unparsed := r.RequestURI
+	if strings.IndexByte(unparsed, '#') >= 0 {
+		// A fragment is no part of a request-target (RFC 9112 3.2):
+		// Apache refuses it (ap_parse_uri) before any routing.
+		p.fail(w, http.StatusBadRequest)
+		return
+	}
 	if !strings.HasPrefix(unparsed, "/") {
 		if r.URL.IsAbs() {
 			unparsed = r.URL.RequestURI()
@@ -374,7 +383,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	path, args, hasArgs := strings.Cut(unparsed, "?")
-	uri, st := requestPath(path)
+	uri, st := requestPath(path, p.cfg.EncodedSlashes)
 	if st != 0 {
 		p.fail(w, st)
 		return
@@ -387,7 +396,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &call{r: rt, found: found, args: args, hasArgs: hasArgs, nocanon: nocanon, host: r.Host}
 	// Check the URL now so that a bad mapping answers without a backend.
 	if rt.bal == nil {
-		if _, st := canonURL(found, args, hasArgs, nocanon); st != 0 {
+		if _, st := canonURL(found, args, hasArgs, nocanon, p.cfg.EncodedSlashes); st != 0 {
 			p.fail(w, st)
 			return
 		}
@@ -408,7 +417,11 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		if in.Host != "" {
 			mergeHeader(out.Header, in.Header, "X-Forwarded-Host", in.Host)
 		}
-		mergeHeader(out.Header, in.Header, "X-Forwarded-Server", p.opts.ServerName)
+		name := p.cfg.ServerName
+		if name == "" {
+			name = p.opts.ServerName
+		}
+		mergeHeader(out.Header, in.Header, "X-Forwarded-Server", name)
 	} else {
 		for _, h := range []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
 			if v, ok := in.Header[h]; ok {
@@ -422,6 +435,12 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	if out.Header.Get("Upgrade") != "" && !p.canUpgrade(c, out.Header.Get("Upgrade")) {
 		out.Header.Del("Upgrade")
 		out.Header.Del("Connection")
+	}
+	if out.Header.Get("Upgrade") == "" {
+		// mod_proxy_http asks every real server to keep the connection
+		// (ap_proxy_create_hdrbrgd), whatever the client asked of it; an
+		// upgrade's Connection is the reverse proxy's.
+		out.Header["Connection"] = []string{"Keep-Alive"}
 	}
 	if _, ok := in.Header["User-Agent"]; !ok {
 		out.Header["User-Agent"] = nil // do not add Go's
@@ -520,7 +539,7 @@ func (rt roundTripper) RoundTrip(req *http.Request) (*http.Response, error) {
 		} else if !w.usable(time.Now().UnixNano()) {
 			break
 		}
-		t, st := canonURL(u, c.args, c.hasArgs, c.nocanon)
+		t, st := canonURL(u, c.args, c.hasArgs, c.nocanon, p.cfg.EncodedSlashes)
 		if st != 0 {
 			c.status = st
 			return nil, fmt.Errorf("proxy: bad URL %q", u)
@@ -568,8 +587,25 @@ func (p *Proxy) send(req *http.Request, c *call, w *worker, t target, guard *bod
 		// Opaque may not start with "//" (it would read as a host).
 		out.URL.Opaque = ""
 		pth, q, hasQ := strings.Cut(t.uri, "?")
-		out.URL.Path, out.URL.RawPath = pth, pth
+		// Path is the decoded form and RawPath its encoding as it goes
+		// out: with RawPath not an encoding of Path, net/url would encode
+		// Path again (%20 as %2520).
+		out.URL.RawPath = pth
+		if dec, err := url.PathUnescape(pth); err == nil {
+			out.URL.Path = dec
+		} else {
+			out.URL.Path = pth
+		}
 		out.URL.RawQuery, out.URL.ForceQuery = q, hasQ && q == ""
+	}
+	if c.r.bal == nil {
+		// The worker Apache would serve this URL with (its table's longest
+		// match) may be one that reuses no connection: a ProxyPassMatch
+		// worker with a $N asks the real server to close.
+		if aw := findWorker(p.apache, t.scheme+"://"+t.hostHeader()+t.uri, true, true); aw != nil && !aw.reuse {
+			out.Close = true
+			out.Header["Connection"] = []string{"close"}
+		}
 	}
 	if p.cfg.PreserveHost {
 		out.Host = c.host

@@ -24,7 +24,7 @@ func refuseDial(context.Context, string, string) (net.Conn, error) {
 // repl) on loopback and returns its address and the Proxy.
 func serveProxy(t testing.TB, directives string, opts Options) (string, *Proxy) {
 	t.Helper()
-	cfg, err := ParseDirectives(directives, "t.conf")
+	cfg, err := ParseDirectives(directives, "t.conf", 1)
 	if err != nil {
 		t.Fatal(err)
 	}

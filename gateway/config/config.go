@@ -192,6 +192,11 @@ type L7 struct {
 	// proxy.ParseDirectives; the gateway parses them again to build the
 	// proxy.
 	Text string
+	// Source and FirstLine are where Text stands, for the proxy's
+	// messages: the directives file, or the configuration file and the
+	// line the inline text begins on.
+	Source    string
+	FirstLine int
 }
 
 // Backend is one real server.
@@ -282,7 +287,9 @@ func ParseNames(ctx context.Context, data []byte, filename string, res names.Res
 	c.Resolved = resolved
 	validate(c, r)
 	for _, e := range r.errs {
-		e.File, e.Line = filename, f.line(e.Path)
+		if e.File == "" { // not placed in another file already (failAt)
+			e.File, e.Line = filename, f.line(e.Path)
+		}
 	}
 	if err := r.err(); err != nil {
 		return nil, err

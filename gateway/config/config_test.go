@@ -381,10 +381,12 @@ services:
   - proto: tcp
     vip: 198.18.0.10:80
     mode: l7
-    l7:   # <-
+    l7:
       directives: |
+        ProxyPass / http://198.18.2.11/
         ProxyPass /sales
-`, "Apache 2.4 httpd.conf syntax"},
+# <-^ the directive's own line in the file
+`, "ProxyPass needs a path and a URL: write ProxyPass /path http://backend:port/path"},
 	{"l7 with backends", `
 services:
   - proto: tcp
@@ -649,7 +651,12 @@ fullnat:
 func markedLine(tb testing.TB, src string) int {
 	tb.Helper()
 	for i, l := range strings.Split(src, "\n") {
-		if strings.Contains(l, "# <-") {
+		switch {
+		case strings.Contains(l, "# <-^"):
+			// The line above: one inside a block scalar, which cannot
+			// carry a YAML comment.
+			return i
+		case strings.Contains(l, "# <-"):
 			return i + 1
 		}
 	}
@@ -992,5 +999,45 @@ fullnat: {pool: [198.18.0.30]}
 	}
 	if !slices.Equal(got, want) {
 		t.Fatalf("ReplyAdoptions:\n%+v\nwant\n%+v", got, want)
+	}
+}
+
+// TestL7DirectiveErrorPlace: a refused Apache directive is reported once,
+// at its own line — in the directives file when the service names one, in
+// the configuration file for an inline block — with vsgate's directives
+// listed once.
+func TestL7DirectiveErrorPlace(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "proxy.conf")
+	if err := os.WriteFile(conf, []byte("ProxyPass /a http://198.18.2.11/\n\n# a comment\nSSLEngine on\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inline := "services:\n  - proto: tcp\n    vip: 198.18.0.10:80\n    mode: l7\n    l7:\n      directives: |\n        ProxyPass /a http://198.18.2.11/\n        SSLEngine on\n"
+	for _, tc := range []struct {
+		name, yaml, file string
+		line             int
+	}{
+		{"file", "services:\n  - {proto: tcp, vip: 198.18.0.10:80, mode: l7, l7: {file: proxy.conf}}\n", conf, 4},
+		{"inline block", inline, filepath.Join(dir, "vsgate.yaml"), 8},
+		{"inline one line", "services:\n  - proto: tcp\n    vip: 198.18.0.10:80\n    mode: l7\n    l7: {directives: \"SSLEngine on\"}\n", filepath.Join(dir, "vsgate.yaml"), 5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, "vsgate.yaml")
+			if err := os.WriteFile(path, []byte(tc.yaml), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(path)
+			var es Errors
+			if !errors.As(err, &es) || len(es) != 1 {
+				t.Fatalf("want one error, got %v", err)
+			}
+			e := es[0]
+			if e.File != tc.file || e.Line != tc.line {
+				t.Errorf("error at %s:%d, want %s:%d: %v", e.File, e.Line, tc.file, tc.line, e)
+			}
+			if n := strings.Count(e.Error(), "ProxyPassMatch"); n != 1 || !strings.Contains(e.Error(), `"SSLEngine"`) {
+				t.Errorf("error %q: want the directive named and vsgate's list once (%d)", e, n)
+			}
+		})
 	}
 }

@@ -630,7 +630,7 @@ func (cv *conv) l7(path string, fl *fileL7) *L7 {
 		return nil
 	}
 	l := &L7{Text: fl.Directives, File: fl.File}
-	source := fmt.Sprintf("%s (l7 block at line %d)", cv.f.name, cv.f.line(path+".l7.directives"))
+	source, first := cv.f.name, cv.f.line(path+".l7.directives"+textLine)
 	if fl.File != "" {
 		name := fl.File
 		if !filepath.IsAbs(name) {
@@ -641,10 +641,22 @@ func (cv *conv) l7(path string, fl *fileL7) *L7 {
 			cv.r.fail(path+".l7.file", fmt.Sprintf("directives file: %v", err), "give the path of a readable file (relative paths start at this file's directory)")
 			return nil
 		}
-		l.Text, source = string(b), name
+		l.Text, source, first = string(b), name, 1
 	}
-	if _, err := proxy.ParseDirectives(l.Text, source); err != nil {
-		cv.r.fail(path+".l7", "Apache directives: "+err.Error(), "fix the directive: Apache 2.4 httpd.conf syntax (ProxyPass, ProxyPassMatch, ProxyPassReverse, <Proxy balancer://...>, BalancerMember, ProxySet, ProxyPreserveHost)")
+	l.Source, l.FirstLine = source, first
+	if _, err := proxy.ParseDirectives(l.Text, source, first); err != nil {
+		// The directive's own file and line; its message says the fix
+		// and what vsgate takes.
+		var de *proxy.DirectiveError
+		fix := "write it as Apache 2.4's httpd.conf has it"
+		if errors.As(err, &de) {
+			if de.Fix != "" {
+				fix = de.Fix
+			}
+			cv.r.failAt(path+".l7", de.File, de.Line, de.Msg, fix)
+		} else {
+			cv.r.fail(path+".l7", err.Error(), fix)
+		}
 		return nil
 	}
 	return l

@@ -89,6 +89,17 @@ func (r *report) fail(path, msg, fix string) {
 	r.errs = append(r.errs, &Error{Path: path, Msg: msg, Fix: fix})
 }
 
+// failAt records a problem at path that stands at line of file (a file
+// the configuration names, or a line inside one of its values).
+func (r *report) failAt(path, file string, line int, msg, fix string) {
+	if r.failed(path) {
+		return
+	}
+	r.fail(path, msg, fix)
+	e := r.errs[len(r.errs)-1]
+	e.File, e.Line = file, line
+}
+
 // failed reports whether a problem was recorded at path.
 func (r *report) failed(path string) bool { return r.seen[path] }
 

@@ -258,7 +258,9 @@ type shape struct {
 // errors returns what the shape check found, with file and line set.
 func (s *shape) errors(f *file) Errors {
 	for _, e := range s.r.errs {
-		e.File, e.Line = f.name, f.line(e.Path)
+		if e.File == "" {
+			e.File, e.Line = f.name, f.line(e.Path)
+		}
 	}
 	s.r.err() // sort
 	return s.r.errs
@@ -346,6 +348,13 @@ func (s *shape) walk(n ast.Node, t reflect.Type, path string) {
 			s.walk(v, t.Elem(), p)
 		}
 	case reflect.String:
+		// Where the text itself begins, for a value that is a text of its
+		// own (Apache directives): a block scalar's on the line after
+		// its '|' or '>'.
+		s.lines[path+textLine] = nodeLine(n)
+		if _, ok := n.(*ast.LiteralNode); ok {
+			s.lines[path+textLine]++
+		}
 		switch n.(type) {
 		case ast.MapNode, *ast.SequenceNode:
 			s.kind(path, fmt.Sprintf("%s is %s, not a single value", key, describe(n)),
@@ -353,6 +362,10 @@ func (s *shape) walk(n ast.Node, t reflect.Type, path string) {
 		}
 	}
 }
+
+// textLine suffixes a string value's path in file.lines: the line its
+// text begins on.
+const textLine = "#text"
 
 func (s *shape) kind(path, msg, fix string) {
 	s.kindErrors = true
