@@ -135,7 +135,15 @@ func (g *Gateway) work(i int, d device.Device) error {
 				out = append(out, bufs[j][:h+len(pkts[j])])
 			case nat.ToL7:
 				switch {
+				case g.l7 == nil && g.link == nil:
+					// The kernel's TCP terminates L7 services, and a rule
+					// delivers their packets before the TUN's route: one
+					// here is not theirs to take.
+					dropped++
+					continue
 				case g.l7 == nil:
+					// AF_PACKET: the kernel has the frame too, and
+					// terminates it.
 				case seg != nil:
 					if !seg.Segments(bufs[j], h, len(pkts[j]), inject) {
 						dropped++ // a super-packet it cannot split

@@ -10,16 +10,18 @@
 // with the ipvsadm language in gateway/adm); Prometheus metrics read from
 // the engine on scrape (metrics.go); pcap capture; path MTU as a router
 // does it (pmtu.go: fragmenting, or ICMP too big back to the sender with
-// its own packet quoted); and the L7 services,
-// whose packets the engine hands to an embedded netstack (proxy/netstack).
+// its own packet quoted); and the L7 services, whose TCP the namespace's
+// kernel terminates on vsgate's listeners (a rule per VIP and port
+// delivers it, netconf.go) or, with l7.stack: netstack, an embedded
+// netstack (proxy/netstack) the engine hands their packets to.
 //
 // Files, by job: gateway.go (Options, New, Run, Close), fromconfig.go
 // (the one conversion from a configuration file to Options), dataplane.go (the
 // workers' loop, writes, housekeeping and rates), reload.go (changes,
 // all or nothing: check, rewire, engine, then the old wiring goes),
 // netconf.go and guard.go (the TUN wiring and its nftables table),
-// health.go (health checks into the engine), l7.go (the netstack and its
-// batched output), dispatch.go (what `vsgate adm` asks), control.go (the
+// health.go (health checks into the engine), l7.go (the L7 listeners,
+// the netstack and its batched output), dispatch.go (what `vsgate adm` asks), control.go (the
 // socket it asks on), capture.go, metrics.go, drops.go, pmtu.go.
 //
 // What waits on what (the locks, outermost first; nothing takes them in

@@ -39,7 +39,7 @@ func ReloadOptions(cfg *config.Config, log *slog.Logger) (Options, error) {
 	}
 	o := Options{
 		NAT: n, Device: cfg.Device.Name, Queues: cfg.Device.Queues, Offloads: cfg.Device.Offloads,
-		ControlSocket: cfg.Control.Socket, PcapDir: cfg.Pcap.Dir, Logger: log,
+		ControlSocket: cfg.Control.Socket, PcapDir: cfg.Pcap.Dir, Logger: log, L7Netstack: cfg.L7Stack == config.L7Netstack,
 		MasqDefaults: adm.Defaults{Inside: cfg.MasqueradeInside},
 		Health:       map[string]health.Spec{},
 	}

@@ -92,11 +92,16 @@ type Options struct {
 	Source *Source
 
 	// L7 are the application-layer services: their VIP's TCP is
-	// terminated in the gateway's netstack and served by Handler (the
-	// proxy). NAT must list each as a service with Mode nat.ModeL7 (so the
-	// engine hands its packets over); New adds those entries itself if
-	// they are missing.
+	// terminated by the namespace's kernel (or, with L7Netstack, by the
+	// gateway's netstack) and served by Handler (the proxy). NAT must
+	// list each as a service with Mode nat.ModeL7 (so the engine hands
+	// its packets over to the netstack, or knows they are not its own);
+	// New adds those entries itself if they are missing.
 	L7 []L7Service
+	// L7Netstack terminates the L7 services' TCP in gVisor's netstack fed
+	// from the device, instead of the kernel's TCP through listeners on
+	// the VIPs (l7.stack: netstack).
+	L7Netstack bool
 
 	// BGP, when set, runs the embedded BGP speaker (gateway/bgp.go).
 	BGP *BGPOptions
@@ -174,8 +179,8 @@ type Gateway struct {
 	sync        *connsync.Daemon
 	withdrawn   bool // a stop has withdrawn the BGP routes
 
-	capture pcap.Writer // what enters and leaves, when started (--pcap, vsgate adm pcap)
-	l7      *netstack.Stack
+	capture pcap.Writer     // what enters and leaves, when started (--pcap, vsgate adm pcap)
+	l7      *netstack.Stack // the L7 services' stack with L7Netstack; nil for the kernel's
 	l7srv   []*http.Server
 	writeMu []sync.Mutex // per device: the worker and the netstack both write
 	rates   atomic.Pointer[map[string]adm.Rates]
@@ -316,6 +321,21 @@ func (g *Gateway) openLink() (err error) {
 		if err := g.net.sysctl("net/ipv6/conf/all/forwarding", "0"); err != nil {
 			return err
 		}
+	}
+	// The L7 services' clients are the kernel's (TUN mode wires this in
+	// its plan).
+	plan := g.netPlan()
+	if removed, err := removeLeftovers(h, plan); err != nil {
+		return err
+	} else if len(removed) > 0 {
+		g.log.Warn("removed the wiring a vsgate that did not stop cleanly left behind", "removed", removed)
+	}
+	steps, err := l7Steps(h, plan)
+	if err != nil {
+		return err
+	}
+	if err := g.net.apply(steps); err != nil {
+		return fmt.Errorf("L7 wiring: %w", err)
 	}
 	g.link.Announce()
 	g.log.Info("AF_PACKET device", "interfaces", o.Interfaces, "queues", max(o.Queues, 1), "owned", g.link.Owned())

@@ -1,12 +1,17 @@
 package gateway
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
+	"runtime"
 	"slices"
+	"syscall"
 	"time"
 
 	"github.com/vsgate/vsgate/gateway/adm"
@@ -14,6 +19,7 @@ import (
 	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/packet/device"
 	"github.com/vsgate/vsgate/proxy/netstack"
+	"golang.org/x/sys/unix"
 )
 
 // withL7Services adds an engine service (Mode L7) for every L7 VIP that
@@ -119,6 +125,9 @@ func (o *l7Output) queueOf(pkt []byte) int {
 }
 
 func (g *Gateway) startL7(services []L7Service) error {
+	if !g.opts.L7Netstack {
+		return g.startKernelL7(services)
+	}
 	mtu, err := g.devices[0].MTU()
 	if err != nil || mtu < 1280 {
 		mtu = 1500
@@ -137,14 +146,74 @@ func (g *Gateway) startL7(services []L7Service) error {
 		if err != nil {
 			return err
 		}
-		srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
-		g.l7srv = append(g.l7srv, srv)
+		g.serveL7(s, ln)
+		g.log.Info("l7 service", "vip", s.VIP, "stack", "netstack")
+	}
+	return nil
+}
+
+// serveL7 serves L7 service s on listeners lns, one HTTP server for them.
+func (g *Gateway) serveL7(s L7Service, lns ...net.Listener) {
+	srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
+	g.l7srv = append(g.l7srv, srv)
+	for _, ln := range lns {
 		go func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				g.log.Error("l7 service", "vip", s.VIP, "err", err)
 			}
 		}()
-		g.log.Info("l7 service", "vip", s.VIP)
+	}
+}
+
+// startKernelL7 listens on every L7 service's VIP and port with the
+// kernel's TCP: one SO_REUSEPORT listener per processor, so the kernel
+// spreads connections over them. The VIP is no address of the namespace:
+// the wiring's rule and local route (in a table of vsgate's own) deliver
+// its port to these sockets, and IP_TRANSPARENT lets them bind it and
+// answer from it (IP_FREEBIND binds, but the kernel will not route a
+// SYN-ACK from an address its local table lacks). The listeners are made
+// now, while the gateway may still set that (CAP_NET_ADMIN) and bind
+// ports below 1024; accepted connections inherit it.
+func (g *Gateway) startKernelL7(services []L7Service) error {
+	n := runtime.GOMAXPROCS(0)
+	for _, s := range services {
+		lns := make([]net.Listener, 0, n)
+		for range n {
+			ln, err := listenTransparent(s.VIP)
+			if err != nil {
+				for _, l := range lns {
+					l.Close()
+				}
+				return fmt.Errorf("l7 service %v: listen: %w", s.VIP, err)
+			}
+			lns = append(lns, ln)
+		}
+		g.serveL7(s, lns...)
+		g.log.Info("l7 service", "vip", s.VIP, "stack", "kernel", "listeners", n)
 	}
 	return nil
+}
+
+// listenTransparent listens on ap, an address the namespace does not own,
+// sharing the port with vsgate's other listeners on it (SO_REUSEPORT).
+func listenTransparent(ap netip.AddrPort) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if ap.Addr().Is4() {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+			} else {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_TRANSPARENT, 1)
+			}
+			if serr == nil {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+	network := "tcp4"
+	if ap.Addr().Is6() {
+		network = "tcp6"
+	}
+	return lc.Listen(context.Background(), network, ap.String())
 }

@@ -28,6 +28,9 @@ func TestL7ThroughGateway(t *testing.T) {
 	g, err := New(Options{
 		Devices: []device.Device{dev},
 		NAT:     nat.Config{Capacity: 1024},
+		// A test device carries the packets: the gateway's netstack
+		// terminates them (the kernel has no route to it).
+		L7Netstack: true,
 		L7: []L7Service{{VIP: vip, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			fmt.Fprintf(w, "l7 %s %s", r.URL.Path, r.RemoteAddr)
 		})}},
@@ -84,7 +87,7 @@ func TestL7ServiceIsNotAdms(t *testing.T) {
 	l4 := nat.Service{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 80, Scheduler: "rr",
 		Backends: []nat.Backend{{Addr: netip.MustParseAddr("198.18.2.11"), Port: 80, Weight: 1}}}
 	g, err := New(Options{Devices: []device.Device{dev}, NAT: nat.Config{Capacity: 1024, Services: []nat.Service{l4}},
-		L7: []L7Service{{VIP: vip, Handler: http.NotFoundHandler()}}})
+		L7Netstack: true, L7: []L7Service{{VIP: vip, Handler: http.NotFoundHandler()}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +115,7 @@ func TestL7ServiceIsNotAdms(t *testing.T) {
 	}
 	moved := l4
 	moved.Port = vip.Port()
-	err = g.Reload(Options{NAT: nat.Config{Capacity: 1024, Services: []nat.Service{moved}}})
+	err = g.Reload(Options{L7Netstack: true, NAT: nat.Config{Capacity: 1024, Services: []nat.Service{moved}}})
 	if err == nil || !strings.Contains(err.Error(), "is the address of an L7 (ProxyPass) service") {
 		t.Fatalf("a reload with an L4 service on the L7 service's address: %v", err)
 	}

@@ -38,7 +38,17 @@ type NetPlan struct {
 	Steer []netip.Prefix
 	// Table and RulePriority for the steering rule.
 	Table, RulePriority int
+	// L7 are the L7 services the kernel terminates: a rule (priority
+	// RulePriority-1) sends TCP to each VIP and port to table Table+1,
+	// where the VIP is a local address, so that the kernel delivers it
+	// to vsgate's listeners; the VIP's other ports still go into the
+	// device.
+	L7 []netip.AddrPort
 }
+
+// l7Table and l7RulePriority are where plan p puts its L7 rules.
+func (p NetPlan) l7Table() int        { return p.Table + 1 }
+func (p NetPlan) l7RulePriority() int { return p.RulePriority - 1 }
 
 // netState is what the wiring changed, item by item, in the order done.
 type netState struct {
@@ -75,13 +85,32 @@ func removeLeftovers(h *netlink.Handle, p NetPlan) ([]string, error) {
 			return removed, fmt.Errorf("listing rules: %w", err)
 		}
 		for _, r := range rules {
-			if r.Priority != p.RulePriority || r.Table != p.Table {
+			if (r.Priority != p.RulePriority || r.Table != p.Table) && (r.Priority != p.l7RulePriority() || r.Table != p.l7Table()) {
 				continue
 			}
 			if err := h.RuleDel(&r); err != nil {
 				return removed, fmt.Errorf("removing a leftover rule %d iif %s lookup %d: %w", r.Priority, r.IifName, r.Table, err)
 			}
-			removed = append(removed, fmt.Sprintf("rule %d iif %s family %d lookup %d", r.Priority, r.IifName, fam, r.Table))
+			if r.Dport != nil {
+				removed = append(removed, fmt.Sprintf("rule %d to %v tcp dport %d lookup %d", r.Priority, r.Dst, r.Dport.Start, r.Table))
+			} else {
+				removed = append(removed, fmt.Sprintf("rule %d iif %s family %d lookup %d", r.Priority, r.IifName, fam, r.Table))
+			}
+		}
+	}
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		routes, err := h.RouteListFiltered(fam, &netlink.Route{Table: p.l7Table()}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return removed, fmt.Errorf("listing table %d: %w", p.l7Table(), err)
+		}
+		for _, r := range routes {
+			if r.Type != unix.RTN_LOCAL {
+				continue
+			}
+			if err := h.RouteDel(&r); err != nil {
+				return removed, fmt.Errorf("removing a leftover route %v table %d: %w", r.Dst, p.l7Table(), err)
+			}
+			removed = append(removed, fmt.Sprintf("local %v table %d", r.Dst, p.l7Table()))
 		}
 	}
 	had, err := removeGuard()
@@ -236,6 +265,11 @@ func planSteps(h *netlink.Handle, p NetPlan) ([]netStep, error) {
 		})
 	}
 	add("nftables guard dev "+p.Device, func() (func() error, error) { return addGuard(p.Device) })
+	l7, err := l7Steps(h, p)
+	if err != nil {
+		return nil, err
+	}
+	steps = append(steps, l7...)
 	if len(p.Steer) == 0 {
 		return steps, nil
 	}
@@ -286,6 +320,64 @@ func planSteps(h *netlink.Handle, p NetPlan) ([]netStep, error) {
 		sysctl("net/ipv4/conf/"+k.dev+"/rp_filter", "0")
 	}
 	return steps, nil
+}
+
+// l7Steps wires plan p's L7 services to the kernel: per VIP a local
+// route in the L7 table, per VIP and port a rule to it.
+func l7Steps(h *netlink.Handle, p NetPlan) ([]netStep, error) {
+	if len(p.L7) == 0 {
+		return nil, nil
+	}
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return nil, fmt.Errorf("loopback: %w", err)
+	}
+	var steps []netStep
+	add := func(key string, do func() (func() error, error)) { steps = append(steps, netStep{key, do}) }
+	local := map[netip.Addr]bool{}
+	for _, ap := range p.L7 {
+		a := ap.Addr()
+		if !local[a] {
+			local[a] = true
+			r := &netlink.Route{Dst: hostNet(a), LinkIndex: lo.Attrs().Index, Type: unix.RTN_LOCAL, Scope: netlink.SCOPE_HOST, Table: p.l7Table(), Family: family(a)}
+			add(fmt.Sprintf("local %v dev lo table %d", a, p.l7Table()), func() (func() error, error) {
+				if err := h.RouteAdd(r); err != nil {
+					return nil, fmt.Errorf("route local %v dev lo table %d: %w", a, p.l7Table(), err)
+				}
+				return func() error { return h.RouteDel(r) }, nil
+			})
+		}
+		rule := netlink.NewRule()
+		rule.Dst, rule.IPProto, rule.Dport = hostNet(a), unix.IPPROTO_TCP, netlink.NewRulePortRange(ap.Port(), ap.Port())
+		rule.Table, rule.Priority, rule.Family = p.l7Table(), p.l7RulePriority(), family(a)
+		add(fmt.Sprintf("rule %d to %v tcp dport %d lookup %d", p.l7RulePriority(), a, ap.Port(), p.l7Table()), func() (func() error, error) {
+			if err := h.RuleAdd(rule); err != nil {
+				return nil, fmt.Errorf("rule to %v tcp dport %d lookup %d: %w", a, ap.Port(), p.l7Table(), err)
+			}
+			return func() error { return h.RuleDel(rule) }, nil
+		})
+	}
+	return steps, nil
+}
+
+// apply does steps in order, recording each, outside a plan (AF_PACKET
+// mode's L7 wiring): on error what the steps did is taken back.
+func (st *netState) apply(steps []netStep) error {
+	n := len(st.items)
+	for _, s := range steps {
+		undo, err := s.do()
+		if err != nil {
+			for i := len(st.items) - 1; i >= n; i-- {
+				_ = st.items[i].undo()
+			}
+			st.items = st.items[:n]
+			return fmt.Errorf("%s: %w", s.key, err)
+		}
+		if undo != nil {
+			st.items = append(st.items, netItem{s.key, undo})
+		}
+	}
+	return nil
 }
 
 // teardown undoes everything, newest first, and reports what failed.

@@ -26,6 +26,7 @@ func TestNetworkSetup(t *testing.T) {
 		Addrs:  []netip.Addr{netip.MustParseAddr("198.18.0.10"), netip.MustParseAddr("2001:db8::10"), netip.MustParseAddr("198.18.0.21")},
 		Steer:  []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24"), netip.MustParsePrefix("2001:db8:2::/64")},
 		Table:  100, RulePriority: 1000,
+		L7: []netip.AddrPort{netip.MustParseAddrPort("198.18.0.10:81"), netip.MustParseAddrPort("198.18.0.10:8080"), netip.MustParseAddrPort("[2001:db8::10]:81")},
 	}
 	var before, during, after string
 	snapshot := func() string { return wiringSnapshot(t, gw) }
@@ -59,6 +60,11 @@ func TestNetworkSetup(t *testing.T) {
 		"2001:db8::10 dev " + gw.IfName(netlab.IfGWOut) + " proxy",
 		"table inet vsgate", `iifname != "vsg0" oifname != "vsg0" counter packets 0 bytes 0 drop`,
 		fmt.Sprintf("qlen %d", tunQueueLen),
+		"999:\tfrom all to 198.18.0.10 ipproto tcp dport 81 lookup 101",
+		"999:\tfrom all to 198.18.0.10 ipproto tcp dport 8080 lookup 101",
+		"999:\tfrom all to 2001:db8::10 ipproto tcp dport 81 lookup 101",
+		"local 198.18.0.10 dev lo table 101",
+		"local 2001:db8::10 dev lo table 101",
 	} {
 		if !strings.Contains(during, want) {
 			t.Errorf("while wired, missing %q in:\n%s", want, during)
@@ -267,4 +273,79 @@ func wiringSnapshot(t *testing.T, gw *netlab.Host) string {
 		t.Fatalf("%v: %s", err, out)
 	}
 	return string(out)
+}
+
+// TestLeftovers: what a vsgate killed without teardown left (its steering
+// rule, its L7 rules and local routes, its nftables table) is found and
+// removed by the next one's removeLeftovers, whose own setup then goes
+// through, and whose teardown leaves the namespace as it found it. (The
+// sysctls the killed one set stay: nothing says what they were before.)
+func TestLeftovers(t *testing.T) {
+	gw := wiringLab(t)
+	plan := NetPlan{
+		Device: "vsg0",
+		Addrs:  []netip.Addr{netip.MustParseAddr("198.18.0.10"), netip.MustParseAddr("2001:db8::10")},
+		Steer:  []netip.Prefix{netip.MustParsePrefix("198.18.2.0/24")},
+		Table:  100, RulePriority: 1000,
+		L7: []netip.AddrPort{netip.MustParseAddrPort("198.18.0.10:81"), netip.MustParseAddrPort("[2001:db8::10]:81")},
+	}
+	var cleaned, after string
+	var removed []string
+	err := withTUN(gw, func(h *netlink.Handle) error {
+		if _, err := setupNetwork(h, plan); err != nil { // and no teardown: killed
+			return err
+		}
+		// Its TUN went with it, and the routes through it; the next
+		// vsgate makes its own.
+		tun, err := h.LinkByName("vsg0")
+		if err != nil {
+			return err
+		}
+		if err := h.LinkDel(tun); err != nil {
+			return err
+		}
+		if err := h.LinkAdd(&netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "vsg0"}, Mode: netlink.TUNTAP_MODE_TUN}); err != nil {
+			return err
+		}
+		if removed, err = removeLeftovers(h, plan); err != nil {
+			return err
+		}
+		cleaned = wiringSnapshot(t, gw)
+		st, err := setupNetwork(h, plan)
+		if err != nil {
+			return fmt.Errorf("setup after removing the leftovers: %w", err)
+		}
+		if err := st.teardown(); err != nil {
+			return err
+		}
+		after = wiringSnapshot(t, gw)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"rule 1000 iif", "rule 999 to 198.18.0.10/32 tcp dport 81", "rule 999 to 2001:db8::10/128 tcp dport 81", "local 198.18.0.10/32 table 101", "local 2001:db8::10/128 table 101", "nftables table inet vsgate"} {
+		if !slices.ContainsFunc(removed, func(r string) bool { return strings.HasPrefix(r, want) }) {
+			t.Errorf("removed %q, missing %q", removed, want)
+		}
+	}
+	for _, left := range []string{"lookup 100", "lookup 101", "table 101", "table inet vsgate"} {
+		if strings.Contains(cleaned, left) {
+			t.Errorf("after removeLeftovers, %q is still there:\n%s", left, cleaned)
+		}
+	}
+	// A leftover proxy neighbour entry is taken over by the setup (it
+	// adds the same), and its teardown removes it: the one difference.
+	noProxy := func(s string) string {
+		var keep []string
+		for _, l := range strings.Split(s, "\n") {
+			if !strings.HasSuffix(strings.TrimSpace(l), " proxy") {
+				keep = append(keep, l)
+			}
+		}
+		return strings.Join(keep, "\n")
+	}
+	if noProxy(cleaned) != after {
+		t.Errorf("teardown left changes:\nbefore setup:\n%s\nafter teardown:\n%s", cleaned, after)
+	}
 }

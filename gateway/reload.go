@@ -57,6 +57,11 @@ func (g *Gateway) netPlanFor(c nat.Config) NetPlan {
 	for _, a := range c.FullNATTakeover {
 		addAddr(a)
 	}
+	if !g.opts.L7Netstack {
+		for _, s := range g.opts.L7 {
+			p.L7 = append(p.L7, s.VIP)
+		}
+	}
 	return p
 }
 
@@ -92,6 +97,9 @@ func (g *Gateway) Reload(opts Options) error {
 	}
 	if err := g.checkSyncReload(opts.Sync); err != nil {
 		return err
+	}
+	if opts.L7Netstack != g.opts.L7Netstack {
+		return errors.New("l7.stack changed: the L7 services' stack is chosen at start; restart vsgate to change it")
 	}
 	oldHealth, oldMasq, oldBGP := g.opts.Health, g.opts.MasqDefaults, g.opts.BGP
 	g.opts.Health, g.opts.MasqDefaults, g.opts.BGP = opts.Health, opts.MasqDefaults, opts.BGP

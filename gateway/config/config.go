@@ -109,7 +109,20 @@ type Config struct {
 	// Sync is the connection sync with peer gateways; nil when the file
 	// has no sync: block.
 	Sync *Sync
+	// L7Stack is l7.stack: which TCP stack terminates the clients of L7
+	// services, L7Kernel (the default) or L7Netstack.
+	L7Stack string
 }
+
+// l7.stack's values.
+const (
+	// L7Kernel: the gateway namespace's own TCP stack, through listeners
+	// on the VIPs that a routing rule per VIP and port delivers to.
+	L7Kernel = "kernel"
+	// L7Netstack: gVisor's netstack inside vsgate, fed from the device,
+	// for a gateway whose kernel must own no route to the VIP.
+	L7Netstack = "netstack"
+)
 
 // PerSource is table.per_source: limits on the flows one client prefix
 // may hold (nat.Config.SourceFlows and friends). 0 limits mean none.

@@ -120,7 +120,7 @@ func TestDefaults(t *testing.T) {
 			SynProxy:  SynProxyAuto{HalfOpen: DefaultSynProxyHalfOpen, Fill: DefaultSynProxyFill},
 			Timeouts:  nat.DefaultTimeouts(),
 			FullNAT:   FullNAT{Ports: [2]uint16{1024, 65535}},
-			Control:   Control{Socket: DefaultSocket}, User: DefaultUser, Seccomp: true, Pcap: Pcap{Dir: DefaultPcapDir},
+			Control:   Control{Socket: DefaultSocket}, User: DefaultUser, Seccomp: true, Pcap: Pcap{Dir: DefaultPcapDir}, L7Stack: L7Kernel,
 			Metrics:    Metrics{Listen: netip.MustParseAddrPort(DefaultMetrics)},
 			Log:        Log{Level: slog.LevelInfo, Format: "text"},
 			Services:   c.Services, // nil or empty
@@ -154,6 +154,7 @@ func TestAccepted(t *testing.T) {
 		{"metrics pprof", "metrics: {pprof: true}\n",
 			func(c *Config) bool { return c.Metrics.Pprof && !c.Metrics.Public }},
 		{"seccomp off", "seccomp: false\n", func(c *Config) bool { return !c.Seccomp }},
+		{"l7 on netstack", "l7: {stack: netstack}\n", func(c *Config) bool { return c.L7Stack == L7Netstack }},
 		{"netmask dotted", "services:\n  - {proto: tcp, vip: 198.18.0.10:22, persistence: 60, persistence_netmask: 255.255.255.0}\n",
 			func(c *Config) bool {
 				return c.Services[0].PersistenceBits == 24 && c.Services[0].Persistence == time.Minute

@@ -176,6 +176,12 @@
 //	seccomp: true           after setup, system calls outside the
 //	                        gateway's list fail with EPERM (execve,
 //	                        ptrace, mount, bpf, ...); false turns it off default true
+//	l7:
+//	  stack: kernel         what terminates L7 services' clients: the    default kernel
+//	                        namespace's own TCP (a rule per VIP and
+//	                        port delivers them to vsgate's listeners),
+//	                        or netstack (gVisor's, inside vsgate: the
+//	                        kernel owns no route to the VIP's port)
 //	pcap:
 //	  dir: /var/lib/vsgate/pcap   the only place captures are written   default this
 //	metrics:
@@ -227,8 +233,9 @@
 //     used the outgoing interface's address; vsgate has no outgoing
 //     interface to borrow one from, and guessing would masquerade traffic
 //     behind the wrong address.
-//   - mode: l7 is an HTTP service: the gateway terminates TCP itself and
-//     routes requests with the Apache 2.4 directives of its l7: block,
+//   - mode: l7 is an HTTP service: the gateway terminates TCP (with the
+//     kernel's TCP or gVisor's netstack, l7.stack) and routes requests
+//     with the Apache 2.4 directives of its l7: block,
 //     given inline (directives: |) or in a file (file: proxy.conf, relative
 //     to this file). Parse checks them with the proxy's parser; an l7
 //     service has no backends: its real servers are the directives'

@@ -37,6 +37,10 @@ type (
 		Log        fileLog       `yaml:"log"`
 		BGP        fileBGP       `yaml:"bgp"`
 		Sync       fileSync      `yaml:"sync"`
+		L7         fileL7Stack   `yaml:"l7"`
+	}
+	fileL7Stack struct {
+		Stack string `yaml:"stack"`
 	}
 	fileDevice struct {
 		Type       string   `yaml:"type"`

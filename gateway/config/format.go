@@ -180,6 +180,8 @@ func (c *Config) YAML() []byte {
 	w(1, "socket: %s", q(c.Control.Socket))
 	w(0, "user: %s", q(c.User))
 	w(0, "seccomp: %t", c.Seccomp)
+	w(0, "l7:")
+	w(1, "stack: %s", c.L7Stack)
 	w(0, "pcap:")
 	w(1, "dir: %s", q(c.Pcap.Dir))
 	w(0, "metrics:")

@@ -23,8 +23,9 @@
 // vsgate-nat-gso (the same with device.offloads: true), vsgate-afpacket
 // (`vsgate run` on AF_PACKET in netlab's "l2" topology, the only system
 // not on "basic"), haproxy-tcp, nginx-stream; L7 — nginx-http (baseline),
-// haproxy-http, apache-proxy (mpm_event + ProxyPass balancer://), and
-// vsgate-l7. Every daemon runs in the foreground with a config generated into a
+// haproxy-http, apache-proxy (mpm_event + ProxyPass balancer://),
+// vsgate-l7 (the kernel's TCP, l7.stack's default) and vsgate-l7-netstack
+// (gVisor's netstack). Every daemon runs in the foreground with a config generated into a
 // temp dir, with the same worker count (Config.Workers).
 //
 // Around each measurement it reads the CPU time of the gateway's process

@@ -85,8 +85,11 @@ func Systems() []System {
 			Desc:    "nginx proxy_pass to an upstream with keep-alive",
 			version: []string{"nginx", "-v"}, start: startNginx(true)},
 		{Name: "vsgate-l7", Layer: L7,
-			Desc:  "vsgate L7 service: gVisor netstack + ProxyPass to a balancer:// of the three backends",
-			start: startVsgateL7},
+			Desc:  "vsgate L7 service: the kernel's TCP (l7.stack: kernel) + ProxyPass to a balancer:// of the three backends",
+			start: func(ctx context.Context, e *sysEnv) error { return startVsgateL7(ctx, e, "kernel") }},
+		{Name: "vsgate-l7-netstack", Layer: L7,
+			Desc:  "the same on gVisor's netstack (l7.stack: netstack)",
+			start: func(ctx context.Context, e *sysEnv) error { return startVsgateL7(ctx, e, "netstack") }},
 		{Name: "haproxy-http", Layer: L7, Tools: []string{"haproxy:haproxy"},
 			Desc:    "HAProxy mode http (server keep-alive, http-reuse safe)",
 			version: []string{"haproxy", "-v"}, start: startHAProxy(true)},
@@ -426,8 +429,9 @@ func startVsgateWith(ctx context.Context, e *sysEnv, mode string, offloads bool,
 }
 
 // startVsgateL7 runs vsgate with one HTTP (L7) service on the VIP, routed
-// like apache-proxy: ProxyPass / to a byrequests balancer of the backends.
-func startVsgateL7(ctx context.Context, e *sysEnv) error {
+// like apache-proxy: ProxyPass / to a byrequests balancer of the backends,
+// its clients' TCP terminated by stack (l7.stack).
+func startVsgateL7(ctx context.Context, e *sysEnv, stack string) error {
 	if e.exe == "" {
 		return errors.New("bench: no vsgate binary")
 	}
@@ -451,7 +455,8 @@ control: {socket: %[5]s}
 pcap: {dir: %[5]s.pcap}
 metrics: {listen: "off"}
 log: {level: warn}
-`, e.workers, vip4(), httpPort, members.String(), filepath.Join(e.dir, "vsgate.sock")))
+l7: {stack: %[6]s}
+`, e.workers, vip4(), httpPort, members.String(), filepath.Join(e.dir, "vsgate.sock"), stack))
 	if err != nil {
 		return err
 	}

@@ -63,6 +63,9 @@ type Options struct {
 	// Handbook runs the handbook replay's configuration (handbookConfig)
 	// instead of the demo's: method 2 is then typed in by HandbookSteps.
 	Handbook bool
+	// Netstack terminates the L7 services in gVisor's netstack
+	// (l7.stack: netstack) instead of the kernel's TCP.
+	Netstack bool
 }
 
 // Start builds the lab, starts the test servers on every backend and runs
@@ -278,9 +281,18 @@ fullnat: {pool: [%[12]s]}
 control: {socket: %[13]s}
 pcap: {dir: %[13]s.pcap}
 metrics: {listen: 127.0.0.1:9100}
+l7: {stack: %[18]s}
 `, p.VIP4, p.VIP6, be(80, false), be(7, false), be(53, false), be(80, true), fullnatVIP,
-		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, e.device(p), be(54, false), fullnatSynProxyVIP, be(53, true))
+		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, e.device(p), be(54, false), fullnatSynProxyVIP, be(53, true), e.l7Stack())
 	return b.String()
+}
+
+// l7Stack is the configuration's l7.stack.
+func (e *Env) l7Stack() string {
+	if e.opts.Netstack {
+		return "netstack"
+	}
+	return "kernel"
 }
 
 // device is the configuration's device line.

@@ -27,6 +27,12 @@ func TestDemoAFPacket(t *testing.T) {
 	runSteps(t, Options{AFPacket: true}, AFPacketSteps())
 }
 
+// TestL7Netstack runs the L7 steps with the L7 services on gVisor's
+// netstack (l7.stack: netstack): TestDemo runs them on the kernel's TCP.
+func TestL7Netstack(t *testing.T) {
+	runSteps(t, Options{Netstack: true}, L7Steps())
+}
+
 // TestHandbook replays the virtual-server handbook: its ipmasqadm and
 // ipchains lines typed into vsgate adm as written, its test of method 2,
 // its telnet case, the -d masquerade with a real server that has no route

@@ -44,7 +44,7 @@ type Result struct {
 // Steps are the demo's checks, in order (later ones build on earlier
 // ones: the weights changed in one are in force in the next).
 func Steps() []Step {
-	return []Step{
+	steps := []Step{
 		{"HTTP: 30 requests to the VIP spread 10/10/10 over three real servers (rr)", stepHTTPSpread},
 		{"TCP line service (telnet-style, port 7) balanced the same way", stepTCPEcho},
 		{"weights changed live with vsgate adm (wrr 3:1:1) and the new spread", stepWeights},
@@ -68,12 +68,22 @@ func Steps() []Step {
 		{"closed to the outside: TCP SYN, UDP and ICMP probes of ports 1-1024 and more at every real server, v4 and v6, with default pass and drop: tcpdump on their links sees none, every probe is counted as stopped, the masquerade still works outbound", stepClosedToOutside},
 		{"a connection open across a live reload (SIGHUP) keeps working", stepReload},
 		{"flows to a backend set to weight 0 finish; new ones avoid it", stepQuiesce},
-		{"L7: ProxyPass /sales/ and /rd/ route by path (v4 and v6); a balancer spreads /lb/ over three servers (gVisor netstack)", stepL7},
-		{"L7: keep-alive reused on both sides, a WebSocket echo, 100 MB streamed up and down intact", stepL7Streams},
+	}
+	steps = append(steps, L7Steps()...)
+	return append(steps, []Step{
 		{"path MTU: with the real servers' side at 1400, DF datagrams of 1500 bytes (IPv4 and IPv6) get fragmentation needed / packet too big with 1400, which the client matches; one without DF is fragmented and echoed", stepPathMTU},
 		{"a UDP GSO burst of 8000-byte datagrams from a 9000-byte link is cut to the real servers' 1500: echoed whole, no packet above 1500 on their links", stepGSOBurst},
 		{"privileges: after setup vsgate runs as nobody with only CAP_NET_ADMIN (and CAP_NET_RAW on AF_PACKET), an empty bounding set, no_new_privs, a seccomp filter (every path of the demo runs under it); captures only as new files in pcap.dir", stepCaps},
 		{"vsgate adm -L -n --stats (ipvsadm's listing)", stepList},
+	}...)
+}
+
+// L7Steps are the application-layer checks, which both L7 stacks (the
+// kernel's TCP, the default, and gVisor's netstack) pass.
+func L7Steps() []Step {
+	return []Step{
+		{"L7: ProxyPass /sales/ and /rd/ route by path (v4 and v6); a balancer spreads /lb/ over three servers", stepL7},
+		{"L7: keep-alive reused on both sides, a WebSocket echo, 100 MB streamed up and down intact", stepL7Streams},
 	}
 }
 
@@ -533,7 +543,12 @@ func stepCaps(ctx context.Context, e *Env) (string, error) {
 
 func stepL7(ctx context.Context, e *Env) (string, error) {
 	base := "http://" + netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 81).String()
-	var parts []string
+	// The stack the configuration asks for is the one serving.
+	stack := "stack=" + e.l7Stack()
+	if !strings.Contains(e.Log(), stack) {
+		return "", fmt.Errorf("vsgate's log does not say its L7 services run on %s", stack)
+	}
+	parts := []string{"on " + stack}
 	for _, tc := range []struct{ path, backend, saw string }{
 		{"/sales/item?id=7", "b1", "/item"},
 		{"/rd/report", "b2", "/report"},
