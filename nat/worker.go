@@ -793,7 +793,8 @@ func (w *Worker) newFlow(b []byte, s *slot) Verdict {
 			return w.drop(DropRealServerNoFlow)
 		}
 	}
-	if notRoutable(addrOf(p.Src), addrOf(p.Dst)) {
+	src, dst := addrOf(p.Src), addrOf(p.Dst)
+	if notRoutable(src, dst) {
 		// The link's own traffic (a TUN's MLD reports from ::, duplicate
 		// address detection) or a martian: no router passes it on.
 		return w.drop(DropNotRoutable)
@@ -814,7 +815,6 @@ func (w *Worker) newFlow(b []byte, s *slot) Verdict {
 		return w.drop(DropInboundUnsolicited)
 	}
 	if p.HasPorts() || p.IsICMPEcho() {
-		src, dst := addrOf(p.Src), addrOf(p.Dst)
 		for _, m := range w.snap.masq {
 			if m.net.Contains(src) && !m.net.Contains(dst) {
 				return w.newMasqFlow(b, m, kw)

@@ -12,6 +12,7 @@ import (
 	"net/http/httputil"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -64,7 +65,7 @@ type Proxy struct {
 	routes    []*route
 	balancers map[string]*balancer
 	workers   []*worker
-	apache    []apacheWorker // Apache's worker table, for what its worker decides (connection reuse)
+	apache    []apacheWorker // Apache's worker table, for what its worker decides (connection reuse); nil when every worker reuses
 	rp        *httputil.ReverseProxy
 	transport *http.Transport
 	log       *slog.Logger
@@ -174,7 +175,11 @@ func New(cfg *Config, opts Options) (*Proxy, error) {
 		}
 		p.balancers[b.name] = b
 	}
-	p.apache = defineWorkers(cfg.Routes)
+	// Kept only when one of its workers reuses no connection: otherwise
+	// no request needs the lookup (send).
+	if ws := defineWorkers(cfg.Routes); slices.ContainsFunc(ws, func(w apacheWorker) bool { return !w.reuse }) {
+		p.apache = ws
+	}
 	shared := map[string]*worker{}
 	for i := range cfg.Routes {
 		r := &route{Route: cfg.Routes[i]}
@@ -598,7 +603,7 @@ func (p *Proxy) send(req *http.Request, c *call, w *worker, t target, guard *bod
 		}
 		out.URL.RawQuery, out.URL.ForceQuery = q, hasQ && q == ""
 	}
-	if c.r.bal == nil {
+	if c.r.bal == nil && p.apache != nil {
 		// The worker Apache would serve this URL with (its table's longest
 		// match) may be one that reuses no connection: a ProxyPassMatch
 		// worker with a $N asks the real server to close.
