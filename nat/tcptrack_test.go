@@ -90,6 +90,32 @@ func established(t *testing.T, w *nat.Worker, c netip.AddrPort) netip.AddrPort {
 	return rip
 }
 
+// TestServerAckDoesNotEstablish: after a (spoofed) client's SYN and the
+// real server's SYN-ACK, a pure ACK from the real server — which it sends
+// to a half-open connection's out-of-window segment — does not establish
+// the flow; the client's ACK of the SYN-ACK does.
+func TestServerAckDoesNotEstablish(t *testing.T) {
+	e := engine(t, nat.ModeNAT, 64)
+	w := e.NewWorker()
+	b := tcp(client, vip, syn, 0)
+	if one(w, b) != nat.Forward {
+		t.Fatal("SYN not forwarded")
+	}
+	_, rip := endpoints(t, b)
+	if one(w, tcpSeq(rip, client, synack, 0, 5000, 2)) != nat.Forward {
+		t.Fatal("SYN-ACK not forwarded")
+	}
+	if v := one(w, tcpSeq(rip, client, ack, 0, 5001, 2)); v != nat.Forward {
+		t.Fatalf("the server's ACK: %v", v)
+	}
+	if st := flowState(e, client); st != "SYNACK" {
+		t.Fatalf("after the server's pure ACK the flow is %s, want SYNACK", st)
+	}
+	if one(w, tcpSeq(client, vip, ack, 0, 2, 5001)) != nat.Forward || flowState(e, client) != "ESTABLISHED" {
+		t.Fatalf("the client's ACK: flow %s, want ESTABLISHED", flowState(e, client))
+	}
+}
+
 // TestBlindRST: RSTs with guessed sequence numbers close nothing: one out
 // of the window is dropped; one inside the window but not exact (ahead of
 // or behind what the receiver expects) goes on to the endpoint (which

@@ -737,6 +737,17 @@ func (w *Worker) touch(f *flow, d Dir, own *owner, gen uint32, ev int) (moved bo
 				// comes this way.
 				ns = uint32(tcpEstablished)
 			}
+			if ev == 2 && d == DirReply && (tcpState(st) == tcpSynAck || tcpState(st) == tcpSynRecv) &&
+				f.tcp[DirOriginal].flags()&sideSeen != 0 {
+				// The real server's pure ACK before the client's: a
+				// real server sends one to a half-open connection's
+				// out-of-window segment, so it proves no handshake;
+				// conntrack calls it invalid in SYN_RECV. Only the
+				// client's ACK establishes a flow whose client side
+				// came this way. (A gateway that never saw the client
+				// side — behind ECMP — has only the server's word.)
+				ns = st
+			}
 		}
 		if ns != st {
 			if !w.transition(f, own, s, ns) {
