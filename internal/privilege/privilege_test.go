@@ -2,7 +2,9 @@ package privilege
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,11 +109,18 @@ func TestDrop(t *testing.T) {
 	}
 	ids := fmt.Sprintf("%d\t%[1]d\t%[1]d\t%[1]d", nobody.UID)
 	gids := fmt.Sprintf("%d\t%[1]d\t%[1]d\t%[1]d", nobody.GID)
+	read := 0
 	for _, task := range tasks {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", cmd.Process.Pid, task.Name()))
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ESRCH) {
+			// The thread exited after the listing: the runtime lets
+			// idle threads go.
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
+		read++
 		fields := map[string]string{}
 		for _, l := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(l, ":"); ok {
@@ -126,7 +135,7 @@ func TestDrop(t *testing.T) {
 			}
 		}
 	}
-	if len(tasks) < 2 {
-		t.Errorf("the dropper has %d threads: the test shows nothing about the others", len(tasks))
+	if read < 2 {
+		t.Errorf("%d of the dropper's threads read: the test shows nothing about the others", read)
 	}
 }
