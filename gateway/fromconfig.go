@@ -15,24 +15,13 @@ import (
 )
 
 // FromConfig is the one conversion from a configuration (gateway/config)
-// to the gateway's options: services, masquerade, health checks of real
-// servers and L7 members, the device, the control socket, captures,
-// metrics, and a proxy for every L7 service. closeL7 releases the proxies
-// (after Close). Owner and Source are the caller's to set.
-func FromConfig(cfg *config.Config, log *slog.Logger) (opts Options, closeL7 func(), err error) {
-	if opts, err = ReloadOptions(cfg, log); err != nil {
-		return Options{}, nil, err
-	}
-	if opts.L7, closeL7, err = l7Services(cfg, log); err != nil {
-		return Options{}, nil, err
-	}
-	return opts, closeL7, nil
-}
-
-// ReloadOptions turns a configuration into the options a reload applies:
-// services, masquerade, health checks and the rest FromConfig sets, but
-// no L7 services (they are fixed at start).
-func ReloadOptions(cfg *config.Config, log *slog.Logger) (Options, error) {
+// to the gateway's options, for New and for a Reload alike: services,
+// masquerade, health checks of real servers and L7 members, the device,
+// the control socket, captures, metrics, and a proxy for every L7
+// service. The gateway given the options owns the proxies (it closes them
+// when a reload replaces them, or at Close; a refused reload closes the
+// ones it was given). Owner and Source are the caller's to set.
+func FromConfig(cfg *config.Config, log *slog.Logger) (Options, error) {
 	n, err := cfg.NAT()
 	if err != nil {
 		return Options{}, err
@@ -69,6 +58,9 @@ func ReloadOptions(cfg *config.Config, log *slog.Logger) (Options, error) {
 			o.BGP.Announce[adm.ServiceKey(n.Services[i])] = s.Announce
 		}
 	}
+	if o.L7, err = l7Services(cfg, log); err != nil {
+		return Options{}, err
+	}
 	return o, nil
 }
 
@@ -78,16 +70,11 @@ func healthSpec(h *config.Health) health.Spec {
 		Path: h.Path, Expect: h.Expect, Port: h.Port}
 }
 
-// l7Services builds a proxy for every HTTP service. They are fixed for the
-// life of the process: a reload changes L4 services only.
-func l7Services(cfg *config.Config, log *slog.Logger) ([]L7Service, func(), error) {
+// l7Services builds a proxy for every HTTP service; on error it has
+// closed those it built.
+func l7Services(cfg *config.Config, log *slog.Logger) ([]L7Service, error) {
 	var out []L7Service
-	var proxies []*proxy.Proxy
-	closeAll := func() {
-		for _, p := range proxies {
-			p.Close()
-		}
-	}
+	closeAll := func() { closeL7(out) }
 	name, _ := os.Hostname()
 	for _, s := range cfg.Services {
 		if s.Mode != nat.ModeL7 || s.L7 == nil {
@@ -100,15 +87,14 @@ func l7Services(cfg *config.Config, log *slog.Logger) ([]L7Service, func(), erro
 		pc, err := proxy.ParseDirectives(s.L7.Text, source, s.L7.FirstLine)
 		if err != nil {
 			closeAll()
-			return nil, nil, err
+			return nil, err
 		}
 		p, err := proxy.New(pc, proxy.Options{ServerName: name, Logger: log})
 		if err != nil {
 			closeAll()
-			return nil, nil, err
+			return nil, err
 		}
-		proxies = append(proxies, p)
-		svc := L7Service{VIP: s.VIP, Handler: p, SetDown: p.SetMemberDown}
+		svc := L7Service{VIP: s.VIP, Handler: p, SetDown: p.SetMemberDown, Close: p.Close}
 		for _, m := range p.Members() {
 			if ap, err := netip.ParseAddrPort(m.Addr); err == nil {
 				svc.Members = append(svc.Members, ap)
@@ -120,5 +106,14 @@ func l7Services(cfg *config.Config, log *slog.Logger) ([]L7Service, func(), erro
 		}
 		out = append(out, svc)
 	}
-	return out, closeAll, nil
+	return out, nil
+}
+
+// closeL7 releases the L7 services' proxies.
+func closeL7(services []L7Service) {
+	for _, s := range services {
+		if s.Close != nil {
+			_ = s.Close()
+		}
+	}
 }

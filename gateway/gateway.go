@@ -151,6 +151,10 @@ type L7Service struct {
 	Health  *health.Spec
 	Members []netip.AddrPort
 	SetDown func(member netip.AddrPort, down bool)
+	// Close releases the handler (its idle connections to real
+	// servers) once a reload replaced it or the gateway closed; requests
+	// still running on it finish. nil: nothing to release.
+	Close func() error
 }
 
 // Gateway is a running virtual server: devices, workers, the engine,
@@ -182,7 +186,8 @@ type Gateway struct {
 	capture pcap.Writer     // what enters and leaves, when started (--pcap, vsgate adm pcap)
 	l7      *netstack.Stack // the L7 services' stack with L7Netstack; nil for the kernel's
 	l7srv   []*http.Server
-	writeMu []sync.Mutex // per device: the worker and the netstack both write
+	l7sw    map[netip.AddrPort]*l7Switch // each L7 service's handler, by VIP, which a reload replaces
+	writeMu []sync.Mutex                 // per device: the worker and the netstack both write
 	rates   atomic.Pointer[map[string]adm.Rates]
 	counts  []workerCounts
 	// mtu says how big a packet may be where it leaves (pmtu.go); nil
@@ -428,6 +433,7 @@ func (g *Gateway) Close() error {
 	if g.l7 != nil {
 		g.l7.Close()
 	}
+	closeL7(g.opts.L7)
 	if g.metrics != nil {
 		errs = append(errs, g.metrics.Close())
 	}

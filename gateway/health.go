@@ -51,16 +51,17 @@ func l7HealthKey(vip, member netip.AddrPort) string {
 // Set anew since its prober saw it (Set runs under g.mu, so the answer
 // holds while g.mu is held here).
 func (g *Gateway) healthChanged(v health.Verdict) {
+	// Under the lock: a reload replaces the L7 services and their handlers.
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !v.Current() {
+		return
+	}
 	for _, s := range g.opts.L7 {
 		for _, m := range s.Members {
 			if l7HealthKey(s.VIP, m) == v.Key && s.SetDown != nil {
-				if !v.Current() {
-					return
-				}
 				s.SetDown(m, !v.Up)
 				g.log.Info("l7 member health", "member", v.Key, "up", v.Up, "check", v.Why)
-				g.mu.Lock()
-				defer g.mu.Unlock()
 				if v.Up {
 					delete(g.l7down, v.Key)
 				} else {
@@ -70,11 +71,6 @@ func (g *Gateway) healthChanged(v health.Verdict) {
 				return
 			}
 		}
-	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if !v.Current() {
-		return
 	}
 	if v.Up {
 		delete(g.down, v.Key)

@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -152,9 +154,22 @@ func (g *Gateway) startL7(services []L7Service) error {
 	return nil
 }
 
-// serveL7 serves L7 service s on listeners lns, one HTTP server for them.
+// l7Switch is an L7 service's handler, which a reload replaces: a request
+// runs to its end on the handler it began on.
+type l7Switch struct{ h atomic.Pointer[http.Handler] }
+
+func (s *l7Switch) ServeHTTP(w http.ResponseWriter, r *http.Request) { (*s.h.Load()).ServeHTTP(w, r) }
+
+// serveL7 serves L7 service s on listeners lns, one HTTP server for them,
+// through a switch a reload can turn to a new handler.
 func (g *Gateway) serveL7(s L7Service, lns ...net.Listener) {
-	srv := &http.Server{Handler: s.Handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
+	sw := &l7Switch{}
+	sw.h.Store(&s.Handler)
+	if g.l7sw == nil {
+		g.l7sw = map[netip.AddrPort]*l7Switch{}
+	}
+	g.l7sw[s.VIP] = sw
+	srv := &http.Server{Handler: sw, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
 	g.l7srv = append(g.l7srv, srv)
 	for _, ln := range lns {
 		go func() {
@@ -216,4 +231,71 @@ func listenTransparent(ap netip.AddrPort) (net.Listener, error) {
 		network = "tcp6"
 	}
 	return lc.Listen(context.Background(), network, ap.String())
+}
+
+// checkL7Reload refuses a reload whose L7 services are not the running
+// ones (by VIP): which L7 services exist is set at start (their
+// listeners, their wiring, the privileges to make them); what each
+// routes, balances and checks changes.
+func (g *Gateway) checkL7Reload(next []L7Service) error {
+	running := map[netip.AddrPort]bool{}
+	for _, s := range g.opts.L7 {
+		running[s.VIP] = true
+	}
+	var added, removed []string
+	for _, s := range next {
+		if !running[s.VIP] {
+			added = append(added, s.VIP.String())
+		}
+		delete(running, s.VIP)
+	}
+	for vip := range running {
+		removed = append(removed, vip.String())
+	}
+	if len(added)+len(removed) == 0 {
+		return nil
+	}
+	slices.Sort(removed)
+	var what []string
+	if len(added) > 0 {
+		what = append(what, "adds "+strings.Join(added, ", "))
+	}
+	if len(removed) > 0 {
+		what = append(what, "removes "+strings.Join(removed, ", "))
+	}
+	return fmt.Errorf("the change %s among the L7 services: which L7 services run is set at start; restart vsgate for that (a reload changes their directives)", strings.Join(what, " and "))
+}
+
+// swapL7Locked turns every L7 service to its handler in next (the same
+// VIPs as running: checkL7Reload), with the members the health checks
+// hold down told so first, and releases the handlers it replaced.
+// Caller holds g.mu.
+func (g *Gateway) swapL7Locked(next []L7Service) {
+	old := map[netip.AddrPort]L7Service{}
+	for _, s := range g.opts.L7 {
+		old[s.VIP] = s
+	}
+	members := map[string]bool{}
+	for _, s := range next {
+		for _, m := range s.Members {
+			key := l7HealthKey(s.VIP, m)
+			members[key] = true
+			if g.l7down[key] && s.SetDown != nil {
+				s.SetDown(m, true)
+			}
+		}
+		if sw := g.l7sw[s.VIP]; sw != nil {
+			h := s.Handler
+			sw.h.Store(&h)
+		}
+		if o, ok := old[s.VIP]; ok && o.Close != nil {
+			_ = o.Close()
+		}
+	}
+	for key := range g.l7down {
+		if !members[key] {
+			delete(g.l7down, key) // a member the new directives do not have
+		}
+	}
+	g.opts.L7 = next
 }

@@ -82,16 +82,24 @@ func (g *Gateway) ownedAddrsFor(c nat.Config) []netip.Addr {
 
 // Reload replaces the configuration: the engine's services and rules
 // (established flows to backends that stay are untouched; flows to removed
-// backends drain), health checks, and the routes for addresses that came
-// or went. On error the running configuration stays.
-func (g *Gateway) Reload(opts Options) error {
+// backends drain), health checks, the routes for addresses that came or
+// went, and the L7 services' handlers (their directives: connections stay
+// open, and their next request goes by the new routes). On error the
+// running configuration stays. The gateway owns opts.L7's handlers: it
+// releases them when it refuses the reload.
+func (g *Gateway) Reload(opts Options) (err error) {
+	defer func() {
+		if err != nil {
+			closeL7(opts.L7)
+		}
+	}()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	// The running configuration is g.desired (installLocked sets it);
 	// opts.NAT is only New's starting point. Health and MasqDefaults
-	// change with it (L7 services stay as they started, and
-	// healthChanged reads them without the lock): a refused reload puts
-	// back these, not the whole struct.
+	// change with it, and the L7 services' handlers once it went through
+	// (swapL7Locked): a refused reload puts back these, not the whole
+	// struct.
 	if err := g.checkBGPReload(opts.BGP); err != nil {
 		return err
 	}
@@ -101,14 +109,23 @@ func (g *Gateway) Reload(opts Options) error {
 	if opts.L7Netstack != g.opts.L7Netstack {
 		return errors.New("l7.stack changed: the L7 services' stack is chosen at start; restart vsgate to change it")
 	}
+	// An L4 service on an L7 service's address is the first thing to say
+	// about such a change.
+	if _, err := withL7Services(opts.NAT, g.opts.L7); err != nil {
+		return err
+	}
+	if err := g.checkL7Reload(opts.L7); err != nil {
+		return err
+	}
 	oldHealth, oldMasq, oldBGP := g.opts.Health, g.opts.MasqDefaults, g.opts.BGP
 	g.opts.Health, g.opts.MasqDefaults, g.opts.BGP = opts.Health, opts.MasqDefaults, opts.BGP
 	if err := g.installLocked(opts.NAT); err != nil {
 		g.opts.Health, g.opts.MasqDefaults, g.opts.BGP = oldHealth, oldMasq, oldBGP
 		return err
 	}
+	g.swapL7Locked(opts.L7)
 	g.checker.Set(g.healthTargets())
-	g.log.Info("configuration reloaded", "services", len(opts.NAT.Services))
+	g.log.Info("configuration reloaded", "services", len(opts.NAT.Services), "l7", len(opts.L7))
 	return nil
 }
 

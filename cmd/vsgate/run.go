@@ -54,12 +54,11 @@ func runRun(args []string, stdout, stderr io.Writer) (code int) {
 		return 1
 	}
 	log := newLogger(stderr, cfg.Log)
-	opts, closeL7, err := gateway.FromConfig(cfg, log)
+	opts, err := gateway.FromConfig(cfg, log)
 	if err != nil {
 		log.Error("configuration", "err", err)
 		return 1
 	}
-	defer closeL7()
 	// Who to become is known before anything is set up: an unknown user
 	// stops vsgate before it touches the network.
 	var who *privilege.Identity
@@ -80,7 +79,7 @@ func runRun(args []string, stdout, stderr io.Writer) (code int) {
 			if err != nil {
 				return gateway.Options{}, err
 			}
-			o, err := gateway.ReloadOptions(c, log)
+			o, err := gateway.FromConfig(c, log)
 			o.Owner = opts.Owner
 			return o, err
 		},

@@ -241,7 +241,10 @@
 //     service has no backends: its real servers are the directives'
 //     ProxyPass and BalancerMember URLs, health-checked with the service's
 //     health: block. An l7 block in a service of another mode is an error.
-//     L7 services are fixed at start: a reload changes L4 services only.
+//     A reload changes an L7 service's directives (routes, balancers,
+//     health): open connections stay, and their next request goes by the
+//     new routes. Which L7 services run is set at start: a reload that
+//     adds or removes one is refused (restart vsgate for that).
 //   - The FULLNAT pool holds at most one address per family, because the
 //     engine uses one; a second one is an error rather than ignored.
 //   - Metrics listen on loopback unless public: true says otherwise.

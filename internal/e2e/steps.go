@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -84,6 +85,7 @@ func L7Steps() []Step {
 	return []Step{
 		{"L7: ProxyPass /sales/ and /rd/ route by path (v4 and v6); a balancer spreads /lb/ over three servers", stepL7},
 		{"L7: keep-alive reused on both sides, a WebSocket echo, 100 MB streamed up and down intact", stepL7Streams},
+		{"L7 reload: a route changed by reload applies to the next request on an open connection; a bad directive, or a new L7 service, is refused and changes nothing", stepL7Reload},
 	}
 }
 
@@ -1042,4 +1044,103 @@ func stepFragmentsICMP(ctx context.Context, e *Env) (string, error) {
 		return "", fmt.Errorf("a datagram to VIP:54, where no real server listens: read %v, want ECONNREFUSED (the translated ICMP port unreachable)", err)
 	}
 	return fmt.Sprintf("%s echoed 5000 bytes (4 fragments each way); VIP:54 -> ECONNREFUSED from the real server's ICMP error", who), nil
+}
+
+// stepL7Reload: an L7 service's directives change on reload while a
+// client's keep-alive connection stays open, and its next request on
+// that same connection follows the new route; a reload with a bad
+// directive is refused, names the file and line, and changes nothing; one
+// that adds an L7 service is refused (L7 services are set at start) and
+// changes nothing either.
+func stepL7Reload(ctx context.Context, e *Env) (string, error) {
+	base := "http://" + netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 81).String()
+	original, err := os.ReadFile(e.Config)
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		if err := os.WriteFile(e.Config, original, 0o600); err == nil {
+			e.admCommand(ctx, "reload")
+		}
+	}()
+	var dials int
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials++
+		return e.client.DialContext(ctx, network, addr)
+	}}}
+	defer hc.CloseIdleConnections()
+	backend := func() (string, error) {
+		resp, err := hc.Get(base + "/sales/reload")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		var rep netlab.HTTPReply
+		if err := json.NewDecoder(resp.Body).Decode(&rep); err != nil {
+			return "", fmt.Errorf("%s: %w", resp.Status, err)
+		}
+		return rep.Backend, nil
+	}
+	reload := func(text string) (string, error) {
+		if err := os.WriteFile(e.Config, []byte(text), 0o600); err != nil {
+			return "", err
+		}
+		return e.admCommand(ctx, "reload")
+	}
+	var parts []string
+	first, err := backend()
+	if err != nil || first != "b1" {
+		return "", fmt.Errorf("/sales/ before the reload went to %q (%v), want b1", first, err)
+	}
+	const route = "ProxyPass /sales/ http://198.18.2.11/\n"
+	if !strings.Contains(string(original), route) {
+		return "", fmt.Errorf("demo config: %q not found", route)
+	}
+	moved := strings.Replace(string(original), route, "ProxyPass /sales/ http://198.18.2.12/\n", 1)
+	if out, err := reload(moved); err != nil {
+		return out, fmt.Errorf("moving /sales/ to b2: %w", err)
+	}
+	second, err := backend()
+	parts = append(parts, fmt.Sprintf("/sales/ moved from b1 to b2 by a reload: the next request on the same connection went to %s (%d client connection(s))", second, dials))
+	if err != nil || second != "b2" || dials != 1 {
+		return strings.Join(parts, "; "), fmt.Errorf("after the reload: %v", err)
+	}
+	// A bad directive: refused at its line, nothing changes.
+	lines := strings.Split(moved, "\n")
+	bad := slices.Index(lines, "        ProxyPass /sales/ http://198.18.2.12/")
+	if bad < 0 {
+		return strings.Join(parts, "; "), errors.New("demo config: the moved route's line not found")
+	}
+	lines[bad] = "        ProxyPass /sales/"
+	out, err := reload(strings.Join(lines, "\n"))
+	where := fmt.Sprintf("%s:%d", e.Config, bad+1)
+	parts = append(parts, fmt.Sprintf("a reload with a bad directive: %s", strings.TrimSpace(out+errText(err))))
+	if err == nil || !strings.Contains(err.Error(), where) {
+		return strings.Join(parts, "; "), fmt.Errorf("a bad directive was not refused at %s", where)
+	}
+	if b, err := backend(); err != nil || b != "b2" {
+		return strings.Join(parts, "; "), fmt.Errorf("after the refused reload /sales/ went to %q (%v), want b2 still", b, err)
+	}
+	// A new L7 service: refused, nothing changes.
+	added := strings.Replace(moved, "  - name: http-l7-v6\n", "  - name: http-l7-added\n    proto: tcp\n    vip: 198.18.0.10:83\n    mode: l7\n    l7: {directives: \"ProxyPass / http://198.18.2.11/\"}\n  - name: http-l7-v6\n", 1)
+	if added == moved {
+		return strings.Join(parts, "; "), errors.New("demo config: the IPv6 L7 service not found")
+	}
+	out, err = reload(added)
+	parts = append(parts, fmt.Sprintf("a reload adding an L7 service: %s", strings.TrimSpace(out+errText(err))))
+	if err == nil || !strings.Contains(err.Error(), "restart") {
+		return strings.Join(parts, "; "), errors.New("adding an L7 service by reload was not refused")
+	}
+	if b, err := backend(); err != nil || b != "b2" || dials != 1 {
+		return strings.Join(parts, "; "), fmt.Errorf("after the refused reload /sales/ went to %q (%v, %d connections), want b2 on the same connection", b, err, dials)
+	}
+	return strings.Join(parts, "; "), nil
+}
+
+// errText is err's message, or "".
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
 }
