@@ -28,7 +28,7 @@ func FromConfig(cfg *config.Config, log *slog.Logger) (Options, error) {
 	}
 	o := Options{
 		NAT: n, Device: cfg.Device.Name, Queues: cfg.Device.Queues, Offloads: cfg.Device.Offloads,
-		ControlSocket: cfg.Control.Socket, PcapDir: cfg.Pcap.Dir, Logger: log, L7Netstack: cfg.L7Stack == config.L7Netstack,
+		ControlSocket: cfg.Control.Socket, PcapDir: cfg.Pcap.Dir, Logger: log, L7Netstack: cfg.L7Stack == config.L7Netstack, L7MaxConnections: cfg.L7MaxConnections,
 		MasqDefaults: adm.Defaults{Inside: cfg.MasqueradeInside},
 		Health:       map[string]health.Spec{},
 	}
@@ -94,7 +94,7 @@ func l7Services(cfg *config.Config, log *slog.Logger) ([]L7Service, error) {
 			closeAll()
 			return nil, err
 		}
-		svc := L7Service{VIP: s.VIP, Handler: p, SetDown: p.SetMemberDown, Close: p.Close}
+		svc := L7Service{VIP: s.VIP, Proxy: p}
 		for _, m := range p.Members() {
 			if ap, err := netip.ParseAddrPort(m.Addr); err == nil {
 				svc.Members = append(svc.Members, ap)
@@ -112,8 +112,8 @@ func l7Services(cfg *config.Config, log *slog.Logger) ([]L7Service, error) {
 // closeL7 releases the L7 services' proxies.
 func closeL7(services []L7Service) {
 	for _, s := range services {
-		if s.Close != nil {
-			_ = s.Close()
+		if s.Proxy != nil {
+			_ = s.Proxy.Close()
 		}
 	}
 }

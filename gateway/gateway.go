@@ -26,6 +26,7 @@ import (
 	"github.com/vsgate/vsgate/packet/afpacket"
 	"github.com/vsgate/vsgate/packet/device"
 	"github.com/vsgate/vsgate/packet/pcap"
+	"github.com/vsgate/vsgate/proxy"
 	"github.com/vsgate/vsgate/proxy/netstack"
 )
 
@@ -93,7 +94,7 @@ type Options struct {
 
 	// L7 are the application-layer services: their VIP's TCP is
 	// terminated by the namespace's kernel (or, with L7Netstack, by the
-	// gateway's netstack) and served by Handler (the proxy). NAT must
+	// gateway's netstack) and served by Proxy. NAT must
 	// list each as a service with Mode nat.ModeL7 (so the engine hands
 	// its packets over to the netstack, or knows they are not its own);
 	// New adds those entries itself if they are missing.
@@ -102,6 +103,9 @@ type Options struct {
 	// from the device, instead of the kernel's TCP through listeners on
 	// the VIPs (l7.stack: netstack).
 	L7Netstack bool
+	// L7MaxConnections caps each L7 service's client connections (idle
+	// keep-alive ones included); 0 means proxy.DefaultMaxConnections.
+	L7MaxConnections int
 
 	// BGP, when set, runs the embedded BGP speaker (gateway/bgp.go).
 	BGP *BGPOptions
@@ -143,18 +147,15 @@ type AFPacketOptions struct {
 
 // L7Service is one HTTP virtual service served in the gateway.
 type L7Service struct {
-	VIP     netip.AddrPort
-	Handler http.Handler
+	VIP netip.AddrPort
+	// Proxy serves its requests; the gateway closes it once a reload
+	// replaced it or the gateway closed (requests still running on it
+	// finish).
+	Proxy *proxy.Proxy
 	// Health checks Members (the proxy's real servers) when set, and
-	// SetDown tells the proxy which are down: L4 and L7 share the
-	// checker.
+	// the proxy is told which are down: L4 and L7 share the checker.
 	Health  *health.Spec
 	Members []netip.AddrPort
-	SetDown func(member netip.AddrPort, down bool)
-	// Close releases the handler (its idle connections to real
-	// servers) once a reload replaced it or the gateway closed; requests
-	// still running on it finish. nil: nothing to release.
-	Close func() error
 }
 
 // Gateway is a running virtual server: devices, workers, the engine,
@@ -183,11 +184,10 @@ type Gateway struct {
 	sync        *connsync.Daemon
 	withdrawn   bool // a stop has withdrawn the BGP routes
 
-	capture pcap.Writer     // what enters and leaves, when started (--pcap, vsgate adm pcap)
-	l7      *netstack.Stack // the L7 services' stack with L7Netstack; nil for the kernel's
-	l7srv   []*http.Server
-	l7sw    map[netip.AddrPort]*l7Switch // each L7 service's handler, by VIP, which a reload replaces
-	writeMu []sync.Mutex                 // per device: the worker and the netstack both write
+	capture pcap.Writer                     // what enters and leaves, when started (--pcap, vsgate adm pcap)
+	l7      *netstack.Stack                 // the L7 services' stack with L7Netstack; nil for the kernel's
+	l7front map[netip.AddrPort]*proxy.Front // each L7 service's front, by VIP; a reload swaps its proxy
+	writeMu []sync.Mutex                    // per device: the worker and the netstack both write
 	rates   atomic.Pointer[map[string]adm.Rates]
 	counts  []workerCounts
 	// mtu says how big a packet may be where it leaves (pmtu.go); nil
@@ -427,8 +427,8 @@ func (g *Gateway) Close() error {
 	if g.control != nil {
 		errs = append(errs, g.control.Close())
 	}
-	for _, s := range g.l7srv {
-		errs = append(errs, s.Close())
+	for _, f := range g.l7front {
+		errs = append(errs, f.Close())
 	}
 	if g.l7 != nil {
 		g.l7.Close()

@@ -59,8 +59,8 @@ func (g *Gateway) healthChanged(v health.Verdict) {
 	}
 	for _, s := range g.opts.L7 {
 		for _, m := range s.Members {
-			if l7HealthKey(s.VIP, m) == v.Key && s.SetDown != nil {
-				s.SetDown(m, !v.Up)
+			if l7HealthKey(s.VIP, m) == v.Key && s.Proxy != nil {
+				s.Proxy.SetMemberDown(m, !v.Up)
 				g.log.Info("l7 member health", "member", v.Key, "up", v.Up, "check", v.Why)
 				if v.Up {
 					delete(g.l7down, v.Key)

@@ -5,21 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"runtime"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/packet/device"
+	"github.com/vsgate/vsgate/proxy"
 	"github.com/vsgate/vsgate/proxy/netstack"
 	"golang.org/x/sys/unix"
 )
@@ -154,26 +152,18 @@ func (g *Gateway) startL7(services []L7Service) error {
 	return nil
 }
 
-// l7Switch is an L7 service's handler, which a reload replaces: a request
-// runs to its end on the handler it began on.
-type l7Switch struct{ h atomic.Pointer[http.Handler] }
-
-func (s *l7Switch) ServeHTTP(w http.ResponseWriter, r *http.Request) { (*s.h.Load()).ServeHTTP(w, r) }
-
-// serveL7 serves L7 service s on listeners lns, one HTTP server for them,
-// through a switch a reload can turn to a new handler.
+// serveL7 serves L7 service s on listeners lns through one Front, whose
+// proxy a reload replaces: an open connection's next request goes by the
+// new one.
 func (g *Gateway) serveL7(s L7Service, lns ...net.Listener) {
-	sw := &l7Switch{}
-	sw.h.Store(&s.Handler)
-	if g.l7sw == nil {
-		g.l7sw = map[netip.AddrPort]*l7Switch{}
+	f := proxy.NewFront(s.Proxy, proxy.FrontOptions{MaxConnections: g.opts.L7MaxConnections, Logger: g.log})
+	if g.l7front == nil {
+		g.l7front = map[netip.AddrPort]*proxy.Front{}
 	}
-	g.l7sw[s.VIP] = sw
-	srv := &http.Server{Handler: sw, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(g.log.Handler(), slog.LevelWarn)}
-	g.l7srv = append(g.l7srv, srv)
+	g.l7front[s.VIP] = f
 	for _, ln := range lns {
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := f.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				g.log.Error("l7 service", "vip", s.VIP, "err", err)
 			}
 		}()
@@ -280,16 +270,15 @@ func (g *Gateway) swapL7Locked(next []L7Service) {
 		for _, m := range s.Members {
 			key := l7HealthKey(s.VIP, m)
 			members[key] = true
-			if g.l7down[key] && s.SetDown != nil {
-				s.SetDown(m, true)
+			if g.l7down[key] {
+				s.Proxy.SetMemberDown(m, true)
 			}
 		}
-		if sw := g.l7sw[s.VIP]; sw != nil {
-			h := s.Handler
-			sw.h.Store(&h)
+		if f := g.l7front[s.VIP]; f != nil {
+			f.Swap(s.Proxy)
 		}
-		if o, ok := old[s.VIP]; ok && o.Close != nil {
-			_ = o.Close()
+		if o, ok := old[s.VIP]; ok && o.Proxy != nil && o.Proxy != s.Proxy {
+			_ = o.Proxy.Close()
 		}
 	}
 	for key := range g.l7down {

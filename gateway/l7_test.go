@@ -15,6 +15,7 @@ import (
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/packet/device"
+	"github.com/vsgate/vsgate/proxy"
 	"github.com/vsgate/vsgate/proxy/netstack"
 )
 
@@ -31,9 +32,9 @@ func TestL7ThroughGateway(t *testing.T) {
 		// A test device carries the packets: the gateway's netstack
 		// terminates them (the kernel has no route to it).
 		L7Netstack: true,
-		L7: []L7Service{{VIP: vip, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			fmt.Fprintf(w, "l7 %s %s", r.URL.Path, r.RemoteAddr)
-		})}},
+		L7: []L7Service{{VIP: vip, Proxy: proxyTo(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "l7 %s %s", r.URL.Path, r.Header.Get("X-Forwarded-For"))
+		}))}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -66,8 +67,8 @@ func TestL7ThroughGateway(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if want := fmt.Sprintf("l7 /p%d 198.18.0.2:", i); !strings.HasPrefix(string(b), want) {
-			t.Fatalf("answer %q, want prefix %q", b, want)
+		if want := fmt.Sprintf("l7 /p%d 198.18.0.2", i); string(b) != want {
+			t.Fatalf("answer %q, want %q", b, want)
 		}
 	}
 	if n := g.counts[0].toL7.Load(); n == 0 {
@@ -87,7 +88,7 @@ func TestL7ServiceIsNotAdms(t *testing.T) {
 	l4 := nat.Service{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 80, Scheduler: "rr",
 		Backends: []nat.Backend{{Addr: netip.MustParseAddr("198.18.2.11"), Port: 80, Weight: 1}}}
 	g, err := New(Options{Devices: []device.Device{dev}, NAT: nat.Config{Capacity: 1024, Services: []nat.Service{l4}},
-		L7Netstack: true, L7: []L7Service{{VIP: vip, Handler: http.NotFoundHandler()}}})
+		L7Netstack: true, L7: []L7Service{{VIP: vip, Proxy: proxyTo(t, http.NotFoundHandler())}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,4 +123,26 @@ func TestL7ServiceIsNotAdms(t *testing.T) {
 	if got := list(); got != before {
 		t.Fatalf("the refused reload changed the listing:\n%s\nwas:\n%s", got, before)
 	}
+}
+
+// proxyTo is a proxy whose every path goes to a loopback real server that
+// h answers.
+func proxyTo(t *testing.T, h http.Handler) *proxy.Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	cfg, err := proxy.ParseDirectives("ProxyPass / http://"+ln.Addr().String()+"/", "test.conf", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := proxy.New(cfg, proxy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

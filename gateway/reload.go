@@ -109,6 +109,9 @@ func (g *Gateway) Reload(opts Options) (err error) {
 	if opts.L7Netstack != g.opts.L7Netstack {
 		return errors.New("l7.stack changed: the L7 services' stack is chosen at start; restart vsgate to change it")
 	}
+	if opts.L7MaxConnections != g.opts.L7MaxConnections {
+		return errors.New("l7.max_connections changed: the L7 services' connection cap is set at start; restart vsgate to change it")
+	}
 	// An L4 service on an L7 service's address is the first thing to say
 	// about such a change.
 	if _, err := withL7Services(opts.NAT, g.opts.L7); err != nil {

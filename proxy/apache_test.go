@@ -501,3 +501,102 @@ func TestApacheConformanceServerName(t *testing.T) {
 		})
 	}
 }
+
+// limitsDirectives set small limits so that each can be reached.
+const limitsDirectives = `
+LimitRequestLine 100
+LimitRequestFieldSize 100
+LimitRequestFields 5
+LimitRequestBody 10
+ProxyPass / http://{B1}/
+`
+
+// rawAnswer is what is compared for one raw request: the status and
+// whether the answer closes the connection.
+type rawAnswer struct {
+	Status int
+	Close  bool
+}
+
+// rawExchange sends raw as it is and reads one response.
+func rawExchange(t *testing.T, addr, raw string) rawAnswer {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("%s %q: %v", addr, raw, err)
+	}
+	resp.Body.Close()
+	return rawAnswer{Status: resp.StatusCode, Close: resp.Close}
+}
+
+// TestApacheConformanceLimits: each limit reached, and the framing errors
+// of RFC 9112, answered as Apache answers them (status, and whether the
+// connection closes).
+func TestApacheConformanceLimits(t *testing.T) {
+	d := backends(t, limitsDirectives)
+	apache, vsgate := startApache(t, d), startVsgate(t, d)
+	long := strings.Repeat("a", 100)
+	fields := ""
+	for i := range 6 {
+		fields += fmt.Sprintf("X-F%d: v\r\n", i)
+	}
+	// differs is vsgate's answer where it deliberately differs from
+	// Apache's: Apache 2.4.71 does not hold LimitRequestBody for a
+	// request mod_proxy forwards; vsgate does.
+	tooLarge := &rawAnswer{Status: 413, Close: true}
+	cases := []struct {
+		raw, probes string
+		differs     *rawAnswer
+	}{
+		{"GET /" + long[:86] + " HTTP/1.1\r\nHost: h\r\n\r\n", "a request line of exactly LimitRequestLine", nil},
+		{"GET /" + long[:87] + " HTTP/1.1\r\nHost: h\r\n\r\n", "a request line one byte over LimitRequestLine: 414", nil},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + long[:92] + "\r\n\r\n", "a field of exactly LimitRequestFieldSize", nil},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + long[:93] + "\r\n\r\n", "a field one byte over LimitRequestFieldSize: 400", nil},
+		{"GET / HTTP/1.1\r\nHost: h\r\n" + fields[:len(fields)-len("X-F5: v\r\n")-len("X-F4: v\r\n")] + "\r\n", "LimitRequestFields fields", nil},
+		{"GET / HTTP/1.1\r\nHost: h\r\n" + fields + "\r\n", "more fields than LimitRequestFields: 400", nil},
+		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789", "a body of exactly LimitRequestBody", nil},
+		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n0123456789a", "a body over LimitRequestBody: 413", tooLarge},
+		{"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n0123456789a\r\n0\r\n\r\n", "a chunked body over LimitRequestBody: 413", tooLarge},
+		{"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n0\r\n\r\n", "a chunked body", nil},
+		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n0\r\n\r\n", "Content-Length and Transfer-Encoding: chunked wins, the connection closes", nil},
+		{"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", "a Transfer-Encoding without chunked", nil},
+		{"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", "chunked not last", nil},
+		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab", "two Content-Length fields", nil},
+		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +2\r\n\r\nab", "a signed Content-Length", nil},
+		{"GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 without Host", nil},
+		{"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "two Host fields", nil},
+		{"GET / HTTP/1.0\r\n\r\n", "HTTP/1.0 without Host", nil},
+		{"GET / HTTP/1.1\r\nHost: h\r\nExpect: something\r\n\r\n", "an Expect other than 100-continue", nil},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n", "obsolete line folding", nil},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX-A : a\r\n\r\n", "whitespace before a field's colon", nil},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x01b\r\n\r\n", "a control character in a field", nil},
+		{"GET  / HTTP/1.1\r\nHost: h\r\n\r\n", "two spaces in the request line", nil},
+		{"GET / HTTP/2.0\r\nHost: h\r\n\r\n", "HTTP/2.0 on the request line", nil},
+		{"GET / HTTP/1.1\nHost: h\n\n", "bare LF line ends", nil},
+		{"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", "empty lines before the request line", nil},
+	}
+	mismatches := 0
+	for i, c := range cases {
+		want, got := rawExchange(t, apache, c.raw), rawExchange(t, vsgate, c.raw)
+		if c.differs != nil {
+			if want == *c.differs {
+				t.Errorf("row %d (%s): Apache answers %+v now, as vsgate does: drop the difference", i, c.probes, want)
+			}
+			want = *c.differs
+		}
+		if got != want {
+			mismatches++
+			t.Errorf("row %d (%s):\n apache: %+v\n vsgate: %+v", i, c.probes, want, got)
+		}
+	}
+	t.Logf("%d requests, %d mismatches", len(cases), mismatches)
+}

@@ -36,7 +36,7 @@ func (e *DirectiveError) Unwrap() error { return ErrDirective }
 
 // SupportedDirectives lists, for messages, the directives ParseDirectives
 // takes.
-const SupportedDirectives = "ProxyPass, ProxyPassMatch, ProxyPassReverse, <Proxy balancer://NAME>, BalancerMember, ProxySet, ProxyPreserveHost, ProxyAddHeaders, ProxyTimeout, ProxyRequests Off, AllowEncodedSlashes, ServerName"
+const SupportedDirectives = "ProxyPass, ProxyPassMatch, ProxyPassReverse, <Proxy balancer://NAME>, BalancerMember, ProxySet, ProxyPreserveHost, ProxyAddHeaders, ProxyTimeout, ProxyRequests Off, AllowEncodedSlashes, ServerName, LimitRequestLine, LimitRequestFieldSize, LimitRequestFields, LimitRequestBody, Timeout, KeepAlive, KeepAliveTimeout, MaxKeepAliveRequests, RequestReadTimeout"
 
 // Defaults, as Apache 2.4 has them.
 const (
@@ -79,6 +79,9 @@ type Config struct {
 	// ServerName is ServerName's host (its port left out): the front
 	// end's name in X-Forwarded-Server; "" leaves it to Options.
 	ServerName string
+	// Limits are the client side's limits and timeouts; the zero value
+	// means DefaultClientLimits.
+	Limits ClientLimits
 }
 
 // EncodedSlashes is AllowEncodedSlashes's value.
@@ -165,7 +168,7 @@ type Member struct {
 // Anything else is an error, so that a directive is never silently
 // ignored.
 func ParseDirectives(text, filename string, firstLine int) (*Config, error) {
-	p := &parser{file: filename, first: max(firstLine, 1), cfg: &Config{}, bal: map[string]*Balancer{}}
+	p := &parser{file: filename, first: max(firstLine, 1), cfg: &Config{Limits: DefaultClientLimits()}, bal: map[string]*Balancer{}}
 	if err := p.run(text); err != nil {
 		return nil, err
 	}
@@ -439,6 +442,9 @@ func (p *parser) directive(orig, name string, args []string) error {
 		}
 		p.cfg.Timeout = d
 		return nil
+	}
+	if handled, err := p.limit(orig, name, args); handled {
+		return err
 	}
 	if !directiveName(orig) {
 		// Not a directive at all: the file named may be anything (read

@@ -12,17 +12,35 @@
 // through a real apache2 and through this package and requires equal
 // results.
 //
+// The HTTP/1.1 core is its own: package h1 reads and writes the heads
+// (strictly, within Apache's LimitRequest* limits and status codes), one
+// goroutine serves a client connection from its first request to its
+// last (Front), bodies stream — spliced between kernel sockets where both
+// ends are one, chunked ones passed on chunk by chunk — and each worker
+// keeps its idle connections to its real server. An idle client
+// connection holds no buffer: it waits for readiness with a peek, and its
+// buffers go back to a pool. limits.go holds Apache's limit and timeout
+// directives (LimitRequestLine, LimitRequestFieldSize,
+// LimitRequestFields, LimitRequestBody, Timeout, KeepAlive,
+// KeepAliveTimeout, MaxKeepAliveRequests, RequestReadTimeout), and the
+// differential test reaches each limit on both. Where vsgate differs
+// from Apache on purpose the test says so: LimitRequestBody holds for
+// proxied requests here (Apache 2.4.71 forwards a body over it).
+//
 // Entry points: ParseDirectives (errors name FILE:LINE and the fix) →
-// New → ServeHTTP or Serve(net.Listener). The proxy serves from any
-// listener, so the gateway can hand it the gVisor netstack's listener;
-// SetMemberDown lets health checks take backends out, Members feeds
-// metrics.
+// New → Serve(net.Listener), or a Front of the caller's (NewFront) whose
+// Proxy a reload swaps while connections stay. The proxy serves from any
+// listener, so the gateway can hand it the kernel's or the gVisor
+// netstack's; SetMemberDown lets health checks take backends out,
+// Members feeds metrics.
 //
 // What it must not do: import nat or gateway; keep package-level mutable
-// state; buffer whole bodies (requests and responses stream; a response
-// is flushed within 10 ms of its bytes arriving from the backend, a
-// streaming one after every write); import gVisor. The gVisor netstack that
-// terminates the clients' TCP lives in proxy/netstack (with this package,
-// the only place gVisor may be imported, so the L4 fast path stays free of
-// it); this package serves whatever net.Listener it is given.
+// state; buffer whole bodies (a response's bytes go on as they arrive
+// from the backend); hand a request to another goroutine (only an
+// upgraded connection's two directions run apart); use net/http's
+// server or client on the HTTP/1.1 path; import gVisor. The gVisor
+// netstack that terminates the clients' TCP lives in proxy/netstack
+// (with this package, the only place gVisor may be imported, so the L4
+// fast path stays free of it); this package serves whatever net.Listener
+// it is given.
 package proxy

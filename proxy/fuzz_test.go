@@ -1,9 +1,11 @@
 package proxy
 
 import (
-	"net/http"
-	"net/http/httptest"
+	"io"
+	"net"
+	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzParseDirectives: no input panics; an accepted config builds a Proxy
@@ -32,13 +34,30 @@ func FuzzParseDirectives(f *testing.F) {
 		if len(target) == 0 || target[0] != '/' {
 			target = "/" + target
 		}
-		req, err := http.NewRequest("GET", "http://x/", nil)
-		if err != nil {
+		if strings.ContainsAny(target, " \r\n") {
 			return
 		}
-		req.RequestURI = target
-		req.Host = "x"
-		req.RemoteAddr = "127.0.0.1:1"
-		p.ServeHTTP(httptest.NewRecorder(), req)
+		resp := exchangeRaw(t, p, "GET "+target+" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(resp, "HTTP/1.1 ") {
+			t.Fatalf("%q: answer %q", target, resp)
+		}
 	})
+}
+
+// exchangeRaw serves one connection that sends raw and returns all the
+// proxy wrote back.
+func exchangeRaw(t testing.TB, p *Proxy, raw string) string {
+	t.Helper()
+	f := NewFront(p, FrontOptions{})
+	client, server := net.Pipe()
+	f.slots <- struct{}{}
+	f.track(server, true)
+	go f.serveConn(server)
+	go func() {
+		io.WriteString(client, raw)
+	}()
+	client.SetDeadline(time.Now().Add(10 * time.Second))
+	b, _ := io.ReadAll(client)
+	client.Close()
+	return string(b)
 }

@@ -112,6 +112,9 @@ type Config struct {
 	// L7Stack is l7.stack: which TCP stack terminates the clients of L7
 	// services, L7Kernel (the default) or L7Netstack.
 	L7Stack string
+	// L7MaxConnections is l7.max_connections: the client connections
+	// each L7 service serves at once.
+	L7MaxConnections int
 }
 
 // l7.stack's values.

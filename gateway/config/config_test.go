@@ -16,6 +16,7 @@ import (
 
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/proxy"
 	"github.com/vsgate/vsgate/sched"
 )
 
@@ -120,7 +121,7 @@ func TestDefaults(t *testing.T) {
 			SynProxy:  SynProxyAuto{HalfOpen: DefaultSynProxyHalfOpen, Fill: DefaultSynProxyFill},
 			Timeouts:  nat.DefaultTimeouts(),
 			FullNAT:   FullNAT{Ports: [2]uint16{1024, 65535}},
-			Control:   Control{Socket: DefaultSocket}, User: DefaultUser, Seccomp: true, Pcap: Pcap{Dir: DefaultPcapDir}, L7Stack: L7Kernel,
+			Control:   Control{Socket: DefaultSocket}, User: DefaultUser, Seccomp: true, Pcap: Pcap{Dir: DefaultPcapDir}, L7Stack: L7Kernel, L7MaxConnections: proxy.DefaultMaxConnections,
 			Metrics:    Metrics{Listen: netip.MustParseAddrPort(DefaultMetrics)},
 			Log:        Log{Level: slog.LevelInfo, Format: "text"},
 			Services:   c.Services, // nil or empty

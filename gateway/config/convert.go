@@ -94,6 +94,7 @@ func (f *file) convert(r *report) *Config {
 	c.User = cv.str(raw.User, DefaultUser)
 	c.Seccomp = cv.boolean("seccomp", cv.str(raw.Seccomp, "true"))
 	c.L7Stack = cv.enum("l7.stack", raw.L7.Stack, L7Kernel, L7Kernel, L7Netstack)
+	c.L7MaxConnections = int(cv.integer("l7.max_connections", "L7 connection cap", raw.L7.MaxConnections, proxy.DefaultMaxConnections, 1, 1<<24))
 	c.Pcap.Dir = cv.str(raw.Pcap.Dir, DefaultPcapDir)
 	c.Metrics.Public = cv.boolean("metrics.public", raw.Metrics.Public)
 	c.Metrics.Pprof = cv.boolean("metrics.pprof", raw.Metrics.Pprof)

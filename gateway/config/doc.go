@@ -182,6 +182,10 @@
 //	                        port delivers them to vsgate's listeners),
 //	                        or netstack (gVisor's, inside vsgate: the
 //	                        kernel owns no route to the VIP's port)
+//	  max_connections: 16384  client connections each L7 service       default 16384
+//	                        serves at once, idle keep-alive ones
+//	                        included; past it new clients wait in the
+//	                        kernel's backlog (as Apache's do)
 //	pcap:
 //	  dir: /var/lib/vsgate/pcap   the only place captures are written   default this
 //	metrics:

@@ -40,7 +40,8 @@ type (
 		L7         fileL7Stack   `yaml:"l7"`
 	}
 	fileL7Stack struct {
-		Stack string `yaml:"stack"`
+		Stack          string `yaml:"stack"`
+		MaxConnections string `yaml:"max_connections"`
 	}
 	fileDevice struct {
 		Type       string   `yaml:"type"`

@@ -182,6 +182,7 @@ func (c *Config) YAML() []byte {
 	w(0, "seccomp: %t", c.Seccomp)
 	w(0, "l7:")
 	w(1, "stack: %s", c.L7Stack)
+	w(1, "max_connections: %d", c.L7MaxConnections)
 	w(0, "pcap:")
 	w(1, "dir: %s", q(c.Pcap.Dir))
 	w(0, "metrics:")

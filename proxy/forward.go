@@ -1,0 +1,735 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vsgate/vsgate/proxy/h1"
+)
+
+// call is one request's routing decision.
+type call struct {
+	r       *route
+	found   string // proxy URL after translation
+	args    string
+	hasArgs bool
+	nocanon bool
+	host    string // the client's Host
+}
+
+// connectError is a failure to connect to a backend: Apache answers 503
+// and puts the worker in error state.
+type connectError struct {
+	addr string
+	err  error
+}
+
+func (e *connectError) Error() string { return "connect to " + e.addr + ": " + e.err.Error() }
+func (e *connectError) Unwrap() error { return e.err }
+
+// exchangeEnd is how an exchange with a real server ended.
+type exchangeEnd int
+
+const (
+	done        exchangeEnd = iota // the response went to the client whole
+	clientGone                     // the client's side failed: close it
+	answered                       // an error page was sent; the connection may go on
+	answeredEnd                    // an error page was sent; close the connection
+)
+
+// forward routes one request as Apache's mod_proxy would, sends it to a
+// real server and its response to the client; false: close the client
+// connection.
+func (p *Proxy) forward(cc *clientConn, req *h1.Request, keep bool) bool {
+	c, status := p.route(req)
+	if status == 0 {
+		status = p.checkRequest(req)
+	}
+	if status != 0 {
+		return p.refuse(cc, req, status, keep)
+	}
+	attempts := 1
+	if b := c.r.bal; b != nil && !b.noFailover {
+		attempts += b.maxAttempts
+	}
+	status = http.StatusServiceUnavailable
+	for range attempts {
+		w := c.r.worker
+		u := c.found
+		if b := c.r.bal; b != nil {
+			if w = b.pick(time.Now().UnixNano()); w == nil {
+				break
+			}
+			// balancer_fixup: member URL + the path after balancer://name.
+			rest := u[len("balancer://"):]
+			path := "/" // proxy_balancer_canon: balancer://name/
+			if i := strings.IndexByte(rest, '/'); i >= 0 {
+				path = rest[i:]
+			}
+			u = w.name + path
+		} else if !w.usable(time.Now().UnixNano()) {
+			break
+		}
+		t, st := canonURL(u, c.args, c.hasArgs, c.nocanon, p.cfg.EncodedSlashes)
+		if st != 0 {
+			return p.refuse(cc, req, st, keep)
+		}
+		bc, err := p.connect(w, &t)
+		if err != nil {
+			w.failures.Add(1)
+			w.errUntil.Store(time.Now().Add(w.retry()).UnixNano())
+			p.log.Warn("proxy: backend connect failed", "worker", w.name, "err", err)
+			continue
+		}
+		switch p.exchange(cc, req, c, w, &t, bc, keep) {
+		case done:
+			return keep && !req.Close
+		case answered:
+			return keep
+		default:
+			return false
+		}
+	}
+	return p.refuse(cc, req, status, keep)
+}
+
+// dropsConnection is Apache's ap_status_drops_connection: the statuses
+// after which it closes the client's connection.
+func dropsConnection(status int) bool {
+	switch status {
+	case http.StatusBadRequest, http.StatusRequestTimeout, http.StatusLengthRequired,
+		http.StatusRequestEntityTooLarge, http.StatusRequestURITooLong, http.StatusInternalServerError,
+		http.StatusServiceUnavailable, http.StatusNotImplemented:
+		return true
+	}
+	return false
+}
+
+// refuse answers status without a real server; the connection goes on
+// when Apache keeps it after that status and the request's body (if any)
+// can be read past.
+func (p *Proxy) refuse(cc *clientConn, req *h1.Request, status int, keep bool) bool {
+	switch {
+	case req.Chunked, dropsConnection(status):
+		keep = false
+	case req.Length > 0:
+		keep = keep && drain(cc.br, req.Length)
+	}
+	if status >= 500 {
+		p.log.Warn("proxy: request failed", "uri", req.Target, "status", status)
+	}
+	cc.fail(p, status, !keep)
+	return keep
+}
+
+// route is what Apache decides from the request line: the route and the
+// proxy URL, or the status it answers instead.
+func (p *Proxy) route(req *h1.Request) (*call, int) {
+	unparsed := req.Target
+	if strings.IndexByte(unparsed, '#') >= 0 {
+		// A fragment is no part of a request-target (RFC 9112 3.2):
+		// Apache refuses it (ap_parse_uri) before any routing.
+		return nil, http.StatusBadRequest
+	}
+	host := req.Get("Host")
+	if !strings.HasPrefix(unparsed, "/") {
+		// The absolute form: its path and query are the target, its
+		// authority the host (RFC 9112 3.2.2).
+		scheme, rest, ok := strings.Cut(unparsed, "://")
+		if !ok || !strings.EqualFold(scheme, "http") && !strings.EqualFold(scheme, "https") {
+			return nil, http.StatusBadRequest
+		}
+		auth, pth, _ := strings.Cut(rest, "/")
+		host, unparsed = auth, "/"+pth
+		if i := strings.IndexByte(auth, '?'); i >= 0 {
+			host, unparsed = auth[:i], "/"+auth[i:]
+		}
+	}
+	path, args, hasArgs := strings.Cut(unparsed, "?")
+	uri, st := requestPath(path, p.cfg.EncodedSlashes)
+	if st != 0 {
+		return nil, st
+	}
+	rt, found, nocanon := translate(p.routes, uri, unparsed)
+	if rt == nil {
+		return nil, http.StatusNotFound
+	}
+	c := &call{r: rt, found: found, args: args, hasArgs: hasArgs, nocanon: nocanon, host: host}
+	// Check the URL now so that a bad mapping answers without a backend.
+	if rt.bal == nil {
+		if _, st := canonURL(found, args, hasArgs, nocanon, p.cfg.EncodedSlashes); st != 0 {
+			return nil, st
+		}
+	}
+	return c, 0
+}
+
+// checkRequest is what Apache checks of a request's head before it runs
+// it (ap_check_request_header, LimitRequestBody).
+func (p *Proxy) checkRequest(req *h1.Request) int {
+	hosts := 0
+	for i := range req.Fields {
+		if strings.EqualFold(req.Fields[i].Name, "Host") {
+			hosts++
+		}
+	}
+	if hosts > 1 || hosts == 0 && req.Minor >= 1 {
+		return http.StatusBadRequest
+	}
+	if e, ok := req.Values("Expect"); ok && (req.Minor >= 1 && !strings.EqualFold(e, "100-continue")) {
+		return http.StatusExpectationFailed
+	}
+	if p.limits.Body > 0 && req.Length > p.limits.Body {
+		return http.StatusRequestEntityTooLarge
+	}
+	return 0
+}
+
+// connect takes an idle connection to w, or opens one within the
+// worker's connect timeout.
+func (p *Proxy) connect(w *worker, t *target) (*backendConn, error) {
+	if bc := w.pool.get(); bc != nil {
+		return bc, nil
+	}
+	return p.dialBackend(context.Background(), w, t, p.connectTimeout(w))
+}
+
+// timeouts of a worker: for its response (timeout=, ProxyTimeout, the
+// default) and its connection attempts (connectiontimeout=, else the
+// response's, as in Apache).
+func (p *Proxy) responseTimeout(w *worker) time.Duration {
+	for _, d := range []time.Duration{w.w.Timeout, p.cfg.Timeout, p.opts.ResponseHeaderTimeout} {
+		if d > 0 {
+			return d
+		}
+	}
+	return DefaultTimeout
+}
+
+func (p *Proxy) connectTimeout(w *worker) time.Duration {
+	if d := w.w.ConnectTimeout; d > 0 {
+		return d
+	}
+	if d := p.opts.ConnectTimeout; d > 0 {
+		return d
+	}
+	return p.responseTimeout(w)
+}
+
+// exchange sends the request on bc and the response back. A reused
+// connection that the real server closed before it answered is replaced
+// once by a new one when the request has no body to send again.
+func (p *Proxy) exchange(cc *clientConn, req *h1.Request, c *call, w *worker, t *target, bc *backendConn, keep bool) exchangeEnd {
+	w.busy.Add(1)
+	w.requests.Add(1)
+	defer w.busy.Add(-1)
+	timeout := p.responseTimeout(w)
+	closeBackend := false
+	if c.r.bal == nil && p.apache != nil {
+		// The worker Apache would serve this URL with (its table's longest
+		// match) may be one that reuses no connection: a ProxyPassMatch
+		// worker with a $N asks the real server to close.
+		if aw := findWorker(p.apache, t.scheme+"://"+t.hostHeader()+t.uri, true, true); aw != nil && !aw.reuse {
+			closeBackend = true
+		}
+	}
+	upgrade := ""
+	if req.Upgrade {
+		if u := req.Get("Upgrade"); u != "" && p.canUpgrade(c, u) {
+			upgrade = u
+		}
+	}
+	bodyless := req.Length <= 0 && !req.Chunked
+	for {
+		bc.c.SetDeadline(time.Now().Add(timeout))
+		p.writeRequestHead(bc.bw, cc, req, c, t, upgrade, closeBackend)
+		err := bc.bw.Flush()
+		sent := false
+		if err == nil && !bodyless {
+			if req.Minor >= 1 && strings.EqualFold(req.Get("Expect"), "100-continue") {
+				cc.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+				if cc.bw.Flush() != nil {
+					bc.c.Close()
+					return clientGone
+				}
+			}
+			sent = true
+			var n int64
+			n, err = p.sendBody(cc, req, bc)
+			w.transferred.Add(n)
+			if errors.Is(err, h1.ErrBodyTooLarge) || clientSide(err) {
+				bc.c.Close()
+				if errors.Is(err, h1.ErrBodyTooLarge) {
+					cc.fail(p, http.StatusRequestEntityTooLarge, true)
+					return answeredEnd
+				}
+				var he *h1.Error
+				if errors.As(err, &he) {
+					cc.fail(p, he.Status, true)
+					return answeredEnd
+				}
+				return clientGone
+			}
+		}
+		resp := &bc.resp
+		if err == nil {
+			err = h1.ReadResponse(bc.br, p.limits.Head, resp, req.Method)
+			for err == nil && resp.Status/100 == 1 && resp.Status != http.StatusSwitchingProtocols {
+				// An interim response goes on to an HTTP/1.1 client (100, 103).
+				if req.Minor >= 1 {
+					p.writeResponseHead(cc, req, resp, c, true, false)
+					if cc.bw.Flush() != nil {
+						bc.c.Close()
+						return clientGone
+					}
+				}
+				err = h1.ReadResponse(bc.br, p.limits.Head, resp, req.Method)
+			}
+		}
+		if err != nil {
+			bc.c.Close()
+			if bc.reused && !sent && bodyless && stale(err) {
+				nbc, derr := p.dialBackend(context.Background(), w, t, p.connectTimeout(w))
+				if derr == nil {
+					bc = nbc
+					continue
+				}
+				err = derr
+			}
+			status := http.StatusBadGateway
+			var ce *connectError
+			if errors.As(err, &ce) {
+				status = http.StatusServiceUnavailable
+			}
+			// Apache 2.4 answers 502 to a response head that timed out
+			// (mod_proxy_http, AH01102), not 504: the differential test
+			// shows it.
+			p.log.Warn("proxy: request failed", "uri", req.Target, "worker", w.name, "status", status, "err", err)
+			if req.Chunked || req.Length > 0 && !sent || dropsConnection(status) || !keep {
+				cc.fail(p, status, true)
+				return answeredEnd
+			}
+			cc.fail(p, status, false)
+			return answered
+		}
+		return p.respond(cc, req, resp, c, w, bc, keep, closeBackend, upgrade != "")
+	}
+}
+
+// stale tells whether a failure on a reused connection is the real server
+// having closed it (nothing of a response came).
+func stale(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		isErrno(err, "connection reset") || isErrno(err, "broken pipe")
+}
+
+func isErrno(err error, text string) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && strings.Contains(oe.Err.Error(), text)
+}
+
+// clientError marks a failure on the client's side of a body copy.
+type clientError struct{ err error }
+
+func (e *clientError) Error() string { return "client: " + e.err.Error() }
+func (e *clientError) Unwrap() error { return e.err }
+
+func clientSide(err error) bool {
+	var ce *clientError
+	return errors.As(err, &ce)
+}
+
+// sendBody copies the request body to the real server, within
+// LimitRequestBody and mod_reqtimeout's body rate; it returns the bytes
+// sent. Failures reading the client come back as *clientError.
+func (p *Proxy) sendBody(cc *clientConn, req *h1.Request, bc *backendConn) (int64, error) {
+	lim := &p.limits
+	cc.rc.timeout(lim.BodyTimeout, 0, lim.BodyMinRate)
+	if req.Chunked {
+		limit := int64(-1)
+		if lim.Body > 0 {
+			limit = lim.Body
+		}
+		n, err := h1.CopyChunked(bc.bw, cc.br, limit, lim.Head)
+		if err == nil {
+			err = bc.bw.Flush()
+		} else if !errors.Is(err, h1.ErrBodyTooLarge) && !isWrite(err) {
+			err = &clientError{err}
+		}
+		return n, err
+	}
+	n, err := copyN(bc.bw, bc.tcp, cc.br, cc.tcp, req.Length, lim.BodyTimeout, lim.BodyMinRate, true)
+	if err == nil {
+		err = bc.bw.Flush()
+	}
+	return n, err
+}
+
+// writeError marks a failure writing to the other side in copyN.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+func isWrite(err error) bool {
+	var we *writeError
+	return errors.As(err, &we)
+}
+
+// copyN copies n bytes from src to dst: what src has buffered through
+// dst, the rest spliced socket to socket when both are kernel sockets and
+// the rest is large, else through dst as it arrives. Every piece has its
+// own deadline (timeout, plus what minRate allows for it). Read failures
+// are *clientError when readIsClient.
+func copyN(dst *bufio.Writer, dstTCP *net.TCPConn, src *bufio.Reader, srcTCP *net.TCPConn, n int64, timeout time.Duration, minRate int, readIsClient bool) (int64, error) {
+	const piece = 1 << 20
+	readErr := func(err error) error {
+		if readIsClient {
+			return &clientError{err}
+		}
+		return err
+	}
+	var done int64
+	for done < n {
+		if src.Buffered() > 0 || dstTCP == nil || srcTCP == nil || n-done < 64<<10 {
+			if src.Buffered() == 0 {
+				if _, err := src.Peek(1); err != nil {
+					return done, readErr(h1NoEOF(err))
+				}
+			}
+			b, _ := src.Peek(int(min(int64(src.Buffered()), n-done)))
+			if _, err := dst.Write(b); err != nil {
+				return done, &writeError{err}
+			}
+			src.Discard(len(b))
+			done += int64(len(b))
+			if src.Buffered() == 0 && done < n {
+				if err := dst.Flush(); err != nil {
+					return done, &writeError{err}
+				}
+			}
+			continue
+		}
+		if err := dst.Flush(); err != nil {
+			return done, &writeError{err}
+		}
+		k := min(n-done, piece)
+		d := timeout
+		if minRate > 0 {
+			d += time.Duration(k) * time.Second / time.Duration(minRate)
+		}
+		srcTCP.SetReadDeadline(time.Now().Add(d))
+		dstTCP.SetWriteDeadline(time.Now().Add(d))
+		m, err := dstTCP.ReadFrom(&io.LimitedReader{R: srcTCP, N: k})
+		done += m
+		if err != nil {
+			return done, &writeError{err}
+		}
+		if m < k {
+			return done, readErr(io.ErrUnexpectedEOF)
+		}
+	}
+	return done, nil
+}
+
+func h1NoEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// writeRequestHead writes the request as mod_proxy_http sends it
+// (ap_proxy_create_hdrbrgd): the client's fields but the hop-by-hop ones,
+// Host, X-Forwarded-*, Connection: Keep-Alive (close for a worker that
+// reuses none; Upgrade when one passes), and the body's framing.
+func (p *Proxy) writeRequestHead(b *bufio.Writer, cc *clientConn, req *h1.Request, c *call, t *target, upgrade string, closeBackend bool) {
+	b.WriteString(req.Method)
+	b.WriteByte(' ')
+	b.WriteString(t.uri)
+	b.WriteString(" HTTP/1.1\r\nHost: ")
+	if p.cfg.PreserveHost && c.host != "" {
+		b.WriteString(c.host)
+	} else {
+		b.WriteString(t.hostHeader())
+	}
+	b.WriteString("\r\n")
+	add := !p.cfg.NoAddHeaders
+	for i := range req.Fields {
+		f := &req.Fields[i]
+		if req.Hop(f.Name) || strings.EqualFold(f.Name, "Host") || strings.EqualFold(f.Name, "Expect") ||
+			add && (strings.EqualFold(f.Name, "X-Forwarded-For") || strings.EqualFold(f.Name, "X-Forwarded-Host") ||
+				strings.EqualFold(f.Name, "X-Forwarded-Server")) {
+			continue
+		}
+		writeField(b, f.Name, f.Value)
+	}
+	if add {
+		// apr_table_mergen: what the client sent, then this hop's value.
+		mergeField(b, req, "X-Forwarded-For", cc.remote)
+		if c.host != "" {
+			mergeField(b, req, "X-Forwarded-Host", c.host)
+		}
+		name := p.cfg.ServerName
+		if name == "" {
+			name = p.opts.ServerName
+		}
+		mergeField(b, req, "X-Forwarded-Server", name)
+	}
+	switch {
+	case upgrade != "":
+		b.WriteString("Connection: Upgrade\r\n")
+		writeField(b, "Upgrade", upgrade)
+	case closeBackend:
+		b.WriteString("Connection: close\r\n")
+	default:
+		// mod_proxy_http asks every real server to keep the connection,
+		// whatever the client asked of it.
+		b.WriteString("Connection: Keep-Alive\r\n")
+	}
+	switch {
+	case req.Chunked:
+		b.WriteString("Transfer-Encoding: chunked\r\n")
+	case req.Length >= 0:
+		b.WriteString("Content-Length: ")
+		b.WriteString(strconv.FormatInt(req.Length, 10))
+		b.WriteString("\r\n")
+	}
+	b.WriteString("\r\n")
+}
+
+func writeField(b *bufio.Writer, name, value string) {
+	b.WriteString(name)
+	b.WriteString(": ")
+	b.WriteString(value)
+	b.WriteString("\r\n")
+}
+
+func mergeField(b *bufio.Writer, req *h1.Request, name, v string) {
+	if prior, ok := req.Values(name); ok {
+		v = prior + ", " + v
+	}
+	writeField(b, name, v)
+}
+
+// respond passes the response on: its head (hop-by-hop fields dropped,
+// ProxyPassReverse applied, framing for the client), its body, and the
+// connection to the pool when it can carry another request.
+func (p *Proxy) respond(cc *clientConn, req *h1.Request, resp *h1.Response, c *call, w *worker, bc *backendConn, keep, closeBackend, upgrading bool) exchangeEnd {
+	if resp.Status == http.StatusSwitchingProtocols {
+		if !upgrading {
+			bc.c.Close()
+			cc.fail(p, http.StatusBadGateway, true)
+			return answeredEnd
+		}
+		p.writeResponseHead(cc, req, resp, c, true, false)
+		if cc.bw.Flush() != nil {
+			bc.c.Close()
+			return clientGone
+		}
+		tunnel(cc, bc)
+		return clientGone
+	}
+	// A body that runs to the close goes on chunked to an HTTP/1.1 client
+	// (which can keep its connection), as is to an HTTP/1.0 one.
+	rechunk := resp.UntilClose && req.Minor >= 1
+	if resp.UntilClose && !rechunk {
+		keep = false
+	}
+	p.writeResponseHead(cc, req, resp, c, keep, rechunk)
+	cc.c.SetWriteDeadline(time.Now().Add(p.limits.Timeout))
+	timeout := p.responseTimeout(w)
+	bc.c.SetReadDeadline(time.Now().Add(timeout))
+	var n int64
+	var err error
+	switch {
+	case resp.Chunked:
+		n, err = h1.CopyChunked(cc.bw, bc.br, -1, p.limits.Head)
+	case resp.UntilClose:
+		n, err = copyToClose(cc.bw, bc.br, rechunk)
+	case resp.Length > 0:
+		n, err = copyN(cc.bw, cc.tcp, bc.br, bc.tcp, resp.Length, timeout, 0, false)
+	}
+	w.read.Add(n)
+	if err == nil {
+		err = cc.bw.Flush()
+	}
+	if err != nil {
+		bc.c.Close()
+		if !isWrite(err) && !errors.Is(err, io.ErrUnexpectedEOF) {
+			p.log.Warn("proxy: response body", "uri", req.Target, "worker", w.name, "err", err)
+		}
+		return clientGone
+	}
+	if resp.Close || resp.UntilClose || closeBackend || resp.Minor == 0 && !resp.KeepAlive {
+		bc.c.Close()
+	} else {
+		w.pool.put(bc)
+	}
+	if !keep {
+		return clientGone
+	}
+	return done
+}
+
+// copyToClose copies a body that ends with the connection, chunked when
+// rechunk.
+func copyToClose(dst *bufio.Writer, src *bufio.Reader, rechunk bool) (int64, error) {
+	var n int64
+	for {
+		if src.Buffered() == 0 {
+			if _, err := src.Peek(1); err != nil {
+				if err == io.EOF {
+					if rechunk {
+						dst.WriteString("0\r\n\r\n")
+					}
+					return n, nil
+				}
+				return n, err
+			}
+		}
+		b, _ := src.Peek(src.Buffered())
+		if rechunk {
+			dst.WriteString(strconv.FormatInt(int64(len(b)), 16))
+			dst.WriteString("\r\n")
+		}
+		if _, err := dst.Write(b); err != nil {
+			return n, &writeError{err}
+		}
+		if rechunk {
+			dst.WriteString("\r\n")
+		}
+		src.Discard(len(b))
+		n += int64(len(b))
+		if err := dst.Flush(); err != nil {
+			return n, &writeError{err}
+		}
+	}
+}
+
+// writeResponseHead writes the status line and fields of resp for the
+// client: Apache's reason phrases, the real server's fields but the
+// hop-by-hop ones (and those its Connection names), Location,
+// Content-Location and URI mapped by ProxyPassReverse, a Date, the
+// framing, and Connection: close when the client's connection ends here
+// (keep-alive for an HTTP/1.0 client that asked for it).
+func (p *Proxy) writeResponseHead(cc *clientConn, req *h1.Request, resp *h1.Response, c *call, keep, rechunk bool) {
+	b := cc.bw
+	b.WriteString("HTTP/1.1 ")
+	if text := http.StatusText(resp.Status); text != "" {
+		b.WriteString(strconv.Itoa(resp.Status))
+		b.WriteByte(' ')
+		b.WriteString(text)
+	} else {
+		b.WriteString(strconv.Itoa(resp.Status))
+		b.WriteByte(' ')
+		b.WriteString(resp.Reason)
+	}
+	b.WriteString("\r\n")
+	hasDate := false
+	var self string
+	for i := range resp.Fields {
+		f := &resp.Fields[i]
+		if resp.Status == http.StatusSwitchingProtocols && strings.EqualFold(f.Name, "Upgrade") {
+			writeField(b, f.Name, f.Value)
+			continue
+		}
+		if resp.Hop(f.Name) {
+			continue
+		}
+		v := f.Value
+		if len(p.cfg.Reverse) > 0 && (strings.EqualFold(f.Name, "Location") || strings.EqualFold(f.Name, "Content-Location") || strings.EqualFold(f.Name, "URI")) {
+			if self == "" {
+				self = "http://" + selfHost(c.host)
+			}
+			v = reverseMap(p.cfg.Reverse, p.balancers, v, self)
+		}
+		hasDate = hasDate || strings.EqualFold(f.Name, "Date")
+		writeField(b, f.Name, v)
+	}
+	if !hasDate {
+		b.WriteString(cc.f.dateField())
+	}
+	switch {
+	case resp.Status == http.StatusSwitchingProtocols:
+		b.WriteString("Connection: Upgrade\r\n\r\n")
+		return
+	case resp.Status/100 == 1:
+		b.WriteString("\r\n")
+		return
+	case resp.Chunked || rechunk:
+		b.WriteString("Transfer-Encoding: chunked\r\n")
+	case resp.Length > 0 || resp.Length == 0 && req.Method != "HEAD" && resp.Status != http.StatusNotModified && resp.Status != http.StatusNoContent:
+		b.WriteString("Content-Length: ")
+		b.WriteString(strconv.FormatInt(resp.Length, 10))
+		b.WriteString("\r\n")
+	default:
+		// HEAD and 304 carry the length the body would have.
+		if v := resp.Get("Content-Length"); v != "" && resp.Status != http.StatusNoContent {
+			writeField(b, "Content-Length", v)
+		}
+	}
+	if !keep {
+		b.WriteString("Connection: close\r\n")
+	} else if req.Minor == 0 {
+		b.WriteString("Connection: keep-alive\r\n")
+	}
+	b.WriteString("\r\n")
+}
+
+// tunnel copies both ways between an upgraded client connection and its
+// real server until both directions end, then closes the real server's
+// side (the caller closes the client's).
+func tunnel(cc *clientConn, bc *backendConn) {
+	cc.c.SetDeadline(time.Time{})
+	bc.c.SetDeadline(time.Time{})
+	up := make(chan struct{})
+	go func() {
+		defer close(up)
+		if n := cc.br.Buffered(); n > 0 {
+			b, _ := cc.br.Peek(n)
+			bc.c.Write(b)
+			cc.br.Discard(n)
+		}
+		io.Copy(bc.c, cc.c)
+		closeWrite(bc.c)
+	}()
+	if n := bc.br.Buffered(); n > 0 {
+		b, _ := bc.br.Peek(n)
+		cc.c.Write(b)
+		bc.br.Discard(n)
+	}
+	io.Copy(cc.c, bc.c)
+	closeWrite(cc.c)
+	<-up
+	bc.c.Close()
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	} else {
+		c.Close()
+	}
+}
+
+// errorPage is Apache's error document for status.
+func (p *Proxy) errorPage(status int) string {
+	text := http.StatusText(status)
+	return fmt.Sprintf("<!DOCTYPE HTML PUBLIC \"-//IETF//DTD HTML 2.0//EN\">\n<html><head>\n<title>%d %s</title>\n</head><body>\n<h1>%s</h1>\n<hr>\n<address>vsgate at %s</address>\n</body></html>\n",
+		status, text, html.EscapeString(text), html.EscapeString(p.opts.ServerName))
+}
+
+// statusLine is "CODE Reason".
+func statusLine(status int) string { return strconv.Itoa(status) + " " + http.StatusText(status) }
+
+func itoa(n int) string { return strconv.Itoa(n) }
