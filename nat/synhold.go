@@ -31,6 +31,8 @@ type heldSegment struct {
 	idx, gen uint32 // the flow (its slab index and generation); idx 0: free
 	order    uint32 // arrival order among the flow's segments
 	seq      uint32 // the segment's sequence number
+	tsval    uint32 // its timestamp value, valid iff hasTS
+	hasTS    bool
 	n        int
 }
 
@@ -55,7 +57,8 @@ func (h *segmentHold) hold(e *Engine, idx, gen uint32, b []byte, p *packet.Parse
 	if len(b) > heldSlotSize {
 		return false
 	}
-	seq := packet.TCP(b[p.L4Off:p.End]).Seq()
+	t := packet.TCP(b[p.L4Off:p.End])
+	seq, o := t.Seq(), t.Options()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.buf == nil {
@@ -90,8 +93,25 @@ func (h *segmentHold) hold(e *Engine, idx, gen uint32, b []byte, p *packet.Parse
 	if c, ok := packet.L4Checksum(dst, p); ok {
 		dst[p.L4Off+16], dst[p.L4Off+17] = byte(c>>8), byte(c)
 	}
-	h.slots[free] = heldSegment{idx: idx, gen: gen, order: order, seq: seq, n: len(b)}
+	h.slots[free] = heldSegment{idx: idx, gen: gen, order: order, seq: seq, tsval: o.TSval, hasTS: o.HasTimestamp, n: len(b)}
 	return true
+}
+
+// earliestTSval returns the earliest timestamp value (RFC 7323 TSval)
+// among the segments held for flow idx (generation gen), and false if
+// none of them carries one.
+func (h *segmentHold) earliestTSval(idx, gen uint32) (uint32, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ts uint32
+	found := false
+	for i := range h.slots {
+		s := &h.slots[i]
+		if s.idx == idx && s.gen == gen && s.hasTS && (!found || seqBefore(s.tsval, ts)) {
+			ts, found = s.tsval, true
+		}
+	}
+	return ts, found
 }
 
 // take appends the segments held for flow idx (generation gen), in the

@@ -419,7 +419,7 @@ func (w *Worker) proxyFromClient(b []byte, f *flow, sh *proxyShifts, of, idx, ge
 		if w.e.early.hold(w.e, idx, gen, b, p) {
 			return Held, false
 		}
-		return w.resendServerSyn(b, f, sh, of, s), false
+		return w.resendServerSyn(b, idx, gen, s), false
 	}
 	ts := packet.TCPShift{
 		Ack: sh[0].Load(), TSecr: sh[1].Load(),
@@ -429,16 +429,23 @@ func (w *Worker) proxyFromClient(b []byte, f *flow, sh *proxyShifts, of, idx, ge
 	return 0, true
 }
 
-// resendServerSyn turns client segment b of proxied flow f, whose real
-// server has not answered, into the SYN to the real server again (Reply):
-// the first may have been lost, and nothing else would send it again —
-// the client's segments are held or dropped until the real server answers,
-// so the client's retransmissions drive the SYN's. The SYN is the one
-// acceptCookie made (the client's sequence number, the cookie's MSS, the
-// window scale and SACK it offered) with the client's current timestamp
-// and window, already translated to the real server.
-func (w *Worker) resendServerSyn(b []byte, f *flow, sh *proxyShifts, of uint32, s *slot) Verdict {
+// resendServerSyn turns client segment b of proxied flow idx (generation
+// gen), whose real server has not answered, into the SYN to the real
+// server again (Reply): the first may have been lost, and nothing else
+// would send it again — the client's segments are held or dropped until
+// the real server answers, so the client's retransmissions drive the
+// SYN's. The SYN is the one acceptCookie made (the client's sequence
+// number, the cookie's MSS, the window scale and SACK it offered) with the
+// client's current window, already translated to the real server. Its
+// timestamp is b's, or the earliest of the segments held for the flow if
+// that is older: the real server's SYN-ACK echoes the SYN's, the ACK that
+// answers it (serverSynAck) carries the echo, and a real server drops
+// (PAWS, RFC 7323 §5) a segment whose timestamp is older than that — b, a
+// retransmission, is later than the segments held before it.
+func (w *Worker) resendServerSyn(b []byte, idx, gen uint32, s *slot) Verdict {
 	p := w.p
+	f, sh := &w.e.tab.flows[idx], &w.e.tab.proxy[idx]
+	of := f.tcp[DirOriginal].flags()
 	t := packet.TCP(b[p.L4Off:p.End])
 	o := t.Options()
 	v6 := p.Version == 6
@@ -451,7 +458,11 @@ func (w *Worker) resendServerSyn(b []byte, f *flow, sh *proxyShifts, of uint32, 
 	syn.Options.HasMSS, syn.Options.MSS = true, cookieMSS(v6, of>>proxyMSSAt&3)
 	win := uint32(t.Window())
 	if of&sideProxyTS != 0 && o.HasTimestamp {
-		syn.Options.HasTimestamp, syn.Options.TSval = true, o.TSval
+		ts := o.TSval
+		if held, ok := w.e.early.earliestTSval(idx, gen); ok && seqBefore(held, ts) {
+			ts = held
+		}
+		syn.Options.HasTimestamp, syn.Options.TSval = true, ts
 		syn.Options.SACKPermit = sh[1].Load()&tsOptSACK != 0
 	}
 	if of&sideProxyWS != 0 {

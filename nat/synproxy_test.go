@@ -332,9 +332,9 @@ func TestSynProxyRefusedByServer(t *testing.T) {
 // TestSynProxyServerSynLost: the SYN to the real server is lost. The
 // client's first data is held; its retransmission becomes the same SYN
 // again (sequence number, MSS, window scale, SACK, to the same real
-// server), counted; a RST from the client then is dropped. The real
-// server's answer to the SYN sent again settles the flow and the held data
-// goes on.
+// server, with the held data's timestamp), counted; a RST from the client
+// then is dropped. The real server's answer to the SYN sent again settles
+// the flow and the held data goes on.
 func TestSynProxyServerSynLost(t *testing.T) {
 	for _, mode := range []nat.Mode{nat.ModeNAT, nat.ModeFullNAT} {
 		e := proxyEngine(t, mode, nat.SynProxyOn, 0)
@@ -353,7 +353,7 @@ func TestSynProxyServerSynLost(t *testing.T) {
 		}
 		again := decode(t, out[0])
 		if !again.tcp.SYN || again.tcp.ACK || again.src != first.src || again.dst != first.dst || again.tcp.Seq != first.tcp.Seq ||
-			again.mss != first.mss || again.scale != first.scale || again.sackOK != first.sackOK || !again.ts || again.tsval != 1203 || len(again.tcp.Payload) != 0 {
+			again.mss != first.mss || again.scale != first.scale || again.sackOK != first.sackOK || !again.ts || again.tsval != 1002 || len(again.tcp.Payload) != 0 {
 			t.Fatalf("%v: the SYN sent again %v -> %v seq %d (mss %d scale %d sack %v ts %v/%d), want the first one's %v -> %v seq %d (mss %d scale %d sack %v)",
 				mode, again.src, again.dst, again.tcp.Seq, again.mss, again.scale, again.sackOK, again.ts, again.tsval,
 				first.src, first.dst, first.tcp.Seq, first.mss, first.scale, first.sackOK)
@@ -365,7 +365,7 @@ func TestSynProxyServerSynLost(t *testing.T) {
 			t.Fatalf("%v: a RST before the real server answered: %v, want dropped", mode, v)
 		}
 		// The real server answers the SYN sent again.
-		out, v = run(w, seg{flags: synack, seq: 90000, ack: again.tcp.Seq + 1, win: 65535, mss: 1460, scale: 7, sackOK: true, ts: true, tsval: 7, tsecr: 1203}.build(again.dst, again.src))
+		out, v = run(w, seg{flags: synack, seq: 90000, ack: again.tcp.Seq + 1, win: 65535, mss: 1460, scale: 7, sackOK: true, ts: true, tsval: 7, tsecr: again.tsval}.build(again.dst, again.src))
 		var data bool
 		for i, b := range out {
 			d := decode(t, b)
@@ -378,6 +378,54 @@ func TestSynProxyServerSynLost(t *testing.T) {
 		}
 		if err := e.CheckInvariants(); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestSynProxyServerSynLostTimestamps: the client's ACK of the cookie is
+// lost, its first data proves the cookie and is held, and the SYN that
+// data became is lost too; the data sent again, with a later timestamp,
+// sends the SYN again. What reaches the real server then — that SYN, the
+// ACK that answers its SYN-ACK, the held data — must pass its PAWS check
+// (RFC 7323 §5.3: a segment older than the last one taken is dropped),
+// or the request waits for the client's next retransmission, each twice
+// as late as the one before.
+func TestSynProxyServerSynLostTimestamps(t *testing.T) {
+	for _, mode := range []nat.Mode{nat.ModeNAT, nat.ModeFullNAT} {
+		e := proxyEngine(t, mode, nat.SynProxyOn, 0)
+		w := e.NewWorker()
+		out, _ := run(w, seg{flags: syn, seq: 5, win: 64240, mss: 1460, scale: 7, sackOK: true, ts: true, tsval: 1000}.build(client, vip))
+		sa := decode(t, out[0])
+		data := func(tsval uint32) []byte {
+			return seg{flags: ack, seq: 6, ack: sa.tcp.Seq + 1, win: 502, payload: 44, ts: true, tsval: tsval, tsecr: sa.tsval}.build(client, vip)
+		}
+		if _, v := run(w, data(1001)); len(v) != 1 || v[0] != nat.Reply {
+			t.Fatalf("%v: the first data without the ACK: %v, want the SYN (Reply)", mode, v)
+		}
+		out, v := run(w, data(1201)) // 200 ms later: the SYN it became was lost
+		if len(v) != 1 || v[0] != nat.Reply {
+			t.Fatalf("%v: the data sent again: %v, want the SYN again (Reply)", mode, v)
+		}
+		sy := decode(t, out[0])
+		if !sy.tcp.SYN || !sy.ts {
+			t.Fatalf("%v: the SYN sent again: %+v", mode, sy)
+		}
+		out, v = run(w, seg{flags: synack, seq: 90000, ack: 6, win: 65160, mss: 1460, scale: 7, sackOK: true, ts: true, tsval: 7, tsecr: sy.tsval}.build(sy.dst, sy.src))
+		// The real server's PAWS check over what it gets, in order.
+		recent, data44 := sy.tsval, false
+		for i, b := range out {
+			d := decode(t, b)
+			if d.dst != sy.dst {
+				continue
+			}
+			if !d.ts || int32(d.tsval-recent) < 0 {
+				t.Fatalf("%v: %v segment %d (%d bytes) to the real server with timestamp %d (%v), older than the %d it took before: dropped (PAWS)",
+					mode, v[i], i, len(d.tcp.Payload), d.tsval, d.ts, recent)
+			}
+			recent, data44 = d.tsval, data44 || len(d.tcp.Payload) == 44
+		}
+		if !data44 {
+			t.Fatalf("%v: after the SYN-ACK the held data did not go to the real server: %v", mode, v)
 		}
 	}
 }
