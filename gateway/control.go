@@ -31,6 +31,9 @@ import (
 type Request struct {
 	Args  []string `json:"args"`
 	Stdin string   `json:"stdin,omitempty"`
+	// Files are contents of files the configuration names (reload), by
+	// path, that the gateway asked for (Response.ReadFile).
+	Files map[string]string `json:"files,omitempty"`
 }
 
 // Response is what the gateway answers.
@@ -41,6 +44,10 @@ type Response struct {
 	// ReadFile asks the client to send this file's contents as the
 	// request's Stdin: the gateway's user may not read it (reload).
 	ReadFile string `json:"read_file,omitempty"`
+	// ReadNamed asks the client to send, in the request's Files, this
+	// file the configuration names (a TLS key) that the gateway's user
+	// may not read.
+	ReadNamed string `json:"read_named,omitempty"`
 }
 
 // Handler runs one command.

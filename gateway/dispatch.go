@@ -42,10 +42,14 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 		if req.Stdin != "" {
 			data = []byte(req.Stdin)
 		}
-		if err := g.reloadSource(data); err != nil {
+		if err := g.reloadSource(data, req.Files); err != nil {
 			r := Response{Error: "reload refused, the running configuration stays: " + err.Error(), Status: 1}
 			if u := (*unreadableSourceError)(nil); errors.As(err, &u) {
-				r.ReadFile = u.path
+				if g.opts.Source != nil && u.path == g.opts.Source.Path {
+					r.ReadFile = u.path
+				} else {
+					r.ReadNamed = u.path
+				}
 			}
 			return r
 		}

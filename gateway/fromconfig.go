@@ -20,8 +20,9 @@ import (
 // the control socket, captures, metrics, and a proxy for every L7
 // service. The gateway given the options owns the proxies (it closes them
 // when a reload replaces them, or at Close; a refused reload closes the
-// ones it was given). Owner and Source are the caller's to set.
-func FromConfig(cfg *config.Config, log *slog.Logger) (Options, error) {
+// ones it was given). Owner and Source are the caller's to set. readFile
+// reads the files the L7 services' TLS directives name.
+func FromConfig(cfg *config.Config, log *slog.Logger, readFile func(string) ([]byte, error)) (Options, error) {
 	n, err := cfg.NAT()
 	if err != nil {
 		return Options{}, err
@@ -58,7 +59,7 @@ func FromConfig(cfg *config.Config, log *slog.Logger) (Options, error) {
 			o.BGP.Announce[adm.ServiceKey(n.Services[i])] = s.Announce
 		}
 	}
-	if o.L7, err = l7Services(cfg, log); err != nil {
+	if o.L7, err = l7Services(cfg, log, readFile); err != nil {
 		return Options{}, err
 	}
 	return o, nil
@@ -72,7 +73,7 @@ func healthSpec(h *config.Health) health.Spec {
 
 // l7Services builds a proxy for every HTTP service; on error it has
 // closed those it built.
-func l7Services(cfg *config.Config, log *slog.Logger) ([]L7Service, error) {
+func l7Services(cfg *config.Config, log *slog.Logger, readFile func(string) ([]byte, error)) ([]L7Service, error) {
 	var out []L7Service
 	closeAll := func() { closeL7(out) }
 	name, _ := os.Hostname()
@@ -89,7 +90,7 @@ func l7Services(cfg *config.Config, log *slog.Logger) ([]L7Service, error) {
 			closeAll()
 			return nil, err
 		}
-		p, err := proxy.New(pc, proxy.Options{ServerName: name, Logger: log})
+		p, err := proxy.New(pc, proxy.Options{ServerName: name, Logger: log, ReadFile: readFile})
 		if err != nil {
 			closeAll()
 			return nil, err

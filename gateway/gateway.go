@@ -122,12 +122,15 @@ type Owner struct{ UID, GID int }
 // Source is a configuration file the gateway can reload.
 type Source struct {
 	Path string
-	// Read reads the file at Path; Parse turns its contents into options.
-	// A gateway that runs as an unprivileged user may be unable to Read
-	// a file only root can; `vsgate adm reload` then sends the contents,
-	// read with its caller's rights, for Parse.
+	// Read reads the file at Path; Parse turns its contents into options,
+	// reading the files they name (TLS certificates and keys) with
+	// readFile. A gateway that runs as an unprivileged user may be unable
+	// to read a file only root can; `vsgate adm reload` then sends its
+	// contents, read with its caller's rights.
 	Read  func() ([]byte, error)
-	Parse func(data []byte) (Options, error)
+	Parse func(data []byte, readFile func(string) ([]byte, error)) (Options, error)
+	// Files keeps the named files as last read (nil: none kept).
+	Files *FileCache
 }
 
 // AFPacketOptions are the AF_PACKET device's settings (the topology it
@@ -261,7 +264,9 @@ func New(opts Options) (g *Gateway, err error) {
 	}
 	g.counts = make([]workerCounts, len(g.devices))
 	g.writeMu = make([]sync.Mutex, len(g.devices))
-	if len(opts.L7) > 0 {
+	// A netstack is made even without L7 services, so that a reload can
+	// add one: the workers hand it packets from the start.
+	if len(opts.L7) > 0 || opts.L7Netstack {
 		if err := g.startL7(opts.L7); err != nil {
 			return g, err
 		}

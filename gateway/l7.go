@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
@@ -180,21 +181,13 @@ func (g *Gateway) serveL7(s L7Service, lns ...net.Listener) {
 // now, while the gateway may still set that (CAP_NET_ADMIN) and bind
 // ports below 1024; accepted connections inherit it.
 func (g *Gateway) startKernelL7(services []L7Service) error {
-	n := runtime.GOMAXPROCS(0)
+	lns, err := g.listenL7(services)
+	if err != nil {
+		return err
+	}
 	for _, s := range services {
-		lns := make([]net.Listener, 0, n)
-		for range n {
-			ln, err := listenTransparent(s.VIP)
-			if err != nil {
-				for _, l := range lns {
-					l.Close()
-				}
-				return fmt.Errorf("l7 service %v: listen: %w", s.VIP, err)
-			}
-			lns = append(lns, ln)
-		}
-		g.serveL7(s, lns...)
-		g.log.Info("l7 service", "vip", s.VIP, "stack", "kernel", "listeners", n)
+		g.serveL7(s, lns[s.VIP]...)
+		g.log.Info("l7 service", "vip", s.VIP, "stack", "kernel", "listeners", len(lns[s.VIP]))
 	}
 	return nil
 }
@@ -223,44 +216,155 @@ func listenTransparent(ap netip.AddrPort) (net.Listener, error) {
 	return lc.Listen(context.Background(), network, ap.String())
 }
 
-// checkL7Reload refuses a reload whose L7 services are not the running
-// ones (by VIP): which L7 services exist is set at start (their
-// listeners, their wiring, the privileges to make them); what each
-// routes, balances and checks changes.
-func (g *Gateway) checkL7Reload(next []L7Service) error {
-	running := map[netip.AddrPort]bool{}
-	for _, s := range g.opts.L7 {
-		running[s.VIP] = true
-	}
-	var added, removed []string
+// addedL7 are the services of next that are not running (by VIP).
+func (g *Gateway) addedL7(next []L7Service) []L7Service {
+	var out []L7Service
 	for _, s := range next {
-		if !running[s.VIP] {
-			added = append(added, s.VIP.String())
+		if _, ok := g.l7front[s.VIP]; !ok {
+			out = append(out, s)
 		}
-		delete(running, s.VIP)
 	}
-	for vip := range running {
-		removed = append(removed, vip.String())
-	}
-	if len(added)+len(removed) == 0 {
-		return nil
-	}
-	slices.Sort(removed)
-	var what []string
-	if len(added) > 0 {
-		what = append(what, "adds "+strings.Join(added, ", "))
-	}
-	if len(removed) > 0 {
-		what = append(what, "removes "+strings.Join(removed, ", "))
-	}
-	return fmt.Errorf("the change %s among the L7 services: which L7 services run is set at start; restart vsgate for that (a reload changes their directives)", strings.Join(what, " and "))
+	return out
 }
 
-// swapL7Locked turns every L7 service to its handler in next (the same
-// VIPs as running: checkL7Reload), with the members the health checks
-// hold down told so first, and releases the handlers it replaced.
-// Caller holds g.mu.
-func (g *Gateway) swapL7Locked(next []L7Service) {
+// listenL7 makes the listeners of services, by VIP: on the kernel's TCP
+// one SO_REUSEPORT listener per processor (binding a port below 1024 after
+// setup takes CAP_NET_BIND_SERVICE, which vsgate keeps for it), on the
+// netstack one. On error it has closed what it made.
+func (g *Gateway) listenL7(services []L7Service) (map[netip.AddrPort][]net.Listener, error) {
+	out := map[netip.AddrPort][]net.Listener{}
+	fail := func(vip netip.AddrPort, err error) (map[netip.AddrPort][]net.Listener, error) {
+		for _, lns := range out {
+			for _, ln := range lns {
+				ln.Close()
+			}
+		}
+		return nil, fmt.Errorf("l7 service %v: listen: %w", vip, err)
+	}
+	for _, s := range services {
+		if g.opts.L7Netstack {
+			ln, err := g.l7.Listen(s.VIP)
+			if err != nil {
+				return fail(s.VIP, err)
+			}
+			out[s.VIP] = []net.Listener{ln}
+			continue
+		}
+		for range runtime.GOMAXPROCS(0) {
+			ln, err := listenTransparent(s.VIP)
+			if err != nil {
+				return fail(s.VIP, err)
+			}
+			out[s.VIP] = append(out[s.VIP], ln)
+		}
+	}
+	return out, nil
+}
+
+// rewireL7Link, in AF_PACKET mode on the kernel's TCP, adds the wiring
+// (local route, rule) the L7 services in next need and old lacked; undo
+// takes that back. The wiring only old needed goes with removeOld, once
+// the reload went through. Elsewhere it does nothing: TUN mode's plan
+// holds the L7 wiring (installLocked rewires it), the netstack needs none.
+func (g *Gateway) rewireL7Link(old, next []L7Service) (undo func() error, err error) {
+	none := func() error { return nil }
+	if g.link == nil || g.opts.L7Netstack || g.net == nil {
+		return none, nil
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return none, err
+	}
+	defer h.Close()
+	plan := g.netPlanFor(g.desired)
+	plan.L7 = l7VIPs(next)
+	nextSteps, err := l7Steps(h, plan)
+	if err != nil {
+		return none, err
+	}
+	plan.L7 = l7VIPs(old)
+	oldSteps, err := l7Steps(h, plan)
+	if err != nil {
+		return none, err
+	}
+	had := map[string]bool{}
+	for _, st := range oldSteps {
+		had[st.key] = true
+	}
+	var adding []netStep
+	for _, st := range nextSteps {
+		if !had[st.key] {
+			adding = append(adding, st)
+		}
+	}
+	n := len(g.net.items)
+	if err := g.net.apply(adding); err != nil {
+		return none, fmt.Errorf("L7 wiring: %w", err)
+	}
+	return func() error {
+		var errs []error
+		for i := len(g.net.items) - 1; i >= n; i-- {
+			errs = append(errs, g.net.items[i].undo())
+		}
+		g.net.items = g.net.items[:n]
+		return errors.Join(errs...)
+	}, nil
+}
+
+// unwireL7Link takes back, in AF_PACKET mode, the wiring of L7 VIPs and
+// ports that no running service has any more.
+func (g *Gateway) unwireL7Link(next []L7Service) error {
+	if g.link == nil || g.opts.L7Netstack || g.net == nil {
+		return nil
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	plan := g.netPlanFor(g.desired)
+	plan.L7 = l7VIPs(next)
+	steps, err := l7Steps(h, plan)
+	if err != nil {
+		return err
+	}
+	keep := map[string]bool{}
+	for _, st := range steps {
+		keep[st.key] = true
+	}
+	var errs []error
+	items := g.net.items[:0]
+	for _, it := range g.net.items {
+		if l7Key(it.key) && !keep[it.key] {
+			errs = append(errs, it.undo())
+			continue
+		}
+		items = append(items, it)
+	}
+	g.net.items = items
+	return errors.Join(errs...)
+}
+
+// l7Key tells whether a wiring item is an L7 one (l7Steps' keys).
+func l7Key(key string) bool {
+	return strings.HasPrefix(key, "local ") || strings.Contains(key, " tcp dport ")
+}
+
+// l7VIPs are the services' addresses and ports.
+func l7VIPs(services []L7Service) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(services))
+	for _, s := range services {
+		out = append(out, s.VIP)
+	}
+	return out
+}
+
+// swapL7Locked makes next the L7 services: each running one turns to its
+// proxy in next, with the members the health checks hold down told so
+// first; those in added are served on their listeners lns; those next
+// lacks stop (listeners and connections closed). The proxies replaced or
+// stopped are released. Caller holds g.mu.
+func (g *Gateway) swapL7Locked(next, added []L7Service, lns map[netip.AddrPort][]net.Listener) {
 	old := map[netip.AddrPort]L7Service{}
 	for _, s := range g.opts.L7 {
 		old[s.VIP] = s
@@ -277,6 +381,10 @@ func (g *Gateway) swapL7Locked(next []L7Service) {
 		if f := g.l7front[s.VIP]; f != nil {
 			f.Swap(s.Proxy)
 		}
+		if slices.ContainsFunc(added, func(a L7Service) bool { return a.VIP == s.VIP }) {
+			g.serveL7(s, lns[s.VIP]...)
+			g.log.Info("l7 service added", "vip", s.VIP, "listeners", len(lns[s.VIP]))
+		}
 		if o, ok := old[s.VIP]; ok && o.Proxy != nil && o.Proxy != s.Proxy {
 			_ = o.Proxy.Close()
 		}
@@ -286,5 +394,19 @@ func (g *Gateway) swapL7Locked(next []L7Service) {
 			delete(g.l7down, key) // a member the new directives do not have
 		}
 	}
+	for _, o := range old {
+		if slices.ContainsFunc(next, func(s L7Service) bool { return s.VIP == o.VIP }) {
+			continue
+		}
+		if f := g.l7front[o.VIP]; f != nil {
+			_ = f.Close()
+			delete(g.l7front, o.VIP)
+		}
+		_ = o.Proxy.Close()
+		g.log.Info("l7 service removed", "vip", o.VIP)
+	}
 	g.opts.L7 = next
+	if err := g.unwireL7Link(next); err != nil {
+		g.log.Warn("l7: removing the wiring of removed services", "err", err)
+	}
 }

@@ -116,7 +116,8 @@ func TestL7ServiceIsNotAdms(t *testing.T) {
 	}
 	moved := l4
 	moved.Port = vip.Port()
-	err = g.Reload(Options{L7Netstack: true, NAT: nat.Config{Capacity: 1024, Services: []nat.Service{moved}}})
+	err = g.Reload(Options{L7Netstack: true, NAT: nat.Config{Capacity: 1024, Services: []nat.Service{moved}},
+		L7: []L7Service{{VIP: vip, Proxy: proxyTo(t, http.NotFoundHandler())}}})
 	if err == nil || !strings.Contains(err.Error(), "is the address of an L7 (ProxyPass) service") {
 		t.Fatalf("a reload with an L4 service on the L7 service's address: %v", err)
 	}

@@ -83,9 +83,11 @@ func (g *Gateway) ownedAddrsFor(c nat.Config) []netip.Addr {
 // Reload replaces the configuration: the engine's services and rules
 // (established flows to backends that stay are untouched; flows to removed
 // backends drain), health checks, the routes for addresses that came or
-// went, and the L7 services' handlers (their directives: connections stay
-// open, and their next request goes by the new routes). On error the
-// running configuration stays. The gateway owns opts.L7's handlers: it
+// went, and the L7 services: those that stay take their new directives
+// (connections stay open, and their next request goes by the new routes
+// and certificates), new ones are listened on, removed ones stop
+// listening and close each connection after the request it is serving.
+// On error the running configuration stays. The gateway owns opts.L7's handlers: it
 // releases them when it refuses the reload.
 func (g *Gateway) Reload(opts Options) (err error) {
 	defer func() {
@@ -114,19 +116,35 @@ func (g *Gateway) Reload(opts Options) (err error) {
 	}
 	// An L4 service on an L7 service's address is the first thing to say
 	// about such a change.
-	if _, err := withL7Services(opts.NAT, g.opts.L7); err != nil {
+	if _, err := withL7Services(opts.NAT, opts.L7); err != nil {
 		return err
 	}
-	if err := g.checkL7Reload(opts.L7); err != nil {
+	// The L7 services the reload adds get their listeners first: a port
+	// that cannot be had refuses the reload before anything changed.
+	added := g.addedL7(opts.L7)
+	lns, err := g.listenL7(added)
+	if err != nil {
 		return err
 	}
-	oldHealth, oldMasq, oldBGP := g.opts.Health, g.opts.MasqDefaults, g.opts.BGP
-	g.opts.Health, g.opts.MasqDefaults, g.opts.BGP = opts.Health, opts.MasqDefaults, opts.BGP
-	if err := g.installLocked(opts.NAT); err != nil {
-		g.opts.Health, g.opts.MasqDefaults, g.opts.BGP = oldHealth, oldMasq, oldBGP
+	oldHealth, oldMasq, oldBGP, oldL7 := g.opts.Health, g.opts.MasqDefaults, g.opts.BGP, g.opts.L7
+	g.opts.Health, g.opts.MasqDefaults, g.opts.BGP, g.opts.L7 = opts.Health, opts.MasqDefaults, opts.BGP, opts.L7
+	undoWiring, err := g.rewireL7Link(oldL7, opts.L7)
+	if err == nil {
+		if err = g.installLocked(opts.NAT); err != nil {
+			err = errors.Join(err, undoWiring())
+		}
+	}
+	if err != nil {
+		g.opts.Health, g.opts.MasqDefaults, g.opts.BGP, g.opts.L7 = oldHealth, oldMasq, oldBGP, oldL7
+		for _, l := range lns {
+			for _, ln := range l {
+				ln.Close()
+			}
+		}
 		return err
 	}
-	g.swapL7Locked(opts.L7)
+	g.opts.L7 = oldL7
+	g.swapL7Locked(opts.L7, added, lns)
 	g.checker.Set(g.healthTargets())
 	g.log.Info("configuration reloaded", "services", len(opts.NAT.Services), "l7", len(opts.L7))
 	return nil
@@ -134,11 +152,12 @@ func (g *Gateway) Reload(opts Options) (err error) {
 
 // ReloadFromSource rereads the configuration from Options.Source and
 // applies it with Reload (SIGHUP and `vsgate adm reload`).
-func (g *Gateway) ReloadFromSource() error { return g.reloadSource(nil) }
+func (g *Gateway) ReloadFromSource() error { return g.reloadSource(nil, nil) }
 
 // reloadSource applies data, the configuration file's contents, or with
-// nil what Source.Read reads.
-func (g *Gateway) reloadSource(data []byte) error {
+// nil what Source.Read reads; files are contents the caller sent of
+// files the configuration names, by path.
+func (g *Gateway) reloadSource(data []byte, files map[string]string) error {
 	g.mu.Lock()
 	src := g.opts.Source
 	g.mu.Unlock()
@@ -154,15 +173,32 @@ func (g *Gateway) reloadSource(data []byte) error {
 			return err
 		}
 	}
-	opts, err := src.Parse(data)
+	read := os.ReadFile
+	if src.Files != nil {
+		read = src.Files.Read
+	}
+	readFile := func(name string) ([]byte, error) {
+		if b, ok := files[name]; ok {
+			if src.Files != nil {
+				src.Files.Keep(name, []byte(b))
+			}
+			return []byte(b), nil
+		}
+		b, err := read(name)
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, &unreadableSourceError{path: name, err: err}
+		}
+		return b, err
+	}
+	opts, err := src.Parse(data, readFile)
 	if err != nil {
 		return err
 	}
 	return g.Reload(opts)
 }
 
-// unreadableSourceError is a configuration file the gateway's user may
-// not read.
+// unreadableSourceError is a file the configuration is (or names) that
+// the gateway's user may not read.
 type unreadableSourceError struct {
 	path string
 	err  error
@@ -182,7 +218,7 @@ func (e *unreadableSourceError) Unwrap() error { return e.err }
 // the old wiring's remainder go. If any step fails, the gateway is left
 // as it was and the error says which step. Caller holds g.mu.
 func (g *Gateway) installLocked(desired nat.Config) error {
-	desired, err := withL7Services(desired, g.opts.L7) // L7 services are fixed at New
+	desired, err := withL7Services(desired, g.opts.L7) // the L7 services being installed (Reload sets them first)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -20,7 +21,8 @@ type backendConn struct {
 	tcp    *net.TCPConn // c, when it is a kernel socket without TLS
 	br     *bufio.Reader
 	bw     *bufio.Writer
-	reused bool // it served a request before this one
+	reused bool      // it served a request before this one
+	idle   time.Time // when it went back to the pool
 	resp   h1.Response
 }
 
@@ -31,6 +33,12 @@ type backendPool struct {
 	max    int
 	closed bool
 }
+
+// aliveCheckAfter is how long a connection must have been idle before
+// get asks the kernel whether the real server closed it (a system call):
+// one that closes sooner after its response is rare, and a request
+// without a body that meets one is sent again on a new connection.
+const aliveCheckAfter = time.Second
 
 // get takes the newest idle connection that the real server has not
 // closed meanwhile, or nil.
@@ -46,7 +54,7 @@ func (bp *backendPool) get() *backendConn {
 		bp.idle[n-1] = nil
 		bp.idle = bp.idle[:n-1]
 		bp.mu.Unlock()
-		if bc.alive() {
+		if time.Since(bc.idle) < aliveCheckAfter || bc.alive() {
 			bc.reused = true
 			return bc
 		}
@@ -58,6 +66,7 @@ func (bp *backendPool) get() *backendConn {
 // or closed.
 func (bp *backendPool) put(bc *backendConn) {
 	bc.c.SetDeadline(time.Time{})
+	bc.idle = time.Now()
 	bp.mu.Lock()
 	if bp.closed || len(bp.idle) >= bp.max {
 		bp.mu.Unlock()
@@ -115,8 +124,19 @@ func peek(fd uintptr) (int, error) {
 	return int(n), nil
 }
 
+// handshakeError is a TLS handshake with a real server that failed (a
+// certificate SSLProxyVerify refuses, no common protocol): Apache answers
+// 502, and the worker stays usable.
+type handshakeError struct {
+	addr string
+	err  error
+}
+
+func (e *handshakeError) Error() string { return "TLS handshake with " + e.addr + ": " + e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
+
 // dialBackend connects to w's real server within timeout (TLS for https://
-// and wss://, verified against the system's roots).
+// and wss://, as SSLProxyVerify says; the caller checked SSLProxyEngine).
 func (p *Proxy) dialBackend(ctx context.Context, w *worker, t *target, timeout time.Duration) (*backendConn, error) {
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -130,11 +150,13 @@ func (p *Proxy) dialBackend(ctx context.Context, w *worker, t *target, timeout t
 	}
 	bc := &backendConn{c: c}
 	if t.scheme == "https" || t.scheme == "wss" {
-		host, _, _ := net.SplitHostPort(addr)
-		tc := tls.Client(c, &tls.Config{ServerName: host, NextProtos: []string{"http/1.1"}})
+		cfg := p.tlsBack.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		cfg.ServerName = strings.Trim(cfg.ServerName, "[]")
+		tc := tls.Client(c, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
-			return nil, &connectError{addr: addr, err: err}
+			return nil, &handshakeError{addr: addr, err: err}
 		}
 		bc.c = tc
 	} else {

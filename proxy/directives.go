@@ -36,7 +36,7 @@ func (e *DirectiveError) Unwrap() error { return ErrDirective }
 
 // SupportedDirectives lists, for messages, the directives ParseDirectives
 // takes.
-const SupportedDirectives = "ProxyPass, ProxyPassMatch, ProxyPassReverse, <Proxy balancer://NAME>, BalancerMember, ProxySet, ProxyPreserveHost, ProxyAddHeaders, ProxyTimeout, ProxyRequests Off, AllowEncodedSlashes, ServerName, LimitRequestLine, LimitRequestFieldSize, LimitRequestFields, LimitRequestBody, Timeout, KeepAlive, KeepAliveTimeout, MaxKeepAliveRequests, RequestReadTimeout"
+const SupportedDirectives = "ProxyPass, ProxyPassMatch, ProxyPassReverse, <Proxy balancer://NAME>, BalancerMember, ProxySet, ProxyPreserveHost, ProxyAddHeaders, ProxyTimeout, ProxyRequests Off, AllowEncodedSlashes, ServerName, LimitRequestLine, LimitRequestFieldSize, LimitRequestFields, LimitRequestBody, Timeout, KeepAlive, KeepAliveTimeout, MaxKeepAliveRequests, RequestReadTimeout, SSLEngine, SSLCertificateFile, SSLCertificateKeyFile, SSLProtocol, SSLCipherSuite, SSLProxyEngine, SSLProxyVerify, SSLProxyCACertificateFile, Protocols, H2MaxSessionStreams"
 
 // Defaults, as Apache 2.4 has them.
 const (
@@ -82,6 +82,8 @@ type Config struct {
 	// Limits are the client side's limits and timeouts; the zero value
 	// means DefaultClientLimits.
 	Limits ClientLimits
+	// TLS is what mod_ssl's directives say.
+	TLS TLSConfig
 }
 
 // EncodedSlashes is AllowEncodedSlashes's value.
@@ -161,12 +163,9 @@ type Member struct {
 // ParseDirectives parses Apache 2.4 proxy directives as they are written in
 // httpd.conf. filename and firstLine, the line of filename where text
 // begins (1 for a file of its own), are for error messages only. The supported
-// directives are ProxyPass, ProxyPassMatch, ProxyPassReverse,
-// <Proxy balancer://NAME> with BalancerMember and ProxySet, BalancerMember
-// and ProxySet naming a balancer, ProxyPreserveHost, ProxyAddHeaders,
-// ProxyTimeout, ProxyRequests Off, AllowEncodedSlashes and ServerName.
-// Anything else is an error, so that a directive is never silently
-// ignored.
+// directives are SupportedDirectives: mod_proxy's, the core's limits and
+// timeouts (limits.go) and mod_ssl's (tls.go). Anything else is an error,
+// so that a directive is never silently ignored.
 func ParseDirectives(text, filename string, firstLine int) (*Config, error) {
 	p := &parser{file: filename, first: max(firstLine, 1), cfg: &Config{Limits: DefaultClientLimits()}, bal: map[string]*Balancer{}}
 	if err := p.run(text); err != nil {
@@ -444,6 +443,9 @@ func (p *parser) directive(orig, name string, args []string) error {
 		return nil
 	}
 	if handled, err := p.limit(orig, name, args); handled {
+		return err
+	}
+	if handled, err := p.tlsDirective(orig, name, args); handled {
 		return err
 	}
 	if !directiveName(orig) {

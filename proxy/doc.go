@@ -27,6 +27,16 @@
 // from Apache on purpose the test says so: LimitRequestBody holds for
 // proxied requests here (Apache 2.4.71 forwards a body over it).
 //
+// TLS (tls.go) is mod_ssl's directives on crypto/tls: SSLEngine, one or
+// more SSLCertificateFile/SSLCertificateKeyFile pairs chosen by the
+// client's SNI, SSLProtocol and SSLCipherSuite within what Go offers
+// (the rest refused with the reason), session tickets under keys of the
+// Front's own that rotate daily and outlive a reload, and SSLProxyEngine,
+// SSLProxyVerify, SSLProxyCACertificateFile for https:// real servers.
+// With "Protocols h2 http/1.1" ALPN offers HTTP/2 (h2.go: x/net/http2's
+// server, H2MaxSessionStreams), each stream forwarded as HTTP/1.1 by the
+// same routing and backend code.
+//
 // Entry points: ParseDirectives (errors name FILE:LINE and the fix) →
 // New → Serve(net.Listener), or a Front of the caller's (NewFront) whose
 // Proxy a reload swaps while connections stay. The proxy serves from any
@@ -37,8 +47,9 @@
 // What it must not do: import nat or gateway; keep package-level mutable
 // state; buffer whole bodies (a response's bytes go on as they arrive
 // from the backend); hand a request to another goroutine (only an
-// upgraded connection's two directions run apart); use net/http's
-// server or client on the HTTP/1.1 path; import gVisor. The gVisor
+// upgraded connection's two directions run apart, and HTTP/2 streams,
+// which x/net/http2 runs each in its own); use net/http's server or
+// client on the HTTP/1.1 path; import gVisor. The gVisor
 // netstack that terminates the clients' TCP lives in proxy/netstack
 // (with this package, the only place gVisor may be imported, so the L4
 // fast path stays free of it); this package serves whatever net.Listener

@@ -57,13 +57,32 @@ func (p *Proxy) forward(cc *clientConn, req *h1.Request, keep bool) bool {
 	if status != 0 {
 		return p.refuse(cc, req, status, keep)
 	}
+	w, t, bc, status := p.reach(c)
+	if status != 0 {
+		return p.refuse(cc, req, status, keep)
+	}
+	switch p.exchange(cc, req, c, w, &t, bc, keep) {
+	case done:
+		return keep && !req.Close
+	case answered:
+		return keep
+	}
+	return false
+}
+
+// reach picks the worker for a routed request and connects to it: a
+// balancer's members with Apache's lbmethod and failover (a member that
+// refuses the connection rests for its retry= and the next is tried).
+// Without a connection, status is what Apache answers: 503 when no worker
+// could be reached, 500 for an https:// one without SSLProxyEngine, 502
+// when TLS to it failed, 400 or 403 for a URL that does not map.
+func (p *Proxy) reach(c *call) (w *worker, t target, bc *backendConn, status int) {
 	attempts := 1
 	if b := c.r.bal; b != nil && !b.noFailover {
 		attempts += b.maxAttempts
 	}
-	status = http.StatusServiceUnavailable
 	for range attempts {
-		w := c.r.worker
+		w = c.r.worker
 		u := c.found
 		if b := c.r.bal; b != nil {
 			if w = b.pick(time.Now().UnixNano()); w == nil {
@@ -79,27 +98,30 @@ func (p *Proxy) forward(cc *clientConn, req *h1.Request, keep bool) bool {
 		} else if !w.usable(time.Now().UnixNano()) {
 			break
 		}
-		t, st := canonURL(u, c.args, c.hasArgs, c.nocanon, p.cfg.EncodedSlashes)
-		if st != 0 {
-			return p.refuse(cc, req, st, keep)
+		var st int
+		if t, st = canonURL(u, c.args, c.hasArgs, c.nocanon, p.cfg.EncodedSlashes); st != 0 {
+			return nil, t, nil, st
+		}
+		if (t.scheme == "https" || t.scheme == "wss") && p.tlsBack == nil {
+			// Apache: "SSL Proxy requested ... but not enabled [Hint:
+			// SSLProxyEngine]" (AH00961), 500.
+			p.log.Warn("proxy: an https:// real server without SSLProxyEngine on", "worker", w.name)
+			return nil, t, nil, http.StatusInternalServerError
 		}
 		bc, err := p.connect(w, &t)
-		if err != nil {
-			w.failures.Add(1)
-			w.errUntil.Store(time.Now().Add(w.retry()).UnixNano())
-			p.log.Warn("proxy: backend connect failed", "worker", w.name, "err", err)
-			continue
+		var he *handshakeError
+		if errors.As(err, &he) {
+			p.log.Warn("proxy: TLS to the real server failed", "worker", w.name, "err", err)
+			return nil, t, nil, http.StatusBadGateway
 		}
-		switch p.exchange(cc, req, c, w, &t, bc, keep) {
-		case done:
-			return keep && !req.Close
-		case answered:
-			return keep
-		default:
-			return false
+		if err == nil {
+			return w, t, bc, 0
 		}
+		w.failures.Add(1)
+		w.errUntil.Store(time.Now().Add(w.retry()).UnixNano())
+		p.log.Warn("proxy: backend connect failed", "worker", w.name, "err", err)
 	}
-	return p.refuse(cc, req, status, keep)
+	return nil, t, nil, http.StatusServiceUnavailable
 }
 
 // dropsConnection is Apache's ap_status_drops_connection: the statuses
@@ -233,15 +255,7 @@ func (p *Proxy) exchange(cc *clientConn, req *h1.Request, c *call, w *worker, t 
 	w.requests.Add(1)
 	defer w.busy.Add(-1)
 	timeout := p.responseTimeout(w)
-	closeBackend := false
-	if c.r.bal == nil && p.apache != nil {
-		// The worker Apache would serve this URL with (its table's longest
-		// match) may be one that reuses no connection: a ProxyPassMatch
-		// worker with a $N asks the real server to close.
-		if aw := findWorker(p.apache, t.scheme+"://"+t.hostHeader()+t.uri, true, true); aw != nil && !aw.reuse {
-			closeBackend = true
-		}
-	}
+	closeBackend := p.closesBackend(c, t)
 	upgrade := ""
 	if req.Upgrade {
 		if u := req.Get("Upgrade"); u != "" && p.canUpgrade(c, u) {
@@ -251,7 +265,7 @@ func (p *Proxy) exchange(cc *clientConn, req *h1.Request, c *call, w *worker, t 
 	bodyless := req.Length <= 0 && !req.Chunked
 	for {
 		bc.c.SetDeadline(time.Now().Add(timeout))
-		p.writeRequestHead(bc.bw, cc, req, c, t, upgrade, closeBackend)
+		p.writeRequestHead(bc.bw, cc.remote, req, c, t, upgrade, closeBackend)
 		err := bc.bw.Flush()
 		sent := false
 		if err == nil && !bodyless {
@@ -323,6 +337,17 @@ func (p *Proxy) exchange(cc *clientConn, req *h1.Request, c *call, w *worker, t 
 		}
 		return p.respond(cc, req, resp, c, w, bc, keep, closeBackend, upgrade != "")
 	}
+}
+
+// closesBackend tells whether the worker Apache would serve this URL with
+// (its table's longest match) reuses no connection: a ProxyPassMatch
+// worker with a $N asks the real server to close.
+func (p *Proxy) closesBackend(c *call, t *target) bool {
+	if c.r.bal != nil || p.apache == nil {
+		return false
+	}
+	aw := findWorker(p.apache, t.scheme+"://"+t.hostHeader()+t.uri, true, true)
+	return aw != nil && !aw.reuse
 }
 
 // stale tells whether a failure on a reused connection is the real server
@@ -452,7 +477,7 @@ func h1NoEOF(err error) error {
 // (ap_proxy_create_hdrbrgd): the client's fields but the hop-by-hop ones,
 // Host, X-Forwarded-*, Connection: Keep-Alive (close for a worker that
 // reuses none; Upgrade when one passes), and the body's framing.
-func (p *Proxy) writeRequestHead(b *bufio.Writer, cc *clientConn, req *h1.Request, c *call, t *target, upgrade string, closeBackend bool) {
+func (p *Proxy) writeRequestHead(b *bufio.Writer, remote string, req *h1.Request, c *call, t *target, upgrade string, closeBackend bool) {
 	b.WriteString(req.Method)
 	b.WriteByte(' ')
 	b.WriteString(t.uri)
@@ -475,7 +500,7 @@ func (p *Proxy) writeRequestHead(b *bufio.Writer, cc *clientConn, req *h1.Reques
 	}
 	if add {
 		// apr_table_mergen: what the client sent, then this hop's value.
-		mergeField(b, req, "X-Forwarded-For", cc.remote)
+		mergeField(b, req, "X-Forwarded-For", remote)
 		if c.host != "" {
 			mergeField(b, req, "X-Forwarded-Host", c.host)
 		}
@@ -643,15 +668,9 @@ func (p *Proxy) writeResponseHead(cc *clientConn, req *h1.Request, resp *h1.Resp
 			writeField(b, f.Name, f.Value)
 			continue
 		}
-		if resp.Hop(f.Name) {
+		v, ok := p.passOn(resp, f, c, &self)
+		if !ok {
 			continue
-		}
-		v := f.Value
-		if len(p.cfg.Reverse) > 0 && (strings.EqualFold(f.Name, "Location") || strings.EqualFold(f.Name, "Content-Location") || strings.EqualFold(f.Name, "URI")) {
-			if self == "" {
-				self = "http://" + selfHost(c.host)
-			}
-			v = reverseMap(p.cfg.Reverse, p.balancers, v, self)
 		}
 		hasDate = hasDate || strings.EqualFold(f.Name, "Date")
 		writeField(b, f.Name, v)
@@ -684,6 +703,24 @@ func (p *Proxy) writeResponseHead(cc *clientConn, req *h1.Request, resp *h1.Resp
 		b.WriteString("Connection: keep-alive\r\n")
 	}
 	b.WriteString("\r\n")
+}
+
+// passOn is the value field f of resp goes on to the client with, and
+// whether it goes on: hop-by-hop fields (and those Connection names) stay
+// behind, Location, Content-Location and URI are mapped by
+// ProxyPassReverse. self keeps the front end's URL once it is made.
+func (p *Proxy) passOn(resp *h1.Response, f *h1.Field, c *call, self *string) (string, bool) {
+	if resp.Hop(f.Name) {
+		return "", false
+	}
+	v := f.Value
+	if len(p.cfg.Reverse) > 0 && (strings.EqualFold(f.Name, "Location") || strings.EqualFold(f.Name, "Content-Location") || strings.EqualFold(f.Name, "URI")) {
+		if *self == "" {
+			*self = "http://" + selfHost(c.host)
+		}
+		v = reverseMap(p.cfg.Reverse, p.balancers, v, *self)
+	}
+	return v, true
 }
 
 // tunnel copies both ways between an upgraded client connection and its

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,7 +16,6 @@ import (
 	"time"
 
 	"github.com/vsgate/vsgate/proxy/h1"
-	"golang.org/x/sys/unix"
 )
 
 // DefaultMaxConnections caps a Front's client connections when
@@ -46,7 +47,9 @@ type Front struct {
 	done  chan struct{} // closed by Close
 	date  atomic.Pointer[dateLine]
 
-	readers sync.Pool // *bufio.Reader of h1.BufferSize(default limits)
+	tickets ticketKeys
+
+	readers sync.Pool // *bufio.Reader of readerSize
 	writers sync.Pool // *bufio.Writer
 
 	mu     sync.Mutex
@@ -196,51 +199,68 @@ type clientConn struct {
 }
 
 func (f *Front) serveConn(c net.Conn) {
-	cc := &clientConn{f: f, c: c, rc: &rateConn{Conn: c}}
+	cc := &clientConn{f: f, c: c}
 	cc.tcp, _ = c.(*net.TCPConn)
 	cc.remote = c.RemoteAddr().String()
 	if ap, err := netip.ParseAddrPort(cc.remote); err == nil {
 		cc.remote = ap.Addr().Unmap().String()
 	}
 	defer func() {
-		cc.release()
-		c.Close()
+		cc.release(true)
+		cc.c.Close()
 		f.track(c, false)
 		<-f.slots
 	}()
+	if p := f.cur.Load(); p.tlsFront != nil {
+		tc := tls.Server(c, f.withTicketKeys(p.tlsFront))
+		d := p.limits.HandshakeTimeout
+		if d == 0 {
+			d = p.limits.Timeout
+		}
+		c.SetDeadline(time.Now().Add(d))
+		if err := tc.Handshake(); err != nil {
+			f.log.Debug("proxy: TLS handshake", "client", c.RemoteAddr(), "err", err)
+			return
+		}
+		c.SetDeadline(time.Time{})
+		cc.c, cc.tcp = tc, nil
+		if tc.ConnectionState().NegotiatedProtocol == "h2" {
+			f.serveH2(cc)
+			return
+		}
+	}
+	cc.rc = &rateConn{Conn: cc.c}
 	for cc.serveOne() {
 	}
 }
 
-// release gives the connection's buffers back while it waits.
-func (cc *clientConn) release() {
-	if cc.br != nil && cc.br.Size() == h1.BufferSize(h1.DefaultLimits()) {
-		cc.br.Reset(nil)
-		cc.f.readers.Put(cc.br)
-	}
+// readerSize is a client connection's read buffer: a line longer than it
+// (up to its limit) is put together from several reads.
+const readerSize = 4096
+
+// release gives the connection's buffers back: the writer after every
+// response (it is flushed), the reader when the connection ends.
+func (cc *clientConn) release(reader bool) {
 	if cc.bw != nil {
 		cc.bw.Reset(nil)
 		cc.f.writers.Put(cc.bw)
+		cc.bw = nil
 	}
-	cc.br, cc.bw = nil, nil
+	if reader && cc.br != nil {
+		cc.br.Reset(nil)
+		cc.f.readers.Put(cc.br)
+		cc.br = nil
+	}
 }
 
-// buffers takes the connection's buffers (a reader that holds a line
-// within lim).
-func (cc *clientConn) buffers(lim h1.Limits) {
-	size := h1.BufferSize(lim)
-	if cc.br != nil && cc.br.Size() < size && cc.br.Buffered() == 0 {
-		cc.br = nil // the limits grew on a reload
-	}
+// buffers takes the connection's buffers.
+func (cc *clientConn) buffers() {
 	if cc.br == nil {
-		if size == h1.BufferSize(h1.DefaultLimits()) {
-			if b, ok := cc.f.readers.Get().(*bufio.Reader); ok {
-				b.Reset(cc.rc)
-				cc.br = b
-			}
-		}
-		if cc.br == nil {
-			cc.br = bufio.NewReaderSize(cc.rc, size)
+		if b, ok := cc.f.readers.Get().(*bufio.Reader); ok {
+			b.Reset(cc.rc)
+			cc.br = b
+		} else {
+			cc.br = bufio.NewReaderSize(cc.rc, readerSize)
 		}
 	}
 	if cc.bw == nil {
@@ -253,41 +273,14 @@ func (cc *clientConn) buffers(lim h1.Limits) {
 	}
 }
 
-// waitRequest waits, holding no buffer, until the client sends a byte or
-// the deadline passes; false: closed, reset or timed out.
-func (cc *clientConn) waitRequest(deadline time.Time) bool {
-	if cc.br != nil && cc.br.Buffered() > 0 {
-		return true
-	}
-	cc.release()
-	if cc.tcp == nil {
-		return true // no readiness without reading: the buffered read waits instead
-	}
-	cc.c.SetReadDeadline(deadline)
-	raw, err := cc.tcp.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ready := false
-	if rerr := raw.Read(func(fd uintptr) bool {
-		n, err := peek(fd)
-		if err == unix.EAGAIN {
-			return false
-		}
-		ready = err == nil && n > 0
-		return true
-	}); rerr != nil {
-		return false
-	}
-	return ready
-}
-
-// rateConn is the client connection as its reader sees it: while a
-// deadline runs by a minimum rate (mod_reqtimeout's MinRate), every
-// read moves it on by the time the bytes read have earned, up to a
-// ceiling.
+// rateConn is the client connection as its reader sees it. While a
+// request is awaited (await), the deadline is the wait's; the request's
+// first bytes start the header timeout, which, with a minimum rate
+// (mod_reqtimeout's MinRate), every read moves on by the time its bytes
+// earned, up to a ceiling.
 type rateConn struct {
 	net.Conn
+	waiting  bool // no byte of the request yet
 	start    time.Time
 	base     time.Duration // the deadline before any byte
 	ceiling  time.Duration // 0: none
@@ -296,15 +289,25 @@ type rateConn struct {
 	deadline time.Time
 }
 
+// await waits for a request until deadline; its first byte starts
+// timeout(base, ceiling, minRate).
+func (r *rateConn) await(deadline time.Time, base, ceiling time.Duration, minRate int) {
+	r.waiting, r.base, r.ceiling, r.minRate, r.total = true, base, ceiling, minRate, 0
+	r.Conn.SetReadDeadline(deadline)
+}
+
 // timeout starts a rate-bound deadline (minRate 0: a fixed one).
 func (r *rateConn) timeout(base, ceiling time.Duration, minRate int) {
-	r.start, r.base, r.ceiling, r.minRate, r.total = time.Now(), base, ceiling, minRate, 0
+	r.waiting, r.start, r.base, r.ceiling, r.minRate, r.total = false, time.Now(), base, ceiling, minRate, 0
 	r.deadline = r.start.Add(base)
 	r.Conn.SetReadDeadline(r.deadline)
 }
 
 func (r *rateConn) Read(b []byte) (int, error) {
 	n, err := r.Conn.Read(b)
+	if n > 0 && r.waiting {
+		r.timeout(r.base, r.ceiling, r.minRate)
+	}
 	r.total += int64(n)
 	if n > 0 && r.minRate > 0 {
 		d := r.base + time.Duration(r.total)*time.Second/time.Duration(r.minRate)
@@ -326,17 +329,18 @@ func (cc *clientConn) serveOne() bool {
 	if cc.served > 0 && (!lim.KeepAlive || lim.MaxKeepAliveRequests > 0 && cc.served >= lim.MaxKeepAliveRequests) {
 		return false
 	}
-	wait := lim.HeaderTimeout
-	if cc.served > 0 {
-		wait = lim.KeepAliveTimeout
+	cc.buffers()
+	if cc.br.Buffered() > 0 {
+		cc.rc.timeout(lim.HeaderTimeout, lim.HeaderMaxTimeout, lim.HeaderMinRate)
+	} else {
+		// The first request's header timeout runs from the connection's
+		// start; a later one waits KeepAliveTimeout for its first byte.
+		wait := lim.HeaderTimeout
+		if cc.served > 0 {
+			wait = lim.KeepAliveTimeout
+		}
+		cc.rc.await(time.Now().Add(wait), lim.HeaderTimeout, lim.HeaderMaxTimeout, lim.HeaderMinRate)
 	}
-	if !cc.waitRequest(time.Now().Add(wait)) {
-		return false
-	}
-	cc.buffers(lim.Head)
-	// The header timeout runs from the request's first byte (waitRequest
-	// saw it, or it is buffered already).
-	cc.rc.timeout(lim.HeaderTimeout, lim.HeaderMaxTimeout, lim.HeaderMinRate)
 	req := &cc.req
 	err := h1.ReadRequest(cc.br, lim.Head, req)
 	if err != nil {
@@ -354,19 +358,20 @@ func (cc *clientConn) serveOne() bool {
 		return false
 	}
 	cc.served++
-	// The request is routed by the proxy serving now: on a connection
-	// without a readiness wait, a reload may have come while the head
-	// was awaited.
+	// The request is routed by the proxy serving now: a reload may have
+	// come while the head was awaited.
 	p = cc.f.cur.Load()
 	lim = &p.limits
 	keep := !req.Close && lim.KeepAlive && (lim.MaxKeepAliveRequests <= 0 || cc.served < lim.MaxKeepAliveRequests)
-	return p.forward(cc, req, keep)
+	keep = p.forward(cc, req, keep)
+	cc.release(false)
+	return keep
 }
 
 // fail answers status with Apache's error page; closing: and closes the
 // connection after it.
 func (cc *clientConn) fail(p *Proxy, status int, closing bool) {
-	cc.buffers(p.limits.Head)
+	cc.buffers()
 	cc.c.SetWriteDeadline(time.Now().Add(p.limits.Timeout))
 	body := p.errorPage(status)
 	b := cc.bw
@@ -395,4 +400,41 @@ func drain(br *bufio.Reader, n int64) bool {
 	}
 	_, err := io.CopyN(io.Discard, br, n)
 	return err == nil
+}
+
+// Session tickets: a Front encrypts them with keys of its own, made anew
+// every ticketRotation and taken for ticketKeep rotations, so a ticket
+// outlives a reload (whose proxy brings a new tls.Config) and is not
+// good for ever.
+const (
+	ticketRotation = 24 * time.Hour
+	ticketKeep     = 7
+)
+
+// ticketKeys are a Front's session ticket keys, newest first, and the
+// configuration they were last given to.
+type ticketKeys struct {
+	mu      sync.Mutex
+	keys    [][32]byte
+	rotated time.Time
+	applied *tls.Config
+}
+
+// withTicketKeys gives cfg the Front's current ticket keys (rotating
+// them when due) and returns it.
+func (f *Front) withTicketKeys(cfg *tls.Config) *tls.Config {
+	k := &f.tickets
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if now := time.Now(); len(k.keys) == 0 || now.Sub(k.rotated) >= ticketRotation {
+		var key [32]byte
+		rand.Read(key[:])
+		k.keys = append([][32]byte{key}, k.keys[:min(len(k.keys), ticketKeep-1)]...)
+		k.rotated, k.applied = now, nil
+	}
+	if k.applied != cfg {
+		cfg.SetSessionTicketKeys(k.keys)
+		k.applied = cfg
+	}
+	return cfg
 }

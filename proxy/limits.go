@@ -37,6 +37,12 @@ type ClientLimits struct {
 	// body=T,MinRate=R.
 	BodyTimeout time.Duration
 	BodyMinRate int
+	// HandshakeTimeout is RequestReadTimeout handshake=T: the TLS
+	// handshake's time; 0 (Apache's default) leaves it to Timeout.
+	HandshakeTimeout time.Duration
+	// H2Streams is H2MaxSessionStreams: the streams an HTTP/2
+	// connection may have open at once (mod_http2's default 100).
+	H2Streams int
 }
 
 // DefaultClientLimits are Apache 2.4's defaults, mod_reqtimeout's
@@ -50,7 +56,7 @@ func DefaultClientLimits() ClientLimits {
 		Head: h1.DefaultLimits(), Body: 0, Timeout: 60 * time.Second,
 		KeepAlive: true, KeepAliveTimeout: 5 * time.Second, MaxKeepAliveRequests: 100,
 		HeaderTimeout: 20 * time.Second, HeaderMaxTimeout: 40 * time.Second, HeaderMinRate: 500,
-		BodyTimeout: 20 * time.Second, BodyMinRate: 500,
+		BodyTimeout: 20 * time.Second, BodyMinRate: 500, H2Streams: 100,
 	}
 }
 
@@ -97,6 +103,10 @@ func (p *parser) limit(orig, name string, args []string) (handled bool, err erro
 		if n, err = number(1, 1<<30); err == nil {
 			l.Timeout = time.Duration(n) * time.Second
 		}
+	case "h2maxsessionstreams":
+		if n, err = number(1, 1<<16); err == nil {
+			l.H2Streams = int(n)
+		}
 	case "maxkeepaliverequests":
 		if n, err = number(0, 1<<30); err == nil {
 			l.MaxKeepAliveRequests = int(n)
@@ -128,8 +138,8 @@ func (p *parser) limit(orig, name string, args []string) (handled bool, err erro
 }
 
 // requestReadTimeout parses mod_reqtimeout's
-// "header=T[-MAX][,MinRate=R] body=T[-MAX][,MinRate=R]" (handshake= is
-// TLS's, taken and ignored until TLS exists); T 0 turns the limit off.
+// "handshake=T header=T[-MAX][,MinRate=R] body=T[-MAX][,MinRate=R]"; T 0
+// turns the limit off (a handshake's falls back to Timeout).
 func (p *parser) requestReadTimeout(orig string, args []string) error {
 	l := &p.cfg.Limits
 	if len(args) == 0 {
@@ -169,6 +179,8 @@ func (p *parser) requestReadTimeout(orig string, args []string) error {
 			}
 		case "body":
 			l.BodyTimeout, l.BodyMinRate = d, r
+		case "handshake":
+			l.HandshakeTimeout = time.Duration(t) * time.Second
 		}
 	}
 	return nil

@@ -113,23 +113,7 @@ func TestRequestReadTimeout(t *testing.T) {
 // TestConnectionCap: at FrontOptions.MaxConnections the front accepts no
 // more; a client waiting in the backlog is served once one closes.
 func TestConnectionCap(t *testing.T) {
-	b := okBackend(t)
-	cfg, err := ParseDirectives("ProxyPass / http://"+b+"/", "t.conf", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := New(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := NewFront(p, FrontOptions{MaxConnections: 2})
-	go f.Serve(ln)
-	t.Cleanup(func() { f.Close(); p.Close() })
-	addr := ln.Addr().String()
+	addr, f := serveFront(t, "ProxyPass / http://"+okBackend(t)+"/", FrontOptions{MaxConnections: 2})
 	c1, br1 := dialProxy(t, addr)
 	getOn(t, c1, br1, "/")
 	c2, br2 := dialProxy(t, addr)
@@ -147,23 +131,25 @@ func TestConnectionCap(t *testing.T) {
 }
 
 // TestIdleKeepAlives: 10,000 idle keep-alive connections (from a client
-// process of their own) are held, and every one is closed at
-// KeepAliveTimeout (15 s: longer than opening them all takes).
+// process of their own) are held; after a reload to KeepAliveTimeout 1,
+// each one's next request is answered and the connection closed when it
+// has been idle that long.
 func TestIdleKeepAlives(t *testing.T) {
 	b := okBackend(t)
-	addr, f := serveFront(t, "KeepAliveTimeout 15\nProxyPass / http://"+b+"/")
+	addr, f := serveFront(t, "KeepAliveTimeout 600\nProxyPass / http://"+b+"/", FrontOptions{})
 	client := startIdleClient(t, addr, 10000)
 	if n := f.Connections(); n != 10000 {
 		t.Fatalf("%d connections held, want 10000", n)
 	}
+	f.Swap(newProxy(t, "KeepAliveTimeout 1\nProxyPass / http://"+b+"/")).Close()
 	io.WriteString(client.stdin, "wait\n")
 	if line, err := client.out.ReadString('\n'); err != nil || line != "closed 10000\n" {
 		t.Fatalf("the client: %q %v, want every connection closed by the proxy", line, err)
 	}
 }
 
-// serveFront serves directives through a Front on loopback.
-func serveFront(t testing.TB, directives string) (string, *Front) {
+// serveFront serves directives through a Front with opts on loopback.
+func serveFront(t testing.TB, directives string, opts FrontOptions) (string, *Front) {
 	t.Helper()
 	cfg, err := ParseDirectives(directives, "t.conf", 1)
 	if err != nil {
@@ -177,7 +163,7 @@ func serveFront(t testing.TB, directives string) (string, *Front) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := NewFront(p, FrontOptions{})
+	f := NewFront(p, opts)
 	go f.Serve(ln)
 	t.Cleanup(func() { f.Close(); p.Close() })
 	return ln.Addr().String(), f
@@ -185,8 +171,9 @@ func serveFront(t testing.TB, directives string) (string, *Front) {
 
 // idleClient is a child process (this test binary, run by
 // startIdleClient) holding n idle connections to the proxy at addr: it
-// says "ready" once each has had its response, and on "wait" reads every
-// one to its end and says how many the proxy closed.
+// says "ready" once each has had its response, and on "wait" sends one
+// more request on each, reads every one to its end and says how many
+// the proxy closed after answering.
 type idleClient struct {
 	stdin io.WriteCloser
 	out   *bufio.Reader
@@ -245,7 +232,7 @@ func runIdleClient(addr string) int {
 			return 1
 		}
 		conns = append(conns, c)
-		c.SetDeadline(time.Now().Add(60 * time.Second))
+		c.SetDeadline(time.Now().Add(10 * time.Minute)) // a bound, not a measure: the test waits on the proxy's timeouts
 		if _, err := c.Write(req); err != nil {
 			fmt.Fprintln(os.Stderr, "idle client:", err)
 			return 1
@@ -260,10 +247,26 @@ func runIdleClient(addr string) int {
 	if line, _ := in.ReadString('\n'); line != "wait\n" {
 		return 0
 	}
+	// One request at a time: the proxy holds one connection to its real
+	// server, not thousands at once.
+	answered := make([]bool, len(conns))
+	for i, c := range conns {
+		if _, err := c.Write(req); err != nil {
+			fmt.Fprintln(os.Stderr, "idle client:", err)
+			return 1
+		}
+		k, err := c.Read(buf)
+		if answered[i] = err == nil && strings.HasSuffix(string(buf[:k]), "\r\n\r\nok"); !answered[i] {
+			fmt.Fprintf(os.Stderr, "idle client: connection %d: the second request got %q %v\n", i, buf[:k], err)
+		}
+	}
 	closed := 0
-	for _, c := range conns {
-		if _, err := c.Read(buf); err == io.EOF {
+	for i, c := range conns {
+		k, err := c.Read(buf)
+		if err == io.EOF && answered[i] {
 			closed++
+		} else if answered[i] {
+			fmt.Fprintf(os.Stderr, "idle client: connection %d: after its answer %q %v, not the proxy's close\n", i, buf[:k], err)
 		}
 	}
 	fmt.Printf("closed %d\n", closed)
@@ -275,7 +278,7 @@ func runIdleClient(addr string) int {
 // client is another process).
 func BenchmarkIdleConnMemory(b *testing.B) {
 	backend := okBackend(b)
-	addr, _ := serveFront(b, "KeepAliveTimeout 600\nProxyPass / http://"+backend+"/")
+	addr, _ := serveFront(b, "KeepAliveTimeout 600\nProxyPass / http://"+backend+"/", FrontOptions{})
 	for range b.N {
 		before := goMemory()
 		client := startIdleClient(b, addr, 10000)

@@ -2,12 +2,14 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -36,6 +38,10 @@ type Options struct {
 	MaxIdleConnsPerHost int
 	// Logger receives errors; nil means slog.Default().
 	Logger *slog.Logger
+	// ReadFile reads the certificate, key and CA files the TLS
+	// directives name; nil means os.ReadFile. (A gateway that runs
+	// unprivileged has root-only keys sent by `vsgate adm reload`.)
+	ReadFile func(name string) ([]byte, error)
 }
 
 // MemberInfo is a snapshot of one worker (a BalancerMember or the target
@@ -63,6 +69,8 @@ type Proxy struct {
 	workers   []*worker
 	apache    []apacheWorker // Apache's worker table, for what its worker decides (connection reuse); nil when every worker reuses
 	limits    ClientLimits
+	tlsFront  *tls.Config // SSLEngine on: the clients' TLS; nil for plain HTTP
+	tlsBack   *tls.Config // SSLProxyEngine on: https:// real servers'; nil refuses them
 	dial      func(ctx context.Context, network, addr string) (net.Conn, error)
 	log       *slog.Logger
 
@@ -199,6 +207,14 @@ func New(cfg *Config, opts Options) (*Proxy, error) {
 		p.dial = d.DialContext
 	}
 	p.limits = cfg.Limits
+	var err error
+	readFile := opts.ReadFile
+	if readFile == nil {
+		readFile = os.ReadFile
+	}
+	if p.tlsFront, p.tlsBack, err = loadTLS(&cfg.TLS, readFile); err != nil {
+		return nil, fmt.Errorf("proxy: %w", err)
+	}
 	if p.limits == (ClientLimits{}) {
 		p.limits = DefaultClientLimits()
 	}

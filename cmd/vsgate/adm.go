@@ -75,18 +75,38 @@ func runAdm(args []string, stdout, stderr io.Writer) int {
 			req.Stdin = string(b)
 		}
 	}
+	// A reload sends at most this many files the gateway cannot read.
+	const maxSentFiles = 64
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := gateway.Call(ctx, sock, req)
-	if err == nil && resp.ReadFile != "" && len(args) == 1 && args[0] == "reload" {
-		// The gateway's user may not read its own configuration file:
-		// send it, read with this caller's rights.
-		data, rerr := config.Read(resp.ReadFile)
-		if rerr != nil {
-			fmt.Fprintf(stderr, "vsgate adm: reload: %v\n", rerr)
-			return 1
+	for sent := 0; err == nil && (resp.ReadFile != "" || resp.ReadNamed != "") && len(args) == 1 && args[0] == "reload"; sent++ {
+		// The gateway's user may not read its own configuration file, or
+		// a key it names: send it, read with this caller's rights.
+		if sent == maxSentFiles {
+			break
 		}
-		req.Stdin = string(data)
+		if resp.ReadFile != "" {
+			data, rerr := config.Read(resp.ReadFile)
+			if rerr != nil {
+				fmt.Fprintf(stderr, "vsgate adm: reload: %v\n", rerr)
+				return 1
+			}
+			req.Stdin = string(data)
+		} else {
+			if _, dup := req.Files[resp.ReadNamed]; dup {
+				break
+			}
+			data, rerr := os.ReadFile(resp.ReadNamed)
+			if rerr != nil {
+				fmt.Fprintf(stderr, "vsgate adm: reload: %v\n", rerr)
+				return 1
+			}
+			if req.Files == nil {
+				req.Files = map[string]string{}
+			}
+			req.Files[resp.ReadNamed] = string(data)
+		}
 		resp, err = gateway.Call(ctx, sock, req)
 	}
 	if err != nil {

@@ -25,7 +25,7 @@ const runUsage = `usage: vsgate run -c FILE [--pcap NAME]
   the configured VIPs, masquerade and FULLNAT addresses into it, steer the
   real servers' traffic through it, and translate. Once set up it runs as
   the configuration's user (default nobody) with only CAP_NET_ADMIN (and
-  CAP_NET_RAW on AF_PACKET). SIGHUP reloads FILE (a bad file leaves the
+  CAP_NET_RAW on AF_PACKET, CAP_NET_BIND_SERVICE with l7.stack: kernel). SIGHUP reloads FILE (a bad file leaves the
   running configuration in place); SIGINT and SIGTERM stop it and remove
   every route, rule and setting it added. --pcap NAME captures to a new
   file NAME in pcap.dir.
@@ -54,7 +54,11 @@ func runRun(args []string, stdout, stderr io.Writer) (code int) {
 		return 1
 	}
 	log := newLogger(stderr, cfg.Log)
-	opts, err := gateway.FromConfig(cfg, log)
+	// The files the configuration names (TLS keys) are kept as read now,
+	// as root: a reload after the privilege drop takes them again while
+	// they have not changed.
+	files := &gateway.FileCache{}
+	opts, err := gateway.FromConfig(cfg, log, files.Read)
 	if err != nil {
 		log.Error("configuration", "err", err)
 		return 1
@@ -72,14 +76,15 @@ func runRun(args []string, stdout, stderr io.Writer) (code int) {
 		opts.Owner = &gateway.Owner{UID: id.UID, GID: id.GID}
 	}
 	opts.Source = &gateway.Source{
-		Path: *file,
-		Read: func() ([]byte, error) { return config.Read(*file) },
-		Parse: func(data []byte) (gateway.Options, error) {
+		Path:  *file,
+		Files: files,
+		Read:  func() ([]byte, error) { return config.Read(*file) },
+		Parse: func(data []byte, readFile func(string) ([]byte, error)) (gateway.Options, error) {
 			c, err := config.ParseNames(context.Background(), data, *file, &names.System{})
 			if err != nil {
 				return gateway.Options{}, err
 			}
-			o, err := gateway.FromConfig(c, log)
+			o, err := gateway.FromConfig(c, log, readFile)
 			o.Owner = opts.Owner
 			return o, err
 		},
@@ -102,7 +107,7 @@ func runRun(args []string, stdout, stderr io.Writer) (code int) {
 			return 1
 		}
 	}
-	if err := dropPrivileges(who, opts.AFPacket != nil, cfg.Seccomp, log); err != nil {
+	if err := dropPrivileges(who, opts.AFPacket != nil, !opts.L7Netstack, cfg.Seccomp, log); err != nil {
 		log.Error("dropping privileges", "err", err)
 		return 1
 	}
@@ -156,17 +161,19 @@ func printConfigError(w io.Writer, err error) {
 
 // dropPrivileges makes vsgate run as who once the device, sockets and
 // routes are set up, keeping CAP_NET_ADMIN (reloads and the teardown at
-// exit change routes, rules, nftables and sysctls) and, on AF_PACKET,
-// CAP_NET_RAW; then, with seccomp, confines it to the system calls a
+// exit change routes, rules, nftables and sysctls), on AF_PACKET
+// CAP_NET_RAW, and with L7 services on the kernel's TCP
+// CAP_NET_BIND_SERVICE (a reload that adds one listens on its port, often
+// 80 or 443); then, with seccomp, confines it to the system calls a
 // running gateway makes. A vsgate started by a user other than root (who
 // is nil) has nothing to give up and says so. A failed drop is fatal: the
 // process may be half way.
-func dropPrivileges(who *privilege.Identity, afpacket, seccomp bool, log *slog.Logger) error {
+func dropPrivileges(who *privilege.Identity, afpacket, kernelL7, seccomp bool, log *slog.Logger) error {
 	if who == nil {
 		log.Warn("not started as root: running as this user, user: is not applied", "uid", os.Getuid())
 		return nil
 	}
-	keep := privileges(afpacket)
+	keep := privileges(afpacket, kernelL7)
 	if err := privilege.Drop(*who, keep); err != nil {
 		return err
 	}
@@ -191,10 +198,13 @@ func dropPrivileges(who *privilege.Identity, afpacket, seccomp bool, log *slog.L
 }
 
 // privileges are the capabilities the running gateway keeps.
-func privileges(afpacket bool) []privilege.Cap {
+func privileges(afpacket, kernelL7 bool) []privilege.Cap {
 	keep := []privilege.Cap{unix.CAP_NET_ADMIN}
 	if afpacket {
 		keep = append(keep, unix.CAP_NET_RAW)
+	}
+	if kernelL7 {
+		keep = append(keep, unix.CAP_NET_BIND_SERVICE)
 	}
 	return keep
 }

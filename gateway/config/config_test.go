@@ -1011,17 +1011,17 @@ fullnat: {pool: [198.18.0.30]}
 func TestL7DirectiveErrorPlace(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "proxy.conf")
-	if err := os.WriteFile(conf, []byte("ProxyPass /a http://198.18.2.11/\n\n# a comment\nSSLEngine on\n"), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte("ProxyPass /a http://198.18.2.11/\n\n# a comment\nProxyHTMLEnable on\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	inline := "services:\n  - proto: tcp\n    vip: 198.18.0.10:80\n    mode: l7\n    l7:\n      directives: |\n        ProxyPass /a http://198.18.2.11/\n        SSLEngine on\n"
+	inline := "services:\n  - proto: tcp\n    vip: 198.18.0.10:80\n    mode: l7\n    l7:\n      directives: |\n        ProxyPass /a http://198.18.2.11/\n        ProxyHTMLEnable on\n"
 	for _, tc := range []struct {
 		name, yaml, file string
 		line             int
 	}{
 		{"file", "services:\n  - {proto: tcp, vip: 198.18.0.10:80, mode: l7, l7: {file: proxy.conf}}\n", conf, 4},
 		{"inline block", inline, filepath.Join(dir, "vsgate.yaml"), 8},
-		{"inline one line", "services:\n  - proto: tcp\n    vip: 198.18.0.10:80\n    mode: l7\n    l7: {directives: \"SSLEngine on\"}\n", filepath.Join(dir, "vsgate.yaml"), 5},
+		{"inline one line", "services:\n  - proto: tcp\n    vip: 198.18.0.10:80\n    mode: l7\n    l7: {directives: \"ProxyHTMLEnable on\"}\n", filepath.Join(dir, "vsgate.yaml"), 5},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, "vsgate.yaml")
@@ -1037,7 +1037,7 @@ func TestL7DirectiveErrorPlace(t *testing.T) {
 			if e.File != tc.file || e.Line != tc.line {
 				t.Errorf("error at %s:%d, want %s:%d: %v", e.File, e.Line, tc.file, tc.line, e)
 			}
-			if n := strings.Count(e.Error(), "ProxyPassMatch"); n != 1 || !strings.Contains(e.Error(), `"SSLEngine"`) {
+			if n := strings.Count(e.Error(), "ProxyPassMatch"); n != 1 || !strings.Contains(e.Error(), `"ProxyHTMLEnable"`) {
 				t.Errorf("error %q: want the directive named and vsgate's list once (%d)", e, n)
 			}
 		})

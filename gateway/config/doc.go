@@ -246,9 +246,10 @@
 //     ProxyPass and BalancerMember URLs, health-checked with the service's
 //     health: block. An l7 block in a service of another mode is an error.
 //     A reload changes an L7 service's directives (routes, balancers,
-//     health): open connections stay, and their next request goes by the
-//     new routes. Which L7 services run is set at start: a reload that
-//     adds or removes one is refused (restart vsgate for that).
+//     health, certificates): open connections stay, and their next request
+//     goes by the new routes. A reload may add L7 services (listened on at
+//     once) and remove them (their listeners and connections closed);
+//     l7.stack and l7.max_connections are set at start.
 //   - The FULLNAT pool holds at most one address per family, because the
 //     engine uses one; a second one is an error rather than ignored.
 //   - Metrics listen on loopback unless public: true says otherwise.

@@ -67,14 +67,13 @@ func profileSystem(ctx context.Context, c Config, t profileTarget, wls []Workloa
 		}
 	}()
 	for _, name := range t.workloads {
+		i := slices.IndexFunc(wls, func(x Workload) bool { return x.Name == name })
+		if i < 0 {
+			continue // a workload this run does not measure
+		}
+		w := wls[i]
 		pb.step("profile " + sys.Name + " " + name + " (perf)")
 		p := Profile{System: sys.Name, Workload: name}
-		var w Workload
-		for _, x := range wls {
-			if x.Name == name {
-				w = x
-			}
-		}
 		switch {
 		case perr != nil:
 			p.Err = "perf not installed (apt-get install -y linux-perf)"

@@ -143,7 +143,7 @@ func loadAvg() string {
 func workloadsFor(s System, wls []Workload) []Workload {
 	var out []Workload
 	for _, w := range wls {
-		if w.has(s.Layer) && (!w.UDP || s.UDP) && (w.Flood == 0 || s.SynFlood) && (w.HTTP || !s.HTTPOnly) {
+		if w.has(s.Layer) && (!w.UDP || s.UDP) && (w.Flood == 0 || s.SynFlood) && (w.HTTP || !s.HTTPOnly) && (!w.TLS || s.TLS) {
 			out = append(out, w)
 		}
 	}

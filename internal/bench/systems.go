@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vsgate/vsgate/internal/netlab"
+	"github.com/vsgate/vsgate/internal/testcert"
 )
 
 // Addresses and ports on top of netlab's basic plan: the VIP and
@@ -25,6 +26,7 @@ const (
 	fullnatAddr = "198.18.0.30"
 
 	httpPort  = 80   // HTTP, balanced round robin over the three backends
+	httpsPort = 443  // HTTPS (L7 systems with TLS), to the same backends
 	iperfPort = 5201 // iperf3 TCP and UDP: one backend (b1), since its control and data connections must meet
 )
 
@@ -38,6 +40,7 @@ type System struct {
 	UDP      bool     // can forward UDP (iperf3 -u)
 	SynFlood bool     // measured under the SYN flood workloads too
 	HTTPOnly bool     // measured under the HTTP workloads only
+	TLS      bool     // serves HTTPS on the VIP too (the TLS workloads)
 	Tools    []string // executables it needs, with their Debian package after ':'
 	version  []string // command printing its version
 	start    func(ctx context.Context, e *sysEnv) error
@@ -81,16 +84,16 @@ func Systems() []System {
 		{Name: "nginx-stream", Layer: L4, UDP: true, Tools: []string{"nginx:nginx", "/usr/lib/nginx/modules/ngx_stream_module.so:libnginx-mod-stream"},
 			Desc:    "nginx stream proxy (terminates TCP; UDP proxy for iperf3 -u)",
 			version: []string{"nginx", "-v"}, start: startNginx(false)},
-		{Name: "nginx-http", Layer: L7, Baseline: true, Tools: []string{"nginx:nginx"},
+		{Name: "nginx-http", Layer: L7, Baseline: true, TLS: true, Tools: []string{"nginx:nginx"},
 			Desc:    "nginx proxy_pass to an upstream with keep-alive",
 			version: []string{"nginx", "-v"}, start: startNginx(true)},
-		{Name: "vsgate-l7", Layer: L7,
+		{Name: "vsgate-l7", Layer: L7, TLS: true,
 			Desc:  "vsgate L7 service: the kernel's TCP (l7.stack: kernel) + ProxyPass to a balancer:// of the three backends",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgateL7(ctx, e, "kernel") }},
-		{Name: "vsgate-l7-netstack", Layer: L7,
+		{Name: "vsgate-l7-netstack", Layer: L7, TLS: true,
 			Desc:  "the same on gVisor's netstack (l7.stack: netstack)",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgateL7(ctx, e, "netstack") }},
-		{Name: "haproxy-http", Layer: L7, Tools: []string{"haproxy:haproxy"},
+		{Name: "haproxy-http", Layer: L7, TLS: true, Tools: []string{"haproxy:haproxy"},
 			Desc:    "HAProxy mode http (server keep-alive, http-reuse safe)",
 			version: []string{"haproxy", "-v"}, start: startHAProxy(true)},
 		{Name: "apache-proxy", Layer: L7, Tools: []string{"apache2:apache2"},
@@ -235,6 +238,29 @@ func alive(pid, root int) bool {
 }
 
 // writeFile writes a config file into the system's dir.
+// tlsFiles issues the VIP's certificate (for every system alike: ECDSA
+// P-256) into the run's directory and returns the certificate, the key
+// and both in one file (HAProxy's crt).
+func (e *sysEnv) tlsFiles() (cert, key, both string, err error) {
+	ca, err := testcert.NewCA()
+	if err != nil {
+		return "", "", "", err
+	}
+	if cert, key, err = ca.Issue(e.dir, "vip.example", 2); err != nil {
+		return "", "", "", err
+	}
+	c, err := os.ReadFile(cert)
+	if err != nil {
+		return "", "", "", err
+	}
+	k, err := os.ReadFile(key)
+	if err != nil {
+		return "", "", "", err
+	}
+	both, err = e.writeFile("vip.pem", string(c)+string(k))
+	return cert, key, both, err
+}
+
 func (e *sysEnv) writeFile(name, content string) (string, error) {
 	p := filepath.Join(e.dir, name)
 	return p, os.WriteFile(p, []byte(content), 0o644)
@@ -439,6 +465,12 @@ func startVsgateL7(ctx context.Context, e *sysEnv, stack string) error {
 	for _, a := range e.backends4() {
 		fmt.Fprintf(&members, "          BalancerMember http://%s:%d\n", a, httpPort)
 	}
+	cert, key, _, err := e.tlsFiles()
+	if err != nil {
+		return err
+	}
+	// MaxKeepAliveRequests 0, as the nginx and Apache configurations
+	// here: a client's connection is never closed for its count.
 	cfg, err := e.writeFile("vsgate.yaml", fmt.Sprintf(`# vsgate bench configuration (L7, written by vsgate-lab bench)
 device: {type: tun, name: vsg0, queues: %[1]d}
 services:
@@ -448,6 +480,20 @@ services:
     mode: l7
     l7:
       directives: |
+        MaxKeepAliveRequests 0
+        <Proxy balancer://pool>
+%[4]s        </Proxy>
+        ProxyPass / balancer://pool/
+  - name: web-tls
+    proto: tcp
+    vip: "%[2]s:%[7]d"
+    mode: l7
+    l7:
+      directives: |
+        MaxKeepAliveRequests 0
+        SSLEngine on
+        SSLCertificateFile %[8]s
+        SSLCertificateKeyFile %[9]s
         <Proxy balancer://pool>
 %[4]s        </Proxy>
         ProxyPass / balancer://pool/
@@ -456,7 +502,7 @@ pcap: {dir: %[5]s.pcap}
 metrics: {listen: "off"}
 log: {level: warn}
 l7: {stack: %[6]s}
-`, e.workers, vip4(), httpPort, members.String(), filepath.Join(e.dir, "vsgate.sock"), stack))
+`, e.workers, vip4(), httpPort, members.String(), filepath.Join(e.dir, "vsgate.sock"), stack, httpsPort, cert, key))
 	if err != nil {
 		return err
 	}
@@ -484,11 +530,16 @@ defaults
 frontend web
 	bind %s:%d
 	default_backend web
-backend web
-	balance roundrobin
 `, e.workers, mode, vip4(), httpPort)
 		if http {
-			b.WriteString("\thttp-reuse safe\n")
+			_, _, both, err := e.tlsFiles()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, "frontend web-tls\n\tbind %s:%d ssl crt %s\n\tdefault_backend web\n", vip4(), httpsPort, both)
+			b.WriteString("backend web\n\tbalance roundrobin\n\thttp-reuse safe\n")
+		} else {
+			b.WriteString("backend web\n\tbalance roundrobin\n")
 		}
 		for i, a := range e.backends4() {
 			fmt.Fprintf(&b, "\tserver b%d %s:%d\n", i+1, a, httpPort)
@@ -529,6 +580,10 @@ stream {
 		}
 		b.WriteString("}\n")
 		if http {
+			cert, key, _, err := e.tlsFiles()
+			if err != nil {
+				return err
+			}
 			fmt.Fprintf(&b, `http {
 	access_log off;
 	keepalive_requests 10000000;
@@ -546,7 +601,10 @@ stream {
 		keepalive_requests 10000000;
 	}
 	server {
-		listen %s:%d;
+		listen %[1]s:%[2]d;
+		listen %[1]s:%[3]d ssl;
+		ssl_certificate %[4]s;
+		ssl_certificate_key %[5]s;
 		location / {
 			proxy_pass http://web;
 			proxy_http_version 1.1;
@@ -554,7 +612,7 @@ stream {
 		}
 	}
 }
-`, vip4(), httpPort)
+`, vip4(), httpPort, httpsPort, cert, key)
 		}
 		cfg, err := e.writeFile("nginx.conf", b.String())
 		if err != nil {

@@ -19,6 +19,7 @@ type Workload struct {
 	Unit   string
 	Layers []Layer
 	UDP    bool // needs a system that forwards UDP
+	TLS    bool // HTTPS: needs a system that terminates TLS
 	HTTP   bool // HTTP through the VIP (every system of its layer takes these)
 	// Flood is the spoofed-source SYNs a second the client sends at the
 	// VIP's HTTP port while the workload runs (System.SynFlood systems
@@ -34,11 +35,13 @@ type Workload struct {
 // Workloads returns the workloads in report order.
 func Workloads() []Workload {
 	url := fmt.Sprintf("http://%s:%d/", vip4(), httpPort)
-	wrk := func(c Config, extra ...string) []string {
+	tlsURL := fmt.Sprintf("https://%s:%d/", vip4(), httpsPort)
+	wrkTo := func(url string, c Config, extra ...string) []string {
 		a := []string{"wrk", "-t", strconv.Itoa(c.Workers), "-c", strconv.Itoa(c.Conns),
 			"-d", durArg(c.Duration), "--timeout", "2s", "--latency"}
 		return append(append(a, extra...), url)
 	}
+	wrk := func(c Config, extra ...string) []string { return wrkTo(url, c, extra...) }
 	iperf := func(c Config, extra ...string) []string {
 		a := []string{"iperf3", "-c", vip4().String(), "-p", strconv.Itoa(iperfPort), "-J",
 			"-t", durArg(c.Duration), "--connect-timeout", "3000"}
@@ -50,6 +53,12 @@ func Workloads() []Workload {
 			parse: parseWrk},
 		{Name: "http-close", Title: "new connections (HTTP, Connection: close)", Unit: "conn/s", Layers: []Layer{L4, L7}, HTTP: true,
 			args:  func(c Config) []string { return wrk(c, "-H", "Connection: close") },
+			parse: parseWrk},
+		{Name: "https-keepalive", Title: "HTTPS keep-alive", Unit: "req/s", Layers: []Layer{L7}, HTTP: true, TLS: true,
+			args:  func(c Config) []string { return wrkTo(tlsURL, c) },
+			parse: parseWrk},
+		{Name: "https-close", Title: "HTTPS new connections (a full TLS handshake each)", Unit: "conn/s", Layers: []Layer{L7}, HTTP: true, TLS: true,
+			args:  func(c Config) []string { return wrkTo(tlsURL, c, "-H", "Connection: close") },
 			parse: parseWrk},
 		{Name: "syn-flood-keepalive", Title: fmt.Sprintf("HTTP keep-alive during a SYN flood (%d SYNs/s from spoofed sources)", floodRate),
 			Unit: "req/s", Layers: []Layer{L4}, HTTP: true, Flood: floodRate,

@@ -23,6 +23,7 @@ import (
 
 	"github.com/vsgate/vsgate/gateway"
 	"github.com/vsgate/vsgate/internal/netlab"
+	"github.com/vsgate/vsgate/internal/testcert"
 )
 
 // Addresses of the demo on top of netlab's basic plan.
@@ -48,6 +49,7 @@ type Env struct {
 	extra    []io.Closer // listeners of the extra L7 servers
 	logFile  *os.File
 	backends []string
+	ca       *testcert.CA // issues the HTTPS service's certificates
 	opts     Options
 	exe      string // the vsgate binary
 }
@@ -132,6 +134,12 @@ func StartWith(ctx context.Context, exe string, opts Options) (_ *Env, err error
 	// directory (which it makes, vsgate.sock.pcap) through this one,
 	// without reading what is here.
 	if err := os.Chmod(e.Dir, 0o711); err != nil {
+		return e, err
+	}
+	if e.ca, err = testcert.NewCA(); err != nil {
+		return e, err
+	}
+	if err := e.writeCerts(1, 0); err != nil {
 		return e, err
 	}
 	e.Socket = filepath.Join(e.Dir, "vsgate.sock")
@@ -267,6 +275,13 @@ services:
         ProxyPass /up/ http://198.18.2.11:8082/
         ProxyPass /ws/ http://198.18.2.13:8081/ upgrade=websocket
         ProxyPassReverse /sales/ http://198.18.2.11/
+  - name: https-l7
+    proto: tcp
+    vip: %[1]s:443
+    mode: l7
+    l7:
+      directives: |
+        %[19]s
   - name: http-l7-v6
     proto: tcp
     vip: "[%[2]s]:81"
@@ -283,7 +298,7 @@ pcap: {dir: %[13]s.pcap}
 metrics: {listen: 127.0.0.1:9100}
 l7: {stack: %[18]s}
 `, p.VIP4, p.VIP6, be(80, false), be(7, false), be(53, false), be(80, true), fullnatVIP,
-		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, e.device(p), be(54, false), fullnatSynProxyVIP, be(53, true), e.l7Stack())
+		p.ServerNet4, p.Masq4, p.ServerNet6, p.Masq6, fullnatAddr, e.Socket, e.device(p), be(54, false), fullnatSynProxyVIP, be(53, true), e.l7Stack(), e.tlsDirectives())
 	return b.String()
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vsgate/vsgate/internal/netlab"
 )
@@ -74,7 +75,7 @@ func Steps() []Step {
 	return append(steps, []Step{
 		{"path MTU: with the real servers' side at 1400, DF datagrams of 1500 bytes (IPv4 and IPv6) get fragmentation needed / packet too big with 1400, which the client matches; one without DF is fragmented and echoed", stepPathMTU},
 		{"a UDP GSO burst of 8000-byte datagrams from a 9000-byte link is cut to the real servers' 1500: echoed whole, no packet above 1500 on their links", stepGSOBurst},
-		{"privileges: after setup vsgate runs as nobody with only CAP_NET_ADMIN (and CAP_NET_RAW on AF_PACKET), an empty bounding set, no_new_privs, a seccomp filter (every path of the demo runs under it); captures only as new files in pcap.dir", stepCaps},
+		{"privileges: after setup vsgate runs as nobody with only CAP_NET_ADMIN (and CAP_NET_RAW on AF_PACKET, CAP_NET_BIND_SERVICE for L7 on the kernel's TCP), an empty bounding set, no_new_privs, a seccomp filter (every path of the demo runs under it); captures only as new files in pcap.dir", stepCaps},
 		{"vsgate adm -L -n --stats (ipvsadm's listing)", stepList},
 	}...)
 }
@@ -85,7 +86,8 @@ func L7Steps() []Step {
 	return []Step{
 		{"L7: ProxyPass /sales/ and /rd/ route by path (v4 and v6); a balancer spreads /lb/ over three servers", stepL7},
 		{"L7: keep-alive reused on both sides, a WebSocket echo, 100 MB streamed up and down intact", stepL7Streams},
-		{"L7 reload: a route changed by reload applies to the next request on an open connection; a bad directive, or a new L7 service, is refused and changes nothing", stepL7Reload},
+		{"L7 over TLS: HTTPS with SNI (two certificates), HTTP/2 with concurrent streams on one connection, certificates swapped by SIGHUP while a connection stays open, root-only keys reloaded by vsgate adm reload", stepL7TLS},
+		{"L7 reload: a route changed by reload applies to the next request on an open connection; a bad directive is refused and changes nothing; an L7 service added by reload is served, and one removed stops", stepL7Reload},
 	}
 }
 
@@ -499,10 +501,14 @@ func stepCaps(ctx context.Context, e *Env) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	caps := "0000000000001000" // CAP_NET_ADMIN
+	var bits uint64 = 1 << unix.CAP_NET_ADMIN
 	if e.opts.AFPacket {
-		caps = "0000000000003000" // and CAP_NET_RAW
+		bits |= 1 << unix.CAP_NET_RAW
 	}
+	if !e.opts.Netstack {
+		bits |= 1 << unix.CAP_NET_BIND_SERVICE // an L7 service a reload adds listens on its port
+	}
+	caps := fmt.Sprintf("%016x", bits)
 	want := map[string]string{"Uid": "65534 65534 65534 65534", "Gid": "65534 65534 65534 65534", "Groups": "",
 		"CapInh": caps, "CapPrm": caps, "CapEff": caps, "CapAmb": caps, "CapBnd": "0000000000000000", "NoNewPrivs": "1", "Seccomp": "2"}
 	for _, t := range tasks {
@@ -1050,8 +1056,8 @@ func stepFragmentsICMP(ctx context.Context, e *Env) (string, error) {
 // client's keep-alive connection stays open, and its next request on
 // that same connection follows the new route; a reload with a bad
 // directive is refused, names the file and line, and changes nothing; one
-// that adds an L7 service is refused (L7 services are set at start) and
-// changes nothing either.
+// that adds an L7 service serves it at once, and the next, which removes
+// it, stops it — the open connection stays through all of them.
 func stepL7Reload(ctx context.Context, e *Env) (string, error) {
 	base := "http://" + netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 81).String()
 	original, err := os.ReadFile(e.Config)
@@ -1121,18 +1127,33 @@ func stepL7Reload(ctx context.Context, e *Env) (string, error) {
 	if b, err := backend(); err != nil || b != "b2" {
 		return strings.Join(parts, "; "), fmt.Errorf("after the refused reload /sales/ went to %q (%v), want b2 still", b, err)
 	}
-	// A new L7 service: refused, nothing changes.
+	// A new L7 service: listened on and served at once; removed again by
+	// the next reload. The open connection stays through both.
 	added := strings.Replace(moved, "  - name: http-l7-v6\n", "  - name: http-l7-added\n    proto: tcp\n    vip: 198.18.0.10:83\n    mode: l7\n    l7: {directives: \"ProxyPass / http://198.18.2.11/\"}\n  - name: http-l7-v6\n", 1)
 	if added == moved {
 		return strings.Join(parts, "; "), errors.New("demo config: the IPv6 L7 service not found")
 	}
-	out, err = reload(added)
-	parts = append(parts, fmt.Sprintf("a reload adding an L7 service: %s", strings.TrimSpace(out+errText(err))))
-	if err == nil || !strings.Contains(err.Error(), "restart") {
-		return strings.Join(parts, "; "), errors.New("adding an L7 service by reload was not refused")
+	if _, err := reload(added); err != nil {
+		return strings.Join(parts, "; "), fmt.Errorf("a reload adding an L7 service: %w", err)
 	}
+	rep, err := e.get(ctx, "http://198.18.0.10:83/new")
+	parts = append(parts, fmt.Sprintf("a reload added an L7 service on 198.18.0.10:83: /new answered by %s", rep.Backend))
+	if err != nil || rep.Backend != "b1" {
+		return strings.Join(parts, "; "), fmt.Errorf("the added L7 service: %v", err)
+	}
+	if _, err := reload(moved); err != nil {
+		return strings.Join(parts, "; "), fmt.Errorf("a reload removing it: %w", err)
+	}
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	c, derr := e.client.DialContext(dctx, "tcp", "198.18.0.10:83")
+	cancel()
+	if derr == nil {
+		c.Close()
+		return strings.Join(parts, "; "), errors.New("198.18.0.10:83 still takes connections after the reload that removed its L7 service")
+	}
+	parts = append(parts, fmt.Sprintf("removed by the next: %v", derr))
 	if b, err := backend(); err != nil || b != "b2" || dials != 1 {
-		return strings.Join(parts, "; "), fmt.Errorf("after the refused reload /sales/ went to %q (%v, %d connections), want b2 on the same connection", b, err, dials)
+		return strings.Join(parts, "; "), fmt.Errorf("after the reloads /sales/ went to %q (%v, %d connections), want b2 on the same connection", b, err, dials)
 	}
 	return strings.Join(parts, "; "), nil
 }

@@ -13,6 +13,39 @@ import (
 // the data bytes (negative: no bound); lim bounds the size and trailer
 // lines. It returns the data bytes copied.
 func CopyChunked(dst *bufio.Writer, src *bufio.Reader, limit int64, lim Limits) (int64, error) {
+	n, err := eachChunk(src, limit, lim, func(size int64) (int64, error) {
+		var hdr [24]byte
+		b := strconv.AppendInt(hdr[:0], size, 16)
+		if _, err := dst.Write(append(b, '\r', '\n')); err != nil {
+			return 0, err
+		}
+		c, err := io.CopyN(dst, src, size)
+		if err == nil {
+			_, err = dst.WriteString("\r\n")
+		}
+		return c, err
+	}, dst.Flush)
+	if err != nil {
+		return n, err
+	}
+	return n, copyTrailer(dst, src, lim)
+}
+
+// Dechunk copies a chunked body's data from src to dst, without its
+// framing; the trailer fields are read and dropped. flush runs whenever
+// src has nothing more buffered. Otherwise as CopyChunked.
+func Dechunk(dst io.Writer, src *bufio.Reader, limit int64, lim Limits, flush func() error) (int64, error) {
+	n, err := eachChunk(src, limit, lim, func(size int64) (int64, error) { return io.CopyN(dst, src, size) }, flush)
+	if err != nil {
+		return n, err
+	}
+	return n, copyTrailer(bufio.NewWriterSize(io.Discard, 16), src, lim)
+}
+
+// eachChunk reads chunks from src up to the last one (size 0), calling
+// data for each chunk's bytes (which it must take from src) and flush
+// when src has nothing more buffered; the trailer is left in src.
+func eachChunk(src *bufio.Reader, limit int64, lim Limits, data func(size int64) (int64, error), flush func() error) (int64, error) {
 	var n int64
 	for {
 		line, too, err := readLine(src, lim.FieldSize, false)
@@ -30,14 +63,9 @@ func CopyChunked(dst *bufio.Writer, src *bufio.Reader, limit int64, lim Limits) 
 			return n, ErrBodyTooLarge
 		}
 		if size == 0 {
-			return n, copyTrailer(dst, src, lim)
+			return n, nil
 		}
-		var hdr [24]byte
-		b := strconv.AppendInt(hdr[:0], size, 16)
-		if _, err := dst.Write(append(b, '\r', '\n')); err != nil {
-			return n, err
-		}
-		c, err := io.CopyN(dst, src, size)
+		c, err := data(size)
 		n += c
 		if err != nil {
 			return n, noEOF(err)
@@ -48,11 +76,8 @@ func CopyChunked(dst *bufio.Writer, src *bufio.Reader, limit int64, lim Limits) 
 			}
 			return n, noEOF(err)
 		}
-		if _, err := dst.WriteString("\r\n"); err != nil {
-			return n, err
-		}
 		if src.Buffered() == 0 {
-			if err := dst.Flush(); err != nil {
+			if err := flush(); err != nil {
 				return n, err
 			}
 		}
