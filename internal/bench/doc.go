@@ -15,6 +15,8 @@
 //
 //	http-keepalive  wrk -t W -c C -d D --latency          req/s, p50/p99
 //	http-close      the same with Connection: close        new conn/s
+//	https-keepalive wrk over TLS to VIP:443 (L7 with TLS)  req/s
+//	https-close     the same with Connection: close        new conn/s, a full handshake each
 //	tcp-bulk        iperf3 -c VIP -P W -t D (L4 only)     Gbit/s
 //	udp-64          iperf3 -u -l 64 -b 0 (L4 with UDP)     datagrams/s received
 //
@@ -25,7 +27,9 @@
 // not on "basic"), haproxy-tcp, nginx-stream; L7 — nginx-http (baseline),
 // haproxy-http, apache-proxy (mpm_event + ProxyPass balancer://),
 // vsgate-l7 (the kernel's TCP, l7.stack's default) and vsgate-l7-netstack
-// (gVisor's netstack). Every daemon runs in the foreground with a config generated into a
+// (gVisor's netstack); the L7 systems but Apache also serve HTTPS on
+// VIP:443 with one throwaway ECDSA P-256 certificate (internal/testcert).
+// Every daemon runs in the foreground with a config generated into a
 // temp dir, with the same worker count (Config.Workers).
 //
 // Around each measurement it reads the CPU time of the gateway's process
