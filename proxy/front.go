@@ -48,6 +48,7 @@ type Front struct {
 	date  atomic.Pointer[dateLine]
 
 	tickets ticketKeys
+	waiting atomic.Int64 // connections waiting for a request's head
 
 	readers sync.Pool // *bufio.Reader of readerSize
 	writers sync.Pool // *bufio.Writer
@@ -78,6 +79,10 @@ func (f *Front) Swap(p *Proxy) *Proxy { return f.cur.Swap(p) }
 
 // Proxy is the Proxy serving new requests.
 func (f *Front) Proxy() *Proxy { return f.cur.Load() }
+
+// Waiting is the number of client connections waiting for a request
+// (idle between requests, or its head not yet whole).
+func (f *Front) Waiting() int { return int(f.waiting.Load()) }
 
 // Connections is the number of client connections open.
 func (f *Front) Connections() int {
@@ -342,7 +347,9 @@ func (cc *clientConn) serveOne() bool {
 		cc.rc.await(time.Now().Add(wait), lim.HeaderTimeout, lim.HeaderMaxTimeout, lim.HeaderMinRate)
 	}
 	req := &cc.req
+	cc.f.waiting.Add(1)
 	err := h1.ReadRequest(cc.br, lim.Head, req)
+	cc.f.waiting.Add(-1)
 	if err != nil {
 		var he *h1.Error
 		var ne net.Error

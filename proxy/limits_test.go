@@ -141,6 +141,14 @@ func TestIdleKeepAlives(t *testing.T) {
 	if n := f.Connections(); n != 10000 {
 		t.Fatalf("%d connections held, want 10000", n)
 	}
+	// The client has its answers before every server goroutine is back
+	// waiting; the reload must come after, or a connection would wait
+	// under the new timeout before its next request comes.
+	for start := time.Now(); f.Waiting() != 10000; time.Sleep(10 * time.Millisecond) {
+		if time.Since(start) > time.Minute {
+			t.Fatalf("%d of 10000 connections waiting for a request", f.Waiting())
+		}
+	}
 	f.Swap(newProxy(t, "KeepAliveTimeout 1\nProxyPass / http://"+b+"/")).Close()
 	io.WriteString(client.stdin, "wait\n")
 	if line, err := client.out.ReadString('\n'); err != nil || line != "closed 10000\n" {
