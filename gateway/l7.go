@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"runtime"
 	"slices"
-	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
@@ -311,9 +310,9 @@ func (g *Gateway) rewireL7Link(old, next []L7Service) (undo func() error, err er
 	}, nil
 }
 
-// unwireL7Link takes back, in AF_PACKET mode, the wiring of L7 VIPs and
-// ports that no running service has any more.
-func (g *Gateway) unwireL7Link(next []L7Service) error {
+// unwireL7Link takes back, in AF_PACKET mode, the wiring old's L7 VIPs
+// and ports had that next's no longer need.
+func (g *Gateway) unwireL7Link(old, next []L7Service) error {
 	if g.link == nil || g.opts.L7Netstack || g.net == nil {
 		return nil
 	}
@@ -322,20 +321,28 @@ func (g *Gateway) unwireL7Link(next []L7Service) error {
 		return err
 	}
 	defer h.Close()
-	plan := g.netPlanFor(g.desired)
-	plan.L7 = l7VIPs(next)
-	steps, err := l7Steps(h, plan)
+	keys := func(services []L7Service) (map[string]bool, error) {
+		plan := g.netPlanFor(g.desired)
+		plan.L7 = l7VIPs(services)
+		steps, err := l7Steps(h, plan)
+		out := map[string]bool{}
+		for _, st := range steps {
+			out[st.key] = true
+		}
+		return out, err
+	}
+	had, err := keys(old)
 	if err != nil {
 		return err
 	}
-	keep := map[string]bool{}
-	for _, st := range steps {
-		keep[st.key] = true
+	keep, err := keys(next)
+	if err != nil {
+		return err
 	}
 	var errs []error
 	items := g.net.items[:0]
 	for _, it := range g.net.items {
-		if l7Key(it.key) && !keep[it.key] {
+		if had[it.key] && !keep[it.key] {
 			errs = append(errs, it.undo())
 			continue
 		}
@@ -343,11 +350,6 @@ func (g *Gateway) unwireL7Link(next []L7Service) error {
 	}
 	g.net.items = items
 	return errors.Join(errs...)
-}
-
-// l7Key tells whether a wiring item is an L7 one (l7Steps' keys).
-func l7Key(key string) bool {
-	return strings.HasPrefix(key, "local ") || strings.Contains(key, " tcp dport ")
 }
 
 // l7VIPs are the services' addresses and ports.
@@ -394,6 +396,7 @@ func (g *Gateway) swapL7Locked(next, added []L7Service, lns map[netip.AddrPort][
 			delete(g.l7down, key) // a member the new directives do not have
 		}
 	}
+	before := g.opts.L7
 	for _, o := range old {
 		if slices.ContainsFunc(next, func(s L7Service) bool { return s.VIP == o.VIP }) {
 			continue
@@ -406,7 +409,7 @@ func (g *Gateway) swapL7Locked(next, added []L7Service, lns map[netip.AddrPort][
 		g.log.Info("l7 service removed", "vip", o.VIP)
 	}
 	g.opts.L7 = next
-	if err := g.unwireL7Link(next); err != nil {
+	if err := g.unwireL7Link(before, next); err != nil {
 		g.log.Warn("l7: removing the wiring of removed services", "err", err)
 	}
 }

@@ -576,6 +576,7 @@ func TestApacheConformanceLimits(t *testing.T) {
 		{"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "two Host fields", nil},
 		{"GET / HTTP/1.0\r\n\r\n", "HTTP/1.0 without Host", nil},
 		{"GET / HTTP/1.1\r\nHost: h\r\nExpect: something\r\n\r\n", "an Expect other than 100-continue", nil},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX-A: " + long[:60] + "\r\n " + long[:60] + "\r\n\r\n", "a folded field longer than LimitRequestFieldSize", nil},
 		{"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\r\n b\r\n\r\n", "obsolete line folding", nil},
 		{"GET / HTTP/1.1\r\nHost: h\r\nX-A : a\r\n\r\n", "whitespace before a field's colon", nil},
 		{"GET / HTTP/1.1\r\nHost: h\r\nX-A: a\x01b\r\n\r\n", "a control character in a field", nil},

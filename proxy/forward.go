@@ -606,39 +606,46 @@ func (p *Proxy) respond(cc *clientConn, req *h1.Request, resp *h1.Response, c *c
 	return done
 }
 
-// copyToClose copies a body that ends with the connection, chunked when
-// rechunk.
+// copyToClose copies a body that ends with the connection (copyFlushing),
+// chunked when rechunk.
 func copyToClose(dst *bufio.Writer, src *bufio.Reader, rechunk bool) (int64, error) {
-	var n int64
-	for {
-		if src.Buffered() == 0 {
-			if _, err := src.Peek(1); err != nil {
-				if err == io.EOF {
-					if rechunk {
-						dst.WriteString("0\r\n\r\n")
-					}
-					return n, nil
-				}
-				return n, err
-			}
-		}
-		b, _ := src.Peek(src.Buffered())
-		if rechunk {
-			dst.WriteString(strconv.FormatInt(int64(len(b)), 16))
-			dst.WriteString("\r\n")
-		}
-		if _, err := dst.Write(b); err != nil {
-			return n, &writeError{err}
-		}
-		if rechunk {
-			dst.WriteString("\r\n")
-		}
-		src.Discard(len(b))
-		n += int64(len(b))
+	flush := func() error {
 		if err := dst.Flush(); err != nil {
-			return n, &writeError{err}
+			return &writeError{err}
 		}
+		return nil
 	}
+	if !rechunk {
+		return copyFlushing(writeMarked{dst}, src, -1, flush)
+	}
+	n, err := copyFlushing(writeMarked{chunkWriter{dst}}, src, -1, flush)
+	if err == nil {
+		_, err = dst.WriteString("0\r\n\r\n")
+	}
+	return n, err
+}
+
+// chunkWriter writes each Write as one chunk.
+type chunkWriter struct{ w *bufio.Writer }
+
+func (c chunkWriter) Write(b []byte) (int, error) {
+	c.w.WriteString(strconv.FormatInt(int64(len(b)), 16))
+	c.w.WriteString("\r\n")
+	c.w.Write(b)
+	_, err := c.w.WriteString("\r\n")
+	return len(b), err
+}
+
+// writeMarked marks its writer's failures as writeError (the client's
+// side), so that a caller tells them from the real server's.
+type writeMarked struct{ w io.Writer }
+
+func (m writeMarked) Write(b []byte) (int, error) {
+	n, err := m.w.Write(b)
+	if err != nil {
+		err = &writeError{err}
+	}
+	return n, err
 }
 
 // writeResponseHead writes the status line and fields of resp for the

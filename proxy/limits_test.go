@@ -302,3 +302,48 @@ func goMemory() uint64 {
 	runtime.ReadMemStats(&m)
 	return m.HeapInuse + m.StackInuse
 }
+
+// TestCloseDelimitedBody: a real server's body that ends with its
+// connection reaches an HTTP/1.1 client chunked (its connection kept) and
+// an HTTP/1.0 client as it is, the connection closed after it.
+func TestCloseDelimitedBody(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				http.ReadRequest(bufio.NewReader(c))
+				io.WriteString(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+			}()
+		}
+	}()
+	addr, _ := serveProxy(t, "ProxyPass / http://"+ln.Addr().String()+"/", Options{})
+	c, br := dialProxy(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || string(body) != "until the end" || len(resp.TransferEncoding) != 1 || resp.Close {
+		t.Fatalf("HTTP/1.1: %q %v, transfer encoding %v, close %v", body, err, resp.TransferEncoding, resp.Close)
+	}
+	c, br = dialProxy(t, addr)
+	io.WriteString(c, "GET / HTTP/1.0\r\n\r\n")
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err = io.ReadAll(resp.Body)
+	if err != nil || string(body) != "until the end" || len(resp.TransferEncoding) != 0 || !resp.Close {
+		t.Fatalf("HTTP/1.0: %q %v, transfer encoding %v, close %v", body, err, resp.TransferEncoding, resp.Close)
+	}
+}

@@ -63,7 +63,8 @@ type Head struct {
 	// Upgrade: Connection lists upgrade.
 	Upgrade bool
 
-	raw []byte // the head's bytes as read, reused
+	raw        []byte // the head's bytes as read, reused
+	connection string // the Connection fields' values, joined (frameCommon)
 }
 
 // Get is the first value of the field name (case-insensitive), "" if none.
@@ -113,12 +114,7 @@ func (h *Head) Hop(name string) bool {
 		strings.EqualFold(name, "Upgrade"), strings.EqualFold(name, "Content-Length"):
 		return true
 	}
-	for i := range h.Fields {
-		if strings.EqualFold(h.Fields[i].Name, "Connection") && hasToken(h.Fields[i].Value, name) {
-			return true
-		}
-	}
-	return false
+	return h.connection != "" && hasToken(h.connection, name)
 }
 
 // Request is a request head.
@@ -177,7 +173,7 @@ func ReadRequest(br *bufio.Reader, lim Limits, req *Request) error {
 	if err := req.parseLine(s[:lineEnd]); err != nil {
 		return err
 	}
-	if err := req.Head.fields(s[lineEnd:]); err != nil {
+	if err := req.Head.fields(s[lineEnd:], lim); err != nil {
 		return err
 	}
 	return req.frame()
@@ -202,7 +198,7 @@ func ReadResponse(br *bufio.Reader, lim Limits, resp *Response, method string) e
 	if err := resp.parseLine(s[:lineEnd]); err != nil {
 		return err
 	}
-	if err := resp.Head.fields(s[lineEnd:]); err != nil {
+	if err := resp.Head.fields(s[lineEnd:], lim); err != nil {
 		return err
 	}
 	return resp.frame(method)
@@ -275,10 +271,10 @@ func readFields(br *bufio.Reader, lim Limits, h *Head, strict bool) error {
 }
 
 // fields parses the field lines in s ("\nname: value\n...\n").
-func (h *Head) fields(s string) error {
+func (h *Head) fields(s string, lim Limits) error {
 	h.Fields = h.Fields[:0]
 	h.Length, h.Chunked, h.UntilClose, h.LengthAndChunked = -1, false, false, false
-	h.Close, h.KeepAlive, h.Upgrade = false, false, false
+	h.Close, h.KeepAlive, h.Upgrade, h.connection = false, false, false, ""
 	for rest := s[1:]; rest != ""; {
 		var line string
 		line, rest, _ = strings.Cut(rest, "\n")
@@ -298,6 +294,11 @@ func (h *Head) fields(s string) error {
 			}
 			f := &h.Fields[len(h.Fields)-1]
 			f.Value = strings.Trim(f.Value+" "+strings.Trim(line, " \t"), " \t")
+			if len(f.Name)+2+len(f.Value) > lim.FieldSize+apacheSlack {
+				// Apache: "header exceeds LimitRequestFieldSize after
+				// merging" — the folded field is held to the limit too.
+				return bad(400, "a folded header field longer than LimitRequestFieldSize")
+			}
 			continue
 		}
 		name, value, ok := strings.Cut(line, ":")
@@ -317,6 +318,10 @@ func (h *Head) frameCommon() (te string, hasTE bool, err error) {
 		f := &h.Fields[i]
 		switch {
 		case strings.EqualFold(f.Name, "Connection"):
+			if h.connection != "" {
+				h.connection += ","
+			}
+			h.connection += f.Value
 			h.Close = h.Close || hasToken(f.Value, "close")
 			h.KeepAlive = h.KeepAlive || hasToken(f.Value, "keep-alive")
 			h.Upgrade = h.Upgrade || hasToken(f.Value, "upgrade")

@@ -35,6 +35,19 @@ func TestReadRequest(t *testing.T) {
 	if v, _ := req.Values("X-A"); v != "v 1, w" || req.Get("host") != "h" {
 		t.Fatalf("fields %+v", req.Fields)
 	}
+	// Hop-by-hop: the fixed ones and those Connection names.
+	req, err = read(t, "GET / HTTP/1.1\r\nConnection: x-one\r\nX-One: 1\r\nconnection: X-Two, close\r\nX-Two: 2\r\nX-Three: 3\r\n\r\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, hop := range map[string]bool{"X-One": true, "x-two": true, "X-Three": false, "Keep-Alive": true, "TE": true, "Host": false} {
+		if req.Hop(name) != hop {
+			t.Errorf("Hop(%s) = %v, want %v", name, !hop, hop)
+		}
+	}
+	if !req.Close {
+		t.Error("Connection: close in the second Connection field not seen")
+	}
 }
 
 func TestFraming(t *testing.T) {
@@ -88,6 +101,7 @@ func TestRefused(t *testing.T) {
 		{"GET / HTTP/1.1\r\nX: a\x00\r\n\r\n", 400},
 		{"GET / HTTP/1.1\r\n a\r\n\r\n", 400},
 		{"GET /\x7f HTTP/1.1\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nX: " + strings.Repeat("a", lim.FieldSize/2) + "\r\n " + strings.Repeat("a", lim.FieldSize/2) + "\r\n\r\n", 400},
 	} {
 		if _, err := read(t, c.raw); status(err) != c.want {
 			t.Errorf("%.60q: %v, want %d", c.raw, err, c.want)
