@@ -193,8 +193,11 @@ func (g *Gateway) startKernelL7(services []L7Service) error {
 
 // listenTransparent listens on ap, an address the namespace does not own,
 // sharing the port with vsgate's other listeners on it (SO_REUSEPORT).
+// Its connections get no TCP keep-alive probes (Go's default would set
+// them, four system calls per connection): Apache and nginx leave them
+// off, and KeepAliveTimeout and Timeout end idle clients.
 func listenTransparent(ap netip.AddrPort) (net.Listener, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+	lc := net.ListenConfig{KeepAlive: -1, Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
 			if ap.Addr().Is4() {

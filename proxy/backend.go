@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ import (
 type backendConn struct {
 	c      net.Conn
 	tcp    *net.TCPConn // c, when it is a kernel socket without TLS
+	sk     *sock        // tcp's reads and writes, when it is one
+	dl     deadlines    // c's
 	br     *bufio.Reader
 	bw     *bufio.Writer
 	reused bool      // it served a request before this one
@@ -65,7 +68,6 @@ func (bp *backendPool) get() *backendConn {
 // put keeps bc for the next request, or closes it when the pool is full
 // or closed.
 func (bp *backendPool) put(bc *backendConn) {
-	bc.c.SetDeadline(time.Time{})
 	bc.idle = time.Now()
 	bp.mu.Lock()
 	if bp.closed || len(bp.idle) >= bp.max {
@@ -96,18 +98,15 @@ func (bc *backendConn) alive() bool {
 	if bc.br.Buffered() > 0 {
 		return false
 	}
-	if bc.tcp == nil {
+	if bc.sk == nil {
 		return true
 	}
-	raw, err := bc.tcp.SyscallConn()
-	if err != nil {
-		return false
-	}
+	// Control, not Read: the connection's read deadline, left from its
+	// last request, may have passed.
 	ok := false
-	raw.Read(func(fd uintptr) bool {
+	bc.sk.raw.Control(func(fd uintptr) {
 		_, err := peek(fd)
 		ok = err == unix.EAGAIN
-		return true
 	})
 	return ok
 }
@@ -149,20 +148,30 @@ func (p *Proxy) dialBackend(ctx context.Context, w *worker, t *target, timeout t
 		return nil, &connectError{addr: addr, err: err}
 	}
 	bc := &backendConn{c: c}
+	bc.dl.c = c
+	if bc.tcp, _ = c.(*net.TCPConn); bc.tcp != nil {
+		bc.sk = newSock(bc.tcp)
+	}
 	if t.scheme == "https" || t.scheme == "wss" {
 		cfg := p.tlsBack.Clone()
 		cfg.ServerName, _, _ = net.SplitHostPort(addr)
 		cfg.ServerName = strings.Trim(cfg.ServerName, "[]")
-		tc := tls.Client(c, cfg)
+		base := c
+		if bc.sk != nil {
+			base = sockConn{bc.tcp, bc.sk}
+		}
+		tc := tls.Client(base, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
 			return nil, &handshakeError{addr: addr, err: err}
 		}
-		bc.c = tc
-	} else {
-		bc.tcp, _ = c.(*net.TCPConn)
+		bc.c, bc.dl.c, bc.tcp, bc.sk = tc, tc, nil, nil
 	}
-	bc.br = bufio.NewReaderSize(bc.c, 8192)
-	bc.bw = bufio.NewWriterSize(bc.c, 4096)
+	var rw io.ReadWriter = bc.c
+	if bc.sk != nil {
+		rw = bc.sk
+	}
+	bc.br = bufio.NewReaderSize(rw, 8192)
+	bc.bw = bufio.NewWriterSize(rw, 4096)
 	return bc, nil
 }

@@ -264,7 +264,7 @@ func (p *Proxy) exchange(cc *clientConn, req *h1.Request, c *call, w *worker, t 
 	}
 	bodyless := req.Length <= 0 && !req.Chunked
 	for {
-		bc.c.SetDeadline(time.Now().Add(timeout))
+		bc.dl.set(time.Now(), timeout)
 		p.writeRequestHead(bc.bw, cc.remote, req, c, t, upgrade, closeBackend)
 		err := bc.bw.Flush()
 		sent := false
@@ -392,7 +392,7 @@ func (p *Proxy) sendBody(cc *clientConn, req *h1.Request, bc *backendConn) (int6
 		}
 		return n, err
 	}
-	n, err := copyN(bc.bw, bc.tcp, cc.br, cc.tcp, req.Length, lim.BodyTimeout, lim.BodyMinRate, true)
+	n, err := copyN(bc.bw, bc.tcp, &bc.dl, cc.br, cc.tcp, &cc.dl, req.Length, lim.BodyTimeout, lim.BodyMinRate, true)
 	if err == nil {
 		err = bc.bw.Flush()
 	}
@@ -415,7 +415,7 @@ func isWrite(err error) bool {
 // the rest is large, else through dst as it arrives. Every piece has its
 // own deadline (timeout, plus what minRate allows for it). Read failures
 // are *clientError when readIsClient.
-func copyN(dst *bufio.Writer, dstTCP *net.TCPConn, src *bufio.Reader, srcTCP *net.TCPConn, n int64, timeout time.Duration, minRate int, readIsClient bool) (int64, error) {
+func copyN(dst *bufio.Writer, dstTCP *net.TCPConn, dstDL *deadlines, src *bufio.Reader, srcTCP *net.TCPConn, srcDL *deadlines, n int64, timeout time.Duration, minRate int, readIsClient bool) (int64, error) {
 	const piece = 1 << 20
 	readErr := func(err error) error {
 		if readIsClient {
@@ -452,8 +452,9 @@ func copyN(dst *bufio.Writer, dstTCP *net.TCPConn, src *bufio.Reader, srcTCP *ne
 		if minRate > 0 {
 			d += time.Duration(k) * time.Second / time.Duration(minRate)
 		}
-		srcTCP.SetReadDeadline(time.Now().Add(d))
-		dstTCP.SetWriteDeadline(time.Now().Add(d))
+		now := time.Now()
+		srcDL.setReadAt(now.Add(d))
+		dstDL.setWriteAt(now.Add(d))
 		m, err := dstTCP.ReadFrom(&io.LimitedReader{R: srcTCP, N: k})
 		done += m
 		if err != nil {
@@ -571,9 +572,10 @@ func (p *Proxy) respond(cc *clientConn, req *h1.Request, resp *h1.Response, c *c
 		keep = false
 	}
 	p.writeResponseHead(cc, req, resp, c, keep, rechunk)
-	cc.c.SetWriteDeadline(time.Now().Add(p.limits.Timeout))
+	now := time.Now()
+	cc.dl.setWrite(now, p.limits.Timeout)
 	timeout := p.responseTimeout(w)
-	bc.c.SetReadDeadline(time.Now().Add(timeout))
+	bc.dl.setRead(now, timeout)
 	var n int64
 	var err error
 	switch {
@@ -582,7 +584,7 @@ func (p *Proxy) respond(cc *clientConn, req *h1.Request, resp *h1.Response, c *c
 	case resp.UntilClose:
 		n, err = copyToClose(cc.bw, bc.br, rechunk)
 	case resp.Length > 0:
-		n, err = copyN(cc.bw, cc.tcp, bc.br, bc.tcp, resp.Length, timeout, 0, false)
+		n, err = copyN(cc.bw, cc.tcp, &cc.dl, bc.br, bc.tcp, &bc.dl, resp.Length, timeout, 0, false)
 	}
 	w.read.Add(n)
 	if err == nil {
@@ -734,8 +736,8 @@ func (p *Proxy) passOn(resp *h1.Response, f *h1.Field, c *call, self *string) (s
 // real server until both directions end, then closes the real server's
 // side (the caller closes the client's).
 func tunnel(cc *clientConn, bc *backendConn) {
-	cc.c.SetDeadline(time.Time{})
-	bc.c.SetDeadline(time.Time{})
+	cc.dl.clear()
+	bc.dl.clear()
 	up := make(chan struct{})
 	go func() {
 		defer close(up)

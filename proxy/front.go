@@ -195,6 +195,8 @@ type clientConn struct {
 	f      *Front
 	c      net.Conn
 	tcp    *net.TCPConn // c, when it is a kernel socket (splice, readiness without a buffer)
+	sk     *sock        // tcp's reads and writes, when it is one
+	dl     deadlines    // c's
 	rc     *rateConn
 	br     *bufio.Reader
 	bw     *bufio.Writer
@@ -205,7 +207,9 @@ type clientConn struct {
 
 func (f *Front) serveConn(c net.Conn) {
 	cc := &clientConn{f: f, c: c}
-	cc.tcp, _ = c.(*net.TCPConn)
+	if cc.tcp, _ = c.(*net.TCPConn); cc.tcp != nil {
+		cc.sk = newSock(cc.tcp)
+	}
 	cc.remote = c.RemoteAddr().String()
 	if ap, err := netip.ParseAddrPort(cc.remote); err == nil {
 		cc.remote = ap.Addr().Unmap().String()
@@ -217,7 +221,11 @@ func (f *Front) serveConn(c net.Conn) {
 		<-f.slots
 	}()
 	if p := f.cur.Load(); p.tlsFront != nil {
-		tc := tls.Server(c, f.withTicketKeys(p.tlsFront))
+		base := c
+		if cc.sk != nil {
+			base = sockConn{cc.tcp, cc.sk}
+		}
+		tc := tls.Server(base, f.withTicketKeys(p.tlsFront))
 		d := p.limits.HandshakeTimeout
 		if d == 0 {
 			d = p.limits.Timeout
@@ -228,13 +236,17 @@ func (f *Front) serveConn(c net.Conn) {
 			return
 		}
 		c.SetDeadline(time.Time{})
-		cc.c, cc.tcp = tc, nil
+		cc.c, cc.tcp, cc.sk = tc, nil, nil
 		if tc.ConnectionState().NegotiatedProtocol == "h2" {
 			f.serveH2(cc)
 			return
 		}
 	}
-	cc.rc = &rateConn{Conn: cc.c}
+	cc.dl.c = cc.c
+	cc.rc = &rateConn{src: cc.c, dl: &cc.dl}
+	if cc.sk != nil {
+		cc.rc.src = cc.sk
+	}
 	for cc.serveOne() {
 	}
 }
@@ -269,11 +281,15 @@ func (cc *clientConn) buffers() {
 		}
 	}
 	if cc.bw == nil {
+		var out io.Writer = cc.c
+		if cc.sk != nil {
+			out = cc.sk
+		}
 		if b, ok := cc.f.writers.Get().(*bufio.Writer); ok {
-			b.Reset(cc.c)
+			b.Reset(out)
 			cc.bw = b
 		} else {
-			cc.bw = bufio.NewWriterSize(cc.c, 4096)
+			cc.bw = bufio.NewWriterSize(out, 4096)
 		}
 	}
 }
@@ -284,8 +300,10 @@ func (cc *clientConn) buffers() {
 // (mod_reqtimeout's MinRate), every read moves on by the time its bytes
 // earned, up to a ceiling.
 type rateConn struct {
-	net.Conn
+	src      io.Reader // the connection's reads (a sock for a kernel socket)
+	dl       *deadlines
 	waiting  bool // no byte of the request yet
+	armed    bool // deadline is to be set before the next read
 	start    time.Time
 	base     time.Duration // the deadline before any byte
 	ceiling  time.Duration // 0: none
@@ -294,22 +312,28 @@ type rateConn struct {
 	deadline time.Time
 }
 
-// await waits for a request until deadline; its first byte starts
-// timeout(base, ceiling, minRate).
-func (r *rateConn) await(deadline time.Time, base, ceiling time.Duration, minRate int) {
-	r.waiting, r.base, r.ceiling, r.minRate, r.total = true, base, ceiling, minRate, 0
-	r.Conn.SetReadDeadline(deadline)
+// await waits for a request for wait (up to its slack more); its first
+// byte starts timeout(base, ceiling, minRate).
+func (r *rateConn) await(wait, base, ceiling time.Duration, minRate int) {
+	r.waiting, r.armed, r.base, r.ceiling, r.minRate, r.total = true, false, base, ceiling, minRate, 0
+	r.dl.setRead(time.Now(), wait)
 }
 
-// timeout starts a rate-bound deadline (minRate 0: a fixed one).
+// timeout starts a rate-bound deadline (minRate 0: a fixed one). It is
+// set on the connection only when a read needs it: most request heads
+// come whole in the read that started them.
 func (r *rateConn) timeout(base, ceiling time.Duration, minRate int) {
 	r.waiting, r.start, r.base, r.ceiling, r.minRate, r.total = false, time.Now(), base, ceiling, minRate, 0
 	r.deadline = r.start.Add(base)
-	r.Conn.SetReadDeadline(r.deadline)
+	r.armed = true
 }
 
 func (r *rateConn) Read(b []byte) (int, error) {
-	n, err := r.Conn.Read(b)
+	if r.armed {
+		r.armed = false
+		r.dl.setReadAt(r.deadline)
+	}
+	n, err := r.src.Read(b)
 	if n > 0 && r.waiting {
 		r.timeout(r.base, r.ceiling, r.minRate)
 	}
@@ -321,7 +345,7 @@ func (r *rateConn) Read(b []byte) (int, error) {
 		}
 		if next := r.start.Add(d); next.Sub(r.deadline) >= time.Second {
 			r.deadline = next
-			r.Conn.SetReadDeadline(next)
+			r.armed = true
 		}
 	}
 	return n, err
@@ -344,7 +368,7 @@ func (cc *clientConn) serveOne() bool {
 		if cc.served > 0 {
 			wait = lim.KeepAliveTimeout
 		}
-		cc.rc.await(time.Now().Add(wait), lim.HeaderTimeout, lim.HeaderMaxTimeout, lim.HeaderMinRate)
+		cc.rc.await(wait, lim.HeaderTimeout, lim.HeaderMaxTimeout, lim.HeaderMinRate)
 	}
 	req := &cc.req
 	cc.f.waiting.Add(1)
@@ -379,7 +403,7 @@ func (cc *clientConn) serveOne() bool {
 // connection after it.
 func (cc *clientConn) fail(p *Proxy, status int, closing bool) {
 	cc.buffers()
-	cc.c.SetWriteDeadline(time.Now().Add(p.limits.Timeout))
+	cc.dl.setWrite(time.Now(), p.limits.Timeout)
 	body := p.errorPage(status)
 	b := cc.bw
 	b.WriteString("HTTP/1.1 ")

@@ -89,7 +89,7 @@ func (p *Proxy) exchangeH2(w http.ResponseWriter, r *http.Request, req *h1.Reque
 	defer wk.busy.Add(-1)
 	timeout := p.responseTimeout(wk)
 	closeBackend := p.closesBackend(c, t)
-	bc.c.SetDeadline(time.Now().Add(timeout))
+	bc.dl.set(time.Now(), timeout)
 	p.writeRequestHead(bc.bw, remote, req, c, t, "", closeBackend)
 	var err error
 	var sent int64
@@ -138,7 +138,7 @@ func (p *Proxy) exchangeH2(w http.ResponseWriter, r *http.Request, req *h1.Reque
 	w.WriteHeader(resp.Status)
 	rc := http.NewResponseController(w)
 	flush := func() error { return rc.Flush() }
-	bc.c.SetReadDeadline(time.Now().Add(timeout))
+	bc.dl.setRead(time.Now(), timeout)
 	var n int64
 	switch {
 	case resp.Chunked:
