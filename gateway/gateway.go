@@ -190,9 +190,13 @@ type Gateway struct {
 	capture pcap.Writer                     // what enters and leaves, when started (--pcap, vsgate adm pcap)
 	l7      *netstack.Stack                 // the L7 services' stack with L7Netstack; nil for the kernel's
 	l7front map[netip.AddrPort]*proxy.Front // each L7 service's front, by VIP; a reload swaps its proxy
-	writeMu []sync.Mutex                    // per device: the worker and the netstack both write
-	rates   atomic.Pointer[map[string]adm.Rates]
-	counts  []workerCounts
+	// l7draining are the L7 services a reload removed whose connections
+	// are still ending (their fronts shut down): their wiring and engine
+	// entries stay until the last one ended (awaitDrain). Guarded by mu.
+	l7draining map[*proxy.Front]L7Service
+	writeMu    []sync.Mutex // per device: the worker and the netstack both write
+	rates      atomic.Pointer[map[string]adm.Rates]
+	counts     []workerCounts
 	// mtu says how big a packet may be where it leaves (pmtu.go); nil
 	// for devices the gateway did not open (tests).
 	mtu  mtuLookup
@@ -435,6 +439,13 @@ func (g *Gateway) Close() error {
 	for _, f := range g.l7front {
 		errs = append(errs, f.Close())
 	}
+	g.mu.Lock()
+	for f, s := range g.l7draining {
+		errs = append(errs, f.Close())
+		s.Proxy.Close()
+		delete(g.l7draining, f)
+	}
+	g.mu.Unlock()
 	if g.l7 != nil {
 		g.l7.Close()
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -367,9 +368,12 @@ func l7VIPs(services []L7Service) []netip.AddrPort {
 // swapL7Locked makes next the L7 services: each running one turns to its
 // proxy in next, with the members the health checks hold down told so
 // first; those in added are served on their listeners lns; those next
-// lacks stop (listeners and connections closed). The proxies replaced or
-// stopped are released. Caller holds g.mu.
-func (g *Gateway) swapL7Locked(next, added []L7Service, lns map[netip.AddrPort][]net.Listener) {
+// lacks shut down (listeners closed, idle connections closed, the others
+// after their response) and drain, their wiring kept until their last
+// connection ended (awaitDrain); oldWired is what was wired before. The
+// proxies replaced are released (a drained one when it is). Caller holds
+// g.mu.
+func (g *Gateway) swapL7Locked(next, added []L7Service, lns map[netip.AddrPort][]net.Listener, oldWired []L7Service) {
 	old := map[netip.AddrPort]L7Service{}
 	for _, s := range g.opts.L7 {
 		old[s.VIP] = s
@@ -399,20 +403,114 @@ func (g *Gateway) swapL7Locked(next, added []L7Service, lns map[netip.AddrPort][
 			delete(g.l7down, key) // a member the new directives do not have
 		}
 	}
-	before := g.opts.L7
 	for _, o := range old {
 		if slices.ContainsFunc(next, func(s L7Service) bool { return s.VIP == o.VIP }) {
 			continue
 		}
 		if f := g.l7front[o.VIP]; f != nil {
-			_ = f.Close()
 			delete(g.l7front, o.VIP)
+			f.Shutdown()
+			go g.awaitDrain(f)
+			g.log.Info("l7 service removed: draining its connections", "vip", o.VIP, "connections", f.Connections())
 		}
-		_ = o.Proxy.Close()
-		g.log.Info("l7 service removed", "vip", o.VIP)
 	}
 	g.opts.L7 = next
-	if err := g.unwireL7Link(before, next); err != nil {
+	// A draining service whose address an L4 service took ends now.
+	for f, s := range g.l7draining {
+		if !slices.ContainsFunc(g.wiredL7(g.desired), func(w L7Service) bool { return w.VIP == s.VIP }) {
+			_ = f.Close()
+		}
+	}
+	if err := g.unwireL7Link(oldWired, g.wiredL7(g.desired)); err != nil {
 		g.log.Warn("l7: removing the wiring of removed services", "err", err)
 	}
+}
+
+// drainL7Locked marks the running L7 services that next lacks as
+// draining and returns their fronts (a refused reload unmarks them).
+// Caller holds g.mu.
+func (g *Gateway) drainL7Locked(next []L7Service) []*proxy.Front {
+	var out []*proxy.Front
+	for _, s := range g.opts.L7 {
+		f := g.l7front[s.VIP]
+		if f == nil || slices.ContainsFunc(next, func(n L7Service) bool { return n.VIP == s.VIP }) {
+			continue
+		}
+		if g.l7draining == nil {
+			g.l7draining = map[*proxy.Front]L7Service{}
+		}
+		g.l7draining[f] = s
+		out = append(out, f)
+	}
+	return out
+}
+
+// wiredL7 are the L7 services the wiring and the engine keep: the running
+// ones and, while their connections end, the removed ones, but for one
+// whose address c gives an L4 service (it takes the address; the
+// draining connections end).
+func (g *Gateway) wiredL7(c nat.Config) []L7Service {
+	out := slices.Clone(g.opts.L7)
+	for _, s := range g.l7draining {
+		l4 := slices.ContainsFunc(c.Services, func(x nat.Service) bool {
+			return x.Mode != nat.ModeL7 && x.Proto == packet.ProtoTCP && x.VIP == s.VIP.Addr() && x.Port == s.VIP.Port()
+		})
+		if !l4 && !slices.ContainsFunc(out, func(w L7Service) bool { return w.VIP == s.VIP }) {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b L7Service) int { return a.VIP.Compare(b.VIP) })
+	return out
+}
+
+// awaitDrain waits until a removed L7 service's last connection ended,
+// then takes its wiring and engine entry back (unless a reload brought its
+// address back meanwhile) and releases its proxy.
+func (g *Gateway) awaitDrain(f *proxy.Front) {
+	<-f.Drained()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s, ok := g.l7draining[f]
+	if !ok {
+		return // the gateway closed
+	}
+	before := g.wiredL7(g.desired)
+	delete(g.l7draining, f)
+	_ = f.Close()
+	_ = s.Proxy.Close()
+	if err := g.installLocked(withoutL7(g.desired)); err != nil {
+		g.log.Warn("l7: removing a drained service's engine entry and wiring", "vip", s.VIP, "err", err)
+	}
+	if err := g.unwireL7Link(before, g.wiredL7(g.desired)); err != nil {
+		g.log.Warn("l7: removing a drained service's wiring", "vip", s.VIP, "err", err)
+	}
+	g.log.Info("l7 service drained", "vip", s.VIP)
+}
+
+// withoutL7 is c without its L7 services' entries (installLocked puts
+// back those of the services it keeps).
+func withoutL7(c nat.Config) nat.Config {
+	c.Services = slices.DeleteFunc(slices.Clone(c.Services), func(s nat.Service) bool { return s.Mode == nat.ModeL7 })
+	return c
+}
+
+// L7Stat is one L7 service's front and balancer members, for metrics and
+// status pages.
+type L7Stat struct {
+	VIP     netip.AddrPort
+	Front   proxy.FrontStats
+	Members []proxy.MemberInfo // of the proxy serving now (a reload starts them anew)
+}
+
+// L7Stats returns every L7 service's counters, by VIP.
+func (g *Gateway) L7Stats() []L7Stat {
+	g.mu.Lock()
+	fronts := maps.Clone(g.l7front)
+	g.mu.Unlock()
+	out := make([]L7Stat, 0, len(fronts))
+	for _, vip := range slices.SortedFunc(maps.Keys(fronts), netip.AddrPort.Compare) {
+		f := fronts[vip]
+		out = append(out, L7Stat{VIP: vip, Front: f.Stats(), Members: f.Proxy().Members()})
+	}
+	return out
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/vsgate/vsgate/internal/tuntest"
 	"github.com/vsgate/vsgate/nat"
 	"github.com/vsgate/vsgate/packet"
@@ -74,6 +76,46 @@ func TestL7ThroughGateway(t *testing.T) {
 	if n := g.counts[0].toL7.Load(); n == 0 {
 		t.Fatal("no packet went to L7")
 	}
+	svc := "TCP " + vip.String()
+	if v := gathered(t, g, "vsgate_l7_responses_total", "code", "200", "service", svc, "source", "backend"); v != 3 {
+		t.Fatalf("vsgate_l7_responses_total of 200 from the real server: %v, want 3", v)
+	}
+	if v := gathered(t, g, "vsgate_l7_connections_accepted_total", "service", svc); v != 1 {
+		t.Fatalf("vsgate_l7_connections_accepted_total: %v, want 1 (three requests on one connection)", v)
+	}
+}
+
+// gathered is the value of the gateway's metric name with exactly the
+// label pairs given, or -1 when it has none such.
+func gathered(t *testing.T, g *Gateway, name string, labels ...string) float64 {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{g})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel())*2 != len(labels) {
+				continue
+			}
+			for i, l := range m.GetLabel() {
+				if l.GetName() != labels[2*i] || l.GetValue() != labels[2*i+1] {
+					continue metrics
+				}
+			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return -1
 }
 
 // TestL7ServiceIsNotAdms: an L7 service's engine entry only hands its

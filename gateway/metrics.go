@@ -47,6 +47,15 @@ var (
 	descHealthUp   = prometheus.NewDesc("vsgate_health_check_up", "1 if the health check has the target up, 0 if down: every target the checker probes now, and nothing else.", []string{"target", "addr"}, nil)
 	descHealthRuns = prometheus.NewDesc("vsgate_health_checks_total", "Health check probes of the target, by result, since it was last set.", []string{"target", "result"}, nil)
 	descHealthLast = prometheus.NewDesc("vsgate_health_check_last_timestamp_seconds", "When the target's last probe finished (Unix time; absent before the first).", []string{"target"}, nil)
+	descL7Conns    = prometheus.NewDesc("vsgate_l7_connections", "Client connections open on the L7 service.", []string{"service"}, nil)
+	descL7Waiting  = prometheus.NewDesc("vsgate_l7_connections_waiting", "Client connections of the L7 service waiting for a request (idle keep-alive, or a head not yet whole).", []string{"service"}, nil)
+	descL7Accepted = prometheus.NewDesc("vsgate_l7_connections_accepted_total", "Client connections the L7 service accepted.", []string{"service"}, nil)
+	descL7Paused   = prometheus.NewDesc("vsgate_l7_accept_paused_total", "Times the L7 service stopped accepting because l7.max_connections were open (new clients wait in the kernel's listen queue).", []string{"service"}, nil)
+	descL7Resp     = prometheus.NewDesc("vsgate_l7_responses_total", "Final responses the L7 service sent, by status code and by who made them: backend (the real server's) or proxy (vsgate's own answer: a refused request, a limit reached, no real server reachable).", []string{"service", "code", "source"}, nil)
+	descL7MemReqs  = prometheus.NewDesc("vsgate_l7_member_requests_total", "Requests sent to the L7 real server (since the last reload).", []string{"service", "balancer", "member"}, nil)
+	descL7MemFails = prometheus.NewDesc("vsgate_l7_member_failures_total", "Failed connections to the L7 real server (since the last reload).", []string{"service", "balancer", "member"}, nil)
+	descL7MemBusy  = prometheus.NewDesc("vsgate_l7_member_busy", "Requests in flight to the L7 real server.", []string{"service", "balancer", "member"}, nil)
+	descL7MemUp    = prometheus.NewDesc("vsgate_l7_member_up", "1 if the L7 real server takes requests (not down by its health check, not resting after a failure).", []string{"service", "balancer", "member"}, nil)
 	descLink       = prometheus.NewDesc("vsgate_link_events_total", "AF_PACKET device: ARP/ND answers and requests sent, and packets dropped by the link layer, by event.", []string{"event"}, nil)
 )
 
@@ -57,7 +66,8 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcConns, descSvcPackets, descSvcBytes, descBeConns, descBePackets, descBeBytes,
 		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descTableBytes, descEvictions, descExpired,
 		descHalfOpen, descCookies, descPMTU, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops,
-		descHealthUp, descHealthRuns, descHealthLast} {
+		descHealthUp, descHealthRuns, descHealthLast,
+		descL7Conns, descL7Waiting, descL7Accepted, descL7Paused, descL7Resp, descL7MemReqs, descL7MemFails, descL7MemBusy, descL7MemUp} {
 		ch <- d
 	}
 	for _, d := range syncDescs {
@@ -135,6 +145,38 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descHealthRuns, h.Fail, h.Key, "failed")
 		if !h.LastAt.IsZero() {
 			gauge(descHealthLast, float64(h.LastAt.UnixNano())/1e9, h.Key)
+		}
+	}
+	for _, l := range g.L7Stats() {
+		svc := "TCP " + l.VIP.String()
+		gauge(descL7Conns, float64(l.Front.Connections), svc)
+		gauge(descL7Waiting, float64(l.Front.Waiting), svc)
+		counter(descL7Accepted, l.Front.Accepted, svc)
+		counter(descL7Paused, l.Front.Paused, svc)
+		for _, r := range l.Front.Responses {
+			source := "backend"
+			if r.FromProxy {
+				source = "proxy"
+			}
+			counter(descL7Resp, r.Count, svc, strconv.Itoa(r.Status), source)
+		}
+		seen := map[[2]string]bool{}
+		for _, m := range l.Members {
+			// A worker is listed once per balancer (or once outside
+			// any): Prometheus refuses a label set twice.
+			key := [2]string{m.Balancer, m.URL}
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			counter(descL7MemReqs, m.Requests, svc, m.Balancer, m.URL)
+			counter(descL7MemFails, m.Failures, svc, m.Balancer, m.URL)
+			gauge(descL7MemBusy, float64(m.Busy), svc, m.Balancer, m.URL)
+			up := 1.0
+			if m.Down || m.InError {
+				up = 0
+			}
+			gauge(descL7MemUp, up, svc, m.Balancer, m.URL)
 		}
 	}
 	for _, d := range g.DeviceDrops() {

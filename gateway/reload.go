@@ -58,7 +58,7 @@ func (g *Gateway) netPlanFor(c nat.Config) NetPlan {
 		addAddr(a)
 	}
 	if !g.opts.L7Netstack {
-		for _, s := range g.opts.L7 {
+		for _, s := range g.wiredL7(c) {
 			p.L7 = append(p.L7, s.VIP)
 		}
 	}
@@ -127,8 +127,12 @@ func (g *Gateway) Reload(opts Options) (err error) {
 		return err
 	}
 	oldHealth, oldMasq, oldBGP, oldL7 := g.opts.Health, g.opts.MasqDefaults, g.opts.BGP, g.opts.L7
+	oldWired := g.wiredL7(g.desired)
+	// The services the reload removes drain: their wiring stays until
+	// their connections ended.
+	removed := g.drainL7Locked(opts.L7)
 	g.opts.Health, g.opts.MasqDefaults, g.opts.BGP, g.opts.L7 = opts.Health, opts.MasqDefaults, opts.BGP, opts.L7
-	undoWiring, err := g.rewireL7Link(oldL7, opts.L7)
+	undoWiring, err := g.rewireL7Link(oldWired, g.wiredL7(opts.NAT))
 	if err == nil {
 		if err = g.installLocked(opts.NAT); err != nil {
 			err = errors.Join(err, undoWiring())
@@ -136,6 +140,9 @@ func (g *Gateway) Reload(opts Options) (err error) {
 	}
 	if err != nil {
 		g.opts.Health, g.opts.MasqDefaults, g.opts.BGP, g.opts.L7 = oldHealth, oldMasq, oldBGP, oldL7
+		for _, f := range removed {
+			delete(g.l7draining, f)
+		}
 		for _, l := range lns {
 			for _, ln := range l {
 				ln.Close()
@@ -144,7 +151,7 @@ func (g *Gateway) Reload(opts Options) (err error) {
 		return err
 	}
 	g.opts.L7 = oldL7
-	g.swapL7Locked(opts.L7, added, lns)
+	g.swapL7Locked(opts.L7, added, lns, oldWired)
 	g.checker.Set(g.healthTargets())
 	g.log.Info("configuration reloaded", "services", len(opts.NAT.Services), "l7", len(opts.L7))
 	return nil
@@ -218,7 +225,7 @@ func (e *unreadableSourceError) Unwrap() error { return e.err }
 // the old wiring's remainder go. If any step fails, the gateway is left
 // as it was and the error says which step. Caller holds g.mu.
 func (g *Gateway) installLocked(desired nat.Config) error {
-	desired, err := withL7Services(desired, g.opts.L7) // the L7 services being installed (Reload sets them first)
+	desired, err := withL7Services(desired, g.wiredL7(desired)) // the L7 services being installed (Reload sets them first) and those draining
 	if err != nil {
 		return err
 	}

@@ -558,6 +558,7 @@ func (p *Proxy) respond(cc *clientConn, req *h1.Request, resp *h1.Response, c *c
 			return answeredEnd
 		}
 		p.writeResponseHead(cc, req, resp, c, true, false)
+		cc.f.responses.add(resp.Status, false)
 		if cc.bw.Flush() != nil {
 			bc.c.Close()
 			return clientGone
@@ -568,10 +569,11 @@ func (p *Proxy) respond(cc *clientConn, req *h1.Request, resp *h1.Response, c *c
 	// A body that runs to the close goes on chunked to an HTTP/1.1 client
 	// (which can keep its connection), as is to an HTTP/1.0 one.
 	rechunk := resp.UntilClose && req.Minor >= 1
-	if resp.UntilClose && !rechunk {
-		keep = false
+	if resp.UntilClose && !rechunk || cc.f.draining.Load() {
+		keep = false // Front.Shutdown may have come while the real server worked
 	}
 	p.writeResponseHead(cc, req, resp, c, keep, rechunk)
+	cc.f.responses.add(resp.Status, false)
 	now := time.Now()
 	cc.dl.setWrite(now, p.limits.Timeout)
 	timeout := p.responseTimeout(w)

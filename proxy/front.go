@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vsgate/vsgate/proxy/h1"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultMaxConnections caps a Front's client connections when
@@ -47,16 +48,22 @@ type Front struct {
 	done  chan struct{} // closed by Close
 	date  atomic.Pointer[dateLine]
 
-	tickets ticketKeys
-	waiting atomic.Int64 // connections waiting for a request's head
+	tickets   ticketKeys
+	waiting   atomic.Int64 // connections waiting for a request's head
+	accepted  atomic.Uint64
+	paused    atomic.Uint64 // times Serve waited for a free slot
+	responses responseCounts
 
 	readers sync.Pool // *bufio.Reader of readerSize
 	writers sync.Pool // *bufio.Writer
 
-	mu     sync.Mutex
-	lns    map[net.Listener]struct{}
-	conns  map[net.Conn]struct{}
-	closed bool
+	draining atomic.Bool // Shutdown was called: no keep-alive from now on
+
+	mu      sync.Mutex
+	lns     map[net.Listener]struct{}
+	conns   map[net.Conn]*atomic.Bool // each connection: true while it waits for a request with nothing of it read
+	closed  bool
+	drained chan struct{} // closed once Shutdown was called and no connection is left
 }
 
 // NewFront serves p's routes until Swap or Close.
@@ -65,7 +72,7 @@ func NewFront(p *Proxy, opts FrontOptions) *Front {
 		opts.MaxConnections = DefaultMaxConnections
 	}
 	f := &Front{log: opts.Logger, slots: make(chan struct{}, opts.MaxConnections), done: make(chan struct{}),
-		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]struct{}{}}
+		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]*atomic.Bool{}, drained: make(chan struct{})}
 	if f.log == nil {
 		f.log = slog.Default()
 	}
@@ -105,8 +112,14 @@ func (f *Front) Serve(ln net.Listener) error {
 	for {
 		select {
 		case f.slots <- struct{}{}:
-		case <-f.done:
-			return http.ErrServerClosed
+		default:
+			// MaxConnections are open: accept again when one ends.
+			f.paused.Add(1)
+			select {
+			case f.slots <- struct{}{}:
+			case <-f.done:
+				return http.ErrServerClosed
+			}
 		}
 		c, err := ln.Accept()
 		if err != nil {
@@ -129,29 +142,80 @@ func (f *Front) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		if !f.track(c, true) {
+		f.accepted.Add(1)
+		idle := f.track(c)
+		if idle == nil {
 			<-f.slots
 			c.Close()
 			return http.ErrServerClosed
 		}
-		go f.serveConn(c)
+		go f.serveConn(c, idle)
 	}
 }
 
-// track adds (or removes) an open connection; it refuses one after Close.
-func (f *Front) track(c net.Conn, add bool) bool {
+// track adds an open connection and returns its idle flag; nil after
+// Close or Shutdown.
+func (f *Front) track(c net.Conn) *atomic.Bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if add {
-		if f.closed {
-			return false
-		}
-		f.conns[c] = struct{}{}
-	} else {
-		delete(f.conns, c)
+	if f.closed || f.draining.Load() {
+		return nil
 	}
-	return true
+	idle := new(atomic.Bool)
+	f.conns[c] = idle
+	return idle
 }
+
+// untrack removes a connection that ended.
+func (f *Front) untrack(c net.Conn) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.conns, c)
+	f.drainedLocked()
+}
+
+// drainedLocked closes drained once Shutdown was called and the last
+// connection ended. Caller holds f.mu.
+func (f *Front) drainedLocked() {
+	if f.draining.Load() && len(f.conns) == 0 {
+		select {
+		case <-f.drained:
+		default:
+			close(f.drained)
+		}
+	}
+}
+
+// Shutdown stops accepting (the listeners close), ends the connections
+// waiting for a request, and lets every other one end after the response
+// it is sending (with Connection: close), as Apache's graceful stop and
+// nginx's reload do: no request is cut. Drained tells when the last one
+// ended; Close still ends them all at once. An HTTP/2 connection ends at
+// its idle timeout (KeepAliveTimeout) or when its client closes it.
+func (f *Front) Shutdown() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed || f.draining.Load() {
+		return
+	}
+	f.draining.Store(true)
+	close(f.done)
+	for ln := range f.lns {
+		ln.Close()
+	}
+	for c, idle := range f.conns {
+		// A read waiting for a request returns now; a connection
+		// whose request began meanwhile reads it under its own
+		// deadline (rateConn sets it) and is served.
+		if idle.Load() {
+			c.SetReadDeadline(time.Now())
+		}
+	}
+	f.drainedLocked()
+}
+
+// Drained is closed once Shutdown was called and every connection ended.
+func (f *Front) Drained() <-chan struct{} { return f.drained }
 
 // Close stops every Serve loop and closes every client connection.
 func (f *Front) Close() error {
@@ -161,7 +225,9 @@ func (f *Front) Close() error {
 		return nil
 	}
 	f.closed = true
-	close(f.done)
+	if !f.draining.Load() {
+		close(f.done)
+	}
 	var err error
 	for ln := range f.lns {
 		err = errors.Join(err, ln.Close())
@@ -205,7 +271,7 @@ type clientConn struct {
 	served int
 }
 
-func (f *Front) serveConn(c net.Conn) {
+func (f *Front) serveConn(c net.Conn, idle *atomic.Bool) {
 	cc := &clientConn{f: f, c: c}
 	if cc.tcp, _ = c.(*net.TCPConn); cc.tcp != nil {
 		cc.sk = newSock(cc.tcp)
@@ -216,8 +282,11 @@ func (f *Front) serveConn(c net.Conn) {
 	}
 	defer func() {
 		cc.release(true)
+		if f.draining.Load() {
+			lingerClose(c, f.cur.Load().limits.Timeout)
+		}
 		cc.c.Close()
-		f.track(c, false)
+		f.untrack(c)
 		<-f.slots
 	}()
 	if p := f.cur.Load(); p.tlsFront != nil {
@@ -243,7 +312,7 @@ func (f *Front) serveConn(c net.Conn) {
 		}
 	}
 	cc.dl.c = cc.c
-	cc.rc = &rateConn{src: cc.c, dl: &cc.dl}
+	cc.rc = &rateConn{src: cc.c, dl: &cc.dl, idle: idle}
 	if cc.sk != nil {
 		cc.rc.src = cc.sk
 	}
@@ -302,8 +371,9 @@ func (cc *clientConn) buffers() {
 type rateConn struct {
 	src      io.Reader // the connection's reads (a sock for a kernel socket)
 	dl       *deadlines
-	waiting  bool // no byte of the request yet
-	armed    bool // deadline is to be set before the next read
+	idle     *atomic.Bool // set while waiting holds (Front.Shutdown reads it)
+	waiting  bool         // no byte of the request yet
+	armed    bool         // deadline is to be set before the next read
 	start    time.Time
 	base     time.Duration // the deadline before any byte
 	ceiling  time.Duration // 0: none
@@ -317,6 +387,7 @@ type rateConn struct {
 func (r *rateConn) await(wait, base, ceiling time.Duration, minRate int) {
 	r.waiting, r.armed, r.base, r.ceiling, r.minRate, r.total = true, false, base, ceiling, minRate, 0
 	r.dl.setRead(time.Now(), wait)
+	r.idle.Store(true)
 }
 
 // timeout starts a rate-bound deadline (minRate 0: a fixed one). It is
@@ -335,6 +406,7 @@ func (r *rateConn) Read(b []byte) (int, error) {
 	}
 	n, err := r.src.Read(b)
 	if n > 0 && r.waiting {
+		r.idle.Store(false)
 		r.timeout(r.base, r.ceiling, r.minRate)
 	}
 	r.total += int64(n)
@@ -369,6 +441,11 @@ func (cc *clientConn) serveOne() bool {
 			wait = lim.KeepAliveTimeout
 		}
 		cc.rc.await(wait, lim.HeaderTimeout, lim.HeaderMaxTimeout, lim.HeaderMinRate)
+		// The idle flag is up: a Shutdown from now on sees it, and one
+		// before is seen here. A keep-alive connection then ends.
+		if cc.served > 0 && cc.f.draining.Load() {
+			return false
+		}
 	}
 	req := &cc.req
 	cc.f.waiting.Add(1)
@@ -393,7 +470,7 @@ func (cc *clientConn) serveOne() bool {
 	// come while the head was awaited.
 	p = cc.f.cur.Load()
 	lim = &p.limits
-	keep := !req.Close && lim.KeepAlive && (lim.MaxKeepAliveRequests <= 0 || cc.served < lim.MaxKeepAliveRequests)
+	keep := !req.Close && lim.KeepAlive && (lim.MaxKeepAliveRequests <= 0 || cc.served < lim.MaxKeepAliveRequests) && !cc.f.draining.Load()
 	keep = p.forward(cc, req, keep)
 	cc.release(false)
 	return keep
@@ -403,6 +480,7 @@ func (cc *clientConn) serveOne() bool {
 // connection after it.
 func (cc *clientConn) fail(p *Proxy, status int, closing bool) {
 	cc.buffers()
+	cc.f.responses.add(status, true)
 	cc.dl.setWrite(time.Now(), p.limits.Timeout)
 	body := p.errorPage(status)
 	b := cc.bw
@@ -468,4 +546,48 @@ func (f *Front) withTicketKeys(cfg *tls.Config) *tls.Config {
 		k.applied = cfg
 	}
 	return cfg
+}
+
+// lingerClose half-closes c and waits until what was written reached the
+// client: for a kernel socket, until the client acknowledged all of it
+// and the FIN, or the client closed, or it acknowledged nothing for
+// timeout; for another (the netstack's), until the client closed or 2 s
+// passed without a byte from it (Apache's lingering close). A shut-down
+// Front closes its connections this way, so that a removed service's
+// wiring, taken back once the last one ended, does not cut the end of a
+// response still in the send buffer.
+func lingerClose(c net.Conn, timeout time.Duration) {
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	tcp, _ := c.(*net.TCPConn)
+	var raw syscall.RawConn
+	if tcp != nil {
+		raw, _ = tcp.SyscallConn()
+	}
+	var acked uint64
+	progress := time.Now()
+	var buf [512]byte
+	for {
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err := c.Read(buf[:])
+		var ne net.Error
+		if err == nil {
+			continue
+		}
+		if raw == nil || !errors.As(err, &ne) || !ne.Timeout() {
+			return // the client closed (or the read failed), or no kernel socket to ask
+		}
+		var info *unix.TCPInfo
+		raw.Control(func(fd uintptr) { info, _ = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+		if info == nil || info.State != unix.BPF_TCP_FIN_WAIT1 && info.State != unix.BPF_TCP_CLOSING {
+			return // all sent and acknowledged (FIN_WAIT2), or nothing left to send
+		}
+		if info.Bytes_acked != acked {
+			acked, progress = info.Bytes_acked, time.Now()
+		} else if time.Since(progress) >= timeout {
+			return
+		}
+	}
 }

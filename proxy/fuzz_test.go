@@ -51,8 +51,7 @@ func exchangeRaw(t testing.TB, p *Proxy, raw string) string {
 	f := NewFront(p, FrontOptions{})
 	client, server := net.Pipe()
 	f.slots <- struct{}{}
-	f.track(server, true)
-	go f.serveConn(server)
+	go f.serveConn(server, f.track(server))
 	go func() {
 		io.WriteString(client, raw)
 	}()

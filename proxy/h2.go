@@ -65,14 +65,15 @@ func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w0, t, bc, status = p.reach(c)
 	}
 	if status != 0 {
-		h2Fail(p, w, status)
+		h2Fail(h.f, p, w, status)
 		return
 	}
-	p.exchangeH2(w, r, req, c, w0, &t, bc, h.remote)
+	p.exchangeH2(h.f, w, r, req, c, w0, &t, bc, h.remote)
 }
 
 // h2Fail answers status with Apache's error page.
-func h2Fail(p *Proxy, w http.ResponseWriter, status int) {
+func h2Fail(f *Front, p *Proxy, w http.ResponseWriter, status int) {
+	f.responses.add(status, true)
 	body := p.errorPage(status)
 	w.Header().Set("Content-Type", "text/html; charset=iso-8859-1")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
@@ -83,7 +84,7 @@ func h2Fail(p *Proxy, w http.ResponseWriter, status int) {
 // exchangeH2 sends one stream's request to the real server on bc and its
 // response back on the stream. A failure after the response began resets
 // the stream (http.ErrAbortHandler).
-func (p *Proxy) exchangeH2(w http.ResponseWriter, r *http.Request, req *h1.Request, c *call, wk *worker, t *target, bc *backendConn, remote string) {
+func (p *Proxy) exchangeH2(f *Front, w http.ResponseWriter, r *http.Request, req *h1.Request, c *call, wk *worker, t *target, bc *backendConn, remote string) {
 	wk.busy.Add(1)
 	wk.requests.Add(1)
 	defer wk.busy.Add(-1)
@@ -117,7 +118,7 @@ func (p *Proxy) exchangeH2(w http.ResponseWriter, r *http.Request, req *h1.Reque
 			status = http.StatusRequestEntityTooLarge
 		}
 		p.log.Warn("proxy: request failed", "uri", req.Target, "worker", wk.name, "status", status, "err", err)
-		h2Fail(p, w, status)
+		h2Fail(f, p, w, status)
 		return
 	}
 	var self string
@@ -136,6 +137,7 @@ func (p *Proxy) exchangeH2(w http.ResponseWriter, r *http.Request, req *h1.Reque
 		}
 	}
 	w.WriteHeader(resp.Status)
+	f.responses.add(resp.Status, false)
 	rc := http.NewResponseController(w)
 	flush := func() error { return rc.Flush() }
 	bc.dl.setRead(time.Now(), timeout)

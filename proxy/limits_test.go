@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -127,6 +128,16 @@ func TestConnectionCap(t *testing.T) {
 	resp, err := http.ReadResponse(br3, nil)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("the waiting client: %v %v", resp, err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	// A request line over LimitRequestLine: the proxy's own 414.
+	if resp := getOn(t, c3, br3, "/"+strings.Repeat("x", 9000)); resp.StatusCode != http.StatusRequestURITooLong {
+		t.Fatalf("a long request line: %s", resp.Status)
+	}
+	st := f.Stats()
+	want := []ResponseCount{{Status: 200, Count: 3}, {Status: 414, FromProxy: true, Count: 1}}
+	if st.Accepted != 3 || st.Paused < 1 || !slices.Equal(st.Responses, want) {
+		t.Fatalf("stats %+v, want 3 accepted, accepting paused at least once, responses %v", st, want)
 	}
 }
 
@@ -345,5 +356,62 @@ func TestCloseDelimitedBody(t *testing.T) {
 	body, err = io.ReadAll(resp.Body)
 	if err != nil || string(body) != "until the end" || len(resp.TransferEncoding) != 0 || !resp.Close {
 		t.Fatalf("HTTP/1.0: %q %v, transfer encoding %v, close %v", body, err, resp.TransferEncoding, resp.Close)
+	}
+}
+
+// TestShutdown: Shutdown closes the listener and the connections waiting
+// for a request, lets a request in flight finish (its response says
+// Connection: close and the connection ends after it), and Drained is
+// closed once that last connection ended.
+func TestShutdown(t *testing.T) {
+	arrived, release := make(chan struct{}), make(chan struct{})
+	b := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(arrived)
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	addr, f := serveFront(t, "ProxyPass / http://"+b+"/", FrontOptions{})
+	idle, idleBR := dialProxy(t, addr)
+	if resp := getOn(t, idle, idleBR, "/"); resp.StatusCode != 200 || resp.Close {
+		t.Fatalf("the first connection's request: %s, close %v", resp.Status, resp.Close)
+	}
+	_, freshBR := dialProxy(t, addr)
+	busy, busyBR := dialProxy(t, addr)
+	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+	<-arrived
+	for f.Connections() != 3 {
+		time.Sleep(time.Millisecond) // the fresh connection's accept
+	}
+	f.Shutdown()
+	if !closed(idleBR) || !closed(freshBR) {
+		t.Fatal("a connection waiting for a request outlived Shutdown")
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Fatal("the listener still accepts after Shutdown")
+	}
+	select {
+	case <-f.Drained():
+		t.Fatal("drained with a request in flight")
+	default:
+	}
+	close(release)
+	resp, err := http.ReadResponse(busyBR, nil)
+	if err != nil {
+		t.Fatalf("the request in flight: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "ok" || !resp.Close {
+		t.Fatalf("the request in flight: %s %q, close %v; want 200 ok with Connection: close", resp.Status, body, resp.Close)
+	}
+	if !closed(busyBR) {
+		t.Fatal("the connection stayed open after its last response")
+	}
+	select {
+	case <-f.Drained():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("not drained with %d connections left", f.Connections())
 	}
 }

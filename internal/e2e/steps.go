@@ -591,6 +591,20 @@ func stepL7(ctx context.Context, e *Env) (string, error) {
 	if _, err := e.get(ctx, base+"/nowhere"); err == nil || !strings.Contains(err.Error(), "404") {
 		return strings.Join(parts, "; "), fmt.Errorf("unrouted path: %v, want 404", err)
 	}
+	// The metrics count each answer by status and by who made it.
+	svc := "TCP " + netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 81).String()
+	ok200, err := e.metricValue(ctx, `vsgate_l7_responses_total{code="200",service="`+svc+`",source="backend"}`)
+	if err != nil {
+		return strings.Join(parts, "; "), err
+	}
+	own404, err := e.metricValue(ctx, `vsgate_l7_responses_total{code="404",service="`+svc+`",source="proxy"}`)
+	if err != nil {
+		return strings.Join(parts, "; "), err
+	}
+	parts = append(parts, fmt.Sprintf("metrics: %.0f 200 from real servers, %.0f 404 from the proxy", ok200, own404))
+	if ok200 < 32 || own404 < 1 {
+		return strings.Join(parts, "; "), fmt.Errorf("vsgate_l7_responses_total counts fewer answers than were made")
+	}
 	return strings.Join(parts, "; "), nil
 }
 
@@ -1141,9 +1155,49 @@ func stepL7Reload(ctx context.Context, e *Env) (string, error) {
 	if err != nil || rep.Backend != "b1" {
 		return strings.Join(parts, "; "), fmt.Errorf("the added L7 service: %v", err)
 	}
+	// Two connections to it stay across its removal: one idle (closed
+	// by the removal) and one in the middle of a 16 MiB download, which
+	// finishes intact before its connection ends.
+	idle, err := e.client.DialContext(ctx, "tcp", "198.18.0.10:83")
+	if err != nil {
+		return strings.Join(parts, "; "), err
+	}
+	defer idle.Close()
+	idleBR := bufio.NewReader(idle)
+	if err := httpGetOn(idle, idleBR, "/idle"); err != nil {
+		return strings.Join(parts, "; "), fmt.Errorf("the idle connection's request: %w", err)
+	}
+	busy, err := e.client.DialContext(ctx, "tcp", "198.18.0.10:83")
+	if err != nil {
+		return strings.Join(parts, "; "), err
+	}
+	defer busy.Close()
+	const size, seed = 16 << 20, 83
+	busy.SetDeadline(time.Now().Add(60 * time.Second))
+	fmt.Fprintf(busy, "GET /random?bytes=%d&seed=%d HTTP/1.1\r\nHost: x\r\n\r\n", size, seed)
+	busyBR := bufio.NewReader(busy)
+	resp, err := http.ReadResponse(busyBR, nil)
+	if err != nil || resp.StatusCode != 200 || resp.ContentLength != size {
+		return strings.Join(parts, "; "), fmt.Errorf("the download: %v %v", resp, err)
+	}
+	want := netlab.RandomBytes(seed)
+	if err := sameBytes(resp.Body, want, 1<<20); err != nil {
+		return strings.Join(parts, "; "), fmt.Errorf("the download's first MiB: %w", err)
+	}
 	if _, err := reload(moved); err != nil {
 		return strings.Join(parts, "; "), fmt.Errorf("a reload removing it: %w", err)
 	}
+	idle.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := idleBR.ReadByte(); err != io.EOF {
+		return strings.Join(parts, "; "), fmt.Errorf("the removed service's idle connection: read %v, want EOF (closed by the removal)", err)
+	}
+	if err := sameBytes(resp.Body, want, size-1<<20); err != nil {
+		return strings.Join(parts, "; "), fmt.Errorf("the download across the removal: %w", err)
+	}
+	if _, err := busyBR.ReadByte(); err != io.EOF {
+		return strings.Join(parts, "; "), fmt.Errorf("the download's connection after its response: read %v, want EOF", err)
+	}
+	parts = append(parts, "removed by the next reload: its idle connection closed, a 16 MiB download begun before finished intact and then its connection ended")
 	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	c, derr := e.client.DialContext(dctx, "tcp", "198.18.0.10:83")
 	cancel()
@@ -1156,6 +1210,42 @@ func stepL7Reload(ctx context.Context, e *Env) (string, error) {
 		return strings.Join(parts, "; "), fmt.Errorf("after the reloads /sales/ went to %q (%v, %d connections), want b2 on the same connection", b, err, dials)
 	}
 	return strings.Join(parts, "; "), nil
+}
+
+// httpGetOn sends a GET for path on c and reads its whole response, which
+// must be 200 and keep the connection.
+func httpGetOn(c net.Conn, br *bufio.Reader, path string) error {
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: x\r\n\r\n", path)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 || resp.Close {
+		return fmt.Errorf("%s, close %v", resp.Status, resp.Close)
+	}
+	return nil
+}
+
+// sameBytes reads n bytes of got and says where they differ from want's.
+func sameBytes(got, want io.Reader, n int64) error {
+	a, b := make([]byte, 64<<10), make([]byte, 64<<10)
+	for off := int64(0); off < n; {
+		k := int(min(int64(len(a)), n-off))
+		if _, err := io.ReadFull(got, a[:k]); err != nil {
+			return fmt.Errorf("at byte %d: %w", off, err)
+		}
+		io.ReadFull(want, b[:k])
+		if !bytes.Equal(a[:k], b[:k]) {
+			return fmt.Errorf("bytes %d..%d differ", off, off+int64(k))
+		}
+		off += int64(k)
+	}
+	return nil
 }
 
 // errText is err's message, or "".
