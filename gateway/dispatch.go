@@ -59,14 +59,23 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 	defer cancel()
 	c, err := adm.Parse(ctx, req.Args, g.names)
 	if err != nil {
-		return Response{Error: err.Error(), Status: 2}
+		return Response{Error: err.Error(), Status: exitStatus(err, 2)}
 	}
 	var out bytes.Buffer
 	switch c.Op {
 	case adm.OpHelp:
 		out.WriteString(c.Help())
+	case adm.OpVersion:
+		out.WriteString(adm.IpvsadmVersion)
 	case adm.OpList:
-		adm.WriteList(&out, c, g.view(ctx, c))
+		v := g.view(ctx, c)
+		if c.VIP.IsValid() && !v.HasService(c) {
+			return Response{Error: adm.ErrNoService.Error(), Status: 1} // ipvsadm: nothing on stdout, exit 1
+		}
+		if c.PersistentConn {
+			return Response{Error: "--persistent-conn: persistent connection counts are not listed yet", Status: 1}
+		}
+		adm.WriteList(&out, c, v)
 	case adm.OpSave:
 		g.mu.Lock()
 		adm.WriteSave(&out, g.desired)
@@ -79,7 +88,19 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 		g.mu.Unlock()
 		adm.WriteMasq(&out, cfg, g.masqNames(ctx, c, cfg))
 	case adm.OpZero:
-		g.engine.ZeroStats()
+		if !c.VIP.IsValid() {
+			g.engine.ZeroStats()
+			break
+		}
+		found := false
+		for _, ap := range c.VIP.Addrs {
+			if g.engine.ZeroService(c.Proto, ap.Addr(), ap.Port()) {
+				found = true
+			}
+		}
+		if !found {
+			return Response{Error: adm.ErrNoService.Error(), Status: 255}
+		}
 	default:
 		g.mu.Lock()
 		defer g.mu.Unlock()
@@ -93,7 +114,8 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 			err = g.installLocked(next)
 		}
 		if err != nil {
-			return Response{Error: err.Error(), Status: 1}
+			// What ipvsadm's kernel refuses exits 255.
+			return Response{Error: err.Error(), Status: exitStatus(err, 255)}
 		}
 		g.checker.Set(g.healthTargets())
 		g.log.Info("configuration changed", "command", req.Args)
@@ -170,4 +192,12 @@ func (g *Gateway) handlePcap(args []string) Response {
 		return Response{Output: fmt.Sprintf("capture stopped: %d packets\n", n)}
 	}
 	return Response{Error: "usage: pcap start NAME | pcap stop", Status: 2}
+}
+
+// exitStatus is the exit status an adm refusal carries, or def.
+func exitStatus(err error, def int) int {
+	if ee := (*adm.ExitError)(nil); errors.As(err, &ee) {
+		return ee.Status
+	}
+	return def
 }

@@ -128,11 +128,23 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 	if r := adm("-a", "-t", "198.18.0.10:80", "-r", "198.18.2.12:80", "-m", "-w", "2"); r.Status != 0 {
 		t.Fatalf("-a: %+v", r)
 	}
-	if r := adm("-a", "-t", "198.18.0.99:80", "-r", "198.18.2.12"); r.Status != 1 || r.Error != "Service not defined" {
+	if r := adm("-a", "-t", "198.18.0.99:80", "-r", "198.18.2.12", "-m"); r.Status != 255 || r.Error != "Service not defined" {
 		t.Fatalf("-a to no service: %+v", r)
 	}
-	if r := adm("-Q"); r.Status != 2 {
+	if r := adm("-Q"); r.Status != 255 || !strings.HasPrefix(r.Error, "Try `ipvsadm -h'") {
+		t.Fatalf("bad first option: %+v", r)
+	}
+	if r := adm("-L", "-Q"); r.Status != 255 || r.Error != "-Q: unknown option" {
 		t.Fatalf("bad option: %+v", r)
+	}
+	if r := adm("-L", "-n", "-t", "198.18.0.99:80"); r.Status != 1 || r.Error != "No such service" || r.Output != "" {
+		t.Fatalf("-L of no service: %+v", r)
+	}
+	if r := adm("-Z", "-t", "198.18.0.99:80"); r.Status != 255 || r.Error != "No such service" {
+		t.Fatalf("-Z of no service: %+v", r)
+	}
+	if r := adm("-L", "-n", "-t", "198.18.0.10:80"); r.Status != 0 || strings.Contains(r.Output, "IP Virtual Server version") || !strings.Contains(r.Output, "TCP  198.18.0.10:80 rr") {
+		t.Fatalf("-L of one service: %+v (ipvsadm prints no version line for it)", r)
 	}
 	r := adm("-L", "-n")
 	for _, want := range []string{"TCP  198.18.0.10:80 rr", "  -> 198.18.2.11:80               Masq    1      0          1",

@@ -90,6 +90,25 @@ func (e *Engine) ZeroStats() {
 	}
 }
 
+// ZeroService resets one service's counters and its backends' (ipvsadm
+// -Z -t VIP:PORT); false when there is no such service.
+func (e *Engine) ZeroService(proto uint8, vip netip.Addr, port uint16) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	svc := e.scheds[svcKey{addr16(vip), port, proto}]
+	if svc == nil {
+		return false
+	}
+	if e.zero == nil {
+		e.zero = map[statID]Stats{}
+	}
+	e.zero[svc.stat] = e.sum(svc.stat)
+	for _, b := range svc.backends {
+		e.zero[b.stat] = e.sum(b.stat)
+	}
+	return true
+}
+
 // FlowInfo is one tracked flow, for connection listings (ipvsadm -L -c).
 type FlowInfo struct {
 	Proto   uint8

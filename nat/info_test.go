@@ -35,6 +35,23 @@ func TestListings(t *testing.T) {
 	if !found {
 		t.Fatalf("backend %v not listed", rip)
 	}
+	// ZeroService: that service's counters only; an unknown one is said.
+	other := e.Services()[1]
+	if e.ZeroService(other.Proto, other.VIP, other.Port+1000) {
+		t.Fatal("ZeroService found a service that is not there")
+	}
+	if !e.ZeroService(other.Proto, other.VIP, other.Port) {
+		t.Fatal("ZeroService did not find a listed service")
+	}
+	if s := e.Services()[0]; s.Stats.Conns != 1 || s.Stats.PacketsIn != 2 {
+		t.Fatalf("ZeroService of another service zeroed this one: %+v", s)
+	}
+	if !e.ZeroService(svcs[0].Proto, svcs[0].VIP, svcs[0].Port) {
+		t.Fatal("ZeroService did not find the first service")
+	}
+	if s := e.Services()[0]; s.Stats.Conns != 0 || s.Stats.PacketsIn != 0 || s.Backends[0].Stats.PacketsOut != 0 || s.Backends[0].ActiveConns != 1 {
+		t.Fatalf("after ZeroService: %+v", s)
+	}
 	e.ZeroStats()
 	if s := e.Services()[0]; s.Stats.Conns != 0 || s.Stats.PacketsIn != 0 || s.Backends[0].ActiveConns != 1 {
 		t.Fatalf("after ZeroStats: %+v", s)

@@ -13,13 +13,17 @@ import (
 )
 
 const admUsage = `usage: vsgate adm [--socket PATH] [ipvsadm] IPVSADM-ARGS...
+       vsgate adm help (this text; -h is ipvsadm's help, -v its version)
        vsgate adm [--socket PATH] ipmasqadm -A VIP:PORT -R RIP:PORT [-R RIP:PORT ...]
        vsgate adm [--socket PATH] ipmasqadm portfw -a -P tcp -L VIP PORT -R RIP PORT [-p PREF]
        vsgate adm [--socket PATH] ipchains -A forward -j MASQ -s|-d NET [--to ADDR]
 
   Sends the command to the running gateway (vsgate run) over its control
   socket (default ` + config.DefaultSocket + `, or $VSGATE_SOCKET) and prints
-  its answer. The commands are ipvsadm's:
+  its answer, with ipvsadm 1.31's messages and exit statuses (2: refused
+  by ipvsadm's own checks; 255: refused by the gateway, as by ipvsadm's
+  kernel; 1: a listing that fails). Without arguments it lists the table,
+  as ipvsadm does. The commands are ipvsadm's:
     -A|-E -t|-u VIP:PORT [-s SCHED] [-p [SECS]] [-M MASK] [-b FLAGS]
     -D -t|-u VIP:PORT          -C (clear)        -Z (zero counters)
     -a|-e -t|-u VIP:PORT -r RIP[:PORT] [-m|--fullnat] [-w WEIGHT]
@@ -52,11 +56,15 @@ func runAdm(args []string, stdout, stderr io.Writer) int {
 	if len(args) >= 2 && (args[0] == "--socket" || args[0] == "-socket") {
 		sock, args = args[1], args[2:]
 	}
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+	switch {
+	case len(args) == 1 && args[0] == "help":
 		fmt.Fprint(stdout, admUsage)
-		if len(args) == 0 {
-			return 2
-		}
+		return 0
+	case len(args) > 0 && (args[0] == "-h" || args[0] == "--help"):
+		fmt.Fprint(stdout, adm.IpvsadmHelp)
+		return 0
+	case len(args) > 0 && (args[0] == "-v" || args[0] == "--version"):
+		fmt.Fprint(stdout, adm.IpvsadmVersion)
 		return 0
 	}
 	// The old tools' help needs no gateway.

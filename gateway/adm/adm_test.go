@@ -65,7 +65,7 @@ func TestIpvsadmSession(t *testing.T) {
 		"-a -t 198.18.0.10:80 -r 198.18.2.12 -m",
 		"-A -u 198.18.0.10:53 -s rr -p 60 -M 255.255.255.0",
 		"-a -u 198.18.0.10:53 -r 198.18.2.13:53 --fullnat -w 2",
-		"-e -t 198.18.0.10:80 -r 198.18.2.12:80 -w 0",
+		"-e -t 198.18.0.10:80 -r 198.18.2.12:80 -m -w 0",
 		"--set 600 60 120",
 	)
 	if len(cfg.Services) != 2 {
@@ -104,6 +104,44 @@ func TestIpvsadmSession(t *testing.T) {
 			t.Errorf("%s: error %v, want %v", tc.line, err, tc.want)
 		}
 	}
+	// What IPVS has and vsgate not: refused as ipvsadm's kernel refuses
+	// (exit 255), saying so.
+	for _, tc := range []struct{ line, want string }{
+		{"-A -f 1", "firewall-mark services (-f) are not supported"},
+		{"-A --sctp-service 198.18.0.10:80", "Protocol not available"},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.14 -i", "tunnelling (-i) is not supported"},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.14 -m -y 10", "Numerical result out of range"},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.14 -m -x 10", "connection thresholds (-x, -y) are not supported yet"},
+		{"-A -u 198.18.0.10:54 -o", "one-packet scheduling (-o) is not supported yet"},
+		{"-A -t 198.18.0.10:81 --pe sip", "Scheduler or persistence engine not found"},
+		{"-A -t 198.18.0.10 -p", "port 0"},
+	} {
+		_, err := run(t, cfg, tc.line)
+		status := 255 // what the gateway answers for an error Apply returns
+		if ee := (*ExitError)(nil); errors.As(err, &ee) {
+			status = ee.Status
+		}
+		if err == nil || status != 255 || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v (status %d), want one saying %q with status 255", tc.line, err, status, tc.want)
+		}
+	}
+	// -E and -e send a whole entry, as ipvsadm does: what they do not
+	// give goes back to ipvsadm's default.
+	edited := mustRun(t, cfg, "-E -u 198.18.0.10:53 -s wrr")
+	if s := edited.Services[1]; s.Scheduler != "wrr" || s.Persistence != 0 || s.PersistMask != 0 {
+		t.Fatalf("-E -s wrr on a persistent rr service: %+v, want wrr without persistence", s)
+	}
+	edited = mustRun(t, cfg, "-E -u 198.18.0.10:53 -p 600")
+	if s := edited.Services[1]; s.Scheduler != "wlc" || s.Persistence != 600*time.Second {
+		t.Fatalf("-E -p 600: %+v, want wlc, persistent 600", s)
+	}
+	edited = mustRun(t, cfg, "-e -t 198.18.0.10:80 -r 198.18.2.11:8080 -m")
+	if b := edited.Services[0].Backends[0]; b.Weight != 1 {
+		t.Fatalf("-e without -w: weight %d, want 1", b.Weight)
+	}
+	if _, err := run(t, cfg, "-e -t 198.18.0.10:80 -r 198.18.2.11:8080 -w 5"); err == nil {
+		t.Fatal("-e without -m on a NAT service with two real servers (ipvsadm: direct routing for that one) was accepted")
+	}
 	cfg = mustRun(t, cfg, "-d -t 198.18.0.10:80 -r 198.18.2.12:80", "-D -u 198.18.0.10:53")
 	if len(cfg.Services) != 1 || len(cfg.Services[0].Backends) != 1 {
 		t.Fatalf("after deletes: %+v", cfg.Services)
@@ -116,30 +154,104 @@ func TestIpvsadmSession(t *testing.T) {
 // TestParseErrors: bad command lines are refused with a message that says
 // what to do.
 func TestParseErrors(t *testing.T) {
-	for _, tc := range []struct{ line, wantIn string }{
-		{"", "no command"},
-		{"-A", "virtual service is needed"},
-		{"-A -t 198.18.0.10", "needs a port"},
-		{"-A -t nosuch.example:80", "not found"},
-		{"-A -t 198.18.0.10:nosuch", "a number 1..65535 or a service name"},
-		{"-a -t 198.18.0.10:80", "real server is needed"},
-		{"-a -t 198.18.0.10:80 -r 2001:db8::1", "family"},
-		{"-a -t 198.18.0.10:80 -r 198.18.2.1 -i", "tunnelling is not supported"},
-		{"-a -t 198.18.0.10:80 -r 198.18.2.1 -w 70000", "0..65535"},
-		{"-A -t 198.18.0.10:80 -M 255.0.255.0", "contiguous"},
-		{"-A -t 198.18.0.10:80 -p x", "whole seconds"},
-		{"-A -D -t 198.18.0.10:80", "one command"},
-		{"--set 1 2", "needs a value"},
-		{"-A -t 198.18.0.10:80 --bogus", "unknown option"},
-		{"-A -f 1", "not supported"},
-		{"portfw -a -P tcp -L 198.18.0.10 80", "insufficient options specified"},
-		{"portfw -a -P sctp", "invalid protocol specified"},
-		{"ipchains -A input -j MASQ -s 198.18.2.0/24", "forward chain"},
-		{"ipchains -A forward -j ACCEPT -s 198.18.2.0/24", "masquerade rules only: -j MASQ"},
+	// ipvsadm 1.31's own words and exit statuses (ipvsadm.c, popt): 2 for
+	// what ipvsadm refuses, 255 for a line without a command first and
+	// for popt's complaints after it.
+	for _, tc := range []struct {
+		line, want string
+		status     int
+	}{
+		{"-n -L", "Try `ipvsadm -h' or 'ipvsadm --help' for more information.", 255},
+		{"-t 198.18.0.10:80 -A", "Try `ipvsadm -h' or 'ipvsadm --help' for more information.", 255},
+		{"--bogus", "Try `ipvsadm -h' or 'ipvsadm --help' for more information.", 255},
+		{"-L -q", "-q: unknown option", 255},
+		{"-Lq", "-Lq: unknown option", 255},
+		{"-A -t", "-t: missing argument", 255},
+		{"-L --numeric=1", "--numeric=1: option does not take an argument", 255},
+		{"-A", "You need to supply the 'service-address' option for the 'add-service' command", 2},
+		{"-A -t 198.18.0.10", "Zero port specified for non-persistent service", 2},
+		{"-A -t nosuch.example:80", "illegal virtual server address[:port] specified", 2},
+		{"-A -t 198.18.0.10:nosuch", "illegal virtual server address[:port] specified", 2},
+		{"-a -t 198.18.0.10:80", "You need to supply the 'real-server' option for the 'add-server' command", 2},
+		{"-a -r 198.18.2.1", "You need to supply the 'service-address' option for the 'add-server' command", 2},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.1 -w 70000", "illegal weight specified", 2},
+		{"-A -t 198.18.0.10:80 -M 255.0.255.0", "illegal virtual server persistent mask specified", 2},
+		{"-A -t [2001:db8::10]:80 -M 129", "illegal ipv6 netmask specified", 2},
+		{"-A -t 198.18.0.10:80 -p x", "invalid timeout value `x' specified", 2},
+		{"-A -t 198.18.0.10:80 -p 0", "invalid timeout value `0' specified", 2},
+		{"-A -t 198.18.0.10:80 -p 2678401", "invalid timeout value `2678401' specified", 2},
+		{"-A -D -t 198.18.0.10:80", "invalid option `-D'", 2},
+		{"-L -L", "invalid option `-L'", 2},
+		{"-A -t 198.18.0.10:80 -s rr -s wlc", "multiple 'scheduler' options specified", 2},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.1 -g -m", "multiple 'forwarding-method' options specified", 2},
+		{"-A -t 198.18.0.10:80 -t 198.18.0.11:80", "multiple 'service-address' options specified", 2},
+		{"-A -t 198.18.0.10:80 -r 198.18.2.1", "Illegal 'real-server' option with the 'add-service' command", 2},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.1 -s rr", "Illegal 'scheduler' option with the 'add-server' command", 2},
+		{"-A -t 198.18.0.10:80 -w 3 -n", "Illegal 'numeric' option with the 'add-service' command", 2},
+		{"-S -t 198.18.0.10:80", "Illegal 'service-address' option with the 'save' command", 2},
+		{"-L -c -t 198.18.0.10:80", "The option 'service-address' conflicts with the 'connection' option in the 'list' command", 2},
+		{"-L -c --stats", "options conflicts in the list command", 2},
+		{"-d -t 198.18.0.10:80 -r 198.18.2.1 -w 1", "Illegal 'weight' option with the 'delete-server' command", 2},
+		{"--set 1 2", "--set option requires 3 timeout values", 2},
+		{"--set 1 2 x", "invalid timeout value `x' specified", 2},
+		{"--set 1 2 3 4", "unexpected argument 4", 2},
+		{"-L foo", "unexpected argument foo", 2},
+		{"-A -t 198.18.0.10:80 --bogus", "--bogus: unknown option", 255},
+		{"-A -f x", "invalid fwmark value `x' specified", 2},
+		{"-A -6 -f 1", "-6 used before -f\n", 2},
+		{"-A -t 198.18.0.10:80 -o", "One-Packet Scheduling is only for UDP virtual services", 2},
+		{"-A -t 198.18.0.10:80 -b flag-9", "invalid scheduler flag `flag-9'", 2},
+		{"-A -t 198.18.0.10:80 -b sh-port", "incompatible scheduler flag `sh-port'", 2},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.1 --tun-type gue", "Tunnel options conflict with forward method", 2},
+		{"portfw -a -P tcp -L 198.18.0.10 80", "insufficient options specified", 2},
+		{"portfw -a -P sctp", "invalid protocol specified", 2},
+		{"ipchains -A input -j MASQ -s 198.18.2.0/24", "forward chain", 2},
+		{"ipchains -A forward -j ACCEPT -s 198.18.2.0/24", "masquerade rules only: -j MASQ", 2},
 	} {
 		_, err := parse(tc.line)
-		if err == nil || !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), tc.wantIn) {
-			t.Errorf("%q: error %v, want a usage error containing %q", tc.line, err, tc.wantIn)
+		status := 2
+		if ee := (*ExitError)(nil); errors.As(err, &ee) {
+			status = ee.Status
+		}
+		if err == nil || !errors.Is(err, ErrUsage) || status != tc.status {
+			t.Errorf("%q: error %v (status %d), want %q (status %d)", tc.line, err, status, tc.want, tc.status)
+			continue
+		}
+		if _, ok := err.(*ExitError); ok && err.Error() != tc.want || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %q, want %q", tc.line, err, tc.want)
+		}
+	}
+}
+
+// TestPoptForms: popt's ways of giving an option's value, -p's optional
+// one (360 s without it), and ipvsadm's defaults.
+func TestPoptForms(t *testing.T) {
+	for _, tc := range []struct {
+		line  string
+		check func(c *Command) bool
+	}{
+		{"-A -t 198.18.0.10:80 -p", func(c *Command) bool { return c.Persistence == 360*time.Second && c.Scheduler == "wlc" }},
+		{"-A -t 198.18.0.10:80 -p -M 255.255.255.0", func(c *Command) bool { return c.Persistence == 360*time.Second && c.Netmask == 24 }},
+		{"-A -t 198.18.0.10:80 -p 600", func(c *Command) bool { return c.Persistence == 600*time.Second }},
+		{"-A -t198.18.0.10:80 -p600 -srr", func(c *Command) bool {
+			return c.Persistence == 600*time.Second && c.Scheduler == "rr" && c.VIP.Text == "198.18.0.10:80"
+		}},
+		{"-A -t 198.18.0.10:80 -p=600", func(c *Command) bool { return c.Persistence == 600*time.Second }},
+		{"--add-service --tcp-service=198.18.0.10:80 --persistent=600 --scheduler rr", func(c *Command) bool {
+			return c.Op == OpAddService && c.Persistence == 600*time.Second && c.Scheduler == "rr"
+		}},
+		{"-A -t 198.18.0.10 -p", func(c *Command) bool { return c.VIP.Addrs[0].Port() == 0 && c.Persistence > 0 }},
+		{"-Ln", func(c *Command) bool { return c.Op == OpList && c.Numeric }},
+		{"-L -n --sort", func(c *Command) bool { return c.Op == OpList && c.Numeric }},
+		{"", func(c *Command) bool { return c.Op == OpList && !c.Numeric }},
+		{"-h", func(c *Command) bool { return c.Op == OpHelp && c.Help() == IpvsadmHelp }},
+		{"-v", func(c *Command) bool { return c.Op == OpVersion }},
+		{"-a -t 198.18.0.10:80 -r 198.18.2.1 -w+5", func(c *Command) bool { return c.Weight == 5 }},
+		{"ipvsadm -L -n -- ", func(c *Command) bool { return c.Op == OpList }},
+	} {
+		c, err := parse(tc.line)
+		if err != nil || !tc.check(c) {
+			t.Errorf("%q: %+v, %v", tc.line, c, err)
 		}
 	}
 }

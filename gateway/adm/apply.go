@@ -22,7 +22,7 @@ var (
 	ErrNotDefined    = errors.New("Service not defined")
 	ErrDestExists    = errors.New("Destination already exists")
 	ErrNoDest        = errors.New("No such destination")
-	ErrNoScheduler   = errors.New("Scheduler not found")
+	ErrNoScheduler   = errors.New("Scheduler or persistence engine not found")
 )
 
 // Defaults are what Apply uses where a command leaves something out.
@@ -42,7 +42,7 @@ const PortfwPref = 10
 // opposed to listing it).
 func (c *Command) Modifies() bool {
 	switch c.Op {
-	case OpList, OpSave, OpPortfwList, OpMasqList, OpHelp:
+	case OpList, OpSave, OpPortfwList, OpMasqList, OpHelp, OpVersion:
 		return false
 	case OpZero:
 		return false // counters, not configuration
@@ -53,8 +53,11 @@ func (c *Command) Modifies() bool {
 // Help returns the help text of the command's tool (ipmasqadm -h,
 // ipchains -h), for OpHelp.
 func (c *Command) Help() string {
-	if c.Tool == "ipchains" {
+	switch c.Tool {
+	case "ipchains":
 		return IPChainsHelp
+	case "ipvsadm":
+		return IpvsadmHelp
 	}
 	return PortfwHelp
 }
@@ -64,6 +67,9 @@ func (c *Command) Help() string {
 // whole or not at all (a name with several addresses included). Listing
 // commands and -Z return cfg unchanged.
 func Apply(cfg nat.Config, c *Command, d Defaults) (nat.Config, error) {
+	if err := unsupported(c); err != nil {
+		return cfg, err
+	}
 	next := clone(cfg)
 	var err error
 	switch c.Op {
@@ -96,6 +102,32 @@ func Apply(cfg nat.Config, c *Command, d Defaults) (nat.Config, error) {
 		return cfg, err
 	}
 	return next, nil
+}
+
+// unsupported refuses, as ipvsadm's kernel would refuse what it cannot do
+// (exit 255), what IPVS has and vsgate does not.
+func unsupported(c *Command) error {
+	switch {
+	case c.Tool != "ipvsadm" || !c.Modifies():
+		return nil
+	case c.Fwmark != "":
+		return KernelError("firewall-mark services (-f) are not supported: vsgate is a userspace gateway and sees no netfilter marks; use -t or -u")
+	case c.Proto == protoSCTP:
+		return KernelError("Protocol not available: vsgate forwards TCP (-t) and UDP (-u), not SCTP")
+	case c.Forward == ForwardTunnel:
+		return KernelError("tunnelling (-i) is not supported: vsgate forwards by NAT (-m), FULLNAT (--fullnat) and direct routing (-g); this kernel has no IPIP, GRE or FOU devices to test a tunnel with")
+	case c.LThreshold > c.UThreshold:
+		return KernelError("Numerical result out of range") // the kernel's ERANGE: l_threshold above u_threshold
+	case c.UThreshold > 0 || c.LThreshold > 0:
+		return KernelError("connection thresholds (-x, -y) are not supported yet")
+	case c.OnePacket:
+		return KernelError("one-packet scheduling (-o) is not supported yet")
+	case c.PE != "":
+		return ErrNoScheduler // vsgate has no persistence engines: the kernel's ENOENT
+	case (c.Op == OpAddService || c.Op == OpEditService) && slices.ContainsFunc(c.VIP.Addrs, func(ap netip.AddrPort) bool { return ap.Port() == 0 }):
+		return KernelError("persistent services on port 0 (every port of the address) are not supported yet: give the port")
+	}
+	return nil
 }
 
 // applyToService applies a service or real-server command to one of the
@@ -168,6 +200,9 @@ func applyToService(cfg *nat.Config, c *Command, vip netip.AddrPort) error {
 	}
 	switch c.Op {
 	case OpEditService:
+		// ipvsadm sends a whole new entry: what -E does not give goes
+		// back to the default (wlc, no persistence, no flags).
+		s.Scheduler, s.Persistence, s.PersistMask, s.Sched = "wlc", 0, 0, nat.Service{}.Sched
 		return setServiceOptions(s, c)
 	case OpDelService:
 		cfg.Services = slices.Delete(cfg.Services, i, i+1)
@@ -180,17 +215,23 @@ func applyToService(cfg *nat.Config, c *Command, vip netip.AddrPort) error {
 			if c.Op == OpEditServer && j < 0 {
 				return ErrNoDest
 			}
-			if err := setForward(s, c.Forward, j < 0 || len(s.Backends) > 1); err != nil {
+			// ipvsadm sends a whole entry for -a and -e alike: what is
+			// not given is the default (weight 1, direct routing).
+			fwd := c.Forward
+			if fwd == ForwardUnset && c.Tool == "ipvsadm" {
+				fwd = ForwardRoute
+			}
+			if err := setForward(s, fwd, j < 0 || len(s.Backends) > 1); err != nil {
 				return err
 			}
+			w := 1
+			if c.Weight >= 0 {
+				w = c.Weight
+			}
 			if j < 0 {
-				w := 1
-				if c.Weight >= 0 {
-					w = c.Weight
-				}
 				s.Backends = append(s.Backends, nat.Backend{Addr: real.Addr(), Port: real.Port(), Weight: uint32(w)})
-			} else if c.Weight >= 0 {
-				s.Backends[j].Weight = uint32(c.Weight)
+			} else {
+				s.Backends[j].Weight = uint32(w)
 			}
 		}
 	case OpDelServer, OpPortfwDel:
@@ -297,7 +338,7 @@ func setServiceOptions(s *nat.Service, c *Command) error {
 		case "sh-fallback", "flag-1":
 			s.Sched.Fallback = true
 		default:
-			return fmt.Errorf("%w: -b %s: known flags are sh-fallback, sh-port", ErrUsage, f)
+			return KernelError(fmt.Sprintf("scheduler flag %s is not supported: vsgate knows sh-fallback (flag-1) and sh-port (flag-2)", f))
 		}
 	}
 	return nil

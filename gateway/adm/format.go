@@ -36,6 +36,16 @@ type View struct {
 	Names *Names
 }
 
+// HasService tells whether the command's service (-t/-u) is in the view.
+func (v *View) HasService(c *Command) bool {
+	for _, s := range v.Services {
+		if s.Proto == c.Proto && c.VIP.Has(netip.AddrPortFrom(s.VIP, s.Port)) {
+			return true
+		}
+	}
+	return false
+}
+
 // Names are what a listing without -n shows in place of numbers: the host
 // names found for addresses (hosts file or reverse DNS, within a time
 // limit: LookupNames) and the service names of ports (Services, read from
@@ -176,12 +186,17 @@ func WriteList(w io.Writer, c *Command, v *View) {
 		writeConns(w, v.Flows)
 		return
 	}
-	fmt.Fprintf(w, "IP Virtual Server version 1.2.1 (size=%d)\n", v.Size)
+	if !c.VIP.IsValid() {
+		// ipvsadm prints it for the whole table only.
+		fmt.Fprintf(w, "IP Virtual Server version 1.2.1 (size=%d)\n", v.Size)
+	}
 	switch {
 	case c.Stats:
 		fmt.Fprintf(w, "%-33s %8s %8s %8s %8s %8s\n  -> RemoteAddress:Port\n", "Prot LocalAddress:Port", "Conns", "InPkts", "OutPkts", "InBytes", "OutBytes")
 	case c.Rate:
 		fmt.Fprintf(w, "%-33s %8s %8s %8s %8s %8s\n  -> RemoteAddress:Port\n", "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
+	case c.Thresholds:
+		fmt.Fprintf(w, "%-33s %-10s %-10s %-10s %-10s\n  -> RemoteAddress:Port\n", "Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn", "InActConn")
 	default:
 		fmt.Fprint(w, "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 	}
@@ -232,6 +247,12 @@ func WriteList(w io.Writer, c *Command, v *View) {
 			}
 			fmt.Fprintln(w)
 			for _, b := range s.Backends {
+				if c.Thresholds {
+					// vsgate sets no connection thresholds (-x, -y): 0, as
+					// IPVS lists a real server without them.
+					fmt.Fprintf(w, "  -> %-28s %-10d %-10d %-10d %-10d\n", v.Names.realName(b.Addr, b.Port, s.Proto), 0, 0, b.ActiveConns, b.InactiveConns)
+					continue
+				}
 				fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", v.Names.realName(b.Addr, b.Port, s.Proto), fwdName(s.Mode), b.Weight, b.ActiveConns, b.InactiveConns)
 			}
 		}

@@ -215,7 +215,7 @@ func parseNet(ctx context.Context, r names.Resolver, s string) ([]netip.Prefix, 
 	}
 	if addr, mask, ok := strings.Cut(s, "/"); ok {
 		a, err := netip.ParseAddr(addr)
-		n, merr := parseNetmask(mask)
+		n, merr := parseNetmask(mask, false)
 		if err == nil && merr == nil {
 			if p, err := a.Prefix(n); err == nil {
 				return []netip.Prefix{p}, nil

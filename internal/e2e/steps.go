@@ -177,14 +177,14 @@ func stepWeights(ctx context.Context, e *Env) (string, error) {
 	vip := netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 80).String()
 	for _, cmd := range [][]string{
 		{"-E", "-t", vip, "-s", "wrr"},
-		{"-e", "-t", vip, "-r", "198.18.2.11:80", "-w", "3"},
+		{"-e", "-t", vip, "-r", "198.18.2.11:80", "-m", "-w", "3"},
 	} {
 		if _, err := e.Adm(ctx, cmd...); err != nil {
 			return "", err
 		}
 	}
 	counts, err := e.spread(ctx, "http://"+vip+"/", 50)
-	detail := "vsgate adm -E -t " + vip + " -s wrr; -e -r 198.18.2.11:80 -w 3 -> " + fmtSpread(counts)
+	detail := "vsgate adm -E -t " + vip + " -s wrr; -e -r 198.18.2.11:80 -m -w 3 -> " + fmtSpread(counts)
 	if err != nil {
 		return detail, err
 	}
@@ -469,7 +469,7 @@ func stepQuiesce(ctx context.Context, e *Env) (string, error) {
 		return "", err
 	}
 	rip := map[string]string{"b1": "198.18.2.11:7", "b2": "198.18.2.12:7", "b3": "198.18.2.13:7"}[who]
-	if _, err := e.Adm(ctx, "-e", "-t", "198.18.0.10:7", "-r", rip, "-w", "0"); err != nil {
+	if _, err := e.Adm(ctx, "-e", "-t", "198.18.0.10:7", "-r", rip, "-m", "-w", "0"); err != nil {
 		return "", err
 	}
 	if again, err := s.say("two"); err != nil || again != who {
