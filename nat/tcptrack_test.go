@@ -480,3 +480,54 @@ func TestSloppyNeedsACK(t *testing.T) {
 		t.Fatalf("mid-stream ACK: %v, %d flows; want it adopted", v, e.Flows())
 	}
 }
+
+// TestFullNATClosedPortNotReclaimed: a FULLNAT flow's pool port is
+// vsgate's choice, and the real server may still hold the old connection
+// on it in TIME_WAIT (where a new SYN meets PAWS and gets a bare ACK): a
+// new connection from another client port does not take over a closed
+// flow's pool port, as the kernel's NAT avoids a tuple any conntrack
+// still holds. It gets another port, or none while the range has no free
+// one.
+func TestFullNATClosedPortNotReclaimed(t *testing.T) {
+	for _, span := range []uint16{1, 2} {
+		e, err := nat.New(nat.Config{Capacity: 64, ShardBits: 2,
+			Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Mode: nat.ModeFullNAT, Scheduler: "rr",
+				Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}}, SynProxy: nat.SynProxyOff}},
+			FullNATPool: []netip.Addr{lip}, FullNATPorts: [2]uint16{40000, 40000 + span - 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := e.NewWorker()
+		b := tcp(client, vip, syn, 0)
+		if one(w, b) != nat.Forward {
+			t.Fatal("SYN not forwarded")
+		}
+		pooled, rip := endpoints(t, b)
+		if one(w, tcpSeq(rip, pooled, synack, 0, 5000, 2)) != nat.Forward || one(w, tcpSeq(client, vip, ack, 0, 2, 5001)) != nat.Forward {
+			t.Fatal("handshake not forwarded")
+		}
+		if v := one(w, tcpSeq(client, vip, rst, 0, 2, 0)); v != nat.Forward || flowState(e, client) != "CLOSE" {
+			t.Fatalf("exact RST: verdict %v, flow %s", v, flowState(e, client))
+		}
+		next := netip.AddrPortFrom(client.Addr(), client.Port()+1)
+		b = tcp(next, vip, syn, 0)
+		v := one(w, b)
+		switch span {
+		case 1:
+			if v == nat.Forward {
+				s, _ := endpoints(t, b)
+				t.Fatalf("range of one port: the new SYN took over the closed flow's %v", s)
+			}
+			if e.Drops(nat.DropPortsExhausted) != 1 || flowState(e, client) != "CLOSE" {
+				t.Fatalf("range of one port: ports_exhausted %d, the closed flow %q", e.Drops(nat.DropPortsExhausted), flowState(e, client))
+			}
+		case 2:
+			if v != nat.Forward {
+				t.Fatalf("range of two ports: the new SYN: verdict %v", v)
+			}
+			if s, _ := endpoints(t, b); s == pooled {
+				t.Fatalf("range of two ports: the new SYN took over the closed flow's %v", s)
+			}
+		}
+	}
+}
