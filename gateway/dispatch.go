@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/names"
@@ -104,12 +105,14 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 	default:
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		var next nat.Config
 		if c.Op == adm.OpRestore {
-			next, err = adm.Restore(ctx, g.desired, req.Stdin, g.opts.MasqDefaults, g.names)
-		} else {
-			next, err = adm.Apply(g.desired, c, g.opts.MasqDefaults)
+			// Line by line, each line a change of its own, as ipvsadm -R.
+			_, st := adm.Restore(ctx, g.desired, req.Stdin, g.opts.MasqDefaults, g.names, g.installLocked)
+			g.checker.Set(g.healthTargets())
+			g.log.Info("configuration restored", "refused lines", len(st.Errors), "status", st.Status)
+			return Response{Error: strings.Join(st.Errors, "\n"), Status: st.Status}
 		}
+		next, err := adm.Apply(g.desired, c, g.opts.MasqDefaults)
 		if err == nil {
 			err = g.installLocked(next)
 		}

@@ -140,6 +140,19 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 	if r := adm("-L", "-n", "-t", "198.18.0.99:80"); r.Status != 1 || r.Error != "No such service" || r.Output != "" {
 		t.Fatalf("-L of no service: %+v", r)
 	}
+	// -R as ipvsadm: each line its own change, a refused one reported
+	// and the rest applied, the status the last line's.
+	restore, err := Call(context.Background(), sock, Request{Args: []string{"-R"},
+		Stdin: "-A -t 198.18.0.77:80 -s rr\n-a -t 198.18.0.99:80 -r 198.18.2.12 -m\n-a -t 198.18.0.77:80 -r 198.18.2.12 -m\n"})
+	if err != nil || restore.Status != 0 || restore.Error != "Service not defined" {
+		t.Fatalf("-R with a refused line in the middle: %+v, %v", restore, err)
+	}
+	if r := adm("-L", "-n", "-t", "198.18.0.77:80"); r.Status != 0 || !strings.Contains(r.Output, "198.18.2.12:80") {
+		t.Fatalf("after -R: %+v", r)
+	}
+	if r := adm("-D", "-t", "198.18.0.77:80"); r.Status != 0 {
+		t.Fatalf("-D after -R: %+v", r)
+	}
 	if r := adm("-Z", "-t", "198.18.0.99:80"); r.Status != 255 || r.Error != "No such service" {
 		t.Fatalf("-Z of no service: %+v", r)
 	}

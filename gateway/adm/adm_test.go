@@ -349,17 +349,42 @@ func TestSaveRestore(t *testing.T) {
 	if buf.String() != want {
 		t.Fatalf("-S:\n%s\nwant:\n%s", buf.String(), want)
 	}
-	back, err := Restore(context.Background(), nat.Config{}, buf.String(), Defaults{}, lab)
-	if err != nil {
-		t.Fatal(err)
+	installs := 0
+	install := func(nat.Config) error { installs++; return nil }
+	back, st := Restore(context.Background(), nat.Config{}, buf.String(), Defaults{}, lab, install)
+	if st.Status != 0 || len(st.Errors) != 0 || installs != 4 {
+		t.Fatalf("-R of -S: %+v, %d lines installed", st, installs)
 	}
 	var again bytes.Buffer
 	WriteSave(&again, back)
 	if again.String() != want {
 		t.Fatalf("after -R, -S gives:\n%s", again.String())
 	}
-	if _, err := Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80\n-a -t 198.18.0.99:80 -r 198.18.2.1\n", Defaults{}, lab); err == nil || !strings.Contains(err.Error(), "line 2") {
-		t.Fatalf("bad restore: %v", err)
+	// As ipvsadm -R: a line its kernel refuses is reported and the rest
+	// runs, each line a change of its own; the status is the last line's;
+	// every word "ipvsadm" is dropped.
+	back, st = Restore(context.Background(), nat.Config{}, "ipvsadm -A -t 198.18.0.10:80\n\n-a -t 198.18.0.99:80 -r 198.18.2.1 -m\n-a -t 198.18.0.10:80 -r 198.18.2.1 -m\n", Defaults{}, lab, install)
+	if st.Status != 0 || len(st.Errors) != 1 || st.Errors[0] != "Service not defined" || len(back.Services) != 1 || len(back.Services[0].Backends) != 1 {
+		t.Fatalf("a refused line in the middle: %+v, %+v", st, back.Services)
+	}
+	_, st = Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80\n-D -t 198.18.0.99:80\n", Defaults{}, lab, install)
+	if st.Status != 255 || len(st.Errors) != 1 || st.Errors[0] != "No such service" {
+		t.Fatalf("a refused last line: %+v, want status 255", st)
+	}
+	// A line ipvsadm refuses itself ends the restore: a '#' comment
+	// (ipvsadm 1.31 does not understand them), a bad option.
+	back, st = Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80\n# a comment\n-A -t 198.18.0.11:80\n", Defaults{}, lab, install)
+	if st.Status != 255 || len(back.Services) != 1 || !strings.HasPrefix(st.Errors[0], "Try `ipvsadm -h'") {
+		t.Fatalf("a comment line: %+v, %d services", st, len(back.Services))
+	}
+	back, st = Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80 -w 3\n-A -t 198.18.0.11:80\n", Defaults{}, lab, install)
+	if st.Status != 2 || len(back.Services) != 0 || st.Errors[0] != "Illegal 'weight' option with the 'add-service' command" {
+		t.Fatalf("a bad first line: %+v, %d services", st, len(back.Services))
+	}
+	// A line the gateway cannot install is refused like the kernel's.
+	_, st = Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80\n", Defaults{}, lab, func(nat.Config) error { return errors.New("no room") })
+	if st.Status != 255 || st.Errors[0] != "no room" {
+		t.Fatalf("an install that fails: %+v", st)
 	}
 }
 

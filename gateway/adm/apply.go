@@ -1,7 +1,6 @@
 package adm
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -366,29 +365,62 @@ func setForward(s *nat.Service, f Forward, others bool) error {
 	return nil
 }
 
-// Restore applies ipvsadm -S output (one command per line, as ipvsadm -R
-// reads it) to cfg. On error nothing is applied; the error names the line.
-func Restore(ctx context.Context, cfg nat.Config, script string, d Defaults, r names.Resolver) (nat.Config, error) {
-	sc := bufio.NewScanner(strings.NewReader(script))
-	n := 0
-	for sc.Scan() {
-		n++
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
+// RestoreStatus is what ipvsadm -R did with a script: each refusal's
+// message in order, and the exit status.
+type RestoreStatus struct {
+	Errors []string
+	Status int
+}
+
+// Restore runs a script as ipvsadm -R does: line by line, each split into
+// words at spaces, tabs and line ends (no quoting; every word "ipvsadm"
+// dropped), a line without words skipped. Each line is a change of its
+// own, made by install when Apply takes it. A line the gateway refuses
+// (ipvsadm: its kernel) is reported and the next one runs; a line
+// ipvsadm itself refuses (its options, a '#' comment, which ipvsadm 1.31
+// does not understand, a nested -R) ends the restore there. The exit
+// status is the last line's. Lines that list (-L, -S) change nothing.
+// It returns the configuration after the lines that went through.
+func Restore(ctx context.Context, cfg nat.Config, script string, d Defaults, r names.Resolver, install func(nat.Config) error) (nat.Config, RestoreStatus) {
+	var st RestoreStatus
+	for line := range strings.Lines(script) {
+		var args []string
+		for _, w := range strings.FieldsFunc(line, func(c rune) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }) {
+			if w != "ipvsadm" {
+				args = append(args, w)
+			}
+		}
+		if len(args) == 0 {
 			continue
 		}
-		c, err := Parse(ctx, strings.Fields(line), r)
-		if err == nil && !c.Modifies() {
-			err = fmt.Errorf("%w: only commands that change the table belong in a restore", ErrUsage)
-		}
-		if err == nil {
-			cfg, err = Apply(cfg, c, d)
+		c, err := parseIpvsadm(ctx, args, r)
+		if err == nil && c.Op == OpRestore {
+			err = tryHelp()
 		}
 		if err != nil {
-			return cfg, fmt.Errorf("line %d: %s: %w", n, line, err)
+			st.Errors = append(st.Errors, err.Error())
+			st.Status = 2
+			if ee := (*ExitError)(nil); errors.As(err, &ee) {
+				st.Status = ee.Status
+			}
+			return cfg, st
 		}
+		st.Status = 0
+		if !c.Modifies() {
+			continue
+		}
+		next, err := Apply(cfg, c, d)
+		if err == nil {
+			err = install(next)
+		}
+		if err != nil {
+			st.Errors = append(st.Errors, err.Error())
+			st.Status = 255
+			continue
+		}
+		cfg = next
 	}
-	return cfg, sc.Err()
+	return cfg, st
 }
 
 func clone(cfg nat.Config) nat.Config {
