@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
@@ -62,6 +63,7 @@ type Front struct {
 	mu      sync.Mutex
 	lns     map[net.Listener]struct{}
 	conns   map[net.Conn]*atomic.Bool // each connection: true while it waits for a request with nothing of it read
+	h2      map[net.Conn]*http.Server // each HTTP/2 connection's server (serveH2), by its TLS connection
 	closed  bool
 	drained chan struct{} // closed once Shutdown was called and no connection is left
 }
@@ -72,7 +74,7 @@ func NewFront(p *Proxy, opts FrontOptions) *Front {
 		opts.MaxConnections = DefaultMaxConnections
 	}
 	f := &Front{log: opts.Logger, slots: make(chan struct{}, opts.MaxConnections), done: make(chan struct{}),
-		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]*atomic.Bool{}, drained: make(chan struct{})}
+		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]*atomic.Bool{}, h2: map[net.Conn]*http.Server{}, drained: make(chan struct{})}
 	if f.log == nil {
 		f.log = slog.Default()
 	}
@@ -189,9 +191,9 @@ func (f *Front) drainedLocked() {
 // Shutdown stops accepting (the listeners close), ends the connections
 // waiting for a request, and lets every other one end after the response
 // it is sending (with Connection: close), as Apache's graceful stop and
-// nginx's reload do: no request is cut. Drained tells when the last one
-// ended; Close still ends them all at once. An HTTP/2 connection ends at
-// its idle timeout (KeepAliveTimeout) or when its client closes it.
+// nginx's reload do: no request is cut. An HTTP/2 connection gets GOAWAY:
+// its running streams finish, then it ends. Drained tells when the last
+// one ended; Close still ends them all at once.
 func (f *Front) Shutdown() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -210,6 +212,11 @@ func (f *Front) Shutdown() {
 		if idle.Load() {
 			c.SetReadDeadline(time.Now())
 		}
+	}
+	for _, base := range f.h2 {
+		// GOAWAY; it returns at once (no listener or connection of
+		// base's own to wait for).
+		base.Shutdown(context.Background())
 	}
 	f.drainedLocked()
 }

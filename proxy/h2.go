@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"time"
@@ -26,7 +27,36 @@ func (f *Front) serveH2(cc *clientConn) {
 		MaxHeaderBytes: min(lim.Head.FieldSize*min(lim.Head.Fields, 1000), 1<<20),
 		ErrorLog:       slog.NewLogLogger(f.log.Handler(), slog.LevelDebug),
 	}
+	// ConfigureServer ties h2's connections to base, whose Shutdown
+	// (Front.Shutdown calls it) sends them GOAWAY: the streams running
+	// finish, no new one starts, and the connection ends.
+	if err := http2.ConfigureServer(base, h2); err != nil {
+		f.log.Warn("proxy: HTTP/2", "err", err)
+		return
+	}
+	if !f.trackH2(cc.c, base) {
+		return // the front is shutting down
+	}
+	defer f.untrackH2(cc.c)
 	h2.ServeConn(cc.c, &http2.ServeConnOpts{BaseConfig: base, Handler: h2Handler{f: f, remote: cc.remote}})
+}
+
+// trackH2 notes an HTTP/2 connection's server, for Shutdown; false once
+// the front is shutting down or closed.
+func (f *Front) trackH2(c net.Conn, base *http.Server) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed || f.draining.Load() {
+		return false
+	}
+	f.h2[c] = base
+	return true
+}
+
+func (f *Front) untrackH2(c net.Conn) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.h2, c)
 }
 
 // h2Handler forwards one HTTP/2 stream.
