@@ -73,9 +73,6 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 		if c.VIP.IsValid() && !v.HasService(c) {
 			return Response{Error: adm.ErrNoService.Error(), Status: 1} // ipvsadm: nothing on stdout, exit 1
 		}
-		if c.PersistentConn {
-			return Response{Error: "--persistent-conn: persistent connection counts are not listed yet", Status: 1}
-		}
 		adm.WriteList(&out, c, v)
 	case adm.OpSave:
 		g.mu.Lock()

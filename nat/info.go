@@ -14,7 +14,10 @@ import (
 type BackendInfo struct {
 	Backend
 	ActiveConns, InactiveConns int64
-	Stats                      Stats
+	// PersistConns are the persistence templates that send clients to
+	// it (IPVS's persistconns; 0 for a service without -p).
+	PersistConns int64
+	Stats        Stats
 }
 
 // ServiceInfo describes one virtual service for listings.
@@ -52,11 +55,16 @@ func (e *Engine) Services() []ServiceInfo {
 		}
 		si := ServiceInfo{Service: sc, Stats: e.statsSinceZero(svc.stat)}
 		si.Backends = make([]BackendInfo, 0, len(sc.Backends))
+		var templates map[uint64]int64
+		if svc.persist > 0 {
+			templates = e.persist.byDest(svc.key, e.clock.Load())
+		}
 		for _, b := range sc.Backends {
 			bi := BackendInfo{Backend: b}
 			for _, own := range svc.backends {
 				if d := own.dest.Load(); d.Addr() == addr16(b.Addr) && d.Port() == b.Port {
 					bi.ActiveConns, bi.InactiveConns = d.Conns()
+					bi.PersistConns = templates[d.ID()]
 					bi.Stats = e.statsSinceZero(own.stat)
 				}
 			}

@@ -112,6 +112,21 @@ func (t *persistTable) forget(svc svcKey) {
 	t.mu.Unlock()
 }
 
+// byDest counts svc's live templates (with connections, or within their
+// timeout) by backend: IPVS's persistent connections of a real server
+// (ipvsadm -L --persistent-conn).
+func (t *persistTable) byDest(svc svcKey, now int64) map[uint64]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[uint64]int64{}
+	for k, e := range t.m {
+		if k.svc == svc && (e.conns > 0 || e.deadline > now) {
+			out[e.dest]++
+		}
+	}
+	return out
+}
+
 // len returns the number of templates.
 func (t *persistTable) len() int {
 	t.mu.Lock()

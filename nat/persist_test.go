@@ -57,6 +57,17 @@ func TestPersistence(t *testing.T) {
 	if other == first {
 		t.Fatalf("a second client network landed on the same backend under rr: persistence leaked across /24s")
 	}
+	// Each backend lists its templates (ipvsadm -L --persistent-conn):
+	// one per client network.
+	for _, b := range e.Services()[0].Backends {
+		want := int64(0)
+		if b.Addr == first || b.Addr == other {
+			want = 1
+		}
+		if b.PersistConns != want {
+			t.Fatalf("backend %v lists %d persistent connections, want %d", b.Addr, b.PersistConns, want)
+		}
+	}
 	// All connections time out (SYN_RECV: 60 s); the template lives 5 min more.
 	e.Advance(2 * time.Minute)
 	e.Expire()

@@ -293,7 +293,7 @@ func TestListFormats(t *testing.T) {
 		Service: nat.Service{Proto: packet.ProtoTCP, VIP: netip.MustParseAddr("198.18.0.10"), Port: 80, Scheduler: "rr",
 			Persistence: 300 * time.Second, PersistMask: 24},
 		Stats: nat.Stats{Conns: 100, PacketsIn: 700, BytesIn: 36700, PacketsOut: 123456789},
-		Backends: []nat.BackendInfo{{Backend: nat.Backend{Addr: rip, Port: 8080, Weight: 1}, ActiveConns: 3, InactiveConns: 12,
+		Backends: []nat.BackendInfo{{Backend: nat.Backend{Addr: rip, Port: 8080, Weight: 1}, ActiveConns: 3, InactiveConns: 12, PersistConns: 2,
 			Stats: nat.Stats{Conns: 50, PacketsIn: 350, BytesIn: 18350}}},
 	}}}
 	v.Flows = []nat.FlowInfo{{Proto: packet.ProtoTCP, State: "ESTABLISHED", Expires: 231 * time.Second,
@@ -318,6 +318,24 @@ pro expire state       source             virtual            destination
 TCP 03:51  ESTABLISHED 198.18.0.2:56954   198.18.0.10:80     198.18.2.11:8080
 `},
 		{"-L --timeout", "Timeout (tcp tcpfin udp): 900 120 300\n"},
+		// One service: ipvsadm prints no version line.
+		{"-L -n -t 198.18.0.10:80", `Prot LocalAddress:Port Scheduler Flags
+  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn
+TCP  198.18.0.10:80 rr persistent 300 mask 255.255.255.0
+  -> 198.18.2.11:8080             Masq    1      3          12        
+`},
+		{"-L -n --thresholds", `IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn 
+  -> RemoteAddress:Port
+TCP  198.18.0.10:80 rr persistent 300 mask 255.255.255.0
+  -> 198.18.2.11:8080             0          0          3          12        
+`},
+		{"-L -n --persistent-conn", `IP Virtual Server version 1.2.1 (size=4096)
+Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn 
+  -> RemoteAddress:Port
+TCP  198.18.0.10:80 rr persistent 300 mask 255.255.255.0
+  -> 198.18.2.11:8080             1         2           3          12        
+`},
 	} {
 		c, err := parse(tc.args)
 		if err != nil {

@@ -197,6 +197,8 @@ func WriteList(w io.Writer, c *Command, v *View) {
 		fmt.Fprintf(w, "%-33s %8s %8s %8s %8s %8s\n  -> RemoteAddress:Port\n", "Prot LocalAddress:Port", "CPS", "InPPS", "OutPPS", "InBPS", "OutBPS")
 	case c.Thresholds:
 		fmt.Fprintf(w, "%-33s %-10s %-10s %-10s %-10s\n  -> RemoteAddress:Port\n", "Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn", "InActConn")
+	case c.PersistentConn:
+		fmt.Fprintf(w, "%-33s %-9s %-11s %-10s %-10s\n  -> RemoteAddress:Port\n", "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn")
 	default:
 		fmt.Fprint(w, "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 	}
@@ -247,6 +249,10 @@ func WriteList(w io.Writer, c *Command, v *View) {
 			}
 			fmt.Fprintln(w)
 			for _, b := range s.Backends {
+				if c.PersistentConn {
+					fmt.Fprintf(w, "  -> %-28s %-9d %-11d %-10d %-10d\n", v.Names.realName(b.Addr, b.Port, s.Proto), b.Weight, b.PersistConns, b.ActiveConns, b.InactiveConns)
+					continue
+				}
 				if c.Thresholds {
 					// vsgate sets no connection thresholds (-x, -y): 0, as
 					// IPVS lists a real server without them.
