@@ -1,8 +1,13 @@
 // Package adm speaks the languages people already use to drive a virtual
 // server:
 //
-//   - ipvsadm's (-A/-E/-D services, -a/-e/-d real servers, -L with
-//     --stats, --rate, -c, --timeout, -Z, -C, -S/-R, --set);
+//   - ipvsadm 1.31's (-A/-E/-D services, -a/-e/-d real servers, -L with
+//     --stats, --rate, --thresholds, --persistent-conn, -c, --timeout,
+//     -Z, -C, -S/-R, --set, -h, -v), read as ipvsadm reads it with popt:
+//     the first option is the command, the command × option matrix and
+//     every message and exit status are ipvsadm's (ipvsadm.go; ExitError
+//     carries the status), -E/-e send a whole entry, and what IPVS has and
+//     vsgate not is refused as ipvsadm's kernel refuses (exit 255);
 //   - ipmasqadm portfw's, in the manual page's form (portfw -a -P tcp -L
 //     VIP PORT -R RIP PORT -p PREF, -d, -f, -l) and in the virtual-server
 //     handbook's (ipmasqadm -A VIP:PORT -R RIP:PORT, several -R making one
@@ -15,7 +20,9 @@
 // names once, as ipvsadm resolves its arguments (a name stands for every
 // address it has, narrowed to the families its real servers have); Apply
 // turns a Command into a new nat.Config (pure: the caller installs it,
-// and a command is applied whole or not at all); Write* format listings
+// and a command is applied whole or not at all; Restore runs -R's lines
+// one change at a time, as ipvsadm does, through the caller's install);
+// Write* format listings
 // exactly as the tools print them, from the engine's listings, with names
 // in place of numbers where the caller found some (View.Names). The
 // control server in package gateway runs commands that `vsgate adm` sends
