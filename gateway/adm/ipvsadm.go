@@ -18,6 +18,8 @@ import (
 // being given twice before its value is read; the command × option
 // matrix is checked in option order, not argv order, and the first
 // violation wins. Each refusal carries ipvsadm's words and exit status.
+// docs/research/ipvsadm-1.31.md has ipvsadm's behaviour with references
+// to its source.
 
 // ExitError is a refused command with ipvsadm's message and exit status:
 // 2 for what ipvsadm itself refuses (options and values), 255 for what
