@@ -935,10 +935,13 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, s *slot) Verdict {
 		return w.persistOutcome(svc, pk, w.insertWithPort(b, kw, &reply, m.ports, w.firstPort(), own, state, true))
 	}
 	// NAT mode keeps the client's address and port; only when another
-	// live flow holds that reply tuple (the client's same port through
-	// another VIP to the same real server, which the real server could
-	// not tell apart) does the client's port change, as the kernel's NAT
-	// remaps a clashing source port.
+	// flow holds that reply tuple (the client's same port through another
+	// VIP to the same real server, which the real server could not tell
+	// apart) does the client's port change, as the kernel's NAT remaps a
+	// clashing source port. A closed holder counts too: the real server
+	// may still hold that connection in TIME_WAIT, where the new SYN
+	// would meet PAWS (timestamps are random per connection) and get a
+	// bare ACK instead of a SYN-ACK.
 	return w.persistOutcome(svc, pk, w.insertWithPort(b, kw, &reply, [2]uint16{clashPortMin, clashPortMax}, p.SrcPort, own, state, false))
 }
 
@@ -1127,11 +1130,6 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 		}
 		rw := reply.words()
 		idx, evicted, err := e.tab.insert(kw, w.h, &rw, ownID, state, deadline, e)
-		if err == ErrFlowExists && reply.Dst == w.p.Src && reply.DstPort == w.p.SrcPort && w.reclaimClosed(&rw) {
-			var again bool
-			idx, again, err = e.tab.insert(kw, w.h, &rw, ownID, state, deadline, e)
-			evicted = evicted || again
-		}
 		if evicted {
 			e.counts.evictions.Add(1) // even if the insert failed after all
 		}
@@ -1158,27 +1156,6 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 		return Forward
 	}
 	return w.drop(DropPortsExhausted) // every port probed is taken
-}
-
-// reclaimClosed removes the flow that holds key rw if it is a closed TCP
-// flow (TIME_WAIT, CLOSE) and the packet opening the new flow is a SYN,
-// and reports whether it did: a client that reuses a port through another
-// VIP to the same real server (NAT mode: the same reply tuple) keeps its
-// port, as the kernel's NAT gives the new connection the tuple of a dead
-// one, instead of having it moved. Only for the client's own address and
-// port: a port vsgate chose (FULLNAT's pool, masquerading) is never taken
-// from a closed flow, since the real server may still hold that
-// connection in TIME_WAIT, where the new SYN would meet PAWS and get a
-// bare ACK; another port is probed instead.
-func (w *Worker) reclaimClosed(rw *tupleWords) bool {
-	if w.p.Proto != packet.ProtoTCP || w.p.TCPFlags&packet.TCPFlagSYN == 0 {
-		return false
-	}
-	ref, gen, ok := w.e.tab.lookup(rw)
-	if !ok || !closed(w.e.tab.flows[ref.index()].state.Load()) {
-		return false
-	}
-	return w.e.tab.remove(ref.index(), gen, w.e.retire)
 }
 
 // firstPort is where a port vsgate chooses (FULLNAT's, masquerading's)
