@@ -416,12 +416,13 @@ func (g *Gateway) swapL7Locked(next, added []L7Service, lns map[netip.AddrPort][
 	}
 	g.opts.L7 = next
 	// A draining service whose address an L4 service took ends now.
+	wired := g.wiredL7(g.desired)
 	for f, s := range g.l7draining {
-		if !slices.ContainsFunc(g.wiredL7(g.desired), func(w L7Service) bool { return w.VIP == s.VIP }) {
+		if !slices.ContainsFunc(wired, func(w L7Service) bool { return w.VIP == s.VIP }) {
 			_ = f.Close()
 		}
 	}
-	if err := g.unwireL7Link(oldWired, g.wiredL7(g.desired)); err != nil {
+	if err := g.unwireL7Link(oldWired, wired); err != nil {
 		g.log.Warn("l7: removing the wiring of removed services", "err", err)
 	}
 }

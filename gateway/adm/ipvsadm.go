@@ -501,7 +501,7 @@ func parseIpvsadm(ctx context.Context, args []string, r names.Resolver) (*Comman
 			if stringToNumber(v, 1, 1<<32-1) < 0 {
 				return nil, failf("invalid fwmark value `%s' specified", v)
 			}
-			fwmarkText, c.Proto = v, packet.ProtoTCP
+			fwmarkText, c.Fwmark, c.Proto = v, v, packet.ProtoTCP
 		case "ipv6":
 			if fwmarkText == "" {
 				return nil, failf("-6 used before -f\n")
@@ -519,7 +519,7 @@ func parseIpvsadm(ctx context.Context, args []string, r names.Resolver) (*Comman
 				c.Persistence = time.Duration(n) * time.Second
 			}
 		case "netmask":
-			n, err := parseNetmask(v, c.VIPIsIPv6(vipText))
+			n, err := parseNetmask(v, isIPv6Text(vipText))
 			if err != nil {
 				return nil, err
 			}
@@ -665,9 +665,6 @@ func parseIpvsadm(ctx context.Context, args []string, r names.Resolver) (*Comman
 			return nil, failf("Tunnel options conflict with forward method")
 		}
 	}
-	if fwmarkText != "" {
-		c.Fwmark = fwmarkText
-	}
 	if vipText != "" {
 		ep, err := resolveEndpoint(ctx, r, vipText, c.Proto, false)
 		if err != nil {
@@ -704,9 +701,9 @@ func portOf(text string) string {
 	return port
 }
 
-// VIPIsIPv6 tells whether a service address as typed is IPv6 (for -M's
+// isIPv6Text tells whether a service address as typed is IPv6 (for -M's
 // form).
-func (c *Command) VIPIsIPv6(text string) bool {
+func isIPv6Text(text string) bool {
 	if strings.HasPrefix(text, "[") {
 		return true
 	}
