@@ -77,6 +77,12 @@ type Backend struct {
 	Port   uint16
 	Weight uint32 // 0 = quiescent: no new flows, existing ones stay
 	Down   bool   // marked down by health checks
+	// Upper and Lower are the connection thresholds (ipvsadm -x, -y; 0:
+	// none): at Upper flows the backend is overloaded and gets no new
+	// ones until it falls below Lower, or 3/4 of Upper without Lower
+	// (sched.Backend). A persistent client's template still leads to an
+	// overloaded backend, as in IPVS.
+	Upper, Lower uint32
 }
 
 // Service is one virtual service: (protocol, VIP, port) to real servers.
@@ -85,7 +91,7 @@ type Service struct {
 	VIP       netip.Addr
 	Port      uint16
 	Mode      Mode
-	Scheduler string       // a sched name: rr, wrr, lc, wlc, sed, nq, sh, dh, mh, p2c, fo
+	Scheduler string       // a sched name: rr, wrr, lc, wlc, sed, nq, sh, dh, mh, p2c, fo, ovf, lblc, lblcr
 	Sched     sched.Config // the scheduler's options
 	Backends  []Backend
 	// Sloppy adopts a TCP flow seen first mid-stream (no SYN), as IPVS's
@@ -555,7 +561,7 @@ func (e *Engine) Update(cfg Config) error {
 	for k, svc := range seen {
 		bs := make([]sched.Backend, len(svc.cfg.Backends))
 		for j, b := range svc.cfg.Backends {
-			bs[j] = sched.Backend{Addr: addr16(b.Addr), Port: b.Port, Weight: b.Weight, Down: b.Down}
+			bs[j] = sched.Backend{Addr: addr16(b.Addr), Port: b.Port, Weight: b.Weight, Down: b.Down, Upper: b.Upper, Lower: b.Lower}
 		}
 		// Checked here, not left to the Update below: a scheduler
 		// shared with the live snapshot must not change unless the

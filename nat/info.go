@@ -17,7 +17,10 @@ type BackendInfo struct {
 	// PersistConns are the persistence templates that send clients to
 	// it (IPVS's persistconns; 0 for a service without -p).
 	PersistConns int64
-	Stats        Stats
+	// Overloaded: over its connection thresholds, it takes no new flows
+	// (Backend.Upper).
+	Overloaded bool
+	Stats      Stats
 }
 
 // ServiceInfo describes one virtual service for listings.
@@ -65,6 +68,7 @@ func (e *Engine) Services() []ServiceInfo {
 				if d := own.dest.Load(); d.Addr() == addr16(b.Addr) && d.Port() == b.Port {
 					bi.ActiveConns, bi.InactiveConns = d.Conns()
 					bi.PersistConns = templates[d.ID()]
+					bi.Overloaded = d.Overloaded()
 					bi.Stats = e.statsSinceZero(own.stat)
 				}
 			}

@@ -894,7 +894,7 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, s *slot) Verdict {
 		}
 	}
 	if own == nil {
-		d, ok := svc.sched.Pick(sched.Key{Hash: w.h, SrcAddr: p.Src, DstAddr: p.Dst, SrcPort: p.SrcPort})
+		d, ok := svc.sched.Pick(sched.Key{Hash: w.h, SrcAddr: p.Src, DstAddr: p.Dst, SrcPort: p.SrcPort, Now: w.now * int64(w.e.tick)})
 		if !ok {
 			return w.drop(DropNoBackend)
 		}

@@ -9,8 +9,8 @@
 // each new flow with [Scheduler.Pick]. The backend set is an immutable
 // snapshot behind an atomic.Pointer: Update builds the next one (Maglev and
 // hash tables, weighted schedules, load trees) and swaps it in; Pick loads it
-// once, takes no lock and allocates nothing, so any number of workers may
-// call it while Update runs.
+// once, takes no lock (lblc and lblcr excepted, see below) and allocates
+// nothing, so any number of workers may call it while Update runs.
 //
 // Algorithms (name for New, IPVS module it follows):
 //
@@ -25,11 +25,25 @@
 //	mh   Maglev hashing of the flow hash (NSDI 2016)
 //	p2c  power of two random choices on active connections
 //	fo   weighted failover                             ip_vs_fo
+//	ovf  weighted overflow                             ip_vs_ovf
+//	lblc locality-based least connection              ip_vs_lblc
+//	lblcr locality-based least connection, replicated ip_vs_lblcr
 //
 // "Available" means Weight > 0 (weight 0 is quiescent: no new flows, existing
 // flows stay) and not Down (marked down by health checks). No algorithm ever
 // returns an unavailable backend; when none is available Pick says so with
 // ok == false and the caller decides whether to drop or reject.
+//
+// # Connection thresholds
+//
+// A backend may have upper and lower connection thresholds (Backend.Upper
+// and Lower, ipvsadm -x and -y), with IPVS's rule for its OVERLOAD flag
+// ([Dest.Overloaded]): a new connection that brings its connections
+// (active plus inactive) to Upper sets it; an ended one that brings them
+// below Lower, or below 3/4 of Upper when Lower is 0, clears it; an Update
+// that raises or removes Upper clears it. No algorithm picks an overloaded
+// backend, as in IPVS; when every available backend is overloaded Pick
+// finds none.
 //
 // # Connection counters
 //
@@ -82,18 +96,25 @@
 //     Its table holds only available backends and is rebuilt on every
 //     Update, so health changes move only the affected backend's slots plus
 //     a small fraction of the others.
-//   - IPVS's upper/lower connection thresholds (the OVERLOAD flag) are not
-//     implemented; Down is the only "skip this backend" signal.
+//   - lblc and lblcr remember destination addresses in a fixed table (4,096
+//     addresses, sets of 4 by hash, the least recently used replaced;
+//     lblcr sets of at most 8 servers) where IPVS's grows and is swept of
+//     entries unused for a day; an address pushed out is scheduled afresh,
+//     as an expired one is in IPVS. Their picks take a mutex, as IPVS
+//     takes its sched_lock, on the new-flow path only. A remembered lblc
+//     server over its connection thresholds is not used (IPVS checks only
+//     lblc's own "more active connections than weight" rule there). Entries
+//     age by Key.Now, the caller's clock: sched reads none of its own.
 //
 // Weights are 0..[MaxWeight] (ipvsadm's range); a set holds at most
 // [MaxBackends] backends.
 //
 // # What it must not do
 //
-// sched knows nothing of packets, flows, protocols, devices or time. It does
-// no I/O, starts no goroutine, logs nothing and keeps no package-level
-// mutable state. It must not allocate or block in Pick. The flow engine
-// (nat, proxy) owns flows and their state; the gateway owns health checks
+// sched knows nothing of packets, flows, protocols or devices, and reads no
+// clock. It does no I/O, starts no goroutine, logs nothing and keeps no
+// package-level mutable state. It must not allocate in Pick, nor block
+// there but for lblc's and lblcr's table mutex. The flow engine (nat, proxy) owns flows and their state; the gateway owns health checks
 // and configuration and tells sched the result through Update.
 //
 // Hashes of backend identity and of flow keys are part of the behaviour

@@ -19,6 +19,7 @@ const (
 	seedDH     = 0x452821e638d01377 // dh: destination address
 	seedMH     = 0xbe5466cf34e90c6d // mh: flow hash
 	seedP2C    = 0xc0ac29b7c97c50dd // p2c: flow hash
+	seedLocal  = 0x3f84d5b5b5470917 // lblc, lblcr: destination address to table set
 	mulA       = 0x9e3779b97f4a7c15 // golden ratio, 2^64/phi
 	mulB       = 0xb7e151628aed2a6b // e
 )

@@ -33,6 +33,7 @@ type loadTree struct {
 	node []int32  // 1-based heap: node[size+i] = leaf i (or -1), node[i] = winner below i
 	key  []uint64 // load of each leaf
 	w    []uint64 // weight of each leaf (1 for lc)
+	off  []bool   // the leaf's backend is overloaded: it takes no part
 }
 
 // newLoadTree builds the tree for the given available backends (list order)
@@ -49,6 +50,7 @@ func newLoadTree(k kind, dests []*Dest, weights []uint32) *loadTree {
 		node: make([]int32, 2*size),
 		key:  make([]uint64, n),
 		w:    make([]uint64, n),
+		off:  make([]bool, n),
 	}
 	for i := range size {
 		leaf := int32(-1)
@@ -57,6 +59,7 @@ func newLoadTree(k kind, dests []*Dest, weights []uint32) *loadTree {
 			d := dests[i]
 			d.leaf = i
 			t.key[i] = loadKey(k, d.active.Load(), d.inactive.Load())
+			t.off[i] = d.over.Load()
 			t.w[i] = 1
 			if k != kLC {
 				t.w[i] = uint64(weights[i])
@@ -67,12 +70,14 @@ func newLoadTree(k kind, dests []*Dest, weights []uint32) *loadTree {
 	for i := size - 1; i >= 1; i-- {
 		t.node[i] = t.better(t.node[2*i], t.node[2*i+1])
 	}
-	if n == 0 {
-		t.root.Store(-1)
-	} else {
-		t.root.Store(t.node[1])
-	}
+	t.root.Store(t.top())
 	return t
+}
+
+// top is the tree's winner: node[1], unless that is an empty leaf or (in a
+// tree of one leaf, where node[1] is the leaf itself) an overloaded one.
+func (t *loadTree) top() int32 {
+	return t.better(t.node[1], -1)
 }
 
 // loadKey is the per-algorithm load of a backend (see loadTree).
@@ -90,8 +95,15 @@ func loadKey(k kind, active, inactive int64) uint64 {
 	return a<<8 + clampCount(inactive)
 }
 
-// better returns the leaf IPVS would pick of a and b (-1 is an empty leaf).
+// better returns the leaf IPVS would pick of a and b (-1 is an empty leaf,
+// and an overloaded one counts as empty: IPVS skips it).
 func (t *loadTree) better(a, b int32) int32 {
+	if a >= 0 && t.off[a] {
+		a = -1
+	}
+	if b >= 0 && t.off[b] {
+		b = -1
+	}
 	if a < 0 {
 		return b
 	}
@@ -105,11 +117,12 @@ func (t *loadTree) better(a, b int32) int32 {
 	return b
 }
 
-// set changes the load of leaf and replays its path to the root. Above a
-// node whose winner neither changed nor is leaf, nothing depends on leaf's
-// load, so the walk stops there. It must run under the scheduler's mutex.
-func (t *loadTree) set(leaf int32, key uint64) {
-	t.key[leaf] = key
+// set changes the load and the overload of leaf and replays its path to
+// the root. Above a node whose winner neither changed nor is leaf, nothing
+// depends on leaf's load, so the walk stops there. It must run under the
+// scheduler's mutex.
+func (t *loadTree) set(leaf int32, key uint64, off bool) {
+	t.key[leaf], t.off[leaf] = key, off
 	for i := (t.size + leaf) >> 1; i >= 1; i >>= 1 {
 		w := t.better(t.node[2*i], t.node[2*i+1])
 		if w == t.node[i] && w != leaf {
@@ -117,7 +130,7 @@ func (t *loadTree) set(leaf int32, key uint64) {
 		}
 		t.node[i] = w
 	}
-	if t.root.Load() != t.node[1] {
-		t.root.Store(t.node[1])
+	if r := t.top(); t.root.Load() != r {
+		t.root.Store(r)
 	}
 }

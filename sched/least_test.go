@@ -57,12 +57,12 @@ func TestLeastFormulas(t *testing.T) {
 	}
 }
 
-// TestLeastMatchesIPVS diffs lc, wlc, sed, nq and fo against literal
-// translations of the kernel's loops, on seeded random sets and counters,
-// after every counter change and across updates that reorder, reweight,
-// mark down and remove backends.
+// TestLeastMatchesIPVS diffs lc, wlc, sed, nq, fo and ovf against literal
+// translations of the kernel's loops, on seeded random sets, counters and
+// connection thresholds, after every counter change and across updates that
+// reorder, reweight, mark down and remove backends.
 func TestLeastMatchesIPVS(t *testing.T) {
-	for _, name := range []string{"lc", "wlc", "sed", "nq", "fo"} {
+	for _, name := range []string{"lc", "wlc", "sed", "nq", "fo", "ovf"} {
 		ref := ipvsRef(name)
 		rng := rand.New(rand.NewPCG(42, uint64(len(name))))
 		s := mustNew(t, name, Config{})
@@ -75,6 +75,10 @@ func TestLeastMatchesIPVS(t *testing.T) {
 			bs := mkBackends(n, func(int) uint32 { return uint32(rng.IntN(5)) })
 			for i := range bs {
 				bs[i].Down = rng.IntN(6) == 0
+				if rng.IntN(3) == 0 { // thresholds the random counts cross
+					bs[i].Upper = uint32(1 + rng.IntN(300))
+					bs[i].Lower = uint32(rng.IntN(int(bs[i].Upper) + 1))
+				}
 			}
 			mustUpdate(t, s, bs)
 			// Small counter ranges force ties; inactive up to 600 crosses

@@ -102,7 +102,7 @@ func ipvsDests(s Scheduler, bs []Backend) []ipvsDest {
 	dests := s.Dests()
 	for i, b := range bs {
 		a, in := dests[i].Conns()
-		out[i] = ipvsDest{weight: int64(b.Weight), overloaded: b.Down, active: a, inactive: in}
+		out[i] = ipvsDest{weight: int64(b.Weight), overloaded: b.Down || dests[i].Overloaded(), active: a, inactive: in}
 	}
 	return out
 }
@@ -189,6 +189,20 @@ func ipvsFO(ds []ipvsDest) int {
 	return best
 }
 
+// ipvsOVF is ip_vs_ovf_schedule.
+func ipvsOVF(ds []ipvsDest) int {
+	h := -1
+	for i, d := range ds {
+		if d.overloaded || d.active > d.weight || d.weight == 0 {
+			continue
+		}
+		if h < 0 || d.weight > ds[h].weight {
+			h = i
+		}
+	}
+	return h
+}
+
 // ipvsRef returns the IPVS reference for a load-based algorithm.
 func ipvsRef(name string) func([]ipvsDest) int {
 	switch name {
@@ -202,6 +216,8 @@ func ipvsRef(name string) func([]ipvsDest) int {
 		return ipvsNQ
 	case "fo":
 		return ipvsFO
+	case "ovf":
+		return ipvsOVF
 	}
 	panic("no IPVS reference for " + name)
 }

@@ -42,6 +42,9 @@ var (
 	ErrDuplicate = errors.New("duplicate backend")
 	// ErrTooMany: a set has more than MaxBackends backends.
 	ErrTooMany = errors.New("too many backends")
+	// ErrThreshold: a backend's lower connection threshold is above its
+	// upper one (IPVS refuses it with ERANGE, also when the upper one is 0).
+	ErrThreshold = errors.New("lower threshold above upper threshold")
 )
 
 // Backend is one real server as configured: the input to Update.
@@ -61,6 +64,12 @@ type Backend struct {
 	// Down marks a backend that health checks found dead: no algorithm
 	// picks it. Its counters and, for sh and dh, its hash buckets stay.
 	Down bool
+	// Upper and Lower are the connection thresholds (ipvsadm -x and -y;
+	// 0 means none): a backend whose connections (active plus inactive)
+	// reach Upper is overloaded and gets no new flows until they fall
+	// below Lower, or below 3/4 of Upper when Lower is 0 (see
+	// [Dest.Overloaded]). Lower may not exceed Upper.
+	Upper, Lower uint32
 }
 
 // ID returns the backend's identity: a 64-bit hash of Addr and Port and
@@ -91,6 +100,10 @@ type Key struct {
 	SrcAddr [16]byte
 	DstAddr [16]byte
 	SrcPort uint16
+	// Now is the caller's monotonic clock in nanoseconds. Only lblc and
+	// lblcr read it: it ages their entries (see locality.go); sched reads
+	// no clock of its own.
+	Now int64
 }
 
 // Config holds the options of one scheduler. The zero value gives the
@@ -161,11 +174,19 @@ type Dest struct {
 	owner *scheduler
 	leaf  int32  // position in the current load tree, -1 if none; guarded by owner.mu
 	gen   uint64 // last Update generation that listed this Dest; guarded by owner.mu
-	_     [64 - 56]byte
+	// limits is Upper<<32 | Lower as the last Update gave them.
+	limits atomic.Uint64
 
 	active   atomic.Int64
 	inactive atomic.Int64
-	_        [64 - 16]byte
+	// over is IPVS's IP_VS_DEST_F_OVERLOAD: set and cleared by Add (and
+	// cleared by Update) under the thresholds in limits.
+	over atomic.Bool
+	// weight is the backend's weight if it is available in the current
+	// set, else 0 (quiescent, down or removed): what ovf, lblc and lblcr
+	// compare, and how lblc and lblcr tell a remembered Dest still usable.
+	weight atomic.Uint32
+	_      [64 - 24]byte
 }
 
 // Addr returns the backend's address (IPv4 v4-mapped).
@@ -182,6 +203,22 @@ func (d *Dest) String() string {
 	return Backend{Addr: d.addr, Port: d.port}.String()
 }
 
+// Overloaded reports whether the backend is over its connection thresholds
+// (IPVS's OVERLOAD flag): no algorithm picks it for a new flow. Add sets it
+// when a new connection brings the total (active plus inactive) to Upper,
+// and clears it when a connection's end brings the total below Lower, or
+// below 3/4 of Upper when Lower is 0; Update clears it when Upper is
+// raised or removed. Under concurrent Adds the flag may briefly trail the
+// counts, as IPVS's does.
+func (d *Dest) Overloaded() bool { return d.over.Load() }
+
+// Thresholds returns the upper and lower connection thresholds the last
+// Update gave the backend.
+func (d *Dest) Thresholds() (upper, lower uint32) {
+	l := d.limits.Load()
+	return uint32(l >> 32), uint32(l)
+}
+
 // Conns returns the active and inactive connection counts as reported
 // through Add.
 func (d *Dest) Conns() (active, inactive int64) {
@@ -196,21 +233,49 @@ func (d *Dest) Conns() (active, inactive int64) {
 func (d *Dest) Add(active, inactive int64) {
 	s := d.owner
 	if !s.kind.loadTracked() {
+		a, in := d.active.Load(), d.inactive.Load()
 		if active != 0 {
-			d.active.Add(active)
+			a = d.active.Add(active)
 		}
 		if inactive != 0 {
-			d.inactive.Add(inactive)
+			in = d.inactive.Add(inactive)
 		}
+		d.updateOverload(active+inactive, a+in)
 		return
 	}
 	s.mu.Lock()
 	a := d.active.Add(active)
 	in := d.inactive.Add(inactive)
+	d.updateOverload(active+inactive, a+in)
 	if d.leaf >= 0 {
-		s.cur.Load().tree.set(d.leaf, loadKey(s.kind, a, in))
+		s.cur.Load().tree.set(d.leaf, loadKey(s.kind, a, in), d.over.Load())
 	}
 	s.mu.Unlock()
+}
+
+// updateOverload applies IPVS's rule for the OVERLOAD flag after the total
+// connection count changed by delta to total: a new connection
+// (ip_vs_bind_dest) sets it at Upper; an ended one (ip_vs_unbind_dest)
+// clears it below Lower, below 3/4 of Upper without Lower, and at once
+// without thresholds.
+func (d *Dest) updateOverload(delta, total int64) {
+	switch {
+	case delta > 0:
+		if l := d.limits.Load(); l != 0 {
+			if upper := int64(l >> 32); upper != 0 && total >= upper && !d.over.Load() {
+				d.over.Store(true)
+			}
+		}
+	case delta < 0:
+		if !d.over.Load() {
+			return
+		}
+		l := d.limits.Load()
+		upper, lower := int64(l>>32), int64(uint32(l))
+		if lower != 0 && total < lower || lower == 0 && (upper == 0 || total*4 < upper*3) {
+			d.over.Store(false)
+		}
+	}
 }
 
 // kind is one algorithm.
@@ -228,6 +293,9 @@ const (
 	kMH
 	kP2C
 	kFO
+	kOVF
+	kLBLC
+	kLBLCR
 	numKinds
 )
 
@@ -255,6 +323,12 @@ func (k kind) String() string {
 		return "p2c"
 	case kFO:
 		return "fo"
+	case kOVF:
+		return "ovf"
+	case kLBLC:
+		return "lblc"
+	case kLBLCR:
+		return "lblcr"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
@@ -264,6 +338,9 @@ func (k kind) loadTracked() bool { return k >= kLC && k <= kNQ }
 
 // hashed reports whether the scheduler has a slot table.
 func (k kind) hashed() bool { return k == kSH || k == kDH || k == kMH }
+
+// local reports whether the scheduler keeps a locality table.
+func (k kind) local() bool { return k == kLBLC || k == kLBLCR }
 
 // Names returns the scheduler names New accepts, in a fixed order.
 func Names() []string {
@@ -305,6 +382,9 @@ func New(name string, cfg Config) (Scheduler, error) {
 			k, m, ErrTableSize, MaxTableSize, DefaultTableSize)
 	}
 	s := &scheduler{kind: k, cfg: cfg, m: m, dests: make(map[addrPort]*Dest)}
+	if k.local() {
+		s.loc = newLocality()
+	}
 	s.cur.Store(s.build(nil, nil, nil))
 	return s, nil
 }
@@ -325,6 +405,8 @@ type scheduler struct {
 	mu    sync.Mutex // serializes Update; for lc/wlc/sed/nq also Dest.Add
 	gen   uint64
 	dests map[addrPort]*Dest // current and retired-with-connections Dests
+
+	loc *locality // lblc, lblcr
 }
 
 // snapshot is one immutable backend set and the tables built from it. Only
@@ -344,9 +426,9 @@ type snapshot struct {
 
 	tree *loadTree // lc, wlc, sed, nq
 
-	weight []uint64 // p2c: weight of dests[i]
+	weight []uint64 // p2c, ovf, lblc, lblcr: weight of dests[i]
 
-	fo *Dest // fo: the winner, nil if none
+	fo []*Dest // fo: the available backends by weight, highest (then first) first
 
 	// sh, dh, mh
 	table    []uint16 // slot -> index into dests
@@ -376,6 +458,9 @@ func (s *scheduler) Check(backends []Backend) error {
 		b := &backends[i]
 		if b.Weight > MaxWeight {
 			return fmt.Errorf("sched %s: backend %s: weight %d: %w (0..%d)", s.kind, b, b.Weight, ErrWeight, MaxWeight)
+		}
+		if b.Lower > b.Upper {
+			return fmt.Errorf("sched %s: backend %s: lower threshold %d, upper %d: %w", s.kind, b, b.Lower, b.Upper, ErrThreshold)
 		}
 		k := addrPort{b.Addr, b.Port}
 		if _, dup := seen[k]; dup {
@@ -411,10 +496,23 @@ func (s *scheduler) Update(backends []Backend) error {
 		}
 		d.gen = s.gen
 		all[i] = d
+		// ip_vs_update_dest: a raised or removed upper threshold clears
+		// the flag; a lowered one sets it only at the next connection.
+		old := d.limits.Load()
+		if b.Upper == 0 || uint64(b.Upper) > old>>32 {
+			d.over.Store(false)
+		}
+		d.limits.Store(uint64(b.Upper)<<32 | uint64(b.Lower))
+		if b.available() {
+			d.weight.Store(b.Weight)
+		} else {
+			d.weight.Store(0)
+		}
 	}
 	for k, d := range s.dests {
 		d.leaf = -1
 		if d.gen != s.gen {
+			d.weight.Store(0)
 			if a, in := d.Conns(); a == 0 && in == 0 {
 				delete(s.dests, k)
 			}
@@ -452,18 +550,21 @@ func (s *scheduler) build(backends []Backend, all []*Dest, prev *snapshot) *snap
 	case kLC, kWLC, kSED, kNQ:
 		p.dests = avail
 		p.tree = newLoadTree(s.kind, avail, weights)
-	case kP2C:
+	case kP2C, kOVF, kLBLC, kLBLCR:
 		p.dests = avail
 		p.weight = make([]uint64, len(weights))
 		for i, w := range weights {
 			p.weight[i] = uint64(w)
 		}
 	case kFO:
-		var best uint32
-		for i, d := range avail {
-			if weights[i] > best {
-				best, p.fo = weights[i], d
-			}
+		idx := make([]int, len(avail))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(weights[b], weights[a]) })
+		p.fo = make([]*Dest, len(idx))
+		for j, i := range idx {
+			p.fo[j] = avail[i]
 		}
 	case kMH:
 		idx := make([]int, len(avail))
@@ -525,16 +626,27 @@ func (s *scheduler) Pick(k Key) (*Dest, bool) {
 	p := s.cur.Load()
 	switch p.kind {
 	case kRR:
+		// As ip_vs_rr_schedule: the next backend in the list that is not
+		// overloaded; the cursor moves past the ones skipped.
 		n := uint64(len(p.dests))
-		if n == 0 {
-			return nil, false
+		for range n {
+			if d := p.dests[(p.cursor.n.Add(1)-1)%n]; !d.over.Load() {
+				return d, true
+			}
 		}
-		return p.dests[(p.cursor.n.Add(1)-1)%n], true
+		return nil, false
 	case kWRR:
 		if p.period == 0 {
 			return nil, false
 		}
-		return p.dests[p.wrrIndex((p.cursor.n.Add(1)-1)%p.period)], true
+		for range len(p.dests) {
+			if d := p.dests[p.wrrIndex((p.cursor.n.Add(1)-1)%p.period)]; !d.over.Load() {
+				return d, true
+			}
+		}
+		// The schedule's next positions all named overloaded backends
+		// (a heavy one is): take the first free one from a rotating start.
+		return p.firstFree(p.cursor.n.Load())
 	case kLC, kWLC, kSED, kNQ:
 		r := p.tree.root.Load()
 		if r < 0 {
@@ -544,13 +656,26 @@ func (s *scheduler) Pick(k Key) (*Dest, bool) {
 	case kP2C:
 		return p.pickP2C(k.Hash)
 	case kFO:
-		return p.fo, p.fo != nil
+		for _, d := range p.fo {
+			if !d.over.Load() {
+				return d, true
+			}
+		}
+		return nil, false
+	case kOVF:
+		return p.pickOVF()
+	case kLBLC, kLBLCR:
+		return s.loc.pick(p, k)
 	case kMH:
 		if len(p.table) == 0 {
 			return nil, false
 		}
 		h := hashFlow(seedMH, k.Hash)
-		return p.dests[p.table[reduce(h, uint64(len(p.table)))]], true
+		slot := reduce(h, uint64(len(p.table)))
+		if d := p.dests[p.table[slot]]; !d.over.Load() {
+			return d, true
+		}
+		return p.probeTable(slot, func(i uint16) bool { return !p.dests[i].over.Load() })
 	case kSH:
 		port := uint16(0)
 		if p.port {
@@ -572,21 +697,71 @@ func (p *snapshot) pickTable(h uint64) (*Dest, bool) {
 	}
 	m := uint64(len(p.table))
 	slot := reduce(h, m)
-	if i := p.table[slot]; p.up[i] {
+	usable := func(i uint16) bool { return p.up[i] && !p.dests[i].over.Load() }
+	if i := p.table[slot]; usable(i) {
 		return p.dests[i], true
 	}
 	if !p.fallback {
 		return nil, false
 	}
+	return p.probeTable(slot, usable)
+}
+
+// probeTable returns the backend of the first slot after slot whose
+// backend is usable, probing linearly as IPVS's ip_vs_sh_get_fallback
+// does. It first makes sure one exists (a scan of the members), so that a
+// set whose members are all overloaded costs O(n), not O(table).
+func (p *snapshot) probeTable(slot uint64, usable func(uint16) bool) (*Dest, bool) {
+	any := false
+	for i := range p.dests {
+		if usable(uint16(i)) {
+			any = true
+			break
+		}
+	}
+	if !any {
+		return nil, false
+	}
+	m := uint64(len(p.table))
 	for range m - 1 {
 		if slot++; slot == m {
 			slot = 0
 		}
-		if i := p.table[slot]; p.up[i] {
+		if i := p.table[slot]; usable(i) {
 			return p.dests[i], true
 		}
 	}
-	return nil, false // unreachable: anyUp and every member has a slot
+	return nil, false // unreachable: every member has a slot
+}
+
+// firstFree returns the first backend that is not overloaded, scanning the
+// available ones from position start (mod their number).
+func (p *snapshot) firstFree(start uint64) (*Dest, bool) {
+	n := uint64(len(p.dests))
+	for j := range n {
+		if d := p.dests[(start+j)%n]; !d.over.Load() {
+			return d, true
+		}
+	}
+	return nil, false
+}
+
+// pickOVF is ip_vs_ovf_schedule (weighted overflow): the backend of the
+// highest weight, the first of equals, among those not overloaded whose
+// active connections do not exceed their weight.
+func (p *snapshot) pickOVF() (*Dest, bool) {
+	var best *Dest
+	var bw uint64
+	for i, d := range p.dests {
+		w := p.weight[i]
+		if d.over.Load() || clampCount(d.active.Load()) > w {
+			continue
+		}
+		if best == nil || w > bw {
+			best, bw = d, w
+		}
+	}
+	return best, best != nil
 }
 
 // pickP2C draws two distinct available backends from the flow hash and
@@ -597,10 +772,18 @@ func (p *snapshot) pickP2C(hash uint64) (*Dest, bool) {
 	case 0:
 		return nil, false
 	case 1:
-		return p.dests[0], true
+		return p.firstFree(0)
 	}
 	i, j := p2cCandidates(hash, n)
 	a, b := p.dests[i], p.dests[j]
+	switch oa, ob := a.over.Load(), b.over.Load(); {
+	case oa && ob:
+		return p.firstFree(i)
+	case oa:
+		return b, true
+	case ob:
+		return a, true
+	}
 	la := (clampCount(a.active.Load()) + 1) * p.weight[j]
 	lb := (clampCount(b.active.Load()) + 1) * p.weight[i]
 	if lb < la {

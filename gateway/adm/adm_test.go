@@ -111,7 +111,6 @@ func TestIpvsadmSession(t *testing.T) {
 		{"-A --sctp-service 198.18.0.10:80", "Protocol not available"},
 		{"-a -t 198.18.0.10:80 -r 198.18.2.14 -i", "tunnelling (-i) is not supported"},
 		{"-a -t 198.18.0.10:80 -r 198.18.2.14 -m -y 10", "Numerical result out of range"},
-		{"-a -t 198.18.0.10:80 -r 198.18.2.14 -m -x 10", "connection thresholds (-x, -y) are not supported yet"},
 		{"-A -u 198.18.0.10:54 -o", "one-packet scheduling (-o) is not supported yet"},
 		{"-A -t 198.18.0.10:81 --pe sip", "Scheduler or persistence engine not found"},
 		{"-A -t 198.18.0.10 -p", "port 0"},
@@ -141,6 +140,18 @@ func TestIpvsadmSession(t *testing.T) {
 	}
 	if _, err := run(t, cfg, "-e -t 198.18.0.10:80 -r 198.18.2.11:8080 -w 5"); err == nil {
 		t.Fatal("-e without -m on a NAT service with two real servers (ipvsadm: direct routing for that one) was accepted")
+	}
+	// Connection thresholds (ipvsadm.c: -x/-y set u_threshold/l_threshold
+	// of the whole entry -a and -e send; ipvsadm-save leaves them out).
+	edited = mustRun(t, cfg, "-e -t 198.18.0.10:80 -r 198.18.2.11:8080 -m -x 100 -y 50")
+	if b := edited.Services[0].Backends[0]; b.Upper != 100 || b.Lower != 50 {
+		t.Fatalf("-e -x 100 -y 50: %+v", b)
+	}
+	if b := mustRun(t, edited, "-e -t 198.18.0.10:80 -r 198.18.2.11:8080 -m -w 2").Services[0].Backends[0]; b.Upper != 0 || b.Lower != 0 || b.Weight != 2 {
+		t.Fatalf("-e -w 2 after -x 100 -y 50: %+v, want the thresholds gone", b)
+	}
+	if b := mustRun(t, cfg, "-a -t 198.18.0.10:80 -r 198.18.2.14 -m -x 8").Services[0].Backends[2]; b.Upper != 8 || b.Lower != 0 {
+		t.Fatalf("-a -x 8: %+v", b)
 	}
 	cfg = mustRun(t, cfg, "-d -t 198.18.0.10:80 -r 198.18.2.12:80", "-D -u 198.18.0.10:53")
 	if len(cfg.Services) != 1 || len(cfg.Services[0].Backends) != 1 {
@@ -293,7 +304,7 @@ func TestListFormats(t *testing.T) {
 		Service: nat.Service{Proto: packet.ProtoTCP, VIP: netip.MustParseAddr("198.18.0.10"), Port: 80, Scheduler: "rr",
 			Persistence: 300 * time.Second, PersistMask: 24},
 		Stats: nat.Stats{Conns: 100, PacketsIn: 700, BytesIn: 36700, PacketsOut: 123456789},
-		Backends: []nat.BackendInfo{{Backend: nat.Backend{Addr: rip, Port: 8080, Weight: 1}, ActiveConns: 3, InactiveConns: 12, PersistConns: 2,
+		Backends: []nat.BackendInfo{{Backend: nat.Backend{Addr: rip, Port: 8080, Weight: 1, Upper: 2000000, Lower: 1500}, ActiveConns: 3, InactiveConns: 12, PersistConns: 2,
 			Stats: nat.Stats{Conns: 50, PacketsIn: 350, BytesIn: 18350}}},
 	}}}
 	v.Flows = []nat.FlowInfo{{Proto: packet.ProtoTCP, State: "ESTABLISHED", Expires: 231 * time.Second,
@@ -328,7 +339,7 @@ TCP  198.18.0.10:80 rr persistent 300 mask 255.255.255.0
 Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn 
   -> RemoteAddress:Port
 TCP  198.18.0.10:80 rr persistent 300 mask 255.255.255.0
-  -> 198.18.2.11:8080             0          0          3          12        
+  -> 198.18.2.11:8080             2000000    1500       3          12        
 `},
 		{"-L -n --persistent-conn", `IP Virtual Server version 1.2.1 (size=4096)
 Prot LocalAddress:Port            Weight    PersistConn ActiveConn InActConn 

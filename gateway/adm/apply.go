@@ -117,8 +117,6 @@ func unsupported(c *Command) error {
 		return KernelError("tunnelling (-i) is not supported: vsgate forwards by NAT (-m), FULLNAT (--fullnat) and direct routing (-g); this kernel has no IPIP, GRE or FOU devices to test a tunnel with")
 	case c.LThreshold > c.UThreshold:
 		return KernelError("Numerical result out of range") // the kernel's ERANGE: l_threshold above u_threshold
-	case c.UThreshold > 0 || c.LThreshold > 0:
-		return KernelError("connection thresholds (-x, -y) are not supported yet")
 	case c.OnePacket:
 		return KernelError("one-packet scheduling (-o) is not supported yet")
 	case c.PE != "":
@@ -227,10 +225,12 @@ func applyToService(cfg *nat.Config, c *Command, vip netip.AddrPort) error {
 			if c.Weight >= 0 {
 				w = c.Weight
 			}
+			// The thresholds too: -e without -x or -y removes them.
+			u, l := uint32(c.UThreshold), uint32(c.LThreshold)
 			if j < 0 {
-				s.Backends = append(s.Backends, nat.Backend{Addr: real.Addr(), Port: real.Port(), Weight: uint32(w)})
+				s.Backends = append(s.Backends, nat.Backend{Addr: real.Addr(), Port: real.Port(), Weight: uint32(w), Upper: u, Lower: l})
 			} else {
-				s.Backends[j].Weight = uint32(w)
+				s.Backends[j].Weight, s.Backends[j].Upper, s.Backends[j].Lower = uint32(w), u, l
 			}
 		}
 	case OpDelServer, OpPortfwDel:

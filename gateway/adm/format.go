@@ -254,9 +254,7 @@ func WriteList(w io.Writer, c *Command, v *View) {
 					continue
 				}
 				if c.Thresholds {
-					// vsgate sets no connection thresholds (-x, -y): 0, as
-					// IPVS lists a real server without them.
-					fmt.Fprintf(w, "  -> %-28s %-10d %-10d %-10d %-10d\n", v.Names.realName(b.Addr, b.Port, s.Proto), 0, 0, b.ActiveConns, b.InactiveConns)
+					fmt.Fprintf(w, "  -> %-28s %-10d %-10d %-10d %-10d\n", v.Names.realName(b.Addr, b.Port, s.Proto), b.Upper, b.Lower, b.ActiveConns, b.InactiveConns)
 					continue
 				}
 				fmt.Fprintf(w, "  -> %-28s %-7s %-6d %-10d %-10d\n", v.Names.realName(b.Addr, b.Port, s.Proto), fwdName(s.Mode), b.Weight, b.ActiveConns, b.InactiveConns)

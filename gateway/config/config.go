@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"time"
@@ -219,7 +220,15 @@ type L7 struct {
 type Backend struct {
 	Addr   netip.AddrPort // same family as the VIP
 	Weight uint32         // 0..sched.MaxWeight; 0 is quiescent
+	// UThreshold and LThreshold are the connection thresholds (ipvsadm
+	// -x, -y; 0: none), 0..MaxThreshold, LThreshold at most UThreshold:
+	// see nat.Backend.
+	UThreshold, LThreshold uint32
 }
+
+// MaxThreshold is the largest connection threshold, as ipvsadm accepts
+// (INT_MAX).
+const MaxThreshold = math.MaxInt32
 
 // Health is a service's health check, run by the gateway against every
 // backend. A backend is marked down after Fall failures in a row and up
@@ -453,7 +462,7 @@ func (c *Config) NAT() (nat.Config, error) {
 			PersistMask: s.PersistenceBits,
 		}
 		for i, b := range s.Backends {
-			ns.Backends[i] = nat.Backend{Addr: b.Addr.Addr(), Port: b.Addr.Port(), Weight: b.Weight}
+			ns.Backends[i] = nat.Backend{Addr: b.Addr.Addr(), Port: b.Addr.Port(), Weight: b.Weight, Upper: b.UThreshold, Lower: b.LThreshold}
 		}
 		n.Services = append(n.Services, ns)
 	}

@@ -52,8 +52,8 @@ func TestExample(t *testing.T) {
 		Name: "dns", Proto: packet.ProtoUDP, VIP: netip.MustParseAddrPort("198.18.0.10:53"), Mode: nat.ModeNAT,
 		Scheduler: "sh", Sched: sched.Config{Port: true, TableSize: 65537}, PersistenceBits: 32, Announce: AnnounceHealthy,
 		Backends: []Backend{
-			{netip.MustParseAddrPort("198.18.2.11:53"), 1},
-			{netip.MustParseAddrPort("198.18.2.12:53"), 1},
+			{Addr: netip.MustParseAddrPort("198.18.2.11:53"), Weight: 1},
+			{Addr: netip.MustParseAddrPort("198.18.2.12:53"), Weight: 1},
 		},
 	}
 	if !reflect.DeepEqual(c.Services[1], want) {
@@ -171,6 +171,14 @@ func TestAccepted(t *testing.T) {
 		{"sh fallback, dh fallback", "services:\n  - {proto: tcp, vip: 198.18.0.10:80, scheduler: sh, scheduler_flags: [sh-fallback]}\n" +
 			"  - {proto: tcp, vip: 198.18.0.10:81, scheduler: dh, scheduler_flags: [dh-fallback]}\n",
 			func(c *Config) bool { return c.Services[0].Sched.Fallback && c.Services[1].Sched.Fallback }},
+		{"thresholds and the locality schedulers", "services:\n  - {proto: tcp, vip: 198.18.0.10:80, scheduler: lblcr, backends: [{addr: 198.18.2.11, u_threshold: 100, l_threshold: 50}, {addr: 198.18.2.12}]}\n",
+			func(c *Config) bool {
+				b := c.Services[0].Backends
+				n, _ := c.NAT()
+				nb := n.Services[0].Backends
+				return c.Services[0].Scheduler == "lblcr" && b[0].UThreshold == 100 && b[0].LThreshold == 50 && b[1].UThreshold == 0 &&
+					nb[0].Upper == 100 && nb[0].Lower == 50 && strings.Contains(string(c.YAML()), "u_threshold: 100\n")
+			}},
 		{"ipchains long options", "masquerade:\n  - {ipchains: \"ipchains --append forward --jump MASQ --src 198.18.2.0/24 -d 0/0 -p all\", to: 198.18.0.20}\n",
 			func(c *Config) bool { return c.Masquerade[0].From == netip.MustParsePrefix("198.18.2.0/24") }},
 		{"masquerade_to", "masquerade_to: 2001:db8::20\nmasquerade: [{from: 2001:db8:2::/64}, {from: 2001:db8:3::/64, to: 2001:db8::21}]\n",
@@ -221,7 +229,7 @@ services:
   - proto: tcp
     vip: 198.18.0.10:80
     scheduler: wrrr   # <-
-`, "use one of rr, wrr, lc, wlc, sed, nq, sh, dh, mh, p2c, fo"},
+`, "use one of rr, wrr, lc, wlc, sed, nq, sh, dh, mh, p2c, fo, ovf, lblc, lblcr"},
 	{"weight above 65535", `
 services:
   - proto: tcp
@@ -231,6 +239,23 @@ services:
       - addr: 198.18.2.12:8080
         weight: 70000   # <-
 `, "backend 198.18.2.12:8080: weight 70000 is out of range: use 0..65535"},
+	{"l_threshold above u_threshold", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    backends:
+      - addr: 198.18.2.11
+        u_threshold: 10
+        l_threshold: 11   # <-
+`, "backend 198.18.2.11:80: l_threshold 11 is above u_threshold 10"},
+	{"l_threshold without u_threshold", `
+services:
+  - {proto: tcp, vip: 198.18.0.10:80, backends: [{addr: 198.18.2.11, l_threshold: 5}]}   # <-
+`, "use an l_threshold no larger than u_threshold"},
+	{"u_threshold above INT_MAX", `
+services:
+  - {proto: tcp, vip: 198.18.0.10:80, backends: [{addr: 198.18.2.11, u_threshold: 2147483648}]}   # <-
+`, "use 0..2147483647"},
 	{"negative weight", `
 services:
   - {proto: tcp, vip: 198.18.0.10:80, backends: [{addr: 198.18.2.11, weight: -1}]}   # <-
@@ -729,7 +754,7 @@ metrics: {listen: 0.0.0.0:9100}
 	want := []string{
 		"many.yaml:2: device queues 0 is out of range: use 1..256",
 		`many.yaml:3: unknown key "colour": remove it; the keys in device are type, name, queues, offloads, interfaces, addresses`,
-		`many.yaml:7: scheduler "nope" is not known: use one of rr, wrr, lc, wlc, sed, nq, sh, dh, mh, p2c, fo`,
+		`many.yaml:7: scheduler "nope" is not known: use one of rr, wrr, lc, wlc, sed, nq, sh, dh, mh, p2c, fo, ovf, lblc, lblcr`,
 		"many.yaml:9: backend 198.18.2.1:80: weight 70000 is out of range: use 0..65535",
 		"many.yaml:10: backend 198.18.2.1:80 is listed twice in service 198.18.0.10:80 (also backend 1): remove one of them (to give it more traffic, raise its weight)",
 		"many.yaml:12: masquerade to 2001:db8::1 is IPv6 and from 198.18.2.0/24 is IPv4: use an IPv4 address",
@@ -749,7 +774,7 @@ func TestValidateCodeBuilt(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Services = []Service{{Proto: packet.ProtoTCP, VIP: netip.MustParseAddrPort("198.18.0.10:80"), Scheduler: "rr",
-		Backends: []Backend{{netip.MustParseAddrPort("198.18.2.1:80"), 1}, {netip.MustParseAddrPort("198.18.2.2:80"), 70000}}}}
+		Backends: []Backend{{Addr: netip.MustParseAddrPort("198.18.2.1:80"), Weight: 1}, {Addr: netip.MustParseAddrPort("198.18.2.2:80"), Weight: 70000}}}}
 	if err := c.Validate(); err == nil || err.Error() != "services[0].backends[1].weight: backend 198.18.2.2:80: weight 70000 is out of range: use 0..65535" {
 		t.Errorf("Validate = %v", err)
 	}

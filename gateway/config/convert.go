@@ -232,6 +232,8 @@ func (cv *conv) backend(path string, fb *fileBackend, vip netip.AddrPort) Backen
 		name = backendName(b.Addr)
 	}
 	b.Weight = uint32(cv.integer(path+".weight", "backend "+name+": weight", fb.Weight, 1, 0, sched.MaxWeight))
+	b.UThreshold = uint32(cv.integer(path+".u_threshold", "backend "+name+": u_threshold", fb.UThreshold, 0, 0, MaxThreshold))
+	b.LThreshold = uint32(cv.integer(path+".l_threshold", "backend "+name+": l_threshold", fb.LThreshold, 0, 0, MaxThreshold))
 	return b
 }
 

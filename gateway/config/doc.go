@@ -99,7 +99,8 @@
 //	  - name: web           optional label [A-Za-z0-9._-]{1,64}, unique
 //	    proto: tcp          tcp or udp                                  required
 //	    vip: 198.18.0.10:80 address and port                            required
-//	    scheduler: wrr      rr wrr lc wlc sed nq sh dh mh p2c fo        default wlc
+//	    scheduler: wrr      rr wrr lc wlc sed nq sh dh mh p2c fo ovf    default wlc
+//	                        lblc lblcr
 //	    scheduler_flags: [sh-port, sh-fallback]   sh: sh-port, sh-fallback; dh: dh-fallback
 //	    scheduler_table_size: 65537   sh, dh, mh: a prime <= 2^24       default 65537
 //	    mode: nat           nat, fullnat, dr or l7 (see below)          default nat
@@ -145,6 +146,10 @@
 //	    backends:
 //	      - addr: 198.18.2.11:8080   address[:port], the VIP's family   port default: the VIP's
 //	        weight: 3       0..65535; 0 = quiescent                     default 1
+//	        u_threshold: 100  ipvsadm -x: at this many connections the   default 0 (none)
+//	                        server takes no new ones, until below
+//	                        l_threshold (or 3/4 of u_threshold without it)
+//	        l_threshold: 50 ipvsadm -y: 0..u_threshold                  default 0
 //	masquerade:             source NAT for subnets behind the gateway
 //	  - from: 198.18.2.0/24 ADDRESS/BITS, ADDRESS/NETMASK or an address; no host bits
 //	    to: 198.18.0.20     the source address outbound flows get       default masquerade_to

@@ -107,8 +107,10 @@ type (
 		Expect   string `yaml:"expect"`
 	}
 	fileBackend struct {
-		Addr   string `yaml:"addr"`
-		Weight string `yaml:"weight"`
+		Addr       string `yaml:"addr"`
+		Weight     string `yaml:"weight"`
+		UThreshold string `yaml:"u_threshold"`
+		LThreshold string `yaml:"l_threshold"`
 	}
 	// fileL7 is an HTTP service's Apache directives, inline or in a
 	// file.

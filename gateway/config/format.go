@@ -136,6 +136,10 @@ func (c *Config) YAML() []byte {
 		for _, be := range s.Backends {
 			w(3, "- addr: %s", q(be.Addr.String()))
 			w(4, "weight: %d", be.Weight)
+			if be.UThreshold != 0 || be.LThreshold != 0 {
+				w(4, "u_threshold: %d", be.UThreshold)
+				w(4, "l_threshold: %d", be.LThreshold)
+			}
 		}
 	}
 

@@ -53,8 +53,8 @@ masquerade:
 	if v4.Name != "web" || v4.VIP != netip.MustParseAddrPort("198.18.0.10:80") || v6.Name != "web-2" || v6.VIP != netip.MustParseAddrPort("[2001:db8::10]:80") {
 		t.Fatalf("services %v %v / %v %v", v4.Name, v4.VIP, v6.Name, v6.VIP)
 	}
-	wantV4 := []Backend{{netip.MustParseAddrPort("198.18.2.11:80"), 2}, {netip.MustParseAddrPort("198.18.2.254:80"), 1}}
-	wantV6 := []Backend{{netip.MustParseAddrPort("[2001:db8:2::11]:80"), 2}, {netip.MustParseAddrPort("[2001:db8:2::254]:80"), 1}}
+	wantV4 := []Backend{{Addr: netip.MustParseAddrPort("198.18.2.11:80"), Weight: 2}, {Addr: netip.MustParseAddrPort("198.18.2.254:80"), Weight: 1}}
+	wantV6 := []Backend{{Addr: netip.MustParseAddrPort("[2001:db8:2::11]:80"), Weight: 2}, {Addr: netip.MustParseAddrPort("[2001:db8:2::254]:80"), Weight: 1}}
 	if !slices.Equal(v4.Backends, wantV4) || !slices.Equal(v6.Backends, wantV6) {
 		t.Errorf("backends %v and %v, want %v and %v", v4.Backends, v6.Backends, wantV4, wantV6)
 	}

@@ -326,6 +326,13 @@ func validateService(s *Service, path string, idx int, pool map[bool]bool, svcs 
 		if b.Weight > sched.MaxWeight {
 			r.fail(bp+".weight", rangeMsg("backend "+backendName(b.Addr)+": weight", int64(b.Weight)), fmt.Sprintf("use 0..%d", sched.MaxWeight))
 		}
+		switch {
+		case b.UThreshold > MaxThreshold:
+			r.fail(bp+".u_threshold", rangeMsg("backend "+backendName(b.Addr)+": u_threshold", int64(b.UThreshold)), fmt.Sprintf("use 0..%d", MaxThreshold))
+		case b.LThreshold > b.UThreshold && !r.failed(bp+".l_threshold"):
+			r.fail(bp+".l_threshold", fmt.Sprintf("backend %s: l_threshold %d is above u_threshold %d", backendName(b.Addr), b.LThreshold, b.UThreshold),
+				"use an l_threshold no larger than u_threshold (a backend over u_threshold takes new connections again below l_threshold)")
+		}
 		if r.failed(bp + ".addr") {
 			continue
 		}

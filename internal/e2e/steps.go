@@ -70,6 +70,7 @@ func Steps() []Step {
 		{"closed to the outside: TCP SYN, UDP and ICMP probes of ports 1-1024 and more at every real server, v4 and v6, with default pass and drop: tcpdump on their links sees none, every probe is counted as stopped, the masquerade still works outbound", stepClosedToOutside},
 		{"a connection open across a live reload (SIGHUP) keeps working", stepReload},
 		{"flows to a backend set to weight 0 finish; new ones avoid it", stepQuiesce},
+		{"connection thresholds (ipvsadm -x 2 -y 1): two connections per real server, a fifth refused and counted, and after one server's connections ended and expired, the next goes there", stepThresholds},
 	}
 	steps = append(steps, L7Steps()...)
 	return append(steps, []Step{
