@@ -62,6 +62,44 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 	if err != nil {
 		return Response{Error: err.Error(), Status: exitStatus(err, 2)}
 	}
+	if !c.Modifies() {
+		g.mu.Lock()
+		cfg := g.desired
+		g.mu.Unlock()
+		out, err := g.query(ctx, c, cfg)
+		if err != nil {
+			return Response{Output: out, Error: err.Error(), Status: exitStatus(err, 1)}
+		}
+		return Response{Output: out}
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if c.Op == adm.OpRestore {
+		// Line by line, each line a change of its own, as ipvsadm -R.
+		query := func(c *adm.Command, cfg nat.Config) (string, error) { return g.query(ctx, c, cfg) }
+		_, st := adm.Restore(ctx, g.desired, req.Stdin, g.opts.MasqDefaults, g.names, g.installLocked, query)
+		g.checker.Set(g.healthTargets())
+		g.log.Info("configuration restored", "refused lines", len(st.Errors), "status", st.Status)
+		return Response{Output: st.Output, Error: strings.Join(st.Errors, "\n"), Status: st.Status}
+	}
+	next, err := adm.Apply(g.desired, c, g.opts.MasqDefaults)
+	if err == nil {
+		err = g.installLocked(next)
+	}
+	if err != nil {
+		// What ipvsadm's kernel refuses exits 255.
+		return Response{Error: err.Error(), Status: exitStatus(err, 255)}
+	}
+	g.checker.Set(g.healthTargets())
+	g.log.Info("configuration changed", "command", req.Args)
+	return Response{}
+}
+
+// query runs a command that changes no configuration — a listing, -S, -Z,
+// -h, -v — against cfg, the configuration in force, and the engine. It
+// takes no lock of g's: -R runs it with g.mu held. Its errors carry
+// ipvsadm's exit status (adm.ExitError).
+func (g *Gateway) query(ctx context.Context, c *adm.Command, cfg nat.Config) (string, error) {
 	var out bytes.Buffer
 	switch c.Op {
 	case adm.OpHelp:
@@ -69,21 +107,27 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 	case adm.OpVersion:
 		out.WriteString(adm.IpvsadmVersion)
 	case adm.OpList:
-		v := g.view(ctx, c)
+		v := g.view(ctx, c, cfg)
 		if c.VIP.IsValid() && !v.HasService(c) {
-			return Response{Error: adm.ErrNoService.Error(), Status: 1} // ipvsadm: nothing on stdout, exit 1
+			return "", &adm.ExitError{Msg: adm.ErrNoService.Error(), Status: 1} // ipvsadm: nothing on stdout, exit 1
 		}
 		adm.WriteList(&out, c, v)
 	case adm.OpSave:
-		g.mu.Lock()
-		adm.WriteSave(&out, g.desired)
-		g.mu.Unlock()
+		var n *adm.Names
+		if !c.Numeric {
+			var addrs []netip.Addr
+			for _, s := range cfg.Services {
+				addrs = append(addrs, s.VIP)
+				for _, b := range s.Backends {
+					addrs = append(addrs, b.Addr)
+				}
+			}
+			n = adm.LookupNames(ctx, g.names, addrs)
+		}
+		adm.WriteSave(&out, cfg, n)
 	case adm.OpPortfwList:
-		adm.WritePortfw(&out, g.view(ctx, c))
+		adm.WritePortfw(&out, g.view(ctx, c, cfg))
 	case adm.OpMasqList:
-		g.mu.Lock()
-		cfg := g.desired
-		g.mu.Unlock()
 		adm.WriteMasq(&out, cfg, g.masqNames(ctx, c, cfg))
 	case adm.OpZero:
 		if !c.VIP.IsValid() {
@@ -97,42 +141,22 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 			}
 		}
 		if !found {
-			return Response{Error: adm.ErrNoService.Error(), Status: 255}
+			return "", &adm.ExitError{Msg: adm.ErrNoService.Error(), Status: 255}
 		}
-	default:
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		if c.Op == adm.OpRestore {
-			// Line by line, each line a change of its own, as ipvsadm -R.
-			_, st := adm.Restore(ctx, g.desired, req.Stdin, g.opts.MasqDefaults, g.names, g.installLocked)
-			g.checker.Set(g.healthTargets())
-			g.log.Info("configuration restored", "refused lines", len(st.Errors), "status", st.Status)
-			return Response{Error: strings.Join(st.Errors, "\n"), Status: st.Status}
-		}
-		next, err := adm.Apply(g.desired, c, g.opts.MasqDefaults)
-		if err == nil {
-			err = g.installLocked(next)
-		}
-		if err != nil {
-			// What ipvsadm's kernel refuses exits 255.
-			return Response{Error: err.Error(), Status: exitStatus(err, 255)}
-		}
-		g.checker.Set(g.healthTargets())
-		g.log.Info("configuration changed", "command", req.Args)
 	}
-	return Response{Output: out.String()}
+	return out.String(), nil
 }
 
 // view gathers what a listing shows; without -n, with the names of its
-// addresses and ports.
-func (g *Gateway) view(ctx context.Context, c *adm.Command) *adm.View {
+// addresses and ports. cfg is the configuration in force.
+func (g *Gateway) view(ctx context.Context, c *adm.Command, cfg nat.Config) *adm.View {
 	v := &adm.View{Services: g.engine.Services(), Size: g.engine.Capacity(), Timeouts: g.engine.Config().Timeouts.Effective()}
 	if r := g.rates.Load(); r != nil {
 		v.Rates = *r
 	}
 	if c.Conns {
 		for f := range g.engine.AllFlows() {
-			if g.isServiceFlow(f) {
+			if isServiceFlow(cfg, f) {
 				v.Flows = append(v.Flows, f)
 			}
 		}
@@ -167,10 +191,8 @@ func (g *Gateway) masqNames(ctx context.Context, c *adm.Command, cfg nat.Config)
 }
 
 // isServiceFlow tells virtual-service flows from masquerade flows.
-func (g *Gateway) isServiceFlow(f nat.FlowInfo) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return slices.ContainsFunc(g.desired.Services, func(s nat.Service) bool {
+func isServiceFlow(cfg nat.Config, f nat.FlowInfo) bool {
+	return slices.ContainsFunc(cfg.Services, func(s nat.Service) bool {
 		return s.Proto == f.Proto && netip.AddrPortFrom(s.VIP, s.Port) == f.OrigDst
 	})
 }

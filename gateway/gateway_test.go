@@ -150,6 +150,24 @@ func TestGatewayWithFakeDevice(t *testing.T) {
 	if r := adm("-L", "-n", "-t", "198.18.0.77:80"); r.Status != 0 || !strings.Contains(r.Output, "198.18.2.12:80") {
 		t.Fatalf("after -R: %+v", r)
 	}
+	// Lines that change nothing run too (ipvsadm.c's process_options for
+	// each line): listings print, -Z of no service is reported and the
+	// next line runs, -v prints and ends the restore with status 0.
+	restore, err = Call(context.Background(), sock, Request{Args: []string{"-R"},
+		Stdin: "-S -n\n-Z -t 198.18.0.99:80\n-L -n -t 198.18.0.77:80\n-v\n-D -t 198.18.0.77:80\n"})
+	if err != nil || restore.Status != 0 || restore.Error != "No such service" ||
+		!strings.Contains(restore.Output, "-a -t 198.18.0.77:80 -r 198.18.2.12:80 -m -w 1\n") ||
+		!strings.Contains(restore.Output, "TCP  198.18.0.77:80 rr\n") || !strings.HasSuffix(restore.Output, "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1)\n") {
+		t.Fatalf("-R with -S, -Z, -L and -v lines: %+v, %v", restore, err)
+	}
+	if r := adm("-L", "-n", "-t", "198.18.0.77:80"); r.Status != 0 {
+		t.Fatalf("the -D after -v in -R ran: %+v", r)
+	}
+	restore, err = Call(context.Background(), sock, Request{Args: []string{"-R"},
+		Stdin: "-L -n -t 198.18.0.99:80\n-D -t 198.18.0.77:80\n"})
+	if err != nil || restore.Status != 1 || restore.Error != "No such service" {
+		t.Fatalf("-R with a failing listing: %+v, %v (ipvsadm exits 1 there)", restore, err)
+	}
 	if r := adm("-D", "-t", "198.18.0.77:80"); r.Status != 0 {
 		t.Fatalf("-D after -R: %+v", r)
 	}

@@ -369,7 +369,7 @@ func TestSaveRestore(t *testing.T) {
 		"-a -u [2001:db8::10]:53 -r [2001:db8:2::11]:53 --fullnat -w 1",
 	)
 	var buf bytes.Buffer
-	WriteSave(&buf, cfg)
+	WriteSave(&buf, cfg, nil)
 	want := `-A -t 198.18.0.10:80 -s wrr -p 120 -M 255.255.0.0
 -a -t 198.18.0.10:80 -r 198.18.2.11:8080 -m -w 3
 -A -u [2001:db8::10]:53 -s sh -b sh-port
@@ -380,40 +380,106 @@ func TestSaveRestore(t *testing.T) {
 	}
 	installs := 0
 	install := func(nat.Config) error { installs++; return nil }
-	back, st := Restore(context.Background(), nat.Config{}, buf.String(), Defaults{}, lab, install)
+	back, st := Restore(context.Background(), nat.Config{}, buf.String(), Defaults{}, lab, install, nil)
 	if st.Status != 0 || len(st.Errors) != 0 || installs != 4 {
 		t.Fatalf("-R of -S: %+v, %d lines installed", st, installs)
 	}
 	var again bytes.Buffer
-	WriteSave(&again, back)
+	WriteSave(&again, back, nil)
 	if again.String() != want {
 		t.Fatalf("after -R, -S gives:\n%s", again.String())
 	}
 	// As ipvsadm -R: a line its kernel refuses is reported and the rest
 	// runs, each line a change of its own; the status is the last line's;
 	// every word "ipvsadm" is dropped.
-	back, st = Restore(context.Background(), nat.Config{}, "ipvsadm -A -t 198.18.0.10:80\n\n-a -t 198.18.0.99:80 -r 198.18.2.1 -m\n-a -t 198.18.0.10:80 -r 198.18.2.1 -m\n", Defaults{}, lab, install)
+	back, st = Restore(context.Background(), nat.Config{}, "ipvsadm -A -t 198.18.0.10:80\n\n-a -t 198.18.0.99:80 -r 198.18.2.1 -m\n-a -t 198.18.0.10:80 -r 198.18.2.1 -m\n", Defaults{}, lab, install, nil)
 	if st.Status != 0 || len(st.Errors) != 1 || st.Errors[0] != "Service not defined" || len(back.Services) != 1 || len(back.Services[0].Backends) != 1 {
 		t.Fatalf("a refused line in the middle: %+v, %+v", st, back.Services)
 	}
-	_, st = Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80\n-D -t 198.18.0.99:80\n", Defaults{}, lab, install)
+	_, st = Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80\n-D -t 198.18.0.99:80\n", Defaults{}, lab, install, nil)
 	if st.Status != 255 || len(st.Errors) != 1 || st.Errors[0] != "No such service" {
 		t.Fatalf("a refused last line: %+v, want status 255", st)
 	}
 	// A line ipvsadm refuses itself ends the restore: a '#' comment
 	// (ipvsadm 1.31 does not understand them), a bad option.
-	back, st = Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80\n# a comment\n-A -t 198.18.0.11:80\n", Defaults{}, lab, install)
+	back, st = Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80\n# a comment\n-A -t 198.18.0.11:80\n", Defaults{}, lab, install, nil)
 	if st.Status != 255 || len(back.Services) != 1 || !strings.HasPrefix(st.Errors[0], "Try `ipvsadm -h'") {
 		t.Fatalf("a comment line: %+v, %d services", st, len(back.Services))
 	}
-	back, st = Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80 -w 3\n-A -t 198.18.0.11:80\n", Defaults{}, lab, install)
+	back, st = Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80 -w 3\n-A -t 198.18.0.11:80\n", Defaults{}, lab, install, nil)
 	if st.Status != 2 || len(back.Services) != 0 || st.Errors[0] != "Illegal 'weight' option with the 'add-service' command" {
 		t.Fatalf("a bad first line: %+v, %d services", st, len(back.Services))
 	}
 	// A line the gateway cannot install is refused like the kernel's.
-	_, st = Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80\n", Defaults{}, lab, func(nat.Config) error { return errors.New("no room") })
+	_, st = Restore(context.Background(), nat.Config{}, "-A -t 198.18.0.10:80\n", Defaults{}, lab, func(nat.Config) error { return errors.New("no room") }, nil)
 	if st.Status != 255 || st.Errors[0] != "no room" {
 		t.Fatalf("an install that fails: %+v", st)
+	}
+}
+
+// TestSaveOrderAndNames: -S lists in ipvsadm's order (libipvs's
+// ipvs_cmp_services: IPv4 before IPv6, then protocol, address, port; real
+// servers by address and port), writes -p and -M before -b (ipvsadm.c's
+// print_service_entry, FMT_RULE), and without -n names hosts and ports
+// (addrport_to_anyname); -R of the named form restores the same table.
+func TestSaveOrderAndNames(t *testing.T) {
+	cfg := mustRun(t, nat.Config{},
+		"-A -t [2001:db8::10]:80 -s rr",
+		"-A -u 198.18.0.10:53 -s sh -b sh-port -p 60",
+		"-A -t 198.18.0.10:80 -s wlc",
+		"-a -t 198.18.0.10:80 -r 198.18.2.12:80 -m",
+		"-a -t 198.18.0.10:80 -r 198.18.2.11:8080 -m -w 2",
+		"-a -t 198.18.0.10:80 -r 198.18.2.11:80 -m -x 5",
+	)
+	var buf bytes.Buffer
+	WriteSave(&buf, cfg, nil)
+	numeric := `-A -t 198.18.0.10:80 -s wlc
+-a -t 198.18.0.10:80 -r 198.18.2.11:80 -m -w 1
+-a -t 198.18.0.10:80 -r 198.18.2.11:8080 -m -w 2
+-a -t 198.18.0.10:80 -r 198.18.2.12:80 -m -w 1
+-A -u 198.18.0.10:53 -s sh -p 60 -b sh-port
+-A -t [2001:db8::10]:80 -s rr
+`
+	if buf.String() != numeric {
+		t.Fatalf("-S -n:\n%s\nwant:\n%s", buf.String(), numeric)
+	}
+	// ipvsadm resolves a name to IPv4 only (host_to_addr): the test's
+	// names have one address each.
+	r := names.Map{
+		Hosts: map[string][]netip.Addr{
+			"vip.lab": {netip.MustParseAddr("198.18.0.10")},
+			"rs1":     {netip.MustParseAddr("198.18.2.11")},
+		},
+		Services: map[string]uint16{"tcp/http": 80, "udp/domain": 53},
+	}
+	buf.Reset()
+	WriteSave(&buf, cfg, LookupNames(context.Background(), r, []netip.Addr{netip.MustParseAddr("198.18.0.10"), netip.MustParseAddr("198.18.2.11")}))
+	named := `-A -t vip.lab:http -s wlc
+-a -t vip.lab:http -r rs1:http -m -w 1
+-a -t vip.lab:http -r rs1:8080 -m -w 2
+-a -t vip.lab:http -r 198.18.2.12:http -m -w 1
+-A -u vip.lab:domain -s sh -p 60 -b sh-port
+-A -t [2001:db8::10]:http -s rr
+`
+	if buf.String() != named {
+		t.Fatalf("-S:\n%s\nwant:\n%s", buf.String(), named)
+	}
+	back, st := Restore(context.Background(), nat.Config{}, named, Defaults{}, r, func(nat.Config) error { return nil }, nil)
+	if st.Status != 0 || len(st.Errors) != 0 {
+		t.Fatalf("-R of the named -S: %+v", st)
+	}
+	buf.Reset()
+	WriteSave(&buf, back, nil)
+	if buf.String() != numeric {
+		t.Fatalf("-R of the named -S, then -S -n:\n%s\nwant:\n%s", buf.String(), numeric)
+	}
+	// Signed differences: 200.0.0.1 - 10.0.0.1 is more than 2^31, so
+	// ipvsadm lists 200.0.0.1 first.
+	if c := compareAddr(netip.MustParseAddr("200.0.0.1"), netip.MustParseAddr("10.0.0.1")); c >= 0 {
+		t.Fatalf("compareAddr(200.0.0.1, 10.0.0.1) = %d, want < 0 as libipvs's", c)
+	}
+	if c := compareAddr(netip.MustParseAddr("198.18.0.11"), netip.MustParseAddr("198.18.0.10")); c <= 0 {
+		t.Fatalf("compareAddr(198.18.0.11, 198.18.0.10) = %d, want > 0", c)
 	}
 }
 
@@ -438,7 +504,7 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		var buf bytes.Buffer
-		WriteSave(&buf, cfg)
+		WriteSave(&buf, cfg, nil)
 		WriteMasq(&buf, cfg, nil)
 		WritePortfw(&buf, &View{Services: nil, Names: &Names{}})
 		if e, err := nat.New(nat.Config{Capacity: 16, Services: cfg.Services, Masquerade: cfg.Masquerade, Timeouts: cfg.Timeouts}); err == nil {

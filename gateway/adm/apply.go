@@ -368,6 +368,7 @@ func setForward(s *nat.Service, f Forward, others bool) error {
 // RestoreStatus is what ipvsadm -R did with a script: each refusal's
 // message in order, and the exit status.
 type RestoreStatus struct {
+	Output string // what the lines that list printed
 	Errors []string
 	Status int
 }
@@ -379,9 +380,14 @@ type RestoreStatus struct {
 // (ipvsadm: its kernel) is reported and the next one runs; a line
 // ipvsadm itself refuses (its options, a '#' comment, which ipvsadm 1.31
 // does not understand, a nested -R) ends the restore there. The exit
-// status is the last line's. Lines that list (-L, -S) change nothing.
-// It returns the configuration after the lines that went through.
-func Restore(ctx context.Context, cfg nat.Config, script string, d Defaults, r names.Resolver, install func(nat.Config) error) (nat.Config, RestoreStatus) {
+// status is the last line's. Lines that change nothing (-L, -S, -Z, -h,
+// -v) run through query with the configuration of the moment, their
+// output in RestoreStatus.Output: as in ipvsadm, -h and -v end the restore
+// (status 0), a listing that fails ends it with its status, and -Z of a
+// missing service is reported and the next line runs. A nil query skips
+// them. It returns the configuration after the lines that went through.
+func Restore(ctx context.Context, cfg nat.Config, script string, d Defaults, r names.Resolver,
+	install func(nat.Config) error, query func(*Command, nat.Config) (string, error)) (nat.Config, RestoreStatus) {
 	var st RestoreStatus
 	for line := range strings.Lines(script) {
 		var args []string
@@ -407,6 +413,26 @@ func Restore(ctx context.Context, cfg nat.Config, script string, d Defaults, r n
 		}
 		st.Status = 0
 		if !c.Modifies() {
+			if query == nil {
+				continue
+			}
+			out, err := query(c, cfg)
+			st.Output += out
+			switch {
+			case c.Op == OpHelp || c.Op == OpVersion:
+				return cfg, st
+			case err == nil:
+			case c.Op == OpZero: // a kernel error: reported, the next line runs
+				st.Errors = append(st.Errors, err.Error())
+				st.Status = 255
+			default: // ipvsadm's listing exits on its error
+				st.Errors = append(st.Errors, err.Error())
+				st.Status = 1
+				if ee := (*ExitError)(nil); errors.As(err, &ee) {
+					st.Status = ee.Status
+				}
+				return cfg, st
+			}
 			continue
 		}
 		next, err := Apply(cfg, c, d)

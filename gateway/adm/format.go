@@ -3,6 +3,7 @@ package adm
 import (
 	"cmp"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net/netip"
@@ -132,21 +133,43 @@ func fwdName(m nat.Mode) string {
 	return "Masq"
 }
 
-// sorted returns the services in ipvsadm's order (protocol, address,
-// port) with each one's real servers sorted by address and port.
+// sorted returns the services in ipvsadm's order with each one's real
+// servers in ipvsadm's order (see compareService, compareAddr).
 func sorted(in []nat.ServiceInfo) []nat.ServiceInfo {
 	out := slices.Clone(in)
-	slices.SortFunc(out, func(a, b nat.ServiceInfo) int {
-		return cmp.Or(cmp.Compare(a.Proto, b.Proto), a.VIP.Compare(b.VIP), cmp.Compare(a.Port, b.Port))
-	})
+	slices.SortStableFunc(out, func(a, b nat.ServiceInfo) int { return compareService(a.Service, b.Service) })
 	for i := range out {
 		bs := slices.Clone(out[i].Backends)
-		slices.SortFunc(bs, func(a, b nat.BackendInfo) int {
-			return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Port, b.Port))
+		slices.SortStableFunc(bs, func(a, b nat.BackendInfo) int {
+			return cmp.Or(compareAddr(a.Addr, b.Addr), cmp.Compare(a.Port, b.Port))
 		})
 		out[i].Backends = bs
 	}
 	return out
+}
+
+// compareService is libipvs's ipvs_cmp_services: family (IPv4 first),
+// then protocol, address and port.
+func compareService(a, b nat.Service) int {
+	return cmp.Or(cmp.Compare(a.VIP.Unmap().BitLen(), b.VIP.Unmap().BitLen()), cmp.Compare(a.Proto, b.Proto),
+		compareAddr(a.VIP, b.VIP), cmp.Compare(a.Port, b.Port))
+}
+
+// compareAddr is libipvs's address comparison: 32-bit word by word, each
+// the difference of the words in host order taken as a signed int. So two
+// words more than 2^31 apart sort backwards (200.0.0.1 before 10.0.0.1),
+// as ipvsadm lists them.
+func compareAddr(a, b netip.Addr) int {
+	x, y := a.Unmap().AsSlice(), b.Unmap().AsSlice()
+	if len(x) != len(y) {
+		return cmp.Compare(len(x), len(y))
+	}
+	for i := 0; i < len(x); i += 4 {
+		if d := int32(binary.BigEndian.Uint32(x[i:]) - binary.BigEndian.Uint32(y[i:])); d != 0 {
+			return cmp.Compare(d, 0)
+		}
+	}
+	return 0
 }
 
 // addrPort prints as ipvsadm -n does: a.b.c.d:port or [v6]:port.
@@ -304,17 +327,18 @@ func writeConns(w io.Writer, flows []nat.FlowInfo) {
 	}
 }
 
-// WriteSave writes the table as ipvsadm -S does: commands -R reads back.
-func WriteSave(w io.Writer, cfg nat.Config) {
-	for _, s := range cfg.Services {
+// WriteSave writes the table as ipvsadm -S does: commands -R reads back,
+// in ipvsadm's order, with names where n has them (-S without -n; nil:
+// numbers). Connection thresholds are not written, as ipvsadm writes none.
+func WriteSave(w io.Writer, cfg nat.Config, n *Names) {
+	services := slices.Clone(cfg.Services)
+	slices.SortStableFunc(services, compareService)
+	for _, s := range services {
 		if s.Mode == nat.ModeL7 {
 			continue // not an IPVS service
 		}
-		svc := fmt.Sprintf("-%s %s", map[bool]string{true: "u", false: "t"}[s.Proto == packet.ProtoUDP], addrPort(s.VIP, s.Port))
+		svc := fmt.Sprintf("-%s %s", map[bool]string{true: "u", false: "t"}[s.Proto == packet.ProtoUDP], n.addrPort(s.VIP, s.Port, s.Proto))
 		fmt.Fprintf(w, "-A %s -s %s", svc, s.Scheduler)
-		if f := schedFlags(s); f != "" {
-			fmt.Fprintf(w, " -b %s", f)
-		}
 		if s.Persistence > 0 {
 			fmt.Fprintf(w, " -p %d", int(s.Persistence/time.Second))
 			if m := s.PersistMask; m != 0 && m != s.VIP.BitLen() {
@@ -325,6 +349,9 @@ func WriteSave(w io.Writer, cfg nat.Config) {
 				}
 			}
 		}
+		if f := schedFlags(s); f != "" {
+			fmt.Fprintf(w, " -b %s", f)
+		}
 		fmt.Fprintln(w)
 		fwd := "-m"
 		switch s.Mode {
@@ -333,8 +360,12 @@ func WriteSave(w io.Writer, cfg nat.Config) {
 		case nat.ModeDR:
 			fwd = "-g"
 		}
-		for _, b := range s.Backends {
-			fmt.Fprintf(w, "-a %s -r %s %s -w %d\n", svc, addrPort(b.Addr, b.Port), fwd, b.Weight)
+		backends := slices.Clone(s.Backends)
+		slices.SortStableFunc(backends, func(a, b nat.Backend) int {
+			return cmp.Or(compareAddr(a.Addr, b.Addr), cmp.Compare(a.Port, b.Port))
+		})
+		for _, b := range backends {
+			fmt.Fprintf(w, "-a %s -r %s %s -w %d\n", svc, n.addrPort(b.Addr, b.Port, s.Proto), fwd, b.Weight)
 		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 // save is -S of cfg.
 func save(cfg nat.Config) string {
 	var b bytes.Buffer
-	WriteSave(&b, cfg)
+	WriteSave(&b, cfg, nil)
 	return b.String()
 }
 

@@ -160,17 +160,22 @@ func stepHandbookTyped(ctx context.Context, e *Env) (string, error) {
 			return b.String(), err
 		}
 	}
-	for _, show := range [][]string{{"-S"}, {"ipmasqadm", "portfw", "-l", "-n"}, {"ipchains", "-L", "forward", "-n"}} {
+	for _, show := range [][]string{{"-S"}, {"-S", "-n"}, {"ipmasqadm", "portfw", "-l", "-n"}, {"ipchains", "-L", "forward", "-n"}} {
 		out, err := e.AdmCommand(ctx, show...)
 		fmt.Fprintf(&b, "# vsgate adm %s\n%s", strings.Join(show, " "), out)
 		if err != nil {
 			return b.String(), err
 		}
 	}
-	save, _ := e.AdmCommand(ctx, "-S")
-	want := "-A -t 198.18.0.10:80 -s wrr\n-a -t 198.18.0.10:80 -r 198.18.2.11:80 -m -w 10\n-a -t 198.18.0.10:80 -r 198.18.2.12:80 -m -w 10\n"
-	if save != want {
-		return b.String(), fmt.Errorf("-S shows\n%s\nwant\n%s", save, want)
+	// Without -n, -S names hosts and ports from the hosts and services
+	// files, as ipvsadm-save does; with -n, numbers.
+	for _, tc := range []struct{ args, want string }{
+		{"-S", "-A -t www.fuancn.cn:http -s wrr\n-a -t www.fuancn.cn:http -r rs1:http -m -w 10\n-a -t www.fuancn.cn:http -r rs2:http -m -w 10\n"},
+		{"-S -n", "-A -t 198.18.0.10:80 -s wrr\n-a -t 198.18.0.10:80 -r 198.18.2.11:80 -m -w 10\n-a -t 198.18.0.10:80 -r 198.18.2.12:80 -m -w 10\n"},
+	} {
+		if save, _ := e.AdmCommand(ctx, strings.Fields(tc.args)...); save != tc.want {
+			return b.String(), fmt.Errorf("%s shows\n%s\nwant\n%s", tc.args, save, tc.want)
+		}
 	}
 	chain, _ := e.AdmCommand(ctx, "ipchains", "-L", "forward", "-n")
 	for _, rule := range []string{
