@@ -115,14 +115,7 @@ func (g *Gateway) query(ctx context.Context, c *adm.Command, cfg nat.Config) (st
 	case adm.OpSave:
 		var n *adm.Names
 		if !c.Numeric {
-			var addrs []netip.Addr
-			for _, s := range cfg.Services {
-				addrs = append(addrs, s.VIP)
-				for _, b := range s.Backends {
-					addrs = append(addrs, b.Addr)
-				}
-			}
-			n = adm.LookupNames(ctx, g.names, addrs)
+			n = adm.LookupNames(ctx, g.names, serviceAddrs(cfg))
 		}
 		adm.WriteSave(&out, cfg, n)
 	case adm.OpPortfwList:
@@ -162,16 +155,22 @@ func (g *Gateway) view(ctx context.Context, c *adm.Command, cfg nat.Config) *adm
 		}
 	}
 	if !c.Numeric {
-		var addrs []netip.Addr
-		for _, s := range v.Services {
-			addrs = append(addrs, s.VIP)
-			for _, b := range s.Backends {
-				addrs = append(addrs, b.Addr)
-			}
-		}
-		v.Names = adm.LookupNames(ctx, g.names, addrs)
+		v.Names = adm.LookupNames(ctx, g.names, serviceAddrs(cfg))
 	}
 	return v
+}
+
+// serviceAddrs are the addresses a listing of cfg's services names: the
+// VIPs and the real servers.
+func serviceAddrs(cfg nat.Config) []netip.Addr {
+	var addrs []netip.Addr
+	for _, s := range cfg.Services {
+		addrs = append(addrs, s.VIP)
+		for _, b := range s.Backends {
+			addrs = append(addrs, b.Addr)
+		}
+	}
+	return addrs
 }
 
 // masqNames are the names ipchains -L without -n shows: the hosts of host
