@@ -187,13 +187,35 @@ func TestSyncDaemonAdm(t *testing.T) {
 	if r := adm("-L", "-n", "--daemon"); strings.Contains(r.Output, "master") || !strings.Contains(r.Output, "backup sync daemon") {
 		t.Errorf("after --stop-daemon master:\n%s", r.Output)
 	}
-	if r := adm("--start-daemon", "master"); r.Status != 0 {
-		t.Fatalf("--start-daemon master: %+v", r)
-	}
-	for _, args := range [][]string{{"--start-daemon"}, {"--start-daemon", "primary"}, {"--start-daemon", "master", "--mcast-interface", "eth0"}} {
-		if r := adm(args...); r.Status == 0 || r.Error == "" {
-			t.Errorf("%v accepted", args)
+	// ipvsadm's words and statuses (ipvsadm.c parse_options, the
+	// commands_v_options matrix, the kernel's EEXIST and ESRCH).
+	for _, tc := range []struct {
+		args   string
+		status int
+		err    string
+	}{
+		{"--stop-daemon master", 255, "No daemon is running"},
+		{"--start-daemon master --mcast-interface eth0 --syncid 5", 0, ""},
+		{"--start-daemon master", 255, "Daemon has already run"},
+		{"--start-daemon", 255, "Try `ipvsadm -h' or 'ipvsadm --help' for more information."},
+		{"--start-daemon primary", 2, "illegal start-daemon parameter specified"},
+		{"--stop-daemon primary", 2, "illegal start_daemon specified"},
+		{"--stop-daemon backup --mcast-interface eth0", 2, "Illegal 'mcast-interface' option with the 'stop-daemon' command"},
+		{"--start-daemon backup -n", 2, "Illegal 'numeric' option with the 'start-daemon' command"},
+		{"--start-daemon backup --syncid 256", 2, "illegal syncid specified"},
+		{"--start-daemon backup --mcast-group 224.0.0.81 --mcast-port 8848", 255, "--mcast-group --mcast-port: vsgate's sync sends by unicast"},
+		{"-L --daemon --stats", 2, "options conflicts in the list command"},
+	} {
+		if r := adm(strings.Fields(tc.args)...); r.Status != tc.status || !strings.HasPrefix(r.Error, tc.err) {
+			t.Errorf("%s: %+v, want status %d and %q", tc.args, r, tc.status, tc.err)
 		}
+	}
+	// In a restore, a refused daemon line is reported and the next runs.
+	if r := g.handle(context.Background(), Request{Args: []string{"-R"}, Stdin: "--start-daemon master\n--stop-daemon backup\n"}); r.Status != 0 || r.Error != "Daemon has already run" {
+		t.Errorf("-R of daemon lines: %+v", r)
+	}
+	if r := adm("-L", "--daemon"); strings.Contains(r.Output, "backup") || !strings.Contains(r.Output, "master sync daemon") {
+		t.Errorf("after -R's --stop-daemon backup:\n%s", r.Output)
 	}
 	resp, err := http.Get("http://" + g.MetricsAddr() + "/metrics")
 	if err != nil {

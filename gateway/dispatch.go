@@ -20,14 +20,6 @@ func (g *Gateway) handle(ctx context.Context, req Request) Response {
 	if len(req.Args) > 0 && req.Args[0] == "pcap" {
 		return g.handlePcap(req.Args[1:])
 	}
-	if len(req.Args) > 0 && (req.Args[0] == "--start-daemon" || req.Args[0] == "--stop-daemon") {
-		return g.handleDaemon(req.Args)
-	}
-	if len(req.Args) >= 2 && (req.Args[0] == "-L" || req.Args[0] == "-l" || req.Args[0] == "--list") && req.Args[len(req.Args)-1] == "--daemon" {
-		var out bytes.Buffer
-		g.writeDaemons(&out)
-		return Response{Output: out.String()}
-	}
 	if len(req.Args) == 1 && req.Args[0] == "bgp" {
 		var out bytes.Buffer
 		g.writeBGP(&out)
@@ -107,6 +99,10 @@ func (g *Gateway) query(ctx context.Context, c *adm.Command, cfg nat.Config) (st
 	case adm.OpVersion:
 		out.WriteString(adm.IpvsadmVersion)
 	case adm.OpList:
+		if c.Daemon {
+			g.writeDaemons(&out)
+			break
+		}
 		v := g.view(ctx, c, cfg)
 		if c.VIP.IsValid() && !v.HasService(c) {
 			return "", &adm.ExitError{Msg: adm.ErrNoService.Error(), Status: 1} // ipvsadm: nothing on stdout, exit 1
@@ -122,6 +118,8 @@ func (g *Gateway) query(ctx context.Context, c *adm.Command, cfg nat.Config) (st
 		adm.WritePortfw(&out, g.view(ctx, c, cfg))
 	case adm.OpMasqList:
 		adm.WriteMasq(&out, cfg, g.masqNames(ctx, c, cfg))
+	case adm.OpStartDaemon, adm.OpStopDaemon:
+		return "", g.daemon(c)
 	case adm.OpZero:
 		if !c.VIP.IsValid() {
 			g.engine.ZeroStats()

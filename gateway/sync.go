@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/vsgate/vsgate/gateway/adm"
 	"github.com/vsgate/vsgate/gateway/connsync"
 )
 
@@ -58,33 +59,36 @@ func (g *Gateway) collectSync(ch chan<- prometheus.Metric) {
 	}
 }
 
-// handleDaemon runs ipvsadm's --start-daemon and --stop-daemon: ROLE is
-// master or backup. vsgate syncs by unicast to sync.peers, so
-// --mcast-interface, --mcast-group and --syncid are refused, saying so.
-func (g *Gateway) handleDaemon(args []string) Response {
-	start := args[0] == "--start-daemon"
-	if len(args) < 2 {
-		return Response{Error: args[0] + ": missing argument", Status: 2}
-	}
-	role := args[1]
-	if role != "master" && role != "backup" {
-		return Response{Error: fmt.Sprintf("%s: %s: the sync daemon state must be master or backup", args[0], role), Status: 2}
-	}
-	if len(args) > 2 {
-		return Response{Error: fmt.Sprintf("%s: vsgate's sync sends by unicast to the configuration's sync.peers, authenticated with sync.key: there is no multicast interface, group or sync id to set", strings.Join(args[2:], " ")), Status: 2}
+// daemon runs ipvsadm's --start-daemon and --stop-daemon: the state word
+// (master: send this gateway's flows; backup: take the peers') switches
+// the connection sync's role on or off, and refusals are ipvsadm's kernel
+// errors (exit 255). --mcast-interface and --syncid, which scripts pass
+// by habit, are accepted and mean nothing here: vsgate's sync is unicast
+// to sync.peers, authenticated with sync.key; the multicast group, port,
+// TTL and message length are refused, since they cannot apply.
+func (g *Gateway) daemon(c *adm.Command) error {
+	start := c.Op == adm.OpStartDaemon
+	if len(c.DaemonMulticast) > 0 {
+		return adm.KernelError(fmt.Sprintf("%s: vsgate's sync sends by unicast to the configuration's sync.peers, authenticated with sync.key: there is no multicast group, port, TTL or message length to set", strings.Join(c.DaemonMulticast, " ")))
 	}
 	if g.sync == nil {
-		return Response{Error: "the configuration has no sync: block (listen, peers, key): add one and restart vsgate", Status: 1}
+		return adm.KernelError("the configuration has no sync: block (listen, peers, key): add one and restart vsgate")
 	}
 	master, backup := g.sync.Roles()
-	if role == "master" {
-		master = start
-	} else {
-		backup = start
+	running := &master
+	if c.DaemonState == "backup" {
+		running = &backup
 	}
+	switch {
+	case start && *running:
+		return adm.KernelError("Daemon has already run") // the kernel's EEXIST
+	case !start && !*running:
+		return adm.KernelError("No daemon is running") // the kernel's ESRCH
+	}
+	*running = start
 	g.sync.SetRoles(master, backup)
-	g.log.Info("sync daemon", "role", role, "running", start)
-	return Response{}
+	g.log.Info("sync daemon", "role", c.DaemonState, "running", start)
+	return nil
 }
 
 // writeDaemons is `-L --daemon`: the running roles, in ipvsadm's form.

@@ -87,8 +87,12 @@ type Backend struct {
 
 // Service is one virtual service: (protocol, VIP, port) to real servers.
 type Service struct {
-	Proto     uint8 // packet.ProtoTCP or packet.ProtoUDP
-	VIP       netip.Addr
+	Proto uint8 // packet.ProtoTCP or packet.ProtoUDP
+	VIP   netip.Addr
+	// Port 0 is every port of the VIP that no service of its own serves
+	// (ipvsadm's port-0 services, which must be persistent: one
+	// persistence template then holds a client for all ports); a
+	// backend of port 0 is reached on the port the client asked for.
 	Port      uint16
 	Mode      Mode
 	Scheduler string       // a sched name: rr, wrr, lc, wlc, sed, nq, sh, dh, mh, p2c, fo, ovf, lblc, lblcr
@@ -122,6 +126,15 @@ type Service struct {
 	// only for a client that returns one (synproxy.go). The zero value is
 	// SynProxyAuto.
 	SynProxy SynProxy
+	// OnePacket is IPVS's one-packet scheduling (ipvsadm -o), for UDP
+	// services in NAT or DR mode: every datagram is scheduled on its own
+	// and no flow is kept. A real server's answer is translated back by
+	// its source when that backend (address and port) serves no other
+	// service (Worker.onePacketReply); else it is dropped as
+	// real_server_no_flow. A datagram whose real server lies in an
+	// inbound masquerade subnet, which needs a flow to map the answer
+	// back, takes one as without OnePacket.
+	OnePacket bool
 }
 
 // Masquerade is source NAT (ipchains -j MASQ), in one of two directions;
@@ -288,13 +301,21 @@ func (s *snapshot) masqueradeInto(addr [16]byte) *masqRule {
 // snapshot is the immutable configuration workers read with one atomic
 // load per batch.
 type snapshot struct {
-	svcIndex    svcIndex // the services by (VIP, port, protocol)
+	svcIndex svcIndex // the services by (VIP, port, protocol)
+	// portZero: some service has port 0 (every port of its VIP, see
+	// Service.Port), so a packet no service's own port matches is looked
+	// up again with port 0.
+	portZero    bool
 	realServers svcIndex // the services by their backends' (address, port, protocol)
 	// soleNAT are the sloppy NAT-mode services by their backends'
 	// (address, port, protocol), for backends that serve no other
 	// service: their answers identify the flow's VIP on their own
 	// (Worker.adoptReply).
-	soleNAT       svcIndex
+	soleNAT svcIndex
+	// onePacket are the one-packet NAT services by their backends'
+	// (address, port, protocol), for backends that serve no other
+	// service (Worker.onePacketReply).
+	onePacket     svcIndex
 	masq          []*masqRule // outbound rules (From)
 	masqInto      []*masqRule // inbound rules (Into)
 	masqAddr      map[[16]byte]bool
@@ -471,6 +492,12 @@ func (e *Engine) Update(cfg Config) error {
 		if sc.VIP.Is6() && !sc.VIP.Is4In6() {
 			fam = 1
 		}
+		if sc.OnePacket && (sc.Proto != packet.ProtoUDP || sc.Mode != ModeNAT && sc.Mode != ModeDR) {
+			return fmt.Errorf("%w: service %v:%d: one-packet scheduling is for UDP services in NAT or DR mode", ErrConfig, sc.VIP, sc.Port)
+		}
+		if sc.Port == 0 && sc.Persistence == 0 {
+			return fmt.Errorf("%w: service %v port 0 (every port) must be persistent, as IPVS's: give it a persistence time", ErrConfig, sc.VIP)
+		}
 		if sc.Mode == ModeDR {
 			for _, b := range sc.Backends {
 				if b.Port != sc.Port {
@@ -641,6 +668,9 @@ func (e *Engine) Update(cfg Config) error {
 		}
 	}
 	snap.svcIndex = newSvcIndex(services)
+	for k := range services {
+		snap.portZero = snap.portZero || k.port == 0
+	}
 	reals := map[svcKey]*service{}
 	serving := map[svcKey]int{} // how many services a backend serves
 	for k, svc := range services {
@@ -659,6 +689,13 @@ func (e *Engine) Update(cfg Config) error {
 		}
 	}
 	snap.soleNAT = newSvcIndex(sole)
+	ops := map[svcKey]*service{}
+	for rk, svc := range reals {
+		if serving[rk] == 1 && svc.cfg.Mode == ModeNAT && svc.cfg.OnePacket {
+			ops[rk] = svc
+		}
+	}
+	snap.onePacket = newSvcIndex(ops)
 	e.conf.Store(snap)
 	e.cur = cfg
 	return nil

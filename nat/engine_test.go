@@ -556,12 +556,32 @@ func FuzzEngine(f *testing.F) {
 	f.Add(udp(netip.AddrPortFrom(rips[0], 4000), outside, 3), udp(outside, netip.AddrPortFrom(masqTo, 4000), 3))
 	f.Add([]byte{0x45, 0, 0, 20}, []byte{0x60})
 	f.Add(tcp(client, vip, syn, 0), tcp(netip.AddrPortFrom(rips[0], 8080), netip.AddrPortFrom(insideTo, 20000), synack, 0))
+	f.Add(tcp(client, netip.AddrPortFrom(vip.Addr(), 443), syn, 0), udp(netip.AddrPortFrom(rips[0], 5353), client, 3))
 	f.Fuzz(func(t *testing.T, a, b []byte) {
-		for _, e := range []*nat.Engine{engine(t, nat.ModeNAT, 16), intoEngine(t, false)} {
+		for _, e := range []*nat.Engine{engine(t, nat.ModeNAT, 16), intoEngine(t, false), ipvsModelEngine(t)} {
 			// Process translates in place: each engine gets the input as given.
 			fuzzPair(t, e, append([]byte(nil), a...), append([]byte(nil), b...))
 		}
 	})
+}
+
+// ipvsModelEngine has the rest of IPVS's model: a persistent port-0
+// service (every port of the VIP) over port-0 backends with connection
+// thresholds, scheduled by lblcr, and a one-packet UDP service.
+func ipvsModelEngine(t *testing.T) *nat.Engine {
+	var any, ops []nat.Backend
+	for _, r := range rips {
+		any = append(any, nat.Backend{Addr: r, Weight: 1, Upper: 2, Lower: 1})
+		ops = append(ops, nat.Backend{Addr: r, Port: 5353, Weight: 1})
+	}
+	e, err := nat.New(nat.Config{Capacity: 16, Services: []nat.Service{
+		{Proto: packet.ProtoTCP, VIP: vip.Addr(), Scheduler: "lblcr", Persistence: time.Minute, Backends: any, SynProxy: nat.SynProxyOff},
+		{Proto: packet.ProtoUDP, VIP: vip.Addr(), Port: 53, Scheduler: "ovf", OnePacket: true, Backends: ops},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 // fuzzPair is one FuzzEngine run on e.

@@ -150,3 +150,61 @@ func TestPersistSettingsChange(t *testing.T) {
 		}
 	}
 }
+
+// TestPortZero: a persistent service of port 0 takes every port of its VIP
+// that no service of its own has (IPVS's port-0 services, found after the
+// exact port as ip_vs_service_find does); its port-0 backends are reached
+// on the client's port; one template holds a client for all ports; the
+// real server's answer goes back from the port the client asked for.
+func TestPortZero(t *testing.T) {
+	var bs []nat.Backend
+	for _, r := range rips {
+		bs = append(bs, nat.Backend{Addr: r, Weight: 1})
+	}
+	cfg := nat.Config{Capacity: 256, Services: []nat.Service{
+		{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 0, Scheduler: "rr", Persistence: time.Minute, Backends: bs, SynProxy: nat.SynProxyOff},
+		{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 7, Scheduler: "rr", Backends: []nat.Backend{{Addr: rips[2], Port: 7007, Weight: 1}}, SynProxy: nat.SynProxyOff},
+	}}
+	e, err := nat.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := e.NewWorker()
+	var first netip.Addr
+	for i, port := range []uint16{80, 443, 22, 8080, 80} {
+		c := netip.AddrPortFrom(client.Addr(), uint16(3000+i))
+		b := tcp(c, netip.AddrPortFrom(vip.Addr(), port), syn, 0)
+		if v := one(w, b); v != nat.Forward {
+			t.Fatalf("SYN to port %d: %v", port, v)
+		}
+		_, d := endpoints(t, b)
+		if d.Port() != port {
+			t.Fatalf("SYN to port %d went to %v: a port-0 backend takes the client's port", port, d)
+		}
+		if i == 0 {
+			first = d.Addr()
+		} else if d.Addr() != first {
+			t.Fatalf("SYN to port %d went to %v, the client's template says %v", port, d.Addr(), first)
+		}
+		a := tcpSeq(d, c, synack, 0, 1, 1)
+		if v := one(w, a); v != nat.Forward {
+			t.Fatalf("SYN-ACK from %v: %v", d, v)
+		}
+		if s, _ := endpoints(t, a); s != netip.AddrPortFrom(vip.Addr(), port) {
+			t.Fatalf("the answer to port %d left as %v", port, s)
+		}
+	}
+	// The exact port's own service comes first.
+	b := tcp(netip.AddrPortFrom(client.Addr(), 4000), netip.AddrPortFrom(vip.Addr(), 7), syn, 0)
+	if v := one(w, b); v != nat.Forward {
+		t.Fatalf("SYN to port 7: %v", v)
+	}
+	if _, d := endpoints(t, b); d != netip.AddrPortFrom(rips[2], 7007) {
+		t.Fatalf("SYN to port 7 went to %v, want its own service's 198.18.2.13:7007", d)
+	}
+	// Not persistent: refused, as ipvsadm refuses it.
+	cfg.Services[0].Persistence = 0
+	if err := e.Update(cfg); err == nil {
+		t.Fatal("a port-0 service without persistence was accepted")
+	}
+}

@@ -163,12 +163,15 @@ func (w *Worker) ImportFlow(sf SyncFlow) (bool, error) {
 	vip := addr16(sf.OrigDst.Addr())
 	orig := (&Tuple{Src: addr16(sf.OrigSrc.Addr()), SrcPort: sf.OrigSrc.Port(), Dst: vip, DstPort: sf.OrigDst.Port(), Proto: sf.Proto}).words()
 	svc := w.snap.svcIndex.lookup(orig[2], orig[3], sf.OrigDst.Port(), sf.Proto)
+	if svc == nil && w.snap.portZero {
+		svc = w.snap.svcIndex.lookup(orig[2], orig[3], 0, sf.Proto)
+	}
 	if svc == nil || svc.cfg.Mode == ModeL7 {
 		return false, ErrSyncNoService
 	}
 	var own *owner
 	for _, o := range svc.backends {
-		if d := o.dest.Load(); d != nil && d.Addr() == addr16(sf.ReplySrc.Addr()) && d.Port() == sf.ReplySrc.Port() {
+		if d := o.dest.Load(); d != nil && d.Addr() == addr16(sf.ReplySrc.Addr()) && (d.Port() == sf.ReplySrc.Port() || d.Port() == 0) {
 			own = o
 			break
 		}

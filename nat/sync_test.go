@@ -224,3 +224,41 @@ func FuzzImportFlow(f *testing.F) {
 		}
 	})
 }
+
+// TestSyncPortZero: a flow of a port-0 service (every port, see
+// nat.Service.Port) reaches the other gateway, which finds its service
+// and its port-0 backend and translates the real server's answer.
+func TestSyncPortZero(t *testing.T) {
+	mk := func() *nat.Engine {
+		e, err := nat.New(nat.Config{Capacity: 256, Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Scheduler: "rr",
+			Persistence: time.Minute, Backends: []nat.Backend{{Addr: rips[0], Weight: 1}, {Addr: rips[1], Weight: 1}}, SynProxy: nat.SynProxyOff}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	a, b := mk(), mk()
+	a.SetSync(true)
+	to := netip.AddrPortFrom(vip.Addr(), 443)
+	pkt := tcp(client, to, syn, 0)
+	if v := one(a.NewWorker(), pkt); v != nat.Forward {
+		t.Fatalf("SYN at A: %v", v)
+	}
+	_, real := endpoints(t, pkt)
+	var recs []nat.SyncFlow
+	a.DrainSync(func(f nat.SyncFlow) { recs = append(recs, f) })
+	wb := b.NewWorker()
+	if len(recs) != 1 {
+		t.Fatalf("A noted %d flows, want 1", len(recs))
+	}
+	if made, err := wb.ImportFlow(recs[0]); !made || err != nil {
+		t.Fatalf("B importing %+v: made %t, %v", recs[0], made, err)
+	}
+	ans := tcpSeq(real, client, synack, 0, 1, 1)
+	if v := one(wb, ans); v != nat.Forward {
+		t.Fatalf("the real server's answer at B: %v", v)
+	}
+	if s, _ := endpoints(t, ans); s != to {
+		t.Fatalf("B sent the answer from %v, want %v", s, to)
+	}
+}

@@ -791,6 +791,11 @@ func (w *Worker) newFlow(b []byte, s *slot) Verdict {
 		if svc := w.snap.svcIndex.lookup(kw[2], kw[3], p.DstPort, p.Proto); svc != nil {
 			return w.newServiceFlow(b, svc, s)
 		}
+		if w.snap.portZero {
+			if svc := w.snap.svcIndex.lookup(kw[2], kw[3], 0, p.Proto); svc != nil {
+				return w.newServiceFlow(b, svc, s)
+			}
+		}
 		// A real server's packet that no flow knows: the answer of a
 		// flow that expired, was evicted, or lives on another gateway.
 		// Masquerading it (real servers usually sit in a masqueraded
@@ -798,6 +803,9 @@ func (w *Worker) newFlow(b []byte, s *slot) Verdict {
 		// address and hold the flow's reply tuple. IPVS drops these
 		// too (ip_vs_has_real_service).
 		if w.snap.realServers.lookup(kw[0], kw[1], p.SrcPort, p.Proto) != nil {
+			if svc := w.snap.onePacket.lookup(kw[0], kw[1], p.SrcPort, p.Proto); svc != nil {
+				return w.onePacketReply(b, svc)
+			}
 			if svc := w.snap.soleNAT.lookup(kw[0], kw[1], p.SrcPort, p.Proto); svc != nil {
 				return w.adoptReply(b, svc, s)
 			}
@@ -911,6 +919,9 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, s *slot) Verdict {
 		}
 	}
 	d := own.dest.Load()
+	if svc.cfg.OnePacket && (svc.cfg.Mode == ModeDR || w.snap.masqueradeInto(d.Addr()) == nil) {
+		return w.onePacket(b, svc, pk, own, d)
+	}
 	if svc.cfg.Mode == ModeDR {
 		// The packet goes on unchanged: the flow's answer would be the
 		// VIP's own (the real server sends it to the client itself).
@@ -921,7 +932,11 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, s *slot) Verdict {
 		}
 		return w.persistOutcome(svc, pk, v)
 	}
-	reply := Tuple{Src: d.Addr(), SrcPort: d.Port(), Dst: p.Src, DstPort: p.SrcPort, Proto: p.Proto}
+	rport := d.Port()
+	if rport == 0 {
+		rport = p.DstPort // a port-0 backend: the port the client asked for
+	}
+	reply := Tuple{Src: d.Addr(), SrcPort: rport, Dst: p.Src, DstPort: p.SrcPort, Proto: p.Proto}
 	if svc.cfg.Mode == ModeFullNAT {
 		fam := 0
 		if p.Version == 6 {
@@ -943,6 +958,45 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, s *slot) Verdict {
 	// would meet PAWS (timestamps are random per connection) and get a
 	// bare ACK instead of a SYN-ACK.
 	return w.persistOutcome(svc, pk, w.insertWithPort(b, kw, &reply, [2]uint16{clashPortMin, clashPortMax}, p.SrcPort, own, state, false))
+}
+
+// onePacket sends a datagram of a one-packet service (Service.OnePacket)
+// to the real server d chosen for it alone, keeping no flow: it counts as
+// a connection of its own, as IPVS counts each, and a persistence template
+// it used runs from now.
+func (w *Worker) onePacket(b []byte, svc *service, pk persistKey, own *owner, d *sched.Dest) Verdict {
+	w.counters(own.stat).add(cConns, 1)
+	w.counters(svc.stat).add(cConns, 1)
+	w.countPacket(own, DirOriginal, len(b))
+	if svc.persist > 0 {
+		w.e.persist.release(pk, w.now, svc.persist)
+	}
+	if svc.cfg.Mode == ModeDR {
+		w.vias[w.cur] = addrOf(d.Addr())
+		return Route
+	}
+	p := w.p
+	port := d.Port()
+	if port == 0 {
+		port = p.DstPort
+	}
+	packet.SetDst(b, p, d.Addr(), port)
+	return Forward
+}
+
+// onePacketReply translates a real server's answer for a one-packet
+// service (Service.OnePacket) that no flow knows, by its source alone:
+// the backend serves only svc, so the answer is svc's VIP's.
+func (w *Worker) onePacketReply(b []byte, svc *service) Verdict {
+	p := w.p
+	for _, o := range svc.backends {
+		if d := o.dest.Load(); d != nil && d.Addr() == p.Src && d.Port() == p.SrcPort {
+			w.countPacket(o, DirReply, len(b))
+			packet.SetSrc(b, p, addr16(svc.cfg.VIP), svc.cfg.Port)
+			return Forward
+		}
+	}
+	return w.drop(DropRealServerNoFlow) // a backend Update is adding: the next answer meets it
 }
 
 // clashPortMin and clashPortMax bound the ports NAT mode moves a client's

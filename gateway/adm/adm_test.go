@@ -111,9 +111,7 @@ func TestIpvsadmSession(t *testing.T) {
 		{"-A --sctp-service 198.18.0.10:80", "Protocol not available"},
 		{"-a -t 198.18.0.10:80 -r 198.18.2.14 -i", "tunnelling (-i) is not supported"},
 		{"-a -t 198.18.0.10:80 -r 198.18.2.14 -m -y 10", "Numerical result out of range"},
-		{"-A -u 198.18.0.10:54 -o", "one-packet scheduling (-o) is not supported yet"},
 		{"-A -t 198.18.0.10:81 --pe sip", "Scheduler or persistence engine not found"},
-		{"-A -t 198.18.0.10 -p", "port 0"},
 	} {
 		_, err := run(t, cfg, tc.line)
 		status := 255 // what the gateway answers for an error Apply returns
@@ -140,6 +138,40 @@ func TestIpvsadmSession(t *testing.T) {
 	}
 	if _, err := run(t, cfg, "-e -t 198.18.0.10:80 -r 198.18.2.11:8080 -w 5"); err == nil {
 		t.Fatal("-e without -m on a NAT service with two real servers (ipvsadm: direct routing for that one) was accepted")
+	}
+	// A persistent service of port 0 (ipvsadm.c: -t VIP without a port;
+	// allowed with -p), its real servers on port 0 (the client's port).
+	zero := mustRun(t, cfg, "-A -t 198.18.0.14 -p", "-a -t 198.18.0.14:0 -r 198.18.2.11 -m", "-a -t 198.18.0.14 -r 198.18.2.12:8080 -m")
+	if s := zero.Services[2]; s.Port != 0 || s.Persistence != 360*time.Second || s.Backends[0].Port != 0 || s.Backends[1].Port != 8080 {
+		t.Fatalf("port-0 service: %+v", s)
+	}
+	var save bytes.Buffer
+	WriteSave(&save, nat.Config{Services: zero.Services[2:]}, nil)
+	if want := "-A -t 198.18.0.14:0 -s wlc -p 360\n-a -t 198.18.0.14:0 -r 198.18.2.11:0 -m -w 1\n-a -t 198.18.0.14:0 -r 198.18.2.12:8080 -m -w 1\n"; save.String() != want {
+		t.Fatalf("-S of a port-0 service:\n%s\nwant\n%s", save.String(), want)
+	}
+	// One-packet scheduling (ipvsadm.c: -o, UDP only; -E without it
+	// removes it): listed " ops" after persistence, saved " -o" before -b.
+	ops := mustRun(t, cfg, "-A -u 198.18.0.10:54 -s sh -b sh-port -p 30 -o", "-a -u 198.18.0.10:54 -r 198.18.2.11 -m")
+	if s := ops.Services[2]; !s.OnePacket {
+		t.Fatalf("-A -u -o: %+v", s)
+	}
+	save.Reset()
+	WriteSave(&save, nat.Config{Services: ops.Services[2:]}, nil)
+	if want := "-A -u 198.18.0.10:54 -s sh -p 30 -o -b sh-port\n-a -u 198.18.0.10:54 -r 198.18.2.11:54 -m -w 1\n"; save.String() != want {
+		t.Fatalf("-S of a one-packet service:\n%s\nwant\n%s", save.String(), want)
+	}
+	var list bytes.Buffer
+	c, err := parse("-L -n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	WriteList(&list, c, &View{Services: []nat.ServiceInfo{{Service: ops.Services[2]}}})
+	if !strings.Contains(list.String(), "UDP  198.18.0.10:54 sh (sh-port) persistent 30 ops\n") {
+		t.Fatalf("-L -n of a one-packet service:\n%s", list.String())
+	}
+	if s := mustRun(t, ops, "-E -u 198.18.0.10:54 -s rr").Services[2]; s.OnePacket {
+		t.Fatalf("-E without -o kept one-packet scheduling: %+v", s)
 	}
 	// Connection thresholds (ipvsadm.c: -x/-y set u_threshold/l_threshold
 	// of the whole entry -a and -e send; ipvsadm-save leaves them out).

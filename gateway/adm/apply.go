@@ -45,6 +45,8 @@ func (c *Command) Modifies() bool {
 		return false
 	case OpZero:
 		return false // counters, not configuration
+	case OpStartDaemon, OpStopDaemon:
+		return false // the sync's roles, not configuration
 	}
 	return true
 }
@@ -117,12 +119,8 @@ func unsupported(c *Command) error {
 		return KernelError("tunnelling (-i) is not supported: vsgate forwards by NAT (-m), FULLNAT (--fullnat) and direct routing (-g); this kernel has no IPIP, GRE or FOU devices to test a tunnel with")
 	case c.LThreshold > c.UThreshold:
 		return KernelError("Numerical result out of range") // the kernel's ERANGE: l_threshold above u_threshold
-	case c.OnePacket:
-		return KernelError("one-packet scheduling (-o) is not supported yet")
 	case c.PE != "":
 		return ErrNoScheduler // vsgate has no persistence engines: the kernel's ENOENT
-	case (c.Op == OpAddService || c.Op == OpEditService) && slices.ContainsFunc(c.VIP.Addrs, func(ap netip.AddrPort) bool { return ap.Port() == 0 }):
-		return KernelError("persistent services on port 0 (every port of the address) are not supported yet: give the port")
 	}
 	return nil
 }
@@ -330,6 +328,7 @@ func setServiceOptions(s *nat.Service, c *Command) error {
 	if c.Netmask >= 0 {
 		s.PersistMask = c.Netmask
 	}
+	s.OnePacket = c.OnePacket
 	for _, f := range c.SchedFlags {
 		switch f {
 		case "sh-port", "flag-2":
@@ -380,11 +379,12 @@ type RestoreStatus struct {
 // (ipvsadm: its kernel) is reported and the next one runs; a line
 // ipvsadm itself refuses (its options, a '#' comment, which ipvsadm 1.31
 // does not understand, a nested -R) ends the restore there. The exit
-// status is the last line's. Lines that change nothing (-L, -S, -Z, -h,
-// -v) run through query with the configuration of the moment, their
-// output in RestoreStatus.Output: as in ipvsadm, -h and -v end the restore
-// (status 0), a listing that fails ends it with its status, and -Z of a
-// missing service is reported and the next line runs. A nil query skips
+// status is the last line's. Lines that change no configuration (-L, -S,
+// -Z, -h, -v, --start-daemon, --stop-daemon) run through query with the
+// configuration of the moment, their output in RestoreStatus.Output: as in
+// ipvsadm, -h and -v end the restore (status 0), a listing that fails
+// ends it with its status, and a refused -Z or daemon command is reported
+// and the next line runs. A nil query skips
 // them. It returns the configuration after the lines that went through.
 func Restore(ctx context.Context, cfg nat.Config, script string, d Defaults, r names.Resolver,
 	install func(nat.Config) error, query func(*Command, nat.Config) (string, error)) (nat.Config, RestoreStatus) {
@@ -422,7 +422,7 @@ func Restore(ctx context.Context, cfg nat.Config, script string, d Defaults, r n
 			case c.Op == OpHelp || c.Op == OpVersion:
 				return cfg, st
 			case err == nil:
-			case c.Op == OpZero: // a kernel error: reported, the next line runs
+			case c.Op == OpZero || c.Op == OpStartDaemon || c.Op == OpStopDaemon: // a kernel error: reported, the next line runs
 				st.Errors = append(st.Errors, err.Error())
 				st.Status = 255
 			default: // ipvsadm's listing exits on its error

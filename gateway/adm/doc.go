@@ -1,9 +1,10 @@
 // Package adm speaks the languages people already use to drive a virtual
 // server:
 //
-//   - ipvsadm 1.31's (-A/-E/-D services, -a/-e/-d real servers, -L with
-//     --stats, --rate, --thresholds, --persistent-conn, -c, --timeout,
-//     -Z, -C, -S/-R, --set, -h, -v), read as ipvsadm reads it with popt:
+//   - ipvsadm 1.31's (-A/-E/-D services, port 0 with -p, -o, -a/-e/-d
+//     real servers with -x/-y, -L with --stats, --rate, --thresholds,
+//     --persistent-conn, -c, --timeout, --daemon, -Z, -C, -S/-R, --set,
+//     --start-daemon/--stop-daemon, -h, -v), read as ipvsadm reads it with popt:
 //     the first option is the command, the command × option matrix and
 //     every message and exit status are ipvsadm's (ipvsadm.go; ExitError
 //     carries the status), -E/-e send a whole entry, and what IPVS has and

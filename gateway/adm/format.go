@@ -270,6 +270,9 @@ func WriteList(w io.Writer, c *Command, v *View) {
 					}
 				}
 			}
+			if s.OnePacket {
+				fmt.Fprint(w, " ops")
+			}
 			fmt.Fprintln(w)
 			for _, b := range s.Backends {
 				if c.PersistentConn {
@@ -348,6 +351,9 @@ func WriteSave(w io.Writer, cfg nat.Config, n *Names) {
 					fmt.Fprintf(w, " -M %d", m)
 				}
 			}
+		}
+		if s.OnePacket {
+			fmt.Fprint(w, " -o")
 		}
 		if f := schedFlags(s); f != "" {
 			fmt.Fprintf(w, " -b %s", f)

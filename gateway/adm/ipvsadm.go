@@ -125,6 +125,10 @@ func matrixRow(op Op) string {
 		return ".xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 	case OpZero:
 		return "xx.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	case OpStartDaemon:
+		return "xxxxxxxxxxx.xxxxxxx.xxxx....xxxxxx"
+	case OpStopDaemon:
+		return "xxxxxxxxxxxxxxxxxxx.xxxxxxxxxxxxxx"
 	}
 	return "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" // -C, -R, --set
 }
@@ -156,6 +160,10 @@ func cmdName(op Op) string {
 		return "save"
 	case OpZero:
 		return "zero"
+	case OpStartDaemon:
+		return "start-daemon"
+	case OpStopDaemon:
+		return "stop-daemon"
 	}
 	return "?"
 }
@@ -279,6 +287,10 @@ func lookupOption(name string, long bool) (optSpec, bool) {
 		return cmd(OpZero)
 	case "set":
 		return cmd(OpSetTimeouts)
+	case "start-daemon":
+		return optSpec{op: OpStartDaemon, bit: bitNone, arg: argRequired, key: name}, true
+	case "stop-daemon":
+		return optSpec{op: OpStopDaemon, bit: bitNone, arg: argRequired, key: name}, true
 	case "help":
 		return cmd(OpHelp)
 	case "version":
@@ -471,8 +483,18 @@ func parseIpvsadm(ctx context.Context, args []string, r names.Resolver) (*Comman
 		return nil, tryHelp()
 	}
 	c.Op = opts[0].spec.op
-	if c.Op == OpHelp || c.Op == OpVersion {
+	switch c.Op {
+	case OpHelp, OpVersion:
 		return c, nil
+	case OpStartDaemon, OpStopDaemon:
+		// Checked as the first option is read (ipvsadm.c's
+		// parse_options), with ipvsadm's words ("start_daemon", sic).
+		if c.DaemonState = opts[0].value; c.DaemonState != "master" && c.DaemonState != "backup" {
+			if c.Op == OpStartDaemon {
+				return nil, failf("illegal start-daemon parameter specified")
+			}
+			return nil, failf("illegal start_daemon specified")
+		}
 	}
 	var given [numBits]bool
 	var vipText, realText, fwmarkText, schedFlags string
@@ -487,6 +509,9 @@ func parseIpvsadm(ctx context.Context, args []string, r names.Resolver) (*Comman
 			given[b] = true
 		}
 		v := o.value
+		if o.spec.bit == bitMcastGroup || o.spec.bit == bitMcastPort || o.spec.bit == bitMcastTTL || o.spec.bit == bitSyncMaxlen {
+			c.DaemonMulticast = append(c.DaemonMulticast, "--"+o.spec.key)
+		}
 		switch o.spec.key {
 		case "tcp-service", "udp-service", "sctp-service":
 			vipText = v

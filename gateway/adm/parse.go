@@ -41,6 +41,8 @@ const (
 	OpMasqPolicy     // ipchains -P forward ACCEPT|DENY
 	OpHelp           // ipvsadm -h, ipmasqadm -h, ipchains -h: Help gives the text
 	OpVersion        // ipvsadm -v
+	OpStartDaemon    // ipvsadm --start-daemon master|backup
+	OpStopDaemon     // ipvsadm --stop-daemon master|backup
 )
 
 // Forward is a real server's forwarding method.
@@ -85,12 +87,20 @@ type Command struct {
 	Daemon, Thresholds, PersistentConn          bool
 
 	// What ipvsadm has and vsgate refuses (Apply says why): -f's mark
-	// (and -6), -x/-y, -o, --pe.
+	// (and -6), --pe. -x/-y are the connection thresholds, -o one-packet
+	// scheduling.
 	Fwmark                 string
 	FwmarkIPv6             bool
 	UThreshold, LThreshold int
 	OnePacket              bool
 	PE                     string
+
+	// The sync daemon (--start-daemon, --stop-daemon): its state word,
+	// master or backup, and the multicast options given (--mcast-group,
+	// --mcast-port, --mcast-ttl, --sync-maxlen), which vsgate's unicast
+	// sync has no use for.
+	DaemonState     string
+	DaemonMulticast []string
 
 	Timeouts [3]time.Duration // --set tcp tcpfin udp
 

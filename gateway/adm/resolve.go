@@ -78,10 +78,10 @@ func lookupPort(r names.Resolver, proto uint8, s string) (uint16, error) {
 		r = names.Map{} // numbers only
 	}
 	p, err := r.LookupPort(protoWord(proto), s)
-	if err != nil || p == 0 {
-		return 0, usagef("port %s: a number 1..65535 or a service name", s)
+	if err != nil {
+		return 0, usagef("port %s: a number 0..65535 or a service name", s)
 	}
-	return p, nil
+	return p, nil // 0 too: ipvsadm's port-0 services; portfw needs a port (resolveEndpoint's needPort)
 }
 
 // protoWord is the services file's name of a protocol.

@@ -192,8 +192,11 @@ type Service struct {
 	TCPLiberal bool
 	// SynProxy is syn_proxy: auto (default), on or off (nat.SynProxy).
 	SynProxy nat.SynProxy
-	Health   *Health // nil: no health checks, backends are always up
-	Backends []Backend
+	// OnePacket schedules every datagram on its own (one_packet: true,
+	// ipvsadm -o): UDP services of mode nat or dr (nat.Service.OnePacket).
+	OnePacket bool
+	Health    *Health // nil: no health checks, backends are always up
+	Backends  []Backend
 	// L7 holds the Apache directives of an HTTP service (Mode ModeL7):
 	// its real servers are the directives' ProxyPass and BalancerMember
 	// URLs, so Backends is empty.
@@ -456,6 +459,7 @@ func (c *Config) NAT() (nat.Config, error) {
 			Sloppy:     s.Sloppy,
 			TCPLiberal: s.TCPLiberal,
 			SynProxy:   s.SynProxy,
+			OnePacket:  s.OnePacket,
 			Backends:   make([]nat.Backend, len(s.Backends)),
 
 			Persistence: s.Persistence,

@@ -179,6 +179,19 @@ func TestAccepted(t *testing.T) {
 				return c.Services[0].Scheduler == "lblcr" && b[0].UThreshold == 100 && b[0].LThreshold == 50 && b[1].UThreshold == 0 &&
 					nb[0].Upper == 100 && nb[0].Lower == 50 && strings.Contains(string(c.YAML()), "u_threshold: 100\n")
 			}},
+		{"port 0: every port, persistent", "services:\n  - {proto: tcp, vip: 198.18.0.14:0, persistence: 60, health: {port: 80}, backends: [{addr: 198.18.2.11}, {addr: \"198.18.2.12:8080\"}]}\n",
+			func(c *Config) bool {
+				s := c.Services[0]
+				again, err := Parse(c.YAML(), "again.yaml")
+				return s.VIP.Port() == 0 && s.Backends[0].Addr.Port() == 0 && s.Backends[1].Addr.Port() == 8080 &&
+					err == nil && again.Services[0].VIP == s.VIP && again.Services[0].Backends[0].Addr == s.Backends[0].Addr
+			}},
+		{"one_packet", "services:\n  - {proto: udp, vip: 198.18.0.10:53, one_packet: true, backends: [{addr: 198.18.2.11}]}\n",
+			func(c *Config) bool {
+				n, _ := c.NAT()
+				again, err := Parse(c.YAML(), "again.yaml")
+				return c.Services[0].OnePacket && n.Services[0].OnePacket && err == nil && again.Services[0].OnePacket
+			}},
 		{"ipchains long options", "masquerade:\n  - {ipchains: \"ipchains --append forward --jump MASQ --src 198.18.2.0/24 -d 0/0 -p all\", to: 198.18.0.20}\n",
 			func(c *Config) bool { return c.Masquerade[0].From == netip.MustParsePrefix("198.18.2.0/24") }},
 		{"masquerade_to", "masquerade_to: 2001:db8::20\nmasquerade: [{from: 2001:db8:2::/64}, {from: 2001:db8:3::/64, to: 2001:db8::21}]\n",
@@ -256,6 +269,30 @@ services:
 services:
   - {proto: tcp, vip: 198.18.0.10:80, backends: [{addr: 198.18.2.11, u_threshold: 2147483648}]}   # <-
 `, "use 0..2147483647"},
+	{"port 0 without persistence", `
+services:
+  - proto: tcp
+    vip: 198.18.0.14:0   # <-
+    backends: [{addr: 198.18.2.11}]
+`, "add persistence: 300s, or use a port in 1..65535"},
+	{"port 0 with a health check of no port", `
+services:
+  - proto: tcp
+    vip: 198.18.0.14:0
+    persistence: 60
+    health: {type: tcp}   # <-
+    backends: [{addr: 198.18.2.11}]
+`, "add port: to health"},
+	{"backend port 0 under a port", `
+services:
+  - {proto: tcp, vip: 198.18.0.10:80, backends: [{addr: 198.18.2.11:0}]}   # <-
+`, "backend 198.18.2.11 has port 0"},
+	{"one_packet on tcp", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    one_packet: true   # <-
+`, "one_packet is for UDP services of mode nat or dr"},
 	{"negative weight", `
 services:
   - {proto: tcp, vip: 198.18.0.10:80, backends: [{addr: 198.18.2.11, weight: -1}]}   # <-

@@ -138,8 +138,8 @@ func (cv *conv) service(path string, fs *fileService, ecmp bool) Service {
 		cv.r.fail(path+".proto", fmt.Sprintf("proto %q is not known", fs.Proto), "use tcp or udp")
 	}
 	if fs.VIP != "" {
-		if a, port, ok := cv.hostPort(path+".vip", "vip", fs.VIP); ok {
-			if port == 0 {
+		if a, port, every, ok := cv.hostPortOrEvery(path+".vip", "vip", fs.VIP); ok {
+			if port == 0 && !every {
 				cv.r.fail(path+".vip", fmt.Sprintf("vip %s has no port", fs.VIP),
 					fmt.Sprintf("add one, such as vip: %s", quoteV6(netip.AddrPortFrom(a, 80))))
 			}
@@ -208,6 +208,11 @@ func (cv *conv) service(path string, fs *fileService, ecmp bool) Service {
 		cv.r.fail(path+".syn_proxy", "syn_proxy is for TCP services of mode nat or fullnat",
 			"remove it (an l7 service's TCP is the gateway's own kernel's, with its SYN cookies)")
 	}
+	s.OnePacket = cv.boolean(path+".one_packet", fs.OnePacket)
+	if s.OnePacket && (s.Proto != packet.ProtoUDP || s.Mode != nat.ModeNAT && s.Mode != nat.ModeDR) {
+		cv.r.fail(path+".one_packet", "one_packet is for UDP services of mode nat or dr",
+			"remove it (TCP connections, FULLNAT and L7 need a flow per connection)")
+	}
 	if cv.f.has(path + ".health") {
 		s.Health = cv.health(path+".health", &fs.Health)
 	}
@@ -221,8 +226,8 @@ func (cv *conv) backend(path string, fb *fileBackend, vip netip.AddrPort) Backen
 	var b Backend
 	if fb.Addr == "" {
 		cv.r.fail(path+".addr", "backend has no addr", "add addr: the real server's address, such as addr: 198.18.2.11:8080")
-	} else if a, port, ok := cv.hostPort(path+".addr", "backend", fb.Addr); ok {
-		if port == 0 {
+	} else if a, port, every, ok := cv.hostPortOrEvery(path+".addr", "backend", fb.Addr); ok {
+		if port == 0 && !every {
 			port = vip.Port() // the VIP's port; 0 if the VIP is bad, reported there
 		}
 		b.Addr = netip.AddrPortFrom(a, port)
@@ -484,6 +489,18 @@ func (cv *conv) hostPort(path, what, s string) (netip.Addr, uint16, bool) {
 		return netip.Addr{}, 0, false
 	}
 	return a, port, true
+}
+
+// hostPortOrEvery is hostPort for a service's vip and backends, where an
+// explicit ":0" is allowed and reported as every: every port of the
+// address (ipvsadm's port-0 services), not a missing port.
+func (cv *conv) hostPortOrEvery(path, what, s string) (a netip.Addr, port uint16, every, ok bool) {
+	if rest, zero := strings.CutSuffix(s, ":0"); zero && (strings.HasSuffix(rest, "]") || !strings.Contains(rest, ":")) {
+		a, port, ok = cv.hostPort(path, what, rest)
+		return a, port, ok, ok
+	}
+	a, port, ok = cv.hostPort(path, what, s)
+	return a, port, false, ok
 }
 
 func parseHostPort(s string) (a netip.Addr, port uint16, msg, fix string) {

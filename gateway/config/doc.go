@@ -98,7 +98,10 @@
 //	services:               virtual services, unique by proto+vip+port
 //	  - name: web           optional label [A-Za-z0-9._-]{1,64}, unique
 //	    proto: tcp          tcp or udp                                  required
-//	    vip: 198.18.0.10:80 address and port                            required
+//	    vip: 198.18.0.10:80 address and port; port 0 (198.18.0.10:0) is  required
+//	                        every port no other service of the address
+//	                        has, and needs persistence (ipvsadm -p with
+//	                        port 0): one persistence for all ports
 //	    scheduler: wrr      rr wrr lc wlc sed nq sh dh mh p2c fo ovf    default wlc
 //	                        lblc lblcr
 //	    scheduler_flags: [sh-port, sh-fallback]   sh: sh-port, sh-fallback; dh: dh-fallback
@@ -134,6 +137,8 @@
 //	                        SYNPROXY); auto: on while table.syn_proxy's
 //	                        thresholds are passed; off (tcp, nat and
 //	                        fullnat only)
+//	    one_packet: false   udp, mode nat or dr: schedule every datagram  default false
+//	                        on its own and keep no flow (ipvsadm -o)
 //	    health:             left out: no checks (backends always up)
 //	      type: http        tcp (connect) or http (GET)                 default tcp
 //	      interval: 2s      longer than timeout                         default 2s
@@ -145,6 +150,8 @@
 //	      expect: 200       http only, 100..599                         default 200
 //	    backends:
 //	      - addr: 198.18.2.11:8080   address[:port], the VIP's family   port default: the VIP's
+//	                        (under a port-0 vip, port 0: the port the client
+//	                        asked for)
 //	        weight: 3       0..65535; 0 = quiescent                     default 1
 //	        u_threshold: 100  ipvsadm -x: at this many connections the   default 0 (none)
 //	                        server takes no new ones, until below

@@ -91,6 +91,7 @@ type (
 		Sloppy             string        `yaml:"sloppy"`
 		TCPWindow          string        `yaml:"tcp_window_check"`
 		SynProxy           string        `yaml:"syn_proxy"`
+		OnePacket          string        `yaml:"one_packet"`
 		Announce           string        `yaml:"announce"`
 		Health             fileHealth    `yaml:"health"`
 		Backends           []fileBackend `yaml:"backends"`

@@ -106,6 +106,9 @@ func (c *Config) YAML() []byte {
 			w(2, "announce: %s", s.Announce)
 		}
 		w(2, "tcp_window_check: %t", !s.TCPLiberal)
+		if s.OnePacket {
+			w(2, "one_packet: true")
+		}
 		if s.Proto == packet.ProtoTCP && s.Mode != nat.ModeL7 {
 			w(2, "syn_proxy: %s", s.SynProxy)
 		}

@@ -245,8 +245,15 @@ func validateService(s *Service, path string, idx int, pool map[bool]bool, svcs 
 	}
 	vipOK := addrOK && !r.failed(path+".vip")
 	if vipOK && s.VIP.Port() == 0 {
-		r.fail(path+".vip", fmt.Sprintf("vip %s has port 0", vip), "use a port in 1..65535")
-		vipOK = false
+		switch {
+		case s.Mode == nat.ModeL7:
+			r.fail(path+".vip", fmt.Sprintf("vip %s has port 0 (every port), and an l7 service listens on one", vip), "use a port in 1..65535")
+		case s.Persistence == 0:
+			r.fail(path+".vip", fmt.Sprintf("vip %s has port 0 (every port of the address), which needs persistence, as ipvsadm's -p", vip),
+				"add persistence: 300s, or use a port in 1..65535")
+		case s.Health != nil && s.Health.Port == 0 && slices.ContainsFunc(s.Backends, func(b Backend) bool { return b.Addr.Port() == 0 }):
+			r.fail(path+".health", "the health check of backends on every port (port 0) has no port to check", "add port: to health, such as port: 80")
+		}
 	}
 	if !vip.IsValid() && !r.failed(path+".vip") {
 		r.fail(path+".vip", "service has no vip", "add the virtual address and port, such as vip: 198.18.0.10:80")
@@ -350,7 +357,7 @@ func validateService(s *Service, path string, idx int, pool map[bool]bool, svcs 
 			continue // the backend's port may be the VIP's
 		}
 		switch {
-		case b.Addr.Port() == 0:
+		case b.Addr.Port() == 0 && s.VIP.Port() != 0:
 			r.fail(bp+".addr", fmt.Sprintf("backend %s has port 0", a), "use a port in 1..65535, or leave it out for the vip's port")
 		case b.Addr == s.VIP:
 			r.fail(bp+".addr", fmt.Sprintf("backend %s is the vip itself", quoteV6(b.Addr)), "use the real server's address")

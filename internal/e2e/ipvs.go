@@ -131,3 +131,111 @@ func thresholdRow(list, real string) (upper, lower, active, inactive int, ok boo
 	}
 	return 0, 0, 0, 0, false
 }
+
+// stepPortZero: a persistent service of port 0 on a VIP of its own
+// (ipvsadm -A -t VIP -p 60, real servers without a port) serves every port
+// its real servers serve — the line service (7) and HTTP (80) — each on
+// the port asked for, one real server for one client across ports, and
+// -L lists it as ipvsadm does.
+func stepPortZero(ctx context.Context, e *Env) (string, error) {
+	const vip = "198.18.0.14"
+	if _, err := e.Adm(ctx, "-A", "-t", vip, "-s", "rr", "-p", "60"); err != nil {
+		return "", err
+	}
+	defer func() { _, _ = e.Adm(context.WithoutCancel(ctx), "-D", "-t", vip+":0") }()
+	for _, real := range []string{"198.18.2.11", "198.18.2.12"} {
+		if _, err := e.Adm(ctx, "-a", "-t", vip, "-r", real, "-m"); err != nil {
+			return "", err
+		}
+	}
+	seen := map[string]int{}
+	for i := range 3 {
+		c, err := e.client.DialContext(ctx, "tcp", vip+":7")
+		if err != nil {
+			return "", fmt.Errorf("connection %d to port 7: %w", i, err)
+		}
+		who, err := (&session{c: c, r: bufio.NewReader(c)}).say(fmt.Sprintf("port zero %d", i))
+		c.Close()
+		if err != nil {
+			return "", fmt.Errorf("connection %d to port 7: %w", i, err)
+		}
+		seen[who]++
+		r, err := e.get(ctx, "http://"+vip+"/zero")
+		if err != nil {
+			return "", fmt.Errorf("request %d to port 80: %w", i, err)
+		}
+		seen[r.Backend]++
+	}
+	if len(seen) != 1 {
+		return "", fmt.Errorf("one client's connections to ports 7 and 80 went to %v: the persistence of a port-0 service holds across ports", seen)
+	}
+	list, err := e.Adm(ctx, "-L", "-n", "-t", vip+":0")
+	if err != nil {
+		return "", err
+	}
+	if !strings.Contains(list, "TCP  198.18.0.14:0 rr persistent 60\n") || !strings.Contains(list, "  -> 198.18.2.11:0 ") {
+		return "", fmt.Errorf("-L -n -t %s:0:\n%s", vip, list)
+	}
+	return fmt.Sprintf("-A -t %s -p 60: 3 connections to port 7 and 3 requests to port 80 all answered by %v", vip, seen), nil
+}
+
+// stepOnePacket: a one-packet UDP service (ipvsadm -o) sends each datagram
+// of one client socket on its own — rr over two real servers alternates
+// within the socket, where a flow would hold it to one — answers reach
+// the socket from the VIP, and no flow is listed.
+func stepOnePacket(ctx context.Context, e *Env) (string, error) {
+	vip := netip.AddrPortFrom(e.Lab.Topo.Plan.VIP4, 56).String()
+	// Echoes of their own, so that these real servers serve no other
+	// service: their answers are translated by their source alone.
+	for _, b := range []string{"b1", "b2"} {
+		s, err := e.Lab.MustHost(b).StartUDPEcho(b, ":5354")
+		if err != nil {
+			return "", err
+		}
+		defer s.Close()
+	}
+	if _, err := e.Adm(ctx, "-A", "-u", vip, "-s", "rr", "-o"); err != nil {
+		return "", err
+	}
+	defer func() { _, _ = e.Adm(context.WithoutCancel(ctx), "-D", "-u", vip) }()
+	for _, real := range []string{"198.18.2.11:5354", "198.18.2.12:5354"} {
+		if _, err := e.Adm(ctx, "-a", "-u", vip, "-r", real, "-m"); err != nil {
+			return "", err
+		}
+	}
+	c, err := e.client.DialContext(ctx, "udp", vip)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	var got []string
+	buf := make([]byte, 1500)
+	for i := range 4 {
+		msg := fmt.Sprintf("datagram %d", i)
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return "", err
+		}
+		n, err := c.Read(buf)
+		if err != nil {
+			return strings.Join(got, ", "), fmt.Errorf("the answer to %q: %w", msg, err)
+		}
+		who, rest, ok := strings.Cut(string(buf[:n]), ": ")
+		if !ok || rest != msg {
+			return "", fmt.Errorf("answer %q to %q", buf[:n], msg)
+		}
+		got = append(got, who)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i] == got[i-1] {
+			return "", fmt.Errorf("one socket's datagrams went to %v: with -o and rr they alternate", got)
+		}
+	}
+	if list, err := e.Adm(ctx, "-L", "-n", "-u", vip); err != nil || !strings.Contains(list, "UDP  "+vip+" rr ops\n") {
+		return "", fmt.Errorf("-L -n -u %s: %v\n%s", vip, err, list)
+	}
+	if flows, err := e.Adm(ctx, "-L", "-n", "-c"); err != nil || strings.Contains(flows, " "+vip+" ") {
+		return "", fmt.Errorf("-L -n -c lists a flow of the one-packet service (%v):\n%s", err, flows)
+	}
+	return fmt.Sprintf("4 datagrams of one socket answered by %v, from the VIP; no flow listed", got), nil
+}
