@@ -79,7 +79,9 @@ func (g *Gateway) routesLocked() []netip.Prefix {
 				continue
 			}
 		}
-		add(netip.PrefixFrom(s.VIP, s.VIP.BitLen()))
+		for _, p := range announcedPrefixes(g.desired, s) {
+			add(p)
+		}
 	}
 	for _, p := range g.opts.BGP.Prefixes {
 		add(p)
@@ -185,24 +187,25 @@ func (g *Gateway) writeBGP(w io.Writer) {
 	fmt.Fprintln(tw, "Route\tAnnounced\tWhy")
 	seen := map[netip.Prefix]bool{}
 	for _, s := range g.desired.Services {
-		p := netip.PrefixFrom(s.VIP, s.VIP.BitLen())
-		policy := g.opts.BGP.Announce[adm.ServiceKey(s)]
-		if policy == "" {
-			policy = "healthy"
-		}
-		why := fmt.Sprintf("%s: announce %s", adm.ServiceKey(s), policy)
-		if policy == "healthy" {
-			if g.healthyLocked(s) {
-				why += ", a real server is up"
-			} else {
-				why += ", no real server is up"
+		for _, p := range announcedPrefixes(g.desired, s) {
+			policy := g.opts.BGP.Announce[adm.ServiceKey(s)]
+			if policy == "" {
+				policy = "healthy"
 			}
+			why := fmt.Sprintf("%s: announce %s", adm.ServiceKey(s), policy)
+			if policy == "healthy" {
+				if g.healthyLocked(s) {
+					why += ", a real server is up"
+				} else {
+					why += ", no real server is up"
+				}
+			}
+			if g.withdrawn {
+				why += "; withdrawn for the stop"
+			}
+			fmt.Fprintf(tw, "%v\t%s\t%s\n", p, yesNo(slices.Contains(announced, p)), why)
+			seen[p] = true
 		}
-		if g.withdrawn {
-			why += "; withdrawn for the stop"
-		}
-		fmt.Fprintf(tw, "%v\t%s\t%s\n", p, yesNo(slices.Contains(announced, p)), why)
-		seen[p] = true
 	}
 	for _, p := range g.opts.BGP.Prefixes {
 		if !seen[p] {
@@ -210,6 +213,22 @@ func (g *Gateway) writeBGP(w io.Writer) {
 		}
 	}
 	tw.Flush()
+}
+
+// announcedPrefixes are the routes service s of configuration c stands
+// for: its VIP, or for a firewall-mark service the destinations of the
+// marks of its mark and family.
+func announcedPrefixes(c nat.Config, s nat.Service) []netip.Prefix {
+	if s.Fwmark == 0 {
+		return []netip.Prefix{netip.PrefixFrom(s.VIP, s.VIP.BitLen())}
+	}
+	var out []netip.Prefix
+	for _, m := range c.Marks {
+		if m.Mark == s.Fwmark && m.Dst.Addr().Is6() == s.VIP.Is6() {
+			out = append(out, m.Dst)
+		}
+	}
+	return out
 }
 
 func yesNo(b bool) string {

@@ -116,6 +116,8 @@ func (g *Gateway) query(ctx context.Context, c *adm.Command, cfg nat.Config) (st
 		adm.WriteSave(&out, cfg, n)
 	case adm.OpPortfwList:
 		adm.WritePortfw(&out, g.view(ctx, c, cfg))
+	case adm.OpMarkList:
+		adm.WriteMarks(&out, cfg, c.MarkIPv6)
 	case adm.OpMasqList:
 		adm.WriteMasq(&out, cfg, g.masqNames(ctx, c, cfg))
 	case adm.OpStartDaemon, adm.OpStopDaemon:
@@ -125,9 +127,9 @@ func (g *Gateway) query(ctx context.Context, c *adm.Command, cfg nat.Config) (st
 			g.engine.ZeroStats()
 			break
 		}
-		found := false
+		found := c.Fwmark != 0 && g.engine.ZeroFwmark(c.Fwmark, c.FwmarkIPv6)
 		for _, ap := range c.VIP.Addrs {
-			if g.engine.ZeroService(c.Proto, ap.Addr(), ap.Port()) {
+			if c.Fwmark == 0 && g.engine.ZeroService(c.Proto, ap.Addr(), ap.Port()) {
 				found = true
 			}
 		}
@@ -190,8 +192,8 @@ func (g *Gateway) masqNames(ctx context.Context, c *adm.Command, cfg nat.Config)
 // isServiceFlow tells virtual-service flows from masquerade flows.
 func isServiceFlow(cfg nat.Config, f nat.FlowInfo) bool {
 	return slices.ContainsFunc(cfg.Services, func(s nat.Service) bool {
-		return s.Proto == f.Proto && netip.AddrPortFrom(s.VIP, s.Port) == f.OrigDst
-	})
+		return s.Proto == f.Proto && (s.Port == 0 || s.Port == f.OrigDst.Port()) && s.VIP == f.OrigDst.Addr()
+	}) || slices.ContainsFunc(cfg.Marks, func(m nat.Mark) bool { return m.Dst.Contains(f.OrigDst.Addr()) })
 }
 
 // handlePcap is `vsgate adm pcap start FILE` and `vsgate adm pcap stop`.

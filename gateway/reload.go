@@ -38,8 +38,15 @@ func (g *Gateway) netPlanFor(c nat.Config) NetPlan {
 			p.Steer = append(p.Steer, s)
 		}
 	}
+	for _, m := range c.Marks {
+		for _, a := range m.Addrs() {
+			addAddr(a)
+		}
+	}
 	for _, s := range c.Services {
-		addAddr(s.VIP)
+		if s.Fwmark == 0 {
+			addAddr(s.VIP)
+		}
 		if s.Mode == nat.ModeFullNAT {
 			continue // real servers answer the FULLNAT address, routed below
 		}
@@ -296,8 +303,18 @@ func (g *Gateway) installLocked(desired nat.Config) error {
 // through a gateway (nat.CheckServiceAddr), whatever the device.
 func checkAddrs(c nat.Config) error {
 	for _, s := range c.Services {
+		if s.Fwmark != 0 {
+			continue // its addresses are its marks'
+		}
 		if err := nat.CheckServiceAddr(s.VIP); err != nil {
 			return fmt.Errorf("service %s: %w", adm.ServiceKey(s), err)
+		}
+	}
+	for _, m := range c.Marks {
+		for _, a := range m.Addrs() {
+			if err := nat.CheckServiceAddr(a); err != nil {
+				return fmt.Errorf("mark %d of %v: %w", m.Mark, m.Dst, err)
+			}
 		}
 	}
 	for _, m := range c.Masquerade {

@@ -202,7 +202,7 @@ func (e *Engine) ServiceStats(name string) (Stats, bool) {
 func (e *Engine) BackendConns(vip netip.AddrPort, proto uint8) (active, inactive int64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	svc := e.scheds[svcKey{vip.Addr().As16(), vip.Port(), proto}]
+	svc := e.scheds[svcKey{addr: vip.Addr().As16(), port: vip.Port(), proto: proto}]
 	if svc == nil {
 		return 0, 0
 	}

@@ -126,6 +126,14 @@ type Service struct {
 	// only for a client that returns one (synproxy.go). The zero value is
 	// SynProxyAuto.
 	SynProxy SynProxy
+	// Fwmark makes a firewall-mark service (ipvsadm -f): it takes the new
+	// TCP and UDP flows that Config.Marks give its mark, of its VIP's
+	// family. VIP is then that family's unspecified address (0.0.0.0 or
+	// ::), Port and Proto 0; a backend of port 0 is reached on the port
+	// the client asked for, and persistence holds a client across every
+	// address and port of the mark. The mark is looked at first, as
+	// IPVS's ip_vs_service_find does.
+	Fwmark uint32
 	// OnePacket is IPVS's one-packet scheduling (ipvsadm -o), for UDP
 	// services in NAT or DR mode: every datagram is scheduled on its own
 	// and no flow is kept. A real server's answer is translated back by
@@ -218,6 +226,35 @@ type Config struct {
 	// servers' answers when the routers send them here (their owner is
 	// gone). Owned as the pool is, never a source of new flows.
 	FullNATTakeover []netip.Addr
+	// Marks give new flows a firewall mark for the services of Fwmark, as
+	// the iptables mangle table's MARK rules do before IPVS: every rule a
+	// flow's first packet matches sets its mark, so the last matching
+	// rule's mark is the flow's. Their destinations are the gateway's, as
+	// VIPs are.
+	Marks []Mark
+}
+
+// Mark is one marking rule: a packet to Dst (an address or a prefix of at
+// most MaxMarkAddrs addresses), of protocol Proto (TCP or UDP; 0 both),
+// to a port in Ports (inclusive; zero: any) gets Mark (1 or more).
+type Mark struct {
+	Mark  uint32
+	Dst   netip.Prefix
+	Proto uint8
+	Ports [2]uint16
+}
+
+// MaxMarkAddrs bounds the addresses of one Mark: each is a VIP to the
+// gateway's wiring (a route into the device, an ARP/ND answer).
+const MaxMarkAddrs = 256
+
+// Addrs returns the addresses m's destination covers.
+func (m Mark) Addrs() []netip.Addr {
+	var out []netip.Addr
+	for a := m.Dst.Masked().Addr(); m.Dst.Contains(a) && len(out) < MaxMarkAddrs; a = a.Next() {
+		out = append(out, a)
+	}
+	return out
 }
 
 // owner is what a flow counts against: a service's backend, or a
@@ -268,6 +305,12 @@ type svcKey struct {
 	addr  [16]byte
 	port  uint16
 	proto uint8
+	mark  uint32 // a firewall-mark service's mark (addr is then its family's unspecified address)
+}
+
+// keyOf is the service's identity.
+func keyOf(s Service) svcKey {
+	return svcKey{addr: addr16(s.VIP), port: s.Port, proto: s.Proto, mark: s.Fwmark}
 }
 
 type service struct {
@@ -302,6 +345,9 @@ func (s *snapshot) masqueradeInto(addr [16]byte) *masqRule {
 // load per batch.
 type snapshot struct {
 	svcIndex svcIndex // the services by (VIP, port, protocol)
+	// marks are Config.Marks, each with the firewall-mark service of its
+	// mark and family (nil if none).
+	marks []markRule
 	// portZero: some service has port 0 (every port of its VIP, see
 	// Service.Port), so a packet no service's own port matches is looked
 	// up again with port 0.
@@ -478,15 +524,19 @@ func (e *Engine) Update(cfg Config) error {
 	}
 	seen := map[svcKey]*service{}
 	for i, sc := range cfg.Services {
-		if sc.Proto != packet.ProtoTCP && sc.Proto != packet.ProtoUDP {
+		if sc.Fwmark != 0 {
+			if !sc.VIP.IsUnspecified() || sc.Port != 0 || sc.Proto != 0 || sc.Mode == ModeL7 || sc.OnePacket {
+				return fmt.Errorf("%w: service %d: firewall-mark service %d: its VIP must be 0.0.0.0 or :: (the family), port and protocol 0, not l7, not one-packet", ErrConfig, i, sc.Fwmark)
+			}
+		} else if sc.Proto != packet.ProtoTCP && sc.Proto != packet.ProtoUDP {
 			return fmt.Errorf("%w: service %d: protocol %d: must be TCP (6) or UDP (17)", ErrConfig, i, sc.Proto)
 		}
 		if !sc.VIP.IsValid() {
 			return fmt.Errorf("%w: service %d: no VIP", ErrConfig, i)
 		}
-		k := svcKey{addr16(sc.VIP), sc.Port, sc.Proto}
+		k := keyOf(sc)
 		if seen[k] != nil {
-			return fmt.Errorf("%w: service %v:%d listed twice", ErrConfig, sc.VIP, sc.Port)
+			return fmt.Errorf("%w: service %s listed twice", ErrConfig, serviceName(sc))
 		}
 		fam := 0
 		if sc.VIP.Is6() && !sc.VIP.Is4In6() {
@@ -495,7 +545,7 @@ func (e *Engine) Update(cfg Config) error {
 		if sc.OnePacket && (sc.Proto != packet.ProtoUDP || sc.Mode != ModeNAT && sc.Mode != ModeDR) {
 			return fmt.Errorf("%w: service %v:%d: one-packet scheduling is for UDP services in NAT or DR mode", ErrConfig, sc.VIP, sc.Port)
 		}
-		if sc.Port == 0 && sc.Persistence == 0 {
+		if sc.Port == 0 && sc.Fwmark == 0 && sc.Persistence == 0 {
 			return fmt.Errorf("%w: service %v port 0 (every port) must be persistent, as IPVS's: give it a persistence time", ErrConfig, sc.VIP)
 		}
 		if sc.Mode == ModeDR {
@@ -631,7 +681,9 @@ func (e *Engine) Update(cfg Config) error {
 			own.svc.Store(svc)
 		}
 		services[k] = svc
-		snap.owned[k.addr] = true
+		if k.mark == 0 {
+			snap.owned[k.addr] = true
+		}
 		if old := e.scheds[k]; old != nil && old.persist > 0 && (svc.persist == 0 || old.cfg.PersistMask != svc.cfg.PersistMask) {
 			// Flows release their template with the settings in force
 			// when they end: templates made under other ones would keep
@@ -669,13 +721,35 @@ func (e *Engine) Update(cfg Config) error {
 	}
 	snap.svcIndex = newSvcIndex(services)
 	for k := range services {
-		snap.portZero = snap.portZero || k.port == 0
+		snap.portZero = snap.portZero || k.port == 0 && k.mark == 0
+	}
+	for i, m := range cfg.Marks {
+		r := markRule{mark: m.Mark, dst: m.Dst.Masked(), proto: m.Proto, ports: m.Ports}
+		if r.ports == [2]uint16{} {
+			r.ports = [2]uint16{0, 65535}
+		}
+		switch {
+		case m.Mark == 0 || !m.Dst.IsValid() || m.Dst.Addr().Is4In6() || r.ports[0] > r.ports[1] ||
+			m.Proto != 0 && m.Proto != packet.ProtoTCP && m.Proto != packet.ProtoUDP:
+			return fmt.Errorf("%w: mark rule %d: needs a mark of 1 or more, a destination, TCP, UDP or both, and a port range low to high", ErrConfig, i)
+		case m.Dst.Bits() < m.Dst.Addr().BitLen()-8:
+			return fmt.Errorf("%w: mark rule %d: destination %v has more than %d addresses", ErrConfig, i, m.Dst, MaxMarkAddrs)
+		}
+		for _, a := range m.Addrs() {
+			snap.owned[addr16(a)] = true
+		}
+		fam := netip.IPv4Unspecified()
+		if m.Dst.Addr().Is6() {
+			fam = netip.IPv6Unspecified()
+		}
+		r.svc = services[svcKey{addr: addr16(fam), mark: m.Mark}]
+		snap.marks = append(snap.marks, r)
 	}
 	reals := map[svcKey]*service{}
 	serving := map[svcKey]int{} // how many services a backend serves
 	for k, svc := range services {
 		for _, b := range svc.cfg.Backends {
-			rk := svcKey{addr16(b.Addr), b.Port, k.proto}
+			rk := svcKey{addr: addr16(b.Addr), port: b.Port, proto: k.proto}
 			reals[rk] = svc
 			serving[rk]++
 			snap.realAddr[addr16(b.Addr)] = true
@@ -710,6 +784,12 @@ func checkPorts(r [2]uint16) error {
 }
 
 func serviceName(s Service) string {
+	if s.Fwmark != 0 {
+		if s.VIP.Is6() {
+			return fmt.Sprintf("fwm %d ipv6", s.Fwmark)
+		}
+		return fmt.Sprintf("fwm %d", s.Fwmark)
+	}
 	p := "tcp"
 	if s.Proto == packet.ProtoUDP {
 		p = "udp"
@@ -778,4 +858,28 @@ func (s *snapshot) inside(addr [16]byte) bool {
 		}
 	}
 	return false
+}
+
+// markRule is a Mark as the workers match it.
+type markRule struct {
+	mark  uint32
+	dst   netip.Prefix
+	proto uint8
+	ports [2]uint16
+	svc   *service
+}
+
+// markedService returns the firewall-mark service of the mark the rules
+// give a new flow to dst, port and proto (the last matching rule's), or
+// nil.
+func (s *snapshot) markedService(dst [16]byte, port uint16, proto uint8) *service {
+	a := addrOf(dst)
+	var svc *service
+	for i := range s.marks {
+		r := &s.marks[i]
+		if (r.proto == 0 || r.proto == proto) && port >= r.ports[0] && port <= r.ports[1] && r.dst.Contains(a) {
+			svc = r.svc
+		}
+	}
+	return svc
 }

@@ -557,6 +557,7 @@ func FuzzEngine(f *testing.F) {
 	f.Add([]byte{0x45, 0, 0, 20}, []byte{0x60})
 	f.Add(tcp(client, vip, syn, 0), tcp(netip.AddrPortFrom(rips[0], 8080), netip.AddrPortFrom(insideTo, 20000), synack, 0))
 	f.Add(tcp(client, netip.AddrPortFrom(vip.Addr(), 443), syn, 0), udp(netip.AddrPortFrom(rips[0], 5353), client, 3))
+	f.Add(tcp(client, netip.MustParseAddrPort("198.18.0.18:80"), syn, 0), udp(client, netip.MustParseAddrPort("198.18.0.17:80"), 3))
 	f.Fuzz(func(t *testing.T, a, b []byte) {
 		for _, e := range []*nat.Engine{engine(t, nat.ModeNAT, 16), intoEngine(t, false), ipvsModelEngine(t)} {
 			// Process translates in place: each engine gets the input as given.
@@ -567,7 +568,8 @@ func FuzzEngine(f *testing.F) {
 
 // ipvsModelEngine has the rest of IPVS's model: a persistent port-0
 // service (every port of the VIP) over port-0 backends with connection
-// thresholds, scheduled by lblcr, and a one-packet UDP service.
+// thresholds, scheduled by lblcr, a one-packet UDP service, and a
+// firewall-mark service with its marks.
 func ipvsModelEngine(t *testing.T) *nat.Engine {
 	var any, ops []nat.Backend
 	for _, r := range rips {
@@ -577,7 +579,8 @@ func ipvsModelEngine(t *testing.T) *nat.Engine {
 	e, err := nat.New(nat.Config{Capacity: 16, Services: []nat.Service{
 		{Proto: packet.ProtoTCP, VIP: vip.Addr(), Scheduler: "lblcr", Persistence: time.Minute, Backends: any, SynProxy: nat.SynProxyOff},
 		{Proto: packet.ProtoUDP, VIP: vip.Addr(), Port: 53, Scheduler: "ovf", OnePacket: true, Backends: ops},
-	}})
+		{Fwmark: 7, VIP: netip.IPv4Unspecified(), Scheduler: "rr", Backends: any, SynProxy: nat.SynProxyOff},
+	}, Marks: []nat.Mark{{Mark: 7, Dst: netip.MustParsePrefix("198.18.0.16/30"), Proto: packet.ProtoTCP}, {Mark: 8, Dst: netip.MustParsePrefix("198.18.0.17/32")}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,7 +52,7 @@ func (e *Engine) Services() []ServiceInfo {
 	defer e.mu.Unlock()
 	var out []ServiceInfo
 	for _, sc := range e.cur.Services {
-		svc := e.scheds[svcKey{addr16(sc.VIP), sc.Port, sc.Proto}]
+		svc := e.scheds[keyOf(sc)]
 		if svc == nil {
 			continue
 		}
@@ -105,9 +105,23 @@ func (e *Engine) ZeroStats() {
 // ZeroService resets one service's counters and its backends' (ipvsadm
 // -Z -t VIP:PORT); false when there is no such service.
 func (e *Engine) ZeroService(proto uint8, vip netip.Addr, port uint16) bool {
+	return e.zeroService(svcKey{addr: addr16(vip), port: port, proto: proto})
+}
+
+// ZeroFwmark is ZeroService for the firewall-mark service of mark and
+// family (ipvsadm -Z -f MARK [-6]).
+func (e *Engine) ZeroFwmark(mark uint32, ipv6 bool) bool {
+	fam := netip.IPv4Unspecified()
+	if ipv6 {
+		fam = netip.IPv6Unspecified()
+	}
+	return e.zeroService(svcKey{addr: addr16(fam), mark: mark})
+}
+
+func (e *Engine) zeroService(k svcKey) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	svc := e.scheds[svcKey{addr16(vip), port, proto}]
+	svc := e.scheds[k]
 	if svc == nil {
 		return false
 	}

@@ -162,7 +162,13 @@ func (w *Worker) ImportFlow(sf SyncFlow) (bool, error) {
 	}
 	vip := addr16(sf.OrigDst.Addr())
 	orig := (&Tuple{Src: addr16(sf.OrigSrc.Addr()), SrcPort: sf.OrigSrc.Port(), Dst: vip, DstPort: sf.OrigDst.Port(), Proto: sf.Proto}).words()
-	svc := w.snap.svcIndex.lookup(orig[2], orig[3], sf.OrigDst.Port(), sf.Proto)
+	var svc *service
+	if len(w.snap.marks) > 0 {
+		svc = w.snap.markedService(vip, sf.OrigDst.Port(), sf.Proto)
+	}
+	if svc == nil {
+		svc = w.snap.svcIndex.lookup(orig[2], orig[3], sf.OrigDst.Port(), sf.Proto)
+	}
 	if svc == nil && w.snap.portZero {
 		svc = w.snap.svcIndex.lookup(orig[2], orig[3], 0, sf.Proto)
 	}

@@ -788,6 +788,11 @@ func accountTransition(own *owner, from, to tcpState) {
 func (w *Worker) newFlow(b []byte, s *slot) Verdict {
 	p, kw := w.p, &s.kw
 	if p.HasPorts() {
+		if len(w.snap.marks) > 0 {
+			if svc := w.snap.markedService(p.Dst, p.DstPort, p.Proto); svc != nil {
+				return w.newServiceFlow(b, svc, s)
+			}
+		}
 		if svc := w.snap.svcIndex.lookup(kw[2], kw[3], p.DstPort, p.Proto); svc != nil {
 			return w.newServiceFlow(b, svc, s)
 		}

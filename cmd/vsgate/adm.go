@@ -17,6 +17,7 @@ const admUsage = `usage: vsgate adm [--socket PATH] [ipvsadm] IPVSADM-ARGS...
        vsgate adm [--socket PATH] ipmasqadm -A VIP:PORT -R RIP:PORT [-R RIP:PORT ...]
        vsgate adm [--socket PATH] ipmasqadm portfw -a -P tcp -L VIP PORT -R RIP PORT [-p PREF]
        vsgate adm [--socket PATH] ipchains -A forward -j MASQ -s|-d NET [--to ADDR]
+       vsgate adm [--socket PATH] iptables|ip6tables -t mangle -A PREROUTING -d DST [-p tcp|udp] [--dport P[:P]] -j MARK --set-mark N
 
   Sends the command to the running gateway (vsgate run) over its control
   socket (default ` + config.DefaultSocket + `, or $VSGATE_SOCKET) and prints
@@ -24,11 +25,11 @@ const admUsage = `usage: vsgate adm [--socket PATH] [ipvsadm] IPVSADM-ARGS...
   by ipvsadm's own checks; 255: refused by the gateway, as by ipvsadm's
   kernel; 1: a listing that fails). Without arguments it lists the table,
   as ipvsadm does. The commands are ipvsadm's:
-    -A|-E -t|-u VIP:PORT [-s SCHED] [-p [SECS]] [-M MASK] [-b FLAGS]
-    -D -t|-u VIP:PORT          -C (clear)        -Z (zero counters)
-    -a|-e -t|-u VIP:PORT -r RIP[:PORT] [-m|--fullnat] [-w WEIGHT]
-    -d -t|-u VIP:PORT -r RIP[:PORT]
-    -L|-l [-n] [--stats|--rate|-c|--timeout] [--exact]
+    -A|-E -t|-u VIP[:PORT]|-f MARK [-6] [-s SCHED] [-p [SECS]] [-M MASK] [-o] [-b FLAGS]
+    -D -t|-u VIP:PORT|-f MARK  -C (clear)        -Z (zero counters)
+    -a|-e -t|-u VIP:PORT|-f MARK -r RIP[:PORT] [-m|--fullnat|-g] [-w WEIGHT] [-x UPPER] [-y LOWER]
+    -d -t|-u VIP:PORT|-f MARK -r RIP[:PORT]
+    -L|-l [-n] [--stats|--rate|--thresholds|--persistent-conn|-c|--timeout] [--exact]
     -S (save: ipvsadm-save format)   -R (restore from standard input)
     --set TCP TCPFIN UDP (timeouts, seconds)
     --start-daemon|--stop-daemon master|backup   -L --daemon
@@ -36,7 +37,9 @@ const admUsage = `usage: vsgate adm [--socket PATH] [ipvsadm] IPVSADM-ARGS...
       sync: block: unicast, authenticated; no multicast interface)
   and ipmasqadm portfw's and ipchains' forward chain, as the old
   virtual-server handbook writes them ("vsgate adm ipmasqadm -h" and
-  "vsgate adm ipchains -h" say how they map onto ipvsadm's services).
+  "vsgate adm ipchains -h" say how they map onto ipvsadm's services), and
+  iptables' mangle MARK rules for firewall-mark services ("vsgate adm
+  iptables -h").
   Addresses may be host names: the gateway resolves them once, when it
   reads the command (hosts file, then DNS), and a name stands for every
   address it has; -L without -n shows names. Changes are live; -S saves them.

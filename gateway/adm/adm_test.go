@@ -107,7 +107,6 @@ func TestIpvsadmSession(t *testing.T) {
 	// What IPVS has and vsgate not: refused as ipvsadm's kernel refuses
 	// (exit 255), saying so.
 	for _, tc := range []struct{ line, want string }{
-		{"-A -f 1", "firewall-mark services (-f) are not supported"},
 		{"-A --sctp-service 198.18.0.10:80", "Protocol not available"},
 		{"-a -t 198.18.0.10:80 -r 198.18.2.14 -i", "tunnelling (-i) is not supported"},
 		{"-a -t 198.18.0.10:80 -r 198.18.2.14 -m -y 10", "Numerical result out of range"},
@@ -149,6 +148,33 @@ func TestIpvsadmSession(t *testing.T) {
 	WriteSave(&save, nat.Config{Services: zero.Services[2:]}, nil)
 	if want := "-A -t 198.18.0.14:0 -s wlc -p 360\n-a -t 198.18.0.14:0 -r 198.18.2.11:0 -m -w 1\n-a -t 198.18.0.14:0 -r 198.18.2.12:8080 -m -w 1\n"; save.String() != want {
 		t.Fatalf("-S of a port-0 service:\n%s\nwant\n%s", save.String(), want)
+	}
+	// Firewall-mark services (ipvsadm.c: -f MARK, -6 after it for IPv6;
+	// listed "FWM  %d", saved "-f %d", their real servers' ports numeric
+	// and 0 when not given).
+	fwm := mustRun(t, cfg, "-A -f 1 -s rr -p 60", "-a -f 1 -r 198.18.2.11 -m", "-A -f 1 -6 -s wlc", "-a -f 1 -6 -r [2001:db8:2::11]:80 -m")
+	if s := fwm.Services[2]; s.Fwmark != 1 || s.Proto != 0 || !s.VIP.Is4() || s.Backends[0].Port != 0 || fwm.Services[3].Fwmark != 1 || !fwm.Services[3].VIP.Is6() {
+		t.Fatalf("-A -f 1, -A -f 1 -6: %+v", fwm.Services[2:])
+	}
+	if _, err := run(t, fwm, "-A -f 1"); !errors.Is(err, ErrServiceExists) {
+		t.Fatalf("-A -f 1 again: %v", err)
+	}
+	save.Reset()
+	WriteSave(&save, nat.Config{Services: fwm.Services[2:]}, &Names{Services: lab})
+	if want := "-A -f 1 -s rr -p 60\n-a -f 1 -r 198.18.2.11:0 -m -w 1\n-A -f 1 -6 -s wlc\n-a -f 1 -6 -r [2001:db8:2::11]:80 -m -w 1\n"; save.String() != want {
+		t.Fatalf("-S of firewall-mark services:\n%s\nwant\n%s", save.String(), want)
+	}
+	var fl bytes.Buffer
+	lc, err := parse("-L -n -f 1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	WriteList(&fl, lc, &View{Services: []nat.ServiceInfo{{Service: fwm.Services[2], Backends: []nat.BackendInfo{{Backend: fwm.Services[2].Backends[0]}}}, {Service: fwm.Services[3]}}})
+	if want := "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\nFWM  1 rr persistent 60\n  -> 198.18.2.11:0                Masq    1      0          0         \n"; fl.String() != want {
+		t.Fatalf("-L -n -f 1:\n%q\nwant\n%q", fl.String(), want)
+	}
+	if back := mustRun(t, fwm, "-D -f 1 -6"); len(back.Services) != 3 || back.Services[2].VIP.Is6() {
+		t.Fatalf("-D -f 1 -6: %+v", back.Services)
 	}
 	// One-packet scheduling (ipvsadm.c: -o, UDP only; -E without it
 	// removes it): listed " ops" after persistence, saved " -o" before -b.
@@ -519,6 +545,8 @@ func TestSaveOrderAndNames(t *testing.T) {
 // applies gives a configuration the engine accepts or rejects cleanly.
 func FuzzParse(f *testing.F) {
 	for _, s := range []string{"-A -t 198.18.0.10:80 -s wrr", "-a -t 198.18.0.10:80 -r 198.18.2.11:8080 -m -w 3",
+		"iptables -t mangle -A PREROUTING -d 198.18.0.16/30 -p tcp --dport 80:81 -j MARK --set-mark 1", "-A -f 1 -6 -p", "-a -f 1 -r 198.18.2.11 -m -x 3 -y 1",
+		"--start-daemon master --syncid 3", "-A -u 198.18.0.10:53 -o", "-A -t 198.18.0.10 -p",
 		"-Lnc", "--set 1 2 3", "portfw -a -P tcp -L 198.18.0.10 80 -R 198.18.2.11 80 -p 5",
 		"ipchains -A forward -j MASQ -s 198.18.2.0/24", "-A -u [2001:db8::10]:53 -p -M 64",
 		"ipmasqadm -A www.fuancn.cn:80 -R rs1:80 -R rs2:http", "ipchains -A forward -j MASQ -d 198.18.2.0/24",

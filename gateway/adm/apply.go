@@ -41,7 +41,7 @@ const PortfwPref = 10
 // opposed to listing it).
 func (c *Command) Modifies() bool {
 	switch c.Op {
-	case OpList, OpSave, OpPortfwList, OpMasqList, OpHelp, OpVersion:
+	case OpList, OpSave, OpPortfwList, OpMasqList, OpMarkList, OpHelp, OpVersion:
 		return false
 	case OpZero:
 		return false // counters, not configuration
@@ -57,6 +57,8 @@ func (c *Command) Help() string {
 	switch c.Tool {
 	case "ipchains":
 		return IPChainsHelp
+	case "iptables", "ip6tables":
+		return IPTablesHelp
 	case "ipvsadm":
 		return IpvsadmHelp
 	}
@@ -89,6 +91,8 @@ func Apply(cfg nat.Config, c *Command, d Defaults) (nat.Config, error) {
 		}
 	case OpMasqAdd, OpMasqDel, OpMasqFlush, OpMasqPolicy:
 		err = applyIPChains(&next, c, d)
+	case OpMarkAdd, OpMarkInsert, OpMarkDel, OpMarkFlush:
+		err = applyIPTables(&next, c)
 	default:
 		for _, vip := range c.VIP.Addrs {
 			if err = applyToService(&next, c, vip); err != nil {
@@ -111,8 +115,6 @@ func unsupported(c *Command) error {
 	switch {
 	case c.Tool != "ipvsadm" || !c.Modifies():
 		return nil
-	case c.Fwmark != "":
-		return KernelError("firewall-mark services (-f) are not supported: vsgate is a userspace gateway and sees no netfilter marks; use -t or -u")
 	case c.Proto == protoSCTP:
 		return KernelError("Protocol not available: vsgate forwards TCP (-t) and UDP (-u), not SCTP")
 	case c.Forward == ForwardTunnel:
@@ -129,7 +131,7 @@ func unsupported(c *Command) error {
 // service's addresses.
 func applyToService(cfg *nat.Config, c *Command, vip netip.AddrPort) error {
 	i := slices.IndexFunc(cfg.Services, func(s nat.Service) bool {
-		return s.Proto == c.Proto && netip.AddrPortFrom(s.VIP, s.Port) == vip
+		return s.Proto == c.Proto && s.Fwmark == c.Fwmark && netip.AddrPortFrom(s.VIP, s.Port) == vip
 	})
 	var reals []netip.AddrPort // the real servers of vip's family
 	for _, r := range c.Reals {
@@ -148,7 +150,7 @@ func applyToService(cfg *nat.Config, c *Command, vip netip.AddrPort) error {
 		if i >= 0 {
 			return ErrServiceExists
 		}
-		s := nat.Service{Proto: c.Proto, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "wlc"} // ipvsadm's default
+		s := nat.Service{Proto: c.Proto, VIP: vip.Addr(), Port: vip.Port(), Fwmark: c.Fwmark, Scheduler: "wlc"} // ipvsadm's default
 		if err := setServiceOptions(&s, c); err != nil {
 			return err
 		}
@@ -456,5 +458,6 @@ func clone(cfg nat.Config) nat.Config {
 	}
 	cfg.Masquerade = slices.Clone(cfg.Masquerade)
 	cfg.FullNATPool = slices.Clone(cfg.FullNATPool)
+	cfg.Marks = slices.Clone(cfg.Marks)
 	return cfg
 }

@@ -40,7 +40,7 @@ type View struct {
 // HasService tells whether the command's service (-t/-u) is in the view.
 func (v *View) HasService(c *Command) bool {
 	for _, s := range v.Services {
-		if s.Proto == c.Proto && c.VIP.Has(netip.AddrPortFrom(s.VIP, s.Port)) {
+		if c.Selects(s.Service) {
 			return true
 		}
 	}
@@ -72,9 +72,11 @@ func (n *Names) host(a netip.Addr) string {
 	return a.String()
 }
 
-// port returns port's service name for proto, or the number.
+// port returns port's service name for proto, or the number. A
+// firewall-mark service's real servers have no protocol (0): numbers, as
+// ipvsadm prints them.
 func (n *Names) port(proto uint8, port uint16) string {
-	if n != nil && n.Services != nil {
+	if n != nil && n.Services != nil && proto != 0 {
 		if s := n.Services.PortName(protoWord(proto), port); s != "" {
 			return s
 		}
@@ -96,6 +98,18 @@ func (n *Names) addrPort(a netip.Addr, port uint16, proto uint8) string {
 	return s[:min(len(s), 59)]
 }
 
+// serviceLabel is a service's name in a listing: "TCP  addr:port", or for
+// a firewall-mark service "FWM  mark" (with " IPv6" for IPv6).
+func serviceLabel(s nat.Service, n *Names) string {
+	if s.Fwmark != 0 {
+		if s.VIP.Is6() {
+			return fmt.Sprintf("FWM  %d IPv6", s.Fwmark)
+		}
+		return fmt.Sprintf("FWM  %d", s.Fwmark)
+	}
+	return fmt.Sprintf("%s  %s", protoName(s.Proto), n.addrPort(s.VIP, s.Port, s.Proto))
+}
+
 // realName is a real server's column: ipvsadm cuts an IPv4 one at 28
 // bytes (dname[28] = 0).
 func (n *Names) realName(a netip.Addr, port uint16, proto uint8) string {
@@ -108,6 +122,9 @@ func (n *Names) realName(a netip.Addr, port uint16, proto uint8) string {
 
 // ServiceKey and BackendKey name rate entries.
 func ServiceKey(s nat.Service) string {
+	if s.Fwmark != 0 {
+		return serviceLabel(s, nil)
+	}
 	return protoName(s.Proto) + " " + netip.AddrPortFrom(s.VIP, s.Port).String()
 }
 
@@ -148,10 +165,11 @@ func sorted(in []nat.ServiceInfo) []nat.ServiceInfo {
 	return out
 }
 
-// compareService is libipvs's ipvs_cmp_services: family (IPv4 first),
-// then protocol, address and port.
+// compareService is libipvs's ipvs_cmp_services: firewall mark (as a
+// signed difference, so services without one come first), family (IPv4
+// first), then protocol, address and port.
 func compareService(a, b nat.Service) int {
-	return cmp.Or(cmp.Compare(a.VIP.Unmap().BitLen(), b.VIP.Unmap().BitLen()), cmp.Compare(a.Proto, b.Proto),
+	return cmp.Or(cmp.Compare(int32(a.Fwmark-b.Fwmark), 0), cmp.Compare(a.VIP.Unmap().BitLen(), b.VIP.Unmap().BitLen()), cmp.Compare(a.Proto, b.Proto),
 		compareAddr(a.VIP, b.VIP), cmp.Compare(a.Port, b.Port))
 }
 
@@ -226,10 +244,10 @@ func WriteList(w io.Writer, c *Command, v *View) {
 		fmt.Fprint(w, "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 	}
 	for _, s := range sorted(v.Services) {
-		if c.VIP.IsValid() && (s.Proto != c.Proto || !c.VIP.Has(netip.AddrPortFrom(s.VIP, s.Port))) {
+		if c.VIP.IsValid() && !c.Selects(s.Service) {
 			continue
 		}
-		name := fmt.Sprintf("%s  %s", protoName(s.Proto), v.Names.addrPort(s.VIP, s.Port, s.Proto))
+		name := serviceLabel(s.Service, v.Names)
 		if s.VIP.Is4() && len(name) > 33 {
 			name = name[:33]
 		}
@@ -341,6 +359,12 @@ func WriteSave(w io.Writer, cfg nat.Config, n *Names) {
 			continue // not an IPVS service
 		}
 		svc := fmt.Sprintf("-%s %s", map[bool]string{true: "u", false: "t"}[s.Proto == packet.ProtoUDP], n.addrPort(s.VIP, s.Port, s.Proto))
+		if s.Fwmark != 0 {
+			svc = fmt.Sprintf("-f %d", s.Fwmark)
+			if s.VIP.Is6() {
+				svc += " -6"
+			}
+		}
 		fmt.Fprintf(w, "-A %s -s %s", svc, s.Scheduler)
 		if s.Persistence > 0 {
 			fmt.Fprintf(w, " -p %d", int(s.Persistence/time.Second))

@@ -526,7 +526,7 @@ func parseIpvsadm(ctx context.Context, args []string, r names.Resolver) (*Comman
 			if stringToNumber(v, 1, 1<<32-1) < 0 {
 				return nil, failf("invalid fwmark value `%s' specified", v)
 			}
-			fwmarkText, c.Fwmark, c.Proto = v, v, packet.ProtoTCP
+			fwmarkText, c.Fwmark, c.Proto = v, uint32(stringToNumber(v, 1, 1<<32-1)), 0
 		case "ipv6":
 			if fwmarkText == "" {
 				return nil, failf("-6 used before -f\n")
@@ -696,6 +696,13 @@ func parseIpvsadm(ctx context.Context, args []string, r names.Resolver) (*Comman
 			return nil, failf("illegal virtual server address[:port] specified")
 		}
 		c.VIP = ep
+	}
+	if fwmarkText != "" {
+		fam := netip.IPv4Unspecified()
+		if c.FwmarkIPv6 {
+			fam = netip.IPv6Unspecified()
+		}
+		c.VIP = Endpoint{Text: "fwmark " + fwmarkText, Addrs: []netip.AddrPort{netip.AddrPortFrom(fam, 0)}}
 	}
 	if realText != "" {
 		ep, err := resolveEndpoint(ctx, r, realText, c.Proto, false)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vsgate/vsgate/gateway/names"
+	"github.com/vsgate/vsgate/nat"
 )
 
 // Op is what a command does.
@@ -43,6 +44,11 @@ const (
 	OpVersion        // ipvsadm -v
 	OpStartDaemon    // ipvsadm --start-daemon master|backup
 	OpStopDaemon     // ipvsadm --stop-daemon master|backup
+	OpMarkAdd        // iptables -t mangle -A PREROUTING ... -j MARK --set-mark N
+	OpMarkInsert     // iptables -t mangle -I PREROUTING [N] ...
+	OpMarkDel        // iptables -t mangle -D PREROUTING ... | N
+	OpMarkFlush      // iptables -t mangle -F [PREROUTING]
+	OpMarkList       // iptables -t mangle -L [PREROUTING]
 )
 
 // Forward is a real server's forwarding method.
@@ -86,10 +92,11 @@ type Command struct {
 	Numeric, Stats, Rate, Conns, Timeout, Exact bool
 	Daemon, Thresholds, PersistentConn          bool
 
-	// What ipvsadm has and vsgate refuses (Apply says why): -f's mark
-	// (and -6), --pe. -x/-y are the connection thresholds, -o one-packet
-	// scheduling.
-	Fwmark                 string
+	// Fwmark is -f's mark (a firewall-mark service; -6 with it: IPv6).
+	// The parser then sets VIP to the family's unspecified address, port
+	// 0, and Proto 0, as the engine names such a service. -x/-y are the
+	// connection thresholds, -o one-packet scheduling; --pe is refused.
+	Fwmark                 uint32
 	FwmarkIPv6             bool
 	UThreshold, LThreshold int
 	OnePacket              bool
@@ -107,12 +114,17 @@ type Command struct {
 	// Masquerade (ipchains): the subnets of -s (outbound) or, with
 	// MasqInto, of -d (inbound); MasqTo is --to, if given. RuleNum is
 	// -D forward N (1-based); 0 = a rule given by its options.
-	Masq     []netip.Prefix
-	MasqText string // -s or -d as typed, for messages
-	MasqInto bool
-	MasqTo   netip.Addr
-	RuleNum  int
-	Policy   string // -P forward ACCEPT or DENY
+	// The marking rules (iptables -t mangle): -d's prefixes are Masq,
+	// --set-mark is Fwmark, -p is Proto, --dport MarkPorts; MarkIPv6 for
+	// ip6tables.
+	MarkPorts [2]uint16
+	MarkIPv6  bool
+	Masq      []netip.Prefix
+	MasqText  string // -s or -d as typed, for messages
+	MasqInto  bool
+	MasqTo    netip.Addr
+	RuleNum   int
+	Policy    string // -P forward ACCEPT or DENY
 
 	Pref int // portfw -p; 0 = not given (PortfwPref)
 
@@ -146,6 +158,11 @@ func (e Endpoint) Of(a netip.Addr, port uint16) []netip.AddrPort {
 	return out
 }
 
+// Selects reports whether s is the service the command names.
+func (c *Command) Selects(s nat.Service) bool {
+	return s.Proto == c.Proto && s.Fwmark == c.Fwmark && c.VIP.Has(netip.AddrPortFrom(s.VIP, s.Port))
+}
+
 // ErrUsage wraps every command-line error.
 var ErrUsage = errors.New("usage")
 
@@ -173,6 +190,8 @@ func Parse(ctx context.Context, args []string, r names.Resolver) (*Command, erro
 			return parsePortfw(ctx, args, r)
 		case "ipchains":
 			return parseIPChains(ctx, args[1:], r)
+		case "iptables", "ip6tables":
+			return parseIPTables(ctx, args[1:], r, args[0] == "ip6tables")
 		}
 	}
 	return parseIpvsadm(ctx, args, r)

@@ -82,6 +82,9 @@ type Config struct {
 	TCPLiberal bool
 	Services   []Service
 	Masquerade []nat.Masquerade // To and Ports are always set
+	// Marks give new flows firewall marks for the fwmark services (the
+	// iptables mangle step; nat.Config.Marks).
+	Marks []nat.Mark
 	// MasqueradeTo is the address masquerade rules get when they do not
 	// name one: the file's rules without "to", and the gateway's
 	// ipchains rules (vsgate adm) without --to. Invalid (zero) if not set.
@@ -166,12 +169,17 @@ type Device struct {
 
 // Service is one virtual service: protocol, VIP and port to real servers.
 type Service struct {
-	Name      string         // optional label: letters, digits, '.', '_', '-'
-	Proto     uint8          // packet.ProtoTCP or packet.ProtoUDP
-	VIP       netip.AddrPort // the virtual address and port clients connect to
-	Mode      nat.Mode       // ModeNAT, ModeFullNAT or ModeL7
-	Scheduler string         // one of sched.Names()
-	Sched     sched.Config   // scheduler flags and table size
+	Name  string         // optional label: letters, digits, '.', '_', '-'
+	Proto uint8          // packet.ProtoTCP or packet.ProtoUDP; 0 for a fwmark service
+	VIP   netip.AddrPort // the virtual address and port clients connect to
+	// Fwmark makes a firewall-mark service (ipvsadm -f; fwmark: N, with
+	// family: ipv6 for IPv6): it takes the TCP and UDP flows that the
+	// marks give its mark, and VIP is its family's unspecified address
+	// with port 0 (nat.Service.Fwmark).
+	Fwmark    uint32
+	Mode      nat.Mode     // ModeNAT, ModeFullNAT or ModeL7
+	Scheduler string       // one of sched.Names()
+	Sched     sched.Config // scheduler flags and table size
 	// Persistence sends a client's new flows to the backend it used last
 	// for this long after its last flow (ipvsadm -p); 0 means none.
 	// PersistenceBits is the client prefix length that counts as one
@@ -444,6 +452,7 @@ func (c *Config) NAT() (nat.Config, error) {
 		ResetRemoved:     c.ResetRemoved,
 		TCPLiberal:       c.TCPLiberal,
 		Masquerade:       append([]nat.Masquerade(nil), c.Masquerade...),
+		Marks:            append([]nat.Mark(nil), c.Marks...),
 		FullNATPool:      append([]netip.Addr(nil), c.FullNAT.Pool...),
 		FullNATPorts:     c.FullNAT.Ports,
 		FullNATTakeover:  append([]netip.Addr(nil), c.FullNAT.Takeover...),
@@ -460,6 +469,7 @@ func (c *Config) NAT() (nat.Config, error) {
 			TCPLiberal: s.TCPLiberal,
 			SynProxy:   s.SynProxy,
 			OnePacket:  s.OnePacket,
+			Fwmark:     s.Fwmark,
 			Backends:   make([]nat.Backend, len(s.Backends)),
 
 			Persistence: s.Persistence,

@@ -192,6 +192,15 @@ func TestAccepted(t *testing.T) {
 				again, err := Parse(c.YAML(), "again.yaml")
 				return c.Services[0].OnePacket && n.Services[0].OnePacket && err == nil && again.Services[0].OnePacket
 			}},
+		{"fwmark services and marks", "marks:\n  - {mark: 1, dst: 198.18.0.16/30, proto: tcp, ports: 80-81}\n  - {mark: 1, dst: \"2001:db8::16\"}\n" +
+			"services:\n  - {fwmark: 1, scheduler: rr, persistence: 60, backends: [{addr: 198.18.2.11}]}\n  - {fwmark: 1, family: ipv6, backends: [{addr: \"[2001:db8:2::11]:80\"}]}\n",
+			func(c *Config) bool {
+				n, err := c.NAT()
+				again, err2 := Parse(c.YAML(), "again.yaml")
+				return err == nil && err2 == nil && len(n.Marks) == 2 && n.Marks[0].Ports == [2]uint16{80, 81} && n.Marks[0].Proto == packet.ProtoTCP &&
+					n.Services[0].Fwmark == 1 && n.Services[0].VIP.Is4() && n.Services[1].VIP.Is6() && n.Services[0].Backends[0].Port == 0 &&
+					len(again.Marks) == 2 && again.Marks[1] == c.Marks[1] && again.Services[1].Fwmark == 1 && again.Services[1].VIP == c.Services[1].VIP
+			}},
 		{"ipchains long options", "masquerade:\n  - {ipchains: \"ipchains --append forward --jump MASQ --src 198.18.2.0/24 -d 0/0 -p all\", to: 198.18.0.20}\n",
 			func(c *Config) bool { return c.Masquerade[0].From == netip.MustParsePrefix("198.18.2.0/24") }},
 		{"masquerade_to", "masquerade_to: 2001:db8::20\nmasquerade: [{from: 2001:db8:2::/64}, {from: 2001:db8:3::/64, to: 2001:db8::21}]\n",
@@ -293,6 +302,20 @@ services:
     vip: 198.18.0.10:80
     one_packet: true   # <-
 `, "one_packet is for UDP services of mode nat or dr"},
+	{"fwmark with proto", `
+services:
+  - fwmark: 1
+    proto: tcp   # <-
+`, "remove proto (the marks choose protocols)"},
+	{"mark of too many addresses", `
+marks:
+  - mark: 1
+    dst: 198.18.0.0/23   # <-
+`, "has more than 256 addresses"},
+	{"mark ports without proto", `
+marks:
+  - {mark: 1, dst: 198.18.0.16/30, ports: 80-81}   # <-
+`, "add proto: tcp or proto: udp"},
 	{"negative weight", `
 services:
   - {proto: tcp, vip: 198.18.0.10:80, backends: [{addr: 198.18.2.11, weight: -1}]}   # <-

@@ -79,6 +79,9 @@ func (f *file) convert(r *report) *Config {
 	for i, s := range raw.MasqInside {
 		c.MasqueradeInside = append(c.MasqueradeInside, cv.addr(fmt.Sprintf("masquerade_inside[%d]", i), "masquerade_inside address", s, ""))
 	}
+	for i := range raw.Marks {
+		c.Marks = append(c.Marks, cv.mark(fmt.Sprintf("marks[%d]", i), &raw.Marks[i]))
+	}
 	for i := range raw.Masquerade {
 		c.Masquerade = append(c.Masquerade, cv.masquerade(fmt.Sprintf("masquerade[%d]", i), &raw.Masquerade[i], c.MasqueradeTo, c.MasqueradeInside))
 	}
@@ -127,17 +130,34 @@ func (cv *conv) service(path string, fs *fileService, ecmp bool) Service {
 		Name:      fs.Name,
 		Scheduler: cv.str(strings.ToLower(fs.Scheduler), DefaultScheduler),
 	}
-	switch p := strings.ToLower(fs.Proto); p {
-	case "tcp":
+	if fs.Fwmark != "" {
+		s.Fwmark = uint32(cv.integer(path+".fwmark", "fwmark", fs.Fwmark, 0, 1, 1<<32-1))
+		fam := netip.IPv4Unspecified()
+		if cv.enum(path+".family", fs.Family, "ipv4", "ipv4", "ipv6") == "ipv6" {
+			fam = netip.IPv6Unspecified()
+		}
+		s.VIP = netip.AddrPortFrom(fam, 0)
+		switch {
+		case fs.Proto != "":
+			cv.r.fail(path+".proto", "a fwmark service takes the TCP and UDP flows of its mark", "remove proto (the marks choose protocols)")
+		case fs.VIP != "":
+			cv.r.fail(path+".vip", "a fwmark service has no vip: the marks name its addresses", "remove vip, and add the addresses to marks:")
+		}
+	} else if fs.Family != "" {
+		cv.r.fail(path+".family", "family is for fwmark services", "remove it: the vip's address has its family")
+	}
+	switch p := strings.ToLower(fs.Proto); {
+	case s.Fwmark != 0:
+	case p == "tcp":
 		s.Proto = packet.ProtoTCP
-	case "udp":
+	case p == "udp":
 		s.Proto = packet.ProtoUDP
-	case "":
-		cv.r.fail(path+".proto", "service has no proto", "add proto: tcp or proto: udp")
+	case p == "":
+		cv.r.fail(path+".proto", "service has no proto", "add proto: tcp or proto: udp, or fwmark: N")
 	default:
 		cv.r.fail(path+".proto", fmt.Sprintf("proto %q is not known", fs.Proto), "use tcp or udp")
 	}
-	if fs.VIP != "" {
+	if fs.VIP != "" && s.Fwmark == 0 {
 		if a, port, every, ok := cv.hostPortOrEvery(path+".vip", "vip", fs.VIP); ok {
 			if port == 0 && !every {
 				cv.r.fail(path+".vip", fmt.Sprintf("vip %s has no port", fs.VIP),
@@ -436,6 +456,35 @@ func (cv *conv) timeout(path, s string, def time.Duration) time.Duration {
 }
 
 // portRange parses "lo-hi" or a single port; 1024-65535 when s is empty.
+// mark converts one marking rule (iptables -t mangle ... -j MARK).
+func (cv *conv) mark(path string, fm *fileMark) nat.Mark {
+	var m nat.Mark
+	if fm.Mark == "" {
+		cv.r.fail(path+".mark", "mark rule has no mark", "add mark: N, the fwmark of the service it feeds")
+	} else {
+		m.Mark = uint32(cv.integer(path+".mark", "mark", fm.Mark, 0, 1, 1<<32-1))
+	}
+	if fm.Dst == "" {
+		cv.r.fail(path+".dst", "mark rule has no dst", "add dst: the address or prefix (at most 256 addresses) it marks")
+	} else if m.Dst = cv.prefix(path+".dst", "mark dst", fm.Dst); m.Dst.IsValid() && m.Dst.Bits() < m.Dst.Addr().BitLen()-8 {
+		cv.r.fail(path+".dst", fmt.Sprintf("mark dst %s has more than %d addresses", m.Dst, nat.MaxMarkAddrs),
+			"use a smaller prefix: every address a mark names becomes the gateway's")
+	}
+	switch cv.enum(path+".proto", fm.Proto, "all", "all", "tcp", "udp") {
+	case "tcp":
+		m.Proto = packet.ProtoTCP
+	case "udp":
+		m.Proto = packet.ProtoUDP
+	}
+	if fm.Ports != "" {
+		if m.Proto == 0 {
+			cv.r.fail(path+".ports", "mark ports need a protocol", "add proto: tcp or proto: udp")
+		}
+		m.Ports = cv.portRange(path+".ports", fm.Ports)
+	}
+	return m
+}
+
 func (cv *conv) portRange(path, s string) [2]uint16 {
 	def := [2]uint16{1024, 65535}
 	if s == "" {

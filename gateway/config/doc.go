@@ -98,6 +98,9 @@
 //	services:               virtual services, unique by proto+vip+port
 //	  - name: web           optional label [A-Za-z0-9._-]{1,64}, unique
 //	    proto: tcp          tcp or udp                                  required
+//	    fwmark: 1           instead of proto and vip: a firewall-mark service
+//	                        (ipvsadm -f) of the flows marks: gives mark 1
+//	    family: ipv4        with fwmark: ipv4 or ipv6                   default ipv4
 //	    vip: 198.18.0.10:80 address and port; port 0 (198.18.0.10:0) is  required
 //	                        every port no other service of the address
 //	                        has, and needs persistence (ipvsadm -p with
@@ -157,6 +160,15 @@
 //	                        server takes no new ones, until below
 //	                        l_threshold (or 3/4 of u_threshold without it)
 //	        l_threshold: 50 ipvsadm -y: 0..u_threshold                  default 0
+//	marks:                  firewall marks for fwmark services (the iptables
+//	                        -t mangle ... -j MARK step); a new flow gets the
+//	                        last matching rule's mark, and the mark's service
+//	                        takes it before any service of its address
+//	  - mark: 1             1..4294967295                               required
+//	    dst: 198.18.0.16/30 an address or prefix of at most 256         required
+//	                        addresses, which become the gateway's as VIPs are
+//	    proto: tcp          tcp, udp or all                             default all
+//	    ports: 80-81        destination ports; needs tcp or udp         default all
 //	masquerade:             source NAT for subnets behind the gateway
 //	  - from: 198.18.2.0/24 ADDRESS/BITS, ADDRESS/NETMASK or an address; no host bits
 //	    to: 198.18.0.20     the source address outbound flows get       default masquerade_to

@@ -26,6 +26,7 @@ type (
 		TCPWindow  string        `yaml:"tcp_window_check"`
 		Services   []fileService `yaml:"services"`
 		Masquerade []fileMasq    `yaml:"masquerade"`
+		Marks      []fileMark    `yaml:"marks"`
 		MasqTo     string        `yaml:"masquerade_to"`
 		MasqInside []string      `yaml:"masquerade_inside"`
 		FullNAT    fileFullNAT   `yaml:"fullnat"`
@@ -82,6 +83,8 @@ type (
 		Name               string        `yaml:"name"`
 		Proto              string        `yaml:"proto"`
 		VIP                string        `yaml:"vip"`
+		Fwmark             string        `yaml:"fwmark"`
+		Family             string        `yaml:"family"`
 		Scheduler          string        `yaml:"scheduler"`
 		SchedulerFlags     []string      `yaml:"scheduler_flags"`
 		SchedulerTableSize string        `yaml:"scheduler_table_size"`
@@ -96,6 +99,12 @@ type (
 		Health             fileHealth    `yaml:"health"`
 		Backends           []fileBackend `yaml:"backends"`
 		L7                 fileL7        `yaml:"l7"`
+	}
+	fileMark struct {
+		Mark  string `yaml:"mark"`
+		Dst   string `yaml:"dst"`
+		Proto string `yaml:"proto"`
+		Ports string `yaml:"ports"`
 	}
 	fileHealth struct {
 		Type     string `yaml:"type"`

@@ -77,11 +77,16 @@ func (c *Config) YAML() []byte {
 
 	w(0, "services:%s", emptyList(len(c.Services)))
 	for _, s := range c.Services {
-		w(1, "- proto: %s", protoName(s.Proto))
+		if s.Fwmark != 0 {
+			w(1, "- fwmark: %d", s.Fwmark)
+			w(2, "family: ipv%s", family(s.VIP.Addr()))
+		} else {
+			w(1, "- proto: %s", protoName(s.Proto))
+			w(2, "vip: %s", q(s.VIP.String()))
+		}
 		if s.Name != "" {
 			w(2, "name: %s", q(s.Name))
 		}
-		w(2, "vip: %s", q(s.VIP.String()))
 		w(2, "scheduler: %s", q(s.Scheduler))
 		var flags []string
 		if s.Sched.Port {
@@ -155,6 +160,17 @@ func (c *Config) YAML() []byte {
 			inside[i] = q(a.String())
 		}
 		w(0, "masquerade_inside: [%s]", strings.Join(inside, ", "))
+	}
+	if len(c.Marks) > 0 {
+		w(0, "marks:")
+		for _, m := range c.Marks {
+			w(1, "- mark: %d", m.Mark)
+			w(2, "dst: %s", q(m.Dst.String()))
+			w(2, "proto: %s", map[uint8]string{0: "all", packet.ProtoTCP: "tcp", packet.ProtoUDP: "udp"}[m.Proto])
+			if m.Ports != [2]uint16{} {
+				w(2, "ports: %s", ports(m.Ports))
+			}
+		}
 	}
 	w(0, "masquerade:%s", emptyList(len(c.Masquerade)))
 	for _, m := range c.Masquerade {

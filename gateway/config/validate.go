@@ -210,10 +210,12 @@ func validIfName(n string) bool {
 	return n != "" && len(n) <= 15 && n != "." && n != ".." && !strings.ContainsAny(n, "/:% ") && printable(n)
 }
 
-// svcID is what makes a service unique: protocol, VIP and port.
+// svcID is what makes a service unique: protocol, VIP and port, or a
+// firewall mark and family.
 type svcID struct {
 	proto uint8
 	vip   netip.AddrPort
+	mark  uint32
 }
 
 func validateService(s *Service, path string, idx int, pool map[bool]bool, svcs map[svcID]int, names map[string]int, r *report) {
@@ -227,14 +229,18 @@ func validateService(s *Service, path string, idx int, pool map[bool]bool, svcs 
 			names[s.Name] = idx
 		}
 	}
-	if s.Proto != packet.ProtoTCP && s.Proto != packet.ProtoUDP {
+	if s.Fwmark == 0 && s.Proto != packet.ProtoTCP && s.Proto != packet.ProtoUDP {
 		r.fail(path+".proto", fmt.Sprintf("service proto %s is not tcp or udp", protoName(s.Proto)), "use proto: tcp or proto: udp")
 	}
+	if s.Fwmark != 0 && s.Mode == nat.ModeL7 {
+		r.fail(path+".mode", "a fwmark service is not l7: an l7 service listens on one address and port", "use mode: nat, fullnat or dr")
+	}
 	// addrOK: the VIP's address can be compared with others; vipOK: the
-	// whole VIP (address and port) can.
+	// whole VIP (address and port) can. A firewall-mark service's is its
+	// family's unspecified address (its marks name its addresses).
 	vip := s.VIP.Addr()
 	addrOK := vip.IsValid()
-	if addrOK {
+	if addrOK && s.Fwmark == 0 {
 		if msg, fix := unicastProblem("vip", vip); msg != "" {
 			r.fail(path+".vip", msg, fix)
 			addrOK = false
@@ -248,7 +254,7 @@ func validateService(s *Service, path string, idx int, pool map[bool]bool, svcs 
 		switch {
 		case s.Mode == nat.ModeL7:
 			r.fail(path+".vip", fmt.Sprintf("vip %s has port 0 (every port), and an l7 service listens on one", vip), "use a port in 1..65535")
-		case s.Persistence == 0:
+		case s.Persistence == 0 && s.Fwmark == 0:
 			r.fail(path+".vip", fmt.Sprintf("vip %s has port 0 (every port of the address), which needs persistence, as ipvsadm's -p", vip),
 				"add persistence: 300s, or use a port in 1..65535")
 		case s.Health != nil && s.Health.Port == 0 && slices.ContainsFunc(s.Backends, func(b Backend) bool { return b.Addr.Port() == 0 }):
@@ -259,10 +265,15 @@ func validateService(s *Service, path string, idx int, pool map[bool]bool, svcs 
 		r.fail(path+".vip", "service has no vip", "add the virtual address and port, such as vip: 198.18.0.10:80")
 	}
 	label := "service " + quoteV6(s.VIP)
+	if s.Fwmark != 0 {
+		label = fmt.Sprintf("fwmark service %d (IPv%s)", s.Fwmark, family(vip))
+	}
 	if !vipOK {
 		label = fmt.Sprintf("service %d", idx+1)
-	} else if id := (svcID{s.Proto, s.VIP}); !r.failed(path + ".proto") {
-		if j, dup := svcs[id]; dup {
+	} else if id := (svcID{s.Proto, s.VIP, s.Fwmark}); !r.failed(path + ".proto") {
+		if j, dup := svcs[id]; dup && s.Fwmark != 0 {
+			r.fail(path+".fwmark", fmt.Sprintf("%s is already defined by service %d", label, j+1), "remove one of them, or give this one another mark or family")
+		} else if dup {
 			r.fail(path+".vip", fmt.Sprintf("service %s %s is already defined by service %d", protoName(s.Proto), quoteV6(s.VIP), j+1),
 				"remove one of them, or give this one another address or port")
 		} else {

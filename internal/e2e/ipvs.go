@@ -239,3 +239,57 @@ func stepOnePacket(ctx context.Context, e *Env) (string, error) {
 	}
 	return fmt.Sprintf("4 datagrams of one socket answered by %v, from the VIP; no flow listed", got), nil
 }
+
+// stepFwmark: the LVS way to group addresses and ports into one service:
+// iptables' mangle table marks flows to 198.18.0.16/30 on ports 80 and 7,
+// a firewall-mark service takes them (ipvsadm -A -f 5 -p 60), so one
+// client's HTTP requests and line sessions to any of the four addresses
+// go to one real server; -L and iptables -L list it all, -L -c the flows.
+func stepFwmark(ctx context.Context, e *Env) (string, error) {
+	for _, cmd := range [][]string{
+		{"iptables", "-t", "mangle", "-A", "PREROUTING", "-d", "198.18.0.16/30", "-p", "tcp", "--dport", "80", "-j", "MARK", "--set-mark", "5"},
+		{"iptables", "-t", "mangle", "-A", "PREROUTING", "-d", "198.18.0.16/30", "-p", "tcp", "--dport", "7", "-j", "MARK", "--set-mark", "5"},
+		{"-A", "-f", "5", "-s", "rr", "-p", "60"},
+		{"-a", "-f", "5", "-r", "198.18.2.12", "-m"},
+		{"-a", "-f", "5", "-r", "198.18.2.13", "-m"},
+	} {
+		if out, err := e.Adm(ctx, cmd...); err != nil {
+			return out, err
+		}
+	}
+	defer func() {
+		bg := context.WithoutCancel(ctx)
+		_, _ = e.Adm(bg, "-D", "-f", "5")
+		_, _ = e.Adm(bg, "iptables", "-t", "mangle", "-F")
+	}()
+	seen := map[string]int{}
+	for i, a := range []string{"198.18.0.16", "198.18.0.17", "198.18.0.18", "198.18.0.19"} {
+		r, err := e.get(ctx, "http://"+a+"/fwmark")
+		if err != nil {
+			return "", fmt.Errorf("GET http://%s/: %w", a, err)
+		}
+		seen[r.Backend]++
+		c, err := e.client.DialContext(ctx, "tcp", a+":7")
+		if err != nil {
+			return "", fmt.Errorf("%s:7: %w", a, err)
+		}
+		who, err := (&session{c: c, r: bufio.NewReader(c)}).say(fmt.Sprintf("mark %d", i))
+		c.Close()
+		if err != nil {
+			return "", fmt.Errorf("%s:7: %w", a, err)
+		}
+		seen[who]++
+	}
+	if len(seen) != 1 || seen["b1"] != 0 {
+		return "", fmt.Errorf("one client's connections to the mark's addresses and ports went to %v: want one of b2 and b3 (persistence of the mark)", seen)
+	}
+	list, err := e.Adm(ctx, "-L", "-n")
+	if err != nil || !strings.Contains(list, "FWM  5 rr persistent 60\n") || !strings.Contains(list, "  -> 198.18.2.12:0 ") {
+		return "", fmt.Errorf("-L -n (%v):\n%s", err, list)
+	}
+	marks, err := e.Adm(ctx, "iptables", "-t", "mangle", "-L", "PREROUTING", "-n")
+	if err != nil || !strings.Contains(marks, "MARK       tcp  --  0.0.0.0/0            198.18.0.16/30       tcp dpt:80 MARK set 0x5\n") {
+		return "", fmt.Errorf("iptables -t mangle -L PREROUTING -n (%v):\n%s", err, marks)
+	}
+	return fmt.Sprintf("ports 80 and 7 of 198.18.0.16-19 marked 5: 8 connections of one client all answered by %v", seen), nil
+}

@@ -70,6 +70,7 @@ func Steps() []Step {
 		{"closed to the outside: TCP SYN, UDP and ICMP probes of ports 1-1024 and more at every real server, v4 and v6, with default pass and drop: tcpdump on their links sees none, every probe is counted as stopped, the masquerade still works outbound", stepClosedToOutside},
 		{"a connection open across a live reload (SIGHUP) keeps working", stepReload},
 		{"flows to a backend set to weight 0 finish; new ones avoid it", stepQuiesce},
+		{"a firewall-mark service (iptables -t mangle ... -j MARK, ipvsadm -A -f): ports 80 and 7 of four addresses as one persistent service", stepFwmark},
 		{"one-packet scheduling (ipvsadm -o): each datagram of one UDP socket scheduled on its own, answered from the VIP, no flow kept", stepOnePacket},
 		{"a persistent service of port 0 (ipvsadm -A -t VIP -p): every port its real servers serve, one real server for a client across ports", stepPortZero},
 		{"connection thresholds (ipvsadm -x 2 -y 1): two connections per real server, a fifth refused and counted, and after one server's connections ended and expired, the next goes there", stepThresholds},
