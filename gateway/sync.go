@@ -72,6 +72,9 @@ func (g *Gateway) daemon(c *adm.Command) error {
 		return adm.KernelError(fmt.Sprintf("%s: vsgate's sync sends by unicast to the configuration's sync.peers, authenticated with sync.key: there is no multicast group, port, TTL or message length to set", strings.Join(c.DaemonMulticast, " ")))
 	}
 	if g.sync == nil {
+		if !start {
+			return adm.KernelError("No daemon is running")
+		}
 		return adm.KernelError("the configuration has no sync: block (listen, peers, key): add one and restart vsgate")
 	}
 	master, backup := g.sync.Roles()

@@ -541,6 +541,50 @@ func TestSaveOrderAndNames(t *testing.T) {
 	}
 }
 
+// TestListLargeNumbers: --stats and --rate print counters as ipvsadm's
+// print_largenum does (A:1819-1840): up to 8 digits in 9 columns, then
+// thousands with K below 1e9, millions with M below 1e11, billions with G
+// below 1e14, else trillions with T, each division truncating; --exact
+// prints every digit, in 9 columns or one more than the digits. A real
+// server's --rate shows CPS, InPPS and OutPPS plain.
+func TestListLargeNumbers(t *testing.T) {
+	big := nat.Stats{Conns: 99999999, PacketsIn: 100000000, PacketsOut: 99999999999, BytesIn: 100000000000, BytesOut: 123456789012345}
+	s := nat.Service{Proto: packet.ProtoTCP, VIP: netip.MustParseAddr("198.18.0.10"), Port: 80, Scheduler: "rr"}
+	b := nat.Backend{Addr: netip.MustParseAddr("198.18.2.11"), Port: 80, Weight: 1}
+	v := &View{Services: []nat.ServiceInfo{{Service: s, Stats: big, Backends: []nat.BackendInfo{{Backend: b, Stats: big}}}},
+		Rates: map[string]Rates{
+			ServiceKey(s):    {CPS: 999999999, InPPS: 1000000000, OutPPS: 5, InBPS: 99999999999999, OutBPS: 100000000000000},
+			BackendKey(s, b): {CPS: 123456789, InPPS: 1, OutPPS: 2, InBPS: 100000000, OutBPS: 8},
+		}}
+	for _, tc := range []struct{ args, want string }{
+		{"-L -n --stats -t 198.18.0.10:80", `Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes
+  -> RemoteAddress:Port
+TCP  198.18.0.10:80               99999999  100000K   99999M     100G     123T
+  -> 198.18.2.11:80               99999999  100000K   99999M     100G     123T
+`},
+		{"-L -n --stats --exact -t 198.18.0.10:80", `Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes
+  -> RemoteAddress:Port
+TCP  198.18.0.10:80               99999999 100000000 99999999999 100000000000 123456789012345
+  -> 198.18.2.11:80               99999999 100000000 99999999999 100000000000 123456789012345
+`},
+		{"-L -n --rate -t 198.18.0.10:80", `Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS
+  -> RemoteAddress:Port
+TCP  198.18.0.10:80                999999K    1000M        5   99999G     100T
+  -> 198.18.2.11:80               123456789        1        2  100000K        8
+`},
+	} {
+		c, err := parse(tc.args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		WriteList(&out, c, v)
+		if out.String() != tc.want {
+			t.Errorf("%s:\n%q\nwant\n%q", tc.args, out.String(), tc.want)
+		}
+	}
+}
+
 // FuzzParse: no command line crashes Parse or Apply, and a command that
 // applies gives a configuration the engine accepts or rejects cleanly.
 func FuzzParse(f *testing.F) {

@@ -360,7 +360,8 @@ func setForward(s *nat.Service, f Forward, others bool) error {
 		m = nat.ModeDR
 	}
 	if m != s.Mode && others && len(s.Backends) > 0 {
-		return fmt.Errorf("%w: all real servers of a service use one forwarding method (this one uses %s)", ErrUsage, fwdName(s.Mode))
+		flag := map[nat.Mode]string{nat.ModeNAT: "-m", nat.ModeFullNAT: "--fullnat", nat.ModeDR: "-g"}[s.Mode]
+		return KernelError(fmt.Sprintf("all real servers of a service use one forwarding method in vsgate, and this one's use %s: give %s", fwdName(s.Mode), flag))
 	}
 	s.Mode = m
 	return nil

@@ -17,6 +17,10 @@
 //     forward -j MASQ -s NET, and -d NET: masquerade what goes into NET),
 //     -D, -F, -L in ipchains' layout and -P ACCEPT|DENY (ipchains.go).
 //
+// The version line of a listing, "IP Virtual Server version 1.2.1
+// (size=N)", gives as N the flow table's capacity (table.size) where IPVS
+// gives its connection hash table's size.
+//
 // Parse turns a command line into a Command, resolving host and service
 // names once, as ipvsadm resolves its arguments (a name stands for every
 // address it has, narrowed to the families its real servers have); Apply

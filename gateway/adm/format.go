@@ -228,7 +228,9 @@ func WriteList(w io.Writer, c *Command, v *View) {
 		return
 	}
 	if !c.VIP.IsValid() {
-		// ipvsadm prints it for the whole table only.
+		// ipvsadm prints it for the whole table only. IPVS's size is its
+		// connection hash table's; vsgate's is the flow table's capacity
+		// (table.size), the flows it can track at once.
 		fmt.Fprintf(w, "IP Virtual Server version 1.2.1 (size=%d)\n", v.Size)
 	}
 	switch {
@@ -240,10 +242,20 @@ func WriteList(w io.Writer, c *Command, v *View) {
 		fmt.Fprintf(w, "%-33s %-10s %-10s %-10s %-10s\n  -> RemoteAddress:Port\n", "Prot LocalAddress:Port", "Uthreshold", "Lthreshold", "ActiveConn", "InActConn")
 	case c.PersistentConn:
 		fmt.Fprintf(w, "%-33s %-9s %-11s %-10s %-10s\n  -> RemoteAddress:Port\n", "Prot LocalAddress:Port", "Weight", "PersistConn", "ActiveConn", "InActConn")
+	case c.TunInfo:
+		fmt.Fprint(w, "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n")
 	default:
 		fmt.Fprint(w, "Prot LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 	}
-	for _, s := range sorted(v.Services) {
+	services := sorted(v.Services)
+	if c.NoSort {
+		services = slices.Clone(v.Services)
+		for i := range services {
+			services[i].Backends = slices.Clone(services[i].Backends)
+			slices.Reverse(services[i].Backends)
+		}
+	}
+	for _, s := range services {
 		if c.VIP.IsValid() && !c.Selects(s.Service) {
 			continue
 		}
@@ -295,6 +307,11 @@ func WriteList(w io.Writer, c *Command, v *View) {
 			for _, b := range s.Backends {
 				if c.PersistentConn {
 					fmt.Fprintf(w, "  -> %-28s %-9d %-11d %-10d %-10d\n", v.Names.realName(b.Addr, b.Port, s.Proto), b.Weight, b.PersistConns, b.ActiveConns, b.InactiveConns)
+					continue
+				}
+				if c.TunInfo {
+					// vsgate has no tunnels (-i): every real server's is n/a.
+					fmt.Fprintf(w, "  -> %-28s %-7s %-13s %-6d %-10d %-10d\n", v.Names.realName(b.Addr, b.Port, s.Proto), fwdName(s.Mode), "n/a", b.Weight, b.ActiveConns, b.InactiveConns)
 					continue
 				}
 				if c.Thresholds {

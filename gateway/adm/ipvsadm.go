@@ -591,6 +591,10 @@ func parseIpvsadm(ctx context.Context, args []string, r names.Resolver) (*Comman
 			c.Rate = true
 		case "thresholds":
 			c.Thresholds = true
+		case "tun-info":
+			c.TunInfo = true
+		case "nosort":
+			c.NoSort = true
 		case "persistent-conn":
 			c.PersistentConn = true
 		case "exact":

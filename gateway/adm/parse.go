@@ -90,7 +90,11 @@ type Command struct {
 
 	// Listing options.
 	Numeric, Stats, Rate, Conns, Timeout, Exact bool
-	Daemon, Thresholds, PersistentConn          bool
+	Daemon, Thresholds, PersistentConn, TunInfo bool
+	// NoSort lists in the gateway's order (--nosort): services as
+	// configured, each one's real servers newest first, as IPVS keeps
+	// them.
+	NoSort bool
 
 	// Fwmark is -f's mark (a firewall-mark service; -6 with it: IPv6).
 	// The parser then sets VIP to the family's unspecified address, port
