@@ -44,25 +44,11 @@ func TestFwmark(t *testing.T) {
 		netip.MustParseAddrPort("198.18.0.19:80"),
 	} {
 		c := netip.AddrPortFrom(client.Addr(), uint16(5000+i))
-		b := tcp(c, to, syn, 0)
-		if v := one(w, b); v != nat.Forward {
-			t.Fatalf("SYN to %v: %v", to, v)
-		}
-		_, d := endpoints(t, b)
-		if d.Port() != to.Port() {
-			t.Fatalf("SYN to %v went to %v: a port-0 backend takes the port asked for", to, d)
-		}
+		d := openPortZero(t, w, c, to)
 		if i == 0 {
-			first = d.Addr()
-		} else if d.Addr() != first {
-			t.Fatalf("SYN to %v went to %v; the mark's persistence says %v", to, d.Addr(), first)
-		}
-		ans := tcpSeq(d, c, synack, 0, 1, 1)
-		if v := one(w, ans); v != nat.Forward {
-			t.Fatalf("SYN-ACK from %v: %v", d, v)
-		}
-		if s, _ := endpoints(t, ans); s != to {
-			t.Fatalf("the answer to %v left from %v", to, s)
+			first = d
+		} else if d != first {
+			t.Fatalf("SYN to %v went to %v; the mark's persistence says %v", to, d, first)
 		}
 	}
 	// Any protocol and port of 198.18.0.20: a UDP datagram too.

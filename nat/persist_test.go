@@ -151,6 +151,29 @@ func TestPersistSettingsChange(t *testing.T) {
 	}
 }
 
+// openPortZero opens a connection from c to a service whose backends have
+// port 0, checks that the SYN went to the port asked for and that the
+// answer leaves from to, and returns the backend's address.
+func openPortZero(t *testing.T, w *nat.Worker, c, to netip.AddrPort) netip.Addr {
+	t.Helper()
+	b := tcp(c, to, syn, 0)
+	if v := one(w, b); v != nat.Forward {
+		t.Fatalf("SYN to %v: %v", to, v)
+	}
+	_, d := endpoints(t, b)
+	if d.Port() != to.Port() {
+		t.Fatalf("SYN to %v went to %v: a port-0 backend takes the port asked for", to, d)
+	}
+	ans := tcpSeq(d, c, synack, 0, 1, 1)
+	if v := one(w, ans); v != nat.Forward {
+		t.Fatalf("SYN-ACK from %v: %v", d, v)
+	}
+	if s, _ := endpoints(t, ans); s != to {
+		t.Fatalf("the answer to %v left from %v", to, s)
+	}
+	return d.Addr()
+}
+
 // TestPortZero: a persistent service of port 0 takes every port of its VIP
 // that no service of its own has (IPVS's port-0 services, found after the
 // exact port as ip_vs_service_find does); its port-0 backends are reached
@@ -173,25 +196,11 @@ func TestPortZero(t *testing.T) {
 	var first netip.Addr
 	for i, port := range []uint16{80, 443, 22, 8080, 80} {
 		c := netip.AddrPortFrom(client.Addr(), uint16(3000+i))
-		b := tcp(c, netip.AddrPortFrom(vip.Addr(), port), syn, 0)
-		if v := one(w, b); v != nat.Forward {
-			t.Fatalf("SYN to port %d: %v", port, v)
-		}
-		_, d := endpoints(t, b)
-		if d.Port() != port {
-			t.Fatalf("SYN to port %d went to %v: a port-0 backend takes the client's port", port, d)
-		}
+		d := openPortZero(t, w, c, netip.AddrPortFrom(vip.Addr(), port))
 		if i == 0 {
-			first = d.Addr()
-		} else if d.Addr() != first {
-			t.Fatalf("SYN to port %d went to %v, the client's template says %v", port, d.Addr(), first)
-		}
-		a := tcpSeq(d, c, synack, 0, 1, 1)
-		if v := one(w, a); v != nat.Forward {
-			t.Fatalf("SYN-ACK from %v: %v", d, v)
-		}
-		if s, _ := endpoints(t, a); s != netip.AddrPortFrom(vip.Addr(), port) {
-			t.Fatalf("the answer to port %d left as %v", port, s)
+			first = d
+		} else if d != first {
+			t.Fatalf("SYN to port %d went to %v, the client's template says %v", port, d, first)
 		}
 	}
 	// The exact port's own service comes first.

@@ -48,13 +48,7 @@ const IPChainsHelp = `usage: ipchains -A forward -j MASQ -s NET [--to ADDR]    m
 func parseIPChains(ctx context.Context, args []string, r names.Resolver) (*Command, error) {
 	c := &Command{Netmask: -1, Weight: -1, Tool: "ipchains"}
 	var chain, target, src, dst string
-	setOp := func(op Op, flag string) error {
-		if c.Op != OpNone {
-			return usagef("ipchains: %s: only one command at a time", flag)
-		}
-		c.Op = op
-		return nil
-	}
+	setOp := c.oneCommand("ipchains")
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		val := func() (string, error) {

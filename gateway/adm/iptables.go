@@ -42,13 +42,7 @@ func parseIPTables(ctx context.Context, args []string, r names.Resolver, v6 bool
 	c := &Command{Netmask: -1, Weight: -1, Tool: tool, MarkIPv6: v6}
 	var chain, dst, target string
 	var markGiven bool
-	setOp := func(op Op, flag string) error {
-		if c.Op != OpNone {
-			return usagef("%s: %s: only one command at a time", tool, flag)
-		}
-		c.Op = op
-		return nil
-	}
+	setOp := c.oneCommand(tool)
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		val := func() (string, error) {
@@ -166,6 +160,18 @@ func parseIPTables(ctx context.Context, args []string, r names.Resolver, v6 bool
 	}
 	c.Masq = nets
 	return c, nil
+}
+
+// oneCommand returns the setter of c.Op for a tool's parser that takes one
+// command per line: a second one is refused.
+func (c *Command) oneCommand(tool string) func(op Op, flag string) error {
+	return func(op Op, flag string) error {
+		if c.Op != OpNone {
+			return usagef("%s: %s: only one command at a time", tool, flag)
+		}
+		c.Op = op
+		return nil
+	}
 }
 
 // parseDport reads --dport: a port or FIRST:LAST, numbers or names.
