@@ -69,9 +69,7 @@ func TestParseInterleaved(t *testing.T) {
 func labUpChild(t *testing.T, extra ...string) (string, *exec.Cmd, chan error) {
 	t.Helper()
 	labtest.Require(t)
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip (iproute2)")
-	}
+	labtest.Tool(t, "ip", "iproute2")
 	prefix, err := netlab.NewPrefix()
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,14 @@ const checkUsage = `usage: vsgate check -c FILE
 `
 
 // runCheck is "vsgate check -c FILE".
+// count writes n things: "1 service", "2 services".
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}
+
 func runCheck(args []string, stdout, stderr io.Writer) int {
 	for _, a := range args {
 		switch a {
@@ -80,6 +88,6 @@ func runCheck(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	services, backends, masq := c.Counts()
-	fmt.Fprintf(stdout, "%s: ok (%d services, %d backends, %d masquerade rules)\n", *file, services, backends, masq)
+	fmt.Fprintf(stdout, "%s: ok (%s, %s, %s)\n", *file, count(services, "service"), count(backends, "backend"), count(masq, "masquerade rule"))
 	return 0
 }

@@ -33,10 +33,10 @@ func TestCheck(t *testing.T) {
 		errsPrefix bool     // errs are prefixes
 	}{
 		{args: []string{"-c", good}, code: 0,
-			out: []string{good + ": ok (1 services, 2 backends, 1 masquerade rules)"}},
+			out: []string{good + ": ok (1 service, 2 backends, 1 masquerade rule)"}},
 		{args: []string{"-c", named}, code: 0, out: []string{
 			named + ":5: services[0].backends[0].addr localhost -> 127.0.0.1",
-			named + ": ok (1 services, 1 backends, 0 masquerade rules)"}},
+			named + ": ok (1 service, 1 backend, 0 masquerade rules)"}},
 		{args: []string{"-c", example}, code: 0,
 			out: []string{example + ": ok (3 services, 7 backends, 4 masquerade rules)"}},
 		{args: []string{"-c", ecmp}, code: 0, out: []string{

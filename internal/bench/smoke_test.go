@@ -23,8 +23,8 @@ func TestQuickRun(t *testing.T) {
 		t.Skip("skipped under -short: runs every system in netlab")
 	}
 	labtest.Require(t)
-	if m := MissingClientTools(); len(m) > 0 {
-		t.Skipf("missing client tools: apt-get install -y %v", m)
+	for _, m := range MissingClientTools() {
+		labtest.Tool(t, m, m) // skips, or fails as root
 	}
 	exe := filepath.Join(t.TempDir(), "vsgate")
 	build := exec.Command("go", "build", "-o", exe, "github.com/vsgate/vsgate/cmd/vsgate")

@@ -1,10 +1,11 @@
-// Package labtest is what tests that build netlab labs share: the one
-// rule for when such a test may skip. It is for tests only; it imports
+// Package labtest is what tests that build netlab labs or run system tools
+// share: the one rule for when such a test may skip (not as root). It is for tests only; it imports
 // testing, which the vsgate binary must not link.
 package labtest
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 
 	"github.com/vsgate/vsgate/internal/netlab"
@@ -22,4 +23,22 @@ func Require(tb testing.TB) {
 	if err := netlab.Check(); err != nil {
 		tb.Fatalf("running as root, yet no lab can be built: %v", err)
 	}
+}
+
+// Tool makes sure the command name (from the Debian package pkg) is there:
+// it skips tb without it when the process is not root, and fails it as
+// root, where make test installs every tool the tests use (.ci/deps): as
+// root a missing tool is a setup to mend, never a reason to pass by
+// skipping.
+func Tool(tb testing.TB, name, pkg string) string {
+	tb.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	if os.Geteuid() == 0 {
+		tb.Fatalf("%s not found, running as root: make test (or make deps) installs the Debian package %s", name, pkg)
+	}
+	tb.Skipf("%s not found (the Debian package %s; make deps as root installs it)", name, pkg)
+	return ""
 }
