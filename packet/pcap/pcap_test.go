@@ -17,6 +17,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/vsgate/vsgate/internal/netlab/labtest"
 )
 
 // udp builds a raw IP packet (no link header) with gopacket.
@@ -133,10 +134,7 @@ func TestRoundTrip(t *testing.T) {
 
 // TestTcpdump checks that tcpdump reads the file, directions included.
 func TestTcpdump(t *testing.T) {
-	tcpdump, err := exec.LookPath("tcpdump")
-	if err != nil {
-		t.Skip("tcpdump not installed (apt-get install tcpdump)")
-	}
+	tcpdump := labtest.Tool(t, "tcpdump", "tcpdump")
 	file := filepath.Join(t.TempDir(), "c.pcap")
 	f, err := os.Create(file)
 	if err != nil {
