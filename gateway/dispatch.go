@@ -111,7 +111,7 @@ func (g *Gateway) query(ctx context.Context, c *adm.Command, cfg nat.Config) (st
 	case adm.OpSave:
 		var n *adm.Names
 		if !c.Numeric {
-			n = adm.LookupNames(ctx, g.names, serviceAddrs(cfg))
+			n = adm.LookupSaveNames(ctx, g.names, serviceAddrs(cfg))
 		}
 		adm.WriteSave(&out, cfg, n)
 	case adm.OpPortfwList:

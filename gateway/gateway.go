@@ -185,7 +185,8 @@ type Gateway struct {
 	l7down      map[string]bool // L7 members health checks hold down, by l7HealthKey
 	speaker     *bgp.Speaker    // nil without BGP
 	sync        *connsync.Daemon
-	withdrawn   bool // a stop has withdrawn the BGP routes
+	daemonMu    sync.Mutex // serializes --start-daemon and --stop-daemon (Gateway.daemon)
+	withdrawn   bool       // a stop has withdrawn the BGP routes
 
 	capture pcap.Writer                     // what enters and leaves, when started (--pcap, vsgate adm pcap)
 	l7      *netstack.Stack                 // the L7 services' stack with L7Netstack; nil for the kernel's

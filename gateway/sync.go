@@ -77,6 +77,11 @@ func (g *Gateway) daemon(c *adm.Command) error {
 		}
 		return adm.KernelError("the configuration has no sync: block (listen, peers, key): add one and restart vsgate")
 	}
+	// Read and written whole: two daemon commands at once must not each
+	// write back a role the other changed. Not g.mu: -R runs this with
+	// it held.
+	g.daemonMu.Lock()
+	defer g.daemonMu.Unlock()
 	master, backup := g.sync.Roles()
 	running := &master
 	if c.DaemonState == "backup" {

@@ -465,6 +465,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.SourceFlows > 0 || cfg.SourceHalfOpen > 0 {
 		e.src = newSources(cfg.Capacity, cfg.SourceBits4, cfg.SourceBits6)
 	}
+	e.persist.max = cfg.Capacity
 	e.owners.Store(&[]*owner{nil})
 	e.epoch.Store(1) // a worker's 0 means "not in a Process call"
 	e.fragTimeout = int64((30*time.Second + cfg.Tick - 1) / cfg.Tick)
@@ -542,8 +543,8 @@ func (e *Engine) Update(cfg Config) error {
 		if sc.VIP.Is6() && !sc.VIP.Is4In6() {
 			fam = 1
 		}
-		if sc.OnePacket && (sc.Proto != packet.ProtoUDP || sc.Mode != ModeNAT && sc.Mode != ModeDR) {
-			return fmt.Errorf("%w: service %v:%d: one-packet scheduling is for UDP services in NAT or DR mode", ErrConfig, sc.VIP, sc.Port)
+		if sc.OnePacket && (sc.Proto != packet.ProtoUDP || sc.Mode != ModeNAT && sc.Mode != ModeDR || sc.Port == 0) {
+			return fmt.Errorf("%w: service %v:%d: one-packet scheduling is for UDP services of a port in NAT or DR mode (a real server's answer is translated back by its source, to the service's port)", ErrConfig, sc.VIP, sc.Port)
 		}
 		if sc.Port == 0 && sc.Fwmark == 0 && sc.Persistence == 0 {
 			return fmt.Errorf("%w: service %v port 0 (every port) must be persistent, as IPVS's: give it a persistence time", ErrConfig, sc.VIP)
@@ -648,6 +649,15 @@ func (e *Engine) Update(cfg Config) error {
 		}
 		backends[k] = bs
 	}
+	for i, m := range cfg.Marks {
+		switch {
+		case m.Mark == 0 || !m.Dst.IsValid() || m.Dst.Addr().Is4In6() || m.Ports[0] > m.Ports[1] ||
+			m.Proto != 0 && m.Proto != packet.ProtoTCP && m.Proto != packet.ProtoUDP:
+			return fmt.Errorf("%w: mark rule %d: needs a mark of 1 or more, a destination, TCP, UDP or both, and a port range low to high", ErrConfig, i)
+		case m.Dst.Bits() < m.Dst.Addr().BitLen()-8:
+			return fmt.Errorf("%w: mark rule %d: destination %v has more than %d addresses", ErrConfig, i, m.Dst, MaxMarkAddrs)
+		}
+	}
 	// Everything validated: commit.
 	for k, svc := range seen {
 		if err := svc.sched.Update(backends[k]); err != nil {
@@ -723,17 +733,10 @@ func (e *Engine) Update(cfg Config) error {
 	for k := range services {
 		snap.portZero = snap.portZero || k.port == 0 && k.mark == 0
 	}
-	for i, m := range cfg.Marks {
+	for _, m := range cfg.Marks {
 		r := markRule{mark: m.Mark, dst: m.Dst.Masked(), proto: m.Proto, ports: m.Ports}
 		if r.ports == [2]uint16{} {
 			r.ports = [2]uint16{0, 65535}
-		}
-		switch {
-		case m.Mark == 0 || !m.Dst.IsValid() || m.Dst.Addr().Is4In6() || r.ports[0] > r.ports[1] ||
-			m.Proto != 0 && m.Proto != packet.ProtoTCP && m.Proto != packet.ProtoUDP:
-			return fmt.Errorf("%w: mark rule %d: needs a mark of 1 or more, a destination, TCP, UDP or both, and a port range low to high", ErrConfig, i)
-		case m.Dst.Bits() < m.Dst.Addr().BitLen()-8:
-			return fmt.Errorf("%w: mark rule %d: destination %v has more than %d addresses", ErrConfig, i, m.Dst, MaxMarkAddrs)
 		}
 		for _, a := range m.Addrs() {
 			snap.owned[addr16(a)] = true
@@ -747,28 +750,46 @@ func (e *Engine) Update(cfg Config) error {
 	}
 	reals := map[svcKey]*service{}
 	serving := map[svcKey]int{} // how many services a backend serves
+	// anyPort are the (address, protocol) of backends that a service of
+	// every port reaches (port 0, or a firewall mark): an answer from
+	// such an address names no one service by its source alone.
+	anyPort := map[svcKey]bool{}
 	for k, svc := range services {
+		protos := []uint8{k.proto}
+		if k.mark != 0 {
+			protos = []uint8{packet.ProtoTCP, packet.ProtoUDP} // a mark's service takes both
+		}
 		for _, b := range svc.cfg.Backends {
-			rk := svcKey{addr: addr16(b.Addr), port: b.Port, proto: k.proto}
-			reals[rk] = svc
-			serving[rk]++
+			for _, proto := range protos {
+				rk := svcKey{addr: addr16(b.Addr), port: b.Port, proto: proto}
+				reals[rk] = svc
+				serving[rk]++
+				if k.port == 0 || b.Port == 0 {
+					anyPort[svcKey{addr: rk.addr, proto: proto}] = true
+				}
+			}
 			snap.realAddr[addr16(b.Addr)] = true
 		}
 	}
 	snap.realServers = newSvcIndex(reals)
+	// The answer of a backend that serves one service of one port names
+	// the VIP and port to translate it from: only those are taken up by
+	// their source (sloppy, one-packet).
+	byItsSource := func(rk svcKey, svc *service) bool {
+		return serving[rk] == 1 && svc.cfg.Mode == ModeNAT && svc.key.port != 0 && !anyPort[svcKey{addr: rk.addr, proto: rk.proto}]
+	}
 	sole := map[svcKey]*service{}
+	ops := map[svcKey]*service{}
 	for rk, svc := range reals {
-		if serving[rk] == 1 && svc.cfg.Mode == ModeNAT && svc.cfg.Sloppy {
+		switch {
+		case !byItsSource(rk, svc):
+		case svc.cfg.OnePacket:
+			ops[rk] = svc
+		case svc.cfg.Sloppy:
 			sole[rk] = svc
 		}
 	}
 	snap.soleNAT = newSvcIndex(sole)
-	ops := map[svcKey]*service{}
-	for rk, svc := range reals {
-		if serving[rk] == 1 && svc.cfg.Mode == ModeNAT && svc.cfg.OnePacket {
-			ops[rk] = svc
-		}
-	}
 	snap.onePacket = newSvcIndex(ops)
 	e.conf.Store(snap)
 	e.cur = cfg

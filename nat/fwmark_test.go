@@ -2,6 +2,7 @@ package nat_test
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -73,8 +74,15 @@ func TestFwmark(t *testing.T) {
 	if !e.ZeroFwmark(1, false) || e.Services()[0].Stats.Conns != 0 || e.ZeroFwmark(1, true) {
 		t.Fatal("ZeroFwmark")
 	}
-	cfg.Marks = append(cfg.Marks, nat.Mark{Mark: 4, Dst: netip.MustParsePrefix("198.18.0.0/23")})
-	if err := e.Update(cfg); err == nil {
+	// A refused mark changes nothing, not even the services given with it.
+	bad := cfg
+	bad.Marks = append(slices.Clone(cfg.Marks), nat.Mark{Mark: 4, Dst: netip.MustParsePrefix("198.18.0.0/23")})
+	bad.Services = slices.Clone(cfg.Services)
+	bad.Services[0].Scheduler = "wlc"
+	if err := e.Update(bad); err == nil {
 		t.Fatal("a mark rule of 512 addresses was accepted")
+	}
+	if got := e.Config(); got.Services[0].Scheduler != "rr" || len(got.Marks) != 3 {
+		t.Fatalf("the refused Update changed the configuration: %+v", got.Services[0])
 	}
 }

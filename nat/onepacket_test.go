@@ -2,6 +2,7 @@ package nat_test
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -76,8 +77,15 @@ func TestOnePacket(t *testing.T) {
 		t.Fatalf("a persistent one-packet service sent one client to %v", seen)
 	}
 
-	cfg.Services = append(cfg.Services, nat.Service{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 54, Scheduler: "rr", OnePacket: true, Backends: bs})
-	if err := e.Update(cfg); err == nil {
-		t.Fatal("one-packet scheduling for a TCP service was accepted")
+	for _, bad := range []nat.Service{
+		{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: 54, Scheduler: "rr", OnePacket: true, Backends: bs},
+		// Port 0: an answer could not be translated back to the port asked.
+		{Proto: packet.ProtoUDP, VIP: vip.Addr(), Port: 0, Persistence: time.Minute, Scheduler: "rr", OnePacket: true, Backends: bs},
+	} {
+		c := cfg
+		c.Services = append(slices.Clone(cfg.Services), bad)
+		if err := e.Update(c); err == nil {
+			t.Fatalf("one-packet scheduling accepted for %+v", bad)
+		}
 	}
 }

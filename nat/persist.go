@@ -33,6 +33,10 @@ type persistEntry struct {
 type persistTable struct {
 	mu sync.Mutex
 	m  map[persistKey]persistEntry
+	// max bounds the templates: the flow table's capacity, as IPVS's
+	// templates are entries of its connection table. A source that
+	// made many (a one-packet service's spoofed datagrams) meets it.
+	max int
 }
 
 func persistKeyOf(svc *service, client [16]byte) persistKey {
@@ -59,8 +63,10 @@ func (t *persistTable) lookup(k persistKey, now int64, usable map[uint64]bool) (
 	return e.dest, true
 }
 
-// bind records that k's connections go to dest, with one connection.
-func (t *persistTable) bind(k persistKey, dest uint64) {
+// bind records that k's connections go to dest, with one connection. It
+// reports false, and records nothing, when k is new and the table holds
+// max templates.
+func (t *persistTable) bind(k persistKey, dest uint64) bool {
 	t.mu.Lock()
 	if t.m == nil {
 		t.m = map[persistKey]persistEntry{}
@@ -68,11 +74,16 @@ func (t *persistTable) bind(k persistKey, dest uint64) {
 	// A template with another backend (down, or bound by a racing first
 	// connection) takes the new one but keeps its connections: they
 	// still end through it, and it must live until they have.
-	e := t.m[k]
+	e, ok := t.m[k]
+	if !ok && len(t.m) >= t.max {
+		t.mu.Unlock()
+		return false
+	}
 	e.dest = dest
 	e.conns++
 	t.m[k] = e
 	t.mu.Unlock()
+	return true
 }
 
 // release ends one connection of k; the template then lives until

@@ -2,6 +2,7 @@ package nat_test
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -210,6 +211,19 @@ func TestPortZero(t *testing.T) {
 	}
 	if _, d := endpoints(t, b); d != netip.AddrPortFrom(rips[2], 7007) {
 		t.Fatalf("SYN to port 7 went to %v, want its own service's 198.18.2.13:7007", d)
+	}
+	// A sloppy service whose backend's address a port-0 service reaches
+	// too does not take up that address's answers by their source: they
+	// may be the port-0 service's (an answer from port 7 is dropped as a
+	// real server's, not given the port-7 service's VIP).
+	sloppy := cfg
+	sloppy.Services = append(slices.Clone(cfg.Services), nat.Service{Proto: packet.ProtoTCP, VIP: netip.MustParseAddr("198.18.0.11"), Port: 7,
+		Scheduler: "rr", Sloppy: true, Backends: []nat.Backend{{Addr: rips[0], Port: 7, Weight: 1}}, SynProxy: nat.SynProxyOff})
+	if err := e.Update(sloppy); err != nil {
+		t.Fatal(err)
+	}
+	if v := one(w, tcpSeq(netip.AddrPortFrom(rips[0], 7), netip.AddrPortFrom(client.Addr(), 7000), ack, 0, 1, 1)); v != nat.Drop {
+		t.Fatalf("an answer from %v:7, which two services may own, was %v, want a drop", rips[0], v)
 	}
 	// Not persistent: refused, as ipvsadm refuses it.
 	cfg.Services[0].Persistence = 0

@@ -177,9 +177,14 @@ func (w *Worker) ImportFlow(sf SyncFlow) (bool, error) {
 	}
 	var own *owner
 	for _, o := range svc.backends {
-		if d := o.dest.Load(); d != nil && d.Addr() == addr16(sf.ReplySrc.Addr()) && (d.Port() == sf.ReplySrc.Port() || d.Port() == 0) {
-			own = o
-			break
+		if d := o.dest.Load(); d != nil && d.Addr() == addr16(sf.ReplySrc.Addr()) {
+			if d.Port() == sf.ReplySrc.Port() {
+				own = o
+				break
+			}
+			if d.Port() == 0 {
+				own = o // a port-0 backend, unless one of its exact port follows
+			}
 		}
 	}
 	if own == nil {
@@ -220,7 +225,9 @@ func (w *Worker) ImportFlow(sf SyncFlow) (bool, error) {
 	sl.count(state, 1)
 	e.countHalfOpen(state, 1)
 	if svc.persist > 0 {
-		e.persist.bind(persistKeyOf(svc, addr16(sf.OrigSrc.Addr())), own.dest.Load().ID())
+		// With the template table full the flow goes on without one;
+		// its end then releases nothing.
+		_ = e.persist.bind(persistKeyOf(svc, addr16(sf.OrigSrc.Addr())), own.dest.Load().ID())
 	}
 	if sf.Proto == packet.ProtoTCP {
 		// Sides unseen, window scale unknown: each is taken up from its

@@ -326,7 +326,7 @@ func TestEvictionRechecks(t *testing.T) {
 // (its own went down, or two first connections raced) keeps the count of
 // the connections already through it, so it lives until they end.
 func TestPersistBindKeepsConnections(t *testing.T) {
-	var pt persistTable
+	pt := persistTable{max: 16}
 	k := persistKey{client: [16]byte{15: 1}}
 	pt.bind(k, 1)
 	pt.bind(k, 2)
@@ -365,4 +365,24 @@ func TestFirstPortSpread(t *testing.T) {
 		t.Fatalf("top 16 bits: %d distinct first ports of 28,232, want about 22,800 (the low bits give %d)", top, low)
 	}
 	t.Logf("distinct first ports of 28,232 client ports: top bits %d, low bits %d", top, low)
+}
+
+// TestPersistTableBound: the templates are bounded as IPVS's are (entries
+// of the connection table): past max a new client gets none, a known one
+// still binds.
+func TestPersistTableBound(t *testing.T) {
+	pt := persistTable{max: 2}
+	a, b, c := persistKey{client: [16]byte{15: 1}}, persistKey{client: [16]byte{15: 2}}, persistKey{client: [16]byte{15: 3}}
+	if !pt.bind(a, 1) || !pt.bind(b, 1) {
+		t.Fatal("binding below the bound refused")
+	}
+	if pt.bind(c, 1) {
+		t.Fatal("a third template past a bound of 2")
+	}
+	if !pt.bind(a, 2) {
+		t.Fatal("a known template refused at the bound")
+	}
+	if pt.len() != 2 {
+		t.Fatalf("%d templates", pt.len())
+	}
 }

@@ -919,8 +919,8 @@ func (w *Worker) newServiceFlow(b []byte, svc *service, s *slot) Verdict {
 		if own = svc.backends[d.ID()]; own == nil {
 			return w.drop(DropNoBackend)
 		}
-		if svc.persist > 0 {
-			w.e.persist.bind(pk, d.ID())
+		if svc.persist > 0 && !w.e.persist.bind(pk, d.ID()) {
+			return w.drop(DropTableFull)
 		}
 	}
 	d := own.dest.Load()

@@ -634,7 +634,8 @@ func (s *scheduler) Pick(k Key) (*Dest, bool) {
 				return d, true
 			}
 		}
-		return nil, false
+		// Other workers' picks took the free one's positions meanwhile.
+		return p.firstFree(p.cursor.n.Load())
 	case kWRR:
 		if p.period == 0 {
 			return nil, false

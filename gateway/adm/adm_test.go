@@ -522,6 +522,15 @@ func TestSaveOrderAndNames(t *testing.T) {
 	if buf.String() != named {
 		t.Fatalf("-S:\n%s\nwant:\n%s", buf.String(), named)
 	}
+	// For -S a name that stands for more addresses than this one is not
+	// written: -R would make a service of each.
+	r.Hosts["vip.lab"] = append(r.Hosts["vip.lab"], netip.MustParseAddr("2001:db8::10"))
+	buf.Reset()
+	WriteSave(&buf, cfg, LookupSaveNames(context.Background(), r, []netip.Addr{netip.MustParseAddr("198.18.0.10"), netip.MustParseAddr("198.18.2.11")}))
+	if strings.Contains(buf.String(), "vip.lab") || !strings.Contains(buf.String(), "-a -t 198.18.0.10:http -r rs1:http -m -w 1") {
+		t.Fatalf("-S with a name of two addresses:\n%s", buf.String())
+	}
+	r.Hosts["vip.lab"] = r.Hosts["vip.lab"][:1]
 	back, st := Restore(context.Background(), nat.Config{}, named, Defaults{}, r, func(nat.Config) error { return nil }, nil)
 	if st.Status != 0 || len(st.Errors) != 0 {
 		t.Fatalf("-R of the named -S: %+v", st)

@@ -17,6 +17,11 @@
 //     forward -j MASQ -s NET, and -d NET: masquerade what goes into NET),
 //     -D, -F, -L in ipchains' layout and -P ACCEPT|DENY (ipchains.go).
 //
+// -S without -n names ports, and hosts only where the name stands for that
+// address alone: vsgate's commands take a name for every address it has
+// (ipvsadm's, the IPv4 one), so a name of two addresses would restore as
+// two services.
+//
 // The version line of a listing, "IP Virtual Server version 1.2.1
 // (size=N)", gives as N the flow table's capacity (table.size) where IPVS
 // gives its connection hash table's size.

@@ -63,6 +63,19 @@ func LookupNames(ctx context.Context, r names.Resolver, addrs []netip.Addr) *Nam
 	return &Names{Hosts: names.HostNames(ctx, r, addrs), Services: r}
 }
 
+// LookupSaveNames is LookupNames for -S: it keeps a host's name only where
+// the name stands for that address alone, so that -R of the saved lines
+// (which takes a name for every address it has) makes the same table.
+func LookupSaveNames(ctx context.Context, r names.Resolver, addrs []netip.Addr) *Names {
+	n := LookupNames(ctx, r, addrs)
+	for a, name := range n.Hosts {
+		if got, err := r.LookupHost(ctx, name); err != nil || len(got) != 1 || got[0].Unmap() != a.Unmap() {
+			delete(n.Hosts, a)
+		}
+	}
+	return n
+}
+
 // host returns a's name, or a as a number.
 func (n *Names) host(a netip.Addr) string {
 	a = a.Unmap()

@@ -316,6 +316,13 @@ marks:
 marks:
   - {mark: 1, dst: 198.18.0.16/30, ports: 80-81}   # <-
 `, "add proto: tcp or proto: udp"},
+	{"one_packet on port 0", `
+services:
+  - proto: udp
+    vip: 198.18.0.14:0
+    persistence: 60
+    one_packet: true   # <-
+`, "one_packet needs the vip's port"},
 	{"negative weight", `
 services:
   - {proto: tcp, vip: 198.18.0.10:80, backends: [{addr: 198.18.2.11, weight: -1}]}   # <-

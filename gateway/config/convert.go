@@ -229,9 +229,14 @@ func (cv *conv) service(path string, fs *fileService, ecmp bool) Service {
 			"remove it (an l7 service's TCP is the gateway's own kernel's, with its SYN cookies)")
 	}
 	s.OnePacket = cv.boolean(path+".one_packet", fs.OnePacket)
-	if s.OnePacket && (s.Proto != packet.ProtoUDP || s.Mode != nat.ModeNAT && s.Mode != nat.ModeDR) {
+	switch {
+	case !s.OnePacket:
+	case s.Proto != packet.ProtoUDP || s.Mode != nat.ModeNAT && s.Mode != nat.ModeDR:
 		cv.r.fail(path+".one_packet", "one_packet is for UDP services of mode nat or dr",
 			"remove it (TCP connections, FULLNAT and L7 need a flow per connection)")
+	case s.VIP.Port() == 0 && s.VIP.Addr().IsValid():
+		cv.r.fail(path+".one_packet", "one_packet needs the vip's port: a real server's answer goes back from it",
+			"give the vip a port, or remove one_packet")
 	}
 	if cv.f.has(path + ".health") {
 		s.Health = cv.health(path+".health", &fs.Health)

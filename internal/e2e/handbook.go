@@ -167,10 +167,12 @@ func stepHandbookTyped(ctx context.Context, e *Env) (string, error) {
 			return b.String(), err
 		}
 	}
-	// Without -n, -S names hosts and ports from the hosts and services
-	// files, as ipvsadm-save does; with -n, numbers.
+	// Without -n, -S names ports from the services file, as ipvsadm-save
+	// does, and hosts only where a name stands for that address alone:
+	// the lab's names have an address of each family, and -R would make
+	// a service of each. With -n, numbers.
 	for _, tc := range []struct{ args, want string }{
-		{"-S", "-A -t www.fuancn.cn:http -s wrr\n-a -t www.fuancn.cn:http -r rs1:http -m -w 10\n-a -t www.fuancn.cn:http -r rs2:http -m -w 10\n"},
+		{"-S", "-A -t 198.18.0.10:http -s wrr\n-a -t 198.18.0.10:http -r 198.18.2.11:http -m -w 10\n-a -t 198.18.0.10:http -r 198.18.2.12:http -m -w 10\n"},
 		{"-S -n", "-A -t 198.18.0.10:80 -s wrr\n-a -t 198.18.0.10:80 -r 198.18.2.11:80 -m -w 10\n-a -t 198.18.0.10:80 -r 198.18.2.12:80 -m -w 10\n"},
 	} {
 		if save, _ := e.AdmCommand(ctx, strings.Fields(tc.args)...); save != tc.want {
