@@ -3,9 +3,14 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -292,4 +297,86 @@ func stepFwmark(ctx context.Context, e *Env) (string, error) {
 		return "", fmt.Errorf("iptables -t mangle -L PREROUTING -n (%v):\n%s", err, marks)
 	}
 	return fmt.Sprintf("ports 80 and 7 of 198.18.0.16-19 marked 5: 8 connections of one client all answered by %v", seen), nil
+}
+
+// stepDashboard: every metric the Grafana dashboard (docs/grafana) queries
+// is on the running gateway's /metrics, each with every label the
+// dashboard groups it by.
+func stepDashboard(ctx context.Context, e *Env) (string, error) {
+	file, err := dashboardFile()
+	if err != nil {
+		return "", err
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		return "", err
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		return "", fmt.Errorf("%s: %w", file, err)
+	}
+	m, err := e.metrics(ctx)
+	if err != nil {
+		return "", err
+	}
+	metricRE := regexp.MustCompile(`vsgate_[a-z0-9_]+`)
+	byRE := regexp.MustCompile(`by \(([^)]*)\)`)
+	checked := map[string]bool{}
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			var labels []string
+			for _, g := range byRE.FindAllStringSubmatch(tg.Expr, -1) {
+				for l := range strings.SplitSeq(g[1], ",") {
+					labels = append(labels, strings.TrimSpace(l))
+				}
+			}
+			for _, name := range metricRE.FindAllString(tg.Expr, -1) {
+				var sample string
+				for line := range strings.Lines(m) {
+					if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+						sample = line
+						break
+					}
+				}
+				if sample == "" {
+					return "", fmt.Errorf("panel %q queries %s, which the gateway's /metrics does not have", p.Title, name)
+				}
+				for _, l := range labels {
+					if !strings.Contains(sample, l+"=") {
+						return "", fmt.Errorf("panel %q groups %s by %q, which its samples lack: %s", p.Title, name, l, strings.TrimSpace(sample))
+					}
+				}
+				checked[name] = true
+			}
+		}
+	}
+	if len(checked) < 20 {
+		return "", fmt.Errorf("only %d metrics found in the dashboard's queries", len(checked))
+	}
+	return fmt.Sprintf("%d panels, %d metrics, all on /metrics with the labels the panels group by", len(dash.Panels), len(checked)), nil
+}
+
+// dashboardFile finds docs/grafana/vsgate.json from the working directory
+// (the repository, or a package directory under it).
+func dashboardFile() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		f := filepath.Join(dir, "docs", "grafana", "vsgate.json")
+		if _, err := os.Stat(f); err == nil {
+			return f, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("docs/grafana/vsgate.json not found above the working directory")
+		}
+		dir = parent
+	}
 }
