@@ -233,14 +233,16 @@ func (d *Dest) Conns() (active, inactive int64) {
 func (d *Dest) Add(active, inactive int64) {
 	s := d.owner
 	if !s.kind.loadTracked() {
-		a, in := d.active.Load(), d.inactive.Load()
 		if active != 0 {
-			a = d.active.Add(active)
+			d.active.Add(active)
 		}
 		if inactive != 0 {
-			in = d.inactive.Add(inactive)
+			d.inactive.Add(inactive)
 		}
-		d.updateOverload(active+inactive, a+in)
+		// The flag matters only with thresholds (or one left set by them).
+		if delta := active + inactive; delta != 0 && (d.limits.Load() != 0 || d.over.Load()) {
+			d.updateOverload(delta, d.active.Load()+d.inactive.Load())
+		}
 		return
 	}
 	s.mu.Lock()

@@ -158,7 +158,7 @@ func parseIPTables(ctx context.Context, args []string, r names.Resolver, v6 bool
 	if err != nil {
 		return nil, usagef("%s: -d %s: %v", tool, dst, err)
 	}
-	c.Masq = nets
+	c.MarkDst = nets
 	return c, nil
 }
 
@@ -239,7 +239,7 @@ func applyIPTables(cfg *nat.Config, c *Command) error {
 		cfg.Marks = slices.DeleteFunc(cfg.Marks, family)
 	case OpMarkAdd, OpMarkInsert:
 		var rules []nat.Mark
-		for _, n := range c.Masq {
+		for _, n := range c.MarkDst {
 			rules = append(rules, c.markRule(n))
 		}
 		at := len(cfg.Marks)
@@ -261,7 +261,7 @@ func applyIPTables(cfg *nat.Config, c *Command) error {
 			cfg.Marks = slices.Delete(cfg.Marks, idx[c.RuleNum-1], idx[c.RuleNum-1]+1)
 			return nil
 		}
-		for _, n := range c.Masq {
+		for _, n := range c.MarkDst {
 			i := slices.Index(cfg.Marks, c.markRule(n))
 			if i < 0 {
 				return KernelError("Bad rule (does a matching rule exist in that chain?).")

@@ -118,9 +118,10 @@ type Command struct {
 	// Masquerade (ipchains): the subnets of -s (outbound) or, with
 	// MasqInto, of -d (inbound); MasqTo is --to, if given. RuleNum is
 	// -D forward N (1-based); 0 = a rule given by its options.
-	// The marking rules (iptables -t mangle): -d's prefixes are Masq,
+	// The marking rules (iptables -t mangle): -d's prefixes are MarkDst,
 	// --set-mark is Fwmark, -p is Proto, --dport MarkPorts; MarkIPv6 for
 	// ip6tables.
+	MarkDst   []netip.Prefix
 	MarkPorts [2]uint16
 	MarkIPv6  bool
 	Masq      []netip.Prefix
