@@ -51,6 +51,8 @@ var (
 	descL7Waiting  = prometheus.NewDesc("vsgate_l7_connections_waiting", "Client connections of the L7 service waiting for a request (idle keep-alive, or a head not yet whole).", []string{"service"}, nil)
 	descL7Accepted = prometheus.NewDesc("vsgate_l7_connections_accepted_total", "Client connections the L7 service accepted.", []string{"service"}, nil)
 	descL7Paused   = prometheus.NewDesc("vsgate_l7_accept_paused_total", "Times the L7 service stopped accepting because l7.max_connections were open (new clients wait in the kernel's listen queue).", []string{"service"}, nil)
+	descL7Loop     = prometheus.NewDesc("vsgate_l7_event_loop_requests_total", "Requests the L7 service's event loops served themselves (plain HTTP/1.1 without a body, a response of known length up to 64 KiB).", []string{"service"}, nil)
+	descL7Handed   = prometheus.NewDesc("vsgate_l7_handovers_total", "Client connections the L7 service's event loops handed to a goroutine of their own (a request body, Upgrade, Expect, TLS, a refused or partial head, a chunked or large response).", []string{"service"}, nil)
 	descL7Resp     = prometheus.NewDesc("vsgate_l7_responses_total", "Final responses the L7 service sent, by status code and by who made them: backend (the real server's) or proxy (vsgate's own answer: a refused request, a limit reached, no real server reachable).", []string{"service", "code", "source"}, nil)
 	descL7MemReqs  = prometheus.NewDesc("vsgate_l7_member_requests_total", "Requests sent to the L7 real server (since the last reload).", []string{"service", "balancer", "member"}, nil)
 	descL7MemFails = prometheus.NewDesc("vsgate_l7_member_failures_total", "Failed connections to the L7 real server (since the last reload).", []string{"service", "balancer", "member"}, nil)
@@ -67,7 +69,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descTableBytes, descEvictions, descExpired,
 		descHalfOpen, descCookies, descPMTU, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops,
 		descHealthUp, descHealthRuns, descHealthLast,
-		descL7Conns, descL7Waiting, descL7Accepted, descL7Paused, descL7Resp, descL7MemReqs, descL7MemFails, descL7MemBusy, descL7MemUp} {
+		descL7Conns, descL7Waiting, descL7Accepted, descL7Paused, descL7Loop, descL7Handed, descL7Resp, descL7MemReqs, descL7MemFails, descL7MemBusy, descL7MemUp} {
 		ch <- d
 	}
 	for _, d := range syncDescs {
@@ -153,6 +155,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descL7Waiting, float64(l.Front.Waiting), svc)
 		counter(descL7Accepted, l.Front.Accepted, svc)
 		counter(descL7Paused, l.Front.Paused, svc)
+		counter(descL7Loop, l.Front.LoopRequests, svc)
+		counter(descL7Handed, l.Front.HandedOver, svc)
 		for _, r := range l.Front.Responses {
 			source := "backend"
 			if r.FromProxy {

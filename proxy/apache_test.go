@@ -174,8 +174,21 @@ Group nogroup
 	}
 }
 
+// vsgatePaths are the two ways a Front serves HTTP/1.1: its event loop
+// (with the goroutine path for what the loop hands over) and a goroutine
+// per connection. Apache's answers must come from both.
+func vsgatePaths() []struct {
+	name       string
+	goroutines bool
+} {
+	return []struct {
+		name       string
+		goroutines bool
+	}{{"event loop", false}, {"goroutines", true}}
+}
+
 // startVsgate serves the same directives with this package.
-func startVsgate(t *testing.T, directives string) string {
+func startVsgate(t *testing.T, directives string, goroutines bool) string {
 	t.Helper()
 	cfg, err := ParseDirectives(directives, "test.conf", 1)
 	if err != nil {
@@ -189,8 +202,9 @@ func startVsgate(t *testing.T, directives string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go p.Serve(ln)
-	t.Cleanup(func() { p.Close() })
+	f := NewFront(p, FrontOptions{Goroutines: goroutines})
+	go f.Serve(ln)
+	t.Cleanup(func() { f.Close(); p.Close() })
 	return ln.Addr().String()
 }
 
@@ -245,20 +259,22 @@ type conformanceCase struct {
 func runConformance(t *testing.T, directives string, cases []conformanceCase) {
 	t.Helper()
 	apache := startApache(t, directives)
-	vsgate := startVsgate(t, directives)
 	want := make([]outcome, len(cases))
 	for i, c := range cases {
 		want[i] = rawGet(t, apache, c.target, c.host, c.extra)
 	}
-	mismatches := 0
-	for i, c := range cases {
-		got := rawGet(t, vsgate, c.target, c.host, c.extra)
-		if got != want[i] {
-			mismatches++
-			t.Errorf("row %d %q (%s):\n apache: %+v\n vsgate: %+v", i, c.target, c.probes, want[i], got)
+	for _, path := range vsgatePaths() {
+		vsgate := startVsgate(t, directives, path.goroutines)
+		mismatches := 0
+		for i, c := range cases {
+			got := rawGet(t, vsgate, c.target, c.host, c.extra)
+			if got != want[i] {
+				mismatches++
+				t.Errorf("%s: row %d %q (%s):\n apache: %+v\n vsgate: %+v", path.name, i, c.target, c.probes, want[i], got)
+			}
 		}
+		t.Logf("%s: %d requests, %d mismatches", path.name, len(cases), mismatches)
 	}
-	t.Logf("%d requests, %d mismatches", len(cases), mismatches)
 }
 
 // backends replaces B1, B2, B3 and DEAD in directives.
@@ -542,7 +558,7 @@ func rawExchange(t *testing.T, addr, raw string) rawAnswer {
 // connection closes).
 func TestApacheConformanceLimits(t *testing.T) {
 	d := backends(t, limitsDirectives)
-	apache, vsgate := startApache(t, d), startVsgate(t, d)
+	apache := startApache(t, d)
 	long := strings.Repeat("a", 100)
 	fields := ""
 	for i := range 6 {
@@ -584,19 +600,25 @@ func TestApacheConformanceLimits(t *testing.T) {
 		{"GET / HTTP/1.1\nHost: h\n\n", "bare LF line ends", nil},
 		{"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", "empty lines before the request line", nil},
 	}
-	mismatches := 0
+	wants := make([]rawAnswer, len(cases))
 	for i, c := range cases {
-		want, got := rawExchange(t, apache, c.raw), rawExchange(t, vsgate, c.raw)
+		wants[i] = rawExchange(t, apache, c.raw)
 		if c.differs != nil {
-			if want == *c.differs {
-				t.Errorf("row %d (%s): Apache answers %+v now, as vsgate does: drop the difference", i, c.probes, want)
+			if wants[i] == *c.differs {
+				t.Errorf("row %d (%s): Apache answers %+v now, as vsgate does: drop the difference", i, c.probes, wants[i])
 			}
-			want = *c.differs
-		}
-		if got != want {
-			mismatches++
-			t.Errorf("row %d (%s):\n apache: %+v\n vsgate: %+v", i, c.probes, want, got)
+			wants[i] = *c.differs
 		}
 	}
-	t.Logf("%d requests, %d mismatches", len(cases), mismatches)
+	for _, path := range vsgatePaths() {
+		vsgate := startVsgate(t, d, path.goroutines)
+		mismatches := 0
+		for i, c := range cases {
+			if got := rawExchange(t, vsgate, c.raw); got != wants[i] {
+				mismatches++
+				t.Errorf("%s: row %d (%s):\n apache: %+v\n vsgate: %+v", path.name, i, c.probes, wants[i], got)
+			}
+		}
+		t.Logf("%s: %d requests, %d mismatches", path.name, len(cases), mismatches)
+	}
 }

@@ -659,7 +659,11 @@ func (m writeMarked) Write(b []byte) (int, error) {
 // framing, and Connection: close when the client's connection ends here
 // (keep-alive for an HTTP/1.0 client that asked for it).
 func (p *Proxy) writeResponseHead(cc *clientConn, req *h1.Request, resp *h1.Response, c *call, keep, rechunk bool) {
-	b := cc.bw
+	p.writeResponseHeadTo(cc.bw, cc.f, req, resp, c, keep, rechunk)
+}
+
+// writeResponseHeadTo is writeResponseHead into b, for a client of f.
+func (p *Proxy) writeResponseHeadTo(b *bufio.Writer, f *Front, req *h1.Request, resp *h1.Response, c *call, keep, rechunk bool) {
 	b.WriteString("HTTP/1.1 ")
 	if text := http.StatusText(resp.Status); text != "" {
 		b.WriteString(strconv.Itoa(resp.Status))
@@ -687,7 +691,7 @@ func (p *Proxy) writeResponseHead(cc *clientConn, req *h1.Request, resp *h1.Resp
 		writeField(b, f.Name, v)
 	}
 	if !hasDate {
-		b.WriteString(cc.f.dateField())
+		b.WriteString(f.dateField())
 	}
 	switch {
 	case resp.Status == http.StatusSwitchingProtocols:

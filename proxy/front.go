@@ -34,6 +34,12 @@ type FrontOptions struct {
 	MaxConnections int
 	// Logger receives errors; nil means slog.Default().
 	Logger *slog.Logger
+	// Goroutines serves every connection on a goroutine of its own
+	// from its first request to its last; without it, the
+	// connections of a kernel TCP listener are served by an event loop
+	// (loop.go), which hands them to a goroutine for what it does not
+	// serve itself.
+	Goroutines bool
 }
 
 // Front serves HTTP/1.1 clients on listeners, each request by the routes of
@@ -60,10 +66,15 @@ type Front struct {
 
 	draining atomic.Bool // Shutdown was called: no keep-alive from now on
 
+	goroutines               bool         // FrontOptions.Goroutines
+	loopConns                atomic.Int64 // client connections served by event loops
+	loopRequests, handedOver atomic.Uint64
+
 	mu      sync.Mutex
 	lns     map[net.Listener]struct{}
 	conns   map[net.Conn]*atomic.Bool // each connection: true while it waits for a request with nothing of it read
 	h2      map[net.Conn]*http.Server // each HTTP/2 connection's server (serveH2), by its TLS connection
+	loops   []*eventLoop
 	closed  bool
 	drained chan struct{} // closed once Shutdown was called and no connection is left
 }
@@ -73,7 +84,7 @@ func NewFront(p *Proxy, opts FrontOptions) *Front {
 	if opts.MaxConnections <= 0 {
 		opts.MaxConnections = DefaultMaxConnections
 	}
-	f := &Front{log: opts.Logger, slots: make(chan struct{}, opts.MaxConnections), done: make(chan struct{}),
+	f := &Front{log: opts.Logger, goroutines: opts.Goroutines, slots: make(chan struct{}, opts.MaxConnections), done: make(chan struct{}),
 		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]*atomic.Bool{}, h2: map[net.Conn]*http.Server{}, drained: make(chan struct{})}
 	if f.log == nil {
 		f.log = slog.Default()
@@ -97,12 +108,17 @@ func (f *Front) Waiting() int { return int(f.waiting.Load()) }
 func (f *Front) Connections() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.conns)
+	return len(f.conns) + int(f.loopConns.Load())
 }
 
 // Serve accepts connections on ln until Close; it returns
 // http.ErrServerClosed after Close.
 func (f *Front) Serve(ln net.Listener) error {
+	if tl, ok := ln.(*net.TCPListener); ok && !f.goroutines {
+		if served, err := f.serveLoop(tl); served {
+			return err
+		}
+	}
 	f.mu.Lock()
 	if f.closed {
 		f.mu.Unlock()
@@ -151,7 +167,7 @@ func (f *Front) Serve(ln net.Listener) error {
 			c.Close()
 			return http.ErrServerClosed
 		}
-		go f.serveConn(c, idle)
+		go f.serveConn(c, idle, nil)
 	}
 }
 
@@ -179,7 +195,7 @@ func (f *Front) untrack(c net.Conn) {
 // drainedLocked closes drained once Shutdown was called and the last
 // connection ended. Caller holds f.mu.
 func (f *Front) drainedLocked() {
-	if f.draining.Load() && len(f.conns) == 0 {
+	if f.draining.Load() && len(f.conns) == 0 && f.loopConns.Load() == 0 {
 		select {
 		case <-f.drained:
 		default:
@@ -218,6 +234,9 @@ func (f *Front) Shutdown() {
 		// base's own to wait for).
 		base.Shutdown(context.Background())
 	}
+	for _, l := range f.loops {
+		l.wake()
+	}
 	f.drainedLocked()
 }
 
@@ -241,6 +260,9 @@ func (f *Front) Close() error {
 	}
 	for c := range f.conns {
 		c.Close()
+	}
+	for _, l := range f.loops {
+		l.wake()
 	}
 	f.mu.Unlock()
 	return err
@@ -278,7 +300,21 @@ type clientConn struct {
 	served int
 }
 
-func (f *Front) serveConn(c net.Conn, idle *atomic.Bool) {
+// handover is what an event loop hands a goroutine with a connection it
+// stops serving itself (loop.go): bytes read and not yet served, bytes
+// not yet sent, the requests served so far, and the exchange under way,
+// if any, to finish first (false: the connection is done).
+type handover struct {
+	pending []byte
+	out     []byte
+	served  int
+	resume  func(cc *clientConn) bool
+	fresh   bool // nothing of it was read: TLS begins here when the Proxy has it
+}
+
+// serveConn serves c from its first request, or from where an event
+// loop left it (from, nil for a new connection).
+func (f *Front) serveConn(c net.Conn, idle *atomic.Bool, from *handover) {
 	cc := &clientConn{f: f, c: c}
 	if cc.tcp, _ = c.(*net.TCPConn); cc.tcp != nil {
 		cc.sk = newSock(cc.tcp)
@@ -296,7 +332,7 @@ func (f *Front) serveConn(c net.Conn, idle *atomic.Bool) {
 		f.untrack(c)
 		<-f.slots
 	}()
-	if p := f.cur.Load(); p.tlsFront != nil {
+	if p := f.cur.Load(); p.tlsFront != nil && (from == nil || from.fresh) {
 		base := c
 		if cc.sk != nil {
 			base = sockConn{cc.tcp, cc.sk}
@@ -322,6 +358,18 @@ func (f *Front) serveConn(c net.Conn, idle *atomic.Bool) {
 	cc.rc = &rateConn{src: cc.c, dl: &cc.dl, idle: idle}
 	if cc.sk != nil {
 		cc.rc.src = cc.sk
+	}
+	if from != nil {
+		cc.served = from.served
+		cc.rc.pending = from.pending
+		cc.buffers()
+		if len(from.pending) > 0 {
+			cc.br.Peek(len(from.pending)) // buffered now, as if read here
+		}
+		cc.bw.Write(from.out)
+		if from.resume != nil && !from.resume(cc) {
+			return
+		}
 	}
 	for cc.serveOne() {
 	}
@@ -377,6 +425,7 @@ func (cc *clientConn) buffers() {
 // earned, up to a ceiling.
 type rateConn struct {
 	src      io.Reader // the connection's reads (a sock for a kernel socket)
+	pending  []byte    // read before (by an event loop): Read gives these first
 	dl       *deadlines
 	idle     *atomic.Bool // set while waiting holds (Front.Shutdown reads it)
 	waiting  bool         // no byte of the request yet
@@ -411,7 +460,14 @@ func (r *rateConn) Read(b []byte) (int, error) {
 		r.armed = false
 		r.dl.setReadAt(r.deadline)
 	}
-	n, err := r.src.Read(b)
+	var n int
+	var err error
+	if len(r.pending) > 0 {
+		n = copy(b, r.pending)
+		r.pending = r.pending[n:]
+	} else {
+		n, err = r.src.Read(b)
+	}
 	if n > 0 && r.waiting {
 		r.idle.Store(false)
 		r.timeout(r.base, r.ceiling, r.minRate)
@@ -440,6 +496,8 @@ func (cc *clientConn) serveOne() bool {
 	cc.buffers()
 	if cc.br.Buffered() > 0 {
 		cc.rc.timeout(lim.HeaderTimeout, lim.HeaderMaxTimeout, lim.HeaderMinRate)
+		// Part of a request is here: its timeout answers 408.
+		cc.rc.total = int64(cc.br.Buffered())
 	} else {
 		// The first request's header timeout runs from the connection's
 		// start; a later one waits KeepAliveTimeout for its first byte.
@@ -487,14 +545,20 @@ func (cc *clientConn) serveOne() bool {
 // connection after it.
 func (cc *clientConn) fail(p *Proxy, status int, closing bool) {
 	cc.buffers()
-	cc.f.responses.add(status, true)
 	cc.dl.setWrite(time.Now(), p.limits.Timeout)
+	p.writeErrorPage(cc.bw, cc.f, status, closing, cc.req.Method)
+	cc.bw.Flush()
+}
+
+// writeErrorPage writes the response status with Apache's error page
+// into b (counted as the proxy's own); closing: with Connection: close.
+func (p *Proxy) writeErrorPage(b *bufio.Writer, f *Front, status int, closing bool, method string) {
+	f.responses.add(status, true)
 	body := p.errorPage(status)
-	b := cc.bw
 	b.WriteString("HTTP/1.1 ")
 	b.WriteString(statusLine(status))
 	b.WriteString("\r\n")
-	b.WriteString(cc.f.dateField())
+	b.WriteString(f.dateField())
 	b.WriteString("Content-Length: ")
 	b.WriteString(itoa(len(body)))
 	b.WriteString("\r\nContent-Type: text/html; charset=iso-8859-1\r\n")
@@ -502,10 +566,9 @@ func (cc *clientConn) fail(p *Proxy, status int, closing bool) {
 		b.WriteString("Connection: close\r\n")
 	}
 	b.WriteString("\r\n")
-	if cc.req.Method != "HEAD" {
+	if method != "HEAD" {
 		b.WriteString(body)
 	}
-	b.Flush()
 }
 
 // drain reads and discards what is left of a request body the proxy did

@@ -51,7 +51,7 @@ func exchangeRaw(t testing.TB, p *Proxy, raw string) string {
 	f := NewFront(p, FrontOptions{})
 	client, server := net.Pipe()
 	f.slots <- struct{}{}
-	go f.serveConn(server, f.track(server))
+	go f.serveConn(server, f.track(server), nil)
 	go func() {
 		io.WriteString(client, raw)
 	}()

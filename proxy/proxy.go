@@ -81,8 +81,9 @@ type Proxy struct {
 
 type route struct {
 	Route
-	worker *worker   // plain URL targets
-	bal    *balancer // balancer targets
+	worker   *worker   // plain URL targets
+	bal      *balancer // balancer targets
+	loopable bool      // an event loop may serve its requests (Proxy.loopable)
 }
 
 // worker is one backend URL with its state. lbstatus is guarded by the
@@ -200,6 +201,9 @@ func New(cfg *Config, opts Options) (*Proxy, error) {
 			r.worker = w
 			p.workers = append(p.workers, w)
 		}
+	}
+	for _, r := range p.routes {
+		r.loopable = p.loopable(r)
 	}
 	p.dial = opts.DialContext
 	if p.dial == nil {

@@ -12,8 +12,12 @@ type FrontStats struct {
 	// Paused counts the times the Front stopped accepting because
 	// MaxConnections were open: new clients then wait in the kernel's
 	// listen queue (or are refused by it when that is full too).
-	Paused    uint64
-	Responses []ResponseCount // final responses sent, by status; 1xx are not counted
+	Paused uint64
+	// LoopRequests counts the requests an event loop served itself;
+	// HandedOver the connections it gave to a goroutine (a request or
+	// response it does not serve, TLS).
+	LoopRequests, HandedOver uint64
+	Responses                []ResponseCount // final responses sent, by status; 1xx are not counted
 }
 
 // ResponseCount is how many responses of one status one side made.
@@ -57,10 +61,12 @@ func (rc *responseCounts) snapshot() []ResponseCount {
 // Stats returns the Front's counters now.
 func (f *Front) Stats() FrontStats {
 	return FrontStats{
-		Connections: f.Connections(),
-		Waiting:     f.Waiting(),
-		Accepted:    f.accepted.Load(),
-		Paused:      f.paused.Load(),
-		Responses:   f.responses.snapshot(),
+		Connections:  f.Connections(),
+		Waiting:      f.Waiting(),
+		Accepted:     f.accepted.Load(),
+		Paused:       f.paused.Load(),
+		LoopRequests: f.loopRequests.Load(),
+		HandedOver:   f.handedOver.Load(),
+		Responses:    f.responses.snapshot(),
 	}
 }

@@ -85,7 +85,7 @@ func Systems() []System {
 			Desc:    "nginx stream proxy (terminates TCP; UDP proxy for iperf3 -u)",
 			version: []string{"nginx", "-v"}, start: startNginx(false)},
 		{Name: "nginx-http", Layer: L7, Baseline: true, TLS: true, Tools: []string{"nginx:nginx"},
-			Desc:    "nginx proxy_pass to an upstream with keep-alive",
+			Desc:    "nginx proxy_pass to an upstream with keep-alive, adding X-Forwarded-For, -Host and -Server as Apache's mod_proxy (and so vsgate) does",
 			version: []string{"nginx", "-v"}, start: startNginx(true)},
 		{Name: "vsgate-l7", Layer: L7, TLS: true,
 			Desc:  "vsgate L7 service: the kernel's TCP (l7.stack: kernel) + ProxyPass to a balancer:// of the three backends",
@@ -94,7 +94,7 @@ func Systems() []System {
 			Desc:  "the same on gVisor's netstack (l7.stack: netstack)",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgateL7(ctx, e, "netstack") }},
 		{Name: "haproxy-http", Layer: L7, TLS: true, Tools: []string{"haproxy:haproxy"},
-			Desc:    "HAProxy mode http (server keep-alive, http-reuse safe)",
+			Desc:    "HAProxy mode http (server keep-alive, http-reuse safe), adding X-Forwarded-For, -Host and -Server",
 			version: []string{"haproxy", "-v"}, start: startHAProxy(true)},
 		{Name: "apache-proxy", Layer: L7, Tools: []string{"apache2:apache2"},
 			Desc:    "Apache 2.4 mpm_event, ProxyPass to a balancer:// of the three backends",
@@ -537,7 +537,13 @@ frontend web
 				return err
 			}
 			fmt.Fprintf(&b, "frontend web-tls\n\tbind %s:%d ssl crt %s\n\tdefault_backend web\n", vip4(), httpsPort, both)
-			b.WriteString("backend web\n\tbalance roundrobin\n\thttp-reuse safe\n")
+			// The real servers get the fields every proxy of this bench
+			// sends them: Apache's mod_proxy adds X-Forwarded-For, -Host
+			// and -Server (ProxyAddHeaders On, its default), so vsgate
+			// does, and the others are set to (each one is a field the
+			// real server parses).
+			b.WriteString("backend web\n\tbalance roundrobin\n\thttp-reuse safe\n\toption forwardfor\n" +
+				"\thttp-request set-header X-Forwarded-Host %[req.hdr(host)]\n\thttp-request set-header X-Forwarded-Server %[hostname]\n")
 		} else {
 			b.WriteString("backend web\n\tbalance roundrobin\n")
 		}
@@ -609,6 +615,11 @@ stream {
 			proxy_pass http://web;
 			proxy_http_version 1.1;
 			proxy_set_header Connection "";
+			# The fields Apache's mod_proxy (and vsgate) add: see
+			# startHAProxy.
+			proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+			proxy_set_header X-Forwarded-Host $host;
+			proxy_set_header X-Forwarded-Server $hostname;
 		}
 	}
 }

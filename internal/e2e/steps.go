@@ -610,6 +610,16 @@ func stepL7(ctx context.Context, e *Env) (string, error) {
 	if ok200 < 32 || own404 < 1 {
 		return strings.Join(parts, "; "), fmt.Errorf("vsgate_l7_responses_total counts fewer answers than were made")
 	}
+	// On the kernel's TCP the plain GETs above are the event loop's own;
+	// the netstack's connections are served by goroutines.
+	looped, err := e.metricValue(ctx, `vsgate_l7_event_loop_requests_total{service="`+svc+`"}`)
+	if err != nil {
+		return strings.Join(parts, "; "), err
+	}
+	parts = append(parts, fmt.Sprintf("%.0f served by the event loop", looped))
+	if kernel := e.l7Stack() == "kernel"; kernel && looped < 32 || !kernel && looped != 0 {
+		return strings.Join(parts, "; "), fmt.Errorf("vsgate_l7_event_loop_requests_total: %.0f on the %s stack", looped, e.l7Stack())
+	}
 	return strings.Join(parts, "; "), nil
 }
 
