@@ -83,6 +83,22 @@ func TestL7ThroughGateway(t *testing.T) {
 	if v := gathered(t, g, "vsgate_l7_connections_accepted_total", "service", svc); v != 1 {
 		t.Fatalf("vsgate_l7_connections_accepted_total: %v, want 1 (three requests on one connection)", v)
 	}
+	// A request is timed once its response went out: the client may read
+	// it a moment before that.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		v := gathered(t, g, "vsgate_l7_request_duration_seconds", "service", svc)
+		if v == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("vsgate_l7_request_duration_seconds counts %v requests, want 3", v)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The netstack's connections are the goroutine path's.
+	if v := gathered(t, g, "vsgate_l7_event_loop_requests_total", "service", svc); v != 0 {
+		t.Fatalf("vsgate_l7_event_loop_requests_total on the netstack: %v, want 0", v)
+	}
 }
 
 // gathered is the value of the gateway's metric name with exactly the
@@ -111,6 +127,9 @@ func gathered(t *testing.T, g *Gateway, name string, labels ...string) float64 {
 			}
 			if c := m.GetCounter(); c != nil {
 				return c.GetValue()
+			}
+			if h := m.GetHistogram(); h != nil {
+				return float64(h.GetSampleCount())
 			}
 			return m.GetGauge().GetValue()
 		}

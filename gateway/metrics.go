@@ -53,6 +53,7 @@ var (
 	descL7Paused   = prometheus.NewDesc("vsgate_l7_accept_paused_total", "Times the L7 service stopped accepting because l7.max_connections were open (new clients wait in the kernel's listen queue).", []string{"service"}, nil)
 	descL7Loop     = prometheus.NewDesc("vsgate_l7_event_loop_requests_total", "Requests the L7 service's event loops served themselves (plain HTTP/1.1 without a body, a response of known length up to 64 KiB).", []string{"service"}, nil)
 	descL7Handed   = prometheus.NewDesc("vsgate_l7_handovers_total", "Client connections the L7 service's event loops handed to a goroutine of their own (a request body, Upgrade, Expect, TLS, a refused or partial head, a chunked or large response).", []string{"service"}, nil)
+	descL7Latency  = prometheus.NewDesc("vsgate_l7_request_duration_seconds", "How long the L7 service's requests took, from the request head read whole to the response's last byte handed to the client's socket (also for the proxy's own answers; HTTP/2 streams each).", []string{"service"}, nil)
 	descL7Resp     = prometheus.NewDesc("vsgate_l7_responses_total", "Final responses the L7 service sent, by status code and by who made them: backend (the real server's) or proxy (vsgate's own answer: a refused request, a limit reached, no real server reachable).", []string{"service", "code", "source"}, nil)
 	descL7MemReqs  = prometheus.NewDesc("vsgate_l7_member_requests_total", "Requests sent to the L7 real server (since the last reload).", []string{"service", "balancer", "member"}, nil)
 	descL7MemFails = prometheus.NewDesc("vsgate_l7_member_failures_total", "Failed connections to the L7 real server (since the last reload).", []string{"service", "balancer", "member"}, nil)
@@ -69,7 +70,7 @@ func (c collector) Describe(ch chan<- *prometheus.Desc) {
 		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descTableBytes, descEvictions, descExpired,
 		descHalfOpen, descCookies, descPMTU, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops,
 		descHealthUp, descHealthRuns, descHealthLast,
-		descL7Conns, descL7Waiting, descL7Accepted, descL7Paused, descL7Loop, descL7Handed, descL7Resp, descL7MemReqs, descL7MemFails, descL7MemBusy, descL7MemUp} {
+		descL7Conns, descL7Waiting, descL7Accepted, descL7Paused, descL7Loop, descL7Handed, descL7Latency, descL7Resp, descL7MemReqs, descL7MemFails, descL7MemBusy, descL7MemUp} {
 		ch <- d
 	}
 	for _, d := range syncDescs {
@@ -157,6 +158,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descL7Paused, l.Front.Paused, svc)
 		counter(descL7Loop, l.Front.LoopRequests, svc)
 		counter(descL7Handed, l.Front.HandedOver, svc)
+		d := l.Front.Durations
+		buckets := make(map[float64]uint64, len(d.Bounds))
+		for i, b := range d.Bounds {
+			buckets[b.Seconds()] = d.Counts[i]
+		}
+		ch <- prometheus.MustNewConstHistogram(descL7Latency, d.Count, d.Sum.Seconds(), buckets, svc)
 		for _, r := range l.Front.Responses {
 			source := "backend"
 			if r.FromProxy {

@@ -13,13 +13,24 @@
 // results.
 //
 // The HTTP/1.1 core is its own: package h1 reads and writes the heads
-// (strictly, within Apache's LimitRequest* limits and status codes), one
-// goroutine serves a client connection from its first request to its
-// last (Front), bodies stream — spliced between kernel sockets where both
-// ends are one, chunked ones passed on chunk by chunk — and each worker
-// keeps its idle connections to its real server. An idle client
-// connection holds no buffer: it waits for readiness with a peek, and its
-// buffers go back to a pool. limits.go holds Apache's limit and timeout
+// (strictly, within Apache's LimitRequest* limits and status codes). A
+// kernel listener's connections are served by an event loop (loop.go: one
+// goroutine, one edge-triggered epoll instance waited for in the runtime's
+// poller, as an nginx worker), which serves what is common and simple —
+// a request without a body to an http:// real server named by its
+// address, a response of known length up to 64 KiB — over connections to
+// the real servers of its own, and hands a connection to the goroutine
+// path for anything else, with the bytes it read and not yet served (or,
+// in the middle of an exchange, the response head and the real server's
+// connection). On the goroutine path (front.go, forward.go: also every
+// connection of other listeners, TLS and HTTP/2, and FrontOptions.Goroutines)
+// one goroutine serves a client connection to its last request, bodies
+// stream — spliced between kernel sockets where both ends are one,
+// chunked ones passed on chunk by chunk — and each worker keeps its idle
+// connections to its real server. Both paths answer alike, byte for byte
+// (loop_test.go), and as Apache (the differential test runs both). An
+// idle client connection holds no write buffer on either, and no read
+// buffer in the loop. limits.go holds Apache's limit and timeout
 // directives (LimitRequestLine, LimitRequestFieldSize,
 // LimitRequestFields, LimitRequestBody, Timeout, KeepAlive,
 // KeepAliveTimeout, MaxKeepAliveRequests, RequestReadTimeout), and the
@@ -47,8 +58,10 @@
 // What it must not do: import nat or gateway; keep package-level mutable
 // state; buffer whole bodies (a response's bytes go on as they arrive
 // from the backend); hand a request to another goroutine (only an
-// upgraded connection's two directions run apart, and HTTP/2 streams,
-// which x/net/http2 runs each in its own); use net/http's server or
+// upgraded connection's two directions run apart, HTTP/2 streams, which
+// x/net/http2 runs each in its own, and a connection an event loop hands
+// over whole); block an event loop (no blocking system call, no name
+// lookup, no lock held across a wait in it); use net/http's server or
 // client on the HTTP/1.1 path; import gVisor. The gVisor
 // netstack that terminates the clients' TCP lives in proxy/netstack
 // (with this package, the only place gVisor may be imported, so the L4

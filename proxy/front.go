@@ -69,6 +69,7 @@ type Front struct {
 	goroutines               bool         // FrontOptions.Goroutines
 	loopConns                atomic.Int64 // client connections served by event loops
 	loopRequests, handedOver atomic.Uint64
+	durations                *durations
 
 	mu      sync.Mutex
 	lns     map[net.Listener]struct{}
@@ -84,7 +85,7 @@ func NewFront(p *Proxy, opts FrontOptions) *Front {
 	if opts.MaxConnections <= 0 {
 		opts.MaxConnections = DefaultMaxConnections
 	}
-	f := &Front{log: opts.Logger, goroutines: opts.Goroutines, slots: make(chan struct{}, opts.MaxConnections), done: make(chan struct{}),
+	f := &Front{log: opts.Logger, goroutines: opts.Goroutines, durations: newDurations(), slots: make(chan struct{}, opts.MaxConnections), done: make(chan struct{}),
 		lns: map[net.Listener]struct{}{}, conns: map[net.Conn]*atomic.Bool{}, h2: map[net.Conn]*http.Server{}, drained: make(chan struct{})}
 	if f.log == nil {
 		f.log = slog.Default()
@@ -114,7 +115,9 @@ func (f *Front) Connections() int {
 // Serve accepts connections on ln until Close; it returns
 // http.ErrServerClosed after Close.
 func (f *Front) Serve(ln net.Listener) error {
-	if tl, ok := ln.(*net.TCPListener); ok && !f.goroutines {
+	// An event loop serves plain HTTP/1.1 (TLS is the goroutine path's:
+	// a loop would only hand every connection over).
+	if tl, ok := ln.(*net.TCPListener); ok && !f.goroutines && f.cur.Load().tlsFront == nil {
 		if served, err := f.serveLoop(tl); served {
 			return err
 		}
@@ -531,6 +534,8 @@ func (cc *clientConn) serveOne() bool {
 		return false
 	}
 	cc.served++
+	began := time.Now()
+	defer func() { cc.f.durations.observe(time.Since(began)) }()
 	// The request is routed by the proxy serving now: a reload may have
 	// come while the head was awaited.
 	p = cc.f.cur.Load()

@@ -66,6 +66,8 @@ type h2Handler struct {
 }
 
 func (h h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	began := time.Now()
+	defer func() { h.f.durations.observe(time.Since(began)) }()
 	p := h.f.cur.Load()
 	req := &h1.Request{Method: r.Method, Target: r.RequestURI, Proto: "HTTP/2.0"}
 	req.Major, req.Minor, req.Length = 2, 1, r.ContentLength

@@ -105,6 +105,7 @@ type eventLoop struct {
 
 	idle  map[*worker][]*loopBackend
 	free  [][]byte // spare client read buffers
+	outs  [][]byte // spare client write buffers
 	headR *bufio.Reader
 	bytes bytes.Reader
 	outW  *bufio.Writer
@@ -135,8 +136,10 @@ type loopConn struct {
 	sent   int
 	eof    bool // the client half-closed or failed
 	ready  bool // may have more to read
+	hup    bool // the client's end (or an error) was reported: read until the read says so
 	nodely bool // TCP_NODELAY set
 	served int
+	began  int64  // when the request under way was read whole, unix nanoseconds; 0: none
 	acked  uint64 // lingering: bytes the client acknowledged at progress
 	since  int64  // lingering: when acked last moved
 	timer  int64  // its deadline, unix nanoseconds; 0: none
@@ -168,6 +171,7 @@ type loopBackend struct {
 	sent   int
 	reused bool
 	ready  bool
+	hup    bool // the real server's end (or an error) was reported
 	timer  int64
 	queued bool
 
@@ -457,6 +461,7 @@ func (l *eventLoop) accept() {
 		f.loopConns.Add(1)
 		p := f.cur.Load()
 		if p.tlsFront != nil {
+			// A reload turned TLS on: the goroutine path serves it.
 			l.handOver(lc, nil)
 			continue
 		}
@@ -547,6 +552,9 @@ func (l *eventLoop) runTimers(now int64) {
 func (lc *loopConn) event(l *eventLoop, ev uint32) {
 	if ev&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
 		lc.ready = true
+	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		lc.hup = true
 	}
 	if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && lc.sent < len(lc.out) {
 		if !l.flushClient(lc) {
@@ -666,9 +674,11 @@ func (l *eventLoop) readRequest(lc *loopConn) {
 			lc.ready, lc.eof = false, true
 		default:
 			lc.in = lc.in[:len(lc.in)+int(n)]
-			if int(n) < len(b) {
+			if int(n) < len(b) && !lc.hup {
 				// A short read took all there was: edge-triggered epoll
-				// reports what comes next.
+				// reports what comes next. Not so for the end, reported
+				// once, perhaps with the last bytes: after it, reads go
+				// on until one returns the end.
 				lc.ready = false
 			}
 		}
@@ -712,6 +722,26 @@ func (l *eventLoop) serveBuffered(lc *loopConn) {
 	}
 }
 
+// clientOut gives lc a write buffer (an idle connection holds none).
+func (l *eventLoop) clientOut(lc *loopConn) {
+	if lc.out != nil {
+		return
+	}
+	if n := len(l.outs); n > 0 {
+		lc.out, l.outs = l.outs[n-1][:0], l.outs[:n-1]
+		return
+	}
+	lc.out = make([]byte, 0, loopInSize)
+}
+
+// putOut takes lc's write buffer back once all of it was sent.
+func (l *eventLoop) putOut(lc *loopConn) {
+	if lc.out != nil && cap(lc.out) <= loopBodyMax+loopBackSize && len(l.outs) < 1024 {
+		l.outs = append(l.outs, lc.out[:0])
+	}
+	lc.out, lc.sent = nil, 0
+}
+
 // releaseIn gives an empty read buffer back.
 func (l *eventLoop) releaseIn(lc *loopConn) {
 	if lc.in != nil && lc.start == len(lc.in) {
@@ -747,6 +777,7 @@ func (l *eventLoop) serve(lc *loopConn, p *Proxy) bool {
 		return false
 	}
 	lc.served++
+	lc.began = time.Now().UnixNano()
 	f.loopRequests.Add(1)
 	if lc.idleIn {
 		lc.idleIn = false
@@ -881,6 +912,9 @@ func (be *loopBackend) event(l *eventLoop, ev uint32) {
 	if readable {
 		be.ready = true
 	}
+	if ev&(unix.EPOLLRDHUP|unix.EPOLLERR|unix.EPOLLHUP) != 0 {
+		be.hup = true
+	}
 	switch be.state {
 	case idleBackend:
 		if readable {
@@ -968,7 +1002,9 @@ func (l *eventLoop) sendRequest(be *loopBackend) {
 // readResponse reads the real server's response and passes it on.
 func (l *eventLoop) readResponse(be *loopBackend) {
 	lc := be.client
-	for be.ready && lc != nil && be.fd >= 0 {
+	// Passing a piece on may finish the exchange (and start the next
+	// one) before passOn returns: go on only while this one runs.
+	for be.ready && be.fd >= 0 && lc != nil && be.client == lc && (be.state == awaitingResponse || be.state == relayingBody) {
 		if be.state == relayingBody && lc.sent < len(lc.out) {
 			return // the client has not taken the last piece yet
 		}
@@ -1010,7 +1046,7 @@ func (l *eventLoop) readResponse(be *loopBackend) {
 			return
 		}
 		be.end += int(n)
-		if int(n) < len(b) {
+		if int(n) < len(b) && !be.hup {
 			be.ready = false
 		}
 		if !l.passOn(be) {
@@ -1045,6 +1081,7 @@ func (l *eventLoop) passOn(be *loopBackend) bool {
 			}
 			// An interim response goes on to an HTTP/1.1 client.
 			if lc.req.Minor >= 1 {
+				l.clientOut(lc)
 				l.out = appendWriter{&lc.out}
 				p.writeResponseHeadTo(l.outW, l.f, &lc.req, resp, lc.call, true, false)
 				l.outW.Flush()
@@ -1058,6 +1095,7 @@ func (l *eventLoop) passOn(be *loopBackend) bool {
 		if l.f.draining.Load() {
 			lc.keep = false
 		}
+		l.clientOut(lc)
 		l.out = appendWriter{&lc.out}
 		p.writeResponseHeadTo(l.outW, l.f, &lc.req, resp, lc.call, lc.keep, false)
 		l.outW.Flush()
@@ -1078,7 +1116,7 @@ func (l *eventLoop) passOn(be *loopBackend) bool {
 	}
 	l.setTimer(lc, &lc.timer, &lc.queued, p.limits.Timeout)
 	l.flushClient(lc)
-	return lc.fd >= 0
+	return lc.fd >= 0 && be.client == lc
 }
 
 // finish ends an exchange whose response is whole: the real server's
@@ -1088,7 +1126,7 @@ func (l *eventLoop) finish(lc *loopConn, be *loopBackend) {
 	resp := &be.resp
 	be.w.busy.Add(-1)
 	be.client, lc.be = nil, nil
-	if be.start != be.end || resp.Close || resp.UntilClose || be.closeBackend || resp.Minor == 0 && !resp.KeepAlive ||
+	if be.start != be.end || be.hup || resp.Close || resp.UntilClose || be.closeBackend || resp.Minor == 0 && !resp.KeepAlive ||
 		be.p != l.f.cur.Load() || len(l.idle[be.w]) >= be.p.opts.MaxIdleConnsPerHost {
 		l.closeBackend(be)
 	} else {
@@ -1109,10 +1147,8 @@ func (l *eventLoop) finish(lc *loopConn, be *loopBackend) {
 
 // responseSent: the client's socket took the whole response.
 func (l *eventLoop) responseSent(lc *loopConn) {
-	lc.out, lc.sent = lc.out[:0], 0
-	if cap(lc.out) > 2*loopBodyMax {
-		lc.out = nil
-	}
+	l.observe(lc)
+	l.putOut(lc)
 	switch lc.state {
 	case closing:
 		if l.f.draining.Load() {
@@ -1166,6 +1202,7 @@ func (l *eventLoop) flushClient(lc *loopConn) bool {
 	}
 	switch {
 	case lc.state == exchanging && lc.be != nil && lc.be.state == relayingBody:
+		lc.out, lc.sent = lc.out[:0], 0 // the next piece goes from the start
 		if lc.be.ready {
 			l.readResponse(lc.be)
 		}
@@ -1211,6 +1248,7 @@ func (l *eventLoop) answer(lc *loopConn, status int) {
 	} else {
 		lc.state = awaitingHead
 	}
+	l.clientOut(lc)
 	l.out = appendWriter{&lc.out}
 	lc.p.writeErrorPage(l.outW, l.f, status, !lc.keep, lc.req.Method)
 	l.outW.Flush()
@@ -1261,9 +1299,19 @@ func (l *eventLoop) closeClient(lc *loopConn) {
 	<-l.f.slots
 }
 
+// observe counts the request under way as done (its response was sent,
+// or the connection ended).
+func (l *eventLoop) observe(lc *loopConn) {
+	if lc.began != 0 {
+		l.f.durations.observe(time.Duration(time.Now().UnixNano() - lc.began))
+		lc.began = 0
+	}
+}
+
 // forget takes lc out of the loop's and the Front's counts (it closed or
 // went to a goroutine).
 func (l *eventLoop) forget(lc *loopConn) {
+	l.observe(lc)
 	lc.fd = -1
 	if lc.idleIn {
 		lc.idleIn = false
@@ -1342,9 +1390,11 @@ func (l *eventLoop) handOverExchange(lc *loopConn, be *loopBackend) {
 	req := lc.req
 	resp := be.resp
 	c, keep, closeBackend := lc.call, lc.keep, be.closeBackend
-	lc.be = nil
+	began := lc.began
+	lc.be, lc.began = nil, 0
 	l.handOver(lc, func(cc *clientConn) bool {
 		defer w.busy.Add(-1)
+		defer func() { cc.f.durations.observe(time.Duration(time.Now().UnixNano() - began)) }()
 		bc := &backendConn{c: bconn, reused: be.reused}
 		bc.dl.c = bconn
 		if bc.tcp, _ = bconn.(*net.TCPConn); bc.tcp != nil {

@@ -361,3 +361,93 @@ func TestEventLoopSlowReader(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestDurations: every request is timed once, on the loop and on
+// the goroutine path, and a slow real server's requests land above the
+// bucket their time cannot fit in.
+func TestRequestDurations(t *testing.T) {
+	fast := kindsBackend(t)
+	slow := serveBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(300 * time.Millisecond)
+		io.WriteString(w, "slow")
+	}))
+	for _, goroutines := range []bool{false, true} {
+		addr, f := frontFor(t, "ProxyPass /slow http://"+slow+"/\nProxyPass / http://"+fast+"/", goroutines)
+		raw := "GET /small HTTP/1.1\r\nHost: h\r\n\r\n" +
+			"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi" +
+			"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n" +
+			"GET /nowhere%zz HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+		if out := exchangeAll(t, addr, raw); strings.Count(out, "HTTP/1.1 ") != 4 {
+			t.Fatalf("goroutines %v: want 4 responses:\n%s", goroutines, out)
+		}
+		var h Histogram
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if h = f.Stats().Durations; h.Count == 4 || time.Now().After(deadline) {
+				break
+			}
+		}
+		if h.Count != 4 {
+			t.Fatalf("goroutines %v: %d requests timed, want 4", goroutines, h.Count)
+		}
+		for i, b := range h.Bounds {
+			if i > 0 && h.Counts[i] < h.Counts[i-1] {
+				t.Errorf("goroutines %v: buckets not cumulative: %v", goroutines, h.Counts)
+			}
+			if b == 250*time.Millisecond && h.Counts[i] > 3 {
+				t.Errorf("goroutines %v: %d requests within 250 ms, but one waited 300 ms for its real server", goroutines, h.Counts[i])
+			}
+		}
+		if h.Sum < 300*time.Millisecond {
+			t.Errorf("goroutines %v: the durations sum to %v, less than the slow request's 300 ms", goroutines, h.Sum)
+		}
+	}
+}
+
+// FuzzEventLoop sends the same bytes (then the end of the client's
+// writing) through a Front with the event loop and one without: no input
+// may crash either, and the client must get the same bytes from both
+// (but the Date).
+func FuzzEventLoop(f *testing.F) {
+	for _, s := range []string{
+		"GET /small HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /small HTTP/1.1\r\nHost: h\r\n\r\nGET /chunked HTTP/1.1\r\nHost: h\r\n\r\nGET /empty HTTP/1.1\r\nHost: h\r\n\r\n",
+		"POST /echo HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET /small HTTP/1.1\r\nHost: h\r\n\r\n",
+		"HEAD /sized?n=70000 HTTP/1.1\r\nHost: h\r\n\r\nGET /interim HTTP/1.0\r\n\r\n",
+		"GET /dead HTTP/1.1\r\nHost: h\r\n\r\nGET /lb/x HTTP/1.1\r\nHost: h\r\n\r\n",
+		"GET /small HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /small HTTP/1.1\r\n",
+		"GET /small HTTP/1.1\r\nHo",
+	} {
+		f.Add(s)
+	}
+	b := kindsBackend(f)
+	directives := "ProxyPass /dead http://127.0.0.1:1/\n" +
+		"<Proxy balancer://pool>\nBalancerMember http://127.0.0.1:1\nBalancerMember http://" + b + "\n</Proxy>\n" +
+		"ProxyPass /lb balancer://pool/\nProxyPass / http://" + b + "/\n"
+	// The two Fronts see the same inputs in the same order, so their
+	// state (a dead member's rest, retry=) moves alike.
+	loopAddr, _ := frontFor(f, directives, false)
+	goAddr, _ := frontFor(f, directives, true)
+	send := func(t *testing.T, addr, raw string) string {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		io.WriteString(c, raw)
+		c.(*net.TCPConn).CloseWrite()
+		out, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatalf("%s: input %q: %v after %q", addr, raw, err, out)
+		}
+		return dateField.ReplaceAllString(string(out), "")
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if len(raw) > 16<<10 {
+			return
+		}
+		if got, want := send(t, loopAddr, raw), send(t, goAddr, raw); got != want {
+			t.Fatalf("input %q:\nevent loop:\n%s\ngoroutines:\n%s", raw, got, want)
+		}
+	})
+}

@@ -146,7 +146,10 @@ const apacheSlack = 1
 // *Error says what to answer; io.EOF before any byte means the client
 // closed between requests.
 func ReadRequest(br *bufio.Reader, lim Limits, req *Request) error {
+	// A request that fails has no method of the one before it (a HEAD's
+	// would keep the body off the error page).
 	req.raw = req.raw[:0]
+	req.Method, req.Target, req.Proto = "", "", ""
 	var line []byte
 	var err error
 	for range 10 {
