@@ -8,7 +8,9 @@
 // and up; live reload that never disturbs established flows to servers
 // that stay; the control socket that `vsgate adm` talks to (control.go,
 // with the ipvsadm language in gateway/adm); Prometheus metrics read from
-// the engine on scrape (metrics.go); pcap capture; path MTU as a router
+// the engine on scrape (metrics.go), and beside them a status page and
+// its JSON (status.go, status.html; the JSON's schema is
+// docs/status.schema.json); pcap capture; path MTU as a router
 // does it (pmtu.go: fragmenting, or ICMP too big back to the sender with
 // its own packet quoted); and the L7 services, whose TCP the namespace's
 // kernel terminates on vsgate's listeners (a rule per VIP and port
@@ -22,7 +24,7 @@
 // netconf.go and guard.go (the TUN wiring and its nftables table),
 // health.go (health checks into the engine), l7.go (the L7 listeners,
 // the netstack and its batched output), dispatch.go (what `vsgate adm` asks), control.go (the
-// socket it asks on), capture.go, metrics.go, drops.go, pmtu.go.
+// socket it asks on), capture.go, metrics.go, status.go, drops.go, pmtu.go.
 //
 // What waits on what (the locks, outermost first; nothing takes them in
 // another order):

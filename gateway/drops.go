@@ -12,9 +12,9 @@ import (
 // DeviceDrop is one device-level loss counter: packets lost before vsgate
 // read them (or after it wrote them), which no engine counter sees.
 type DeviceDrop struct {
-	Device  string // the TUN interface, or an AF_PACKET interface
-	Counter string // tx_dropped, tx_errors, rx_dropped, rx_errors (TUN, the kernel's link statistics); ring_full (AF_PACKET, PACKET_STATISTICS tp_drops)
-	Value   uint64
+	Device  string `json:"device"`  // the TUN interface, or an AF_PACKET interface
+	Counter string `json:"counter"` // tx_dropped, tx_errors, rx_dropped, rx_errors (TUN, the kernel's link statistics); ring_full (AF_PACKET, PACKET_STATISTICS tp_drops)
+	Value   uint64 `json:"value"`
 }
 
 // DeviceDrops reads the device-level loss counters. On a TUN, "tx" is the

@@ -80,6 +80,8 @@ type Options struct {
 	MetricsListen string
 	// MetricsPprof also serves Go's profiles under /debug/pprof/ there.
 	MetricsPprof bool
+	// Version is the binary's version line, for the status page.
+	Version string
 
 	// MasqDefaults are the addresses `ipchains -j MASQ` rules without
 	// --to get (masquerade_to, masquerade_inside).
@@ -197,6 +199,7 @@ type Gateway struct {
 	l7draining map[*proxy.Front]L7Service
 	writeMu    []sync.Mutex // per device: the worker and the netstack both write
 	rates      atomic.Pointer[map[string]adm.Rates]
+	lastReload atomic.Pointer[ReloadStatus] // the last reload's outcome (status page); nil before one
 	counts     []workerCounts
 	// mtu says how big a packet may be where it leaves (pmtu.go); nil
 	// for devices the gateway did not open (tests).

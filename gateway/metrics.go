@@ -243,6 +243,7 @@ func (g *Gateway) serveMetrics(addr string, profiles bool) (*http.Server, error)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	g.statusHandlers(mux)
 	if profiles {
 		mux.Handle("/debug/pprof/", capSeconds(http.HandlerFunc(pprof.Index)))
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

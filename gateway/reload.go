@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -101,6 +102,7 @@ func (g *Gateway) Reload(opts Options) (err error) {
 		if err != nil {
 			closeL7(opts.L7)
 		}
+		g.noteReload(err)
 	}()
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -162,6 +164,16 @@ func (g *Gateway) Reload(opts Options) (err error) {
 	g.checker.Set(g.healthTargets())
 	g.log.Info("configuration reloaded", "services", len(opts.NAT.Services), "l7", len(opts.L7))
 	return nil
+}
+
+// noteReload keeps the last reload's time and outcome for the status
+// page.
+func (g *Gateway) noteReload(err error) {
+	r := &ReloadStatus{At: time.Now().UTC().Truncate(time.Second), OK: err == nil}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	g.lastReload.Store(r)
 }
 
 // ReloadFromSource rereads the configuration from Options.Source and

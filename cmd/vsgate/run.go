@@ -17,6 +17,7 @@ import (
 	"github.com/vsgate/vsgate/gateway"
 	"github.com/vsgate/vsgate/gateway/config"
 	"github.com/vsgate/vsgate/gateway/names"
+	"github.com/vsgate/vsgate/internal/cli"
 	"github.com/vsgate/vsgate/internal/privilege"
 )
 
@@ -89,6 +90,7 @@ func runRun(args []string, stdout, stderr io.Writer) (code int) {
 			return o, err
 		},
 	}
+	opts.Version = cli.Version("vsgate")
 	g, err := gateway.New(opts)
 	if err != nil {
 		log.Error("start", "err", err)

@@ -82,6 +82,7 @@ func Steps() []Step {
 		{"privileges: after setup vsgate runs as nobody with only CAP_NET_ADMIN (and CAP_NET_RAW on AF_PACKET, CAP_NET_BIND_SERVICE for L7 on the kernel's TCP), an empty bounding set, no_new_privs, a seccomp filter (every path of the demo runs under it); captures only as new files in pcap.dir", stepCaps},
 		{"vsgate adm -L -n --stats (ipvsadm's listing)", stepList},
 		{"the Grafana dashboard (docs/grafana/vsgate.json): every metric it queries is on /metrics, with the labels it groups by", stepDashboard},
+		{"the status page in headless Chromium: its numbers are adm -L -n --stats's, a real server taken down is red on its next refresh by itself, a screenshot", stepStatusPage},
 	}...)
 }
 
