@@ -61,9 +61,9 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	  done; \
 	done
 
-demo: ## build vsgate, run it in netlab with real traffic on TUN and AF_PACKET, replay the handbook, fail over behind BGP routers (MODE=tun|afpacket|handbook|ecmp|dr|both|all), report, clean up (root)
+demo: ## build vsgate, run it in netlab with real traffic on TUN and AF_PACKET, replay the handbook, fail over behind BGP routers (MODE=tun|afpacket|handbook|ecmp|dr|both|all; KEEP=1: keep the lab up and show the status page's address), report, clean up (root)
 	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root (it creates network namespaces)"; exit 1; }
 	@sh .ci/install-deps
 	CGO_ENABLED=0 $(GO) build -o vsgate ./cmd/vsgate
 	CGO_ENABLED=0 $(GO) build -o vsgate-lab ./cmd/vsgate-lab
-	./vsgate-lab demo $(MODE)
+	./vsgate-lab demo $(if $(KEEP),-keep) $(MODE)

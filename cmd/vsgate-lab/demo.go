@@ -12,7 +12,7 @@ import (
 	"github.com/vsgate/vsgate/internal/e2e"
 )
 
-const demoUsage = `usage: vsgate-lab demo [tun|afpacket|handbook|ecmp|dr|both|all]
+const demoUsage = `usage: vsgate-lab demo [-keep] [tun|afpacket|handbook|ecmp|dr|both|all]
   Build a netlab topology (a client, the gateway, three real servers, in
   network namespaces of their own), run the vsgate binary beside this one
   in the gateway's namespace, check what an operator would check, print a report
@@ -37,6 +37,9 @@ const demoUsage = `usage: vsgate-lab demo [tun|afpacket|handbook|ecmp|dr|both|al
               their answers do not cross the gateway
     both      tun and afpacket
     all       every pass (the default)
+  -keep: after the tun and afpacket passes' steps, keep the lab and vsgate
+  running and print the address of vsgate's status page (a port on this
+  machine's loopback into the gateway's namespace) until Ctrl-C.
 `
 
 // demoPass is one run of the demo: steps on one gateway (Env), or, with
@@ -58,6 +61,10 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		where: "on TUN vsg0, with only the handbook's ProxyPass lines configured (method 2 is typed in with vsgate adm); the handbook's private real servers .1-.3 are 198.18.2.11-13 here, their /24 is 198.18.2.0/24, and www.fuancn.cn is the VIP 198.18.0.10 / 2001:db8::10 in the client's and the gateway's hosts files"}
 	ecmp := demoPass{name: "ECMP: several gateways behind BGP routers", ecmp: e2e.ECMPSteps()}
 	dr := demoPass{name: "direct routing", dr: true}
+	keep := len(args) > 0 && args[0] == "-keep"
+	if keep {
+		args = args[1:]
+	}
 	var passes []demoPass
 	switch {
 	case len(args) == 0 || len(args) == 1 && args[0] == "all":
@@ -97,10 +104,13 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		if i > 0 {
 			fmt.Fprintln(stdout)
 		}
-		ok, bad := p.run(ctx, exe, stdout, stderr)
+		ok, bad := p.run(ctx, exe, keep, stdout, stderr)
 		passed, failed = passed+ok, failed+bad
 	}
 	fmt.Fprintf(stdout, "\n%d passed, %d failed (%v)\n", passed, failed, time.Since(start).Round(100*time.Millisecond))
+	if !keep {
+		fmt.Fprintln(stdout, "vsgate's status page: make demo MODE=tun KEEP=1 (vsgate-lab demo -keep tun) keeps the lab up after the steps and prints its address.")
+	}
 	if failed > 0 {
 		return 1
 	}
@@ -110,7 +120,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 // run builds the pass's lab, starts vsgate, runs the steps with a report
 // and removes everything. It returns how many checks passed and failed
 // (a failed start or cleanup counts as one).
-func (p demoPass) run(ctx context.Context, exe string, stdout, stderr io.Writer) (passed, failed int) {
+func (p demoPass) run(ctx context.Context, exe string, keep bool, stdout, stderr io.Writer) (passed, failed int) {
 	if p.ecmp != nil {
 		return p.runECMP(ctx, exe, stdout, stderr)
 	}
@@ -136,12 +146,30 @@ func (p demoPass) run(ctx context.Context, exe string, stdout, stderr io.Writer)
 	if failed > 0 {
 		fmt.Fprintf(stdout, "\nvsgate's log:\n%s\n", env.Log())
 	}
+	if keep {
+		keepUp(env, stdout, stderr)
+	}
 	fmt.Fprintln(stdout, "\ncleaning up: stopping vsgate (it undoes what it changed), removing the lab ...")
 	if err := env.Close(); err != nil {
 		fmt.Fprintf(stderr, "vsgate-lab demo: cleanup: %v\n", err)
 		failed++
 	}
 	return passed, failed
+}
+
+// keepUp serves the status page of env's gateway on this machine's
+// loopback until SIGINT or SIGTERM (not the demo's own time limit).
+func keepUp(env *e2e.Env, stdout, stderr io.Writer) {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	url, closePage, err := env.StatusPage(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "vsgate-lab demo: status page: %v\n", err)
+		return
+	}
+	defer closePage()
+	fmt.Fprintf(stdout, "\nvsgate's status page: %s (its data: %sstatus.json); the lab stays up until Ctrl-C\n", url, url)
+	<-ctx.Done()
 }
 
 // reporter prints each step's result and counts the failed ones.

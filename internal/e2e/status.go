@@ -44,35 +44,15 @@ const pageRowsJS = `(function () {
 // moment, a real server its health check takes down is red on the page's
 // next refresh (the page reloads itself), and a screenshot is written.
 func stepStatusPage(ctx context.Context, e *Env) (string, error) {
-	// Chromium runs in the test's own namespace: the page reaches it
-	// through a loopback port here that dials the gateway's metrics
-	// listener from inside the gateway's namespace.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// Chromium runs in the test's own namespace.
+	base, stop, err := e.StatusPage(ctx)
 	if err != nil {
 		return "", err
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				up, err := e.gw.DialContext(ctx, "tcp", "127.0.0.1:9100")
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go io.Copy(up, c)
-				io.Copy(c, up)
-			}()
-		}
-	}()
-	url := "http://" + ln.Addr().String() + "/status"
+	defer stop()
+	url := base + "status"
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath("chromium"), chromedp.NoSandbox,
-		chromedp.WindowSize(1400, 1000), chromedp.UserDataDir(filepath.Join(e.Dir, "chromium")))
+		chromedp.WindowSize(1900, 1000), chromedp.UserDataDir(filepath.Join(e.Dir, "chromium")))
 	actx, cancel := chromedp.NewExecAllocator(ctx, opts...)
 	defer cancel()
 	bctx, cancel := chromedp.NewContext(actx)
@@ -202,6 +182,36 @@ func stepStatusPage(ctx context.Context, e *Env) (string, error) {
 		}
 	}
 	return fmt.Sprintf("Chromium: %d rows equal to adm -L -n --stats --exact; b2 down: red after %d refresh(es) by itself; screenshot %s", compared, refreshes, shotFile), nil
+}
+
+// StatusPage makes the gateway's status page reachable from this
+// namespace: a port on this machine's loopback whose connections are
+// dialled on to the gateway's metrics listener from inside the gateway's
+// namespace. It returns the page's URL and what closes the port.
+func (e *Env) StatusPage(ctx context.Context) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := e.gw.DialContext(ctx, "tcp", "127.0.0.1:9100")
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go io.Copy(up, c)
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return "http://" + ln.Addr().String() + "/", func() { ln.Close() }, nil
 }
 
 // compareWithListing checks the page's rows against an ipvsadm --stats
