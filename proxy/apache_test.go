@@ -536,15 +536,8 @@ type rawAnswer struct {
 // rawExchange sends raw as it is and reads one response.
 func rawExchange(t *testing.T, addr, raw string) rawAnswer {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := dialAndSend(t, addr, raw)
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatal(err)
-	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatalf("%s %q: %v", addr, raw, err)

@@ -76,6 +76,29 @@ const (
 type loopItem interface {
 	event(l *eventLoop, ev uint32)
 	expire(l *eventLoop, now int64)
+	// deadline is the item's timer; nil once its socket closed.
+	deadline() *loopTimer
+}
+
+// loopTimer is an item's deadline and whether the timer heap holds an
+// entry for it (at that time or earlier).
+type loopTimer struct {
+	at     int64 // unix nanoseconds; 0: none
+	queued bool
+}
+
+func (lc *loopConn) deadline() *loopTimer {
+	if lc.fd < 0 {
+		return nil
+	}
+	return &lc.timer
+}
+
+func (be *loopBackend) deadline() *loopTimer {
+	if be.fd < 0 {
+		return nil
+	}
+	return &be.timer
 }
 
 type loopSlot struct {
@@ -142,8 +165,7 @@ type loopConn struct {
 	began  int64  // when the request under way was read whole, unix nanoseconds; 0: none
 	acked  uint64 // lingering: bytes the client acknowledged at progress
 	since  int64  // lingering: when acked last moved
-	timer  int64  // its deadline, unix nanoseconds; 0: none
-	queued bool
+	timer  loopTimer
 	idleIn bool // counted in Front.waiting
 
 	// the exchange under way
@@ -172,8 +194,7 @@ type loopBackend struct {
 	reused bool
 	ready  bool
 	hup    bool // the real server's end (or an error) was reported
-	timer  int64
-	queued bool
+	timer  loopTimer
 
 	client       *loopConn
 	resp         h1.Response
@@ -494,19 +515,19 @@ func (l *eventLoop) awaitRequest(lc *loopConn, p *Proxy, wait time.Duration) {
 		lc.idleIn = true
 		l.f.waiting.Add(1)
 	}
-	l.setTimer(lc, &lc.timer, &lc.queued, wait)
+	l.setTimer(lc, &lc.timer, wait)
 }
 
 // setTimer sets an item's deadline d from now (0: none).
-func (l *eventLoop) setTimer(it loopItem, at *int64, queued *bool, d time.Duration) {
+func (l *eventLoop) setTimer(it loopItem, t *loopTimer, d time.Duration) {
 	if d <= 0 {
-		*at = 0
+		t.at = 0
 		return
 	}
-	*at = time.Now().Add(d).UnixNano()
-	if !*queued {
-		*queued = true
-		l.timers.push(timerEntry{at: *at, item: it})
+	t.at = time.Now().Add(d).UnixNano()
+	if !t.queued {
+		t.queued = true
+		l.timers.push(timerEntry{at: t.at, item: it})
 	}
 }
 
@@ -515,35 +536,19 @@ func (l *eventLoop) setTimer(it loopItem, at *int64, queued *bool, d time.Durati
 func (l *eventLoop) runTimers(now int64) {
 	for l.timers.Len() > 0 && l.timers.peek().at <= now {
 		e := l.timers.pop()
-		switch it := e.item.(type) {
-		case *loopConn:
-			if it.fd < 0 {
-				continue
-			}
-			it.queued = false
-			switch {
-			case it.timer == 0:
-			case it.timer > now:
-				it.queued = true
-				l.timers.push(timerEntry{at: it.timer, item: it})
-			default:
-				it.timer = 0
-				it.expire(l, now)
-			}
-		case *loopBackend:
-			if it.fd < 0 {
-				continue
-			}
-			it.queued = false
-			switch {
-			case it.timer == 0:
-			case it.timer > now:
-				it.queued = true
-				l.timers.push(timerEntry{at: it.timer, item: it})
-			default:
-				it.timer = 0
-				it.expire(l, now)
-			}
+		t := e.item.deadline()
+		if t == nil {
+			continue
+		}
+		t.queued = false
+		switch {
+		case t.at == 0:
+		case t.at > now:
+			t.queued = true
+			l.timers.push(timerEntry{at: t.at, item: e.item})
+		default:
+			t.at = 0
+			e.item.expire(l, now)
 		}
 	}
 }
@@ -575,18 +580,22 @@ func (lc *loopConn) event(l *eventLoop, ev uint32) {
 // expire: the client waited too long for a request, did not take its
 // response, or lingered long enough.
 func (lc *loopConn) expire(l *eventLoop, now int64) {
-	switch lc.state {
-	case lingering:
+	if lc.state == lingering {
 		l.lingerCheck(lc, now)
 		return
-	case exchanging:
-		if be := lc.be; be != nil {
-			if be.state != connecting {
-				be.w.busy.Add(-1)
-			}
-			l.closeBackend(be)
-			lc.be = nil
+	}
+	l.abandon(lc)
+}
+
+// abandon closes lc, and the real server's connection of the exchange it
+// has under way, if any.
+func (l *eventLoop) abandon(lc *loopConn) {
+	if be := lc.be; be != nil {
+		if be.state != connecting {
+			be.w.busy.Add(-1)
 		}
+		l.closeBackend(be)
+		lc.be = nil
 	}
 	l.closeClient(lc)
 }
@@ -603,7 +612,7 @@ func (l *eventLoop) linger(lc *loopConn) {
 	}
 	lc.state = lingering
 	lc.since = time.Now().UnixNano()
-	l.setTimer(lc, &lc.timer, &lc.queued, lingerPoll)
+	l.setTimer(lc, &lc.timer, lingerPoll)
 	if lc.ready {
 		l.drainLingering(lc)
 	}
@@ -645,7 +654,7 @@ func (l *eventLoop) lingerCheck(lc *loopConn, now int64) {
 		l.closeClient(lc)
 		return
 	}
-	l.setTimer(lc, &lc.timer, &lc.queued, lingerPoll)
+	l.setTimer(lc, &lc.timer, lingerPoll)
 }
 
 // readRequest reads what the client sent and serves the request whose
@@ -784,7 +793,7 @@ func (l *eventLoop) serve(lc *loopConn, p *Proxy) bool {
 		f.waiting.Add(-1)
 	}
 	lc.keep = !req.Close && lim.KeepAlive && (lim.MaxKeepAliveRequests <= 0 || lc.served < lim.MaxKeepAliveRequests) && !f.draining.Load()
-	lc.state, lc.call, lc.p, lc.attempts, lc.retried, lc.timer = exchanging, c, p, 0, false, 0
+	lc.state, lc.call, lc.p, lc.attempts, lc.retried, lc.timer.at = exchanging, c, p, 0, false, 0
 	l.reach(lc)
 	return true
 }
@@ -892,7 +901,7 @@ func (l *eventLoop) begin(lc *loopConn, be *loopBackend) {
 	p.writeRequestHead(l.outW, lc.remote, &lc.req, lc.call, &be.target, "", be.closeBackend)
 	l.outW.Flush()
 	if be.state == connecting {
-		l.setTimer(be, &be.timer, &be.queued, p.connectTimeout(w))
+		l.setTimer(be, &be.timer, p.connectTimeout(w))
 		return
 	}
 	l.startSending(be)
@@ -955,12 +964,7 @@ func (be *loopBackend) expire(l *eventLoop, now int64) {
 	case sending, awaitingResponse:
 		l.exchangeFailed(be, os.ErrDeadlineExceeded)
 	case relayingBody:
-		lc := be.client
-		be.w.busy.Add(-1)
-		l.closeBackend(be)
-		if lc != nil {
-			l.closeClient(lc)
-		}
+		l.abandon(be.client) // part of the response went: the client's connection ends with it
 	}
 }
 
@@ -993,7 +997,7 @@ func (l *eventLoop) sendRequest(be *loopBackend) {
 		be.sent += int(n)
 	}
 	be.state = awaitingResponse
-	l.setTimer(be, &be.timer, &be.queued, be.client.p.responseTimeout(be.w))
+	l.setTimer(be, &be.timer, be.client.p.responseTimeout(be.w))
 	if be.ready {
 		l.readResponse(be)
 	}
@@ -1102,7 +1106,7 @@ func (l *eventLoop) passOn(be *loopBackend) bool {
 		l.f.responses.add(resp.Status, false)
 		be.left = max(resp.Length, 0)
 		be.state = relayingBody
-		l.setTimer(be, &be.timer, &be.queued, p.responseTimeout(be.w))
+		l.setTimer(be, &be.timer, p.responseTimeout(be.w))
 	}
 	if k := min(int64(be.end-be.start), be.left); k > 0 {
 		lc.out = append(lc.out, be.in[be.start:be.start+int(k)]...)
@@ -1114,7 +1118,7 @@ func (l *eventLoop) passOn(be *loopBackend) bool {
 		l.finish(lc, be)
 		return false
 	}
-	l.setTimer(lc, &lc.timer, &lc.queued, p.limits.Timeout)
+	l.setTimer(lc, &lc.timer, p.limits.Timeout)
 	l.flushClient(lc)
 	return lc.fd >= 0 && be.client == lc
 }
@@ -1130,7 +1134,7 @@ func (l *eventLoop) finish(lc *loopConn, be *loopBackend) {
 		be.p != l.f.cur.Load() || len(l.idle[be.w]) >= be.p.opts.MaxIdleConnsPerHost {
 		l.closeBackend(be)
 	} else {
-		be.state, be.timer, be.reused = idleBackend, 0, false
+		be.state, be.timer.at, be.reused = idleBackend, 0, false
 		be.start, be.end = 0, 0
 		l.idle[be.w] = append(l.idle[be.w], be)
 		if be.ready {
@@ -1184,18 +1188,11 @@ func (l *eventLoop) flushClient(lc *loopConn) bool {
 			continue
 		case errno == unix.EAGAIN:
 			if lc.state != exchanging {
-				l.setTimer(lc, &lc.timer, &lc.queued, l.f.cur.Load().limits.Timeout)
+				l.setTimer(lc, &lc.timer, l.f.cur.Load().limits.Timeout)
 			}
 			return true // EPOLLOUT goes on
 		case errno != 0:
-			if be := lc.be; be != nil {
-				if be.state != connecting {
-					be.w.busy.Add(-1)
-				}
-				l.closeBackend(be)
-				lc.be = nil
-			}
-			l.closeClient(lc)
+			l.abandon(lc)
 			return false
 		}
 		lc.sent += int(n)

@@ -75,19 +75,28 @@ func frontFor(t testing.TB, directives string, goroutines bool) (string, *Front)
 	return ln.Addr().String(), f
 }
 
-// exchangeAll writes raw on a new connection and reads until the proxy
-// closes it (or 10 s pass).
-func exchangeAll(t testing.TB, addr, raw string) string {
+// dialAndSend writes raw as it is on a new connection to addr, whose
+// reads and writes end within 10 s.
+func dialAndSend(t testing.TB, addr, raw string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
 	c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, raw); err != nil {
+		c.Close()
 		t.Fatal(err)
 	}
+	return c
+}
+
+// exchangeAll writes raw on a new connection and reads until the proxy
+// closes it (or 10 s pass).
+func exchangeAll(t testing.TB, addr, raw string) string {
+	t.Helper()
+	c := dialAndSend(t, addr, raw)
+	defer c.Close()
 	b, _ := io.ReadAll(c)
 	return string(b)
 }
