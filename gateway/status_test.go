@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,7 +117,7 @@ func TestStatusPage(t *testing.T) {
 			stats[f[1]] = f[2:]
 		}
 	}
-	n := func(v uint64) string { return strings.TrimSpace(strings.Fields(groupDigits(v))[0]) }
+	n := func(v uint64) string { return strconv.FormatUint(v, 10) }
 	for key, tr := range map[string]TrafficStatus{"198.18.0.10:80": s.Traffic, "198.18.2.11:80": s.RealServers[0].Traffic, "198.18.2.12:80": s.RealServers[1].Traffic} {
 		want := []string{n(tr.Conns), n(tr.PacketsIn), n(tr.PacketsOut), n(tr.BytesIn), n(tr.BytesOut)}
 		if strings.Join(stats[key], " ") != strings.Join(want, " ") {
@@ -159,12 +160,10 @@ func stripNow(b []byte) []byte { return nowLine.ReplaceAll(b, nil) }
 func trafficCells(tr TrafficStatus) []string {
 	var out []string
 	for _, v := range []uint64{tr.Conns, tr.PacketsIn, tr.PacketsOut, tr.BytesIn, tr.BytesOut, tr.CPS, tr.InPPS, tr.OutPPS, tr.InBPS, tr.OutBPS} {
-		out = append(out, strings.TrimSpace(jsonNumber(v)))
+		out = append(out, strconv.FormatUint(v, 10))
 	}
 	return out
 }
-
-func jsonNumber(v uint64) string { b, _ := json.Marshal(v); return string(b) }
 
 type htmlRow struct {
 	class  string

@@ -82,20 +82,8 @@ func (p *Proxy) reach(c *call) (w *worker, t target, bc *backendConn, status int
 		attempts += b.maxAttempts
 	}
 	for range attempts {
-		w = c.r.worker
-		u := c.found
-		if b := c.r.bal; b != nil {
-			if w = b.pick(time.Now().UnixNano()); w == nil {
-				break
-			}
-			// balancer_fixup: member URL + the path after balancer://name.
-			rest := u[len("balancer://"):]
-			path := "/" // proxy_balancer_canon: balancer://name/
-			if i := strings.IndexByte(rest, '/'); i >= 0 {
-				path = rest[i:]
-			}
-			u = w.name + path
-		} else if !w.usable(time.Now().UnixNano()) {
+		var u string
+		if w, u = c.pickWorker(time.Now().UnixNano()); w == nil {
 			break
 		}
 		var st int
@@ -122,6 +110,30 @@ func (p *Proxy) reach(c *call) (w *worker, t target, bc *backendConn, status int
 		p.log.Warn("proxy: backend connect failed", "worker", w.name, "err", err)
 	}
 	return nil, t, nil, http.StatusServiceUnavailable
+}
+
+// pickWorker is the worker for c's next attempt and the URL to send it
+// to, or nil when none is usable: a balancer's member (its lbmethod's
+// pick) with the path after balancer://name, or the route's worker.
+func (c *call) pickWorker(now int64) (*worker, string) {
+	b := c.r.bal
+	if b == nil {
+		if !c.r.worker.usable(now) {
+			return nil, ""
+		}
+		return c.r.worker, c.found
+	}
+	w := b.pick(now)
+	if w == nil {
+		return nil, ""
+	}
+	// balancer_fixup: member URL + the path after balancer://name.
+	rest := c.found[len("balancer://"):]
+	path := "/" // proxy_balancer_canon: balancer://name/
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		path = rest[i:]
+	}
+	return w, w.name + path
 }
 
 // dropsConnection is Apache's ap_status_drops_connection: the statuses

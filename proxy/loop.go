@@ -809,20 +809,8 @@ func (l *eventLoop) reach(lc *loopConn) {
 	}
 	for lc.attempts < attempts {
 		lc.attempts++
-		w := c.r.worker
-		u := c.found
-		now := time.Now().UnixNano()
-		if b := c.r.bal; b != nil {
-			if w = b.pick(now); w == nil {
-				break
-			}
-			rest := u[len("balancer://"):]
-			path := "/"
-			if i := strings.IndexByte(rest, '/'); i >= 0 {
-				path = rest[i:]
-			}
-			u = w.name + path
-		} else if !w.usable(now) {
+		w, u := c.pickWorker(time.Now().UnixNano())
+		if w == nil {
 			break
 		}
 		t, st := canonURL(u, c.args, c.hasArgs, c.nocanon, p.cfg.EncodedSlashes)

@@ -257,7 +257,7 @@ func TestEventLoopMatchesGoroutines(t *testing.T) {
 		"POST /echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + get("/small", closing),
 		get("/chunked") + get("/interim") + get("/close") + get("/small", closing),
 		get("/sized?n=65536") + get("/sized?n=65537", closing),
-		get("/small", "X-Forwarded-For: 10.9.9.9\r\nX-Forwarded-Host: xf\r\n", closing),
+		get("/small", "X-Forwarded-For: 198.18.9.9\r\nX-Forwarded-Host: xf\r\n", closing),
 		get("/small", "Connection: Keep-Alive, X-Drop\r\nX-Drop: 1\r\nKeep-Alive: 5\r\nTE: trailers\r\n", closing),
 		"\r\n\r\n" + get("/small", closing),
 		get("/"+strings.Repeat("x", 9000), closing),
