@@ -24,7 +24,9 @@
 // netconf.go and guard.go (the TUN wiring and its nftables table),
 // health.go (health checks into the engine), l7.go (the L7 listeners,
 // the netstack and its batched output), dispatch.go (what `vsgate adm` asks), control.go (the
-// socket it asks on), capture.go, metrics.go, status.go, drops.go, pmtu.go.
+// socket it asks on), capture.go, metrics.go, status.go, drops.go, pmtu.go,
+// flowlog.go (the flow records the engine gives, queued and written
+// through the gateway's slog logger by a goroutine of their own).
 //
 // What waits on what (the locks, outermost first; nothing takes them in
 // another order):
@@ -47,6 +49,10 @@
 //     hash to; Expire copies each shard's live list under its lock, then
 //     takes the locks again only for the flows it removes. Established
 //     flows take none.
+//   - The flow log's queue: the engine hands a record over under its
+//     shard locks, so the hand-over never waits (a full queue drops the
+//     record, counted); the writer goroutine takes no lock of the
+//     gateway's.
 //   - The health checker's own lock: a prober holds it to record a probe's
 //     result, never while it calls back.
 //

@@ -178,6 +178,7 @@ type Gateway struct {
 	metricsAddr net.Addr
 	start       time.Time
 	names       names.Resolver
+	flows       *flowLog // writes the engine's flow records (nil: a caller's FlowLogger does)
 
 	mu          sync.Mutex // guards opts, desired, down and captureFile; serialises changes
 	captureFile *os.File
@@ -240,6 +241,10 @@ func New(opts Options) (g *Gateway, err error) {
 		if s.Mode == nat.ModeDR && opts.AFPacket == nil {
 			return g, fmt.Errorf("service %s is direct routing: that needs the AF_PACKET device (device.type: afpacket), which writes the real server's MAC into the frame; a TUN carries no frames", adm.ServiceKey(s))
 		}
+	}
+	if opts.NAT.FlowLogger == nil {
+		g.flows = newFlowLog(g.log)
+		opts.NAT.FlowLogger = g.flows
 	}
 	if g.engine, err = nat.New(opts.NAT); err != nil {
 		return g, err
@@ -403,6 +408,8 @@ func (g *Gateway) Run(parent context.Context) error {
 		d.Close() // unblocks the workers' reads
 	}
 	wg.Wait()
+	// The flows still open end here, as far as their logs go.
+	g.engine.LogLiveFlows()
 	select {
 	case err := <-errs:
 		return err
@@ -459,6 +466,9 @@ func (g *Gateway) Close() error {
 	}
 	if g.checker != nil {
 		g.checker.Close()
+	}
+	if g.flows != nil {
+		g.flows.Close()
 	}
 	for _, d := range g.devices {
 		_ = d.Close()

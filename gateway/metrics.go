@@ -34,11 +34,12 @@ var (
 	descDrops      = prometheus.NewDesc("vsgate_drops_total", "Packets dropped, by reason.", []string{"reason"}, nil)
 	descFlows      = prometheus.NewDesc("vsgate_flows", "Tracked flows.", nil, nil)
 	descCapacity   = prometheus.NewDesc("vsgate_flow_table_capacity", "Size of the flow table.", nil, nil)
-	descTableBytes = prometheus.NewDesc("vsgate_flow_table_bytes", "Memory of the flow table (slab and index), allocated in full at start.", nil, nil)
+	descTableBytes = prometheus.NewDesc("vsgate_flow_table_bytes", "Memory of the flow table (slab and index; with flow logs, their counts), allocated in full at start (the counts when a service first logs).", nil, nil)
 	descEvictions  = prometheus.NewDesc("vsgate_flow_evictions_total", "Flows evicted to admit new ones.", nil, nil)
 	descExpired    = prometheus.NewDesc("vsgate_flows_expired_total", "Flows that timed out.", nil, nil)
 	descHalfOpen   = prometheus.NewDesc("vsgate_flows_half_open", "Half-open TCP flows (what syn_proxy: auto watches).", nil, nil)
 	descPMTU       = prometheus.NewDesc("vsgate_path_mtu_total", "Packets larger than the link they would leave on: fragmented (IPv4 without DF), answered with ICMP fragmentation needed / packet too big (too_big), dropped without an answer over the rate limit (rate_limited) or for want of a buffer (dropped).", []string{"event"}, nil)
+	descFlowLogs   = prometheus.NewDesc("vsgate_flow_logs_total", "Flow logs: records of finished flows written (written), held back by their service's flow_log rate (rate_limited), dropped because the writer fell behind (queue_full), and lost to a failed write (write_failed).", []string{"result"}, nil)
 	descCookies    = prometheus.NewDesc("vsgate_syn_proxy_cookies_total", "SYN proxy: SYN cookies sent in SYN-ACKs (sent), returned valid in ACKs (valid: each a proxied flow), and SYNs to a real server sent again because a client segment came before the real server answered (server_syn_resent).", []string{"event"}, nil)
 	descWorkerPkts = prometheus.NewDesc("vsgate_worker_packets_total", "Packets read by the worker.", []string{"worker"}, nil)
 	descWorkerDrop = prometheus.NewDesc("vsgate_worker_dropped_total", "Packets the worker dropped.", []string{"worker"}, nil)
@@ -68,7 +69,7 @@ type collector struct{ g *Gateway }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcConns, descSvcPackets, descSvcBytes, descBeConns, descBePackets, descBeBytes,
 		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descTableBytes, descEvictions, descExpired,
-		descHalfOpen, descCookies, descPMTU, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops,
+		descHalfOpen, descCookies, descFlowLogs, descPMTU, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops,
 		descHealthUp, descHealthRuns, descHealthLast,
 		descL7Conns, descL7Waiting, descL7Accepted, descL7Paused, descL7Loop, descL7Handed, descL7Latency, descL7Resp, descL7MemReqs, descL7MemFails, descL7MemBusy, descL7MemUp} {
 		ch <- d
@@ -128,6 +129,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descCookies, sp.CookiesSent, "sent")
 	counter(descCookies, sp.CookiesValid, "valid")
 	counter(descCookies, sp.ServerSynResent, "server_syn_resent")
+	fl := e.FlowLogs()
+	counter(descFlowLogs, fl.Suppressed, "rate_limited")
+	if g.flows != nil {
+		counter(descFlowLogs, g.flows.written.Load(), "written")
+		counter(descFlowLogs, g.flows.queueFull.Load(), "queue_full")
+		counter(descFlowLogs, g.flows.failed.Load(), "write_failed")
+	}
 	counter(descPMTU, g.pmtu.fragmented.Load(), "fragmented")
 	counter(descPMTU, g.pmtu.tooBig.Load(), "too_big")
 	counter(descPMTU, g.pmtu.rateLimited.Load(), "rate_limited")

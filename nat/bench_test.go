@@ -159,7 +159,9 @@ func (n *naiveImpl) process(pkts [][]byte, v []nat.Verdict) {
 // BenchmarkEngine: per-packet cost with F flows tracked, random access
 // order (not one hot flow), in batches of 64. established: ACKs of known
 // flows; newflow: SYNs of new flows (the table is emptied between rounds);
-// mixed: 90% established, 10% new. naive is the map+mutex+gopacket
+// mixed: 90% established, 10% new. vsgate-logged is vsgate with every
+// flow logged (Service.FlowLog) to a FlowLogger that drops the records:
+// the cost of the counts and of the records. naive is the map+mutex+gopacket
 // reference on the same packets; harness does nothing but what the
 // benchmark itself does per packet (pick, copy: the floor under both).
 func BenchmarkEngine(b *testing.B) {
@@ -172,7 +174,7 @@ func BenchmarkEngine(b *testing.B) {
 		acks := toAcks(syns)
 		stream := inOrder(acks, permutation(fl.n))
 		for _, kind := range []string{"established", "newflow", "mixed"} {
-			for _, implName := range []string{"vsgate", "naive", "harness"} {
+			for _, implName := range []string{"vsgate", "vsgate-logged", "naive", "harness"} {
 				if implName == "naive" && fl.n > 1<<10 && testing.Short() {
 					continue
 				}
@@ -203,12 +205,16 @@ func benchEngine(b *testing.B, implName, kind string, syns, stream, fresh [][]by
 		// Half-open flows time out after one tick, established ones after
 		// 15 min: a flush (two ticks, then Expire) drops the benchmark's
 		// new flows and keeps the warm established ones.
+		var logged nat.FlowLog
+		if implName == "vsgate-logged" {
+			logged.Every = 1
+		}
 		var err error
-		e, err = nat.New(nat.Config{Capacity: len(syns) + 2*headroom, Timeouts: nat.Timeouts{TCPSynRecv: time.Second},
+		e, err = nat.New(nat.Config{Capacity: len(syns) + 2*headroom, Timeouts: nat.Timeouts{TCPSynRecv: time.Second}, FlowLogger: discardFlows{},
 			// The SYN proxy off: the benchmark's floods of new flows would
 			// turn auto on (BenchmarkSynProxy measures the proxy).
 			Services: []nat.Service{{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Scheduler: "rr", SynProxy: nat.SynProxyOff,
-				Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}, {Addr: rips[1], Port: 8080, Weight: 1}}}}})
+				FlowLog: logged, Backends: []nat.Backend{{Addr: rips[0], Port: 8080, Weight: 1}, {Addr: rips[1], Port: 8080, Weight: 1}}}}})
 		if err != nil {
 			b.Fatal(err)
 		}

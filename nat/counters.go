@@ -114,6 +114,9 @@ type counters struct {
 	serverSynResent paddedCounter
 	// syncImported and syncLost are the connection sync's (sync.go).
 	syncImported, syncLost paddedCounter
+	// flowLogs and flowLogsSuppressed are the flow records given to the
+	// FlowLogger, and those the rate limits held back (flowlog.go).
+	flowLogs, flowLogsSuppressed paddedCounter
 }
 
 // countHalfOpen adds n (1 or -1) to the half-open count if st is a

@@ -43,6 +43,18 @@
 // options and every segment moved between the two sequence spaces, as
 // the kernel's SYNPROXY and DPVS do it.
 //
+// Flow logs (flowlog.go), per service: one flow in Service.FlowLog.Every
+// is chosen as it starts (by its hash) and marked in the flow (the top
+// bit of its owner word); only a marked flow's packets and bytes are
+// counted, beside the slab (64 bytes a flow, a cache line, allocated
+// when a service first logs), and its end — timeout, FIN, RST, eviction, a SYN that
+// replaced it, its real server removed, the gateway's stop — becomes a
+// FlowEnd record for Config.FlowLogger, under the service's rate limit (a
+// lock-free token bucket). The records are made where flows are removed,
+// under the table's locks: the FlowLogger only queues them. Like
+// IPFIX's flowEndReason, without its active timeout: a long connection
+// is logged once, when it ends.
+//
 // Where the issue that asked for them is silent, the TCP tracking does what
 // conntrack does (nf_conntrack_proto_tcp.c), and says where it differs
 // (tcptrack.go: no td_maxack, so an old RST is held, not dropped).

@@ -7,9 +7,11 @@ import (
 	"maps"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/vsgate/vsgate/packet"
 	"github.com/vsgate/vsgate/sched"
@@ -143,6 +145,8 @@ type Service struct {
 	// inbound masquerade subnet, which needs a flow to map the answer
 	// back, takes one as without OnePacket.
 	OnePacket bool
+	// FlowLog logs the service's flows as they end (flowlog.go).
+	FlowLog FlowLog
 }
 
 // Masquerade is source NAT (ipchains -j MASQ), in one of two directions;
@@ -232,6 +236,13 @@ type Config struct {
 	// rule's mark is the flow's. Their destinations are the gateway's, as
 	// VIPs are.
 	Marks []Mark
+	// FlowLogger takes the records of the flows of services with flow
+	// logs (Service.FlowLog); fixed at New. Without one no service may
+	// have them.
+	FlowLogger FlowLogger
+	// WallClock is the time flow records carry and their rate limits
+	// run on; fixed at New. Nil means time.Now.
+	WallClock func() time.Time
 }
 
 // Mark is one marking rule: a packet to Dst (an address or a prefix of at
@@ -321,6 +332,10 @@ type service struct {
 	sched    sched.Scheduler
 	stat     statID
 	backends map[uint64]*owner // by sched.Dest ID
+	// lines is the flow logs' rate limit, kept across updates as the
+	// counters are.
+	lines *lineLimit
+	name  string // serviceName(cfg), for flow records
 }
 
 type masqRule struct {
@@ -408,6 +423,12 @@ type Engine struct {
 	// fragTimeout is how long a first fragment's translation is kept, in
 	// ticks (Linux keeps fragments 30 s: ipfrag_time).
 	fragTimeout int64
+	// flowCounts are the logged flows' counts, by flow index: made by the
+	// first Update with a service that logs (64 bytes a flow of the
+	// table), then kept; nil until then.
+	flowCounts atomic.Pointer[[]flowCounts]
+	flowLogger FlowLogger
+	wallClock  func() time.Time
 
 	nextStat atomic.Uint32 // statIDs handed out; workers grow their counters to it
 	// owners is every owner ever made, by id (0 = none), so that a flow
@@ -455,12 +476,17 @@ func New(cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("%w: source prefix lengths %d and %d: use 1..32 and 1..128", ErrConfig, cfg.SourceBits4, cfg.SourceBits6)
 	}
 	e := &Engine{
-		tab:    newTable(cfg.Capacity, cfg.ShardBits),
-		held:   newFragStore(),
-		tick:   cfg.Tick,
-		scheds: map[svcKey]*service{},
-		masqs:  map[masqKey]*owner{},
-		stats:  map[string]statID{},
+		tab:        newTable(cfg.Capacity, cfg.ShardBits),
+		held:       newFragStore(),
+		tick:       cfg.Tick,
+		scheds:     map[svcKey]*service{},
+		masqs:      map[masqKey]*owner{},
+		stats:      map[string]statID{},
+		flowLogger: cfg.FlowLogger,
+		wallClock:  cfg.WallClock,
+	}
+	if e.wallClock == nil {
+		e.wallClock = time.Now
 	}
 	if cfg.SourceFlows > 0 || cfg.SourceHalfOpen > 0 {
 		e.src = newSources(cfg.Capacity, cfg.SourceBits4, cfg.SourceBits6)
@@ -556,6 +582,9 @@ func (e *Engine) Update(cfg Config) error {
 				}
 			}
 		}
+		if sc.FlowLog.Every > 0 && (e.flowLogger == nil || sc.OnePacket) {
+			return fmt.Errorf("%w: service %s: flow logs need a flow logger, and flows (not one-packet scheduling)", ErrConfig, serviceName(sc))
+		}
 		if sc.Mode == ModeFullNAT && !snap.hasFull[fam] {
 			return fmt.Errorf("%w: service %v:%d is FULLNAT but the FULLNAT pool has no address of its family", ErrConfig, sc.VIP, sc.Port)
 		}
@@ -575,16 +604,20 @@ func (e *Engine) Update(cfg Config) error {
 			if svc != nil {
 				maps.Copy(backends, svc.backends)
 			}
-			svc = &service{sched: s, stat: st, backends: backends}
+			lines := &lineLimit{}
+			if svc != nil {
+				lines = svc.lines
+			}
+			svc = &service{sched: s, stat: st, backends: backends, lines: lines}
 		} else {
 			// The same scheduler, so workers still on the old snapshot
 			// may pick a backend added here as soon as the scheduler is
 			// updated below; they look for its owner in the old map (a
 			// copy: this Update must not write a map they read) and drop
 			// the packet if it is not there yet (see newServiceFlow).
-			svc = &service{sched: svc.sched, stat: svc.stat, backends: maps.Clone(svc.backends)}
+			svc = &service{sched: svc.sched, stat: svc.stat, backends: maps.Clone(svc.backends), lines: svc.lines}
 		}
-		svc.cfg, svc.key = sc, k
+		svc.cfg, svc.key, svc.name = sc, k, serviceName(sc)
 		svc.up = map[uint64]bool{}
 		if sc.Persistence > 0 {
 			svc.persist = max(1, int64(sc.Persistence/e.tick))
@@ -659,6 +692,10 @@ func (e *Engine) Update(cfg Config) error {
 		}
 	}
 	// Everything validated: commit.
+	if e.flowCounts.Load() == nil && slices.ContainsFunc(cfg.Services, func(s Service) bool { return s.FlowLog.Every > 0 }) {
+		counts := make([]flowCounts, len(e.tab.flows))
+		e.flowCounts.Store(&counts)
+	}
 	for k, svc := range seen {
 		if err := svc.sched.Update(backends[k]); err != nil {
 			// Update fails only where Check does, which passed.
@@ -819,8 +856,9 @@ func serviceName(s Service) string {
 }
 
 // maxOwners bounds the owners an engine makes over its life: a flow
-// records its owner's id in 24 bits (flow.meta), and 0 means none.
-const maxOwners = 1<<24 - 1
+// records its owner's id in 23 bits (flow.meta; ownerLogged is the 24th),
+// and 0 means none.
+const maxOwners = ownerLogged - 1
 
 // newOwner makes an owner with its own counters and registers it in
 // e.owners. Called under e.mu.
@@ -858,9 +896,16 @@ func (e *Engine) Flows() int { return e.tab.len() }
 func (e *Engine) Capacity() int { return e.tab.capacity() }
 
 // TableBytes returns the memory the flow table holds, allocated in full at
-// New: the flow slab and the hash index. Divided by Capacity it is the
-// memory per flow.
-func (e *Engine) TableBytes() int { return e.tab.bytes() }
+// New: the flow slab and the hash index; and, once a service logs its
+// flows, their counts (flowCounts, 64 bytes a flow). Divided by Capacity
+// it is the memory per flow.
+func (e *Engine) TableBytes() int {
+	n := e.tab.bytes()
+	if c := e.flowCounts.Load(); c != nil {
+		n += len(*c) * int(unsafe.Sizeof(flowCounts{}))
+	}
+	return n
+}
 
 // inside reports whether addr is inside the gateway: a real server, or in
 // a masqueraded subnet (either direction's).

@@ -130,9 +130,12 @@ func checksumsValid(t testing.TB, b []byte) {
 	}
 }
 
-// engine builds an engine with one TCP service on vip over rips, rr.
-// engine builds an engine whose services do not SYN-proxy (synproxy_test.go
-// tests the proxy), so that small tables fill as these tests expect.
+// engine builds an engine with TCP and UDP services on vip over rips, rr,
+// and a TCP service on vip6, whose services do not SYN-proxy
+// (synproxy_test.go tests the proxy), so that small tables fill as these
+// tests expect. The IPv4 services log some of their flows to nowhere, so
+// that every test runs through flow logging too (flowlog_test.go tests
+// the records).
 func engine(t testing.TB, mode nat.Mode, capacity int) *nat.Engine {
 	t.Helper()
 	var bs []nat.Backend
@@ -142,19 +145,26 @@ func engine(t testing.TB, mode nat.Mode, capacity int) *nat.Engine {
 	e, err := nat.New(nat.Config{
 		Capacity: capacity, ShardBits: 2,
 		Services: []nat.Service{
-			{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Mode: mode, Scheduler: "rr", Backends: bs, SynProxy: nat.SynProxyOff},
-			{Proto: packet.ProtoUDP, VIP: vip.Addr(), Port: 53, Mode: mode, Scheduler: "rr", Backends: bs},
+			{Proto: packet.ProtoTCP, VIP: vip.Addr(), Port: vip.Port(), Mode: mode, Scheduler: "rr", Backends: bs, SynProxy: nat.SynProxyOff,
+				FlowLog: nat.FlowLog{Every: 3, Rate: 100}},
+			{Proto: packet.ProtoUDP, VIP: vip.Addr(), Port: 53, Mode: mode, Scheduler: "rr", Backends: bs, FlowLog: nat.FlowLog{Every: 2}},
 			{Proto: packet.ProtoTCP, VIP: vip6.Addr(), Port: vip6.Port(), Mode: mode, Scheduler: "rr",
 				Backends: []nat.Backend{{Addr: rip6, Port: 8080, Weight: 1}}, SynProxy: nat.SynProxyOff},
 		},
 		Masquerade:  []nat.Masquerade{{From: netip.MustParsePrefix("198.18.2.0/24"), To: masqTo}},
 		FullNATPool: []netip.Addr{lip, netip.MustParseAddr("2001:db8::30")},
+		FlowLogger:  discardFlows{},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return e
 }
+
+// discardFlows takes flow records and drops them.
+type discardFlows struct{}
+
+func (discardFlows) LogFlow(nat.FlowEnd) {}
 
 // through runs pkts through w as one batch and returns what leaves, as a
 // device would send it: the packets neither held nor dropped, then the

@@ -205,7 +205,7 @@ func (w *Worker) ImportFlow(sf SyncFlow) (bool, error) {
 		// A record, not a packet: the sync counts it (not the drops).
 		return false, errors.New("nat: sync: " + why.String())
 	}
-	idx, evicted, err := e.tab.insert(&orig, h, &reply, own.id, state, uint32(w.now+w.snap.timeout[state]), e)
+	idx, evicted, err := e.tab.insert(&orig, h, &reply, own.id|e.logBit(own, h), state, uint32(w.now+w.snap.timeout[state]), e)
 	if evicted {
 		e.counts.evictions.Add(1)
 	}
@@ -224,6 +224,9 @@ func (w *Worker) ImportFlow(sf SyncFlow) (bool, error) {
 	}
 	sl.count(state, 1)
 	e.countHalfOpen(state, 1)
+	if e.tab.flows[idx].meta.Load()&metaLogged != 0 {
+		e.startLog(idx, DirOriginal, 0, 0, e.wallClock().UnixNano())
+	}
 	if svc.persist > 0 {
 		// With the template table full the flow goes on without one;
 		// its end then releases nothing.

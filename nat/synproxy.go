@@ -542,6 +542,9 @@ func (w *Worker) serverSynAck(b []byte, f *flow, idx uint32, sh *proxyShifts, ow
 		}
 		w.release(&open)
 		w.countPacket(own, DirReply, len(b))
+		if f.meta.Load()&metaLogged != 0 {
+			w.countLogged(idx, DirReply, len(b))
+		}
 		w.touch(f, DirReply, own, gen, tcpEvent(p.TCPFlags))
 	}
 	// The client's ACK, as the real server expects it.

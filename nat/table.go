@@ -117,7 +117,8 @@ type flow struct {
 	// that was just freed (harmless: publish sets it again).
 	deadline atomic.Uint32
 	// meta is the flow's owner (the table's caller's number for what the
-	// flow counts against; 0 = none) above the protocol in the low byte.
+	// flow counts against; 0 = none, ownerLogged on top for a flow whose
+	// end is logged) above the protocol in the low byte.
 	// Set before the flow is published, fixed while it lives.
 	meta atomic.Uint32
 	// ports is, by direction, source port << 16 | destination port.
@@ -140,7 +141,7 @@ type flow struct {
 type proxyShifts [2]atomic.Uint32
 
 // owner is the number the flow's creator gave it (see flow.meta).
-func (f *flow) owner() uint32 { return f.meta.Load() >> 8 }
+func (f *flow) owner() uint32 { return f.meta.Load() >> 8 &^ ownerLogged }
 
 // key loads direction d's key.
 func (f *flow) key(d Dir) tupleWords {
@@ -390,11 +391,12 @@ type evictor interface {
 	// is reused. It checks again that f may go (evictable ran without a
 	// lock: the flow may have moved on since) and reports whether it
 	// did; false keeps the flow.
-	evicted(f *flow) bool
+	evicted(idx uint32, f *flow) bool
 }
 
 // insert tracks a new flow with the given tuples (ho is orig's hash; both
-// of the same protocol), owner (see flow.meta; below 2^24), state (the
+// of the same protocol), owner (see flow.meta; below 2^23, plus
+// ownerLogged for a logged flow), state (the
 // low byte of its state word) and deadline. When the shard has no free slot, the oldest
 // evictable flow among a bounded sample of the shard's buckets is evicted
 // (its index is returned in evicted, so the caller can account for it).
@@ -529,7 +531,7 @@ func (t *table) pickVictim(s *shard, ev evictor) (uint32, uint32) {
 // was already recycled is left alone) and done, called under the locks
 // just before the slot is freed, agrees (it may check again why the flow
 // was to go). It reports whether it removed the flow.
-func (t *table) remove(idx, gen uint32, done func(f *flow) bool) bool {
+func (t *table) remove(idx, gen uint32, done func(idx uint32, f *flow) bool) bool {
 	f := &t.flows[idx]
 	// The keys are read before the locks: they are this flow's if its
 	// generation is still gen under them (a recycled flow's is not).
@@ -540,7 +542,7 @@ func (t *table) remove(idx, gen uint32, done func(f *flow) bool) bool {
 		shards[d], buckets[d] = t.locate(w.hash())
 	}
 	first, second := lockPair(shards[0], shards[1])
-	ok := f.gen.Load() == gen && done(f)
+	ok := f.gen.Load() == gen && done(idx, f)
 	if ok {
 		for d := range 2 {
 			s := shards[d]

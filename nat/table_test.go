@@ -14,7 +14,7 @@ import (
 type noEviction struct{}
 
 func (noEviction) evictable(*flow) (bool, int64) { return false, 0 }
-func (noEviction) evicted(*flow) bool            { return true }
+func (noEviction) evicted(uint32, *flow) bool    { return true }
 
 // TestTableOverflowChains squeezes every node into one bucket, so that
 // most live on its overflow chain, and checks lookups and the table's
@@ -86,7 +86,7 @@ func TestTableOverflowChains(t *testing.T) {
 				k--
 			}
 			idx := live[victim]
-			if !tab.remove(idx, tab.flows[idx].gen.Load(), func(*flow) bool { return true }) {
+			if !tab.remove(idx, tab.flows[idx].gen.Load(), func(uint32, *flow) bool { return true }) {
 				t.Fatalf("remove flow %d (slot %d) failed", victim, idx)
 			}
 			delete(live, victim)
@@ -102,7 +102,7 @@ type onlyFlow struct {
 }
 
 func (o onlyFlow) evictable(f *flow) (bool, int64) { return f == &o.tab.flows[o.slot], 0 }
-func (onlyFlow) evicted(*flow) bool                { return true }
+func (onlyFlow) evicted(uint32, *flow) bool        { return true }
 
 // TestVictimSampleReachesEveryBucket: with a bucket count that is not a
 // power of two (newTable sizes the index exactly), the eviction scan still
@@ -154,7 +154,7 @@ func TestStoreIntoFreeFlow(t *testing.T) {
 	}
 	for _, id := range idx {
 		f := &tab.flows[id]
-		if !tab.remove(id, f.gen.Load(), func(*flow) bool { return true }) {
+		if !tab.remove(id, f.gen.Load(), func(uint32, *flow) bool { return true }) {
 			t.Fatalf("remove %d failed", id)
 		}
 		f.deadline.Store(0xdead0000 + id) // as touch would, too late
@@ -206,7 +206,7 @@ func TestShardTakesOthersSlots(t *testing.T) {
 		t.Fatalf("insert into a full table: %v, want ErrTableFull", err)
 	}
 	for _, id := range idx {
-		if !tab.remove(id, tab.flows[id].gen.Load(), func(*flow) bool { return true }) {
+		if !tab.remove(id, tab.flows[id].gen.Load(), func(uint32, *flow) bool { return true }) {
 			t.Fatalf("remove %d failed", id)
 		}
 	}
@@ -269,7 +269,7 @@ func TestTouchRecycledFlow(t *testing.T) {
 	}
 	f := &e.tab.flows[idx]
 	old := f.gen.Load()
-	if !e.tab.remove(idx, old, func(*flow) bool { return true }) {
+	if !e.tab.remove(idx, old, func(uint32, *flow) bool { return true }) {
 		t.Fatal("remove failed")
 	}
 	// A new flow whose original key is in the same shard takes the slot

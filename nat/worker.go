@@ -31,16 +31,20 @@ type Worker struct {
 	// The SYN proxy (synproxy.go): what a cookie-returning ACK tells the
 	// flow being made for it, and the worker's buffers for segments it
 	// writes besides the packets it was given (synthUsed of them in use).
-	proxy        proxyStart
-	synth        [][]byte
-	synthUsed    int
-	heldOut      [][]byte // segments taken from the engine's hold for a flow just settled
-	hslot        slot     // the scratch of one of them going through translate
-	fslot        slot
-	inner        packet.Parsed
-	slots        [batchSize]slot
-	snap         *snapshot
-	now          int64
+	proxy     proxyStart
+	synth     [][]byte
+	synthUsed int
+	heldOut   [][]byte // segments taken from the engine's hold for a flow just settled
+	hslot     slot     // the scratch of one of them going through translate
+	fslot     slot
+	inner     packet.Parsed
+	slots     [batchSize]slot
+	snap      *snapshot
+	now       int64
+	// wall is the wall clock in unix nanoseconds for this Process call's
+	// logged new flows, read at the first one (0: not yet): one clock
+	// read a batch, not one a flow.
+	wall         int64
 	portRotation uint32
 	touched      uint32 // sink for stage 2's loads, so they are not optimised away
 	// counts are this worker's counters, by statID. Replaced (grown) by
@@ -137,6 +141,7 @@ func (w *Worker) ProcessMeta(pkts [][]byte, meta []Meta, verdicts []Verdict) {
 	w.epoch.Store(w.e.epoch.Load())
 	w.snap = w.e.conf.Load()
 	w.now = w.e.clock.Load()
+	w.wall = 0
 	if n := int(w.e.nextStat.Load()); n > len(*w.counts.Load()) {
 		w.growCounts(n)
 	}
@@ -294,6 +299,15 @@ func (w *Worker) batch(pkts [][]byte, meta []Meta, verdicts []Verdict) {
 			}
 		}
 	}
+	if counts := w.e.flowCounts.Load(); counts != nil {
+		// A logged flow's counts are a third line (flowlog.go).
+		for i := range pkts {
+			if s := &w.slots[i]; s.hit && t.flows[s.ref.index()].meta.Load()&metaLogged != 0 {
+				touched += uint32((*counts)[s.ref.index()].start.Load())
+			}
+		}
+		w.touched = touched
+	}
 	for i, b := range pkts {
 		s := &w.slots[i]
 		if s.done {
@@ -418,7 +432,7 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 			// flow goes and the SYN is a new flow — scheduled afresh,
 			// or met by the proxy — as conntrack kills a TIME_WAIT entry
 			// for a SYN and IPVS (conn_reuse_mode 1) reschedules it.
-			w.e.tab.remove(ref.index(), gen, w.e.retire)
+			w.e.tab.remove(ref.index(), gen, func(idx uint32, f *flow) bool { return w.e.retire(idx, f, EndReplaced) })
 			return 0, false
 		}
 		if !proxied && p.TCPFlags&packet.TCPFlagSYN != 0 && w.staleForSyn(b, kw, f, d, own) && w.checksumOK(b) {
@@ -426,7 +440,7 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 			// never sees it end, and one the routers send a flow to
 			// anew may hold an old one's state for its ports: a SYN or
 			// SYN-ACK of a new connection replaces it (see staleForSyn).
-			w.e.tab.remove(ref.index(), gen, w.e.retire)
+			w.e.tab.remove(ref.index(), gen, func(idx uint32, f *flow) bool { return w.e.retire(idx, f, EndReplaced) })
 			return 0, false
 		}
 		if proxied && d == DirOriginal {
@@ -464,6 +478,9 @@ func (w *Worker) established(b []byte, ref flowRef, gen uint32, s *slot) (Verdic
 	}
 	if own != nil {
 		w.countPacket(own, d, len(b))
+		if f.meta.Load()&metaLogged != 0 {
+			w.countLogged(ref.index(), d, len(b))
+		}
 	}
 	if w.touch(f, d, own, gen, ev) && own != nil {
 		w.syncNote(ref.index(), gen)
@@ -1056,7 +1073,8 @@ func (w *Worker) adoptReply(b []byte, svc *service, s *slot) Verdict {
 	vip := addr16(svc.cfg.VIP)
 	t := Tuple{Src: p.Dst, SrcPort: p.DstPort, Dst: vip, DstPort: svc.cfg.Port, Proto: p.Proto}
 	orig := t.words()
-	idx, evicted, err := e.tab.insert(&orig, orig.hash(), &s.kw, own.id, state, uint32(w.now+w.snap.timeout[state]), e)
+	ho := orig.hash()
+	idx, evicted, err := e.tab.insert(&orig, ho, &s.kw, own.id|e.logBit(own, ho), state, uint32(w.now+w.snap.timeout[state]), e)
 	if evicted {
 		e.counts.evictions.Add(1)
 	}
@@ -1070,6 +1088,7 @@ func (w *Worker) adoptReply(b []byte, svc *service, s *slot) Verdict {
 		return w.drop(DropTableFull)
 	}
 	w.countNewFlow(own, state, DirReply, len(b))
+	w.startLog(idx, DirReply, len(b))
 	w.syncNote(idx, e.tab.flows[idx].gen.Load())
 	sl.count(state, 1)
 	e.countHalfOpen(state, 1)
@@ -1172,7 +1191,7 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 	deadline := uint32(w.now + w.snap.timeout[state])
 	var ownID uint32
 	if own != nil {
-		ownID = own.id
+		ownID = own.id | e.logBit(own, w.h)
 	}
 	for i := range probes {
 		if ports != [2]uint16{} {
@@ -1200,6 +1219,7 @@ func (w *Worker) insertWithPort(b []byte, kw *tupleWords, reply *Tuple, ports [2
 		}
 		if own != nil {
 			w.countNewFlow(own, state, DirOriginal, len(b))
+			w.startLog(idx, DirOriginal, len(b))
 			w.syncNote(idx, e.tab.flows[idx].gen.Load())
 		}
 		sl.count(state, 1)
@@ -1243,18 +1263,20 @@ func (e *Engine) evictable(f *flow) (bool, int64) {
 }
 
 // evicted accounts for a flow removed to make room.
-func (e *Engine) evicted(f *flow) bool {
+func (e *Engine) evicted(idx uint32, f *flow) bool {
 	if ok, _ := e.evictable(f); !ok {
 		return false // established since it was picked
 	}
-	return e.retire(f)
+	return e.retire(idx, f, EndEvicted)
 }
 
-// retire marks a flow dead and gives its connection back to its backend's
-// counters and persistence template. Called under the table's locks, just
+// retire marks flow idx dead, gives its connection back to its backend's
+// counters and persistence template, and logs its end (for reason why:
+// EndTimeout and EndReplaced become EndFIN or EndRST for a closed TCP
+// flow, see endOf) if it is logged. Called under the table's locks, just
 // before the slot is freed.
 // It always lets the flow go (true: see table.remove).
-func (e *Engine) retire(f *flow) bool {
+func (e *Engine) retire(idx uint32, f *flow, why EndReason) bool {
 	for {
 		s := f.state.Load()
 		if f.state.CompareAndSwap(s, s|stateDead) {
@@ -1264,6 +1286,12 @@ func (e *Engine) retire(f *flow) bool {
 			e.sourceOf(f).count(s&stateMask, -1)
 			e.countHalfOpen(s&stateMask, -1)
 			own := e.ownerOf(f)
+			if f.meta.Load()&metaLogged != 0 {
+				if why == EndTimeout || why == EndReplaced {
+					why = endOf(s&stateMask, why)
+				}
+				e.logEnd(idx, f, own, s&stateMask, why)
+			}
 			if own == nil {
 				return true
 			}
@@ -1302,10 +1330,10 @@ func (e *Engine) Expire() int {
 		if gen&1 == 1 || !expired(f.deadline.Load(), now) {
 			continue
 		}
-		if e.tab.remove(i, gen, func(f *flow) bool {
+		if e.tab.remove(i, gen, func(idx uint32, f *flow) bool {
 			// A packet may have pushed the deadline out since the
 			// check above, which ran without a lock.
-			return expired(f.deadline.Load(), now) && e.retire(f)
+			return expired(f.deadline.Load(), now) && e.retire(idx, f, EndTimeout)
 		}) {
 			n++
 		}
@@ -1412,7 +1440,7 @@ func (w *Worker) laterFragment(b []byte) Verdict {
 // resetRemoved ends a flow whose backend is gone (Config.ResetRemoved):
 // the flow is removed; a client's TCP segment is answered with a reset.
 func (w *Worker) resetRemoved(b []byte, ref flowRef, gen uint32, d Dir, s *slot) Verdict {
-	w.e.tab.remove(ref.index(), gen, w.e.retire)
+	w.e.tab.remove(ref.index(), gen, func(idx uint32, f *flow) bool { return w.e.retire(idx, f, EndRemoved) })
 	if d == DirOriginal {
 		if n, ok := packet.MakeTCPReset(b, w.p); ok {
 			s.n = n

@@ -204,12 +204,30 @@ type Service struct {
 	// ipvsadm -o): UDP services of mode nat or dr (nat.Service.OnePacket).
 	OnePacket bool
 	Health    *Health // nil: no health checks, backends are always up
-	Backends  []Backend
+	// FlowLog logs the service's flows as they end (flow_log:); nil:
+	// none.
+	FlowLog  *FlowLog
+	Backends []Backend
 	// L7 holds the Apache directives of an HTTP service (Mode ModeL7):
 	// its real servers are the directives' ProxyPass and BalancerMember
 	// URLs, so Backends is empty.
 	L7 *L7
 }
+
+// FlowLog is a service's flow_log: one log line per finished flow, for
+// one flow in Every, at most Rate lines a second (nat.FlowLog).
+type FlowLog struct {
+	Every uint32 // 1..MaxFlowLogEvery (DefaultFlowLogEvery)
+	Rate  uint32 // 1..MaxFlowLogRate (DefaultFlowLogRate)
+}
+
+// flow_log's defaults and bounds.
+const (
+	DefaultFlowLogEvery = 1
+	DefaultFlowLogRate  = 1000
+	MaxFlowLogEvery     = 1 << 20
+	MaxFlowLogRate      = 1_000_000
+)
 
 // L7 is an HTTP service's Apache 2.4 proxy directives, as written.
 type L7 struct {
@@ -469,6 +487,7 @@ func (c *Config) NAT() (nat.Config, error) {
 			TCPLiberal: s.TCPLiberal,
 			SynProxy:   s.SynProxy,
 			OnePacket:  s.OnePacket,
+			FlowLog:    flowLogOf(s.FlowLog),
 			Fwmark:     s.Fwmark,
 			Backends:   make([]nat.Backend, len(s.Backends)),
 
@@ -481,6 +500,14 @@ func (c *Config) NAT() (nat.Config, error) {
 		n.Services = append(n.Services, ns)
 	}
 	return n, nil
+}
+
+// flowLogOf is the engine's flow logging for a service's flow_log.
+func flowLogOf(f *FlowLog) nat.FlowLog {
+	if f == nil {
+		return nat.FlowLog{}
+	}
+	return nat.FlowLog{Every: f.Every, Rate: f.Rate}
 }
 
 // protoName is the file's name of a service protocol.

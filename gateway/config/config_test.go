@@ -31,10 +31,16 @@ func newEngine(tb testing.TB, c *Config) {
 		tb.Fatalf("NAT: %v", err)
 	}
 	n.Capacity = 64
+	n.FlowLogger = discardFlows{} // the gateway's
 	if _, err := nat.New(n); err != nil {
 		tb.Fatalf("nat.New rejects an accepted config: %v\n%s", err, c.YAML())
 	}
 }
+
+// discardFlows takes flow records and drops them.
+type discardFlows struct{}
+
+func (discardFlows) LogFlow(nat.FlowEnd) {}
 
 func TestExample(t *testing.T) {
 	c, err := Load(example)
@@ -58,6 +64,9 @@ func TestExample(t *testing.T) {
 	}
 	if !reflect.DeepEqual(c.Services[1], want) {
 		t.Errorf("services[1] = %+v\nwant %+v", c.Services[1], want)
+	}
+	if fl := c.Services[0].FlowLog; fl == nil || *fl != (FlowLog{Every: 1, Rate: 1000}) {
+		t.Errorf("services[0].flow_log = %+v", fl)
 	}
 	web6 := c.Services[2]
 	if web6.Mode != nat.ModeFullNAT || web6.PersistenceBits != 64 || web6.Persistence != 5*time.Minute ||
@@ -192,6 +201,12 @@ func TestAccepted(t *testing.T) {
 				again, err := Parse(c.YAML(), "again.yaml")
 				return c.Services[0].OnePacket && n.Services[0].OnePacket && err == nil && again.Services[0].OnePacket
 			}},
+		{"flow_log", "services:\n  - {proto: tcp, vip: 198.18.0.10:80, flow_log: {}}\n  - {proto: udp, vip: 198.18.0.10:53, flow_log: {every: 10, rate: 5}}\n",
+			func(c *Config) bool {
+				n, _ := c.NAT()
+				return *c.Services[0].FlowLog == FlowLog{Every: 1, Rate: 1000} && *c.Services[1].FlowLog == FlowLog{Every: 10, Rate: 5} &&
+					n.Services[0].FlowLog == nat.FlowLog{Every: 1, Rate: 1000} && n.Services[1].FlowLog == nat.FlowLog{Every: 10, Rate: 5}
+			}},
 		{"fwmark services and marks", "marks:\n  - {mark: 1, dst: 198.18.0.16/30, proto: tcp, ports: 80-81}\n  - {mark: 1, dst: \"2001:db8::16\"}\n" +
 			"services:\n  - {fwmark: 1, scheduler: rr, persistence: 60, backends: [{addr: 198.18.2.11}]}\n  - {fwmark: 1, family: ipv6, backends: [{addr: \"[2001:db8:2::11]:80\"}]}\n",
 			func(c *Config) bool {
@@ -302,6 +317,28 @@ services:
     vip: 198.18.0.10:80
     one_packet: true   # <-
 `, "one_packet is for UDP services of mode nat or dr"},
+	{"flow_log on one_packet", `
+services:
+  - proto: udp
+    vip: 198.18.0.10:53
+    one_packet: true
+    flow_log: {}   # <-
+`, "remove flow_log or one_packet"},
+	{"flow_log every 0", `
+services:
+  - proto: udp
+    vip: 198.18.0.10:53
+    flow_log:
+      every: 0   # <-
+`, "flow_log every"},
+	{"flow_log on l7", `
+services:
+  - proto: tcp
+    vip: 198.18.0.10:80
+    mode: l7
+    l7: {directives: "ProxyPass / http://198.18.2.11/"}
+    flow_log: {rate: 10}   # <-
+`, "flow_log is for L4 services"},
 	{"fwmark with proto", `
 services:
   - fwmark: 1

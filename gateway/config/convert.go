@@ -241,6 +241,20 @@ func (cv *conv) service(path string, fs *fileService, ecmp bool) Service {
 	if cv.f.has(path + ".health") {
 		s.Health = cv.health(path+".health", &fs.Health)
 	}
+	if cv.f.has(path + ".flow_log") {
+		s.FlowLog = &FlowLog{
+			Every: uint32(cv.integer(path+".flow_log.every", "flow_log every", fs.FlowLog.Every, DefaultFlowLogEvery, 1, MaxFlowLogEvery)),
+			Rate:  uint32(cv.integer(path+".flow_log.rate", "flow_log rate", fs.FlowLog.Rate, DefaultFlowLogRate, 1, MaxFlowLogRate)),
+		}
+		switch {
+		case s.Mode == nat.ModeL7:
+			cv.r.fail(path+".flow_log", "flow_log is for L4 services: an l7 service's clients end at the gateway's own TCP",
+				"remove it (the L7 side's metrics count its requests)")
+		case s.OnePacket:
+			cv.r.fail(path+".flow_log", "flow_log needs flows, and one_packet keeps none",
+				"remove flow_log or one_packet")
+		}
+	}
 	for i := range fs.Backends {
 		s.Backends = append(s.Backends, cv.backend(fmt.Sprintf("%s.backends[%d]", path, i), &fs.Backends[i], s.VIP))
 	}

@@ -97,6 +97,7 @@ type (
 		OnePacket          string        `yaml:"one_packet"`
 		Announce           string        `yaml:"announce"`
 		Health             fileHealth    `yaml:"health"`
+		FlowLog            fileFlowLog   `yaml:"flow_log"`
 		Backends           []fileBackend `yaml:"backends"`
 		L7                 fileL7        `yaml:"l7"`
 	}
@@ -105,6 +106,10 @@ type (
 		Dst   string `yaml:"dst"`
 		Proto string `yaml:"proto"`
 		Ports string `yaml:"ports"`
+	}
+	fileFlowLog struct {
+		Every string `yaml:"every"`
+		Rate  string `yaml:"rate"`
 	}
 	fileHealth struct {
 		Type     string `yaml:"type"`

@@ -117,6 +117,11 @@ func (c *Config) YAML() []byte {
 		if s.Proto == packet.ProtoTCP && s.Mode != nat.ModeL7 {
 			w(2, "syn_proxy: %s", s.SynProxy)
 		}
+		if fl := s.FlowLog; fl != nil {
+			w(2, "flow_log:")
+			w(3, "every: %d", fl.Every)
+			w(3, "rate: %d", fl.Rate)
+		}
 		if h := s.Health; h != nil {
 			w(2, "health:")
 			w(3, "type: %s", q(h.Type))

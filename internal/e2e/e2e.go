@@ -226,6 +226,12 @@ services:
     vip: "[%[2]s]:53"
     scheduler: rr
     backends: %[17]s
+  - name: web-logged
+    proto: tcp
+    vip: %[1]s:84
+    scheduler: rr
+    flow_log: {rate: 100}
+    backends: %[3]s
   - name: web6
     proto: tcp
     vip: "[%[2]s]:80"

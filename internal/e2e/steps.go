@@ -65,6 +65,7 @@ func Steps() []Step {
 		{"FULLNAT: the real server sees the gateway's FULLNAT address, the client sees the VIP", stepFullNAT},
 		{"bulk: 300 MB through the VIP arrive intact (SHA-256 of every byte)", stepBulk},
 		{"bulk IPv6: 300 MB through [2001:db8::10]:80 arrive intact (SHA-256)", stepBulk6},
+		{"flow logs: an 8 MB download through a flow_log service, reset by the client, is logged once with reason rst and the packets and bytes each way that the service counted", stepFlowLog},
 		{"bulk UDP: 20 MB of 1400-byte datagrams echoed through the VIP intact (SHA-256)", stepBulkUDP},
 		{"refused changes (a VIP on loopback or link-local, the gateway's own address) change nothing: -S byte for byte, the VIPs answer, the next valid change works", stepRefusedChanges},
 		{"closed to the outside: TCP SYN, UDP and ICMP probes of ports 1-1024 and more at every real server, v4 and v6, with default pass and drop: tcpdump on their links sees none, every probe is counted as stopped, the masquerade still works outbound", stepClosedToOutside},
