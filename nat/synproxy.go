@@ -491,6 +491,14 @@ func (w *Worker) proxyFromServer(b []byte, f *flow, sh *proxyShifts) bool {
 			return false
 		}
 		t := packet.TCP(b[w.p.L4Off:w.p.End])
+		// The real server refuses the connection vsgate opened: as in
+		// RFC 793's SYN-SENT, only a reset that acknowledges the SYN
+		// (vsgate's carried the client's sequence number, one before the
+		// client side's end) is taken; any other is a blind guess.
+		if w.p.TCPFlags&packet.TCPFlagACK == 0 || t.Ack() != f.tcp[DirOriginal].end() {
+			w.drop(DropTCPOutOfWindow)
+			return false
+		}
 		ts := packet.TCPShift{Seq: sh[0].Load() + 1 - t.Seq()}
 		packet.ShiftTCP(b, w.p, &ts)
 		return true
