@@ -1,0 +1,371 @@
+package afxdp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/vsgate/vsgate/internal/netlab"
+	"github.com/vsgate/vsgate/internal/netlab/labtest"
+	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/packet/afpacket"
+)
+
+var (
+	addrA  = netip.MustParsePrefix("198.18.0.2/24")
+	addrB  = netip.MustParsePrefix("198.18.0.3/24")
+	addrA6 = netip.MustParsePrefix("2001:db8::2/64")
+	addrB6 = netip.MustParsePrefix("2001:db8::3/64")
+	vip4   = netip.MustParseAddr("198.18.0.10")
+	vip6   = netip.MustParseAddr("2001:db8::10")
+)
+
+// pairLab is two hosts on a veth pair, a and b, each with an address of
+// its own in both families; vsgate's side is b.
+func pairLab(t *testing.T) *netlab.Lab {
+	t.Helper()
+	labtest.Require(t)
+	topo := &netlab.Topology{
+		Name:  "afxdp",
+		Hosts: []netlab.HostSpec{{Name: "a"}, {Name: "b"}},
+		Links: []netlab.LinkSpec{{
+			A: netlab.Endpoint{Host: "a", Name: "a", Addrs: []netip.Prefix{addrA, addrA6}},
+			B: netlab.Endpoint{Host: "b", Name: "b", Addrs: []netip.Prefix{addrB, addrB6}},
+		}},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lab, err := netlab.Build(ctx, topo, netlab.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return lab
+}
+
+// vsgateSide loads the program for b's interface, tells it b's
+// addresses, opens the socket of queue 0 and registers it; attach says
+// whether the program is attached too. Everything closes when the test
+// ends.
+func vsgateSide(t *testing.T, lab *netlab.Lab, attach bool) (*Program, *Socket, packet.MAC) {
+	t.Helper()
+	var prog *Program
+	var sock *Socket
+	var mac packet.MAC
+	err := lab.MustHost("b").Do(func() error {
+		ifi, err := net.InterfaceByName(lab.IfName("b"))
+		if err != nil {
+			return err
+		}
+		mac = packet.MAC(ifi.HardwareAddr)
+		if prog, err = NewProgram(mac, 1); err != nil {
+			return err
+		}
+		if err := prog.SetLocal([]netip.Addr{addrB.Addr(), addrB6.Addr()}); err != nil {
+			return err
+		}
+		if sock, err = Open(Config{Interface: lab.IfName("b"), Queue: 0}); err != nil {
+			return err
+		}
+		if err := prog.Register(sock); err != nil {
+			return err
+		}
+		if attach {
+			return prog.Attach(ifi.Index)
+		}
+		return nil
+	})
+	if prog != nil {
+		t.Cleanup(func() { prog.Close() })
+	}
+	if sock != nil {
+		t.Cleanup(func() { sock.Close() })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return prog, sock, mac
+}
+
+// udpFrame is an Ethernet frame to dstMAC carrying a UDP datagram from
+// src to dst with marker as its one byte of payload (checksums left 0:
+// no one here checks them).
+func udpFrame(dstMAC, srcMAC packet.MAC, src, dst netip.Addr, marker byte) []byte {
+	b := make([]byte, 128)
+	n := packet.EthernetMinimumSize
+	if dst.Is4() {
+		packet.PutEthernet(b, dstMAC, srcMAC, packet.EtherTypeIPv4)
+		ip := b[n:]
+		ip[0], ip[3], ip[8], ip[9] = 0x45, 20+8+1, 64, packet.ProtoUDP
+		copy(ip[12:16], src.AsSlice())
+		copy(ip[16:20], dst.AsSlice())
+		ip[20+5], ip[20+8] = 9, marker
+		return b[:n+20+8+1]
+	}
+	packet.PutEthernet(b, dstMAC, srcMAC, packet.EtherTypeIPv6)
+	ip := b[n:]
+	ip[0], ip[5], ip[6], ip[7] = 0x60, 8+1, packet.ProtoUDP, 64
+	copy(ip[8:24], src.AsSlice())
+	copy(ip[24:40], dst.AsSlice())
+	ip[40+5], ip[40+8] = 9, marker
+	return b[:n+40+8+1]
+}
+
+// TestProgramVerdicts runs the XDP program in the kernel (its test run)
+// on the frames vsgate handles and on the host's: the first are
+// redirected to the socket, the rest passed; and every redirected frame,
+// one field changed to make it the host's, is passed.
+func TestProgramVerdicts(t *testing.T) {
+	lab := pairLab(t)
+	prog, _, mac := vsgateSide(t, lab, false)
+	peer := packet.MAC{0x02, 0, 0x5e, 0x10, 0, 1}
+	broadcast := packet.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	a4, a6 := addrA.Addr(), addrA6.Addr()
+	arp := make([]byte, 64)
+	arp = arp[:packet.PutARP(arp, packet.ARPRequest, peer, a4, packet.MAC{}, vip4)]
+	ns := make([]byte, packet.NDFrameSize)
+	ns = ns[:packet.PutNeighborSolicit(ns, peer, a6, vip6)]
+	na := make([]byte, packet.NDFrameSize)
+	na = na[:packet.PutNeighborAdvert(na, peer, mac, a6, vip6, a6, true)]
+	lldp := append(udpFrame(mac, peer, a4, vip4, 0)[:12:12], 0x88, 0xcc, 0, 0)
+	routed4 := udpFrame(mac, peer, netip.MustParseAddr("198.18.2.11"), netip.MustParseAddr("198.19.7.7"), 1)
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		want  uint32
+	}{
+		{"IPv4 to a VIP", udpFrame(mac, peer, a4, vip4, 1), xdpRedirect},
+		{"IPv6 to a VIP", udpFrame(mac, peer, a6, vip6, 1), xdpRedirect},
+		{"IPv4 routed through (a real server's reply)", routed4, xdpRedirect},
+		{"IPv4 to the kernel's address", udpFrame(mac, peer, a4, addrB.Addr(), 1), xdpPass},
+		{"IPv6 to the kernel's address", udpFrame(mac, peer, a6, addrB6.Addr(), 1), xdpPass},
+		{"IPv4 to another MAC", udpFrame(peer, peer, a4, vip4, 1), xdpPass},
+		{"IPv4 broadcast", udpFrame(broadcast, peer, a4, vip4, 1), xdpPass},
+		{"ARP", arp, xdpPass},
+		{"neighbour solicitation", ns, xdpPass},
+		{"neighbour advertisement", na, xdpPass},
+		{"LLDP", lldp, xdpPass},
+		{"IPv4 cut short", udpFrame(mac, peer, a4, vip4, 1)[:packet.EthernetMinimumSize+19], xdpPass},
+		{"IPv6 cut short", udpFrame(mac, peer, a6, vip6, 1)[:packet.EthernetMinimumSize+39], xdpPass},
+	} {
+		got, err := prog.Run(c.frame)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if got != c.want {
+			t.Errorf("%s: verdict %d, want %d", c.name, got, c.want)
+		}
+		if c.want != xdpRedirect {
+			continue
+		}
+		// Each field the program reads, changed, hands the frame back
+		// to the kernel.
+		v6 := c.frame[12] == 0x86
+		dstOff := packet.EthernetMinimumSize + 16
+		local := addrB.Addr().AsSlice()
+		if v6 {
+			dstOff, local = packet.EthernetMinimumSize+24, addrB6.Addr().AsSlice()
+		}
+		for _, m := range []struct {
+			what   string
+			mutate func(f []byte)
+		}{
+			{"first MAC byte", func(f []byte) { f[0] ^= 0x80 }},
+			{"last MAC byte", func(f []byte) { f[5] ^= 1 }},
+			{"ethertype", func(f []byte) { f[13] ^= 1 }},
+			{"destination a kernel address", func(f []byte) { copy(f[dstOff:], local) }},
+		} {
+			f := append([]byte(nil), c.frame...)
+			m.mutate(f)
+			if got, err := prog.Run(f); err != nil || got != xdpPass {
+				t.Errorf("%s with its %s changed: verdict %d (%v), want %d", c.name, m.what, got, err, xdpPass)
+			}
+		}
+	}
+	// The kernel's addresses change while the program runs.
+	if err := prog.SetLocal([]netip.Addr{vip4}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := prog.Run(udpFrame(mac, peer, a4, vip4, 1)); got != xdpPass {
+		t.Errorf("to an address made the kernel's: verdict %d, want pass", got)
+	}
+	if got, _ := prog.Run(udpFrame(mac, peer, a4, addrB.Addr(), 1)); got != xdpRedirect {
+		t.Errorf("to an address no longer the kernel's: verdict %d, want redirect", got)
+	}
+}
+
+// TestSocketOnVeth: with the program attached to b's end, frames a sends
+// to vsgate's addresses reach the socket, in order and whole, and the
+// kernel never sees them; the host's own traffic (ping, with the ARP it
+// needs) is untouched; frames the socket sends reach a; Close unblocks a
+// waiting ReadBatch.
+func TestSocketOnVeth(t *testing.T) {
+	lab := pairLab(t)
+	_, sock, mac := vsgateSide(t, lab, true)
+	var tx *afpacket.Socket
+	if err := lab.MustHost("a").Do(func() (err error) {
+		tx, err = afpacket.Open(afpacket.Config{Interface: lab.IfName("a")})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	ifa, err := lab.MustHost("a").Netlink().LinkByName(lab.IfName("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := packet.MAC(ifa.Attrs().HardwareAddr)
+
+	var frames [][]byte
+	for i := range 20 {
+		if i%2 == 0 {
+			frames = append(frames, udpFrame(mac, peer, addrA.Addr(), vip4, byte(i)))
+		} else {
+			frames = append(frames, udpFrame(mac, peer, addrA6.Addr(), vip6, byte(i)))
+		}
+	}
+	kernelBefore := ipReceives(t, lab)
+	if n, err := tx.WriteBatch(frames); n != len(frames) || err != nil {
+		t.Fatalf("a sent %d of %d: %v", n, len(frames), err)
+	}
+	bufs := make([][]byte, MaxBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	sizes := make([]int, MaxBatch)
+	var got [][]byte
+	for len(got) < len(frames) {
+		n, err := sock.ReadBatch(bufs, sizes, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			got = append(got, append([]byte(nil), bufs[i][:sizes[i]]...))
+		}
+	}
+	for i, f := range frames {
+		if string(got[i]) != string(f) {
+			t.Fatalf("frame %d arrived as % x, want % x", i, got[i], f)
+		}
+	}
+
+	if after := ipReceives(t, lab); after != kernelBefore {
+		t.Errorf("b's kernel received IP packets meanwhile: %v, then %v", kernelBefore, after)
+	}
+
+	// The host's own traffic stays the kernel's: a connects to b's
+	// addresses (ARP and neighbour discovery first) and b's kernel
+	// answers.
+	for _, addr := range []netip.Addr{addrB.Addr(), addrB6.Addr()} {
+		ln, err := lab.MustHost("b").Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted := make(chan error, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err == nil {
+				_, err = c.Write([]byte("host"))
+				c.Close()
+			}
+			accepted <- err
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		c, err := lab.MustHost("a").DialContext(ctx, "tcp", ln.Addr().String())
+		cancel()
+		if err != nil {
+			ln.Close()
+			t.Fatalf("a to b's own %v through the program: %v", addr, err)
+		}
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(c)
+		c.Close()
+		ln.Close()
+		if err != nil || string(got) != "host" || <-accepted != nil {
+			t.Fatalf("a to b's own %v: read %q, %v", addr, got, err)
+		}
+	}
+
+	if after := ipReceives(t, lab); after[0] == kernelBefore[0] || after[1] == kernelBefore[1] {
+		t.Errorf("b's kernel counters did not move with its own traffic: %v, then %v", kernelBefore, after)
+	}
+
+	// The socket sends: a reads what it sent.
+	back := udpFrame(peer, mac, vip4, addrA.Addr(), 0xee)
+	if n, err := sock.WriteBatch([][]byte{back}); n != 1 || err != nil {
+		t.Fatalf("socket sent %d: %v", n, err)
+	}
+	buf := make([]byte, 2048)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		n, err := tx.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(buf[:n]) == string(back) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a never received the socket's frame")
+		}
+	}
+	if st, err := sock.Stats(); err != nil || st.RxDropped != 0 || st.InvalidDescs != 0 {
+		t.Errorf("socket statistics %+v, %v: want no drops", st, err)
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := sock.ReadBatch(bufs, sizes, 0)
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	sock.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("ReadBatch after Close: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not unblock ReadBatch")
+	}
+}
+
+// ipReceives is what b's kernel counts as IP packets received (IPv4's
+// InReceives, IPv6's Ip6InReceives), read from its namespace.
+func ipReceives(t *testing.T, lab *netlab.Lab) [2]string {
+	t.Helper()
+	var out [2]string
+	err := lab.MustHost("b").Do(func() error {
+		for i, f := range []string{"/proc/thread-self/net/snmp", "/proc/thread-self/net/snmp6"} {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return err
+			}
+			lines := strings.Split(string(b), "\n")
+			for j, l := range lines {
+				// "Ip: Forwarding DefaultTTL InReceives ...", then the values.
+				if i == 0 && strings.HasPrefix(l, "Ip: Forwarding") && j+1 < len(lines) {
+					out[0] = strings.Fields(lines[j+1])[3]
+				}
+				if i == 1 && strings.HasPrefix(l, "Ip6InReceives") {
+					out[1] = strings.Fields(l)[1]
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil || out[0] == "" || out[1] == "" {
+		t.Fatalf("reading b's IP counters: %v (%q)", err, out)
+	}
+	return out
+}

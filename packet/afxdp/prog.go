@@ -1,0 +1,241 @@
+package afxdp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/vsgate/vsgate/packet"
+)
+
+// maxLocal bounds the kernel addresses one interface's program knows
+// (each family's map).
+const maxLocal = 1024
+
+// XDP verdicts.
+const (
+	xdpPass     = 2
+	xdpRedirect = 4
+)
+
+// Program is the XDP program of one interface, with its maps: the
+// sockets by receive queue (an XSKMAP) and the kernel's own addresses by
+// family. It redirects to the queue's socket the frames vsgate handles —
+// IPv4 and IPv6 sent to the interface's MAC whose destination is not one
+// of the kernel's addresses: packets for vsgate's addresses and packets
+// routed through it — and passes the rest to the kernel: ARP and
+// neighbour discovery (the kernel resolves its own neighbours; vsgate
+// reads copies through an AF_PACKET socket), broadcasts and multicasts,
+// the host's own traffic, and any frame of a queue that has no socket.
+type Program struct {
+	prog                 *ebpf.Program
+	xsks, local4, local6 *ebpf.Map
+	attached             link.Link
+
+	mu    sync.Mutex // serialises SetLocal
+	local map[netip.Addr]bool
+}
+
+// NewProgram loads the program for an interface of address mac with
+// queues receive queues. It is not attached (Attach).
+func NewProgram(mac packet.MAC, queues int) (_ *Program, err error) {
+	p := &Program{local: map[netip.Addr]bool{}}
+	defer func() {
+		if err != nil {
+			p.Close()
+		}
+	}()
+	if p.xsks, err = ebpf.NewMap(&ebpf.MapSpec{Name: "vsgate_xsks", Type: ebpf.XSKMap, KeySize: 4, ValueSize: 4, MaxEntries: uint32(max(queues, 1))}); err != nil {
+		return nil, fmt.Errorf("afxdp: socket map: %w", err)
+	}
+	if p.local4, err = ebpf.NewMap(&ebpf.MapSpec{Name: "vsgate_local4", Type: ebpf.Hash, KeySize: 4, ValueSize: 1, MaxEntries: maxLocal}); err != nil {
+		return nil, fmt.Errorf("afxdp: address map: %w", err)
+	}
+	if p.local6, err = ebpf.NewMap(&ebpf.MapSpec{Name: "vsgate_local6", Type: ebpf.Hash, KeySize: 16, ValueSize: 1, MaxEntries: maxLocal}); err != nil {
+		return nil, fmt.Errorf("afxdp: address map: %w", err)
+	}
+	if p.prog, err = ebpf.NewProgram(programSpec(mac, p.xsks, p.local4, p.local6)); err != nil {
+		return nil, fmt.Errorf("afxdp: loading the XDP program: %w", err)
+	}
+	return p, nil
+}
+
+// programSpec is the program's instructions (cilium/ebpf's assembler: no
+// compiler at build time). The context's fields are 32-bit loads: data
+// at 0, data_end at 4, rx_queue_index at 16. Packet loads are in host
+// byte order, so wire constants are compared as a host-order load of
+// their bytes sees them; a 32-bit value is compared with a 32-bit jump,
+// since a 64-bit one would sign-extend the immediate and never match a
+// value of 2^31 or more.
+func programSpec(mac packet.MAC, xsks, local4, local6 *ebpf.Map) *ebpf.ProgramSpec {
+	const eth = packet.EthernetMinimumSize
+	wire16 := func(v uint16) int32 {
+		var b [2]byte
+		binary.BigEndian.PutUint16(b[:], v)
+		return int32(binary.NativeEndian.Uint16(b[:]))
+	}
+	macHi := int32(binary.NativeEndian.Uint32(mac[0:4]))
+	macLo := int32(binary.NativeEndian.Uint16(mac[4:6]))
+	// toUs checks the destination MAC (its symbol first), else passes.
+	toUs := func(symbol string) asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R7, 0, asm.Word).WithSymbol(symbol),
+			asm.JNE.Imm32(asm.R2, macHi, "pass"),
+			asm.LoadMem(asm.R2, asm.R7, 4, asm.Half),
+			asm.JNE.Imm(asm.R2, macLo, "pass"),
+		}
+	}
+	in := asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),              // r6 = ctx
+		asm.LoadMem(asm.R7, asm.R6, 0, asm.Word), // r7 = data
+		asm.LoadMem(asm.R8, asm.R6, 4, asm.Word), // r8 = data_end
+		asm.Mov.Reg(asm.R1, asm.R7),
+		asm.Add.Imm(asm.R1, eth),
+		asm.JGT.Reg(asm.R1, asm.R8, "pass"), // shorter than an Ethernet header
+		asm.LoadMem(asm.R2, asm.R7, 12, asm.Half),
+		asm.JEq.Imm(asm.R2, wire16(packet.EtherTypeIPv4), "ipv4"),
+		asm.JEq.Imm(asm.R2, wire16(packet.EtherTypeIPv6), "ipv6"),
+		asm.Ja.Label("pass"), // ARP and the rest
+
+		asm.Mov.Reg(asm.R1, asm.R7).WithSymbol("ipv4"),
+		asm.Add.Imm(asm.R1, eth+packet.IPv4MinimumSize),
+		asm.JGT.Reg(asm.R1, asm.R8, "pass"),
+	}
+	in = append(in, toUs("v4mac")...)
+	in = append(in,
+		asm.LoadMapPtr(asm.R1, local4.FD()),
+		asm.Mov.Reg(asm.R2, asm.R7),
+		asm.Add.Imm(asm.R2, eth+16), // the key: the destination, in the frame
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"), // a kernel address: the host's traffic
+		asm.Ja.Label("redirect"),
+
+		asm.Mov.Reg(asm.R1, asm.R7).WithSymbol("ipv6"),
+		asm.Add.Imm(asm.R1, eth+packet.IPv6HeaderSize+1),
+		asm.JGT.Reg(asm.R1, asm.R8, "v6fixed"),
+		// Neighbour solicitations and advertisements (ICMPv6 right after
+		// the fixed header) stay with the kernel, as ARP does.
+		asm.LoadMem(asm.R2, asm.R7, eth+6, asm.Byte),
+		asm.JNE.Imm(asm.R2, int32(packet.ProtoICMPv6), "v6fixed"),
+		asm.LoadMem(asm.R2, asm.R7, eth+packet.IPv6HeaderSize, asm.Byte),
+		asm.JEq.Imm(asm.R2, int32(packet.ICMPv6NeighborSolicit), "pass"),
+		asm.JEq.Imm(asm.R2, int32(packet.ICMPv6NeighborAdvert), "pass"),
+		asm.Mov.Reg(asm.R1, asm.R7).WithSymbol("v6fixed"),
+		asm.Add.Imm(asm.R1, eth+packet.IPv6HeaderSize),
+		asm.JGT.Reg(asm.R1, asm.R8, "pass"),
+	)
+	in = append(in, toUs("v6mac")...)
+	in = append(in,
+		asm.LoadMapPtr(asm.R1, local6.FD()),
+		asm.Mov.Reg(asm.R2, asm.R7),
+		asm.Add.Imm(asm.R2, eth+24),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+
+		// The queue's socket; with none, the kernel has the frame.
+		asm.LoadMem(asm.R2, asm.R6, 16, asm.Word).WithSymbol("redirect"),
+		asm.LoadMapPtr(asm.R1, xsks.FD()),
+		asm.Mov.Imm(asm.R3, xdpPass),
+		asm.FnRedirectMap.Call(),
+		asm.Return(),
+
+		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("pass"),
+		asm.Return(),
+	)
+	return &ebpf.ProgramSpec{Name: "vsgate_xsk", Type: ebpf.XDP, License: "GPL", Instructions: in}
+}
+
+// Attach attaches the program to the interface in native (driver) mode,
+// through a BPF link: it comes off when the link closes, or when the
+// process ends however it ends, and the kernel has all the frames again.
+func (p *Program) Attach(ifindex int) error {
+	l, err := link.AttachXDP(link.XDPOptions{Program: p.prog, Interface: ifindex, Flags: link.XDPDriverMode})
+	if err != nil {
+		return fmt.Errorf("afxdp: attaching XDP to interface %d: %w", ifindex, err)
+	}
+	p.attached = l
+	return nil
+}
+
+// Register puts the socket in the map at its queue: the queue's frames
+// go to it from now on.
+func (p *Program) Register(s *Socket) error {
+	if err := p.xsks.Update(uint32(s.Queue()), uint32(s.FD()), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("afxdp: registering the socket of queue %d: %w", s.Queue(), err)
+	}
+	return nil
+}
+
+// SetLocal makes local the kernel's own addresses, whose packets the
+// program leaves to the kernel: the maps change entry by entry, each
+// change atomic, while the program runs.
+func (p *Program) SetLocal(local []netip.Addr) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	want := map[netip.Addr]bool{}
+	for _, a := range local {
+		want[a.Unmap()] = true
+	}
+	var errs []error
+	for a := range want {
+		if p.local[a] {
+			continue
+		}
+		if err := p.localMap(a).Update(keyOf(a), uint8(1), ebpf.UpdateAny); err != nil {
+			errs = append(errs, fmt.Errorf("afxdp: local address %v: %w", a, err))
+			continue
+		}
+		p.local[a] = true
+	}
+	for a := range p.local {
+		if want[a] {
+			continue
+		}
+		if err := p.localMap(a).Delete(keyOf(a)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("afxdp: local address %v: %w", a, err))
+			continue
+		}
+		delete(p.local, a)
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Program) localMap(a netip.Addr) *ebpf.Map {
+	if a.Is4() {
+		return p.local4
+	}
+	return p.local6
+}
+
+// keyOf is an address as the program's maps key it: its bytes.
+func keyOf(a netip.Addr) []byte { return a.AsSlice() }
+
+// Run runs the program once on frame, received on queue 0, without
+// attaching it (the kernel's test run), and returns its verdict: 2
+// passes, 4 redirects (a socket of queue 0 is in the map).
+func (p *Program) Run(frame []byte) (uint32, error) {
+	return p.prog.Run(&ebpf.RunOptions{Data: frame})
+}
+
+// Close detaches the program and releases it and its maps.
+func (p *Program) Close() error {
+	var errs []error
+	if p.attached != nil {
+		errs = append(errs, p.attached.Close())
+	}
+	if p.prog != nil {
+		errs = append(errs, p.prog.Close())
+	}
+	for _, m := range []*ebpf.Map{p.xsks, p.local4, p.local6} {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
