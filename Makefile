@@ -61,7 +61,7 @@ fuzz: ## run every fuzz target for FUZZTIME each (default 30s)
 	  done; \
 	done
 
-demo: ## build vsgate, run it in netlab with real traffic on TUN and AF_PACKET, replay the handbook, fail over behind BGP routers (MODE=tun|afpacket|handbook|ecmp|dr|both|all; KEEP=1: keep the lab up and show the status page's address), report, clean up (root)
+demo: ## build vsgate, run it in netlab with real traffic on TUN, AF_PACKET and AF_XDP, replay the handbook, fail over behind BGP routers (MODE=tun|afpacket|afxdp|handbook|ecmp|dr|both|all; KEEP=1: keep the lab up and show the status page's address), report, clean up (root)
 	@[ "$$(id -u)" = 0 ] || { echo "make demo needs root (it creates network namespaces)"; exit 1; }
 	@sh .ci/install-deps
 	CGO_ENABLED=0 $(GO) build -o vsgate ./cmd/vsgate

@@ -36,8 +36,9 @@ func FromConfig(cfg *config.Config, log *slog.Logger, readFile func(string) ([]b
 	if cfg.MasqueradeTo.IsValid() {
 		o.MasqDefaults.MasqTo = []netip.Addr{cfg.MasqueradeTo}
 	}
-	if cfg.Device.Type == config.DeviceAFPacket {
-		o.AFPacket = &AFPacketOptions{Interfaces: cfg.Device.Interfaces, Queues: cfg.Device.Queues, Addrs: cfg.Device.Addresses}
+	if cfg.Device.Ethernet() {
+		o.AFPacket = &AFPacketOptions{Interfaces: cfg.Device.Interfaces, Queues: cfg.Device.Queues, Addrs: cfg.Device.Addresses,
+			XDP: cfg.Device.Type == config.DeviceAFXDP}
 	}
 	if cfg.Metrics.Listen.IsValid() {
 		o.MetricsListen = cfg.Metrics.Listen.String()

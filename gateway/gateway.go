@@ -148,6 +148,9 @@ type AFPacketOptions struct {
 	// configuration names (VIPs, masquerade and FULLNAT addresses):
 	// typically the real servers' default gateway.
 	Addrs []netip.Addr
+	// XDP carries the frames through AF_XDP sockets where XDP attaches
+	// (afpacket.LinkConfig.XDP; device.type: afxdp).
+	XDP bool
 }
 
 // L7Service is one HTTP virtual service served in the gateway.
@@ -319,7 +322,7 @@ func New(opts Options) (g *Gateway, err error) {
 // addresses.
 func (g *Gateway) openLink() (err error) {
 	o := g.opts.AFPacket
-	g.link, err = afpacket.OpenLink(afpacket.LinkConfig{Interfaces: o.Interfaces, Queues: o.Queues, Owned: g.ownedAddrs(), Logger: g.log})
+	g.link, err = afpacket.OpenLink(afpacket.LinkConfig{Interfaces: o.Interfaces, Queues: o.Queues, Owned: g.ownedAddrs(), Logger: g.log, XDP: o.XDP})
 	if err != nil {
 		return fmt.Errorf("AF_PACKET device: %w", err)
 	}
@@ -359,6 +362,13 @@ func (g *Gateway) openLink() (err error) {
 	}
 	if err := g.net.apply(steps); err != nil {
 		return fmt.Errorf("L7 wiring: %w", err)
+	}
+	if !g.opts.L7Netstack {
+		// With AF_XDP, the frames of L7 services must be left to the
+		// kernel in the first place.
+		if err := g.link.SetL7(plan.L7); err != nil {
+			return err
+		}
 	}
 	g.link.Announce()
 	g.log.Info("AF_PACKET device", "interfaces", o.Interfaces, "queues", max(o.Queues, 1), "owned", g.link.Owned())

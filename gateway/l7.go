@@ -304,8 +304,13 @@ func (g *Gateway) rewireL7Link(old, next []L7Service) (undo func() error, err er
 	if err := g.net.apply(adding); err != nil {
 		return none, fmt.Errorf("L7 wiring: %w", err)
 	}
+	// Both sets of services' frames go to the kernel until the reload
+	// is through (unwireL7Link).
+	if err := g.link.SetL7(append(l7VIPs(old), l7VIPs(next)...)); err != nil {
+		return none, errors.Join(err, g.link.SetL7(l7VIPs(old)))
+	}
 	return func() error {
-		var errs []error
+		errs := []error{g.link.SetL7(l7VIPs(old))}
 		for i := len(g.net.items) - 1; i >= n; i-- {
 			errs = append(errs, g.net.items[i].undo())
 		}
@@ -343,7 +348,7 @@ func (g *Gateway) unwireL7Link(old, next []L7Service) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
+	errs := []error{g.link.SetL7(l7VIPs(next))}
 	items := g.net.items[:0]
 	for _, it := range g.net.items {
 		if had[it.key] && !keep[it.key] {

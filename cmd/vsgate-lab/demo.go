@@ -12,7 +12,7 @@ import (
 	"github.com/vsgate/vsgate/internal/e2e"
 )
 
-const demoUsage = `usage: vsgate-lab demo [-keep] [tun|afpacket|handbook|ecmp|dr|both|all]
+const demoUsage = `usage: vsgate-lab demo [-keep] [tun|afpacket|afxdp|handbook|ecmp|dr|both|all]
   Build a netlab topology (a client, the gateway, three real servers, in
   network namespaces of their own), run the vsgate binary beside this one
   in the gateway's namespace, check what an operator would check, print a report
@@ -23,6 +23,9 @@ const demoUsage = `usage: vsgate-lab demo [-keep] [tun|afpacket|handbook|ecmp|dr
               through AF_PACKET (2 sockets each); it answers ARP/ND for
               the VIPs and the servers' gateway, the kernel forwards
               nothing
+    afxdp     "l2" again, the frames through AF_XDP (device.type: afxdp):
+              an XDP program redirects them to one socket per interface;
+              ARP/ND through AF_PACKET; the hosts send whole checksums
     handbook  "basic" on TUN again, replaying the virtual-server handbook:
               its ipmasqadm and ipchains lines typed into vsgate adm as it
               writes them (198.18.2.x for its private /24, www.fuancn.cn in
@@ -57,6 +60,8 @@ type demoPass struct {
 func runDemo(args []string, stdout, stderr io.Writer) int {
 	tun := demoPass{name: "TUN", steps: e2e.TUNSteps(), where: "on TUN vsg0 (2 queues)"}
 	afp := demoPass{name: "AF_PACKET", opts: e2e.Options{AFPacket: true}, steps: e2e.AFPacketSteps(), where: "on AF_PACKET, interfaces out and in (2 sockets each)"}
+	afx := demoPass{name: "AF_XDP", opts: e2e.Options{AFPacket: true, XDP: true}, steps: e2e.AFXDPSteps(),
+		where: "on AF_XDP, interfaces out and in (an XDP program and one socket each, copy mode; ARP/ND on AF_PACKET)"}
 	book := demoPass{name: "the handbook, replayed", opts: e2e.Options{Handbook: true}, steps: e2e.HandbookSteps(),
 		where: "on TUN vsg0, with only the handbook's ProxyPass lines configured (method 2 is typed in with vsgate adm); the handbook's private real servers .1-.3 are 198.18.2.11-13 here, their /24 is 198.18.2.0/24, and www.fuancn.cn is the VIP 198.18.0.10 / 2001:db8::10 in the client's and the gateway's hosts files"}
 	ecmp := demoPass{name: "ECMP: several gateways behind BGP routers", ecmp: e2e.ECMPSteps()}
@@ -68,7 +73,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	var passes []demoPass
 	switch {
 	case len(args) == 0 || len(args) == 1 && args[0] == "all":
-		passes = []demoPass{tun, afp, book, ecmp, dr}
+		passes = []demoPass{tun, afp, afx, book, ecmp, dr}
 	case len(args) == 1 && args[0] == "ecmp":
 		passes = []demoPass{ecmp}
 	case len(args) == 1 && args[0] == "dr":
@@ -79,6 +84,8 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 		passes = []demoPass{tun}
 	case len(args) == 1 && args[0] == "afpacket":
 		passes = []demoPass{afp}
+	case len(args) == 1 && args[0] == "afxdp":
+		passes = []demoPass{afx}
 	case len(args) == 1 && args[0] == "handbook":
 		passes = []demoPass{book}
 	default:

@@ -46,6 +46,10 @@ const (
 const (
 	DeviceTUN      = "tun"      // a TUN interface; the kernel routes packets into it
 	DeviceAFPacket = "afpacket" // AF_PACKET sockets on Ethernet interfaces; vsgate answers ARP/ND itself
+	// DeviceAFXDP is afpacket with the frames through AF_XDP sockets, fed
+	// by an XDP program (packet/afxdp); ARP/ND still through AF_PACKET.
+	// An interface where XDP cannot attach falls back to AF_PACKET.
+	DeviceAFXDP = "afxdp"
 )
 
 // Health check types (Health.Type).
@@ -154,9 +158,13 @@ const (
 	DefaultSynProxyFill     = 75
 )
 
+// Ethernet reports whether the device works on Ethernet interfaces
+// (afpacket, afxdp) rather than a TUN.
+func (d Device) Ethernet() bool { return d.Type == DeviceAFPacket || d.Type == DeviceAFXDP }
+
 // Device is where packets come from and go to.
 type Device struct {
-	Type     string // DeviceTUN or DeviceAFPacket
+	Type     string // DeviceTUN, DeviceAFPacket or DeviceAFXDP
 	Name     string // TUN: interface name, at most 15 bytes
 	Queues   int    // TUN queues, or AF_PACKET sockets per interface; one worker each: 1..MaxQueues
 	Offloads bool   // TUN with the virtio-net header and TSO/USO (GSO/GRO); default true

@@ -171,6 +171,11 @@ func TestAccepted(t *testing.T) {
 					c.DropUnmatched && c.Log.Level == slog.LevelDebug && c.Log.Format == "json"
 			}},
 		{"metrics off", "metrics: {listen: off}\n", func(c *Config) bool { return !c.Metrics.Listen.IsValid() }},
+		{"afxdp", "device: {type: afxdp, interfaces: [out, in]}\nservices:\n  - {proto: tcp, vip: 198.18.0.10:80, mode: dr, backends: [{addr: 198.18.2.11}]}\n",
+			func(c *Config) bool {
+				again, err := Parse(c.YAML(), "again.yaml")
+				return c.Device.Type == DeviceAFXDP && c.Device.Ethernet() && err == nil && again.Device.Type == DeviceAFXDP
+			}},
 		{"afpacket", "device: {type: AFPacket, interfaces: [out, in], queues: 2, addresses: [198.18.2.1, \"2001:db8:2::1\"]}\n",
 			func(c *Config) bool {
 				return c.Device.Type == DeviceAFPacket && slices.Equal(c.Device.Interfaces, []string{"out", "in"}) && c.Device.Queues == 2 &&

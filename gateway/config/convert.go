@@ -28,7 +28,7 @@ func (f *file) convert(r *report) *Config {
 
 	d := raw.Device
 	c.Device = Device{
-		Type:       cv.enum("device.type", d.Type, DeviceTUN, DeviceTUN, DeviceAFPacket),
+		Type:       cv.enum("device.type", d.Type, DeviceTUN, DeviceTUN, DeviceAFPacket, DeviceAFXDP),
 		Name:       cv.str(d.Name, "vsg0"),
 		Queues:     int(cv.integer("device.queues", "device queues", d.Queues, 1, 1, MaxQueues)),
 		Offloads:   d.Offloads == "" || cv.boolean("device.offloads", d.Offloads), // default on

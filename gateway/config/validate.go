@@ -147,7 +147,7 @@ func validateDR(c *Config, r *report) {
 			continue
 		}
 		path := fmt.Sprintf("services[%d]", i)
-		if c.Device.Type != DeviceAFPacket && !r.failed("device.type") {
+		if !c.Device.Ethernet() && !r.failed("device.type") {
 			r.fail(path+".mode", fmt.Sprintf("service %v is direct routing, and the device is %s", s.VIP, c.Device.Type),
 				"use device.type: afpacket (direct routing puts the real server's MAC in the frame, and a TUN carries no frames), or mode: nat")
 		}
@@ -176,9 +176,9 @@ func validateDevice(d Device, r *report) {
 		if len(d.Addresses) > 0 {
 			r.fail("device.addresses", "device addresses are for type afpacket", "remove them, or use type: afpacket")
 		}
-	case DeviceAFPacket:
+	case DeviceAFPacket, DeviceAFXDP:
 		if len(d.Interfaces) == 0 {
-			r.fail("device.type", "device type afpacket needs the Ethernet interfaces it owns",
+			r.fail("device.type", "device type "+d.Type+" needs the Ethernet interfaces it owns",
 				"add interfaces: [IFACE, ...], such as interfaces: [eth1, eth2]")
 		}
 		seen := map[string]bool{}

@@ -62,6 +62,10 @@ type Options struct {
 	// AFPacket runs vsgate in AF_PACKET mode on netlab's "l2" topology
 	// instead of on a TUN in "basic".
 	AFPacket bool
+	// XDP (with AFPacket) carries the frames through AF_XDP
+	// (device.type: afxdp); the lab's hosts then send complete
+	// checksums (netlab's NoChecksumOffload).
+	XDP bool
 	// Handbook runs the handbook replay's configuration (handbookConfig)
 	// instead of the demo's: method 2 is then typed in by HandbookSteps.
 	Handbook bool
@@ -84,6 +88,7 @@ func StartWith(ctx context.Context, exe string, opts Options) (_ *Env, err error
 	topo := netlab.Basic()
 	if opts.AFPacket {
 		topo = netlab.L2()
+		topo.NoChecksumOffload = opts.XDP
 	}
 	lab, err := netlab.Build(ctx, topo, netlab.Options{})
 	if err != nil {
@@ -325,8 +330,13 @@ func (e *Env) device(p netlab.Plan) string {
 	for _, a := range p.Owned {
 		owned = append(owned, strconv.Quote(a.String()))
 	}
-	return fmt.Sprintf("{type: afpacket, interfaces: [%s, %s], queues: 2, addresses: [%s]}",
-		e.Lab.IfName(p.GatewayOut), e.Lab.IfName(p.GatewayIn), strings.Join(owned, ", "))
+	typ, queues := "afpacket", 2
+	if e.opts.XDP {
+		// A veth has one receive queue, and AF_XDP one socket each.
+		typ, queues = "afxdp", 1
+	}
+	return fmt.Sprintf("{type: %s, interfaces: [%s, %s], queues: %d, addresses: [%s]}",
+		typ, e.Lab.IfName(p.GatewayOut), e.Lab.IfName(p.GatewayIn), queues, strings.Join(owned, ", "))
 }
 
 // Log returns what vsgate logged so far.

@@ -27,6 +27,12 @@ func TestDemoAFPacket(t *testing.T) {
 	runSteps(t, Options{AFPacket: true}, AFPacketSteps())
 }
 
+// TestDemoAFXDP runs every demo step against vsgate with its frames
+// through AF_XDP (device.type: afxdp) on the "l2" topology.
+func TestDemoAFXDP(t *testing.T) {
+	runSteps(t, Options{AFPacket: true, XDP: true}, AFXDPSteps())
+}
+
 // TestL7Netstack runs the L7 steps with the L7 services on gVisor's
 // netstack (l7.stack: netstack): TestDemo runs them on the kernel's TCP.
 func TestL7Netstack(t *testing.T) {

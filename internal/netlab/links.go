@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -47,7 +49,40 @@ func (l *Lab) addLink(n int, ls LinkSpec) error {
 		if err := h.addAddrs(e.Name, e.Addrs); err != nil {
 			return err
 		}
+		if l.Topo.NoChecksumOffload {
+			if err := h.Do(func() error { return txChecksumOff(l.IfName(e.Name)) }); err != nil {
+				return fmt.Errorf("%s: transmit checksum offload off: %w", e.Name, err)
+			}
+		}
 	}
+	return nil
+}
+
+// txChecksumOff turns transmit checksum offload off on interface name in
+// the calling thread's namespace: ethtool's legacy ETHTOOL_STXCSUM
+// (ethtool -K NAME tx off), which needs no ethtool binary.
+func txChecksumOff(name string) error {
+	const (
+		siocEthtool    = 0x8946
+		ethtoolSTxCsum = 0x17
+	)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	value := struct{ cmd, data uint32 }{cmd: ethtoolSTxCsum}
+	var ifr struct {
+		name [unix.IFNAMSIZ]byte
+		data uintptr
+		_    [16]byte // the rest of struct ifreq's union
+	}
+	copy(ifr.name[:], name)
+	ifr.data = uintptr(unsafe.Pointer(&value))
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), siocEthtool, uintptr(unsafe.Pointer(&ifr))); e != 0 {
+		return e
+	}
+	runtime.KeepAlive(&value)
 	return nil
 }
 

@@ -35,6 +35,12 @@ type Topology struct {
 	Hosts []HostSpec // in build order
 	Links []LinkSpec // veth pairs; created after all hosts and bridges
 	Plan  Plan       // roles and well-known addresses; zero for custom topologies
+	// NoChecksumOffload turns transmit checksum offload off on every
+	// veth end, so that every host sends complete checksums: for a
+	// gateway that reads frames through XDP, which carries no word that
+	// a checksum was left partial (as AF_PACKET's virtio-net header
+	// does). A host's TCP then sends no super-packets either.
+	NoChecksumOffload bool
 }
 
 // HostSpec declares one host: a network namespace named Prefix+"-"+Name.

@@ -16,8 +16,9 @@ var ErrNoSeccompList = errors.New("seccomp: no allow-list for " + runtime.GOARCH
 // Confine installs a seccomp filter on every thread of the process (and so
 // on every thread it starts later) that allows only the system calls a
 // running gateway makes (seccomp_amd64.go lists them, and why) and fails
-// every other one with EPERM: execve, ptrace, mount, bpf, module loading
-// and the rest of the kernel's surface are gone. A call of another
+// every other one with EPERM: execve, ptrace, mount, bpf (but for map
+// updates: seccompProgram), module loading and the rest of the kernel's
+// surface are gone. A call of another
 // architecture's ABI (x32 on amd64) kills the process.
 //
 // Call it after Drop (it needs NO_NEW_PRIVS, which Drop sets on every
@@ -52,16 +53,26 @@ func Confine() error {
 	return checkThreads("seccomp", map[string]string{"Seccomp": "2", "NoNewPrivs": "1"})
 }
 
-// seccompProgram is the filter: check the architecture, then the call's
-// number against each allowed one; allow, or fail with EPERM.
+// seccompProgram is the filter: check the architecture, then bpf(2) for
+// its two map commands, then the call's number against each allowed one;
+// allow, or fail with EPERM.
+//
+// bpf(2) is allowed only to update and delete map elements: the AF_XDP
+// device's XDP program keeps the kernel's addresses in maps that follow
+// the namespace (packet/afxdp Program.SetLocal), and the maps were made
+// before the filter. Loading a program, making a map, attaching: EPERM.
 func seccompProgram(allowed []uintptr, arch uint32) ([]bpf.RawInstruction, error) {
-	if len(allowed) == 0 || len(allowed) > 250 {
-		return nil, fmt.Errorf("seccomp: %d allowed calls, want 1..250 (one jump reaches the allow)", len(allowed))
+	if len(allowed) == 0 || len(allowed) > 249 {
+		return nil, fmt.Errorf("seccomp: %d allowed calls, want 1..249 (one jump reaches the allow)", len(allowed))
 	}
 	const (
-		offNr   = 0 // struct seccomp_data: nr, arch, instruction_pointer, args
-		offArch = 4
-		x32Bit  = 0x40000000 // __X32_SYSCALL_BIT: amd64's other ABI
+		offNr    = 0 // struct seccomp_data: nr, arch, instruction_pointer, args
+		offArch  = 4
+		offArg0  = 16         // args[0]'s low 32 bits (little-endian: the list is amd64's)
+		x32Bit   = 0x40000000 // __X32_SYSCALL_BIT: amd64's other ABI
+		mapUpd   = 2          // BPF_MAP_UPDATE_ELEM
+		mapDel   = 3          // BPF_MAP_DELETE_ELEM
+		bpfBlock = 5          // the instructions that check bpf(2)
 	)
 	n := uint8(len(allowed))
 	prog := []bpf.Instruction{
@@ -69,7 +80,13 @@ func seccompProgram(allowed []uintptr, arch uint32) ([]bpf.RawInstruction, error
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: arch, SkipTrue: 1},
 		bpf.RetConstant{Val: unix.SECCOMP_RET_KILL_PROCESS},
 		bpf.LoadAbsolute{Off: offNr, Size: 4},
-		bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: x32Bit, SkipTrue: n + 1},
+		bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: x32Bit, SkipTrue: n + 1 + bpfBlock},
+		// bpf(2): the map commands, else EPERM; other calls to the list.
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.SYS_BPF, SkipFalse: bpfBlock - 1},
+		bpf.LoadAbsolute{Off: offArg0, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: mapUpd, SkipTrue: n + 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: mapDel, SkipTrue: n + 3},
+		bpf.RetConstant{Val: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)},
 	}
 	for i, nr := range allowed {
 		// Past the remaining checks, the EPERM and the kill, to the

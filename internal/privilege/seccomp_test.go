@@ -10,7 +10,8 @@ import (
 
 // TestSeccompProgram runs the filter in a BPF interpreter: every listed
 // call of the right architecture is allowed, an unlisted one gets EPERM,
-// another architecture and amd64's x32 ABI are killed.
+// bpf(2) only for map updates and deletes, another architecture and
+// amd64's x32 ABI are killed.
 func TestSeccompProgram(t *testing.T) {
 	allowed, arch, ok := seccompList()
 	if !ok {
@@ -31,16 +32,18 @@ func TestSeccompProgram(t *testing.T) {
 	// struct seccomp_data: nr, arch, ip, args. The kernel's seccomp loads
 	// its words as the host stores them; this interpreter loads words big
 	// endian, so the data is written big endian to read the same values.
-	run := func(nr, arch uint32) uint32 {
+	runArg := func(nr, arch, arg0 uint32) uint32 {
 		data := make([]byte, 64)
 		binary.BigEndian.PutUint32(data[0:], nr)
 		binary.BigEndian.PutUint32(data[4:], arch)
+		binary.BigEndian.PutUint32(data[16:], arg0)
 		v, err := vm.Run(data)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return uint32(v)
 	}
+	run := func(nr, arch uint32) uint32 { return runArg(nr, arch, 0) }
 	listed := map[uintptr]bool{}
 	for _, nr := range allowed {
 		listed[nr] = true
@@ -63,6 +66,18 @@ func TestSeccompProgram(t *testing.T) {
 		if listed[nr] {
 			t.Errorf("call %d is on the list: it must not be", nr)
 		}
+	}
+	// bpf(2): only map updates and deletes (the XDP program's address
+	// maps), nothing that loads, makes or attaches.
+	for cmd, want := range map[uint32]uint32{2: unix.SECCOMP_RET_ALLOW, 3: unix.SECCOMP_RET_ALLOW,
+		0: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM), 1: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM),
+		5: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM), 8: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM), 28: unix.SECCOMP_RET_ERRNO | uint32(unix.EPERM)} {
+		if got := runArg(unix.SYS_BPF, arch, cmd); got != want {
+			t.Errorf("bpf command %d: %#x, want %#x", cmd, got, want)
+		}
+	}
+	if got := runArg(uint32(unix.SYS_READ), arch, 2); got != unix.SECCOMP_RET_ALLOW {
+		t.Errorf("read with a first argument of 2: %#x, want allow", got)
 	}
 	if got := run(uint32(unix.SYS_READ), arch+1); got != unix.SECCOMP_RET_KILL_PROCESS {
 		t.Errorf("another architecture's read: %#x, want kill", got)

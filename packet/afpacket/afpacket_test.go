@@ -111,6 +111,36 @@ func TestFilter(t *testing.T) {
 	if _, err := Filter(FilterSpec{Local: make([]netip.Addr, maxFilterAddrs+1)}); err == nil {
 		t.Error("Filter accepted more addresses than fit")
 	}
+
+	// ControlOnly (beside AF_XDP sockets): ARP and ND alone.
+	prog, err = Filter(FilterSpec{MAC: macB, Local: []netip.Addr{local4}, ControlOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	insns = insns[:0]
+	for _, r := range prog {
+		insns = append(insns, r.Disassemble())
+	}
+	if vm, err = bpf.NewVM(insns); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		pass  bool
+	}{
+		{"ARP", arp, true}, {"neighbour solicitation", ns, true}, {"neighbour advertisement", na, true},
+		{"IPv4 to the VIP", ipFrame(vip4, 1), false}, {"IPv6 to the VIP", ipFrame(vip6, 1), false},
+		{"IPv4 routed through vsgate", ipFrame(other4, 1), false}, {"ARP sent by vsgate itself", ownARP, false},
+	} {
+		n, err := vm.Run(c.frame)
+		if err != nil {
+			t.Fatalf("control only, %s: %v", c.name, err)
+		}
+		if got := n >= len(c.frame); got != c.pass || (!c.pass && n != 0) {
+			t.Errorf("control only, %s: filter verdict %d for %d bytes, want pass=%v", c.name, n, len(c.frame), c.pass)
+		}
+	}
 }
 
 // TestSocketInNamespaces: frames written raw by an unfiltered socket in
@@ -285,7 +315,7 @@ func TestPortWriteNoAllocs(t *testing.T) {
 	lab := pairLab(t, "afpw", nil)
 	tx := openSocket(t, lab, "a", Config{VNetHdr: true})
 	l := &Link{neigh: NewNeighbors(), icmp: rate.NewLimiter(icmpPerSecond, icmpBurst)}
-	l.ifs = []*linkIface{{name: "a", mac: macA, socks: []*Socket{tx}}}
+	l.ifs = []*linkIface{{name: "a", mac: macA, socks: []*Socket{tx}, data: []dataSocket{tx}}}
 	l.state.Store(&linkState{owned: map[netip.Addr]bool{}, routes: []route{
 		{dst: netip.MustParsePrefix("198.18.0.0/15"), iface: 0},
 		{dst: netip.MustParsePrefix("2001:db8::/32"), iface: 0},

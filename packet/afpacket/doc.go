@@ -91,10 +91,33 @@
 // Link owns the interfaces, routes, neighbours and the queue of packets
 // waiting for a neighbour's answer; its Ports are device.Devices, one per
 // socket, which the gateway's workers read and write like TUN queues.
-// Socket is one AF_PACKET socket; ParseControl parses an ARP or neighbour
+// Socket is one AF_PACKET socket (xdp.go sets up the AF_XDP ones);
+// ParseControl parses an ARP or neighbour
 // discovery frame once, for the Responder (answers for owned addresses)
 // and Neighbors (learns senders; loads the kernel's neighbour table;
 // lock-free lookups on the transmit path).
+//
+// # Frames through AF_XDP
+//
+// With LinkConfig.XDP (device.type: afxdp) a Link carries the engine's
+// frames through AF_XDP sockets instead (packet/afxdp): an XDP program on
+// each interface redirects the frames this package's socket filter would
+// pass (IP to the interface's MAC, not to a kernel address) to the socket
+// of their receive queue, so the kernel never sees them at all (no
+// forwarding to turn off for them) and reading takes no system call per
+// frame. ARP and neighbour discovery stay the kernel's (a redirected frame
+// is gone from it, and the kernel resolves its own neighbours): one
+// AF_PACKET socket per interface, its filter ControlOnly, reads copies of
+// them for the Responder and Neighbors on a goroutine of its own, and
+// sends vsgate's answers, requests and the packets that waited for them.
+// Ports read and write the AF_XDP sockets with the same virtio-net header
+// in front of each frame (an empty one on read: through XDP nothing is a
+// super-packet, so writes are not merged either). An interface where the
+// program cannot attach (XDP missing, an MTU too large for XDP on a veth,
+// fewer receive queues than Queues) falls back to AF_PACKET sockets, with
+// a log line. On a veth, a sender on the same host hands over partial
+// checksums that XDP does not mark: the lab turns checksum offload off on
+// the peers.
 //
 // VLAN tags are not handled: AF_PACKET strips them into metadata on
 // receive and vsgate sends untagged frames. Use a VLAN interface (eth0.100)

@@ -20,6 +20,10 @@ type FilterSpec struct {
 	// Local are the kernel's own addresses in the namespace: IP packets to
 	// them are the host's traffic and stay with the kernel alone.
 	Local []netip.Addr
+	// ControlOnly passes ARP and neighbour discovery alone: the filter
+	// of the socket that reads them beside AF_XDP sockets, which carry
+	// the IP packets (LinkConfig.XDP).
+	ControlOnly bool
 }
 
 // maxFilterAddrs bounds Filter's program: classic BPF jumps reach at most
@@ -102,6 +106,9 @@ func Filter(spec FilterSpec) ([]bpf.RawInstruction, error) {
 	jeq(packet.ICMPv6NeighborSolicit, "accept", "")
 	jeq(packet.ICMPv6NeighborAdvert, "accept", "")
 	label("dstmac")
+	if spec.ControlOnly {
+		ja("reject")
+	}
 	emit(bpf.LoadAbsolute{Off: dstMACOff, Size: 4})
 	jeq(macHi, "", "reject")
 	emit(bpf.LoadAbsolute{Off: dstMACOff + 4, Size: 2})

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/vsgate/vsgate/packet"
+	"github.com/vsgate/vsgate/packet/afxdp"
 	"github.com/vsgate/vsgate/packet/device"
 )
 
@@ -35,6 +36,14 @@ type LinkConfig struct {
 	// a kernel address in the namespace.
 	Owned  []netip.Addr
 	Logger *slog.Logger
+	// XDP carries the engine's frames through AF_XDP sockets (package
+	// afxdp: an XDP program on each interface redirects them to one
+	// socket per queue), with an AF_PACKET socket per interface left for
+	// ARP and neighbour discovery. An interface where XDP cannot be set
+	// up (no XDP in the kernel, an MTU too large for it, fewer queues
+	// than Queues) falls back to AF_PACKET sockets, with one log line
+	// saying why.
+	XDP bool
 }
 
 // Link is vsgate's L2 device: AF_PACKET sockets on a set of Ethernet
@@ -62,7 +71,10 @@ type Link struct {
 	// noUSO is set when the kernel refused a UDP GSO packet: no more
 	// merging of datagrams (writeBatch).
 	noUSO atomic.Bool
-	icmp  *rate.Limiter // bounds the time-exceeded messages
+	// control is the goroutines that read ARP and neighbour discovery on
+	// the interfaces whose frames go through AF_XDP.
+	control sync.WaitGroup
+	icmp    *rate.Limiter // bounds the time-exceeded messages
 
 	mu sync.Mutex // serialises Refresh and SetOwned
 }
@@ -86,7 +98,23 @@ type linkIface struct {
 	index int
 	mac   packet.MAC
 	mtu   int
+	// socks are the interface's AF_PACKET sockets: the data sockets too
+	// unless XDP carries them, else the one that reads and sends ARP and
+	// neighbour discovery.
 	socks []*Socket
+	// data carry the engine's frames, by queue: socks, or AF_XDP sockets.
+	data []dataSocket
+	prog *afxdp.Program // the interface's XDP program; nil on AF_PACKET
+}
+
+// dataSocket is a socket that carries the engine's frames on one queue of
+// an interface, with a virtio-net header in front of each: a Socket, or
+// an AF_XDP socket (LinkConfig.XDP).
+type dataSocket interface {
+	ReadBatch(bufs [][]byte, sizes []int, off int) (int, error)
+	WriteBatch(frames [][]byte) (int, error)
+	RingDrops() uint64
+	Close() error
 }
 
 // linkState is what Refresh and SetOwned read from the namespace and the
@@ -159,6 +187,17 @@ func OpenLink(cfg LinkConfig) (_ *Link, err error) {
 		}
 		ifc := &linkIface{name: name, index: a.Index, mac: packet.MAC(a.HardwareAddr), mtu: a.MTU}
 		l.ifs = append(l.ifs, ifc)
+		if cfg.XDP {
+			err := l.openXDP(i, queues, local)
+			if err == nil {
+				for q, s := range ifc.data {
+					l.ports = append(l.ports, &Port{link: l, iface: i, queue: q, sock: s})
+				}
+				l.log.Info("AF_XDP device", "interface", name, "queues", queues, "mode", "copy")
+				continue
+			}
+			l.log.Warn("AF_XDP unavailable on this interface: AF_PACKET instead", "interface", name, "err", err)
+		}
 		// One fanout group per interface; IDs are per namespace, so they
 		// are made from the process and the interface.
 		group := uint16((os.Getpid()*64+i)%0xffff + 1) // never 0
@@ -172,6 +211,7 @@ func OpenLink(cfg LinkConfig) (_ *Link, err error) {
 				return nil, err
 			}
 			ifc.socks = append(ifc.socks, s)
+			ifc.data = append(ifc.data, s)
 			l.ports = append(l.ports, &Port{link: l, iface: i, queue: q, sock: s})
 		}
 	}
@@ -305,7 +345,12 @@ func (l *Link) refresh(owned, local []netip.Addr, announce bool) error {
 	if old == nil || !slices.Equal(old.local, local) {
 		for _, ifc := range l.ifs {
 			for _, s := range ifc.socks {
-				if err := s.SetFilter(FilterSpec{MAC: ifc.mac, Local: local}); err != nil {
+				if err := s.SetFilter(FilterSpec{MAC: ifc.mac, Local: local, ControlOnly: ifc.prog != nil}); err != nil {
+					return err
+				}
+			}
+			if ifc.prog != nil {
+				if err := ifc.prog.SetLocal(local); err != nil {
 					return err
 				}
 			}
@@ -432,10 +477,17 @@ func (l *Link) routes() ([]route, error) {
 // Close closes every socket and the netlink handle.
 func (l *Link) Close() error {
 	for _, ifc := range l.ifs {
+		if ifc.prog != nil {
+			ifc.prog.Close() // detached first: the kernel has the frames again
+		}
+		for _, s := range ifc.data {
+			s.Close()
+		}
 		for _, s := range ifc.socks {
 			s.Close()
 		}
 	}
+	l.control.Wait()
 	if l.nl != nil {
 		l.nl.Close()
 	}
@@ -454,7 +506,7 @@ func (l *Link) Close() error {
 // via, when valid, is where the packet goes instead of its destination
 // (direct routing): an on-link real server, whose MAC the frame gets;
 // the destination (a VIP, owned) is left as it is.
-func (l *Link) prepare(queue int, b []byte, via netip.Addr) *Socket {
+func (l *Link) prepare(queue int, b []byte, via netip.Addr) dataSocket {
 	frame, ip := b[packet.VNetHdrSize:], b[portHeadroom:]
 	var dst netip.Addr
 	var etherType uint16
@@ -494,17 +546,17 @@ func (l *Link) prepare(queue int, b []byte, via netip.Addr) *Socket {
 		return nil
 	}
 	packet.PutEthernet(frame, mac, ifc.mac, etherType)
-	return ifc.socks[queue%len(ifc.socks)]
+	return ifc.data[queue%len(ifc.data)]
 }
 
 // control handles a received ARP or neighbour discovery frame: learn the
 // sender, release what waited for it, answer if it asks for an owned
 // address.
-func (l *Link) control(p *Port, c *Control) {
+func (l *Link) handleControl(iface int, c *Control, reply *controlFrame) {
 	l.neigh.LearnFrom(c)
 	l.wait.release(l)
-	if n := l.state.Load().responders[p.iface].Reply(c, p.reply.frame()); n > 0 {
-		if err := p.reply.send(p.sock, n); err == nil {
+	if n := l.state.Load().responders[iface].Reply(c, reply.frame()); n > 0 {
+		if err := reply.send(l.ifs[iface].socks[0], n); err == nil {
 			l.stats.Replies.Add(1)
 		}
 	}
@@ -539,7 +591,7 @@ type Port struct {
 	link  *Link
 	iface int
 	queue int
-	sock  *Socket
+	sock  dataSocket
 	ctl   Control      // Read's scratch
 	reply controlFrame // Read's scratch
 	seg   []byte       // Segments' scratch
@@ -640,7 +692,7 @@ func (p *Port) isPacket(f []byte) bool {
 		}
 	}
 	if ParseControl(f, &p.ctl) {
-		p.link.control(p, &p.ctl)
+		p.link.handleControl(p.iface, &p.ctl, &p.reply)
 	}
 	return false
 }
@@ -747,7 +799,7 @@ func (p *Port) write(bufs [][]byte, offset int, via []netip.Addr) (int, error) {
 		return 0, fmt.Errorf("afpacket: write offset %d, want at least %d", offset, portHeadroom)
 	}
 	var batch [MaxBatch][]byte
-	var to *Socket
+	var to dataSocket
 	var first error
 	k, merged := 0, false
 	for i := 0; i < len(bufs); {
@@ -790,8 +842,16 @@ func (p *Port) write(bufs [][]byte, offset int, via []netip.Addr) (int, error) {
 // the gateway expects of a device). A kernel that refuses UDP GSO
 // (VIRTIO_NET_HDR_GSO_UDP_L4 arrived in Linux 6.2) refuses a batch that
 // holds merged datagrams with EINVAL: merging is then turned off for good.
-func (l *Link) writeBatch(s *Socket, frames [][]byte, merged bool) error {
-	_, err := s.WriteBatch(frames)
+func (l *Link) writeBatch(s dataSocket, frames [][]byte, merged bool) error {
+	// Called on the concrete types: through the interface, the compiler
+	// could not see that frames (the caller's array) stays on the stack.
+	var err error
+	switch s := s.(type) {
+	case *Socket:
+		_, err = s.WriteBatch(frames)
+	case *afxdp.Socket:
+		_, err = s.WriteBatch(frames)
+	}
 	switch {
 	case errors.Is(err, net.ErrClosed):
 		err = fmt.Errorf("%w: %w", os.ErrClosed, err)
@@ -811,6 +871,13 @@ func (l *Link) SocketDrops() (truncated, tagged, refused uint64) {
 			tagged += s.Tagged.Load()
 			refused += s.Refused.Load()
 		}
+		if ifc.prog != nil {
+			for _, d := range ifc.data {
+				x := d.(*afxdp.Socket)
+				truncated += x.Truncated.Load()
+				refused += x.Refused.Load()
+			}
+		}
 	}
 	return truncated, tagged, refused
 }
@@ -821,8 +888,8 @@ func (l *Link) SocketDrops() (truncated, tagged, refused uint64) {
 func (l *Link) RingDrops() map[string]uint64 {
 	out := map[string]uint64{}
 	for _, ifc := range l.ifs {
-		for _, s := range ifc.socks {
-			out[s.name] += s.RingDrops()
+		for _, s := range ifc.data {
+			out[ifc.name] += s.RingDrops()
 		}
 	}
 	return out

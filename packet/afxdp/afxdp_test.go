@@ -11,10 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/vsgate/vsgate/internal/netlab"
 	"github.com/vsgate/vsgate/internal/netlab/labtest"
 	"github.com/vsgate/vsgate/packet"
-	"github.com/vsgate/vsgate/packet/afpacket"
 )
 
 var (
@@ -121,6 +122,36 @@ func udpFrame(dstMAC, srcMAC packet.MAC, src, dst netip.Addr, marker byte) []byt
 	return b[:n+40+8+1]
 }
 
+// tcpFrame is an Ethernet frame to dstMAC carrying a TCP SYN from src to
+// dst, with opts bytes of IPv4 options (a multiple of 4; IPv4 only).
+func tcpFrame(dstMAC, srcMAC packet.MAC, src netip.Addr, dst netip.AddrPort, opts int) []byte {
+	b := make([]byte, 128)
+	n := packet.EthernetMinimumSize
+	var l4 []byte
+	if dst.Addr().Is4() {
+		packet.PutEthernet(b, dstMAC, srcMAC, packet.EtherTypeIPv4)
+		ip := b[n:]
+		hl := 20 + opts
+		ip[0], ip[3], ip[8], ip[9] = 0x40|byte(hl/4), byte(hl+20), 64, packet.ProtoTCP
+		copy(ip[12:16], src.AsSlice())
+		copy(ip[16:20], dst.Addr().AsSlice())
+		l4 = ip[hl : hl+20]
+		b = b[:n+hl+20]
+	} else {
+		packet.PutEthernet(b, dstMAC, srcMAC, packet.EtherTypeIPv6)
+		ip := b[n:]
+		ip[0], ip[5], ip[6], ip[7] = 0x60, 20, packet.ProtoTCP, 64
+		copy(ip[8:24], src.AsSlice())
+		copy(ip[24:40], dst.Addr().AsSlice())
+		l4 = ip[40:60]
+		b = b[:n+60]
+	}
+	l4[0], l4[1] = 0x9c, 0x40 // port 40000
+	l4[2], l4[3] = byte(dst.Port()>>8), byte(dst.Port())
+	l4[12], l4[13] = 5<<4, packet.TCPFlagSYN
+	return b
+}
+
 // TestProgramVerdicts runs the XDP program in the kernel (its test run)
 // on the frames vsgate handles and on the host's: the first are
 // redirected to the socket, the rest passed; and every redirected frame,
@@ -192,6 +223,35 @@ func TestProgramVerdicts(t *testing.T) {
 			}
 		}
 	}
+	// TCP to an L7 service's address and port is the kernel's (its
+	// listeners are vsgate's); other ports, UDP, are redirected.
+	if err := prog.SetL7([]netip.AddrPort{netip.AddrPortFrom(vip4, 80), netip.AddrPortFrom(vip6, 443)}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		want  uint32
+	}{
+		{"TCP to an L7 service", tcpFrame(mac, peer, a4, netip.AddrPortFrom(vip4, 80), 0), xdpPass},
+		{"TCP with IPv4 options to an L7 service", tcpFrame(mac, peer, a4, netip.AddrPortFrom(vip4, 80), 8), xdpPass},
+		{"TCP to an L7 service's address, another port", tcpFrame(mac, peer, a4, netip.AddrPortFrom(vip4, 81), 0), xdpRedirect},
+		{"UDP to an L7 service's address", udpFrame(mac, peer, a4, vip4, 1), xdpRedirect},
+		{"TCP over IPv6 to an L7 service", tcpFrame(mac, peer, a6, netip.AddrPortFrom(vip6, 443), 0), xdpPass},
+		{"TCP over IPv6 to another port", tcpFrame(mac, peer, a6, netip.AddrPortFrom(vip6, 80), 0), xdpRedirect},
+		{"TCP to an L7 service, cut short", tcpFrame(mac, peer, a4, netip.AddrPortFrom(vip4, 80), 0)[:packet.EthernetMinimumSize+22], xdpRedirect},
+	} {
+		if got, err := prog.Run(c.frame); err != nil || got != c.want {
+			t.Errorf("%s: verdict %d (%v), want %d", c.name, got, err, c.want)
+		}
+	}
+	if err := prog.SetL7(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := prog.Run(tcpFrame(mac, peer, a4, netip.AddrPortFrom(vip4, 80), 0)); got != xdpRedirect {
+		t.Errorf("TCP to a removed L7 service: verdict %d, want redirect", got)
+	}
+
 	// The kernel's addresses change while the program runs.
 	if err := prog.SetLocal([]netip.Addr{vip4}); err != nil {
 		t.Fatal(err)
@@ -212,14 +272,7 @@ func TestProgramVerdicts(t *testing.T) {
 func TestSocketOnVeth(t *testing.T) {
 	lab := pairLab(t)
 	_, sock, mac := vsgateSide(t, lab, true)
-	var tx *afpacket.Socket
-	if err := lab.MustHost("a").Do(func() (err error) {
-		tx, err = afpacket.Open(afpacket.Config{Interface: lab.IfName("a")})
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
+	tx := openRaw(t, lab, "a")
 	ifa, err := lab.MustHost("a").Netlink().LinkByName(lab.IfName("a"))
 	if err != nil {
 		t.Fatal(err)
@@ -235,8 +288,8 @@ func TestSocketOnVeth(t *testing.T) {
 		}
 	}
 	kernelBefore := ipReceives(t, lab)
-	if n, err := tx.WriteBatch(frames); n != len(frames) || err != nil {
-		t.Fatalf("a sent %d of %d: %v", n, len(frames), err)
+	for _, f := range frames {
+		tx.send(t, f)
 	}
 	bufs := make([][]byte, MaxBatch)
 	for i := range bufs {
@@ -308,10 +361,7 @@ func TestSocketOnVeth(t *testing.T) {
 	buf := make([]byte, 2048)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		n, err := tx.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := tx.recv(t, buf)
 		if string(buf[:n]) == string(back) {
 			break
 		}
@@ -368,4 +418,59 @@ func ipReceives(t *testing.T, lab *netlab.Lab) [2]string {
 		t.Fatalf("reading b's IP counters: %v (%q)", err, out)
 	}
 	return out
+}
+
+// rawSocket is a plain AF_PACKET socket on one end of the lab's pair
+// (this package's own test tool: package afpacket builds on this one).
+type rawSocket struct {
+	fd, ifindex int
+}
+
+// openRaw opens a rawSocket on host's end, in its namespace, with a
+// receive timeout of 5 s; it closes when the test ends.
+func openRaw(t *testing.T, lab *netlab.Lab, host string) *rawSocket {
+	t.Helper()
+	r := &rawSocket{}
+	err := lab.MustHost(host).Do(func() error {
+		ifi, err := net.InterfaceByName(lab.IfName(host))
+		if err != nil {
+			return err
+		}
+		r.ifindex = ifi.Index
+		proto := int(htons(unix.ETH_P_ALL))
+		if r.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto); err != nil {
+			return err
+		}
+		if err := unix.Bind(r.fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
+			return err
+		}
+		tv := unix.NsecToTimeval((5 * time.Second).Nanoseconds())
+		return unix.SetsockoptTimeval(r.fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	})
+	if r.fd > 0 {
+		t.Cleanup(func() { unix.Close(r.fd) })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func (r *rawSocket) send(t *testing.T, frame []byte) {
+	t.Helper()
+	if err := unix.Sendto(r.fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: r.ifindex}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recv reads one frame (sent or received on the interface).
+func (r *rawSocket) recv(t *testing.T, buf []byte) int {
+	t.Helper()
+	n, _, err := unix.Recvfrom(r.fd, buf, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -15,8 +15,11 @@ import (
 )
 
 // maxLocal bounds the kernel addresses one interface's program knows
-// (each family's map).
-const maxLocal = 1024
+// (each family's map), and maxL7 the L7 services' addresses and ports.
+const (
+	maxLocal = 1024
+	maxL7    = 4096
+)
 
 // XDP verdicts.
 const (
@@ -26,26 +29,30 @@ const (
 
 // Program is the XDP program of one interface, with its maps: the
 // sockets by receive queue (an XSKMAP) and the kernel's own addresses by
-// family. It redirects to the queue's socket the frames vsgate handles —
-// IPv4 and IPv6 sent to the interface's MAC whose destination is not one
-// of the kernel's addresses: packets for vsgate's addresses and packets
-// routed through it — and passes the rest to the kernel: ARP and
-// neighbour discovery (the kernel resolves its own neighbours; vsgate
-// reads copies through an AF_PACKET socket), broadcasts and multicasts,
-// the host's own traffic, and any frame of a queue that has no socket.
+// family, and the L7 services' addresses and ports. It redirects to the
+// queue's socket the frames vsgate handles — IPv4 and IPv6 sent to the
+// interface's MAC whose destination is not one of the kernel's addresses:
+// packets for vsgate's addresses and packets routed through it — and
+// passes the rest to the kernel: ARP and neighbour discovery (the kernel
+// resolves its own neighbours; vsgate reads copies through an AF_PACKET
+// socket), broadcasts and multicasts, the host's own traffic, TCP to an
+// L7 service (the kernel's TCP terminates it for vsgate's listeners), and
+// any frame of a queue that has no socket.
 type Program struct {
 	prog                 *ebpf.Program
 	xsks, local4, local6 *ebpf.Map
+	l7v4, l7v6           *ebpf.Map // the L7 services' addresses and ports (SetL7)
 	attached             link.Link
 
-	mu    sync.Mutex // serialises SetLocal
+	mu    sync.Mutex // serialises SetLocal and SetL7
 	local map[netip.Addr]bool
+	l7    map[netip.AddrPort]bool
 }
 
 // NewProgram loads the program for an interface of address mac with
 // queues receive queues. It is not attached (Attach).
 func NewProgram(mac packet.MAC, queues int) (_ *Program, err error) {
-	p := &Program{local: map[netip.Addr]bool{}}
+	p := &Program{local: map[netip.Addr]bool{}, l7: map[netip.AddrPort]bool{}}
 	defer func() {
 		if err != nil {
 			p.Close()
@@ -60,7 +67,13 @@ func NewProgram(mac packet.MAC, queues int) (_ *Program, err error) {
 	if p.local6, err = ebpf.NewMap(&ebpf.MapSpec{Name: "vsgate_local6", Type: ebpf.Hash, KeySize: 16, ValueSize: 1, MaxEntries: maxLocal}); err != nil {
 		return nil, fmt.Errorf("afxdp: address map: %w", err)
 	}
-	if p.prog, err = ebpf.NewProgram(programSpec(mac, p.xsks, p.local4, p.local6)); err != nil {
+	if p.l7v4, err = ebpf.NewMap(&ebpf.MapSpec{Name: "vsgate_l7v4", Type: ebpf.Hash, KeySize: 8, ValueSize: 1, MaxEntries: maxL7}); err != nil {
+		return nil, fmt.Errorf("afxdp: L7 map: %w", err)
+	}
+	if p.l7v6, err = ebpf.NewMap(&ebpf.MapSpec{Name: "vsgate_l7v6", Type: ebpf.Hash, KeySize: 20, ValueSize: 1, MaxEntries: maxL7}); err != nil {
+		return nil, fmt.Errorf("afxdp: L7 map: %w", err)
+	}
+	if p.prog, err = ebpf.NewProgram(programSpec(mac, p.xsks, p.local4, p.local6, p.l7v4, p.l7v6)); err != nil {
 		return nil, fmt.Errorf("afxdp: loading the XDP program: %w", err)
 	}
 	return p, nil
@@ -73,7 +86,7 @@ func NewProgram(mac packet.MAC, queues int) (_ *Program, err error) {
 // their bytes sees them; a 32-bit value is compared with a 32-bit jump,
 // since a 64-bit one would sign-extend the immediate and never match a
 // value of 2^31 or more.
-func programSpec(mac packet.MAC, xsks, local4, local6 *ebpf.Map) *ebpf.ProgramSpec {
+func programSpec(mac packet.MAC, xsks, local4, local6, l7v4, l7v6 *ebpf.Map) *ebpf.ProgramSpec {
 	const eth = packet.EthernetMinimumSize
 	wire16 := func(v uint16) int32 {
 		var b [2]byte
@@ -114,6 +127,29 @@ func programSpec(mac packet.MAC, xsks, local4, local6 *ebpf.Map) *ebpf.ProgramSp
 		asm.Add.Imm(asm.R2, eth+16), // the key: the destination, in the frame
 		asm.FnMapLookupElem.Call(),
 		asm.JNE.Imm(asm.R0, 0, "pass"), // a kernel address: the host's traffic
+
+		// TCP to an L7 service (its address and port, a map key of 8
+		// bytes on the stack): the kernel's TCP terminates it.
+		asm.LoadMem(asm.R2, asm.R7, eth+9, asm.Byte),
+		asm.JNE.Imm(asm.R2, int32(packet.ProtoTCP), "redirect"),
+		asm.LoadMem(asm.R3, asm.R7, eth, asm.Byte),
+		asm.And.Imm(asm.R3, 0x0f),
+		asm.LSh.Imm(asm.R3, 2), // the IPv4 header's length
+		asm.Mov.Reg(asm.R2, asm.R7),
+		asm.Add.Reg(asm.R2, asm.R3),
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, eth+4),
+		asm.JGT.Reg(asm.R4, asm.R8, "redirect"),
+		asm.LoadMem(asm.R5, asm.R2, eth+2, asm.Half), // the destination port
+		asm.LoadMem(asm.R3, asm.R7, eth+16, asm.Word),
+		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
+		asm.StoreMem(asm.RFP, -4, asm.R5, asm.Half),
+		asm.StoreImm(asm.RFP, -2, 0, asm.Half),
+		asm.LoadMapPtr(asm.R1, l7v4.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
 		asm.Ja.Label("redirect"),
 
 		asm.Mov.Reg(asm.R1, asm.R7).WithSymbol("ipv6"),
@@ -135,6 +171,26 @@ func programSpec(mac packet.MAC, xsks, local4, local6 *ebpf.Map) *ebpf.ProgramSp
 		asm.LoadMapPtr(asm.R1, local6.FD()),
 		asm.Mov.Reg(asm.R2, asm.R7),
 		asm.Add.Imm(asm.R2, eth+24),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+
+		// TCP right after the fixed header to an L7 service (a key of
+		// 20 bytes: address, port, two zeros).
+		asm.LoadMem(asm.R2, asm.R7, eth+6, asm.Byte),
+		asm.JNE.Imm(asm.R2, int32(packet.ProtoTCP), "redirect"),
+		asm.Mov.Reg(asm.R1, asm.R7),
+		asm.Add.Imm(asm.R1, eth+packet.IPv6HeaderSize+4),
+		asm.JGT.Reg(asm.R1, asm.R8, "redirect"),
+		asm.LoadMem(asm.R5, asm.R7, eth+packet.IPv6HeaderSize+2, asm.Half),
+		asm.LoadMem(asm.R3, asm.R7, eth+24, asm.DWord),
+		asm.StoreMem(asm.RFP, -24, asm.R3, asm.DWord),
+		asm.LoadMem(asm.R3, asm.R7, eth+32, asm.DWord),
+		asm.StoreMem(asm.RFP, -16, asm.R3, asm.DWord),
+		asm.StoreMem(asm.RFP, -8, asm.R5, asm.Half),
+		asm.StoreImm(asm.RFP, -6, 0, asm.Half),
+		asm.LoadMapPtr(asm.R1, l7v6.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -24),
 		asm.FnMapLookupElem.Call(),
 		asm.JNE.Imm(asm.R0, 0, "pass"),
 
@@ -206,6 +262,54 @@ func (p *Program) SetLocal(local []netip.Addr) error {
 	return errors.Join(errs...)
 }
 
+// SetL7 makes eps the L7 services' addresses and ports: TCP to them goes
+// to the kernel, whose listeners (vsgate's) terminate it. The maps change
+// entry by entry, as SetLocal's.
+func (p *Program) SetL7(eps []netip.AddrPort) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	want := map[netip.AddrPort]bool{}
+	for _, ep := range eps {
+		want[netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())] = true
+	}
+	var errs []error
+	for ep := range want {
+		if p.l7[ep] {
+			continue
+		}
+		if err := p.l7Map(ep).Update(l7Key(ep), uint8(1), ebpf.UpdateAny); err != nil {
+			errs = append(errs, fmt.Errorf("afxdp: L7 service %v: %w", ep, err))
+			continue
+		}
+		p.l7[ep] = true
+	}
+	for ep := range p.l7 {
+		if want[ep] {
+			continue
+		}
+		if err := p.l7Map(ep).Delete(l7Key(ep)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("afxdp: L7 service %v: %w", ep, err))
+			continue
+		}
+		delete(p.l7, ep)
+	}
+	return errors.Join(errs...)
+}
+
+func (p *Program) l7Map(ep netip.AddrPort) *ebpf.Map {
+	if ep.Addr().Is4() {
+		return p.l7v4
+	}
+	return p.l7v6
+}
+
+// l7Key is an L7 service's key as the program builds it from a frame: the
+// address, the port in network order, two zero bytes.
+func l7Key(ep netip.AddrPort) []byte {
+	k := append(ep.Addr().AsSlice(), byte(ep.Port()>>8), byte(ep.Port()), 0, 0)
+	return k
+}
+
 func (p *Program) localMap(a netip.Addr) *ebpf.Map {
 	if a.Is4() {
 		return p.local4
@@ -232,7 +336,7 @@ func (p *Program) Close() error {
 	if p.prog != nil {
 		errs = append(errs, p.prog.Close())
 	}
-	for _, m := range []*ebpf.Map{p.xsks, p.local4, p.local6} {
+	for _, m := range []*ebpf.Map{p.xsks, p.local4, p.local6, p.l7v4, p.l7v6} {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}
