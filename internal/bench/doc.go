@@ -23,8 +23,9 @@
 // Systems: L4 — kernel-dnat (baseline: netlab's KernelRef nftables DNAT),
 // vsgate-nat and vsgate-fullnat (`vsgate run` on TUN without offloads),
 // vsgate-nat-gso (the same with device.offloads: true), vsgate-afpacket
-// (`vsgate run` on AF_PACKET in netlab's "l2" topology, the only system
-// not on "basic"), haproxy-tcp, nginx-stream; L7 — nginx-http (baseline),
+// (`vsgate run` on AF_PACKET in netlab's "l2" topology), vsgate-afxdp
+// (device.type: afxdp on "l2", its hosts sending whole checksums, so
+// without TSO), haproxy-tcp, nginx-stream; L7 — nginx-http (baseline),
 // haproxy-http, apache-proxy (mpm_event + ProxyPass balancer://),
 // vsgate-l7 (the kernel's TCP, l7.stack's default) and vsgate-l7-netstack
 // (gVisor's netstack); the L7 systems but Apache also serve HTTPS on

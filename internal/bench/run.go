@@ -159,6 +159,7 @@ func setUp(ctx context.Context, c Config, s System) (_ *sysEnv, err error) {
 	if err != nil {
 		return nil, err
 	}
+	topo.NoChecksumOffload = s.xdp
 	lab, err := netlab.Build(ctx, topo, netlab.Options{})
 	if err != nil {
 		return nil, err

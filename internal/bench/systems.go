@@ -45,6 +45,9 @@ type System struct {
 	version  []string // command printing its version
 	start    func(ctx context.Context, e *sysEnv) error
 	topo     string // netlab topology: "" for basic, netlab.TopoL2 for the AF_PACKET gateway
+	// xdp runs vsgate with device.type afxdp, in a lab whose hosts send
+	// whole checksums (netlab's NoChecksumOffload).
+	xdp bool
 }
 
 // vip4 returns the VIP.
@@ -71,6 +74,9 @@ func Systems() []System {
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgateWith(ctx, e, "nat", true, "on") }},
 		{Name: "vsgate-afpacket", Layer: L4, UDP: true, topo: netlab.TopoL2,
 			Desc:  "vsgate run on AF_PACKET (l2 topology: vsgate answers ARP for the VIP, the kernel forwards nothing), NAT mode, PACKET_VNET_HDR (GSO whole)",
+			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", true) }},
+		{Name: "vsgate-afxdp", Layer: L4, UDP: true, topo: netlab.TopoL2, xdp: true,
+			Desc: "vsgate run on AF_XDP (device.type: afxdp, l2 topology: an XDP program hands the frames to one AF_XDP socket per interface, copy mode), NAT mode; the lab's hosts send whole checksums (no TSO: XDP on a veth takes no super-packets)",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", true) }},
 		{Name: "vsgate-afpacket-synproxy", Layer: L4, SynFlood: true, HTTPOnly: true, topo: netlab.TopoL2,
 			Desc:  "vsgate-afpacket with syn_proxy: on",
@@ -433,8 +439,12 @@ func (e *sysEnv) vsgateDevice(offloads bool) string {
 	for _, a := range p.Owned {
 		owned = append(owned, fmt.Sprintf("%q", a))
 	}
-	return fmt.Sprintf("{type: afpacket, interfaces: [%s, %s], queues: %d, addresses: [%s]}",
-		e.lab.IfName(p.GatewayOut), e.lab.IfName(p.GatewayIn), max(1, e.workers/2), strings.Join(owned, ", "))
+	typ, queues := "afpacket", max(1, e.workers/2)
+	if e.lab.Topo.NoChecksumOffload {
+		typ, queues = "afxdp", 1 // a veth has one receive queue
+	}
+	return fmt.Sprintf("{type: %s, interfaces: [%s, %s], queues: %d, addresses: [%s]}",
+		typ, e.lab.IfName(p.GatewayOut), e.lab.IfName(p.GatewayIn), queues, strings.Join(owned, ", "))
 }
 
 // startVsgate runs vsgate with the SYN proxy off: the systems other than

@@ -259,3 +259,54 @@ func FuzzTimeExceeded(f *testing.F) {
 		}
 	})
 }
+
+// TestLinkXDPFallback: where XDP cannot attach (here: the peer's MTU is
+// too large for XDP on a veth) the interface runs on AF_PACKET sockets,
+// and the Link works as without XDP.
+func TestLinkXDPFallback(t *testing.T) {
+	vip := netip.MustParseAddr("198.18.0.10")
+	lab := pairLab(t, "afpx", []netip.Prefix{netip.MustParsePrefix("198.18.0.2/24")})
+	a, b := lab.MustHost("a"), lab.MustHost("b")
+	if out, err := a.Run(context.Background(), "ip", "link", "set", "dev", lab.IfName("a"), "mtu", "9000"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var l *Link
+	if err := b.Do(func() (err error) {
+		l, err = OpenLink(LinkConfig{Interfaces: []string{lab.IfName("b")}, Owned: []netip.Addr{vip}, XDP: true})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if l.ifs[0].prog != nil {
+		t.Fatal("XDP attached to a veth whose peer has MTU 9000")
+	}
+	if _, ok := l.ifs[0].data[0].(*Socket); !ok || len(l.Ports()) != 1 {
+		t.Fatalf("after the fallback: data socket %T, %d ports; want one AF_PACKET socket", l.ifs[0].data[0], len(l.Ports()))
+	}
+	// a reaches the VIP: ARP answered, the datagram read from the Port.
+	go func() {
+		c, err := a.ListenPacket("udp", "198.18.0.2:9")
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for range 20 {
+			_, _ = c.WriteTo([]byte("to the vip"), net.UDPAddrFromAddrPort(netip.AddrPortFrom(vip, 4000)))
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	watchdog := time.AfterFunc(10*time.Second, func() { l.Close() })
+	defer watchdog.Stop()
+	bufs, sizes := [][]byte{make([]byte, portHeadroom+MaxPacketLen)}, make([]int, 1)
+	for {
+		k, err := l.Ports()[0].Read(bufs, sizes, portHeadroom)
+		if err != nil {
+			t.Fatalf("nothing to the VIP arrived: %v", err)
+		}
+		p := bufs[0][portHeadroom : portHeadroom+sizes[0]]
+		if k == 1 && len(p) > 28 && netip.AddrFrom4([4]byte(p[16:20])) == vip && string(p[28:]) == "to the vip" {
+			return
+		}
+	}
+}
