@@ -391,10 +391,10 @@ func TestSocketOnVeth(t *testing.T) {
 	}
 }
 
-// ipReceives is what b's kernel counts as IP packets received: IPv4's
-// InReceives, and IPv6's Ip6InReceives less Icmp6InMsgs (neighbour
-// discovery and MLD come and go on their own; what the test sends is
-// UDP), read from its namespace.
+// ipReceives is what b's kernel counts as unicast IP packets received:
+// IPv4's InReceives, and IPv6's Ip6InReceives less Ip6InMcastPkts (the
+// kernel's own MLD reports, looped back, come and go on their own; what
+// the test sends is unicast), read from its namespace.
 func ipReceives(t *testing.T, lab *netlab.Lab) [2]int {
 	t.Helper()
 	var out [2]int
@@ -412,9 +412,9 @@ func ipReceives(t *testing.T, lab *netlab.Lab) [2]int {
 					out[0], _ = strconv.Atoi(strings.Fields(lines[j+1])[3])
 					found++
 				}
-				if f := strings.Fields(l); i == 1 && len(f) == 2 && (f[0] == "Ip6InReceives" || f[0] == "Icmp6InMsgs") {
+				if f := strings.Fields(l); i == 1 && len(f) == 2 && (f[0] == "Ip6InReceives" || f[0] == "Ip6InMcastPkts") {
 					v, _ := strconv.Atoi(f[1])
-					if f[0] == "Icmp6InMsgs" {
+					if f[0] == "Ip6InMcastPkts" {
 						v = -v
 					}
 					out[1] += v
