@@ -76,7 +76,7 @@ func Systems() []System {
 			Desc:  "vsgate run on AF_PACKET (l2 topology: vsgate answers ARP for the VIP, the kernel forwards nothing), NAT mode, PACKET_VNET_HDR (GSO whole)",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", true) }},
 		{Name: "vsgate-afxdp", Layer: L4, UDP: true, topo: netlab.TopoL2, xdp: true,
-			Desc: "vsgate run on AF_XDP (device.type: afxdp, l2 topology: an XDP program hands the frames to one AF_XDP socket per interface, copy mode), NAT mode; the lab's hosts send whole checksums (no TSO: XDP on a veth takes no super-packets)",
+			Desc:  "vsgate run on AF_XDP (device.type: afxdp, l2 topology: an XDP program hands the frames to one AF_XDP socket per interface, copy mode), NAT mode; the lab's hosts send whole checksums (no TSO: XDP on a veth takes no super-packets)",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", true) }},
 		{Name: "vsgate-afpacket-synproxy", Layer: L4, SynFlood: true, HTTPOnly: true, topo: netlab.TopoL2,
 			Desc:  "vsgate-afpacket with syn_proxy: on",

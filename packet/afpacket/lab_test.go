@@ -1,10 +1,8 @@
 package afpacket
 
 import (
-	"context"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/vsgate/vsgate/internal/netlab/labtest"
 
@@ -21,27 +19,7 @@ import (
 //	+------------------------+                           +--------------------+
 func pairLab(t *testing.T, name string, aAddrs []netip.Prefix, aSysctls ...netlab.Sysctl) *netlab.Lab {
 	t.Helper()
-	labtest.Require(t)
-	topo := &netlab.Topology{
-		Name:  name,
-		Hosts: []netlab.HostSpec{{Name: "a", Sysctls: aSysctls}, {Name: "b"}},
-		Links: []netlab.LinkSpec{{
-			A: netlab.Endpoint{Host: "a", Name: "a", Addrs: aAddrs},
-			B: netlab.Endpoint{Host: "b", Name: "b"},
-		}},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	lab, err := netlab.Build(ctx, topo, netlab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return lab
+	return labtest.Pair(t, name, aAddrs, nil, aSysctls...)
 }
 
 // openSocket opens a Socket on host's end of the pair ("a" or "b"), inside

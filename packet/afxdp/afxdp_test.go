@@ -32,27 +32,7 @@ var (
 // its own in both families; vsgate's side is b.
 func pairLab(t *testing.T) *netlab.Lab {
 	t.Helper()
-	labtest.Require(t)
-	topo := &netlab.Topology{
-		Name:  "afxdp",
-		Hosts: []netlab.HostSpec{{Name: "a"}, {Name: "b"}},
-		Links: []netlab.LinkSpec{{
-			A: netlab.Endpoint{Host: "a", Name: "a", Addrs: []netip.Prefix{addrA, addrA6}},
-			B: netlab.Endpoint{Host: "b", Name: "b", Addrs: []netip.Prefix{addrB, addrB6}},
-		}},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	lab, err := netlab.Build(ctx, topo, netlab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			t.Error(err)
-		}
-	})
-	return lab
+	return labtest.Pair(t, "afxdp", []netip.Prefix{addrA, addrA6}, []netip.Prefix{addrB, addrB6})
 }
 
 // vsgateSide loads the program for b's interface, tells it b's

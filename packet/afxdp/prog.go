@@ -238,28 +238,9 @@ func (p *Program) SetLocal(local []netip.Addr) error {
 	for _, a := range local {
 		want[a.Unmap()] = true
 	}
-	var errs []error
-	for a := range want {
-		if p.local[a] {
-			continue
-		}
-		if err := p.localMap(a).Update(keyOf(a), uint8(1), ebpf.UpdateAny); err != nil {
-			errs = append(errs, fmt.Errorf("afxdp: local address %v: %w", a, err))
-			continue
-		}
-		p.local[a] = true
-	}
-	for a := range p.local {
-		if want[a] {
-			continue
-		}
-		if err := p.localMap(a).Delete(keyOf(a)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("afxdp: local address %v: %w", a, err))
-			continue
-		}
-		delete(p.local, a)
-	}
-	return errors.Join(errs...)
+	return syncSet(p.local, want,
+		func(a netip.Addr) error { return p.localMap(a).Update(keyOf(a), uint8(1), ebpf.UpdateAny) },
+		func(a netip.Addr) error { return p.localMap(a).Delete(keyOf(a)) })
 }
 
 // SetL7 makes eps the L7 services' addresses and ports: TCP to them goes
@@ -272,26 +253,35 @@ func (p *Program) SetL7(eps []netip.AddrPort) error {
 	for _, ep := range eps {
 		want[netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())] = true
 	}
+	return syncSet(p.l7, want,
+		func(ep netip.AddrPort) error { return p.l7Map(ep).Update(l7Key(ep), uint8(1), ebpf.UpdateAny) },
+		func(ep netip.AddrPort) error { return p.l7Map(ep).Delete(l7Key(ep)) })
+}
+
+// syncSet makes a kernel map hold the keys of want, by what it held
+// (have, which follows every change that went through): put adds a key,
+// del removes one (one already gone is fine).
+func syncSet[K comparable](have, want map[K]bool, put, del func(K) error) error {
 	var errs []error
-	for ep := range want {
-		if p.l7[ep] {
+	for k := range want {
+		if have[k] {
 			continue
 		}
-		if err := p.l7Map(ep).Update(l7Key(ep), uint8(1), ebpf.UpdateAny); err != nil {
-			errs = append(errs, fmt.Errorf("afxdp: L7 service %v: %w", ep, err))
+		if err := put(k); err != nil {
+			errs = append(errs, fmt.Errorf("afxdp: map entry %v: %w", k, err))
 			continue
 		}
-		p.l7[ep] = true
+		have[k] = true
 	}
-	for ep := range p.l7 {
-		if want[ep] {
+	for k := range have {
+		if want[k] {
 			continue
 		}
-		if err := p.l7Map(ep).Delete(l7Key(ep)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("afxdp: L7 service %v: %w", ep, err))
+		if err := del(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("afxdp: map entry %v: %w", k, err))
 			continue
 		}
-		delete(p.l7, ep)
+		delete(have, k)
 	}
 	return errors.Join(errs...)
 }
@@ -306,8 +296,7 @@ func (p *Program) l7Map(ep netip.AddrPort) *ebpf.Map {
 // l7Key is an L7 service's key as the program builds it from a frame: the
 // address, the port in network order, two zero bytes.
 func l7Key(ep netip.AddrPort) []byte {
-	k := append(ep.Addr().AsSlice(), byte(ep.Port()>>8), byte(ep.Port()), 0, 0)
-	return k
+	return append(ep.Addr().AsSlice(), byte(ep.Port()>>8), byte(ep.Port()), 0, 0)
 }
 
 func (p *Program) localMap(a netip.Addr) *ebpf.Map {

@@ -4,9 +4,12 @@
 package labtest
 
 import (
+	"context"
+	"net/netip"
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/vsgate/vsgate/internal/netlab"
 )
@@ -41,4 +44,33 @@ func Tool(tb testing.TB, name, pkg string) string {
 	}
 	tb.Skipf("%s not found (the Debian package %s; make deps as root installs it)", name, pkg)
 	return ""
+}
+
+// Pair builds the lab of two hosts, "a" and "b", on one veth pair (the
+// interfaces' suffixes "a" and "b"), with the addresses given and host
+// a's sysctls, and removes it when the test ends; without root it skips
+// the test.
+func Pair(tb testing.TB, name string, aAddrs, bAddrs []netip.Prefix, aSysctls ...netlab.Sysctl) *netlab.Lab {
+	tb.Helper()
+	Require(tb)
+	topo := &netlab.Topology{
+		Name:  name,
+		Hosts: []netlab.HostSpec{{Name: "a", Sysctls: aSysctls}, {Name: "b"}},
+		Links: []netlab.LinkSpec{{
+			A: netlab.Endpoint{Host: "a", Name: "a", Addrs: aAddrs},
+			B: netlab.Endpoint{Host: "b", Name: "b", Addrs: bAddrs},
+		}},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lab, err := netlab.Build(ctx, topo, netlab.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := lab.Close(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return lab
 }
