@@ -60,6 +60,7 @@ var (
 	descL7MemFails = prometheus.NewDesc("vsgate_l7_member_failures_total", "Failed connections to the L7 real server (since the last reload).", []string{"service", "balancer", "member"}, nil)
 	descL7MemBusy  = prometheus.NewDesc("vsgate_l7_member_busy", "Requests in flight to the L7 real server.", []string{"service", "balancer", "member"}, nil)
 	descL7MemUp    = prometheus.NewDesc("vsgate_l7_member_up", "1 if the L7 real server takes requests (not down by its health check, not resting after a failure).", []string{"service", "balancer", "member"}, nil)
+	descDataPath   = prometheus.NewDesc("vsgate_device_data_path", "1 for how each owned interface carries the frames (AF_PACKET device): afpacket, or afxdp-copy (AF_XDP in copy mode).", []string{"interface", "path"}, nil)
 	descLink       = prometheus.NewDesc("vsgate_link_events_total", "AF_PACKET device: ARP/ND answers and requests sent, and packets dropped by the link layer, by event.", []string{"event"}, nil)
 )
 
@@ -69,7 +70,7 @@ type collector struct{ g *Gateway }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcConns, descSvcPackets, descSvcBytes, descBeConns, descBePackets, descBeBytes,
 		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descTableBytes, descEvictions, descExpired,
-		descHalfOpen, descCookies, descFlowLogs, descPMTU, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDevDrops,
+		descHalfOpen, descCookies, descFlowLogs, descPMTU, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDataPath, descDevDrops,
 		descHealthUp, descHealthRuns, descHealthLast,
 		descL7Conns, descL7Waiting, descL7Accepted, descL7Paused, descL7Loop, descL7Handed, descL7Latency, descL7Resp, descL7MemReqs, descL7MemFails, descL7MemBusy, descL7MemUp} {
 		ch <- d
@@ -215,6 +216,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descLink, truncated, "drop_truncated")
 		counter(descLink, tagged, "drop_vlan_tagged")
 		counter(descLink, refused, "drop_refused_by_kernel")
+		for ifc, path := range g.link.DataPaths() {
+			gauge(descDataPath, 1, ifc, path)
+		}
 	}
 }
 

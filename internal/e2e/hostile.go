@@ -246,6 +246,14 @@ func stepDrops(ctx context.Context, e *Env) (string, error) {
 	if !strings.Contains(out, "tcp_out_of_window") || !strings.Contains(out, want) {
 		return out, fmt.Errorf("vsgate adm drops lacks tcp_out_of_window or %s", want)
 	}
+	if e.opts.XDP {
+		// Which data path each interface took is on /metrics too.
+		for _, ifc := range []string{e.Lab.IfName(e.Lab.Topo.Plan.GatewayOut), e.Lab.IfName(e.Lab.Topo.Plan.GatewayIn)} {
+			if series := `vsgate_device_data_path{interface="` + ifc + `",path="afxdp-copy"} 1`; !strings.Contains(m, series) {
+				return out, fmt.Errorf("/metrics has no %s", series)
+			}
+		}
+	}
 	if !strings.Contains(m, `vsgate_device_drops_total{counter="`+want+`"`) {
 		return out, fmt.Errorf("/metrics has no vsgate_device_drops_total{counter=%q}", want)
 	}

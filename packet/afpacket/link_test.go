@@ -51,6 +51,9 @@ func testLinkResolvesAndDelivers(t *testing.T, xdp bool) {
 	if onXDP := l.ifs[0].prog != nil; onXDP != xdp {
 		t.Fatalf("frames through AF_XDP: %v, want %v", onXDP, xdp)
 	}
+	if want := map[bool]string{false: "afpacket", true: "afxdp-copy"}[xdp]; l.DataPaths()[lab.IfName("b")] != want {
+		t.Fatalf("DataPaths %v, want %s for %s", l.DataPaths(), want, lab.IfName("b"))
+	}
 	port := l.Ports()[0]
 	watchdog := time.AfterFunc(20*time.Second, func() { l.Close() })
 	defer watchdog.Stop()

@@ -102,3 +102,17 @@ func (l *Link) SetL7(eps []netip.AddrPort) error {
 	}
 	return errors.Join(errs...)
 }
+
+// DataPaths says, by interface, how the engine's frames travel:
+// "afpacket", or "afxdp-copy" (AF_XDP in copy mode: the sockets are bound
+// with XDP_COPY, which every driver has; veth has nothing else).
+func (l *Link) DataPaths() map[string]string {
+	out := map[string]string{}
+	for _, ifc := range l.ifs {
+		out[ifc.name] = "afpacket"
+		if ifc.prog != nil {
+			out[ifc.name] = "afxdp-copy"
+		}
+	}
+	return out
+}
