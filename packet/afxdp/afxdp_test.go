@@ -350,6 +350,25 @@ func TestSocketOnVeth(t *testing.T) {
 			t.Fatal("a never received the socket's frame")
 		}
 	}
+	// Sending and receiving a batch allocate nothing.
+	batch := [][]byte{back}
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := sock.WriteBatch(batch); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("WriteBatch: %v allocations, want 0", n)
+	}
+	for range 11 { // AllocsPerRun runs once more than it counts
+		tx.send(t, frames[0])
+	}
+	if n := testing.AllocsPerRun(10, func() {
+		if _, err := sock.ReadBatch(bufs[:1], sizes, 0); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("ReadBatch: %v allocations, want 0", n)
+	}
 	if st, err := sock.Stats(); err != nil || st.RxDropped != 0 || st.InvalidDescs != 0 {
 		t.Errorf("socket statistics %+v, %v: want no drops", st, err)
 	}
