@@ -58,7 +58,7 @@ func runBench(args []string, stdout, stderr io.Writer) int {
 	systems := fs.String("systems", "", "comma-separated systems to run (default all)")
 	workloads := fs.String("workloads", "", "comma-separated workloads to run (default all)")
 	out := fs.String("out", "docs/bench", "directory for e2e.json, e2e.md and the charts")
-	profile := fs.Bool("profile", true, "profile vsgate-nat-gso (else vsgate-nat) with perf after the measurements (not in -quick)")
+	profile := fs.Bool("profile", true, "profile vsgate-nat-gso (else vsgate-nat), vsgate-afxdp and vsgate-l7 with perf after the measurements (not in -quick)")
 	exe := fs.String("vsgate", "", "vsgate binary to benchmark (default the one beside this binary)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -298,6 +298,23 @@ func orNaN(s Stat) float64 {
 	return s.Median
 }
 
+// ofCeiling returns, for every L4 row other than direct's own, its median
+// as a fraction of direct's median under the same workload.
+func ofCeiling(rows []Row) []string {
+	var out []string
+	for _, row := range rows {
+		if row.System == "direct" || row.Value.N == 0 {
+			continue
+		}
+		d, ok := rowFor(rows, "direct", row.Workload)
+		if !ok || d.Value.N == 0 || d.Value.Median <= 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s %s %.2fx", row.System, row.Workload, row.Value.Median/d.Value.Median))
+	}
+	return out
+}
+
 // whereTimeGoes writes the gap analysis: where vsgate is behind its
 // baseline, the profile summary, and what would close the gap.
 func whereTimeGoes(r *Report, rows []Row) string {
@@ -312,6 +329,10 @@ func whereTimeGoes(r *Report, rows []Row) string {
 	w("### Where vsgate's time goes\n\n")
 	if len(behind) > 0 {
 		w("vsgate is behind kernel DNAT in: %s.\n\n", strings.Join(behind, "; "))
+	}
+	if ceiling := ofCeiling(rows); len(ceiling) > 0 {
+		w("Of the lab's ceiling (direct: the kernel forwarding to one real server, no NAT), the systems reach: %s.\n\n",
+			strings.Join(ceiling, "; "))
 	}
 	for _, p := range r.Profiles {
 		if p.Err != "" {

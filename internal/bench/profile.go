@@ -20,8 +20,8 @@ type profileTarget struct {
 }
 
 // profileTargets are what is profiled, of the systems run: the TUN NAT
-// gateway (vsgate-nat-gso, else vsgate-nat) under every L4 workload, and
-// the L7 gateway (vsgate-l7) under the HTTP ones.
+// gateway (vsgate-nat-gso, else vsgate-nat) under every L4 workload, the
+// AF_XDP one under the request and small-UDP workloads, and the L7 gateway (vsgate-l7) under the HTTP ones.
 func profileTargets(run []System) []profileTarget {
 	has := func(name string) bool {
 		return slices.ContainsFunc(run, func(s System) bool { return s.Name == name })
@@ -32,6 +32,9 @@ func profileTargets(run []System) []profileTarget {
 		out = append(out, profileTarget{"vsgate-nat-gso", []string{"tcp-bulk", "http-keepalive", "http-close", "udp-64"}})
 	case has("vsgate-nat"):
 		out = append(out, profileTarget{"vsgate-nat", []string{"tcp-bulk", "http-keepalive", "http-close", "udp-64"}})
+	}
+	if has("vsgate-afxdp") {
+		out = append(out, profileTarget{"vsgate-afxdp", []string{"http-keepalive", "http-close", "udp-64"}})
 	}
 	if has("vsgate-l7") {
 		out = append(out, profileTarget{"vsgate-l7", []string{"http-keepalive", "http-close"}})

@@ -291,3 +291,18 @@ func TestSplice(t *testing.T) {
 		t.Fatalf("a file without markers changed: %q", b)
 	}
 }
+
+func TestOfCeiling(t *testing.T) {
+	r := testReport()
+	r.Systems = append(r.Systems, SystemInfo{Name: "direct", Layer: L4})
+	for rep, v := range []float64{200, 250, 150} {
+		r.Samples = append(r.Samples, Sample{System: "direct", Workload: "http-keepalive", Rep: rep + 1, Value: v})
+	}
+	got := strings.Join(ofCeiling(r.Summarize()), "; ")
+	// direct's median is 200: kernel-dnat's 100 is 0.50x of it, vsgate's
+	// 50 0.25x; bulk has no direct row, so no ratio.
+	want := "kernel-dnat http-keepalive 0.50x; vsgate-nat http-keepalive 0.25x; nginx-http http-keepalive 0.25x"
+	if got != want {
+		t.Errorf("ofCeiling = %q, want %q", got, want)
+	}
+}

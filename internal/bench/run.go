@@ -27,7 +27,7 @@ type Config struct {
 	Systems   []string      // names to run; empty: all
 	Workloads []string      // workload names to run; empty: all
 	Exe       string        // the vsgate binary
-	Profile   bool          // profile vsgate-nat-gso (else vsgate-nat) with perf after the measurements
+	Profile   bool          // profile vsgate-nat-gso (else vsgate-nat), vsgate-afxdp and vsgate-l7 with perf after the measurements
 	Quick     bool          // recorded in the report
 	Progress  io.Writer     // progress output (nil: none)
 }

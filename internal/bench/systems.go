@@ -63,6 +63,9 @@ func Systems() []System {
 		{Name: "kernel-synproxy", Layer: L4, SynFlood: true, HTTPOnly: true, Tools: []string{"nft:nftables"},
 			Desc:    "kernel-dnat behind the kernel's SYN proxy (nft synproxy in the forward path, the proxy's SYN DNATed in output, nf_conntrack_tcp_loose=0)",
 			version: []string{"nft", "--version"}, start: startKernelSynproxy},
+		{Name: "direct", Layer: L4, UDP: true, Tools: []string{"ip:iproute2"},
+			Desc:    "the lab's ceiling: plain kernel forwarding to one real server, no NAT and no conntrack (b1 holds the VIP on its loopback, the gateway routes the VIP to b1)",
+			version: []string{"ip", "-V"}, start: startDirect},
 		{Name: "vsgate-nat", Layer: L4, UDP: true,
 			Desc:  "vsgate run on TUN, NAT mode (DNAT, replies via policy rule), no offloads",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", false) }},
@@ -362,6 +365,40 @@ func startKernel(ctx context.Context, e *sysEnv) error {
 		return fmt.Errorf("bench: nft: %w: %s", err, out)
 	}
 	return nil
+}
+
+// startDirect makes the VIP one real server's own address: b1 holds it
+// on its loopback and the gateway routes it to b1, so every workload's
+// packets are forwarded by the gateway's kernel untranslated, with no
+// netfilter table in the gateway namespace (conntrack is not even
+// loaded there). This is the most any gateway can do on this lab's
+// links and cores.
+func startDirect(ctx context.Context, e *sysEnv) error {
+	e.kernel = true
+	b1 := e.lab.MustHost(e.lab.Topo.Plan.Backends[0])
+	if out, err := b1.Run(ctx, "ip", "addr", "add", vip4().String()+"/32", "dev", "lo"); err != nil {
+		return fmt.Errorf("bench: %w: %s", err, out)
+	}
+	if out, err := e.gw.Run(ctx, "ip", "route", "add", vip4().String()+"/32", "via", e.backends4()[0].String()); err != nil {
+		return fmt.Errorf("bench: %w: %s", err, out)
+	}
+	// iperf3's UDP server answers from an unconnected socket, which the
+	// kernel gives b1's own address: b1's default route prefers the VIP
+	// as the source, as a real server behind direct routing is set up.
+	routes, err := b1.Netlink().RouteList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	for _, r := range routes {
+		if r.Dst == nil || r.Dst.IP.IsUnspecified() {
+			r.Src = vip4().AsSlice()
+			if err := b1.Netlink().RouteReplace(&r); err != nil {
+				return fmt.Errorf("bench: %s's default route from the VIP: %w", b1.Name, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("bench: %s has no default route", b1.Name)
 }
 
 // startKernelSynproxy is kernel-dnat behind the kernel's SYN proxy, as
