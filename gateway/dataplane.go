@@ -93,6 +93,10 @@ func (g *Gateway) work(i int, d device.Device) error {
 		}
 		fit = newMTUFit(g.mtu, &g.pmtu, h, vnet)
 	}
+	kernelHasFrames := true
+	if k, ok := d.(interface{ KernelHasFrames() bool }); ok {
+		kernelHasFrames = k.KernelHasFrames()
+	}
 	var inject func([]byte)
 	if g.l7 != nil {
 		inject = g.l7.Inject // copies: the buffer is reused
@@ -139,6 +143,13 @@ func (g *Gateway) work(i int, d device.Device) error {
 					// The kernel's TCP terminates L7 services, and a rule
 					// delivers their packets before the TUN's route: one
 					// here is not theirs to take.
+					dropped++
+					continue
+				case g.l7 == nil && !kernelHasFrames:
+					// AF_XDP: the XDP program leaves L7 services' TCP
+					// to the kernel; one that came here anyway (during
+					// a reload, before the program knows the service)
+					// cannot be handed back.
 					dropped++
 					continue
 				case g.l7 == nil:

@@ -89,9 +89,10 @@ func (h VNetHdr) SetOffload(o Offload, l2 int) {
 
 // partialField locates the partial transport checksum of ip and its
 // protocol, or reports false when the header does not describe one vsgate
-// can handle: only TCP and UDP right behind the IP header (no IPv6
-// extension headers, no tunnel: a partial checksum of a packet inside
-// another is the inner packet's, which NAT does not touch).
+// can handle: only TCP and UDP of ip itself, right behind the IPv4 header
+// or IPv6's extension headers (not behind a tunnel: a partial checksum of
+// a packet inside another is the inner packet's, which NAT does not
+// touch).
 func (h VNetHdr) partialField(ip []byte, l2 int) (start, at int, proto uint8, ok bool) {
 	start = h.CsumStart() - l2
 	switch h.CsumOffset() {
@@ -110,9 +111,36 @@ func (h VNetHdr) partialField(ip []byte, l2 int) (start, at int, proto uint8, ok
 	case 4:
 		ok = len(ip) >= IPv4MinimumSize && start == IPv4(ip).HeaderLength() && start >= IPv4MinimumSize && IPv4(ip).Protocol() == proto
 	case 6:
-		ok = len(ip) >= IPv6HeaderSize && start == IPv6HeaderSize && IPv6(ip).NextHeader() == proto
+		if len(ip) >= IPv6HeaderSize {
+			l4, nh, found := ipv6Transport(ip)
+			ok = found && start == l4 && nh == proto
+		}
 	}
 	return start, at, proto, ok && at+2 <= len(ip)
+}
+
+// ipv6Transport walks the extension headers of the IPv6 packet ip (at
+// least its fixed header) — hop-by-hop, routing and destination options,
+// at most MaxIPv6ExtHeaders as Parse — and returns where the header after
+// them starts and what it is. It reports false for a fragment (whose
+// checksum no device leaves partial) and for a chain too long or cut
+// short.
+func ipv6Transport(ip []byte) (off int, proto uint8, ok bool) {
+	nh, off := ip[ipv6NextHeader], IPv6HeaderSize
+	for range MaxIPv6ExtHeaders + 1 {
+		switch nh {
+		case ipv6ExtHopByHop, ipv6ExtRouting, ipv6ExtDestOpts:
+			if len(ip)-off < ipv6ExtMinSize {
+				return 0, 0, false
+			}
+			nh, off = ip[off], off+(int(ip[off+1])+1)*8
+		case ipv6ExtFragment:
+			return 0, 0, false
+		default:
+			return off, nh, off <= len(ip)
+		}
+	}
+	return 0, 0, false
 }
 
 // ipAddrs returns the source and destination address of ip.

@@ -18,6 +18,20 @@ type superPacket struct {
 	mss     int
 	flags   uint8 // TCP flags of the super-packet (FIN, PSH, CWR, ACK)
 	l2      int   // link header between the virtio-net header and IP: 0 (TUN) or 14 (AF_PACKET)
+	// destOpts puts an IPv6 destination options header (8 bytes, a PadN
+	// option) between the IPv6 and the transport header.
+	destOpts bool
+}
+
+// transportStart is where the transport header starts.
+func (sp superPacket) transportStart() int {
+	switch {
+	case !sp.v6:
+		return IPv4MinimumSize
+	case sp.destOpts:
+		return IPv6HeaderSize + 8
+	}
+	return IPv6HeaderSize
 }
 
 // linkHeaders are the two devices' l2: a TUN's, an AF_PACKET socket's.
@@ -38,6 +52,13 @@ func (sp superPacket) serialize(t *testing.T, payload []byte, id uint16, seq uin
 		}
 		nl = ip
 		ls = append(ls, ip)
+		if sp.destOpts {
+			do := &layers.IPv6Destination{}
+			do.NextHeader = ip.NextHeader
+			do.Options = []*layers.IPv6DestinationOption{{OptionType: 1, OptionLength: 4, OptionData: make([]byte, 4)}}
+			ip.NextHeader = layers.IPProtocolIPv6Destination
+			ls = append(ls, do)
+		}
 	} else {
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: id, Flags: layers.IPv4DontFragment, SrcIP: net.ParseIP("198.18.0.2").To4(), DstIP: net.ParseIP("198.18.2.11").To4(), Protocol: layers.IPProtocolTCP}
 		if sp.udp {
@@ -69,10 +90,7 @@ func (sp superPacket) serialize(t *testing.T, payload []byte, id uint16, seq uin
 // pseudo-header sum, as the sending stack leaves it) and its header.
 func (sp superPacket) build(t *testing.T) (ip []byte, hdr VNetHdr) {
 	ip = sp.serialize(t, sp.payload, 100, 1000, sp.flags)
-	start := IPv4MinimumSize
-	if sp.v6 {
-		start = IPv6HeaderSize
-	}
+	start := sp.transportStart()
 	hdrLen, csumOff, gso := start+32, 16, uint8(GSOTCPv4)
 	if sp.udp {
 		hdrLen, csumOff, gso = start+8, 6, GSOUDPL4
@@ -80,7 +98,11 @@ func (sp superPacket) build(t *testing.T) (ip []byte, hdr VNetHdr) {
 		gso = GSOTCPv6
 	}
 	src, dst := ipAddrs(ip)
-	binary.BigEndian.PutUint16(ip[start+csumOff:], PseudoHeaderSum(ip[protoOffset(sp.v6)], src, dst, len(ip)-start))
+	proto := uint8(ProtoTCP)
+	if sp.udp {
+		proto = ProtoUDP
+	}
+	binary.BigEndian.PutUint16(ip[start+csumOff:], PseudoHeaderSum(proto, src, dst, len(ip)-start))
 	hdr = make(VNetHdr, VNetHdrSize)
 	hdr[0], hdr[1] = VNetNeedsCsum, gso
 	binary.NativeEndian.PutUint16(hdr[2:], uint16(sp.l2+hdrLen))
@@ -88,13 +110,6 @@ func (sp superPacket) build(t *testing.T) (ip []byte, hdr VNetHdr) {
 	binary.NativeEndian.PutUint16(hdr[6:], uint16(sp.l2+start))
 	binary.NativeEndian.PutUint16(hdr[8:], uint16(csumOff))
 	return ip, hdr
-}
-
-func protoOffset(v6 bool) int {
-	if v6 {
-		return 6
-	}
-	return 9
 }
 
 // TestSegmentsMatchGopacket splits TCP and UDP super-packets, IPv4 and
@@ -114,6 +129,8 @@ func TestSegmentsMatchGopacket(t *testing.T) {
 		{udp: true, v6: true, payload: payload[:2500], mss: 1200},
 		{payload: payload, mss: 1448, flags: testACK, l2: EthernetMinimumSize},
 		{udp: true, v6: true, payload: payload[:2500], mss: 1200, l2: EthernetMinimumSize},
+		{v6: true, destOpts: true, payload: payload, mss: 1420, flags: testACK | testPSH},
+		{udp: true, v6: true, destOpts: true, payload: payload[:2500], mss: 1200, l2: EthernetMinimumSize},
 	} {
 		ip, hdr := sp.build(t)
 		// hdr_len is skb_headlen, a hint that may reach into the payload:
@@ -121,10 +138,10 @@ func TestSegmentsMatchGopacket(t *testing.T) {
 		binary.NativeEndian.PutUint16(hdr[2:], uint16(hdr.HdrLen()+100))
 		var got [][]byte
 		if n := hdr.SegmentCount(ip, sp.l2); n != (len(sp.payload)+sp.mss-1)/sp.mss {
-			t.Errorf("%+v: SegmentCount %d", sp, n)
+			t.Errorf("v6=%v udp=%v destOpts=%v l2=%d: SegmentCount %d", sp.v6, sp.udp, sp.destOpts, sp.l2, n)
 		}
 		if !hdr.Segments(ip, make([]byte, 65536), sp.l2, func(b []byte) { got = append(got, bytes.Clone(b)) }) {
-			t.Fatalf("%+v: segments refused the header", sp)
+			t.Fatalf("v6=%v udp=%v destOpts=%v l2=%d: segments refused the header", sp.v6, sp.udp, sp.destOpts, sp.l2)
 		}
 		n := (len(sp.payload) + sp.mss - 1) / sp.mss
 		if len(got) != n {
@@ -151,18 +168,18 @@ func TestSegmentsMatchGopacket(t *testing.T) {
 // engine rewrote the addresses and ports and then completed, is the
 // checksum gopacket computes for the rewritten
 func TestCompleteAndRefresh(t *testing.T) {
-	for i := range 4 {
-		v6, l2 := i&1 == 1, linkHeaders[i/2]
-		sp := superPacket{v6: v6, payload: []byte("GET / HTTP/1.1\r\n\r\n"), mss: 1448, flags: testACK | testPSH, l2: l2}
+	for i := range 6 {
+		v6, l2 := i&1 == 1 || i >= 4, linkHeaders[i/2%2]
+		sp := superPacket{v6: v6, destOpts: i >= 4, payload: []byte("GET / HTTP/1.1\r\n\r\n"), mss: 1448, flags: testACK | testPSH, l2: l2}
 		ip, hdr := sp.build(t)
 		hdr.SetGSOType(GSONone)
 		// What NAT does: a new destination address and port. The partial
 		// field is left as the engine's incremental update leaves it:
 		// wrong, until refreshed.
-		start := IPv4MinimumSize
+		start := sp.transportStart()
 		dstAt := 16
 		if v6 {
-			start, dstAt = IPv6HeaderSize, 24
+			dstAt = 24
 		}
 		ip[dstAt+len(ip[dstAt:dstAt+4])-1]++ // 198.18.2.11 -> .12, or 2001:db8:2::11 -> 2001:db8:2:0:100::11 (any change will do)
 		binary.BigEndian.PutUint16(ip[start+2:], 8080)

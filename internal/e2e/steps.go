@@ -278,7 +278,26 @@ func stepUDP(ctx context.Context, e *Env) (string, error) {
 
 func stepIPv6(ctx context.Context, e *Env) (string, error) {
 	counts, err := e.Lab.ScenarioHTTPRoundRobin(ctx, e.Lab.Topo.Plan.VIP6, 10)
-	return fmtSpread(counts), err
+	detail := fmtSpread(counts)
+	if err != nil {
+		return detail, err
+	}
+	// Three more, every packet of the client's carrying a destination
+	// options header (its transport checksum left partial by the
+	// client's kernel): one to each real server, as round robin goes on.
+	seen := map[string]int{}
+	for range 3 {
+		rep, err := e.getWithDestOpts(ctx, netip.AddrPortFrom(e.Lab.Topo.Plan.VIP6, 80), "/dstopts")
+		if err != nil {
+			return detail, fmt.Errorf("with a destination options header: %w", err)
+		}
+		seen[rep.Backend]++
+	}
+	detail += "; with a destination options header: " + fmtSpread(seen)
+	if seen["b1"] != 1 || seen["b2"] != 1 || seen["b3"] != 1 {
+		return detail, errors.New("with a destination options header: want one request at each real server")
+	}
+	return detail, nil
 }
 
 func stepFullNAT(ctx context.Context, e *Env) (string, error) {
@@ -608,6 +627,16 @@ func stepL7(ctx context.Context, e *Env) (string, error) {
 	if rep.Backend != "b1" || rep.Path != "/v6" || rep.XFF != "2001:db8::2" {
 		return strings.Join(parts, "; "), fmt.Errorf("IPv6: want b1 to see /v6 with X-Forwarded-For 2001:db8::2, got %+v", rep)
 	}
+	// Over IPv6 again, every packet of the client's carrying a
+	// destination options header: the L7 service is found behind it.
+	rep, err = e.getWithDestOpts(ctx, netip.AddrPortFrom(e.Lab.Topo.Plan.VIP6, 81), "/sales/dstopts")
+	if err != nil {
+		return strings.Join(parts, "; "), fmt.Errorf("IPv6 with a destination options header: %w", err)
+	}
+	parts = append(parts, fmt.Sprintf("IPv6 behind a destination options header: /sales/dstopts -> %s saw %s", rep.Backend, rep.Path))
+	if rep.Backend != "b1" || rep.Path != "/dstopts" {
+		return strings.Join(parts, "; "), fmt.Errorf("IPv6 with a destination options header: want b1 to see /dstopts, got %+v", rep)
+	}
 	// A path no ProxyPass covers: Apache's 404.
 	if _, err := e.get(ctx, base+"/nowhere"); err == nil || !strings.Contains(err.Error(), "404") {
 		return strings.Join(parts, "; "), fmt.Errorf("unrouted path: %v, want 404", err)
@@ -637,6 +666,48 @@ func stepL7(ctx context.Context, e *Env) (string, error) {
 		return strings.Join(parts, "; "), fmt.Errorf("vsgate_l7_event_loop_requests_total: %.0f on the %s stack", looped, e.l7Stack())
 	}
 	return strings.Join(parts, "; "), nil
+}
+
+// getWithDestOpts makes one HTTP/1.1 GET of path from the client to
+// vip over a connection whose every packet carries an IPv6 destination
+// options header (a PadN option: the sticky IPV6_DSTOPTS socket option).
+func (e *Env) getWithDestOpts(ctx context.Context, vip netip.AddrPort, path string) (netlab.HTTPReply, error) {
+	var rep netlab.HTTPReply
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var c net.Conn
+	err := e.client.Do(func() error {
+		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				opts := []byte{0, 0, 1, 4, 0, 0, 0, 0} // next header (the kernel's), length 0, PadN of 4
+				serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DSTOPTS, string(opts))
+			})
+			return errors.Join(err, serr)
+		}}
+		var err error
+		c, err = d.DialContext(ctx, "tcp6", vip.String())
+		return err
+	})
+	if err != nil {
+		return rep, err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, vip); err != nil {
+		return rep, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return rep, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return rep, fmt.Errorf("%s: %s", path, resp.Status)
+	}
+	return rep, json.NewDecoder(resp.Body).Decode(&rep)
 }
 
 // l7Bytes is what stepL7Streams sends each way.

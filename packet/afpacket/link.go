@@ -623,6 +623,15 @@ func (p *Port) MTU() (int, error) { return p.link.ifs[p.iface].mtu, nil }
 // Name is the interface's name.
 func (p *Port) Name() string { return p.link.ifs[p.iface].name }
 
+// KernelHasFrames reports whether the kernel keeps every frame this port
+// reads (an AF_PACKET socket gets copies), so that what is the kernel's
+// to terminate (an L7 service's TCP) needs nothing from vsgate; an AF_XDP
+// socket's frames were taken from the kernel.
+func (p *Port) KernelHasFrames() bool {
+	_, xdp := p.sock.(*afxdp.Socket)
+	return !xdp
+}
+
 // Close closes this port's socket; a pending Read returns.
 func (p *Port) Close() error { return p.sock.Close() }
 

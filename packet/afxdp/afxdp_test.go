@@ -133,6 +133,68 @@ func tcpFrame(dstMAC, srcMAC packet.MAC, src netip.Addr, dst netip.AddrPort, opt
 	return b
 }
 
+// vip6x4 is an IPv4 address with no L7 service.
+var vip6x4 = netip.MustParseAddr("198.18.0.11")
+
+// v4Frag sets an IPv4 frame's flags and fragment offset field.
+func v4Frag(frame []byte, field uint16) []byte {
+	ip := frame[packet.EthernetMinimumSize:]
+	ip[6], ip[7] = byte(field>>8), byte(field)
+	return frame
+}
+
+// ext is an IPv6 extension header for v6Ext: its kind and its bytes
+// (the first, its next header, is set as the chain is built).
+type ext struct {
+	kind byte
+	b    []byte
+}
+
+var hopByHop = ext{0, []byte{0, 0, 1, 4, 0, 0, 0, 0}} // a PadN option
+
+func destOpts(units int) ext {
+	h := make([]byte, 8*(units+1))
+	h[1], h[2], h[3] = byte(units), 1, byte(len(h)-4)
+	return ext{60, h}
+}
+
+func fragHeader(offset uint16, more bool) ext {
+	f := offset &^ 7
+	if more {
+		f |= 1
+	}
+	return ext{44, []byte{0, 0, byte(f >> 8), byte(f), 0, 0, 0, 7}}
+}
+
+// chain is n destination options headers.
+func chain(n int) []ext {
+	var hs []ext
+	for range n {
+		hs = append(hs, destOpts(0))
+	}
+	return hs
+}
+
+// v6Ext puts extension headers between an IPv6 frame's fixed header and
+// its upper layer, in order, chaining the next headers and fixing the
+// payload length.
+func v6Ext(frame []byte, hs ...ext) []byte {
+	const fixed = packet.EthernetMinimumSize + 40
+	out := append([]byte(nil), frame[:fixed]...)
+	upper := frame[packet.EthernetMinimumSize+6]
+	prev := packet.EthernetMinimumSize + 6
+	for _, h := range hs {
+		out[prev] = h.kind
+		prev = len(out)
+		out = append(out, h.b...)
+	}
+	out[prev] = upper
+	out = append(out, frame[fixed:]...)
+	pl := len(out) - fixed
+	out[packet.EthernetMinimumSize+4], out[packet.EthernetMinimumSize+5] = byte(pl>>8), byte(pl)
+	return out
+}
+
 // TestProgramVerdicts runs the XDP program in the kernel (its test run)
 // on the frames vsgate handles and on the host's: the first are
 // redirected to the socket, the rest passed; and every redirected frame,
@@ -221,6 +283,19 @@ func TestProgramVerdicts(t *testing.T) {
 		{"TCP over IPv6 to an L7 service", tcpFrame(mac, peer, a6, netip.AddrPortFrom(vip6, 443), 0), xdpPass},
 		{"TCP over IPv6 to another port", tcpFrame(mac, peer, a6, netip.AddrPortFrom(vip6, 80), 0), xdpRedirect},
 		{"TCP to an L7 service, cut short", tcpFrame(mac, peer, a4, netip.AddrPortFrom(vip4, 80), 0)[:packet.EthernetMinimumSize+22], xdpRedirect},
+		{"TCP with DF to an L7 service's address, another port", v4Frag(tcpFrame(mac, peer, a4, netip.AddrPortFrom(vip4, 81), 0), 0x4000), xdpRedirect},
+		{"a first TCP fragment to an L7 service's address, another port", v4Frag(tcpFrame(mac, peer, a4, netip.AddrPortFrom(vip4, 81), 0), 0x2000), xdpPass},
+		{"a later TCP fragment to an L7 service's address", v4Frag(tcpFrame(mac, peer, a4, netip.AddrPortFrom(vip4, 81), 0), 3), xdpPass},
+		{"a later TCP fragment to another address", v4Frag(tcpFrame(mac, peer, a4, netip.AddrPortFrom(vip6x4, 80), 0), 3), xdpRedirect},
+		{"TCP over IPv6 after hop-by-hop and destination options, to an L7 service", v6Ext(tcpFrame(mac, peer, a6, netip.AddrPortFrom(vip6, 443), 0), hopByHop, destOpts(2)), xdpPass},
+		{"the same to another port", v6Ext(tcpFrame(mac, peer, a6, netip.AddrPortFrom(vip6, 80), 0), hopByHop, destOpts(2)), xdpRedirect},
+		{"TCP over IPv6 after an atomic fragment header, to an L7 service", v6Ext(tcpFrame(mac, peer, a6, netip.AddrPortFrom(vip6, 443), 0), fragHeader(0, false)), xdpPass},
+		{"a first IPv6 TCP fragment to an L7 service's address, another port", v6Ext(tcpFrame(mac, peer, a6, netip.AddrPortFrom(vip6, 80), 0), fragHeader(0, true)), xdpPass},
+		{"a later IPv6 TCP fragment to an L7 service's address", v6Ext(tcpFrame(mac, peer, a6, netip.AddrPortFrom(vip6, 80), 0), destOpts(0), fragHeader(16, false)), xdpPass},
+		{"an IPv6 UDP fragment to an L7 service's address", v6Ext(udpFrame(mac, peer, a6, vip6, 1), fragHeader(16, true)), xdpRedirect},
+		{"TCP over IPv6 to an L7 service after the longest chain", v6Ext(tcpFrame(mac, peer, a6, netip.AddrPortFrom(vip6, 443), 0), chain(packet.MaxIPv6ExtHeaders)...), xdpPass},
+		{"TCP over IPv6 to an L7 service after a chain too long", v6Ext(tcpFrame(mac, peer, a6, netip.AddrPortFrom(vip6, 443), 0), chain(packet.MaxIPv6ExtHeaders+1)...), xdpRedirect},
+		{"TCP over IPv6 to an L7 service, an extension header cut short", v6Ext(tcpFrame(mac, peer, a6, netip.AddrPortFrom(vip6, 443), 0), destOpts(2))[:packet.EthernetMinimumSize+40+20], xdpRedirect},
 	} {
 		if got, err := prog.Run(c.frame); err != nil || got != c.want {
 			t.Errorf("%s: verdict %d (%v), want %d", c.name, got, err, c.want)

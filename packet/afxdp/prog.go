@@ -36,8 +36,9 @@ const (
 // passes the rest to the kernel: ARP and neighbour discovery (the kernel
 // resolves its own neighbours; vsgate reads copies through an AF_PACKET
 // socket), broadcasts and multicasts, the host's own traffic, TCP to an
-// L7 service (the kernel's TCP terminates it for vsgate's listeners), and
-// any frame of a queue that has no socket.
+// L7 service (the kernel's TCP terminates it for vsgate's listeners; found
+// behind IPv6 extension headers too, and with its fragments), and any
+// frame of a queue that has no socket.
 type Program struct {
 	prog                 *ebpf.Program
 	xsks, local4, local6 *ebpf.Map
@@ -88,11 +89,6 @@ func NewProgram(mac packet.MAC, queues int) (_ *Program, err error) {
 // value of 2^31 or more.
 func programSpec(mac packet.MAC, xsks, local4, local6, l7v4, l7v6 *ebpf.Map) *ebpf.ProgramSpec {
 	const eth = packet.EthernetMinimumSize
-	wire16 := func(v uint16) int32 {
-		var b [2]byte
-		binary.BigEndian.PutUint16(b[:], v)
-		return int32(binary.NativeEndian.Uint16(b[:]))
-	}
 	macHi := int32(binary.NativeEndian.Uint32(mac[0:4]))
 	macLo := int32(binary.NativeEndian.Uint16(mac[4:6]))
 	// toUs checks the destination MAC (its symbol first), else passes.
@@ -132,6 +128,12 @@ func programSpec(mac packet.MAC, xsks, local4, local6, l7v4, l7v6 *ebpf.Map) *eb
 		// bytes on the stack): the kernel's TCP terminates it.
 		asm.LoadMem(asm.R2, asm.R7, eth+9, asm.Byte),
 		asm.JNE.Imm(asm.R2, int32(packet.ProtoTCP), "redirect"),
+		// A fragment (more fragments, or an offset) of TCP to an L7
+		// service's address: the kernel reassembles it, so it has them
+		// all, whatever the port in the first.
+		asm.LoadMem(asm.R3, asm.R7, eth+6, asm.Half),
+		asm.And.Imm(asm.R3, wire16(0x3fff)),
+		asm.JNE.Imm(asm.R3, 0, "v4frag"),
 		asm.LoadMem(asm.R3, asm.R7, eth, asm.Byte),
 		asm.And.Imm(asm.R3, 0x0f),
 		asm.LSh.Imm(asm.R3, 2), // the IPv4 header's length
@@ -145,6 +147,16 @@ func programSpec(mac packet.MAC, xsks, local4, local6, l7v4, l7v6 *ebpf.Map) *eb
 		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
 		asm.StoreMem(asm.RFP, -4, asm.R5, asm.Half),
 		asm.StoreImm(asm.RFP, -2, 0, asm.Half),
+		asm.LoadMapPtr(asm.R1, l7v4.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, -8),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+		asm.Ja.Label("redirect"),
+
+		asm.LoadMem(asm.R3, asm.R7, eth+16, asm.Word).WithSymbol("v4frag"),
+		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
+		asm.StoreImm(asm.RFP, -4, 0, asm.Word), // port 0: the address's own entry
 		asm.LoadMapPtr(asm.R1, l7v4.FD()),
 		asm.Mov.Reg(asm.R2, asm.RFP),
 		asm.Add.Imm(asm.R2, -8),
@@ -174,26 +186,11 @@ func programSpec(mac packet.MAC, xsks, local4, local6, l7v4, l7v6 *ebpf.Map) *eb
 		asm.FnMapLookupElem.Call(),
 		asm.JNE.Imm(asm.R0, 0, "pass"),
 
-		// TCP right after the fixed header to an L7 service (a key of
-		// 20 bytes: address, port, two zeros).
-		asm.LoadMem(asm.R2, asm.R7, eth+6, asm.Byte),
-		asm.JNE.Imm(asm.R2, int32(packet.ProtoTCP), "redirect"),
-		asm.Mov.Reg(asm.R1, asm.R7),
-		asm.Add.Imm(asm.R1, eth+packet.IPv6HeaderSize+4),
-		asm.JGT.Reg(asm.R1, asm.R8, "redirect"),
-		asm.LoadMem(asm.R5, asm.R7, eth+packet.IPv6HeaderSize+2, asm.Half),
-		asm.LoadMem(asm.R3, asm.R7, eth+24, asm.DWord),
-		asm.StoreMem(asm.RFP, -24, asm.R3, asm.DWord),
-		asm.LoadMem(asm.R3, asm.R7, eth+32, asm.DWord),
-		asm.StoreMem(asm.RFP, -16, asm.R3, asm.DWord),
-		asm.StoreMem(asm.RFP, -8, asm.R5, asm.Half),
-		asm.StoreImm(asm.RFP, -6, 0, asm.Half),
-		asm.LoadMapPtr(asm.R1, l7v6.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -24),
-		asm.FnMapLookupElem.Call(),
-		asm.JNE.Imm(asm.R0, 0, "pass"),
-
+		asm.LoadMem(asm.R2, asm.R7, eth+6, asm.Byte), // r2: the next header
+		asm.Mov.Imm(asm.R9, packet.IPv6HeaderSize),   // r9: where it starts
+	)
+	in = append(in, v6Walk(l7v6)...)
+	in = append(in,
 		// The queue's socket; with none, the kernel has the frame.
 		asm.LoadMem(asm.R2, asm.R6, 16, asm.Word).WithSymbol("redirect"),
 		asm.LoadMapPtr(asm.R1, xsks.FD()),
@@ -205,6 +202,99 @@ func programSpec(mac packet.MAC, xsks, local4, local6, l7v4, l7v6 *ebpf.Map) *eb
 		asm.Return(),
 	)
 	return &ebpf.ProgramSpec{Name: "vsgate_xsk", Type: ebpf.XDP, License: "GPL", Instructions: in}
+}
+
+// wire16 is a 16-bit wire (big-endian) constant as the program's
+// host-order loads see it.
+func wire16(v uint16) int32 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], v)
+	return int32(binary.NativeEndian.Uint16(b[:]))
+}
+
+// v6Walk is the IPv6 part after the address checks, r2 holding the fixed
+// header's next header and r9 its offset (40): it walks the extension
+// headers as packet.Parse does, at most packet.MaxIPv6ExtHeaders of them
+// (unrolled: the verifier takes no loop), to find TCP to an L7 service,
+// a key of 20 bytes (address, port, two zeros); or a fragment of TCP to
+// an L7 service's address (its key with port 0), which the kernel must
+// have whole. A longer chain, or one cut short, is vsgate's to drop and
+// count; every other packet is redirected.
+func v6Walk(l7v6 *ebpf.Map) asm.Instructions {
+	const eth = packet.EthernetMinimumSize
+	// headerAt (its symbol first) checks that the header of size bytes
+	// at r9 is in the frame, with r1 pointing at it (less eth), else
+	// redirects.
+	headerAt := func(symbol string, size int32) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R1, asm.R7).WithSymbol(symbol),
+			asm.Add.Reg(asm.R1, asm.R9),
+			asm.Mov.Reg(asm.R4, asm.R1),
+			asm.Add.Imm(asm.R4, eth+size),
+			asm.JGT.Reg(asm.R4, asm.R8, "redirect"),
+		}
+	}
+	// lookup looks the key at fp-24 up, and passes on a hit.
+	lookup := func(port asm.Instruction) asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMem(asm.R3, asm.R7, eth+24, asm.DWord),
+			asm.StoreMem(asm.RFP, -24, asm.R3, asm.DWord),
+			asm.LoadMem(asm.R3, asm.R7, eth+32, asm.DWord),
+			asm.StoreMem(asm.RFP, -16, asm.R3, asm.DWord),
+			port,
+			asm.StoreImm(asm.RFP, -6, 0, asm.Half),
+			asm.LoadMapPtr(asm.R1, l7v6.FD()),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -24),
+			asm.FnMapLookupElem.Call(),
+			asm.JNE.Imm(asm.R0, 0, "pass"),
+			asm.Ja.Label("redirect"),
+		}
+	}
+	var in asm.Instructions
+	for i := range packet.MaxIPv6ExtHeaders {
+		here, opts, frag, next := fmt.Sprint("v6ext", i), fmt.Sprint("v6opts", i), fmt.Sprint("v6frag", i), fmt.Sprint("v6ext", i+1)
+		in = append(in,
+			asm.JEq.Imm(asm.R2, 0, opts).WithSymbol(here), // hop-by-hop
+			asm.JEq.Imm(asm.R2, 43, opts),                 // routing
+			asm.JEq.Imm(asm.R2, 60, opts),                 // destination options
+			asm.JEq.Imm(asm.R2, 44, frag),
+			asm.Ja.Label("v6upper"),
+		)
+		in = append(in, headerAt(opts, 8)...)
+		in = append(in,
+			asm.LoadMem(asm.R3, asm.R1, eth+1, asm.Byte), // length in 8 bytes, less one
+			asm.LoadMem(asm.R2, asm.R1, eth, asm.Byte),
+			asm.Add.Imm(asm.R3, 1),
+			asm.LSh.Imm(asm.R3, 3),
+			asm.Add.Reg(asm.R9, asm.R3),
+			asm.Ja.Label(next),
+		)
+		in = append(in, headerAt(frag, 8)...)
+		in = append(in,
+			asm.LoadMem(asm.R2, asm.R1, eth, asm.Byte),
+			asm.LoadMem(asm.R3, asm.R1, eth+2, asm.Half),
+			asm.And.Imm(asm.R3, wire16(0xfff9)), // the offset and M
+			asm.JNE.Imm(asm.R3, 0, "v6fragment"),
+			asm.Add.Imm(asm.R9, 8), // an atomic fragment: walk on
+			asm.Ja.Label(next),
+		)
+	}
+	in = append(in,
+		// Past the longest chain packet.Parse takes: vsgate drops it.
+		asm.JEq.Imm(asm.R2, 0, "redirect").WithSymbol(fmt.Sprint("v6ext", packet.MaxIPv6ExtHeaders)),
+		asm.JEq.Imm(asm.R2, 43, "redirect"),
+		asm.JEq.Imm(asm.R2, 60, "redirect"),
+		asm.JEq.Imm(asm.R2, 44, "redirect"),
+
+		asm.JNE.Imm(asm.R2, int32(packet.ProtoTCP), "redirect").WithSymbol("v6upper"),
+	)
+	in = append(in, headerAt("v6tcp", 4)...)
+	in = append(in, asm.LoadMem(asm.R5, asm.R1, eth+2, asm.Half)) // the destination port
+	in = append(in, lookup(asm.StoreMem(asm.RFP, -8, asm.R5, asm.Half))...)
+	in = append(in, asm.JNE.Imm(asm.R2, int32(packet.ProtoTCP), "redirect").WithSymbol("v6fragment"))
+	in = append(in, lookup(asm.StoreImm(asm.RFP, -8, 0, asm.Half))...)
+	return in
 }
 
 // Attach attaches the program to the interface in native (driver) mode,
@@ -244,7 +334,9 @@ func (p *Program) SetLocal(local []netip.Addr) error {
 }
 
 // SetL7 makes eps the L7 services' addresses and ports: TCP to them goes
-// to the kernel, whose listeners (vsgate's) terminate it. The maps change
+// to the kernel, whose listeners (vsgate's) terminate it, and so do the
+// fragments of TCP to their addresses, whatever the port (the kernel
+// reassembles them). The maps change
 // entry by entry, as SetLocal's.
 func (p *Program) SetL7(eps []netip.AddrPort) error {
 	p.mu.Lock()
@@ -252,6 +344,9 @@ func (p *Program) SetL7(eps []netip.AddrPort) error {
 	want := map[netip.AddrPort]bool{}
 	for _, ep := range eps {
 		want[netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())] = true
+		// Port 0, which no service has, stands for the address: its TCP
+		// fragments are the kernel's too.
+		want[netip.AddrPortFrom(ep.Addr().Unmap(), 0)] = true
 	}
 	return syncSet(p.l7, want,
 		func(ep netip.AddrPort) error { return p.l7Map(ep).Update(l7Key(ep), uint8(1), ebpf.UpdateAny) },
