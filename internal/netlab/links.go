@@ -28,6 +28,10 @@ func (l *Lab) addLink(n int, ls LinkSpec) error {
 		PeerName:      l.IfName(ls.B.Name),
 		PeerNamespace: netlink.NsFd(int(b.ns)),
 	}
+	if ls.Queues > 1 {
+		veth.NumTxQueues, veth.NumRxQueues = ls.Queues, ls.Queues
+		veth.PeerNumTxQueues, veth.PeerNumRxQueues = uint32(ls.Queues), uint32(ls.Queues)
+	}
 	if err := a.nl.LinkAdd(veth); err != nil {
 		return err
 	}

@@ -88,6 +88,11 @@ type BridgeSpec struct {
 // data; the zero value is invalid.
 type LinkSpec struct {
 	A, B Endpoint
+	// Queues is the receive and transmit queues of each end (0: one). A
+	// veth hands a frame to its peer's receive queue of the index of the
+	// transmit queue it left by, which the sender picks by the flow's
+	// hash: multi-queue devices and XDP's queue steering can be tried.
+	Queues int
 }
 
 // Endpoint is one end of a veth pair. Plain data; Host and Name are

@@ -29,20 +29,21 @@ var (
 )
 
 // pairLab is two hosts on a veth pair, a and b, each with an address of
-// its own in both families; vsgate's side is b.
-func pairLab(t *testing.T) *netlab.Lab {
+// its own in both families, and queues receive and transmit queues on
+// each end; vsgate's side is b.
+func pairLab(t *testing.T, queues int) *netlab.Lab {
 	t.Helper()
-	return labtest.Pair(t, "afxdp", []netip.Prefix{addrA, addrA6}, []netip.Prefix{addrB, addrB6})
+	return labtest.PairQueues(t, "afxdp", queues, []netip.Prefix{addrA, addrA6}, []netip.Prefix{addrB, addrB6})
 }
 
 // vsgateSide loads the program for b's interface, tells it b's
-// addresses, opens the socket of queue 0 and registers it; attach says
-// whether the program is attached too. Everything closes when the test
-// ends.
-func vsgateSide(t *testing.T, lab *netlab.Lab, attach bool) (*Program, *Socket, packet.MAC) {
+// addresses, opens a socket for each of queues receive queues and
+// registers them; attach says whether the program is attached too.
+// Everything closes when the test ends.
+func vsgateSide(t *testing.T, lab *netlab.Lab, attach bool, queues int) (*Program, []*Socket, packet.MAC) {
 	t.Helper()
 	var prog *Program
-	var sock *Socket
+	var socks []*Socket
 	var mac packet.MAC
 	err := lab.MustHost("b").Do(func() error {
 		ifi, err := net.InterfaceByName(lab.IfName("b"))
@@ -50,17 +51,21 @@ func vsgateSide(t *testing.T, lab *netlab.Lab, attach bool) (*Program, *Socket, 
 			return err
 		}
 		mac = packet.MAC(ifi.HardwareAddr)
-		if prog, err = NewProgram(mac, 1); err != nil {
+		if prog, err = NewProgram(mac, queues); err != nil {
 			return err
 		}
 		if err := prog.SetLocal([]netip.Addr{addrB.Addr(), addrB6.Addr()}); err != nil {
 			return err
 		}
-		if sock, err = Open(Config{Interface: lab.IfName("b"), Queue: 0}); err != nil {
-			return err
-		}
-		if err := prog.Register(sock); err != nil {
-			return err
+		for q := range queues {
+			sock, err := Open(Config{Interface: lab.IfName("b"), Queue: q})
+			if err != nil {
+				return err
+			}
+			socks = append(socks, sock)
+			if err := prog.Register(sock); err != nil {
+				return err
+			}
 		}
 		if attach {
 			return prog.Attach(ifi.Index)
@@ -70,13 +75,13 @@ func vsgateSide(t *testing.T, lab *netlab.Lab, attach bool) (*Program, *Socket, 
 	if prog != nil {
 		t.Cleanup(func() { prog.Close() })
 	}
-	if sock != nil {
+	for _, sock := range socks {
 		t.Cleanup(func() { sock.Close() })
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return prog, sock, mac
+	return prog, socks, mac
 }
 
 // udpFrame is an Ethernet frame to dstMAC carrying a UDP datagram from
@@ -200,8 +205,8 @@ func v6Ext(frame []byte, hs ...ext) []byte {
 // redirected to the socket, the rest passed; and every redirected frame,
 // one field changed to make it the host's, is passed.
 func TestProgramVerdicts(t *testing.T) {
-	lab := pairLab(t)
-	prog, _, mac := vsgateSide(t, lab, false)
+	lab := pairLab(t, 1)
+	prog, _, mac := vsgateSide(t, lab, false, 1)
 	peer := packet.MAC{0x02, 0, 0x5e, 0x10, 0, 1}
 	broadcast := packet.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	a4, a6 := addrA.Addr(), addrA6.Addr()
@@ -320,14 +325,78 @@ func TestProgramVerdicts(t *testing.T) {
 	}
 }
 
+// TestQueuesKeepFlowsTogether: on a veth of two queues, with a socket
+// per queue, the program hands each frame to its receive queue's socket:
+// every frame of a flow reaches the same socket (a flow's frames leave a
+// by one transmit queue, chosen by their hash, and arrive on that
+// queue), and the flows spread over both.
+func TestQueuesKeepFlowsTogether(t *testing.T) {
+	const queues, flows, perFlow = 2, 64, 3
+	lab := pairLab(t, queues)
+	_, socks, mac := vsgateSide(t, lab, true, queues)
+	tx := openRaw(t, lab, "a")
+	ifa, err := lab.MustHost("a").Netlink().LinkByName(lab.IfName("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := packet.MAC(ifa.Attrs().HardwareAddr)
+	type arrival struct{ flow, socket int }
+	got := make(chan arrival, flows*perFlow)
+	for i, sock := range socks {
+		go func() {
+			bufs := make([][]byte, MaxBatch)
+			for j := range bufs {
+				bufs[j] = make([]byte, 2048)
+			}
+			sizes := make([]int, MaxBatch)
+			for {
+				n, err := sock.ReadBatch(bufs, sizes, 0)
+				if err != nil {
+					return
+				}
+				for j := range n {
+					f := bufs[j][:sizes[j]]
+					got <- arrival{int(f[packet.EthernetMinimumSize+20+1]), i} // the flow: the source port's low byte
+				}
+			}
+		}()
+	}
+	for range perFlow {
+		for flow := range flows {
+			f := udpFrame(mac, peer, addrA.Addr(), vip4, 1)
+			f[packet.EthernetMinimumSize+20], f[packet.EthernetMinimumSize+20+1] = 0x40, byte(flow)
+			tx.send(t, f)
+		}
+	}
+	socketOf := map[int]int{}
+	perSocket := make([]int, queues)
+	timeout := time.After(10 * time.Second)
+	for range flows * perFlow {
+		select {
+		case a := <-got:
+			if s, seen := socketOf[a.flow]; seen && s != a.socket {
+				t.Fatalf("flow %d reached the sockets of queues %d and %d", a.flow, s, a.socket)
+			}
+			socketOf[a.flow] = a.socket
+			perSocket[a.socket]++
+		case <-timeout:
+			t.Fatalf("only %d frames of %d flows arrived (%v per queue)", perSocket[0]+perSocket[1], len(socketOf), perSocket)
+		}
+	}
+	if perSocket[0] == 0 || perSocket[1] == 0 {
+		t.Errorf("the flows did not spread over the queues: %v frames per queue's socket", perSocket)
+	}
+}
+
 // TestSocketOnVeth: with the program attached to b's end, frames a sends
 // to vsgate's addresses reach the socket, in order and whole, and the
 // kernel never sees them; the host's own traffic (ping, with the ARP it
 // needs) is untouched; frames the socket sends reach a; Close unblocks a
 // waiting ReadBatch.
 func TestSocketOnVeth(t *testing.T) {
-	lab := pairLab(t)
-	_, sock, mac := vsgateSide(t, lab, true)
+	lab := pairLab(t, 1)
+	_, socks, mac := vsgateSide(t, lab, true, 1)
+	sock := socks[0]
 	tx := openRaw(t, lab, "a")
 	ifa, err := lab.MustHost("a").Netlink().LinkByName(lab.IfName("a"))
 	if err != nil {

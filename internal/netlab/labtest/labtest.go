@@ -52,13 +52,21 @@ func Tool(tb testing.TB, name, pkg string) string {
 // the test.
 func Pair(tb testing.TB, name string, aAddrs, bAddrs []netip.Prefix, aSysctls ...netlab.Sysctl) *netlab.Lab {
 	tb.Helper()
+	return PairQueues(tb, name, 1, aAddrs, bAddrs, aSysctls...)
+}
+
+// PairQueues is Pair with queues receive and transmit queues on each end
+// of the veth pair.
+func PairQueues(tb testing.TB, name string, queues int, aAddrs, bAddrs []netip.Prefix, aSysctls ...netlab.Sysctl) *netlab.Lab {
+	tb.Helper()
 	Require(tb)
 	topo := &netlab.Topology{
 		Name:  name,
 		Hosts: []netlab.HostSpec{{Name: "a", Sysctls: aSysctls}, {Name: "b"}},
 		Links: []netlab.LinkSpec{{
-			A: netlab.Endpoint{Host: "a", Name: "a", Addrs: aAddrs},
-			B: netlab.Endpoint{Host: "b", Name: "b", Addrs: bAddrs},
+			A:      netlab.Endpoint{Host: "a", Name: "a", Addrs: aAddrs},
+			B:      netlab.Endpoint{Host: "b", Name: "b", Addrs: bAddrs},
+			Queues: queues,
 		}},
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
