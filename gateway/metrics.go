@@ -60,7 +60,7 @@ var (
 	descL7MemFails = prometheus.NewDesc("vsgate_l7_member_failures_total", "Failed connections to the L7 real server (since the last reload).", []string{"service", "balancer", "member"}, nil)
 	descL7MemBusy  = prometheus.NewDesc("vsgate_l7_member_busy", "Requests in flight to the L7 real server.", []string{"service", "balancer", "member"}, nil)
 	descL7MemUp    = prometheus.NewDesc("vsgate_l7_member_up", "1 if the L7 real server takes requests (not down by its health check, not resting after a failure).", []string{"service", "balancer", "member"}, nil)
-	descDataPath   = prometheus.NewDesc("vsgate_device_data_path", "1 for how each owned interface carries the frames (AF_PACKET device): afpacket, or afxdp-copy (AF_XDP in copy mode).", []string{"interface", "path"}, nil)
+	descDataPath   = prometheus.NewDesc("vsgate_device_data_path", "1 for how each owned interface carries the frames (AF_PACKET device): afpacket, afxdp-zerocopy (AF_XDP, the driver's zero-copy mode) or afxdp-copy (AF_XDP in copy mode).", []string{"interface", "path"}, nil)
 	descLink       = prometheus.NewDesc("vsgate_link_events_total", "AF_PACKET device: ARP/ND answers and requests sent, and packets dropped by the link layer, by event.", []string{"event"}, nil)
 )
 

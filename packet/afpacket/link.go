@@ -193,7 +193,7 @@ func OpenLink(cfg LinkConfig) (_ *Link, err error) {
 				for q, s := range ifc.data {
 					l.ports = append(l.ports, &Port{link: l, iface: i, queue: q, sock: s})
 				}
-				l.log.Info("AF_XDP device", "interface", name, "queues", queues, "mode", "copy")
+				l.log.Info("AF_XDP device", "interface", name, "queues", queues, "mode", xdpMode(ifc.data))
 				continue
 			}
 			l.log.Warn("AF_XDP unavailable on this interface: AF_PACKET instead", "interface", name, "err", err)

@@ -104,15 +104,27 @@ func (l *Link) SetL7(eps []netip.AddrPort) error {
 }
 
 // DataPaths says, by interface, how the engine's frames travel:
-// "afpacket", or "afxdp-copy" (AF_XDP in copy mode: the sockets are bound
-// with XDP_COPY, which every driver has; veth has nothing else).
+// "afpacket", or AF_XDP in the mode its sockets were bound in:
+// "afxdp-zerocopy" (the driver's own AF_XDP support) or "afxdp-copy" (the
+// kernel copies each frame; veth has nothing else).
 func (l *Link) DataPaths() map[string]string {
 	out := map[string]string{}
 	for _, ifc := range l.ifs {
 		out[ifc.name] = "afpacket"
 		if ifc.prog != nil {
-			out[ifc.name] = "afxdp-copy"
+			out[ifc.name] = "afxdp-" + xdpMode(ifc.data)
 		}
 	}
 	return out
+}
+
+// xdpMode is the mode an interface's AF_XDP sockets were bound in:
+// "zerocopy" when every one of them is, else "copy".
+func xdpMode(data []dataSocket) string {
+	for _, d := range data {
+		if s, ok := d.(*afxdp.Socket); !ok || !s.ZeroCopy() {
+			return "copy"
+		}
+	}
+	return "zerocopy"
 }

@@ -397,6 +397,11 @@ func TestSocketOnVeth(t *testing.T) {
 	lab := pairLab(t, 1)
 	_, socks, mac := vsgateSide(t, lab, true, 1)
 	sock := socks[0]
+	// Bound without a mode, the kernel chose: a veth has no zero-copy
+	// AF_XDP of its own, so copy mode.
+	if sock.ZeroCopy() {
+		t.Error("the socket on a veth says it is bound in zero-copy mode")
+	}
 	tx := openRaw(t, lab, "a")
 	ifa, err := lab.MustHost("a").Netlink().LinkByName(lab.IfName("a"))
 	if err != nil {

@@ -16,8 +16,10 @@
 // copies of them on an AF_PACKET socket of its own, as before.
 //
 // A Socket (socket.go) is one receive queue's: a UMEM of its own (4 KiB
-// chunks), the fill, receive, send and completion rings, bound in copy
-// mode with XDP_USE_NEED_WAKEUP. It waits in the Go runtime's poller.
+// chunks), the fill, receive, send and completion rings, bound with
+// XDP_USE_NEED_WAKEUP in zero-copy mode where the driver has it and in
+// copy mode elsewhere (veth; Socket.ZeroCopy says which). It waits in the
+// Go runtime's poller.
 // Receiving copies a frame out of its chunk into the caller's buffer and
 // gives the chunk straight back; sending copies the frame into a free
 // send chunk and tells the kernel once per batch.

@@ -71,17 +71,19 @@ func (r *ring) mapIndices(m []byte, off unix.XDPRingOffset, n uint32) {
 }
 
 // Socket is one AF_XDP socket bound to one receive queue of an
-// interface, in copy mode, with a UMEM of its own: frames reach it
+// interface, in zero-copy mode where the driver has it and copy mode
+// elsewhere, with a UMEM of its own: frames reach it
 // through the XDP program's redirect (Program.Register) with no system
 // call per frame, and it sends with one system call per batch. It waits
 // in the Go runtime's poller. ReadBatch is for one goroutine at a time;
 // WriteBatch may run concurrently with it and with itself.
 type Socket struct {
-	name  string
-	queue int
-	vnet  bool
-	file  *os.File
-	rc    interface {
+	name     string
+	queue    int
+	vnet     bool
+	zeroCopy bool
+	file     *os.File
+	rc       interface {
 		Read(func(uintptr) bool) error
 	}
 	fd                 int
@@ -181,12 +183,20 @@ func Open(cfg Config) (_ *Socket, err error) {
 	for i := range txFrames {
 		s.txFree = append(s.txFree, uint64((rxFrames+i)*frameSize))
 	}
-	// XDP_COPY: veth (and most drivers) have no zero-copy; asked for
-	// plainly, rather than the kernel trying zero-copy and falling back.
-	if err := unix.Bind(fd, &unix.SockaddrXDP{Flags: unix.XDP_COPY | unix.XDP_USE_NEED_WAKEUP,
+	// Neither XDP_COPY nor XDP_ZEROCOPY: the kernel binds zero-copy where
+	// the driver has it (the driver fills the UMEM itself) and copy mode
+	// elsewhere (veth); ZeroCopy says which it chose.
+	if err := unix.Bind(fd, &unix.SockaddrXDP{Flags: unix.XDP_USE_NEED_WAKEUP,
 		Ifindex: uint32(ifi.Index), QueueID: uint32(cfg.Queue)}); err != nil {
 		return nil, fail("bind", err)
 	}
+	var opts struct{ Flags uint32 } // struct xdp_options
+	size = uint32(unsafe.Sizeof(opts))
+	if _, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_XDP, unix.XDP_OPTIONS,
+		uintptr(unsafe.Pointer(&opts)), uintptr(unsafe.Pointer(&size)), 0); e != 0 {
+		return nil, fail("bind mode", e)
+	}
+	s.zeroCopy = opts.Flags&unix.XDP_OPTIONS_ZEROCOPY != 0
 	s.file = os.NewFile(uintptr(fd), "afxdp:"+cfg.Interface)
 	rc, err := s.file.SyscallConn()
 	if err != nil {
@@ -207,6 +217,12 @@ func setsockopt(fd, opt int, p unsafe.Pointer, size uintptr) error {
 
 // FD is the socket's descriptor, for the XDP program's map.
 func (s *Socket) FD() int { return s.fd }
+
+// ZeroCopy reports whether the socket is bound in zero-copy mode (the
+// driver receives into and sends from the UMEM), rather than copy mode
+// (the kernel copies each frame between its buffers and the UMEM: veth,
+// and any driver without AF_XDP support of its own).
+func (s *Socket) ZeroCopy() bool { return s.zeroCopy }
 
 // Queue is the receive queue the socket is bound to.
 func (s *Socket) Queue() int { return s.queue }
