@@ -21,7 +21,9 @@
 //	udp-64          iperf3 -u -l 64 -b 0 (L4 with UDP)     datagrams/s received
 //
 // Systems: L4 — kernel-dnat (baseline: netlab's KernelRef nftables DNAT),
-// vsgate-nat and vsgate-fullnat (`vsgate run` on TUN without offloads),
+// direct (the lab's ceiling: the kernel forwarding to one real server
+// that holds the VIP, no NAT; the report gives every row's fraction of
+// it), kernel-synproxy, vsgate-nat and vsgate-fullnat (`vsgate run` on TUN without offloads),
 // vsgate-nat-gso (the same with device.offloads: true), vsgate-afpacket
 // (`vsgate run` on AF_PACKET in netlab's "l2" topology), vsgate-afxdp
 // (device.type: afxdp on "l2", its hosts sending whole checksums, so
@@ -38,8 +40,9 @@
 // packets the gateway's interfaces received (netlink), for CPU cost per
 // million packets and per thousand requests. Optionally it profiles
 // with perf afterwards: vsgate-nat-gso (vsgate-nat when that is not
-// selected) under every L4 workload, and vsgate-l7 under the HTTP ones,
-// each when it was run. The Report (JSON) holds every sample;
+// selected) under every L4 workload, vsgate-afxdp under the request and
+// small-UDP ones, and vsgate-l7 under the HTTP ones, each when it was
+// run. The Report (JSON) holds every sample;
 // Summarize gives medians with min–max and ratios to each layer's
 // baseline; WriteOutputs writes the markdown section (e2e.md) and one
 // PNG chart per layer (gonum/plot). SummarizeGoBench turns `go test
