@@ -147,23 +147,15 @@ func programSpec(mac packet.MAC, xsks, local4, local6, l7v4, l7v6 *ebpf.Map) *eb
 		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
 		asm.StoreMem(asm.RFP, -4, asm.R5, asm.Half),
 		asm.StoreImm(asm.RFP, -2, 0, asm.Half),
-		asm.LoadMapPtr(asm.R1, l7v4.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -8),
-		asm.FnMapLookupElem.Call(),
-		asm.JNE.Imm(asm.R0, 0, "pass"),
-		asm.Ja.Label("redirect"),
-
+	)
+	in = append(in, l7Lookup(l7v4, -8)...)
+	in = append(in,
 		asm.LoadMem(asm.R3, asm.R7, eth+16, asm.Word).WithSymbol("v4frag"),
 		asm.StoreMem(asm.RFP, -8, asm.R3, asm.Word),
 		asm.StoreImm(asm.RFP, -4, 0, asm.Word), // port 0: the address's own entry
-		asm.LoadMapPtr(asm.R1, l7v4.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -8),
-		asm.FnMapLookupElem.Call(),
-		asm.JNE.Imm(asm.R0, 0, "pass"),
-		asm.Ja.Label("redirect"),
-
+	)
+	in = append(in, l7Lookup(l7v4, -8)...)
+	in = append(in,
 		asm.Mov.Reg(asm.R1, asm.R7).WithSymbol("ipv6"),
 		asm.Add.Imm(asm.R1, eth+packet.IPv6HeaderSize+1),
 		asm.JGT.Reg(asm.R1, asm.R8, "v6fixed"),
@@ -204,6 +196,19 @@ func programSpec(mac packet.MAC, xsks, local4, local6, l7v4, l7v6 *ebpf.Map) *eb
 	return &ebpf.ProgramSpec{Name: "vsgate_xsk", Type: ebpf.XDP, License: "GPL", Instructions: in}
 }
 
+// l7Lookup looks up in the L7 map m the key built on the stack at
+// key (from the frame pointer): the kernel's on a hit, else vsgate's.
+func l7Lookup(m *ebpf.Map, key int32) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMapPtr(asm.R1, m.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, key),
+		asm.FnMapLookupElem.Call(),
+		asm.JNE.Imm(asm.R0, 0, "pass"),
+		asm.Ja.Label("redirect"),
+	}
+}
+
 // wire16 is a 16-bit wire (big-endian) constant as the program's
 // host-order loads see it.
 func wire16(v uint16) int32 {
@@ -236,20 +241,15 @@ func v6Walk(l7v6 *ebpf.Map) asm.Instructions {
 	}
 	// lookup looks the key at fp-24 up, and passes on a hit.
 	lookup := func(port asm.Instruction) asm.Instructions {
-		return asm.Instructions{
+		in := asm.Instructions{
 			asm.LoadMem(asm.R3, asm.R7, eth+24, asm.DWord),
 			asm.StoreMem(asm.RFP, -24, asm.R3, asm.DWord),
 			asm.LoadMem(asm.R3, asm.R7, eth+32, asm.DWord),
 			asm.StoreMem(asm.RFP, -16, asm.R3, asm.DWord),
 			port,
 			asm.StoreImm(asm.RFP, -6, 0, asm.Half),
-			asm.LoadMapPtr(asm.R1, l7v6.FD()),
-			asm.Mov.Reg(asm.R2, asm.RFP),
-			asm.Add.Imm(asm.R2, -24),
-			asm.FnMapLookupElem.Call(),
-			asm.JNE.Imm(asm.R0, 0, "pass"),
-			asm.Ja.Label("redirect"),
 		}
+		return append(in, l7Lookup(l7v6, -24)...)
 	}
 	var in asm.Instructions
 	for i := range packet.MaxIPv6ExtHeaders {
