@@ -561,6 +561,11 @@ func TestApacheConformanceLimits(t *testing.T) {
 	// Apache's: Apache 2.4.71 does not hold LimitRequestBody for a
 	// request mod_proxy forwards; vsgate does.
 	tooLarge := &rawAnswer{Status: 413, Close: true}
+	// And Apache keeps an HTTP/1.0 connection whose request came with a
+	// transfer coding; vsgate closes it after the answer, as RFC 9112
+	// §6.1 has it (HTTP/1.0 has no transfer codings: framing a request
+	// smuggler could have chosen).
+	closed := &rawAnswer{Status: 200, Close: true}
 	cases := []struct {
 		raw, probes string
 		differs     *rawAnswer
@@ -576,6 +581,7 @@ func TestApacheConformanceLimits(t *testing.T) {
 		{"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n0123456789a\r\n0\r\n\r\n", "a chunked body over LimitRequestBody: 413", tooLarge},
 		{"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n0\r\n\r\n", "a chunked body", nil},
 		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n0\r\n\r\n", "Content-Length and Transfer-Encoding: chunked wins, the connection closes", nil},
+		{"POST / HTTP/1.0\r\nHost: h\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n01234\r\n0\r\n\r\n", "HTTP/1.0 with a transfer coding: read chunked, then closed", closed},
 		{"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", "a Transfer-Encoding without chunked", nil},
 		{"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", "chunked not last", nil},
 		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nab", "two Content-Length fields", nil},

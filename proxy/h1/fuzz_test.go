@@ -12,7 +12,8 @@ import (
 // out again, is taken by net/http's parser with the same method, target,
 // version and field values — where net/http parses that kind of head at
 // all (it refuses transfer codings other than a lone chunked, a second
-// Host, and targets that are no URL).
+// Host, and targets that are no URL; it ignores a transfer coding on
+// HTTP/1.0, which ReadRequest reads chunked and closes after).
 func FuzzReadRequest(f *testing.F) {
 	for _, s := range []string{
 		"GET / HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -64,6 +65,15 @@ func FuzzReadRequest(f *testing.F) {
 			if v := strings.Join(got.Header.Values(name), ", "); v != want {
 				t.Fatalf("field %s: net/http %q, ReadRequest %q", name, v, want)
 			}
+		}
+		if req.Minor == 0 && hasTE {
+			// net/http ignores a transfer coding on HTTP/1.0; Apache
+			// reads it chunked, and RFC 9112 §6.1 has the connection
+			// closed after it.
+			if !req.Chunked || !req.Close {
+				t.Fatalf("HTTP/1.0 with Transfer-Encoding: chunked %v, close %v; want both", req.Chunked, req.Close)
+			}
+			return
 		}
 		if req.Length >= 0 && got.ContentLength != req.Length || req.Chunked != (len(got.TransferEncoding) > 0) {
 			t.Fatalf("framing: net/http %d %v, ReadRequest %d %v", got.ContentLength, got.TransferEncoding, req.Length, req.Chunked)

@@ -364,6 +364,11 @@ func (r *Request) frame() error {
 		if r.Length >= 0 {
 			r.LengthAndChunked, r.Length, r.Close = true, -1, true
 		}
+		// RFC 9112 §6.1: HTTP/1.0 has no transfer codings, so the
+		// framing is suspect: read chunked (as Apache does), then close.
+		if r.Major == 1 && r.Minor == 0 {
+			r.Close = true
+		}
 	}
 	return nil
 }

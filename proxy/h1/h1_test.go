@@ -63,6 +63,10 @@ func TestFraming(t *testing.T) {
 		{raw: "GET / HTTP/1.1\r\nConnection: x, close\r\n\r\n", length: -1, close: true},
 		{raw: "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", length: -1, chunked: true},
 		{raw: "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", length: -1, chunked: true, close: true, lengthAndChunked: true},
+		// HTTP/1.0 with a transfer coding: read chunked, as Apache does,
+		// and the connection closed after it (RFC 9112 §6.1), keep-alive
+		// or not.
+		{raw: "POST / HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n", length: -1, chunked: true, close: true, keep: true},
 		{raw: "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", fail: true},
 		{raw: "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", fail: true},
 		{raw: "POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", fail: true},
