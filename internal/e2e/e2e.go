@@ -89,6 +89,17 @@ func StartWith(ctx context.Context, exe string, opts Options) (_ *Env, err error
 	if opts.AFPacket {
 		topo = netlab.L2()
 		topo.NoChecksumOffload = opts.XDP
+		if opts.XDP {
+			// Two queues on the gateway's veths: two AF_XDP sockets
+			// and workers each, the flows spread between them.
+			for i, ls := range topo.Links {
+				for _, end := range []netlab.Endpoint{ls.A, ls.B} {
+					if end.Host == netlab.HostGW {
+						topo.Links[i].Queues = xdpQueues
+					}
+				}
+			}
+		}
 	}
 	lab, err := netlab.Build(ctx, topo, netlab.Options{})
 	if err != nil {
@@ -321,6 +332,9 @@ func (e *Env) l7Stack() string {
 	return "kernel"
 }
 
+// xdpQueues is the receive queues of the gateway's veths under AF_XDP.
+const xdpQueues = 2
+
 // device is the configuration's device line.
 func (e *Env) device(p netlab.Plan) string {
 	if !e.opts.AFPacket {
@@ -332,8 +346,8 @@ func (e *Env) device(p netlab.Plan) string {
 	}
 	typ, queues := "afpacket", 2
 	if e.opts.XDP {
-		// A veth has one receive queue, and AF_XDP one socket each.
-		typ, queues = "afxdp", 1
+		// One AF_XDP socket per receive queue of the gateway's veths.
+		typ, queues = "afxdp", xdpQueues
 	}
 	return fmt.Sprintf("{type: %s, interfaces: [%s, %s], queues: %d, addresses: [%s]}",
 		typ, e.Lab.IfName(p.GatewayOut), e.Lab.IfName(p.GatewayIn), queues, strings.Join(owned, ", "))

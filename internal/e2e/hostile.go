@@ -253,6 +253,17 @@ func stepDrops(ctx context.Context, e *Env) (string, error) {
 				return out, fmt.Errorf("/metrics has no %s", series)
 			}
 		}
+		// A socket and a worker per queue of each interface, and by now
+		// every one of them has read packets: the flows spread.
+		for w := range 2 * xdpQueues {
+			n, err := e.metricValue(ctx, fmt.Sprintf(`vsgate_worker_packets_total{worker="%d"}`, w))
+			if err != nil {
+				return out, err
+			}
+			if n == 0 {
+				return out, fmt.Errorf("worker %d of %d (one per queue of the two interfaces) read no packet", w, 2*xdpQueues)
+			}
+		}
 	}
 	if !strings.Contains(m, `vsgate_device_drops_total{counter="`+want+`"`) {
 		return out, fmt.Errorf("/metrics has no vsgate_device_drops_total{counter=%q}", want)
