@@ -481,7 +481,7 @@ func (e *sysEnv) vsgateDevice(offloads bool) string {
 	}
 	typ, queues := "afpacket", max(1, e.workers/2)
 	if e.lab.Topo.NoChecksumOffload {
-		typ, queues = "afxdp", 1 // a veth has one receive queue
+		typ, queues = "afxdp", 1 // the lab's veths have one queue each (two tried: no gain, docs/BENCHMARKS.md)
 	}
 	return fmt.Sprintf("{type: %s, interfaces: [%s, %s], queues: %d, addresses: [%s]}",
 		typ, e.lab.IfName(p.GatewayOut), e.lab.IfName(p.GatewayIn), queues, strings.Join(owned, ", "))
