@@ -61,7 +61,7 @@ func runDemo(args []string, stdout, stderr io.Writer) int {
 	tun := demoPass{name: "TUN", steps: e2e.TUNSteps(), where: "on TUN vsg0 (2 queues)"}
 	afp := demoPass{name: "AF_PACKET", opts: e2e.Options{AFPacket: true}, steps: e2e.AFPacketSteps(), where: "on AF_PACKET, interfaces out and in (2 sockets each)"}
 	afx := demoPass{name: "AF_XDP", opts: e2e.Options{AFPacket: true, XDP: true}, steps: e2e.AFXDPSteps(),
-		where: "on AF_XDP, interfaces out and in (an XDP program and one socket each, copy mode; ARP/ND on AF_PACKET)"}
+		where: "on AF_XDP, interfaces out and in (an XDP program each, and an AF_XDP socket and a worker per queue of their two, copy mode; ARP/ND on AF_PACKET)"}
 	book := demoPass{name: "the handbook, replayed", opts: e2e.Options{Handbook: true}, steps: e2e.HandbookSteps(),
 		where: "on TUN vsg0, with only the handbook's ProxyPass lines configured (method 2 is typed in with vsgate adm); the handbook's private real servers .1-.3 are 198.18.2.11-13 here, their /24 is 198.18.2.0/24, and www.fuancn.cn is the VIP 198.18.0.10 / 2001:db8::10 in the client's and the gateway's hosts files"}
 	ecmp := demoPass{name: "ECMP: several gateways behind BGP routers", ecmp: e2e.ECMPSteps()}
