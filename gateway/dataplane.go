@@ -93,10 +93,8 @@ func (g *Gateway) work(i int, d device.Device) error {
 		}
 		fit = newMTUFit(g.mtu, &g.pmtu, h, vnet)
 	}
-	kernelHasFrames := true
-	if k, ok := d.(interface{ KernelHasFrames() bool }); ok {
-		kernelHasFrames = k.KernelHasFrames()
-	}
+	k, ok := d.(kernelCopier)
+	kernelHasFrames := ok && k.KernelHasFrames()
 	var inject func([]byte)
 	if g.l7 != nil {
 		inject = g.l7.Inject // copies: the buffer is reused
@@ -139,17 +137,12 @@ func (g *Gateway) work(i int, d device.Device) error {
 				out = append(out, bufs[j][:h+len(pkts[j])])
 			case nat.ToL7:
 				switch {
-				case g.l7 == nil && g.link == nil:
-					// The kernel's TCP terminates L7 services, and a rule
-					// delivers their packets before the TUN's route: one
-					// here is not theirs to take.
-					dropped++
-					continue
 				case g.l7 == nil && !kernelHasFrames:
-					// AF_XDP: the XDP program leaves L7 services' TCP
-					// to the kernel; one that came here anyway (during
-					// a reload, before the program knows the service)
-					// cannot be handed back.
+					// The kernel's TCP terminates L7 services, and their
+					// packets reach it first (a rule before the TUN's
+					// route; the XDP program's pass): one that came here
+					// anyway (on AF_XDP, during a reload before the
+					// program knows the service) cannot be handed back.
 					dropped++
 					continue
 				case g.l7 == nil:
@@ -324,6 +317,13 @@ func (r *rateLimited) log(l *slog.Logger, msg string, args ...any) {
 		return
 	}
 	r.suppressed++
+}
+
+// kernelCopier is a device whose frames may be the kernel's too: an
+// AF_PACKET port, whose socket gets copies (a TUN's and an AF_XDP
+// socket's frames are vsgate's alone).
+type kernelCopier interface {
+	KernelHasFrames() bool
 }
 
 // viaWriter is a device that sends a packet to a given on-link address's
