@@ -160,13 +160,7 @@ func TestRewire(t *testing.T) {
 // tests in gw.Do with a TUN from addTUN.
 func wiringLab(t *testing.T) *netlab.Host {
 	t.Helper()
-	labtest.Require(t)
-	lab, err := netlab.Build(context.Background(), netlab.Basic(), netlab.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { lab.Close() })
-	return lab.MustHost(netlab.HostGW)
+	return labtest.Build(t, netlab.Basic()).MustHost(netlab.HostGW)
 }
 
 // withTUN runs f in gw's namespace with a netlink handle, once it has

@@ -1,7 +1,6 @@
 package tun
 
 import (
-	"context"
 	"net"
 	"net/netip"
 	"testing"
@@ -11,6 +10,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netlink"
 	"github.com/vsgate/vsgate/internal/netlab"
+	"github.com/vsgate/vsgate/internal/netlab/labtest"
 	"github.com/vsgate/vsgate/packet/device"
 )
 
@@ -62,9 +62,6 @@ func openLabTUN(tb testing.TB, queues int, ipv6 bool) *labTUN {
 // openLabTUNWith is openLabTUN with the given Open (Open or OpenOffload).
 func openLabTUNWith(tb testing.TB, queues int, ipv6 bool, open func(string, int) ([]device.Device, error)) *labTUN {
 	tb.Helper()
-	if err := netlab.Check(); err != nil {
-		tb.Skip(err)
-	}
 	sys := []netlab.Sysctl{
 		{Key: "net.ipv4.ip_forward", Value: "1"},
 		{Key: "net.ipv6.conf.all.forwarding", Value: "1"},
@@ -76,18 +73,7 @@ func openLabTUNWith(tb testing.TB, queues int, ipv6 bool, open func(string, int)
 	if !ipv6 {
 		sys = append(sys, netlab.Sysctl{Key: "net.ipv6.conf.default.disable_ipv6", Value: "1"})
 	}
-	topo := &netlab.Topology{Name: "tun", Hosts: []netlab.HostSpec{{Name: "tun", Sysctls: sys}}}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	lab, err := netlab.Build(ctx, topo, netlab.Options{})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		if err := lab.Close(); err != nil {
-			tb.Error(err)
-		}
-	})
+	lab := labtest.Build(tb, &netlab.Topology{Name: "tun", Hosts: []netlab.HostSpec{{Name: "tun", Sysctls: sys}}})
 	h := lab.MustHost("tun")
 	name := lab.IfName(tunSuffix)
 	var devs []device.Device

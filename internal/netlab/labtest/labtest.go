@@ -59,7 +59,6 @@ func Pair(tb testing.TB, name string, aAddrs, bAddrs []netip.Prefix, aSysctls ..
 // of the veth pair.
 func PairQueues(tb testing.TB, name string, queues int, aAddrs, bAddrs []netip.Prefix, aSysctls ...netlab.Sysctl) *netlab.Lab {
 	tb.Helper()
-	Require(tb)
 	topo := &netlab.Topology{
 		Name:  name,
 		Hosts: []netlab.HostSpec{{Name: "a", Sysctls: aSysctls}, {Name: "b"}},
@@ -69,6 +68,14 @@ func PairQueues(tb testing.TB, name string, queues int, aAddrs, bAddrs []netip.P
 			Queues: queues,
 		}},
 	}
+	return Build(tb, topo)
+}
+
+// Build builds the lab of topo for tb and removes it when the test ends;
+// without root it skips the test (Require).
+func Build(tb testing.TB, topo *netlab.Topology) *netlab.Lab {
+	tb.Helper()
+	Require(tb)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	lab, err := netlab.Build(ctx, topo, netlab.Options{})
