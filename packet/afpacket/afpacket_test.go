@@ -13,6 +13,7 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/time/rate"
 
+	"github.com/vsgate/vsgate/internal/netlab/labtest"
 	"github.com/vsgate/vsgate/packet"
 )
 
@@ -204,8 +205,7 @@ func TestFanoutKeepsFlowsTogether(t *testing.T) {
 		rx[i] = openSocket(t, lab, "b", Config{Filter: &FilterSpec{MAC: macB}, FanoutGroup: 9})
 	}
 	const flows, perFlow = 64, 3
-	type arrival struct{ flow, socket int }
-	got := make(chan arrival, flows*perFlow)
+	got := make(chan labtest.Arrival, flows*perFlow)
 	for i, s := range rx {
 		go func() {
 			buf := make([]byte, 2048)
@@ -215,7 +215,7 @@ func TestFanoutKeepsFlowsTogether(t *testing.T) {
 					return
 				}
 				if f := buf[:n]; n == 14+20+8+1 && packet.Ethernet(f).Src() == macA {
-					got <- arrival{int(f[14+20+1]), i} // the flow number is the low byte of the source port
+					got <- labtest.Arrival{Flow: int(f[14+20+1]), Socket: i} // the flow number is the low byte of the source port
 				}
 			}
 		}()
@@ -229,24 +229,7 @@ func TestFanoutKeepsFlowsTogether(t *testing.T) {
 			}
 		}
 	}
-	socketOf := map[int]int{}
-	perSocket := make([]int, len(rx))
-	timeout := time.After(10 * time.Second)
-	for range flows * perFlow {
-		select {
-		case a := <-got:
-			if s, seen := socketOf[a.flow]; seen && s != a.socket {
-				t.Fatalf("flow %d reached sockets %d and %d", a.flow, s, a.socket)
-			}
-			socketOf[a.flow] = a.socket
-			perSocket[a.socket]++
-		case <-timeout:
-			t.Fatalf("only %d flows arrived", len(socketOf))
-		}
-	}
-	if perSocket[0] == 0 || perSocket[1] == 0 {
-		t.Errorf("fanout did not spread %d flows: %v packets per socket", flows, perSocket)
-	}
+	labtest.FlowsTogether(t, got, flows*perFlow, len(rx))
 }
 
 // TestCloseUnblocksRead: Close while a Read waits on an idle ring makes the

@@ -340,8 +340,7 @@ func TestQueuesKeepFlowsTogether(t *testing.T) {
 		t.Fatal(err)
 	}
 	peer := packet.MAC(ifa.Attrs().HardwareAddr)
-	type arrival struct{ flow, socket int }
-	got := make(chan arrival, flows*perFlow)
+	got := make(chan labtest.Arrival, flows*perFlow)
 	for i, sock := range socks {
 		go func() {
 			bufs := make([][]byte, MaxBatch)
@@ -356,7 +355,7 @@ func TestQueuesKeepFlowsTogether(t *testing.T) {
 				}
 				for j := range n {
 					f := bufs[j][:sizes[j]]
-					got <- arrival{int(f[packet.EthernetMinimumSize+20+1]), i} // the flow: the source port's low byte
+					got <- labtest.Arrival{Flow: int(f[packet.EthernetMinimumSize+20+1]), Socket: i} // the flow: the source port's low byte
 				}
 			}
 		}()
@@ -368,24 +367,7 @@ func TestQueuesKeepFlowsTogether(t *testing.T) {
 			tx.send(t, f)
 		}
 	}
-	socketOf := map[int]int{}
-	perSocket := make([]int, queues)
-	timeout := time.After(10 * time.Second)
-	for range flows * perFlow {
-		select {
-		case a := <-got:
-			if s, seen := socketOf[a.flow]; seen && s != a.socket {
-				t.Fatalf("flow %d reached the sockets of queues %d and %d", a.flow, s, a.socket)
-			}
-			socketOf[a.flow] = a.socket
-			perSocket[a.socket]++
-		case <-timeout:
-			t.Fatalf("only %d frames of %d flows arrived (%v per queue)", perSocket[0]+perSocket[1], len(socketOf), perSocket)
-		}
-	}
-	if perSocket[0] == 0 || perSocket[1] == 0 {
-		t.Errorf("the flows did not spread over the queues: %v frames per queue's socket", perSocket)
-	}
+	labtest.FlowsTogether(t, got, flows*perFlow, queues)
 }
 
 // TestSocketOnVeth: with the program attached to b's end, frames a sends

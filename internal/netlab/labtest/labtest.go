@@ -89,3 +89,34 @@ func Build(tb testing.TB, topo *netlab.Topology) *netlab.Lab {
 	})
 	return lab
 }
+
+// Arrival is one frame of flow Flow, read by socket Socket: what the
+// tests of fanout and of queue steering collect.
+type Arrival struct{ Flow, Socket int }
+
+// FlowsTogether takes n arrivals from got, within 10 s, and fails tb if
+// a flow reached two sockets, or if one of the sockets got no frame (the
+// flows did not spread).
+func FlowsTogether(tb testing.TB, got <-chan Arrival, n, sockets int) {
+	tb.Helper()
+	socketOf := map[int]int{}
+	perSocket := make([]int, sockets)
+	timeout := time.After(10 * time.Second)
+	for range n {
+		select {
+		case a := <-got:
+			if s, seen := socketOf[a.Flow]; seen && s != a.Socket {
+				tb.Fatalf("flow %d reached sockets %d and %d", a.Flow, s, a.Socket)
+			}
+			socketOf[a.Flow] = a.Socket
+			perSocket[a.Socket]++
+		case <-timeout:
+			tb.Fatalf("only frames of %d flows arrived: %v per socket", len(socketOf), perSocket)
+		}
+	}
+	for s, k := range perSocket {
+		if k == 0 {
+			tb.Errorf("socket %d got none of %d flows' frames: %v per socket", s, len(socketOf), perSocket)
+		}
+	}
+}
