@@ -440,12 +440,17 @@ func (e *Env) get(ctx context.Context, url string) (netlab.HTTPReply, error) {
 
 // getWithin is get allowing the request d.
 func (e *Env) getWithin(ctx context.Context, url string, d time.Duration) (netlab.HTTPReply, error) {
+	return getReply(ctx, e.client.HTTPClient(d), url)
+}
+
+// getReply fetches url with hc and returns the test server's reply.
+func getReply(ctx context.Context, hc *http.Client, url string) (netlab.HTTPReply, error) {
 	var rep netlab.HTTPReply
 	req, err := newRequest(ctx, url)
 	if err != nil {
 		return rep, err
 	}
-	resp, err := e.client.HTTPClient(d).Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return rep, err
 	}

@@ -668,46 +668,27 @@ func stepL7(ctx context.Context, e *Env) (string, error) {
 	return strings.Join(parts, "; "), nil
 }
 
-// getWithDestOpts makes one HTTP/1.1 GET of path from the client to
-// vip over a connection whose every packet carries an IPv6 destination
-// options header (a PadN option: the sticky IPV6_DSTOPTS socket option).
+// getWithDestOpts fetches path from the client at vip over a connection
+// whose every packet carries an IPv6 destination options header (a PadN
+// option: the sticky IPV6_DSTOPTS socket option).
 func (e *Env) getWithDestOpts(ctx context.Context, vip netip.AddrPort, path string) (netlab.HTTPReply, error) {
-	var rep netlab.HTTPReply
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	var c net.Conn
-	err := e.client.Do(func() error {
-		d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			err := rc.Control(func(fd uintptr) {
-				opts := []byte{0, 0, 1, 4, 0, 0, 0, 0} // next header (the kernel's), length 0, PadN of 4
-				serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DSTOPTS, string(opts))
-			})
-			return errors.Join(err, serr)
-		}}
-		var err error
-		c, err = d.DialContext(ctx, "tcp6", vip.String())
-		return err
-	})
-	if err != nil {
-		return rep, err
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) {
+			opts := []byte{0, 0, 1, 4, 0, 0, 0, 0} // next header (the kernel's), length 0, PadN of 4
+			serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IPV6, unix.IPV6_DSTOPTS, string(opts))
+		})
+		return errors.Join(err, serr)
+	}}
+	hc := e.client.HTTPClient(5 * time.Second)
+	hc.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+		err = e.client.Do(func() error {
+			c, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
 	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.SetDeadline(dl)
-	}
-	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, vip); err != nil {
-		return rep, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return rep, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return rep, fmt.Errorf("%s: %s", path, resp.Status)
-	}
-	return rep, json.NewDecoder(resp.Body).Decode(&rep)
+	return getReply(ctx, hc, "http://"+vip.String()+path)
 }
 
 // l7Bytes is what stepL7Streams sends each way.
