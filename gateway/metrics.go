@@ -61,6 +61,7 @@ var (
 	descL7MemBusy  = prometheus.NewDesc("vsgate_l7_member_busy", "Requests in flight to the L7 real server.", []string{"service", "balancer", "member"}, nil)
 	descL7MemUp    = prometheus.NewDesc("vsgate_l7_member_up", "1 if the L7 real server takes requests (not down by its health check, not resting after a failure).", []string{"service", "balancer", "member"}, nil)
 	descDataPath   = prometheus.NewDesc("vsgate_device_data_path", "1 for how each owned interface carries the frames (AF_PACKET device): afpacket, afxdp-zerocopy (AF_XDP, the driver's zero-copy mode) or afxdp-copy (AF_XDP in copy mode).", []string{"interface", "path"}, nil)
+	descCopied     = prometheus.NewDesc("vsgate_device_frames_copied_total", "AF_XDP device: frames copied into the UMEM to be sent, by interface: what vsgate made itself (replies, the segments of a super-packet). A forwarded frame leaves from the chunk it arrived in and is not counted.", []string{"interface"}, nil)
 	descLink       = prometheus.NewDesc("vsgate_link_events_total", "AF_PACKET device: ARP/ND answers and requests sent, and packets dropped by the link layer, by event.", []string{"event"}, nil)
 )
 
@@ -70,7 +71,7 @@ type collector struct{ g *Gateway }
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSvcConns, descSvcPackets, descSvcBytes, descBeConns, descBePackets, descBeBytes,
 		descBeActive, descBeInactive, descBeUp, descBeWeight, descDrops, descFlows, descCapacity, descTableBytes, descEvictions, descExpired,
-		descHalfOpen, descCookies, descFlowLogs, descPMTU, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDataPath, descDevDrops,
+		descHalfOpen, descCookies, descFlowLogs, descPMTU, descWorkerPkts, descWorkerDrop, descWorkerL7, descLink, descDataPath, descCopied, descDevDrops,
 		descHealthUp, descHealthRuns, descHealthLast,
 		descL7Conns, descL7Waiting, descL7Accepted, descL7Paused, descL7Loop, descL7Handed, descL7Latency, descL7Resp, descL7MemReqs, descL7MemFails, descL7MemBusy, descL7MemUp} {
 		ch <- d
@@ -218,6 +219,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descLink, refused, "drop_refused_by_kernel")
 		for ifc, path := range g.link.DataPaths() {
 			gauge(descDataPath, 1, ifc, path)
+		}
+		for ifc, n := range g.link.CopiedFrames() {
+			counter(descCopied, n, ifc)
 		}
 	}
 }

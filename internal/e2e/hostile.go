@@ -255,6 +255,7 @@ func stepDrops(ctx context.Context, e *Env) (string, error) {
 		}
 		// A socket and a worker per queue of each interface, and by now
 		// every one of them has read packets: the flows spread.
+		read := 0.0
 		for w := range 2 * xdpQueues {
 			n, err := e.metricValue(ctx, fmt.Sprintf(`vsgate_worker_packets_total{worker="%d"}`, w))
 			if err != nil {
@@ -263,6 +264,20 @@ func stepDrops(ctx context.Context, e *Env) (string, error) {
 			if n == 0 {
 				return out, fmt.Errorf("worker %d of %d (one per queue of the two interfaces) read no packet", w, 2*xdpQueues)
 			}
+			read += n
+		}
+		// Forwarded frames left from the chunks they arrived in: what
+		// was copied to be sent is what vsgate made itself.
+		copied, err := e.samples(ctx, "vsgate_device_frames_copied_total")
+		if err != nil {
+			return out, err
+		}
+		total := 0.0
+		for _, v := range copied {
+			total += v
+		}
+		if len(copied) != 2 || total*100 > read {
+			return out, fmt.Errorf("frames copied to be sent %v, of %v read: forwarded frames are to be sent from where they arrived", copied, read)
 		}
 	}
 	if !strings.Contains(m, `vsgate_device_drops_total{counter="`+want+`"`) {

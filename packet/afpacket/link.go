@@ -171,6 +171,12 @@ func OpenLink(cfg LinkConfig) (_ *Link, err error) {
 	if err != nil {
 		return nil, err
 	}
+	var umem *afxdp.UMEM
+	if cfg.XDP {
+		// One UMEM for every AF_XDP socket: a frame goes out of another
+		// interface from the chunk it arrived in.
+		umem = afxdp.NewUMEM(len(cfg.Interfaces) * queues)
+	}
 	for i, name := range cfg.Interfaces {
 		nl, err := l.nl.LinkByName(name)
 		if err != nil {
@@ -188,7 +194,7 @@ func OpenLink(cfg LinkConfig) (_ *Link, err error) {
 		ifc := &linkIface{name: name, index: a.Index, mac: packet.MAC(a.HardwareAddr), mtu: a.MTU}
 		l.ifs = append(l.ifs, ifc)
 		if cfg.XDP {
-			err := l.openXDP(i, queues, local)
+			err := l.openXDP(i, queues, local, umem)
 			if err == nil {
 				for q, s := range ifc.data {
 					l.ports = append(l.ports, &Port{link: l, iface: i, queue: q, sock: s})
@@ -643,7 +649,9 @@ func (p *Port) Close() error { return p.sock.Close() }
 // as a veth hands them over: the engine translates it whole, the kernel
 // finishes it after Write (Segments splits it for a consumer that needs
 // plain packets). ARP and neighbour discovery frames are handled here and
-// not returned; Read may reorder the elements of bufs.
+// not returned; Read may reorder the elements of bufs. On AF_XDP, Read
+// replaces bufs[i] by the frame's chunk of the UMEM (device.Device's
+// Read): Write sends it from there until the next Read.
 func (p *Port) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	const eth = packet.EthernetMinimumSize
 	if offset < portHeadroom {

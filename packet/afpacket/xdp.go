@@ -15,7 +15,7 @@ import (
 // program leaves to the kernel: this socket reads copies), then the
 // program attached and a goroutine reading the control socket. On error
 // nothing of it stays, and the interface is as it was.
-func (l *Link) openXDP(i int, queues int, local []netip.Addr) (err error) {
+func (l *Link) openXDP(i int, queues int, local []netip.Addr, umem *afxdp.UMEM) (err error) {
 	ifc := l.ifs[i]
 	prog, err := afxdp.NewProgram(ifc.mac, queues)
 	if err != nil {
@@ -38,7 +38,7 @@ func (l *Link) openXDP(i int, queues int, local []netip.Addr) (err error) {
 		return err
 	}
 	for q := range queues {
-		s, err := afxdp.Open(afxdp.Config{Interface: ifc.name, Queue: q, VNetHdr: true})
+		s, err := afxdp.Open(afxdp.Config{Interface: ifc.name, Queue: q, VNetHdr: true, UMEM: umem})
 		if err != nil {
 			return err
 		}
@@ -113,6 +113,23 @@ func (l *Link) DataPaths() map[string]string {
 		out[ifc.name] = "afpacket"
 		if ifc.prog != nil {
 			out[ifc.name] = "afxdp-" + xdpMode(ifc.data)
+		}
+	}
+	return out
+}
+
+// CopiedFrames counts, by AF_XDP interface, the frames its sockets copied
+// into a chunk to send them: what vsgate made itself (replies, the
+// segments of a super-packet). A frame forwarded leaves from the chunk it
+// arrived in and is not counted.
+func (l *Link) CopiedFrames() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, ifc := range l.ifs {
+		if ifc.prog == nil {
+			continue
+		}
+		for _, d := range ifc.data {
+			out[ifc.name] += d.(*afxdp.Socket).Copied.Load()
 		}
 	}
 	return out

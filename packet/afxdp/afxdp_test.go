@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,9 +39,9 @@ func pairLab(t *testing.T, queues int) *netlab.Lab {
 
 // vsgateSide loads the program for b's interface, tells it b's
 // addresses, opens a socket for each of queues receive queues and
-// registers them; attach says whether the program is attached too.
-// Everything closes when the test ends.
-func vsgateSide(t *testing.T, lab *netlab.Lab, attach bool, queues int) (*Program, []*Socket, packet.MAC) {
+// registers them (on umem; nil for a UMEM each); attach says whether the
+// program is attached too. Everything closes when the test ends.
+func vsgateSide(t *testing.T, lab *netlab.Lab, attach bool, queues int, umem *UMEM) (*Program, []*Socket, packet.MAC) {
 	t.Helper()
 	var prog *Program
 	var socks []*Socket
@@ -58,7 +59,7 @@ func vsgateSide(t *testing.T, lab *netlab.Lab, attach bool, queues int) (*Progra
 			return err
 		}
 		for q := range queues {
-			sock, err := Open(Config{Interface: lab.IfName("b"), Queue: q})
+			sock, err := Open(Config{Interface: lab.IfName("b"), Queue: q, UMEM: umem})
 			if err != nil {
 				return err
 			}
@@ -206,7 +207,7 @@ func v6Ext(frame []byte, hs ...ext) []byte {
 // one field changed to make it the host's, is passed.
 func TestProgramVerdicts(t *testing.T) {
 	lab := pairLab(t, 1)
-	prog, _, mac := vsgateSide(t, lab, false, 1)
+	prog, _, mac := vsgateSide(t, lab, false, 1, nil)
 	peer := packet.MAC{0x02, 0, 0x5e, 0x10, 0, 1}
 	broadcast := packet.MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	a4, a6 := addrA.Addr(), addrA6.Addr()
@@ -333,7 +334,7 @@ func TestProgramVerdicts(t *testing.T) {
 func TestQueuesKeepFlowsTogether(t *testing.T) {
 	const queues, flows, perFlow = 2, 64, 3
 	lab := pairLab(t, queues)
-	_, socks, mac := vsgateSide(t, lab, true, queues)
+	_, socks, mac := vsgateSide(t, lab, true, queues, nil)
 	tx := openRaw(t, lab, "a")
 	ifa, err := lab.MustHost("a").Netlink().LinkByName(lab.IfName("a"))
 	if err != nil {
@@ -370,6 +371,81 @@ func TestQueuesKeepFlowsTogether(t *testing.T) {
 	labtest.FlowsTogether(t, got, flows*perFlow, queues)
 }
 
+// TestSendInPlace: two sockets on one UMEM (b's two queues), each
+// sending back to a what it reads out of the other: every frame comes
+// back, none was copied, and both sockets carried frames. Three times as
+// many frames as the UMEM has chunks go through, so every chunk sent
+// found its way back to a fill ring (a chunk lost on the way would leave
+// the kernel nothing to receive into, and a round would never finish).
+func TestSendInPlace(t *testing.T) {
+	const queues, round = 2, 128
+	lab := pairLab(t, queues)
+	umem := NewUMEM(queues)
+	_, socks, mac := vsgateSide(t, lab, true, queues, umem)
+	tx := openRaw(t, lab, "a")
+	ifa, err := lab.MustHost("a").Netlink().LinkByName(lab.IfName("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := packet.MAC(ifa.Attrs().HardwareAddr)
+	var read [queues]atomic.Uint64
+	for i, sock := range socks {
+		other := socks[len(socks)-1-i]
+		go func() {
+			bufs, sizes := make([][]byte, MaxBatch), make([]int, MaxBatch)
+			out := make([][]byte, 0, MaxBatch)
+			for {
+				n, err := sock.ReadBatch(bufs, sizes, 0)
+				if err != nil {
+					return
+				}
+				read[i].Add(uint64(n))
+				out = out[:0]
+				for j := range n {
+					f := bufs[j][:sizes[j]]
+					packet.PutEthernet(f, peer, mac, packet.Ethernet(f).Type())
+					out = append(out, f)
+				}
+				if _, err := other.WriteBatch(out); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	buf := make([]byte, 2048)
+	frames := 3 * umem.Chunks()
+	for sent := 0; sent < frames; sent += round {
+		for k := range round {
+			f := udpFrame(mac, peer, addrA.Addr(), vip4, byte(k))
+			f[packet.EthernetMinimumSize+20+1] = byte(k % 16) // 16 flows: both queues get some
+			tx.send(t, f)
+		}
+		var back [round]bool
+		for seen := 0; seen < round; {
+			n := tx.recv(t, buf)
+			f := buf[:n]
+			if n < packet.EthernetMinimumSize+20+8+1 || packet.Ethernet(f).Dst() != peer {
+				continue // what a sent, or the host's own
+			}
+			if k := f[packet.EthernetMinimumSize+20+8]; !back[k] {
+				back[k] = true
+				seen++
+			}
+		}
+	}
+	for i, sock := range socks {
+		if read[i].Load() == 0 {
+			t.Errorf("socket %d read nothing: the test did not send across the UMEM both ways", i)
+		}
+		if c := sock.Copied.Load(); c != 0 {
+			t.Errorf("socket %d copied %d frames to send them, want 0", i, c)
+		}
+		if tr, rf := sock.Truncated.Load(), sock.Refused.Load(); tr+rf != 0 {
+			t.Errorf("socket %d: %d truncated, %d refused", i, tr, rf)
+		}
+	}
+}
+
 // TestSocketOnVeth: with the program attached to b's end, frames a sends
 // to vsgate's addresses reach the socket, in order and whole, and the
 // kernel never sees them; the host's own traffic (ping, with the ARP it
@@ -377,7 +453,7 @@ func TestQueuesKeepFlowsTogether(t *testing.T) {
 // waiting ReadBatch.
 func TestSocketOnVeth(t *testing.T) {
 	lab := pairLab(t, 1)
-	_, socks, mac := vsgateSide(t, lab, true, 1)
+	_, socks, mac := vsgateSide(t, lab, true, 1, nil)
 	sock := socks[0]
 	// Bound without a mode, the kernel chose: a veth has no zero-copy
 	// AF_XDP of its own, so copy mode.

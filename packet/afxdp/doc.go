@@ -15,14 +15,19 @@
 // so ARP and neighbour discovery stay the kernel's, and vsgate reads
 // copies of them on an AF_PACKET socket of its own, as before.
 //
-// A Socket (socket.go) is one receive queue's: a UMEM of its own (4 KiB
-// chunks), the fill, receive, send and completion rings, bound with
-// XDP_USE_NEED_WAKEUP in zero-copy mode where the driver has it and in
-// copy mode elsewhere (veth; Socket.ZeroCopy says which). It waits in the
-// Go runtime's poller.
-// Receiving copies a frame out of its chunk into the caller's buffer and
-// gives the chunk straight back; sending copies the frame into a free
-// send chunk and tells the kernel once per batch.
+// A Socket (socket.go) is one receive queue's: the fill, receive, send
+// and completion rings, bound with XDP_USE_NEED_WAKEUP in zero-copy mode
+// where the driver has it and in copy mode elsewhere (veth;
+// Socket.ZeroCopy says which), on a UMEM (umem.go, 4 KiB chunks) that
+// every socket of a gateway shares. It waits in the Go runtime's poller.
+// Frames are never copied inside vsgate: receiving hands out the frame
+// where the kernel put it, in its chunk, until the next receive; sending
+// a frame that is in such a chunk puts the chunk itself on the send ring
+// (of any socket of the UMEM: a frame leaves another interface from the
+// chunk it arrived in), and the chunk finds its way back to a fill ring
+// through the completion ring and the UMEM's free list. Only what vsgate
+// makes itself (replies, the segments of a super-packet) is copied into
+// a chunk to be sent.
 //
 // What it must not do: attach to an interface it was not given, or keep
 // the program attached after it is closed (it is attached through a BPF

@@ -17,12 +17,13 @@ import (
 
 // The UMEM's shape. A frame is a page: the kernel puts a received frame
 // XDP_PACKET_HEADROOM (256) bytes into its chunk, so 3840 bytes remain,
-// more than the largest MTU XDP takes on a veth (about 3.5 KB). The first
-// rxFrames frames are the receive side's (the fill ring), the rest the
-// send side's. The fill ring has room for twice the receive frames: the
-// kernel publishes new receive entries before it releases the fill
-// entries it took, so right after a batch is read the fill ring may still
-// look full to a ring of the frames' size.
+// more than the largest MTU XDP takes on a veth (about 3.5 KB). A socket
+// keeps rxFrames chunks lent to the kernel for receiving (in its fill
+// ring, being filled, or in its receive ring), and its send and
+// completion rings hold txFrames. The fill ring has room for twice the
+// chunks lent: the kernel publishes new receive entries before it
+// releases the fill entries it took, so right after a batch is read the
+// fill ring may still look full to a ring of the lent chunks' size.
 const (
 	frameSize = 4096
 	rxFrames  = 1024
@@ -30,6 +31,14 @@ const (
 	fillSlots = 2 * rxFrames
 	// rxDataMax is the longest frame a chunk holds.
 	rxDataMax = frameSize - unix.XDP_PACKET_HEADROOM
+	// refillStep is how far below rxFrames the chunks lent may fall
+	// before ReadBatch takes more from the UMEM's free list: the list
+	// is locked once per refillStep frames sent on, not per batch.
+	refillStep = 64
+	// txCache is the most free chunks a socket keeps to copy frames
+	// into; completions beyond it go back to the UMEM's free list, where
+	// the readers find them.
+	txCache = 2 * MaxBatch
 )
 
 // MaxBatch is the most frames one ReadBatch or WriteBatch moves at a time.
@@ -39,6 +48,10 @@ const MaxBatch = 64
 type Config struct {
 	Interface string
 	Queue     int // the interface's receive queue
+	// UMEM is the memory the socket shares with others, so that frames
+	// move between them without a copy; nil gives the socket one of its
+	// own. Open all the sockets of a UMEM before closing any.
+	UMEM *UMEM
 	// VNetHdr keeps a virtio-net header in front of every frame, as an
 	// afpacket socket opened with VNetHdr does: ReadBatch writes one
 	// (always "nothing to do": a frame through XDP is never a
@@ -72,7 +85,7 @@ func (r *ring) mapIndices(m []byte, off unix.XDPRingOffset, n uint32) {
 
 // Socket is one AF_XDP socket bound to one receive queue of an
 // interface, in zero-copy mode where the driver has it and copy mode
-// elsewhere, with a UMEM of its own: frames reach it
+// elsewhere, on a UMEM of its own or shared: frames reach it
 // through the XDP program's redirect (Program.Register) with no system
 // call per frame, and it sends with one system call per batch. It waits
 // in the Go runtime's poller. ReadBatch is for one goroutine at a time;
@@ -87,7 +100,9 @@ type Socket struct {
 		Read(func(uintptr) bool) error
 	}
 	fd                 int
-	umem               []byte
+	umem               *UMEM
+	mem                []byte // umem.mem
+	owner              bool   // the socket registered umem
 	fillMap, compMap   []byte
 	rxMap, txMap       []byte
 	fill, comp, rx, tx ring
@@ -96,18 +111,25 @@ type Socket struct {
 	rxDescs            []unix.XDPDesc
 	txDescs            []unix.XDPDesc
 
+	// The reader's: the chunks the last ReadBatch handed out, and how
+	// many chunks the kernel has to receive into.
+	handed []uint64
+	lent   int
+
 	txMu   sync.Mutex
-	txFree []uint64 // send frames not in the kernel's hands; under txMu
+	txFree []uint64 // free chunks to copy frames into; under txMu
 	seg    []byte   // scratch for a super-packet's segments; under txMu
 
 	mu     sync.RWMutex // held shared while the rings are in use, exclusively by Close
 	closed atomic.Bool
 
-	// Truncated counts frames dropped because they did not fit the
-	// caller's buffer, or a frame (to send) that does not fit a chunk;
-	// Refused, frames the kernel would not send or a super-packet that
-	// could not be cut.
-	Truncated, Refused atomic.Uint64
+	// Truncated counts frames dropped because they did not fit a
+	// chunk; Refused, frames the kernel would not send or a super-packet
+	// that could not be cut; Copied, frames WriteBatch copied into a
+	// chunk to send them (what vsgate made itself, the segments of a
+	// super-packet, frames from another UMEM) rather than sending them
+	// where they were read.
+	Truncated, Refused, Copied atomic.Uint64
 }
 
 // Open creates the socket, its UMEM and rings, fills the fill ring and
@@ -122,7 +144,11 @@ func Open(cfg Config) (_ *Socket, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("afxdp %s: socket: %w", cfg.Interface, err)
 	}
-	s := &Socket{name: cfg.Interface, queue: cfg.Queue, vnet: cfg.VNetHdr, fd: fd}
+	if cfg.UMEM == nil {
+		cfg.UMEM = NewUMEM(1)
+	}
+	s := &Socket{name: cfg.Interface, queue: cfg.Queue, vnet: cfg.VNetHdr, fd: fd, umem: cfg.UMEM, mem: cfg.UMEM.mem,
+		handed: make([]uint64, 0, rxFrames), txFree: make([]uint64, 0, txCache+txFrames+MaxBatch)}
 	defer func() {
 		if err != nil {
 			s.release()
@@ -131,14 +157,13 @@ func Open(cfg Config) (_ *Socket, err error) {
 	fail := func(step string, err error) error {
 		return fmt.Errorf("afxdp %s queue %d: %s: %w", cfg.Interface, cfg.Queue, step, err)
 	}
-	// The UMEM is outside the Go heap: the kernel writes into it.
-	if s.umem, err = unix.Mmap(-1, 0, (rxFrames+txFrames)*frameSize, unix.PROT_READ|unix.PROT_WRITE,
-		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE); err != nil {
-		return nil, fail("umem", err)
-	}
-	reg := unix.XDPUmemReg{Addr: uint64(uintptr(unsafe.Pointer(&s.umem[0]))), Len: uint64(len(s.umem)), Size: frameSize}
-	if err := setsockopt(fd, unix.XDP_UMEM_REG, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
-		return nil, fail("umem registration", err)
+	owner, first := s.umem.register(fd)
+	s.owner = first
+	if first {
+		reg := unix.XDPUmemReg{Addr: uint64(uintptr(unsafe.Pointer(&s.mem[0]))), Len: uint64(len(s.mem)), Size: frameSize}
+		if err := setsockopt(fd, unix.XDP_UMEM_REG, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
+			return nil, fail("umem registration", err)
+		}
 	}
 	for _, o := range [][2]int{{unix.XDP_UMEM_FILL_RING, fillSlots}, {unix.XDP_UMEM_COMPLETION_RING, txFrames},
 		{unix.XDP_RX_RING, rxFrames}, {unix.XDP_TX_RING, txFrames}} {
@@ -175,19 +200,19 @@ func Open(cfg Config) (_ *Socket, err error) {
 	s.compAddrs = unsafe.Slice((*uint64)(unsafe.Pointer(&s.compMap[off.Cr.Desc])), txFrames)
 	s.rxDescs = unsafe.Slice((*unix.XDPDesc)(unsafe.Pointer(&s.rxMap[off.Rx.Desc])), rxFrames)
 	s.txDescs = unsafe.Slice((*unix.XDPDesc)(unsafe.Pointer(&s.txMap[off.Tx.Desc])), txFrames)
-	for i := range rxFrames {
-		s.fillAddrs[i] = uint64(i * frameSize)
+	if s.refill(); s.lent == 0 {
+		return nil, fail("fill ring", errors.New("no free chunk in the UMEM"))
 	}
-	s.fill.cached = rxFrames
 	atomic.StoreUint32(s.fill.prod, s.fill.cached)
-	for i := range txFrames {
-		s.txFree = append(s.txFree, uint64((rxFrames+i)*frameSize))
-	}
 	// Neither XDP_COPY nor XDP_ZEROCOPY: the kernel binds zero-copy where
 	// the driver has it (the driver fills the UMEM itself) and copy mode
-	// elsewhere (veth); ZeroCopy says which it chose.
-	if err := unix.Bind(fd, &unix.SockaddrXDP{Flags: unix.XDP_USE_NEED_WAKEUP,
-		Ifindex: uint32(ifi.Index), QueueID: uint32(cfg.Queue)}); err != nil {
+	// elsewhere (veth); ZeroCopy says which it chose. A socket sharing
+	// the UMEM may give no flags: it binds as the one that registered it.
+	sa := &unix.SockaddrXDP{Flags: unix.XDP_USE_NEED_WAKEUP, Ifindex: uint32(ifi.Index), QueueID: uint32(cfg.Queue)}
+	if !first {
+		sa.Flags, sa.SharedUmemFD = unix.XDP_SHARED_UMEM, uint32(owner)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
 		return nil, fail("bind", err)
 	}
 	var opts struct{ Flags uint32 } // struct xdp_options
@@ -227,16 +252,25 @@ func (s *Socket) ZeroCopy() bool { return s.zeroCopy }
 // Queue is the receive queue the socket is bound to.
 func (s *Socket) Queue() int { return s.queue }
 
-// ReadBatch waits until the receive ring holds a frame, then copies the
-// ready frames, up to len(bufs), in order: frame i to bufs[i][off:], its
-// length to sizes[i], and on a VNetHdr socket an empty virtio-net header
-// to bufs[i][off-packet.VNetHdrSize:off]. Each frame's chunk goes back to
-// the fill ring at once. A frame larger than its buffer is dropped and
-// counted (Truncated). After Close it returns an error wrapping
-// net.ErrClosed.
+// ReadBatch waits until the receive ring holds a frame, then hands out
+// the ready frames, up to len(bufs), in order and where the kernel put
+// them: bufs[i] is replaced by a slice of the UMEM holding frame i at
+// bufs[i][off:], its length goes to sizes[i], and on a VNetHdr socket an
+// empty virtio-net header goes to bufs[i][off-packet.VNetHdrSize:off].
+// The slice ends with the frame's chunk (its capacity is the room a
+// frame may grow into) and is the caller's until its next ReadBatch,
+// which gives the chunks back to the kernel — except those a WriteBatch
+// on a socket of the same UMEM sent meanwhile. off may be at most
+// XDP_PACKET_HEADROOM (the room the kernel leaves in front of a frame).
+// A frame too long for a chunk is dropped and counted (Truncated).
+// After Close it returns an error wrapping net.ErrClosed.
 func (s *Socket) ReadBatch(bufs [][]byte, sizes []int, off int) (int, error) {
+	if off < 0 || off > unix.XDP_PACKET_HEADROOM || s.vnet && off < packet.VNetHdrSize {
+		return 0, fmt.Errorf("afxdp %s: read offset %d, want %d to %d", s.name, off, b2i(s.vnet)*packet.VNetHdrSize, unix.XDP_PACKET_HEADROOM)
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
+	s.giveBack()
 	for {
 		if s.closed.Load() {
 			return 0, fmt.Errorf("afxdp %s: read: %w", s.name, net.ErrClosed)
@@ -253,7 +287,15 @@ func (s *Socket) ReadBatch(bufs [][]byte, sizes []int, off int) (int, error) {
 	}
 }
 
-// take copies the ready frames without waiting. Caller holds s.mu shared.
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// take hands out the ready frames without waiting. Caller holds s.mu
+// shared.
 func (s *Socket) take(bufs [][]byte, sizes []int, off int) int {
 	avail := atomic.LoadUint32(s.rx.prod) - s.rx.cached
 	if avail == 0 {
@@ -263,40 +305,90 @@ func (s *Socket) take(bufs [][]byte, sizes []int, off int) int {
 	n := 0
 	for i := range m {
 		d := s.rxDescs[(s.rx.cached+uint32(i))&s.rx.mask]
-		buf := bufs[n]
-		if int(d.Len) > rxDataMax || d.Addr+uint64(d.Len) > uint64(len(s.umem)) || off+int(d.Len) > len(buf) {
+		chunk := d.Addr &^ (frameSize - 1)
+		s.lent--
+		if int(d.Len) > rxDataMax || d.Addr+uint64(d.Len) > uint64(len(s.mem)) || d.Addr-chunk < uint64(off) {
 			s.Truncated.Add(1)
-		} else {
-			copy(buf[off:], s.umem[d.Addr:d.Addr+uint64(d.Len)])
-			if s.vnet {
-				clear(buf[off-packet.VNetHdrSize : off])
-			}
-			sizes[n] = int(d.Len)
-			n++
+			s.toFill(chunk)
+			continue
 		}
-		// The chunk goes back (the kernel ignores the offset within it).
-		s.fillAddrs[(s.fill.cached+uint32(i))&s.fill.mask] = d.Addr &^ (frameSize - 1)
+		end := chunk + frameSize
+		bufs[n] = s.mem[d.Addr-uint64(off) : end : end]
+		if s.vnet {
+			clear(bufs[n][off-packet.VNetHdrSize : off])
+		}
+		sizes[n] = int(d.Len)
+		s.umem.hand(chunk)
+		s.handed = append(s.handed, chunk)
+		n++
 	}
-	s.fill.cached += uint32(m)
-	atomic.StoreUint32(s.fill.prod, s.fill.cached)
 	s.rx.cached += uint32(m)
 	atomic.StoreUint32(s.rx.cons, s.rx.cached)
+	s.publishFill()
+	return n
+}
+
+// giveBack returns to the fill ring the chunks the last ReadBatch handed
+// out that were not sent, and tops the chunks lent up from the UMEM's
+// free list once they are refillStep short. Caller holds s.mu shared.
+func (s *Socket) giveBack() {
+	for _, c := range s.handed {
+		if s.umem.reclaim(c) {
+			s.toFill(c)
+		}
+	}
+	s.handed = s.handed[:0]
+	if s.lent <= rxFrames-refillStep {
+		s.refill()
+	}
+	s.publishFill()
+}
+
+// refill lends the kernel chunks from the UMEM's free list, up to
+// rxFrames.
+func (s *Socket) refill() {
+	var spare [refillStep]uint64
+	for s.lent < rxFrames {
+		got := s.umem.take(spare[:0], min(refillStep, rxFrames-s.lent))
+		if len(got) == 0 {
+			return // the rest are in flight; the next ReadBatch tries again
+		}
+		for _, c := range got {
+			s.toFill(c)
+		}
+	}
+}
+
+// toFill puts a chunk in the fill ring, unpublished.
+func (s *Socket) toFill(chunk uint64) {
+	s.fillAddrs[s.fill.cached&s.fill.mask] = chunk
+	s.fill.cached++
+	s.lent++
+}
+
+// publishFill tells the kernel what toFill put in the fill ring.
+func (s *Socket) publishFill() {
+	if atomic.LoadUint32(s.fill.prod) == s.fill.cached {
+		return
+	}
+	atomic.StoreUint32(s.fill.prod, s.fill.cached)
 	if atomic.LoadUint32(s.fill.flags)&unix.XDP_RING_NEED_WAKEUP != 0 {
 		// A zero-copy driver waits to be told the fill ring has room;
 		// copy mode never asks.
 		_, _, _ = unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 	}
-	return n
 }
 
 // WriteBatch sends frames, each a whole Ethernet frame (on a VNetHdr
 // socket preceded by its virtio-net header: a partial checksum is
 // finished and a super-packet cut into frames here), and returns how
-// many it sent. Frames are copied into the socket's send chunks and the
-// kernel is told once per batch; while no chunk is free it waits for the
-// kernel to finish sending. A frame that cannot go (too long for a
-// chunk, a super-packet it cannot cut) is skipped and counted, with the
-// first such error returned.
+// many it sent. A frame in a chunk a ReadBatch handed out from this
+// socket's UMEM is sent from where it is, and its chunk is no longer
+// the reader's; any other frame is copied into a free chunk (Copied).
+// The kernel is told once per batch; while the send ring is full, or no
+// chunk is free to copy into, it waits for the kernel to finish sending.
+// A frame that cannot go (too long for a chunk, a super-packet it cannot
+// cut) is skipped and counted, with the first such error returned.
 func (s *Socket) WriteBatch(frames [][]byte) (int, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -309,38 +401,47 @@ func (s *Socket) WriteBatch(frames [][]byte) (int, error) {
 	sent := 0
 	queued := uint32(0)
 	put := func(frame []byte) bool {
-		if len(frame) > frameSize {
+		addr, inPlace := s.umem.claim(frame)
+		if !inPlace && len(frame) > frameSize {
 			s.Truncated.Add(1)
 			if first == nil {
 				first = fmt.Errorf("afxdp %s: write: frame of %d bytes: %w", s.name, len(frame), unix.EMSGSIZE)
 			}
 			return false
 		}
-		for len(s.txFree) == 0 || s.tx.cached-atomic.LoadUint32(s.tx.cons) == txFrames {
+		for !inPlace && len(s.txFree) == 0 || s.tx.cached+queued-atomic.LoadUint32(s.tx.cons) == txFrames {
 			if queued > 0 {
 				s.publish(&queued)
 			}
-			if err := s.kick(); err != nil {
+			err := s.kick()
+			if err == nil {
+				s.reap()
+				if !inPlace && len(s.txFree) == 0 {
+					s.txFree = s.umem.take(s.txFree, MaxBatch)
+				}
+				if !inPlace && len(s.txFree) == 0 || s.tx.cached-atomic.LoadUint32(s.tx.cons) == txFrames {
+					if err = s.waitWritable(); err == nil {
+						s.reap()
+					}
+				}
+			}
+			if err != nil {
 				if first == nil {
 					first = err
 				}
+				if inPlace {
+					s.txFree = append(s.txFree, addr&^(frameSize-1)) // a free chunk now
+				}
 				return false
 			}
-			s.reap()
-			if len(s.txFree) == 0 {
-				if err := s.waitWritable(); err != nil {
-					if first == nil {
-						first = err
-					}
-					return false
-				}
-				s.reap()
-			}
 		}
-		a := s.txFree[len(s.txFree)-1]
-		s.txFree = s.txFree[:len(s.txFree)-1]
-		n := copy(s.umem[a:a+frameSize], frame)
-		s.txDescs[(s.tx.cached+queued)&s.tx.mask] = unix.XDPDesc{Addr: a, Len: uint32(n)}
+		if !inPlace {
+			addr = s.txFree[len(s.txFree)-1]
+			s.txFree = s.txFree[:len(s.txFree)-1]
+			copy(s.mem[addr:addr+frameSize], frame)
+			s.Copied.Add(1)
+		}
+		s.txDescs[(s.tx.cached+queued)&s.tx.mask] = unix.XDPDesc{Addr: addr, Len: uint32(len(frame))}
 		queued++
 		return true
 	}
@@ -397,7 +498,8 @@ func (s *Socket) publish(queued *uint32) {
 }
 
 // reap takes the chunks the kernel has finished sending back from the
-// completion ring. Caller holds txMu.
+// completion ring, keeping up to txCache to copy into and giving the rest
+// to the UMEM's free list. Caller holds txMu.
 func (s *Socket) reap() {
 	n := atomic.LoadUint32(s.comp.prod) - s.comp.cached
 	for i := range n {
@@ -405,6 +507,10 @@ func (s *Socket) reap() {
 	}
 	s.comp.cached += n
 	atomic.StoreUint32(s.comp.cons, s.comp.cached)
+	if len(s.txFree) > txCache {
+		s.umem.give(s.txFree[txCache/2:])
+		s.txFree = s.txFree[:txCache/2]
+	}
 }
 
 // kick tells the kernel the send ring has frames. In copy mode it sends
@@ -499,7 +605,8 @@ func (s *Socket) RingDrops() uint64 {
 
 // Close wakes a waiting ReadBatch or WriteBatch, waits for them to let go
 // of the rings, closes the socket (which takes it out of the program's
-// map) and unmaps the rings and the UMEM. Closing twice is a no-op.
+// map) and unmaps the rings. The UMEM stays valid memory: a frame handed
+// out still reads and writes (to no effect). Closing twice is a no-op.
 func (s *Socket) Close() error {
 	if s.closed.Swap(true) {
 		return nil
@@ -512,15 +619,20 @@ func (s *Socket) Close() error {
 	return s.release()
 }
 
-// release closes the descriptor and unmaps what is mapped.
+// release closes the descriptor and unmaps the rings. A socket that
+// registered the UMEM stops being the one the next socket shares it
+// through (the kernel keeps it for those that do).
 func (s *Socket) release() error {
+	if s.owner {
+		s.umem.unregister(s.fd)
+	}
 	var err error
 	if s.file != nil {
 		err = s.file.Close()
 	} else if s.fd > 0 {
 		err = unix.Close(s.fd)
 	}
-	for _, m := range [][]byte{s.fillMap, s.compMap, s.rxMap, s.txMap, s.umem} {
+	for _, m := range [][]byte{s.fillMap, s.compMap, s.rxMap, s.txMap} {
 		if m != nil {
 			if merr := unix.Munmap(m); err == nil {
 				err = merr

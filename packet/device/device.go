@@ -13,6 +13,11 @@ type Device interface {
 	// what is immediately available. After Close it returns an error
 	// wrapping os.ErrClosed. It returns the number n of packets read: the
 	// caller handles those n packets before it looks at err.
+	//
+	// A device may replace bufs[i] by memory of its own, the packet where
+	// the kernel put it (afpacket.Port on AF_XDP): the caller may rewrite
+	// and Write it, growing it within its capacity, until its next Read
+	// on the device, and must not keep it longer.
 	Read(bufs [][]byte, sizes []int, offset int) (n int, err error)
 
 	// Write writes bufs[i][offset:] as one packet each and returns how many
