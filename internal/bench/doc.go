@@ -23,7 +23,11 @@
 // Systems: L4 — kernel-dnat (baseline: netlab's KernelRef nftables DNAT),
 // direct (the lab's ceiling: the kernel forwarding to one real server
 // that holds the VIP, no NAT; the report gives every row's fraction of
-// it), kernel-synproxy, vsgate-nat and vsgate-fullnat (`vsgate run` on TUN without offloads),
+// it), direct-xdp (direct with a pass-only XDP program on the gateway's
+// interfaces, in vsgate-afxdp's lab: the ceiling of anything that needs
+// XDP on these veths), direct-tc (direct with a TC program that redirects
+// every packet to the other interface: the ceiling of a TC BPF data
+// path), kernel-synproxy, vsgate-nat and vsgate-fullnat (`vsgate run` on TUN without offloads),
 // vsgate-nat-gso (the same with device.offloads: true), vsgate-afpacket
 // (`vsgate run` on AF_PACKET in netlab's "l2" topology), vsgate-afxdp
 // (device.type: afxdp on "l2", its hosts sending whole checksums, so

@@ -298,15 +298,16 @@ func orNaN(s Stat) float64 {
 	return s.Median
 }
 
-// ofCeiling returns, for every L4 row other than direct's own, its median
+// ofCeiling returns, for every row of the systems of (all but the
+// ceiling itself for nil) that the ceiling system measured too, its median
 // as a fraction of direct's median under the same workload.
-func ofCeiling(rows []Row) []string {
+func ofCeiling(rows []Row, ceiling string, of func(system string) bool) []string {
 	var out []string
 	for _, row := range rows {
-		if row.System == "direct" || row.Value.N == 0 {
+		if row.System == ceiling || row.Value.N == 0 || of != nil && !of(row.System) {
 			continue
 		}
-		d, ok := rowFor(rows, "direct", row.Workload)
+		d, ok := rowFor(rows, ceiling, row.Workload)
 		if !ok || d.Value.N == 0 || d.Value.Median <= 0 {
 			continue
 		}
@@ -330,8 +331,17 @@ func whereTimeGoes(r *Report, rows []Row) string {
 	if len(behind) > 0 {
 		w("vsgate is behind kernel DNAT in: %s.\n\n", strings.Join(behind, "; "))
 	}
-	if ceiling := ofCeiling(rows); len(ceiling) > 0 {
+	if ceiling := ofCeiling(rows, "direct", func(s string) bool { return s != "direct-xdp" }); len(ceiling) > 0 {
 		w("Of the lab's ceiling (direct: the kernel forwarding to one real server, no NAT), the systems reach: %s.\n\n",
+			strings.Join(ceiling, "; "))
+	}
+	if ceiling := ofCeiling(rows, "direct", func(s string) bool { return s == "direct-xdp" }); len(ceiling) > 0 {
+		w("With a pass-only XDP program on the gateway's veths, in vsgate-afxdp's lab (hosts sending whole checksums: direct-xdp), "+
+			"the same forwarding reaches %s of it: the veths turn every frame into an XDP buffer and their peers lose GSO, "+
+			"whatever the program does.\n\n", strings.Join(ceiling, "; "))
+	}
+	if ceiling := ofCeiling(rows, "direct-xdp", func(s string) bool { return strings.Contains(s, "afxdp") }); len(ceiling) > 0 {
+		w("Of that ceiling for a data path that needs XDP on these veths (direct-xdp), the AF_XDP systems reach: %s.\n\n",
 			strings.Join(ceiling, "; "))
 	}
 	for _, p := range r.Profiles {

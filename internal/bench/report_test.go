@@ -298,11 +298,17 @@ func TestOfCeiling(t *testing.T) {
 	for rep, v := range []float64{200, 250, 150} {
 		r.Samples = append(r.Samples, Sample{System: "direct", Workload: "http-keepalive", Rep: rep + 1, Value: v})
 	}
-	got := strings.Join(ofCeiling(r.Summarize()), "; ")
+	got := strings.Join(ofCeiling(r.Summarize(), "direct", nil), "; ")
 	// direct's median is 200: kernel-dnat's 100 is 0.50x of it, vsgate's
 	// 50 0.25x; bulk has no direct row, so no ratio.
 	want := "kernel-dnat http-keepalive 0.50x; vsgate-nat http-keepalive 0.25x; nginx-http http-keepalive 0.25x"
 	if got != want {
 		t.Errorf("ofCeiling = %q, want %q", got, want)
+	}
+	// Another ceiling, for some systems only: vsgate-nat's 50 req/s of
+	// kernel-dnat's 100, its 1 Gbit/s of 20; nginx-http is not asked for.
+	got = strings.Join(ofCeiling(r.Summarize(), "kernel-dnat", func(s string) bool { return strings.HasPrefix(s, "vsgate") }), "; ")
+	if want := "vsgate-nat http-keepalive 0.50x; vsgate-nat tcp-bulk 0.05x"; got != want {
+		t.Errorf("ofCeiling(kernel-dnat, vsgate*) = %q, want %q", got, want)
 	}
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -13,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vsgate/vsgate/internal/netlab"
@@ -66,6 +70,12 @@ func Systems() []System {
 		{Name: "direct", Layer: L4, UDP: true, Tools: []string{"ip:iproute2"},
 			Desc:    "the lab's ceiling: plain kernel forwarding to one real server, no NAT and no conntrack (b1 holds the VIP on its loopback, the gateway routes the VIP to b1)",
 			version: []string{"ip", "-V"}, start: startDirect},
+		{Name: "direct-xdp", Layer: L4, UDP: true, Tools: []string{"ip:iproute2"}, xdp: true,
+			Desc:    "direct with an XDP program on both gateway interfaces that passes every frame to the kernel, in vsgate-afxdp's lab (hosts sending whole checksums): the ceiling of any data path that attaches XDP to these veths, as an AF_XDP socket needs",
+			version: []string{"ip", "-V"}, start: startDirectXDP},
+		{Name: "direct-tc", Layer: L4, UDP: true, Tools: []string{"ip:iproute2"},
+			Desc:    "direct with a TC program at each gateway interface's ingress that sends every IPv4 packet not for the gateway itself out of the other (bpf_redirect_neigh): the kernel's stack skipped, its skbs (GSO, partial checksums) kept; the ceiling of a data path in TC BPF",
+			version: []string{"ip", "-V"}, start: startDirectTC},
 		{Name: "vsgate-nat", Layer: L4, UDP: true,
 			Desc:  "vsgate run on TUN, NAT mode (DNAT, replies via policy rule), no offloads",
 			start: func(ctx context.Context, e *sysEnv) error { return startVsgate(ctx, e, "nat", false) }},
@@ -147,6 +157,9 @@ type sysEnv struct {
 	procs   []*proc // gateway processes (CPU is measured on their trees)
 	others  []*proc // helper processes (iperf3 server)
 	kernel  bool    // the gateway's work is in the kernel: no process to measure
+	// attached are BPF programs and links the system holds in the
+	// gateway namespace, closed with it.
+	attached []interface{ Close() error }
 }
 
 // backends4 returns the IPv4 addresses of the lab's backends.
@@ -321,7 +334,8 @@ func (e *sysEnv) ready(ctx context.Context, ports ...uint16) error {
 	return nil
 }
 
-// close stops every process of the system (gateway first).
+// close stops every process of the system (gateway first) and detaches
+// its programs.
 func (e *sysEnv) close() {
 	for _, p := range e.procs {
 		p.stop()
@@ -329,6 +343,10 @@ func (e *sysEnv) close() {
 	for _, p := range e.others {
 		p.stop()
 	}
+	for _, a := range e.attached {
+		a.Close()
+	}
+	e.attached = nil
 }
 
 func startKernel(ctx context.Context, e *sysEnv) error {
@@ -399,6 +417,120 @@ func startDirect(ctx context.Context, e *sysEnv) error {
 		}
 	}
 	return fmt.Errorf("bench: %s has no default route", b1.Name)
+}
+
+// startDirectXDP is direct with an XDP program on the gateway's two
+// interfaces that only returns XDP_PASS. Attaching XDP to a veth costs
+// its peer GSO and makes the veth turn every frame into an XDP buffer
+// before the kernel sees it: what remains is the most a data path that
+// needs XDP on these links (AF_XDP) can reach.
+func startDirectXDP(ctx context.Context, e *sysEnv) error {
+	if err := startDirect(ctx, e); err != nil {
+		return err
+	}
+	p := e.lab.Topo.Plan
+	return e.gw.Do(func() error {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "pass", Type: ebpf.XDP, License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}}) // XDP_PASS
+		if err != nil {
+			return fmt.Errorf("bench: XDP program: %w", err)
+		}
+		e.attached = append(e.attached, prog)
+		for _, name := range []string{e.lab.IfName(p.GatewayOut), e.lab.IfName(p.GatewayIn)} {
+			ifi, err := net.InterfaceByName(name)
+			if err != nil {
+				return err
+			}
+			l, err := link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifi.Index, Flags: link.XDPDriverMode})
+			if err != nil {
+				return fmt.Errorf("bench: XDP on %s: %w", name, err)
+			}
+			e.attached = append(e.attached, l)
+		}
+		return nil
+	})
+}
+
+// startDirectTC is direct with a TCX ingress program on each gateway
+// interface that hands every IPv4 packet not addressed to the interface's
+// own address to bpf_redirect_neigh towards the other interface: the
+// kernel's FIB and neighbour table give the next hop, and the packet
+// leaves without the IP stack, netfilter or a copy, as the skb it
+// arrived as (a GSO super-packet stays one).
+func startDirectTC(ctx context.Context, e *sysEnv) error {
+	if err := startDirect(ctx, e); err != nil {
+		return err
+	}
+	p := e.lab.Topo.Plan
+	names := [2]string{e.lab.IfName(p.GatewayOut), e.lab.IfName(p.GatewayIn)}
+	return e.gw.Do(func() error {
+		var ifs [2]*net.Interface
+		for i, name := range names {
+			var err error
+			if ifs[i], err = net.InterfaceByName(name); err != nil {
+				return err
+			}
+		}
+		for i, ifi := range ifs {
+			own, err := interfaceIPv4(ifi)
+			if err != nil {
+				return err
+			}
+			prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "redirect", Type: ebpf.SchedCLS, License: "GPL",
+				Instructions: redirectNeigh(own, ifs[1-i].Index)})
+			if err != nil {
+				return fmt.Errorf("bench: TC program: %w", err)
+			}
+			e.attached = append(e.attached, prog)
+			l, err := link.AttachTCX(link.TCXOptions{Program: prog, Attach: ebpf.AttachTCXIngress, Interface: ifi.Index})
+			if err != nil {
+				return fmt.Errorf("bench: TC on %s: %w", ifi.Name, err)
+			}
+			e.attached = append(e.attached, l)
+		}
+		return nil
+	})
+}
+
+// interfaceIPv4 is ifi's IPv4 address.
+func interfaceIPv4(ifi *net.Interface) (netip.Addr, error) {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() {
+				return ip.Unmap(), nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("bench: %s has no IPv4 address", ifi.Name)
+}
+
+// redirectNeigh is a TC program: an IPv4 packet whose destination is not
+// own goes to bpf_redirect_neigh(out); everything else to the stack.
+func redirectNeigh(own netip.Addr, out int) asm.Instructions {
+	a := own.As4()
+	return asm.Instructions{
+		asm.LoadMem(asm.R2, asm.R1, 76, asm.Word), // skb->data
+		asm.LoadMem(asm.R3, asm.R1, 80, asm.Word), // skb->data_end
+		asm.Mov.Reg(asm.R4, asm.R2),
+		asm.Add.Imm(asm.R4, 14+20),
+		asm.JGT.Reg(asm.R4, asm.R3, "pass"),
+		asm.LoadMem(asm.R4, asm.R2, 12, asm.Half),
+		asm.JNE.Imm(asm.R4, int32(binary.NativeEndian.Uint16([]byte{0x08, 0x00})), "pass"),
+		asm.LoadMem(asm.R4, asm.R2, 14+16, asm.Word),
+		asm.JEq.Imm32(asm.R4, int32(binary.NativeEndian.Uint32(a[:])), "pass"),
+		asm.Mov.Imm(asm.R1, int32(out)),
+		asm.Mov.Imm(asm.R2, 0), // no parameters: the FIB lookup is the kernel's
+		asm.Mov.Imm(asm.R3, 0),
+		asm.Mov.Imm(asm.R4, 0),
+		asm.FnRedirectNeigh.Call(),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, 0).WithSymbol("pass"), // TC_ACT_OK
+		asm.Return(),
+	}
 }
 
 // startKernelSynproxy is kernel-dnat behind the kernel's SYN proxy, as
