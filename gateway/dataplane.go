@@ -116,6 +116,12 @@ func (g *Gateway) work(i int, d device.Device) error {
 		} else {
 			w.Process(pkts[:got], verdicts)
 		}
+		if g.sync != nil && w.SyncPending() {
+			// The peers hear of the batch's new flows and state
+			// changes before any of its packets leaves: a gateway lost
+			// now leaves no flow they cannot continue.
+			g.sync.Flush()
+		}
 		out, routed, vias = out[:0], routed[:0], vias[:0]
 		var dropped, l7 uint64
 		for j := range got {

@@ -82,6 +82,12 @@ func (w *Worker) syncNote(idx, gen uint32) {
 	}
 }
 
+// SyncPending reports whether w noted flows that DrainSync has not taken
+// yet: the gateway then has them sent before it sends w's batch.
+func (w *Worker) SyncPending() bool {
+	return w.sync != nil && w.sync.head.Load() != w.sync.tail.Load()
+}
+
 // DrainSync calls fn for every flow noted since the last call (new
 // service flows and state changes), as it is now; a flow gone or
 // recycled meanwhile is skipped. Calls are serialised.

@@ -222,6 +222,43 @@ func TestDaemons(t *testing.T) {
 	eventually(t, "datagrams over the rate dropped", func() bool { return dc.Stats().RateLimited > 0 })
 }
 
+// TestFlush: a worker's notes go out when Flush is called, not at the
+// next tick (an hour away here), and the peer takes them; the sender
+// listens on [::] (a dual-stack socket), its IPv4 peer reached at its
+// mapped address.
+func TestFlush(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ea, eb := engine(t), engine(t)
+	la, lb := freeUDP(t, "::"), freeUDP(t, "127.0.0.1")
+	da, err := Start(Config{Listen: la, Peers: []netip.AddrPort{lb}, Key: key, Master: true, Interval: time.Hour, Refresh: time.Hour}, ea, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer da.Close()
+	db, err := Start(Config{Listen: lb, Peers: []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), la.Port())}, Key: key, Backup: true}, eb, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	wa := ea.NewWorker()
+	if wa.SyncPending() {
+		t.Fatal("a worker that noted nothing has notes pending")
+	}
+	v := []nat.Verdict{0}
+	wa.Process([][]byte{syn(netip.MustParseAddrPort("198.18.0.100:40000"), netip.MustParseAddrPort("198.18.0.10:80"))}, v)
+	if v[0] != nat.Forward || !wa.SyncPending() {
+		t.Fatalf("SYN: %v, notes pending %v: want Forward and a note", v[0], wa.SyncPending())
+	}
+	da.Flush()
+	if wa.SyncPending() {
+		t.Error("notes still pending after Flush")
+	}
+	eventually(t, "B to import the flushed flow", func() bool { return db.Stats().Imported == 1 && eb.Flows() == 1 })
+	if s := da.Stats(); s.SentDatagrams != 1 || s.SentRecords != 1 {
+		t.Errorf("sent %d datagrams, %d records: want the one flushed", s.SentDatagrams, s.SentRecords)
+	}
+}
+
 func TestKeyTooShort(t *testing.T) {
 	if _, err := Start(Config{Key: []byte("short")}, engine(t), slog.Default()); err != ErrKeyLength {
 		t.Fatalf("a 5-byte key: %v", err)

@@ -1,6 +1,7 @@
 package connsync
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -11,8 +12,10 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 
 	"github.com/vsgate/vsgate/nat"
@@ -90,6 +93,15 @@ type Daemon struct {
 	wg             sync.WaitGroup
 	dumped         chan struct{} // closed when every peer has sent its flows since start
 
+	// noteMu serialises sending the noted flows (Flush, from a worker or
+	// the ticker), whose records and datagram are built in noteRecs and
+	// noteBuf.
+	noteMu   sync.Mutex
+	noteRecs []nat.SyncFlow
+	noteBuf  []byte
+	raw      syscall.RawConn
+	peerSA   []unix.Sockaddr // cfg.Peers, for sendto(2)
+
 	mu       sync.Mutex // guards the counters below and latest
 	stats    Stats
 	latest   map[netip.Addr]Header // by peer: the newest datagram's header taken (one entry a peer, whatever its restarts)
@@ -126,9 +138,20 @@ func Start(cfg Config, engine *nat.Engine, log *slog.Logger) (*Daemon, error) {
 		limiter:  rate.NewLimiter(rate.Limit(cfg.Rate), max(cfg.Rate/100, 1)),
 		peerAddr: map[netip.Addr]bool{}}
 	d.stats.Rejected = map[string]uint64{}
+	domain := unix.AF_INET6
+	if d.raw, err = conn.SyscallConn(); err == nil {
+		cerr := d.raw.Control(func(fd uintptr) { domain, err = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN) })
+		err = cmp.Or(cerr, err)
+	}
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("connsync: %w", err)
+	}
+	d.noteBuf = make([]byte, 0, MaxDatagram)
 	for _, p := range cfg.Peers {
 		d.peerAddr[p.Addr().Unmap()] = true
 		d.dumpsDue[p.Addr().Unmap()] = true
+		d.peerSA = append(d.peerSA, sockaddr(p, domain == unix.AF_INET6))
 	}
 	d.SetRoles(cfg.Master, cfg.Backup)
 	w := engine.NewWorker()
@@ -149,7 +172,7 @@ func (d *Daemon) hello() {
 			return
 		default:
 		}
-		d.sendDatagram(Header{Flags: FlagHello}, nil)
+		d.sendDatagram(make([]byte, 0, MaxDatagram), Header{Flags: FlagHello}, nil)
 		select {
 		case <-d.done:
 			return
@@ -211,13 +234,14 @@ func (d *Daemon) Close() error {
 	return err
 }
 
-// send is the master's loop: every Interval the noted flows, every
-// Refresh all of them.
+// send is the master's loop: every Interval the noted flows (those no
+// worker has flushed yet), every Refresh all of them.
 func (d *Daemon) send() {
 	tick := time.NewTicker(d.cfg.Interval)
 	defer tick.Stop()
 	lastRefresh := time.Now()
 	var recs []nat.SyncFlow
+	buf := make([]byte, 0, MaxDatagram)
 	for {
 		select {
 		case <-d.done:
@@ -228,45 +252,81 @@ func (d *Daemon) send() {
 			lastRefresh = time.Time{} // a master that starts sends everything first
 			continue
 		}
-		recs = recs[:0]
-		d.engine.DrainSync(func(f nat.SyncFlow) { recs = append(recs, f) })
-		full := d.refreshNow.Swap(false) || time.Since(lastRefresh) >= d.cfg.Refresh
-		if full {
-			lastRefresh = time.Now()
-			d.engine.SyncAll(func(f nat.SyncFlow) { recs = append(recs, f) })
+		d.Flush()
+		if !d.refreshNow.Swap(false) && time.Since(lastRefresh) < d.cfg.Refresh {
+			continue
 		}
-		endSent := false
-		for len(recs) > 0 {
+		lastRefresh = time.Now()
+		recs = recs[:0]
+		d.engine.SyncAll(func(f nat.SyncFlow) { recs = append(recs, f) })
+		for {
 			n := min(len(recs), MaxRecords)
 			var h Header
-			if full && n == len(recs) {
-				h.Flags, endSent = FlagDumpEnd, true
+			if n == len(recs) {
+				h.Flags = FlagDumpEnd // the last datagram of the pass, empty if no flow
 			}
-			d.sendDatagram(h, recs[:n])
-			recs = recs[n:]
-		}
-		if full && !endSent {
-			d.sendDatagram(Header{Flags: FlagDumpEnd}, nil) // no flow to send
+			d.sendDatagram(buf, h, recs[:n])
+			if recs = recs[n:]; len(recs) == 0 {
+				break
+			}
 		}
 	}
 }
 
+// Flush sends the flows the workers noted (new ones, state changes) now,
+// rather than at the next tick. A worker calls it before it sends the
+// packets of a batch that noted some, so that no packet of a flow leaves
+// this gateway before the peers were told of the flow: a gateway lost a
+// moment later leaves no flow the others cannot continue. It does not
+// wait for the socket (a full send buffer drops the datagram, counted as
+// a send error by the kernel's statistics, and the refresh sends it
+// again). A daemon that is not a master sends nothing.
+func (d *Daemon) Flush() {
+	if !d.master.Load() {
+		return
+	}
+	d.noteMu.Lock()
+	defer d.noteMu.Unlock()
+	recs := d.noteRecs[:0]
+	d.engine.DrainSync(func(f nat.SyncFlow) { recs = append(recs, f) })
+	d.noteRecs = recs
+	for len(recs) > 0 {
+		n := min(len(recs), MaxRecords)
+		d.sendDatagram(d.noteBuf, Header{}, recs[:n])
+		recs = recs[n:]
+	}
+}
+
 // sendDatagram sends one datagram of recs with h's flags to every peer,
-// within the rate. The sender and hello both send: the sequence number is
-// taken atomically.
-func (d *Daemon) sendDatagram(h Header, recs []nat.SyncFlow) {
+// within the rate, built in buf (the caller's: several goroutines send).
+// The sequence number is taken atomically.
+func (d *Daemon) sendDatagram(buf []byte, h Header, recs []nat.SyncFlow) {
 	h.Sender, h.Seq, h.Millis = d.id, d.nextSeq.Add(1), time.Now().UnixMilli()
-	buf := Encode(make([]byte, 0, MaxDatagram), d.cfg.Key, h, recs)
+	buf = Encode(buf[:0], d.cfg.Key, h, recs)
 	if !d.limiter.Allow() {
 		d.count(func(s *Stats) { s.RateLimited++ })
 		return
 	}
-	for _, p := range d.cfg.Peers {
-		if _, err := d.conn.WriteToUDPAddrPort(buf, p); err != nil && !errors.Is(err, net.ErrClosed) {
-			d.log.Debug("sync: send", "peer", p, "err", err)
+	for i, sa := range d.peerSA {
+		var serr error
+		err := d.raw.Write(func(fd uintptr) bool {
+			serr = unix.Sendto(int(fd), buf, unix.MSG_DONTWAIT, sa)
+			return true // never wait for room: a packet worker may be the caller
+		})
+		if err = cmp.Or(err, serr); err != nil && !errors.Is(err, net.ErrClosed) {
+			d.log.Debug("sync: send", "peer", d.cfg.Peers[i], "err", err)
 		}
 	}
 	d.count(func(s *Stats) { s.SentDatagrams++; s.SentRecords += uint64(len(recs)) })
+}
+
+// sockaddr is p for sendto(2) on a socket of the family v6 says (an
+// IPv4 peer of an IPv6 socket as a mapped address).
+func sockaddr(p netip.AddrPort, v6 bool) unix.Sockaddr {
+	if !v6 && p.Addr().Unmap().Is4() {
+		return &unix.SockaddrInet4{Port: int(p.Port()), Addr: p.Addr().Unmap().As4()}
+	}
+	return &unix.SockaddrInet6{Port: int(p.Port()), Addr: p.Addr().As16()}
 }
 
 func (d *Daemon) count(f func(*Stats)) {

@@ -13,12 +13,15 @@
 // authentic, not newer than what it had from that sender, older than
 // MaxAge, or malformed. Unicast to configured peers; no multicast.
 //
-// The daemon (daemon.go): a master notes new flows and state changes
-// (nat.Engine.DrainSync) every Interval and sends them, and every
-// Refresh sends every flow again (so that a peer that joined learns
-// them, and their timers stay fresh); sending is bounded by Rate
-// datagrams a second, the rest dropped and counted. A backup imports
-// what it receives.
+// The daemon (daemon.go): a master sends the new flows and state changes
+// the workers noted (nat.Engine.DrainSync) before the batch that made
+// them leaves the gateway (Flush, which the gateway's workers call: a
+// gateway lost right after it forwarded a SYN leaves no flow its peers
+// do not know), and every Interval what is left; every Refresh it sends
+// every flow again (so that a peer that joined learns them, and their
+// timers stay fresh); sending is bounded by Rate datagrams a second, the
+// rest dropped and counted, and never waits for room in the socket. A
+// backup imports what it receives.
 //
 // What it must not do: send or accept anything without the key, block a
 // packet worker, or import a flow for a service or real server this
