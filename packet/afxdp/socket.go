@@ -265,8 +265,12 @@ func (s *Socket) Queue() int { return s.queue }
 // A frame too long for a chunk is dropped and counted (Truncated).
 // After Close it returns an error wrapping net.ErrClosed.
 func (s *Socket) ReadBatch(bufs [][]byte, sizes []int, off int) (int, error) {
-	if off < 0 || off > unix.XDP_PACKET_HEADROOM || s.vnet && off < packet.VNetHdrSize {
-		return 0, fmt.Errorf("afxdp %s: read offset %d, want %d to %d", s.name, off, b2i(s.vnet)*packet.VNetHdrSize, unix.XDP_PACKET_HEADROOM)
+	least := 0
+	if s.vnet {
+		least = packet.VNetHdrSize // room for the header
+	}
+	if off < least || off > unix.XDP_PACKET_HEADROOM {
+		return 0, fmt.Errorf("afxdp %s: read offset %d, want %d to %d", s.name, off, least, unix.XDP_PACKET_HEADROOM)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -285,13 +289,6 @@ func (s *Socket) ReadBatch(bufs [][]byte, sizes []int, off int) (int, error) {
 			return 0, fmt.Errorf("afxdp %s: read: %w", s.name, err)
 		}
 	}
-}
-
-func b2i(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // take hands out the ready frames without waiting. Caller holds s.mu

@@ -56,14 +56,6 @@ func NewUMEM(sockets int) *UMEM {
 // Chunks is the UMEM's size in chunks.
 func (u *UMEM) Chunks() int { return len(u.held) }
 
-// Free is how many chunks are on the free list now: no ring, hand or
-// cache holds them.
-func (u *UMEM) Free() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return len(u.free)
-}
-
 // take moves up to n chunks from the free list to the end of to.
 func (u *UMEM) take(to []uint64, n int) []uint64 {
 	u.mu.Lock()
